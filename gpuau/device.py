@@ -1,0 +1,154 @@
+"""Device selection: ``"auto" | "cpu" | "cuda" | "cuda:N" | "emulated"`` -> a :class:`Backend`.
+
+A backend bundles the array module (``numpy`` or ``cupy``) with the compute kernels of that
+device.  Pipeline code is written once against ``backend.xp`` and ``backend.kernels.<name>``;
+no stage asks which device it runs on.
+
+* ``cpu``      NumPy arrays, Numba kernels from :mod:`gpuau.cpu`.
+* ``cuda``     CuPy arrays, the ``.cu`` RawKernels of :mod:`gpuau.kernels`.
+* ``emulated`` NumPy arrays, the same ``.cu`` sources compiled as C++ and run by the CPU
+               emulator of CUDA's execution model (:mod:`gpuau.kernels.emulator`).  This is
+               how the GPU code path is tested on machines without a GPU.
+
+Importing this module imports none of numba, cupy or onnxruntime; they load on first use.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from functools import lru_cache
+from types import ModuleType
+from typing import Any
+
+# ``backend.kernels.NAME`` is ``gpuau.cpu.MODULE.NAME`` on the CPU backend and
+# ``gpuau.kernels.MODULE.NAME`` (called with the backend first) on the GPU backends, where MODULE is
+# NAME itself unless this table says otherwise (several kernels of one family share a module).
+KERNELS: dict[str, str] = {}
+
+
+class DeviceError(RuntimeError):
+    """The requested device cannot be used; the message says why and what to do."""
+
+
+class _Kernels:
+    """Attribute access to the kernels of one backend, imported lazily."""
+
+    def __init__(self, backend: "Backend"):
+        self._backend = backend
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        module = KERNELS.get(name, name)
+        package = "gpuau.cpu" if self._backend.name == "cpu" else "gpuau.kernels"
+        fn = getattr(importlib.import_module(f"{package}.{module}"), name)
+        if package == "gpuau.kernels":
+            # GPU-path wrappers take the backend first (array module + module loader).
+            from functools import partial
+
+            fn = partial(fn, self._backend)
+        setattr(self, name, fn)
+        return fn
+
+
+@dataclass(eq=False)
+class Backend:
+    """Array module plus the kernels of one device.
+
+    Attributes
+    ----------
+    name : str
+        ``"cpu"``, ``"cuda"`` or ``"emulated"``.
+    device_id : int
+        CUDA device ordinal (0 for the CPU backends).
+    xp : module
+        ``numpy`` or ``cupy``.
+    """
+
+    name: str
+    device_id: int = 0
+    xp: ModuleType = field(default=None, repr=False)  # type: ignore[assignment]
+    kernels: Any = field(default=None, repr=False)
+
+    def __post_init__(self):
+        if self.xp is None:
+            self.xp = importlib.import_module("cupy" if self.name == "cuda" else "numpy")
+        self.kernels = _Kernels(self)
+
+    @property
+    def is_gpu(self) -> bool:
+        return self.name == "cuda"
+
+    def asnumpy(self, a):
+        """Copy ``a`` to host memory as a NumPy array (no-op on the CPU backends)."""
+        if self.name == "cuda":
+            return self.xp.asnumpy(a)
+        import numpy as np
+
+        return np.asarray(a)
+
+    def asarray(self, a, dtype=None):
+        """Move ``a`` onto this backend's device."""
+        return self.xp.asarray(a, dtype=dtype)
+
+    def load_module(self, source: str, defines: "tuple[tuple[str, object], ...]" = ()):
+        """Compiled ``gpuau/kernels/<source>.cu`` for this backend (CuPy RawModule, or the CPU
+        emulator's equivalent); ``module.get_function(name)(grid, block, args)`` launches a kernel."""
+        from gpuau.kernels.loader import load_module
+
+        return load_module(self, source, defines)
+
+
+def cuda_available() -> bool:
+    """True when CuPy imports *and* finds a CUDA device (CuPy imports fine on a CPU box)."""
+    try:
+        import cupy
+    except Exception:
+        return False
+    try:
+        return bool(cupy.cuda.is_available())
+    except Exception:
+        return False
+
+
+@lru_cache(maxsize=None)
+def resolve_device(spec: "str | Backend" = "auto") -> Backend:
+    """Turn a device string into a :class:`Backend`, once per string.
+
+    Parameters
+    ----------
+    spec : str
+        ``"auto"`` (CUDA if a GPU is usable, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or
+        ``"emulated"`` (NumPy + the ``.cu`` kernels run by the CPU emulator; for tests).
+
+    Raises
+    ------
+    DeviceError
+        ``cuda`` was asked for and no usable GPU exists, or the string is not a device.
+    """
+    if isinstance(spec, Backend):
+        return spec
+    s = str(spec).strip().lower()
+    if s == "auto":
+        return resolve_device("cuda") if cuda_available() else resolve_device("cpu")
+    if s in ("cpu", "emulated"):
+        return Backend(s)
+    if s == "cuda" or s.startswith("cuda:"):
+        idx_text = s.partition(":")[2] or "0"
+        if not idx_text.isdigit():
+            raise DeviceError(f"device {spec!r}: expected 'cuda' or 'cuda:N' with N a GPU index")
+        idx = int(idx_text)
+        if not cuda_available():
+            raise DeviceError(
+                f"device {spec!r}: no usable CUDA GPU (CuPy missing, or it finds no device). "
+                "Install the GPU extra with `pip install gpuau[cuda12]` on a machine with an NVIDIA "
+                "driver, or use device='cpu'."
+            )
+        import cupy
+
+        n = cupy.cuda.runtime.getDeviceCount()
+        if idx >= n:
+            raise DeviceError(f"device {spec!r}: only {n} CUDA device(s) present (0..{n - 1})")
+        cupy.cuda.Device(idx).use()
+        return Backend("cuda", device_id=idx)
+    raise DeviceError(f"unknown device {spec!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'")

@@ -1,0 +1,34 @@
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("GPUAU_SHARED", ROOT.parent / "shared")).resolve()
+MODELS = SHARED / "models" / "openface-2.2.0"
+MEDIA = SHARED / "media"
+REFERENCE = SHARED / "reference" / "openface-clnf"
+
+os.environ.setdefault("GPUAU_MODELS", str(MODELS))
+
+
+@pytest.fixture(scope="session")
+def shared():
+    if not SHARED.is_dir():
+        pytest.fail(f"../shared not found at {SHARED}: tests need OpenFace's model files and media beside the repo")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def models_dir(shared):
+    return MODELS
+
+
+@pytest.fixture(scope="session")
+def media_dir(shared):
+    return MEDIA
+
+
+@pytest.fixture(scope="session")
+def reference_dir(shared):
+    return REFERENCE
