@@ -1,0 +1,29 @@
+"""Frame sources: video files, single images and image folders, decoded in a background thread.
+
+Port of OpenFace's ``Utilities::SequenceCapture`` / ``ImageCapture`` conventions: frames are 8-bit BGR,
+the grayscale frame is ``ConvertToGrayscale_8bit``'s, timestamps are ``index / fps`` (0 for image folders), and
+the default camera intrinsics are ``SetCameraIntrinsics``'s.
+"""
+from gpuau.video.source import (
+    IMAGE_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    Frame,
+    InputError,
+    VideoSource,
+    camera_intrinsics,
+    open_source,
+    to_bgr8,
+    to_gray8,
+)
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "VIDEO_EXTENSIONS",
+    "Frame",
+    "InputError",
+    "VideoSource",
+    "camera_intrinsics",
+    "open_source",
+    "to_bgr8",
+    "to_gray8",
+]

@@ -1,0 +1,244 @@
+"""Decoding of videos, images and image folders into :class:`Frame` objects."""
+from __future__ import annotations
+
+import os
+import queue
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+VIDEO_EXTENSIONS = (".avi", ".mp4", ".mov", ".mkv", ".wmv", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".3gp", ".mts")
+
+# Frames decoded ahead of the consumer; bounds memory on long videos.
+_PREFETCH = 8
+
+
+class InputError(RuntimeError):
+    """An input cannot be read; the message names the file, the reason and the fix."""
+
+    def __init__(self, path, reason: str, fix: str = ""):
+        self.path = str(path)
+        self.reason = reason
+        msg = f"{path}: {reason}"
+        if fix:
+            msg += f" ({fix})"
+        super().__init__(msg)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded frame.
+
+    Attributes
+    ----------
+    index : int
+        0-based position in the source (OpenFace's ``frame`` column is ``index + 1``).
+    timestamp : float
+        Seconds, ``index / fps`` as OpenFace computes it (0 for image folders).
+    image : ndarray, shape (H, W, 3), uint8
+        BGR frame.
+    gray : ndarray, shape (H, W), uint8
+        Grayscale frame as OpenFace's ``ConvertToGrayscale_8bit``.
+    file : str or None
+        Source file of this frame for image folders and single images.
+    """
+
+    index: int
+    timestamp: float
+    image: np.ndarray
+    gray: np.ndarray
+    file: "str | None" = None
+
+
+def to_bgr8(img: np.ndarray) -> np.ndarray:
+    """Any decoded image (gray/BGR/BGRA, 8- or 16-bit) as 8-bit BGR.
+
+    16-bit values are divided by 256 with rounding, as ``ConvertToGrayscale_8bit`` (ImageManipulationHelpers.h) does.
+    """
+    import cv2
+
+    if img.dtype == np.uint16:
+        img = np.minimum((img.astype(np.uint32) + 128) >> 8, 255).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        raise ValueError(f"unsupported image dtype {img.dtype}: expected uint8 or uint16")
+    if img.ndim == 2:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    if img.shape[2] == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    if img.shape[2] == 1:
+        return cv2.cvtColor(img[:, :, 0], cv2.COLOR_GRAY2BGR)
+    return np.ascontiguousarray(img)
+
+
+def to_gray8(bgr8: np.ndarray) -> np.ndarray:
+    """``cv2.COLOR_BGR2GRAY`` of an 8-bit BGR frame (OpenFace's grayscale frame for CLNF)."""
+    import cv2
+
+    return cv2.cvtColor(bgr8, cv2.COLOR_BGR2GRAY)
+
+
+def camera_intrinsics(width: int, height: int) -> tuple[float, float, float, float]:
+    """Default ``(fx, fy, cx, cy)`` when none are given.
+
+    Port of ``SequenceCapture::SetCameraIntrinsics`` (SequenceCapture.cpp): focal length ``500 * size / (640, 480)``
+    averaged over both axes, optical centre at the image centre (computed in float32 as OpenFace does).
+    """
+    f32 = np.float32
+    fx = f32(500.0) * (f32(width) / f32(640.0))
+    fy = f32(500.0) * (f32(height) / f32(480.0))
+    f = (fx + fy) / f32(2.0)
+    return float(f), float(f), float(f32(width) / f32(2.0)), float(f32(height) / f32(2.0))
+
+
+def _natural_key(name: str):
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+
+
+def _read_image(path: Path) -> np.ndarray:
+    import cv2
+
+    data = np.fromfile(str(path), dtype=np.uint8) if path.is_file() else None
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data is not None and data.size else None
+    if img is None:
+        raise InputError(path, "not a readable image", "check the file is a complete JPEG/PNG/BMP/TIFF")
+    return to_bgr8(img)
+
+
+class VideoSource:
+    """Frames of one input, decoded ahead in a background thread.
+
+    Use :func:`open_source`. Iterating yields :class:`Frame` objects in order; the source can be iterated once.
+
+    Attributes
+    ----------
+    path : Path
+    kind : str
+        ``"video"``, ``"image"`` or ``"sequence"`` (a folder of images).
+    fps : float
+        Container frame rate (30 when the container has none, as OpenFace); 0 for images.
+    width, height : int
+    frame_count : int
+        Frames the container announces (exact for images and folders).
+    files : list of Path
+        Image files for ``"image"`` and ``"sequence"`` sources.
+    """
+
+    def __init__(self, path: Path, kind: str, fps: float, width: int, height: int, frame_count: int,
+                 files: "list[Path] | None" = None, capture=None):
+        self.path = path
+        self.kind = kind
+        self.fps = fps
+        self.width = width
+        self.height = height
+        self.frame_count = frame_count
+        self.files = files or []
+        self._capture = capture
+        self._used = False
+        self.frames_decoded = 0
+
+    @property
+    def intrinsics(self) -> tuple[float, float, float, float]:
+        """OpenFace's default ``(fx, fy, cx, cy)`` for this frame size."""
+        return camera_intrinsics(self.width, self.height)
+
+    def _decode(self) -> Iterator[tuple[np.ndarray, "str | None"]]:
+        if self.kind == "video":
+            cap = self._capture
+            try:
+                while True:
+                    ok, img = cap.read()
+                    if not ok or img is None:
+                        break
+                    yield to_bgr8(img), None
+            finally:
+                cap.release()
+        else:
+            for f in self.files:
+                yield _read_image(f), str(f)
+
+    def __iter__(self) -> Iterator[Frame]:
+        if self._used:
+            raise RuntimeError(f"{self.path}: a VideoSource can be iterated once; open it again")
+        self._used = True
+        q: "queue.Queue" = queue.Queue(maxsize=_PREFETCH)
+        stop = threading.Event()
+        done = object()
+
+        def work():
+            try:
+                for item in self._decode():
+                    if stop.is_set():
+                        return
+                    q.put((item[0], to_gray8(item[0]), item[1]))
+                q.put(done)
+            except BaseException as e:  # handed to the consumer
+                q.put(e)
+
+        t = threading.Thread(target=work, name=f"decode:{self.path.name}", daemon=True)
+        t.start()
+        index = 0
+        try:
+            while True:
+                item = q.get()
+                if item is done:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                image, gray, file = item
+                ts = index / self.fps if self.kind == "video" else 0.0
+                yield Frame(index, ts, image, gray, file)
+                index += 1
+                self.frames_decoded = index
+        finally:
+            stop.set()
+            while t.is_alive():
+                try:
+                    q.get(timeout=0.05)
+                except queue.Empty:
+                    pass
+
+
+def open_source(path: "str | os.PathLike") -> VideoSource:
+    """Open a video file, an image file or a folder of images (sorted naturally).
+
+    Raises
+    ------
+    InputError
+        The path does not exist, is not a video/image, holds no images, or the video has no frames.
+    """
+    import cv2
+
+    p = Path(path)
+    if not p.exists():
+        raise InputError(p, "no such file or folder", "check the path")
+    if p.is_dir():
+        files = sorted((f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file()),
+                       key=lambda f: _natural_key(f.name))
+        if not files:
+            raise InputError(p, "folder holds no images", f"expected files ending in {', '.join(IMAGE_EXTENSIONS)}")
+        first = _read_image(files[0])
+        return VideoSource(p, "sequence", 0.0, first.shape[1], first.shape[0], len(files), files=files)
+    if p.suffix.lower() in IMAGE_EXTENSIONS:
+        img = _read_image(p)
+        return VideoSource(p, "image", 0.0, img.shape[1], img.shape[0], 1, files=[p])
+    if not os.access(p, os.R_OK):
+        raise InputError(p, "file is not readable", "check its permissions")
+    cap = cv2.VideoCapture(str(p))
+    if not cap.isOpened():
+        cap.release()
+        raise InputError(p, "not a readable video", "check it is a complete video file in a format FFmpeg decodes")
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    if not fps or fps != fps or fps <= 0:
+        fps = 30.0  # OpenFace's assumption when the container has no frame rate
+    width = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
+    height = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    if width <= 0 or height <= 0:
+        cap.release()
+        raise InputError(p, "video has no frames", "the file may be empty or truncated")
+    return VideoSource(p, "video", float(fps), width, height, max(count, 0), capture=cap)

@@ -1,0 +1,78 @@
+"""Frame sources on real media and on small generated bad inputs."""
+import cv2
+import numpy as np
+import pytest
+
+from gpuau.video import InputError, camera_intrinsics, open_source, to_bgr8
+
+
+def test_video_frames_and_timestamps(media_dir, reference_dir):
+    src = open_source(media_dir / "default.wmv")
+    assert (src.width, src.height, src.fps) == (640, 480, 15.0)
+    frames = list(src)
+    assert len(frames) == 288 == src.frame_count
+    assert frames[0].image.shape == (480, 640, 3) and frames[0].gray.shape == (480, 640)
+    assert frames[0].gray.dtype == np.uint8
+    assert np.array_equal(frames[5].gray, cv2.cvtColor(frames[5].image, cv2.COLOR_BGR2GRAY))
+    # OpenFace's timestamps: index / fps, written with 3 decimals.
+    ref = np.genfromtxt(reference_dir / "default.csv", delimiter=",", names=True, usecols=(0, 2))
+    ours = np.round([f.timestamp for f in frames], 3)
+    assert np.allclose(ours, ref["timestamp"])
+
+
+def test_image_sequence_sorted_naturally(media_dir, tmp_path):
+    src = open_source(media_dir / "image_sequence")
+    frames = list(src)
+    assert len(frames) == 30 and all(f.timestamp == 0.0 for f in frames)
+    assert frames[0].file.endswith("001.jpg") and frames[-1].file.endswith("030.jpg")
+    for name in ("img10.png", "img9.png", "img1.png"):
+        cv2.imwrite(str(tmp_path / name), np.zeros((8, 8, 3), np.uint8))
+    assert [f.name for f in open_source(tmp_path).files] == ["img1.png", "img9.png", "img10.png"]
+
+
+def test_default_intrinsics_match_openface():
+    assert camera_intrinsics(640, 480) == (500.0, 500.0, 320.0, 240.0)
+    fx, fy, cx, cy = camera_intrinsics(1280, 720)
+    assert fx == fy == pytest.approx(500 * (2 + 1.5) / 2) and (cx, cy) == (640.0, 360.0)
+
+
+def test_sixteen_bit_and_gray_images(tmp_path):
+    gray16 = (np.arange(64 * 48, dtype=np.uint32).reshape(48, 64) * 21).astype(np.uint16)
+    p = tmp_path / "g16.png"
+    cv2.imwrite(str(p), gray16)
+    (frame,) = list(open_source(p))
+    assert frame.image.shape == (48, 64, 3) and frame.image.dtype == np.uint8
+    expect = np.minimum((gray16.astype(np.uint32) + 128) >> 8, 255).astype(np.uint8)
+    assert np.array_equal(frame.gray, expect)
+    bgra = np.dstack([np.full((4, 4), v, np.uint8) for v in (10, 20, 30, 255)])
+    assert to_bgr8(bgra).shape == (4, 4, 3)
+
+
+@pytest.mark.parametrize("content", [b"", b"this is not a video" * 100])
+def test_not_a_video(tmp_path, content):
+    p = tmp_path / "bad.avi"
+    p.write_bytes(content)
+    with pytest.raises(InputError, match="bad.avi"):
+        list(open_source(p))
+
+
+def test_missing_path_and_empty_folder(tmp_path):
+    with pytest.raises(InputError, match="no such file"):
+        open_source(tmp_path / "nope.mp4")
+    with pytest.raises(InputError, match="holds no images"):
+        open_source(tmp_path)
+
+
+def test_corrupt_image(tmp_path):
+    p = tmp_path / "broken.jpg"
+    p.write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    with pytest.raises(InputError, match="broken.jpg"):
+        open_source(p)
+
+
+def test_truncated_video_yields_what_decodes(media_dir, tmp_path):
+    data = (media_dir / "2015-10-15-15-14.avi").read_bytes()
+    p = tmp_path / "truncated.avi"
+    p.write_bytes(data[: len(data) // 3])
+    frames = list(open_source(p))
+    assert 0 < len(frames) < 842
