@@ -1,0 +1,182 @@
+"""CCNF patch experts: per-scale model object, CCNF covariances, view selection and the response
+maps of all landmarks around the current shape.
+
+Port of ``Patch_experts::Response`` / ``GetViewIdx``, Patch_experts.cpp, and
+``CCNF_patch_expert::ComputeSigmas``, CCNF_patch_expert.cpp.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from gpuau.models.cache import load_cached
+from gpuau.models.ccnf_file import parse_ccnf
+
+_F = np.float32
+
+
+@dataclass(eq=False)
+class CCNFScale:
+    """The CCNF patch experts of one patch scale.
+
+    Attributes
+    ----------
+    patch_scaling : float
+        Scale of the reference shape the experts were trained at.
+    centers : ndarray (V, 3) float64
+        Head-pose centre (Euler angles, radians) of each view.
+    visibility : ndarray (V, n) int32
+    arrays : dict
+        The parsed file (see :func:`gpuau.models.ccnf_file.parse_ccnf`).
+    """
+
+    patch_scaling: float
+    centers: np.ndarray
+    visibility: np.ndarray
+    arrays: dict = field(repr=False)
+    _sigmas: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_file(cls, path: "str | os.PathLike") -> "CCNFScale":
+        a = load_cached(path, parse_ccnf)
+        return cls(float(a["patch_scaling"]), a["centers"], a["visibility"], a)
+
+    @property
+    def patch_size(self) -> "tuple[int, int]":
+        """(height, width) of the patch experts (all experts of these models share one size)."""
+        h = self.arrays["view0/height"]
+        w = self.arrays["view0/width"]
+        return int(h.max()), int(w.max())
+
+    def view_index(self, params_global) -> int:
+        """Index of the view whose centre is closest to the current rotation (port of
+        ``Patch_experts::GetViewIdx``)."""
+        g = np.asarray(params_global, dtype=_F)
+        d = ((g[1:4].astype(np.float64) - self.centers).astype(_F) ** 2).sum(axis=1, dtype=_F)
+        return int(np.argmin(d))
+
+    def weights(self, view: int) -> np.ndarray:
+        """(n, K, 1 + h*w) float32 neuron rows of one view."""
+        return self.arrays[f"view{view}/weights"]
+
+    def alphas(self, view: int) -> np.ndarray:
+        """(n, K) float64 neuron alphas of one view."""
+        return self.arrays[f"view{view}/alphas"]
+
+    def confidence(self, view: int) -> np.ndarray:
+        """(n,) float64 patch confidences of one view."""
+        return self.arrays[f"view{view}/confidence"]
+
+    def sigmas(self, view: int, window_size: int) -> np.ndarray:
+        """CCNF covariances of all experts of a view for a response window size (computed once).
+
+        Port of ``CCNF_patch_expert::ComputeSigmas``: ``Sigma = inv(2 (sum(alpha) I + sum_b
+        beta_b S_b))`` by Cholesky, in float32; ``S_b`` are the file's sigma components for this
+        window size (none for the eye models).
+
+        Returns
+        -------
+        ndarray (n, w*w, w*w) float32
+            Zero matrices for empty (invisible) experts.
+        """
+        key = (view, window_size)
+        if key not in self._sigmas:
+            comps = self.arrays.get(f"sigma_components_{window_size}")
+            m = window_size * window_size
+            if comps is None:
+                comps = np.zeros((0, m, m), _F)
+            alphas = self.alphas(view)
+            betas = self.arrays[f"view{view}/betas"]
+            n_neurons = self.arrays[f"view{view}/n_neurons"]
+            out = np.zeros((alphas.shape[0], m, m), _F)
+            eye = np.eye(m, dtype=_F)
+            for i in range(alphas.shape[0]):
+                if n_neurons[i] == 0:
+                    continue
+                sum_alphas = _F(0)
+                for a in alphas[i, : n_neurons[i]]:
+                    sum_alphas = _F(np.float64(sum_alphas) + a)
+                q2 = np.zeros((m, m), _F)
+                for b in range(comps.shape[0]):
+                    q2 = q2 + _F(betas[i, b]) * comps[b]
+                sigma_inv = _F(2) * (sum_alphas * eye + q2)
+                _, out[i] = cv2.invert(sigma_inv, flags=cv2.DECOMP_CHOLESKY)
+            self._sigmas[key] = out
+        return self._sigmas[key]
+
+
+def align_shapes_with_scale(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """2x2 similarity (scale * rotation) best mapping centred ``src`` onto centred ``dst``.
+
+    Port of ``AlignShapesWithScale`` and ``AlignShapesKabsch2D``, RotationHelpers.h.
+
+    Parameters
+    ----------
+    src, dst : ndarray (n, 2) float32
+
+    Returns
+    -------
+    ndarray (2, 2) float32
+    """
+    src = np.asarray(src, _F)
+    dst = np.asarray(dst, _F)
+    n = src.shape[0]
+    src_c = src - src.mean(axis=0, dtype=np.float64).astype(_F)
+    dst_c = dst - dst.mean(axis=0, dtype=np.float64).astype(_F)
+    s_src = _F(np.sqrt((src_c.astype(np.float64) ** 2).sum() / n))
+    s_dst = _F(np.sqrt((dst_c.astype(np.float64) ** 2).sum() / n))
+    src_c = src_c / s_src
+    dst_c = dst_c / s_dst
+    s = s_dst / s_src
+    u, _, vt = np.linalg.svd((src_c.T @ dst_c).astype(np.float64))
+    d = np.linalg.det(vt.T @ u.T)
+    corr = np.diag([1.0, 1.0 if d > 0 else -1.0])
+    rot = (vt.T @ corr @ u.T).astype(_F)
+    return (s * rot).astype(_F)
+
+
+def similarity_to_reference(landmarks_2d: np.ndarray, reference_2d: np.ndarray) -> "tuple[np.ndarray, np.ndarray]":
+    """Similarities between the image shape and the reference shape of a patch scale.
+
+    Returns
+    -------
+    sim_img_to_ref, sim_ref_to_img : ndarray (2, 2) float32
+    """
+    img_to_ref = align_shapes_with_scale(landmarks_2d, reference_2d)
+    ref_to_img = np.linalg.inv(img_to_ref.astype(np.float64)).astype(_F)
+    return img_to_ref, ref_to_img
+
+
+def extract_areas(gray: np.ndarray, centres: np.ndarray, sim_ref_to_img: np.ndarray, size: int) -> np.ndarray:
+    """Areas of interest around landmarks, sampled in the reference frame of the patch experts.
+
+    Port of the area-of-interest warp in ``Patch_experts::Response``: a ``size x size`` crop
+    rotated and scaled by ``sim_ref_to_img`` and centred on each landmark
+    (``warpAffine(..., WARP_INVERSE_MAP | INTER_LINEAR)``, zero border).
+
+    Parameters
+    ----------
+    gray : ndarray (H, W) float32
+        Grayscale frame (values 0..255, as OpenFace converts the uint8 frame to float).
+    centres : ndarray (N, 2) float32
+        Landmark positions in the image.
+    sim_ref_to_img : ndarray (2, 2) float32
+    size : int
+        ``window_size + patch_size - 1``.
+
+    Returns
+    -------
+    ndarray (N, size, size) float32
+    """
+    a1 = _F(sim_ref_to_img[0, 0])
+    b1 = _F(-sim_ref_to_img[0, 1])
+    half = (_F(size) - _F(1)) / _F(2)
+    out = np.empty((centres.shape[0], size, size), _F)
+    for k in range(centres.shape[0]):
+        x, y = centres[k]
+        m = np.array([[a1, -b1, x - a1 * half + b1 * half], [b1, a1, y - a1 * half - b1 * half]], _F)
+        out[k] = cv2.warpAffine(gray, m, (size, size), flags=cv2.WARP_INVERSE_MAP | cv2.INTER_LINEAR)
+    return out

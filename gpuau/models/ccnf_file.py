@@ -1,0 +1,133 @@
+"""Parser of OpenFace's binary CCNF patch expert files (``ccnf_patches_*.txt``, despite the name).
+
+Port of ``Patch_experts::Read_CCNF_patch_experts``, Patch_experts.cpp, ``CCNF_patch_expert::Read``
+and ``CCNF_neuron::Read``, CCNF_patch_expert.cpp, and ``ReadMatBin``, LandmarkDetectorUtils.cpp.
+
+The file holds, for one patch scale: the views (head-pose centres and per-landmark visibility),
+the CCNF edge/similarity matrices ("sigma components") per response window size, then one patch
+expert per view and landmark: a set of neurons (a normalised-correlation filter with bias, norm
+weight and alpha each), the betas weighting the sigma components, and a patch confidence.
+
+The parsed arrays are flattened so that all landmarks of a view can be processed as one batch:
+neurons are padded to the largest count per view with ``alpha = 0`` (contributing nothing).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+# OpenCV type codes used by ReadMatBin.
+_CV_DTYPES = {0: np.uint8, 4: np.int32, 5: np.float32, 6: np.float64}
+
+
+class _Reader:
+    def __init__(self, data: bytes):
+        self.data = data
+        self.pos = 0
+
+    def scalar(self, dtype):
+        dt = np.dtype(dtype)
+        v = np.frombuffer(self.data, dt, 1, self.pos)[0]
+        self.pos += dt.itemsize
+        return v
+
+    def mat(self) -> np.ndarray:
+        rows, cols, cv_type = (int(self.scalar("<i4")) for _ in range(3))
+        dt = np.dtype(_CV_DTYPES[cv_type]).newbyteorder("<")
+        a = np.frombuffer(self.data, dt, rows * cols, self.pos).reshape(rows, cols)
+        self.pos += rows * cols * dt.itemsize
+        return a.astype(dt.newbyteorder("="))
+
+
+def parse_ccnf(path: "str | os.PathLike") -> "dict[str, np.ndarray]":
+    """Parse a CCNF patch expert file.
+
+    Parameters
+    ----------
+    path : path-like
+
+    Returns
+    -------
+    dict
+        ``patch_scaling`` () float64; ``centers`` (V, 3) float64 (radians); ``visibility``
+        (V, n) int32; ``window_sizes`` (W,) int32; ``sigma_components_{w}`` (B, w*w, w*w)
+        float32 for each window size ``w``; per view ``v``:
+
+        * ``view{v}/width``, ``view{v}/height`` (n,) int32 (0 for an empty expert);
+        * ``view{v}/n_neurons`` (n,) int32;
+        * ``view{v}/weights`` (n, K, 1 + h*w) float32: OpenFace's ``weight_matrix`` rows, i.e.
+          the bias followed by the filter flattened column by column and multiplied by the
+          neuron's norm weight;
+        * ``view{v}/alphas`` (n, K) float64 (0 for padding);
+        * ``view{v}/betas`` (n, B) float64;
+        * ``view{v}/confidence`` (n,) float64.
+    """
+    r = _Reader(Path(path).read_bytes())
+    patch_scaling = r.scalar("<f8")
+    n_views = int(r.scalar("<i4"))
+    centers = np.stack([r.mat().reshape(3).astype(np.float64) * np.pi / 180.0 for _ in range(n_views)])
+    visibility = np.stack([r.mat().reshape(-1).astype(np.int32) for _ in range(n_views)])
+    n_points = visibility.shape[1]
+    n_windows = int(r.scalar("<i4"))
+    out: dict = {"patch_scaling": np.float64(patch_scaling), "centers": centers, "visibility": visibility}
+    windows = []
+    n_betas = 0
+    for _ in range(n_windows):
+        w = int(r.scalar("<i4"))
+        n_comp = int(r.scalar("<i4"))
+        comps = [r.mat().astype(np.float32) for _ in range(n_comp)]
+        out[f"sigma_components_{w}"] = np.array(comps, np.float32).reshape(n_comp, w * w, w * w)
+        if not windows:
+            n_betas = n_comp  # betas per expert: as many as the first window's components
+        windows.append(w)
+    out["window_sizes"] = np.array(windows, np.int32)
+    for v in range(n_views):
+        experts = [_read_expert(r, n_betas) for _ in range(n_points)]
+        k_max = max(len(e["alphas"]) for e in experts)
+        size = max((e["weights"].shape[1] for e in experts if len(e["alphas"])), default=1)
+        weights = np.zeros((n_points, k_max, size), np.float32)
+        alphas = np.zeros((n_points, k_max), np.float64)
+        for i, e in enumerate(experts):
+            k = len(e["alphas"])
+            if k:
+                weights[i, :k] = e["weights"]
+                alphas[i, :k] = e["alphas"]
+        out[f"view{v}/width"] = np.array([e["width"] for e in experts], np.int32)
+        out[f"view{v}/height"] = np.array([e["height"] for e in experts], np.int32)
+        out[f"view{v}/n_neurons"] = np.array([len(e["alphas"]) for e in experts], np.int32)
+        out[f"view{v}/weights"] = weights
+        out[f"view{v}/alphas"] = alphas
+        out[f"view{v}/betas"] = np.array([e["betas"] for e in experts], np.float64).reshape(n_points, n_betas)
+        out[f"view{v}/confidence"] = np.array([e["confidence"] for e in experts], np.float64)
+    if r.pos != len(r.data):
+        raise ValueError(f"{path}: {len(r.data) - r.pos} trailing bytes after the patch experts")
+    return out
+
+
+def _read_expert(r: _Reader, n_betas: int) -> dict:
+    read_type = int(r.scalar("<i4"))
+    if read_type != 5:
+        raise ValueError(f"CCNF patch expert: unexpected record type {read_type}")
+    width, height, n_neurons = (int(r.scalar("<i4")) for _ in range(3))
+    if n_neurons == 0:
+        r.scalar("<i4")  # the file repeats the (zero) count of an empty expert
+        return {"width": 0, "height": 0, "weights": np.zeros((0, 1), np.float32), "alphas": [],
+                "betas": np.zeros(n_betas), "confidence": 0.0}
+    rows, alphas = [], []
+    for _ in range(n_neurons):
+        if int(r.scalar("<i4")) != 2:
+            raise ValueError("CCNF neuron: unexpected record type")
+        r.scalar("<i4")  # neuron type (0: plain intensity; the only one these models use)
+        norm_weights = r.scalar("<f8")
+        bias = r.scalar("<f8")
+        alpha = r.scalar("<f8")
+        w = r.mat().astype(np.float32)  # (h, w)
+        flat = (w.T.reshape(-1) * norm_weights).astype(np.float32)  # column by column, float * double
+        rows.append(np.concatenate([[np.float32(bias)], flat]).astype(np.float32))
+        alphas.append(float(alpha))
+    betas = np.array([r.scalar("<f8") for _ in range(n_betas)], np.float64)
+    confidence = float(r.scalar("<f8"))
+    return {"width": width, "height": height, "weights": np.stack(rows), "alphas": alphas,
+            "betas": betas, "confidence": confidence}
