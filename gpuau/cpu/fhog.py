@@ -1,0 +1,218 @@
+"""Felzenszwalb HOG (FHOG) of aligned faces, Numba, parallel over faces.
+
+Port of dlib's ``impl_fhog::impl_extract_fhog_features`` (dlib/image_transforms/fhog.h) as OpenFace
+calls it from ``Extract_FHOG_descriptor`` (Face_utils.cpp): 31 channels per cell (18
+contrast-sensitive orientations, 9 contrast-insensitive, 4 texture energies), flattened cell row by
+cell row, channel fastest.  Everything is computed in float32 in the order dlib's SIMD code computes it (dlib 19.x).
+"""
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+NUM_CHANNELS = 31
+
+# dlib's 9 unit vectors (4 decimals, as written in fhog.h) for snapping gradients to orientations.
+_DIRECTIONS = np.array(
+    [
+        [1.0000, 0.0000],
+        [0.9397, 0.3420],
+        [0.7660, 0.6428],
+        [0.500, 0.8660],
+        [0.1736, 0.9848],
+        [-0.1736, 0.9848],
+        [-0.5000, 0.8660],
+        [-0.7660, 0.6428],
+        [-0.9397, 0.3420],
+    ],
+    dtype=np.float32,
+)
+
+
+def fhog_shape(height: int, width: int, cell_size: int = 8) -> "tuple[int, int]":
+    """Number of FHOG cell rows and columns dlib returns for an image (two border cells dropped)."""
+    cells_nr = int(np.float32(height) / np.float32(cell_size) + 0.5)
+    cells_nc = int(np.float32(width) / np.float32(cell_size) + 0.5)
+    return max(cells_nr - 2, 0), max(cells_nc - 2, 0)
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _sum4(a0, a1, a2, a3):
+    # dlib's horizontal sum of a simd4f on SSE2 (movehl + shuffle): (a0 + a2) + (a1 + a3), float32
+    return np.float32(np.float32(a0 + a2) + np.float32(a1 + a3))
+
+
+@nb.njit(cache=True, nogil=True)
+def _fhog_one(img, cell_size, directions, out):
+    # img: (H, W, C) uint8 with C = 1 or 3 (BGR); out: (hog_nr * hog_nc * 31,) float32.
+    # dlib computes 8 pixels of a row at a time in float32 SIMD lanes, then the last columns
+    # (that do not fill 8 lanes) with scalar code; the two paths break ties between colour
+    # channels differently and round the bilinear weights in a different order, so both are kept.
+    f32 = np.float32
+    nr, nc, nch = img.shape
+    cs = f32(cell_size)
+    cells_nr = int(f32(nr) / cs + 0.5)
+    cells_nc = int(f32(nc) / cs + 0.5)
+    hog_nr = cells_nr - 2
+    hog_nc = cells_nc - 2
+    # histograms padded by one cell on each side, as dlib's
+    hist = np.zeros((cells_nr + 2, cells_nc + 2, 18), np.float32)
+    norm = np.zeros((cells_nr, cells_nc), np.float32)
+    visible_nr = min(cells_nr * cell_size, nr) - 1
+    visible_nc = min(cells_nc * cell_size, nc) - 1
+    simd_end = 1
+    while simd_end < visible_nc - 7:
+        simd_end += 8
+    half = f32(0.5)
+    one = f32(1.0)
+    for y in range(1, visible_nr):
+        yp = f32((float(f32(y)) + 0.5) / float(cs) - 0.5)
+        iyp = int(np.floor(yp))
+        vy0 = f32(yp - f32(iyp))
+        vy1 = f32(1.0 - float(vy0))
+        for x in range(1, visible_nc):
+            simd = x < simd_end
+            # gradient of the channel with the largest magnitude
+            gx = 0
+            gy = 0
+            best_len = -1
+            for k in range(nch):
+                ch = nch - 1 - k  # red, green, blue in BGR storage
+                dx = np.int32(img[y, x + 1, ch]) - np.int32(img[y, x - 1, ch])
+                dy = np.int32(img[y + 1, x, ch]) - np.int32(img[y - 1, x, ch])
+                ln = dx * dx + dy * dy
+                # SIMD lanes keep the later channel on ties; the scalar tail keeps the earlier one
+                if ln > best_len or (simd and ln == best_len):
+                    best_len = ln
+                    gx = dx
+                    gy = dy
+            fgx = f32(gx)
+            fgy = f32(gy)
+            v = np.sqrt(f32(best_len))
+            best_dot = f32(0.0)
+            best_o = 0
+            for o in range(9):
+                dot = f32(f32(fgx * directions[o, 0]) + f32(fgy * directions[o, 1]))
+                if dot > best_dot:
+                    best_dot = dot
+                    best_o = o
+                elif -dot > best_dot:
+                    best_dot = -dot
+                    best_o = o + 9
+            if simd:
+                xp = f32(f32(f32(x) + half) / cs + half)
+                ixp = int(xp)  # truncation; xp > 0 (index into the padded histogram)
+                vx0 = f32(xp - f32(ixp))
+                vx1 = f32(one - vx0)
+                vx1 = f32(vx1 * v)
+                vx0 = f32(vx0 * v)
+                w11 = f32(vy1 * vx1)
+                w01 = f32(vy0 * vx1)
+                w10 = f32(vy1 * vx0)
+                w00 = f32(vy0 * vx0)
+                c0 = ixp
+            else:
+                xp = f32((float(x) + 0.5) / float(cell_size) - 0.5)
+                ixp = int(np.floor(xp))
+                vx0 = f32(xp - f32(ixp))
+                vx1 = f32(1.0 - float(vx0))
+                w11 = f32(f32(vy1 * vx1) * v)
+                w01 = f32(f32(vy0 * vx1) * v)
+                w10 = f32(f32(vy1 * vx0) * v)
+                w00 = f32(f32(vy0 * vx0) * v)
+                c0 = ixp + 1
+            r0 = iyp + 1
+            hist[r0, c0, best_o] = f32(hist[r0, c0, best_o] + w11)
+            hist[r0 + 1, c0, best_o] = f32(hist[r0 + 1, c0, best_o] + w01)
+            hist[r0, c0 + 1, best_o] = f32(hist[r0, c0 + 1, best_o] + w10)
+            hist[r0 + 1, c0 + 1, best_o] = f32(hist[r0 + 1, c0 + 1, best_o] + w00)
+
+    for r in range(cells_nr):
+        for c in range(cells_nc):
+            acc = f32(0.0)
+            for o in range(9):
+                s = f32(hist[r + 1, c + 1, o] + hist[r + 1, c + 1, o + 9])
+                acc = f32(acc + f32(s * s))
+            norm[r, c] = acc
+
+    eps = f32(0.0001)
+    lo = f32(0.2)
+    tenth = f32(0.1)
+    tex = f32(2 * 0.2357)
+    nn = np.empty(4, np.float32)
+    n = np.empty(4, np.float32)
+    t = np.empty(4, np.float32)
+    h = np.empty(4, np.float32)
+    for y in range(hog_nr):
+        for x in range(hog_nc):
+            # the 4 blocks around cell (y+1, x+1): lanes 0..3 of dlib's z1 + z2 + z3 + z4
+            s0 = f32(f32(f32(norm[y + 1, x + 1] + norm[y + 1, x + 2]) + norm[y + 2, x + 1]) + norm[y + 2, x + 2])
+            s1 = f32(f32(f32(norm[y, x + 1] + norm[y, x + 2]) + norm[y + 1, x + 1]) + norm[y + 1, x + 2])
+            s2 = f32(f32(f32(norm[y + 1, x] + norm[y + 1, x + 1]) + norm[y + 2, x]) + norm[y + 2, x + 1])
+            s3 = f32(f32(f32(norm[y, x] + norm[y, x + 1]) + norm[y + 1, x]) + norm[y + 1, x + 1])
+            nn[0] = f32(lo * np.sqrt(f32(s0 + eps)))
+            nn[1] = f32(lo * np.sqrt(f32(s1 + eps)))
+            nn[2] = f32(lo * np.sqrt(f32(s2 + eps)))
+            nn[3] = f32(lo * np.sqrt(f32(s3 + eps)))
+            for k in range(4):
+                n[k] = f32(tenth / nn[k])
+                t[k] = f32(0.0)
+            base = (y * hog_nc + x) * 31
+            for o0 in range(0, 18, 3):
+                # dlib adds the three orientations of a group before adding them to t
+                for k in range(4):
+                    h0 = f32(min(hist[y + 2, x + 2, o0], nn[k]) * n[k])
+                    h1 = f32(min(hist[y + 2, x + 2, o0 + 1], nn[k]) * n[k])
+                    h2 = f32(min(hist[y + 2, x + 2, o0 + 2], nn[k]) * n[k])
+                    t[k] = f32(t[k] + f32(f32(h0 + h1) + h2))
+                for o in range(o0, o0 + 3):
+                    for k in range(4):
+                        h[k] = f32(min(hist[y + 2, x + 2, o], nn[k]) * n[k])
+                    out[base + o] = _sum4(h[0], h[1], h[2], h[3])
+            for o in range(9):
+                sm = f32(hist[y + 2, x + 2, o] + hist[y + 2, x + 2, o + 9])
+                for k in range(4):
+                    h[k] = f32(min(sm, nn[k]) * n[k])
+                out[base + 18 + o] = _sum4(h[0], h[1], h[2], h[3])
+            for k in range(4):
+                out[base + 27 + k] = f32(t[k] * tex)
+
+
+@nb.njit(cache=True, parallel=True)
+def _fhog_batch(images, cell_size, directions, out):
+    for i in nb.prange(images.shape[0]):
+        _fhog_one(images[i], cell_size, directions, out[i])
+
+
+def fhog(images: np.ndarray, cell_size: int = 8) -> np.ndarray:
+    """FHOG descriptors of a batch of faces, as OpenFace's ``Extract_FHOG_descriptor``.
+
+    Port of dlib::extract_fhog_features (dlib/image_transforms/fhog.h) and
+    FaceAnalysis::Extract_FHOG_descriptor (Face_utils.cpp).
+
+    Parameters
+    ----------
+    images : (N, H, W, 3) uint8 BGR, or (N, H, W) uint8 greyscale
+        Aligned faces (112 x 112 in the AU stage).
+    cell_size : int
+        Cell side in pixels (OpenFace uses 8).
+
+    Returns
+    -------
+    (N, R * C * 31) float32
+        Cells row by row (``R, C = fhog_shape(H, W, cell_size)``; 12 x 12 for 112 x 112), the 31
+        channels of a cell contiguous: 4464 values for a 112 x 112 face.
+    """
+    images = np.asarray(images)
+    if images.dtype != np.uint8:
+        raise TypeError(f"fhog expects uint8 images, got {images.dtype}")
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4 or images.shape[3] not in (1, 3):
+        raise ValueError(f"fhog expects (N, H, W, 3) or (N, H, W) images, got {images.shape}")
+    nr, nc = fhog_shape(images.shape[1], images.shape[2], cell_size)
+    out = np.zeros((images.shape[0], nr * nc * NUM_CHANNELS), np.float32)
+    if nr == 0 or nc == 0 or images.shape[0] == 0:
+        return out
+    _fhog_batch(np.ascontiguousarray(images), int(cell_size), _DIRECTIONS, out)
+    return out
