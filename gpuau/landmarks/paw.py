@@ -1,0 +1,219 @@
+"""Piece-wise affine warp (PAW): warps the face inside a triangulated landmark shape onto a fixed
+destination shape, one affine map per triangle, sampled bilinearly.
+
+Port of PAW.cpp.  A warp has two parts: the destination side (:class:`PAWModel`: which triangle
+covers each destination pixel and that triangle's barycentric coefficients), computed once per
+destination shape (:func:`paw_from_shape`) or read from a model file, and the source side
+(:func:`warp_coefficients`, :func:`warp_maps`, :func:`warp`) computed per image from the fitted
+landmarks.  Landmarks are ``(n, 2)`` arrays of ``(x, y)``; arithmetic is float32 in OpenFace's order.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from gpuau.models.validator_file import PAWModel
+
+_F = np.float32
+
+__all__ = ["PAWModel", "barycentric_coefficients", "triangle_map", "paw_from_shape", "warp_coefficients", "warp_maps", "warp"]
+
+
+def barycentric_coefficients(destination: np.ndarray, triangulation: np.ndarray) -> "tuple[np.ndarray, np.ndarray]":
+    """Coefficients expressing a destination point in each triangle's barycentric frame.
+
+    For a point ``(x, y)`` of triangle ``t`` with vertices ``j, k, l``, its weights on the edges
+    ``k - j`` and ``l - j`` are ``alpha[t] @ (1, x, y)`` and ``beta[t] @ (1, x, y)``.
+    Port of the ``alpha``/``beta`` precomputation in ``PAW::PAW``, PAW.cpp.
+
+    Parameters
+    ----------
+    destination : ndarray (n, 2)
+        Destination shape.
+    triangulation : ndarray (T, 3) int
+        Vertex indices ``j, k, l`` of each triangle.
+
+    Returns
+    -------
+    alpha, beta : ndarray (T, 3) float32
+    """
+    d = np.asarray(destination, dtype=_F)
+    tri = np.asarray(triangulation)
+    xj, yj = d[tri[:, 0], 0], d[tri[:, 0], 1]
+    c1 = d[tri[:, 2], 1] - yj
+    c2 = d[tri[:, 2], 0] - xj
+    c4 = d[tri[:, 1], 1] - yj
+    c3 = d[tri[:, 1], 0] - xj
+    c5 = c3 * c1 - c2 * c4
+    alpha = np.stack([(yj * c2 - xj * c1) / c5, c1 / c5, -c2 / c5], axis=1)
+    beta = np.stack([(xj * c4 - yj * c3) / c5, -c4 / c5, c3 / c5], axis=1)
+    return alpha.astype(_F), beta.astype(_F)
+
+
+def _same_side(x0, y0, x1, y1, x2, y2, x3, y3) -> np.ndarray:
+    """Whether (x0, y0) lies on the same side of line (x2, y2)-(x3, y3) as (x1, y1) (on the line counts).
+
+    Port of ``PAW::sameSide``, PAW.cpp.
+    """
+    a = (x3 - x2) * (y0 - y2) - (x0 - x2) * (y3 - y2)
+    b = (x3 - x2) * (y1 - y2) - (x1 - x2) * (y3 - y2)
+    return a * b >= 0
+
+
+def triangle_map(destination: np.ndarray, triangulation: np.ndarray, min_x: float, min_y: float, width: int, height: int) -> np.ndarray:
+    """Triangle covering each pixel of a destination grid.
+
+    Pixel ``(y, x)`` sits at ``(x + min_x, y + min_y)``.  Pixels are scanned in raster order with
+    the previous pixel's triangle tried first, then triangles in index order (skipping those whose
+    bounding box misses the point), so pixels on a shared edge get the triangle OpenFace gives them.
+    Port of the scan in ``PAW::PAW`` with ``PAW::findTriangle`` and ``PAW::pointInTriangle``, PAW.cpp.
+
+    Parameters
+    ----------
+    destination : ndarray (n, 2)
+    triangulation : ndarray (T, 3) int
+    min_x, min_y : float
+    width, height : int
+
+    Returns
+    -------
+    ndarray (height, width) int32
+        Triangle index, -1 where no triangle covers the pixel.
+    """
+    d = np.asarray(destination, dtype=_F)
+    tri = np.asarray(triangulation)
+    vx, vy = d[tri, 0], d[tri, 1]  # (T, 3)
+    gy, gx = np.meshgrid(np.arange(height, dtype=_F) + _F(min_y), np.arange(width, dtype=_F) + _F(min_x), indexing="ij")
+    x0, y0 = gx.reshape(-1, 1), gy.reshape(-1, 1)  # (P, 1)
+    x1, x2, x3 = vx[:, 0], vx[:, 1], vx[:, 2]
+    y1, y2, y3 = vy[:, 0], vy[:, 1], vy[:, 2]
+    inside = (
+        _same_side(x0, y0, x1, y1, x2, y2, x3, y3)
+        & _same_side(x0, y0, x2, y2, x1, y1, x3, y3)
+        & _same_side(x0, y0, x3, y3, x1, y1, x2, y2)
+    )  # (P, T)
+    in_box = (vx.max(1) >= x0) & (vx.min(1) <= x0) & (vy.max(1) >= y0) & (vy.min(1) <= y0)
+    hit = inside & in_box
+    first = np.where(hit.any(1), hit.argmax(1), -1).astype(np.int32)
+    # Where a pixel lies in several triangles (on shared edges), the previous pixel's triangle wins.
+    result = first.copy()
+    for p in np.flatnonzero(inside.sum(1) > 1).tolist():
+        guess = result[p - 1] if p > 0 else -1
+        if guess != -1 and inside[p, guess]:
+            result[p] = guess
+    return result.reshape(height, width)
+
+
+def paw_from_shape(destination: np.ndarray, triangulation: np.ndarray, bounds: "tuple[float, float, float, float] | None" = None) -> PAWModel:
+    """Build the warp onto a destination shape.
+
+    Port of the two ``PAW::PAW`` constructors, PAW.cpp.
+
+    Parameters
+    ----------
+    destination : ndarray (n, 2)
+        Destination shape.
+    triangulation : ndarray (T, 3) int
+    bounds : (min_x, min_y, max_x, max_y), optional
+        Destination area; defaults to the shape's bounding box.
+
+    Returns
+    -------
+    PAWModel
+        Grid of ``int(max_x - min_x + 1.5)`` x ``int(max_y - min_y + 1.5)`` pixels.
+    """
+    d = np.asarray(destination, dtype=_F)
+    tri = np.asarray(triangulation, dtype=np.int32)
+    if bounds is None:
+        min_x, max_x = float(d[:, 0].min()), float(d[:, 0].max())
+        min_y, max_y = float(d[:, 1].min()), float(d[:, 1].max())
+    else:
+        min_x, min_y, max_x, max_y = (float(_F(b)) for b in bounds)
+    width, height = int(max_x - min_x + 1.5), int(max_y - min_y + 1.5)
+    triangle_id = triangle_map(d, tri, min_x, min_y, width, height)
+    alpha, beta = barycentric_coefficients(d, tri)
+    return PAWModel(
+        destination_landmarks=d,
+        triangulation=tri,
+        triangle_id=triangle_id,
+        pixel_mask=(triangle_id != -1).astype(np.uint8),
+        alpha=alpha,
+        beta=beta,
+        min_x=min_x,
+        min_y=min_y,
+    )
+
+
+def warp_coefficients(paw: PAWModel, source: np.ndarray) -> np.ndarray:
+    """Affine map of each triangle from destination to source coordinates.
+
+    Source ``x = c0 + c1 * x_d + c2 * y_d`` and ``y = c3 + c4 * x_d + c5 * y_d``.
+    Port of ``PAW::CalcCoeff``, PAW.cpp.
+
+    Parameters
+    ----------
+    paw : PAWModel
+    source : ndarray (..., n, 2)
+        Source landmarks (leading axes batch several faces).
+
+    Returns
+    -------
+    ndarray (..., T, 6) float32
+    """
+    s = np.asarray(source, dtype=_F)
+    tri = paw.triangulation
+    a, b = paw.alpha, paw.beta
+    out = []
+    for axis in (0, 1):
+        c1 = s[..., tri[:, 0], axis]
+        c2 = s[..., tri[:, 1], axis] - c1
+        c3 = s[..., tri[:, 2], axis] - c1
+        out += [c1 + c2 * a[:, 0] + c3 * b[:, 0], c2 * a[:, 1] + c3 * b[:, 1], c2 * a[:, 2] + c3 * b[:, 2]]
+    return np.stack(out, axis=-1)
+
+
+def warp_maps(paw: PAWModel, coefficients: np.ndarray) -> "tuple[np.ndarray, np.ndarray]":
+    """Source coordinates of every destination pixel (``-1`` outside the face).
+
+    Port of ``PAW::WarpRegion``, PAW.cpp.
+
+    Parameters
+    ----------
+    paw : PAWModel
+    coefficients : ndarray (..., T, 6) float32
+        From :func:`warp_coefficients`.
+
+    Returns
+    -------
+    map_x, map_y : ndarray (..., h, w) float32
+    """
+    h, w = paw.pixel_mask.shape
+    xi = np.arange(w, dtype=_F) + _F(paw.min_x)
+    yi = (np.arange(h, dtype=_F) + _F(paw.min_y))[:, None]
+    tid = np.maximum(paw.triangle_id, 0)
+    c = np.asarray(coefficients, dtype=_F)[..., tid, :]  # (..., h, w, 6)
+    map_x = (c[..., 0] + c[..., 1] * xi) + c[..., 2] * yi
+    map_y = (c[..., 3] + c[..., 4] * xi) + c[..., 5] * yi
+    outside = paw.pixel_mask == 0
+    return np.where(outside, _F(-1), map_x), np.where(outside, _F(-1), map_y)
+
+
+def warp(image: np.ndarray, paw: PAWModel, source: np.ndarray) -> np.ndarray:
+    """Warp the face inside ``source`` onto the PAW's destination grid.
+
+    Bilinear sampling with ``cv2.remap`` (``INTER_LINEAR``, constant 0 border), which quantises
+    the sampling positions to 1/32 pixel as OpenCV does.  Port of ``PAW::Warp``, PAW.cpp.
+
+    Parameters
+    ----------
+    image : ndarray (H, W) float32
+    paw : PAWModel
+    source : ndarray (n, 2)
+        Landmarks in ``image`` coordinates.
+
+    Returns
+    -------
+    ndarray (h, w) float32
+    """
+    map_x, map_y = warp_maps(paw, warp_coefficients(paw, source))
+    return cv2.remap(np.asarray(image, dtype=_F), map_x, map_y, cv2.INTER_LINEAR)

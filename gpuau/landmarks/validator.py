@@ -1,0 +1,302 @@
+"""CNN landmark detection validator: how much a fitted landmark shape looks like a face.
+
+The face inside the landmarks is warped onto the nearest view's mean shape (60 x 60 piece-wise
+affine warp), normalised, and classified by a small CNN whose 30 outputs quantise an alignment
+error in [-1, 1]; the arg-max bin becomes the detection certainty in (0, 1).  The tracker calls
+:meth:`DetectionValidator.check` after each fit and :func:`detection_outcome` to turn the certainty
+into the frame's ``success`` and the CSV's ``confidence``.
+
+Port of ``DetectionValidator``, LandmarkDetectionValidator.cpp, with the layers of CNN_utils.cpp.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from gpuau.landmarks.paw import warp
+from gpuau.models.validator_file import (
+    CONV,
+    FULLY_CONNECTED,
+    MAX_POOL,
+    RELU,
+    SIGMOID,
+    ValidatorLayer,
+    ValidatorModel,
+    ValidatorView,
+    load_validator,
+)
+
+_F = np.float32
+
+#: ``FaceModelParameters::validation_boundary``, LandmarkDetectorParameters.cpp: a fit whose
+#: certainty is not above it is a tracking failure.
+VALIDATION_BOUNDARY = 0.725
+
+
+def select_view(orientations: np.ndarray, orientation) -> int:
+    """Index of the view centre nearest (Euclidean, in radians) to a head orientation.
+
+    Port of ``DetectionValidator::GetViewId``, LandmarkDetectionValidator.cpp (first minimum wins).
+
+    Parameters
+    ----------
+    orientations : ndarray (V, 3)
+        View centres (pitch, yaw, roll).
+    orientation : array_like (3,)
+        PDM rotation ``params_global[1:4]``.
+    """
+    d = np.linalg.norm(np.asarray(orientations, dtype=np.float64) - np.asarray(orientation, dtype=np.float64), axis=1)
+    return int(np.argmin(d))
+
+
+def validator_roi(landmarks: np.ndarray, image_shape: "tuple[int, int]") -> "tuple[int, int, int, int]":
+    """Image region the validator reads: the landmarks' box grown by 3 px, clipped to the image.
+
+    Port of the region selection in ``DetectionValidator::Check``, LandmarkDetectionValidator.cpp.
+
+    Parameters
+    ----------
+    landmarks : ndarray (n, 2) float32
+    image_shape : (H, W)
+
+    Returns
+    -------
+    (min_x, min_y, max_x, max_y) : int
+        The region is ``image[min_y:max_y, min_x:max_x]`` (the last row and column are excluded).
+    """
+    lm = np.asarray(landmarks, dtype=_F)
+    lo = lm.min(axis=0) - _F(3.0)
+    hi = lm.max(axis=0) + _F(3.0)
+    min_x, min_y = (max(int(v), 0) for v in lo)  # int() truncates towards zero, as the C++ cast
+    max_x, max_y = (int(v) for v in hi)
+    return min_x, min_y, min(max_x, image_shape[1] - 1), min(max_y, image_shape[0] - 1)
+
+
+def normalise_warped(warped: np.ndarray, view: ValidatorView) -> np.ndarray:
+    """Normalised face pixels as the network's 60 x 60 input (zero outside the mask).
+
+    The masked pixels (column-major order) are standardised by their own mean and standard
+    deviation, then by the view's per-pixel mean and standard deviation.
+    Port of ``DetectionValidator::NormaliseWarpedToVector`` and the start of
+    ``DetectionValidator::CheckCNN``, LandmarkDetectionValidator.cpp.
+
+    Parameters
+    ----------
+    warped : ndarray (h, w) float32
+    view : ValidatorView
+
+    Returns
+    -------
+    ndarray (h, w) float32
+    """
+    mask_t = view.paw.pixel_mask.T.astype(bool)
+    vec = np.asarray(warped, dtype=_F).T[mask_t]
+    mean = vec.mean(dtype=np.float64)
+    std = np.sqrt(max(np.mean(np.square(vec, dtype=np.float64)) - mean * mean, 0.0))
+    vec = vec - _F(mean)
+    vec = vec * _F(1.0 / (std if std != 0 else 1.0))
+    feature = (vec - view.mean) / view.std
+    img_t = np.zeros(mask_t.shape, dtype=_F)
+    img_t[mask_t] = feature
+    return img_t.T
+
+
+def convolution(maps: np.ndarray, kernels: np.ndarray, biases: np.ndarray) -> np.ndarray:
+    """Valid cross-correlation of a stack of maps with a bank of kernels, plus biases.
+
+    Port of ``convolution_direct_blas``, CNN_utils.cpp (im2col and one float32 matrix product).
+
+    Parameters
+    ----------
+    maps : ndarray (n_in, H, W) float32
+    kernels : ndarray (n_in, n_out, kh, kw) float32
+    biases : ndarray (n_out,) float32
+
+    Returns
+    -------
+    ndarray (n_out, H - kh + 1, W - kw + 1) float32
+    """
+    n_in, n_out, kh, kw = kernels.shape
+    cols = sliding_window_view(maps, (kh, kw), axis=(1, 2))  # (n_in, yB, xB, kh, kw)
+    cols = cols.transpose(1, 2, 0, 3, 4).reshape(cols.shape[1] * cols.shape[2], n_in * kh * kw)
+    weights = kernels.transpose(0, 2, 3, 1).reshape(n_in * kh * kw, n_out)
+    out = cols @ weights + biases
+    return out.T.reshape(n_out, maps.shape[1] - kh + 1, maps.shape[2] - kw + 1)
+
+
+def max_pooling(maps: np.ndarray) -> np.ndarray:
+    """2 x 2 max-pooling with stride 2 (even map sizes, as the validator's are).
+
+    Port of ``max_pooling``, CNN_utils.cpp.
+
+    Parameters
+    ----------
+    maps : ndarray (C, H, W)
+
+    Returns
+    -------
+    ndarray (C, H // 2, W // 2)
+    """
+    c, h, w = maps.shape
+    return maps[:, : h // 2 * 2, : w // 2 * 2].reshape(c, h // 2, 2, w // 2, 2).max(axis=(2, 4))
+
+
+def fully_connected(x: np.ndarray, weights: np.ndarray, biases: np.ndarray) -> np.ndarray:
+    """Fully connected layer on a feature vector.
+
+    Feature maps entering it are flattened map by map, each in column-major order.
+    Port of ``fully_connected``, CNN_utils.cpp.
+
+    Parameters
+    ----------
+    x : ndarray (C, H, W) or (n_in,) float32
+    weights : ndarray (n_in, n_out) float32
+    biases : ndarray (n_out,) float32
+
+    Returns
+    -------
+    ndarray (n_out,) float32
+    """
+    if x.ndim == 3:
+        x = x.transpose(0, 2, 1).reshape(-1)
+    return x @ weights + biases
+
+
+def cnn_forward(image: np.ndarray, layers: "tuple[ValidatorLayer, ...]") -> np.ndarray:
+    """Run the validator network on one normalised warped face.
+
+    Port of the layer loop of ``DetectionValidator::CheckCNN``, LandmarkDetectionValidator.cpp.
+
+    Parameters
+    ----------
+    image : ndarray (h, w) float32
+    layers : tuple of ValidatorLayer
+
+    Returns
+    -------
+    ndarray (bins,) float32
+        Scores of the quantised alignment-error bins.
+    """
+    x = np.asarray(image, dtype=_F)[None]
+    for layer in layers:
+        if layer.kind == CONV:
+            x = convolution(x, layer.weights, layer.biases)
+        elif layer.kind == MAX_POOL:
+            x = max_pooling(x)
+        elif layer.kind == FULLY_CONNECTED:
+            x = fully_connected(x, layer.weights, layer.biases)
+        elif layer.kind == RELU:
+            x = np.maximum(x, _F(0))
+        elif layer.kind == SIGMOID:
+            x = _F(1) / (_F(1) + np.exp(-x))
+        else:
+            raise ValueError(f"unknown validator layer type {layer.kind}")
+    return x
+
+
+def certainty_from_scores(scores: np.ndarray) -> float:
+    """Detection certainty from the network's bin scores.
+
+    The arg-max bin (first maximum) is un-quantised to its centre in [-1, 1], ``e``, and the
+    certainty is ``0.5 * (1 - e)``: bin 0 gives 59/60, the last bin 1/60.
+    Port of the end of ``DetectionValidator::CheckCNN`` and of ``DetectionValidator::Check``,
+    LandmarkDetectionValidator.cpp.
+
+    Parameters
+    ----------
+    scores : ndarray (bins,)
+
+    Returns
+    -------
+    float
+        Rounded to float32, as ``Check`` returns it.
+    """
+    step = 2.0 / scores.shape[-1]
+    unquantised = -1.0 + step / 2.0 + int(np.argmax(scores)) * step
+    return float(_F(0.5 * (1.0 - unquantised)))
+
+
+def detection_outcome(fit_success: bool, certainty: "float | None", *, validate: bool = True, boundary: float = VALIDATION_BOUNDARY) -> "tuple[bool, float]":
+    """A fit's ``detection_success`` and ``detection_certainty``.
+
+    With validation on and a converged fit, the certainty is the validator's and success means
+    ``certainty > boundary``; otherwise success is the fit's and the certainty 1 or 0.
+    The CSV's ``confidence`` column is this certainty (FeatureExtraction writes
+    ``detection_certainty``, 2 decimals).  Port of the end of ``CLNF::DetectLandmarks``,
+    LandmarkDetectorModel.cpp.
+
+    Parameters
+    ----------
+    fit_success : bool
+        ``CLNF::Fit``'s result.
+    certainty : float or None
+        :meth:`DetectionValidator.check` of the fitted landmarks (needed when validating a
+        successful fit; ignored otherwise).
+    validate : bool
+        ``FaceModelParameters::validate_detections`` (on in FeatureExtraction).
+    boundary : float
+        ``FaceModelParameters::validation_boundary``.
+
+    Returns
+    -------
+    (success, certainty) : (bool, float)
+    """
+    if validate and fit_success:
+        if certainty is None:
+            raise ValueError("a validated successful fit needs the validator's certainty")
+        return bool(certainty > boundary), float(certainty)
+    return bool(fit_success), 1.0 if fit_success else 0.0
+
+
+@dataclass(frozen=True)
+class DetectionValidator:
+    """The CNN landmark detection validator (``DetectionValidator``, LandmarkDetectionValidator.cpp).
+
+    Attributes
+    ----------
+    model : ValidatorModel
+    """
+
+    model: ValidatorModel
+
+    @classmethod
+    def load(cls, models: "str | os.PathLike | None" = None) -> "DetectionValidator":
+        """Load ``detection_validation/validator_cnn.txt`` from the OpenFace model folder."""
+        return cls(load_validator(models))
+
+    def view_id(self, orientation) -> int:
+        """View used for a head orientation (pitch, yaw, roll), see :func:`select_view`."""
+        return select_view(self.model.orientations, orientation)
+
+    def check(self, gray: np.ndarray, landmarks_2d: np.ndarray, orientation) -> float:
+        """Certainty that ``landmarks_2d`` sit on a face in ``gray``.
+
+        Port of ``DetectionValidator::Check``, LandmarkDetectionValidator.cpp.
+
+        Parameters
+        ----------
+        gray : ndarray (H, W) uint8
+            The frame in grey levels.
+        landmarks_2d : ndarray (68, 2)
+            Fitted landmarks ``(x, y)`` in image pixels.
+        orientation : array_like (3,)
+            PDM rotation ``params_global[1:4]`` (pitch, yaw, roll), radians.
+
+        Returns
+        -------
+        float
+            In (0, 1): ``1 - (2 k + 1) / 60`` for the network's arg-max bin ``k``; 0 when the
+            landmarks' region has no pixels in the image.
+        """
+        view = self.model.views[self.view_id(orientation)]
+        lm = np.asarray(landmarks_2d, dtype=_F)
+        min_x, min_y, max_x, max_y = validator_roi(lm, gray.shape)
+        if max_x - min_x <= 1 or max_y - min_y <= 1:
+            return 0.0
+        roi = np.asarray(gray[min_y:max_y, min_x:max_x], dtype=_F)
+        source = lm - np.array([min_x, min_y], dtype=_F)
+        warped = warp(roi, view.paw, source)
+        return certainty_from_scores(cnn_forward(normalise_warped(warped, view), view.layers))

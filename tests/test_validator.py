@@ -1,0 +1,142 @@
+"""CNN detection validator: model file, piece-wise affine warp, and OpenFace's ``confidence`` column
+reproduced from the reference landmarks and pose."""
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from gpuau.landmarks.paw import paw_from_shape, triangle_map, warp, warp_coefficients, warp_maps
+from gpuau.landmarks.validator import (
+    VALIDATION_BOUNDARY,
+    DetectionValidator,
+    certainty_from_scores,
+    convolution,
+    detection_outcome,
+    select_view,
+)
+from gpuau.models.validator_file import CONV, FULLY_CONNECTED, MAX_POOL, RELU, VALIDATOR_FILE, parse_validator
+from gpuau.models.store import model_file
+from gpuau.video.source import open_source
+
+
+@pytest.fixture(scope="module")
+def validator(models_dir):
+    return DetectionValidator.load()
+
+
+def _reference_inputs(reference_dir, media_dir, name):
+    df = pd.read_csv(reference_dir / f"{name}.csv", skipinitialspace=True)
+    lm = np.stack([df[[f"x_{i}" for i in range(68)]].to_numpy(np.float32),
+                   df[[f"y_{i}" for i in range(68)]].to_numpy(np.float32)], axis=2)
+    rot = df[["p_rx", "p_ry", "p_rz"]].to_numpy(np.float64)
+    video = next(media_dir.glob(f"{name}.*"))
+    gray = [f.gray for f in open_source(video)]
+    return df, lm, rot, gray
+
+
+def _confidences(validator, df, lm, rot, gray):
+    frames = df["frame"].to_numpy() - 1
+    return np.array([validator.check(gray[f], lm[i], rot[i]) for i, f in enumerate(frames)])
+
+
+def test_model_file(models_dir, validator):
+    m = validator.model
+    assert len(m.views) == 7
+    np.testing.assert_allclose(np.degrees(m.orientations[:, 1]), [0, -20, -45, -70, 20, 45, 70])
+    np.testing.assert_array_equal(m.orientations[:, [0, 2]], 0)
+    for view in m.views:
+        assert [layer.kind for layer in view.layers] == [CONV, RELU, MAX_POOL, CONV, RELU, MAX_POOL,
+                                                         FULLY_CONNECTED, RELU, FULLY_CONNECTED]
+        assert view.layers[0].weights.shape == (1, 10, 9, 9) and view.layers[3].weights.shape == (10, 10, 7, 7)
+        assert view.layers[6].weights.shape == (1000, 50) and view.layers[8].weights.shape == (50, 30)
+        assert view.paw.pixel_mask.shape == (60, 60)
+        assert view.mean.shape == view.std.shape == (view.paw.number_of_pixels,)
+        np.testing.assert_array_equal(view.paw.pixel_mask, view.paw.triangle_id >= 0)
+    arrays = parse_validator(model_file(VALIDATOR_FILE))
+    assert arrays["view3/paw/triangulation"].shape == (31, 3)
+
+
+def test_triangle_map_matches_model_file(validator):
+    """The triangle lookup built from each view's mean shape equals the one stored in the file."""
+    for view in validator.model.views:
+        paw = view.paw
+        h, w = paw.triangle_id.shape
+        tid = triangle_map(paw.destination_landmarks, paw.triangulation, paw.min_x, paw.min_y, w, h)
+        np.testing.assert_array_equal(tid, paw.triangle_id)
+        built = paw_from_shape(paw.destination_landmarks, paw.triangulation, (paw.min_x, paw.min_y, paw.min_x + w - 1, paw.min_y + h - 1))
+        np.testing.assert_array_equal(built.triangle_id, paw.triangle_id)
+        np.testing.assert_allclose(built.alpha, paw.alpha, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(built.beta, paw.beta, rtol=1e-4, atol=1e-4)
+
+
+def test_warp_of_translated_shape_is_a_shift(validator):
+    """Source = destination shifted by an integer offset: every face pixel is read at that offset."""
+    paw = validator.model.views[0].paw
+    rng = np.random.default_rng(0)
+    image = rng.uniform(0, 255, (100, 100)).astype(np.float32)
+    offset = np.array([40.0 - paw.min_x, 35.0 - paw.min_y], dtype=np.float32)  # whole pixels
+    map_x, map_y = warp_maps(paw, warp_coefficients(paw, paw.destination_landmarks + offset))
+    inside = paw.pixel_mask == 1
+    ys, xs = np.nonzero(inside)
+    np.testing.assert_allclose(map_x[inside], xs + 40.0, atol=1e-3)
+    np.testing.assert_allclose(map_y[inside], ys + 35.0, atol=1e-3)
+    assert np.all(map_x[~inside] == -1) and np.all(map_y[~inside] == -1)
+    warped = warp(image, paw, paw.destination_landmarks + offset)
+    np.testing.assert_allclose(warped[inside], image[ys + 35, xs + 40], atol=1e-2)
+
+
+def test_convolution_is_cross_correlation(validator):
+    layer = validator.model.views[0].layers[3]
+    rng = np.random.default_rng(1)
+    maps = rng.standard_normal((10, 26, 26)).astype(np.float32)
+    out = convolution(maps, layer.weights, layer.biases)
+    k = 2
+    expected = sum(cv2.filter2D(maps[i], -1, layer.weights[i, k], anchor=(0, 0), borderType=cv2.BORDER_CONSTANT)[:20, :20]
+                   for i in range(10)) + layer.biases[k]
+    np.testing.assert_allclose(out[k], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_view_selection_and_certainty_bins(validator):
+    o = validator.model.orientations
+    assert select_view(o, [0.1, 0.05, 0.3]) == 0
+    assert select_view(o, [0.0, np.radians(-50), 0.0]) == 2
+    assert select_view(o, [0.0, np.radians(55), 0.0]) == 5  # nearer 45 than 70
+    scores = np.zeros(30, np.float32)
+    scores[0] = 1
+    assert certainty_from_scores(scores) == pytest.approx(59 / 60, abs=1e-6)
+    scores[29] = 2
+    assert certainty_from_scores(scores) == pytest.approx(1 / 60, abs=1e-6)
+
+
+def test_detection_outcome():
+    assert detection_outcome(True, 0.98) == (True, 0.98)
+    assert detection_outcome(True, 0.725) == (False, 0.725)  # strictly above the boundary
+    assert detection_outcome(False, 0.98) == (False, 0.0)
+    assert detection_outcome(True, None, validate=False) == (True, 1.0)
+    assert VALIDATION_BOUNDARY == 0.725
+
+
+def test_landmarks_outside_image_give_zero(validator):
+    gray = np.zeros((480, 640), np.uint8)
+    lm = np.full((68, 2), -50.0, np.float32) + np.random.default_rng(2).uniform(0, 10, (68, 2)).astype(np.float32)
+    assert validator.check(gray, lm, np.zeros(3)) == 0.0
+
+
+@pytest.mark.parametrize("name", ["default", "changeLighting"])
+def test_reference_confidence_single_face(validator, reference_dir, media_dir, name):
+    df, lm, rot, gray = _reference_inputs(reference_dir, media_dir, name)
+    conf = _confidences(validator, df, lm, rot, gray)
+    np.testing.assert_array_equal(np.round(conf, 2), df["confidence"].to_numpy())
+
+
+def test_reference_confidence_multi_face(validator, reference_dir, media_dir):
+    """2107 faces with confidences across the whole range.  The reference landmarks are printed to
+    0.1 px; jittering them by that much moves about 0.4% of faces to a neighbouring bin, so a
+    few mismatches are expected from the input rounding alone."""
+    df, lm, rot, gray = _reference_inputs(reference_dir, media_dir, "multi_face")
+    conf = _confidences(validator, df, lm, rot, gray)
+    ref = df["confidence"].to_numpy()
+    exact = np.abs(np.round(conf, 2) - ref) < 1e-6
+    assert exact.mean() >= 0.99
+    assert np.mean(np.abs(conf - ref) <= 0.1) >= 0.995
+    assert np.mean((conf > VALIDATION_BOUNDARY) == (df["success"].to_numpy() == 1)) >= 0.998
