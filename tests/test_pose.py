@@ -1,0 +1,74 @@
+"""Head pose and camera-space 3D landmarks reproduced from the reference CSVs' own landmarks and
+PDM parameters.
+
+The inputs are printed values (landmarks to 0.1 px, parameters to 3 decimals), so results are
+compared before rounding with tolerances of the print precision plus the effect of the input
+rounding, and checked for bias (a wrong formula shows as a systematic offset)."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from gpuau.landmarks.pdm import PDM
+from gpuau.landmarks.pose import head_pose, landmarks_3d
+from gpuau.landmarks.rotation import euler_to_rotation_matrix
+from gpuau.video.source import camera_intrinsics
+
+POSE_COLS = ["pose_Tx", "pose_Ty", "pose_Tz", "pose_Rx", "pose_Ry", "pose_Rz"]
+# Largest |ours - reference| before rounding: half the print step (0.1 mm, 0.001 rad) plus what
+# rounding the reference landmarks to 0.1 px does to the PnP solution (jitter std ~0.03 mm in Tz).
+POSE_TOL = np.array([0.08, 0.08, 0.15, 0.0012, 0.0012, 0.0012])
+POSE_BIAS_TOL = np.array([0.015, 0.015, 0.015, 1.5e-4, 1.5e-4, 1.5e-4])
+
+
+@pytest.fixture(scope="module")
+def pdm(models_dir):
+    return PDM.load()
+
+
+def _reference(reference_dir, name, pdm):
+    df = pd.read_csv(reference_dir / f"{name}.csv", skipinitialspace=True)
+    lm = np.stack([df[[f"x_{i}" for i in range(68)]].to_numpy(np.float32),
+                   df[[f"y_{i}" for i in range(68)]].to_numpy(np.float32)], axis=2)
+    g = df[["p_scale", "p_rx", "p_ry", "p_rz", "p_tx", "p_ty"]].to_numpy(np.float32)
+    shape_3d = np.stack([pdm.calc_shape_3d(p) for p in df[[f"p_{i}" for i in range(34)]].to_numpy(np.float32)])
+    xyz = np.stack([df[[f"{c}_{i}" for i in range(68)]].to_numpy(np.float64) for c in "XYZ"], axis=2)
+    return df, lm, g, shape_3d, xyz
+
+
+@pytest.mark.parametrize("name", ["default", "2015-10-15-15-14"])
+def test_head_pose_matches_reference(reference_dir, pdm, name):
+    df, lm, g, shape_3d, _ = _reference(reference_dir, name, pdm)
+    intrinsics = camera_intrinsics(640, 480)
+    assert intrinsics == (500.0, 500.0, 320.0, 240.0)
+    pose = np.stack([head_pose(lm[i], shape_3d[i], g[i], *intrinsics) for i in range(len(df))])
+    diff = pose - df[POSE_COLS].to_numpy()
+    assert np.all(np.abs(diff).max(axis=0) <= POSE_TOL), np.abs(diff).max(axis=0)
+    assert np.all(np.abs(diff.mean(axis=0)) <= POSE_BIAS_TOL), diff.mean(axis=0)
+    printed_t = np.abs(np.round(pose[:, :3], 1) - df[POSE_COLS[:3]].to_numpy()) < 0.05
+    printed_r = np.abs(np.round(pose[:, 3:], 3) - df[POSE_COLS[3:]].to_numpy()) < 5e-4
+    assert printed_t.mean() >= 0.85 and printed_r.mean() >= 0.85
+
+
+def test_landmarks_3d_match_reference(reference_dir, pdm):
+    df, lm, g, shape_3d, xyz = _reference(reference_dir, "default", pdm)
+    intrinsics = camera_intrinsics(640, 480)
+    ours = landmarks_3d(lm, shape_3d, g, *intrinsics)
+    assert ours.shape == (len(df), 68, 3) and ours.dtype == np.float32
+    # The printed scale (3 decimals) moves the depth fx / scale by up to ~0.3 mm.
+    assert np.abs(ours - xyz).max() <= 0.35
+    # With the scale recovered from the reference depths, only print rounding is left.
+    rot = np.stack([euler_to_rotation_matrix(p[1:4]) for p in g])
+    z_model = np.einsum("fk,fnk->fn", rot[:, 2, :], shape_3d)
+    g_fine = g.copy()
+    g_fine[:, 0] = intrinsics[0] / (xyz[..., 2] - z_model).mean(axis=1)
+    assert np.abs(g_fine[:, 0] - g[:, 0]).max() <= 5.1e-4
+    ours = landmarks_3d(lm, shape_3d, g_fine, *intrinsics)
+    assert np.abs(ours - xyz).max() <= 0.12
+    assert np.abs((ours - xyz).mean(axis=(0, 1))).max() <= 0.01
+    np.testing.assert_allclose(landmarks_3d(lm[3], shape_3d[3], g_fine[3], *intrinsics), ours[3])
+
+
+def test_no_fit_gives_zero_pose(pdm):
+    shape_3d = pdm.calc_shape_3d(np.zeros(34))
+    pose = head_pose(np.zeros((68, 2)), shape_3d, np.zeros(6), 500, 500, 320, 240)
+    np.testing.assert_array_equal(pose, np.zeros(6))
