@@ -1,0 +1,347 @@
+// CPU emulation of the part of CUDA's execution model that gpuau's kernels use.
+//
+// gpuau/kernels/emulator.py force-includes this header (g++ -include cuda_emu.h) in front of a
+// kernel source (.cu), compiles the result as C++20 into a shared library and launches kernels
+// through the extern "C" entry points it appends (see GPUAU_EMU_ENTRY below).
+//
+// Execution model
+//   * Blocks run one after another, so `__shared__` arrays are plain static storage.
+//   * Kernel sources that call __syncthreads run the threads of a block as real OS threads (a
+//     pool sized to the block, reused across blocks and launches) that meet at a barrier.
+//   * Other kernel sources run the threads of a block in a plain loop on the calling thread.
+//   * threadIdx/blockIdx/blockDim/gridDim are thread_local.
+// Not provided: dynamic `extern __shared__`, warp intrinsics (__shfl*, __ballot*, ...), cooperative
+// groups, textures, streams.  Fast-math intrinsics (__expf, rsqrtf, __fdividef) are computed
+// exactly here, so they can differ from the GPU by a few ulp.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#define GPUAU_EMULATOR 1
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __noinline__
+#define __restrict__ __restrict
+#define __shared__ static
+#define __constant__ static const
+#define __launch_bounds__(...)
+
+struct uint3 {
+    unsigned int x, y, z;
+};
+
+struct dim3 {
+    unsigned int x, y, z;
+    constexpr dim3(unsigned int x_ = 1, unsigned int y_ = 1, unsigned int z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+
+inline thread_local uint3 threadIdx{0, 0, 0};
+inline thread_local uint3 blockIdx{0, 0, 0};
+inline thread_local dim3 blockDim{1, 1, 1};
+inline thread_local dim3 gridDim{1, 1, 1};
+
+namespace gpuau_emu {
+
+// A reusable barrier for the threads of one block (generation counting, so a fast thread that
+// reaches the next __syncthreads cannot overtake a slow one still leaving the previous).
+class Barrier {
+public:
+    void reset(int n) {
+        count_ = n;
+        waiting_ = 0;
+        generation_ = 0;
+    }
+    void arrive_and_wait() {
+        std::unique_lock<std::mutex> lock(mutex_);
+        const unsigned long gen = generation_;
+        if (++waiting_ == count_) {
+            waiting_ = 0;
+            ++generation_;
+            cv_.notify_all();
+        } else {
+            cv_.wait(lock, [&] { return generation_ != gen; });
+        }
+    }
+
+private:
+    std::mutex mutex_;
+    std::condition_variable cv_;
+    int count_ = 1;
+    int waiting_ = 0;
+    unsigned long generation_ = 0;
+};
+
+inline thread_local Barrier* current_barrier = nullptr;
+
+// Worker threads of one block; worker t plays threadIdx t (x fastest) of every block launched.
+class BlockPool {
+public:
+    ~BlockPool() { resize(0); }
+
+    // Run `body` once on every worker and wait for all of them.
+    void run_block(int n, const dim3& block, const dim3& grid, const uint3& block_idx,
+                   const std::function<void()>& body) {
+        if ((int)workers_.size() != n) resize(n);
+        barrier_.reset(n);
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            body_ = &body;
+            block_ = block;
+            grid_ = grid;
+            block_idx_ = block_idx;
+            remaining_ = n;
+            ++generation_;
+        }
+        start_.notify_all();
+        std::unique_lock<std::mutex> lock(mutex_);
+        done_.wait(lock, [&] { return remaining_ == 0; });
+    }
+
+private:
+    void resize(int n) {
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            stop_ = true;
+            ++generation_;
+        }
+        start_.notify_all();
+        for (auto& t : workers_) t.join();
+        workers_.clear();
+        stop_ = false;
+        const unsigned long generation = generation_;
+        for (int t = 0; t < n; ++t) workers_.emplace_back([this, t, generation] { work(t, generation); });
+    }
+
+    void work(int t, unsigned long seen) {
+        current_barrier = &barrier_;
+        for (;;) {
+            const std::function<void()>* body;
+            {
+                std::unique_lock<std::mutex> lock(mutex_);
+                start_.wait(lock, [&] { return generation_ != seen; });
+                seen = generation_;
+                if (stop_) return;
+                body = body_;
+                blockDim = block_;
+                gridDim = grid_;
+                blockIdx = block_idx_;
+            }
+            threadIdx = uint3{t % blockDim.x, (t / blockDim.x) % blockDim.y, t / (blockDim.x * blockDim.y)};
+            (*body)();
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (--remaining_ == 0) done_.notify_one();
+        }
+    }
+
+    std::vector<std::thread> workers_;
+    Barrier barrier_;
+    std::mutex mutex_;
+    std::condition_variable start_, done_;
+    const std::function<void()>* body_ = nullptr;
+    dim3 block_, grid_;
+    uint3 block_idx_{0, 0, 0};
+    int remaining_ = 0;
+    unsigned long generation_ = 0;
+    bool stop_ = false;
+};
+
+inline BlockPool& pool() {
+    static BlockPool p;
+    return p;
+}
+
+inline std::mutex& launch_mutex() {
+    static std::mutex m;
+    return m;
+}
+
+// Run a grid: blocks in order; threads of a block on the pool (threaded) or in a loop.
+inline int launch_grid(const unsigned* g, const unsigned* b, bool threaded, const std::function<void()>& body) {
+    const dim3 grid(g[0], g[1], g[2]), block(b[0], b[1], b[2]);
+    const long n = (long)block.x * block.y * block.z;
+    if (n < 1 || n > 1024 || block.z > 64 || grid.x < 1 || grid.y < 1 || grid.z < 1 || grid.y > 65535 ||
+        grid.z > 65535)
+        return 1;
+    std::lock_guard<std::mutex> lock(launch_mutex());  // blocks share static __shared__ storage
+    for (unsigned bz = 0; bz < grid.z; ++bz)
+        for (unsigned by = 0; by < grid.y; ++by)
+            for (unsigned bx = 0; bx < grid.x; ++bx) {
+                const uint3 bi{bx, by, bz};
+                if (threaded) {
+                    pool().run_block((int)n, block, grid, bi, body);
+                } else {
+                    blockDim = block;
+                    gridDim = grid;
+                    blockIdx = bi;
+                    for (unsigned tz = 0; tz < block.z; ++tz)
+                        for (unsigned ty = 0; ty < block.y; ++ty)
+                            for (unsigned tx = 0; tx < block.x; ++tx) {
+                                threadIdx = uint3{tx, ty, tz};
+                                body();
+                            }
+                }
+            }
+    return 0;
+}
+
+// Kernel parameter description exported to Python: kind (0 pointer, 1 signed int, 2 unsigned
+// int, 3 floating point) * 256 + sizeof.
+template <typename P>
+constexpr int param_code() {
+    using T = std::remove_cv_t<P>;
+    const int kind = std::is_pointer_v<T> ? 0 : std::is_floating_point_v<T> ? 3 : std::is_signed_v<T> ? 1 : 2;
+    return kind * 256 + (int)sizeof(T);
+}
+
+template <typename... P>
+int describe(void (*)(P...), int* codes) {
+    const int c[] = {param_code<P>()..., 0};
+    for (std::size_t i = 0; i < sizeof...(P); ++i) codes[i] = c[i];
+    return (int)sizeof...(P);
+}
+
+template <typename... P, std::size_t... I>
+void call_unpacked(void (*kernel)(P...), void** args, std::index_sequence<I...>) {
+    kernel(*static_cast<std::remove_cv_t<P>*>(args[I])...);
+}
+
+template <typename... P>
+int launch(void (*kernel)(P...), const unsigned* grid, const unsigned* block, void** args, bool threaded) {
+    const std::function<void()> body = [&] { call_unpacked(kernel, args, std::index_sequence_for<P...>{}); };
+    return launch_grid(grid, block, threaded, body);
+}
+
+}  // namespace gpuau_emu
+
+// One extern "C" launcher and describer per kernel; emulator.py appends these lines.
+#define GPUAU_EMU_ENTRY(NAME, THREADED)                                                          \
+    extern "C" int gpuau_launch_##NAME(const unsigned* grid, const unsigned* block, void** args) { \
+        return gpuau_emu::launch(&NAME, grid, block, args, THREADED);                            \
+    }                                                                                            \
+    extern "C" int gpuau_params_##NAME(int* codes) { return gpuau_emu::describe(&NAME, codes); }
+
+inline void __syncthreads() {
+    if (gpuau_emu::current_barrier == nullptr) {
+        std::fprintf(stderr, "gpuau emulator: __syncthreads outside a threaded launch\n");
+        std::abort();
+    }
+    gpuau_emu::current_barrier->arrive_and_wait();
+}
+inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+inline void __threadfence_block() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+template <typename T>
+inline T __ldg(const T* p) { return *p; }
+
+// ---- atomics (return the old value, like CUDA) ----
+template <typename T>
+inline T atomicAdd(T* address, T value) { return std::atomic_ref<T>(*address).fetch_add(value); }
+template <typename T>
+inline T atomicSub(T* address, T value) { return std::atomic_ref<T>(*address).fetch_sub(value); }
+template <typename T>
+inline T atomicExch(T* address, T value) { return std::atomic_ref<T>(*address).exchange(value); }
+template <typename T>
+inline T atomicCAS(T* address, T compare, T value) {
+    std::atomic_ref<T>(*address).compare_exchange_strong(compare, value);
+    return compare;
+}
+template <typename T>
+inline T atomicMax(T* address, T value) {
+    std::atomic_ref<T> a(*address);
+    T old = a.load();
+    while (old < value && !a.compare_exchange_weak(old, value)) {
+    }
+    return old;
+}
+template <typename T>
+inline T atomicMin(T* address, T value) {
+    std::atomic_ref<T> a(*address);
+    T old = a.load();
+    while (value < old && !a.compare_exchange_weak(old, value)) {
+    }
+    return old;
+}
+
+// ---- integer and float math ----
+inline int min(int a, int b) { return a < b ? a : b; }
+inline int max(int a, int b) { return a > b ? a : b; }
+inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }
+inline unsigned max(unsigned a, unsigned b) { return a > b ? a : b; }
+inline long long min(long long a, long long b) { return a < b ? a : b; }
+inline long long max(long long a, long long b) { return a > b ? a : b; }
+inline float min(float a, float b) { return std::fmin(a, b); }
+inline float max(float a, float b) { return std::fmax(a, b); }
+inline double min(double a, double b) { return std::fmin(a, b); }
+inline double max(double a, double b) { return std::fmax(a, b); }
+
+inline float __expf(float x) { return std::exp(x); }
+inline float __logf(float x) { return std::log(x); }
+inline float __powf(float x, float y) { return std::pow(x, y); }
+inline float __sinf(float x) { return std::sin(x); }
+inline float __cosf(float x) { return std::cos(x); }
+inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+inline double rsqrt(double x) { return 1.0 / std::sqrt(x); }
+inline float __fdividef(float a, float b) { return a / b; }
+inline float __saturatef(float x) { return x > 0.0f ? (x < 1.0f ? x : 1.0f) : 0.0f; }  // NaN -> 0
+
+// Correctly rounded single operations (never contracted into an FMA, on the GPU either).
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fsub_rn(float a, float b) { return a - b; }
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fdiv_rn(float a, float b) { return a / b; }
+inline float __fmaf_rn(float a, float b, float c) { return std::fma(a, b, c); }
+inline double __dadd_rn(double a, double b) { return a + b; }
+inline double __dsub_rn(double a, double b) { return a - b; }
+inline double __dmul_rn(double a, double b) { return a * b; }
+inline double __ddiv_rn(double a, double b) { return a / b; }
+inline double __fma_rn(double a, double b, double c) { return std::fma(a, b, c); }
+
+// Conversions; out-of-range values saturate as on the GPU (NaN -> 0).
+template <typename F>
+inline int gpuau_emu_sat_int(F v) {
+    if (v != v) return 0;
+    if (v >= (F)2147483647.0) return 2147483647;
+    if (v <= (F)-2147483648.0) return (-2147483647 - 1);
+    return (int)v;
+}
+inline int __float2int_rn(float x) { return gpuau_emu_sat_int(std::nearbyint(x)); }
+inline int __float2int_rd(float x) { return gpuau_emu_sat_int(std::floor(x)); }
+inline int __float2int_ru(float x) { return gpuau_emu_sat_int(std::ceil(x)); }
+inline int __float2int_rz(float x) { return gpuau_emu_sat_int(std::trunc(x)); }
+inline int __double2int_rn(double x) { return gpuau_emu_sat_int(std::nearbyint(x)); }
+inline int __double2int_rd(double x) { return gpuau_emu_sat_int(std::floor(x)); }
+inline int __double2int_rz(double x) { return gpuau_emu_sat_int(std::trunc(x)); }
+inline float __int2float_rn(int x) { return (float)x; }
+inline double __int2double_rn(int x) { return (double)x; }
+inline float __uint2float_rn(unsigned x) { return (float)x; }
+
+// Overloads CUDA provides in the global namespace (float versions of floor, exp, ...).
+using std::ceil;
+using std::exp;
+using std::fabs;
+using std::floor;
+using std::fma;
+using std::fmax;
+using std::fmin;
+using std::log;
+using std::nearbyint;
+using std::pow;
+using std::rint;
+using std::round;
+using std::sqrt;
+using std::trunc;

@@ -1,0 +1,109 @@
+"""Load a kernel source ``gpuau/kernels/<source>.cu`` for a backend, once per (device, source, defines).
+
+``load_module(backend, "warp")`` returns a ``cupy.RawModule`` on ``cuda`` and the CPU emulator's
+module (:class:`gpuau.kernels.emulator.EmulatedModule`) on ``emulated``; both launch kernels as
+``module.get_function(name)(grid, block, args)``.  The ``defines`` become a ``#define NAME VALUE``
+preamble in front of the source (cuCIM's ``_hessian_det_appx.py`` pattern).
+"""
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterable, Mapping, Union
+
+KERNEL_DIR = Path(__file__).resolve().parent
+
+# NVRTC options of every build (CuPy on the GPU, and the compile check of gpuau.kernels.nvrtc).
+# --fmad=false: no silent a*b+c -> fma contraction, so the GPU rounds like the emulator and the
+# Numba twins; write fmaf(...) where a fused multiply-add is meant.
+NVRTC_OPTIONS: tuple[str, ...] = ("-std=c++14", "--fmad=false")
+
+Defines = Union[Mapping[str, object], Iterable[tuple[str, object]]]
+
+_DEFINES_LINE = re.compile(r"^\s*//\s*defines:(.*)$")
+
+
+def normalize_defines(defines: Defines = ()) -> tuple[tuple[str, str], ...]:
+    """``{"N": 4}`` or ``(("N", 4),)`` -> ``(("N", "4"),)``, sorted by name (a hashable cache key).
+
+    Booleans become ``1``/``0``; other values are written with ``str``.
+    """
+    items = defines.items() if isinstance(defines, Mapping) else defines
+    out = {}
+    for name, value in items:
+        name = str(name)
+        if not re.fullmatch(r"[A-Za-z_]\w*", name):
+            raise ValueError(f"invalid #define name {name!r}")
+        out[name] = str(int(value)) if isinstance(value, bool) else str(value)
+    return tuple(sorted(out.items()))
+
+
+def kernel_path(source: str) -> Path:
+    """Path of ``gpuau/kernels/<source>.cu``."""
+    path = KERNEL_DIR / f"{source}.cu"
+    if not path.is_file():
+        raise FileNotFoundError(f"no kernel source {path}")
+    return path
+
+
+def kernel_source(source: str, defines: Defines = ()) -> str:
+    """Text compiled for ``source``: the ``#define`` preamble, then ``gpuau/kernels/<source>.cu``."""
+    preamble = "".join(f"#define {name} {value}\n" for name, value in normalize_defines(defines))
+    return preamble + f'#line 1 "{source}.cu"\n' + kernel_path(source).read_text()
+
+
+def declared_defines(source: str) -> list[tuple[tuple[str, str], ...]]:
+    """Define sets a ``.cu`` file declares for its compile check.
+
+    Convention: each line ``// defines: NAME=VALUE NAME=VALUE`` among the file's leading comment
+    lines is one variant to compile; a file without such a line is checked once with no defines.
+    """
+    variants = []
+    for line in kernel_path(source).read_text().splitlines():
+        if not line.strip().startswith("//"):
+            break
+        m = _DEFINES_LINE.match(line)
+        if m:
+            pairs = [tok.split("=", 1) for tok in m.group(1).split()]
+            if any(len(p) != 2 for p in pairs):
+                raise ValueError(f"{source}.cu: malformed '// defines:' line {line!r} (want NAME=VALUE ...)")
+            variants.append(normalize_defines(pairs))
+    return variants or [()]
+
+
+def load_module(backend, source: str, defines: Defines = ()):
+    """Compiled module of ``gpuau/kernels/<source>.cu`` for ``backend`` (memoised).
+
+    Parameters
+    ----------
+    backend : gpuau.device.Backend
+        ``cuda`` (a ``cupy.RawModule`` for ``backend.device_id``) or ``emulated``.
+    source : str
+        Kernel file name without ``.cu``.
+    defines : mapping or sequence of (name, value)
+        Prepended as ``#define NAME VALUE`` lines.
+
+    Returns
+    -------
+    module
+        ``module.get_function(name)`` returns a kernel called as ``kernel(grid, block, args)``.
+    """
+    if backend.name not in ("cuda", "emulated"):
+        raise ValueError(f"backend {backend.name!r} runs no .cu kernels (the cpu backend uses gpuau.cpu)")
+    return _load(backend.name, backend.device_id, source, normalize_defines(defines))
+
+
+@lru_cache(maxsize=None)
+def _load(kind: str, device_id: int, source: str, defines: tuple[tuple[str, str], ...]):
+    code = kernel_source(source, defines)
+    if kind == "emulated":
+        from gpuau.kernels.emulator import compile_module
+
+        return compile_module(code, name=source)
+    import cupy
+
+    with cupy.cuda.Device(device_id):
+        module = cupy.RawModule(code=code, options=NVRTC_OPTIONS)
+        module.compile()
+    return module

@@ -1,0 +1,108 @@
+// Batched bilinear affine warps, bit-exact with OpenCV's cv::warpAffine(src, dst, M, size,
+// INTER_LINEAR | WARP_INVERSE_MAP, BORDER_CONSTANT, border) as OpenCV 2.4-4.10 computes it (the
+// OpenCV that OpenFace 2.2 was built with; see gpuau/cpu/warp_affine.py for the arithmetic).
+// Port of cv::warpAffine -> WarpAffineInvoker -> remapBilinear, imgwarp.cpp (OpenCV 4.x).
+//
+// One thread per output pixel (all channels); blockIdx.z walks the N outputs.
+#ifdef __CUDACC_RTC__
+typedef unsigned char uint8_t;
+#endif
+
+// OpenCV: INTER_BITS = 5 (source positions on a 1/32 pixel grid), AB_BITS = 10 (fixed-point scale
+// of the mapped coordinates), INTER_REMAP_COEF_BITS = 15 (8-bit interpolation weights).
+#define WARP_INTER_BITS 5
+#define WARP_INTER_TAB_SIZE 32
+#define WARP_AB_SCALE 1024.0
+#define WARP_ROUND_DELTA 16
+#define WARP_COEF_BITS 15
+
+struct WarpTap {
+    int sx, sy;  // top-left source pixel (saturated to short, as OpenCV stores it)
+    int ax, ay;  // sub-pixel position in 1/32 pixel, 0..31
+};
+
+// Fixed-point source position of destination pixel (x, y) under the dst->src matrix m (row-major 2x3).
+__device__ __forceinline__ WarpTap warp_tap(const double* m, int x, int y) {
+    const double xd = (double)x, yd = (double)y;
+    const int adelta = __double2int_rn(__dmul_rn(__dmul_rn(m[0], xd), WARP_AB_SCALE));
+    const int bdelta = __double2int_rn(__dmul_rn(__dmul_rn(m[3], xd), WARP_AB_SCALE));
+    const int x0 = __double2int_rn(__dmul_rn(__dadd_rn(__dmul_rn(m[1], yd), m[2]), WARP_AB_SCALE)) + WARP_ROUND_DELTA;
+    const int y0 = __double2int_rn(__dmul_rn(__dadd_rn(__dmul_rn(m[4], yd), m[5]), WARP_AB_SCALE)) + WARP_ROUND_DELTA;
+    const int fx = (x0 + adelta) >> (10 - WARP_INTER_BITS);
+    const int fy = (y0 + bdelta) >> (10 - WARP_INTER_BITS);
+    WarpTap t;
+    t.sx = max(-32768, min(32767, fx >> WARP_INTER_BITS));
+    t.sy = max(-32768, min(32767, fy >> WARP_INTER_BITS));
+    t.ax = fx & (WARP_INTER_TAB_SIZE - 1);
+    t.ay = fy & (WARP_INTER_TAB_SIZE - 1);
+    return t;
+}
+
+// 8-bit: integer weights (32-ay)(32-ax)*32 ... summing to 2^15, rounded shift.
+__device__ __forceinline__ uint8_t warp_blend(uint8_t p00, uint8_t p01, uint8_t p10, uint8_t p11, int ax, int ay) {
+    const int w00 = (WARP_INTER_TAB_SIZE - ay) * (WARP_INTER_TAB_SIZE - ax) * WARP_INTER_TAB_SIZE;
+    const int w01 = (WARP_INTER_TAB_SIZE - ay) * ax * WARP_INTER_TAB_SIZE;
+    const int w10 = ay * (WARP_INTER_TAB_SIZE - ax) * WARP_INTER_TAB_SIZE;
+    const int w11 = ay * ax * WARP_INTER_TAB_SIZE;
+    const int v = p00 * w00 + p01 * w01 + p10 * w10 + p11 * w11;
+    return (uint8_t)min(255, (v + (1 << (WARP_COEF_BITS - 1))) >> WARP_COEF_BITS);
+}
+
+// float: weights (1-fy)(1-fx) ... (exact in float), summed left to right without FMA.
+__device__ __forceinline__ float warp_blend(float p00, float p01, float p10, float p11, int ax, int ay) {
+    const float scale = 1.0f / (WARP_INTER_TAB_SIZE * WARP_INTER_TAB_SIZE);
+    const float w00 = __fmul_rn((float)((WARP_INTER_TAB_SIZE - ay) * (WARP_INTER_TAB_SIZE - ax)), scale);
+    const float w01 = __fmul_rn((float)((WARP_INTER_TAB_SIZE - ay) * ax), scale);
+    const float w10 = __fmul_rn((float)(ay * (WARP_INTER_TAB_SIZE - ax)), scale);
+    const float w11 = __fmul_rn((float)(ay * ax), scale);
+    float v = __fadd_rn(__fmul_rn(p00, w00), __fmul_rn(p01, w01));
+    v = __fadd_rn(v, __fmul_rn(p10, w10));
+    return __fadd_rn(v, __fmul_rn(p11, w11));
+}
+
+template <typename T>
+__device__ __forceinline__ void warp_affine_body(const T* __restrict__ images, int n_images, int height, int width,
+                                                 int channels, const int* __restrict__ image_index,
+                                                 const double* __restrict__ matrices, int n_out, int out_h,
+                                                 int out_w, T border, T* __restrict__ out) {
+    const int x = blockIdx.x * blockDim.x + threadIdx.x;
+    const int y = blockIdx.y * blockDim.y + threadIdx.y;
+    if (x >= out_w || y >= out_h) return;
+    const long long image_size = (long long)height * width * channels;
+    for (int n = blockIdx.z; n < n_out; n += gridDim.z) {
+        T* dst = out + (((long long)n * out_h + y) * out_w + x) * channels;
+        const int b = image_index[n];
+        const WarpTap t = warp_tap(matrices + 6 * n, x, y);
+        if (b < 0 || b >= n_images || t.sx >= width || t.sx + 1 < 0 || t.sy >= height || t.sy + 1 < 0) {
+            for (int c = 0; c < channels; ++c) dst[c] = border;
+            continue;
+        }
+        const T* src = images + b * image_size;
+        const bool x0_in = t.sx >= 0, x1_in = t.sx + 1 < width, y0_in = t.sy >= 0, y1_in = t.sy + 1 < height;
+        const long long row0 = (long long)t.sy * width, row1 = row0 + width;
+        for (int c = 0; c < channels; ++c) {
+            const T p00 = (y0_in && x0_in) ? src[(row0 + t.sx) * channels + c] : border;
+            const T p01 = (y0_in && x1_in) ? src[(row0 + t.sx + 1) * channels + c] : border;
+            const T p10 = (y1_in && x0_in) ? src[(row1 + t.sx) * channels + c] : border;
+            const T p11 = (y1_in && x1_in) ? src[(row1 + t.sx + 1) * channels + c] : border;
+            dst[c] = warp_blend(p00, p01, p10, p11, t.ax, t.ay);
+        }
+    }
+}
+
+// images (B, H, W, C) uint8; image_index (N,) int32; matrices (N, 2, 3) float64 dst->src;
+// out (N, out_h, out_w, C) uint8.  Grid (ceil(out_w/bx), ceil(out_h/by), min(N, 65535)).
+extern "C" __global__ void warp_affine_u8(const uint8_t* images, int n_images, int height, int width, int channels,
+                                          const int* image_index, const double* matrices, int n_out, int out_h,
+                                          int out_w, int border, uint8_t* out) {
+    warp_affine_body<uint8_t>(images, n_images, height, width, channels, image_index, matrices, n_out, out_h, out_w,
+                              (uint8_t)border, out);
+}
+
+// Same for float32 images and output.
+extern "C" __global__ void warp_affine_f32(const float* images, int n_images, int height, int width, int channels,
+                                           const int* image_index, const double* matrices, int n_out, int out_h,
+                                           int out_w, float border, float* out) {
+    warp_affine_body<float>(images, n_images, height, width, channels, image_index, matrices, n_out, out_h, out_w,
+                            border, out);
+}
