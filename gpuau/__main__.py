@@ -1,0 +1,4 @@
+"""``python -m gpuau`` runs the command line."""
+from gpuau.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,269 @@
+"""``gpuau`` command line: one function per subcommand, registered with :func:`command`.
+
+Adding a subcommand is one decorated function (imports of heavy modules go inside it, so
+``gpuau --help`` and ``gpuau version`` stay instant)::
+
+    @command("analyze", "OpenFace CSV of Action Units for each video",
+             arg("videos", nargs="+"), arg("-o", "--output", default="out"))
+    def analyze(args) -> int:
+        from gpuau.pipeline import analyze_video
+        ...
+        return 0
+
+Names with a space (``"models fetch"``) become nested subcommands; a group's help is in :data:`GROUPS`.
+Errors that the user can fix (missing models, conflicting packages, unusable device) print one line on
+stderr and exit 1.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import sys
+from dataclasses import dataclass
+from typing import Callable
+
+from gpuau import __version__
+
+
+@dataclass(frozen=True)
+class Command:
+    """A registered subcommand: its words, its function, its help and its argparse arguments."""
+
+    words: tuple
+    run: Callable[[argparse.Namespace], int]
+    help: str
+    arguments: tuple
+
+
+COMMANDS: list = []
+GROUPS = {"models": "OpenFace model files: fetch, verify, path"}
+
+
+def arg(*flags, **kwargs) -> tuple:
+    """One ``add_argument(*flags, **kwargs)`` call, recorded for :func:`command`."""
+    return flags, kwargs
+
+
+def command(name: str, help: str, *arguments: tuple):
+    """Register the decorated ``fn(args) -> int`` as subcommand ``name`` (words separated by spaces)."""
+
+    def register(fn):
+        COMMANDS.append(Command(tuple(name.split()), fn, help, arguments))
+        return fn
+
+    return register
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of every registered command."""
+    parser = argparse.ArgumentParser(
+        prog="gpuau", description="OpenFace 2.2 facial Action Units from video, on GPU (CuPy) or CPU (Numba).")
+    parser.set_defaults(_parser=parser)
+    subparsers = {(): parser.add_subparsers(metavar="COMMAND")}
+    for cmd in COMMANDS:
+        for depth in range(1, len(cmd.words)):
+            words = cmd.words[:depth]
+            if words not in subparsers:
+                text = GROUPS.get(" ".join(words), "")
+                group = subparsers[words[:-1]].add_parser(words[-1], help=text, description=text)
+                group.set_defaults(_parser=group)
+                subparsers[words] = group.add_subparsers(metavar="COMMAND")
+        sub = subparsers[cmd.words[:-1]].add_parser(cmd.words[-1], help=cmd.help, description=cmd.help)
+        for flags, kwargs in cmd.arguments:
+            sub.add_argument(*flags, **kwargs)
+        sub.set_defaults(_run=cmd.run, _parser=sub)
+    return parser
+
+
+def _user_errors() -> tuple:
+    from gpuau._deps import DependencyError
+    from gpuau.device import DeviceError
+    from gpuau.models.store import ModelStoreError
+
+    return ModelStoreError, DependencyError, DeviceError
+
+
+def main(argv: "list[str] | None" = None) -> int:
+    """Run ``gpuau`` with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    args = build_parser().parse_args(argv)
+    run = getattr(args, "_run", None)
+    if run is None:
+        args._parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(run(args) or 0)
+    except KeyboardInterrupt:
+        print("gpuau: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if isinstance(e, _user_errors()):
+            print(f"gpuau: error: {e}", file=sys.stderr)
+            return 1
+        raise
+
+
+# --------------------------------------------------------------------------- version, info
+
+
+@command("version", "print gpuau's version")
+def version(args) -> int:
+    print(f"gpuau {__version__}")
+    return 0
+
+
+def _distribution_of(import_name: str) -> str:
+    """``version (distribution)`` of the installed package(s) providing ``import_name``, from metadata."""
+    from importlib import metadata
+
+    names = metadata.packages_distributions().get(import_name, [])
+    if not names:
+        return "not installed"
+    return ", ".join(f"{metadata.version(n)} ({n})" for n in dict.fromkeys(names))
+
+
+def _cuda_state() -> "tuple[bool, str]":
+    from gpuau.device import cuda_available
+
+    if not cuda_available():
+        return False, "not usable (CuPy missing or it finds no CUDA device)"
+    import cupy
+
+    n = cupy.cuda.runtime.getDeviceCount()
+    names = [cupy.cuda.runtime.getDeviceProperties(i)["name"].decode() for i in range(n)]
+    return True, f"usable: {n} device(s): " + ", ".join(f"cuda:{i} {name}" for i, name in enumerate(names))
+
+
+def _backends(cuda_ok: bool) -> str:
+    from importlib.util import find_spec
+
+    found = []
+    found.append("cpu" if find_spec("numba") else "cpu unavailable (numba missing)")
+    if find_spec("gpuau.kernels.emulator") is None:
+        found.append("emulated unavailable (no gpuau.kernels.emulator)")
+    elif shutil.which(os.environ.get("CXX", "g++")) is None:
+        found.append("emulated unavailable (no C++ compiler)")
+    else:
+        found.append("emulated")
+    found.append("cuda" if cuda_ok else "cuda unavailable (no usable GPU)")
+    return ", ".join(found)
+
+
+def _models_state() -> str:
+    from gpuau.models import store
+
+    report = store.verify()
+    where = report.location.describe()
+    if report.ok:
+        return f"{where}: all {len(report.checked)} files verified"
+    return (f"{where}: {len(report.problems)} of {len(report.checked)} files missing or corrupt; "
+            f"fix: {report.location.fetch_command}")
+
+
+@command("info", "versions, CUDA device, available backends and model folder state")
+def info(args) -> int:
+    from gpuau._deps import DependencyError, check_onnxruntime
+
+    try:
+        check_onnxruntime()
+        ort = _distribution_of("onnxruntime")
+    except DependencyError as e:
+        ort = f"PROBLEM: {e}"
+    cuda_ok, cuda_text = _cuda_state()
+    rows = [
+        ("gpuau", __version__),
+        ("python", f"{platform.python_version()} ({sys.executable})"),
+        ("platform", platform.platform()),
+        ("numpy", _distribution_of("numpy")),
+        ("numba", _distribution_of("numba")),
+        ("opencv", _distribution_of("cv2")),
+        ("onnxruntime", ort),
+        ("cupy", _distribution_of("cupy")),
+        ("CUDA device", cuda_text),
+        ("backends", _backends(cuda_ok)),
+        ("models", _models_state()),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    return 0
+
+
+# --------------------------------------------------------------------------- models
+
+
+def _confirm_license() -> bool:
+    """Ask for ``YES`` on stdin; False (with a message) when there is no answer to read."""
+    try:
+        answer = input("Type YES to accept these terms and download: ")
+    except (EOFError, OSError, RuntimeError):
+        print("\ngpuau: no answer on stdin (not interactive)", file=sys.stderr)
+        return False
+    return answer.strip() == "YES"
+
+
+@command("models fetch", "download OpenFace 2.2.0's model files that are missing or corrupt (asks to accept its licence)",
+         arg("--dir", metavar="D", help="target folder (default: GPUAU_MODELS, OPENFACE_MODELS_DIR/2.2.0/originals, "
+                                        "or the per-user data folder)"),
+         arg("--accept-license", action="store_true", help="accept OpenFace's licence without a prompt"),
+         arg("--base-url", metavar="URL", help="a mirror in OpenFace's repository layout (default: GitHub at tag "
+                                               "OpenFace_2.2.0)"),
+         arg("--group", action="append", metavar="G", help="only this manifest group (repeatable)"))
+def models_fetch(args) -> int:
+    from gpuau.models import store
+    from gpuau.models.manifest import load_manifest
+
+    manifest = load_manifest()
+    loc = store.locate_models_dir(args.dir)
+    entries = manifest.in_groups(args.group)
+    todo = store.check_files(loc.path, entries)
+    if not todo:
+        print(f"all {len(entries)} OpenFace model files present and verified in {loc.describe()}; nothing to download")
+        return 0
+    size = sum(p.entry.size for p in todo) / 1e6
+    print(f"{len(todo)} of {len(entries)} OpenFace 2.2.0 model files ({size:.1f} MB) to download into {loc.describe()}"
+          f"\nfrom {args.base_url or manifest.base_url}\n"
+          f"\nLicence: {manifest.license_summary}\nFull text: {manifest.license_url}\n")
+    if not args.accept_license and not _confirm_license():
+        print(f"gpuau: error: OpenFace's licence was not accepted; nothing downloaded. To accept it "
+              f"non-interactively: {loc.fetch_command} --accept-license", file=sys.stderr)
+        return 1
+    report = store.fetch(args.dir, accept_license=True, base_url=args.base_url, groups=args.group, log=print)
+    print(f"done: {len(report.downloaded)} downloaded, {report.already_present} already present; "
+          f"all verified in {report.location.path}")
+    return 0
+
+
+@command("models verify", "check size and sha256 of every OpenFace model file; exit 1 if any is missing or corrupt",
+         arg("dir", nargs="?", metavar="DIR", help="model folder (default: the resolved one, see `gpuau models path`)"))
+def models_verify(args) -> int:
+    from gpuau.models import store
+    from gpuau.models.manifest import load_manifest
+
+    manifest = load_manifest()
+    report = store.verify(args.dir)
+    print(f"OpenFace 2.2.0 model files in {report.location.describe()}:")
+    width = max(len(g) for g in manifest.groups)
+    for group, text in manifest.groups.items():
+        n = sum(e.group == group for e in report.checked)
+        bad = sum(p.entry.group == group for p in report.problems)
+        print(f"  {'ok' if not bad else 'BAD':<3}  {group:<{width}}  {n - bad:>2}/{n:<2}  {text}")
+    for p in report.problems:
+        print(f"  {p.problem}: {p.entry.path}")
+    if report.ok:
+        print(f"all {len(report.checked)} files present and verified (size and sha256)")
+        return 0
+    print(f"gpuau: error: {len(report.problems)} of {len(report.checked)} files missing or corrupt. "
+          f"Fix: {report.location.fetch_command}", file=sys.stderr)
+    return 1
+
+
+@command("models path", "print the model folder gpuau uses (exit 1 if it is not set up)")
+def models_path(args) -> int:
+    from gpuau.models import store
+
+    loc = store.locate_models_dir()
+    print(loc.path)
+    store.resolve_models_dir()
+    return 0

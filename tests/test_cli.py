@@ -1,0 +1,165 @@
+"""The ``gpuau`` command line: version, info, models fetch|verify|path, and the subcommand registry."""
+import io
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gpuau import __version__, _deps, cli
+from gpuau.models import store
+from gpuau.models.manifest import LANDMARK_MODEL, load_manifest
+
+EYES = load_manifest().in_groups(["clnf-eyes"])
+
+
+def gpuau(*args, stdin=subprocess.DEVNULL, env=None):
+    """Run ``python -m gpuau ARGS`` in a subprocess (the real entry point) and return the completed process."""
+    return subprocess.run([sys.executable, "-m", "gpuau", *map(str, args)], capture_output=True, text=True,
+                          stdin=stdin, env=env, timeout=120)
+
+
+def copy_group(src: Path, dst: Path, entries=EYES) -> Path:
+    for e in entries:
+        (dst / e.path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src / e.path, dst / e.path)
+    return dst
+
+
+def test_version(capsys):
+    assert cli.main(["version"]) == 0
+    assert capsys.readouterr().out == f"gpuau {__version__}\n"
+
+
+def test_no_command_prints_help_and_exits_2(capsys):
+    assert cli.main([]) == 2
+    assert "models" in capsys.readouterr().err
+    assert cli.main(["models"]) == 2
+
+
+def test_models_verify_shared_folder_subprocess(models_dir):
+    r = gpuau("models", "verify", models_dir)
+    assert r.returncode == 0, r.stderr
+    assert "all 66 files present and verified" in r.stdout
+    assert r.stdout.count(" ok ") == len(load_manifest().groups)
+
+
+def test_models_verify_broken_copy_names_both_files_subprocess(tmp_path, models_dir):
+    folder = copy_group(models_dir, tmp_path / "m", load_manifest().files[:8])  # mtcnn + part of clnf
+    corrupt = folder / load_manifest().files[0].path
+    corrupt.write_bytes(corrupt.read_bytes().replace(b"Net", b"NeT"))
+    missing = load_manifest().files[5].path
+    (folder / missing).unlink()
+    r = gpuau("models", "verify", folder)
+    assert r.returncode == 1
+    assert f"sha256 mismatch: {load_manifest().files[0].path}" in r.stdout
+    assert f"missing: {missing}" in r.stdout
+    assert f"Fix: gpuau models fetch --dir {folder}" in r.stderr
+
+
+def test_models_fetch_subprocess_with_accept_license(tmp_path, models_dir):
+    base = copy_group(models_dir, tmp_path / "mirror").as_uri()
+    target = tmp_path / "models"
+    r = gpuau("models", "fetch", "--dir", target, "--accept-license", "--base-url", base, "--group", "clnf-eyes")
+    assert r.returncode == 0, r.stderr
+    assert "ACADEMIC OR NON-PROFIT ORGANIZATION NONCOMMERCIAL RESEARCH USE ONLY" in r.stdout
+    assert "OpenFace-license.txt" in r.stdout
+    assert f"done: {len(EYES)} downloaded" in r.stdout
+    assert store.verify(target, groups=["clnf-eyes"]).ok
+    r = gpuau("models", "fetch", "--dir", target, "--group", "clnf-eyes")
+    assert r.returncode == 0 and "nothing to download" in r.stdout
+
+
+def test_models_fetch_refuses_without_stdin_subprocess(tmp_path, models_dir):
+    target = tmp_path / "models"
+    r = gpuau("models", "fetch", "--dir", target, "--base-url", models_dir.as_uri())
+    assert r.returncode == 1
+    assert "no answer on stdin" in r.stderr and "licence was not accepted" in r.stderr
+    assert f"gpuau models fetch --dir {target} --accept-license" in r.stderr
+    assert not target.exists()
+
+
+@pytest.mark.parametrize("answer, code", [("YES\n", 0), ("no\n", 1)])
+def test_models_fetch_prompt(answer, code, tmp_path, models_dir, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stdin", io.StringIO(answer))
+    target = tmp_path / "models"
+    assert cli.main(["models", "fetch", "--dir", str(target), "--base-url", models_dir.as_uri(),
+                     "--group", "clnf-eyes"]) == code
+    assert "Type YES" in capsys.readouterr().out
+    assert store.verify(target, groups=["clnf-eyes"]).ok == (code == 0)
+
+
+def test_models_fetch_error_is_one_line_and_exit_1(tmp_path, models_dir, capsys):
+    src = copy_group(models_dir, tmp_path / "mirror")
+    (src / EYES[0].path).write_bytes(b"not the model")
+    assert cli.main(["models", "fetch", "--dir", str(tmp_path / "m"), "--accept-license", "--base-url", src.as_uri(),
+                     "--group", "clnf-eyes"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("gpuau: error: ") and err.count("\n") == 1 and EYES[0].path in err
+
+
+def test_models_path(models_dir, monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("GPUAU_MODELS", str(models_dir))
+    assert cli.main(["models", "path"]) == 0
+    assert capsys.readouterr().out == f"{models_dir}\n"
+    monkeypatch.setenv("GPUAU_MODELS", str(tmp_path / "empty"))
+    assert cli.main(["models", "path"]) == 1
+    out = capsys.readouterr()
+    assert out.out == f"{tmp_path / 'empty'}\n" and f"Fix: gpuau models fetch --dir {tmp_path / 'empty'}" in out.err
+
+
+def test_info_reports_versions_device_backends_models(models_dir, monkeypatch, capsys):
+    monkeypatch.setenv("GPUAU_MODELS", str(models_dir))
+    assert cli.main(["info"]) == 0
+    out = capsys.readouterr().out
+    for key in ("python", "numpy", "numba", "onnxruntime", "cupy", "CUDA device", "backends"):
+        assert f"\n{key} " in out
+    assert "cpu" in out and "all 66 files verified" in out
+
+
+def test_onnxruntime_conflict_is_one_error_with_the_fix(monkeypatch, capsys):
+    versions = {"onnxruntime": "1.20.0", "onnxruntime-gpu": "1.20.0"}
+    monkeypatch.setattr(_deps, "installed_version", versions.get)
+    with pytest.raises(_deps.DependencyError) as e:
+        _deps.check_onnxruntime()
+    assert "onnxruntime 1.20.0, onnxruntime-gpu 1.20.0" in str(e.value)
+    assert "pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime" in str(e.value)
+    assert cli.main(["info"]) == 0
+    assert "onnxruntime  PROBLEM: several onnxruntime builds" in capsys.readouterr().out
+    monkeypatch.setattr(_deps, "installed_version", {"onnxruntime-gpu": "1.20.0"}.get)
+    assert _deps.check_onnxruntime() == "onnxruntime-gpu"
+    monkeypatch.setattr(_deps, "installed_version", {}.get)
+    with pytest.raises(_deps.DependencyError, match="Fix: pip install onnxruntime"):
+        _deps.check_onnxruntime()
+
+
+def test_onnxruntime_of_this_environment_passes_the_check():
+    assert _deps.check_onnxruntime() in _deps.ONNXRUNTIME_DISTRIBUTIONS
+
+
+def test_a_new_subcommand_is_one_registered_function(monkeypatch, capsys):
+    monkeypatch.setattr(cli, "COMMANDS", list(cli.COMMANDS))
+    monkeypatch.setitem(cli.GROUPS, "demo", "demonstration group")
+
+    @cli.command("demo run", "run the demo", cli.arg("video"), cli.arg("-n", type=int, default=1))
+    def demo(args):
+        print(args.video * args.n)
+        return 3
+
+    assert cli.main(["demo", "run", "ab", "-n", "2"]) == 3
+    assert capsys.readouterr().out == "abab\n"
+    assert "demonstration group" in cli.build_parser().format_help()
+
+
+def test_models_file_errors_become_exit_1(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(cli, "COMMANDS", list(cli.COMMANDS))
+
+    @cli.command("needs-models", "uses a model file")
+    def needs_models(args):
+        store.model_file(f"{LANDMARK_MODEL}/tris_68.txt", tmp_path)
+        return 0
+
+    assert cli.main(["needs-models"]) == 1
+    assert capsys.readouterr().err == (f"gpuau: error: no OpenFace model folder at {tmp_path} (from argument): "
+                                       f"it lacks {LANDMARK_MODEL}. Fix: gpuau models fetch --dir {tmp_path}\n")

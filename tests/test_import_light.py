@@ -1,0 +1,26 @@
+"""``import gpuau`` (and the command line's modules) must not load any heavy library."""
+import subprocess
+import sys
+
+HEAVY = ("numba", "cupy", "onnxruntime", "cv2", "onnx")
+
+
+def loaded_heavy(code: str) -> list:
+    probe = f"{code}\nimport sys\nprint('HEAVY:', *(m for m in {HEAVY!r} if m in sys.modules))"
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.splitlines()[-1].split()[1:]
+
+
+def test_import_gpuau_is_light():
+    assert loaded_heavy("import gpuau") == []
+
+
+def test_command_line_modules_and_version_are_light():
+    code = ("import gpuau.cli, gpuau.device, gpuau.models.store, gpuau.models.manifest, gpuau._deps\n"
+            "gpuau.cli.main(['version'])\ngpuau.cli.main(['models', 'path'])")
+    assert loaded_heavy(code) == []
+
+
+def test_the_probe_sees_a_heavy_import():
+    assert loaded_heavy("import cv2") == ["cv2"]
