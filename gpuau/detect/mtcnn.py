@@ -121,6 +121,60 @@ def pack_levels(sizes: list[tuple[int, int]]) -> tuple[list[tuple[int, int]], tu
     return offsets, (even(y + shelf_h), canvas_w)
 
 
+def pnet_mosaic(frames: list[np.ndarray], levels: list[tuple[float, int, int]]):
+    """PNet's input for same-sized frames: every pyramid level of a frame packed into one canvas.
+
+    Each level is the float frame resized bilinearly (cv::resize's default) to the level's size and
+    normalised ``(v - 127.5) * 0.0078125``, as in FaceDetectorMTCNN::DetectFaces.
+
+    Parameters
+    ----------
+    frames : list of (H, W, 3) float32 BGR, all the same size
+    levels : list of (scale, height, width), from :func:`pyramid_levels`
+
+    Returns
+    -------
+    x : (N, 3, Hm, Wm) float32
+        RGB mosaics.
+    valid : (1, 1, Hm - 2, Wm - 2) bool
+        Positions of PNet's first feature map that belong to a level.
+    offsets : list of (y, x)
+        Top-left corner of each level in the mosaic (even).
+    """
+    offsets, (ch, cw) = pack_levels([(h, w) for _, h, w in levels])
+    mosaic = np.zeros((len(frames), ch, cw, 3), np.float32)
+    valid = np.zeros((1, 1, ch - 2, cw - 2), bool)
+    for (_, h, w), (oy, ox) in zip(levels, offsets):
+        valid[0, 0, oy:oy + h - 2, ox:ox + w - 2] = True
+        for j, frame in enumerate(frames):
+            mosaic[j, oy:oy + h, ox:ox + w] = cv2.resize(frame, (w, h), interpolation=cv2.INTER_LINEAR)
+    mosaic = (mosaic - np.float32(P.NORM_MEAN)) * np.float32(P.NORM_SCALE)
+    return _to_nchw_rgb(mosaic), valid, offsets
+
+
+def pnet_level_outputs(out: np.ndarray, pnet, levels, offsets) -> list[np.ndarray]:
+    """Cut PNet's mosaic output into the output of each level.
+
+    Parameters
+    ----------
+    out : (N, 6, ho, wo) float32
+    pnet : CNNWeights
+    levels, offsets : as for / from :func:`pnet_mosaic`
+
+    Returns
+    -------
+    list of (N, 6, h_i, w_i) float32
+        What PNet gives for each level run on its own (every level holds at least one PNet
+        window, see :func:`pyramid_levels`).
+    """
+    result = []
+    for (_, h, w), (oy, ox) in zip(levels, offsets):
+        ho, wo = output_size(pnet, h, w)
+        y0, x0 = oy // PNET_STRIDE, ox // PNET_STRIDE
+        result.append(out[:, :, y0:y0 + ho, x0:x0 + wo])
+    return result
+
+
 def _as_bgr_float(image: np.ndarray) -> np.ndarray:
     """(H, W, 3) float32 BGR from a uint8 BGR or grey frame (OpenFace's GRAY2RGB for grey)."""
     image = np.asarray(image)
@@ -212,21 +266,9 @@ class MTCNN:
             levels = pyramid_levels(height, width, self.min_face_size)
             if not levels:
                 continue
-            offsets, (ch, cw) = pack_levels([(h, w) for _, h, w in levels])
-            mosaic = np.zeros((len(idx), ch, cw, 3), np.float32)
-            valid = np.zeros((1, 1, ch - 2, cw - 2), bool)
-            for (_, h, w), (oy, ox) in zip(levels, offsets):
-                valid[0, 0, oy:oy + h - 2, ox:ox + w - 2] = True
-                for j, i in enumerate(idx):
-                    mosaic[j, oy:oy + h, ox:ox + w] = cv2.resize(frames[i], (w, h), interpolation=cv2.INTER_LINEAR)
-            mosaic = (mosaic - np.float32(P.NORM_MEAN)) * np.float32(P.NORM_SCALE)
-            out = self._pnet.run(None, {"input": _to_nchw_rgb(mosaic), "valid": valid})[0]
-            for (scale, h, w), (oy, ox) in zip(levels, offsets):
-                ho, wo = output_size(self.weights.pnet, h, w)
-                if ho <= 0 or wo <= 0:
-                    continue
-                y0, x0 = oy // PNET_STRIDE, ox // PNET_STRIDE
-                level_out = out[:, :, y0:y0 + ho, x0:x0 + wo]
+            x, valid, offsets = pnet_mosaic([frames[i] for i in idx], levels)
+            out = self._pnet.run(None, {"input": x, "valid": valid})[0]
+            for (scale, _, _), level_out in zip(levels, pnet_level_outputs(out, self.weights.pnet, levels, offsets)):
                 for j, i in enumerate(idx):
                     prob = P.face_probability_map(level_out[j, :2])
                     boxes, scores, corr = P.generate_bounding_boxes(

@@ -1,0 +1,181 @@
+"""MTCNN face detection on onnxruntime: graphs vs the NumPy forward pass, OpenFace's procedure on
+real media, batching, edge cases."""
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from gpuau.detect import MTCNN, Detections, DetectorError, select_face
+from gpuau.detect import mtcnn as mtcnn_module
+from gpuau.detect import proposals as P
+from gpuau.detect.onnx_graphs import cnn_graph_file
+from gpuau.detect.reference import cnn_forward
+from gpuau.detect.sessions import check_onnxruntime_install, make_session
+
+
+def read_frames(path, indices):
+    cap = cv2.VideoCapture(str(path))
+    frames, i = {}, 0
+    while len(frames) < len(indices):
+        ok, frame = cap.read()
+        assert ok, f"{path}: could not read frame {i}"
+        if i in indices:
+            frames[i] = frame
+        i += 1
+    return [frames[i] for i in indices]
+
+
+def reference_landmarks(csv, frame):
+    df = pd.read_csv(csv, skipinitialspace=True)
+    rows = df[df["frame"] == frame]
+    return rows[[f"x_{i}" for i in range(68)]].to_numpy(), rows[[f"y_{i}" for i in range(68)]].to_numpy()
+
+
+@pytest.fixture(scope="module")
+def detector(models_dir):
+    return MTCNN(models_dir, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def default_frames(media_dir):
+    return read_frames(media_dir / "default.wmv", [0, 60, 120, 180, 240, 287])
+
+
+def test_pnet_mosaic_matches_numpy_per_level(detector, default_frames):
+    """One PNet run over the pyramid mosaic == the NumPy forward pass on each level alone."""
+    frame = default_frames[0].astype(np.float32)
+    levels = mtcnn_module.pyramid_levels(*frame.shape[:2])
+    assert len(levels) == 7  # OpenFace: floor(log(60/480)/log(0.709)) + 1
+    x, valid, offsets = mtcnn_module.pnet_mosaic([frame], levels)
+    out = detector._pnet.run(None, {"input": x, "valid": valid})[0]
+    per_level = mtcnn_module.pnet_level_outputs(out, detector.weights.pnet, levels, offsets)
+    for (_, h, w), (oy, ox), got in zip(levels, offsets, per_level):
+        alone = x[:, :, oy:oy + h, ox:ox + w]
+        want = cnn_forward(detector.weights.pnet, alone)
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("net, size", [("rnet", 24), ("onet", 48)])
+def test_rnet_onet_graphs_match_numpy_on_real_crops(detector, default_frames, net, size):
+    frame = default_frames[1].astype(np.float32)
+    x, y, w, _ = detector.detect(default_frames[1]).boxes[0]
+    # squared whole-pixel boxes around the face, some reaching outside the image (zero padding)
+    boxes = np.array([[x + dx, y + dy, w + dw, w + dw] for dx in (-300, -20, 0, 25, 400)
+                      for dy in (-250, 0, 30, 300) for dw in (-40, 0, 60)], np.float32).round()
+    crops = P.crop_proposals(frame, boxes, size)
+    batch = np.ascontiguousarray(crops[..., ::-1].transpose(0, 3, 1, 2))
+    weights = getattr(detector.weights, net)
+    session = make_session(cnn_graph_file(weights, (size, size)), "cpu")
+    got = session.run(None, {"input": batch})[0]
+    want = cnn_forward(weights, batch)
+    assert got.shape == (len(boxes), 6 if net == "rnet" else 16)
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+
+
+def test_one_face_per_frame_of_default(detector, default_frames):
+    for frame, det in zip(default_frames, detector.detect_batch(default_frames)):
+        assert isinstance(det, Detections)
+        assert len(det) == 1
+        assert det.boxes.shape == (1, 4) and det.points.shape == (1, 5, 2) and det.scores.shape == (1,)
+        assert det.scores[0] > 0.9
+        x, y, w, h = det.boxes[0]
+        # ONet's eyes, nose and mouth lie inside the box, left eye left of the right one, eyes above mouth
+        px, py = det.points[0].T
+        assert np.all((px > x) & (px < x + w) & (py > y) & (py < y + h))
+        assert px[0] < px[1] and py[0] < py[3] and py[1] < py[4]
+
+
+def test_box_agrees_with_openface_landmarks_frame_1(detector, default_frames, reference_dir):
+    """The CLNF box of frame 1 sits on OpenFace's converged landmarks (centre within 15 % of the size)."""
+    xs, ys = reference_landmarks(reference_dir / "default.csv", 1)
+    x, y, w, h = detector.detect(default_frames[0]).boxes[0]
+    cx, cy = (xs.min() + xs.max()) / 2, (ys.min() + ys.max()) / 2
+    assert abs(x + w / 2 - cx) < 0.15 * w and abs(y + h / 2 - cy) < 0.15 * h
+    # and the box spans the landmarks' extent to within 15 %
+    assert abs(w - (xs.max() - xs.min())) < 0.15 * w and abs(h - (ys.max() - ys.min())) < 0.15 * h
+
+
+def test_multi_face_frame(detector, media_dir, reference_dir):
+    (frame,) = read_frames(media_dir / "multi_face.avi", [0])
+    det = detector.detect(frame)
+    xs, ys = reference_landmarks(reference_dir / "multi_face.csv", 1)
+    assert len(det) == len(xs) == 3
+    centres = det.boxes[:, :2] + det.boxes[:, 2:] / 2
+    for fx, fy in zip(xs, ys):  # every OpenFace face has a box centred on it
+        d = np.hypot(centres[:, 0] - (fx.min() + fx.max()) / 2, centres[:, 1] - (fy.min() + fy.max()) / 2)
+        assert d.min() < 0.15 * det.boxes[d.argmin(), 2]
+    # FeatureExtraction's single-face choice is the widest box
+    assert select_face(det) == int(np.argmax(det.boxes[:, 2]))
+
+
+@pytest.mark.parametrize("name", ["sample1", "sample3", "sample5", "sample2"])
+def test_sample_images_face_counts(detector, media_dir, reference_dir, name):
+    """As many faces as OpenFace's reference output for the image."""
+    image = cv2.imread(str(media_dir / f"{name}.jpg"))
+    ref = pd.read_csv(reference_dir / "images" / f"{name}.csv", skipinitialspace=True)
+    assert len(detector.detect(image)) == len(ref)
+
+
+def test_large_group_photo(detector, media_dir, reference_dir):
+    image = cv2.imread(str(media_dir / "sample6.jpg"))  # 1944 x 1942, twelve faces
+    ref = pd.read_csv(reference_dir / "images" / "sample6.csv", skipinitialspace=True)
+    assert len(detector.detect(image)) == len(ref) == 12
+
+
+def test_batch_equals_single_and_is_deterministic(detector, default_frames, media_dir):
+    (multi,) = read_frames(media_dir / "multi_face.avi", [20])
+    small = cv2.resize(default_frames[2], (320, 240))
+    images = [default_frames[0], multi, small, default_frames[3], np.zeros((480, 640, 3), np.uint8)]
+    batch = detector.detect_batch(images)
+    for image, got in zip(images, batch):
+        want = detector.detect(image)
+        for a, b in zip((got.boxes, got.scores, got.points), (want.boxes, want.scores, want.points)):
+            np.testing.assert_array_equal(a, b)
+    again = detector.detect_batch(images)
+    for a, b in zip(batch, again):
+        np.testing.assert_array_equal(a.boxes, b.boxes)
+
+
+@pytest.mark.parametrize("image", [
+    np.zeros((480, 640, 3), np.uint8),
+    np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8),
+    np.zeros((8, 8, 3), np.uint8),
+    np.full((11, 300, 3), 128, np.uint8),
+    np.zeros((100, 100), np.uint8),
+    np.zeros((0, 0, 3), np.uint8),
+], ids=["blank", "noise", "tiny", "thin", "grey", "empty"])
+def test_no_face_no_error(detector, image):
+    det = detector.detect(image)
+    assert len(det) == 0 and det.boxes.shape == (0, 4) and det.points.shape == (0, 5, 2)
+    assert select_face(det) is None
+
+
+def test_grey_frame_is_expanded_like_openface(detector, default_frames):
+    grey = cv2.cvtColor(default_frames[0], cv2.COLOR_BGR2GRAY)
+    a = detector.detect(grey)
+    b = detector.detect(np.repeat(grey[:, :, None], 3, axis=2))
+    np.testing.assert_array_equal(a.boxes, b.boxes)
+    assert len(a) == 1
+
+
+def test_select_face_preference_point():
+    det = Detections(np.array([[0, 0, 50, 50], [200, 200, 80, 80.]]), np.array([0.9, 0.8]), np.zeros((2, 5, 2)))
+    assert select_face(det) == 1
+    assert select_face(det, preference=(20, 20)) == 0
+
+
+def test_both_onnxruntime_builds_installed_is_a_clear_error(monkeypatch):
+    from importlib import metadata
+
+    monkeypatch.setattr(metadata, "version", lambda dist: "1.0")
+    with pytest.raises(DetectorError, match="onnxruntime-gpu"):
+        check_onnxruntime_install()
+
+
+def test_graph_files_are_cached_by_weights(detector, tmp_path, monkeypatch):
+    monkeypatch.setenv("GPUAU_CACHE", str(tmp_path))
+    p = cnn_graph_file(detector.weights.rnet, (24, 24))
+    assert p.parent.parent == tmp_path and detector.weights.rnet.sha256[:16] in p.name
+    mtime = p.stat().st_mtime_ns
+    assert cnn_graph_file(detector.weights.rnet, (24, 24)) == p and p.stat().st_mtime_ns == mtime
