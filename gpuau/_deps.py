@@ -59,4 +59,5 @@ def check_onnxruntime() -> str:
     listed = ", ".join(f"{n} {v}" for n, v in found.items())
     raise DependencyError(
         f"several onnxruntime builds are installed ({listed}); they overwrite each other's files in the same "
-        f"`onnxruntime` folder. Fix: pip uninstall -y {names} && pip install {ONNXRUNTIME_EXPECTED}")
+        f"`onnxruntime` folder. Fix: pip uninstall -y {names} && pip install {ONNXRUNTIME_EXPECTED} "
+        f"(or, on a CUDA machine, install onnxruntime-gpu alone instead)")
