@@ -124,8 +124,9 @@ class FitResult:
     landmarks : ndarray (n, 2) float32
     success : bool
         False when the scale collapsed below 0.25 (OpenFace's ``Fit`` failure).
-    likelihood : float
-        Model log-likelihood of the last NU-RLMS pass that computed it.
+    likelihood : float or None
+        Model log-likelihood of the last NU-RLMS pass that computed it (None when the fit
+        stopped before computing one; OpenFace then keeps the model's previous value).
     landmark_likelihoods : ndarray (n,) float32
     view : int
         View of the patch experts used last.
@@ -135,9 +136,10 @@ class FitResult:
     params_local: np.ndarray
     landmarks: np.ndarray
     success: bool
-    likelihood: float = -10.0
+    likelihood: "float | None" = None
     landmark_likelihoods: "np.ndarray | None" = None
     view: int = 0
+    part_landmarks: dict = field(default_factory=dict)
 
 
 def _weights(model: CLNFModel, scale: int, view: int, weight_factor: float) -> "np.ndarray | None":
@@ -321,7 +323,8 @@ def detect_landmarks(clnf: CLNF, gray8: np.ndarray, params_global, params_local,
     Returns
     -------
     FitResult
-        ``success`` is ``Fit``'s.
+        ``success`` is ``Fit``'s; ``part_landmarks`` maps each part's name to its landmarks
+        ``(k, 2)`` (fitted, or placed by the PDM when the face is too small for the part).
     """
     gray = gray8.astype(_F)
     params = clnf.parameters
@@ -342,6 +345,7 @@ def detect_landmarks(clnf: CLNF, gray8: np.ndarray, params_global, params_local,
                 part_landmarks.append(pres.landmarks)
             else:
                 part_landmarks.append(ppdm.calc_shape_2d(pg, pl))
+        res.part_landmarks = {part.name: plm for part, plm in zip(clnf.parts, part_landmarks)}
         if used:
             for part, plm in zip(clnf.parts, part_landmarks):
                 landmarks[part.main_idx] = plm[part.part_idx]

@@ -1,0 +1,79 @@
+"""Landmark tracking over whole videos: accuracy against OpenFace's CSV and time per frame.
+
+Usage::
+
+    python benchmarks/bench_landmarks.py VIDEO [--reference REF.csv] [--out OUT.csv] [--frames N]
+
+Runs :class:`gpuau.landmarks.tracker.FaceTracker` (MTCNN detection, CLNF tracking, validator) and
+writes ``frame, face_id, timestamp, confidence, success, x_0..x_67, y_0..y_67, p_scale..p_ty,
+p_0..p_33`` (OpenFace's formats), which ``compare_openface.py REF.csv OUT.csv`` compares.  With
+``--reference`` it prints the landmark error (px) over frames both report as successful and the
+per-frame times of tracking and of (re-)detection frames.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("video")
+    ap.add_argument("--reference")
+    ap.add_argument("--out")
+    ap.add_argument("--frames", type=int, default=0)
+    args = ap.parse_args()
+
+    from gpuau.landmarks.tracker import FaceTracker
+    from gpuau.video import open_source
+
+    tracker = FaceTracker()
+    rows, times = [], []
+    for frame in open_source(args.video):
+        if args.frames and frame.index >= args.frames:
+            break
+        t0 = time.perf_counter()
+        r = tracker.track(frame.image, frame.gray)
+        times.append(time.perf_counter() - t0)
+        rows.append((frame.index + 1, frame.timestamp, r))
+
+    if args.out:
+        head = ["frame", "face_id", "timestamp", "confidence", "success"]
+        head += [f"x_{i}" for i in range(68)] + [f"y_{i}" for i in range(68)]
+        head += ["p_scale", "p_rx", "p_ry", "p_rz", "p_tx", "p_ty"] + [f"p_{i}" for i in range(34)]
+        with open(args.out, "w") as f:
+            f.write(", ".join(head) + "\n")
+            for idx, ts, r in rows:
+                vals = [str(idx), "0", f"{ts:.3f}", f"{r.confidence:.2f}", str(int(r.success))]
+                vals += [f"{v:.1f}" for v in r.landmarks[:, 0]] + [f"{v:.1f}" for v in r.landmarks[:, 1]]
+                vals += [f"{v:.3f}" for v in r.params_global] + [f"{v:.3f}" for v in r.params_local]
+                f.write(", ".join(vals) + "\n")
+
+    times = np.array(times) * 1000
+    print(f"{len(rows)} frames: median {np.median(times):.1f} ms/frame, mean {times.mean():.1f} ms, "
+          f"max {times.max():.1f} ms (first frame, with detection: {times[0]:.1f} ms)")
+    if args.reference:
+        import pandas as pd
+
+        df = pd.read_csv(args.reference, skipinitialspace=True)
+        ref = {int(r.frame): r for r in df.itertuples()}
+        errs, succ_agree, n = [], 0, 0
+        for idx, _, r in rows:
+            if idx not in ref:
+                continue
+            rr = ref[idx]
+            n += 1
+            succ_agree += int(bool(rr.success) == r.success)
+            if rr.success and r.success:
+                lm = np.array([[getattr(rr, f"x_{i}"), getattr(rr, f"y_{i}")] for i in range(68)])
+                errs.append(np.linalg.norm(r.landmarks - lm, axis=1).mean())
+        errs = np.array(errs)
+        print(f"success agreement {succ_agree}/{n}; landmark error over {len(errs)} frames: "
+              f"mean {errs.mean():.3f} px, median {np.median(errs):.3f}, p95 {np.percentile(errs, 95):.3f}, "
+              f"max {errs.max():.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,252 @@
+"""Per-frame face tracking as FeatureExtraction does it: track from the previous frame's
+parameters, validate, and re-detect with MTCNN + multi-hypothesis CLNF initialisation when
+tracking is lost.
+
+Port of ``LandmarkDetector::DetectLandmarksInVideo``, ``DetectLandmarksInImage`` and
+``DetectLandmarksInImageMultiHypBasic`` (LandmarkDetectorFunc.cpp), the validation at the end of
+``CLNF::DetectLandmarks`` (LandmarkDetectorModel.cpp) and ``GetPose`` / ``CLNF::GetShape`` for the
+reported pose and 3D landmarks.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from gpuau.landmarks.clnf import CLNF, FitResult, detect_landmarks
+from gpuau.landmarks.pose import head_pose, landmarks_3d
+
+_F = np.float32
+
+# Initial rotations (pitch, yaw, roll) tried on a new detection (DetectLandmarksInImage, multi_view).
+ROTATION_HYPOTHESES = np.array(
+    [
+        [0, 0, 0],
+        [0, -0.5236, 0],
+        [0, 0.5236, 0],
+        [0, -0.96, 0],
+        [0, 0.96, 0],
+        [0, 0, 0.5236],
+        [0, 0, -0.5236],
+        [0, -1.57, 0],
+        [0, 1.57, 0],
+        [0, -1.22, 0.698],
+        [0, 1.22, -0.698],
+    ],
+    dtype=np.float64,
+).astype(_F)
+
+
+@dataclass
+class LandmarkResult:
+    """Landmarks of one frame, as FeatureExtraction records them.
+
+    Attributes
+    ----------
+    success : bool
+        ``DetectLandmarksInVideo``'s return value (the CSV's ``success``).
+    detection_success : bool
+        The model's ``detection_success`` (what FaceAnalyser is given).
+    confidence : float
+        ``detection_certainty`` (the CSV's ``confidence``).
+    landmarks : ndarray (68, 2) float32
+    params_global : ndarray (6,) float32
+    params_local : ndarray (34,) float32
+    landmarks_3d : ndarray (68, 3) float32
+        Camera-space landmarks (``CLNF::GetShape``), mm.
+    pose : ndarray (6,) float32
+        ``(Tx, Ty, Tz, Rx, Ry, Rz)`` (``GetPose``).
+    part_landmarks : dict
+        Part name -> ``(k, 2)`` landmarks of the hierarchical models (the eyes' 28 points each
+        give the CSV's ``eye_lmk_*``).
+    likelihood : float
+        Model log-likelihood.
+    """
+
+    success: bool
+    detection_success: bool
+    confidence: float
+    landmarks: np.ndarray
+    params_global: np.ndarray
+    params_local: np.ndarray
+    landmarks_3d: np.ndarray
+    pose: np.ndarray
+    part_landmarks: dict = field(default_factory=dict)
+    likelihood: float = -10.0
+
+
+def select_box(detections, preference=None):
+    """Box FeatureExtraction initialises from (``DetectSingleFaceMTCNN``), or None."""
+    from gpuau.detect.mtcnn import select_face
+
+    i = select_face(detections, preference)
+    return None if i is None else np.asarray(detections.boxes[i], dtype=_F)
+
+
+class FaceTracker:
+    """Tracking state of one face across the frames of one video.
+
+    Parameters
+    ----------
+    clnf : CLNF, optional
+        Loaded model (``CLNF.load(models)`` by default).
+    detect : callable, optional
+        ``detect(image_bgr) -> box (4,) x, y, w, h or None``; by default OpenFace's MTCNN with
+        ``DetectSingleFaceMTCNN``'s choice of face.
+    validate : callable, optional
+        ``validate(gray_uint8, landmarks (68, 2), orientation (3,)) -> certainty``; by default
+        ``DetectionValidator.check``.
+    intrinsics : (fx, fy, cx, cy), optional
+        Camera intrinsics for the pose; by default FeatureExtraction's from the frame size.
+    models : path-like, optional
+        OpenFace model folder.
+    """
+
+    def __init__(self, clnf: "CLNF | None" = None, *, detect: "Callable | None" = None,
+                 validate: "Callable | None" = None, intrinsics=None, models=None):
+        self.clnf = clnf or CLNF.load(models)
+        self._models = models
+        self._detect = detect
+        self._validate = validate
+        self.intrinsics = intrinsics
+        self.reset()
+
+    # -- state ---------------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget the face (``CLNF::Reset``)."""
+        pdm = self.clnf.model.pdm
+        self.tracking_initialised = False
+        self.detection_success = False
+        self.detection_certainty = 0.0
+        self.likelihood = -10.0
+        self.failures_in_a_row = -1
+        self.params_global = np.array([1, 0, 0, 0, 0, 0], _F)
+        self.params_local = np.zeros(pdm.n_modes, _F)
+        self.landmarks = np.zeros((pdm.n_points, 2), _F)
+        self.part_landmarks: dict = {}
+        self.window_sizes = tuple(self.clnf.parameters.window_sizes_init)
+
+    def _detector(self) -> Callable:
+        if self._detect is None:
+            from gpuau.detect import MTCNN
+
+            mtcnn = MTCNN(self._models)
+            self._detect = lambda image: select_box(mtcnn.detect(image))
+        return self._detect
+
+    def _validator(self) -> Callable:
+        if self._validate is None:
+            from gpuau.landmarks.validator import DetectionValidator
+
+            self._validate = DetectionValidator.load(self._models).check
+        return self._validate
+
+    # -- one model fit + validation (CLNF::DetectLandmarks) -------------------------------------
+    def _outcome(self, gray8: np.ndarray, res: FitResult) -> "tuple[bool, float]":
+        p = self.clnf.parameters
+        if p.validate_detections and res.success:
+            certainty = float(self._validator()(gray8, res.landmarks, res.params_global[1:4]))
+            return certainty > p.validation_boundary, certainty
+        return res.success, 1.0 if res.success else 0.0
+
+    def _adopt(self, res: FitResult, success: bool, certainty: float) -> None:
+        self.params_global, self.params_local, self.landmarks = res.params_global, res.params_local, res.landmarks
+        if res.likelihood is not None:
+            self.likelihood = res.likelihood
+        self.part_landmarks = res.part_landmarks or self.part_landmarks
+        self.detection_success, self.detection_certainty = success, certainty
+
+    def _detect_in_image(self, gray8: np.ndarray, box: np.ndarray) -> bool:
+        """Multi-hypothesis initialisation from a face box (``DetectLandmarksInImageMultiHypBasic``).
+
+        The best hypothesis is the one with the highest model likelihood (the first on ties); the
+        validator does not influence the choice, so only the chosen fit is validated.
+        """
+        pdm = self.clnf.model.pdm
+        best, best_ll = None, None
+        ll = self.likelihood
+        zeros = np.zeros(pdm.n_modes, _F)
+        for rot in ROTATION_HYPOTHESES:
+            g0 = pdm.calc_params_from_box(box, zeros, rot)
+            res = detect_landmarks(self.clnf, gray8, g0, zeros, self.clnf.parameters.window_sizes_init)
+            if res.likelihood is not None:
+                ll = res.likelihood
+            if best is None or best_ll < ll:
+                best, best_ll = res, ll
+        best.likelihood = best_ll
+        success, certainty = self._outcome(gray8, best)
+        self._adopt(best, success, certainty)
+        return success
+
+    # -- one frame (DetectLandmarksInVideo) -----------------------------------------------------
+    def track(self, image_bgr: np.ndarray, gray8: "np.ndarray | None" = None) -> LandmarkResult:
+        """Track (and when needed re-detect) the face in the next frame.
+
+        Parameters
+        ----------
+        image_bgr : ndarray (H, W, 3) uint8
+        gray8 : ndarray (H, W) uint8, optional
+            The frame's grey levels (``cv2.COLOR_BGR2GRAY`` by default).
+
+        Returns
+        -------
+        LandmarkResult
+        """
+        if gray8 is None:
+            from gpuau.video import to_gray8
+
+            gray8 = to_gray8(image_bgr)
+        p = self.clnf.parameters
+        ok = self._step(image_bgr, gray8, p)
+        return self._result(ok, gray8.shape)
+
+    def _step(self, image_bgr, gray8, p) -> bool:
+        initial_detection = not self.tracking_initialised
+        if self.tracking_initialised:
+            self.window_sizes = p.window_sizes_small if self.detection_success else p.window_sizes_init
+            res = detect_landmarks(self.clnf, gray8, self.params_global, self.params_local, self.window_sizes)
+            success, certainty = self._outcome(gray8, res)
+            self._adopt(res, success, certainty)
+            self.failures_in_a_row = -1 if success else self.failures_in_a_row + 1
+        every = p.reinit_video_every
+        if ((not self.tracking_initialised and (self.failures_in_a_row + 1) % (every * 6) == 0)
+                or (self.tracking_initialised and not self.detection_success and every > 0
+                    and self.failures_in_a_row % every == 0)):
+            box = self._detector()(image_bgr)
+            if box is not None:
+                self.tracking_initialised = True
+                saved = (self.params_global, self.params_local, self.likelihood, self.landmarks)
+                self.window_sizes = p.window_sizes_init
+                success = self._detect_in_image(gray8, np.asarray(box, _F))
+                if not initial_detection and not success:
+                    self.params_global, self.params_local, self.likelihood, self.landmarks = saved
+                    return False
+                self.failures_in_a_row = -1
+                return True
+        if not self.tracking_initialised:
+            self.failures_in_a_row += 1
+        if self.failures_in_a_row > 100:
+            self.tracking_initialised = False
+        return self.detection_success
+
+    def _result(self, ok: bool, shape) -> LandmarkResult:
+        if self.intrinsics is None:
+            from gpuau.video import camera_intrinsics
+
+            self.intrinsics = camera_intrinsics(shape[1], shape[0])
+        fx, fy, cx, cy = self.intrinsics
+        pdm = self.clnf.model.pdm
+        shape_3d = pdm.calc_shape_3d(self.params_local)
+        return LandmarkResult(
+            success=bool(ok),
+            detection_success=bool(self.detection_success),
+            confidence=float(self.detection_certainty),
+            landmarks=self.landmarks.copy(),
+            params_global=self.params_global.copy(),
+            params_local=self.params_local.copy(),
+            landmarks_3d=landmarks_3d(self.landmarks, shape_3d, self.params_global, fx, fy, cx, cy),
+            pose=head_pose(self.landmarks, shape_3d, self.params_global, fx, fy, cx, cy),
+            part_landmarks={k: v.copy() for k, v in self.part_landmarks.items()},
+            likelihood=float(self.likelihood),
+        )

@@ -1,0 +1,80 @@
+"""FaceTracker end to end on default.wmv (MTCNN detection, multi-hypothesis initialisation,
+tracking, validation) against OpenFace's CSV, and its detect/track/validate logic with injected
+callables."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from gpuau.landmarks.tracker import FaceTracker
+from gpuau.video import open_source
+
+N_FRAMES = 30
+
+
+@pytest.fixture(scope="module")
+def reference(reference_dir):
+    df = pd.read_csv(reference_dir / "default.csv", skipinitialspace=True, nrows=N_FRAMES)
+    lm = np.stack([df[[f"x_{i}" for i in range(68)]].to_numpy(np.float32),
+                   df[[f"y_{i}" for i in range(68)]].to_numpy(np.float32)], axis=2)
+    return df, lm
+
+
+@pytest.fixture(scope="module")
+def frames(media_dir):
+    return [f for _, f in zip(range(N_FRAMES), open_source(media_dir / "default.wmv"))]
+
+
+def test_end_to_end_matches_openface(frames, reference, models_dir):
+    df, lm = reference
+    tracker = FaceTracker()
+    errors, conf = [], []
+    for f, (t, row) in zip(frames, df.iterrows()):
+        r = tracker.track(f.image, f.gray)
+        assert r.success == bool(row["success"])
+        errors.append(np.linalg.norm(r.landmarks - lm[t], axis=1).mean())
+        conf.append(abs(r.confidence - row["confidence"]))
+        np.testing.assert_allclose(r.params_global[1:4], row[["p_rx", "p_ry", "p_rz"]].to_numpy(float), atol=0.01)
+    errors = np.array(errors)
+    assert errors.mean() < 0.5 and np.percentile(errors, 95) < 1.5
+    assert max(conf) < 0.011
+    assert set(r.part_landmarks) == {"inner", "left_eye_28", "right_eye_28"}
+    assert r.part_landmarks["left_eye_28"].shape == (28, 2)
+    assert r.landmarks_3d.shape == (68, 3) and r.pose.shape == (6,)
+
+
+class _Calls:
+    def __init__(self, box, certainty):
+        self.box, self.certainty, self.detections, self.validations = box, certainty, 0, 0
+
+    def detect(self, image):
+        self.detections += 1
+        return self.box
+
+    def validate(self, gray, landmarks, orientation):
+        self.validations += 1
+        return self.certainty
+
+
+def test_no_face_retries_every_twelve_frames(frames, models_dir):
+    calls = _Calls(None, 1.0)
+    tracker = FaceTracker(detect=calls.detect, validate=calls.validate)
+    for f in frames[:13]:
+        r = tracker.track(f.image, f.gray)
+        assert not r.success and r.confidence == 0
+    # frame 0 and frame 12 (reinit_video_every * 6)
+    assert calls.detections == 2 and calls.validations == 0
+
+
+def test_failed_validation_triggers_redetection(frames, reference, models_dir):
+    df, lm = reference
+    box = np.array([lm[0][:, 0].min(), lm[0][:, 1].min(), np.ptp(lm[0][:, 0]), np.ptp(lm[0][:, 1])], np.float32)
+    calls = _Calls(box, 0.9)
+    tracker = FaceTracker(detect=calls.detect, validate=calls.validate)
+    r = tracker.track(frames[0].image, frames[0].gray)
+    assert r.success and r.confidence == pytest.approx(0.9) and calls.detections == 1
+    calls.certainty = 0.1  # the validator now rejects: the first failure re-detects (failures % 2 == 0)
+    r = tracker.track(frames[1].image, frames[1].gray)
+    assert calls.detections == 2 and not r.success and not r.detection_success
+    # after a failure the next frame tracks with the initialisation windows, fails again (no re-detection)
+    r = tracker.track(frames[2].image, frames[2].gray)
+    assert calls.detections == 2 and tracker.failures_in_a_row == 1
