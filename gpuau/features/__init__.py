@@ -1,0 +1,1 @@
+"""Per-face features for the AU stage: similarity-aligned masked face, FHOG, geometry."""

@@ -1,0 +1,122 @@
+"""Similarity-normalised, masked face crop that the AU predictors read.
+
+Port of ``AlignFaceMask`` and ``extract_rigid_points`` (Face_utils.cpp).  The face is warped so that
+its rigid landmarks match OpenFace's PDM mean shape scaled by 0.7 in a 112 x 112 image, then
+everything outside the face triangulation (with the brow and upper jaw lifted to include the
+forehead) is set to 0.  Arithmetic is float32 as in OpenFace.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from gpuau.landmarks.ccnf import align_shapes_with_scale
+from gpuau.landmarks.paw import paw_from_shape
+
+_F = np.float32
+
+AU_SCALE = 0.7
+"""``FaceAnalyserParameters::sim_scale_au``: PDM mean-shape units to aligned pixels."""
+AU_SIZE = 112
+"""``FaceAnalyserParameters::sim_size_au``: aligned face width and height."""
+
+RIGID_INDICES = np.array([1, 2, 3, 4, 12, 13, 14, 15, 27, 28, 29, 31, 32, 33, 34, 35, 36, 39, 40, 41, 42, 45, 46, 47])
+"""Landmarks that do not move with expression (``extract_rigid_points``): jaw sides, nose, eye corners."""
+
+FOREHEAD_INDICES = np.array([0, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26])
+"""Landmarks moved up by 30 / 0.7 * scale pixels before masking: the top of the jaw and the brows."""
+
+
+def similarity_warp(landmarks_2d: np.ndarray, params_global: np.ndarray, mean_shape: np.ndarray,
+                    sim_scale: float = AU_SCALE, width: int = AU_SIZE, height: int = AU_SIZE) -> np.ndarray:
+    """Affine map from the image to the aligned face.
+
+    Port of the warp-matrix part of ``AlignFaceMask``, Face_utils.cpp.
+
+    Parameters
+    ----------
+    landmarks_2d : (68, 2) float
+        Detected landmarks ``(x, y)``.
+    params_global : (6,) float
+        PDM global parameters fitted to those landmarks; only the translation ``[4:6]`` is used.
+    mean_shape : (204,) float32
+        PDM mean shape (all x, then all y, then all z).
+    sim_scale : float
+    width, height : int
+
+    Returns
+    -------
+    (2, 3) float32
+        ``cv2.warpAffine`` matrix.
+    """
+    n = landmarks_2d.shape[0]
+    reference = (np.asarray(mean_shape, _F) * _F(sim_scale))[: 2 * n].reshape(2, n).T
+    source = np.asarray(landmarks_2d, _F)
+    scale_rot = align_shapes_with_scale(source[RIGID_INDICES], reference[RIGID_INDICES])
+    t = np.asarray(params_global, _F)[4:6]
+    shift = np.array([scale_rot[0, 0] * t[0] + scale_rot[0, 1] * t[1],
+                      scale_rot[1, 0] * t[0] + scale_rot[1, 1] * t[1]], _F)
+    warp = np.empty((2, 3), _F)
+    warp[:, :2] = scale_rot
+    warp[0, 2] = -shift[0] + _F(width // 2)
+    warp[1, 2] = -shift[1] + _F(height // 2)
+    return warp
+
+
+def face_mask(landmarks_2d: np.ndarray, warp: np.ndarray, triangulation: np.ndarray,
+              sim_scale: float = AU_SCALE, width: int = AU_SIZE, height: int = AU_SIZE) -> np.ndarray:
+    """Pixels of the aligned face covered by the (forehead-extended) face triangulation.
+
+    Port of the masking part of ``AlignFaceMask`` (Face_utils.cpp) with the pixel mask of
+    ``PAW::PAW`` (PAW.cpp).
+
+    Parameters
+    ----------
+    landmarks_2d : (68, 2) float
+    warp : (2, 3) float32
+        From :func:`similarity_warp`.
+    triangulation : (T, 3) int
+    sim_scale : float
+    width, height : int
+
+    Returns
+    -------
+    (height, width) uint8
+        1 inside the face, 0 outside.
+    """
+    lm = np.asarray(landmarks_2d, _F)
+    dest = (lm.astype(np.float64) @ warp[:, :2].T.astype(np.float64)).astype(_F)
+    dest[:, 0] += warp[0, 2]
+    dest[:, 1] += warp[1, 2]
+    dest[FOREHEAD_INDICES, 1] = (dest[FOREHEAD_INDICES, 1].astype(np.float64) - (30 / 0.7) * sim_scale).astype(_F)
+    return paw_from_shape(dest, triangulation, bounds=(0.0, 0.0, width - 1.0, height - 1.0)).pixel_mask
+
+
+def align_face_mask(image: np.ndarray, landmarks_2d: np.ndarray, params_global: np.ndarray, mean_shape: np.ndarray,
+                    triangulation: np.ndarray, sim_scale: float = AU_SCALE, size: int = AU_SIZE) -> np.ndarray:
+    """Aligned, masked face as OpenFace feeds it to FHOG.
+
+    Port of ``AlignFaceMask`` (rigid points, masked), Face_utils.cpp.
+
+    Parameters
+    ----------
+    image : (H, W, 3) uint8 BGR or (H, W) uint8
+        Full frame.
+    landmarks_2d : (68, 2) float
+    params_global : (6,) float
+        Global PDM parameters fitted to ``landmarks_2d`` with the AU PDM.
+    mean_shape : (204,) float32
+    triangulation : (T, 3) int
+    sim_scale : float
+    size : int
+
+    Returns
+    -------
+    (size, size, 3) uint8 (or (size, size) for a greyscale frame)
+    """
+    warp = similarity_warp(landmarks_2d, params_global, mean_shape, sim_scale, size, size)
+    aligned = cv2.warpAffine(image, warp, (size, size), flags=cv2.INTER_LINEAR)
+    mask = face_mask(landmarks_2d, warp, triangulation, sim_scale, size, size)
+    if aligned.ndim == 3:
+        mask = mask[:, :, None]
+    return aligned * mask

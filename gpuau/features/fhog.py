@@ -1,0 +1,30 @@
+"""FHOG descriptors of aligned faces on the selected device.
+
+Port of ``Extract_FHOG_descriptor`` (Face_utils.cpp) over dlib's ``extract_fhog_features``; the
+compute lives in ``backend.kernels.fhog`` (:mod:`gpuau.cpu.fhog` on the CPU).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from gpuau.device import resolve_device
+
+CELL_SIZE = 8
+"""OpenFace's FHOG cell size for the AU stage."""
+
+
+def fhog_descriptors(faces, device="cpu") -> np.ndarray:
+    """FHOG of a batch of aligned faces.
+
+    Parameters
+    ----------
+    faces : (N, 112, 112, 3) uint8 BGR (or (N, 112, 112) greyscale)
+    device : str or Backend
+
+    Returns
+    -------
+    (N, 4464) float32
+        12 x 12 cells row by row, 31 channels per cell.
+    """
+    backend = resolve_device(device)
+    return backend.kernels.fhog(backend.asarray(np.ascontiguousarray(faces)), CELL_SIZE)
