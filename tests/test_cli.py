@@ -163,3 +163,11 @@ def test_models_file_errors_become_exit_1(monkeypatch, tmp_path, capsys):
     assert cli.main(["needs-models"]) == 1
     assert capsys.readouterr().err == (f"gpuau: error: no OpenFace model folder at {tmp_path} (from argument): "
                                        f"it lacks {LANDMARK_MODEL}. Fix: gpuau models fetch --dir {tmp_path}\n")
+
+
+def test_ci_runs_the_readme_test_command():
+    root = Path(__file__).resolve().parents[1]
+    readme, ci = (root / "README.md").read_text(), (root / ".ci" / "run").read_text()
+    command = "python -m pytest -q"
+    assert f"pip install -e .[test,nvrtc] && {command}" in readme
+    assert f"\n{command}\n" in ci and 'pip install --quiet -e ".[test,nvrtc]"' in ci
