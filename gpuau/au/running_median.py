@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from gpuau.device import resolve_device
+
 HOG_BINS, HOG_MIN, HOG_MAX = 1000, -0.005, 1.0
 """Histogram of the FHOG median (``num_bins_hog``, ``min_val_hog``, ``max_val_hog``)."""
 GEOM_BINS, GEOM_MIN, GEOM_MAX = 10000, -60.0, 60.0
@@ -68,23 +70,7 @@ class RunningMedian:
             self.median = descriptor.copy()
         else:
             cutoff = (self.count + 1) // 2
-            bins = histogram_quantile_bins(self.histogram, cutoff)
+            bins = resolve_device("cpu").kernels.histogram_median(self.histogram, cutoff).astype(np.float64)
             self.median = self.min_val + bins * (length / self.num_bins) + 0.5 * length / self.num_bins
         return self.median
 
-
-def histogram_quantile_bins(histogram: np.ndarray, cutoff: int) -> np.ndarray:
-    """First bin of each row where the cumulative count reaches ``cutoff``.
-
-    Parameters
-    ----------
-    histogram : (D, B) int
-    cutoff : int
-
-    Returns
-    -------
-    (D,) float64
-        Bin index.  Every row holds ``count >= cutoff`` values, so every row reaches the cutoff.
-    """
-    reached = np.cumsum(histogram, axis=1, dtype=np.int32) >= cutoff
-    return reached.argmax(axis=1).astype(np.float64)

@@ -184,6 +184,12 @@ def _fhog_batch(images, cell_size, directions, out):
         _fhog_one(images[i], cell_size, directions, out[i])
 
 
+@nb.njit(cache=True)
+def _fhog_serial(images, cell_size, directions, out):
+    for i in range(images.shape[0]):
+        _fhog_one(images[i], cell_size, directions, out[i])
+
+
 def fhog(images: np.ndarray, cell_size: int = 8) -> np.ndarray:
     """FHOG descriptors of a batch of faces, as OpenFace's ``Extract_FHOG_descriptor``.
 
@@ -214,5 +220,7 @@ def fhog(images: np.ndarray, cell_size: int = 8) -> np.ndarray:
     out = np.zeros((images.shape[0], nr * nc * NUM_CHANNELS), np.float32)
     if nr == 0 or nc == 0 or images.shape[0] == 0:
         return out
-    _fhog_batch(np.ascontiguousarray(images), int(cell_size), _DIRECTIONS, out)
+    # a parallel launch costs more than it saves on a handful of faces
+    run = _fhog_batch if images.shape[0] >= 4 * nb.get_num_threads() else _fhog_serial
+    run(np.ascontiguousarray(images), int(cell_size), _DIRECTIONS, out)
     return out
