@@ -179,3 +179,12 @@ def test_graph_files_are_cached_by_weights(detector, tmp_path, monkeypatch):
     assert p.parent.parent == tmp_path and detector.weights.rnet.sha256[:16] in p.name
     mtime = p.stat().st_mtime_ns
     assert cnn_graph_file(detector.weights.rnet, (24, 24)) == p and p.stat().st_mtime_ns == mtime
+
+
+def test_importing_the_detector_loads_no_onnx():
+    import subprocess
+    import sys
+
+    code = "import sys, gpuau.detect; print(sorted(m for m in ('onnx', 'onnxruntime') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -199,12 +199,15 @@ def crop_proposals(image: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarra
     out = np.empty((len(boxes), size, size, 3), F32)
     for k, (bx, by, bw, bh) in enumerate(boxes.astype(np.float64)):
         tw, th = int(bw + 1), int(bh + 1)
-        tmp = np.zeros((max(th, 1), max(tw, 1), 3), F32)
         x0_in, y0_in = max(int(bx - 1), 0), max(int(by - 1), 0)
         x1_in, y1_in = min(int(bx + tw - 1), width), min(int(by + th - 1), height)
         x0_out, y0_out = max(int(-bx + 1), 0), max(int(-by + 1), 0)
-        if x1_in > x0_in and y1_in > y0_in and tw > 0 and th > 0:
-            tmp[y0_out:y0_out + y1_in - y0_in, x0_out:x0_out + x1_in - x0_in] = image[y0_in:y1_in, x0_in:x1_in]
+        if (x0_out, y0_out, x1_in - x0_in, y1_in - y0_in) == (0, 0, tw, th):  # inside the image
+            tmp = image[y0_in:y1_in, x0_in:x1_in]
+        else:
+            tmp = np.zeros((max(th, 1), max(tw, 1), 3), F32)
+            if x1_in > x0_in and y1_in > y0_in and tw > 0 and th > 0:
+                tmp[y0_out:y0_out + y1_in - y0_in, x0_out:x0_out + x1_in - x0_in] = image[y0_in:y1_in, x0_in:x1_in]
         out[k] = cv2.resize(tmp, (size, size), interpolation=cv2.INTER_LINEAR)
     return (out - F32(NORM_MEAN)) * F32(NORM_SCALE)
 

@@ -53,7 +53,8 @@ def make_session(path: "str | os.PathLike", backend_name: str, device_id: int = 
     path : path-like
         ONNX file.
     backend_name : str
-        ``"cuda"`` runs on ``CUDAExecutionProvider`` (TF32 off, so results match float32 CPU math);
+        ``"cuda"`` runs on ``CUDAExecutionProvider`` (TF32 off, so results match float32 CPU math,
+        heuristic cuDNN algorithm choice);
         anything else on ``CPUExecutionProvider``.
     device_id : int
         CUDA device ordinal.
@@ -75,7 +76,10 @@ def make_session(path: "str | os.PathLike", backend_name: str, device_id: int = 
                 "device 'cuda' asked for, but onnxruntime has no CUDAExecutionProvider: install the GPU build "
                 "(`pip uninstall -y onnxruntime && pip install onnxruntime-gpu`, i.e. gpuau[cuda12])"
             )
-        providers = [("CUDAExecutionProvider", {"device_id": device_id, "use_tf32": 0}), "CPUExecutionProvider"]
+        # HEURISTIC: RNet/ONet batch sizes change every call, and an exhaustive cuDNN search per new
+        # shape would cost more than the convolutions.
+        cuda = {"device_id": device_id, "use_tf32": 0, "cudnn_conv_algo_search": "HEURISTIC"}
+        providers = [("CUDAExecutionProvider", cuda), "CPUExecutionProvider"]
     else:
         providers = ["CPUExecutionProvider"]
     return ort.InferenceSession(str(Path(path)), sess_options=opts, providers=providers)
