@@ -1,0 +1,269 @@
+"""OpenFace CSV (and Parquet) output with FeatureExtraction's columns and number formats.
+
+Port of ``RecorderCSV::Open`` / ``WriteLine`` (RecorderCSV.cpp) and of the AU rewrite in
+``FaceAnalyser::PostprocessOutputFile`` (FaceAnalyser.cpp): values are written ``std::fixed`` with
+a precision per column group, columns separated by ``", "``.  After post-processing every AU
+column (``_r`` and ``_c``) has 2 decimals.
+
+Files are written to a temporary file in the target folder and renamed into place, so a reader
+never sees a half-written file.  The streaming writer keeps only the current chunk in memory: rows
+without AUs go to a temporary file and the AU columns are appended line by line when the video is
+finished (the AUs are known only after the offline pass).
+"""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+NUM_LANDMARKS = 68
+NUM_MODES = 34
+NUM_EYE_LANDMARKS = 56
+
+_PRECISION = [
+    # (column pattern, decimals; None = integer)
+    (r"frame|face_id|face|success", None),
+    (r"timestamp", 3),
+    (r"confidence", 2),
+    (r"gaze_[01]_[xyz]", 6),
+    (r"gaze_angle_[xy]", 3),
+    (r"eye_lmk_[xyXYZ]_\d+", 1),
+    (r"pose_T[xyz]", 1),
+    (r"pose_R[xyz]", 3),
+    (r"[xyXYZ]_\d+", 1),
+    (r"p_(scale|rx|ry|rz|tx|ty|\d+)", 3),
+    (r"AU\d+_[rc]", 2),
+]
+
+
+def openface_columns(au_reg_names=(), au_cls_names=(), *, sequence: bool = True, gaze: bool = False, pose: bool = True,
+                     landmarks_2d: bool = True, landmarks_3d: bool = True, params: bool = True,
+                     num_landmarks: int = NUM_LANDMARKS, num_modes: int = NUM_MODES,
+                     num_eye_landmarks: int = NUM_EYE_LANDMARKS) -> list:
+    """Column names in OpenFace's order (``RecorderCSV::Open``).
+
+    Parameters
+    ----------
+    au_reg_names, au_cls_names : iterable of str
+        AU names (``"AU01"``...); written sorted, with ``_r`` / ``_c`` suffixes.
+    sequence : bool
+        FeatureExtraction's ``frame, face_id, timestamp, confidence, success`` (else FaceLandmarkImg's
+        ``face, confidence``).
+    gaze, pose, landmarks_2d, landmarks_3d, params : bool
+        Column groups to include (gaze is off unless computed).
+    num_landmarks, num_modes, num_eye_landmarks : int
+
+    Returns
+    -------
+    list of str
+    """
+    cols = ["frame", "face_id", "timestamp", "confidence", "success"] if sequence else ["face", "confidence"]
+    if gaze:
+        cols += ["gaze_0_x", "gaze_0_y", "gaze_0_z", "gaze_1_x", "gaze_1_y", "gaze_1_z", "gaze_angle_x", "gaze_angle_y"]
+        cols += [f"eye_lmk_{a}_{i}" for a in "xyXYZ" for i in range(num_eye_landmarks)]
+    if pose:
+        cols += ["pose_Tx", "pose_Ty", "pose_Tz", "pose_Rx", "pose_Ry", "pose_Rz"]
+    if landmarks_2d:
+        cols += [f"{a}_{i}" for a in "xy" for i in range(num_landmarks)]
+    if landmarks_3d:
+        cols += [f"{a}_{i}" for a in "XYZ" for i in range(num_landmarks)]
+    if params:
+        cols += ["p_scale", "p_rx", "p_ry", "p_rz", "p_tx", "p_ty"] + [f"p_{i}" for i in range(num_modes)]
+    cols += [f"{n}_r" for n in sorted(au_reg_names)]
+    cols += [f"{n}_c" for n in sorted(au_cls_names)]
+    return cols
+
+
+def column_decimals(name: str, *, sequence: bool = True, postprocessed: bool = True) -> "int | None":
+    """Decimals OpenFace writes for a column (None for integers).
+
+    ``confidence`` has 3 decimals in image files; ``_c`` columns have 1 decimal until
+    FeatureExtraction's post-processing rewrites them with 2.
+    """
+    if name == "confidence" and not sequence:
+        return 3
+    if name.endswith("_c") and name.startswith("AU") and not postprocessed:
+        return 1
+    for pattern, decimals in _PRECISION:
+        if re.fullmatch(pattern, name):
+            return decimals
+    raise ValueError(f"{name!r} is not an OpenFace output column")
+
+
+def _format_column(values, decimals: "int | None") -> list:
+    v = np.asarray(values)
+    if decimals is None:
+        return [str(int(x)) for x in v.tolist()]
+    fmt = f"%.{decimals}f"
+    return [fmt % x for x in v.astype(np.float64).tolist()]
+
+
+def _format_rows(columns: Mapping, names: list, *, sequence: bool, postprocessed: bool) -> list:
+    cells = [_format_column(columns[n], column_decimals(n, sequence=sequence, postprocessed=postprocessed)) for n in names]
+    return [", ".join(row) for row in zip(*cells)]
+
+
+def _atomic_target(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    return os.fdopen(fd, "w", newline="\n"), tmp
+
+
+class OpenFaceCSVWriter:
+    """Streaming OpenFace CSV writer: rows without AUs during the video, AU columns at the end.
+
+    Parameters
+    ----------
+    path : str or PathLike
+    columns : list of str
+        All columns in file order (see :func:`openface_columns`); AU columns must come last.
+    sequence : bool
+        FeatureExtraction (video) conventions, else FaceLandmarkImg's.
+
+    Examples
+    --------
+    >>> w = OpenFaceCSVWriter(out, openface_columns(reg, cls))          # doctest: +SKIP
+    >>> w.write_rows({"frame": [1, 2], ...})                            # doctest: +SKIP
+    >>> w.close({"AU01_r": [...], ...})                                  # doctest: +SKIP
+    """
+
+    def __init__(self, path: "str | os.PathLike", columns: list, *, sequence: bool = True):
+        self.path = Path(path)
+        self.columns = list(columns)
+        self.sequence = sequence
+        is_au = [bool(re.fullmatch(r"AU\d+_[rc]", c)) for c in self.columns]
+        n_base = is_au.index(True) if any(is_au) else len(self.columns)
+        if not all(is_au[n_base:]):
+            raise ValueError("AU columns must come after all other columns")
+        self.base_columns = self.columns[:n_base]
+        self.au_columns = self.columns[n_base:]
+        self._rows = 0
+        self._body, self._body_path = _atomic_target(self.path)
+
+    def write_rows(self, columns: Mapping) -> None:
+        """Append rows (every non-AU column, as arrays of equal length)."""
+        missing = [c for c in self.base_columns if c not in columns]
+        if missing:
+            raise KeyError(f"missing columns {missing[:5]}{'...' if len(missing) > 5 else ''}")
+        lines = _format_rows(columns, self.base_columns, sequence=self.sequence, postprocessed=True)
+        self._rows += len(lines)
+        for line in lines:
+            self._body.write(line + "\n")
+
+    def close(self, aus: "Mapping | None" = None, *, postprocessed: bool = True) -> Path:
+        """Append the AU columns to every row and move the file into place.
+
+        Parameters
+        ----------
+        aus : mapping of column name -> (rows,) array, optional
+            Every AU column of the header (missing AU columns are written as 0).
+        postprocessed : bool
+            FeatureExtraction's final file (``_c`` with 2 decimals) or the online values (1 decimal).
+
+        Returns
+        -------
+        Path
+        """
+        self._body.close()
+        aus = aus or {}
+        au_lines = [""] * self._rows
+        if self.au_columns:
+            table = {c: np.asarray(aus.get(c, np.zeros(self._rows))) for c in self.au_columns}
+            for c, v in table.items():
+                if v.shape[0] != self._rows:
+                    raise ValueError(f"{c}: {v.shape[0]} values for {self._rows} rows")
+            au_lines = [", " + line for line in _format_rows(table, self.au_columns, sequence=self.sequence, postprocessed=postprocessed)]
+        out, tmp = _atomic_target(self.path)
+        try:
+            with out, open(self._body_path) as body:
+                out.write(", ".join(self.columns) + "\n")
+                for line, au in zip(body, au_lines):
+                    out.write(line.rstrip("\n") + au + "\n")
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        finally:
+            Path(self._body_path).unlink(missing_ok=True)
+        return self.path
+
+
+def write_openface_csv(path: "str | os.PathLike", columns: Mapping, *, order: "list | None" = None, sequence: bool = True,
+                       postprocessed: bool = True) -> Path:
+    """Write a whole table as an OpenFace CSV.
+
+    Parameters
+    ----------
+    path : str or PathLike
+    columns : mapping of column name -> (rows,) array
+    order : list of str, optional
+        Column order; defaults to the keys of ``columns`` in OpenFace's order.
+    sequence, postprocessed : bool
+        See :class:`OpenFaceCSVWriter`.
+
+    Returns
+    -------
+    Path
+    """
+    order = order or _openface_order(columns)
+    writer = OpenFaceCSVWriter(path, order, sequence=sequence)
+    try:
+        writer.write_rows({c: columns[c] for c in writer.base_columns})
+    except BaseException:
+        writer._body.close()
+        Path(writer._body_path).unlink(missing_ok=True)
+        raise
+    return writer.close({c: columns[c] for c in writer.au_columns}, postprocessed=postprocessed)
+
+
+def _openface_order(columns: Mapping) -> list:
+    names = list(columns)
+    reg = [n[:-2] for n in names if re.fullmatch(r"AU\d+_r", n)]
+    cls = [n[:-2] for n in names if re.fullmatch(r"AU\d+_c", n)]
+    sequence = "frame" in columns
+    full = openface_columns(reg, cls, sequence=sequence, gaze=True)
+    rank = {c: i for i, c in enumerate(full)}
+    unknown = [n for n in names if n not in rank]
+    if unknown:
+        raise ValueError(f"not OpenFace columns: {unknown[:5]}")
+    return sorted(names, key=rank.__getitem__)
+
+
+def write_openface_parquet(path: "str | os.PathLike", columns: Mapping, *, order: "list | None" = None) -> Path:
+    """Write the same table as Parquet (needs pyarrow), atomically.
+
+    Integer columns (frame, face_id, success) are int32, the rest float64 at full precision.
+    """
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError("Parquet output needs pyarrow: pip install pyarrow") from e
+    path = Path(path)
+    order = order or _openface_order(columns)
+    arrays = {}
+    for c in order:
+        integer = column_decimals(c, sequence="frame" in columns) is None
+        arrays[c] = pa.array(np.asarray(columns[c], np.int32 if integer else np.float64))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        pq.write_table(pa.table(arrays), tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_openface_csv(path: "str | os.PathLike") -> dict:
+    """Read an OpenFace CSV into ``{column: float64 array}`` (header names stripped)."""
+    with open(path) as f:
+        header = [h.strip() for h in f.readline().split(",")]
+    data = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+    return {h: data[:, i] for i, h in enumerate(header)}
