@@ -5,7 +5,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gpuau.landmarks.paw import paw_from_shape, triangle_map, warp, warp_coefficients, warp_maps
 from gpuau.landmarks.validator import (
     VALIDATION_BOUNDARY,
     DetectionValidator,
@@ -54,35 +53,6 @@ def test_model_file(models_dir, validator):
         np.testing.assert_array_equal(view.paw.pixel_mask, view.paw.triangle_id >= 0)
     arrays = parse_validator(model_file(VALIDATOR_FILE))
     assert arrays["view3/paw/triangulation"].shape == (31, 3)
-
-
-def test_triangle_map_matches_model_file(validator):
-    """The triangle lookup built from each view's mean shape equals the one stored in the file."""
-    for view in validator.model.views:
-        paw = view.paw
-        h, w = paw.triangle_id.shape
-        tid = triangle_map(paw.destination_landmarks, paw.triangulation, paw.min_x, paw.min_y, w, h)
-        np.testing.assert_array_equal(tid, paw.triangle_id)
-        built = paw_from_shape(paw.destination_landmarks, paw.triangulation, (paw.min_x, paw.min_y, paw.min_x + w - 1, paw.min_y + h - 1))
-        np.testing.assert_array_equal(built.triangle_id, paw.triangle_id)
-        np.testing.assert_allclose(built.alpha, paw.alpha, rtol=1e-4, atol=1e-4)
-        np.testing.assert_allclose(built.beta, paw.beta, rtol=1e-4, atol=1e-4)
-
-
-def test_warp_of_translated_shape_is_a_shift(validator):
-    """Source = destination shifted by an integer offset: every face pixel is read at that offset."""
-    paw = validator.model.views[0].paw
-    rng = np.random.default_rng(0)
-    image = rng.uniform(0, 255, (100, 100)).astype(np.float32)
-    offset = np.array([40.0 - paw.min_x, 35.0 - paw.min_y], dtype=np.float32)  # whole pixels
-    map_x, map_y = warp_maps(paw, warp_coefficients(paw, paw.destination_landmarks + offset))
-    inside = paw.pixel_mask == 1
-    ys, xs = np.nonzero(inside)
-    np.testing.assert_allclose(map_x[inside], xs + 40.0, atol=1e-3)
-    np.testing.assert_allclose(map_y[inside], ys + 35.0, atol=1e-3)
-    assert np.all(map_x[~inside] == -1) and np.all(map_y[~inside] == -1)
-    warped = warp(image, paw, paw.destination_landmarks + offset)
-    np.testing.assert_allclose(warped[inside], image[ys + 35, xs + 40], atol=1e-2)
 
 
 def test_convolution_is_cross_correlation(validator):

@@ -60,13 +60,35 @@ def _same_side(x0, y0, x1, y1, x2, y2, x3, y3) -> np.ndarray:
     return a * b >= 0
 
 
+def _in_triangle(x0, y0, vx: np.ndarray, vy: np.ndarray) -> np.ndarray:
+    """Point-in-triangle test of points against one triangle (edges count as inside).
+
+    Port of ``PAW::pointInTriangle``, PAW.cpp.
+    """
+    return (
+        _same_side(x0, y0, vx[0], vy[0], vx[1], vy[1], vx[2], vy[2])
+        & _same_side(x0, y0, vx[1], vy[1], vx[0], vy[0], vx[2], vy[2])
+        & _same_side(x0, y0, vx[2], vy[2], vx[0], vy[0], vx[1], vy[1])
+    )
+
+
+def _is_degenerate(vx: np.ndarray, vy: np.ndarray) -> bool:
+    """Whether a vertex lies on the line through the other two (float32, as ``_same_side`` sees it)."""
+    return any(
+        (vx[c] - vx[b]) * (vy[a] - vy[b]) - (vx[a] - vx[b]) * (vy[c] - vy[b]) == 0
+        for a, b, c in ((0, 1, 2), (1, 0, 2), (2, 0, 1))
+    )
+
+
 def triangle_map(destination: np.ndarray, triangulation: np.ndarray, min_x: float, min_y: float, width: int, height: int) -> np.ndarray:
     """Triangle covering each pixel of a destination grid.
 
-    Pixel ``(y, x)`` sits at ``(x + min_x, y + min_y)``.  Pixels are scanned in raster order with
-    the previous pixel's triangle tried first, then triangles in index order (skipping those whose
-    bounding box misses the point), so pixels on a shared edge get the triangle OpenFace gives them.
-    Port of the scan in ``PAW::PAW`` with ``PAW::findTriangle`` and ``PAW::pointInTriangle``, PAW.cpp.
+    Pixel ``(y, x)`` sits at ``(x + min_x, y + min_y)``.  OpenFace scans pixels in raster order
+    trying the previous pixel's triangle first, then triangles in index order (skipping those whose
+    bounding box misses the point).  Here each triangle tests the pixels of its bounding box, the
+    lowest index wins, and only pixels inside several triangles (on shared edges) are resolved in
+    raster order, so every pixel gets the triangle OpenFace gives it.
+    Port of the scan in ``PAW::PAW`` with ``PAW::findTriangle``, PAW.cpp.
 
     Parameters
     ----------
@@ -82,25 +104,36 @@ def triangle_map(destination: np.ndarray, triangulation: np.ndarray, min_x: floa
     """
     d = np.asarray(destination, dtype=_F)
     tri = np.asarray(triangulation)
-    vx, vy = d[tri, 0], d[tri, 1]  # (T, 3)
-    gy, gx = np.meshgrid(np.arange(height, dtype=_F) + _F(min_y), np.arange(width, dtype=_F) + _F(min_x), indexing="ij")
-    x0, y0 = gx.reshape(-1, 1), gy.reshape(-1, 1)  # (P, 1)
-    x1, x2, x3 = vx[:, 0], vx[:, 1], vx[:, 2]
-    y1, y2, y3 = vy[:, 0], vy[:, 1], vy[:, 2]
-    inside = (
-        _same_side(x0, y0, x1, y1, x2, y2, x3, y3)
-        & _same_side(x0, y0, x2, y2, x1, y1, x3, y3)
-        & _same_side(x0, y0, x3, y3, x1, y1, x2, y2)
-    )  # (P, T)
-    in_box = (vx.max(1) >= x0) & (vx.min(1) <= x0) & (vy.max(1) >= y0) & (vy.min(1) <= y0)
-    hit = inside & in_box
-    first = np.where(hit.any(1), hit.argmax(1), -1).astype(np.int32)
-    # Where a pixel lies in several triangles (on shared edges), the previous pixel's triangle wins.
-    result = first.copy()
-    for p in np.flatnonzero(inside.sum(1) > 1).tolist():
-        guess = result[p - 1] if p > 0 else -1
-        if guess != -1 and inside[p, guess]:
-            result[p] = guess
+    vxs, vys = d[tri, 0], d[tri, 1]  # (T, 3)
+    xs = np.arange(width, dtype=_F) + _F(min_x)
+    ys = np.arange(height, dtype=_F) + _F(min_y)
+    first = np.full((height, width), -1, dtype=np.int32)
+    count = np.zeros((height, width), dtype=np.int32)
+    for t in range(tri.shape[0] - 1, -1, -1):
+        vx, vy = vxs[t], vys[t]
+        if _is_degenerate(vx, vy):
+            # a triangle with collinear vertices passes the half-plane tests everywhere on the grid
+            x_lo, x_hi, y_lo, y_hi = 0, width, 0, height
+        else:
+            # pixel window of the triangle's bounding box, one pixel wider against rounding
+            x_lo, x_hi = np.searchsorted(xs, vx.min()) - 1, np.searchsorted(xs, vx.max(), side="right") + 1
+            y_lo, y_hi = np.searchsorted(ys, vy.min()) - 1, np.searchsorted(ys, vy.max(), side="right") + 1
+            x_lo, y_lo = max(x_lo, 0), max(y_lo, 0)
+        if x_lo >= x_hi or y_lo >= y_hi:
+            continue
+        x0, y0 = xs[None, x_lo:x_hi], ys[y_lo:y_hi, None]
+        inside = _in_triangle(x0, y0, vx, vy)
+        in_box = (vx.max() >= x0) & (vx.min() <= x0) & (vy.max() >= y0) & (vy.min() <= y0)
+        first[y_lo:y_hi, x_lo:x_hi][inside & in_box] = t
+        count[y_lo:y_hi, x_lo:x_hi] += inside
+    # Pixels inside several triangles keep the previous pixel's triangle when it contains them.
+    result = first.reshape(-1)
+    for p in np.flatnonzero(count.reshape(-1) > 1).tolist():
+        guess = int(result[p - 1]) if p > 0 else -1
+        if guess != -1 and guess != result[p]:
+            y, x = divmod(p, width)
+            if _in_triangle(xs[x], ys[y], vxs[guess], vys[guess]):
+                result[p] = guess
     return result.reshape(height, width)
 
 

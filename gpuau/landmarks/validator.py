@@ -111,20 +111,22 @@ def convolution(maps: np.ndarray, kernels: np.ndarray, biases: np.ndarray) -> np
 
     Parameters
     ----------
-    maps : ndarray (n_in, H, W) float32
+    maps : ndarray (..., n_in, H, W) float32
     kernels : ndarray (n_in, n_out, kh, kw) float32
     biases : ndarray (n_out,) float32
 
     Returns
     -------
-    ndarray (n_out, H - kh + 1, W - kw + 1) float32
+    ndarray (..., n_out, H - kh + 1, W - kw + 1) float32
     """
     n_in, n_out, kh, kw = kernels.shape
-    cols = sliding_window_view(maps, (kh, kw), axis=(1, 2))  # (n_in, yB, xB, kh, kw)
-    cols = cols.transpose(1, 2, 0, 3, 4).reshape(cols.shape[1] * cols.shape[2], n_in * kh * kw)
+    *lead, _, h, w = maps.shape
+    yb, xb = h - kh + 1, w - kw + 1
+    cols = np.moveaxis(sliding_window_view(maps, (kh, kw), axis=(-2, -1)), -5, -3)  # (..., yB, xB, n_in, kh, kw)
+    cols = cols.reshape(*lead, yb * xb, n_in * kh * kw)
     weights = kernels.transpose(0, 2, 3, 1).reshape(n_in * kh * kw, n_out)
     out = cols @ weights + biases
-    return out.T.reshape(n_out, maps.shape[1] - kh + 1, maps.shape[2] - kw + 1)
+    return np.swapaxes(out, -1, -2).reshape(*lead, n_out, yb, xb)
 
 
 def max_pooling(maps: np.ndarray) -> np.ndarray:
@@ -134,60 +136,60 @@ def max_pooling(maps: np.ndarray) -> np.ndarray:
 
     Parameters
     ----------
-    maps : ndarray (C, H, W)
+    maps : ndarray (..., C, H, W)
 
     Returns
     -------
-    ndarray (C, H // 2, W // 2)
+    ndarray (..., C, H // 2, W // 2)
     """
-    c, h, w = maps.shape
-    return maps[:, : h // 2 * 2, : w // 2 * 2].reshape(c, h // 2, 2, w // 2, 2).max(axis=(2, 4))
+    *lead, h, w = maps.shape
+    return maps[..., : h // 2 * 2, : w // 2 * 2].reshape(*lead, h // 2, 2, w // 2, 2).max(axis=(-3, -1))
 
 
-def fully_connected(x: np.ndarray, weights: np.ndarray, biases: np.ndarray) -> np.ndarray:
-    """Fully connected layer on a feature vector.
+def flatten_maps(maps: np.ndarray) -> np.ndarray:
+    """Feature maps as the vector a fully connected layer reads: map by map, each column-major.
 
-    Feature maps entering it are flattened map by map, each in column-major order.
-    Port of ``fully_connected``, CNN_utils.cpp.
+    Port of the concatenation in ``fully_connected``, CNN_utils.cpp.
 
     Parameters
     ----------
-    x : ndarray (C, H, W) or (n_in,) float32
-    weights : ndarray (n_in, n_out) float32
-    biases : ndarray (n_out,) float32
+    maps : ndarray (..., C, H, W)
 
     Returns
     -------
-    ndarray (n_out,) float32
+    ndarray (..., C * H * W)
     """
-    if x.ndim == 3:
-        x = x.transpose(0, 2, 1).reshape(-1)
-    return x @ weights + biases
+    return np.swapaxes(maps, -1, -2).reshape(*maps.shape[:-3], -1)
 
 
 def cnn_forward(image: np.ndarray, layers: "tuple[ValidatorLayer, ...]") -> np.ndarray:
-    """Run the validator network on one normalised warped face.
+    """Run the validator network on normalised warped faces.
 
-    Port of the layer loop of ``DetectionValidator::CheckCNN``, LandmarkDetectionValidator.cpp.
+    Port of the layer loop of ``DetectionValidator::CheckCNN``, LandmarkDetectionValidator.cpp,
+    with ``fully_connected`` of CNN_utils.cpp.
 
     Parameters
     ----------
-    image : ndarray (h, w) float32
+    image : ndarray (..., h, w) float32
+        One face, or a batch along leading axes.
     layers : tuple of ValidatorLayer
 
     Returns
     -------
-    ndarray (bins,) float32
+    ndarray (..., bins) float32
         Scores of the quantised alignment-error bins.
     """
-    x = np.asarray(image, dtype=_F)[None]
+    x = np.asarray(image, dtype=_F)[..., None, :, :]
+    spatial = True
     for layer in layers:
         if layer.kind == CONV:
             x = convolution(x, layer.weights, layer.biases)
         elif layer.kind == MAX_POOL:
             x = max_pooling(x)
         elif layer.kind == FULLY_CONNECTED:
-            x = fully_connected(x, layer.weights, layer.biases)
+            if spatial:
+                x, spatial = flatten_maps(x), False
+            x = x @ layer.weights + layer.biases
         elif layer.kind == RELU:
             x = np.maximum(x, _F(0))
         elif layer.kind == SIGMOID:
@@ -197,7 +199,7 @@ def cnn_forward(image: np.ndarray, layers: "tuple[ValidatorLayer, ...]") -> np.n
     return x
 
 
-def certainty_from_scores(scores: np.ndarray) -> float:
+def certainty_from_scores(scores: np.ndarray) -> np.ndarray:
     """Detection certainty from the network's bin scores.
 
     The arg-max bin (first maximum) is un-quantised to its centre in [-1, 1], ``e``, and the
@@ -207,16 +209,16 @@ def certainty_from_scores(scores: np.ndarray) -> float:
 
     Parameters
     ----------
-    scores : ndarray (bins,)
+    scores : ndarray (..., bins)
 
     Returns
     -------
-    float
+    ndarray (...) float32
         Rounded to float32, as ``Check`` returns it.
     """
     step = 2.0 / scores.shape[-1]
-    unquantised = -1.0 + step / 2.0 + int(np.argmax(scores)) * step
-    return float(_F(0.5 * (1.0 - unquantised)))
+    unquantised = -1.0 + step / 2.0 + np.argmax(scores, axis=-1) * step
+    return (0.5 * (1.0 - unquantised)).astype(_F)
 
 
 def detection_outcome(fit_success: bool, certainty: "float | None", *, validate: bool = True, boundary: float = VALIDATION_BOUNDARY) -> "tuple[bool, float]":
@@ -299,4 +301,4 @@ class DetectionValidator:
         roi = np.asarray(gray[min_y:max_y, min_x:max_x], dtype=_F)
         source = lm - np.array([min_x, min_y], dtype=_F)
         warped = warp(roi, view.paw, source)
-        return certainty_from_scores(cnn_forward(normalise_warped(warped, view), view.layers))
+        return float(certainty_from_scores(cnn_forward(normalise_warped(warped, view), view.layers)))
