@@ -5,12 +5,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gpuau.detect import MTCNN, Detections, DetectorError, select_face
+from gpuau._deps import DependencyError
+from gpuau.detect import MTCNN, Detections, select_face
 from gpuau.detect import mtcnn as mtcnn_module
 from gpuau.detect import proposals as P
 from gpuau.detect.onnx_graphs import cnn_graph_file
 from gpuau.detect.reference import cnn_forward
-from gpuau.detect.sessions import check_onnxruntime_install, make_session
+from gpuau.detect.sessions import execution_providers, make_session
 
 
 def read_frames(path, indices):
@@ -165,12 +166,21 @@ def test_select_face_preference_point():
     assert select_face(det, preference=(20, 20)) == 0
 
 
-def test_both_onnxruntime_builds_installed_is_a_clear_error(monkeypatch):
-    from importlib import metadata
+def test_both_onnxruntime_builds_installed_is_a_clear_error(monkeypatch, detector):
+    import gpuau._deps
 
-    monkeypatch.setattr(metadata, "version", lambda dist: "1.0")
-    with pytest.raises(DetectorError, match="onnxruntime-gpu"):
-        check_onnxruntime_install()
+    monkeypatch.setattr(gpuau._deps, "installed_version", lambda dist: "1.0")
+    with pytest.raises(DependencyError, match="onnxruntime-gpu"):
+        make_session(cnn_graph_file(detector.weights.rnet, (24, 24)), "cpu")
+
+
+def test_cuda_backend_uses_the_cuda_provider_only_when_onnxruntime_has_it():
+    import onnxruntime as ort
+
+    providers = execution_providers("cuda")
+    has_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+    assert (providers[0][0] == "CUDAExecutionProvider") == has_cuda
+    assert providers[-1] == "CPUExecutionProvider" and execution_providers("cpu") == ["CPUExecutionProvider"]
 
 
 def test_graph_files_are_cached_by_weights(detector, tmp_path, monkeypatch):

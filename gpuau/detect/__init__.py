@@ -3,6 +3,5 @@
 Importing this package imports neither onnx nor onnxruntime; sessions are built by :class:`MTCNN`.
 """
 from gpuau.detect.mtcnn import MTCNN, Detections, select_face
-from gpuau.detect.sessions import DetectorError
 
-__all__ = ["MTCNN", "Detections", "DetectorError", "select_face"]
+__all__ = ["MTCNN", "Detections", "select_face"]

@@ -1,40 +1,11 @@
 """onnxruntime sessions for the MTCNN graphs (onnxruntime is imported here, lazily)."""
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
-
-class DetectorError(RuntimeError):
-    """The face detector cannot run; the message says why and what to do."""
-
-
-def check_onnxruntime_install() -> None:
-    """Fail clearly when onnxruntime is missing or when its CPU and GPU builds are both installed
-    (they share the ``onnxruntime`` module, and whichever was installed last silently wins).
-
-    Raises
-    ------
-    DetectorError
-    """
-    from importlib import metadata
-
-    present = []
-    for dist in ("onnxruntime", "onnxruntime-gpu"):
-        try:
-            metadata.version(dist)
-            present.append(dist)
-        except metadata.PackageNotFoundError:
-            pass
-    if len(present) == 2:
-        raise DetectorError(
-            "both 'onnxruntime' and 'onnxruntime-gpu' are installed; they provide the same module and "
-            "conflict. Keep one: on a GPU machine `pip uninstall -y onnxruntime onnxruntime-gpu && "
-            "pip install onnxruntime-gpu` (gpuau[cuda12]); on a CPU machine `pip uninstall -y "
-            "onnxruntime-gpu` (gpuau[cpu])."
-        )
-    if not present:
-        raise DetectorError("onnxruntime is not installed: `pip install gpuau[cpu]` (or gpuau[cuda12] on a GPU machine)")
+log = logging.getLogger(__name__)
 
 
 def available_cores() -> int:
@@ -45,17 +16,43 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def execution_providers(backend_name: str, device_id: int = 0) -> list:
+    """onnxruntime providers for a gpuau backend.
+
+    ``"cuda"`` asks for ``CUDAExecutionProvider`` (TF32 off, so results match float32 CPU math;
+    heuristic cuDNN algorithm choice, because RNet/ONet batch sizes change every call and an
+    exhaustive search per new shape would cost more than the convolutions) when the installed
+    onnxruntime build has it; gpuau's default install has the CPU build only, and then, like every
+    other backend, MTCNN runs on ``CPUExecutionProvider``.
+
+    Raises
+    ------
+    gpuau._deps.DependencyError
+        No onnxruntime, or several onnxruntime builds, are installed.
+    """
+    from gpuau._deps import check_onnxruntime
+
+    check_onnxruntime()
+    import onnxruntime as ort
+
+    if backend_name == "cuda":
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            cuda = {"device_id": device_id, "use_tf32": 0, "cudnn_conv_algo_search": "HEURISTIC"}
+            return [("CUDAExecutionProvider", cuda), "CPUExecutionProvider"]
+        log.info("onnxruntime has no CUDAExecutionProvider (CPU build installed): MTCNN runs on the CPU")
+    return ["CPUExecutionProvider"]
+
+
 def make_session(path: "str | os.PathLike", backend_name: str, device_id: int = 0):
-    """An ``onnxruntime.InferenceSession`` for one graph.
+    """An ``onnxruntime.InferenceSession`` for one graph: all graph optimisations, one intra-op
+    thread per available core.
 
     Parameters
     ----------
     path : path-like
         ONNX file.
     backend_name : str
-        ``"cuda"`` runs on ``CUDAExecutionProvider`` (TF32 off, so results match float32 CPU math,
-        heuristic cuDNN algorithm choice);
-        anything else on ``CPUExecutionProvider``.
+        gpuau backend name (``"cpu"``, ``"cuda"``, ``"emulated"``), see :func:`execution_providers`.
     device_id : int
         CUDA device ordinal.
 
@@ -63,23 +60,11 @@ def make_session(path: "str | os.PathLike", backend_name: str, device_id: int = 
     -------
     onnxruntime.InferenceSession
     """
-    check_onnxruntime_install()
+    providers = execution_providers(backend_name, device_id)
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = available_cores()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
-    if backend_name == "cuda":
-        if "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise DetectorError(
-                "device 'cuda' asked for, but onnxruntime has no CUDAExecutionProvider: install the GPU build "
-                "(`pip uninstall -y onnxruntime && pip install onnxruntime-gpu`, i.e. gpuau[cuda12])"
-            )
-        # HEURISTIC: RNet/ONet batch sizes change every call, and an exhaustive cuDNN search per new
-        # shape would cost more than the convolutions.
-        cuda = {"device_id": device_id, "use_tf32": 0, "cudnn_conv_algo_search": "HEURISTIC"}
-        providers = [("CUDAExecutionProvider", cuda), "CPUExecutionProvider"]
-    else:
-        providers = ["CPUExecutionProvider"]
     return ort.InferenceSession(str(Path(path)), sess_options=opts, providers=providers)
