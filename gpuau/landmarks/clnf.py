@@ -13,10 +13,11 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from gpuau.cpu import pdm_fit
 from gpuau.cpu.ccnf_response import ccnf_response
-from gpuau.cpu.mean_shift import kde_table, landmark_likelihoods, mean_shift
+from gpuau.cpu.mean_shift import kde_table, landmark_likelihoods
 from gpuau.landmarks.ccnf import CCNFScale, extract_areas, similarity_to_reference
-from gpuau.landmarks.pdm import PDM, _solve_cholesky
+from gpuau.landmarks.pdm import PDM, _vec
 from gpuau.models.clnf_file import parse_clnf, parse_main_clnf
 from gpuau.models.store import LANDMARK_DIR, model_file
 
@@ -174,48 +175,17 @@ def nu_rlms(model: CLNFModel, responses: np.ndarray, params_global, params_local
     landmark_likelihoods : ndarray (n,) float32 or None
     """
     pdm = model.pdm
-    n, m = pdm.n_points, pdm.n_modes
+    n = pdm.n_points
     visible = model.scales[scale].visibility[view]
-    invisible = visible == 0
-    g = np.asarray(params_global, _F).copy()
-    loc = np.asarray(params_local, _F).copy()
-    reg = np.zeros(6 if rigid else 6 + m, _F)
-    if not rigid:
-        reg[6:] = _F(parameters.reg_factor) / pdm.eigen_values
     w = _weights(model, scale, view, parameters.weight_factor)
+    if w is None:
+        w = np.ones(2 * n, _F)
     a = _F(-0.5 / float(_F(parameters.sigma) * _F(parameters.sigma)))
-    kde = kde_table(resp_size, float(a))
-    half = _F((resp_size - 1) // 2)
-    shifts = np.zeros((n, 2), _F)
-    previous = None
-    dxs = dys = None
-    for it in range(parameters.num_iterations):
-        shape = pdm.calc_shape_2d(g, loc)
-        if it > 0 and np.linalg.norm((shape - previous).astype(np.float64)) < 0.01:
-            break
-        previous = shape
-        if rigid:
-            jac, jac_t = pdm.calc_rigid_jacobian(g, loc, w)
-        else:
-            jac, jac_t = pdm.calc_jacobian(g, loc, w)
-        offsets = (shape - base_shape) @ sim_img_to_ref.T
-        dxs = np.ascontiguousarray(offsets[:, 0] + half, dtype=_F)
-        dys = np.ascontiguousarray(offsets[:, 1] + half, dtype=_F)
-        mean_shift(responses, dxs, dys, visible, kde, shifts)
-        ms = (shifts @ sim_ref_to_img.T).astype(_F)
-        ms_vec = np.concatenate([ms[:, 0], ms[:, 1]])
-        if invisible.any():
-            both = np.concatenate([invisible, invisible])
-            jac[both] = 0
-            jac_t[:, both] = 0
-            ms_vec[both] = 0
-        rhs = jac_t @ ms_vec
-        if not rigid:
-            rhs[6:] -= reg[6:] * loc
-        hessian = jac_t @ jac + np.diag(reg)
-        update = _solve_cholesky(hessian, rhs)
-        g, loc = pdm.update_model_parameters(update, g, loc)
-        g, loc = pdm.clamp(g, loc)
+    g, loc, dxs, dys = pdm_fit.nu_rlms(
+        pdm.mean_shape, pdm.princ_comp, pdm.eigen_values, responses, _vec(params_global), _vec(params_local),
+        np.ascontiguousarray(base_shape, _F), np.ascontiguousarray(sim_img_to_ref, _F),
+        np.ascontiguousarray(sim_ref_to_img, _F), visible, w, _F(parameters.reg_factor),
+        parameters.num_iterations, rigid, kde_table(resp_size, float(a)), _F((resp_size - 1) // 2))
     likelihood = 0.0
     lhoods = None
     if compute_likelihood:
