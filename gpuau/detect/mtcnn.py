@@ -11,7 +11,6 @@ on the crops of all frames.  :meth:`MTCNN.detect` is :meth:`MTCNN.detect_batch` 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 
 import cv2
@@ -51,10 +50,6 @@ class Detections:
 
     def __len__(self) -> int:
         return len(self.scores)
-
-    @classmethod
-    def empty(cls) -> "Detections":
-        return cls(np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2)))
 
 
 def select_face(detections: Detections, preference: "tuple[float, float] | None" = None) -> "int | None":
@@ -309,9 +304,9 @@ class MTCNN:
         """ONet: rescore, threshold, regression (+1 px), NMS over the smaller area, CLNF correction."""
         result = []
         for c, out in zip(cands, self._run_crops("onet", frames, cands)):
-            keep = np.flatnonzero(P.face_probability(out[:, :2]) >= np.float32(self.thresholds[2]))
-            out = out[keep]
-            c = _Candidates(c.boxes[keep], P.face_probability(out[:, :2]), out[:, 2:6].astype(np.float32))
+            c = _Candidates(c.boxes, P.face_probability(out[:, :2]), out[:, 2:6].astype(np.float32))
+            keep = np.flatnonzero(c.scores >= np.float32(self.thresholds[2]))
+            c, out = c.subset(keep), out[keep]
             # Landmarks relative to the ONet crop (the squared box grown by one pixel).
             r = np.rint(c.boxes).astype(np.float64)
             points = np.stack([r[:, None, 0] + (r[:, None, 2] + 1) * out[:, 6:11],
