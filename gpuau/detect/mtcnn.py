@@ -143,8 +143,7 @@ def pnet_mosaic(frames: list[np.ndarray], levels: list[tuple[float, int, int]]):
         valid[0, 0, oy:oy + h - 2, ox:ox + w - 2] = True
         for j, frame in enumerate(frames):
             mosaic[j, oy:oy + h, ox:ox + w] = cv2.resize(frame, (w, h), interpolation=cv2.INTER_LINEAR)
-    mosaic = (mosaic - np.float32(P.NORM_MEAN)) * np.float32(P.NORM_SCALE)
-    return _to_nchw_rgb(mosaic), valid, offsets
+    return _to_nchw_rgb(P.normalise(mosaic)), valid, offsets
 
 
 def pnet_level_outputs(out: np.ndarray, pnet, levels, offsets) -> list[np.ndarray]:

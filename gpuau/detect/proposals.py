@@ -19,6 +19,11 @@ CLNF_BOX_CORRECTION = (-0.0075, 0.2459, 1.0323, 0.7751)
 NORM_MEAN, NORM_SCALE = 127.5, 0.0078125
 
 
+def normalise(pixels: np.ndarray) -> np.ndarray:
+    """MTCNN's input scaling, ``(v - 127.5) * 0.0078125`` in float32 (any shape)."""
+    return (pixels - F32(NORM_MEAN)) * F32(NORM_SCALE)
+
+
 def face_probability_map(logits: np.ndarray) -> np.ndarray:
     """PNet's face probability, ``1 / (1 + exp(o0 - o1))`` in float32 (OpenCV Mat arithmetic).
 
@@ -209,7 +214,7 @@ def crop_proposals(image: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarra
             if x1_in > x0_in and y1_in > y0_in and tw > 0 and th > 0:
                 tmp[y0_out:y0_out + y1_in - y0_in, x0_out:x0_out + x1_in - x0_in] = image[y0_in:y1_in, x0_in:x1_in]
         out[k] = cv2.resize(tmp, (size, size), interpolation=cv2.INTER_LINEAR)
-    return (out - F32(NORM_MEAN)) * F32(NORM_SCALE)
+    return normalise(out)
 
 
 def clnf_box(boxes: np.ndarray) -> np.ndarray:
