@@ -7,9 +7,9 @@ forehead) is set to 0.  Arithmetic is float32 as in OpenFace.
 """
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
+from gpuau.device import resolve_device
 from gpuau.landmarks.ccnf import align_shapes_with_scale
 from gpuau.landmarks.paw import paw_from_shape
 
@@ -61,6 +61,32 @@ def similarity_warp(landmarks_2d: np.ndarray, params_global: np.ndarray, mean_sh
     warp[0, 2] = -shift[0] + _F(width // 2)
     warp[1, 2] = -shift[1] + _F(height // 2)
     return warp
+
+
+def invert_affine(warp: np.ndarray) -> np.ndarray:
+    """Destination -> source map of a forward affine warp, as ``cv::warpAffine`` computes it.
+
+    Port of the ``!(flags & WARP_INVERSE_MAP)`` branch of ``cv::warpAffine`` (OpenCV imgwarp.cpp),
+    in float64 in OpenCV's order.
+
+    Parameters
+    ----------
+    warp : (2, 3) float
+        Source -> destination map.
+
+    Returns
+    -------
+    (2, 3) float64
+    """
+    m = [float(v) for v in np.asarray(warp, np.float64).reshape(-1)]
+    d = m[0] * m[4] - m[1] * m[3]
+    d = 1.0 / d if d != 0 else 0.0
+    a11, a22 = m[4] * d, m[0] * d
+    m[0], m[1], m[3], m[4] = a11, m[1] * -d, m[3] * -d, a22
+    b1 = -m[0] * m[2] - m[1] * m[5]
+    b2 = -m[3] * m[2] - m[4] * m[5]
+    m[2], m[5] = b1, b2
+    return np.array(m, np.float64).reshape(2, 3)
 
 
 def face_mask(landmarks_2d: np.ndarray, warp: np.ndarray, triangulation: np.ndarray,
@@ -115,7 +141,8 @@ def align_face_mask(image: np.ndarray, landmarks_2d: np.ndarray, params_global: 
     (size, size, 3) uint8 (or (size, size) for a greyscale frame)
     """
     warp = similarity_warp(landmarks_2d, params_global, mean_shape, sim_scale, size, size)
-    aligned = cv2.warpAffine(image, warp, (size, size), flags=cv2.INTER_LINEAR)
+    # cv::warpAffine(INTER_LINEAR, BORDER_CONSTANT 0) with OpenCV <= 4.10's fixed-point arithmetic
+    aligned = resolve_device("cpu").kernels.warp_affine(image[None], np.zeros(1, np.int64), invert_affine(warp)[None], size, size)[0]
     mask = face_mask(landmarks_2d, warp, triangulation, sim_scale, size, size)
     if aligned.ndim == 3:
         mask = mask[:, :, None]
