@@ -6,6 +6,17 @@ error in [-1, 1]; the arg-max bin becomes the detection certainty in (0, 1).  Th
 :meth:`DetectionValidator.check` after each fit and :func:`detection_outcome` to turn the certainty
 into the frame's ``success`` and the CSV's ``confidence``.
 
+What the tracker must keep from ``DetectLandmarksInVideo`` (LandmarkDetectorFunc.cpp) around it:
+
+* every ``CLNF::DetectLandmarks`` call (tracking, and each rotation hypothesis of a re-detection)
+  validates its own fit; a re-detection keeps the hypothesis of highest model likelihood together
+  with that hypothesis's certainty and success;
+* a failed re-detection on a face already tracked restores the previous parameters and landmarks
+  but not the certainty: the frame's ``confidence`` is the failed hypothesis's, ``success`` is 0;
+* on a first detection (tracking not initialised) the returned ``success`` is 1 whatever the
+  validator said, while the model's own ``detection_success`` (used by the AU stage and for the
+  next frame's search window) stays the validated one.
+
 Port of ``DetectionValidator``, LandmarkDetectionValidator.cpp, with the layers of CNN_utils.cpp.
 """
 from __future__ import annotations
