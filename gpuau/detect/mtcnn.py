@@ -124,7 +124,7 @@ def pnet_mosaic(frames: list[np.ndarray], levels: list[tuple[float, int, int]]):
 
     Parameters
     ----------
-    frames : list of (H, W, 3) float32 BGR, all the same size
+    frames : list of (H, W, 3) BGR (uint8 or any real dtype), all the same size
     levels : list of (scale, height, width), from :func:`pyramid_levels`
 
     Returns
@@ -141,7 +141,9 @@ def pnet_mosaic(frames: list[np.ndarray], levels: list[tuple[float, int, int]]):
     valid = np.zeros((1, 1, ch - 2, cw - 2), bool)
     for (_, h, w), (oy, ox) in zip(levels, offsets):
         valid[0, 0, oy:oy + h - 2, ox:ox + w - 2] = True
-        for j, frame in enumerate(frames):
+    for j, frame in enumerate(frames):
+        frame = frame.astype(np.float32)  # OpenFace resizes the float image
+        for (_, h, w), (oy, ox) in zip(levels, offsets):
             mosaic[j, oy:oy + h, ox:ox + w] = cv2.resize(frame, (w, h), interpolation=cv2.INTER_LINEAR)
     return _to_nchw_rgb(P.normalise(mosaic)), valid, offsets
 
@@ -169,8 +171,8 @@ def pnet_level_outputs(out: np.ndarray, pnet, levels, offsets) -> list[np.ndarra
     return result
 
 
-def _as_bgr_float(image: np.ndarray) -> np.ndarray:
-    """(H, W, 3) float32 BGR from a uint8 BGR or grey frame (OpenFace's GRAY2RGB for grey)."""
+def _as_bgr(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) BGR from a BGR or grey frame (OpenFace's GRAY2RGB for grey); dtype kept."""
     image = np.asarray(image)
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
@@ -178,7 +180,7 @@ def _as_bgr_float(image: np.ndarray) -> np.ndarray:
         image = np.repeat(image[:, :, None], 3, axis=2)
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected an (H, W, 3) BGR or (H, W) grey image, got shape {image.shape}")
-    return image.astype(np.float32)
+    return image
 
 
 def _to_nchw_rgb(images_bgr: np.ndarray) -> np.ndarray:
@@ -243,7 +245,7 @@ class MTCNN:
     def detect_batch(self, images: "list[np.ndarray]") -> list[Detections]:
         """Faces in each of several frames (any sizes), with one PNet run per frame size and one
         RNet and one ONet run for all frames; identical to calling :meth:`detect` on each."""
-        frames = [_as_bgr_float(im) for im in images]
+        frames = [_as_bgr(im) for im in images]
         cands = self._pnet_stage(frames)
         cands = self._rnet_stage(frames, cands)
         return self._onet_stage(frames, cands)

@@ -188,8 +188,8 @@ def crop_proposals(image: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarra
 
     Parameters
     ----------
-    image : (H, W, 3) float32
-        The BGR frame as float.
+    image : (H, W, 3) uint8 (or any real dtype)
+        The BGR frame; pixels are converted to float32 before resizing, as OpenFace does.
     boxes : (n, 4) float32
         Squared, whole-pixel boxes (after :func:`rectify`).
     size : int
@@ -208,7 +208,7 @@ def crop_proposals(image: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarra
         x1_in, y1_in = min(int(bx + tw - 1), width), min(int(by + th - 1), height)
         x0_out, y0_out = max(int(-bx + 1), 0), max(int(-by + 1), 0)
         if (x0_out, y0_out, x1_in - x0_in, y1_in - y0_in) == (0, 0, tw, th):  # inside the image
-            tmp = image[y0_in:y1_in, x0_in:x1_in]
+            tmp = image[y0_in:y1_in, x0_in:x1_in].astype(F32)
         else:
             tmp = np.zeros((max(th, 1), max(tw, 1), 3), F32)
             if x1_in > x0_in and y1_in > y0_in and tw > 0 and th > 0:
