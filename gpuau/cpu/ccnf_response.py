@@ -14,6 +14,9 @@ import numba as nb
 import numpy as np
 
 
+K_PAD = 8  # neurons per expert, padded (OpenFace's experts have 7): one SIMD lane each
+
+
 @nb.njit(cache=True, nogil=True)
 def _response_one(area, weights, alphas, sigma, patch_h, patch_w, out):
     a_h, a_w = area.shape
@@ -21,7 +24,17 @@ def _response_one(area, weights, alphas, sigma, patch_h, patch_w, out):
     r_w = a_w - patch_w + 1
     n_in = patch_h * patch_w
     k_neurons = weights.shape[0]
+    # neuron weights transposed to (input, neuron) so the neuron loop is innermost; every
+    # neuron's dot product still sums its inputs in order
+    wt = np.zeros((n_in + 1, K_PAD), np.float32)
+    active = np.zeros(K_PAD, np.float64)
+    for k in range(k_neurons):
+        if alphas[k] > 1e-4:
+            active[k] = alphas[k]
+            for t in range(n_in + 1):
+                wt[t, k] = weights[k, t]
     col = np.empty(n_in, np.float32)
+    acc = np.empty(K_PAD, np.float32)
     resp = np.zeros(r_h * r_w, np.float32)
     inv_n = np.float32(n_in)
     for i in range(r_h):  # y
@@ -43,29 +56,29 @@ def _response_one(area, weights, alphas, sigma, patch_h, patch_w, out):
             if norm == 0:
                 norm = np.float32(1.0)
             norm = np.float32(1.0 / np.float64(norm))
+            for k in range(K_PAD):
+                acc[k] = wt[0, k]
             for t in range(n_in):
-                col[t] *= norm
-            acc = np.float32(0.0)
+                c = col[t] * norm
+                for k in range(K_PAD):
+                    acc[k] += wt[t + 1, k] * c
+            total = np.float32(0.0)
             for k in range(k_neurons):
-                if alphas[k] > 1e-4:
-                    x = weights[k, 0]
-                    for t in range(n_in):
-                        x += weights[k, t + 1] * col[t]
-                    acc = np.float32(acc + (2.0 * alphas[k]) / (1.0 + np.exp(-np.float64(x))))
-            resp[i * r_w + j] = acc
-    # Sigma @ response (row-major map), then shift to non-negative
+                if active[k] > 0:
+                    total = np.float32(total + (2.0 * active[k]) / (1.0 + np.exp(-np.float64(acc[k]))))
+            resp[i * r_w + j] = total
+    # Sigma @ response (row-major map), accumulated column by column; then shift to non-negative
     m = r_h * r_w
-    lo = np.inf
-    for a in range(m):
-        v = np.float32(0.0)
-        for b in range(m):
-            v += sigma[a, b] * resp[b]
-        out[a // r_w, a % r_w] = v
-        if v < lo:
-            lo = v
-    if lo < 0:
+    o = np.zeros(m, np.float32)
+    for b in range(m):
+        rb = resp[b]
         for a in range(m):
-            out[a // r_w, a % r_w] = np.float32(out[a // r_w, a % r_w] - lo)
+            o[a] += sigma[a, b] * rb
+    lo = o.min()
+    if lo > 0:
+        lo = np.float32(0.0)
+    for a in range(m):
+        out[a // r_w, a % r_w] = o[a] - lo
 
 
 @nb.njit(cache=True, parallel=True)

@@ -150,17 +150,14 @@ def similarity_to_reference(landmarks_2d: np.ndarray, reference_2d: np.ndarray) 
     return img_to_ref, ref_to_img
 
 
-def extract_areas(gray: np.ndarray, centres: np.ndarray, sim_ref_to_img: np.ndarray, size: int) -> np.ndarray:
-    """Areas of interest around landmarks, sampled in the reference frame of the patch experts.
+def area_matrices(centres: np.ndarray, sim_ref_to_img: np.ndarray, size: int) -> np.ndarray:
+    """Destination -> source affine maps of the areas of interest around landmarks.
 
-    Port of the area-of-interest warp in ``Patch_experts::Response``: a ``size x size`` crop
-    rotated and scaled by ``sim_ref_to_img`` and centred on each landmark
-    (``warpAffine(..., WARP_INVERSE_MAP | INTER_LINEAR)``, zero border).
+    Port of the ``sim`` matrix of ``Patch_experts::Response``: a ``size x size`` crop rotated and
+    scaled by ``sim_ref_to_img`` and centred on each landmark (float32 arithmetic).
 
     Parameters
     ----------
-    gray : ndarray (H, W) float32
-        Grayscale frame (values 0..255, as OpenFace converts the uint8 frame to float).
     centres : ndarray (N, 2) float32
         Landmark positions in the image.
     sim_ref_to_img : ndarray (2, 2) float32
@@ -169,14 +166,42 @@ def extract_areas(gray: np.ndarray, centres: np.ndarray, sim_ref_to_img: np.ndar
 
     Returns
     -------
-    ndarray (N, size, size) float32
+    ndarray (N, 2, 3) float32
     """
+    c = np.asarray(centres, _F)
     a1 = _F(sim_ref_to_img[0, 0])
     b1 = _F(-sim_ref_to_img[0, 1])
     half = (_F(size) - _F(1)) / _F(2)
-    out = np.empty((centres.shape[0], size, size), _F)
-    for k in range(centres.shape[0]):
-        x, y = centres[k]
-        m = np.array([[a1, -b1, x - a1 * half + b1 * half], [b1, a1, y - a1 * half - b1 * half]], _F)
-        out[k] = cv2.warpAffine(gray, m, (size, size), flags=cv2.WARP_INVERSE_MAP | cv2.INTER_LINEAR)
-    return out
+    m = np.empty((c.shape[0], 2, 3), _F)
+    m[:, 0, 0] = a1
+    m[:, 0, 1] = -b1
+    m[:, 0, 2] = c[:, 0] - a1 * half + b1 * half
+    m[:, 1, 0] = b1
+    m[:, 1, 1] = a1
+    m[:, 1, 2] = c[:, 1] - a1 * half - b1 * half
+    return m
+
+
+def extract_areas(gray: np.ndarray, centres: np.ndarray, sim_ref_to_img: np.ndarray, size: int, backend="cpu") -> np.ndarray:
+    """Areas of interest around landmarks, sampled in the reference frame of the patch experts
+    (``warpAffine(..., WARP_INVERSE_MAP | INTER_LINEAR)``, zero border, OpenFace's OpenCV
+    arithmetic through the ``warp_affine`` kernel).
+
+    Parameters
+    ----------
+    gray : ndarray (H, W) float32
+        Grayscale frame (values 0..255, as OpenFace converts the uint8 frame to float).
+    centres : ndarray (N, 2) float32
+    sim_ref_to_img : ndarray (2, 2) float32
+    size : int
+    backend : str or Backend
+
+    Returns
+    -------
+    ndarray (N, size, size) float32
+    """
+    from gpuau.device import resolve_device
+
+    m = area_matrices(centres, sim_ref_to_img, size)
+    images = np.ascontiguousarray(gray, _F)[None]
+    return resolve_device(backend).kernels.warp_affine(images, np.zeros(m.shape[0], np.int64), m, size, size)
