@@ -1,0 +1,53 @@
+"""End to end on real data: video frames + OpenFace's landmarks from the reference CSV -> our AU
+stage -> OpenFace CSV -> ``compare_openface.py`` figures against OpenFace's own AU columns."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from au_harness import VIDEOS, compare, read_reference, reference_landmarks, run_video, write_candidate
+
+
+def run_and_compare(name, media_dir, reference_dir, shared, tmp_path) -> "tuple[dict, dict]":
+    df = read_reference(reference_dir / f"{name}.csv")
+    aus = run_video(media_dir, df, VIDEOS[name], reference_landmarks(df))
+    out = write_candidate(tmp_path / f"{name}.csv", df, aus)
+    return aus, compare(reference_dir / f"{name}.csv", out, shared)
+
+
+def check_figures(res: dict, min_r: float, max_mae: float, min_presence: float, min_mean_presence: float):
+    assert res["success_agreement"] == 1.0
+    for au, mae in res["au_mae"].items():
+        assert mae <= max_mae, (au, mae)
+    for au, r in res["au_r"].items():
+        assert math.isnan(r) or r >= min_r, (au, r)  # nan: the AU never varies in the reference
+    assert min(res["au_c_agreement"].values()) >= min_presence, res["au_c_agreement"]
+    assert res["au_c_agreement_mean"] >= min_mean_presence, res["au_c_agreement"]
+
+
+@pytest.fixture(scope="module")
+def default_run(media_dir, reference_dir, shared, tmp_path_factory):
+    return run_and_compare("default", media_dir, reference_dir, shared, tmp_path_factory.mktemp("au"))
+
+
+def test_default_wmv_columns(default_run):
+    aus, res = default_run
+    reg = sorted(c for c in aus if c.endswith("_r"))
+    cls = sorted(c for c in aus if c.endswith("_c"))
+    assert list(aus) == reg + cls and len(reg) == 17 and len(cls) == 18
+    assert all(v.shape == (288,) for v in aus.values())
+    assert res["frames_matched"] == 288 and res["landmark_mean_px"] < 0.05
+
+
+def test_default_wmv_matches_openface(default_run):
+    # The residual comes from the reference's 0.1 px landmarks: perturbing the landmarks by
+    # +-0.05 px moves our own AUs by as much.  Presence flips where a 7-frame vote sits at 0.5.
+    check_figures(default_run[1], min_r=0.99, max_mae=0.02, min_presence=0.97, min_mean_presence=0.99)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["2015-10-15-15-14", "changeLighting"])
+def test_other_videos_match_openface(name, media_dir, reference_dir, shared, tmp_path):
+    check_figures(run_and_compare(name, media_dir, reference_dir, shared, tmp_path)[1],
+                  min_r=0.99, max_mae=0.03, min_presence=0.95, min_mean_presence=0.98)
