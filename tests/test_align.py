@@ -1,0 +1,78 @@
+"""Similarity-normalised masked face of the AU stage on a real default.wmv frame."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from gpuau.features.align import (
+    AU_SCALE,
+    FOREHEAD_INDICES,
+    RIGID_INDICES,
+    align_face_mask,
+    face_mask,
+    invert_affine,
+    similarity_warp,
+)
+from gpuau.features.geometry import geometry_descriptor
+from gpuau.landmarks.paw import paw_from_shape
+from gpuau.landmarks.pdm import AU_PDM, PDM
+from gpuau.models.tris_file import load_tris
+
+
+@pytest.fixture(scope="module")
+def frame0(media_dir, reference_dir):
+    df = pd.read_csv(reference_dir / "default.csv", skipinitialspace=True)
+    lm = np.stack([df.loc[0, [f"x_{k}" for k in range(68)]], df.loc[0, [f"y_{k}" for k in range(68)]]], 1).astype(np.float32)
+    ok, frame = cv2.VideoCapture(str(media_dir / "default.wmv")).read()
+    assert ok
+    pdm = PDM.load(AU_PDM)
+    g, p = pdm.calc_params(lm)
+    return frame, lm, g, p, pdm, load_tris()
+
+
+def test_warp_maps_rigid_points_onto_the_mean_shape(frame0):
+    frame, lm, g, _, pdm, _ = frame0
+    warp = similarity_warp(lm, g, pdm.mean_shape)
+    assert warp.dtype == np.float32 and warp.shape == (2, 3)
+    a = warp[:, :2]
+    assert abs(a[0, 0] - a[1, 1]) < 1e-6 and abs(a[0, 1] + a[1, 0]) < 1e-6  # similarity
+    mapped = lm @ a.T + warp[:, 2]
+    ref = (pdm.mean_shape * AU_SCALE)[:136].reshape(2, 68).T
+    # the face centre (PDM translation) lands at the image centre; rigid points on the mean shape
+    err = mapped[RIGID_INDICES] - (ref[RIGID_INDICES] + 56)
+    assert np.abs(err.mean(0)).max() < 3 and np.sqrt((err ** 2).sum(1)).mean() < 3
+
+
+def test_invert_affine_matches_opencv(frame0):
+    frame, lm, g, _, pdm, _ = frame0
+    warp = similarity_warp(lm, g, pdm.mean_shape)
+    np.testing.assert_allclose(invert_affine(warp), cv2.invertAffineTransform(warp.astype(np.float64)), rtol=1e-12, atol=1e-9)
+
+
+def test_aligned_face_and_mask(frame0):
+    frame, lm, g, _, pdm, tris = frame0
+    face = align_face_mask(frame, lm, g, pdm.mean_shape, tris)
+    assert face.shape == (112, 112, 3) and face.dtype == np.uint8
+    warp = similarity_warp(lm, g, pdm.mean_shape)
+    mask = face_mask(lm, warp, tris)
+    assert 0.5 < mask.mean() < 0.8  # the face oval fills most of the crop
+    assert not face[mask == 0].any() and face[mask == 1].mean() > 60  # background black, skin bright
+    # the forehead is included: the mask reaches above the brows
+    dest = lm @ warp[:, :2].T + warp[:, 2]
+    brow_top = int(dest[17:27, 1].min())
+    assert mask[max(brow_top - 20, 0), 56] == 1
+    # same pixels as PAW's mask over the lifted shape
+    lifted = dest.astype(np.float32)
+    lifted[FOREHEAD_INDICES, 1] -= np.float32(30.0)
+    assert (paw_from_shape(lifted, tris, bounds=(0, 0, 111, 111)).pixel_mask != mask).sum() <= 4
+
+
+def test_geometry_descriptor(frame0):
+    _, _, _, p, pdm, _ = frame0
+    geo = geometry_descriptor(pdm.princ_comp, p)
+    assert geo.shape == (238,) and geo.dtype == np.float64
+    np.testing.assert_allclose(geo[204:], p.astype(np.float64))
+    np.testing.assert_allclose(geo[:204], pdm.princ_comp.astype(np.float64) @ p.astype(np.float64))
+    assert geometry_descriptor(pdm.princ_comp, np.zeros((3, 34))).shape == (3, 238)
