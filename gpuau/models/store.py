@@ -198,6 +198,7 @@ def model_file(rel: str, models: "str | os.PathLike | None" = None) -> Path:
         The folder is wrong, or the file is missing or truncated; a missing file's message names every
         missing manifest file of the folder, so one fetch fixes them all.
     """
+    rel = Path(rel).as_posix()
     loc = locate_models_dir(models)
     root = resolve_models_dir(models)
     p = root / rel
