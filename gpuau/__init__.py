@@ -1,7 +1,31 @@
 """gpuau: OpenFace 2.2 facial Action Units from video, on GPU (CuPy) or CPU (Numba).
 
-Importing :mod:`gpuau` loads no heavy library (numba, cupy, onnxruntime); they load on first use.
+Public API::
+
+    import gpuau
+    result = gpuau.analyze_video("clip.mp4", device="cpu")       # one call
+    an = gpuau.Analyzer(device="cuda")                             # models load once, many videos
+    an.analyze_video("a.mp4").to_csv("a.csv")
+
+Importing :mod:`gpuau` loads no heavy library (numba, cupy, onnxruntime, OpenCV); they load on first use.
 """
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["Analyzer", "Result", "analyze_video", "resolve_device", "__version__"]
+
+_LAZY = {"Analyzer": "gpuau.pipeline", "Result": "gpuau.pipeline", "analyze_video": "gpuau.pipeline",
+         "resolve_device": "gpuau.device"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'gpuau' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY))

@@ -267,3 +267,30 @@ def models_path(args) -> int:
     print(loc.path)
     store.resolve_models_dir()
     return 0
+
+
+# --------------------------------------------------------------------------- analyze
+
+
+@command("analyze", "OpenFace CSV (landmarks, head pose, Action Units) for each video, image or image folder",
+         arg("inputs", nargs="+", metavar="INPUT",
+             help="video files, images, folders of images (one sequence), folders searched for videos, or .txt lists"),
+         arg("-o", "--output", default="out", metavar="OUTDIR", help="output folder (default: out); one file per input"),
+         arg("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)"),
+         arg("--format", default="csv", choices=("csv", "parquet"), help="output format (default: csv)"),
+         arg("--models", default=None, metavar="DIR", help="OpenFace model folder (default: see `gpuau models path`)"),
+         arg("--overwrite", action="store_true", help="redo inputs whose output exists (default: skip them, i.e. resume)"),
+         arg("-q", "--quiet", action="store_true", help="no progress bars or summary"))
+def analyze(args) -> int:
+    from gpuau.corpus import run_corpus
+    from gpuau.pipeline import Analyzer
+
+    analyzer = Analyzer(args.device, models=args.models)
+    report = run_corpus(args.inputs, args.output, analyzer=analyzer, fmt=args.format, overwrite=args.overwrite,
+                        progress=not args.quiet)
+    if not args.quiet:
+        print(report.summary(), file=sys.stderr)
+    elif report.failed:
+        for o in report.failed:
+            print(f"gpuau: failed: {o.input}: {o.reason}", file=sys.stderr)
+    return 1 if report.failed or report.stopped else 0

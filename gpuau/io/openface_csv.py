@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
+
+from gpuau._atomic import atomic_path, temp_beside
 
 NUM_LANDMARKS = 68
 NUM_MODES = 34
@@ -108,9 +109,7 @@ def _format_rows(columns: Mapping, names: list, *, sequence: bool, postprocessed
 
 
 def _atomic_target(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    return os.fdopen(fd, "w", newline="\n"), tmp
+    return temp_beside(path, "w", newline="\n")
 
 
 class OpenFaceCSVWriter:
@@ -153,6 +152,11 @@ class OpenFaceCSVWriter:
         self._rows += len(lines)
         for line in lines:
             self._body.write(line + "\n")
+
+    def abort(self) -> None:
+        """Drop what was written; the final file is never created (or is left as it was)."""
+        self._body.close()
+        Path(self._body_path).unlink(missing_ok=True)
 
     def close(self, aus: "Mapping | None" = None, *, postprocessed: bool = True) -> Path:
         """Append the AU columns to every row and move the file into place.
@@ -214,8 +218,7 @@ def write_openface_csv(path: "str | os.PathLike", columns: Mapping, *, order: "l
     try:
         writer.write_rows({c: columns[c] for c in writer.base_columns})
     except BaseException:
-        writer._body.close()
-        Path(writer._body_path).unlink(missing_ok=True)
+        writer.abort()
         raise
     return writer.close({c: columns[c] for c in writer.au_columns}, postprocessed=postprocessed)
 
@@ -249,15 +252,8 @@ def write_openface_parquet(path: "str | os.PathLike", columns: Mapping, *, order
     for c in order:
         integer = column_decimals(c, sequence="frame" in columns) is None
         arrays[c] = pa.array(np.asarray(columns[c], np.int32 if integer else np.float64))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         pq.write_table(pa.table(arrays), tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -1,0 +1,54 @@
+"""Atomic file output: write to a temporary file beside the target, then rename it into place.
+
+A reader (or a resumed run) never sees a half-written file under the final name, and a failed write
+leaves the previous file, if any, untouched.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def temp_beside(path: "str | os.PathLike", mode: str = "w", **open_kwargs):
+    """Open a new temporary file in ``path``'s folder (created if needed) with the permissions a
+    plain ``open`` would give; returns ``(file object, temp path)``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.chmod(tmp, 0o666 & ~_umask())
+    return os.fdopen(fd, mode, **open_kwargs), Path(tmp)
+
+
+@contextlib.contextmanager
+def atomic_write(path: "str | os.PathLike", mode: str = "w", **open_kwargs):
+    """``with atomic_write(p) as f: ...`` writes ``p`` all at once or not at all."""
+    f, tmp = temp_beside(path, mode, **open_kwargs)
+    try:
+        with f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_path(path: "str | os.PathLike"):
+    """For writers that want a file name (``pyarrow``, ``numpy.savez``): yields a temporary path that
+    is renamed to ``path`` when the block succeeds."""
+    f, tmp = temp_beside(path, "wb")
+    f.close()
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

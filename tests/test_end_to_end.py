@@ -1,0 +1,71 @@
+"""The whole pipeline on a shared video against OpenFace's own output, through the command line.
+
+detector -> CLNF landmarks -> validator/pose -> alignment/FHOG/AUs -> CSV -> compare_openface.py figures.
+"""
+import importlib.util
+import math
+
+import numpy as np
+import pytest
+
+from gpuau.cli import main
+
+
+@pytest.fixture(scope="module")
+def compare(shared):
+    spec = importlib.util.spec_from_file_location("compare_openface", shared / "tools" / "compare_openface.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.compare
+
+
+@pytest.fixture(scope="module")
+def default_csv(media_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("e2e")
+    assert main(["analyze", str(media_dir / "default.wmv"), "-o", str(out), "--device", "cpu", "--quiet"]) == 0
+    return out / "default.csv"
+
+
+def test_default_wmv_matches_openface(default_csv, reference_dir, compare):
+    res = compare(str(reference_dir / "default.csv"), str(default_csv))
+    assert res["frames_candidate"] == res["frames_reference"] == 288
+    assert res["success_agreement"] >= 0.99
+    assert res["landmark_mean_px"] < 0.5 and res["landmark_p95_px"] < 1.5
+    varying = {au: r for au, r in res["au_r"].items() if not math.isnan(r)}
+    assert len(varying) == 17
+    assert min(varying.values()) >= 0.99, varying
+    assert max(res["au_mae"].values()) <= 0.05, res["au_mae"]
+    assert min(res["au_c_agreement"].values()) >= 0.97 and res["au_c_agreement_mean"] >= 0.99
+
+
+def test_csv_has_openface_layout(default_csv, reference_dir):
+    ours = default_csv.read_text().splitlines()
+    ref = (reference_dir / "default.csv").read_text().splitlines()
+    ref_head = [h.strip() for h in ref[0].split(",")]
+    our_head = [h.strip() for h in ours[0].split(",")]
+    # The same columns in the same order, less the gaze columns gpuau does not compute.
+    assert our_head == [h for h in ref_head if not h.startswith(("gaze_", "eye_lmk_"))]
+    assert len(ours) == len(ref)
+    row = dict(zip(our_head, (v.strip() for v in ours[1].split(","))))
+    assert row["frame"] == "1" and row["face_id"] == "0" and row["timestamp"] == "0.000"
+    assert len(row["x_0"].split(".")[1]) == 1 and len(row["AU01_r"].split(".")[1]) == 2
+
+
+def test_resume_skips_complete_outputs_and_overwrite_redoes(default_csv, media_dir, capsys):
+    before = default_csv.stat().st_mtime_ns
+    assert main(["analyze", str(media_dir / "default.wmv"), "-o", str(default_csv.parent), "--quiet"]) == 0
+    assert default_csv.stat().st_mtime_ns == before
+
+
+def test_bad_inputs_do_not_stop_a_corpus(tmp_path, media_dir, capsys):
+    bad = tmp_path / "broken.avi"
+    bad.write_bytes(b"RIFF\x00\x00\x00\x00AVI garbage" * 50)
+    lst = tmp_path / "list.txt"
+    lst.write_text(f"{bad}\n# a comment\n{tmp_path / 'missing.mp4'}\n{media_dir / 'sample1.jpg'}\n")
+    out = tmp_path / "out"
+    assert main(["analyze", str(lst), "-o", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "broken.avi" in err and "missing.mp4" in err
+    assert sorted(p.name for p in out.iterdir()) == ["sample1.csv"]
+    cols = np.genfromtxt(out / "sample1.csv", delimiter=",", names=True)
+    assert cols["success"] == 1
