@@ -254,6 +254,8 @@ def models_verify(args) -> int:
     if report.ok:
         print(f"all {len(report.checked)} files present and verified (size and sha256)")
         return 0
+    if len(report.problems) == len(report.checked):
+        store.resolve_models_dir(args.dir)  # a folder in the wrong layout: its error names the right one
     print(f"gpuau: error: {len(report.problems)} of {len(report.checked)} files missing or corrupt. "
           f"Fix: {report.location.fetch_command}", file=sys.stderr)
     return 1

@@ -171,3 +171,8 @@ def test_ci_runs_the_readme_test_command():
     command = "python -m pytest -q"
     assert f"pip install -e .[test,nvrtc] && {command}" in readme
     assert f"\n{command}\n" in ci and 'pip install --quiet -e ".[test,nvrtc]"' in ci
+
+
+def test_models_verify_on_a_subfolder_names_the_right_folder(models_dir, capsys):
+    assert cli.main(["models", "verify", str(models_dir / "lib")]) == 1
+    assert capsys.readouterr().err.endswith(f"but {models_dir} is. Fix: pass {models_dir} instead\n")
