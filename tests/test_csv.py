@@ -50,6 +50,10 @@ def test_streaming_writer_keeps_failed_rows_and_is_atomic(tmp_path):
         "3, 0, 0.067, 0.97, 1, 5.00, 1.00",
     ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.csv"]  # temporary files removed
+    w = OpenFaceCSVWriter(path, cols)
+    w.write_rows({"frame": [9], "face_id": [0], "timestamp": [0.3], "confidence": [0.9], "success": [1]})
+    w.abort()
+    assert path.read_text().splitlines()[1].startswith("1, 0") and len(list(tmp_path.iterdir())) == 1
 
 
 def test_parquet_has_the_same_columns(reference_dir, tmp_path):
