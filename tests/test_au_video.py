@@ -51,3 +51,23 @@ def test_default_wmv_matches_openface(default_run):
 def test_other_videos_match_openface(name, media_dir, reference_dir, shared, tmp_path):
     check_figures(run_and_compare(name, media_dir, reference_dir, shared, tmp_path)[1],
                   min_r=0.99, max_mae=0.03, min_presence=0.95, min_mean_presence=0.98)
+
+
+def test_au_analyzer_on_emulated_gpu_path_equals_cpu(media_dir, reference_dir):
+    import cv2
+    import numpy as np
+
+    from gpuau.au import AUAnalyzer
+
+    df = read_reference(reference_dir / "default.csv")
+    lm = reference_landmarks(df.iloc[:6])
+    cap = cv2.VideoCapture(str(media_dir / VIDEOS["default"]))
+    frames = [cap.read()[1] for _ in range(6)]
+    results = []
+    for device in ("cpu", "emulated"):
+        an = AUAnalyzer(device=device)
+        online = [an.add_frame(f, l, True) for f, l in zip(frames, lm)]
+        results.append((online, an.finish()))
+    assert results[0][0] == results[1][0]
+    for k, v in results[0][1].items():
+        np.testing.assert_array_equal(v, results[1][1][k])

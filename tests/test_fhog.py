@@ -151,6 +151,24 @@ def test_fhog_batch_equals_single(aligned_faces):
     np.testing.assert_array_equal(fhog(many)[: len(aligned_faces)], fhog(aligned_faces))
 
 
+def test_fhog_backends_agree(backend, aligned_faces):
+    rng = np.random.default_rng(5)
+    odd = rng.integers(0, 256, (2, 77, 93, 3), dtype=np.uint8)
+    grey = np.ascontiguousarray(aligned_faces[:2, :, :, 1])
+    for images in (aligned_faces, odd, grey):
+        got = backend.asnumpy(backend.kernels.fhog(backend.asarray(images), 8))
+        np.testing.assert_array_equal(got, fhog(images))
+
+
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+def test_fhog_cu_compiles_with_nvrtc(arch):
+    pytest.importorskip("cuda.bindings.nvrtc", reason="NVRTC check needs gpuau[nvrtc]")
+    from gpuau.kernels.nvrtc import compile_check
+
+    res = compile_check("fhog", arch=arch)
+    assert set(res.kernels) == {"fhog_pixels", "fhog_hist", "fhog_norm", "fhog_features"}
+
+
 def test_fhog_matches_dlib_when_pyfhog_is_installed(aligned_faces):
     pyfhog = pytest.importorskip("pyfhog", reason="pyfhog (dlib's FHOG) is optional")
     # pyfhog wraps dlib's extract_fhog_features over a BGR image, as OpenFace calls it

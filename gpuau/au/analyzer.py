@@ -20,6 +20,7 @@ import numpy as np
 from gpuau.au.postprocess import postprocess_intensities, postprocess_presence
 from gpuau.au.predictors import StackedAUModels, decision_values, presence, project
 from gpuau.au.running_median import GEOM_BINS, GEOM_MAX, GEOM_MIN, HOG_BINS, HOG_MAX, HOG_MIN, RunningMedian
+from gpuau.device import resolve_device
 from gpuau.features.align import AU_SCALE, AU_SIZE, align_face_mask
 from gpuau.features.fhog import fhog_descriptors
 from gpuau.features.geometry import geometry_descriptor
@@ -82,7 +83,8 @@ def face_features(images, landmarks_2d: np.ndarray, pdm: PDM, triangulation: np.
     geometry : (N, 238) float64
     """
     aligned, params_local = align_faces(images, landmarks_2d, pdm, triangulation)
-    return np.asarray(fhog_descriptors(aligned, device)), geometry_descriptor(pdm.princ_comp, params_local)
+    hog = resolve_device(device).asnumpy(fhog_descriptors(aligned, device))
+    return hog, geometry_descriptor(pdm.princ_comp, params_local)
 
 
 class AUAnalyzer:
