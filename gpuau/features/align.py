@@ -50,7 +50,8 @@ def similarity_warp(landmarks_2d: np.ndarray, params_global: np.ndarray, mean_sh
         ``cv2.warpAffine`` matrix.
     """
     n = landmarks_2d.shape[0]
-    reference = (np.asarray(mean_shape, _F) * _F(sim_scale))[: 2 * n].reshape(2, n).T
+    # cv::Mat_<float> * double: scaled in double, rounded to float
+    reference = (np.asarray(mean_shape, _F).astype(np.float64) * sim_scale).astype(_F)[: 2 * n].reshape(2, n).T
     source = np.asarray(landmarks_2d, _F)
     scale_rot = align_shapes_with_scale(source[RIGID_INDICES], reference[RIGID_INDICES])
     t = np.asarray(params_global, _F)[4:6]
