@@ -74,5 +74,5 @@ def test_geometry_descriptor(frame0):
     geo = geometry_descriptor(pdm.princ_comp, p)
     assert geo.shape == (238,) and geo.dtype == np.float64
     np.testing.assert_allclose(geo[204:], p.astype(np.float64))
-    np.testing.assert_allclose(geo[:204], pdm.princ_comp.astype(np.float64) @ p.astype(np.float64))
+    np.testing.assert_allclose(geo[:204], pdm.princ_comp.astype(np.float64) @ p.astype(np.float64), rtol=1e-12, atol=1e-12)
     assert geometry_descriptor(pdm.princ_comp, np.zeros((3, 34))).shape == (3, 238)

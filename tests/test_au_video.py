@@ -71,3 +71,24 @@ def test_au_analyzer_on_emulated_gpu_path_equals_cpu(media_dir, reference_dir):
     assert results[0][0] == results[1][0]
     for k, v in results[0][1].items():
         np.testing.assert_array_equal(v, results[1][1][k])
+
+
+def test_batched_frames_equal_frame_by_frame(media_dir, reference_dir):
+    import cv2
+    import numpy as np
+
+    from gpuau.au import AUAnalyzer
+
+    df = read_reference(reference_dir / "default.csv")
+    lm = reference_landmarks(df.iloc[:8])
+    cap = cv2.VideoCapture(str(media_dir / VIDEOS["default"]))
+    frames = np.stack([cap.read()[1] for _ in range(8)])
+    success = np.array([1, 1, 0, 1, 1, 1, 0, 1], bool)  # failed frames: zero features, medians not updated
+    one, batch = AUAnalyzer(), AUAnalyzer()
+    online = [one.add_frame(f, l, s, 0.1 * i) for i, (f, l, s) in enumerate(zip(frames, lm, success))]
+    assert batch.add_frames(frames, lm, success, 0.1 * np.arange(8)) == online
+    assert online[2] == dict.fromkeys(online[2], 0.0)
+    a, b = one.finish(), batch.finish()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    np.testing.assert_array_equal(one.success, success)

@@ -21,7 +21,7 @@ from gpuau.au.postprocess import postprocess_intensities, postprocess_presence
 from gpuau.au.predictors import StackedAUModels, decision_values, presence, project
 from gpuau.au.running_median import GEOM_BINS, GEOM_MAX, GEOM_MIN, HOG_BINS, HOG_MAX, HOG_MIN, RunningMedian
 from gpuau.device import resolve_device
-from gpuau.features.align import AU_SCALE, AU_SIZE, align_face_mask
+from gpuau.features.align import AU_SCALE, AU_SIZE, align_faces_mask
 from gpuau.features.fhog import fhog_descriptors
 from gpuau.features.geometry import geometry_descriptor
 from gpuau.landmarks.pdm import AU_PDM, PDM
@@ -35,7 +35,8 @@ HOG_SIZE = 4464
 """12 x 12 cells x 31 FHOG channels of a 112 x 112 face."""
 
 
-def align_faces(images, landmarks_2d: np.ndarray, pdm: PDM, triangulation: np.ndarray) -> "tuple[np.ndarray, np.ndarray]":
+def align_faces(images, landmarks_2d: np.ndarray, pdm: PDM, triangulation: np.ndarray,
+                image_index: "np.ndarray | None" = None) -> "tuple[np.ndarray, np.ndarray]":
     """Aligned masked faces and the local PDM parameters OpenFace refits to the landmarks.
 
     OpenFace does not reuse the tracker's parameters here: ``FaceAnalyser`` fits the AU PDM to the
@@ -44,12 +45,13 @@ def align_faces(images, landmarks_2d: np.ndarray, pdm: PDM, triangulation: np.nd
 
     Parameters
     ----------
-    images : sequence of (H, W, 3) uint8 BGR
-        One frame per face (the same frame may repeat for several faces).
+    images : (B, H, W, 3) uint8 BGR, or a sequence of such frames
     landmarks_2d : (N, 68, 2) float
     pdm : PDM
         The AU PDM.
     triangulation : (T, 3) int
+    image_index : (N,) int, optional
+        Frame of each face (default: face ``i`` is on frame ``i``).
 
     Returns
     -------
@@ -57,32 +59,40 @@ def align_faces(images, landmarks_2d: np.ndarray, pdm: PDM, triangulation: np.nd
     params_local : (N, 34) float32
     """
     n = len(landmarks_2d)
-    aligned = np.zeros((n, AU_SIZE, AU_SIZE, 3), np.uint8)
+    landmarks_2d = np.asarray(landmarks_2d, np.float32).reshape(n, -1, 2)
+    params_global = np.zeros((n, 6), np.float32)
     params_local = np.zeros((n, pdm.n_modes), np.float32)
     for i in range(n):
-        params_global, params_local[i] = pdm.calc_params(landmarks_2d[i])
-        aligned[i] = align_face_mask(images[i], landmarks_2d[i], params_global, pdm.mean_shape, triangulation, AU_SCALE, AU_SIZE)
+        params_global[i], params_local[i] = pdm.calc_params(landmarks_2d[i])
+    index = np.arange(n) if image_index is None else np.asarray(image_index)
+    if n == 0:
+        return np.zeros((0, AU_SIZE, AU_SIZE, 3), np.uint8), params_local
+    frames = images if isinstance(images, np.ndarray) else np.stack(images)
+    aligned = align_faces_mask(frames, index, landmarks_2d, params_global, pdm.mean_shape, triangulation, AU_SCALE, AU_SIZE)
     return aligned, params_local
 
 
-def face_features(images, landmarks_2d: np.ndarray, pdm: PDM, triangulation: np.ndarray, device="cpu") -> "tuple[np.ndarray, np.ndarray]":
+def face_features(images, landmarks_2d: np.ndarray, pdm: PDM, triangulation: np.ndarray, device="cpu",
+                  image_index: "np.ndarray | None" = None) -> "tuple[np.ndarray, np.ndarray]":
     """FHOG and geometry descriptors of a batch of tracked faces.
 
     Parameters
     ----------
-    images : sequence of (H, W, 3) uint8 BGR
+    images : (B, H, W, 3) uint8 BGR, or a sequence of such frames
     landmarks_2d : (N, 68, 2) float
     pdm : PDM
     triangulation : (T, 3) int
     device : str or Backend
         Where FHOG runs.
+    image_index : (N,) int, optional
+        Frame of each face (default: face ``i`` is on frame ``i``).
 
     Returns
     -------
     hog : (N, 4464) float32
     geometry : (N, 238) float64
     """
-    aligned, params_local = align_faces(images, landmarks_2d, pdm, triangulation)
+    aligned, params_local = align_faces(images, landmarks_2d, pdm, triangulation, image_index)
     hog = resolve_device(device).asnumpy(fhog_descriptors(aligned, device))
     return hog, geometry_descriptor(pdm.princ_comp, params_local)
 
@@ -157,6 +167,33 @@ class AUAnalyzer:
             hog = np.zeros(HOG_SIZE, np.float32)
             geometry = np.zeros(self.models.weights.shape[0] - HOG_SIZE)
         return self.add_features(hog, geometry, success, timestamp)
+
+    def add_frames(self, images, landmarks_2d: np.ndarray, success, timestamps=None) -> list:
+        """:meth:`add_frame` for consecutive frames, with the per-face compute batched.
+
+        Parameters
+        ----------
+        images : (N, H, W, 3) uint8 or sequence of N frames
+        landmarks_2d : (N, 68, 2) float
+        success : (N,) bool
+        timestamps : (N,) float, optional
+
+        Returns
+        -------
+        list of dict
+            Online values of each frame, as :meth:`add_frame`.
+        """
+        success = np.asarray(success, bool).reshape(-1)
+        n = success.shape[0]
+        timestamps = np.zeros(n) if timestamps is None else np.asarray(timestamps, np.float64)
+        tracked = np.flatnonzero(success)
+        hog = np.zeros((n, HOG_SIZE), np.float32)
+        geometry = np.zeros((n, self.models.weights.shape[0] - HOG_SIZE))
+        if tracked.size:
+            frames = images if isinstance(images, np.ndarray) else np.stack(images)
+            hog[tracked], geometry[tracked] = face_features(frames, np.asarray(landmarks_2d, np.float32)[tracked], self.pdm,
+                                                            self.triangulation, self.device, image_index=tracked)
+        return [self.add_features(hog[i], geometry[i], success[i], timestamps[i]) for i in range(n)]
 
     def add_features(self, hog: np.ndarray, geometry: np.ndarray, success: bool, timestamp: float = 0.0) -> dict:
         """Sequential part of :meth:`add_frame` on precomputed descriptors (for batched engines).

@@ -119,6 +119,41 @@ def face_mask(landmarks_2d: np.ndarray, warp: np.ndarray, triangulation: np.ndar
     return paw_from_shape(dest, triangulation, bounds=(0.0, 0.0, width - 1.0, height - 1.0)).pixel_mask
 
 
+def align_faces_mask(images: np.ndarray, image_index: np.ndarray, landmarks_2d: np.ndarray, params_global: np.ndarray,
+                     mean_shape: np.ndarray, triangulation: np.ndarray, sim_scale: float = AU_SCALE,
+                     size: int = AU_SIZE) -> np.ndarray:
+    """Aligned, masked faces of a batch, as OpenFace feeds them to FHOG (one warp launch).
+
+    Port of ``AlignFaceMask`` (rigid points, masked), Face_utils.cpp.
+
+    Parameters
+    ----------
+    images : (B, H, W, 3) uint8 BGR or (B, H, W) uint8
+        Full frames.
+    image_index : (N,) int
+        Frame of each face.
+    landmarks_2d : (N, 68, 2) float
+    params_global : (N, 6) float
+        Global PDM parameters fitted to each face's landmarks with the AU PDM.
+    mean_shape : (204,) float32
+    triangulation : (T, 3) int
+    sim_scale : float
+    size : int
+
+    Returns
+    -------
+    (N, size, size, 3) uint8 (or (N, size, size) for greyscale frames)
+    """
+    n = len(landmarks_2d)
+    warps = [similarity_warp(landmarks_2d[i], params_global[i], mean_shape, sim_scale, size, size) for i in range(n)]
+    inverse = np.array([invert_affine(w) for w in warps], np.float64).reshape(n, 2, 3)
+    # cv::warpAffine(INTER_LINEAR, BORDER_CONSTANT 0) with OpenCV <= 4.10's fixed-point arithmetic
+    aligned = resolve_device("cpu").kernels.warp_affine(images, np.asarray(image_index, np.int64), inverse, size, size)
+    masks = np.array([face_mask(landmarks_2d[i], warps[i], triangulation, sim_scale, size, size) for i in range(n)],
+                     np.uint8).reshape(n, size, size)
+    return aligned * (masks[..., None] if aligned.ndim == 4 else masks)
+
+
 def align_face_mask(image: np.ndarray, landmarks_2d: np.ndarray, params_global: np.ndarray, mean_shape: np.ndarray,
                     triangulation: np.ndarray, sim_scale: float = AU_SCALE, size: int = AU_SIZE) -> np.ndarray:
     """Aligned, masked face as OpenFace feeds it to FHOG.
@@ -141,10 +176,5 @@ def align_face_mask(image: np.ndarray, landmarks_2d: np.ndarray, params_global: 
     -------
     (size, size, 3) uint8 (or (size, size) for a greyscale frame)
     """
-    warp = similarity_warp(landmarks_2d, params_global, mean_shape, sim_scale, size, size)
-    # cv::warpAffine(INTER_LINEAR, BORDER_CONSTANT 0) with OpenCV <= 4.10's fixed-point arithmetic
-    aligned = resolve_device("cpu").kernels.warp_affine(image[None], np.zeros(1, np.int64), invert_affine(warp)[None], size, size)[0]
-    mask = face_mask(landmarks_2d, warp, triangulation, sim_scale, size, size)
-    if aligned.ndim == 3:
-        mask = mask[:, :, None]
-    return aligned * mask
+    return align_faces_mask(image[None], np.zeros(1, np.int64), np.asarray(landmarks_2d)[None],
+                            np.asarray(params_global)[None], mean_shape, triangulation, sim_scale, size)[0]

@@ -25,5 +25,9 @@ def geometry_descriptor(princ_comp: np.ndarray, params_local: np.ndarray) -> np.
     (238,) or (N, 238) float64
     """
     p = np.asarray(params_local, np.float32).astype(np.float64)
-    locs = p @ np.asarray(princ_comp, np.float32).astype(np.float64).T
+    pc = np.asarray(princ_comp, np.float32).astype(np.float64)
+    # mode by mode, so a face's result does not depend on the batch it is in (BLAS would)
+    locs = np.zeros(p.shape[:-1] + (pc.shape[0],))
+    for k in range(pc.shape[1]):
+        locs += p[..., k, None] * pc[:, k]
     return np.concatenate([locs, p], axis=-1)
