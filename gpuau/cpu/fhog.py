@@ -10,7 +10,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-NUM_CHANNELS = 31
+from gpuau.kernels.fhog import NUM_CHANNELS, check_fhog_images, fhog_layout
 
 # dlib's 9 unit vectors (4 decimals, as written in fhog.h) for snapping gradients to orientations.
 _DIRECTIONS = np.array(
@@ -29,13 +29,6 @@ _DIRECTIONS = np.array(
 )
 
 
-def fhog_shape(height: int, width: int, cell_size: int = 8) -> "tuple[int, int]":
-    """Number of FHOG cell rows and columns dlib returns for an image (two border cells dropped)."""
-    cells_nr = int(np.float32(height) / np.float32(cell_size) + 0.5)
-    cells_nc = int(np.float32(width) / np.float32(cell_size) + 0.5)
-    return max(cells_nr - 2, 0), max(cells_nc - 2, 0)
-
-
 @nb.njit(cache=True, nogil=True, inline="always")
 def _sum4(a0, a1, a2, a3):
     # dlib's horizontal sum of a simd4f on SSE2 (movehl + shuffle): (a0 + a2) + (a1 + a3), float32
@@ -43,34 +36,27 @@ def _sum4(a0, a1, a2, a3):
 
 
 @nb.njit(cache=True, nogil=True)
-def _fhog_one(img, cell_size, directions, out):
+def _fhog_one(img, cell_size, cells_nr, cells_nc, vis_nr, vis_nc, simd_end, directions, out):
     # img: (H, W, C) uint8 with C = 1 or 3 (BGR); out: (hog_nr * hog_nc * 31,) float32.
     # dlib computes 8 pixels of a row at a time in float32 SIMD lanes, then the last columns
     # (that do not fill 8 lanes) with scalar code; the two paths break ties between colour
     # channels differently and round the bilinear weights in a different order, so both are kept.
     f32 = np.float32
-    nr, nc, nch = img.shape
+    nch = img.shape[2]
     cs = f32(cell_size)
-    cells_nr = int(f32(nr) / cs + 0.5)
-    cells_nc = int(f32(nc) / cs + 0.5)
     hog_nr = cells_nr - 2
     hog_nc = cells_nc - 2
     # histograms padded by one cell on each side, as dlib's
     hist = np.zeros((cells_nr + 2, cells_nc + 2, 18), np.float32)
     norm = np.zeros((cells_nr, cells_nc), np.float32)
-    visible_nr = min(cells_nr * cell_size, nr) - 1
-    visible_nc = min(cells_nc * cell_size, nc) - 1
-    simd_end = 1
-    while simd_end < visible_nc - 7:
-        simd_end += 8
     half = f32(0.5)
     one = f32(1.0)
-    for y in range(1, visible_nr):
+    for y in range(1, vis_nr):
         yp = f32((float(f32(y)) + 0.5) / float(cs) - 0.5)
         iyp = int(np.floor(yp))
         vy0 = f32(yp - f32(iyp))
         vy1 = f32(1.0 - float(vy0))
-        for x in range(1, visible_nc):
+        for x in range(1, vis_nc):
             simd = x < simd_end
             # gradient of the channel with the largest magnitude
             gx = 0
@@ -179,15 +165,15 @@ def _fhog_one(img, cell_size, directions, out):
 
 
 @nb.njit(cache=True, parallel=True)
-def _fhog_batch(images, cell_size, directions, out):
+def _fhog_batch(images, layout, directions, out):
     for i in nb.prange(images.shape[0]):
-        _fhog_one(images[i], cell_size, directions, out[i])
+        _fhog_one(images[i], layout[0], layout[1], layout[2], layout[3], layout[4], layout[5], directions, out[i])
 
 
 @nb.njit(cache=True)
-def _fhog_serial(images, cell_size, directions, out):
+def _fhog_serial(images, layout, directions, out):
     for i in range(images.shape[0]):
-        _fhog_one(images[i], cell_size, directions, out[i])
+        _fhog_one(images[i], layout[0], layout[1], layout[2], layout[3], layout[4], layout[5], directions, out[i])
 
 
 def fhog(images: np.ndarray, cell_size: int = 8) -> np.ndarray:
@@ -206,21 +192,16 @@ def fhog(images: np.ndarray, cell_size: int = 8) -> np.ndarray:
     Returns
     -------
     (N, R * C * 31) float32
-        Cells row by row (``R, C = fhog_shape(H, W, cell_size)``; 12 x 12 for 112 x 112), the 31
+        Cells row by row (``R, C`` = :func:`gpuau.kernels.fhog.fhog_layout`'s ``hog_nr, hog_nc``; 12 x 12 for 112 x 112), the 31
         channels of a cell contiguous: 4464 values for a 112 x 112 face.
     """
-    images = np.asarray(images)
-    if images.dtype != np.uint8:
-        raise TypeError(f"fhog expects uint8 images, got {images.dtype}")
-    if images.ndim == 3:
-        images = images[..., None]
-    if images.ndim != 4 or images.shape[3] not in (1, 3):
-        raise ValueError(f"fhog expects (N, H, W, 3) or (N, H, W) images, got {images.shape}")
-    nr, nc = fhog_shape(images.shape[1], images.shape[2], cell_size)
-    out = np.zeros((images.shape[0], nr * nc * NUM_CHANNELS), np.float32)
-    if nr == 0 or nc == 0 or images.shape[0] == 0:
+    images = check_fhog_images(np, images)
+    lay = fhog_layout(images.shape[1], images.shape[2], cell_size)
+    out = np.zeros((images.shape[0], lay.hog_nr * lay.hog_nc * NUM_CHANNELS), np.float32)
+    if lay.hog_nr == 0 or lay.hog_nc == 0 or images.shape[0] == 0:
         return out
+    layout = np.array([cell_size, lay.cells_nr, lay.cells_nc, lay.vis_nr, lay.vis_nc, lay.simd_end], np.int64)
     # a parallel launch costs more than it saves on a handful of faces
     run = _fhog_batch if images.shape[0] >= 4 * nb.get_num_threads() else _fhog_serial
-    run(np.ascontiguousarray(images), int(cell_size), _DIRECTIONS, out)
+    run(images, layout, _DIRECTIONS, out)
     return out

@@ -156,25 +156,10 @@ def align_faces_mask(images: np.ndarray, image_index: np.ndarray, landmarks_2d: 
 
 def align_face_mask(image: np.ndarray, landmarks_2d: np.ndarray, params_global: np.ndarray, mean_shape: np.ndarray,
                     triangulation: np.ndarray, sim_scale: float = AU_SCALE, size: int = AU_SIZE) -> np.ndarray:
-    """Aligned, masked face as OpenFace feeds it to FHOG.
+    """One face of :func:`align_faces_mask`: ``image`` (H, W, 3) uint8, ``landmarks_2d`` (68, 2),
+    ``params_global`` (6,) -> (size, size, 3) uint8.
 
     Port of ``AlignFaceMask`` (rigid points, masked), Face_utils.cpp.
-
-    Parameters
-    ----------
-    image : (H, W, 3) uint8 BGR or (H, W) uint8
-        Full frame.
-    landmarks_2d : (68, 2) float
-    params_global : (6,) float
-        Global PDM parameters fitted to ``landmarks_2d`` with the AU PDM.
-    mean_shape : (204,) float32
-    triangulation : (T, 3) int
-    sim_scale : float
-    size : int
-
-    Returns
-    -------
-    (size, size, 3) uint8 (or (size, size) for a greyscale frame)
     """
     return align_faces_mask(image[None], np.zeros(1, np.int64), np.asarray(landmarks_2d)[None],
                             np.asarray(params_global)[None], mean_shape, triangulation, sim_scale, size)[0]
