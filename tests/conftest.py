@@ -3,6 +3,8 @@ from pathlib import Path
 
 import pytest
 
+from backends import backend  # noqa: F401  (the kernel-test backend fixture, tests/backends.py)
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("GPUAU_SHARED", ROOT.parent / "shared")).resolve()
 MODELS = SHARED / "models" / "openface-2.2.0"

@@ -33,17 +33,9 @@ from gpuau.kernels.warp_affine import check_warp_args
 
 
 @numba.njit(cache=True, inline="always")
-def _tap(m, x, y):
-    """Top-left source pixel and 1/32-pixel fraction of destination pixel (x, y)."""
-    adelta = np.int64(np.rint(m[0] * x * 1024.0))
-    bdelta = np.int64(np.rint(m[3] * x * 1024.0))
-    x0 = np.int64(np.rint((m[1] * y + m[2]) * 1024.0)) + 16
-    y0 = np.int64(np.rint((m[4] * y + m[5]) * 1024.0)) + 16
-    fx = (x0 + adelta) >> 5
-    fy = (y0 + bdelta) >> 5
-    sx = min(max(fx >> 5, -32768), 32767)
-    sy = min(max(fy >> 5, -32768), 32767)
-    return sx, sy, fx & 31, fy & 31
+def _fixed(v):
+    """cvRound(v * 1024): a coordinate in 1/1024 pixel (round half to even)."""
+    return np.int64(np.rint(v * 1024.0))
 
 
 def _blend(p00, p01, p10, p11, ax, ay):
@@ -87,24 +79,42 @@ def _warp(images, image_index, matrices, out, border):
     for n in numba.prange(n_out):
         b = image_index[n]
         m = matrices[n].ravel()
+        adelta = np.empty(out_w, np.int64)
+        bdelta = np.empty(out_w, np.int64)
+        for x in range(out_w):
+            adelta[x] = _fixed(m[0] * x)
+            bdelta[x] = _fixed(m[3] * x)
         for y in range(out_h):
+            x0 = _fixed(m[1] * y + m[2]) + 16
+            y0 = _fixed(m[4] * y + m[5]) + 16
             for x in range(out_w):
-                sx, sy, ax, ay = _tap(m, x, y)
+                fx = (x0 + adelta[x]) >> 5  # source position in 1/32 pixel
+                fy = (y0 + bdelta[x]) >> 5
+                sx = min(max(fx >> 5, -32768), 32767)
+                sy = min(max(fy >> 5, -32768), 32767)
+                ax = fx & 31
+                ay = fy & 31
                 if b < 0 or b >= n_images or sx >= width or sx + 1 < 0 or sy >= height or sy + 1 < 0:
                     for c in range(channels):
                         out[n, y, x, c] = border
+                    continue
+                img = images[b]
+                if 0 <= sx < width - 1 and 0 <= sy < height - 1:  # all four taps inside
+                    for c in range(channels):
+                        out[n, y, x, c] = _blend(
+                            img[sy, sx, c], img[sy, sx + 1, c], img[sy + 1, sx, c], img[sy + 1, sx + 1, c], ax, ay
+                        )
                     continue
                 x0_in = sx >= 0
                 x1_in = sx + 1 < width
                 y0_in = sy >= 0
                 y1_in = sy + 1 < height
                 for c in range(channels):
-                    p00 = images[b, sy, sx, c] if (y0_in and x0_in) else border
-                    p01 = images[b, sy, sx + 1, c] if (y0_in and x1_in) else border
-                    p10 = images[b, sy + 1, sx, c] if (y1_in and x0_in) else border
-                    p11 = images[b, sy + 1, sx + 1, c] if (y1_in and x1_in) else border
+                    p00 = img[sy, sx, c] if (y0_in and x0_in) else border
+                    p01 = img[sy, sx + 1, c] if (y0_in and x1_in) else border
+                    p10 = img[sy + 1, sx, c] if (y1_in and x0_in) else border
+                    p11 = img[sy + 1, sx + 1, c] if (y1_in and x1_in) else border
                     out[n, y, x, c] = _blend(p00, p01, p10, p11, ax, ay)
-
 
 def warp_affine(images, image_index, matrices, out_h: int, out_w: int, border=0) -> np.ndarray:
     """Bilinear affine warps of a batch of images, one output per (image, matrix) pair.

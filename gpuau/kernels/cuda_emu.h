@@ -78,6 +78,16 @@ public:
             cv_.wait(lock, [&] { return generation_ != gen; });
         }
     }
+    // A thread that returned from the kernel stops counting (as exited threads do on the GPU), so
+    // an early `return` before a later __syncthreads does not deadlock the others.
+    void drop() {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (--count_ > 0 && waiting_ == count_) {
+            waiting_ = 0;
+            ++generation_;
+            cv_.notify_all();
+        }
+    }
 
 private:
     std::mutex mutex_;
@@ -144,6 +154,7 @@ private:
             }
             threadIdx = uint3{t % blockDim.x, (t / blockDim.x) % blockDim.y, t / (blockDim.x * blockDim.y)};
             (*body)();
+            barrier_.drop();
             std::lock_guard<std::mutex> lock(mutex_);
             if (--remaining_ == 0) done_.notify_one();
         }

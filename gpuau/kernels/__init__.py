@@ -1,0 +1,57 @@
+"""GPU kernels: ``.cu`` sources, their loader, one Python wrapper per kernel, and the CPU emulator.
+
+Layout
+------
+``<family>.cu``
+    Kernel sources (``warp.cu``, ``ccnf_response.cu``, ``fhog.cu``).  NVRTC-clean: no system
+    ``#include``; typedefs under ``#ifdef __CUDACC_RTC__``; kernels declared
+    ``extern "C" __global__ void NAME(...)``; static ``__shared__`` sizes from ``#define``s.
+``loader.py``
+    ``load_module(backend, source, defines)``: the ``#define`` preamble + source, compiled once per
+    (device, source, defines): ``cupy.RawModule`` on ``cuda``, :mod:`.emulator` on ``emulated``.
+    Build options :data:`loader.NVRTC_OPTIONS` include ``--fmad=false``: write ``fmaf`` where a
+    fused multiply-add is meant, so the GPU rounds like the emulator and the Numba twins.
+``<name>.py``
+    The wrapper ``NAME(backend, ...)`` behind ``backend.kernels.NAME``: validates dtypes and
+    contiguity, allocates ``out`` with ``backend.xp``, computes grid and block, launches with
+    ``module.get_function(k)(grid, block, (arrays..., np.int32(..), np.float32(..)))``.  Its Numba
+    twin ``gpuau/cpu/<name>.py`` takes the same arguments minus ``backend``.
+``nvrtc.py``
+    ``compile_check(source, defines, arch)``: PTX + CUBIN through NVRTC without a GPU, with ptxas'
+    registers / spills / shared memory per kernel; raises on errors, spills or > 48 KB shared.
+``emulator.py`` + ``cuda_emu.h``
+    The same ``.cu`` compiled as C++20 by g++ and run on the CPU (NumPy arrays in and out).
+
+Adding a kernel
+---------------
+1. ``gpuau/kernels/foo.cu`` with ``extern "C" __global__`` kernels.  If it needs ``#define``s, list
+   the define sets to compile-check in its leading comment lines, one per line::
+
+       // defines: PATCH=11 WINDOW=25
+       // defines: PATCH=11 WINDOW=15
+
+   ``tests/test_kernels_nvrtc.py`` compiles every ``.cu`` here with each set for sm_80 and sm_90.
+2. ``gpuau/kernels/foo.py`` with ``foo(backend, ...)`` and ``gpuau/cpu/foo.py`` with ``foo(...)``
+   (register the module in ``gpuau.device.KERNELS`` if the function name differs from the module).
+3. A test taking the ``backend`` fixture (``tests/backends.py``: cpu, emulated, and cuda when a GPU
+   exists) that compares ``backend.kernels.foo(...)`` with the NumPy/Numba oracle through
+   ``assert_backend_close``; known per-backend gaps go in ``tests/backend_gaps.toml``.
+
+Emulator limits
+---------------
+* Blocks run one at a time; a block's threads run as OS threads meeting at a barrier when the
+  source calls ``__syncthreads`` (a thread that returns stops counting), else in a loop.  Block
+  size <= 1024 threads.
+* Static ``__shared__`` only (it becomes static storage); no dynamic ``extern __shared__``
+  (``shared_mem`` must be 0).
+* No warp-level intrinsics (``__shfl*``, ``__ballot*``, ``__activemask``), cooperative groups,
+  textures, streams or events: a source using them fails to build in the emulator.
+* Atomics ``atomicAdd/Sub/Exch/CAS/Max/Min`` for int, unsigned, float (``std::atomic_ref``).
+* Fast-math intrinsics (``__expf``, ``rsqrtf``, ``__fdividef``, ``__logf``) are computed exactly,
+  so results using them can differ from the GPU by a few ulp; correctly rounded arithmetic
+  (``__fmul_rn``, ``__dadd_rn``, ``__double2int_rn`` ...) and ``fmaf`` match the GPU bit for bit.
+* Kernel arguments: C-contiguous NumPy arrays for pointers, NumPy scalars matching each
+  parameter's size and kind (``np.int32`` for ``int``, ``np.float32`` for ``float`` ...); mismatches
+  raise instead of being reinterpreted.
+* ``GPUAU_EMU_SANITIZE=address`` builds with AddressSanitizer (see :func:`emulator.sanitizer_env`).
+"""

@@ -1,0 +1,162 @@
+"""The CPU emulator of CUDA: thread/block indexing, __syncthreads, shared memory, atomics, argument
+checking, the loader's memoisation, and AddressSanitizer catching out-of-bounds kernels."""
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from gpuau.device import resolve_device
+from gpuau.kernels.emulator import EmulatorError, compile_module, kernel_names, sanitizer_env
+from gpuau.kernels.loader import declared_defines, kernel_source, load_module, normalize_defines
+
+INDEXING = r"""
+extern "C" __global__ void coords(int* out, int n) {
+    const int t = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+    const int b = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+    const int i = b * (blockDim.x * blockDim.y * blockDim.z) + t;
+    if (i < n) {
+        out[4 * i + 0] = threadIdx.x + 100 * threadIdx.y + 10000 * threadIdx.z;
+        out[4 * i + 1] = blockIdx.x + 100 * blockIdx.y + 10000 * blockIdx.z;
+        out[4 * i + 2] = blockDim.x + 100 * blockDim.y + 10000 * blockDim.z;
+        out[4 * i + 3] = gridDim.x + 100 * gridDim.y + 10000 * gridDim.z;
+    }
+}
+"""
+
+# Block-wide tree reduction through shared memory: wrong without a real barrier between steps.
+REDUCTION = r"""
+#ifndef BLOCK
+#define BLOCK 128
+#endif
+extern "C" __global__ void block_sums(const float* x, float* sums, int n) {
+    __shared__ float partial[BLOCK];
+    const int i = blockIdx.x * BLOCK + threadIdx.x;
+    partial[threadIdx.x] = i < n ? x[i] : 0.0f;
+    __syncthreads();
+    for (int stride = BLOCK / 2; stride > 0; stride /= 2) {
+        if (threadIdx.x < stride) partial[threadIdx.x] += partial[threadIdx.x + stride];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) sums[blockIdx.x] = partial[0];
+}
+// Threads past n return before the __syncthreads below, as real kernels do.
+extern "C" __global__ void counts(const int* labels, int* hist, float* total, unsigned* maxima, int n) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    atomicAdd(&hist[labels[i]], 1);
+    atomicAdd(total, 0.5f);
+    atomicMax(&maxima[labels[i]], (unsigned)i);
+    __syncthreads();
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def indexing():
+    return compile_module(INDEXING, "test_indexing").get_function("coords")
+
+
+def test_thread_and_block_indices(indexing):
+    grid, block = (3, 2, 2), (4, 3, 2)
+    n = 3 * 2 * 2 * 4 * 3 * 2
+    out = np.full((n, 4), -1, np.int32)
+    indexing(grid, block, (out, np.int32(n)))
+    t = np.arange(24)
+    tx, ty, tz = t % 4, (t // 4) % 3, t // 12
+    b = np.arange(12)
+    bx, by, bz = b % 3, (b // 3) % 2, b // 6
+    np.testing.assert_array_equal(out[:, 0], np.tile(tx + 100 * ty + 10000 * tz, 12))
+    np.testing.assert_array_equal(out[:, 1], np.repeat(bx + 100 * by + 10000 * bz, 24))
+    assert (out[:, 2] == 4 + 300 + 20000).all() and (out[:, 3] == 3 + 200 + 20000).all()
+
+
+def test_syncthreads_reduction_and_atomics():
+    module = compile_module("#define BLOCK 256\n" + REDUCTION, "test_reduction")
+    rng = np.random.default_rng(0)
+    x = rng.integers(-50, 50, 5000).astype(np.float32)  # integers: float sums are exact
+    sums = np.zeros(20, np.float32)
+    module.get_function("block_sums")(20, 256, (x, sums, np.int32(x.size)))
+    np.testing.assert_array_equal(sums, np.pad(x, (0, 120)).reshape(20, 256).sum(1))
+
+    labels = rng.integers(0, 7, 3000).astype(np.int32)
+    hist, total, maxima = np.zeros(7, np.int32), np.zeros(1, np.float32), np.zeros(7, np.uint32)
+    module.get_function("counts")((12, 1, 1), (256, 1, 1), (labels, hist, total, maxima, np.int32(labels.size)))
+    np.testing.assert_array_equal(hist, np.bincount(labels, minlength=7))
+    assert total[0] == 1500.0
+    np.testing.assert_array_equal(maxima, [np.flatnonzero(labels == k).max() for k in range(7)])
+
+
+def test_argument_checking(indexing):
+    out = np.zeros((8, 4), np.int32)
+    with pytest.raises(TypeError, match="NumPy scalar"):
+        indexing(1, 8, (out, 8))
+    with pytest.raises(TypeError, match="4-byte signed integer"):
+        indexing(1, 8, (out, np.int64(8)))
+    with pytest.raises(TypeError, match="4-byte signed integer"):
+        indexing(1, 8, (out, np.float32(8)))
+    with pytest.raises(TypeError, match="takes 2 arguments"):
+        indexing(1, 8, (out,))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        indexing(1, 8, (np.zeros((8, 8), np.int32)[:, ::2], np.int32(8)))
+    with pytest.raises(EmulatorError, match="dynamic shared memory"):
+        indexing(1, 8, (out, np.int32(8)), shared_mem=64)
+    with pytest.raises(EmulatorError, match="invalid launch configuration"):
+        indexing(1, 2048, (out, np.int32(8)))
+
+
+def test_kernel_names_and_build_errors():
+    assert kernel_names(INDEXING + REDUCTION) == ["coords", "block_sums", "counts"]
+    with pytest.raises(EmulatorError, match="no `extern"):
+        compile_module("__global__ void k() {}", "test_none")
+    with pytest.raises(EmulatorError, match="build of test_bad.cu failed"):
+        compile_module('extern "C" __global__ void k(int* a) { a[0] = __shfl_sync(0xffffffff, 1, 0); }', "test_bad")
+
+
+def test_loader_memoises_and_prepends_defines():
+    emulated = resolve_device("emulated")
+    assert load_module(emulated, "warp") is load_module(emulated, "warp", {})
+    assert normalize_defines({"B": 2, "A": True}) == (("A", "1"), ("B", "2"))
+    assert kernel_source("warp", {"N": 3}).startswith("#define N 3\n")
+    assert declared_defines("warp") == [()]
+    with pytest.raises(ValueError):
+        normalize_defines({"1X": 1})
+    with pytest.raises(ValueError, match="no .cu kernels"):
+        load_module(resolve_device("cpu"), "warp")
+
+
+OOB_SCRIPT = textwrap.dedent(
+    r"""
+    import sys
+    import numpy as np
+    from gpuau.kernels.emulator import compile_module
+    from gpuau.device import resolve_device
+    if sys.argv[1] == "oob":
+        k = compile_module('extern "C" __global__ void k(float* a, int n) {'
+                           ' int i = blockIdx.x * blockDim.x + threadIdx.x; a[i] = 1.0f; }', "test_oob")
+        k.get_function("k")(9, 128, (np.zeros(1100, np.float32), np.int32(1100)))  # 52 writes past the end
+    else:
+        b = resolve_device("emulated")
+        rng = np.random.default_rng(0)
+        m = np.tile(np.array([[1.3, -0.4, 0.0], [0.4, 1.3, 0.0]]), (64, 1, 1))
+        m[:, :, 2] = rng.uniform(-80, 200, (64, 2))
+        img = rng.integers(0, 255, (2, 120, 160, 3)).astype(np.uint8)
+        b.kernels.warp_affine(img, np.arange(64, dtype=np.int32) % 2, m, 50, 70)
+    print("done")
+    """
+)
+
+
+@pytest.mark.parametrize("case", ["oob", "warp"])
+def test_address_sanitizer(case, tmp_path):
+    """GPUAU_EMU_SANITIZE=address builds kernels with ASan: an out-of-bounds write aborts with a
+    report; warp_affine, with samples across every border, runs clean."""
+    env = sanitizer_env()
+    if not env["LD_PRELOAD"].startswith("/"):
+        pytest.fail("the C++ compiler ships no libasan.so")
+    proc = subprocess.run([sys.executable, "-c", OOB_SCRIPT, case], env=env, capture_output=True, text=True, timeout=300)
+    if case == "oob":
+        assert proc.returncode != 0 and "heap-buffer-overflow" in proc.stderr, proc.stderr[-2000:]
+    else:
+        assert proc.returncode == 0 and "done" in proc.stdout, proc.stderr[-2000:]

@@ -1,0 +1,75 @@
+"""Every ``.cu`` under gpuau/kernels/ compiles with NVRTC for sm_80 and sm_90, with each define set
+its ``// defines:`` lines declare, without register spills or shared memory over 48 KB."""
+import pytest
+
+from gpuau.kernels import loader
+from gpuau.kernels.nvrtc import ARCHS, KernelCompileError, compile_check, parse_ptxas_log
+
+pytest.importorskip("cuda.bindings.nvrtc", reason="NVRTC compile checks need `pip install gpuau[nvrtc]`")
+
+SOURCES = sorted(p.stem for p in loader.KERNEL_DIR.glob("*.cu"))
+CASES = [
+    pytest.param(source, defines, arch, id=f"{source}-{arch}-{'-'.join(f'{k}={v}' for k, v in defines) or 'default'}")
+    for source in SOURCES
+    for defines in loader.declared_defines(source)
+    for arch in ARCHS
+]
+
+
+def test_kernel_sources_found():
+    assert "warp" in SOURCES
+
+
+@pytest.mark.parametrize("source, defines, arch", CASES)
+def test_kernel_compiles(source, defines, arch):
+    result = compile_check(source, defines, arch)
+    assert result.ptx and result.cubin
+    assert result.kernels, f"{source}.cu: ptxas reported no kernels"
+    for kernel in result.kernels.values():
+        assert kernel.spill_stores == kernel.spill_loads == 0
+
+
+def test_warp_kernels_resources():
+    result = compile_check("warp", arch="sm_90")
+    assert set(result.kernels) == {"warp_affine_u8", "warp_affine_f32"}
+    assert all(k.registers <= 64 and k.shared_bytes == 0 for k in result.kernels.values())
+    assert b"fma.rn" not in result.ptx  # --fmad=false: rounding as in the emulator and Numba
+
+
+@pytest.fixture
+def kernel_dir(tmp_path, monkeypatch):
+    monkeypatch.setattr(loader, "KERNEL_DIR", tmp_path)
+    return tmp_path
+
+
+def test_declared_defines_and_errors(kernel_dir):
+    (kernel_dir / "big.cu").write_text(
+        "// Too much shared memory when N is large.\n"
+        "// defines: N=1024\n"
+        "// defines: N=16384 EXTRA=1\n"
+        'extern "C" __global__ void k(float* out) {\n'
+        "    __shared__ float s[N];\n"
+        "    s[threadIdx.x] = threadIdx.x; __syncthreads(); out[threadIdx.x] = s[N - 1 - threadIdx.x];\n"
+        "}\n"
+    )
+    assert loader.declared_defines("big") == [(("N", "1024"),), (("EXTRA", "1"), ("N", "16384"))]
+    ok = compile_check("big", {"N": 1024}, "sm_80")
+    assert ok.kernels["k"].shared_bytes == 4096
+    with pytest.raises(KernelCompileError, match="too much shared data|static shared memory"):
+        compile_check("big", {"N": 16384}, "sm_80")
+    with pytest.raises(KernelCompileError, match="undefined"):
+        compile_check("big", {}, "sm_80")
+
+
+def test_parse_ptxas_log_spills():
+    log = (
+        "ptxas info    : Compiling entry function 'a' for 'sm_90'\n"
+        "ptxas         .     16 bytes stack frame, 8 bytes spill stores, 4 bytes spill loads\n"
+        "ptxas info    : Used 255 registers, used 1 barriers, 2048 bytes smem\n"
+        "ptxas info    : Compiling entry function 'b' for 'sm_90'\n"
+        "ptxas         .     0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads\n"
+        "ptxas info    : Used 12 registers, used 0 barriers\n"
+    )
+    k = parse_ptxas_log(log)
+    assert (k["a"].registers, k["a"].spill_stores, k["a"].spill_loads, k["a"].shared_bytes) == (255, 8, 4, 2048)
+    assert (k["b"].registers, k["b"].spill_stores, k["b"].shared_bytes) == (12, 0, 0)

@@ -1,0 +1,133 @@
+"""warp_affine on every backend: bit-exact with OpenCV 4.10's cv2.warpAffine (what OpenFace ran with),
+and identical across backends on real frames of default.wmv."""
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from backends import assert_backend_close
+from gpuau.cpu.warp_affine import warp_affine as warp_affine_cpu
+
+GOLDEN = Path(__file__).parent / "data" / "warp_affine_opencv410.npz"
+FLAGS = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+OPENCV_FIXED_POINT = tuple(int(v) for v in cv2.__version__.split(".")[:2]) < (4, 11)
+
+
+@pytest.fixture(scope="module")
+def golden():
+    with np.load(GOLDEN) as z:
+        return {k: z[k] for k in z.files}
+
+
+@pytest.fixture(scope="module")
+def frames(media_dir):
+    """Frames 0, 50, ..., 250 of default.wmv (BGR)."""
+    cap = cv2.VideoCapture(str(media_dir / "default.wmv"))
+    out = []
+    for i in range(251):
+        ok, frame = cap.read()
+        assert ok, f"default.wmv: frame {i} did not decode"
+        if i % 50 == 0:
+            out.append(frame)
+    return np.stack(out)
+
+
+def random_similarities(rng, n, height, width, scale=(0.3, 2.5), margin=60.0):
+    """dst->src similarity maps centred anywhere from ``margin`` px outside the image to inside it."""
+    s = rng.uniform(*scale, n)
+    theta = rng.uniform(-np.pi, np.pi, n)
+    tx = rng.uniform(-margin, width + margin, n)
+    ty = rng.uniform(-margin, height + margin, n)
+    a, b = s * np.cos(theta), s * np.sin(theta)
+    return np.stack([np.stack([a, -b, tx], -1), np.stack([b, a, ty], -1)], 1)
+
+
+def gray_f32(gray):
+    return gray.astype(np.float32) * np.float32(0.731) + np.float32(0.1234)
+
+
+@pytest.mark.parametrize(
+    "images, matrices, expected, size, border",
+    [
+        ("gray", "patch_matrices", "patch_u8", (27, 33), 0),
+        ("gray", "patch_matrices", "patch_u8_border", (27, 33), 77),
+        ("gray_f32", "patch_matrices_f32", "patch_f32", (27, 33), 0),
+        ("bgr", "align_matrices", "align_bgr", (112, 112), 0),
+    ],
+)
+def test_warp_affine_matches_opencv410(backend, golden, images, matrices, expected, size, border):
+    src = gray_f32(golden["gray"]) if images == "gray_f32" else golden[images]
+    m = golden[matrices]
+    out = backend.kernels.warp_affine(
+        backend.asarray(src[None]), backend.asarray(np.zeros(len(m), np.int32)), backend.asarray(m), *size, border
+    )
+    assert_backend_close(backend, out, golden[expected], exact=True)
+
+
+def test_golden_data_covers_borders(golden):
+    """The golden patches include outputs inside, across and wholly outside the image."""
+    out = golden["patch_u8_border"].reshape(len(golden["patch_matrices"]), -1)
+    all_border = (out == 77).all(1)
+    some_border = (out == 77).any(1) & ~all_border
+    assert all_border.sum() >= 3 and some_border.sum() >= 5 and (~(out == 77).any(1)).sum() >= 5
+
+
+@pytest.mark.skipif(not OPENCV_FIXED_POINT, reason="installed OpenCV >= 4.11 warps with float coordinates")
+def test_golden_data_is_installed_opencv(golden):
+    for m, exp in zip(golden["patch_matrices"], golden["patch_u8"]):
+        np.testing.assert_array_equal(cv2.warpAffine(golden["gray"], m, (33, 27), flags=FLAGS), exp)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_warp_affine_frames_backends_agree(backend, frames, dtype):
+    """68 areas of interest x 6 real frames per call, borders included: every backend == the Numba oracle."""
+    rng = np.random.default_rng(7)
+    gray = np.stack([cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) for f in frames])
+    images = gray if dtype == np.uint8 else gray.astype(np.float32) / np.float32(3.0)
+    n = 68 * len(images)
+    matrices = random_similarities(rng, n, *gray.shape[1:])
+    index = np.repeat(np.arange(len(images), dtype=np.int32), 68)
+    expected = warp_affine_cpu(images, index, matrices, 21, 23)
+    out = backend.kernels.warp_affine(backend.asarray(images), backend.asarray(index), backend.asarray(matrices), 21, 23)
+    assert_backend_close(backend, out, expected, exact=True)
+    if OPENCV_FIXED_POINT:
+        for k in rng.choice(n, 20, replace=False):
+            ref = cv2.warpAffine(images[index[k]], matrices[k], (23, 21), flags=FLAGS)
+            np.testing.assert_array_equal(expected[k], ref)
+
+
+def test_warp_affine_bgr_float_matrices(backend, frames):
+    """3-channel frames with float32 matrices (as OpenFace stores them); an index outside the
+    batch gives an all-border output."""
+    rng = np.random.default_rng(11)
+    matrices = random_similarities(rng, 12, *frames.shape[1:3], scale=(0.5, 1.5)).astype(np.float32)
+    index = np.array([0, 1, 2, 3, 4, 5, 5, 4, 3, 2, 1, -1], np.int32)
+    expected = warp_affine_cpu(frames, index, matrices, 40, 30, border=3)
+    out = backend.kernels.warp_affine(backend.asarray(frames), backend.asarray(index), backend.asarray(matrices), 40, 30, 3)
+    assert_backend_close(backend, out, expected, exact=True)
+    assert expected.shape == (12, 40, 30, 3)
+    assert (expected[-1] == 3).all()
+
+
+def test_warp_affine_identity_and_integer_shift(backend, golden):
+    """An integer translation copies pixels exactly (OpenCV's weight table corner case ax = ay = 0)."""
+    gray = golden["gray"]
+    m = np.array([[[1.0, 0.0, 5.0], [0.0, 1.0, 7.0]], [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]])
+    out = backend.asnumpy(
+        backend.kernels.warp_affine(backend.asarray(gray[None]), backend.asarray(np.zeros(2, np.int32)), backend.asarray(m), 50, 60)
+    )
+    np.testing.assert_array_equal(out[0], gray[7:57, 5:65])
+    np.testing.assert_array_equal(out[1], gray[:50, :60])
+
+
+def test_warp_affine_rejects_bad_arguments():
+    img = np.zeros((1, 10, 10), np.uint8)
+    m = np.zeros((1, 2, 3))
+    with pytest.raises(TypeError):
+        warp_affine_cpu(img.astype(np.int16), [0], m, 4, 4)
+    with pytest.raises(ValueError):
+        warp_affine_cpu(img, [0, 0], m, 4, 4)
+    with pytest.raises(ValueError):
+        warp_affine_cpu(img, [0], m, 0, 4)
+    assert warp_affine_cpu(img, np.zeros(0, np.int32), np.zeros((0, 2, 3)), 4, 5).shape == (0, 4, 5)
