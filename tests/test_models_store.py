@@ -1,5 +1,7 @@
 """Model manifest, folder resolution, verify and fetch, on the shared OpenFace 2.2.0 folder and tmp copies."""
+import errno
 import http.server
+import io
 import json
 import os
 import shutil
@@ -229,6 +231,16 @@ def test_fetch_network_failure_names_file_and_fix(tmp_path):
 def test_fetch_disk_full_names_file_and_fix(tmp_path, models_dir, monkeypatch):
     monkeypatch.setattr(store.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(1, 1, 0))
     with pytest.raises(ModelStoreError, match=r"not enough disk space .*clnf_left_synth.txt.*Fix: .*--dir"):
+        store.fetch(tmp_path / "m", accept_license=True, base_url=models_dir.as_uri(), groups=["clnf-eyes"])
+
+
+def test_fetch_disk_full_while_writing_names_file_and_fix(tmp_path, models_dir, monkeypatch):
+    class FullDisk(io.BytesIO):
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(store, "open", lambda path, mode: FullDisk(), raising=False)
+    with pytest.raises(ModelStoreError, match=r"disk full while writing .*clnf_left_synth.txt.part.*rerun"):
         store.fetch(tmp_path / "m", accept_license=True, base_url=models_dir.as_uri(), groups=["clnf-eyes"])
 
 
