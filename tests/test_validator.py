@@ -9,10 +9,11 @@ from gpuau.landmarks.validator import (
     VALIDATION_BOUNDARY,
     DetectionValidator,
     certainty_from_scores,
-    convolution,
+    cnn_forward,
     detection_outcome,
     select_view,
 )
+from gpuau.cpu.validator_cnn import convolution, fully_connected
 from gpuau.models.validator_file import CONV, FULLY_CONNECTED, MAX_POOL, RELU, VALIDATOR_FILE, parse_validator
 from gpuau.models.store import model_file
 from gpuau.video.source import open_source
@@ -46,7 +47,7 @@ def test_model_file(models_dir, validator):
     for view in m.views:
         assert [layer.kind for layer in view.layers] == [CONV, RELU, MAX_POOL, CONV, RELU, MAX_POOL,
                                                          FULLY_CONNECTED, RELU, FULLY_CONNECTED]
-        assert view.layers[0].weights.shape == (1, 10, 9, 9) and view.layers[3].weights.shape == (10, 10, 7, 7)
+        assert view.layers[0].weights.shape == (10, 1, 9, 9) and view.layers[3].weights.shape == (10, 10, 7, 7)
         assert view.layers[6].weights.shape == (1000, 50) and view.layers[8].weights.shape == (50, 30)
         assert view.paw.pixel_mask.shape == (60, 60)
         assert view.mean.shape == view.std.shape == (view.paw.number_of_pixels,)
@@ -58,12 +59,45 @@ def test_model_file(models_dir, validator):
 def test_convolution_is_cross_correlation(validator):
     layer = validator.model.views[0].layers[3]
     rng = np.random.default_rng(1)
-    maps = rng.standard_normal((10, 26, 26)).astype(np.float32)
+    maps = rng.standard_normal((2, 10, 26, 26)).astype(np.float32)
     out = convolution(maps, layer.weights, layer.biases)
-    k = 2
-    expected = sum(cv2.filter2D(maps[i], -1, layer.weights[i, k], anchor=(0, 0), borderType=cv2.BORDER_CONSTANT)[:20, :20]
-                   for i in range(10)) + layer.biases[k]
-    np.testing.assert_allclose(out[k], expected, rtol=1e-4, atol=1e-4)
+    assert out.shape == (2, 10, 20, 20)
+    for b, k in ((0, 2), (1, 7)):
+        expected = sum(cv2.filter2D(maps[b, i], -1, layer.weights[k, i], anchor=(0, 0), borderType=cv2.BORDER_CONSTANT)[:20, :20]
+                       for i in range(10)) + layer.biases[k]
+        np.testing.assert_allclose(out[b, k], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_convolution_and_fully_connected_sum_in_im2col_order(validator):
+    """Each output adds its products one at a time in OpenFace's im2col column order (input map,
+    kernel column, kernel row), then the bias: bit for bit a float32 NumPy loop in that order."""
+    rng = np.random.default_rng(3)
+    for layer, shape in ((validator.model.views[2].layers[0], (2, 1, 60, 60)), (validator.model.views[2].layers[3], (1, 10, 26, 26))):
+        maps = rng.standard_normal(shape).astype(np.float32)
+        n_out, n_in, kh, kw = layer.weights.shape
+        yb, xb = shape[2] - kh + 1, shape[3] - kw + 1
+        acc = np.zeros((shape[0], n_out, yb, xb), np.float32)
+        for i in range(n_in):
+            for kx in range(kw):
+                for ky in range(kh):
+                    acc = acc + layer.weights[None, :, i, ky, kx, None, None] * maps[:, i, None, ky:ky + yb, kx:kx + xb]
+        np.testing.assert_array_equal(convolution(maps, layer.weights, layer.biases), acc + layer.biases[:, None, None])
+    fc = validator.model.views[2].layers[6]
+    x = rng.standard_normal((3, 1000)).astype(np.float32)
+    acc = np.zeros((3, 50), np.float32)
+    for k in range(1000):
+        acc = acc + x[:, k, None] * fc.weights[k]
+    np.testing.assert_array_equal(fully_connected(x, fc.weights, fc.biases), acc + fc.biases)
+
+
+def test_batched_forward_equals_one_by_one(validator):
+    view = validator.model.views[0]
+    faces = np.random.default_rng(4).standard_normal((3, 2, 60, 60)).astype(np.float32)
+    scores = cnn_forward(faces, view.layers)
+    assert scores.shape == (3, 2, 30)
+    for i in range(3):
+        for j in range(2):
+            np.testing.assert_array_equal(scores[i, j], cnn_forward(faces[i, j], view.layers))
 
 
 def test_view_selection_and_certainty_bins(validator):

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gpuau.landmarks.paw import _same_side, paw_from_shape, triangle_map, warp, warp_coefficients, warp_maps
+from gpuau.landmarks.paw import paw_from_shape, triangle_map, warp, warp_coefficients, warp_maps
 from gpuau.landmarks.validator import DetectionValidator
 from gpuau.models.tris_file import load_tris
 
@@ -12,6 +12,13 @@ from gpuau.models.tris_file import load_tris
 @pytest.fixture(scope="module")
 def validator(models_dir):
     return DetectionValidator.load()
+
+
+def _same_side(x0, y0, x1, y1, x2, y2, x3, y3):
+    """``PAW::sameSide`` in float32 NumPy."""
+    a = (x3 - x2) * (y0 - y2) - (x0 - x2) * (y3 - y2)
+    b = (x3 - x2) * (y1 - y2) - (x1 - x2) * (y3 - y2)
+    return a * b >= 0
 
 
 def _triangle_map_oracle(destination, triangulation, min_x, min_y, width, height):
@@ -63,18 +70,60 @@ def test_warp_of_translated_shape_is_a_shift(validator):
     np.testing.assert_allclose(warped[inside], image[ys + 35, xs + 40], atol=1e-2)
 
 
-def test_triangle_map_matches_raster_scan(reference_dir, models_dir):
-    """Face shapes on a 112 x 112 grid (as the AU stage's masks), also snapped to coarse grids so
-    that many pixels fall on shared edges and some triangles collapse to lines."""
+def _collinear(dst, tris):
+    v = np.asarray(dst, np.float32)[tris]
+    cross = (v[:, 1, 0] - v[:, 0, 0]) * (v[:, 2, 1] - v[:, 0, 1]) - (v[:, 2, 0] - v[:, 0, 0]) * (v[:, 1, 1] - v[:, 0, 1])
+    return np.flatnonzero(cross == 0)
+
+
+def test_triangle_map_matches_raster_scan_on_many_faces(reference_dir, models_dir):
+    """Faces of every reference video, scaled and shifted at random onto the AU stage's 112 x 112
+    grid, as they are and snapped to 1, 1/2 and 4 px grids (shared edges through pixel centres,
+    triangles collapsed to lines)."""
     tris = load_tris()
-    df = pd.read_csv(reference_dir / "default.csv", skipinitialspace=True)
-    for f in (0, 100, 204):
-        lm = np.stack([df[[f"x_{i}" for i in range(68)]].to_numpy()[f],
-                       df[[f"y_{i}" for i in range(68)]].to_numpy()[f]], axis=1).astype(np.float32)
-        shape = (lm - lm.min(0)) / (lm.max(0) - lm.min(0)).max() * 90 + 10
-        for dst in (shape, np.round(shape), np.round(shape / 4) * 4):
-            for min_x, min_y in ((0.0, 0.0), (-0.5, 0.25)):
+    rng = np.random.default_rng(5)
+    n_sticky = 0
+    for csv in sorted(reference_dir.glob("*.csv")):
+        df = pd.read_csv(csv, skipinitialspace=True)
+        xs = df[[f"x_{i}" for i in range(68)]].to_numpy(np.float32)
+        ys = df[[f"y_{i}" for i in range(68)]].to_numpy(np.float32)
+        for f in np.linspace(0, len(df) - 1, 8).astype(int):
+            lm = np.stack([xs[f], ys[f]], axis=1)
+            span = (lm.max(0) - lm.min(0)).max()
+            if not span > 0:
+                continue
+            shape = ((lm - lm.min(0)) / span * rng.uniform(60, 120) + rng.uniform(-10, 20)).astype(np.float32)
+            for dst in (shape, np.round(shape), np.round(shape * 2) / 2, np.round(shape / 4) * 4):
+                min_x, min_y = rng.choice([0.0, -0.5, 0.25, 0.5], 2)
                 expected = _triangle_map_oracle(dst, tris, min_x, min_y, 112, 112)
                 np.testing.assert_array_equal(triangle_map(dst, tris, min_x, min_y, 112, 112), expected)
+                n_sticky += any((expected == t).sum() > 1000 for t in _collinear(dst, tris))
+    assert n_sticky >= 1  # the scan met a collapsed triangle and kept it (see the next test)
 
 
+def test_collapsed_triangle_keeps_every_later_pixel():
+    """A triangle whose vertices are collinear passes OpenFace's half-plane tests everywhere (its
+    signed area is 0), so once the scan enters its bounding box it stays the previous-pixel guess
+    for the rest of the grid, inside other triangles or outside all of them."""
+    dst = np.array([[2, 2], [8, 2], [2, 8], [12, 5], [14, 5], [16, 5]], np.float32)
+    tris = np.array([[0, 1, 2], [3, 4, 5]])
+    tid = triangle_map(dst, tris, 0.0, 0.0, 20, 20)
+    np.testing.assert_array_equal(tid, _triangle_map_oracle(dst, tris, 0.0, 0.0, 20, 20))
+    first = 5 * 20 + 12  # pixel (y=5, x=12): first one in the collapsed triangle's box
+    assert np.all(tid.reshape(-1)[first:] == 1)
+    assert tid[2, 2] == 0 and tid[0, 0] == -1 and tid[5, 11] == -1
+
+
+def test_warp_maps_batch_and_outside(validator):
+    """Batched maps equal one-by-one maps, and -1 marks the pixels outside the face."""
+    paw = validator.model.views[4].paw
+    rng = np.random.default_rng(6)
+    jitter = rng.uniform(-2, 2, (3, 1) + paw.destination_landmarks.shape).astype(np.float32)
+    sources = paw.destination_landmarks + np.float32(60 - min(paw.min_x, paw.min_y)) + jitter
+    map_x, map_y = warp_maps(paw, warp_coefficients(paw, sources))
+    assert map_x.shape == map_y.shape == (3, 1) + paw.pixel_mask.shape
+    for i in range(3):
+        mx, my = warp_maps(paw, warp_coefficients(paw, sources[i, 0]))
+        np.testing.assert_array_equal(map_x[i, 0], mx)
+        np.testing.assert_array_equal(map_y[i, 0], my)
+        assert np.all(mx[paw.pixel_mask == 0] == -1) and np.all(mx[paw.pixel_mask == 1] > 0)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from gpuau.cpu import paw as kern
+from gpuau.cpu.paw import triangle_map
 from gpuau.models.validator_file import PAWModel
 
 _F = np.float32
@@ -48,93 +50,6 @@ def barycentric_coefficients(destination: np.ndarray, triangulation: np.ndarray)
     alpha = np.stack([(yj * c2 - xj * c1) / c5, c1 / c5, -c2 / c5], axis=1)
     beta = np.stack([(xj * c4 - yj * c3) / c5, -c4 / c5, c3 / c5], axis=1)
     return alpha.astype(_F), beta.astype(_F)
-
-
-def _same_side(x0, y0, x1, y1, x2, y2, x3, y3) -> np.ndarray:
-    """Whether (x0, y0) lies on the same side of line (x2, y2)-(x3, y3) as (x1, y1) (on the line counts).
-
-    Port of ``PAW::sameSide``, PAW.cpp.
-    """
-    a = (x3 - x2) * (y0 - y2) - (x0 - x2) * (y3 - y2)
-    b = (x3 - x2) * (y1 - y2) - (x1 - x2) * (y3 - y2)
-    return a * b >= 0
-
-
-def _in_triangle(x0, y0, vx: np.ndarray, vy: np.ndarray) -> np.ndarray:
-    """Point-in-triangle test of points against one triangle (edges count as inside).
-
-    Port of ``PAW::pointInTriangle``, PAW.cpp.
-    """
-    return (
-        _same_side(x0, y0, vx[0], vy[0], vx[1], vy[1], vx[2], vy[2])
-        & _same_side(x0, y0, vx[1], vy[1], vx[0], vy[0], vx[2], vy[2])
-        & _same_side(x0, y0, vx[2], vy[2], vx[0], vy[0], vx[1], vy[1])
-    )
-
-
-def _is_degenerate(vx: np.ndarray, vy: np.ndarray) -> bool:
-    """Whether a vertex lies on the line through the other two (float32, as ``_same_side`` sees it)."""
-    return any(
-        (vx[c] - vx[b]) * (vy[a] - vy[b]) - (vx[a] - vx[b]) * (vy[c] - vy[b]) == 0
-        for a, b, c in ((0, 1, 2), (1, 0, 2), (2, 0, 1))
-    )
-
-
-def triangle_map(destination: np.ndarray, triangulation: np.ndarray, min_x: float, min_y: float, width: int, height: int) -> np.ndarray:
-    """Triangle covering each pixel of a destination grid.
-
-    Pixel ``(y, x)`` sits at ``(x + min_x, y + min_y)``.  OpenFace scans pixels in raster order
-    trying the previous pixel's triangle first, then triangles in index order (skipping those whose
-    bounding box misses the point).  Here each triangle tests the pixels of its bounding box, the
-    lowest index wins, and only pixels inside several triangles (on shared edges) are resolved in
-    raster order, so every pixel gets the triangle OpenFace gives it.
-    Port of the scan in ``PAW::PAW`` with ``PAW::findTriangle``, PAW.cpp.
-
-    Parameters
-    ----------
-    destination : ndarray (n, 2)
-    triangulation : ndarray (T, 3) int
-    min_x, min_y : float
-    width, height : int
-
-    Returns
-    -------
-    ndarray (height, width) int32
-        Triangle index, -1 where no triangle covers the pixel.
-    """
-    d = np.asarray(destination, dtype=_F)
-    tri = np.asarray(triangulation)
-    vxs, vys = d[tri, 0], d[tri, 1]  # (T, 3)
-    xs = np.arange(width, dtype=_F) + _F(min_x)
-    ys = np.arange(height, dtype=_F) + _F(min_y)
-    first = np.full((height, width), -1, dtype=np.int32)
-    count = np.zeros((height, width), dtype=np.int32)
-    for t in range(tri.shape[0] - 1, -1, -1):
-        vx, vy = vxs[t], vys[t]
-        if _is_degenerate(vx, vy):
-            # a triangle with collinear vertices passes the half-plane tests everywhere on the grid
-            x_lo, x_hi, y_lo, y_hi = 0, width, 0, height
-        else:
-            # pixel window of the triangle's bounding box, one pixel wider against rounding
-            x_lo, x_hi = np.searchsorted(xs, vx.min()) - 1, np.searchsorted(xs, vx.max(), side="right") + 1
-            y_lo, y_hi = np.searchsorted(ys, vy.min()) - 1, np.searchsorted(ys, vy.max(), side="right") + 1
-            x_lo, y_lo = max(x_lo, 0), max(y_lo, 0)
-        if x_lo >= x_hi or y_lo >= y_hi:
-            continue
-        x0, y0 = xs[None, x_lo:x_hi], ys[y_lo:y_hi, None]
-        inside = _in_triangle(x0, y0, vx, vy)
-        in_box = (vx.max() >= x0) & (vx.min() <= x0) & (vy.max() >= y0) & (vy.min() <= y0)
-        first[y_lo:y_hi, x_lo:x_hi][inside & in_box] = t
-        count[y_lo:y_hi, x_lo:x_hi] += inside
-    # Pixels inside several triangles keep the previous pixel's triangle when it contains them.
-    result = first.reshape(-1)
-    for p in np.flatnonzero(count.reshape(-1) > 1).tolist():
-        guess = int(result[p - 1]) if p > 0 else -1
-        if guess != -1 and guess != result[p]:
-            y, x = divmod(p, width)
-            if _in_triangle(xs[x], ys[y], vxs[guess], vys[guess]):
-                result[p] = guess
-    return result.reshape(height, width)
 
 
 def paw_from_shape(destination: np.ndarray, triangulation: np.ndarray, bounds: "tuple[float, float, float, float] | None" = None) -> PAWModel:
@@ -220,15 +135,10 @@ def warp_maps(paw: PAWModel, coefficients: np.ndarray) -> "tuple[np.ndarray, np.
     -------
     map_x, map_y : ndarray (..., h, w) float32
     """
-    h, w = paw.pixel_mask.shape
-    xi = np.arange(w, dtype=_F) + _F(paw.min_x)
-    yi = (np.arange(h, dtype=_F) + _F(paw.min_y))[:, None]
-    tid = np.maximum(paw.triangle_id, 0)
-    c = np.asarray(coefficients, dtype=_F)[..., tid, :]  # (..., h, w, 6)
-    map_x = (c[..., 0] + c[..., 1] * xi) + c[..., 2] * yi
-    map_y = (c[..., 3] + c[..., 4] * xi) + c[..., 5] * yi
-    outside = paw.pixel_mask == 0
-    return np.where(outside, _F(-1), map_x), np.where(outside, _F(-1), map_y)
+    c = np.asarray(coefficients, dtype=_F)
+    map_x, map_y = kern.warp_maps(paw.triangle_id, c.reshape(-1, *c.shape[-2:]), paw.min_x, paw.min_y)
+    shape = c.shape[:-2] + paw.triangle_id.shape
+    return map_x.reshape(shape), map_y.reshape(shape)
 
 
 def warp(image: np.ndarray, paw: PAWModel, source: np.ndarray) -> np.ndarray:

@@ -25,8 +25,7 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
-
+from gpuau.cpu.validator_cnn import convolution, fully_connected
 from gpuau.landmarks.paw import warp
 from gpuau.models.validator_file import (
     CONV,
@@ -115,31 +114,6 @@ def normalise_warped(warped: np.ndarray, view: ValidatorView) -> np.ndarray:
     return img_t.T
 
 
-def convolution(maps: np.ndarray, kernels: np.ndarray, biases: np.ndarray) -> np.ndarray:
-    """Valid cross-correlation of a stack of maps with a bank of kernels, plus biases.
-
-    Port of ``convolution_direct_blas``, CNN_utils.cpp (im2col and one float32 matrix product).
-
-    Parameters
-    ----------
-    maps : ndarray (..., n_in, H, W) float32
-    kernels : ndarray (n_in, n_out, kh, kw) float32
-    biases : ndarray (n_out,) float32
-
-    Returns
-    -------
-    ndarray (..., n_out, H - kh + 1, W - kw + 1) float32
-    """
-    n_in, n_out, kh, kw = kernels.shape
-    *lead, _, h, w = maps.shape
-    yb, xb = h - kh + 1, w - kw + 1
-    cols = np.moveaxis(sliding_window_view(maps, (kh, kw), axis=(-2, -1)), -5, -3)  # (..., yB, xB, n_in, kh, kw)
-    cols = cols.reshape(*lead, yb * xb, n_in * kh * kw)
-    weights = kernels.transpose(0, 2, 3, 1).reshape(n_in * kh * kw, n_out)
-    out = cols @ weights + biases
-    return np.swapaxes(out, -1, -2).reshape(*lead, n_out, yb, xb)
-
-
 def max_pooling(maps: np.ndarray) -> np.ndarray:
     """2 x 2 max-pooling with stride 2 (even map sizes, as the validator's are).
 
@@ -190,7 +164,9 @@ def cnn_forward(image: np.ndarray, layers: "tuple[ValidatorLayer, ...]") -> np.n
     ndarray (..., bins) float32
         Scores of the quantised alignment-error bins.
     """
-    x = np.asarray(image, dtype=_F)[..., None, :, :]
+    img = np.asarray(image, dtype=_F)
+    lead = img.shape[:-2]
+    x = img.reshape(-1, 1, *img.shape[-2:])
     spatial = True
     for layer in layers:
         if layer.kind == CONV:
@@ -200,14 +176,14 @@ def cnn_forward(image: np.ndarray, layers: "tuple[ValidatorLayer, ...]") -> np.n
         elif layer.kind == FULLY_CONNECTED:
             if spatial:
                 x, spatial = flatten_maps(x), False
-            x = x @ layer.weights + layer.biases
+            x = fully_connected(x, layer.weights, layer.biases)
         elif layer.kind == RELU:
             x = np.maximum(x, _F(0))
         elif layer.kind == SIGMOID:
             x = _F(1) / (_F(1) + np.exp(-x))
         else:
             raise ValueError(f"unknown validator layer type {layer.kind}")
-    return x
+    return x.reshape(*lead, *x.shape[1:])
 
 
 def certainty_from_scores(scores: np.ndarray) -> np.ndarray:

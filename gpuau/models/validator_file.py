@@ -161,7 +161,9 @@ class ValidatorLayer:
     kind : int
         ``CONV``, ``MAX_POOL``, ``FULLY_CONNECTED``, ``RELU`` or ``SIGMOID``.
     weights : ndarray or None
-        ``CONV``: (n_in, n_out, kh, kw) float32 kernels; ``FULLY_CONNECTED``: (n_in, n_out) float32.
+        ``CONV``: (n_out, n_in, kh, kw) float32 cross-correlation kernels (C-contiguous, as
+        :func:`gpuau.cpu.validator_cnn.convolution` reads them); ``FULLY_CONNECTED``: (n_in, n_out)
+        float32.
     biases : ndarray or None
         (n_out,) float32.
     """
@@ -212,7 +214,8 @@ def validator_from_arrays(arrays: "dict[str, np.ndarray]") -> ValidatorModel:
         layers, n_conv, n_fc = [], 0, 0
         for kind in arrays[p + "layer_types"].tolist():
             if kind == CONV:
-                layers.append(ValidatorLayer(kind, arrays[f"{p}conv{n_conv}/kernels"], arrays[f"{p}conv{n_conv}/biases"]))
+                kernels = np.ascontiguousarray(arrays[f"{p}conv{n_conv}/kernels"].transpose(1, 0, 2, 3))
+                layers.append(ValidatorLayer(kind, kernels, arrays[f"{p}conv{n_conv}/biases"]))
                 n_conv += 1
             elif kind == FULLY_CONNECTED:
                 layers.append(ValidatorLayer(kind, arrays[f"{p}fc{n_fc}/weights"], arrays[f"{p}fc{n_fc}/biases"]))

@@ -1,0 +1,140 @@
+"""Piece-wise affine warp (PAW) rasterisation and warp maps, Numba, float32 in OpenFace's order.
+
+Port of the pixel scan of ``PAW::PAW`` with ``PAW::findTriangle``, ``PAW::pointInTriangle`` and
+``PAW::sameSide``, and of ``PAW::WarpRegion``, PAW.cpp.
+"""
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _same_side(x0, y0, x1, y1, x2, y2, x3, y3):
+    """Whether (x0, y0) is on the same side of line (x2, y2)-(x3, y3) as (x1, y1), on the line included."""
+    a = (x3 - x2) * (y0 - y2) - (x0 - x2) * (y3 - y2)
+    b = (x3 - x2) * (y1 - y2) - (x1 - x2) * (y3 - y2)
+    return a * b >= np.float32(0)
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _in_triangle(x0, y0, v, t):
+    """``PAW::pointInTriangle`` of (x0, y0) and triangle ``t`` of ``v`` (T, 6): x1, y1, x2, y2, x3, y3."""
+    x1, y1, x2, y2, x3, y3 = v[t, 0], v[t, 1], v[t, 2], v[t, 3], v[t, 4], v[t, 5]
+    return (_same_side(x0, y0, x1, y1, x2, y2, x3, y3)
+            and _same_side(x0, y0, x2, y2, x1, y1, x3, y3)
+            and _same_side(x0, y0, x3, y3, x1, y1, x2, y2))
+
+
+@nb.njit(cache=True, nogil=True)
+def _triangle_map(vertices, min_x, min_y, out):
+    n_tris = vertices.shape[0]
+    height, width = out.shape
+    lo_x = np.empty(n_tris, dtype=np.float32)
+    hi_x = np.empty(n_tris, dtype=np.float32)
+    lo_y = np.empty(n_tris, dtype=np.float32)
+    hi_y = np.empty(n_tris, dtype=np.float32)
+    for t in range(n_tris):
+        lo_x[t] = min(vertices[t, 0], vertices[t, 2], vertices[t, 4])
+        hi_x[t] = max(vertices[t, 0], vertices[t, 2], vertices[t, 4])
+        lo_y[t] = min(vertices[t, 1], vertices[t, 3], vertices[t, 5])
+        hi_y[t] = max(vertices[t, 1], vertices[t, 3], vertices[t, 5])
+    rows = np.empty(n_tris, dtype=np.int64)  # triangles whose box spans the current row, in index order
+    guess = -1
+    for y in range(height):
+        y0 = np.float32(y) + min_y
+        n_rows = 0
+        for t in range(n_tris):
+            # a NaN bound skips nothing, as in findTriangle
+            if not (hi_y[t] < y0 or lo_y[t] > y0):
+                rows[n_rows] = t
+                n_rows += 1
+        for x in range(width):
+            x0 = np.float32(x) + min_x
+            if guess == -1 or not _in_triangle(x0, y0, vertices, guess):
+                guess = -1
+                for r in range(n_rows):
+                    t = rows[r]
+                    if hi_x[t] < x0 or lo_x[t] > x0:
+                        continue
+                    if _in_triangle(x0, y0, vertices, t):
+                        guess = t
+                        break
+            out[y, x] = guess
+
+
+def triangle_map(destination: np.ndarray, triangulation: np.ndarray, min_x: float, min_y: float, width: int, height: int) -> np.ndarray:
+    """Triangle covering each pixel of a destination grid, exactly as OpenFace's raster scan finds it.
+
+    Pixel ``(y, x)`` sits at ``(x + min_x, y + min_y)`` (float32).  Pixels are visited in raster
+    order; the previous pixel's triangle is kept when the half-plane tests hold for it, otherwise
+    the first triangle (in index order) whose bounding box and half-plane tests hold is taken.
+    Port of the scan in ``PAW::PAW`` with ``PAW::findTriangle``, PAW.cpp.
+
+    Parameters
+    ----------
+    destination : ndarray (n, 2)
+        Destination shape ``(x, y)`` (rounded to float32).
+    triangulation : ndarray (T, 3) int
+        Vertex indices of each triangle.
+    min_x, min_y : float
+        Coordinates of pixel (0, 0) (rounded to float32).
+    width, height : int
+
+    Returns
+    -------
+    ndarray (height, width) int32
+        Triangle index, -1 where no triangle covers the pixel.
+    """
+    d = np.asarray(destination, dtype=np.float32)
+    tri = np.asarray(triangulation, dtype=np.int64)
+    vertices = np.ascontiguousarray(d[tri].reshape(tri.shape[0], 6))
+    out = np.empty((height, width), dtype=np.int32)
+    _triangle_map(vertices, np.float32(min_x), np.float32(min_y), out)
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
+def _warp_maps(triangle_id, coefficients, min_x, min_y, map_x, map_y):
+    n_batch = coefficients.shape[0]
+    height, width = triangle_id.shape
+    for b in range(n_batch):
+        c = coefficients[b]
+        for y in range(height):
+            yi = np.float32(y) + min_y
+            for x in range(width):
+                t = triangle_id[y, x]
+                if t < 0:
+                    map_x[b, y, x] = -1
+                    map_y[b, y, x] = -1
+                else:
+                    xi = np.float32(x) + min_x
+                    map_x[b, y, x] = (c[t, 0] + c[t, 1] * xi) + c[t, 2] * yi
+                    map_y[b, y, x] = (c[t, 3] + c[t, 4] * xi) + c[t, 5] * yi
+
+
+def warp_maps(triangle_id: np.ndarray, coefficients: np.ndarray, min_x: float, min_y: float) -> "tuple[np.ndarray, np.ndarray]":
+    """Source coordinates of every destination pixel, ``-1`` outside the face.
+
+    Port of ``PAW::WarpRegion``, PAW.cpp.
+
+    Parameters
+    ----------
+    triangle_id : ndarray (h, w) int32
+        Triangle of each destination pixel, -1 outside.
+    coefficients : ndarray (B, T, 6) float32
+        Per face, the affine map of each triangle (source ``x = c0 + c1 x_d + c2 y_d``,
+        ``y = c3 + c4 x_d + c5 y_d``).
+    min_x, min_y : float
+        Destination coordinates of pixel (0, 0) (rounded to float32).
+
+    Returns
+    -------
+    map_x, map_y : ndarray (B, h, w) float32
+    """
+    tid = np.ascontiguousarray(triangle_id, dtype=np.int32)
+    c = np.ascontiguousarray(coefficients, dtype=np.float32)
+    shape = (c.shape[0],) + tid.shape
+    map_x, map_y = np.empty(shape, np.float32), np.empty(shape, np.float32)
+    _warp_maps(tid, c, np.float32(min_x), np.float32(min_y), map_x, map_y)
+    return map_x, map_y
