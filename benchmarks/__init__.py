@@ -1,0 +1,1 @@
+"""Speed measurements of gpuau (``python -m benchmarks.run``, ``python -m benchmarks.profile``)."""
