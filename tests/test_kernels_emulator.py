@@ -132,7 +132,12 @@ OOB_SCRIPT = textwrap.dedent(
     import numpy as np
     from gpuau.kernels.emulator import compile_module
     from gpuau.device import resolve_device
-    if sys.argv[1] == "oob":
+    if sys.argv[1] == "fibers":
+        k = compile_module(sys.argv[2], "test_reduction").get_function("block_sums")
+        x, sums = np.ones(128 * 40, np.float32), np.zeros(40, np.float32)
+        k(40, 128, (x, sums, np.int32(x.size)))
+        assert (sums == 128).all()
+    elif sys.argv[1] == "oob":
         k = compile_module('extern "C" __global__ void k(float* a, int n) {'
                            ' int i = blockIdx.x * blockDim.x + threadIdx.x; a[i] = 1.0f; }', "test_oob")
         k.get_function("k")(9, 128, (np.zeros(1100, np.float32), np.int32(1100)))  # 52 writes past the end
@@ -148,14 +153,14 @@ OOB_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("case", ["oob", "warp"])
-def test_address_sanitizer(case, tmp_path):
+@pytest.mark.parametrize("case", ["oob", "warp", "fibers"])
+def test_address_sanitizer(case):
     """GPUAU_EMU_SANITIZE=address builds kernels with ASan: an out-of-bounds write aborts with a
-    report; warp_affine, with samples across every border, runs clean."""
+    report; warp_affine, with samples across every border, and a __syncthreads kernel run clean."""
     env = sanitizer_env()
     if not env["LD_PRELOAD"].startswith("/"):
         pytest.fail("the C++ compiler ships no libasan.so")
-    proc = subprocess.run([sys.executable, "-c", OOB_SCRIPT, case], env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", OOB_SCRIPT, case, REDUCTION], env=env, capture_output=True, text=True, timeout=300)
     if case == "oob":
         assert proc.returncode != 0 and "heap-buffer-overflow" in proc.stderr, proc.stderr[-2000:]
     else:

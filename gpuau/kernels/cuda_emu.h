@@ -6,10 +6,10 @@
 //
 // Execution model
 //   * Blocks run one after another, so `__shared__` arrays are plain static storage.
-//   * Kernel sources that call __syncthreads run the threads of a block as real OS threads (a
-//     pool sized to the block, reused across blocks and launches) that meet at a barrier.
-//   * Other kernel sources run the threads of a block in a plain loop on the calling thread.
-//   * threadIdx/blockIdx/blockDim/gridDim are thread_local.
+//   * Kernel sources that call __syncthreads run the threads of a block as fibers (each with its
+//     own stack) that meet at every __syncthreads (FiberBlock below).
+//   * Other kernel sources run the threads of a block in a plain loop.
+//   * threadIdx/blockIdx/blockDim/gridDim are thread_local (set for the running thread).
 // Not provided: dynamic `extern __shared__`, warp intrinsics (__shfl*, __ballot*, ...), cooperative
 // groups, textures, streams.  Fast-math intrinsics (__expf, rsqrtf, __fdividef) are computed
 // exactly here, so they can differ from the GPU by a few ulp.
@@ -18,17 +18,19 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
-#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <mutex>
-#include <thread>
 #include <type_traits>
 #include <utility>
 #include <vector>
+
+#include <csetjmp>
+#include <ucontext.h>
 
 #define GPUAU_EMULATOR 1
 
@@ -58,131 +60,85 @@ inline thread_local dim3 gridDim{1, 1, 1};
 
 namespace gpuau_emu {
 
-// A reusable barrier for the threads of one block (generation counting, so a fast thread that
-// reaches the next __syncthreads cannot overtake a slow one still leaving the previous).
-class Barrier {
+// The threads of one block as fibers on the launching OS thread.  They run round-robin, each
+// until its next __syncthreads (which yields to the scheduler) or its return, so when a round
+// ends every live thread waits at the same barrier: the barrier semantics without waking hundreds
+// of OS threads at every __syncthreads.  A thread that returns stops counting, as exited threads
+// do on the GPU.  Each fiber has its own stack; it is created once with makecontext and is then
+// switched with _setjmp/_longjmp (no signal-mask system call per switch).
+class FiberBlock {
 public:
-    void reset(int n) {
-        count_ = n;
-        waiting_ = 0;
-        generation_ = 0;
-    }
-    void arrive_and_wait() {
-        std::unique_lock<std::mutex> lock(mutex_);
-        const unsigned long gen = generation_;
-        if (++waiting_ == count_) {
-            waiting_ = 0;
-            ++generation_;
-            cv_.notify_all();
-        } else {
-            cv_.wait(lock, [&] { return generation_ != gen; });
-        }
-    }
-    // A thread that returned from the kernel stops counting (as exited threads do on the GPU), so
-    // an early `return` before a later __syncthreads does not deadlock the others.
-    void drop() {
-        std::lock_guard<std::mutex> lock(mutex_);
-        if (--count_ > 0 && waiting_ == count_) {
-            waiting_ = 0;
-            ++generation_;
-            cv_.notify_all();
-        }
-    }
+    static constexpr std::size_t kStackBytes = 256 * 1024;  // per thread; only touched pages cost
 
-private:
-    std::mutex mutex_;
-    std::condition_variable cv_;
-    int count_ = 1;
-    int waiting_ = 0;
-    unsigned long generation_ = 0;
-};
-
-inline thread_local Barrier* current_barrier = nullptr;
-
-// Worker threads of one block; worker t plays threadIdx t (x fastest) of every block launched.
-class BlockPool {
-public:
-    ~BlockPool() { resize(0); }
-
-    // Run `body` once on every worker and wait for all of them.
-    void run_block(int n, const dim3& block, const dim3& grid, const uint3& block_idx,
-                   const std::function<void()>& body) {
-        if ((int)workers_.size() != n) resize(n);
-        barrier_.reset(n);
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            body_ = &body;
-            block_ = block;
-            grid_ = grid;
-            block_idx_ = block_idx;
-            remaining_ = n;
-            ++generation_;
-        }
-        start_.notify_all();
-        std::unique_lock<std::mutex> lock(mutex_);
-        done_.wait(lock, [&] { return remaining_ == 0; });
-    }
-
-private:
-    void resize(int n) {
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            stop_ = true;
-            ++generation_;
-        }
-        start_.notify_all();
-        for (auto& t : workers_) t.join();
-        workers_.clear();
-        stop_ = false;
-        const unsigned long generation = generation_;
-        for (int t = 0; t < n; ++t) workers_.emplace_back([this, t, generation] { work(t, generation); });
-    }
-
-    void work(int t, unsigned long seen) {
-        current_barrier = &barrier_;
-        for (;;) {
-            const std::function<void()>* body;
-            {
-                std::unique_lock<std::mutex> lock(mutex_);
-                start_.wait(lock, [&] { return generation_ != seen; });
-                seen = generation_;
-                if (stop_) return;
-                body = body_;
-                blockDim = block_;
-                gridDim = grid_;
-                blockIdx = block_idx_;
+    void run(int n, const dim3& block, const std::function<void()>& body) {
+        while ((int)fibers_.size() < n) create();
+        body_ = &body;
+        for (int t = 0; t < n; ++t) fibers_[t]->done = false;
+        for (int live = n; live > 0;) {
+            for (int t = 0; t < n; ++t) {
+                Fiber& f = *fibers_[t];
+                if (f.done) continue;
+                threadIdx = uint3{t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
+                current_ = t;
+                if (_setjmp(scheduler_) == 0) _longjmp(f.resume, 1);
+                if (f.done) --live;
             }
-            threadIdx = uint3{t % blockDim.x, (t / blockDim.x) % blockDim.y, t / (blockDim.x * blockDim.y)};
-            (*body)();
-            barrier_.drop();
-            std::lock_guard<std::mutex> lock(mutex_);
-            if (--remaining_ == 0) done_.notify_one();
         }
     }
 
-    std::vector<std::thread> workers_;
-    Barrier barrier_;
-    std::mutex mutex_;
-    std::condition_variable start_, done_;
+    // __syncthreads: back to the scheduler, which resumes this thread in the next round.
+    void yield() {
+        if (_setjmp(fibers_[current_]->resume) == 0) _longjmp(scheduler_, 1);
+    }
+
+private:
+    struct Fiber {
+        std::unique_ptr<char[]> stack{new char[kStackBytes]};
+        ucontext_t context;
+        jmp_buf resume;
+        bool done = true;
+    };
+
+    void create() {
+        fibers_.emplace_back(new Fiber);
+        Fiber& f = *fibers_.back();
+        getcontext(&f.context);
+        f.context.uc_stack.ss_sp = f.stack.get();
+        f.context.uc_stack.ss_size = kStackBytes;
+        f.context.uc_link = nullptr;
+        creating_ = this;
+        makecontext(&f.context, &FiberBlock::trampoline, 0);
+        swapcontext(&create_return_, &f.context);  // runs the trampoline up to its first _setjmp
+    }
+
+    // Life of one fiber: park, then run the body once per block it is resumed for.
+    static void trampoline() {
+        FiberBlock* const self = creating_;
+        Fiber* const f = self->fibers_.back().get();
+        if (_setjmp(f->resume) == 0) swapcontext(&f->context, &self->create_return_);
+        for (;;) {
+            (*self->body_)();
+            f->done = true;
+            if (_setjmp(f->resume) == 0) _longjmp(self->scheduler_, 1);
+        }
+    }
+
+    static inline thread_local FiberBlock* creating_ = nullptr;
+    std::vector<std::unique_ptr<Fiber>> fibers_;
+    ucontext_t create_return_;
+    jmp_buf scheduler_;
     const std::function<void()>* body_ = nullptr;
-    dim3 block_, grid_;
-    uint3 block_idx_{0, 0, 0};
-    int remaining_ = 0;
-    unsigned long generation_ = 0;
-    bool stop_ = false;
+    int current_ = 0;
 };
 
-inline BlockPool& pool() {
-    static BlockPool p;
-    return p;
-}
+inline thread_local FiberBlock* current_block = nullptr;
 
 inline std::mutex& launch_mutex() {
     static std::mutex m;
     return m;
 }
 
-// Run a grid: blocks in order; threads of a block on the pool (threaded) or in a loop.
+// Run a grid: blocks in order; threads of a block as fibers (threaded) or in a loop.
 inline int launch_grid(const unsigned* g, const unsigned* b, bool threaded, const std::function<void()>& body) {
     const dim3 grid(g[0], g[1], g[2]), block(b[0], b[1], b[2]);
     const long n = (long)block.x * block.y * block.z;
@@ -190,16 +146,18 @@ inline int launch_grid(const unsigned* g, const unsigned* b, bool threaded, cons
         grid.z > 65535)
         return 1;
     std::lock_guard<std::mutex> lock(launch_mutex());  // blocks share static __shared__ storage
+    static FiberBlock fibers;
+    current_block = &fibers;
     for (unsigned bz = 0; bz < grid.z; ++bz)
         for (unsigned by = 0; by < grid.y; ++by)
             for (unsigned bx = 0; bx < grid.x; ++bx) {
                 const uint3 bi{bx, by, bz};
+                blockDim = block;
+                gridDim = grid;
+                blockIdx = bi;
                 if (threaded) {
-                    pool().run_block((int)n, block, grid, bi, body);
+                    fibers.run((int)n, block, body);
                 } else {
-                    blockDim = block;
-                    gridDim = grid;
-                    blockIdx = bi;
                     for (unsigned tz = 0; tz < block.z; ++tz)
                         for (unsigned ty = 0; ty < block.y; ++ty)
                             for (unsigned tx = 0; tx < block.x; ++tx) {
@@ -248,11 +206,11 @@ int launch(void (*kernel)(P...), const unsigned* grid, const unsigned* block, vo
     extern "C" int gpuau_params_##NAME(int* codes) { return gpuau_emu::describe(&NAME, codes); }
 
 inline void __syncthreads() {
-    if (gpuau_emu::current_barrier == nullptr) {
-        std::fprintf(stderr, "gpuau emulator: __syncthreads outside a threaded launch\n");
+    if (gpuau_emu::current_block == nullptr) {
+        std::fprintf(stderr, "gpuau emulator: __syncthreads in a kernel launched without fibers\n");
         std::abort();
     }
-    gpuau_emu::current_barrier->arrive_and_wait();
+    gpuau_emu::current_block->yield();
 }
 inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 inline void __threadfence_block() { std::atomic_thread_fence(std::memory_order_seq_cst); }

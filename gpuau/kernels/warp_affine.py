@@ -66,19 +66,12 @@ def warp_affine(backend, images, image_index, matrices, out_h: int, out_w: int, 
     ----------
     backend : gpuau.device.Backend
         ``cuda`` or ``emulated``.
-    images : (B, H, W) or (B, H, W, C) uint8 or float32
-    image_index : (N,) int
-        Which image each output is cut from; an index outside ``[0, B)`` gives an all-border output.
-    matrices : (N, 2, 3) float64 or float32
-        Destination -> source maps (OpenCV's inverse map).
-    out_h, out_w : int
-        Output size.
-    border : float
-        Constant border value (saturated to the image type).
+    images, image_index, matrices, out_h, out_w, border
+        As :func:`gpuau.cpu.warp_affine.warp_affine` (arrays on ``backend``'s device).
 
     Returns
     -------
-    (N, out_h, out_w) or (N, out_h, out_w, C), the dtype of ``images``
+    (N, out_h, out_w) or (N, out_h, out_w, C), the dtype of ``images``, on ``backend``'s device
     """
     xp = backend.xp
     args = check_warp_args(xp, images, image_index, matrices, out_h, out_w, border)
