@@ -39,9 +39,11 @@ Adding a kernel
 
 Emulator limits
 ---------------
-* Blocks run one at a time; a block's threads run as OS threads meeting at a barrier when the
-  source calls ``__syncthreads`` (a thread that returns stops counting), else in a loop.  Block
-  size <= 1024 threads.
+* A source that calls ``__syncthreads`` runs each block's threads as fibers (own stacks, switched
+  at every barrier; a thread that returns stops counting); one with ``__shared__`` but no barrier
+  runs its blocks one at a time, threads in a loop; one with neither spreads its blocks over
+  ``GPUAU_EMU_THREADS`` OS threads (default: all cores).  Block size <= 1024 threads.  Races
+  between threads are not detected (fibers interleave only at barriers).
 * Static ``__shared__`` only (it becomes static storage); no dynamic ``extern __shared__``
   (``shared_mem`` must be 0).
 * No warp-level intrinsics (``__shfl*``, ``__ballot*``, ``__activemask``), cooperative groups,

@@ -5,7 +5,8 @@
 // through the extern "C" entry points it appends (see GPUAU_EMU_ENTRY below).
 //
 // Execution model
-//   * Blocks run one after another, so `__shared__` arrays are plain static storage.
+//   * `__shared__` arrays are plain static storage, so blocks of a source that has any run one
+//     after another; blocks of sources without __shared__ run in parallel on OS threads.
 //   * Kernel sources that call __syncthreads run the threads of a block as fibers (each with its
 //     own stack) that meet at every __syncthreads (FiberBlock below).
 //   * Other kernel sources run the threads of a block in a plain loop.
@@ -21,10 +22,12 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <thread>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -138,34 +141,63 @@ inline std::mutex& launch_mutex() {
     return m;
 }
 
-// Run a grid: blocks in order; threads of a block as fibers (threaded) or in a loop.
-inline int launch_grid(const unsigned* g, const unsigned* b, bool threaded, const std::function<void()>& body) {
+// How a launch runs the threads of its blocks (chosen per source by emulator.py).
+enum Mode : int {
+    kLoop = 0,          // blocks in order, threads of a block in a loop (source uses __shared__)
+    kFibers = 1,        // blocks in order, threads as fibers meeting at __syncthreads
+    kParallelLoop = 2,  // blocks spread over OS threads, threads in a loop (no __shared__ at all)
+};
+
+inline void run_threads_in_loop(const dim3& block, const std::function<void()>& body) {
+    for (unsigned tz = 0; tz < block.z; ++tz)
+        for (unsigned ty = 0; ty < block.y; ++ty)
+            for (unsigned tx = 0; tx < block.x; ++tx) {
+                threadIdx = uint3{tx, ty, tz};
+                body();
+            }
+}
+
+inline unsigned worker_count() {
+    const char* env = std::getenv("GPUAU_EMU_THREADS");
+    const int n = env ? std::atoi(env) : (int)std::thread::hardware_concurrency();
+    return n > 0 ? (unsigned)n : 1u;
+}
+
+inline int launch_grid(const unsigned* g, const unsigned* b, Mode mode, const std::function<void()>& body) {
     const dim3 grid(g[0], g[1], g[2]), block(b[0], b[1], b[2]);
     const long n = (long)block.x * block.y * block.z;
     if (n < 1 || n > 1024 || block.z > 64 || grid.x < 1 || grid.y < 1 || grid.z < 1 || grid.y > 65535 ||
         grid.z > 65535)
         return 1;
     std::lock_guard<std::mutex> lock(launch_mutex());  // blocks share static __shared__ storage
-    static FiberBlock fibers;
-    current_block = &fibers;
-    for (unsigned bz = 0; bz < grid.z; ++bz)
-        for (unsigned by = 0; by < grid.y; ++by)
-            for (unsigned bx = 0; bx < grid.x; ++bx) {
-                const uint3 bi{bx, by, bz};
-                blockDim = block;
-                gridDim = grid;
-                blockIdx = bi;
-                if (threaded) {
-                    fibers.run((int)n, block, body);
-                } else {
-                    for (unsigned tz = 0; tz < block.z; ++tz)
-                        for (unsigned ty = 0; ty < block.y; ++ty)
-                            for (unsigned tx = 0; tx < block.x; ++tx) {
-                                threadIdx = uint3{tx, ty, tz};
-                                body();
-                            }
-                }
-            }
+    const unsigned long n_blocks = (unsigned long)grid.x * grid.y * grid.z;
+    std::atomic<unsigned long> next{0};
+    auto worker = [&] {
+        blockDim = block;
+        gridDim = grid;
+        for (unsigned long i; (i = next.fetch_add(1)) < n_blocks;) {
+            blockIdx = uint3{(unsigned)(i % grid.x), (unsigned)((i / grid.x) % grid.y), (unsigned)(i / grid.x / grid.y)};
+            run_threads_in_loop(block, body);
+        }
+    };
+    if (mode == kParallelLoop) {
+        const unsigned workers = (unsigned)std::min<unsigned long>(worker_count(), n_blocks);
+        std::vector<std::thread> pool;
+        for (unsigned w = 1; w < workers; ++w) pool.emplace_back(worker);
+        worker();
+        for (auto& t : pool) t.join();
+    } else if (mode == kLoop) {
+        worker();
+    } else {
+        static FiberBlock fibers;
+        current_block = &fibers;
+        blockDim = block;
+        gridDim = grid;
+        for (unsigned long i = 0; i < n_blocks; ++i) {
+            blockIdx = uint3{(unsigned)(i % grid.x), (unsigned)((i / grid.x) % grid.y), (unsigned)(i / grid.x / grid.y)};
+            fibers.run((int)n, block, body);
+        }
+    }
     return 0;
 }
 
@@ -191,17 +223,17 @@ void call_unpacked(void (*kernel)(P...), void** args, std::index_sequence<I...>)
 }
 
 template <typename... P>
-int launch(void (*kernel)(P...), const unsigned* grid, const unsigned* block, void** args, bool threaded) {
+int launch(void (*kernel)(P...), const unsigned* grid, const unsigned* block, void** args, Mode mode) {
     const std::function<void()> body = [&] { call_unpacked(kernel, args, std::index_sequence_for<P...>{}); };
-    return launch_grid(grid, block, threaded, body);
+    return launch_grid(grid, block, mode, body);
 }
 
 }  // namespace gpuau_emu
 
 // One extern "C" launcher and describer per kernel; emulator.py appends these lines.
-#define GPUAU_EMU_ENTRY(NAME, THREADED)                                                          \
+#define GPUAU_EMU_ENTRY(NAME, MODE)                                                              \
     extern "C" int gpuau_launch_##NAME(const unsigned* grid, const unsigned* block, void** args) { \
-        return gpuau_emu::launch(&NAME, grid, block, args, THREADED);                            \
+        return gpuau_emu::launch(&NAME, grid, block, args, gpuau_emu::MODE);                          \
     }                                                                                            \
     extern "C" int gpuau_params_##NAME(int* codes) { return gpuau_emu::describe(&NAME, codes); }
 

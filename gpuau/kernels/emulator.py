@@ -10,6 +10,8 @@ Environment
 -----------
 ``GPUAU_EMU_CXX``
     Compiler (default ``g++``).
+``GPUAU_EMU_THREADS``
+    OS threads for kernels without shared memory (default: the number of cores).
 ``GPUAU_EMU_SANITIZE=address``
     Build with ``-fsanitize=address`` so out-of-bounds reads and writes abort with a report.  The
     Python process must then start with the ASan runtime preloaded; :func:`sanitizer_env` returns the
@@ -82,13 +84,15 @@ def sanitizer_env(env: "dict[str, str] | None" = None) -> dict[str, str]:
 def translation_unit(code: str) -> tuple[str, list[str]]:
     """C++ text built from a kernel source: the source plus one launcher per kernel, and the names.
 
-    Sources that call ``__syncthreads`` run each block's threads as OS threads; others in a loop.
+    Sources that call ``__syncthreads`` run each block's threads as fibers meeting at every
+    barrier; others in a loop, with blocks spread over OS threads when the source has no
+    ``__shared__`` memory.
     """
     names = kernel_names(code)
     if not names:
         raise EmulatorError('no `extern "C" __global__ void NAME(` kernel in the source')
-    threaded = "true" if "__syncthreads" in code else "false"
-    entries = "".join(f"GPUAU_EMU_ENTRY({n}, {threaded})\n" for n in names)
+    mode = "kFibers" if "__syncthreads" in code else "kLoop" if "__shared__" in code else "kParallelLoop"
+    entries = "".join(f"GPUAU_EMU_ENTRY({n}, {mode})\n" for n in names)
     return code + "\n\n// ---- emulator entry points ----\n" + entries, names
 
 
