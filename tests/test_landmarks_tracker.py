@@ -78,3 +78,26 @@ def test_failed_validation_triggers_redetection(frames, reference, models_dir):
     # after a failure the next frame tracks with the initialisation windows, fails again (no re-detection)
     r = tracker.track(frames[2].image, frames[2].gray)
     assert calls.detections == 2 and tracker.failures_in_a_row == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("video", ["default.wmv", "changeLighting.wmv", "2015-10-15-15-14.avi"])
+def test_whole_video_matches_openface(video, media_dir, reference_dir, models_dir):
+    df = pd.read_csv(reference_dir / (video.rsplit(".", 1)[0] + ".csv"), skipinitialspace=True)
+    ref = {int(r["frame"]): r for _, r in df.iterrows()}
+    tracker = FaceTracker()
+    errors, agree, n = [], 0, 0
+    for f in open_source(media_dir / video):
+        r = tracker.track(f.image, f.gray)
+        row = ref.get(f.index + 1)
+        if row is None:
+            continue
+        n += 1
+        agree += int(r.success == bool(row["success"]))
+        if r.success and row["success"]:
+            lm = np.stack([row[[f"x_{i}" for i in range(68)]].to_numpy(float),
+                           row[[f"y_{i}" for i in range(68)]].to_numpy(float)], axis=1)
+            errors.append(np.linalg.norm(r.landmarks - lm, axis=1).mean())
+    errors = np.array(errors)
+    assert agree >= 0.98 * n
+    assert errors.mean() < 0.5 and np.percentile(errors, 95) < 1.5

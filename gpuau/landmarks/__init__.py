@@ -1,5 +1,8 @@
 """CLNF facial landmarks: point distribution model (PDM), CCNF patch experts, NU-RLMS fitting,
 hierarchical part models and per-frame tracking (port of OpenFace's LandmarkDetector)."""
+from gpuau.landmarks.clnf import CLNF, CLNFModel, FitParameters, FitResult, detect_landmarks, fit
 from gpuau.landmarks.pdm import PDM
+from gpuau.landmarks.tracker import FaceTracker, LandmarkResult
 
-__all__ = ["PDM"]
+__all__ = ["CLNF", "CLNFModel", "FaceTracker", "FitParameters", "FitResult", "LandmarkResult", "PDM",
+           "detect_landmarks", "fit"]
