@@ -17,6 +17,7 @@ extern "C" __global__ void coords(int* out, int n) {
     const int b = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
     const int i = b * (blockDim.x * blockDim.y * blockDim.z) + t;
     if (i < n) {
+        atomicAdd(&out[4 * n], 1);  // blocks of this source run on several OS threads
         out[4 * i + 0] = threadIdx.x + 100 * threadIdx.y + 10000 * threadIdx.z;
         out[4 * i + 1] = blockIdx.x + 100 * blockIdx.y + 10000 * blockIdx.z;
         out[4 * i + 2] = blockDim.x + 100 * blockDim.y + 10000 * blockDim.z;
@@ -61,8 +62,11 @@ def indexing():
 def test_thread_and_block_indices(indexing):
     grid, block = (3, 2, 2), (4, 3, 2)
     n = 3 * 2 * 2 * 4 * 3 * 2
-    out = np.full((n, 4), -1, np.int32)
+    out = np.full((n + 1, 4), -1, np.int32)
+    out[n] = 0
     indexing(grid, block, (out, np.int32(n)))
+    assert out[n, 0] == n
+    out = out[:n]
     t = np.arange(24)
     tx, ty, tz = t % 4, (t // 4) % 3, t // 12
     b = np.arange(12)
@@ -89,7 +93,7 @@ def test_syncthreads_reduction_and_atomics():
 
 
 def test_argument_checking(indexing):
-    out = np.zeros((8, 4), np.int32)
+    out = np.zeros((9, 4), np.int32)
     with pytest.raises(TypeError, match="NumPy scalar"):
         indexing(1, 8, (out, 8))
     with pytest.raises(TypeError, match="4-byte signed integer"):

@@ -49,9 +49,11 @@ Emulator limits
 * No warp-level intrinsics (``__shfl*``, ``__ballot*``, ``__activemask``), cooperative groups,
   textures, streams or events: a source using them fails to build in the emulator.
 * Atomics ``atomicAdd/Sub/Exch/CAS/Max/Min`` for int, unsigned, float (``std::atomic_ref``).
-* Fast-math intrinsics (``__expf``, ``rsqrtf``, ``__fdividef``, ``__logf``) are computed exactly,
-  so results using them can differ from the GPU by a few ulp; correctly rounded arithmetic
-  (``__fmul_rn``, ``__dadd_rn``, ``__double2int_rn`` ...) and ``fmaf`` match the GPU bit for bit.
+* Math functions come from the host's libm (``expf``, ``logf``, ``powf``) and fast-math intrinsics
+  (``__expf``, ``rsqrtf``, ``__fdividef``) are computed exactly, while CUDA's are accurate to a
+  few ulp: results using them can differ from the GPU by a few ulp.  Arithmetic (``+ - * /``,
+  ``sqrtf``, ``__fmul_rn``, ``__dadd_rn``, ``__double2int_rn`` ...) and ``fmaf`` match the GPU
+  bit for bit (both sides build without FMA contraction).
 * Kernel arguments: C-contiguous NumPy arrays for pointers, NumPy scalars matching each
   parameter's size and kind (``np.int32`` for ``int``, ``np.float32`` for ``float`` ...); mismatches
   raise instead of being reinterpreted.
