@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from gpuau.au.postprocess import moving_average, neutral_offsets, postprocess_intensities, postprocess_presence
-from gpuau.au.running_median import HOG_BINS, HOG_MAX, HOG_MIN, RunningMedian
+from gpuau.au.running_median import GEOM_BINS, GEOM_MAX, GEOM_MIN, HOG_BINS, HOG_MAX, HOG_MIN, RunningMedian
 
 
 def test_running_median_is_the_histogram_median():
@@ -53,3 +54,19 @@ def test_presence_smoothing():
     assert out[:3].tolist() == [1, 0, 1] and out[-3:].tolist() == [1, 1, 0]  # ends untouched
     assert out[3:7].tolist() == [0.0, 0.0, 1.0, 0.0]  # window sums 3/7, 3/7, 4/7, 3/7
     assert moving_average(np.ones((2, 1)), 3).tolist() == [[1.0], [1.0]]  # too short: unchanged
+
+
+@pytest.mark.parametrize("num_bins, lo, hi, scale", [(HOG_BINS, HOG_MIN, HOG_MAX, 0.3), (GEOM_BINS, GEOM_MIN, GEOM_MAX, 20.0)])
+def test_incremental_median_equals_full_scan(num_bins, lo, hi, scale):
+    """The tracked median bin equals OpenFace's scan of the whole histogram after every update."""
+    rng = np.random.default_rng(7)
+    rm = RunningMedian(num_bins, lo, hi)
+    for step in range(120):
+        x = rng.normal(0.1 * scale, scale, 50) + (step > 60) * scale  # drifts, and leaves the range
+        rm.update(x, bool(rng.random() > 0.2))
+        if rm.count > 1:
+            cutoff = (rm.count + 1) // 2
+            scan = (np.cumsum(rm.histogram, axis=1) >= cutoff).argmax(axis=1)
+            width = (hi - lo) / num_bins
+            np.testing.assert_array_equal(rm.median_bin, scan)
+            np.testing.assert_allclose(rm.median, lo + scan * width + 0.5 * width, rtol=0, atol=1e-12)

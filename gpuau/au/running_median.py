@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gpuau.device import resolve_device
+from gpuau.cpu.histogram_median import histogram_median_update
 
 HOG_BINS, HOG_MIN, HOG_MAX = 1000, -0.005, 1.0
 """Histogram of the FHOG median (``num_bins_hog``, ``min_val_hog``, ``max_val_hog``)."""
@@ -30,6 +30,8 @@ class RunningMedian:
     count : int
         Number of descriptors added.
     median : (D,) float64 or None
+    median_bin, below : (D,) int32 or None
+        Median bin of each row and the count below it (tracked incrementally).
     """
 
     num_bins: int
@@ -38,6 +40,8 @@ class RunningMedian:
     histogram: "np.ndarray | None" = field(default=None, repr=False)
     count: int = 0
     median: "np.ndarray | None" = field(default=None, repr=False)
+    median_bin: "np.ndarray | None" = field(default=None, repr=False)
+    below: "np.ndarray | None" = field(default=None, repr=False)
 
     def update(self, descriptor: np.ndarray, add: bool) -> np.ndarray:
         """Optionally add a descriptor, then recompute the median.
@@ -60,17 +64,19 @@ class RunningMedian:
         length = abs(self.max_val - self.min_val)
         if self.histogram is None:
             self.histogram = np.zeros((descriptor.shape[0], self.num_bins), np.int32)
+            self.median_bin = np.zeros(descriptor.shape[0], np.int32)
+            self.below = np.zeros(descriptor.shape[0], np.int32)
             self.median = descriptor.copy()
+        bins = None
         if add:
             converted = (descriptor - self.min_val) * float(self.num_bins) / length
-            converted = np.clip(converted, 0, self.num_bins - 1)
-            self.histogram[np.arange(descriptor.shape[0]), converted.astype(np.int64)] += 1
+            bins = np.clip(converted, 0, self.num_bins - 1).astype(np.int64)
             self.count += 1
+        cutoff = (self.count + 1) // 2
+        histogram_median_update(self.histogram, bins, cutoff, self.median_bin, self.below)
         if self.count == 1:
             self.median = descriptor.copy()
         else:
-            cutoff = (self.count + 1) // 2
-            bins = resolve_device("cpu").kernels.histogram_median(self.histogram, cutoff).astype(np.float64)
-            self.median = self.min_val + bins * (length / self.num_bins) + 0.5 * length / self.num_bins
+            self.median = self.min_val + self.median_bin * (length / self.num_bins) + 0.5 * length / self.num_bins
         return self.median
 
