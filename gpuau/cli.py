@@ -282,12 +282,15 @@ def models_path(args) -> int:
          arg("--format", default="csv", choices=("csv", "parquet"), help="output format (default: csv)"),
          arg("--models", default=None, metavar="DIR", help="OpenFace model folder (default: see `gpuau models path`)"),
          arg("--overwrite", action="store_true", help="redo inputs whose output exists (default: skip them, i.e. resume)"),
+         arg("--multi-face", action="store_true",
+             help="track up to 4 faces per video as OpenFace's FaceLandmarkVidMulti (a row per face and frame, "
+                  "face_id = tracking slot, static AU models); single images always get every face"),
          arg("-q", "--quiet", action="store_true", help="no progress bars or summary"))
 def analyze(args) -> int:
     from gpuau.corpus import run_corpus
     from gpuau.pipeline import Analyzer
 
-    analyzer = Analyzer(args.device, models=args.models)
+    analyzer = Analyzer(args.device, models=args.models, multi_face=args.multi_face)
     report = run_corpus(args.inputs, args.output, analyzer=analyzer, fmt=args.format, overwrite=args.overwrite,
                         progress=not args.quiet)
     if not args.quiet:

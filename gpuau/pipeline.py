@@ -3,7 +3,12 @@
 frames -> :class:`~gpuau.landmarks.tracker.FaceTracker` (MTCNN, CLNF, validator, pose) ->
 :class:`~gpuau.au.AUAnalyzer` (alignment, FHOG, running medians, offline pass) -> OpenFace columns.
 
-Port of the frame loop of ``FeatureExtraction.cpp`` and of ``FaceLandmarkImg.cpp`` for single images.
+Two other OpenFace tools have their own paths: ``FaceLandmarkImg`` for a single image (every face,
+static AU models, ``face, confidence`` columns; :mod:`gpuau.images`) and ``FaceLandmarkVidMulti`` for
+several faces per video (``multi_face=True``: up to 4 tracked faces, a row per tracked face and frame,
+static AU models without post-processing; :mod:`gpuau.landmarks.multi`).
+
+Port of the frame loops of ``FeatureExtraction.cpp``, ``FaceLandmarkImg.cpp`` and ``FaceLandmarkVidMulti.cpp``.
 """
 from __future__ import annotations
 
@@ -28,12 +33,16 @@ class Result:
     ----------
     columns : dict[str, ndarray (rows,)]
         Columns in OpenFace's order (``frame, face_id, timestamp, confidence, success, pose_*, x_*, y_*,
-        X_*, Y_*, Z_*, p_*, AU*_r, AU*_c``).
+        X_*, Y_*, Z_*, p_*, AU*_r, AU*_c``); a single image's table (:meth:`Analyzer.analyze_image`)
+        starts with FaceLandmarkImg's ``face, confidence`` instead, one row per face.
     source : str
         The input's path (or ``"<frames>"``).
     frames_decoded : int
     elapsed : float
         Seconds spent analysing.
+    postprocessed : bool
+        Whether the AUs went through FeatureExtraction's offline pass (then ``AU*_c`` are written with
+        2 decimals, else with 1 as FaceLandmarkImg and FaceLandmarkVidMulti write them).
     """
 
     columns: dict
@@ -41,14 +50,17 @@ class Result:
     frames_decoded: int = 0
     elapsed: float = 0.0
     warnings: list = field(default_factory=list)
+    postprocessed: bool = True
 
     def __len__(self) -> int:
         return len(next(iter(self.columns.values()))) if self.columns else 0
 
     @property
     def faces_found(self) -> int:
-        """Rows with ``success == 1``."""
-        return int(np.sum(self.columns.get("success", []))) if self.columns else 0
+        """Rows with ``success == 1`` (for a single image: the faces found)."""
+        if "success" not in self.columns:
+            return len(self)
+        return int(np.sum(self.columns["success"]))
 
     def to_pandas(self):
         """The table as a :class:`pandas.DataFrame` (needs pandas)."""
@@ -62,7 +74,8 @@ class Result:
         """Write an OpenFace CSV (FeatureExtraction's formats), atomically."""
         from gpuau.io import write_openface_csv
 
-        return write_openface_csv(path, self.columns)
+        return write_openface_csv(path, self.columns, sequence="face" not in self.columns,
+                                  postprocessed=self.postprocessed)
 
     def to_parquet(self, path: "str | os.PathLike") -> Path:
         """Write the same columns as Parquet (needs pyarrow), atomically."""
@@ -78,12 +91,27 @@ def base_columns() -> list:
     return openface_columns()
 
 
-def landmark_row(frame_number: int, timestamp: float, r) -> np.ndarray:
+def image_columns() -> list:
+    """FaceLandmarkImg's non-AU columns that gpuau writes (``face, confidence``, no gaze), in file order."""
+    from gpuau.io import openface_columns
+
+    return openface_columns(sequence=False)
+
+
+def _shape_values(r) -> list:
+    return [r.pose, r.landmarks[:, 0], r.landmarks[:, 1], r.landmarks_3d[:, 0], r.landmarks_3d[:, 1],
+            r.landmarks_3d[:, 2], r.params_global, r.params_local]
+
+
+def landmark_row(frame_number: int, timestamp: float, r, face_id: int = 0) -> np.ndarray:
     """One row of :func:`base_columns` from a :class:`~gpuau.landmarks.tracker.LandmarkResult`."""
-    return np.concatenate([
-        [frame_number, 0, timestamp, r.confidence, int(r.success)], r.pose,
-        r.landmarks[:, 0], r.landmarks[:, 1], r.landmarks_3d[:, 0], r.landmarks_3d[:, 1], r.landmarks_3d[:, 2],
-        r.params_global, r.params_local]).astype(np.float64)
+    return np.concatenate([[frame_number, face_id, timestamp, r.confidence, int(r.success)],
+                           *_shape_values(r)]).astype(np.float64)
+
+
+def image_row(face: int, r) -> np.ndarray:
+    """One row of :func:`image_columns` from a :class:`~gpuau.landmarks.tracker.LandmarkResult`."""
+    return np.concatenate([[face, r.confidence], *_shape_values(r)]).astype(np.float64)
 
 
 def _columns(names: list, rows: np.ndarray) -> dict:
@@ -99,42 +127,84 @@ class Analyzer:
         ``"auto"`` (GPU if usable), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
     models : path-like, optional
         OpenFace model folder (see :func:`gpuau.models.resolve_models_dir`).
+    multi_face : bool
+        Default of :meth:`analyze_video` / :meth:`write_video`: track up to 4 faces per video as
+        FaceLandmarkVidMulti does, instead of FeatureExtraction's one face.
 
     Examples
     --------
     >>> an = gpuau.Analyzer(device="cpu")                     # doctest: +SKIP
     >>> res = an.analyze_video("interview.mp4")               # doctest: +SKIP
     >>> res.to_csv("interview.csv")                           # doctest: +SKIP
+    >>> an.analyze_image("group.jpg").to_csv("group.csv")     # doctest: +SKIP
     """
 
-    def __init__(self, device: "str | Backend" = "auto", *, models: "str | os.PathLike | None" = None):
+    def __init__(self, device: "str | Backend" = "auto", *, models: "str | os.PathLike | None" = None,
+                 multi_face: bool = False):
         from gpuau.models.store import resolve_models_dir
 
         self.backend = resolve_device(device)
         self.models = resolve_models_dir(models)
+        self.multi_face = bool(multi_face)
         self._clnf = None
+        self._mtcnn = None
         self._detector = None
         self._validator = None
+        self._static = None
 
     # Models load once per Analyzer and are shared by every video it analyses.
-    def _tracker(self, intrinsics):
+    def _load(self) -> None:
         from gpuau.detect import MTCNN
         from gpuau.landmarks.clnf import CLNF
-        from gpuau.landmarks.tracker import FaceTracker, select_box
+        from gpuau.landmarks.tracker import select_box
         from gpuau.landmarks.validator import DetectionValidator
 
         if self._clnf is None:
             self._clnf = CLNF.load(self.models)
-            mtcnn = MTCNN(self.models, device=self.backend)
+            mtcnn = self._mtcnn = MTCNN(self.models, device=self.backend)
             self._detector = lambda image: select_box(mtcnn.detect(image))
             self._validator = DetectionValidator.load(self.models).check
+
+    def _tracker(self, intrinsics):
+        from gpuau.landmarks.tracker import FaceTracker
+
+        self._load()
         return FaceTracker(self._clnf, detect=self._detector, validate=self._validator, intrinsics=intrinsics,
                            models=self.models)
+
+    def _multi_tracker(self, intrinsics):
+        from gpuau.landmarks.multi import MultiFaceTracker
+
+        self._load()
+        return MultiFaceTracker(self._clnf, detect_all=lambda image: self._mtcnn.detect(image).boxes,
+                                validate=self._validator, intrinsics=intrinsics)
 
     def _au_analyzer(self, dynamic: bool = True):
         from gpuau.au import AUAnalyzer
 
         return AUAnalyzer(self.models, dynamic=dynamic, device=self.backend)
+
+    def _static_models(self):
+        """The static AU models, AU PDM and triangulation (held by an :class:`~gpuau.au.AUAnalyzer`)."""
+        if self._static is None:
+            self._static = self._au_analyzer(dynamic=False)
+        return self._static
+
+    def _static_aus(self, image: np.ndarray, results: list) -> list:
+        """Static-model AUs of each face of one frame (``PredictStaticAUsAndComputeFeatures``), as dicts."""
+        from gpuau.au import predict_static_aus
+
+        a = self._static_models()
+        return [predict_static_aus(image, r.landmarks, a.models, a.pdm, a.triangulation, self.backend)
+                for r in results]
+
+    def _static_au_columns(self, aus: list) -> dict:
+        """``AU*_r`` then ``AU*_c`` columns (OpenFace's order) of per-face dicts from :meth:`_static_aus`."""
+        from gpuau.io import openface_columns
+
+        a = self._static_models()
+        names = openface_columns(a.reg_names, a.cls_names, sequence=False)[len(image_columns()):]
+        return {c: np.array([d[c] for d in aus], np.float64) for c in names}
 
     def track(self, frames: Iterable, intrinsics=None) -> Iterator[tuple[np.ndarray, object]]:
         """Landmark row (:func:`base_columns`) of each frame, feeding the AU analyser as it goes.
@@ -151,14 +221,34 @@ class Analyzer:
             aus.add_frame(frame.image, r.landmarks, r.detection_success, frame.timestamp)
             yield landmark_row(frame.index + 1, frame.timestamp, r), aus
 
-    def analyze_video(self, path: "str | os.PathLike", *, progress: "Callable[[int], None] | None" = None) -> Result:
-        """Analyse a video file, an image, or a folder of images (an image sequence) like FeatureExtraction.
+    def track_multi(self, frames: Iterable, intrinsics=None) -> Iterator[tuple[list, list]]:
+        """Rows of the faces tracked in each frame, FaceLandmarkVidMulti's way.
+
+        Yields, per :class:`~gpuau.video.Frame`, ``(rows, aus)``: a :func:`base_columns` row (``face_id``
+        = model slot) and a dict of static-model AU values for each tracked face (possibly none).
+        """
+        tracker = None
+        for frame in frames:
+            if tracker is None:
+                tracker = self._multi_tracker(intrinsics)
+            faces = tracker.track(frame.image, frame.gray)
+            rows = [landmark_row(frame.index + 1, frame.timestamp, r, face_id=k) for k, r in faces]
+            yield rows, self._static_aus(frame.image, [r for _, r in faces])
+
+    def analyze_video(self, path: "str | os.PathLike", *, progress: "Callable[[int], None] | None" = None,
+                      multi_face: "bool | None" = None) -> Result:
+        """Analyse a video file or a folder of images (an image sequence) like FeatureExtraction.
+
+        A single image file is analysed like FaceLandmarkImg (see :meth:`analyze_image`).
 
         Parameters
         ----------
         path : path-like
         progress : callable, optional
             Called with the number of frames done after each frame.
+        multi_face : bool, optional
+            Track up to 4 faces like FaceLandmarkVidMulti (default: the Analyzer's ``multi_face``):
+            one row per tracked face and frame, ``face_id`` = tracking slot, static AU models.
 
         Raises
         ------
@@ -168,12 +258,18 @@ class Analyzer:
         from gpuau.video import open_source
 
         source = open_source(path)
+        if source.kind == "image":
+            return self._analyze_image_source(source)
+        if self.multi_face if multi_face is None else multi_face:
+            return self._analyze_multi(source, str(path), source.intrinsics, progress)
         return self._analyze(source, str(path), source.intrinsics, progress)
 
-    def analyze_frames(self, frames: Iterable[np.ndarray], *, fps: float = 30.0, intrinsics=None) -> Result:
+    def analyze_frames(self, frames: Iterable[np.ndarray], *, fps: float = 30.0, intrinsics=None,
+                       multi_face: "bool | None" = None) -> Result:
         """Analyse an iterable of frames (BGR or gray, 8- or 16-bit, all of one size) as one video at ``fps``.
 
-        ``intrinsics`` ``(fx, fy, cx, cy)`` default to OpenFace's guess from the frame size.
+        ``intrinsics`` ``(fx, fy, cx, cy)`` default to OpenFace's guess from the frame size; ``multi_face``
+        as for :meth:`analyze_video`.
         """
         from gpuau.video import Frame, to_bgr8, to_gray8
 
@@ -182,13 +278,73 @@ class Analyzer:
                 bgr = to_bgr8(np.asarray(img))
                 yield Frame(i, i / fps if fps else 0.0, bgr, to_gray8(bgr))
 
+        if self.multi_face if multi_face is None else multi_face:
+            return self._analyze_multi(decoded(), "<frames>", intrinsics, None)
         return self._analyze(decoded(), "<frames>", intrinsics, None)
 
-    def analyze_image(self, image: "np.ndarray | str | os.PathLike") -> Result:
-        """Analyse one image (an array or a file) as a one-frame video."""
+    def analyze_image(self, image: "np.ndarray | str | os.PathLike", *, intrinsics=None) -> Result:
+        """Every face of one image (an array or a file), as FaceLandmarkImg analyses it.
+
+        All faces MTCNN finds are fitted (one initialisation from each box) and get a row, validated
+        or not, with the static AU models; the columns are FaceLandmarkImg's (``face, confidence``,
+        pose, landmarks, params, AUs; see :func:`image_columns`). An image without a face gives an
+        empty table (0 rows) and a warning.
+
+        Parameters
+        ----------
+        image : ndarray (H, W, 3) BGR or (H, W) grey, 8- or 16-bit; or a path
+        intrinsics : (fx, fy, cx, cy), optional
+            Default: OpenFace's guess from the image size.
+        """
+        from gpuau.video import Frame, open_source, to_bgr8, to_gray8
+
         if not isinstance(image, np.ndarray):
-            return self.analyze_video(image)
-        return self.analyze_frames([image], fps=0.0)
+            return self._analyze_image_source(open_source(image), intrinsics)
+        bgr = to_bgr8(np.asarray(image))
+        return self._analyze_image(Frame(0, 0.0, bgr, to_gray8(bgr)), "<image>", intrinsics)
+
+    def _analyze_image_source(self, source, intrinsics=None) -> Result:
+        from gpuau.video import InputError
+
+        if source.kind != "image":
+            raise InputError(source.path, "not a single image", "use analyze_video for videos and image folders")
+        frame = next(iter(source))
+        return self._analyze_image(frame, str(source.path), intrinsics or source.intrinsics)
+
+    def _analyze_image(self, frame, name: str, intrinsics) -> Result:
+        from gpuau.images import fit_faces
+
+        t0 = time.perf_counter()
+        self._load()
+        boxes = self._mtcnn.detect(frame.image).boxes
+        results = fit_faces(frame.image, frame.gray, boxes, self._clnf, self._validator, intrinsics)
+        aus = self._static_aus(frame.image, results)
+        names = image_columns()
+        rows = np.array([image_row(k, r) for k, r in enumerate(results)]).reshape(len(results), len(names))
+        columns = {**_columns(names, rows), **self._static_au_columns(aus)}
+        warnings = [] if results else [f"{name}: no face found"]
+        return Result(columns, source=name, frames_decoded=1, elapsed=time.perf_counter() - t0, warnings=warnings,
+                      postprocessed=False)
+
+    def _analyze_multi(self, frames, name, intrinsics, progress) -> Result:
+        from gpuau.video import InputError
+
+        t0 = time.perf_counter()
+        rows, aus, n = [], [], 0
+        for frame_rows, frame_aus in self.track_multi(frames, intrinsics):
+            rows += frame_rows
+            aus += frame_aus
+            n += 1
+            if progress:
+                progress(n)
+        if n == 0:
+            raise InputError(name, "no frames could be decoded", "the file may be empty, truncated or not a video")
+        return Result(self._multi_columns(rows, aus), source=name, frames_decoded=n, elapsed=time.perf_counter() - t0,
+                      postprocessed=False)
+
+    def _multi_columns(self, rows: list, aus: list) -> dict:
+        names = base_columns()
+        return {**_columns(names, np.array(rows).reshape(len(rows), len(names))), **self._static_au_columns(aus)}
 
     def _analyze(self, frames, name, intrinsics, progress) -> Result:
         from gpuau.video import InputError
@@ -207,15 +363,18 @@ class Analyzer:
 
     def write_video(self, path: "str | os.PathLike", output: "str | os.PathLike", *, format: str = "csv",
                     progress: "Callable[[int], None] | None" = None, chunk: int = 256,
-                    on_open: "Callable | None" = None) -> dict:
+                    on_open: "Callable | None" = None, multi_face: "bool | None" = None) -> dict:
         """Analyse ``path`` and write ``output`` atomically, streaming rows so memory stays bounded.
 
-        ``on_open(source)`` is called once the input is open (e.g. to size a progress bar).
+        ``on_open(source)`` is called once the input is open (e.g. to size a progress bar). A single
+        image gives FaceLandmarkImg's table (:meth:`analyze_image`; an image without a face gives a
+        header-only file); ``multi_face`` (default: the Analyzer's) FaceLandmarkVidMulti's rows.
 
         Returns
         -------
         dict
-            ``frames``, ``faces`` (successful frames), ``frame_count`` (the container's), ``elapsed``.
+            ``frames``, ``faces`` (successful frames; for ``multi_face`` successful face rows, for an
+            image the faces found), ``frame_count`` (the container's), ``elapsed``.
         """
         from gpuau.io import OpenFaceCSVWriter, openface_columns
         from gpuau.video import InputError, open_source
@@ -225,6 +384,14 @@ class Analyzer:
         source = open_source(path)
         if on_open:
             on_open(source)
+        if source.kind == "image":
+            res = self._analyze_image_source(source)
+            (res.to_parquet if format == "parquet" else res.to_csv)(output)
+            if progress:
+                progress(1)
+            return {"frames": 1, "faces": res.faces_found, "frame_count": 1, "elapsed": res.elapsed}
+        if self.multi_face if multi_face is None else multi_face:
+            return self._write_multi(source, output, format, progress, chunk)
         if format == "parquet":
             res = self._analyze(source, str(path), source.intrinsics, progress)
             res.to_parquet(output)
@@ -250,6 +417,43 @@ class Analyzer:
             if rows:
                 writer.write_rows(_columns(names, np.array(rows)))
             writer.close(aus.finish())
+        except BaseException:
+            writer.abort()
+            raise
+        return {"frames": n, "faces": faces, "frame_count": source.frame_count, "elapsed": time.perf_counter() - t0}
+
+    def _write_multi(self, source, output, format: str, progress, chunk: int) -> dict:
+        """:meth:`write_video` with ``multi_face``; the AU columns (static, per row) are added at the end."""
+        from gpuau.io import OpenFaceCSVWriter, openface_columns
+        from gpuau.video import InputError
+
+        if format == "parquet":
+            res = self._analyze_multi(source, str(source.path), source.intrinsics, progress)
+            res.to_parquet(output)
+            return {"frames": res.frames_decoded, "faces": res.faces_found, "frame_count": source.frame_count,
+                    "elapsed": res.elapsed}
+        t0 = time.perf_counter()
+        names = base_columns()
+        a = self._static_models()
+        writer = OpenFaceCSVWriter(output, openface_columns(a.reg_names, a.cls_names))
+        rows, aus, n, faces = [], [], 0, 0
+        try:
+            for frame_rows, frame_aus in self.track_multi(source, source.intrinsics):
+                rows += frame_rows
+                aus += frame_aus
+                n += 1
+                faces += sum(int(r[4]) for r in frame_rows)
+                if len(rows) >= chunk:
+                    writer.write_rows(_columns(names, np.array(rows)))
+                    rows = []
+                if progress:
+                    progress(n)
+            if n == 0:
+                raise InputError(source.path, "no frames could be decoded",
+                                 "the file may be empty, truncated or not a video")
+            if rows:
+                writer.write_rows(_columns(names, np.array(rows)))
+            writer.close(self._static_au_columns(aus), postprocessed=False)
         except BaseException:
             writer.abort()
             raise

@@ -1,0 +1,65 @@
+"""Several faces per video as OpenFace's FaceLandmarkVidMulti tracks them: the overlap rule, and the first
+frames of multi_face.avi against FaceLandmarkVidMulti's reference rows (matched on frame and face_id)."""
+from itertools import islice
+
+import numpy as np
+import pytest
+
+from gpuau.io.openface_csv import read_openface_csv
+from gpuau.landmarks.multi import landmark_box, non_overlapping
+from gpuau.pipeline import Analyzer, base_columns
+from gpuau.video import open_source
+
+FRAMES = 30
+
+
+def test_overlap_uses_openfaces_union():
+    model = landmark_box(np.array([[0, 0], [10, 10], [5, 3]], np.float32))
+    np.testing.assert_array_equal(model, [0, 0, 10, 10])
+    boxes = np.array([
+        [0, 0, 10, 10],   # the same box: tracked already
+        [4, 0, 10, 10],   # IoU 0.43, but OpenFace's ratio 60 / (100 + 100 - 2 * 60) = 0.75: tracked already
+        [5, 0, 10, 10],   # ratio 50 / 100 = 0.5, not above the threshold: a new face
+        [30, 30, 10, 10],  # disjoint
+    ], np.float32)
+    np.testing.assert_array_equal(non_overlapping(boxes, [model]), [2, 3])
+    # A free slot (all landmarks 0) blocks nothing.
+    free = landmark_box(np.zeros((68, 2), np.float32))
+    np.testing.assert_array_equal(non_overlapping(boxes, [free, free]), [0, 1, 2, 3])
+    assert non_overlapping(np.zeros((0, 4)), [model]).size == 0
+
+
+@pytest.fixture(scope="module")
+def first_frames(models_dir, media_dir):
+    """Our rows and static AUs of the first FRAMES frames of multi_face.avi."""
+    source = open_source(media_dir / "multi_face.avi")
+    frames = (f.image for f in islice(source, FRAMES))
+    res = Analyzer("cpu", models=models_dir).analyze_frames(frames, fps=source.fps, multi_face=True)
+    assert res.frames_decoded == FRAMES and not res.postprocessed
+    return res.columns
+
+
+def test_first_frames_match_facelandmarkvidmulti(first_frames, reference_dir):
+    ref = read_openface_csv(reference_dir / "multi_face.csv")
+    keep = ref["frame"] <= FRAMES
+    ref = {c: v[keep] for c, v in ref.items()}
+    ours = first_frames
+    assert list(ours)[:len(base_columns())] == base_columns()
+    # The same (frame, face_id) rows in the same order: three faces from the first frame on.
+    np.testing.assert_array_equal(ours["frame"], ref["frame"])
+    np.testing.assert_array_equal(ours["face_id"], ref["face_id"])
+    assert set(ours["face_id"]) == {0, 1, 2}
+    np.testing.assert_array_equal(ours["success"], ref["success"])
+    assert 0 < ref["success"].sum() < len(ref["success"])  # slot 0's first fit is not validated
+    # The validator's certainty comes in steps of 0.1: a fit a hair away can land one step off.
+    assert np.mean(np.abs(ours["confidence"] - ref["confidence"]) < 6e-3) > 0.95
+    np.testing.assert_allclose(ours["timestamp"], ref["timestamp"], atol=6e-4)
+    err = np.mean([np.hypot(ours[f"x_{i}"] - ref[f"x_{i}"], ours[f"y_{i}"] - ref[f"y_{i}"]) for i in range(68)], axis=0)
+    assert err.mean() < 0.06 and err.max() < 0.5, (err.mean(), err.max())
+    # Static AUs on every row, failed fits included (FaceLandmarkVidMulti predicts them for every active slot).
+    au_r = [c for c in ref if c.endswith("_r")]
+    au_c = [c for c in ref if c.endswith("_c")]
+    mae = np.mean([np.abs(ours[c] - ref[c]).mean() for c in au_r])
+    r = np.nanmean([np.corrcoef(ours[c], ref[c])[0, 1] for c in au_r if ref[c].std() > 0.05])
+    agree = np.mean([(ours[c] == ref[c]).mean() for c in au_c])
+    assert mae < 0.05 and r > 0.95 and agree > 0.95, (mae, r, agree)
