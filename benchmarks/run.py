@@ -65,35 +65,41 @@ OPENFACE_BASELINE = {
 
 
 class StageTimer:
-    """Exclusive wall time and call count per stage of functions wrapped from outside the package.
+    """Exclusive wall and CPU time, and call count, per stage of functions wrapped from outside the package.
 
-    A timed function that calls another timed function is charged only its own time.  Timing is for
-    the calling thread's nesting; the wrapped functions run on the main thread in the pipeline.
+    A timed function that calls another timed function is charged only its own time.  CPU time is the
+    process's (all threads: Numba's parallel loops and onnxruntime's pool count, so can exceed wall
+    time; the decode thread's share is included too).  The wrapped functions run on the main thread.
     """
 
     def __init__(self):
         self.seconds = {stage: 0.0 for stage, _ in STAGES}
+        self.cpu_seconds = {stage: 0.0 for stage, _ in STAGES}
         self.calls = {stage: 0 for stage, _ in STAGES}
-        self._nested: list = []
+        self._nested: list = []  # per active timed call: [wall, cpu] spent in timed calls it made
         self._patched: list = []
 
     def reset(self) -> None:
         """Zero the times and counts (the wrappers stay)."""
         self.seconds = dict.fromkeys(self.seconds, 0.0)
+        self.cpu_seconds = dict.fromkeys(self.cpu_seconds, 0.0)
         self.calls = dict.fromkeys(self.calls, 0)
 
     def _timed(self, fn, stage: str):
         def timed(*args, **kwargs):
-            self._nested.append(0.0)
-            t0 = time.perf_counter()
+            self._nested.append([0.0, 0.0])
+            t0, c0 = time.perf_counter(), time.process_time()
             try:
                 return fn(*args, **kwargs)
             finally:
-                dt = time.perf_counter() - t0
-                self.seconds[stage] += dt - self._nested.pop()
+                dt, dc = time.perf_counter() - t0, time.process_time() - c0
+                nested_wall, nested_cpu = self._nested.pop()
+                self.seconds[stage] += dt - nested_wall
+                self.cpu_seconds[stage] += dc - nested_cpu
                 self.calls[stage] += 1
                 if self._nested:
-                    self._nested[-1] += dt
+                    self._nested[-1][0] += dt
+                    self._nested[-1][1] += dc
 
         timed.__wrapped__ = fn
         return timed
@@ -158,17 +164,17 @@ def count_frames(video: Path) -> int:
     return sum(1 for _ in open_source(video))
 
 
-def decode_ms_per_frame(video: Path, n: int) -> "tuple[float, int]":
-    """Decoding (BGR and grey frames, through the prefetch thread) alone: ms per frame over the first ``n``."""
+def decode_times(video: Path, n: int) -> dict:
+    """Decoding alone (BGR and grey frames, through the prefetch thread), over the first ``n`` frames."""
     from gpuau.video import open_source
 
     frames = 0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in open_source(video):
         frames += 1
         if frames == n:
             break
-    return 1000 * (time.perf_counter() - t0) / max(frames, 1), frames
+    return _per_frame(time.perf_counter() - t0, time.process_time() - c0, frames, max(frames, 1))
 
 
 def stage_times(video: Path, device: str, workdir: Path) -> dict:
@@ -182,17 +188,20 @@ def stage_times(video: Path, device: str, workdir: Path) -> dict:
         first = next(iter(open_source(video))).image
         analyzer.analyze_frames([first])  # loads the models and compiles everything a frame needs
         timer.reset()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         info = analyzer.write_video(video, workdir / f"{video.stem}.stages.csv")
-        total = time.perf_counter() - t0
+        total, cpu = time.perf_counter() - t0, time.process_time() - c0
     n = info["frames"]
-    stages = {stage: {"ms_per_frame": 1000 * timer.seconds[stage] / n, "calls": timer.calls[stage],
-                      "ms_per_call": 1000 * timer.seconds[stage] / max(timer.calls[stage], 1)}
+    stages = {stage: _per_frame(timer.seconds[stage], timer.cpu_seconds[stage], timer.calls[stage], n)
               for stage, _ in STAGES if stage != "decode"}
-    other = total - sum(timer.seconds.values())
-    stages["other"] = {"ms_per_frame": 1000 * other / n, "calls": n, "ms_per_call": 1000 * other / n}
-    return {"frames": n, "faces": info["faces"], "seconds": total, "ms_per_frame": 1000 * total / n,
-            "frames_per_s": n / total, "stages": stages}
+    stages["other"] = _per_frame(total - sum(timer.seconds.values()), cpu - sum(timer.cpu_seconds.values()), n, n)
+    return {"frames": n, "faces": info["faces"], "seconds": total, "cpu_seconds": cpu, "ms_per_frame": 1000 * total / n,
+            "cpu_ms_per_frame": 1000 * cpu / n, "frames_per_s": n / total, "stages": stages}
+
+
+def _per_frame(wall: float, cpu: float, calls: int, frames: int) -> dict:
+    return {"ms_per_frame": 1000 * wall / frames, "cpu_ms_per_frame": 1000 * cpu / frames, "calls": calls,
+            "ms_per_call": 1000 * wall / max(calls, 1)}
 
 
 def _child_env(cache: "Path | None") -> dict:
@@ -218,7 +227,8 @@ def run_child(cmd: list, env: dict, workdir: Path) -> dict:
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(map(str, cmd))} exited with {proc.returncode}:\n"
                                f"{err.read().decode(errors='replace')[-3000:]}")
-        return {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024, "stdout": out.read().decode()}  # Linux: KiB
+        return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024,
+                "stdout": out.read().decode()}  # ru_maxrss: KiB on Linux
 
 
 def startup(video: Path, device: str, cache: "Path | None", workdir: Path) -> dict:
@@ -260,7 +270,7 @@ def end_to_end(video: Path, frames: int, device: str, cache: "Path | None", work
         rows = sum(1 for _ in f) - 1
     if rows != frames:
         raise RuntimeError(f"gpuau analyze wrote {rows} rows for {frames} frames of {video}")
-    return {"command": ["python"] + cmd[1:], "wall_s": r["wall_s"], "frames": frames,
+    return {"command": ["python"] + cmd[1:], "wall_s": r["wall_s"], "cpu_s": r["cpu_s"], "frames": frames,
             "fps_with_startup": frames / r["wall_s"], "peak_rss_mb": r["peak_rss_mb"]}
 
 
@@ -307,13 +317,16 @@ def print_video(v: dict) -> None:
     print(f"\n{Path(v['video']).name}: {v['width']}x{v['height']}, {v['frames']} frames at {v['fps']:g} fps"
           f"{' (' + v['input'] + ')' if v['input'] != v['video'] else ''}, device {v['device']}; "
           f"load average {v['load_average'][0]:.1f} -> {v['load_average'][1]:.1f} on {os.cpu_count()} cores")
-    print(f"  {'stage':<14}{'ms/frame':>10}{'calls':>8}{'ms/call':>10}{'share':>12}")
+    print(f"  {'stage':<14}{'ms/frame':>10}{'cpu ms/fr':>11}{'calls':>7}{'ms/call':>10}{'share':>12}")
     for stage, t in run["stages"].items():
         share = "overlapped" if stage == "decode" else f"{100 * t['ms_per_frame'] / run['ms_per_frame']:.0f}%"
-        print(f"  {stage:<14}{t['ms_per_frame']:>10.2f}{t['calls']:>8}{t['ms_per_call']:>10.2f}{share:>12}")
-    print(f"  {'total':<14}{run['ms_per_frame']:>10.2f}   in process, warm: {run['frames_per_s']:.1f} frames/s")
-    print(f"  end to end (gpuau analyze, fresh process): {e2e['wall_s']:.1f} s, {e2e['fps_with_startup']:.1f} frames/s "
-          f"with start-up, {e2e['fps_without_startup']:.1f} without; peak memory {e2e['peak_rss_mb']:.0f} MB")
+        print(f"  {stage:<14}{t['ms_per_frame']:>10.2f}{t['cpu_ms_per_frame']:>11.2f}{t['calls']:>7}"
+              f"{t['ms_per_call']:>10.2f}{share:>12}")
+    print(f"  {'total':<14}{run['ms_per_frame']:>10.2f}{run['cpu_ms_per_frame']:>11.2f}   in process, warm: "
+          f"{run['frames_per_s']:.1f} frames/s")
+    print(f"  end to end (gpuau analyze, fresh process): {e2e['wall_s']:.1f} s ({e2e['cpu_s']:.1f} s CPU), "
+          f"{e2e['fps_with_startup']:.1f} frames/s with start-up, {e2e['fps_without_startup']:.1f} without; "
+          f"peak memory {e2e['peak_rss_mb']:.0f} MB")
     base = OPENFACE_BASELINE
     print(f"  OpenFace C++ (2 cores): 640x480 {base['640x480 default.wmv']['fps_with_startup']} frames/s with start-up, "
           f"{base['640x480 default.wmv']['fps_without_startup']} without; 640x360 {base['640x360']['fps_with_startup']}, "
@@ -330,8 +343,7 @@ def bench_video(video: Path, frames: int, device: str, cache: "Path | None", war
     e2e = end_to_end(clip, n, device, cache, workdir)
     e2e["fps_without_startup"] = n / max(e2e["wall_s"] - warm_startup_s, 1e-9)
     run = stage_times(clip, device, workdir)
-    ms, _ = decode_ms_per_frame(video, n)
-    run["stages"] = {"decode": {"ms_per_frame": ms, "calls": n, "ms_per_call": ms}, **run["stages"]}
+    run["stages"] = {"decode": decode_times(video, n), **run["stages"]}
     return {"video": str(video), "input": str(clip) if clip == video else f"first {n} frames, FFV1 copy",
             "width": source.width, "height": source.height, "fps": source.fps, "frames": n, "device": device,
             "load_average": [load_before, os.getloadavg()[0]], "in_process": run, "end_to_end": e2e}

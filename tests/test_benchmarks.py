@@ -1,0 +1,47 @@
+"""Smoke test of the benchmark harness (``python -m benchmarks.run``): it runs on a few frames and its JSON
+has every figure, each stage wired to the pipeline's calls.  No timing is asserted."""
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = ["decode", "detect", "landmarks", "validate", "pose", "align", "HOG", "geometry", "AU predict",
+          "post-process", "write", "other"]
+
+
+def test_benchmark_json_on_ten_frames(media_dir, tmp_path):
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, "-m", "benchmarks.run", str(media_dir / "default.wmv"), "--frames", "10", "--no-cold",
+           "--json", str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "landmarks" in proc.stdout and "end to end" in proc.stdout
+    report = json.loads(out.read_text())
+
+    assert re.fullmatch(r"[0-9a-f]{40}", report["git"]["commit"])
+    assert report["machine"]["cores"] >= 1 and report["machine"]["cpu"]
+    assert {"numpy", "numba", "onnxruntime"} <= set(report["versions"])
+    assert report["startup"]["cold"] is None
+    warm = report["startup"]["warm"]
+    assert warm["total_s"] == pytest.approx(warm["interpreter_s"] + warm["import_s"] + warm["models_jit_s"])
+
+    (video,) = report["videos"]
+    assert (video["width"], video["height"], video["frames"]) == (640, 480, 10)
+    run = video["in_process"]
+    assert list(run["stages"]) == STAGES
+    calls = {stage: t["calls"] for stage, t in run["stages"].items()}
+    # the first frame detects and tries 11 rotations; each later frame is tracked once
+    assert calls["detect"] >= 1 and calls["landmarks"] >= 11 + 9
+    assert calls["validate"] >= 1 and calls["pose"] == 2 * 10  # head_pose and landmarks_3d per frame
+    assert calls["align"] == calls["HOG"] == calls["geometry"] > 0  # tracked frames
+    assert calls["AU predict"] == 10 and calls["post-process"] == 1 and calls["write"] == 2
+    stage_sum = sum(t["ms_per_frame"] for stage, t in run["stages"].items() if stage != "decode")
+    assert stage_sum == pytest.approx(run["ms_per_frame"])
+
+    e2e = video["end_to_end"]
+    assert e2e["frames"] == 10 and e2e["command"][1:4] == ["-m", "gpuau", "analyze"]
+    assert e2e["wall_s"] > 0 and e2e["fps_with_startup"] > 0 and e2e["peak_rss_mb"] > 50
