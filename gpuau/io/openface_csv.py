@@ -158,11 +158,6 @@ class OpenFaceCSVWriter:
         self._body.close()
         Path(self._body_path).unlink(missing_ok=True)
 
-    def abort(self) -> None:
-        """Drop everything written so far; the target file is left as it was."""
-        self._body.close()
-        Path(self._body_path).unlink(missing_ok=True)
-
     def close(self, aus: "Mapping | None" = None, *, postprocessed: bool = True) -> Path:
         """Append the AU columns to every row and move the file into place.
 
