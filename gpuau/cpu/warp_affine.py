@@ -78,6 +78,11 @@ def _warp(images, image_index, matrices, out, border):
     n_out, out_h, out_w = out.shape[:3]
     for n in numba.prange(n_out):
         b = image_index[n]
+        dst = out[n]
+        if b < 0 or b >= n_images:
+            dst[:] = border
+            continue
+        img = images[b]
         m = matrices[n].ravel()
         adelta = np.empty(out_w, np.int64)
         bdelta = np.empty(out_w, np.int64)
@@ -94,27 +99,26 @@ def _warp(images, image_index, matrices, out, border):
                 sy = min(max(fy >> 5, -32768), 32767)
                 ax = fx & 31
                 ay = fy & 31
-                if b < 0 or b >= n_images or sx >= width or sx + 1 < 0 or sy >= height or sy + 1 < 0:
-                    for c in range(channels):
-                        out[n, y, x, c] = border
-                    continue
-                img = images[b]
                 if 0 <= sx < width - 1 and 0 <= sy < height - 1:  # all four taps inside
                     for c in range(channels):
-                        out[n, y, x, c] = _blend(
+                        dst[y, x, c] = _blend(
                             img[sy, sx, c], img[sy, sx + 1, c], img[sy + 1, sx, c], img[sy + 1, sx + 1, c], ax, ay
                         )
-                    continue
-                x0_in = sx >= 0
-                x1_in = sx + 1 < width
-                y0_in = sy >= 0
-                y1_in = sy + 1 < height
-                for c in range(channels):
-                    p00 = img[sy, sx, c] if (y0_in and x0_in) else border
-                    p01 = img[sy, sx + 1, c] if (y0_in and x1_in) else border
-                    p10 = img[sy + 1, sx, c] if (y1_in and x0_in) else border
-                    p11 = img[sy + 1, sx + 1, c] if (y1_in and x1_in) else border
-                    out[n, y, x, c] = _blend(p00, p01, p10, p11, ax, ay)
+                elif sx >= width or sx + 1 < 0 or sy >= height or sy + 1 < 0:  # all four outside
+                    for c in range(channels):
+                        dst[y, x, c] = border
+                else:
+                    x0_in = sx >= 0
+                    x1_in = sx + 1 < width
+                    y0_in = sy >= 0
+                    y1_in = sy + 1 < height
+                    for c in range(channels):
+                        p00 = img[sy, sx, c] if (y0_in and x0_in) else border
+                        p01 = img[sy, sx + 1, c] if (y0_in and x1_in) else border
+                        p10 = img[sy + 1, sx, c] if (y1_in and x0_in) else border
+                        p11 = img[sy + 1, sx + 1, c] if (y1_in and x1_in) else border
+                        dst[y, x, c] = _blend(p00, p01, p10, p11, ax, ay)
+
 
 def warp_affine(images, image_index, matrices, out_h: int, out_w: int, border=0) -> np.ndarray:
     """Bilinear affine warps of a batch of images, one output per (image, matrix) pair.
