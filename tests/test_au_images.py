@@ -27,3 +27,20 @@ def test_sample_images_match_openface(media_dir, reference_dir):
     assert faces == 19
     # landmarks are only known to 0.1 px here (no PDM refinement for single images)
     assert np.mean(err) < 0.03 and np.max(err) < 0.25 and np.mean(agree) > 0.98
+
+
+def test_multi_face_video_uses_static_models_per_face(media_dir, reference_dir):
+    """FaceLandmarkVidMulti predicts every face of every frame with the static models, no
+    post-processing, tracked or not (first 20 frames, 60 faces)."""
+    models = StackedAUModels.from_models(load_au_models(dynamic=False))
+    df = read_reference(reference_dir / "multi_face.csv")
+    cap = cv2.VideoCapture(str(media_dir / "multi_face.avi"))
+    frames = [cap.read()[1] for _ in range(20)]
+    err, agree = [], []
+    for _, row in df[df["frame"] <= 20].iterrows():
+        lm = np.stack([row[[f"x_{k}" for k in range(68)]].to_numpy(float), row[[f"y_{k}" for k in range(68)]].to_numpy(float)], 1)
+        out = predict_static_aus(frames[int(row["frame"]) - 1], lm.astype(np.float32), models)
+        err += [abs(round(v, 2) - row[c]) for c, v in out.items() if c.endswith("_r")]
+        agree += [v == row[c] for c, v in out.items() if c.endswith("_c")]
+    assert len(agree) == 60 * 18
+    assert np.mean(err) < 0.025 and np.mean(agree) > 0.98
