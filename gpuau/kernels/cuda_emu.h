@@ -261,21 +261,24 @@ inline T atomicCAS(T* address, T compare, T value) {
     std::atomic_ref<T>(*address).compare_exchange_strong(compare, value);
     return compare;
 }
-template <typename T>
-inline T atomicMax(T* address, T value) {
+namespace gpuau_emu {
+// Store `value` unless `keep(old, value)`; return the old value (compare-and-swap loop).
+template <typename T, typename Keep>
+inline T atomic_replace_unless(T* address, T value, Keep keep) {
     std::atomic_ref<T> a(*address);
     T old = a.load();
-    while (old < value && !a.compare_exchange_weak(old, value)) {
+    while (!keep(old, value) && !a.compare_exchange_weak(old, value)) {
     }
     return old;
 }
+}  // namespace gpuau_emu
+template <typename T>
+inline T atomicMax(T* address, T value) {
+    return gpuau_emu::atomic_replace_unless(address, value, [](T old, T v) { return !(old < v); });
+}
 template <typename T>
 inline T atomicMin(T* address, T value) {
-    std::atomic_ref<T> a(*address);
-    T old = a.load();
-    while (value < old && !a.compare_exchange_weak(old, value)) {
-    }
-    return old;
+    return gpuau_emu::atomic_replace_unless(address, value, [](T old, T v) { return !(v < old); });
 }
 
 // ---- integer and float math ----
