@@ -112,6 +112,9 @@ def test_argument_checking(indexing):
 
 def test_kernel_names_and_build_errors():
     assert kernel_names(INDEXING + REDUCTION) == ["coords", "block_sums", "counts"]
+    bounded = 'extern "C" __global__ void __launch_bounds__(256) a(int* x) {}\n'
+    bounded += 'extern "C" __global__ __launch_bounds__(128, 2) void b(int* x) {}\n'
+    assert kernel_names(bounded) == ["a", "b"]
     with pytest.raises(EmulatorError, match="no `extern"):
         compile_module("__global__ void k() {}", "test_none")
     with pytest.raises(EmulatorError, match="build of test_bad.cu failed"):

@@ -45,7 +45,8 @@ Emulator limits
   ``GPUAU_EMU_THREADS`` OS threads (default: all cores).  Block size <= 1024 threads.  Races
   between threads are not detected (fibers interleave only at barriers).
 * Static ``__shared__`` only (it becomes static storage); no dynamic ``extern __shared__``
-  (``shared_mem`` must be 0).
+  (``shared_mem`` must be 0).  ``__constant__`` data must be initialised in the source (no
+  ``module.get_global`` to fill it from the host).
 * No warp-level intrinsics (``__shfl*``, ``__ballot*``, ``__activemask``), cooperative groups,
   textures, streams or events: a source using them fails to build in the emulator.
 * Atomics ``atomicAdd/Sub/Exch/CAS/Max/Min`` for int, unsigned, float (``std::atomic_ref``).
