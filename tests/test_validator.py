@@ -13,7 +13,8 @@ from gpuau.landmarks.validator import (
     detection_outcome,
     select_view,
 )
-from gpuau.cpu.validator_cnn import convolution, fully_connected
+from gpuau.cpu.validator_cnn import convolution, fully_connected, max_pooling
+from gpuau.detect.reference import max_pool
 from gpuau.models.validator_file import CONV, FULLY_CONNECTED, MAX_POOL, RELU, VALIDATOR_FILE, parse_validator
 from gpuau.models.store import model_file
 from gpuau.video.source import open_source
@@ -88,6 +89,13 @@ def test_convolution_and_fully_connected_sum_in_im2col_order(validator):
     for k in range(1000):
         acc = acc + x[:, k, None] * fc.weights[k]
     np.testing.assert_array_equal(fully_connected(x, fc.weights, fc.biases), acc + fc.biases)
+
+
+def test_max_pooling_matches_the_mtcnn_oracle():
+    """Same OpenFace max_pooling as the MTCNN reference forward pass, incl. clipped windows."""
+    maps = np.random.default_rng(5).standard_normal((2, 3, 9, 12)).astype(np.float32)
+    for kernel, stride in ((2, 2), (3, 2)):
+        np.testing.assert_array_equal(max_pooling(maps, kernel, stride), max_pool(maps, kernel, kernel, stride, stride))
 
 
 def test_batched_forward_equals_one_by_one(validator):

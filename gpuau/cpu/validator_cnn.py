@@ -92,6 +92,50 @@ def convolution(maps: np.ndarray, kernels: np.ndarray, biases: np.ndarray) -> np
 
 
 @nb.njit(cache=True, nogil=True)
+def _max_pooling(maps, kernel, stride, out):
+    n_batch, n_maps, h, w = maps.shape
+    out_h, out_w = out.shape[2], out.shape[3]
+    for b in range(n_batch):
+        for c in range(n_maps):
+            m = maps[b, c]
+            for oy in range(out_h):
+                y = oy * stride
+                y_end = min(h, y + kernel)
+                for ox in range(out_w):
+                    x = ox * stride
+                    x_end = min(w, x + kernel)
+                    best = np.float32(-3.4028234663852886e38)
+                    for yi in range(y, y_end):  # any visiting order gives the same maximum
+                        for xi in range(x, x_end):
+                            if m[yi, xi] > best:
+                                best = m[yi, xi]
+                    out[b, c, oy, ox] = best
+
+
+def max_pooling(maps: np.ndarray, kernel: int = 2, stride: int = 2) -> np.ndarray:
+    """Max-pooling of square windows; a window running past the map is clipped to it.
+
+    ``round((L - kernel) / stride) + 1`` outputs along a side of length ``L`` (halves rounded
+    away from zero).  Port of ``max_pooling``, CNN_utils.cpp (the validator pools 2 x 2, stride 2).
+
+    Parameters
+    ----------
+    maps : ndarray (B, C, H, W) float32
+    kernel, stride : int
+
+    Returns
+    -------
+    ndarray (B, C, H_out, W_out) float32
+    """
+    maps = np.ascontiguousarray(maps, dtype=np.float32)
+    b, c, h, w = maps.shape
+    out_h, out_w = (int(np.floor(np.float32(n - kernel) / np.float32(stride) + 0.5)) + 1 for n in (h, w))
+    out = np.empty((b, c, out_h, out_w), dtype=np.float32)
+    _max_pooling(maps, kernel, stride, out)
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
 def _fully_connected(x, weights, biases, out):
     n_batch, n_in = x.shape
     n_out = weights.shape[1]

@@ -25,7 +25,7 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
-from gpuau.cpu.validator_cnn import convolution, fully_connected
+from gpuau.cpu.validator_cnn import convolution, fully_connected, max_pooling
 from gpuau.landmarks.paw import warp
 from gpuau.models.validator_file import (
     CONV,
@@ -112,23 +112,6 @@ def normalise_warped(warped: np.ndarray, view: ValidatorView) -> np.ndarray:
     img_t = np.zeros(mask_t.shape, dtype=_F)
     img_t[mask_t] = feature
     return img_t.T
-
-
-def max_pooling(maps: np.ndarray) -> np.ndarray:
-    """2 x 2 max-pooling with stride 2 (even map sizes, as the validator's are).
-
-    Port of ``max_pooling``, CNN_utils.cpp.
-
-    Parameters
-    ----------
-    maps : ndarray (..., C, H, W)
-
-    Returns
-    -------
-    ndarray (..., C, H // 2, W // 2)
-    """
-    *lead, h, w = maps.shape
-    return maps[..., : h // 2 * 2, : w // 2 * 2].reshape(*lead, h // 2, 2, w // 2, 2).max(axis=(-3, -1))
 
 
 def flatten_maps(maps: np.ndarray) -> np.ndarray:
