@@ -144,11 +144,13 @@ class FaceTracker:
 
     # -- one model fit + validation (CLNF::DetectLandmarks) -------------------------------------
     def _outcome(self, gray8: np.ndarray, res: FitResult) -> "tuple[bool, float]":
+        from gpuau.landmarks.validator import detection_outcome
+
         p = self.clnf.parameters
+        certainty = None
         if p.validate_detections and res.success:
             certainty = float(self._validator()(gray8, res.landmarks, res.params_global[1:4]))
-            return certainty > p.validation_boundary, certainty
-        return res.success, 1.0 if res.success else 0.0
+        return detection_outcome(res.success, certainty, validate=p.validate_detections, boundary=p.validation_boundary)
 
     def _adopt(self, res: FitResult, success: bool, certainty: float) -> None:
         self.params_global, self.params_local, self.landmarks = res.params_global, res.params_local, res.landmarks
