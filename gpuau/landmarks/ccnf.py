@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import cv2
 import numpy as np
@@ -44,7 +45,7 @@ class CCNFScale:
         a = load_cached(path, parse_ccnf)
         return cls(float(a["patch_scaling"]), a["centers"], a["visibility"], a)
 
-    @property
+    @cached_property
     def patch_size(self) -> "tuple[int, int]":
         """(height, width) of the patch experts (all experts of these models share one size)."""
         h = self.arrays["view0/height"]

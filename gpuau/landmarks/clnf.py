@@ -220,9 +220,14 @@ def patch_responses(model: CLNFModel, gray: np.ndarray, params_global, params_lo
     ref = pdm.calc_shape_2d(np.array([ccnf.patch_scaling, 0, 0, 0, 0, 0], _F), params_local)
     img_to_ref, ref_to_img = similarity_to_reference(shape, ref)
     ph, pw = ccnf.patch_size
-    vis = np.flatnonzero(ccnf.visibility[view])
-    areas = extract_areas(gray, shape[vis], ref_to_img, window_size + pw - 1)
     sig = ccnf.sigmas(view, window_size)
+    visible = ccnf.visibility[view]
+    if visible.all():
+        areas = extract_areas(gray, shape, ref_to_img, window_size + pw - 1)
+        out = ccnf_response(areas, ccnf.weights(view), ccnf.alphas(view), sig, ph, pw)
+        return out, img_to_ref, ref_to_img, view
+    vis = np.flatnonzero(visible)
+    areas = extract_areas(gray, shape[vis], ref_to_img, window_size + pw - 1)
     out = np.zeros((pdm.n_points, window_size, window_size), _F)
     out[vis] = ccnf_response(areas, ccnf.weights(view)[vis], ccnf.alphas(view)[vis], sig[vis], ph, pw)
     return out, img_to_ref, ref_to_img, view
