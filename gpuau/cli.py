@@ -3,10 +3,10 @@
 Adding a subcommand is one decorated function (imports of heavy modules go inside it, so
 ``gpuau --help`` and ``gpuau version`` stay instant)::
 
-    @command("analyze", "OpenFace CSV of Action Units for each video",
-             arg("videos", nargs="+"), arg("-o", "--output", default="out"))
-    def analyze(args) -> int:
-        from gpuau.pipeline import analyze_video
+    @command("plot", "plot the AU intensities of an OpenFace CSV",
+             arg("csv"), arg("-o", "--output", default="aus.png"))
+    def plot(args) -> int:
+        import matplotlib.pyplot as plt
         ...
         return 0
 
