@@ -141,10 +141,10 @@ class Analyzer:
 
     def __init__(self, device: "str | Backend" = "auto", *, models: "str | os.PathLike | None" = None,
                  multi_face: bool = False):
-        from gpuau.models.store import resolve_models_dir
+        from gpuau.models.store import require_models
 
         self.backend = resolve_device(device)
-        self.models = resolve_models_dir(models)
+        self.models = require_models(models)
         self.multi_face = bool(multi_face)
         self._clnf = None
         self._mtcnn = None
