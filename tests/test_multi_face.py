@@ -63,3 +63,29 @@ def test_first_frames_match_facelandmarkvidmulti(first_frames, reference_dir):
     r = np.nanmean([np.corrcoef(ours[c], ref[c])[0, 1] for c in au_r if ref[c].std() > 0.05])
     agree = np.mean([(ours[c] == ref[c]).mean() for c in au_c])
     assert mae < 0.05 and r > 0.95 and agree > 0.95, (mae, r, agree)
+
+
+def test_cli_multi_face_on_an_image_folder(first_frames, media_dir, reference_dir, tmp_path):
+    import cv2
+
+    from gpuau.cli import main
+
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    for f in islice(open_source(media_dir / "multi_face.avi"), 10):
+        cv2.imwrite(str(folder / f"{f.index + 1:03d}.png"), f.image)  # lossless: the same pixels
+    out = tmp_path / "out"
+    assert main(["analyze", str(folder), "-o", str(out), "--multi-face", "--device", "cpu", "-q"]) == 0
+    lines = (out / "clip.csv").read_text().splitlines()
+    head = [h.strip() for h in lines[0].split(",")]
+    ref_head = [h.strip() for h in (reference_dir / "multi_face.csv").open().readline().split(",")]
+    assert head == [h for h in ref_head if not h.startswith(("gaze_", "eye_lmk_"))]
+    row = dict(zip(head, (v.strip() for v in lines[1].split(","))))
+    # FaceLandmarkVidMulti does no AU post-processing: presence keeps RecorderCSV's single decimal.
+    assert len(row["AU01_r"].split(".")[1]) == 2 and len(row["AU01_c"].split(".")[1]) == 1
+    ours = read_openface_csv(out / "clip.csv")
+    n = int(np.sum(first_frames["frame"] <= 10))
+    assert len(ours["frame"]) == n
+    for c in ("frame", "face_id", "success", "x_0", "y_36", "AU12_r", "AU25_c"):
+        np.testing.assert_allclose(ours[c], first_frames[c][:n], atol=0.051, err_msg=c)  # as written (0.1 px)
+    assert np.all(ours["timestamp"] == 0)  # image folders have no clock, as in OpenFace
