@@ -25,6 +25,7 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
+
 from gpuau.cpu.validator_cnn import convolution, fully_connected, max_pooling
 from gpuau.landmarks.paw import warp
 from gpuau.models.validator_file import (
