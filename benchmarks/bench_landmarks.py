@@ -9,6 +9,9 @@ writes ``frame, face_id, timestamp, confidence, success, x_0..x_67, y_0..y_67, p
 p_0..p_33`` (OpenFace's formats), which ``compare_openface.py REF.csv OUT.csv`` compares.  With
 ``--reference`` it prints the landmark error (px) over frames both report as successful and the
 wall-clock and CPU times per frame (CPU time is the robust figure on a shared machine).
+
+On a shared 2-core machine run it with ``NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1``: the
+parallel loops gain little on 2 cores and their idle threads spin when the cores are busy.
 """
 from __future__ import annotations
 
