@@ -2,7 +2,7 @@
 hierarchical part models and per-frame tracking (port of OpenFace's LandmarkDetector)."""
 from gpuau.landmarks.clnf import CLNF, CLNFModel, FitParameters, FitResult, detect_landmarks, fit
 from gpuau.landmarks.pdm import PDM
-from gpuau.landmarks.tracker import FaceTracker, LandmarkResult
+from gpuau.landmarks.tracker import FaceTracker, LandmarkResult, fit_from_box
 
 __all__ = ["CLNF", "CLNFModel", "FaceTracker", "FitParameters", "FitResult", "LandmarkResult", "PDM",
-           "detect_landmarks", "fit"]
+           "detect_landmarks", "fit", "fit_from_box"]

@@ -84,6 +84,50 @@ def select_box(detections, preference=None):
     return None if i is None else np.asarray(detections.boxes[i], dtype=_F)
 
 
+def fit_from_box(clnf: CLNF, gray8: np.ndarray, box, *, hypotheses: np.ndarray = ROTATION_HYPOTHESES,
+                 previous_likelihood: float = -10.0) -> FitResult:
+    """Fit the CLNF from a face box trying several initial head rotations; keep the best.
+
+    Port of ``DetectLandmarksInImage`` with ``multi_view`` (as ``DetectLandmarksInVideo`` calls it
+    on a new detection) and ``DetectLandmarksInImageMultiHypBasic``, LandmarkDetectorFunc.cpp:
+    for each rotation the params are placed in the box (``PDM::CalcParams`` with the box, local
+    params 0) and fitted with the initialisation windows and the part models; the fit with the
+    highest model likelihood wins (the first on ties).  The validator plays no part in the choice,
+    so the caller validates only the returned fit.
+
+    Parameters
+    ----------
+    clnf : CLNF
+    gray8 : ndarray (H, W) uint8
+    box : array_like (4,)
+        ``x, y, w, h`` (MTCNN's box in OpenFace's CLNF convention).
+    hypotheses : ndarray (k, 3) float32
+        Initial Euler angles, in order.
+    previous_likelihood : float
+        The model likelihood before this call (OpenFace keeps it for a fit that stops before
+        computing one).
+
+    Returns
+    -------
+    FitResult
+        The best fit; ``likelihood`` is set.
+    """
+    pdm = clnf.model.pdm
+    box = np.asarray(box, _F)
+    zeros = np.zeros(pdm.n_modes, _F)
+    best, best_ll = None, None
+    ll = previous_likelihood
+    for rot in hypotheses:
+        g0 = pdm.calc_params_from_box(box, zeros, rot)
+        res = detect_landmarks(clnf, gray8, g0, zeros, clnf.parameters.window_sizes_init)
+        if res.likelihood is not None:
+            ll = res.likelihood
+        if best is None or best_ll < ll:
+            best, best_ll = res, ll
+    best.likelihood = best_ll
+    return best
+
+
 class FaceTracker:
     """Tracking state of one face across the frames of one video.
 
@@ -160,23 +204,8 @@ class FaceTracker:
         self.detection_success, self.detection_certainty = success, certainty
 
     def _detect_in_image(self, gray8: np.ndarray, box: np.ndarray) -> bool:
-        """Multi-hypothesis initialisation from a face box (``DetectLandmarksInImageMultiHypBasic``).
-
-        The best hypothesis is the one with the highest model likelihood (the first on ties); the
-        validator does not influence the choice, so only the chosen fit is validated.
-        """
-        pdm = self.clnf.model.pdm
-        best, best_ll = None, None
-        ll = self.likelihood
-        zeros = np.zeros(pdm.n_modes, _F)
-        for rot in ROTATION_HYPOTHESES:
-            g0 = pdm.calc_params_from_box(box, zeros, rot)
-            res = detect_landmarks(self.clnf, gray8, g0, zeros, self.clnf.parameters.window_sizes_init)
-            if res.likelihood is not None:
-                ll = res.likelihood
-            if best is None or best_ll < ll:
-                best, best_ll = res, ll
-        best.likelihood = best_ll
+        """Multi-hypothesis initialisation from a face box, validated, adopted as the state."""
+        best = fit_from_box(self.clnf, gray8, box, previous_likelihood=self.likelihood)
         success, certainty = self._outcome(gray8, best)
         self._adopt(best, success, certainty)
         return success
