@@ -8,7 +8,7 @@ import pytest
 from gpuau.landmarks.tracker import FaceTracker
 from gpuau.video import open_source
 
-N_FRAMES = 30
+N_FRAMES = 60
 
 
 @pytest.fixture(scope="module")
