@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import importlib
 import inspect
 import io
 import os
@@ -26,16 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.run import SHARED, STAGES, first_frames_clip
-
-
-def resolve(target: str):
-    """The object at ``module:Owner.name``."""
-    module, _, attr = target.partition(":")
-    obj = importlib.import_module(module)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    return obj
+from benchmarks.run import SHARED, STAGES, first_frames_clip, resolve_target
 
 
 def print_stats(profile: cProfile.Profile, top: int) -> None:
@@ -44,7 +34,7 @@ def print_stats(profile: cProfile.Profile, top: int) -> None:
         pstats.Stats(profile, stream=out).strip_dirs().sort_stats(key).print_stats(top)
         text = out.getvalue()
         print(f"===== top {top} by {title} =====")
-        print(text[text.find("   ncalls"):] if "   ncalls" in text else text)
+        print(text[text.find("   ncalls"):].rstrip() + "\n")
 
 
 def line_profiler_for(targets: list):
@@ -56,7 +46,8 @@ def line_profiler_for(targets: list):
         return None
     lp = LineProfiler()
     for target in targets:
-        fn = resolve(target)
+        owner, name = resolve_target(target)
+        fn = getattr(owner, name)
         if inspect.isfunction(fn):
             lp.add_function(fn)
         else:

@@ -64,6 +64,16 @@ OPENFACE_BASELINE = {
 }
 
 
+def resolve_target(target: str) -> tuple:
+    """``(owner, name)`` of ``"module:Owner.name"``: the module or class whose attribute ``name`` the pipeline looks up."""
+    module, _, attr = target.partition(":")
+    owner = importlib.import_module(module)
+    *path, name = attr.split(".")
+    for part in path:
+        owner = getattr(owner, part)
+    return owner, name
+
+
 class StageTimer:
     """Exclusive wall and CPU time, and call count, per stage of functions wrapped from outside the package.
 
@@ -106,11 +116,7 @@ class StageTimer:
 
     def wrap(self, target: str, stage: str) -> None:
         """Replace ``module:Owner.name`` (a function or method) by a timed call to it."""
-        module, _, attr = target.partition(":")
-        owner = importlib.import_module(module)
-        *path, name = attr.split(".")
-        for part in path:
-            owner = getattr(owner, part)
+        owner, name = resolve_target(target)
         fn = getattr(owner, name, None)
         if not callable(fn):
             raise RuntimeError(f"{target} is not a function any more: update benchmarks.run.STAGES to the pipeline")
@@ -287,15 +293,15 @@ def environment() -> dict:
             versions[dist] = metadata.version(dist)
 
     def git(*a):
-        return subprocess.run(["git", "-C", str(ROOT), *a], capture_output=True, text=True).stdout.strip()
+        return subprocess.run(["git", "-C", str(ROOT), *a], capture_output=True, text=True).stdout
 
     return {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"cpu": cpu, "cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
                     "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
                     "platform": platform.platform()},
-        "git": {"commit": git("rev-parse", "HEAD"),
-                "modified_files": git("status", "--porcelain", "--untracked-files=no").splitlines()},
+        "git": {"commit": git("rev-parse", "HEAD").strip(),
+                "modified_files": [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()]},
         "versions": versions,
     }
 
