@@ -29,6 +29,7 @@ class Outcome:
     frames: int = 0
     faces: int = 0
     elapsed: float = 0.0
+    disk_full: bool = False  # the output's device was full: no later input can be written either
 
 
 @dataclass
@@ -121,6 +122,94 @@ def output_paths(inputs: list, outdir: "str | os.PathLike", fmt: str = "csv") ->
     return [outdir / (f"{p.parent.name}_{s}" if s in dup else s).__add__(f".{fmt}") for p, s in zip(inputs, stems)]
 
 
+class CorpusRun:
+    """Bookkeeping of one corpus run, shared by the local and the Ray runner.
+
+    Expands ``inputs``, names their outputs, records inputs whose complete output exists as skipped
+    (unless ``overwrite``) and keeps the rest in :attr:`todo`; :meth:`record` takes each outcome as it
+    arrives (in any order) and feeds the corpus progress bar; :meth:`finish` returns the report with
+    outcomes in input order.
+
+    Parameters
+    ----------
+    inputs : iterable of path-like
+        Expanded with :func:`expand_inputs`.
+    outdir : path-like
+        Created if missing.
+    fmt : {"csv", "parquet"}
+    overwrite : bool
+    progress : bool
+        Corpus progress bar (tqdm) on stderr.
+    """
+
+    def __init__(self, inputs: Iterable, outdir: "str | os.PathLike", *, fmt: str = "csv", overwrite: bool = False,
+                 progress: bool = True):
+        from tqdm.auto import tqdm
+
+        self._t0 = time.perf_counter()
+        paths = expand_inputs(inputs)
+        self.outdir = Path(outdir)
+        self.outdir.mkdir(parents=True, exist_ok=True)
+        self.report = CorpusReport()
+        self.bar = tqdm(total=len(paths), desc="corpus", unit="video", disable=not progress, position=0)
+        self._order = {p: i for i, p in enumerate(paths)}
+        self.todo: list = []
+        for src, dst in zip(paths, output_paths(paths, outdir, fmt)):
+            if dst.exists() and not overwrite:
+                self.record(Outcome(src, dst, "skipped"))
+            else:
+                self.todo.append((src, dst))
+
+    def record(self, outcome: Outcome) -> None:
+        """Add ``outcome``; a full disk sets :attr:`CorpusReport.stopped` (callers start no further input)."""
+        from tqdm.auto import tqdm
+
+        self.report.outcomes.append(outcome)
+        if outcome.status == "done" and outcome.faces == 0:
+            tqdm.write(f"warning: {outcome.input}: no face found in any of its {outcome.frames} frames")
+        if outcome.disk_full:
+            self.report.stopped = (f"no space left on the device holding {self.outdir.resolve()}; free space and "
+                                   f"rerun (finished outputs are kept and skipped)")
+        self.bar.update(1)
+
+    def finish(self) -> CorpusReport:
+        """Close the progress bar; the report, outcomes in input order, with the elapsed time."""
+        self.bar.close()
+        self.report.outcomes.sort(key=lambda o: self._order[o.input])
+        self.report.elapsed = time.perf_counter() - self._t0
+        return self.report
+
+
+def analyze_input(analyzer, src: Path, dst: Path, *, fmt: str = "csv", progress=None, on_open=None) -> Outcome:
+    """Analyse one input into ``dst`` with ``analyzer``; any failure of this input becomes a failed outcome.
+
+    Parameters
+    ----------
+    analyzer : Analyzer
+    src, dst : Path
+    fmt : {"csv", "parquet"}
+    progress, on_open : callable, optional
+        Passed to :meth:`gpuau.pipeline.Analyzer.write_video`.
+
+    Returns
+    -------
+    Outcome
+        ``"done"`` with frames, faces and elapsed time, or ``"failed"`` with the reason (``disk_full`` set
+        when the output's device is full).
+    """
+    try:
+        info = analyzer.write_video(src, dst, format=fmt, progress=progress, on_open=on_open)
+    except InputError as e:
+        return Outcome(src, dst, "failed", reason=str(e.reason))
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            return Outcome(src, dst, "failed", reason=f"disk full writing {dst}", disk_full=True)
+        return Outcome(src, dst, "failed", reason=f"{e.strerror or e} ({e.filename or dst})")
+    except Exception as e:  # one input's failure must not end the corpus
+        return Outcome(src, dst, "failed", reason=f"{type(e).__name__}: {e}")
+    return Outcome(src, dst, "done", frames=info["frames"], faces=info["faces"], elapsed=info["elapsed"])
+
+
 def run_corpus(inputs: Iterable, outdir: "str | os.PathLike", *, analyzer, fmt: str = "csv", overwrite: bool = False,
                progress: bool = True) -> CorpusReport:
     """Analyse every input into ``outdir`` with ``analyzer`` (a :class:`gpuau.pipeline.Analyzer`).
@@ -139,40 +228,18 @@ def run_corpus(inputs: Iterable, outdir: "str | os.PathLike", *, analyzer, fmt: 
     """
     from tqdm.auto import tqdm
 
-    t0 = time.perf_counter()
-    paths = expand_inputs(inputs)
-    outs = output_paths(paths, outdir, fmt)
-    report = CorpusReport()
-    Path(outdir).mkdir(parents=True, exist_ok=True)
-    corpus_bar = tqdm(total=len(paths), desc="corpus", unit="video", disable=not progress, position=0)
+    run = CorpusRun(inputs, outdir, fmt=fmt, overwrite=overwrite, progress=progress)
     try:
-        for src, dst in zip(paths, outs):
-            if dst.exists() and not overwrite:
-                report.outcomes.append(Outcome(src, dst, "skipped"))
-                corpus_bar.update(1)
-                continue
+        for src, dst in run.todo:
             bar = tqdm(desc=src.name[:30], unit="frame", disable=not progress, position=1, leave=False)
             try:
-                info = analyzer.write_video(src, dst, format=fmt, progress=lambda n: bar.update(n - bar.n),
-                                            on_open=lambda s: setattr(bar, "total", s.frame_count or None))
-                report.outcomes.append(Outcome(src, dst, "done", frames=info["frames"], faces=info["faces"],
-                                               elapsed=info["elapsed"]))
-                if info["faces"] == 0:
-                    tqdm.write(f"warning: {src}: no face found in any of its {info['frames']} frames")
-            except InputError as e:
-                report.outcomes.append(Outcome(src, dst, "failed", reason=str(e.reason)))
-            except OSError as e:
-                if e.errno == errno.ENOSPC:
-                    report.outcomes.append(Outcome(src, dst, "failed", reason=f"disk full writing {dst}"))
-                    report.stopped = f"no space left on the device holding {Path(outdir).resolve()}; free space and rerun (finished outputs are kept and skipped)"
-                    break
-                report.outcomes.append(Outcome(src, dst, "failed", reason=f"{e.strerror or e} ({e.filename or dst})"))
-            except Exception as e:  # one input's failure must not end the corpus
-                report.outcomes.append(Outcome(src, dst, "failed", reason=f"{type(e).__name__}: {e}"))
+                outcome = analyze_input(analyzer, src, dst, fmt=fmt, progress=lambda n: bar.update(n - bar.n),
+                                        on_open=lambda s: setattr(bar, "total", s.frame_count or None))
             finally:
                 bar.close()
-            corpus_bar.update(1)
+            run.record(outcome)
+            if run.report.stopped:
+                break
     finally:
-        corpus_bar.close()
-    report.elapsed = time.perf_counter() - t0
+        report = run.finish()
     return report
