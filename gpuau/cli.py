@@ -285,14 +285,30 @@ def models_path(args) -> int:
          arg("--multi-face", action="store_true",
              help="track up to 4 faces per video as OpenFace's FaceLandmarkVidMulti (a row per face and frame, "
                   "face_id = tracking slot, static AU models); single images always get every face"),
+         arg("--engine", default="local", choices=("local", "ray"),
+             help="local: this process; ray: workers on a Ray cluster (one per GPU), OUTDIR on shared storage "
+                  "(pip install gpuau[ray]; see docs/distributed.md)"),
+         arg("--address", default=None, metavar="ADDR",
+             help="with --engine ray: the cluster (auto, HOST:6379, ray://HOST:10001; default: a Ray on this machine)"),
          arg("-q", "--quiet", action="store_true", help="no progress bars or summary"))
 def analyze(args) -> int:
-    from gpuau.corpus import run_corpus
-    from gpuau.pipeline import Analyzer
+    if args.engine == "ray":
+        from gpuau.distributed import ClusterError, analyze_corpus
 
-    analyzer = Analyzer(args.device, models=args.models, multi_face=args.multi_face)
-    report = run_corpus(args.inputs, args.output, analyzer=analyzer, fmt=args.format, overwrite=args.overwrite,
-                        progress=not args.quiet)
+        try:
+            report = analyze_corpus(args.inputs, args.output, address=args.address, device=args.device,
+                                    fmt=args.format, overwrite=args.overwrite, progress=not args.quiet,
+                                    models=args.models, multi_face=args.multi_face)
+        except ClusterError as e:
+            print(f"gpuau: error: {e}", file=sys.stderr)
+            return 1
+    else:
+        from gpuau.corpus import run_corpus
+        from gpuau.pipeline import Analyzer
+
+        analyzer = Analyzer(args.device, models=args.models, multi_face=args.multi_face)
+        report = run_corpus(args.inputs, args.output, analyzer=analyzer, fmt=args.format, overwrite=args.overwrite,
+                            progress=not args.quiet)
     if not args.quiet:
         print(report.summary(), file=sys.stderr)
     elif report.failed:

@@ -1,0 +1,322 @@
+"""Corpus runs on a Ray cluster: one long-lived worker per GPU (or per few CPU cores), a pull queue, retries.
+
+Each worker is a Ray actor holding one :class:`gpuau.pipeline.Analyzer`, so models load once per worker.
+The driver hands the next input to whichever worker is idle, so long and short videos balance by
+themselves. Outputs go to a folder every node sees (local disk for a one-machine cluster, NFS or another
+shared file system otherwise), named as :func:`gpuau.corpus.run_corpus` names them, with the same resume
+rule (inputs whose complete output exists are skipped). A worker's process that dies (crash, out of
+memory, lost node) costs only the input it was analysing: that input goes back to the front of the queue,
+at most ``max_retries`` times, and a new worker replaces the dead one. An input that fails by itself
+(unreadable, no frames) is a normal result of the worker and is reported once, never retried.
+
+Ray is an optional dependency (``pip install gpuau[ray]``); ``import gpuau.distributed`` does not import it.
+See ``docs/distributed.md``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+import time
+import uuid
+from collections import Counter, deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from gpuau._deps import DependencyError
+from gpuau.corpus import CorpusReport, CorpusRun, Outcome, analyze_input
+
+CPU_CORES_PER_WORKER = 4
+"""Cores per worker on CPU nodes when ``workers`` is not given: a node of ``n`` cores runs ``n // 4`` workers."""
+
+START_TIMEOUT_S = 600.0
+"""How long the driver waits for a worker to start (scheduling, imports, models) while no worker is running."""
+
+FAULT_ENV = "GPUAU_RAY_FAULT"
+"""Fault injection for tests: ``FILE`` holding an input's file name. A worker analysing that input deletes
+``FILE`` after the input's first frame and exits on the spot, as a crashed process would (once per FILE)."""
+
+
+class ClusterError(RuntimeError):
+    """The Ray cluster cannot run the corpus (no worker could start, too few resources for ``workers``)."""
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """How many workers to start and what each asks Ray for.
+
+    Attributes
+    ----------
+    device : str
+        The workers' gpuau device (``"cuda"``: the GPU Ray assigns to the worker).
+    count : int
+    num_gpus, num_cpus : int
+        Ray resources of one worker.
+    """
+
+    device: str
+    count: int
+    num_gpus: int
+    num_cpus: int
+
+
+def plan_workers(nodes: "list[dict]", device: str = "auto", workers: "int | None" = None) -> WorkerPlan:
+    """Workers for a cluster: one per GPU, or on CPU nodes one per :data:`CPU_CORES_PER_WORKER` cores.
+
+    Parameters
+    ----------
+    nodes : list of dict
+        Resources of each live node, e.g. ``[{"CPU": 32.0, "GPU": 4.0}, {"CPU": 16.0}]``.
+    device : str
+        ``"auto"`` (GPU workers if the cluster has GPUs), ``"cuda"``, ``"cpu"`` or ``"emulated"``. A fixed
+        ``"cuda:N"`` is refused: Ray assigns each worker its GPU.
+    workers : int, optional
+        Number of workers. On CPU nodes the cores per worker are then the most that still let ``workers``
+        workers fit on the nodes.
+
+    Returns
+    -------
+    WorkerPlan
+    """
+    if device.startswith("cuda:"):
+        raise ValueError(f"device {device!r}: on a Ray cluster each worker gets its GPU from Ray; use 'cuda' or 'auto'")
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers={workers}: need at least one worker")
+    gpus = [int(n.get("GPU", 0)) for n in nodes]
+    cpus = [int(n.get("CPU", 0)) for n in nodes]
+    if device == "cuda" or (device == "auto" and sum(gpus)):
+        if not sum(gpus):
+            raise ClusterError("device 'cuda' but no node of the Ray cluster has a GPU")
+        if workers is not None and workers > sum(gpus):
+            raise ClusterError(f"workers={workers} but the Ray cluster has {sum(gpus)} GPU(s): one worker per GPU")
+        return WorkerPlan("cuda", workers or sum(gpus), num_gpus=1, num_cpus=1)
+    device = "cpu" if device == "auto" else device
+    if not sum(cpus):
+        raise ClusterError("the Ray cluster has no CPU")
+    if workers is None:
+        cores = min(CPU_CORES_PER_WORKER, max(cpus))
+        return WorkerPlan(device, sum(c // cores for c in cpus), num_gpus=0, num_cpus=cores)
+    fitting = [k for k in range(1, max(cpus) + 1) if sum(c // k for c in cpus) >= workers]
+    if not fitting:
+        raise ClusterError(f"workers={workers} but the Ray cluster has {sum(cpus)} CPU(s): at least one per worker")
+    return WorkerPlan(device, workers, num_gpus=0, num_cpus=max(fitting))
+
+
+def _fault_hook(src: Path):
+    """The :data:`FAULT_ENV` progress callback for ``src``, or None."""
+    marker = os.environ.get(FAULT_ENV)
+    if not marker:
+        return None
+
+    def crash(frames: int) -> None:
+        try:
+            if Path(marker).read_text().strip() != src.name:
+                return
+            os.unlink(marker)
+        except FileNotFoundError:
+            return
+        os._exit(1)
+
+    return crash
+
+
+class CorpusWorker:
+    """Body of a Ray actor: one Analyzer, inputs analysed one at a time.
+
+    Parameters
+    ----------
+    device : str
+    models : path-like, optional
+        Resolved on the worker's node (see :func:`gpuau.models.resolve_models_dir`).
+    multi_face : bool
+    threads : int
+        Numba threads on CPU workers (the cores Ray reserved for this worker).
+    """
+
+    def __init__(self, device: str, models, multi_face: bool, threads: int):
+        from gpuau.pipeline import Analyzer
+
+        self.analyzer = Analyzer(device, models=models, multi_face=multi_face)
+        if self.analyzer.backend.name != "cuda":
+            import numba
+
+            numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+
+    def ready(self, token: str) -> str:
+        """Where this worker runs; fails unless the driver's ``token`` file is visible (shared output folder)."""
+        host = socket.gethostname()
+        if not Path(token).is_file():
+            raise ClusterError(f"worker on {host} does not see {token}: the output folder must be on storage "
+                               f"shared by every node (e.g. NFS mounted at the same path)")
+        return f"{host} pid {os.getpid()} device {self.analyzer.backend.name}"
+
+    def analyze(self, src: Path, dst: Path, fmt: str) -> Outcome:
+        """:func:`gpuau.corpus.analyze_input` on this worker's Analyzer."""
+        return analyze_input(self.analyzer, src, dst, fmt=fmt, progress=_fault_hook(src))
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise DependencyError("Ray is not installed; fix: pip install 'gpuau[ray]' (on every node)") from None
+    return ray
+
+
+def _connect(address: "str | None") -> bool:
+    """Connect to Ray unless this process already is; True when this call connected (and must shut down)."""
+    ray = _import_ray()
+    if ray.is_initialized():
+        return False
+    ray.init(address=address, logging_level=logging.WARNING, include_dashboard=False if address is None else None)
+    return True
+
+
+def _mtime(path: Path) -> "int | None":
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return None
+
+
+def _schedule(run: CorpusRun, plan: WorkerPlan, *, fmt: str, max_retries: int, models, multi_face: bool) -> None:
+    """Analyse ``run.todo`` on ``plan.count`` actors with a pull queue, replacing actors that die."""
+    import ray
+    from ray.exceptions import RayError
+    from tqdm.auto import tqdm
+
+    Worker = ray.remote(CorpusWorker).options(num_cpus=plan.num_cpus, num_gpus=plan.num_gpus, max_restarts=0,
+                                              max_task_retries=0)
+    token = run.outdir / f".gpuau-ray-{uuid.uuid4().hex}"
+    token.touch()
+    before = {dst: _mtime(dst) for _, dst in run.todo}  # an output that changes was finished by this run
+    queue = deque(run.todo)
+    attempts: Counter = Counter()
+    starting: dict = {}  # ready() ref -> (actor, start time)
+    busy: dict = {}  # analyze() ref -> (actor, (src, dst))
+    idle: list = []
+    actors: list = []
+    ever_ready, start_error = False, ""
+
+    def start_worker():
+        actor = Worker.remote(plan.device, models, multi_face, plan.num_cpus)
+        actors.append(actor)
+        starting[actor.ready.remote(str(token))] = (actor, time.monotonic())
+
+    def worker_died(actor, item, error):
+        ray.kill(actor)
+        src, dst = item
+        attempts[item] += 1
+        cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if _mtime(dst) != before[dst]:
+            run.record(Outcome(src, dst, "done", reason="output completed before its worker died"))
+        elif attempts[item] > max_retries:
+            run.record(Outcome(src, dst, "failed",
+                               reason=f"its worker died {attempts[item]} time(s); last: {type(error).__name__}: {cause}"))
+        else:
+            tqdm.write(f"warning: worker died analysing {src} ({type(error).__name__}); retry {attempts[item]} of "
+                       f"{max_retries} on another worker", file=sys.stderr)
+            queue.appendleft(item)
+        start_worker()
+
+    try:
+        for _ in range(plan.count):
+            start_worker()
+        while busy or (queue and not run.report.stopped):
+            while idle and queue and not run.report.stopped:
+                actor, item = idle.pop(), queue.popleft()
+                busy[actor.analyze.remote(*item, fmt)] = (actor, item)
+            if not busy and not idle:
+                if not starting:
+                    if not ever_ready:
+                        raise ClusterError(f"no gpuau worker could start on the Ray cluster: {start_error}")
+                    for src, dst in queue:
+                        run.record(Outcome(src, dst, "failed", reason=f"not analysed: no worker left ({start_error})"))
+                    queue.clear()
+                    break
+                waited = time.monotonic() - min(t for _, t in starting.values())
+                if waited > START_TIMEOUT_S:
+                    raise ClusterError(f"no gpuau worker started within {START_TIMEOUT_S:.0f} s: the Ray cluster "
+                                       f"lacks free resources ({plan.num_gpus} GPU, {plan.num_cpus} CPU per worker)")
+            done, _ = ray.wait([*busy, *starting], num_returns=1, timeout=10)
+            for ref in done:
+                if ref in starting:
+                    actor, _ = starting.pop(ref)
+                    try:
+                        ray.get(ref)
+                    except RayError as e:
+                        start_error = str(e).strip().splitlines()[-1]
+                        tqdm.write(f"warning: a gpuau worker could not start: {start_error}", file=sys.stderr)
+                        ray.kill(actor)
+                        continue
+                    ever_ready = True
+                    idle.append(actor)
+                    continue
+                actor, item = busy.pop(ref)
+                try:
+                    outcome = ray.get(ref)
+                except RayError as e:  # the worker died; the input's own failures arrive as outcomes
+                    worker_died(actor, item, e)
+                    continue
+                run.record(outcome)
+                idle.append(actor)
+    finally:
+        for actor in actors:
+            ray.kill(actor)
+        token.unlink(missing_ok=True)
+
+
+def analyze_corpus(inputs: Iterable, out: "str | os.PathLike", *, address: "str | None" = None, device: str = "auto",
+                   fmt: str = "csv", overwrite: bool = False, max_retries: int = 2, workers: "int | None" = None,
+                   progress: bool = True, models: "str | os.PathLike | None" = None,
+                   multi_face: bool = False) -> CorpusReport:
+    """:func:`gpuau.corpus.run_corpus` on a Ray cluster: every input analysed by one of many workers.
+
+    Parameters
+    ----------
+    inputs : iterable of path-like
+        Expanded with :func:`gpuau.corpus.expand_inputs`; paths must be valid on every node.
+    out : path-like
+        Output folder, on storage shared by every node.
+    address : str, optional
+        Ray cluster address (``"auto"``, ``"HOST:6379"``, ``"ray://HOST:10001"``); None starts a Ray on
+        this machine. A process already connected to Ray uses that connection.
+    device : str
+        ``"auto"`` (a worker per GPU if the cluster has GPUs, else CPU workers), ``"cuda"``, ``"cpu"``.
+    fmt : {"csv", "parquet"}
+    overwrite : bool
+        Redo inputs whose output exists (default: skip them, which makes a rerun resume).
+    max_retries : int
+        Times an input goes to another worker after the worker analysing it died.
+    workers : int, optional
+        Number of workers (default: see :func:`plan_workers`).
+    progress : bool
+        Corpus progress bar on stderr, advanced as results arrive.
+    models : path-like, optional
+        OpenFace model folder, resolved on each node (default: each node's ``GPUAU_MODELS`` etc.).
+    multi_face : bool
+        FaceLandmarkVidMulti's rows (see :class:`gpuau.pipeline.Analyzer`).
+
+    Returns
+    -------
+    CorpusReport
+        Outcomes in input order; an input whose output was completed just before its worker died is
+        ``"done"`` with zero frames (its output is not written again).
+    """
+    run = CorpusRun(inputs, out, fmt=fmt, overwrite=overwrite, progress=progress)
+    try:
+        if run.todo:
+            ray = _import_ray()
+            connected = _connect(address)
+            try:
+                nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+                plan = plan_workers(nodes, device, workers)
+                _schedule(run, plan, fmt=fmt, max_retries=max_retries, models=models, multi_face=multi_face)
+            finally:
+                if connected:
+                    ray.shutdown()
+    finally:
+        report = run.finish()
+    return report

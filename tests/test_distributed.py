@@ -1,0 +1,127 @@
+"""Corpus runs on a local Ray cluster (2 CPUs, 2 workers): the same bytes as a single-process run, a crashed
+worker's input retried on another worker, retries bounded, deterministic failures reported once."""
+import os
+import subprocess
+import sys
+
+import cv2
+import pytest
+
+from gpuau.distributed import FAULT_ENV, ClusterError, WorkerPlan, analyze_corpus, plan_workers
+
+ray = pytest.importorskip("ray")
+
+
+def test_plan_workers():
+    gpu_nodes = [{"CPU": 32.0, "GPU": 4.0}, {"CPU": 16.0, "GPU": 2.0}]
+    assert plan_workers(gpu_nodes) == WorkerPlan("cuda", 6, num_gpus=1, num_cpus=1)
+    assert plan_workers(gpu_nodes, "cuda", workers=2).count == 2
+    assert plan_workers(gpu_nodes, "cpu") == WorkerPlan("cpu", 12, num_gpus=0, num_cpus=4)
+    cpu_nodes = [{"CPU": 16.0}, {"CPU": 6.0}]
+    assert plan_workers(cpu_nodes) == WorkerPlan("cpu", 5, num_gpus=0, num_cpus=4)
+    # Three workers fit as 6 + 6 cores on the first node and 6 on the second.
+    assert plan_workers(cpu_nodes, workers=3) == WorkerPlan("cpu", 3, num_gpus=0, num_cpus=6)
+    with pytest.raises(ClusterError, match="workers=23 .* 22 CPU"):
+        plan_workers(cpu_nodes, workers=23)
+    with pytest.raises(ClusterError, match="no node .* GPU"):
+        plan_workers(cpu_nodes, "cuda")
+    with pytest.raises(ClusterError, match="6 GPU"):
+        plan_workers(gpu_nodes, workers=7)
+    with pytest.raises(ValueError, match="cuda:1"):
+        plan_workers(gpu_nodes, "cuda:1")
+
+
+@pytest.fixture(scope="module")
+def corpus(media_dir, tmp_path_factory):
+    """An image folder, an image, a 30-frame clip of default.wmv and a broken video."""
+    folder = tmp_path_factory.mktemp("corpus")
+    cap = cv2.VideoCapture(str(media_dir / "default.wmv"))
+    clip = folder / "clip30.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), cap.get(cv2.CAP_PROP_FPS), (640, 480))
+    for _ in range(30):
+        ok, frame = cap.read()
+        assert ok
+        writer.write(frame)
+    writer.release()
+    cap.release()
+    broken = folder / "broken.avi"
+    broken.write_bytes(b"RIFF\x00\x00\x00\x00AVI garbage" * 50)
+    return [media_dir / "image_sequence", media_dir / "sample1.jpg", clip, broken]
+
+
+@pytest.fixture(scope="module")
+def reference(corpus, tmp_path_factory):
+    """The single-process run (``gpuau analyze``) of the corpus.
+
+    With one BLAS thread, as Ray gives a 1-CPU worker (``OMP_NUM_THREADS=1``): OpenBLAS' float32 matrix
+    products round differently with another thread count, which moves the last printed digit of a few values.
+    """
+    out = tmp_path_factory.mktemp("reference")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop(FAULT_ENV, None)
+    run = subprocess.run([sys.executable, "-m", "gpuau", "analyze", *map(str, corpus), "-o", str(out),
+                          "--device", "cpu", "--quiet"], env=env, capture_output=True, text=True)
+    assert run.returncode == 1 and "broken.avi" in run.stderr, run.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A local Ray with 2 CPUs; its workers inherit FAULT_ENV naming a marker file the tests may create."""
+    marker = tmp_path_factory.mktemp("fault") / "crash"
+    os.environ[FAULT_ENV] = str(marker)
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield marker
+    ray.shutdown()
+    del os.environ[FAULT_ENV]
+
+
+def files(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir() if not p.name.startswith(".")}
+
+
+def test_same_bytes_as_one_process_and_resume(cluster, corpus, reference, tmp_path):
+    out = tmp_path / "out"
+    report = analyze_corpus(corpus, out, workers=2, progress=False)
+    assert [o.status for o in report.outcomes] == ["done", "done", "done", "failed"]
+    assert report.outcomes[3].reason == "not a readable video"  # reported once, as the worker found it
+    assert [o.frames for o in report.outcomes[:3]] == [30, 1, 30]
+    assert sorted(files(out)) == ["clip30.csv", "image_sequence.csv", "sample1.csv"]
+    assert files(out) == files(reference)
+    assert not list(out.glob(".*"))  # no temporary files, no driver token left
+
+    mtimes = {p: p.stat().st_mtime_ns for p in out.iterdir()}
+    again = analyze_corpus(corpus, out, workers=2, progress=False)
+    assert [o.status for o in again.outcomes] == ["skipped", "skipped", "skipped", "failed"]
+    assert {p: p.stat().st_mtime_ns for p in out.iterdir()} == mtimes
+
+
+def test_worker_dying_mid_video_is_retried_on_another(cluster, corpus, reference, tmp_path, capsys):
+    cluster.write_text("clip30.avi")  # the worker analysing clip30.avi exits after its first frame
+    out = tmp_path / "out"
+    report = analyze_corpus(corpus[1:3], out, workers=2, progress=False)
+    assert not cluster.exists()
+    assert "worker died analysing" in capsys.readouterr().err
+    assert [(o.input.name, o.status, o.frames) for o in report.outcomes] == [("sample1.jpg", "done", 1),
+                                                                            ("clip30.avi", "done", 30)]
+    assert files(out) == {k: v for k, v in files(reference).items() if k in ("sample1.csv", "clip30.csv")}
+
+
+def test_retries_are_bounded(cluster, corpus, tmp_path):
+    cluster.write_text("clip30.avi")
+    out = tmp_path / "out"
+    report = analyze_corpus(corpus[1:3], out, workers=2, max_retries=0, progress=False)
+    assert not cluster.exists()
+    sample, clip = report.outcomes
+    assert sample.status == "done"
+    assert clip.status == "failed" and clip.reason.startswith("its worker died 1 time(s)"), clip.reason
+    assert sorted(files(out)) == ["sample1.csv"]  # the partial clip30 output never appears under its name
+
+
+def test_cli_engine_ray(cluster, media_dir, tmp_path, capsys):
+    from gpuau.cli import main
+
+    out = tmp_path / "out"
+    assert main(["analyze", str(media_dir / "sample2.jpg"), "-o", str(out), "--engine", "ray", "--device", "cpu"]) == 0
+    assert "done             1" in capsys.readouterr().err
+    assert sorted(files(out)) == ["sample2.csv"]
