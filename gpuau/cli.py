@@ -81,8 +81,9 @@ def _user_errors() -> tuple:
     from gpuau._deps import DependencyError
     from gpuau.device import DeviceError
     from gpuau.models.store import ModelStoreError
+    from gpuau.video import InputError
 
-    return ModelStoreError, DependencyError, DeviceError
+    return ModelStoreError, DependencyError, DeviceError, InputError
 
 
 def main(argv: "list[str] | None" = None) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,7 +150,11 @@ class CorpusRun:
         self._t0 = time.perf_counter()
         paths = expand_inputs(inputs)
         self.outdir = Path(outdir)
-        self.outdir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.outdir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InputError(self.outdir, f"cannot be used as the output folder ({e.strerror or e})",
+                             "pass -o a folder that can be created and written") from e
         self.report = CorpusReport()
         self.bar = tqdm(total=len(paths), desc="corpus", unit="video", disable=not progress, position=0)
         self._order = {p: i for i, p in enumerate(paths)}
@@ -166,7 +171,8 @@ class CorpusRun:
 
         self.report.outcomes.append(outcome)
         if outcome.status == "done" and outcome.faces == 0:
-            tqdm.write(f"warning: {outcome.input}: no face found in any of its {outcome.frames} frames")
+            tqdm.write(f"warning: {outcome.input}: no face found in any of its {outcome.frames} frames",
+                       file=sys.stderr)
         if outcome.disk_full:
             self.report.stopped = (f"no space left on the device holding {self.outdir.resolve()}; free space and "
                                    f"rerun (finished outputs are kept and skipped)")

@@ -1,0 +1,80 @@
+"""Bad and unusual inputs through the command line: one clear message, no crash, the corpus goes on."""
+import errno
+
+import cv2
+import numpy as np
+import pytest
+
+from gpuau.cli import main
+
+
+def write_clip(path, frames, fps=10.0):
+    h, w = frames[0].shape[:2]
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
+    assert vw.isOpened()
+    for f in frames:
+        vw.write(f)
+    vw.release()
+    return path
+
+
+def read_csv(path):
+    return np.genfromtxt(path, delimiter=",", names=True, ndmin=1)
+
+
+def test_video_without_a_face_gives_rows_with_success_0(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    clip = write_clip(tmp_path / "noface.avi", [np.full((120, 160, 3), 90 + 10 * i, np.uint8) for i in range(6)])
+    assert main(["analyze", str(clip), "-o", str(tmp_path / "out")]) == 0
+    rows = read_csv(tmp_path / "out" / "noface.csv")
+    assert len(rows) == 6 and not rows["success"].any()
+    assert "no face found" in capsys.readouterr().err
+
+
+def test_zero_frame_video_is_reported(tmp_path, capsys):
+    clip = tmp_path / "empty.avi"
+    vw = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (64, 48))
+    vw.release()
+    assert main(["analyze", str(clip), "-o", str(tmp_path / "out"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "empty.avi" in err
+    assert not (tmp_path / "out" / "empty.csv").exists()
+
+
+def test_odd_frame_size(media_dir, tmp_path):
+    src = cv2.VideoCapture(str(media_dir / "default.wmv"))
+    frames = [cv2.resize(src.read()[1], (333, 251)) for _ in range(5)]
+    clip = write_clip(tmp_path / "odd.avi", frames)
+    assert main(["analyze", str(clip), "-o", str(tmp_path / "out"), "--quiet"]) == 0
+    rows = read_csv(tmp_path / "out" / "odd.csv")
+    assert len(rows) == 5 and rows["success"].all()
+
+
+def test_output_folder_that_is_a_file(media_dir, tmp_path, capsys):
+    blocker = tmp_path / "out"
+    blocker.write_text("not a folder")
+    assert main(["analyze", str(media_dir / "sample1.jpg"), "-o", str(blocker), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert str(blocker) in err and "Traceback" not in err
+
+
+def test_disk_full_stops_the_corpus_and_keeps_finished_outputs(media_dir, tmp_path, monkeypatch, capsys):
+    from gpuau import pipeline
+
+    out = tmp_path / "out"
+    real = pipeline.Analyzer.write_video
+    calls = []
+
+    def write_video(self, path, output, **kw):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(output))
+        return real(self, path, output, **kw)
+
+    monkeypatch.setattr(pipeline.Analyzer, "write_video", write_video)
+    inputs = [str(media_dir / f"sample{i}.jpg") for i in (1, 3, 4)]
+    assert main(["analyze", *inputs, "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "space" in err.lower()
+    assert [p.name for p in out.iterdir() if not p.name.startswith(".")] == ["sample1.csv"]
+    assert len(calls) == 2  # the third input was not attempted
