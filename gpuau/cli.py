@@ -316,3 +316,40 @@ def analyze(args) -> int:
         for o in report.failed:
             print(f"gpuau: failed: {o.input}: {o.reason}", file=sys.stderr)
     return 1 if report.failed or report.stopped else 0
+
+
+# --------------------------------------------------------------------------- pictures
+
+
+@command("render", "annotated video: landmarks, head-pose axes and AU intensity bars drawn on the frames",
+         arg("video", help="the analysed video (or image folder)"),
+         arg("csv", nargs="?", default=None, help="its OpenFace CSV (default: analyse the video first)"),
+         arg("-o", "--output", required=True, help="annotated video to write (.mp4 or .avi)"),
+         arg("--face-id", type=int, default=0, help="which face of a multi-face CSV (default 0)"),
+         arg("--device", default="auto", help="device for the analysis when no CSV is given"))
+def render(args) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from gpuau.viz import render_video
+
+    csv = args.csv
+    with tempfile.TemporaryDirectory() as tmp:
+        if csv is None:
+            from gpuau.pipeline import Analyzer
+
+            csv = Path(tmp) / "analysis.csv"
+            Analyzer(args.device).write_video(args.video, csv)
+        out = render_video(args.video, csv, args.output, face_id=args.face_id)
+    print(out)
+    return 0
+
+
+@command("plot", "plot AU intensities over time from an OpenFace CSV (needs matplotlib: gpuau[plot])",
+         arg("csv"), arg("-o", "--output", required=True, help="image to write (.png, .svg, .pdf)"),
+         arg("--face-id", type=int, default=0))
+def plot(args) -> int:
+    from gpuau.viz import plot_aus
+
+    print(plot_aus(args.csv, args.output, face_id=args.face_id))
+    return 0

@@ -1,0 +1,165 @@
+"""Pictures of results: annotated videos (landmarks, head-pose axes, AU intensity bars) and AU plots.
+
+Both read an OpenFace CSV (gpuau's or OpenFace's own), so they also show OpenFace's results.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from gpuau._atomic import atomic_path
+
+AXIS_LENGTH_MM = 70.0
+_AXIS_COLOURS = ((0, 0, 255), (0, 200, 0), (255, 80, 0))  # BGR: x red, y green, z blue
+
+
+def _table(csv_path) -> dict:
+    from gpuau.io import read_openface_csv
+
+    return read_openface_csv(csv_path)
+
+
+def _au_names(table: dict) -> list:
+    return sorted(c for c in table if re.fullmatch(r"AU\d+_r", c))
+
+
+def project_pose_axes(pose: np.ndarray, intrinsics, length: float = AXIS_LENGTH_MM) -> np.ndarray:
+    """Image points of the head's origin and its x, y, z axes.
+
+    Parameters
+    ----------
+    pose : (6,) float
+        ``pose_Tx, pose_Ty, pose_Tz`` (mm) and ``pose_Rx, pose_Ry, pose_Rz`` (Euler angles, rad), as in the CSV.
+    intrinsics : (fx, fy, cx, cy)
+    length : float
+        Axis length in mm.
+
+    Returns
+    -------
+    (4, 2) float
+        Origin, then the tips of the x, y and z axes.
+    """
+    from gpuau.landmarks.rotation import euler_to_rotation_matrix
+
+    fx, fy, cx, cy = intrinsics
+    r = np.asarray(euler_to_rotation_matrix(np.asarray(pose[3:6], np.float64)), np.float64)
+    pts = np.vstack([np.zeros(3), r.T * length]) + np.asarray(pose[:3], np.float64)
+    z = np.where(np.abs(pts[:, 2]) < 1e-6, 1e-6, pts[:, 2])
+    return np.stack([fx * pts[:, 0] / z + cx, fy * pts[:, 1] / z + cy], axis=1)
+
+
+def draw_frame(image: np.ndarray, row: dict, au_names: list, intrinsics) -> np.ndarray:
+    """Draw one CSV row onto a copy of its BGR frame: landmarks, pose axes, and AU bars on a side panel.
+
+    Returns
+    -------
+    (H, W + panel, 3) uint8
+    """
+    import cv2
+
+    h, w = image.shape[:2]
+    panel_w = 190
+    out = np.zeros((h, w + panel_w, 3), np.uint8)
+    out[:, :w] = image
+    ok = row.get("success", 1) >= 0.5
+    if ok and "x_0" in row:
+        for i in range(68):
+            cv2.circle(out, (int(round(row[f"x_{i}"])), int(round(row[f"y_{i}"]))), 2, (0, 255, 255), -1, cv2.LINE_AA)
+    if ok and "pose_Tz" in row and row["pose_Tz"] > 0:
+        pose = np.array([row[k] for k in ("pose_Tx", "pose_Ty", "pose_Tz", "pose_Rx", "pose_Ry", "pose_Rz")])
+        pts = project_pose_axes(pose, intrinsics)
+        o = tuple(int(round(v)) for v in pts[0])
+        for tip, colour in zip(pts[1:], _AXIS_COLOURS):
+            cv2.line(out, o, tuple(int(round(v)) for v in tip), colour, 2, cv2.LINE_AA)
+    text = f"conf {row.get('confidence', 0):.2f}" + ("" if ok else "  no face")
+    cv2.putText(out, text, (w + 8, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+    step = max(12, min(24, (h - 30) // max(1, len(au_names))))
+    for k, name in enumerate(au_names):
+        y = 30 + k * step
+        value = float(row.get(name, 0.0)) if ok else 0.0
+        cv2.putText(out, name[:-2], (w + 8, y + step - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (220, 220, 220), 1, cv2.LINE_AA)
+        length = int(round(np.clip(value, 0, 5) / 5 * (panel_w - 60)))
+        present = float(row.get(name[:-2] + "_c", 0.0)) >= 0.5
+        cv2.rectangle(out, (w + 52, y + 3), (w + 52 + length, y + step - 3), (60, 200, 60) if present else (160, 160, 160), -1)
+    return out
+
+
+def render_video(video, csv_path, output, *, face_id: int = 0) -> Path:
+    """Annotated copy of ``video`` with the results of ``csv_path`` (one face: ``face_id``), written atomically.
+
+    The container of ``output`` follows its extension (``.mp4`` uses the ``mp4v`` codec, ``.avi`` MJPG).
+    """
+    import cv2
+
+    from gpuau.video import open_source
+
+    table = _table(csv_path)
+    names = _au_names(table)
+    frames = table["frame"].astype(int)
+    ids = table.get("face_id", np.zeros_like(frames)).astype(int)
+    index = {f: i for i, (f, fid) in enumerate(zip(frames, ids)) if fid == face_id}
+    source = open_source(video)
+    intrinsics = source.intrinsics
+    output = Path(output)
+    fourcc = cv2.VideoWriter_fourcc(*("MJPG" if output.suffix.lower() == ".avi" else "mp4v"))
+    with atomic_path(output) as tmp:
+        tmp_video = tmp.with_suffix(output.suffix)
+        writer = None
+        try:
+            for frame in source:
+                i = index.get(frame.index + 1)
+                row = {k: v[i] for k, v in table.items()} if i is not None else {"success": 0.0}
+                img = draw_frame(frame.image, row, names, intrinsics)
+                if writer is None:
+                    writer = cv2.VideoWriter(str(tmp_video), fourcc, source.fps or 30.0, (img.shape[1], img.shape[0]))
+                    if not writer.isOpened():
+                        raise OSError(f"{output}: OpenCV cannot write this container; use .mp4 or .avi")
+                writer.write(img)
+        finally:
+            if writer is not None:
+                writer.release()
+        os.replace(tmp_video, tmp)
+    return output
+
+
+def plot_aus(csv_path, output, *, face_id: int = 0) -> Path:
+    """AU intensities over time, one small panel per AU (presence shaded), saved as an image (needs matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        raise ImportError("gpuau plot needs matplotlib: pip install gpuau[plot]") from e
+    table = _table(csv_path)
+    names = _au_names(table)
+    if not names:
+        raise ValueError(f"{csv_path}: no AU intensity columns")
+    keep = table.get("face_id", np.zeros(len(table[names[0]]))) == face_id
+    if "success" in table:
+        keep &= table["success"] >= 0.5
+    t = table["timestamp"][keep] if "timestamp" in table and table["timestamp"].any() else table["frame"][keep]
+    cols = 3
+    rows = (len(names) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(12, 1.6 * rows), sharex=True, sharey=True, squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        ax.plot(t, table[name][keep], lw=0.9, color="tab:blue")
+        c = name[:-2] + "_c"
+        if c in table:
+            ax.fill_between(t, 0, 5, where=table[c][keep] >= 0.5, color="tab:orange", alpha=0.15, lw=0)
+        ax.set_title(name[:-2], fontsize=8, loc="left")
+        ax.set_ylim(0, 5)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    fig.supxlabel("time (s)" if "timestamp" in table and table["timestamp"].any() else "frame", fontsize=9)
+    fig.suptitle(f"{Path(csv_path).name}: AU intensity (0-5); shaded where present", fontsize=10)
+    fig.tight_layout()
+    output = Path(output)
+    with atomic_path(output) as tmp:
+        fig.savefig(tmp, dpi=110, format=output.suffix.lstrip(".") or "png")
+    plt.close(fig)
+    return output

@@ -1,0 +1,35 @@
+"""Pictures: annotated video and AU plot from an OpenFace CSV (OpenFace's own reference CSV here)."""
+import cv2
+import numpy as np
+import pytest
+
+from gpuau.cli import main
+from gpuau.viz import project_pose_axes
+
+
+def test_render_draws_landmarks_where_the_csv_says(media_dir, reference_dir, tmp_path):
+    out = tmp_path / "annotated.mp4"
+    assert main(["render", str(media_dir / "changeLighting.wmv"), str(reference_dir / "changeLighting.csv"), "-o", str(out)]) == 0
+    cap = cv2.VideoCapture(str(out))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 88
+    ok, img = cap.read()
+    assert ok and img.shape[1] > 640  # frame plus the AU panel
+    ref = np.genfromtxt(reference_dir / "changeLighting.csv", delimiter=",", names=True, max_rows=1)
+    x, y = int(round(float(ref["x_30"]))), int(round(float(ref["y_30"])))
+    b, g, r = img[y - 1:y + 2, x - 1:x + 2].reshape(-1, 3).astype(int).mean(axis=0)
+    assert g > 150 and r > 150 and b < 120  # a yellow landmark dot survives compression
+
+
+def test_pose_axes_project_from_the_head_position():
+    pose = np.array([0.0, 0.0, 500.0, 0.0, 0.0, 0.0])
+    pts = project_pose_axes(pose, (500.0, 500.0, 320.0, 240.0), length=50.0)
+    assert np.allclose(pts[0], [320, 240]) and np.allclose(pts[1], [370, 240]) and np.allclose(pts[2], [320, 290])
+
+
+def test_plot_aus(reference_dir, tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "aus.png"
+    assert main(["plot", str(reference_dir / "default.csv"), "-o", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    img = cv2.imread(str(out))
+    assert img.shape[0] > 500 and img.shape[1] > 1000
