@@ -2,7 +2,8 @@
 binary linear SVR/SVM files it names, flattened into stacked weight matrices.
 
 Port of FaceAnalyser::ReadAU / ReadRegressor (FaceAnalyser.cpp) and the ``Read`` methods of
-SVR_static_lin_regressors, SVR_dynamic_lin_regressors, SVM_static_lin and SVM_dynamic_lin.
+SVR_static_lin_regressors, SVR_dynamic_lin_regressors, SVM_static_lin and SVM_dynamic_lin (matrices
+read by :mod:`gpuau.models.opencv_matrix`).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from gpuau.models.cache import load_cached
+from gpuau.models.opencv_matrix import BinaryReader
 from gpuau.models.store import AU_DIR, model_file
 
 # FaceAnalyser::RegressorType values that FeatureExtraction's models use.
@@ -22,17 +24,6 @@ DYNAMIC_LIST = "AU_all_best.txt"
 """The list ``main_dynamic_svms.txt`` names: FeatureExtraction's (video) models."""
 STATIC_LIST = "AU_all_static.txt"
 """The list ``main_static_svms.txt`` names: FaceLandmarkImg's (single image) models."""
-
-_CV_DEPTH = {0: np.uint8, 4: np.int32, 5: np.float32, 6: np.float64}
-
-
-def _read_mat_bin(buf: bytes, pos: int) -> "tuple[np.ndarray, int]":
-    """One ``ReadMatBin`` matrix (int32 rows, cols, OpenCV type; then row-major data) at ``pos``."""
-    rows, cols, cv_type = np.frombuffer(buf, "<i4", 3, pos)
-    dtype = np.dtype(_CV_DEPTH[int(cv_type) & 7]).newbyteorder("<")
-    n = int(rows) * int(cols)
-    data = np.frombuffer(buf, dtype, n, pos + 12).reshape(int(rows), int(cols))
-    return data.astype(dtype.newbyteorder("="), copy=True), pos + 12 + n * dtype.itemsize
 
 
 def parse_au_regressor(path: "str | os.PathLike") -> dict:
@@ -46,25 +37,20 @@ def parse_au_regressor(path: "str | os.PathLike") -> dict:
         ``cutoff`` () float64 (dynamic SVR only, else -1), ``pos`` / ``neg`` () float64 (SVM only,
         the values output for a positive / negative decision, else nan).
     """
-    buf = Path(path).read_bytes()
-    kind = int(np.frombuffer(buf, "<i4", 1, 0)[0])
-    pos = 4
+    r = BinaryReader(Path(path).read_bytes(), path)
+    kind = r.int32()
     cutoff = -1.0
     if kind == SVR_DYNAMIC:
-        cutoff = float(np.frombuffer(buf, "<f8", 1, pos)[0])
-        pos += 8
+        cutoff = r.float64()
     elif kind not in (SVR_STATIC, SVM_STATIC, SVM_DYNAMIC):
         raise ValueError(f"{path}: unsupported AU regressor type {kind}")
-    means, pos = _read_mat_bin(buf, pos)
-    weights, pos = _read_mat_bin(buf, pos)
-    bias = float(np.frombuffer(buf, "<f8", 1, pos)[0])
-    pos += 8
+    means = r.matrix()
+    weights = r.matrix()
+    bias = r.float64()
     pos_cls = neg_cls = np.nan
     if kind in (SVM_STATIC, SVM_DYNAMIC):
-        pos_cls, neg_cls = (float(v) for v in np.frombuffer(buf, "<f8", 2, pos))
-        pos += 16
-    if pos != len(buf):
-        raise ValueError(f"{path}: {len(buf) - pos} trailing bytes after the regressor")
+        pos_cls, neg_cls = r.float64(), r.float64()
+    r.expect_end("the regressor")
     return {
         "kind": np.int32(kind),
         "means": means.reshape(-1),

@@ -1,7 +1,7 @@
 """Parser of OpenFace's binary CCNF patch expert files (``ccnf_patches_*.txt``, despite the name).
 
 Port of ``Patch_experts::Read_CCNF_patch_experts``, Patch_experts.cpp, ``CCNF_patch_expert::Read``
-and ``CCNF_neuron::Read``, CCNF_patch_expert.cpp, and ``ReadMatBin``, LandmarkDetectorUtils.cpp.
+and ``CCNF_neuron::Read``, CCNF_patch_expert.cpp; matrices are read by :mod:`gpuau.models.opencv_matrix`.
 
 The file holds, for one patch scale: the views (head-pose centres and per-landmark visibility),
 the CCNF edge/similarity matrices ("sigma components") per response window size, then one patch
@@ -18,27 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-# OpenCV type codes used by ReadMatBin.
-_CV_DTYPES = {0: np.uint8, 4: np.int32, 5: np.float32, 6: np.float64}
-
-
-class _Reader:
-    def __init__(self, data: bytes):
-        self.data = data
-        self.pos = 0
-
-    def scalar(self, dtype):
-        dt = np.dtype(dtype)
-        v = np.frombuffer(self.data, dt, 1, self.pos)[0]
-        self.pos += dt.itemsize
-        return v
-
-    def mat(self) -> np.ndarray:
-        rows, cols, cv_type = (int(self.scalar("<i4")) for _ in range(3))
-        dt = np.dtype(_CV_DTYPES[cv_type]).newbyteorder("<")
-        a = np.frombuffer(self.data, dt, rows * cols, self.pos).reshape(rows, cols)
-        self.pos += rows * cols * dt.itemsize
-        return a.astype(dt.newbyteorder("="))
+from gpuau.models.opencv_matrix import BinaryReader
 
 
 def parse_ccnf(path: "str | os.PathLike") -> "dict[str, np.ndarray]":
@@ -64,20 +44,20 @@ def parse_ccnf(path: "str | os.PathLike") -> "dict[str, np.ndarray]":
         * ``view{v}/betas`` (n, B) float64;
         * ``view{v}/confidence`` (n,) float64.
     """
-    r = _Reader(Path(path).read_bytes())
-    patch_scaling = r.scalar("<f8")
-    n_views = int(r.scalar("<i4"))
-    centers = np.stack([r.mat().reshape(3).astype(np.float64) * np.pi / 180.0 for _ in range(n_views)])
-    visibility = np.stack([r.mat().reshape(-1).astype(np.int32) for _ in range(n_views)])
+    r = BinaryReader(Path(path).read_bytes(), path)
+    patch_scaling = r.float64()
+    n_views = r.int32()
+    centers = np.stack([r.matrix().reshape(3).astype(np.float64) * np.pi / 180.0 for _ in range(n_views)])
+    visibility = np.stack([r.matrix().reshape(-1).astype(np.int32) for _ in range(n_views)])
     n_points = visibility.shape[1]
-    n_windows = int(r.scalar("<i4"))
+    n_windows = r.int32()
     out: dict = {"patch_scaling": np.float64(patch_scaling), "centers": centers, "visibility": visibility}
     windows = []
     n_betas = 0
     for _ in range(n_windows):
-        w = int(r.scalar("<i4"))
-        n_comp = int(r.scalar("<i4"))
-        comps = [r.mat().astype(np.float32) for _ in range(n_comp)]
+        w = r.int32()
+        n_comp = r.int32()
+        comps = [r.matrix().astype(np.float32) for _ in range(n_comp)]
         out[f"sigma_components_{w}"] = np.array(comps, np.float32).reshape(n_comp, w * w, w * w)
         if not windows:
             n_betas = n_comp  # betas per expert: as many as the first window's components
@@ -101,33 +81,32 @@ def parse_ccnf(path: "str | os.PathLike") -> "dict[str, np.ndarray]":
         out[f"view{v}/alphas"] = alphas
         out[f"view{v}/betas"] = np.array([e["betas"] for e in experts], np.float64).reshape(n_points, n_betas)
         out[f"view{v}/confidence"] = np.array([e["confidence"] for e in experts], np.float64)
-    if r.pos != len(r.data):
-        raise ValueError(f"{path}: {len(r.data) - r.pos} trailing bytes after the patch experts")
+    r.expect_end("the patch experts")
     return out
 
 
-def _read_expert(r: _Reader, n_betas: int) -> dict:
-    read_type = int(r.scalar("<i4"))
+def _read_expert(r: BinaryReader, n_betas: int) -> dict:
+    read_type = r.int32()
     if read_type != 5:
         raise ValueError(f"CCNF patch expert: unexpected record type {read_type}")
-    width, height, n_neurons = (int(r.scalar("<i4")) for _ in range(3))
+    width, height, n_neurons = (r.int32() for _ in range(3))
     if n_neurons == 0:
-        r.scalar("<i4")  # the file repeats the (zero) count of an empty expert
+        r.int32()  # the file repeats the (zero) count of an empty expert
         return {"width": 0, "height": 0, "weights": np.zeros((0, 1), np.float32), "alphas": [],
                 "betas": np.zeros(n_betas), "confidence": 0.0}
     rows, alphas = [], []
     for _ in range(n_neurons):
-        if int(r.scalar("<i4")) != 2:
+        if r.int32() != 2:
             raise ValueError("CCNF neuron: unexpected record type")
-        r.scalar("<i4")  # neuron type (0: plain intensity; the only one these models use)
-        norm_weights = r.scalar("<f8")
-        bias = r.scalar("<f8")
-        alpha = r.scalar("<f8")
-        w = r.mat().astype(np.float32)  # (h, w)
+        r.int32()  # neuron type (0: plain intensity; the only one these models use)
+        norm_weights = r.scalars(np.float64)[0]  # a float64 scalar: the product below is in double
+        bias = r.float64()
+        alpha = r.float64()
+        w = r.matrix().astype(np.float32)  # (h, w)
         flat = (w.T.reshape(-1) * norm_weights).astype(np.float32)  # column by column, float * double
         rows.append(np.concatenate([[np.float32(bias)], flat]).astype(np.float32))
         alphas.append(float(alpha))
-    betas = np.array([r.scalar("<f8") for _ in range(n_betas)], np.float64)
-    confidence = float(r.scalar("<f8"))
+    betas = r.scalars(np.float64, n_betas)
+    confidence = r.float64()
     return {"width": width, "height": height, "weights": np.stack(rows), "alphas": alphas,
             "betas": betas, "confidence": confidence}

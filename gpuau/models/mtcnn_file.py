@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from gpuau.models.cache import load_cached
+from gpuau.models.opencv_matrix import BinaryReader
 from gpuau.models.store import LANDMARK_DIR, model_file
 
 MTCNN_DIR = f"{LANDMARK_DIR}/mtcnn_detector"
@@ -36,37 +36,6 @@ NETWORKS = ("PNet", "RNet", "ONet")
 
 CONV, MAX_POOL, FULLY_CONNECTED, PRELU = 0, 1, 2, 3
 LAYER_KINDS = {CONV: "conv", MAX_POOL: "max_pool", FULLY_CONNECTED: "fc", PRELU: "prelu"}
-_CV_32F = 5
-
-
-class _Reader:
-    """Sequential little-endian reader over the file's bytes."""
-
-    def __init__(self, data: bytes, path: Path):
-        self.data, self.offset, self.path = data, 0, path
-
-    def _need(self, n: int):
-        if self.offset + n > len(self.data):
-            raise ValueError(f"{self.path}: truncated at byte {self.offset} (needs {n} more)")
-
-    def int32(self) -> int:
-        self._need(4)
-        (v,) = struct.unpack_from("<i", self.data, self.offset)
-        self.offset += 4
-        return v
-
-    def float32s(self, n: int) -> np.ndarray:
-        self._need(4 * n)
-        a = np.frombuffer(self.data, "<f4", n, self.offset).astype(np.float32)
-        self.offset += 4 * n
-        return a
-
-    def matrix(self) -> np.ndarray:
-        rows, cols, cv_type = self.int32(), self.int32(), self.int32()
-        if cv_type != _CV_32F or rows < 0 or cols < 0:
-            raise ValueError(f"{self.path}: expected a float32 matrix at byte {self.offset - 12}, got "
-                             f"rows={rows} cols={cols} type={cv_type}")
-        return self.float32s(rows * cols).reshape(rows, cols)
 
 
 def parse_mtcnn_cnn(path: "str | os.PathLike") -> dict[str, np.ndarray]:
@@ -92,7 +61,7 @@ def parse_mtcnn_cnn(path: "str | os.PathLike") -> dict[str, np.ndarray]:
     """
     path = Path(path)
     data = path.read_bytes()
-    r = _Reader(data, path)
+    r = BinaryReader(data, path)
     depth = r.int32()
     if not 0 < depth < 64:
         raise ValueError(f"{path}: implausible network depth {depth}")
@@ -103,21 +72,20 @@ def parse_mtcnn_cnn(path: "str | os.PathLike") -> dict[str, np.ndarray]:
         key = f"{i:02d}"
         if t == CONV:
             n_in, n_out = r.int32(), r.int32()
-            out[f"{key}/bias"] = r.float32s(n_out)
-            kernels = [[r.matrix() for _ in range(n_out)] for _ in range(n_in)]
+            out[f"{key}/bias"] = r.scalars(np.float32, n_out)
+            kernels = [[r.matrix(np.float32) for _ in range(n_out)] for _ in range(n_in)]
             # kernels[in][out] -> (n_out, n_in, kh, kw)
             out[f"{key}/weight"] = np.ascontiguousarray(np.array(kernels, np.float32).transpose(1, 0, 2, 3))
         elif t == MAX_POOL:
             out[f"{key}/pool"] = np.array([r.int32() for _ in range(4)], np.int32)
         elif t == FULLY_CONNECTED:
-            out[f"{key}/bias"] = r.matrix().reshape(-1)
-            out[f"{key}/weight"] = np.ascontiguousarray(r.matrix().T)
+            out[f"{key}/bias"] = r.matrix(np.float32).reshape(-1)
+            out[f"{key}/weight"] = np.ascontiguousarray(r.matrix(np.float32).T)
         elif t == PRELU:
-            out[f"{key}/slope"] = r.matrix().reshape(-1)
+            out[f"{key}/slope"] = r.matrix(np.float32).reshape(-1)
         else:
             raise ValueError(f"{path}: unknown layer type {t} at layer {i}")
-    if r.offset != len(data):
-        raise ValueError(f"{path}: {len(data) - r.offset} trailing bytes after {depth} layers")
+    r.expect_end(f"{depth} layers")
     out["layer_types"] = types
     out["sha256"] = np.array(hashlib.sha256(data).hexdigest())
     return out

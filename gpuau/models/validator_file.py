@@ -6,8 +6,8 @@ deviation of the normalised warped face (1 x n_pixels), the network (``int32`` d
 an ``int32`` type and its weights) and the view's piece-wise affine warp (PAW).  Matrices are
 ``int32 rows, int32 cols, int32 OpenCV type`` followed by the row-major data.
 
-Port of ``DetectionValidator::Read``, LandmarkDetectionValidator.cpp, ``PAW::Read``, PAW.cpp and
-``ReadMatBin``, LandmarkDetectorUtils.cpp.
+Port of ``DetectionValidator::Read``, LandmarkDetectionValidator.cpp, ``PAW::Read``, PAW.cpp (matrices
+read by :mod:`gpuau.models.opencv_matrix`).
 """
 from __future__ import annotations
 
@@ -18,38 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from gpuau.models.cache import load_cached
+from gpuau.models.opencv_matrix import BinaryReader
 from gpuau.models.store import LANDMARK_DIR, model_file
 
 VALIDATOR_FILE = f"{LANDMARK_DIR}/detection_validation/validator_cnn.txt"
 
 # Layer type codes of the validator's network.
 CONV, MAX_POOL, FULLY_CONNECTED, RELU, SIGMOID = 0, 1, 2, 3, 4
-
-# OpenCV depth codes used by ``ReadMatBin``.
-_CV_DTYPES = {0: np.uint8, 1: np.int8, 2: np.uint16, 3: np.int16, 4: np.int32, 5: np.float32, 6: np.float64}
-
-
-class _BinaryReader:
-    """Sequential little-endian reader over a byte buffer."""
-
-    def __init__(self, data: bytes):
-        self.data = data
-        self.pos = 0
-
-    def scalars(self, dtype, count: int = 1) -> np.ndarray:
-        dt = np.dtype(dtype).newbyteorder("<")
-        out = np.frombuffer(self.data, dt, count, self.pos)
-        self.pos += count * dt.itemsize
-        return out
-
-    def int32(self) -> int:
-        return int(self.scalars(np.int32)[0])
-
-    def matrix(self) -> np.ndarray:
-        """One ``ReadMatBin`` matrix, (rows, cols), in the file's element type."""
-        rows, cols, cv_type = (int(v) for v in self.scalars(np.int32, 3))
-        return self.scalars(_CV_DTYPES[cv_type], rows * cols).reshape(rows, cols).copy()
-
 
 def parse_validator(path: "str | os.PathLike") -> "dict[str, np.ndarray]":
     """Parse a CNN detection validator file into flat arrays.
@@ -76,7 +51,7 @@ def parse_validator(path: "str | os.PathLike") -> "dict[str, np.ndarray]":
           (T, 3) int32, ``paw/triangle_id`` (h, w) int32 (-1 outside the face), ``paw/pixel_mask``
           (h, w) uint8, ``paw/alpha``, ``paw/beta`` (T, 3) float32.
     """
-    r = _BinaryReader(Path(path).read_bytes())
+    r = BinaryReader(Path(path).read_bytes(), path)
     validator_type = r.int32()
     if validator_type != 3:
         raise ValueError(f"{path}: validator type {validator_type} is not the CNN validator (3)")
@@ -94,7 +69,7 @@ def parse_validator(path: "str | os.PathLike") -> "dict[str, np.ndarray]":
             layer_types[layer] = r.int32()
             if layer_types[layer] == CONV:
                 n_in, n_out = r.int32(), r.int32()
-                out[f"{p}conv{n_conv}/biases"] = r.scalars(np.float32, n_out).copy()
+                out[f"{p}conv{n_conv}/biases"] = r.scalars(np.float32, n_out)
                 out[f"{p}conv{n_conv}/kernels"] = np.stack(
                     [np.stack([r.matrix().astype(np.float32) for _ in range(n_out)]) for _ in range(n_in)]
                 )
@@ -114,8 +89,7 @@ def parse_validator(path: "str | os.PathLike") -> "dict[str, np.ndarray]":
             raise ValueError(f"{path}: view {v}'s PAW mask does not have its {number_of_pixels} pixels")
         out[p + "paw/alpha"] = r.matrix().astype(np.float32)
         out[p + "paw/beta"] = r.matrix().astype(np.float32)
-    if r.pos != len(r.data):
-        raise ValueError(f"{path}: {len(r.data) - r.pos} trailing bytes after the last view")
+    r.expect_end("the last view")
     return out
 
 
