@@ -1,0 +1,101 @@
+// CCNF patch expert response maps of a batch of landmarks; twin of gpuau/cpu/ccnf_response.py.
+// Port of CCNF_patch_expert::ResponseOpenBlas and im2colContrastNormBias, CCNF_patch_expert.cpp.
+//
+// One block per landmark, one thread per response-map position (y * RESP_W + x):
+//   1. the area of interest, the neuron rows and the neuron gains (2 alpha, 0 for alpha <= 1e-4)
+//      go to shared memory;
+//   2. each thread normalises its PATCH_H x PATCH_W window as the twin's im2col does (float32 sum in
+//      row-major order, mean, sum of squares in column-major order, 1 / L2 norm rounded from double)
+//      and evaluates every neuron: bias + (normalised window . filter) as a float32 fused
+//      multiply-add chain over the column-major window (the order of a single-precision GEMM),
+//      then adds 2 alpha / (1 + exp(-x)) in double, rounded to float32 after each neuron;
+//   3. the map is multiplied by the expert's CCNF covariance Sigma (float32 fmaf chain, row p of
+//      Sigma times the map) and shifted by min(min(map), 0) (a shared-memory min reduction).
+// The float32 products of the twin go through BLAS, whose summation order is the library's own, so
+// results agree with the twin to float32 rounding, not bit for bit.
+//
+// defines: RESP_H=11 RESP_W=11 PATCH_H=11 PATCH_W=11 NEURONS=7
+// defines: RESP_H=15 RESP_W=15 PATCH_H=11 PATCH_W=11 NEURONS=7
+// defines: RESP_H=3 RESP_W=3 PATCH_H=11 PATCH_W=11 NEURONS=7
+
+#define AREA_H (RESP_H + PATCH_H - 1)
+#define AREA_W (RESP_W + PATCH_W - 1)
+#define AREA_SIZE (AREA_H * AREA_W)
+#define N_IN (PATCH_H * PATCH_W)
+#define ROW (N_IN + 1)
+#define N_RESP (RESP_H * RESP_W)
+// threads per block: the next power of two >= N_RESP (at least one warp), for the min reduction
+#define THREADS                                                                                     \
+    (N_RESP <= 32 ? 32 : N_RESP <= 64 ? 64 : N_RESP <= 128 ? 128 : N_RESP <= 256 ? 256 : N_RESP <= 512 ? 512 \
+                                                                                           : 1024)
+
+// areas (n, AREA_H, AREA_W) float32; weights (NEURONS, ROW) float32 per landmark, landmark i at
+// weights + i * weight_stride (stride 0: one set of experts for all); alphas (NEURONS) float64 per
+// landmark (alpha_stride); sigmas (N_RESP, N_RESP) float32 per landmark (sigma_stride);
+// out (n, RESP_H, RESP_W) float32.
+extern "C" __global__ void __launch_bounds__(THREADS)
+    ccnf_response(const float* areas, const float* weights, int weight_stride, const double* alphas,
+                  int alpha_stride, const float* sigmas, int sigma_stride, int n, float* out) {
+    __shared__ float area[AREA_SIZE];
+    __shared__ float w[NEURONS * ROW];
+    __shared__ double gain[NEURONS];
+    __shared__ float resp[N_RESP];
+    __shared__ float lo[THREADS];
+
+    const int f = blockIdx.x;
+    const int t = threadIdx.x;
+    if (f >= n) return;  // whole block: no barrier is left waiting
+    const float* a_src = areas + (long long)f * AREA_SIZE;
+    for (int i = t; i < AREA_SIZE; i += THREADS) area[i] = a_src[i];
+    const float* w_src = weights + (long long)f * weight_stride;
+    for (int i = t; i < NEURONS * ROW; i += THREADS) w[i] = w_src[i];
+    if (t < NEURONS) {
+        const double alpha = alphas[(long long)f * alpha_stride + t];
+        gain[t] = alpha > 1e-4 ? 2.0 * alpha : 0.0;
+    }
+    __syncthreads();
+
+    const bool active = t < N_RESP;
+    if (active) {
+        const float* win = area + (t / RESP_W) * AREA_W + t % RESP_W;
+        float s = 0.0f;
+        for (int yy = 0; yy < PATCH_H; ++yy)
+            for (int xx = 0; xx < PATCH_W; ++xx) s += win[yy * AREA_W + xx];
+        const float mean = s / (float)N_IN;
+        float sq = 0.0f;
+        for (int xx = 0; xx < PATCH_W; ++xx)
+            for (int yy = 0; yy < PATCH_H; ++yy) {
+                const float d = win[yy * AREA_W + xx] - mean;
+                sq += d * d;
+            }
+        float norm = sqrtf(sq);
+        if (norm == 0.0f) norm = 1.0f;
+        norm = (float)(1.0 / (double)norm);
+        float r = 0.0f;
+        for (int k = 0; k < NEURONS; ++k) {
+            const float* wk = w + k * ROW;
+            float x = wk[0];  // the constant 1 of the window row times the bias
+            int i = 1;
+            for (int xx = 0; xx < PATCH_W; ++xx)
+                for (int yy = 0; yy < PATCH_H; ++yy, ++i) x = fmaf((win[yy * AREA_W + xx] - mean) * norm, wk[i], x);
+            r = (float)((double)r + gain[k] / (1.0 + exp(-(double)x)));
+        }
+        resp[t] = r;
+    }
+    __syncthreads();
+
+    float v = 0.0f;  // idle threads hold 0: the reduction gives min(min(map), 0)
+    if (active) {
+        const float* row = sigmas + (long long)f * sigma_stride + (long long)t * N_RESP;
+        for (int q = 0; q < N_RESP; ++q) v = fmaf(row[q], resp[q], v);
+    }
+    lo[t] = v;
+    __syncthreads();
+    for (int half = THREADS / 2; half > 0; half >>= 1) {
+        if (t < half && lo[t + half] < lo[t]) lo[t] = lo[t + half];
+        __syncthreads();
+    }
+    float shift = lo[0];
+    if (shift > 0.0f) shift = 0.0f;
+    if (active) out[(long long)f * N_RESP + t] = v - shift;
+}

@@ -1,0 +1,74 @@
+"""GPU-path wrapper of the CCNF response kernel in ``ccnf_response.cu`` (CUDA or the CPU emulator).
+
+Port of ``CCNF_patch_expert::ResponseOpenBlas`` and ``im2colContrastNormBias``,
+CCNF_patch_expert.cpp; same arguments and output as :func:`gpuau.cpu.ccnf_response.ccnf_response`.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def per_landmark(xp, a, n: int, inner: tuple, dtype, name: str):
+    """``a`` as a per-landmark batch for a kernel: ``(C-contiguous array, stride in elements)``.
+
+    A batch broadcast along its first axis (stride 0, e.g. ``xp.broadcast_to(sigma, (n, P, P))``
+    for one expert shared by many faces) is passed as its single slice with stride 0, so it is
+    never copied ``n`` times.
+    """
+    a = xp.asarray(a)
+    if a.shape != (n, *inner):
+        raise ValueError(f"ccnf_response: {name} must have shape {(n, *inner)}, got {a.shape}")
+    if n > 0 and a.strides[0] == 0:
+        return xp.ascontiguousarray(a[0], dtype=dtype), 0
+    return xp.ascontiguousarray(a, dtype=dtype), int(np.prod(inner))
+
+
+def ccnf_response(backend, areas, weights, alphas, sigmas, patch_h: int = 11, patch_w: int = 11):
+    """Response maps of CCNF patch experts over areas of interest on ``backend`` (``cuda`` or ``emulated``).
+
+    Port of ``CCNF_patch_expert::ResponseOpenBlas``, CCNF_patch_expert.cpp.
+
+    Parameters
+    ----------
+    backend : gpuau.device.Backend
+    areas : (N, A_h, A_w) float32
+        Areas of interest, ``A = R + patch - 1``.
+    weights : (N, K, 1 + patch_h*patch_w) float32
+        Neuron rows ``[bias, norm_weight * filter (column-major)]``.
+    alphas : (N, K) float64
+        Neuron alphas; neurons with ``alpha <= 1e-4`` (padding included) are skipped.
+    sigmas : (N, R_h*R_w, R_h*R_w) float32
+        CCNF covariance of each expert for this window size.  ``weights``, ``alphas`` and
+        ``sigmas`` may be broadcast along ``N`` (stride 0) at no copy.
+    patch_h, patch_w : int
+
+    Returns
+    -------
+    (N, R_h, R_w) float32 on the backend's device
+        As :func:`gpuau.cpu.ccnf_response.ccnf_response`.
+    """
+    xp = backend.xp
+    areas = xp.ascontiguousarray(xp.asarray(areas), dtype=np.float32)
+    if areas.ndim != 3:
+        raise ValueError(f"ccnf_response: areas must be (N, A_h, A_w), got shape {areas.shape}")
+    n, a_h, a_w = (int(v) for v in areas.shape)
+    r_h, r_w = a_h - patch_h + 1, a_w - patch_w + 1
+    if r_h < 1 or r_w < 1 or r_h * r_w > 1024:
+        raise ValueError(f"ccnf_response: areas {a_h}x{a_w} give a {r_h}x{r_w} response map for {patch_h}x{patch_w} patches")
+    weights = xp.asarray(weights)
+    if weights.ndim != 3:
+        raise ValueError(f"ccnf_response: weights must be (N, K, 1 + patch_h*patch_w), got shape {weights.shape}")
+    k = int(weights.shape[1])
+    weights, w_stride = per_landmark(xp, weights, n, (k, 1 + patch_h * patch_w), np.float32, "weights")
+    alphas, a_stride = per_landmark(xp, alphas, n, (k,), np.float64, "alphas")
+    sigmas, s_stride = per_landmark(xp, sigmas, n, (r_h * r_w, r_h * r_w), np.float32, "sigmas")
+    out = xp.empty((n, r_h, r_w), np.float32)
+    if n == 0:
+        return out
+    defines = {"RESP_H": r_h, "RESP_W": r_w, "PATCH_H": patch_h, "PATCH_W": patch_w, "NEURONS": k}
+    threads = max(32, 1 << (r_h * r_w - 1).bit_length())
+    i32 = np.int32
+    backend.load_module("ccnf_response", defines).get_function("ccnf_response")(
+        (n, 1, 1), (threads, 1, 1),
+        (areas, weights, i32(w_stride), alphas, i32(a_stride), sigmas, i32(s_stride), i32(n), out))
+    return out
