@@ -25,12 +25,11 @@ Graphs are written once into ``cache_dir()/onnx`` under a name keyed by the weig
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from gpuau._atomic import atomic_write
 from gpuau.models.cache import cache_dir
 from gpuau.models.mtcnn_file import CNNLayer, CNNWeights
 
@@ -179,9 +178,6 @@ def cnn_graph_file(net: CNNWeights, input_size: "tuple[int, int] | None") -> Pat
     target = cache_dir() / "onnx" / f"{net.name}-{net.sha256[:16]}-{size}-g{GRAPH_VERSION}.onnx"
     if not target.is_file():
         data = build_cnn_graph(net, input_size).SerializeToString()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
+        with atomic_write(target, "wb") as f:
             f.write(data)
-        os.replace(tmp, target)
     return target

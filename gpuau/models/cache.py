@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+from gpuau._atomic import atomic_write
 
 CACHE_VERSION = 1
 
@@ -46,11 +47,8 @@ def load_cached(path: "str | os.PathLike", parse: Callable[[Path], dict], name: 
             pass
     arrays = parse(path)
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
+        with atomic_write(target, "wb") as f:
             np.savez(f, **arrays)
-        os.replace(tmp, target)
     except OSError:
         pass
     return arrays
