@@ -31,6 +31,7 @@ class Outcome:
     faces: int = 0
     elapsed: float = 0.0
     disk_full: bool = False  # the output's device was full: no later input can be written either
+    result: object = None  # the in-memory table (gpuau.pipeline.Result) of an engine job without output file
 
 
 @dataclass
@@ -205,19 +206,25 @@ def analyze_input(analyzer, src: Path, dst: Path, *, fmt: str = "csv", progress=
     """
     try:
         info = analyzer.write_video(src, dst, format=fmt, progress=progress, on_open=on_open)
-    except InputError as e:
-        return Outcome(src, dst, "failed", reason=str(e.reason))
-    except OSError as e:
-        if e.errno == errno.ENOSPC:
-            return Outcome(src, dst, "failed", reason=f"disk full writing {dst}", disk_full=True)
-        return Outcome(src, dst, "failed", reason=f"{e.strerror or e} ({e.filename or dst})")
     except Exception as e:  # one input's failure must not end the corpus
-        return Outcome(src, dst, "failed", reason=f"{type(e).__name__}: {e}")
+        return failed_outcome(src, dst, e)
     return Outcome(src, dst, "done", frames=info["frames"], faces=info["faces"], elapsed=info["elapsed"])
 
 
+def failed_outcome(src, dst, error: Exception) -> Outcome:
+    """The failed outcome of an input whose analysis raised ``error``: the reason in words, and
+    ``disk_full`` when the output's device is full."""
+    if isinstance(error, InputError):
+        return Outcome(src, dst, "failed", reason=str(error.reason))
+    if isinstance(error, OSError):
+        if error.errno == errno.ENOSPC:
+            return Outcome(src, dst, "failed", reason=f"disk full writing {dst}", disk_full=True)
+        return Outcome(src, dst, "failed", reason=f"{error.strerror or error} ({error.filename or dst})")
+    return Outcome(src, dst, "failed", reason=f"{type(error).__name__}: {error}")
+
+
 def run_corpus(inputs: Iterable, outdir: "str | os.PathLike", *, analyzer, fmt: str = "csv", overwrite: bool = False,
-               progress: bool = True) -> CorpusReport:
+               progress: bool = True, streams: "int | None" = 1) -> CorpusReport:
     """Analyse every input into ``outdir`` with ``analyzer`` (a :class:`gpuau.pipeline.Analyzer`).
 
     Parameters
@@ -231,10 +238,20 @@ def run_corpus(inputs: Iterable, outdir: "str | os.PathLike", *, analyzer, fmt: 
         Redo inputs whose output exists (default: skip them, which makes a rerun resume).
     progress : bool
         Progress bars (tqdm) on stderr: one for the corpus, one per video.
+    streams : int or None
+        Videos analysed together by :class:`gpuau.engine.Engine` (``None``: its automatic choice);
+        1 analyses one input at a time.  Single images, and every input with ``multi_face``, go one
+        at a time.
     """
     from tqdm.auto import tqdm
 
     run = CorpusRun(inputs, outdir, fmt=fmt, overwrite=overwrite, progress=progress)
+    if streams != 1 and not analyzer.multi_face:
+        try:
+            _run_streams(run, analyzer, fmt, streams, progress)
+        finally:
+            report = run.finish()
+        return report
     try:
         for src, dst in run.todo:
             bar = tqdm(desc=src.name[:30], unit="frame", disable=not progress, position=1, leave=False)
@@ -249,3 +266,30 @@ def run_corpus(inputs: Iterable, outdir: "str | os.PathLike", *, analyzer, fmt: 
     finally:
         report = run.finish()
     return report
+
+
+def _run_streams(run: CorpusRun, analyzer, fmt: str, streams: "int | None", progress: bool) -> None:
+    """:func:`run_corpus`'s todo list through the lockstep engine (single images one at a time)."""
+    from tqdm.auto import tqdm
+
+    from gpuau.engine import Engine
+
+    images = [(s, d) for s, d in run.todo if s.is_file() and s.suffix.lower() in IMAGE_EXTENSIONS]
+    videos = [(s, d) for s, d in run.todo if (s, d) not in images]
+    for src, dst in images:
+        run.record(analyze_input(analyzer, src, dst, fmt=fmt))
+        if run.report.stopped:
+            return
+    if not videos:
+        return
+    engine = Engine(analyzer.backend, models=analyzer.models, streams=streams)
+    bar = tqdm(desc=f"{engine.streams} streams", unit="frame", disable=not progress, position=1, leave=False)
+    outcomes = engine.run(videos, format=fmt, progress=lambda n: bar.update(n - bar.n))
+    try:
+        for outcome in outcomes:
+            run.record(outcome)
+            if run.report.stopped:
+                return
+    finally:
+        outcomes.close()
+        bar.close()
