@@ -213,13 +213,14 @@ def _schedule(run: CorpusRun, plan: WorkerPlan, *, fmt: str, max_retries: int, m
         if _mtime(dst) != before[dst]:
             run.record(Outcome(src, dst, "done", reason="output completed before its worker died"))
         elif attempts[item] > max_retries:
-            run.record(Outcome(src, dst, "failed",
-                               reason=f"its worker died {attempts[item]} time(s); last: {type(error).__name__}: {cause}"))
+            reason = f"its worker died {attempts[item]} time(s); last: {type(error).__name__}: {cause}"
+            run.record(Outcome(src, dst, "failed", reason=reason))
         else:
             tqdm.write(f"warning: worker died analysing {src} ({type(error).__name__}); retry {attempts[item]} of "
                        f"{max_retries} on another worker", file=sys.stderr)
             queue.appendleft(item)
-        start_worker()
+        if queue:
+            start_worker()
 
     try:
         for _ in range(plan.count):

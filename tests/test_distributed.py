@@ -118,6 +118,16 @@ def test_retries_are_bounded(cluster, corpus, tmp_path):
     assert sorted(files(out)) == ["sample1.csv"]  # the partial clip30 output never appears under its name
 
 
+def test_output_finished_before_the_crash_is_kept(cluster, corpus, reference, tmp_path):
+    cluster.write_text("sample1.jpg")  # an image reports progress once its output is written: then it exits
+    out = tmp_path / "out"
+    report = analyze_corpus(corpus[1:2], out, workers=2, progress=False)
+    assert not cluster.exists()
+    (o,) = report.outcomes
+    assert (o.status, o.reason) == ("done", "output completed before its worker died")
+    assert files(out) == {"sample1.csv": (reference / "sample1.csv").read_bytes()}
+
+
 def test_cli_engine_ray(cluster, media_dir, tmp_path, capsys):
     from gpuau.cli import main
 
