@@ -1,4 +1,4 @@
-"""Felzenszwalb HOG (FHOG) of aligned faces, Numba, parallel over faces.
+"""Felzenszwalb HOG (FHOG) of aligned faces, Numba (serial, or parallel over faces on large batches).
 
 Port of dlib's ``impl_fhog::impl_extract_fhog_features`` (dlib/image_transforms/fhog.h) as OpenFace
 calls it from ``Extract_FHOG_descriptor`` (Face_utils.cpp): 31 channels per cell (18
@@ -27,6 +27,10 @@ _DIRECTIONS = np.array(
     ],
     dtype=np.float32,
 )
+
+
+PARALLEL_MIN_FACES = 64
+"""Batch size from which faces are split over Numba's threads."""
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -164,13 +168,13 @@ def _fhog_one(img, cell_size, cells_nr, cells_nc, vis_nr, vis_nc, simd_end, dire
                 out[base + 27 + k] = f32(t[k] * tex)
 
 
-@nb.njit(cache=True, parallel=True)
+@nb.njit(cache=True, nogil=True, parallel=True)
 def _fhog_batch(images, layout, directions, out):
     for i in nb.prange(images.shape[0]):
         _fhog_one(images[i], layout[0], layout[1], layout[2], layout[3], layout[4], layout[5], directions, out[i])
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _fhog_serial(images, layout, directions, out):
     for i in range(images.shape[0]):
         _fhog_one(images[i], layout[0], layout[1], layout[2], layout[3], layout[4], layout[5], directions, out[i])
@@ -201,7 +205,8 @@ def fhog(images: np.ndarray, cell_size: int = 8) -> np.ndarray:
     if lay.hog_nr == 0 or lay.hog_nc == 0 or images.shape[0] == 0:
         return out
     layout = np.array([cell_size, lay.cells_nr, lay.cells_nc, lay.vis_nr, lay.vis_nc, lay.simd_end], np.int64)
-    # a parallel launch costs more than it saves on a handful of faces
-    run = _fhog_batch if images.shape[0] >= 4 * nb.get_num_threads() else _fhog_serial
+    # a parallel launch (thread wake-up, threads spinning on a loaded machine) costs more than it saves
+    # on a few dozen faces; serial calls release the GIL, so a threaded pipeline overlaps them instead
+    run = _fhog_batch if images.shape[0] >= PARALLEL_MIN_FACES and nb.config.NUMBA_NUM_THREADS > 1 else _fhog_serial
     run(images, layout, _DIRECTIONS, out)
     return out

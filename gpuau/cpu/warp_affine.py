@@ -72,52 +72,71 @@ def _blend_impl(p00, p01, p10, p11, ax, ay):
     return blend_f32
 
 
-@numba.njit(parallel=True, cache=True)
-def _warp(images, image_index, matrices, out, border):
-    n_images, height, width, channels = images.shape
-    n_out, out_h, out_w = out.shape[:3]
-    for n in numba.prange(n_out):
-        b = image_index[n]
-        dst = out[n]
-        if b < 0 or b >= n_images:
-            dst[:] = border
-            continue
-        img = images[b]
-        m = matrices[n].ravel()
-        adelta = np.empty(out_w, np.int64)
-        bdelta = np.empty(out_w, np.int64)
+@numba.njit(cache=True, nogil=True)
+def _warp_one(img, m, dst, border):
+    # img: (H, W, C); m: (6,) dst->src; dst: (out_h, out_w, C)
+    height, width, channels = img.shape
+    out_h, out_w = dst.shape[:2]
+    adelta = np.empty(out_w, np.int64)
+    bdelta = np.empty(out_w, np.int64)
+    for x in range(out_w):
+        adelta[x] = _fixed(m[0] * x)
+        bdelta[x] = _fixed(m[3] * x)
+    for y in range(out_h):
+        x0 = _fixed(m[1] * y + m[2]) + 16
+        y0 = _fixed(m[4] * y + m[5]) + 16
         for x in range(out_w):
-            adelta[x] = _fixed(m[0] * x)
-            bdelta[x] = _fixed(m[3] * x)
-        for y in range(out_h):
-            x0 = _fixed(m[1] * y + m[2]) + 16
-            y0 = _fixed(m[4] * y + m[5]) + 16
-            for x in range(out_w):
-                fx = (x0 + adelta[x]) >> 5  # source position in 1/32 pixel
-                fy = (y0 + bdelta[x]) >> 5
-                sx = min(max(fx >> 5, -32768), 32767)
-                sy = min(max(fy >> 5, -32768), 32767)
-                ax = fx & 31
-                ay = fy & 31
-                if 0 <= sx < width - 1 and 0 <= sy < height - 1:  # all four taps inside
-                    for c in range(channels):
-                        dst[y, x, c] = _blend(
-                            img[sy, sx, c], img[sy, sx + 1, c], img[sy + 1, sx, c], img[sy + 1, sx + 1, c], ax, ay
-                        )
-                elif sx >= width or sx + 1 < 0 or sy >= height or sy + 1 < 0:  # all four outside
-                    for c in range(channels):
-                        dst[y, x, c] = border
-                else:
-                    x0_in = sx >= 0
-                    x1_in = sx + 1 < width
-                    y0_in = sy >= 0
-                    y1_in = sy + 1 < height
-                    for c in range(channels):
-                        p00 = img[sy, sx, c] if (y0_in and x0_in) else border
-                        p01 = img[sy, sx + 1, c] if (y0_in and x1_in) else border
-                        p10 = img[sy + 1, sx, c] if (y1_in and x0_in) else border
-                        p11 = img[sy + 1, sx + 1, c] if (y1_in and x1_in) else border
-                        dst[y, x, c] = _blend(p00, p01, p10, p11, ax, ay)
+            fx = (x0 + adelta[x]) >> 5  # source position in 1/32 pixel
+            fy = (y0 + bdelta[x]) >> 5
+            sx = min(max(fx >> 5, -32768), 32767)
+            sy = min(max(fy >> 5, -32768), 32767)
+            ax = fx & 31
+            ay = fy & 31
+            if 0 <= sx < width - 1 and 0 <= sy < height - 1:  # all four taps inside
+                for c in range(channels):
+                    dst[y, x, c] = _blend(
+                        img[sy, sx, c], img[sy, sx + 1, c], img[sy + 1, sx, c], img[sy + 1, sx + 1, c], ax, ay
+                    )
+            elif sx >= width or sx + 1 < 0 or sy >= height or sy + 1 < 0:  # all four outside
+                for c in range(channels):
+                    dst[y, x, c] = border
+            else:
+                x0_in = sx >= 0
+                x1_in = sx + 1 < width
+                y0_in = sy >= 0
+                y1_in = sy + 1 < height
+                for c in range(channels):
+                    p00 = img[sy, sx, c] if (y0_in and x0_in) else border
+                    p01 = img[sy, sx + 1, c] if (y0_in and x1_in) else border
+                    p10 = img[sy + 1, sx, c] if (y1_in and x0_in) else border
+                    p11 = img[sy + 1, sx + 1, c] if (y1_in and x1_in) else border
+                    dst[y, x, c] = _blend(p00, p01, p10, p11, ax, ay)
+
+
+@numba.njit(cache=True, nogil=True)
+def _warp_output(images, image_index, matrices, out, border, n):
+    b = image_index[n]
+    if b < 0 or b >= images.shape[0]:
+        out[n][:] = border
+    else:
+        _warp_one(images[b], matrices[n].ravel(), out[n], border)
+
+
+@numba.njit(cache=True, nogil=True)
+def _warp_serial(images, image_index, matrices, out, border):
+    for n in range(out.shape[0]):
+        _warp_output(images, image_index, matrices, out, border, n)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _warp_parallel(images, image_index, matrices, out, border):
+    for n in numba.prange(out.shape[0]):
+        _warp_output(images, image_index, matrices, out, border, n)
+
+
+PARALLEL_MIN_VALUES = 1 << 22
+"""Output values (pixels x channels) from which a batch is split over Numba's threads: below it a
+parallel launch (thread wake-up, and spinning threads on a loaded machine) costs more than it saves."""
 
 
 def warp_affine(images, image_index, matrices, out_h: int, out_w: int, border=0) -> np.ndarray:
@@ -125,7 +144,8 @@ def warp_affine(images, image_index, matrices, out_h: int, out_w: int, border=0)
 
     Reproduces ``cv2.warpAffine(images[image_index[n]], matrices[n], (out_w, out_h),
     flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT,
-    borderValue=border)`` bit for bit as OpenCV <= 4.10 computes it.  Parallel over the outputs.
+    borderValue=border)`` bit for bit as OpenCV <= 4.10 computes it.  Serial (the GIL released) unless the
+    batch is large (:data:`PARALLEL_MIN_VALUES`), then parallel over the outputs.
 
     Port of cv::warpAffine / WarpAffineInvoker / remapBilinear, OpenCV imgwarp.cpp.
 
@@ -150,5 +170,6 @@ def warp_affine(images, image_index, matrices, out_h: int, out_w: int, border=0)
     if out.shape[0] == 0:
         return out
     border = args.images.dtype.type(args.border)
-    _warp(args.images, args.image_index, args.matrices, out.reshape(out.shape[:3] + (-1,)), border)
+    run = _warp_parallel if out.size >= PARALLEL_MIN_VALUES and numba.config.NUMBA_NUM_THREADS > 1 else _warp_serial
+    run(args.images, args.image_index, args.matrices, out.reshape(out.shape[:3] + (-1,)), border)
     return out
