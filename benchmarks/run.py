@@ -280,6 +280,23 @@ def end_to_end(video: Path, frames: int, device: str, cache: "Path | None", work
             "fps_with_startup": frames / r["wall_s"], "peak_rss_mb": r["peak_rss_mb"]}
 
 
+def _git(*args) -> str:
+    return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True).stdout
+
+
+def source_state() -> dict:
+    """Commit, files changed in the working tree, and a fingerprint of the package's code as it is on disk."""
+    import hashlib
+
+    commit = _git("rev-parse", "HEAD").strip()
+    code = hashlib.sha1((commit + _git("diff", "HEAD", "--", "gpuau")).encode())
+    for name in _git("ls-files", "--others", "--exclude-standard", "gpuau").splitlines():
+        code.update(name.encode() + (ROOT / name).read_bytes())
+    return {"commit": commit,
+            "modified_files": [line[3:] for line in _git("status", "--porcelain", "--untracked-files=no").splitlines()],
+            "code_fingerprint": code.hexdigest()}
+
+
 def environment() -> dict:
     """Machine, date, git commit and package versions of this run."""
     from importlib import metadata
@@ -292,16 +309,12 @@ def environment() -> dict:
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions[dist] = metadata.version(dist)
 
-    def git(*a):
-        return subprocess.run(["git", "-C", str(ROOT), *a], capture_output=True, text=True).stdout
-
     return {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"cpu": cpu, "cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
                     "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
                     "platform": platform.platform()},
-        "git": {"commit": git("rev-parse", "HEAD").strip(),
-                "modified_files": [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()]},
+        "git": source_state(),
         "versions": versions,
     }
 
@@ -387,6 +400,10 @@ def main(argv: "list[str] | None" = None) -> int:
             v = bench_video(video, args.frames, args.device, cache, report["startup"]["warm"]["total_s"], workdir)
             report["videos"].append(v)
             print_video(v)
+    # other people's edits to gpuau/ during the run make its figures a mix of two versions
+    report["code_changed_during_run"] = source_state()["code_fingerprint"] != report["git"]["code_fingerprint"]
+    if report["code_changed_during_run"]:
+        print("\nWARNING: gpuau/ changed on disk during this run; its figures mix two versions of the code")
     if args.json:
         args.json.write_text(json.dumps(report, indent=1) + "\n")
     return 0
