@@ -1,9 +1,12 @@
 """Piece-wise affine warp: triangle lookup (against the model file's and a brute-force scan's),
-warp maps and bilinear sampling."""
+warp maps and bilinear sampling (against OpenCV 4.10's remap)."""
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
+from gpuau.cpu.paw import remap
 from gpuau.landmarks.paw import paw_from_shape, triangle_map, warp, warp_coefficients, warp_maps
 from gpuau.landmarks.validator import DetectionValidator
 from gpuau.models.tris_file import load_tris
@@ -127,3 +130,13 @@ def test_warp_maps_batch_and_outside(validator):
         np.testing.assert_array_equal(map_x[i, 0], mx)
         np.testing.assert_array_equal(map_y[i, 0], my)
         assert np.all(mx[paw.pixel_mask == 0] == -1) and np.all(mx[paw.pixel_mask == 1] > 0)
+
+
+def test_remap_matches_opencv410():
+    """PAW::Warp's cv::remap as OpenCV 4.10 computes it (tests/data/make_paw_remap_opencv410.py):
+    affine maps onto a real face, -1 outside the face, positions past the borders and on rounding
+    ties, bit for bit."""
+    golden = np.load(Path(__file__).parent / "data" / "paw_remap_opencv410.npz")
+    image = golden["face"].astype(np.float32)
+    for map_x, map_y, expected in zip(golden["map_x"], golden["map_y"], golden["warped"]):
+        np.testing.assert_array_equal(remap(image, map_x, map_y), expected)

@@ -1,12 +1,16 @@
-"""Piece-wise affine warp (PAW) rasterisation and warp maps, Numba, float32 in OpenFace's order.
+"""Piece-wise affine warp (PAW) rasterisation, warp maps and bilinear remap, Numba, float32 in
+OpenFace's order.
 
 Port of the pixel scan of ``PAW::PAW`` with ``PAW::findTriangle``, ``PAW::pointInTriangle`` and
-``PAW::sameSide``, and of ``PAW::WarpRegion``, PAW.cpp.
+``PAW::sameSide``, of ``PAW::WarpRegion``, PAW.cpp, and of the ``cv::remap`` call of ``PAW::Warp``
+as OpenCV <= 4.10 computes it (imgwarp.cpp: RemapInvoker, remapBilinear).
 """
 from __future__ import annotations
 
 import numba as nb
 import numpy as np
+
+from gpuau.cpu.warp_affine import _blend
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -138,3 +142,60 @@ def warp_maps(triangle_id: np.ndarray, coefficients: np.ndarray, min_x: float, m
     map_x, map_y = np.empty(shape, np.float32), np.empty(shape, np.float32)
     _warp_maps(tid, c, np.float32(min_x), np.float32(min_y), map_x, map_y)
     return map_x, map_y
+
+
+@nb.njit(cache=True, nogil=True)
+def _remap(image, map_x, map_y, out):
+    height, width = image.shape
+    border = np.float32(0)
+    for y in range(out.shape[0]):
+        for x in range(out.shape[1]):
+            # cvRound(map * INTER_TAB_SIZE): the source position in 1/32 pixel
+            fx = np.int64(np.rint(map_x[y, x] * np.float32(32)))
+            fy = np.int64(np.rint(map_y[y, x] * np.float32(32)))
+            sx = min(max(fx >> 5, -32768), 32767)
+            sy = min(max(fy >> 5, -32768), 32767)
+            ax = fx & 31
+            ay = fy & 31
+            if 0 <= sx < width - 1 and 0 <= sy < height - 1:
+                out[y, x] = _blend(image[sy, sx], image[sy, sx + 1], image[sy + 1, sx], image[sy + 1, sx + 1], ax, ay)
+            elif sx >= width or sx + 1 < 0 or sy >= height or sy + 1 < 0:
+                out[y, x] = border
+            else:
+                x0_in, x1_in = sx >= 0, sx + 1 < width
+                y0_in, y1_in = sy >= 0, sy + 1 < height
+                p00 = image[sy, sx] if (y0_in and x0_in) else border
+                p01 = image[sy, sx + 1] if (y0_in and x1_in) else border
+                p10 = image[sy + 1, sx] if (y1_in and x0_in) else border
+                p11 = image[sy + 1, sx + 1] if (y1_in and x1_in) else border
+                out[y, x] = _blend(p00, p01, p10, p11, ax, ay)
+
+
+def remap(image: np.ndarray, map_x: np.ndarray, map_y: np.ndarray) -> np.ndarray:
+    """Bilinear sampling of a float image at per-pixel source positions, constant 0 border.
+
+    Reproduces ``cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR)`` bit for bit as OpenCV <= 4.10
+    (the version OpenFace ran with) computes it: each position is rounded to 1/32 pixel
+    (``cvRound(map * 32)``) and the four taps are blended with the exact float32 weights of that
+    fraction, summed left to right; taps outside the image read 0.  OpenCV >= 4.11 interpolates the
+    unrounded position and differs by up to ~1.5 grey levels.
+    Port of RemapInvoker and remapBilinear, OpenCV imgwarp.cpp.
+
+    Parameters
+    ----------
+    image : ndarray (H, W) float32
+    map_x, map_y : ndarray (h, w) float32
+        Source ``x`` and ``y`` of each output pixel.
+
+    Returns
+    -------
+    ndarray (h, w) float32
+    """
+    image = np.ascontiguousarray(image, dtype=np.float32)
+    map_x = np.ascontiguousarray(map_x, dtype=np.float32)
+    map_y = np.ascontiguousarray(map_y, dtype=np.float32)
+    if map_x.shape != map_y.shape or image.ndim != 2 or map_x.ndim != 2:
+        raise ValueError(f"remap of a {image.shape} image with maps {map_x.shape} and {map_y.shape}")
+    out = np.empty(map_x.shape, dtype=np.float32)
+    _remap(image, map_x, map_y, out)
+    return out

@@ -9,7 +9,6 @@ landmarks.  Landmarks are ``(n, 2)`` arrays of ``(x, y)``; arithmetic is float32
 """
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 from gpuau.cpu import paw as kern
@@ -144,8 +143,8 @@ def warp_maps(paw: PAWModel, coefficients: np.ndarray) -> "tuple[np.ndarray, np.
 def warp(image: np.ndarray, paw: PAWModel, source: np.ndarray) -> np.ndarray:
     """Warp the face inside ``source`` onto the PAW's destination grid.
 
-    Bilinear sampling with ``cv2.remap`` (``INTER_LINEAR``, constant 0 border), which quantises
-    the sampling positions to 1/32 pixel as OpenCV does.  Port of ``PAW::Warp``, PAW.cpp.
+    Bilinear sampling as OpenFace's ``cv::remap`` (``INTER_LINEAR``, constant 0 border, sampling
+    positions rounded to 1/32 pixel; :func:`gpuau.cpu.paw.remap`).  Port of ``PAW::Warp``, PAW.cpp.
 
     Parameters
     ----------
@@ -159,4 +158,4 @@ def warp(image: np.ndarray, paw: PAWModel, source: np.ndarray) -> np.ndarray:
     ndarray (h, w) float32
     """
     map_x, map_y = warp_maps(paw, warp_coefficients(paw, source))
-    return cv2.remap(np.asarray(image, dtype=_F), map_x, map_y, cv2.INTER_LINEAR)
+    return kern.remap(image, map_x, map_y)
