@@ -1,0 +1,119 @@
+"""ccnf_response on every backend, on areas of interest of default.wmv frames sampled around OpenFace's
+reference landmarks, with the main model's CCNF patch experts: equal to the Numba twin and to a float64
+NumPy oracle.
+
+The twin's two single-precision products (neurons, Sigma) go through BLAS, whose summation order
+is the library's (and the CPU's) own; the kernel accumulates the same products as float32 fmaf
+chains.  The windows' contrast normalisation, the sigmoid terms and the neuron sum are computed as the
+twin does, so the maps differ only by the rounding of those two products: measured <= 25 float32 ulp
+of the map's maximum (about 6e-7 on maps peaking near 0.7), asserted within :data:`MAP_ULPS`.
+"""
+import numpy as np
+import pandas as pd
+import pytest
+
+from gpuau.cpu.ccnf_response import ccnf_response as ccnf_response_cpu
+from gpuau.landmarks.ccnf import extract_areas, similarity_to_reference
+from gpuau.landmarks.clnf import CLNF
+from gpuau.video import open_source
+from test_ccnf import _oracle
+
+FRAMES = (0, 120)
+# (scale index, response window size): the tracker's window sizes per scale, the identity-Sigma
+# case of a size without sigma components (3) and the largest window (15, 256 threads)
+CASES = [(0, 11), (1, 9), (2, 7), (0, 15), (1, 3)]
+# tolerance of a backend's map against the twin: this many float32 ulp (eps) of the map's maximum
+MAP_ULPS = 64
+
+
+@pytest.fixture(scope="module")
+def clnf(models_dir):
+    return CLNF.load()
+
+
+@pytest.fixture(scope="module")
+def frames(media_dir, reference_dir):
+    """``[(gray float32 (H, W), landmarks (68, 2) float32, params_global, params_local)]`` of FRAMES."""
+    df = pd.read_csv(reference_dir / "default.csv", skipinitialspace=True, nrows=max(FRAMES) + 1)
+    grays = {}
+    for f in open_source(media_dir / "default.wmv"):
+        if f.index in FRAMES:
+            grays[f.index] = f.gray.astype(np.float32)
+        if f.index >= max(FRAMES):
+            break
+    out = []
+    for i in FRAMES:
+        g = df.loc[i, ["p_scale", "p_rx", "p_ry", "p_rz", "p_tx", "p_ty"]].to_numpy(np.float32)
+        loc = df.loc[i, [f"p_{k}" for k in range(34)]].to_numpy(np.float32)
+        out.append((grays[i], g, loc))
+    return out
+
+
+def expert_inputs(clnf, frame, scale: int, ws: int):
+    """Areas (68, ws + 10, ws + 10) and the view's weights, alphas, sigmas around a frame's landmarks
+    (as :func:`gpuau.landmarks.clnf.patch_responses` builds them)."""
+    gray, g, loc = frame
+    pdm, ccnf = clnf.model.pdm, clnf.model.scales[scale]
+    shape = pdm.calc_shape_2d(g, loc)
+    _, ref_to_img = similarity_to_reference(shape, pdm.calc_shape_2d([ccnf.patch_scaling, 0, 0, 0, 0, 0], loc))
+    view = ccnf.view_index(g)
+    areas = extract_areas(gray, shape, ref_to_img, ws + ccnf.patch_size[1] - 1)
+    return areas, ccnf.weights(view), ccnf.alphas(view), ccnf.sigmas(view, ws)
+
+
+def assert_maps_close(backend, actual, expected):
+    """Per landmark, ``|actual - expected| <= MAP_ULPS * eps32 * max(expected)``; exact on ``cpu``."""
+    actual = backend.asnumpy(actual)
+    assert actual.dtype == expected.dtype and actual.shape == expected.shape
+    if backend.name == "cpu":
+        np.testing.assert_array_equal(actual, expected)
+        return
+    peak = np.abs(expected).max(axis=(1, 2), keepdims=True)
+    err = np.abs(actual - expected) / (np.finfo(np.float32).eps * np.maximum(peak, np.finfo(np.float32).tiny))
+    assert err.max() <= MAP_ULPS, f"max error {err.max():.1f} ulp of the map maximum (landmark {err.max(axis=(1, 2)).argmax()})"
+
+
+@pytest.mark.parametrize("scale, ws", CASES)
+def test_ccnf_response_matches_twin(backend, clnf, frames, scale, ws):
+    for frame in frames:
+        areas, w, alphas, sigmas = expert_inputs(clnf, frame, scale, ws)
+        areas[7] = 128.0  # a flat area: every window has zero norm (normalised as 1)
+        expected = ccnf_response_cpu(areas, w, alphas, sigmas)
+        out = backend.kernels.ccnf_response(*(backend.asarray(a) for a in (areas, w, alphas, sigmas)), 11, 11)
+        assert_maps_close(backend, out, expected)
+
+
+@pytest.mark.parametrize("scale, ws", [(0, 11), (2, 7)])
+def test_ccnf_response_matches_numpy_oracle(backend, clnf, frames, scale, ws):
+    areas, w, alphas, sigmas = expert_inputs(clnf, frames[1], scale, ws)
+    out = backend.asnumpy(backend.kernels.ccnf_response(*(backend.asarray(a) for a in (areas, w, alphas, sigmas))))
+    assert (out >= 0).all() and (out.min(axis=(1, 2)) == 0).any()
+    for k in range(0, 68, 5):
+        ref = _oracle(areas[k], w[k], alphas[k], sigmas[k], ws)
+        np.testing.assert_allclose(out[k], ref, atol=2e-5 * ref.max())
+
+
+def test_ccnf_response_broadcast_experts(backend, clnf, frames):
+    """One landmark's expert over the areas of several faces, broadcast (stride 0) or copied: same maps."""
+    xp = backend.xp
+    areas = np.concatenate([expert_inputs(clnf, f, 1, 9)[0] for f in frames])[::17]  # landmarks 0, 17, 34, 51
+    _, w, alphas, sigmas = expert_inputs(clnf, frames[0], 1, 9)
+    n = len(areas)
+    shared = [xp.broadcast_to(backend.asarray(a[30]), (n, *a.shape[1:])) for a in (w, alphas, sigmas)]
+    copied = [backend.asarray(np.repeat(a[30:31], n, axis=0)) for a in (w, alphas, sigmas)]
+    a = backend.asarray(areas)
+    out = backend.asnumpy(backend.kernels.ccnf_response(a, *shared))
+    np.testing.assert_array_equal(out, backend.asnumpy(backend.kernels.ccnf_response(a, *copied)))
+    assert out.shape == (n, 9, 9)
+
+
+def test_ccnf_response_rejects_bad_shapes(clnf, frames):
+    from gpuau.device import resolve_device
+
+    emulated = resolve_device("emulated")
+    areas, w, alphas, sigmas = expert_inputs(clnf, frames[0], 2, 7)
+    with pytest.raises(ValueError, match="sigmas must have shape"):
+        emulated.kernels.ccnf_response(areas, w, alphas, sigmas[:, :-1])
+    with pytest.raises(ValueError, match="weights must have shape"):
+        emulated.kernels.ccnf_response(areas, w, alphas, sigmas, 9, 9)
+    assert emulated.kernels.ccnf_response(areas[:0], w[:0], alphas[:0], sigmas[:0]).shape == (0, 7, 7)

@@ -1,0 +1,75 @@
+"""KDE mean-shift and landmark likelihoods on every backend, over real response maps (the main model's
+CCNF experts on default.wmv around OpenFace's reference landmarks): bit-exact with the Numba twins, and
+close to a float64 NumPy evaluation of the same formulas."""
+import numpy as np
+import pytest
+
+from gpuau.cpu.ccnf_response import ccnf_response
+from gpuau.cpu.mean_shift import KDE_STEP, kde_table, landmark_likelihoods, mean_shift
+from test_kernels_ccnf import expert_inputs, clnf, frames  # noqa: F401  (module fixtures)
+
+SIGMA = 1.5  # FitParameters.sigma of the main model
+
+
+@pytest.fixture(scope="module", params=[(0, 11), (1, 9), (2, 7), (1, 3)], ids=lambda p: f"ws{p[1]}")
+def maps(request, clnf, frames):
+    """Response maps (68, R, R), offsets (68,) x 2 and visibility (68,) of one frame and window size.
+
+    Offsets cover the inside of the window, both clamps (below 0, above R - 0.1) and ties of the
+    0.1 px KDE grid; every 9th landmark is invisible."""
+    scale, ws = request.param
+    resp = ccnf_response(*expert_inputs(clnf, frames[1], scale, ws))
+    rng = np.random.default_rng(ws)
+    dxs = rng.uniform(-0.7, ws + 0.2, 68).astype(np.float32)
+    dys = rng.uniform(-0.7, ws + 0.2, 68).astype(np.float32)
+    dxs[:8] = np.float32([0.05, 0.15, 1.25, 2.35, (ws - 1) / 2, ws - 0.1, ws - 0.05, -0.0])
+    visible = (np.arange(68) % 9 != 4).astype(np.int32)
+    return resp, dxs, dys, visible
+
+
+def test_mean_shift_matches_twin(backend, maps):
+    resp, dxs, dys, visible = maps
+    r = resp.shape[1]
+    kde = kde_table(r, float(np.float32(-0.5 / SIGMA**2)))
+    expected = np.full((68, 2), np.nan, np.float32)
+    mean_shift(resp, dxs, dys, visible, kde, expected)
+    out = backend.xp.full((68, 2), np.nan, np.float32)
+    backend.kernels.mean_shift(*(backend.asarray(a) for a in (resp, dxs, dys, visible, kde)), out)
+    out = backend.asnumpy(out)
+    np.testing.assert_array_equal(out, expected)
+    assert (out[visible == 0] == 0).all() and np.isfinite(out).all()
+
+
+def test_landmark_likelihoods_match_twin(backend, maps):
+    resp, dxs, dys, visible = maps
+    expected = landmark_likelihoods(resp, dxs, dys, visible, SIGMA)
+    out = backend.asnumpy(backend.kernels.landmark_likelihoods(*(backend.asarray(a) for a in (resp, dxs, dys, visible)), SIGMA))
+    assert out.dtype == np.float32 and (out[visible == 0] == np.float32(-1e8)).all()
+    # the GPU's double exp may differ from libm's by an ulp, which can move a float32 rounding
+    np.testing.assert_allclose(out, expected, rtol=0 if backend.name != "cuda" else 1e-6)
+
+
+def test_mean_shift_matches_numpy(maps):
+    """The twin (and so every backend) against the formulas in float64: Gaussian KDE at the offsets
+    rounded to the 0.1 px grid, after clamping into the window."""
+    resp, dxs, dys, visible = maps
+    r = resp.shape[1]
+    out = np.zeros((68, 2), np.float32)
+    mean_shift(resp, dxs, dys, visible, kde_table(r, float(np.float32(-0.5 / SIGMA**2))), out)
+    dx = np.clip(dxs, 0, np.float32(r) - KDE_STEP)
+    dy = np.clip(dys, 0, np.float32(r) - KDE_STEP)
+    gx = np.floor((dx / KDE_STEP).astype(np.float64) + 0.5) * 0.1  # grid step nearest in float32
+    gy = np.floor((dy / KDE_STEP).astype(np.float64) + 0.5) * 0.1
+    dx, dy = dx.astype(np.float64), dy.astype(np.float64)
+    jj = np.arange(r)
+    k = np.exp(-0.5 / SIGMA**2 * ((gy[:, None, None] - jj[None, :, None]) ** 2 + (gx[:, None, None] - jj[None, None, :]) ** 2))
+    w = resp.astype(np.float64) * k
+    s = w.sum(axis=(1, 2))
+    ms = np.stack([(w * jj[None, None, :]).sum(axis=(1, 2)) / s - dx, (w * jj[None, :, None]).sum(axis=(1, 2)) / s - dy], 1)
+    ms[visible == 0] = 0
+    np.testing.assert_allclose(out, ms, atol=2e-5)
+
+    lik = landmark_likelihoods(resp, dxs, dys, visible, SIGMA)
+    d2 = (dys.astype(np.float64)[:, None, None] - jj[None, :, None]) ** 2 + (dxs.astype(np.float64)[:, None, None] - jj[None, None, :]) ** 2
+    ref = (resp * np.exp(-0.5 * d2 / SIGMA**2)).sum(axis=(1, 2))
+    np.testing.assert_allclose(lik[visible == 1], ref[visible == 1], rtol=2e-6)
