@@ -1,0 +1,96 @@
+"""CCNF response maps and KDE mean-shift: the Numba twins vs the ``.cu`` kernels (emulated, and CUDA when a GPU exists).
+
+    NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python -m benchmarks.bench_ccnf [--faces 1 32] [--window 11] [--repeat 5]
+
+Inputs are real: areas of interest of the first frames of default.wmv around OpenFace's reference
+landmarks, the main model's CCNF experts of scale 0.25 (N = 68 x faces landmarks, frame k standing in
+for face k), response maps of those areas for the mean-shift.  Prints the best-of-``repeat`` wall and
+CPU (process) milliseconds per call, and the largest difference to the twin.  On a shared machine the
+CPU column is the steadier one; the emulator is a correctness tool, its timings only show its cost.
+"""
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from gpuau.cpu.ccnf_response import ccnf_response
+from gpuau.cpu.mean_shift import kde_table, mean_shift
+from gpuau.device import cuda_available, resolve_device
+from gpuau.landmarks.ccnf import extract_areas, similarity_to_reference
+from gpuau.landmarks.clnf import CLNF
+from gpuau.video import open_source
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+def best_ms(fn, repeat, sync=lambda: None):
+    """(wall ms, process CPU ms) of the fastest of ``repeat`` calls."""
+    best = (float("inf"), float("inf"))
+    for _ in range(repeat):
+        w, c = time.perf_counter(), time.process_time()
+        fn()
+        sync()
+        best = min(best, (1e3 * (time.perf_counter() - w), 1e3 * (time.process_time() - c)))
+    return best
+
+
+def inputs(faces: int, ws: int):
+    """Areas (68 faces, A, A), weights, alphas, sigmas (one expert per landmark, repeated per face)."""
+    clnf = CLNF.load()
+    pdm, ccnf = clnf.model.pdm, clnf.model.scales[0]
+    df = pd.read_csv(SHARED / "reference" / "openface-clnf" / "default.csv", skipinitialspace=True, nrows=faces)
+    areas, views = [], []
+    for frame in open_source(SHARED / "media" / "default.wmv"):
+        if frame.index >= faces:
+            break
+        g = df.loc[frame.index, ["p_scale", "p_rx", "p_ry", "p_rz", "p_tx", "p_ty"]].to_numpy(np.float32)
+        loc = df.loc[frame.index, [f"p_{k}" for k in range(34)]].to_numpy(np.float32)
+        shape = pdm.calc_shape_2d(g, loc)
+        _, ref_to_img = similarity_to_reference(shape, pdm.calc_shape_2d([ccnf.patch_scaling, 0, 0, 0, 0, 0], loc))
+        areas.append(extract_areas(frame.gray.astype(np.float32), shape, ref_to_img, ws + ccnf.patch_size[1] - 1))
+        views.append(ccnf.view_index(g))
+    rep = [np.concatenate([f(v) for v in views]) for f in (ccnf.weights, ccnf.alphas, lambda v: ccnf.sigmas(v, ws))]
+    return (np.concatenate(areas), *rep)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--faces", type=int, nargs="+", default=[1, 32])
+    ap.add_argument("--window", type=int, default=11, help="response window size (7, 9, 11, 15)")
+    ap.add_argument("--repeat", type=int, default=5)
+    args = ap.parse_args()
+
+    devices = ["emulated"] + (["cuda"] if cuda_available() else [])
+    kde = kde_table(args.window, float(np.float32(-0.5 / 1.5**2)))
+    print(f"window {args.window}, patch 11x11, 7 neurons; best of {args.repeat}; ms per call (wall / CPU)")
+    for faces in args.faces:
+        areas, w, alphas, sigmas = inputs(faces, args.window)
+        n = len(areas)
+        resp = ccnf_response(areas, w, alphas, sigmas)
+        rng = np.random.default_rng(0)
+        dxs, dys = (rng.uniform(0, args.window - 1, n).astype(np.float32) for _ in range(2))
+        visible = np.ones(n, np.int32)
+        shifts = np.empty((n, 2), np.float32)
+        rows = [("numba", "ccnf_response", best_ms(lambda: ccnf_response(areas, w, alphas, sigmas), args.repeat), 0.0),
+                ("numba", "mean_shift", best_ms(lambda: mean_shift(resp, dxs, dys, visible, kde, shifts), args.repeat), 0.0)]
+        for name in devices:
+            be = resolve_device(name)
+            sync = (lambda: be.xp.cuda.Device().synchronize()) if name == "cuda" else (lambda: None)
+            d_args = [be.asarray(a) for a in (areas, w, alphas, sigmas)]
+            d_ms = [be.asarray(a) for a in (resp, dxs, dys, visible, kde)]
+            d_out = be.xp.empty((n, 2), np.float32)
+            out = be.asnumpy(be.kernels.ccnf_response(*d_args))  # compile
+            be.kernels.mean_shift(*d_ms, d_out)
+            err = float(np.abs(out - resp).max())
+            rows.append((name, "ccnf_response", best_ms(lambda: be.kernels.ccnf_response(*d_args), args.repeat, sync), err))
+            ms_err = float(np.abs(be.asnumpy(d_out) - shifts).max())
+            rows.append((name, "mean_shift", best_ms(lambda: be.kernels.mean_shift(*d_ms, d_out), args.repeat, sync), ms_err))
+        print(f"N = 68 x {faces} = {n}")
+        for dev, kernel, (wall, cpu), err in rows:
+            print(f"  {kernel:14s} {dev:9s} {wall:9.2f} / {cpu:9.2f}   max |diff to numba| {err:.2e}")
+
+
+if __name__ == "__main__":
+    main()
