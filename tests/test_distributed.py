@@ -53,8 +53,9 @@ def corpus(media_dir, tmp_path_factory):
 def reference(corpus, tmp_path_factory):
     """The single-process run (``gpuau analyze``) of the corpus.
 
-    With one BLAS thread, as Ray gives a 1-CPU worker (``OMP_NUM_THREADS=1``): OpenBLAS' float32 matrix
-    products round differently with another thread count, which moves the last printed digit of a few values.
+    With one BLAS thread, as Ray gives a 1-CPU worker (``OMP_NUM_THREADS=1``): the CCNF covariances
+    (cv2.invert by Cholesky, in OpenCV's bundled OpenBLAS) round differently with another thread count,
+    which moves the last printed digit of a few values (docs/distributed.md, "Bit-identical outputs").
     """
     out = tmp_path_factory.mktemp("reference")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
