@@ -7,10 +7,12 @@
 //   2. each thread normalises its PATCH_H x PATCH_W window as the twin's im2col does (float32 sum in
 //      row-major order, mean, sum of squares in column-major order, 1 / L2 norm rounded from double)
 //      and evaluates every neuron: bias + (normalised window . filter) as a float32 fused
-//      multiply-add chain over the column-major window (the order of a single-precision GEMM),
-//      then adds 2 alpha / (1 + exp(-x)) in double, rounded to float32 after each neuron;
+//      multiply-add chain over the column-major window (the order of a single-precision GEMM; all
+//      neurons advance together, one normalised value at a time), then adds 2 alpha / (1 + exp(-x))
+//      in double, rounded to float32 after each neuron;
 //   3. the map is multiplied by the expert's CCNF covariance Sigma (float32 fmaf chain, row p of
-//      Sigma times the map) and shifted by min(min(map), 0) (a shared-memory min reduction).
+//      Sigma times the map; Sigma goes through shared memory in coalesced column tiles) and shifted
+//      by min(min(map), 0) (a shared-memory min reduction).
 // The float32 products of the twin go through BLAS, whose summation order is the library's own, so
 // results agree with the twin to float32 rounding, not bit for bit.
 //
@@ -24,10 +26,11 @@
 #define N_IN (PATCH_H * PATCH_W)
 #define ROW (N_IN + 1)
 #define N_RESP (RESP_H * RESP_W)
-// threads per block: the next power of two >= N_RESP (at least one warp), for the min reduction
-#define THREADS                                                                                     \
-    (N_RESP <= 32 ? 32 : N_RESP <= 64 ? 64 : N_RESP <= 128 ? 128 : N_RESP <= 256 ? 256 : N_RESP <= 512 ? 512 \
-                                                                                           : 1024)
+// threads per block: the next power of two >= N_RESP (at least one warp), for the min reduction;
+// N_RESP <= 256 (windows up to 16 x 16) keeps the Sigma tile within 48 KB of shared memory
+#define THREADS (N_RESP <= 32 ? 32 : N_RESP <= 64 ? 64 : N_RESP <= 128 ? 128 : 256)
+
+#define SIGMA_TILE 32
 
 // areas (n, AREA_H, AREA_W) float32; weights (NEURONS, ROW) float32 per landmark, landmark i at
 // weights + i * weight_stride (stride 0: one set of experts for all); alphas (NEURONS) float64 per
@@ -40,6 +43,7 @@ extern "C" __global__ void __launch_bounds__(THREADS)
     __shared__ float w[NEURONS * ROW];
     __shared__ double gain[NEURONS];
     __shared__ float resp[N_RESP];
+    __shared__ float tile[N_RESP][SIGMA_TILE + 1];  // + 1: row t of the tile in bank (t + c) % 32
     __shared__ float lo[THREADS];
 
     const int f = blockIdx.x;
@@ -71,23 +75,33 @@ extern "C" __global__ void __launch_bounds__(THREADS)
         float norm = sqrtf(sq);
         if (norm == 0.0f) norm = 1.0f;
         norm = (float)(1.0 / (double)norm);
+        float x[NEURONS];  // neuron activations, each an fmaf chain over the window in column-major order
+        for (int k = 0; k < NEURONS; ++k) x[k] = w[k * ROW];  // the constant 1 of the window row times the bias
+        int i = 1;
+        for (int xx = 0; xx < PATCH_W; ++xx)
+            for (int yy = 0; yy < PATCH_H; ++yy, ++i) {
+                const float v = (win[yy * AREA_W + xx] - mean) * norm;
+                for (int k = 0; k < NEURONS; ++k) x[k] = fmaf(v, w[k * ROW + i], x[k]);
+            }
         float r = 0.0f;
-        for (int k = 0; k < NEURONS; ++k) {
-            const float* wk = w + k * ROW;
-            float x = wk[0];  // the constant 1 of the window row times the bias
-            int i = 1;
-            for (int xx = 0; xx < PATCH_W; ++xx)
-                for (int yy = 0; yy < PATCH_H; ++yy, ++i) x = fmaf((win[yy * AREA_W + xx] - mean) * norm, wk[i], x);
-            r = (float)((double)r + gain[k] / (1.0 + exp(-(double)x)));
-        }
+        for (int k = 0; k < NEURONS; ++k) r = (float)((double)r + gain[k] / (1.0 + exp(-(double)x[k])));
         resp[t] = r;
     }
     __syncthreads();
 
-    float v = 0.0f;  // idle threads hold 0: the reduction gives min(min(map), 0)
-    if (active) {
-        const float* row = sigmas + (long long)f * sigma_stride + (long long)t * N_RESP;
-        for (int q = 0; q < N_RESP; ++q) v = fmaf(row[q], resp[q], v);
+    // Sigma product, Sigma staged through shared memory SIGMA_TILE columns at a time (coalesced reads)
+    float v = 0.0f;  // idle threads hold 0: the reduction below gives min(min(map), 0)
+    const float* sig = sigmas + (long long)f * sigma_stride;
+    for (int q0 = 0; q0 < N_RESP; q0 += SIGMA_TILE) {
+        const int cols = N_RESP - q0 < SIGMA_TILE ? N_RESP - q0 : SIGMA_TILE;
+        for (int e = t; e < N_RESP * SIGMA_TILE; e += THREADS) {
+            const int p = e / SIGMA_TILE, c = e % SIGMA_TILE;
+            if (c < cols) tile[p][c] = sig[p * N_RESP + q0 + c];
+        }
+        __syncthreads();
+        if (active)
+            for (int c = 0; c < cols; ++c) v = fmaf(tile[t][c], resp[q0 + c], v);
+        __syncthreads();
     }
     lo[t] = v;
     __syncthreads();

@@ -53,8 +53,10 @@ def ccnf_response(backend, areas, weights, alphas, sigmas, patch_h: int = 11, pa
         raise ValueError(f"ccnf_response: areas must be (N, A_h, A_w), got shape {areas.shape}")
     n, a_h, a_w = (int(v) for v in areas.shape)
     r_h, r_w = a_h - patch_h + 1, a_w - patch_w + 1
-    if r_h < 1 or r_w < 1 or r_h * r_w > 1024:
-        raise ValueError(f"ccnf_response: areas {a_h}x{a_w} give a {r_h}x{r_w} response map for {patch_h}x{patch_w} patches")
+    if r_h < 1 or r_w < 1 or r_h * r_w > 256:
+        raise ValueError(
+            f"ccnf_response: areas {a_h}x{a_w} give a {r_h}x{r_w} response map for {patch_h}x{patch_w} patches "
+            "(1 to 256 positions supported)")
     weights = xp.asarray(weights)
     if weights.ndim != 3:
         raise ValueError(f"ccnf_response: weights must be (N, K, 1 + patch_h*patch_w), got shape {weights.shape}")
