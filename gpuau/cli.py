@@ -275,6 +275,15 @@ def models_path(args) -> int:
 # --------------------------------------------------------------------------- analyze
 
 
+def _stream_count(text: str) -> "int | None":
+    """``--streams``: a positive count, or ``auto`` (None)."""
+    if text == "auto":
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive number of streams or 'auto'")
+    return int(text)
+
+
 @command("analyze", "OpenFace CSV (landmarks, head pose, Action Units) for each video, image or image folder",
          arg("inputs", nargs="+", metavar="INPUT",
              help="video files, images, folders of images (one sequence), folders searched for videos, or .txt lists"),
@@ -291,8 +300,15 @@ def models_path(args) -> int:
                   "(pip install gpuau[ray]; see docs/distributed.md)"),
          arg("--address", default=None, metavar="ADDR",
              help="with --engine ray: the cluster (auto, HOST:6379, ray://HOST:10001; default: a Ray on this machine)"),
+         arg("--streams", default=1, type=_stream_count, metavar="N",
+             help="videos analysed together in lockstep by the batched engine (gpuau.engine): N, or auto (from free "
+                  "GPU memory on CUDA, 4 on CPU); default 1: one input at a time"),
          arg("-q", "--quiet", action="store_true", help="no progress bars or summary"))
 def analyze(args) -> int:
+    if args.streams != 1 and (args.engine == "ray" or args.multi_face):
+        print("gpuau: error: --streams applies to the local engine's one-face analysis (not with --engine ray "
+              "or --multi-face)", file=sys.stderr)
+        return 1
     if args.engine == "ray":
         from gpuau.distributed import ClusterError, analyze_corpus
 
@@ -309,7 +325,7 @@ def analyze(args) -> int:
 
         analyzer = Analyzer(args.device, models=args.models, multi_face=args.multi_face)
         report = run_corpus(args.inputs, args.output, analyzer=analyzer, fmt=args.format, overwrite=args.overwrite,
-                            progress=not args.quiet)
+                            progress=not args.quiet, streams=args.streams)
     if not args.quiet:
         print(report.summary(), file=sys.stderr)
     elif report.failed:

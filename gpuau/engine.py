@@ -180,7 +180,7 @@ class _Stream:
     """One video in the engine: its frames, tracking state, AU state and output.
 
     ``detect`` is the tracker's face detector: it returns the box the engine detected for this frame
-    in the step's batch (:attr:`prefetched`), or detects alone (counted in :attr:`detections_alone`).
+    in the step's batch (:attr:`prefetched`), or detects alone (counted in the engine's ``stats``).
     """
 
     def __init__(self, job: Job, frames: Iterator, engine: "Engine", fmt: str, chunk: int, intrinsics):
@@ -190,13 +190,12 @@ class _Stream:
         self.job = job
         self.frames = frames
         self.mtcnn = engine.mtcnn
+        self.stats = engine.stats
         self.tracker = FaceTracker(engine.clnf, detect=self.detect, validate=engine.validate, intrinsics=intrinsics,
                                    models=engine.models)
         self.aus = AUAnalyzer(engine.models, device=engine.backend)
         self.output = _Output(job.output, fmt, (self.aus.reg_names, self.aus.cls_names), chunk)
         self.prefetched: "tuple[np.ndarray, object] | None" = None
-        self.detections_batched = 0
-        self.detections_alone = 0
         self.frames_done = 0
         self.faces = 0
         self.elapsed = 0.0
@@ -206,9 +205,8 @@ class _Stream:
 
         if self.prefetched is not None and self.prefetched[0] is image:
             box, self.prefetched = self.prefetched[1], None
-            self.detections_batched += 1
             return box
-        self.detections_alone += 1
+        self.stats["detections_alone"] += 1
         return select_box(self.mtcnn.detect(image))
 
     def next_frame(self):
@@ -247,6 +245,13 @@ class Engine:
     chunk : int
         CSV rows written per flush.
 
+    Attributes
+    ----------
+    stats : dict[str, int]
+        Counts since construction: ``steps``, ``frames``, ``detections_batched`` (frames detected in a
+        step's batch), ``detect_batches`` (``detect_batch`` calls) and ``detections_alone``
+        (re-detections after a failed tracking fit, one frame at a time).
+
     Examples
     --------
     >>> eng = Engine("cuda")                                          # doctest: +SKIP
@@ -271,6 +276,7 @@ class Engine:
         self.clnf = CLNF.load(self.models)
         self.mtcnn = MTCNN(self.models, device=self.backend)
         self.validate = DetectionValidator.load(self.models).check
+        self.stats = dict.fromkeys(("steps", "frames", "detections_batched", "detect_batches", "detections_alone"), 0)
 
     # -- jobs ------------------------------------------------------------------------------------
     def _open(self, job: Job, fmt: str) -> _Stream:
@@ -340,6 +346,8 @@ class Engine:
                     it.stream.elapsed += share
                 active = [it.stream for it in items if it.result is not None]
                 done += len(items)
+                self.stats["steps"] += 1
+                self.stats["frames"] += len(items)
                 if progress:
                     progress(done)
         finally:  # closed early (or an error outside any stream): drop the unfinished outputs
@@ -415,6 +423,8 @@ class Engine:
             return
         for it, d in zip(need, detections):
             it.stream.prefetched = (it.frame.image, select_box(d))
+        self.stats["detect_batches"] += 1
+        self.stats["detections_batched"] += len(need)
 
     def track_faces(self, items: list) -> list:
         """Landmarks of every stream's frame (``it.result`` = :class:`~gpuau.landmarks.tracker.LandmarkResult`).

@@ -1,0 +1,153 @@
+"""The lockstep engine gives every stream the single-stream pipeline's table.
+
+Three clips of different lengths (the first frames of default.wmv, changeLighting.wmv and
+2015-10-15-15-14.avi) go through :class:`gpuau.engine.Engine` together and through
+:class:`gpuau.pipeline.Analyzer` one by one on the CPU; landmarks must agree within 1e-3 px and AUs
+within 1e-4, on the CPU backend and on the emulated GPU backend (the ``.cu`` kernels on the CPU
+emulator).  Streams join and leave as clips end; a corrupt input and a stream whose frames fail
+mid-way end alone.
+"""
+import cv2
+import numpy as np
+import pytest
+
+from gpuau.cli import main
+from gpuau.engine import Engine, Job, detects_before_fit
+from gpuau.landmarks.tracker import FaceTracker
+from gpuau.pipeline import Analyzer
+from gpuau.video import Frame, to_gray8
+
+CLIPS = {"default.wmv": 40, "changeLighting.wmv": 25, "2015-10-15-15-14.avi": 33}
+
+
+def _decode(path, n):
+    cap = cv2.VideoCapture(str(path))
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    images = []
+    while len(images) < n:
+        ok, img = cap.read()
+        assert ok, f"{path}: fewer than {n} frames"
+        images.append(img)
+    cap.release()
+    return images, fps
+
+
+def _frames(images, fps):
+    return [Frame(i, i / fps, img, to_gray8(img)) for i, img in enumerate(images)]
+
+
+@pytest.fixture(scope="module")
+def clips(media_dir):
+    return {name: _decode(media_dir / name, n) for name, n in CLIPS.items()}
+
+
+@pytest.fixture(scope="module")
+def cpu_analyzer():
+    return Analyzer("cpu")
+
+
+@pytest.fixture(scope="module")
+def references(clips, cpu_analyzer):
+    """The single-stream CPU pipeline's table of each clip."""
+    return {name: cpu_analyzer.analyze_frames(images, fps=fps) for name, (images, fps) in clips.items()}
+
+
+def _jobs(clips, names, output=None):
+    return [Job(_frames(*clips[n]), None if output is None else output / f"{n}.csv", name=n) for n in names]
+
+
+def assert_same_table(actual: dict, expected: dict):
+    assert list(actual) == list(expected)
+    for c, want in expected.items():
+        got = np.asarray(actual[c], np.float64)
+        assert got.shape == np.shape(want), c
+        if c.startswith(("x_", "y_")):
+            tol = 1e-3
+        elif c.startswith("AU"):
+            tol = 1e-4
+        else:
+            tol = 1e-5
+        np.testing.assert_allclose(got, want, rtol=0, atol=tol, err_msg=c)
+
+
+def test_three_streams_match_single_stream_pipeline(backend, clips, references):
+    engine = Engine(backend, streams=3)
+    outcomes = list(engine.run(_jobs(clips, CLIPS)))
+    assert [o.status for o in outcomes] == ["done"] * 3
+    assert sorted(o.input for o in outcomes) == sorted(CLIPS)
+    for o in outcomes:
+        assert o.frames == CLIPS[o.input] and o.faces == references[o.input].faces_found
+        assert_same_table(o.result.columns, references[o.input].columns)
+    # each clip's first frame was detected in the step's batch, together
+    assert engine.stats["detect_batches"] >= 1 and engine.stats["detections_batched"] >= 3
+    assert engine.stats["steps"] == max(CLIPS.values())
+
+
+def test_streams_join_and_leave_with_csv_outputs(clips, references, tmp_path):
+    engine = Engine("cpu", streams=2)
+    names = list(CLIPS)
+    outcomes = list(engine.run(_jobs(clips, names, tmp_path)))
+    # default (40) and changeLighting (25) start; changeLighting ends first and the third clip takes its slot
+    assert [o.input for o in outcomes] == ["changeLighting.wmv", "default.wmv", "2015-10-15-15-14.avi"]
+    assert engine.stats["steps"] == max(CLIPS["default.wmv"], CLIPS["changeLighting.wmv"] + CLIPS["2015-10-15-15-14.avi"])
+    for o in outcomes:
+        assert o.status == "done" and o.result is None
+        expected = references[o.input].to_csv(tmp_path / f"ref_{o.input}.csv")
+        assert o.output.read_bytes() == expected.read_bytes(), o.input
+
+
+def test_failing_streams_end_alone(clips, references, tmp_path):
+    broken = tmp_path / "broken.avi"
+    broken.write_bytes(b"RIFF\x00\x00\x00\x00AVI garbage" * 50)
+    images, fps = clips["default.wmv"]
+
+    def failing():
+        yield from _frames(images[:5], fps)
+        raise RuntimeError("decoder lost the stream")
+
+    good = "changeLighting.wmv"
+    jobs = [Job(broken, tmp_path / "broken.csv"), Job(failing(), tmp_path / "failing.csv", name="failing"),
+            Job(_frames(*clips[good]), None, name=good)]
+    outcomes = {str(o.input): o for o in Engine("cpu", streams=3).run(jobs)}
+    assert outcomes[str(broken)].status == "failed" and "not a readable video" in outcomes[str(broken)].reason
+    assert outcomes["failing"].status == "failed" and "decoder lost the stream" in outcomes["failing"].reason
+    assert not (tmp_path / "broken.csv").exists() and not (tmp_path / "failing.csv").exists()
+    assert outcomes[good].status == "done"
+    assert_same_table(outcomes[good].result.columns, references[good].columns)
+
+
+def test_detects_before_fit_follows_the_tracker():
+    """The engine's prediction of a detection agrees with the tracker's own rule on a faceless video."""
+    calls = []
+    tracker = FaceTracker(detect=lambda image: calls.append(1))  # never finds a face
+    black = np.zeros((120, 160, 3), np.uint8)
+    predicted = []
+    for _ in range(30):
+        predicted.append(detects_before_fit(tracker))
+        n = len(calls)
+        tracker.track(black)
+        assert (len(calls) > n) == predicted[-1]
+    assert predicted.count(True) == 3  # frames 1, 13, 25: every 6 * reinit_video_every frames
+
+
+def test_cli_streams(tmp_path, media_dir, clips, cpu_analyzer):
+    seq = tmp_path / "clip"
+    seq.mkdir()
+    for i, img in enumerate(clips["changeLighting.wmv"][0][:10]):
+        cv2.imwrite(str(seq / f"frame_{i:03d}.png"), img)
+    broken = tmp_path / "broken.avi"
+    broken.write_bytes(b"RIFF\x00\x00\x00\x00AVI garbage" * 50)
+    out = tmp_path / "out"
+    argv = ["analyze", str(seq), str(broken), str(media_dir / "sample1.jpg"), "-o", str(out), "--device", "cpu",
+            "--quiet", "--streams", "2"]
+    assert main(argv) == 1  # broken.avi failed, the rest is done
+    assert sorted(p.name for p in out.iterdir()) == ["clip.csv", "sample1.csv"]
+    cpu_analyzer.write_video(seq, tmp_path / "ref.csv")
+    assert (out / "clip.csv").read_bytes() == (tmp_path / "ref.csv").read_bytes()
+    with pytest.raises(SystemExit):
+        main(["analyze", str(seq), "-o", str(out), "--streams", "0"])
+
+
+def test_cli_streams_rejects_multi_face(tmp_path, media_dir, capsys):
+    assert main(["analyze", str(media_dir / "sample1.jpg"), "-o", str(tmp_path), "--streams", "2", "--multi-face"]) == 1
+    assert "--streams" in capsys.readouterr().err
