@@ -23,7 +23,8 @@ SHARED = Path(os.environ.get("GPUAU_SHARED", ROOT.parent / "shared"))
 os.environ.setdefault("GPUAU_MODELS", str(SHARED / "models" / "openface-2.2.0"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from au_harness import VIDEOS, compare, read_reference, reference_landmarks, run_video, write_candidate  # noqa: E402
+from au_harness import VIDEOS, compare, reference_landmarks, run_video, write_candidate  # noqa: E402
+from reference import landmarks_2d, read_reference  # noqa: E402
 
 from gpuau.au import AUAnalyzer, predict_static_aus  # noqa: E402
 from gpuau.au.analyzer import align_faces  # noqa: E402
@@ -108,9 +109,8 @@ def accuracy():
     for ref in sorted((REFERENCE / "images").glob("*.csv")):
         df = read_reference(ref)
         img = cv2.imread(str(MEDIA / f"{ref.stem}.jpg"))
-        for i in range(len(df)):
-            lm = np.stack([df.loc[i, [f"x_{k}" for k in range(68)]], df.loc[i, [f"y_{k}" for k in range(68)]]], 1)
-            out = predict_static_aus(img, lm.astype(np.float32), models)
+        for i, lm in enumerate(landmarks_2d(df)):
+            out = predict_static_aus(img, lm, models)
             err += [abs(round(v, 2) - df.loc[i, c]) for c, v in out.items() if c.endswith("_r")]
             agree += [v == df.loc[i, c] for c, v in out.items() if c.endswith("_c")]
     print(f"images (FaceLandmarkImg, static models, 0.1 px landmarks): {len(agree) // 18} faces; AU_r MAE "

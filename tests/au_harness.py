@@ -10,14 +10,10 @@ import pandas as pd
 
 from gpuau.au import AUAnalyzer
 from gpuau.io import openface_columns, write_openface_csv
-from gpuau.landmarks.ccnf import align_shapes_with_scale
 from gpuau.landmarks.pdm import AU_PDM, PDM
+from reference import global_params, landmarks_2d, local_params
 
 VIDEOS = {"default": "default.wmv", "changeLighting": "changeLighting.wmv", "2015-10-15-15-14": "2015-10-15-15-14.avi"}
-
-
-def read_reference(path) -> pd.DataFrame:
-    return pd.read_csv(path, skipinitialspace=True)
 
 
 def reference_landmarks(df: pd.DataFrame) -> np.ndarray:
@@ -29,9 +25,7 @@ def reference_landmarks(df: pd.DataFrame) -> np.ndarray:
     landmarks; rows without a tracked face keep the CSV values.
     """
     pdm = PDM.load(AU_PDM)
-    lm = np.stack([df[[f"x_{i}" for i in range(68)]].to_numpy(), df[[f"y_{i}" for i in range(68)]].to_numpy()], -1)
-    g = df[["p_scale", "p_rx", "p_ry", "p_rz", "p_tx", "p_ty"]].to_numpy(np.float32)
-    p = df[[f"p_{i}" for i in range(34)]].to_numpy(np.float32)
+    lm, g, p = landmarks_2d(df, np.float64), global_params(df), local_params(df)
     out = lm.astype(np.float32)
     for i in np.flatnonzero(df["success"].to_numpy() > 0.5):
         shape = pdm.calc_shape_2d(g[i], p[i]).astype(np.float64)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-import pandas as pd
 import pytest
 
 from gpuau.features.align import (
@@ -19,12 +18,12 @@ from gpuau.features.geometry import geometry_descriptor
 from gpuau.landmarks.paw import paw_from_shape
 from gpuau.landmarks.pdm import AU_PDM, PDM
 from gpuau.models.tris_file import load_tris
+from reference import landmarks_2d, read_reference
 
 
 @pytest.fixture(scope="module")
 def frame0(media_dir, reference_dir):
-    df = pd.read_csv(reference_dir / "default.csv", skipinitialspace=True)
-    lm = np.stack([df.loc[0, [f"x_{k}" for k in range(68)]], df.loc[0, [f"y_{k}" for k in range(68)]]], 1).astype(np.float32)
+    lm = landmarks_2d(read_reference(reference_dir / "default.csv", nrows=1))[0]
     ok, frame = cv2.VideoCapture(str(media_dir / "default.wmv")).read()
     assert ok
     pdm = PDM.load(AU_PDM)

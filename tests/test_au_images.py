@@ -4,10 +4,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from au_harness import read_reference
 from gpuau.au import predict_static_aus
 from gpuau.au.predictors import StackedAUModels
 from gpuau.models.au_file import load_au_models
+from reference import landmarks_2d, read_reference
 
 
 def test_sample_images_match_openface(media_dir, reference_dir):
@@ -16,9 +16,8 @@ def test_sample_images_match_openface(media_dir, reference_dir):
     for ref in sorted((reference_dir / "images").glob("sample*.csv")):
         df = read_reference(ref)
         image = cv2.imread(str(media_dir / f"{ref.stem}.jpg"))
-        for i in range(len(df)):
-            lm = np.stack([df.loc[i, [f"x_{k}" for k in range(68)]], df.loc[i, [f"y_{k}" for k in range(68)]]], 1)
-            out = predict_static_aus(image, lm.astype(np.float32), models)
+        for i, lm in enumerate(landmarks_2d(df)):
+            out = predict_static_aus(image, lm, models)
             assert list(out)[:2] == ["AU01_r", "AU02_r"] and len(out) == 35
             assert all(0.0 <= v <= 5.0 for c, v in out.items() if c.endswith("_r"))
             err += [abs(round(v, 2) - df.loc[i, c]) for c, v in out.items() if c.endswith("_r")]
@@ -34,12 +33,12 @@ def test_multi_face_video_uses_static_models_per_face(media_dir, reference_dir):
     post-processing, tracked or not (first 20 frames, 60 faces)."""
     models = StackedAUModels.from_models(load_au_models(dynamic=False))
     df = read_reference(reference_dir / "multi_face.csv")
+    df = df[df["frame"] <= 20]
     cap = cv2.VideoCapture(str(media_dir / "multi_face.avi"))
     frames = [cap.read()[1] for _ in range(20)]
     err, agree = [], []
-    for _, row in df[df["frame"] <= 20].iterrows():
-        lm = np.stack([row[[f"x_{k}" for k in range(68)]].to_numpy(float), row[[f"y_{k}" for k in range(68)]].to_numpy(float)], 1)
-        out = predict_static_aus(frames[int(row["frame"]) - 1], lm.astype(np.float32), models)
+    for (_, row), lm in zip(df.iterrows(), landmarks_2d(df)):
+        out = predict_static_aus(frames[int(row["frame"]) - 1], lm, models)
         err += [abs(round(v, 2) - row[c]) for c, v in out.items() if c.endswith("_r")]
         agree += [v == row[c] for c, v in out.items() if c.endswith("_c")]
     assert len(agree) == 60 * 18

@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from au_harness import VIDEOS, compare, read_reference, reference_landmarks, run_video, write_candidate
+from au_harness import VIDEOS, compare, reference_landmarks, run_video, write_candidate
+from reference import read_reference
 
 
 def run_and_compare(name, media_dir, reference_dir, shared, tmp_path) -> "tuple[dict, dict]":

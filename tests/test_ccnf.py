@@ -1,6 +1,5 @@
 """CCNF patch experts: file parsing, covariances and response maps against a NumPy oracle on a real frame."""
 import numpy as np
-import pandas as pd
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
@@ -9,6 +8,7 @@ from gpuau.landmarks.ccnf import CCNFScale, extract_areas, similarity_to_referen
 from gpuau.landmarks.pdm import PDM
 from gpuau.models.store import model_file
 from gpuau.video import open_source
+from reference import global_params, local_params, read_reference
 
 MODEL = "lib/local/LandmarkDetector/model/"
 
@@ -63,9 +63,8 @@ def _oracle(area, w, alphas, sigma, ws):
 
 @pytest.mark.parametrize("ws", [7, 11])
 def test_response_matches_oracle(scale025, media_dir, reference_dir, ws):
-    df = pd.read_csv(reference_dir / "default.csv", skipinitialspace=True, nrows=1)
-    g = df[["p_scale", "p_rx", "p_ry", "p_rz", "p_tx", "p_ty"]].to_numpy(np.float32)[0]
-    l_ = df[[f"p_{i}" for i in range(34)]].to_numpy(np.float32)[0]
+    df = read_reference(reference_dir / "default.csv", nrows=1)
+    g, l_ = global_params(df)[0], local_params(df)[0]
     gray = next(iter(open_source(media_dir / "default.wmv"))).gray.astype(np.float32)
     pdm = PDM.load()
     lm = pdm.calc_shape_2d(g, l_)

@@ -2,7 +2,6 @@
 real media, batching, edge cases."""
 import cv2
 import numpy as np
-import pandas as pd
 import pytest
 
 from gpuau._deps import DependencyError
@@ -12,6 +11,7 @@ from gpuau.detect import proposals as P
 from gpuau.detect.onnx_graphs import cnn_graph_file
 from gpuau.detect.reference import cnn_forward
 from gpuau.detect.sessions import execution_providers, make_session
+from reference import landmarks_2d, read_reference
 
 
 def read_frames(path, indices):
@@ -27,9 +27,10 @@ def read_frames(path, indices):
 
 
 def reference_landmarks(csv, frame):
-    df = pd.read_csv(csv, skipinitialspace=True)
-    rows = df[df["frame"] == frame]
-    return rows[[f"x_{i}" for i in range(68)]].to_numpy(), rows[[f"y_{i}" for i in range(68)]].to_numpy()
+    """x and y of every face OpenFace reports in ``frame``, each (faces, 68)."""
+    df = read_reference(csv)
+    lm = landmarks_2d(df[df["frame"] == frame], np.float64)
+    return lm[..., 0], lm[..., 1]
 
 
 @pytest.fixture(scope="module")
@@ -114,13 +115,13 @@ def test_multi_face_frame(detector, media_dir, reference_dir):
 def test_sample_images_face_counts(detector, media_dir, reference_dir, name):
     """As many faces as OpenFace's reference output for the image."""
     image = cv2.imread(str(media_dir / f"{name}.jpg"))
-    ref = pd.read_csv(reference_dir / "images" / f"{name}.csv", skipinitialspace=True)
+    ref = read_reference(reference_dir / "images" / f"{name}.csv")
     assert len(detector.detect(image)) == len(ref)
 
 
 def test_large_group_photo(detector, media_dir, reference_dir):
     image = cv2.imread(str(media_dir / "sample6.jpg"))  # 1944 x 1942, twelve faces
-    ref = pd.read_csv(reference_dir / "images" / "sample6.csv", skipinitialspace=True)
+    ref = read_reference(reference_dir / "images" / "sample6.csv")
     assert len(detector.detect(image)) == len(ref) == 12
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-import pandas as pd
 import pytest
 
 from gpuau.cpu.fhog import fhog
@@ -12,6 +11,7 @@ from gpuau.kernels.fhog import fhog_layout
 from gpuau.features.align import align_face_mask
 from gpuau.landmarks.pdm import AU_PDM, PDM
 from gpuau.models.tris_file import load_tris
+from reference import landmarks_2d, read_reference
 
 F = np.float32
 DIRECTIONS = np.array([[1.0, 0.0], [0.9397, 0.3420], [0.7660, 0.6428], [0.500, 0.8660], [0.1736, 0.9848],
@@ -109,16 +109,15 @@ def fhog_reference(img: np.ndarray, cell: int = 8) -> np.ndarray:
 @pytest.fixture(scope="module")
 def aligned_faces(media_dir, reference_dir):
     """Aligned masked faces of 8 default.wmv frames, from the reference landmarks."""
-    df = pd.read_csv(reference_dir / "default.csv", skipinitialspace=True)
+    landmarks = landmarks_2d(read_reference(reference_dir / "default.csv", nrows=8))
     pdm, tris = PDM.load(AU_PDM), load_tris()
     cap = cv2.VideoCapture(str(media_dir / "default.wmv"))
     faces = []
     for i in range(8):
         ok, frame = cap.read()
         assert ok
-        lm = np.stack([df.loc[i, [f"x_{k}" for k in range(68)]], df.loc[i, [f"y_{k}" for k in range(68)]]], 1).astype(F)
-        g, _ = pdm.calc_params(lm)
-        faces.append(align_face_mask(frame, lm, g, pdm.mean_shape, tris))
+        g, _ = pdm.calc_params(landmarks[i])
+        faces.append(align_face_mask(frame, landmarks[i], g, pdm.mean_shape, tris))
     return np.stack(faces)
 
 

@@ -1,11 +1,11 @@
 """CLNF fitting: one tracking step from OpenFace's own parameters of the previous frame reproduces
 OpenFace's landmarks of the next frame (default.wmv)."""
 import numpy as np
-import pandas as pd
 import pytest
 
 from gpuau.landmarks.clnf import CLNF, detect_landmarks, fit
 from gpuau.video import open_source
+from reference import global_params, landmarks_2d, local_params, read_reference
 
 N_FRAMES = 12
 
@@ -17,13 +17,9 @@ def clnf(models_dir):
 
 @pytest.fixture(scope="module")
 def default_video(media_dir, reference_dir):
-    df = pd.read_csv(reference_dir / "default.csv", skipinitialspace=True, nrows=N_FRAMES)
-    g = df[["p_scale", "p_rx", "p_ry", "p_rz", "p_tx", "p_ty"]].to_numpy(np.float32)
-    l_ = df[[f"p_{i}" for i in range(34)]].to_numpy(np.float32)
-    lm = np.stack([df[[f"x_{i}" for i in range(68)]].to_numpy(np.float32),
-                   df[[f"y_{i}" for i in range(68)]].to_numpy(np.float32)], axis=2)
+    df = read_reference(reference_dir / "default.csv", nrows=N_FRAMES)
     frames = [f.gray for _, f in zip(range(N_FRAMES), open_source(media_dir / "default.wmv"))]
-    return frames, g, l_, lm
+    return frames, global_params(df), local_params(df), landmarks_2d(df)
 
 
 def test_model_layout(clnf):

@@ -2,21 +2,19 @@
 tracking, validation) against OpenFace's CSV, and its detect/track/validate logic with injected
 callables."""
 import numpy as np
-import pandas as pd
 import pytest
 
 from gpuau.landmarks.tracker import FaceTracker
 from gpuau.video import open_source
+from reference import landmarks_2d, read_reference
 
 N_FRAMES = 60
 
 
 @pytest.fixture(scope="module")
 def reference(reference_dir):
-    df = pd.read_csv(reference_dir / "default.csv", skipinitialspace=True, nrows=N_FRAMES)
-    lm = np.stack([df[[f"x_{i}" for i in range(68)]].to_numpy(np.float32),
-                   df[[f"y_{i}" for i in range(68)]].to_numpy(np.float32)], axis=2)
-    return df, lm
+    df = read_reference(reference_dir / "default.csv", nrows=N_FRAMES)
+    return df, landmarks_2d(df)
 
 
 @pytest.fixture(scope="module")
@@ -83,21 +81,20 @@ def test_failed_validation_triggers_redetection(frames, reference, models_dir):
 @pytest.mark.slow
 @pytest.mark.parametrize("video", ["default.wmv", "changeLighting.wmv", "2015-10-15-15-14.avi"])
 def test_whole_video_matches_openface(video, media_dir, reference_dir, models_dir):
-    df = pd.read_csv(reference_dir / (video.rsplit(".", 1)[0] + ".csv"), skipinitialspace=True)
-    ref = {int(r["frame"]): r for _, r in df.iterrows()}
+    df = read_reference(reference_dir / (video.rsplit(".", 1)[0] + ".csv"))
+    ref = {int(frame): i for i, frame in enumerate(df["frame"])}
+    success, landmarks = df["success"].to_numpy(), landmarks_2d(df, np.float64)
     tracker = FaceTracker()
     errors, agree, n = [], 0, 0
     for f in open_source(media_dir / video):
         r = tracker.track(f.image, f.gray)
-        row = ref.get(f.index + 1)
-        if row is None:
+        i = ref.get(f.index + 1)
+        if i is None:
             continue
         n += 1
-        agree += int(r.success == bool(row["success"]))
-        if r.success and row["success"]:
-            lm = np.stack([row[[f"x_{i}" for i in range(68)]].to_numpy(float),
-                           row[[f"y_{i}" for i in range(68)]].to_numpy(float)], axis=1)
-            errors.append(np.linalg.norm(r.landmarks - lm, axis=1).mean())
+        agree += int(r.success == bool(success[i]))
+        if r.success and success[i]:
+            errors.append(np.linalg.norm(r.landmarks - landmarks[i], axis=1).mean())
     errors = np.array(errors)
     assert agree >= 0.98 * n
     assert errors.mean() < 0.5 and np.percentile(errors, 95) < 1.5

@@ -1,6 +1,5 @@
 """PDM: reconstruct OpenFace's landmarks from its own parameters, and refit parameters to them."""
 import numpy as np
-import pandas as pd
 import pytest
 
 from gpuau.landmarks.pdm import AU_PDM, PDM
@@ -10,18 +9,13 @@ from gpuau.landmarks.rotation import (
     euler_to_rotation_matrix,
     rotation_matrix_to_euler,
 )
-
-GLOBAL_COLS = ["p_scale", "p_rx", "p_ry", "p_rz", "p_tx", "p_ty"]
+from reference import global_params, landmarks_2d, local_params, read_reference
 
 
 @pytest.fixture(scope="module")
 def reference(reference_dir):
-    df = pd.read_csv(reference_dir / "default.csv", skipinitialspace=True)
-    g = df[GLOBAL_COLS].to_numpy(np.float32)
-    l_ = df[[f"p_{i}" for i in range(34)]].to_numpy(np.float32)
-    lm = np.stack([df[[f"x_{i}" for i in range(68)]].to_numpy(np.float32),
-                   df[[f"y_{i}" for i in range(68)]].to_numpy(np.float32)], axis=2)
-    return g, l_, lm
+    df = read_reference(reference_dir / "default.csv")
+    return global_params(df), local_params(df), landmarks_2d(df)
 
 
 @pytest.fixture(scope="module")

@@ -5,13 +5,14 @@ The inputs are printed values (landmarks to 0.1 px, parameters to 3 decimals), s
 compared before rounding with tolerances of the print precision plus the effect of the input
 rounding, and checked for bias (a wrong formula shows as a systematic offset)."""
 import numpy as np
-import pandas as pd
 import pytest
 
 from gpuau.landmarks.pdm import PDM
 from gpuau.landmarks.pose import head_pose, landmarks_3d
 from gpuau.landmarks.rotation import euler_to_rotation_matrix
 from gpuau.video.source import camera_intrinsics
+from reference import global_params, landmarks_2d, local_params, read_reference
+from reference import landmarks_3d as reference_xyz
 
 POSE_COLS = ["pose_Tx", "pose_Ty", "pose_Tz", "pose_Rx", "pose_Ry", "pose_Rz"]
 # Largest |ours - reference| before rounding: half the print step (0.1 mm, 0.001 rad) plus what
@@ -26,13 +27,9 @@ def pdm(models_dir):
 
 
 def _reference(reference_dir, name, pdm):
-    df = pd.read_csv(reference_dir / f"{name}.csv", skipinitialspace=True)
-    lm = np.stack([df[[f"x_{i}" for i in range(68)]].to_numpy(np.float32),
-                   df[[f"y_{i}" for i in range(68)]].to_numpy(np.float32)], axis=2)
-    g = df[["p_scale", "p_rx", "p_ry", "p_rz", "p_tx", "p_ty"]].to_numpy(np.float32)
-    shape_3d = np.stack([pdm.calc_shape_3d(p) for p in df[[f"p_{i}" for i in range(34)]].to_numpy(np.float32)])
-    xyz = np.stack([df[[f"{c}_{i}" for i in range(68)]].to_numpy(np.float64) for c in "XYZ"], axis=2)
-    return df, lm, g, shape_3d, xyz
+    df = read_reference(reference_dir / f"{name}.csv")
+    shape_3d = np.stack([pdm.calc_shape_3d(p) for p in local_params(df)])
+    return df, landmarks_2d(df), global_params(df), shape_3d, reference_xyz(df)
 
 
 @pytest.mark.parametrize("name", ["default", "2015-10-15-15-14"])

@@ -2,7 +2,6 @@
 reproduced from the reference landmarks and pose."""
 import cv2
 import numpy as np
-import pandas as pd
 import pytest
 
 from gpuau.landmarks.validator import (
@@ -18,6 +17,7 @@ from gpuau.detect.reference import max_pool
 from gpuau.models.validator_file import CONV, FULLY_CONNECTED, MAX_POOL, RELU, VALIDATOR_FILE, parse_validator
 from gpuau.models.store import model_file
 from gpuau.video.source import open_source
+from reference import landmarks_2d, read_reference
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +26,8 @@ def validator(models_dir):
 
 
 def _reference_inputs(reference_dir, media_dir, name):
-    df = pd.read_csv(reference_dir / f"{name}.csv", skipinitialspace=True)
-    lm = np.stack([df[[f"x_{i}" for i in range(68)]].to_numpy(np.float32),
-                   df[[f"y_{i}" for i in range(68)]].to_numpy(np.float32)], axis=2)
+    df = read_reference(reference_dir / f"{name}.csv")
+    lm = landmarks_2d(df)
     rot = df[["p_rx", "p_ry", "p_rz"]].to_numpy(np.float64)
     video = next(media_dir.glob(f"{name}.*"))
     gray = [f.gray for f in open_source(video)]
