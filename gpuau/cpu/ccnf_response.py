@@ -1,4 +1,4 @@
-"""CCNF patch expert response maps: Numba im2col (parallel over landmarks) + BLAS products.
+"""CCNF patch expert response maps: Numba im2col + BLAS products.
 
 Port of ``CCNF_patch_expert::ResponseOpenBlas`` and ``im2colContrastNormBias``,
 CCNF_patch_expert.cpp, with OpenFace's structure: every ``patch_h x patch_w`` window of the area
@@ -45,7 +45,7 @@ def _im2col_one(area, patch_h, patch_w, out):
                 row[t] *= norm
 
 
-@nb.njit(cache=True, parallel=True)
+@nb.njit(cache=True, nogil=True)
 def im2col_contrast_norm(areas, patch_h, patch_w, out):
     """Normalised windows of a batch of areas of interest.
 
@@ -56,8 +56,19 @@ def im2col_contrast_norm(areas, patch_h, patch_w, out):
     out : ndarray (N, R*R, 1 + patch_h*patch_w) float32
         Row ``y * R + x``: ``[1, window (column-major) - mean, / L2 norm]``.
     """
-    for n in nb.prange(areas.shape[0]):
+    for n in range(areas.shape[0]):
         _im2col_one(areas[n], patch_h, patch_w, out[n])
+
+
+@nb.njit(cache=True, nogil=True)
+def _neuron_sum(terms, out):
+    """``out[n, p] = sum_k terms[n, p, k]``, neuron by neuron in float32 (OpenFace's order)."""
+    for n in range(terms.shape[0]):
+        for p in range(terms.shape[1]):
+            r = np.float32(0.0)
+            for k in range(terms.shape[2]):
+                r = np.float32(np.float64(r) + terms[n, p, k])
+            out[n, p] = r
 
 
 def ccnf_response(areas, weights, alphas, sigmas, patch_h: int = 11, patch_w: int = 11):
@@ -90,9 +101,8 @@ def ccnf_response(areas, weights, alphas, sigmas, patch_h: int = 11, patch_w: in
     alphas = np.asarray(alphas, np.float64)
     gain = np.where(alphas > 1e-4, 2.0 * alphas, 0.0)[:, None, :]
     terms = gain / (1.0 + np.exp(-x.astype(np.float64)))
-    resp = np.zeros((n, r_h * r_w), np.float32)
-    for k in range(terms.shape[2]):  # neuron by neuron, in float32, as OpenFace adds them
-        resp = (resp + terms[:, :, k]).astype(np.float32)
+    resp = np.empty((n, r_h * r_w), np.float32)
+    _neuron_sum(terms, resp)
     out = np.matmul(np.asarray(sigmas, np.float32), resp[:, :, None])[:, :, 0]
     lo = np.minimum(out.min(axis=1, keepdims=True), np.float32(0))
     return (out - lo).reshape(n, r_h, r_w)

@@ -443,21 +443,115 @@ def calc_params(mean, pc, eig, target, rotation):
 
 
 @nb.njit(cache=True, nogil=True)
-def nu_rlms(mean, pc, eig, responses, g, p, base, img_to_ref, ref_to_img, visible, weights, reg_factor,
-            n_iter, rigid, kde, half):
-    """Iterations of ``CLNF::NU_RLMS``: mean-shift on the response maps, then a regularised
-    Gauss-Newton step of the (rigid or all) PDM params, clamped.
+def nu_rlms_offsets(mean, pc, g, p, base, img_to_ref, half, it, prev, dxs, dys):
+    """First half of a ``CLNF::NU_RLMS`` iteration: stop test, then the landmarks' offsets in
+    their response windows.
 
     Parameters
     ----------
-    responses : (n, R, R) float32
     g : (6,) ; p : (m,) float32
-        Initial params.
+        Current params.
     base : (n, 2) float32
         Shape the response maps are centred on.
-    img_to_ref, ref_to_img : (2, 2) float32
-    visible : (n,) int32
+    img_to_ref : (2, 2) float32
+    half : float32
+        ``(R - 1) // 2``.
+    it : int
+        Iteration number.
+    prev : (n, 2) float32
+        Shape of the previous iteration (updated).
+    dxs, dys : (n,) float32
+        Filled with the offsets (left as they are when the fit has converged).
+
+    Returns
+    -------
+    bool
+        True when the shape moved less than 0.01 px since the previous iteration (stop).
+    """
+    n = base.shape[0]
+    cur = shape_2d(mean, pc, g, p)
+    if it > 0:
+        d = 0.0
+        for i in range(n):
+            d += (np.float64(cur[i, 0]) - prev[i, 0]) ** 2 + (np.float64(cur[i, 1]) - prev[i, 1]) ** 2
+        if np.sqrt(d) < 0.01:
+            return True
+    prev[:, :] = cur
+    for i in range(n):
+        ox = cur[i, 0] - base[i, 0]
+        oy = cur[i, 1] - base[i, 1]
+        dxs[i] = (ox * img_to_ref[0, 0] + oy * img_to_ref[0, 1]) + half
+        dys[i] = (ox * img_to_ref[1, 0] + oy * img_to_ref[1, 1]) + half
+    return False
+
+
+@nb.njit(cache=True, nogil=True)
+def nu_rlms_update(mean, pc, eig, g, p, shifts, ref_to_img, weights, reg_factor, rigid):
+    """Second half of a ``CLNF::NU_RLMS`` iteration: the regularised Gauss-Newton step of the
+    (rigid or all) params towards the mean-shifts, clamped.
+
+    Parameters
+    ----------
+    shifts : (n, 2) float32
+        Mean-shifts in the reference frame.
+    ref_to_img : (2, 2) float32
     weights : (2n,) float32
+        NU-RLMS weights, zero for invisible landmarks.
+    reg_factor : float32
+    rigid : bool
+
+    Returns
+    -------
+    g, p : float32 arrays
+    """
+    n = shifts.shape[0]
+    m = pc.shape[1]
+    jac = jacobian(mean, pc, g, p, rigid)
+    ms = np.empty(2 * n, np.float32)
+    for i in range(n):
+        ms[i] = shifts[i, 0] * ref_to_img[0, 0] + shifts[i, 1] * ref_to_img[0, 1]
+        ms[n + i] = shifts[i, 0] * ref_to_img[1, 0] + shifts[i, 1] * ref_to_img[1, 1]
+    h, rhs = _normal_equations(jac, weights, ms)
+    if not rigid:
+        for j in range(m):
+            reg = reg_factor / eig[j]
+            rhs[6 + j] -= reg * p[j]
+            h[6 + j, 6 + j] += reg
+    upd = solve_cholesky(h, rhs)
+    g, p = update_parameters(upd, g, p)
+    return g, clamp(eig, p)
+
+
+@nb.njit(cache=True, nogil=True)
+def visible_weights(weights, visible):
+    """(F, 2n) NU-RLMS weights with the rows of invisible landmarks zeroed."""
+    n = visible.shape[1]
+    w = weights.copy()
+    for f in range(w.shape[0]):
+        for i in range(n):
+            if visible[f, i] == 0:
+                w[f, i] = 0.0
+                w[f, n + i] = 0.0
+    return w
+
+
+@nb.njit(cache=True, nogil=True)
+def nu_rlms(mean, pc, eig, responses, g, p, base, img_to_ref, ref_to_img, visible, weights, reg_factor,
+            n_iter, rigid, kde, half):
+    """``CLNF::NU_RLMS`` for a batch of faces fitted with one model and one window size:
+    per face, iterations of mean-shift on its response maps then a regularised Gauss-Newton step
+    of the (rigid or all) PDM params, clamped, until the shape stops moving.
+
+    Parameters
+    ----------
+    responses : (F, n, R, R) float32
+    g : (F, 6) ; p : (F, m) float32
+        Initial params.
+    base : (F, n, 2) float32
+        Shapes the response maps are centred on.
+    img_to_ref, ref_to_img : (F, 2, 2) float32
+    visible : (F, n) int32
+    weights : (F, 2n) float32
         NU-RLMS weights (ones when the weight factor is 0).
     reg_factor : float32
     n_iter : int
@@ -469,49 +563,26 @@ def nu_rlms(mean, pc, eig, responses, g, p, base, img_to_ref, ref_to_img, visibl
 
     Returns
     -------
-    g, p : float32 arrays
-    dxs, dys : (n,) float32
+    g : (F, 6) ; p : (F, m) float32
+    dxs, dys : (F, n) float32
         Landmark offsets in the response windows at the last mean-shift (for the likelihood).
     """
-    n = base.shape[0]
-    m = pc.shape[1]
-    k = 6 if rigid else 6 + m
-    w = weights.copy()
-    for i in range(n):
-        if visible[i] == 0:
-            w[i] = 0.0
-            w[n + i] = 0.0
-    shifts = np.zeros((n, 2), np.float32)
-    dxs = np.zeros(n, np.float32)
-    dys = np.zeros(n, np.float32)
+    n_faces, n = base.shape[0], base.shape[1]
+    w = visible_weights(weights, visible)
+    g_out = g.copy()
+    p_out = p.copy()
+    dxs = np.zeros((n_faces, n), np.float32)
+    dys = np.zeros((n_faces, n), np.float32)
     prev = np.zeros((n, 2), np.float32)
-    ms = np.zeros(2 * n, np.float32)
-    for it in range(n_iter):
-        cur = shape_2d(mean, pc, g, p)
-        if it > 0:
-            d = 0.0
-            for i in range(n):
-                d += (np.float64(cur[i, 0]) - prev[i, 0]) ** 2 + (np.float64(cur[i, 1]) - prev[i, 1]) ** 2
-            if np.sqrt(d) < 0.01:
+    shifts = np.zeros((n, 2), np.float32)
+    for f in range(n_faces):
+        gf = g[f].copy()
+        pf = p[f].copy()
+        for it in range(n_iter):
+            if nu_rlms_offsets(mean, pc, gf, pf, base[f], img_to_ref[f], half, it, prev, dxs[f], dys[f]):
                 break
-        prev[:, :] = cur
-        jac = jacobian(mean, pc, g, p, rigid)
-        for i in range(n):
-            ox = cur[i, 0] - base[i, 0]
-            oy = cur[i, 1] - base[i, 1]
-            dxs[i] = (ox * img_to_ref[0, 0] + oy * img_to_ref[0, 1]) + half
-            dys[i] = (ox * img_to_ref[1, 0] + oy * img_to_ref[1, 1]) + half
-        mean_shift(responses, dxs, dys, visible, kde, shifts)
-        for i in range(n):
-            ms[i] = shifts[i, 0] * ref_to_img[0, 0] + shifts[i, 1] * ref_to_img[0, 1]
-            ms[n + i] = shifts[i, 0] * ref_to_img[1, 0] + shifts[i, 1] * ref_to_img[1, 1]
-        h, rhs = _normal_equations(jac, w, ms)
-        if not rigid:
-            for j in range(m):
-                reg = reg_factor / eig[j]
-                rhs[6 + j] -= reg * p[j]
-                h[6 + j, 6 + j] += reg
-        upd = solve_cholesky(h, rhs)
-        g, p = update_parameters(upd, g, p)
-        p = clamp(eig, p)
-    return g, p, dxs, dys
+            mean_shift(responses[f], dxs[f], dys[f], visible[f], kde, shifts)
+            gf, pf = nu_rlms_update(mean, pc, eig, gf, pf, shifts, ref_to_img[f], w[f], reg_factor, rigid)
+        g_out[f] = gf
+        p_out[f] = pf
+    return g_out, p_out, dxs, dys

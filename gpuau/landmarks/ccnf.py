@@ -39,6 +39,7 @@ class CCNFScale:
     visibility: np.ndarray
     arrays: dict = field(repr=False)
     _sigmas: dict = field(default_factory=dict, repr=False)
+    _experts: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_file(cls, path: "str | os.PathLike") -> "CCNFScale":
@@ -109,6 +110,33 @@ class CCNFScale:
         return self._sigmas[key]
 
 
+    def experts(self, view: int, window_size: int, backend) -> "tuple":
+        """The visible experts of a view for a response window size, ready for
+        ``backend.kernels.ccnf_response`` (computed once per backend).
+
+        Parameters
+        ----------
+        view, window_size : int
+        backend : gpuau.device.Backend
+
+        Returns
+        -------
+        visible : ndarray (k,) int64
+            Indices of the visible landmarks (host).
+        weights : (k, K, 1 + h*w) float32 ; alphas : (k, K) float64 ; sigmas : (k, w*w, w*w) float32
+            On the backend's device; the model's own arrays (no copy) when every landmark is
+            visible on the CPU backend.
+        """
+        key = (view, window_size, backend)
+        if key not in self._experts:
+            visible = np.flatnonzero(self.visibility[view])
+            arrays = (self.weights(view), self.alphas(view), self.sigmas(view, window_size))
+            if len(visible) < self.visibility.shape[1]:
+                arrays = tuple(np.ascontiguousarray(a[visible]) for a in arrays)
+            self._experts[key] = (visible,) + tuple(backend.asarray(a) for a in arrays)
+        return self._experts[key]
+
+
 def align_shapes_with_scale(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """2x2 similarity (scale * rotation) best mapping centred ``src`` onto centred ``dst``.
 
@@ -161,7 +189,8 @@ def area_matrices(centres: np.ndarray, sim_ref_to_img: np.ndarray, size: int) ->
     ----------
     centres : ndarray (N, 2) float32
         Landmark positions in the image.
-    sim_ref_to_img : ndarray (2, 2) float32
+    sim_ref_to_img : ndarray (2, 2) or (N, 2, 2) float32
+        One similarity for all areas, or one per area.
     size : int
         ``window_size + patch_size - 1``.
 
@@ -170,8 +199,9 @@ def area_matrices(centres: np.ndarray, sim_ref_to_img: np.ndarray, size: int) ->
     ndarray (N, 2, 3) float32
     """
     c = np.asarray(centres, _F)
-    a1 = _F(sim_ref_to_img[0, 0])
-    b1 = _F(-sim_ref_to_img[0, 1])
+    sim = np.asarray(sim_ref_to_img, _F)
+    a1 = sim[..., 0, 0]
+    b1 = -sim[..., 0, 1]
     half = (_F(size) - _F(1)) / _F(2)
     m = np.empty((c.shape[0], 2, 3), _F)
     m[:, 0, 0] = a1

@@ -10,14 +10,15 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 
 import numpy as np
 
 from gpuau.cpu import pdm_fit
-from gpuau.cpu.ccnf_response import ccnf_response
-from gpuau.cpu.mean_shift import kde_table, landmark_likelihoods
-from gpuau.landmarks.ccnf import CCNFScale, extract_areas, similarity_to_reference
-from gpuau.landmarks.pdm import PDM, _vec
+from gpuau.cpu.mean_shift import kde_table
+from gpuau.device import Backend, resolve_device
+from gpuau.landmarks.ccnf import CCNFScale, area_matrices, similarity_to_reference
+from gpuau.landmarks.pdm import PDM
 from gpuau.models.clnf_file import parse_clnf, parse_main_clnf
 from gpuau.models.store import LANDMARK_DIR, model_file
 
@@ -143,188 +144,368 @@ class FitResult:
     part_landmarks: dict = field(default_factory=dict)
 
 
-def _weights(model: CLNFModel, scale: int, view: int, weight_factor: float) -> "np.ndarray | None":
-    """Diagonal of NU-RLMS's weight matrix (port of ``CLNF::GetWeightMatrix``); None = identity."""
-    if weight_factor <= 0:
-        return None
-    conf = model.scales[scale].confidence(view).astype(_F)
-    return _F(weight_factor) * np.concatenate([conf, conf])
-
-
-def nu_rlms(model: CLNFModel, responses: np.ndarray, params_global, params_local, base_shape: np.ndarray,
-            sim_img_to_ref: np.ndarray, sim_ref_to_img: np.ndarray, resp_size: int, view: int, rigid: bool,
-            scale: int, parameters: FitParameters, compute_likelihood: bool):
-    """Regularised landmark mean-shift: alternate mean-shifts on the response maps with
-    Gauss-Newton updates of the PDM params (rigid: global params only).
-
-    Port of ``CLNF::NU_RLMS``, LandmarkDetectorModel.cpp.
-
-    Parameters
-    ----------
-    responses : ndarray (n, R, R) float32
-    params_global : ndarray (6,) ; params_local : ndarray (m,)
-    base_shape : ndarray (n, 2) float32
-        Shape at which the response maps were centred.
-    sim_img_to_ref, sim_ref_to_img : ndarray (2, 2) float32
+def _weights(model: CLNFModel, scale: int, views, weight_factor: float) -> np.ndarray:
+    """Diagonals of NU-RLMS's weight matrices, one per face (port of ``CLNF::GetWeightMatrix``).
 
     Returns
     -------
-    params_global : ndarray (6,) float32
-    params_local : ndarray (m,) float32
-    likelihood : float
-    landmark_likelihoods : ndarray (n,) float32 or None
+    ndarray (F, 2n) float32
+        Ones when ``weight_factor <= 0`` (OpenFace's identity).
     """
-    pdm = model.pdm
-    n = pdm.n_points
-    visible = model.scales[scale].visibility[view]
-    w = _weights(model, scale, view, parameters.weight_factor)
-    if w is None:
-        w = np.ones(2 * n, _F)
-    a = _F(-0.5 / float(_F(parameters.sigma) * _F(parameters.sigma)))
-    g, loc, dxs, dys = pdm_fit.nu_rlms(
-        pdm.mean_shape, pdm.princ_comp, pdm.eigen_values, responses, _vec(params_global), _vec(params_local),
-        np.ascontiguousarray(base_shape, _F), np.ascontiguousarray(sim_img_to_ref, _F),
-        np.ascontiguousarray(sim_ref_to_img, _F), visible, w, _F(parameters.reg_factor),
-        parameters.num_iterations, rigid, kde_table(resp_size, float(a)), _F((resp_size - 1) // 2))
-    likelihood = 0.0
-    lhoods = None
-    if compute_likelihood:
-        lhoods = landmark_likelihoods(responses, dxs, dys, visible, float(parameters.sigma))
-        ll = _F(0)
-        for i in np.flatnonzero(visible):
-            ll = _F(float(ll) + math.log(float(lhoods[i]) + 1e-8))
-        likelihood = float(ll / _F(visible.sum()))
-    return g, loc, likelihood, lhoods
+    n = model.pdm.n_points
+    if weight_factor <= 0:
+        return np.ones((len(views), 2 * n), _F)
+    conf = np.stack([model.scales[scale].confidence(v).astype(_F) for v in views])
+    return _F(weight_factor) * np.concatenate([conf, conf], axis=1)
 
 
-def patch_responses(model: CLNFModel, gray: np.ndarray, params_global, params_local, window_size: int, scale: int):
-    """Response maps of all landmarks' patch experts around the current shape.
+@lru_cache(maxsize=None)
+def _kde(backend: Backend, resp_size: int, a: float):
+    """:func:`kde_table` on the backend's device."""
+    return backend.asarray(kde_table(resp_size, a))
+
+
+@dataclass
+class Responses:
+    """Response maps of a batch of faces at one patch scale, and where they were computed.
+
+    Attributes
+    ----------
+    maps : (F, n, R, R) float32, on the backend's device
+        Zero maps for invisible landmarks.
+    visible : ndarray (F, n) int32
+    base : ndarray (F, n, 2) float32
+        Shapes the maps are centred on.
+    img_to_ref, ref_to_img : ndarray (F, 2, 2) float32
+    views : ndarray (F,) int
+    """
+
+    maps: object
+    visible: np.ndarray
+    base: np.ndarray
+    img_to_ref: np.ndarray
+    ref_to_img: np.ndarray
+    views: np.ndarray
+
+
+def patch_responses(model: CLNFModel, images, image_index: np.ndarray, params_global: np.ndarray,
+                    params_local: np.ndarray, window_size: int, scale: int, backend: Backend) -> Responses:
+    """Response maps of all landmarks' patch experts around the current shapes of a batch of faces:
+    one area warp and one ``ccnf_response`` call for all faces' visible landmarks.
 
     Port of ``Patch_experts::Response`` (CCNF branch), Patch_experts.cpp.
 
     Parameters
     ----------
-    gray : ndarray (H, W) float32
+    images : (B, H, W) float32, on the backend's device
+    image_index : ndarray (F,) int
+        Image of each face.
+    params_global : ndarray (F, 6) float32 ; params_local : ndarray (F, m) float32
+    window_size, scale : int
+    backend : Backend
 
     Returns
     -------
-    responses : ndarray (n, R, R) float32
-        Zero maps for invisible landmarks.
-    sim_img_to_ref, sim_ref_to_img : ndarray (2, 2) float32
-    view : int
+    Responses
     """
+    xp = backend.xp
     ccnf = model.scales[scale]
     pdm = model.pdm
-    view = ccnf.view_index(params_global)
-    shape = pdm.calc_shape_2d(params_global, params_local)
-    ref = pdm.calc_shape_2d(np.array([ccnf.patch_scaling, 0, 0, 0, 0, 0], _F), params_local)
-    img_to_ref, ref_to_img = similarity_to_reference(shape, ref)
+    n_faces, n = len(params_global), pdm.n_points
     ph, pw = ccnf.patch_size
-    sig = ccnf.sigmas(view, window_size)
-    visible = ccnf.visibility[view]
-    if visible.all():
-        areas = extract_areas(gray, shape, ref_to_img, window_size + pw - 1)
-        out = ccnf_response(areas, ccnf.weights(view), ccnf.alphas(view), sig, ph, pw)
-        return out, img_to_ref, ref_to_img, view
-    vis = np.flatnonzero(visible)
-    areas = extract_areas(gray, shape[vis], ref_to_img, window_size + pw - 1)
-    out = np.zeros((pdm.n_points, window_size, window_size), _F)
-    out[vis] = ccnf_response(areas, ccnf.weights(view)[vis], ccnf.alphas(view)[vis], sig[vis], ph, pw)
-    return out, img_to_ref, ref_to_img, view
+    size = window_size + pw - 1
+    views = np.array([ccnf.view_index(g) for g in params_global], np.int64)
+    base = np.stack([pdm.calc_shape_2d(g, loc) for g, loc in zip(params_global, params_local)])
+    ref_g = np.array([ccnf.patch_scaling, 0, 0, 0, 0, 0], _F)
+    sims = [similarity_to_reference(shape, pdm.calc_shape_2d(ref_g, loc)) for shape, loc in zip(base, params_local)]
+    img_to_ref = np.stack([s[0] for s in sims])
+    ref_to_img = np.stack([s[1] for s in sims])
+    experts = [ccnf.experts(int(v), window_size, backend) for v in views]
+    counts = [len(e[0]) for e in experts]
+    face = np.repeat(np.arange(n_faces), counts)
+    lm = np.concatenate([e[0] for e in experts])
+    matrices = area_matrices(base[face, lm], ref_to_img[face], size)
+    areas = backend.kernels.warp_affine(images, np.asarray(image_index)[face], matrices, size, size)
+    if n_faces == 1:
+        weights, alphas, sigmas = experts[0][1:]
+    else:
+        weights, alphas, sigmas = (xp.concatenate([e[i] for e in experts]) for i in (1, 2, 3))
+    out = backend.kernels.ccnf_response(areas, weights, alphas, sigmas, ph, pw)
+    visible = ccnf.visibility[views].astype(np.int32)
+    if len(lm) == n_faces * n:
+        maps = out.reshape(n_faces, n, window_size, window_size)
+    else:
+        maps = xp.zeros((n_faces, n, window_size, window_size), _F)
+        maps[backend.asarray(face), backend.asarray(lm)] = out
+    return Responses(maps, visible, base, img_to_ref, ref_to_img, views)
 
 
-def fit(model: CLNFModel, gray: np.ndarray, params_global, params_local, window_sizes, parameters: FitParameters) -> FitResult:
-    """Fit one CLNF model to a frame, coarse to fine over the patch scales.
+def _refined(parameters: FitParameters, model: CLNFModel, scale: int) -> FitParameters:
+    """Per-scale regularisation, sigma and weight factor (``refine_parameters``, ``CLNF::Fit``)."""
+    if not parameters.refine_parameters:
+        return parameters
+    smax = min(scale, 2)
+    lg = math.log(model.scales[smax].patch_scaling / 0.25) / math.log(2)
+    reg = float(_F(parameters.reg_factor - 15 * lg))
+    if reg <= 0:
+        reg = 0.001
+    return replace(parameters, reg_factor=reg, sigma=float(_F(parameters.sigma + 0.25 * lg)),
+                   weight_factor=float(_F(parameters.weight_factor + 2 * parameters.weight_factor * lg)))
 
-    Port of ``CLNF::Fit``, LandmarkDetectorModel.cpp.
+
+def nu_rlms(model: CLNFModel, r: Responses, params_global: np.ndarray, params_local: np.ndarray, scale: int,
+            parameters: FitParameters, rigid: bool, backend: Backend):
+    """Regularised landmark mean-shift of a batch of faces: alternate mean-shifts on the response
+    maps with Gauss-Newton updates of the PDM params (rigid: global params only).
+
+    Port of ``CLNF::NU_RLMS``, LandmarkDetectorModel.cpp.  On the CPU backend the whole loop runs
+    in Numba (:func:`gpuau.cpu.pdm_fit.nu_rlms`); elsewhere each iteration computes every face's
+    mean-shifts with one ``backend.kernels.mean_shift`` call on the device and the small per-face
+    steps on the host (the same Numba steps).
+
+    Parameters
+    ----------
+    r : Responses
+    params_global : ndarray (F, 6) ; params_local : ndarray (F, m) float32
+
+    Returns
+    -------
+    params_global : ndarray (F, 6) float32
+    params_local : ndarray (F, m) float32
+    dxs, dys : ndarray (F, n) float32
+        Landmark offsets in the response windows at the last mean-shift.
+    """
+    pdm = model.pdm
+    resp_size = r.maps.shape[-1]
+    w = _weights(model, scale, r.views, parameters.weight_factor)
+    a = float(_F(-0.5 / float(_F(parameters.sigma) * _F(parameters.sigma))))
+    half = _F((resp_size - 1) // 2)
+    reg = _F(parameters.reg_factor)
+    args = (pdm.mean_shape, pdm.princ_comp, pdm.eigen_values)
+    g = np.ascontiguousarray(params_global, _F)
+    loc = np.ascontiguousarray(params_local, _F)
+    if backend.name == "cpu":
+        return pdm_fit.nu_rlms(*args, r.maps, g, loc, r.base, r.img_to_ref, r.ref_to_img, r.visible, w, reg,
+                               parameters.num_iterations, rigid, kde_table(resp_size, a), half)
+    return _nu_rlms_device(args, r, g.copy(), loc.copy(), pdm_fit.visible_weights(w, r.visible), reg,
+                           parameters.num_iterations, rigid, _kde(backend, resp_size, a), half, backend)
+
+
+def _nu_rlms_device(pdm_arrays, r: Responses, g, loc, w, reg, n_iter: int, rigid: bool, kde, half, backend: Backend):
+    """The loop of :func:`gpuau.cpu.pdm_fit.nu_rlms` with the mean-shifts of all faces computed by
+    one ``backend.kernels.mean_shift`` call per iteration (the maps stay on the device)."""
+    xp = backend.xp
+    mean, pc, eig = pdm_arrays
+    n_faces, n = r.visible.shape
+    resp_size = r.maps.shape[-1]
+    maps = r.maps.reshape(n_faces * n, resp_size, resp_size)
+    visible = backend.asarray(r.visible.reshape(-1))
+    shifts = xp.zeros((n_faces * n, 2), _F)
+    dxs = np.zeros((n_faces, n), _F)
+    dys = np.zeros((n_faces, n), _F)
+    prev = np.zeros((n_faces, n, 2), _F)
+    active = np.ones(n_faces, bool)
+    for it in range(n_iter):
+        for f in np.flatnonzero(active):
+            if pdm_fit.nu_rlms_offsets(mean, pc, g[f], loc[f], r.base[f], r.img_to_ref[f], half, it, prev[f], dxs[f], dys[f]):
+                active[f] = False
+        if not active.any():
+            break
+        backend.kernels.mean_shift(maps, backend.asarray(dxs.reshape(-1)), backend.asarray(dys.reshape(-1)), visible,
+                                   kde, shifts)
+        host = backend.asnumpy(shifts).reshape(n_faces, n, 2)
+        for f in np.flatnonzero(active):
+            g[f], loc[f] = pdm_fit.nu_rlms_update(mean, pc, eig, g[f], loc[f], host[f], r.ref_to_img[f], w[f], reg, rigid)
+    return g, loc, dxs, dys
+
+
+def model_likelihoods(r: Responses, dxs: np.ndarray, dys: np.ndarray, sigma: float, backend: Backend):
+    """Per-landmark likelihoods and the model log-likelihood of each face (the end of
+    ``CLNF::NU_RLMS``, LandmarkDetectorModel.cpp).
+
+    Returns
+    -------
+    likelihoods : list of float
+    landmark_likelihoods : ndarray (F, n) float32
+        ``-1e8`` for invisible landmarks.
+    """
+    n_faces, n = r.visible.shape
+    resp_size = r.maps.shape[-1]
+    lhoods = backend.asnumpy(backend.kernels.landmark_likelihoods(
+        r.maps.reshape(n_faces * n, resp_size, resp_size), backend.asarray(dxs.reshape(-1)),
+        backend.asarray(dys.reshape(-1)), backend.asarray(r.visible.reshape(-1)), float(sigma))).reshape(n_faces, n)
+    out = []
+    for f in range(n_faces):
+        ll = _F(0)
+        for i in np.flatnonzero(r.visible[f]):
+            ll = _F(float(ll) + math.log(float(lhoods[f, i]) + 1e-8))
+        out.append(float(ll / _F(r.visible[f].sum())))
+    return out, lhoods
+
+
+def _batch_arrays(params_global, params_local, window_sizes, n_scales: int):
+    g = np.array(params_global, _F, ndmin=2)
+    loc = np.array(params_local, _F, ndmin=2)
+    ws = np.asarray(window_sizes, np.int64)
+    ws = np.broadcast_to(ws, (len(g),) + ws.shape[-1:])
+    if ws.shape[1] < n_scales:
+        raise ValueError(f"window_sizes: need one per patch scale ({n_scales}), got {ws.shape[1]}")
+    return g, loc, ws
+
+
+def fit_batch(model: CLNFModel, images, image_index, params_global, params_local, window_sizes,
+              parameters: FitParameters, *, backend: "str | Backend" = "cpu") -> "list[FitResult]":
+    """Fit one CLNF model to a batch of faces, coarse to fine over the patch scales.
+
+    Port of ``CLNF::Fit``, LandmarkDetectorModel.cpp, for many faces at once: at each scale the
+    faces sharing a window size get their response maps from one warp and one
+    ``ccnf_response`` call and their NU-RLMS passes together.  Each face's result is the one it
+    gets alone.
+
+    Parameters
+    ----------
+    images : (B, H, W) float32
+        Grayscale frames (0..255), on the backend's device.
+    image_index : array_like (F,) int
+        Frame of each face.
+    params_global : array_like (F, 6) ; params_local : array_like (F, m)
+        Initial parameters.
+    window_sizes : array_like (S,) or (F, S) int
+        Response window size per scale (0 skips the scale), for all faces or per face.
+    parameters : FitParameters
+    backend : str or Backend
+
+    Returns
+    -------
+    list of FitResult
+        One per face.
+    """
+    backend = resolve_device(backend)
+    n_scales = len(model.scales)
+    g, loc, ws = _batch_arrays(params_global, params_local, window_sizes, n_scales)
+    image_index = np.asarray(image_index, np.int64).reshape(-1)
+    results = [FitResult(g[f], loc[f], None, True) for f in range(len(g))]
+    alive = np.ones(len(g), bool)
+    for scale in range(n_scales):
+        p = _refined(parameters, model, scale)
+        for size in np.unique(ws[alive, scale]):
+            if size == 0:
+                continue
+            idx = np.flatnonzero(alive & (ws[:, scale] == size))
+            r = patch_responses(model, images, image_index[idx], g[idx], loc[idx], int(size), scale, backend)
+            gi, li, _, _ = nu_rlms(model, r, g[idx], loc[idx], scale, p, True, backend)
+            last = (ws[idx, scale + 1] == 0) if scale < n_scales - 1 else np.ones(len(idx), bool)
+            last |= gi[:, 0] < 0.30
+            gi, li, dxs, dys = nu_rlms(model, r, gi, li, scale, p, False, backend)
+            g[idx], loc[idx] = gi, li
+            if last.any():
+                ll, lh = model_likelihoods(r, dxs, dys, p.sigma, backend)
+            for k, f in enumerate(idx):
+                results[f].view = int(r.views[k])
+                if last[k]:
+                    results[f].likelihood, results[f].landmark_likelihoods = ll[k], lh[k]
+                if g[f, 0] < 0.25:
+                    results[f].success = False
+                    alive[f] = False
+    for f, res in enumerate(results):
+        res.params_global, res.params_local = g[f].copy(), loc[f].copy()
+        res.landmarks = model.pdm.calc_shape_2d(g[f], loc[f])
+    return results
+
+
+def fit(model: CLNFModel, gray: np.ndarray, params_global, params_local, window_sizes, parameters: FitParameters,
+        *, backend: "str | Backend" = "cpu") -> FitResult:
+    """Fit one CLNF model to one face (:func:`fit_batch` of one).
 
     Parameters
     ----------
     gray : ndarray (H, W) float32
     params_global : array_like (6,) ; params_local : array_like (m,)
-        Initial parameters.
     window_sizes : sequence of int
-        Response window size per scale (0 skips the scale).
 
     Returns
     -------
     FitResult
     """
-    g = np.asarray(params_global, _F).copy()
-    loc = np.asarray(params_local, _F).copy()
-    n_scales = len(model.scales)
-    result = FitResult(g, loc, None, True)
-    for scale in range(n_scales):
-        ws = int(window_sizes[scale])
-        if ws == 0:
-            continue
-        responses, img_to_ref, ref_to_img, view = patch_responses(model, gray, g, loc, ws, scale)
-        p = parameters
-        if parameters.refine_parameters:
-            smax = min(scale, 2)
-            lg = math.log(model.scales[smax].patch_scaling / 0.25) / math.log(2)
-            reg = float(_F(parameters.reg_factor - 15 * lg))
-            if reg <= 0:
-                reg = 0.001
-            p = replace(parameters, reg_factor=reg, sigma=float(_F(parameters.sigma + 0.25 * lg)),
-                        weight_factor=float(_F(parameters.weight_factor + 2 * parameters.weight_factor * lg)))
-        base = model.pdm.calc_shape_2d(g, loc)
-        g, loc, _, _ = nu_rlms(model, responses, g, loc, base, img_to_ref, ref_to_img, ws, view, True, scale, p, False)
-        last = scale == n_scales - 1 or window_sizes[scale + 1] == 0 or g[0] < 0.30
-        g, loc, ll, lh = nu_rlms(model, responses, g, loc, base, img_to_ref, ref_to_img, ws, view, False, scale, p, last)
-        result.view = view
-        if last:
-            result.likelihood, result.landmark_likelihoods = ll, lh
-        if g[0] < 0.25:
-            result.success = False
-            break
-    result.params_global, result.params_local = g, loc
-    result.landmarks = model.pdm.calc_shape_2d(g, loc)
-    return result
+    backend = resolve_device(backend)
+    images = backend.asarray(np.asarray(gray, _F)[None])
+    return fit_batch(model, images, [0], params_global, params_local, window_sizes, parameters, backend=backend)[0]
 
 
-def detect_landmarks(clnf: CLNF, gray8: np.ndarray, params_global, params_local, window_sizes=None) -> FitResult:
-    """Fit the main model, then the hierarchical parts, and refit the main params to the merged
-    landmarks (without validation; see :class:`gpuau.landmarks.tracker.FaceTracker`).
+def detect_landmarks_batch(clnf: CLNF, images, image_index, params_global, params_local, window_sizes=None, *,
+                           backend: "str | Backend" = "cpu") -> "list[FitResult]":
+    """Fit the main model to a batch of faces, then each hierarchical part to the faces large
+    enough for it (one batch per part), and refit the main params to the merged landmarks
+    (without validation; see :class:`gpuau.landmarks.tracker.FaceTracker`).
 
     Port of ``CLNF::DetectLandmarks`` (up to the validator), LandmarkDetectorModel.cpp.
 
     Parameters
     ----------
-    gray8 : ndarray (H, W) uint8
-    window_sizes : sequence of int, optional
+    images : (B, H, W) float32
+        Grayscale frames (0..255), on the backend's device.
+    image_index : array_like (F,) int
+    params_global : array_like (F, 6) ; params_local : array_like (F, m)
+    window_sizes : array_like (S,) or (F, S) int, optional
         Defaults to the main parameters' initialisation windows.
+    backend : str or Backend
+
+    Returns
+    -------
+    list of FitResult
+        One per face; ``success`` is ``Fit``'s; ``part_landmarks`` maps each part's name to its
+        landmarks ``(k, 2)`` (fitted, or placed by the PDM when the face is too small for the part).
+    """
+    backend = resolve_device(backend)
+    params = clnf.parameters
+    ws = params.window_sizes_init if window_sizes is None else window_sizes
+    image_index = np.asarray(image_index, np.int64).reshape(-1)
+    results = fit_batch(clnf.model, images, image_index, params_global, params_local, ws, params, backend=backend)
+    if not (params.refine_hierarchical and clnf.parts):
+        return results
+    landmarks = [res.landmarks.copy() for res in results]
+    used = np.zeros(len(results), bool)
+    for part in clnf.parts:
+        ppdm = part.model.pdm
+        init = []
+        for lm in landmarks:
+            locs = np.zeros((ppdm.n_points, 2), _F)
+            locs[part.part_idx] = lm[part.main_idx]
+            init.append(ppdm.calc_params(locs))
+        big = np.array([res.params_global[0] > 0.9 * part.model.scales[0].patch_scaling for res in results])
+        used |= big
+        idx = np.flatnonzero(big)
+        fitted = {}
+        if len(idx):
+            pres = fit_batch(part.model, images, image_index[idx], [init[f][0] for f in idx], [init[f][1] for f in idx],
+                             part.parameters.window_sizes_init, part.parameters, backend=backend)
+            fitted = {f: pr.landmarks for f, pr in zip(idx, pres)}
+        for f, res in enumerate(results):
+            res.part_landmarks[part.name] = fitted[f] if f in fitted else ppdm.calc_shape_2d(*init[f])
+    for f in np.flatnonzero(used):
+        res = results[f]
+        for part in clnf.parts:
+            landmarks[f][part.main_idx] = res.part_landmarks[part.name][part.part_idx]
+        g, loc = clnf.model.pdm.calc_params(landmarks[f])
+        res.params_global, res.params_local = g, loc
+        res.landmarks = clnf.model.pdm.calc_shape_2d(g, loc)
+    return results
+
+
+def detect_landmarks(clnf: CLNF, gray8: np.ndarray, params_global, params_local, window_sizes=None, *,
+                     backend: "str | Backend" = "cpu") -> FitResult:
+    """:func:`detect_landmarks_batch` of one face in one frame.
+
+    Parameters
+    ----------
+    gray8 : ndarray (H, W) uint8
+    params_global : array_like (6,) ; params_local : array_like (m,)
+    window_sizes : sequence of int, optional
 
     Returns
     -------
     FitResult
-        ``success`` is ``Fit``'s; ``part_landmarks`` maps each part's name to its landmarks
-        ``(k, 2)`` (fitted, or placed by the PDM when the face is too small for the part).
     """
-    gray = gray8.astype(_F)
-    params = clnf.parameters
-    ws = params.window_sizes_init if window_sizes is None else window_sizes
-    res = fit(clnf.model, gray, params_global, params_local, ws, params)
-    if params.refine_hierarchical and clnf.parts:
-        landmarks = res.landmarks.copy()
-        used = False
-        part_landmarks = []
-        for part in clnf.parts:
-            ppdm = part.model.pdm
-            locs = np.zeros((ppdm.n_points, 2), _F)
-            locs[part.part_idx] = landmarks[part.main_idx]
-            pg, pl = ppdm.calc_params(locs)
-            if res.params_global[0] > 0.9 * part.model.scales[0].patch_scaling:
-                used = True
-                pres = fit(part.model, gray, pg, pl, part.parameters.window_sizes_init, part.parameters)
-                part_landmarks.append(pres.landmarks)
-            else:
-                part_landmarks.append(ppdm.calc_shape_2d(pg, pl))
-        res.part_landmarks = {part.name: plm for part, plm in zip(clnf.parts, part_landmarks)}
-        if used:
-            for part, plm in zip(clnf.parts, part_landmarks):
-                landmarks[part.main_idx] = plm[part.part_idx]
-            g, loc = clnf.model.pdm.calc_params(landmarks)
-            res.params_global, res.params_local = g, loc
-            res.landmarks = clnf.model.pdm.calc_shape_2d(g, loc)
-    return res
+    backend = resolve_device(backend)
+    images = backend.asarray(np.asarray(gray8, _F)[None])
+    return detect_landmarks_batch(clnf, images, [0], params_global, params_local, window_sizes, backend=backend)[0]

@@ -14,7 +14,8 @@ from typing import Callable
 
 import numpy as np
 
-from gpuau.landmarks.clnf import CLNF, FitResult, detect_landmarks
+from gpuau.device import Backend, resolve_device
+from gpuau.landmarks.clnf import CLNF, FitResult, detect_landmarks_batch
 from gpuau.landmarks.pose import head_pose, landmarks_3d
 
 _F = np.float32
@@ -84,16 +85,21 @@ def select_box(detections, preference=None):
     return None if i is None else np.asarray(detections.boxes[i], dtype=_F)
 
 
+def frame_images(gray8: np.ndarray, backend: "str | Backend" = "cpu"):
+    """A grayscale frame as the fitting functions take it: ``(1, H, W)`` float32 on the device."""
+    return resolve_device(backend).asarray(np.asarray(gray8, _F)[None])
+
+
 def fit_from_box(clnf: CLNF, gray8: np.ndarray, box, *, hypotheses: np.ndarray = ROTATION_HYPOTHESES,
-                 previous_likelihood: float = -10.0) -> FitResult:
+                 previous_likelihood: float = -10.0, backend: "str | Backend" = "cpu", images=None) -> FitResult:
     """Fit the CLNF from a face box trying several initial head rotations; keep the best.
 
     Port of ``DetectLandmarksInImage`` with ``multi_view`` (as ``DetectLandmarksInVideo`` calls it
     on a new detection) and ``DetectLandmarksInImageMultiHypBasic``, LandmarkDetectorFunc.cpp:
     for each rotation the params are placed in the box (``PDM::CalcParams`` with the box, local
-    params 0) and fitted with the initialisation windows and the part models; the fit with the
-    highest model likelihood wins (the first on ties).  The validator plays no part in the choice,
-    so the caller validates only the returned fit.
+    params 0) and fitted with the initialisation windows and the part models (all hypotheses in
+    one batch); the fit with the highest model likelihood wins (the first on ties).  The validator
+    plays no part in the choice, so the caller validates only the returned fit.
 
     Parameters
     ----------
@@ -106,6 +112,9 @@ def fit_from_box(clnf: CLNF, gray8: np.ndarray, box, *, hypotheses: np.ndarray =
     previous_likelihood : float
         The model likelihood before this call (OpenFace keeps it for a fit that stops before
         computing one).
+    backend : str or Backend
+    images : (1, H, W) float32, optional
+        :func:`frame_images` of ``gray8``, when the caller has it already.
 
     Returns
     -------
@@ -115,11 +124,14 @@ def fit_from_box(clnf: CLNF, gray8: np.ndarray, box, *, hypotheses: np.ndarray =
     pdm = clnf.model.pdm
     box = np.asarray(box, _F)
     zeros = np.zeros(pdm.n_modes, _F)
+    g0 = np.stack([pdm.calc_params_from_box(box, zeros, rot) for rot in hypotheses])
+    if images is None:
+        images = frame_images(gray8, backend)
+    fits = detect_landmarks_batch(clnf, images, np.zeros(len(g0), np.int64), g0, np.zeros((len(g0), pdm.n_modes), _F),
+                                  clnf.parameters.window_sizes_init, backend=backend)
     best, best_ll = None, None
     ll = previous_likelihood
-    for rot in hypotheses:
-        g0 = pdm.calc_params_from_box(box, zeros, rot)
-        res = detect_landmarks(clnf, gray8, g0, zeros, clnf.parameters.window_sizes_init)
+    for res in fits:
         if res.likelihood is not None:
             ll = res.likelihood
         if best is None or best_ll < ll:
@@ -145,11 +157,14 @@ class FaceTracker:
         Camera intrinsics for the pose; by default FeatureExtraction's from the frame size.
     models : path-like, optional
         OpenFace model folder.
+    device : str or Backend
+        Where the CLNF fits run (``backend.kernels`` warp, CCNF responses, mean-shift).
     """
 
     def __init__(self, clnf: "CLNF | None" = None, *, detect: "Callable | None" = None,
-                 validate: "Callable | None" = None, intrinsics=None, models=None):
+                 validate: "Callable | None" = None, intrinsics=None, models=None, device: "str | Backend" = "cpu"):
         self.clnf = clnf or CLNF.load(models)
+        self.backend = resolve_device(device)
         self._models = models
         self._detect = detect
         self._validate = validate
@@ -203,9 +218,10 @@ class FaceTracker:
         self.part_landmarks = res.part_landmarks or self.part_landmarks
         self.detection_success, self.detection_certainty = success, certainty
 
-    def _detect_in_image(self, gray8: np.ndarray, box: np.ndarray) -> bool:
+    def _detect_in_image(self, gray8: np.ndarray, images, box: np.ndarray) -> bool:
         """Multi-hypothesis initialisation from a face box, validated, adopted as the state."""
-        best = fit_from_box(self.clnf, gray8, box, previous_likelihood=self.likelihood)
+        best = fit_from_box(self.clnf, gray8, box, previous_likelihood=self.likelihood, backend=self.backend,
+                            images=images)
         success, certainty = self._outcome(gray8, best)
         self._adopt(best, success, certainty)
         return success
@@ -234,9 +250,12 @@ class FaceTracker:
 
     def _step(self, image_bgr, gray8, p) -> bool:
         initial_detection = not self.tracking_initialised
+        images = None
         if self.tracking_initialised:
             self.window_sizes = p.window_sizes_small if self.detection_success else p.window_sizes_init
-            res = detect_landmarks(self.clnf, gray8, self.params_global, self.params_local, self.window_sizes)
+            images = frame_images(gray8, self.backend)
+            res = detect_landmarks_batch(self.clnf, images, [0], self.params_global, self.params_local,
+                                         self.window_sizes, backend=self.backend)[0]
             success, certainty = self._outcome(gray8, res)
             self._adopt(res, success, certainty)
             self.failures_in_a_row = -1 if success else self.failures_in_a_row + 1
@@ -249,7 +268,7 @@ class FaceTracker:
                 self.tracking_initialised = True
                 saved = (self.params_global, self.params_local, self.likelihood, self.landmarks)
                 self.window_sizes = p.window_sizes_init
-                success = self._detect_in_image(gray8, np.asarray(box, _F))
+                success = self._detect_in_image(gray8, images, np.asarray(box, _F))
                 if not initial_detection and not success:
                     self.params_global, self.params_local, self.likelihood, self.landmarks = saved
                     return False
