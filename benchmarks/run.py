@@ -43,7 +43,7 @@ STAGES = (
     # (stage, functions the pipeline calls for it, as "module:attribute"), in pipeline order
     ("decode", ()),
     ("detect", ("gpuau.detect.mtcnn:MTCNN.detect",)),
-    ("landmarks", ("gpuau.landmarks.tracker:detect_landmarks",)),
+    ("landmarks", ("gpuau.landmarks.tracker:detect_landmarks_batch",)),
     ("validate", ("gpuau.landmarks.validator:DetectionValidator.check",)),
     ("pose", ("gpuau.landmarks.tracker:head_pose", "gpuau.landmarks.tracker:landmarks_3d")),
     ("align", ("gpuau.au.analyzer:align_faces",)),
