@@ -13,6 +13,8 @@ Port of the frame loops of ``FeatureExtraction.cpp``, ``FaceLandmarkImg.cpp`` an
 from __future__ import annotations
 
 import os
+import queue
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,6 +120,62 @@ def _columns(names: list, rows: np.ndarray) -> dict:
     return {n: rows[:, j] for j, n in enumerate(names)}
 
 
+class AUThread:
+    """:meth:`~gpuau.au.AUAnalyzer.add_frame` of each frame on a background thread, in frame order.
+
+    The AU features of frame ``t`` (alignment, FHOG, geometry: Numba kernels and BLAS products that
+    release the GIL) are computed while the tracker fits frame ``t + 1``.  One worker takes the
+    frames in the order they were submitted, so the running medians see exactly the sequence of the
+    single-threaded loop and the results are identical.
+
+    Parameters
+    ----------
+    aus : AUAnalyzer
+        Owned by the worker until :meth:`close` returns.
+    depth : int
+        Frames waiting at most (bounds memory; :meth:`submit` blocks when the worker is behind).
+    """
+
+    _STOP = object()
+
+    def __init__(self, aus, depth: int = 8):
+        self.aus = aus
+        self._queue: "queue.Queue" = queue.Queue(maxsize=depth)
+        self._error: "BaseException | None" = None
+        self._cancelled = False
+        self._thread = threading.Thread(target=self._work, name="gpuau-au", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is self._STOP:
+                return
+            if self._error is None and not self._cancelled:
+                try:
+                    self.aus.add_frame(*item)
+                except BaseException as e:  # handed to the submitting thread
+                    self._error = e
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def submit(self, image_bgr: np.ndarray, landmarks_2d: np.ndarray, success: bool, timestamp: float) -> None:
+        """Queue one frame (arguments of :meth:`~gpuau.au.AUAnalyzer.add_frame`); raises a worker's error."""
+        self._raise()
+        self._queue.put((image_bgr, np.array(landmarks_2d, np.float32), bool(success), float(timestamp)))
+
+    def close(self, cancel: bool = False) -> None:
+        """Wait until every queued frame is analysed (``cancel``: drop the ones not started), then stop."""
+        self._cancelled = cancel
+        if self._thread.is_alive():
+            self._queue.put(self._STOP)
+            self._thread.join()
+        if not cancel:
+            self._raise()
+
+
 class Analyzer:
     """OpenFace 2.2 FeatureExtraction: landmarks, head pose and Action Units of one face per frame.
 
@@ -209,17 +267,25 @@ class Analyzer:
     def track(self, frames: Iterable, intrinsics=None) -> Iterator[tuple[np.ndarray, object]]:
         """Landmark row (:func:`base_columns`) of each frame, feeding the AU analyser as it goes.
 
-        Yields ``(row, au_analyzer)`` per :class:`~gpuau.video.Frame`; after the last frame
-        ``au_analyzer.finish()`` gives the post-processed AU columns.
+        Yields ``(row, au_analyzer)`` per :class:`~gpuau.video.Frame`; once the loop is over
+        ``au_analyzer.finish()`` gives the post-processed AU columns.  The AU features are computed on
+        a second thread (:class:`AUThread`) while the next frame is tracked: ``au_analyzer`` is
+        complete only when the iteration has finished.
         """
         tracker = None
         aus = self._au_analyzer()
-        for frame in frames:
-            if tracker is None:
-                tracker = self._tracker(intrinsics)
-            r = tracker.track(frame.image, frame.gray)
-            aus.add_frame(frame.image, r.landmarks, r.detection_success, frame.timestamp)
-            yield landmark_row(frame.index + 1, frame.timestamp, r), aus
+        worker = AUThread(aus)
+        try:
+            for frame in frames:
+                if tracker is None:
+                    tracker = self._tracker(intrinsics)
+                r = tracker.track(frame.image, frame.gray)
+                worker.submit(frame.image, r.landmarks, r.detection_success, frame.timestamp)
+                yield landmark_row(frame.index + 1, frame.timestamp, r), aus
+        except BaseException:
+            worker.close(cancel=True)
+            raise
+        worker.close()
 
     def track_multi(self, frames: Iterable, intrinsics=None) -> Iterator[tuple[list, list]]:
         """Rows of the faces tracked in each frame, FaceLandmarkVidMulti's way.

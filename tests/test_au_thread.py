@@ -1,0 +1,51 @@
+"""The pipeline's AU thread (:class:`gpuau.pipeline.AUThread`) gives exactly the single-threaded results."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from au_harness import VIDEOS, reference_landmarks
+from reference import read_reference
+
+
+@pytest.fixture(scope="module")
+def clip(media_dir, reference_dir):
+    df = read_reference(reference_dir / "default.csv")
+    n = 12
+    cap = cv2.VideoCapture(str(media_dir / VIDEOS["default"]))
+    frames = [cap.read()[1] for _ in range(n)]
+    success = np.ones(n, bool)
+    success[[3, 7]] = False  # failed frames: zero features, medians not updated
+    return frames, reference_landmarks(df.iloc[:n]), success
+
+
+def test_au_thread_equals_frame_by_frame(clip):
+    from gpuau.au import AUAnalyzer
+    from gpuau.pipeline import AUThread
+
+    frames, lm, success = clip
+    one = AUAnalyzer()
+    for i, (f, l, s) in enumerate(zip(frames, lm, success)):
+        one.add_frame(f, l, s, i / 30)
+    worker = AUThread(AUAnalyzer(), depth=2)
+    for i, (f, l, s) in enumerate(zip(frames, lm, success)):
+        worker.submit(f, l, s, i / 30)
+    worker.close()
+    a, b = one.finish(), worker.aus.finish()
+    assert list(a) == list(b)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    np.testing.assert_array_equal(worker.aus.timestamps, np.arange(len(frames)) / 30)
+
+
+def test_au_thread_hands_errors_to_the_caller(clip):
+    from gpuau.au import AUAnalyzer
+    from gpuau.pipeline import AUThread
+
+    frames, lm, _ = clip
+    worker = AUThread(AUAnalyzer())
+    worker.submit(frames[0], lm[0][:10], True, 0.0)  # 10 landmarks: the AU PDM refit fails
+    with pytest.raises(Exception):
+        worker.close()
+    assert not worker._thread.is_alive()
