@@ -140,3 +140,18 @@ def test_remap_matches_opencv410():
     image = golden["face"].astype(np.float32)
     for map_x, map_y, expected in zip(golden["map_x"], golden["map_y"], golden["warped"]):
         np.testing.assert_array_equal(remap(image, map_x, map_y), expected)
+
+
+def test_triangle_map_with_a_nan_landmark(reference_dir, models_dir):
+    """A NaN landmark takes its triangles out (no half-plane test holds); the others are unchanged."""
+    tris = load_tris()
+    df = pd.read_csv(reference_dir / "default.csv", skipinitialspace=True)
+    lm = np.stack([df[[f"x_{i}" for i in range(68)]].to_numpy(np.float32)[0],
+                   df[[f"y_{i}" for i in range(68)]].to_numpy(np.float32)[0]], axis=1)
+    dst = (lm - lm.min(0)) / (lm.max(0) - lm.min(0)).max() * 90 + 10
+    for i in (0, 30, 67):
+        bad = dst.copy()
+        bad[i, i % 2] = np.nan
+        tid = triangle_map(bad, tris, 0.0, 0.0, 112, 112)
+        np.testing.assert_array_equal(tid, _triangle_map_oracle(bad, tris, 0.0, 0.0, 112, 112))
+        assert not np.isin(np.flatnonzero((tris == i).any(1)), tid).any()

@@ -48,22 +48,29 @@ def _triangle_map(vertices, min_x, min_y, out):
     for y in range(height):
         y0 = np.float32(y) + min_y
         n_rows = 0
+        row_lo, row_hi = np.float32(np.inf), np.float32(-np.inf)  # x extent of those boxes
         for t in range(n_tris):
             # a NaN bound skips nothing, as in findTriangle
             if not (hi_y[t] < y0 or lo_y[t] > y0):
                 rows[n_rows] = t
                 n_rows += 1
+                # a triangle with a NaN vertex passes no half-plane test: its bounds may be ignored
+                if lo_x[t] < row_lo:
+                    row_lo = lo_x[t]
+                if hi_x[t] > row_hi:
+                    row_hi = hi_x[t]
         for x in range(width):
             x0 = np.float32(x) + min_x
             if guess == -1 or not _in_triangle(x0, y0, vertices, guess):
                 guess = -1
-                for r in range(n_rows):
-                    t = rows[r]
-                    if hi_x[t] < x0 or lo_x[t] > x0:
-                        continue
-                    if _in_triangle(x0, y0, vertices, t):
-                        guess = t
-                        break
+                if row_lo <= x0 <= row_hi:  # else outside every box of the row
+                    for r in range(n_rows):
+                        t = rows[r]
+                        if hi_x[t] < x0 or lo_x[t] > x0:
+                            continue
+                        if _in_triangle(x0, y0, vertices, t):
+                            guess = t
+                            break
             out[y, x] = guess
 
 
