@@ -1,0 +1,140 @@
+"""Throughput of the lockstep engine (:class:`gpuau.engine.Engine`) for several stream counts ``B``.
+
+For each ``B``, ``B`` clips (the first ``--frames`` frames of the shared videos, decoded into memory
+beforehand, cycled) run through one engine together; the table gives wall time, frames/s, process
+CPU ms per frame and the engine's counts (steps, batched and lone detections).  ``--check`` also
+compares every stream with the single-stream CPU pipeline (:meth:`gpuau.pipeline.Analyzer.analyze_frames`):
+the largest landmark (px) and AU differences.  ``--memory`` measures the host memory of one more
+stream (tracemalloc peak of a run with ``B`` streams minus one with 1, over ``B - 1``).
+
+    python benchmarks/bench_engine.py [--device cpu|emulated|cuda] [--streams 1 8 64] [--frames 60]
+                                      [--check] [--memory]
+
+On a CPU-only machine the numbers are for correctness and for the emulated backend's cost: the
+engine's gain is batching on a GPU (``--device cuda --streams 1 8 64``).  On a shared machine read the
+CPU time: wall time depends on the load.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("GPUAU_SHARED", ROOT.parent / "shared"))
+os.environ.setdefault("GPUAU_MODELS", str(SHARED / "models" / "openface-2.2.0"))
+
+from gpuau.engine import Engine, Job  # noqa: E402
+from gpuau.pipeline import Analyzer  # noqa: E402
+from gpuau.video import Frame, to_gray8  # noqa: E402
+
+VIDEOS = ("default.wmv", "changeLighting.wmv", "2015-10-15-15-14.avi")
+
+
+def decode(path: Path, n: int) -> "tuple[list, float]":
+    """The first ``n`` BGR frames of ``path`` and its frame rate."""
+    cap = cv2.VideoCapture(str(path))
+    fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+    images = []
+    while len(images) < n:
+        ok, img = cap.read()
+        if not ok:
+            break
+        images.append(img)
+    cap.release()
+    return images, fps
+
+
+def jobs(clips: list, b: int) -> list:
+    """``b`` jobs cycling through ``clips`` (in-memory frames, tables kept in memory)."""
+    out = []
+    for k in range(b):
+        images, fps = clips[k % len(clips)]
+        frames = [Frame(i, i / fps, img, to_gray8(img)) for i, img in enumerate(images)]
+        out.append(Job(frames, None, name=str(k)))
+    return out
+
+
+def run(engine: Engine, clips: list, b: int) -> "tuple[list, float, float]":
+    """Outcomes, wall seconds and process CPU seconds of ``b`` streams."""
+    todo = jobs(clips, b)
+    t, c = time.perf_counter(), time.process_time()
+    outcomes = list(engine.run(todo))
+    return outcomes, time.perf_counter() - t, time.process_time() - c
+
+
+def largest_differences(outcomes: list, references: list) -> "tuple[float, float]":
+    """Largest landmark (px) and AU difference of the outcomes from their single-stream tables."""
+    lm = au = 0.0
+    for o in outcomes:
+        ref = references[int(o.input) % len(references)].columns
+        for c, want in ref.items():
+            d = float(np.max(np.abs(np.asarray(o.result.columns[c], np.float64) - want), initial=0.0))
+            if c.startswith(("x_", "y_")):
+                lm = max(lm, d)
+            elif c.startswith("AU"):
+                au = max(au, d)
+    return lm, au
+
+
+def stream_memory(device: str, clips: list, b: int) -> float:
+    """Host MB of one more stream: tracemalloc peak with ``b`` streams minus with 1, over ``b - 1``."""
+    peaks = []
+    for n in (1, b):
+        engine = Engine(device, streams=n)
+        tracemalloc.start()
+        list(engine.run(jobs(clips, n)))
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    return (peaks[1] - peaks[0]) / max(b - 1, 1) / 1e6
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--streams", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--frames", type=int, default=60, help="frames per clip")
+    ap.add_argument("--check", action="store_true", help="compare with the single-stream CPU pipeline")
+    ap.add_argument("--memory", action="store_true", help="host memory per stream (tracemalloc)")
+    args = ap.parse_args(argv)
+
+    clips = [decode(SHARED / "media" / v, args.frames) for v in VIDEOS]
+    references = None
+    if args.check:
+        an = Analyzer("cpu")
+        references = [an.analyze_frames(images, fps=fps) for images, fps in clips]
+    engine = Engine(args.device, streams=max(args.streams))
+    run(engine, clips, 1)  # models loaded, kernels compiled
+    print(f"device {engine.backend.name}, {args.frames} frames per stream")
+    print(f"{'B':>4} {'frames':>7} {'wall s':>8} {'frames/s':>9} {'CPU ms/frame':>13} {'steps':>6} "
+          f"{'det. batched':>13} {'det. alone':>11}" + (f" {'max |d lm| px':>14} {'max |d AU|':>11}" if args.check else ""))
+    for b in args.streams:
+        engine.streams = b
+        engine.stats = dict.fromkeys(engine.stats, 0)
+        outcomes, wall, cpu = run(engine, clips, b)
+        bad = [o for o in outcomes if o.status != "done"]
+        if bad:
+            print(f"failed: {[(o.input, o.reason) for o in bad]}", file=sys.stderr)
+            return 1
+        frames = sum(o.frames for o in outcomes)
+        s = engine.stats
+        line = (f"{b:>4} {frames:>7} {wall:>8.2f} {frames / wall:>9.1f} {1000 * cpu / frames:>13.2f} {s['steps']:>6} "
+                f"{s['detections_batched']:>13} {s['detections_alone']:>11}")
+        if references is not None:
+            lm, au = largest_differences(outcomes, references)
+            line += f" {lm:>14.2e} {au:>11.2e}"
+        print(line)
+    if args.memory:
+        b = max(args.streams)
+        print(f"host memory per stream: {stream_memory(args.device, clips, b):.1f} MB (tracemalloc, B={b})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
