@@ -30,14 +30,8 @@ def temp_beside(path: "str | os.PathLike", mode: str = "w", **open_kwargs):
 @contextlib.contextmanager
 def atomic_write(path: "str | os.PathLike", mode: str = "w", **open_kwargs):
     """``with atomic_write(p) as f: ...`` writes ``p`` all at once or not at all."""
-    f, tmp = temp_beside(path, mode, **open_kwargs)
-    try:
-        with f:
-            yield f
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, mode, **open_kwargs) as f:
+        yield f
 
 
 @contextlib.contextmanager

@@ -19,7 +19,7 @@ from typing import Mapping
 
 import numpy as np
 
-from gpuau._atomic import atomic_path, temp_beside
+from gpuau._atomic import atomic_path, atomic_write, temp_beside
 
 NUM_LANDMARKS = 68
 NUM_MODES = 34
@@ -108,10 +108,6 @@ def _format_rows(columns: Mapping, names: list, *, sequence: bool, postprocessed
     return [", ".join(row) for row in zip(*cells)]
 
 
-def _atomic_target(path: Path):
-    return temp_beside(path, "w", newline="\n")
-
-
 class OpenFaceCSVWriter:
     """Streaming OpenFace CSV writer: rows without AUs during the video, AU columns at the end.
 
@@ -141,7 +137,8 @@ class OpenFaceCSVWriter:
         self.base_columns = self.columns[:n_base]
         self.au_columns = self.columns[n_base:]
         self._rows = 0
-        self._body, self._body_path = _atomic_target(self.path)
+        # rows without their AU columns until close(), in a temporary file beside the output
+        self._body, self._body_path = temp_beside(self.path, "w", newline="\n")
 
     def write_rows(self, columns: Mapping) -> None:
         """Append rows (every non-AU column, as arrays of equal length)."""
@@ -181,16 +178,11 @@ class OpenFaceCSVWriter:
                 if v.shape[0] != self._rows:
                     raise ValueError(f"{c}: {v.shape[0]} values for {self._rows} rows")
             au_lines = [", " + line for line in _format_rows(table, self.au_columns, sequence=self.sequence, postprocessed=postprocessed)]
-        out, tmp = _atomic_target(self.path)
         try:
-            with out, open(self._body_path) as body:
+            with atomic_write(self.path, "w", newline="\n") as out, open(self._body_path) as body:
                 out.write(", ".join(self.columns) + "\n")
                 for line, au in zip(body, au_lines):
                     out.write(line.rstrip("\n") + au + "\n")
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         finally:
             Path(self._body_path).unlink(missing_ok=True)
         return self.path
