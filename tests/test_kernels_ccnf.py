@@ -9,13 +9,14 @@ twin does, so the maps differ only by the rounding of those two products: measur
 of the map's maximum (about 6e-7 on maps peaking near 0.7), asserted within :data:`MAP_ULPS`.
 """
 import numpy as np
-import pandas as pd
 import pytest
 
 from gpuau.cpu.ccnf_response import ccnf_response as ccnf_response_cpu
 from gpuau.landmarks.ccnf import extract_areas, similarity_to_reference
 from gpuau.landmarks.clnf import CLNF
+from gpuau.landmarks.tracker import FaceTracker
 from gpuau.video import open_source
+from reference import global_params, landmarks_2d, local_params, read_reference
 from test_ccnf import _oracle
 
 FRAMES = (0, 120)
@@ -33,20 +34,15 @@ def clnf(models_dir):
 
 @pytest.fixture(scope="module")
 def frames(media_dir, reference_dir):
-    """``[(gray float32 (H, W), landmarks (68, 2) float32, params_global, params_local)]`` of FRAMES."""
-    df = pd.read_csv(reference_dir / "default.csv", skipinitialspace=True, nrows=max(FRAMES) + 1)
+    """``[(gray float32 (H, W), params_global (6,), params_local (34,))]`` of FRAMES (OpenFace's fit)."""
+    df = read_reference(reference_dir / "default.csv", nrows=max(FRAMES) + 1)
     grays = {}
     for f in open_source(media_dir / "default.wmv"):
         if f.index in FRAMES:
             grays[f.index] = f.gray.astype(np.float32)
         if f.index >= max(FRAMES):
             break
-    out = []
-    for i in FRAMES:
-        g = df.loc[i, ["p_scale", "p_rx", "p_ry", "p_rz", "p_tx", "p_ty"]].to_numpy(np.float32)
-        loc = df.loc[i, [f"p_{k}" for k in range(34)]].to_numpy(np.float32)
-        out.append((grays[i], g, loc))
-    return out
+    return [(grays[i], global_params(df)[i], local_params(df)[i]) for i in FRAMES]
 
 
 def expert_inputs(clnf, frame, scale: int, ws: int):
@@ -117,3 +113,19 @@ def test_ccnf_response_rejects_bad_shapes(clnf, frames):
     with pytest.raises(ValueError, match="weights must have shape"):
         emulated.kernels.ccnf_response(areas, w, alphas, sigmas, 9, 9)
     assert emulated.kernels.ccnf_response(areas[:0], w[:0], alphas[:0], sigmas[:0]).shape == (0, 7, 7)
+
+
+def test_tracker_on_backend_matches_openface(backend, media_dir, reference_dir, models_dir):
+    """FaceTracker fitting with this backend's kernels (warp_affine, ccnf_response, mean_shift,
+    landmark_likelihoods) on the first 20 frames of default.wmv: OpenFace's landmarks as closely as
+    the CPU path (the reference is rounded to 0.1 px, so ~0.04 px is its floor)."""
+    ref = landmarks_2d(read_reference(reference_dir / "default.csv", nrows=20))
+    tracker = FaceTracker(device=backend)
+    results = []
+    for f in open_source(media_dir / "default.wmv"):
+        results.append(tracker.track(f.image, f.gray))
+        if len(results) == len(ref):
+            break
+    assert all(r.success for r in results)
+    errors = np.linalg.norm(np.stack([r.landmarks for r in results]) - ref, axis=-1)
+    assert errors.mean() < 0.06 and errors.max() < 0.4
