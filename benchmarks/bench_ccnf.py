@@ -9,20 +9,26 @@ CPU (process) milliseconds per call, and the largest difference to the twin.  On
 CPU column is the steadier one; the emulator is a correctness tool, its timings only show its cost.
 """
 import argparse
+import os
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from gpuau.cpu.ccnf_response import ccnf_response
-from gpuau.cpu.mean_shift import kde_table, mean_shift
-from gpuau.device import cuda_available, resolve_device
-from gpuau.landmarks.ccnf import extract_areas, similarity_to_reference
-from gpuau.landmarks.clnf import CLNF
-from gpuau.video import open_source
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("GPUAU_SHARED", ROOT.parent / "shared"))
+os.environ.setdefault("GPUAU_MODELS", str(SHARED / "models" / "openface-2.2.0"))
+sys.path.insert(0, str(ROOT / "tests"))
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+from reference import global_params, local_params, read_reference  # noqa: E402
+
+from gpuau.cpu.ccnf_response import ccnf_response  # noqa: E402
+from gpuau.cpu.mean_shift import kde_table, mean_shift  # noqa: E402
+from gpuau.device import cuda_available, resolve_device  # noqa: E402
+from gpuau.landmarks.ccnf import extract_areas, similarity_to_reference  # noqa: E402
+from gpuau.landmarks.clnf import CLNF  # noqa: E402
+from gpuau.video import open_source  # noqa: E402
 
 
 def best_ms(fn, repeat, sync=lambda: None):
@@ -40,13 +46,13 @@ def inputs(faces: int, ws: int):
     """Areas (68 faces, A, A), weights, alphas, sigmas (one expert per landmark, repeated per face)."""
     clnf = CLNF.load()
     pdm, ccnf = clnf.model.pdm, clnf.model.scales[0]
-    df = pd.read_csv(SHARED / "reference" / "openface-clnf" / "default.csv", skipinitialspace=True, nrows=faces)
+    df = read_reference(SHARED / "reference" / "openface-clnf" / "default.csv", nrows=faces)
+    gs, locs = global_params(df), local_params(df)
     areas, views = [], []
     for frame in open_source(SHARED / "media" / "default.wmv"):
         if frame.index >= faces:
             break
-        g = df.loc[frame.index, ["p_scale", "p_rx", "p_ry", "p_rz", "p_tx", "p_ty"]].to_numpy(np.float32)
-        loc = df.loc[frame.index, [f"p_{k}" for k in range(34)]].to_numpy(np.float32)
+        g, loc = gs[frame.index], locs[frame.index]
         shape = pdm.calc_shape_2d(g, loc)
         _, ref_to_img = similarity_to_reference(shape, pdm.calc_shape_2d([ccnf.patch_scaling, 0, 0, 0, 0, 0], loc))
         areas.append(extract_areas(frame.gray.astype(np.float32), shape, ref_to_img, ws + ccnf.patch_size[1] - 1))
