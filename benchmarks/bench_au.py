@@ -23,8 +23,8 @@ SHARED = Path(os.environ.get("GPUAU_SHARED", ROOT.parent / "shared"))
 os.environ.setdefault("GPUAU_MODELS", str(SHARED / "models" / "openface-2.2.0"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from au_harness import VIDEOS, compare, reference_landmarks, run_video, write_candidate  # noqa: E402
-from reference import landmarks_2d, read_reference  # noqa: E402
+from au_harness import VIDEOS, reference_landmarks, run_video, write_candidate  # noqa: E402
+from reference import compare, landmarks_2d, read_reference  # noqa: E402
 
 from gpuau.au import AUAnalyzer, predict_static_aus  # noqa: E402
 from gpuau.au.analyzer import align_faces  # noqa: E402

@@ -1,8 +1,6 @@
-"""Shared helpers of the AU tests: reference landmarks in, OpenFace-format CSV out, compared with the
-reference CSV by ``shared/tools/compare_openface.py``."""
+"""Shared helpers of the AU tests: reference landmarks in, OpenFace-format CSV out (compared with the
+reference CSV by :func:`reference.compare`)."""
 from __future__ import annotations
-
-import importlib.util
 
 import cv2
 import numpy as np
@@ -56,12 +54,4 @@ def write_candidate(path, df: pd.DataFrame, aus: dict):
     cols = openface_columns(reg, cls)
     table = {c: (aus[c] if c in aus else df[c].to_numpy()) for c in cols}
     return write_openface_csv(path, table, order=cols)
-
-
-def compare(reference_csv, candidate_csv, shared) -> dict:
-    """``compare_openface.compare`` of the shared tool."""
-    spec = importlib.util.spec_from_file_location("compare_openface", shared / "tools" / "compare_openface.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.compare(str(reference_csv), str(candidate_csv))
 

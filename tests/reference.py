@@ -1,6 +1,10 @@
-"""Reading OpenFace's reference CSVs (``shared/reference/openface-clnf``) in tests and benchmarks: the
-table, and its landmark and PDM parameter columns as arrays."""
+"""OpenFace's reference CSVs (``shared/reference/openface-clnf``) in tests and benchmarks: the table, its
+landmark and PDM parameter columns as arrays, and the shared comparison tool."""
 from __future__ import annotations
+
+import functools
+import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -33,3 +37,17 @@ def global_params(df: pd.DataFrame) -> np.ndarray:
 def local_params(df: pd.DataFrame) -> np.ndarray:
     """PDM local (shape) parameters ``p_0..p_33``, (N, 34) float32."""
     return df[LOCAL_PARAMS].to_numpy(np.float32)
+
+
+@functools.cache
+def _compare_tool(shared: Path):
+    spec = importlib.util.spec_from_file_location("compare_openface", shared / "tools" / "compare_openface.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def compare(reference_csv, candidate_csv, shared) -> dict:
+    """``compare`` of the shared tool ``shared/tools/compare_openface.py``: its figures of ``candidate_csv``
+    against ``reference_csv``."""
+    return _compare_tool(Path(shared)).compare(str(reference_csv), str(candidate_csv))

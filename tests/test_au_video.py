@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from au_harness import VIDEOS, compare, reference_landmarks, run_video, write_candidate
-from reference import read_reference
+from au_harness import VIDEOS, reference_landmarks, run_video, write_candidate
+from reference import compare, read_reference
 
 
 def run_and_compare(name, media_dir, reference_dir, shared, tmp_path) -> "tuple[dict, dict]":

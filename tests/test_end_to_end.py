@@ -2,21 +2,13 @@
 
 detector -> CLNF landmarks -> validator/pose -> alignment/FHOG/AUs -> CSV -> compare_openface.py figures.
 """
-import importlib.util
 import math
 
 import numpy as np
 import pytest
 
 from gpuau.cli import main
-
-
-@pytest.fixture(scope="module")
-def compare(shared):
-    spec = importlib.util.spec_from_file_location("compare_openface", shared / "tools" / "compare_openface.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.compare
+from reference import compare
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +18,8 @@ def default_csv(media_dir, tmp_path_factory):
     return out / "default.csv"
 
 
-def test_default_wmv_matches_openface(default_csv, reference_dir, compare):
-    res = compare(str(reference_dir / "default.csv"), str(default_csv))
+def test_default_wmv_matches_openface(default_csv, reference_dir, shared):
+    res = compare(reference_dir / "default.csv", default_csv, shared)
     assert res["frames_candidate"] == res["frames_reference"] == 288
     assert res["success_agreement"] >= 0.99
     assert res["landmark_mean_px"] < 0.5 and res["landmark_p95_px"] < 1.5
