@@ -5,8 +5,9 @@ active stream and runs each stage once for all of them:
 
 1. detection: the streams whose tracker will run MTCNN before fitting (a lost or not yet found face,
    :func:`detects_before_fit`) are detected together (:meth:`gpuau.detect.MTCNN.detect_batch`);
-2. landmarks: the tracker step of every stream (:meth:`Engine.track_faces`, the one place a batched
-   CLNF fit over all faces plugs in);
+2. landmarks: the tracking fits of all streams' faces in one CLNF batch
+   (:func:`gpuau.landmarks.clnf.detect_landmarks_batch`), then each stream's tracker step with its fit
+   (validation, failure counters, re-detection; :meth:`Engine.track_faces`);
 3. AUs: alignment, FHOG and geometry of every tracked face in one batch
    (:func:`gpuau.au.analyzer.face_features`), then each stream's running medians and prediction
    history (:meth:`gpuau.au.AUAnalyzer.add_features`), which must run in frame order;
@@ -192,7 +193,7 @@ class _Stream:
         self.mtcnn = engine.mtcnn
         self.stats = engine.stats
         self.tracker = FaceTracker(engine.clnf, detect=self.detect, validate=engine.validate, intrinsics=intrinsics,
-                                   models=engine.models)
+                                   models=engine.models, device=engine.backend)
         self.aus = AUAnalyzer(engine.models, device=engine.backend)
         self.output = _Output(job.output, fmt, (self.aus.reg_names, self.aus.cls_names), chunk)
         self.prefetched: "tuple[np.ndarray, object] | None" = None
@@ -429,18 +430,39 @@ class Engine:
     def track_faces(self, items: list) -> list:
         """Landmarks of every stream's frame (``it.result`` = :class:`~gpuau.landmarks.tracker.LandmarkResult`).
 
-        Per-stream :meth:`FaceTracker.track <gpuau.landmarks.tracker.FaceTracker.track>` calls; the
-        place for a CLNF fit batched over the faces of all streams.
+        The tracking fits of all streams that track a face are one
+        :func:`~gpuau.landmarks.clnf.detect_landmarks_batch` per frame size (from each tracker's
+        :meth:`~gpuau.landmarks.tracker.FaceTracker.tracking_request`); then each tracker finishes its
+        step with its fit (validation, failure counters, re-detection and its multi-hypothesis fit).
 
         Returns
         -------
         list of (item, exception)
             Streams whose tracking failed.
         """
-        failed = []
-        for it in items:
+        from gpuau.landmarks.clnf import detect_landmarks_batch
+
+        groups: dict = {}
+        for i, it in enumerate(items):
             try:
-                it.result = it.stream.tracker.track(it.frame.image, it.frame.gray)
+                request = it.stream.tracker.tracking_request()
+            except Exception:  # the stream's own track call below reports it
+                continue
+            if request is not None:
+                groups.setdefault(it.frame.gray.shape, []).append((i, request))
+        fits = {}
+        for group in groups.values():
+            try:
+                images = self.backend.asarray(np.stack([items[i].frame.gray for i, _ in group]).astype(np.float32))
+                g, p, w = (np.stack([np.asarray(r[k]) for _, r in group]) for k in range(3))
+                results = detect_landmarks_batch(self.clnf, images, np.arange(len(group)), g, p, w, backend=self.backend)
+            except Exception:  # each stream then fits alone, so that a failure stays its own
+                continue
+            fits.update({i: res for (i, _), res in zip(group, results)})
+        failed = []
+        for i, it in enumerate(items):
+            try:
+                it.result = it.stream.tracker.track(it.frame.image, it.frame.gray, fit=fits.get(i))
             except Exception as e:
                 failed.append((it, e))
         return failed

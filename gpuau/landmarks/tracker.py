@@ -227,7 +227,21 @@ class FaceTracker:
         return success
 
     # -- one frame (DetectLandmarksInVideo) -----------------------------------------------------
-    def track(self, image_bgr: np.ndarray, gray8: "np.ndarray | None" = None) -> LandmarkResult:
+    def tracking_request(self) -> "tuple[np.ndarray, np.ndarray, tuple] | None":
+        """``(params_global, params_local, window_sizes)`` of the tracking fit :meth:`track` starts the
+        next frame with, or None while no face is tracked.
+
+        A caller fitting the faces of many trackers in one
+        :func:`~gpuau.landmarks.clnf.detect_landmarks_batch` passes each face's result to :meth:`track`
+        as ``fit``.
+        """
+        if not self.tracking_initialised:
+            return None
+        p = self.clnf.parameters
+        return self.params_global, self.params_local, p.window_sizes_small if self.detection_success else p.window_sizes_init
+
+    def track(self, image_bgr: np.ndarray, gray8: "np.ndarray | None" = None, *,
+              fit: "FitResult | None" = None) -> LandmarkResult:
         """Track (and when needed re-detect) the face in the next frame.
 
         Parameters
@@ -235,6 +249,9 @@ class FaceTracker:
         image_bgr : ndarray (H, W, 3) uint8
         gray8 : ndarray (H, W) uint8, optional
             The frame's grey levels (``cv2.COLOR_BGR2GRAY`` by default).
+        fit : FitResult, optional
+            This frame's tracking fit, already computed from :meth:`tracking_request` (by a caller
+            batching many trackers); by default :meth:`track` computes it.
 
         Returns
         -------
@@ -245,17 +262,19 @@ class FaceTracker:
 
             gray8 = to_gray8(image_bgr)
         p = self.clnf.parameters
-        ok = self._step(image_bgr, gray8, p)
+        ok = self._step(image_bgr, gray8, p, fit)
         return self._result(ok, gray8.shape)
 
-    def _step(self, image_bgr, gray8, p) -> bool:
+    def _step(self, image_bgr, gray8, p, fit) -> bool:
         initial_detection = not self.tracking_initialised
         images = None
         if self.tracking_initialised:
-            self.window_sizes = p.window_sizes_small if self.detection_success else p.window_sizes_init
-            images = frame_images(gray8, self.backend)
-            res = detect_landmarks_batch(self.clnf, images, [0], self.params_global, self.params_local,
-                                         self.window_sizes, backend=self.backend)[0]
+            self.window_sizes = self.tracking_request()[2]
+            if fit is None:
+                images = frame_images(gray8, self.backend)
+                fit = detect_landmarks_batch(self.clnf, images, [0], self.params_global, self.params_local,
+                                             self.window_sizes, backend=self.backend)[0]
+            res = fit
             success, certainty = self._outcome(gray8, res)
             self._adopt(res, success, certainty)
             self.failures_in_a_row = -1 if success else self.failures_in_a_row + 1
