@@ -24,6 +24,7 @@ os.environ.setdefault("GPUAU_MODELS", str(SHARED / "models" / "openface-2.2.0"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from au_harness import VIDEOS, reference_landmarks, run_video, write_candidate  # noqa: E402
+from media import read_frames  # noqa: E402
 from reference import compare, landmarks_2d, read_reference  # noqa: E402
 
 from gpuau.au import AUAnalyzer, predict_static_aus  # noqa: E402
@@ -49,8 +50,7 @@ def best_ms(fn, n: int, repeat: int) -> float:
 def speed(n_frames: int, repeat: int):
     df = read_reference(REFERENCE / "default.csv")
     lm = reference_landmarks(df)[:n_frames]
-    cap = cv2.VideoCapture(str(MEDIA / "default.wmv"))
-    frames = [cap.read()[1] for _ in range(n_frames)]
+    frames = read_frames(MEDIA / "default.wmv", n_frames)
     an = AUAnalyzer()
     pdm, tris, models = an.pdm, an.triangulation, an.models
     aligned, params_local = align_faces(frames, lm, pdm, tris)  # also compiles the kernels

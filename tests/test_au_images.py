@@ -7,6 +7,7 @@ import numpy as np
 from gpuau.au import predict_static_aus
 from gpuau.au.predictors import StackedAUModels
 from gpuau.models.au_file import load_au_models
+from media import read_frames
 from reference import landmarks_2d, read_reference
 
 
@@ -34,8 +35,7 @@ def test_multi_face_video_uses_static_models_per_face(media_dir, reference_dir):
     models = StackedAUModels.from_models(load_au_models(dynamic=False))
     df = read_reference(reference_dir / "multi_face.csv")
     df = df[df["frame"] <= 20]
-    cap = cv2.VideoCapture(str(media_dir / "multi_face.avi"))
-    frames = [cap.read()[1] for _ in range(20)]
+    frames = read_frames(media_dir / "multi_face.avi", 20)
     err, agree = [], []
     for (_, row), lm in zip(df.iterrows(), landmarks_2d(df)):
         out = predict_static_aus(frames[int(row["frame"]) - 1], lm, models)

@@ -7,6 +7,7 @@ import math
 import pytest
 
 from au_harness import VIDEOS, reference_landmarks, run_video, write_candidate
+from media import read_frames
 from reference import compare, read_reference
 
 
@@ -55,15 +56,13 @@ def test_other_videos_match_openface(name, media_dir, reference_dir, shared, tmp
 
 
 def test_au_analyzer_on_emulated_gpu_path_equals_cpu(media_dir, reference_dir):
-    import cv2
     import numpy as np
 
     from gpuau.au import AUAnalyzer
 
     df = read_reference(reference_dir / "default.csv")
     lm = reference_landmarks(df.iloc[:6])
-    cap = cv2.VideoCapture(str(media_dir / VIDEOS["default"]))
-    frames = [cap.read()[1] for _ in range(6)]
+    frames = read_frames(media_dir / VIDEOS["default"], 6)
     results = []
     for device in ("cpu", "emulated"):
         an = AUAnalyzer(device=device)
@@ -75,15 +74,13 @@ def test_au_analyzer_on_emulated_gpu_path_equals_cpu(media_dir, reference_dir):
 
 
 def test_batched_frames_equal_frame_by_frame(media_dir, reference_dir):
-    import cv2
     import numpy as np
 
     from gpuau.au import AUAnalyzer
 
     df = read_reference(reference_dir / "default.csv")
     lm = reference_landmarks(df.iloc[:8])
-    cap = cv2.VideoCapture(str(media_dir / VIDEOS["default"]))
-    frames = np.stack([cap.read()[1] for _ in range(8)])
+    frames = np.stack(read_frames(media_dir / VIDEOS["default"], 8))
     success = np.array([1, 1, 0, 1, 1, 1, 0, 1], bool)  # failed frames: zero features, medians not updated
     one, batch = AUAnalyzer(), AUAnalyzer()
     online = [one.add_frame(f, l, s, 0.1 * i) for i, (f, l, s) in enumerate(zip(frames, lm, success))]

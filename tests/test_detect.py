@@ -11,19 +11,8 @@ from gpuau.detect import proposals as P
 from gpuau.detect.onnx_graphs import cnn_graph_file
 from gpuau.detect.reference import cnn_forward
 from gpuau.detect.sessions import execution_providers, make_session
+from media import read_frames
 from reference import landmarks_2d, read_reference
-
-
-def read_frames(path, indices):
-    cap = cv2.VideoCapture(str(path))
-    frames, i = {}, 0
-    while len(frames) < len(indices):
-        ok, frame = cap.read()
-        assert ok, f"{path}: could not read frame {i}"
-        if i in indices:
-            frames[i] = frame
-        i += 1
-    return [frames[i] for i in indices]
 
 
 def reference_landmarks(csv, frame):

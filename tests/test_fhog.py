@@ -2,7 +2,6 @@
 on real aligned faces and on synthetic images (ties between colour channels, flat images)."""
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import pytest
 
@@ -11,6 +10,7 @@ from gpuau.kernels.fhog import fhog_layout
 from gpuau.features.align import align_face_mask
 from gpuau.landmarks.pdm import AU_PDM, PDM
 from gpuau.models.tris_file import load_tris
+from media import read_frames
 from reference import landmarks_2d, read_reference
 
 F = np.float32
@@ -111,13 +111,10 @@ def aligned_faces(media_dir, reference_dir):
     """Aligned masked faces of 8 default.wmv frames, from the reference landmarks."""
     landmarks = landmarks_2d(read_reference(reference_dir / "default.csv", nrows=8))
     pdm, tris = PDM.load(AU_PDM), load_tris()
-    cap = cv2.VideoCapture(str(media_dir / "default.wmv"))
     faces = []
-    for i in range(8):
-        ok, frame = cap.read()
-        assert ok
-        g, _ = pdm.calc_params(landmarks[i])
-        faces.append(align_face_mask(frame, landmarks[i], g, pdm.mean_shape, tris))
+    for frame, lm in zip(read_frames(media_dir / "default.wmv", 8), landmarks):
+        g, _ = pdm.calc_params(lm)
+        faces.append(align_face_mask(frame, lm, g, pdm.mean_shape, tris))
     return np.stack(faces)
 
 
@@ -174,3 +171,15 @@ def test_fhog_matches_dlib_when_pyfhog_is_installed(aligned_faces):
     # pyfhog wraps dlib's extract_fhog_features over a BGR image, as OpenFace calls it
     for face, got in zip(aligned_faces, fhog(aligned_faces)):
         np.testing.assert_array_equal(got, pyfhog.extract_fhog_features(face, 8).astype(F))
+
+
+def test_parallel_batches_equal_serial(monkeypatch):
+    # large batches go through the prange kernel: same values as the serial one
+    import gpuau.cpu.fhog as cpu_fhog
+
+    rng = np.random.default_rng(3)
+    faces = rng.integers(0, 256, (6, 112, 112, 3), dtype=np.uint8)
+    serial = fhog(faces)
+    monkeypatch.setattr(cpu_fhog, "PARALLEL_MIN_FACES", 1)
+    monkeypatch.setattr(cpu_fhog.nb.config, "NUMBA_NUM_THREADS", 2)
+    np.testing.assert_array_equal(fhog(faces), serial)

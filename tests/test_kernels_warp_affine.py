@@ -8,6 +8,7 @@ import pytest
 
 from backends import assert_backend_close
 from gpuau.cpu.warp_affine import warp_affine as warp_affine_cpu
+from media import read_frames
 
 GOLDEN = Path(__file__).parent / "data" / "warp_affine_opencv410.npz"
 FLAGS = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
@@ -23,14 +24,7 @@ def golden():
 @pytest.fixture(scope="module")
 def frames(media_dir):
     """Frames 0, 50, ..., 250 of default.wmv (BGR)."""
-    cap = cv2.VideoCapture(str(media_dir / "default.wmv"))
-    out = []
-    for i in range(251):
-        ok, frame = cap.read()
-        assert ok, f"default.wmv: frame {i} did not decode"
-        if i % 50 == 0:
-            out.append(frame)
-    return np.stack(out)
+    return np.stack(read_frames(media_dir / "default.wmv", range(0, 251, 50)))
 
 
 def random_similarities(rng, n, height, width, scale=(0.3, 2.5), margin=60.0):
