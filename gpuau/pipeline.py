@@ -264,16 +264,17 @@ class Analyzer:
         names = openface_columns(a.reg_names, a.cls_names, sequence=False)[len(image_columns()):]
         return {c: np.array([d[c] for d in aus], np.float64) for c in names}
 
-    def track(self, frames: Iterable, intrinsics=None) -> Iterator[tuple[np.ndarray, object]]:
+    def track(self, frames: Iterable, intrinsics=None, *, aus=None) -> Iterator[tuple[np.ndarray, object]]:
         """Landmark row (:func:`base_columns`) of each frame, feeding the AU analyser as it goes.
 
         Yields ``(row, au_analyzer)`` per :class:`~gpuau.video.Frame`; once the loop is over
         ``au_analyzer.finish()`` gives the post-processed AU columns.  The AU features are computed on
         a second thread (:class:`AUThread`) while the next frame is tracked: ``au_analyzer`` is
-        complete only when the iteration has finished.
+        complete only when the iteration has finished.  ``aus``: a fresh
+        :class:`~gpuau.au.AUAnalyzer` to use (default: a new one).
         """
         tracker = None
-        aus = self._au_analyzer()
+        aus = self._au_analyzer() if aus is None else aus
         worker = AUThread(aus)
         try:
             for frame in frames:
@@ -465,11 +466,11 @@ class Analyzer:
                     "elapsed": res.elapsed}
         t0 = time.perf_counter()
         names = base_columns()
-        au_names = self._au_analyzer()
-        writer = OpenFaceCSVWriter(output, openface_columns(au_names.reg_names, au_names.cls_names))
-        rows, n, faces, aus = [], 0, 0, None
+        aus = self._au_analyzer()
+        writer = OpenFaceCSVWriter(output, openface_columns(aus.reg_names, aus.cls_names))
+        rows, n, faces = [], 0, 0
         try:
-            for row, aus in self.track(source, source.intrinsics):
+            for row, _ in self.track(source, source.intrinsics, aus=aus):
                 rows.append(row)
                 n += 1
                 faces += int(row[4])

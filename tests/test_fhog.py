@@ -171,3 +171,15 @@ def test_fhog_matches_dlib_when_pyfhog_is_installed(aligned_faces):
     # pyfhog wraps dlib's extract_fhog_features over a BGR image, as OpenFace calls it
     for face, got in zip(aligned_faces, fhog(aligned_faces)):
         np.testing.assert_array_equal(got, pyfhog.extract_fhog_features(face, 8).astype(F))
+
+
+def test_parallel_batches_equal_serial(monkeypatch):
+    # large batches go through the prange kernel: same values as the serial one
+    import gpuau.cpu.fhog as cpu_fhog
+
+    rng = np.random.default_rng(3)
+    faces = rng.integers(0, 256, (6, 112, 112, 3), dtype=np.uint8)
+    serial = fhog(faces)
+    monkeypatch.setattr(cpu_fhog, "PARALLEL_MIN_FACES", 1)
+    monkeypatch.setattr(cpu_fhog.nb.config, "NUMBA_NUM_THREADS", 2)
+    np.testing.assert_array_equal(fhog(faces), serial)

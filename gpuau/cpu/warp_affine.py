@@ -38,100 +38,154 @@ def _fixed(v):
     return np.int64(np.rint(v * 1024.0))
 
 
-def _blend(p00, p01, p10, p11, ax, ay):
-    """Bilinear blend of four taps at fraction (ax, ay)/32, in the arithmetic of the tap type."""
+def _weight_tables() -> "tuple[np.ndarray, np.ndarray]":
+    """Bilinear weights of the 32 x 32 sub-pixel fractions (row ``ay * 32 + ax``: w00, w01, w10, w11).
+
+    uint8: OpenCV's 15-bit integers ``(32-ay)(32-ax)*32 ...`` (sum 2^15); float32: ``(32-ay)(32-ax) / 1024 ...``,
+    exact in float32.
+    """
+    ay, ax = np.divmod(np.arange(1024, dtype=np.int64), 32)
+    w = np.stack([(32 - ay) * (32 - ax), (32 - ay) * ax, ay * (32 - ax), ay * ax], axis=1)
+    return w * 32, w.astype(np.float32) * np.float32(1.0 / 1024.0)
+
+
+_WEIGHTS_U8, _WEIGHTS_F32 = _weight_tables()
+
+
+def _blend(p00, p01, p10, p11, w, k):
+    """Bilinear blend of four taps with the weights ``w[k]``, in the arithmetic of the tap type."""
     raise NotImplementedError("called from Numba only")
 
 
 @overload(_blend, inline="always")
-def _blend_impl(p00, p01, p10, p11, ax, ay):
+def _blend_impl(p00, p01, p10, p11, w, k):
     if isinstance(p00, types.Integer):
         # uint8: 15-bit integer weights, rounded shift.
-        def blend_u8(p00, p01, p10, p11, ax, ay):
-            v = (
-                np.int64(p00) * ((32 - ay) * (32 - ax) * 32)
-                + np.int64(p01) * ((32 - ay) * ax * 32)
-                + np.int64(p10) * (ay * (32 - ax) * 32)
-                + np.int64(p11) * (ay * ax * 32)
-            )
+        def blend_u8(p00, p01, p10, p11, w, k):
+            v = np.int64(p00) * w[k, 0] + np.int64(p01) * w[k, 1] + np.int64(p10) * w[k, 2] + np.int64(p11) * w[k, 3]
             return min(255, (v + 16384) >> 15)
 
         return blend_u8
 
-    # float32: exact float32 weights, summed left to right.
-    def blend_f32(p00, p01, p10, p11, ax, ay):
-        scale = np.float32(1.0 / 1024.0)
-        w00 = np.float32((32 - ay) * (32 - ax)) * scale
-        w01 = np.float32((32 - ay) * ax) * scale
-        w10 = np.float32(ay * (32 - ax)) * scale
-        w11 = np.float32(ay * ax) * scale
-        v = p00 * w00 + p01 * w01
-        v = v + p10 * w10
-        return v + p11 * w11
+    # float32: summed left to right in float32.
+    def blend_f32(p00, p01, p10, p11, w, k):
+        v = p00 * w[k, 0] + p01 * w[k, 1]
+        v = v + p10 * w[k, 2]
+        return v + p11 * w[k, 3]
 
     return blend_f32
 
 
-@numba.njit(cache=True, nogil=True)
-def _warp_one(img, m, dst, border):
-    # img: (H, W, C); m: (6,) dst->src; dst: (out_h, out_w, C)
-    height, width, channels = img.shape
-    out_h, out_w = dst.shape[:2]
+@numba.njit(cache=True, nogil=True, inline="always")
+def _column_offsets(m, out_w):
+    """``cvRound(M0 * x * 1024)`` and ``cvRound(M3 * x * 1024)`` of each destination column."""
     adelta = np.empty(out_w, np.int64)
     bdelta = np.empty(out_w, np.int64)
     for x in range(out_w):
         adelta[x] = _fixed(m[0] * x)
         bdelta[x] = _fixed(m[3] * x)
+    return adelta, bdelta
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _source(x0, y0, adelta, bdelta, x):
+    """Top-left tap ``(sx, sy)`` (saturated to int16) and weight row ``ay * 32 + ax`` of destination column ``x``."""
+    fx = (x0 + adelta[x]) >> 5  # source position in 1/32 pixel
+    fy = (y0 + bdelta[x]) >> 5
+    sx = min(max(fx >> 5, -32768), 32767)
+    sy = min(max(fy >> 5, -32768), 32767)
+    return sx, sy, (fy & 31) * 32 + (fx & 31)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _border_taps(plane, sx, sy, border):
+    """The four taps of a 2x2 neighbourhood partly outside ``plane`` (H, W): outside ones read ``border``."""
+    height, width = plane.shape
+    x0_in = sx >= 0
+    x1_in = sx + 1 < width
+    y0_in = sy >= 0
+    y1_in = sy + 1 < height
+    p00 = plane[sy, sx] if (y0_in and x0_in) else border
+    p01 = plane[sy, sx + 1] if (y0_in and x1_in) else border
+    p10 = plane[sy + 1, sx] if (y1_in and x0_in) else border
+    p11 = plane[sy + 1, sx + 1] if (y1_in and x1_in) else border
+    return p00, p01, p10, p11
+
+
+@numba.njit(cache=True, nogil=True)
+def _warp_gray(img, m, dst, border, w):
+    # img: (H, W); m: (6,) dst->src; dst: (out_h, out_w); w: weight table of the image type
+    height, width = img.shape
+    out_h, out_w = dst.shape
+    adelta, bdelta = _column_offsets(m, out_w)
     for y in range(out_h):
         x0 = _fixed(m[1] * y + m[2]) + 16
         y0 = _fixed(m[4] * y + m[5]) + 16
         for x in range(out_w):
-            fx = (x0 + adelta[x]) >> 5  # source position in 1/32 pixel
-            fy = (y0 + bdelta[x]) >> 5
-            sx = min(max(fx >> 5, -32768), 32767)
-            sy = min(max(fy >> 5, -32768), 32767)
-            ax = fx & 31
-            ay = fy & 31
+            sx, sy, k = _source(x0, y0, adelta, bdelta, x)
             if 0 <= sx < width - 1 and 0 <= sy < height - 1:  # all four taps inside
-                for c in range(channels):
-                    dst[y, x, c] = _blend(
-                        img[sy, sx, c], img[sy, sx + 1, c], img[sy + 1, sx, c], img[sy + 1, sx + 1, c], ax, ay
-                    )
+                dst[y, x] = _blend(img[sy, sx], img[sy, sx + 1], img[sy + 1, sx], img[sy + 1, sx + 1], w, k)
             elif sx >= width or sx + 1 < 0 or sy >= height or sy + 1 < 0:  # all four outside
-                for c in range(channels):
-                    dst[y, x, c] = border
+                dst[y, x] = border
             else:
-                x0_in = sx >= 0
-                x1_in = sx + 1 < width
-                y0_in = sy >= 0
-                y1_in = sy + 1 < height
-                for c in range(channels):
-                    p00 = img[sy, sx, c] if (y0_in and x0_in) else border
-                    p01 = img[sy, sx + 1, c] if (y0_in and x1_in) else border
-                    p10 = img[sy + 1, sx, c] if (y1_in and x0_in) else border
-                    p11 = img[sy + 1, sx + 1, c] if (y1_in and x1_in) else border
-                    dst[y, x, c] = _blend(p00, p01, p10, p11, ax, ay)
+                p00, p01, p10, p11 = _border_taps(img, sx, sy, border)
+                dst[y, x] = _blend(p00, p01, p10, p11, w, k)
 
 
 @numba.njit(cache=True, nogil=True)
-def _warp_output(images, image_index, matrices, out, border, n):
+def _warp_color(img, m, dst, border, w):
+    # img: (H, W, C); m: (6,) dst->src; dst: (out_h, out_w, C); w: weight table of the image type
+    height, width, channels = img.shape
+    out_h, out_w = dst.shape[:2]
+    adelta, bdelta = _column_offsets(m, out_w)
+    for y in range(out_h):
+        x0 = _fixed(m[1] * y + m[2]) + 16
+        y0 = _fixed(m[4] * y + m[5]) + 16
+        for x in range(out_w):
+            sx, sy, k = _source(x0, y0, adelta, bdelta, x)
+            if 0 <= sx < width - 1 and 0 <= sy < height - 1:  # all four taps inside
+                for c in range(channels):
+                    dst[y, x, c] = _blend(img[sy, sx, c], img[sy, sx + 1, c], img[sy + 1, sx, c],
+                                          img[sy + 1, sx + 1, c], w, k)
+            elif sx >= width or sx + 1 < 0 or sy >= height or sy + 1 < 0:  # all four outside
+                dst[y, x] = border
+            else:
+                for c in range(channels):
+                    p00, p01, p10, p11 = _border_taps(img[:, :, c], sx, sy, border)
+                    dst[y, x, c] = _blend(p00, p01, p10, p11, w, k)
+
+
+def _warp_image(img, m, dst, border, w):
+    """One warp: :func:`_warp_gray` for (H, W) images, :func:`_warp_color` for (H, W, C)."""
+    raise NotImplementedError("called from Numba only")
+
+
+@overload(_warp_image, inline="always")
+def _warp_image_impl(img, m, dst, border, w):
+    if img.ndim == 2:
+        return lambda img, m, dst, border, w: _warp_gray(img, m, dst, border, w)
+    return lambda img, m, dst, border, w: _warp_color(img, m, dst, border, w)
+
+
+@numba.njit(cache=True, nogil=True)
+def _warp_output(images, image_index, matrices, out, border, w, n):
     b = image_index[n]
     if b < 0 or b >= images.shape[0]:
         out[n][:] = border
     else:
-        _warp_one(images[b], matrices[n].ravel(), out[n], border)
+        _warp_image(images[b], matrices[n].ravel(), out[n], border, w)
 
 
 @numba.njit(cache=True, nogil=True)
-def _warp_serial(images, image_index, matrices, out, border):
+def _warp_serial(images, image_index, matrices, out, border, w):
     for n in range(out.shape[0]):
-        _warp_output(images, image_index, matrices, out, border, n)
+        _warp_output(images, image_index, matrices, out, border, w, n)
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _warp_parallel(images, image_index, matrices, out, border):
+def _warp_parallel(images, image_index, matrices, out, border, w):
     for n in numba.prange(out.shape[0]):
-        _warp_output(images, image_index, matrices, out, border, n)
+        _warp_output(images, image_index, matrices, out, border, w, n)
 
 
 PARALLEL_MIN_VALUES = 1 << 22
@@ -170,6 +224,12 @@ def warp_affine(images, image_index, matrices, out_h: int, out_w: int, border=0)
     if out.shape[0] == 0:
         return out
     border = args.images.dtype.type(args.border)
+    weights = _WEIGHTS_U8 if args.images.dtype == np.uint8 else _WEIGHTS_F32
     run = _warp_parallel if out.size >= PARALLEL_MIN_VALUES and numba.config.NUMBA_NUM_THREADS > 1 else _warp_serial
-    run(args.images, args.image_index, args.matrices, out.reshape(out.shape[:3] + (-1,)), border)
+    images = args.images
+    if images.shape[3] == 1:  # single channel: (B, H, W) planes, no channel loop
+        images, target = images.reshape(images.shape[:3]), out.reshape(out.shape[:3])
+    else:
+        target = out
+    run(images, args.image_index, args.matrices, target, border, weights)
     return out
