@@ -333,22 +333,27 @@ def solve_cholesky(a, b):
 
 @nb.njit(cache=True, nogil=True)
 def _normal_equations(jac, weights, resid):
-    """``J^T W J`` and ``J^T W r`` in float32 (W diagonal)."""
+    """``J^T W J`` and ``J^T W r`` in float32 (W diagonal), each entry summed over the rows in order
+    (the row of ``J`` copied and ``J^T W J`` kept flat so the inner loop vectorises)."""
     rows, k = jac.shape
-    h = np.zeros((k, k), np.float32)
+    h = np.zeros(k * k, np.float32)
     rhs = np.zeros(k, np.float32)
+    row = np.empty(k, np.float32)
     for r in range(rows):
         w = weights[r]
         if w == 0:
             continue
+        for b in range(k):
+            row[b] = jac[r, b]
         for a in range(k):
-            ja = jac[r, a] * w
+            ja = row[a] * w
             if ja == 0:
                 continue
             rhs[a] += ja * resid[r]
+            o = a * k
             for b in range(k):
-                h[a, b] += ja * jac[r, b]
-    return h, rhs
+                h[o + b] += ja * row[b]
+    return h.reshape(k, k), rhs
 
 
 @nb.njit(cache=True, nogil=True)
