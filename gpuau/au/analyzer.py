@@ -131,6 +131,12 @@ class AUAnalyzer:
         self._raw: list = []  # per frame: (K,) intensities then presence values, 0 on failed frames
         self._init_frames: list = []
         self._init_projections: list = []
+        # (column name, index into a row of raw values) in model order and in OpenFace's (sorted) order
+        nr = self.models.num_reg
+        reg = [(f"{n}_r", k) for k, n in enumerate(self.reg_names)]
+        cls = [(f"{n}_c", nr + k) for k, n in enumerate(self.cls_names)]
+        self._model_columns = reg + cls
+        self._sorted_columns = sorted(reg) + sorted(cls)
 
     @property
     def reg_names(self) -> list:
@@ -159,8 +165,8 @@ class AUAnalyzer:
             Online (not yet post-processed) ``AUxx_r`` / ``AUxx_c`` values of this frame.
         """
         if success:
-            hog, geometry = face_features([image_bgr], np.asarray(landmarks_2d, np.float32)[None], self.pdm,
-                                          self.triangulation, self.device)
+            hog, geometry = face_features(np.asarray(image_bgr)[None], np.asarray(landmarks_2d, np.float32)[None],
+                                          self.pdm, self.triangulation, self.device)
             hog, geometry = hog[0], geometry[0]
         else:
             # FHOG of the all-black aligned face is exactly 0, geometry is zeroed
@@ -238,15 +244,10 @@ class AUAnalyzer:
         return project(self.models.weights, self.hog_median.median[None], self.geometry_median.median[None])[0]
 
     def _as_columns(self, values: np.ndarray, sort: bool = True, index=None) -> dict:
-        nr = self.models.num_reg
-        reg = sorted(range(nr), key=lambda k: self.reg_names[k]) if sort else range(nr)
-        cls = sorted(range(len(self.cls_names)), key=lambda k: self.cls_names[k]) if sort else range(len(self.cls_names))
-        out = {}
-        for k in reg:
-            out[f"{self.reg_names[k]}_r"] = values[:, k] if index is None else float(values[index, k])
-        for k in cls:
-            out[f"{self.cls_names[k]}_c"] = values[:, nr + k] if index is None else float(values[index, nr + k])
-        return out
+        order = self._sorted_columns if sort else self._model_columns
+        if index is None:
+            return {name: values[:, k] for name, k in order}
+        return dict(zip([name for name, _ in order], values[index, [k for _, k in order]].tolist()))
 
     @property
     def success(self) -> np.ndarray:

@@ -11,7 +11,7 @@ import numpy as np
 
 from gpuau.device import resolve_device
 from gpuau.landmarks.ccnf import align_shapes_with_scale
-from gpuau.landmarks.paw import paw_from_shape
+from gpuau.landmarks.paw import triangle_map
 
 _F = np.float32
 
@@ -95,7 +95,7 @@ def face_mask(landmarks_2d: np.ndarray, warp: np.ndarray, triangulation: np.ndar
     """Pixels of the aligned face covered by the (forehead-extended) face triangulation.
 
     Port of the masking part of ``AlignFaceMask`` (Face_utils.cpp) with the pixel mask of
-    ``PAW::PAW`` (PAW.cpp).
+    ``PAW::PAW`` (PAW.cpp) over the whole ``width`` x ``height`` face.
 
     Parameters
     ----------
@@ -116,7 +116,7 @@ def face_mask(landmarks_2d: np.ndarray, warp: np.ndarray, triangulation: np.ndar
     dest[:, 0] += warp[0, 2]
     dest[:, 1] += warp[1, 2]
     dest[FOREHEAD_INDICES, 1] = (dest[FOREHEAD_INDICES, 1].astype(np.float64) - (30 / 0.7) * sim_scale).astype(_F)
-    return paw_from_shape(dest, triangulation, bounds=(0.0, 0.0, width - 1.0, height - 1.0)).pixel_mask
+    return (triangle_map(dest, triangulation, 0.0, 0.0, width, height) != -1).astype(np.uint8)
 
 
 def align_faces_mask(images: np.ndarray, image_index: np.ndarray, landmarks_2d: np.ndarray, params_global: np.ndarray,
