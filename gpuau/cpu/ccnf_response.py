@@ -146,8 +146,7 @@ def ccnf_response(areas, weights, alphas, sigmas, patch_h: int = 11, patch_w: in
     r_h, r_w = a_h - patch_h + 1, a_w - patch_w + 1
     cols = np.empty((n, r_h * r_w, patch_h * patch_w + 1), np.float32)
     im2col_contrast_norm(areas, patch_h, patch_w, cols)
-    w_t = np.ascontiguousarray(np.asarray(weights, np.float32).transpose(0, 2, 1))
-    x = np.matmul(cols, w_t)  # (N, P, K) neuron activations
+    x = np.matmul(cols, np.asarray(weights, np.float32).transpose(0, 2, 1))  # (N, P, K) neuron activations
     alphas = np.asarray(alphas, np.float64)
     gain = np.where(alphas > 1e-4, 2.0 * alphas, 0.0)[:, None, :]
     terms = gain / (1.0 + np.exp(-x.astype(np.float64)))
