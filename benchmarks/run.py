@@ -32,6 +32,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -77,17 +78,21 @@ def resolve_target(target: str) -> tuple:
 class StageTimer:
     """Exclusive wall and CPU time, and call count, per stage of functions wrapped from outside the package.
 
-    A timed function that calls another timed function is charged only its own time.  CPU time is the
-    process's (all threads: Numba's parallel loops and onnxruntime's pool count, so can exceed wall
-    time; the decode thread's share is included too).  The wrapped functions run on the main thread.
+    A timed function that calls another timed function (on the same thread) is charged only its own
+    time.  The pipeline runs the AU stages (align, HOG, geometry, AU predict) on a second thread,
+    overlapped with the tracking of the next frame, so the stages' wall times can add up to more than
+    the run's (``other`` then goes negative: that is the overlap).  A stage's CPU time is its own
+    thread's (``time.thread_time``; onnxruntime's pool threads are not counted), so ``other``'s CPU is
+    the rest of the process: the decode thread, the frame loop, the pool threads.
     """
 
     def __init__(self):
         self.seconds = {stage: 0.0 for stage, _ in STAGES}
         self.cpu_seconds = {stage: 0.0 for stage, _ in STAGES}
         self.calls = {stage: 0 for stage, _ in STAGES}
-        self._nested: list = []  # per active timed call: [wall, cpu] spent in timed calls it made
+        self._local = threading.local()  # .nested per thread: per active timed call, [wall, cpu] spent in timed calls it made
         self._patched: list = []
+        self._lock = threading.Lock()
 
     def reset(self) -> None:
         """Zero the times and counts (the wrappers stay)."""
@@ -97,19 +102,21 @@ class StageTimer:
 
     def _timed(self, fn, stage: str):
         def timed(*args, **kwargs):
-            self._nested.append([0.0, 0.0])
-            t0, c0 = time.perf_counter(), time.process_time()
+            nested = self._local.__dict__.setdefault("nested", [])
+            nested.append([0.0, 0.0])
+            t0, c0 = time.perf_counter(), time.thread_time()
             try:
                 return fn(*args, **kwargs)
             finally:
-                dt, dc = time.perf_counter() - t0, time.process_time() - c0
-                nested_wall, nested_cpu = self._nested.pop()
-                self.seconds[stage] += dt - nested_wall
-                self.cpu_seconds[stage] += dc - nested_cpu
-                self.calls[stage] += 1
-                if self._nested:
-                    self._nested[-1][0] += dt
-                    self._nested[-1][1] += dc
+                dt, dc = time.perf_counter() - t0, time.thread_time() - c0
+                nested_wall, nested_cpu = nested.pop()
+                with self._lock:
+                    self.seconds[stage] += dt - nested_wall
+                    self.cpu_seconds[stage] += dc - nested_cpu
+                    self.calls[stage] += 1
+                if nested:
+                    nested[-1][0] += dt
+                    nested[-1][1] += dc
 
         timed.__wrapped__ = fn
         return timed
