@@ -4,7 +4,7 @@ For each ``B``, ``B`` clips (the first ``--frames`` frames of the shared videos,
 beforehand, cycled) run through one engine together; the table gives wall time, frames/s, process
 CPU ms per frame and the engine's counts (steps, batched and lone detections).  ``--check`` also
 compares every stream with the single-stream CPU pipeline (:meth:`gpuau.pipeline.Analyzer.analyze_frames`):
-the largest landmark (px) and AU differences.  ``--memory`` measures the host memory of one more
+the largest landmark (px) and AU intensity differences and the AU presence values that disagree.  ``--memory`` measures the host memory of one more
 stream (tracemalloc peak of a run with ``B`` streams minus one with 1, over ``B - 1``).
 
     python benchmarks/bench_engine.py [--device cpu|emulated|cuda] [--streams 1 8 64] [--frames 60]
@@ -69,18 +69,22 @@ def run(engine: Engine, clips: list, b: int) -> "tuple[list, float, float]":
     return outcomes, time.perf_counter() - t, time.process_time() - c
 
 
-def largest_differences(outcomes: list, references: list) -> "tuple[float, float]":
-    """Largest landmark (px) and AU difference of the outcomes from their single-stream tables."""
+def largest_differences(outcomes: list, references: list) -> "tuple[float, float, int]":
+    """Largest landmark (px) and AU intensity difference of the outcomes from their single-stream tables,
+    and the number of AU presence values that disagree."""
     lm = au = 0.0
+    flips = 0
     for o in outcomes:
         ref = references[int(o.input) % len(references)].columns
         for c, want in ref.items():
-            d = float(np.max(np.abs(np.asarray(o.result.columns[c], np.float64) - want), initial=0.0))
+            diff = np.abs(np.asarray(o.result.columns[c], np.float64) - want)
             if c.startswith(("x_", "y_")):
-                lm = max(lm, d)
+                lm = max(lm, float(diff.max(initial=0.0)))
+            elif c.startswith("AU") and c.endswith("_r"):
+                au = max(au, float(diff.max(initial=0.0)))
             elif c.startswith("AU"):
-                au = max(au, d)
-    return lm, au
+                flips += int(np.count_nonzero(diff))
+    return lm, au, flips
 
 
 def stream_memory(device: str, clips: list, b: int) -> float:
@@ -113,7 +117,7 @@ def main(argv=None) -> int:
     run(engine, clips, 1)  # models loaded, kernels compiled
     print(f"device {engine.backend.name}, {args.frames} frames per stream")
     print(f"{'B':>4} {'frames':>7} {'wall s':>8} {'frames/s':>9} {'CPU ms/frame':>13} {'steps':>6} "
-          f"{'det. batched':>13} {'det. alone':>11}" + (f" {'max |d lm| px':>14} {'max |d AU|':>11}" if args.check else ""))
+          f"{'det. batched':>13} {'det. alone':>11}" + (f" {'max |d lm| px':>14} {'max |d AU_r|':>13} {'AU_c flips':>11}" if args.check else ""))
     for b in args.streams:
         engine.streams = b
         engine.stats = dict.fromkeys(engine.stats, 0)
@@ -127,8 +131,8 @@ def main(argv=None) -> int:
         line = (f"{b:>4} {frames:>7} {wall:>8.2f} {frames / wall:>9.1f} {1000 * cpu / frames:>13.2f} {s['steps']:>6} "
                 f"{s['detections_batched']:>13} {s['detections_alone']:>11}")
         if references is not None:
-            lm, au = largest_differences(outcomes, references)
-            line += f" {lm:>14.2e} {au:>11.2e}"
+            lm, au, flips = largest_differences(outcomes, references)
+            line += f" {lm:>14.2e} {au:>13.2e} {flips:>11}"
         print(line)
     if args.memory:
         b = max(args.streams)
