@@ -129,3 +129,30 @@ def landmark_likelihoods(responses, dxs, dys, visible, sigma):
                 s += v
         out[i] = s
     return out
+
+
+@nb.njit(cache=True, nogil=True)
+def model_log_likelihoods(lhoods, visible):
+    """Model log-likelihood of each face: mean over its visible landmarks of ``log(likelihood + 1e-8)``,
+    accumulated in float32 as OpenFace does (the end of ``CLNF::NU_RLMS``).
+
+    Parameters
+    ----------
+    lhoods : ndarray (F, n) float32
+        From :func:`landmark_likelihoods`.
+    visible : ndarray (F, n) int32
+
+    Returns
+    -------
+    ndarray (F,) float32
+    """
+    out = np.empty(lhoods.shape[0], np.float32)
+    for f in range(lhoods.shape[0]):
+        ll = np.float32(0.0)
+        count = 0
+        for i in range(lhoods.shape[1]):
+            if visible[f, i] != 0:
+                ll = np.float32(np.float64(ll) + np.log(np.float64(lhoods[f, i]) + 1e-8))
+                count += 1
+        out[f] = ll / np.float32(count)
+    return out

@@ -15,7 +15,7 @@ from functools import lru_cache
 import numpy as np
 
 from gpuau.cpu import pdm_fit
-from gpuau.cpu.mean_shift import kde_table
+from gpuau.cpu.mean_shift import kde_table, model_log_likelihoods
 from gpuau.device import Backend, resolve_device
 from gpuau.landmarks.ccnf import CCNFScale, area_matrices, similarity_to_reference
 from gpuau.landmarks.pdm import PDM
@@ -334,13 +334,7 @@ def model_likelihoods(r: Responses, dxs: np.ndarray, dys: np.ndarray, sigma: flo
     lhoods = backend.asnumpy(backend.kernels.landmark_likelihoods(
         r.maps.reshape(n_faces * n, resp_size, resp_size), backend.asarray(dxs.reshape(-1)),
         backend.asarray(dys.reshape(-1)), backend.asarray(r.visible.reshape(-1)), float(sigma))).reshape(n_faces, n)
-    out = []
-    for f in range(n_faces):
-        ll = _F(0)
-        for i in np.flatnonzero(r.visible[f]):
-            ll = _F(float(ll) + math.log(float(lhoods[f, i]) + 1e-8))
-        out.append(float(ll / _F(r.visible[f].sum())))
-    return out, lhoods
+    return [float(v) for v in model_log_likelihoods(lhoods, r.visible)], lhoods
 
 
 def _batch_arrays(params_global, params_local, window_sizes, n_scales: int):
