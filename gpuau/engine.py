@@ -270,7 +270,7 @@ class Engine:
 
         self.backend = resolve_device(device)
         self.models = require_models(models)
-        self.streams = int(streams) if streams else auto_streams(self.backend)
+        self.streams = auto_streams(self.backend) if streams is None else int(streams)
         if self.streams < 1:
             raise ValueError(f"streams={streams}: need at least 1")
         self.chunk = int(chunk)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from gpuau.cli import main
-from gpuau.engine import Engine, Job, detects_before_fit
+from gpuau.engine import CPU_STREAMS, Engine, Job, detects_before_fit, stream_device_bytes
 from gpuau.landmarks.tracker import FaceTracker
 from gpuau.pipeline import Analyzer
 from gpuau.video import Frame, to_gray8
@@ -176,3 +176,11 @@ def test_cli_streams(tmp_path, media_dir, clips, cpu_analyzer):
 def test_cli_streams_rejects_multi_face(tmp_path, media_dir, capsys):
     assert main(["analyze", str(media_dir / "sample1.jpg"), "-o", str(tmp_path), "--streams", "2", "--multi-face"]) == 1
     assert "--streams" in capsys.readouterr().err
+
+
+def test_stream_count():
+    assert Engine("cpu").streams == CPU_STREAMS
+    with pytest.raises(ValueError):
+        Engine("cpu", streams=0)
+    # a 1080p stream's step fits ~2500 times in 80 GB; auto_streams caps B
+    assert 20e6 < stream_device_bytes(1080, 1920) < 40e6
