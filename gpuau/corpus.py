@@ -274,8 +274,9 @@ def _run_streams(run: CorpusRun, analyzer, fmt: str, streams: "int | None", prog
 
     from gpuau.engine import Engine
 
-    images = [(s, d) for s, d in run.todo if s.is_file() and s.suffix.lower() in IMAGE_EXTENSIONS]
-    videos = [(s, d) for s, d in run.todo if (s, d) not in images]
+    images, videos = [], []
+    for src, dst in run.todo:
+        (images if src.is_file() and src.suffix.lower() in IMAGE_EXTENSIONS else videos).append((src, dst))
     for src, dst in images:
         run.record(analyze_input(analyzer, src, dst, fmt=fmt))
         if run.report.stopped:
