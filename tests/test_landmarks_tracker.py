@@ -4,7 +4,8 @@ callables."""
 import numpy as np
 import pytest
 
-from gpuau.landmarks.tracker import FaceTracker
+from gpuau.landmarks.clnf import CLNF, detect_landmarks
+from gpuau.landmarks.tracker import ROTATION_HYPOTHESES, FaceTracker, fit_from_box
 from gpuau.video import open_source
 from reference import landmarks_2d, read_reference
 
@@ -98,3 +99,20 @@ def test_whole_video_matches_openface(video, media_dir, reference_dir, models_di
     errors = np.array(errors)
     assert agree >= 0.98 * n
     assert errors.mean() < 0.5 and np.percentile(errors, 95) < 1.5
+
+
+def test_rotation_hypotheses_batch_equals_one_at_a_time(frames, reference, models_dir):
+    """The 11 rotation hypotheses fitted as one batch pick the fit the sequential loop picks, to the bit."""
+    _, lm = reference
+    clnf = CLNF.load()
+    box = np.array([lm[0][:, 0].min(), lm[0][:, 1].min(), np.ptp(lm[0][:, 0]), np.ptp(lm[0][:, 1])], np.float32)
+    gray = frames[0].gray
+    best = fit_from_box(clnf, gray, box)
+    pdm = clnf.model.pdm
+    zeros = np.zeros(pdm.n_modes, np.float32)
+    fits = [detect_landmarks(clnf, gray, pdm.calc_params_from_box(box, zeros, rot), zeros) for rot in ROTATION_HYPOTHESES]
+    lls = [f.likelihood for f in fits]
+    one = fits[int(np.argmax(lls))]
+    assert best.likelihood == max(lls)
+    np.testing.assert_array_equal(best.landmarks, one.landmarks)
+    np.testing.assert_array_equal(best.params_local, one.params_local)
