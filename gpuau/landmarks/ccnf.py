@@ -161,10 +161,10 @@ def align_shapes_with_scale(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     dst_c = dst_c / s_dst
     s = s_dst / s_src
     u, _, vt = np.linalg.svd((src_c.T @ dst_c).astype(np.float64))
-    d = np.linalg.det(vt.T @ u.T)
-    corr = np.diag([1.0, 1.0 if d > 0 else -1.0])
-    rot = (vt.T @ corr @ u.T).astype(_F)
-    return (s * rot).astype(_F)
+    rot = vt.T @ u.T
+    if rot[0, 0] * rot[1, 1] - rot[0, 1] * rot[1, 0] <= 0:  # a reflection: flip the last singular vector
+        rot = (vt.T * np.array([1.0, -1.0])) @ u.T
+    return (s * rot.astype(_F)).astype(_F)
 
 
 def similarity_to_reference(landmarks_2d: np.ndarray, reference_2d: np.ndarray) -> "tuple[np.ndarray, np.ndarray]":

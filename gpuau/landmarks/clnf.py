@@ -150,8 +150,13 @@ def _weights(model: CLNFModel, scale: int, views, weight_factor: float) -> np.nd
     Returns
     -------
     ndarray (F, 2n) float32
-        Ones when ``weight_factor <= 0`` (OpenFace's identity).
+        Ones when ``weight_factor <= 0`` (OpenFace's identity).  Shared: not to be written to.
     """
+    return _view_weights(model, scale, tuple(int(v) for v in views), float(weight_factor))
+
+
+@lru_cache(maxsize=None)
+def _view_weights(model: CLNFModel, scale: int, views: tuple, weight_factor: float) -> np.ndarray:
     n = model.pdm.n_points
     if weight_factor <= 0:
         return np.ones((len(views), 2 * n), _F)
@@ -240,6 +245,7 @@ def patch_responses(model: CLNFModel, images, image_index: np.ndarray, params_gl
     return Responses(maps, visible, base, img_to_ref, ref_to_img, views)
 
 
+@lru_cache(maxsize=None)
 def _refined(parameters: FitParameters, model: CLNFModel, scale: int) -> FitParameters:
     """Per-scale regularisation, sigma and weight factor (``refine_parameters``, ``CLNF::Fit``)."""
     if not parameters.refine_parameters:
@@ -382,7 +388,7 @@ def fit_batch(model: CLNFModel, images, image_index, params_global, params_local
     alive = np.ones(len(g), bool)
     for scale in range(n_scales):
         p = _refined(parameters, model, scale)
-        for size in np.unique(ws[alive, scale]):
+        for size in (ws[alive, scale][:1] if len(g) == 1 else np.unique(ws[alive, scale])):
             if size == 0:
                 continue
             idx = np.flatnonzero(alive & (ws[:, scale] == size))
