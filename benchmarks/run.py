@@ -82,8 +82,9 @@ class StageTimer:
     time.  The pipeline runs the AU stages (align, HOG, geometry, AU predict) on a second thread,
     overlapped with the tracking of the next frame, so the stages' wall times can add up to more than
     the run's (``other`` then goes negative: that is the overlap).  A stage's CPU time is its own
-    thread's (``time.thread_time``; onnxruntime's pool threads are not counted), so ``other``'s CPU is
-    the rest of the process: the decode thread, the frame loop, the pool threads.
+    thread's (``time.thread_time``; the worker threads of onnxruntime and of Numba's parallel loops are
+    not counted), so ``other``'s CPU is the rest of the process: the decode thread, the frame loop, the
+    worker threads.
     """
 
     def __init__(self):
@@ -227,21 +228,32 @@ def _child_env(cache: "Path | None") -> dict:
     return env
 
 
+# Linux starts a child's ru_maxrss at its parent's resident size (exec keeps the pre-exec peak), so each
+# measured process is spawned by this small launcher, which reports the child's rusage to a file.
+_LAUNCHER = """import json, os, sys, time
+t = time.perf_counter()
+pid = os.posix_spawn(sys.argv[2], sys.argv[2:], os.environ)
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as f:
+    json.dump({"wall_s": time.perf_counter() - t, "returncode": os.waitstatus_to_exitcode(status),
+               "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024}, f)
+"""
+
+
 def run_child(cmd: list, env: dict, workdir: Path) -> dict:
-    """Run ``cmd`` to completion: its wall time, peak resident memory (MB) and stdout."""
+    """Run ``cmd`` (``cmd[0]`` an executable path) to completion: wall and CPU time, peak resident memory (MB), stdout."""
+    result = workdir / "child.json"
     with tempfile.TemporaryFile(dir=workdir) as out, tempfile.TemporaryFile(dir=workdir) as err:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        subprocess.run([sys.executable, "-S", "-c", _LAUNCHER, str(result), *map(str, cmd)], env=env, stdout=out,
+                       stderr=err, check=True)
+        r = json.loads(result.read_text())
         out.seek(0)
         err.seek(0)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{' '.join(map(str, cmd))} exited with {proc.returncode}:\n"
+        if r["returncode"] != 0:
+            raise RuntimeError(f"{' '.join(map(str, cmd))} exited with {r['returncode']}:\n"
                                f"{err.read().decode(errors='replace')[-3000:]}")
-        return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024,
-                "stdout": out.read().decode()}  # ru_maxrss: KiB on Linux
+        r["stdout"] = out.read().decode()
+    return r
 
 
 def startup(video: Path, device: str, cache: "Path | None", workdir: Path) -> dict:
