@@ -215,7 +215,12 @@ def shape_2d(mean, pc, g, p):
 @nb.njit(cache=True, nogil=True)
 def jacobian(mean, pc, g, p, rigid):
     """``PDM::ComputeJacobian`` (``rigid``: ``ComputeRigidJacobian``) -> (2n, 6 [+ m]) float32."""
-    s3 = shape_3d(mean, pc, p)
+    return jacobian_at(shape_3d(mean, pc, p), pc, g, rigid)
+
+
+@nb.njit(cache=True, nogil=True)
+def jacobian_at(s3, pc, g, rigid):
+    """:func:`jacobian` at the 3D shape ``s3`` (n, 3) of the local params."""
     r = euler_to_rotation(g[1:4])
     n = s3.shape[0]
     m = pc.shape[1]
@@ -470,33 +475,38 @@ def nu_rlms_offsets(mean, pc, g, p, base, img_to_ref, half, it, prev, dxs, dys):
 
     Returns
     -------
-    bool
-        True when the shape moved less than 0.01 px since the previous iteration (stop).
+    stop : bool
+        True when the shape moved less than 0.01 px since the previous iteration.
+    s3 : (n, 3) float32
+        3D shape of ``p`` (for :func:`nu_rlms_update`).
     """
     n = base.shape[0]
-    cur = shape_2d(mean, pc, g, p)
+    s3 = shape_3d(mean, pc, p)
+    cur = project(s3, g)
     if it > 0:
         d = 0.0
         for i in range(n):
             d += (np.float64(cur[i, 0]) - prev[i, 0]) ** 2 + (np.float64(cur[i, 1]) - prev[i, 1]) ** 2
         if np.sqrt(d) < 0.01:
-            return True
+            return True, s3
     prev[:, :] = cur
     for i in range(n):
         ox = cur[i, 0] - base[i, 0]
         oy = cur[i, 1] - base[i, 1]
         dxs[i] = (ox * img_to_ref[0, 0] + oy * img_to_ref[0, 1]) + half
         dys[i] = (ox * img_to_ref[1, 0] + oy * img_to_ref[1, 1]) + half
-    return False
+    return False, s3
 
 
 @nb.njit(cache=True, nogil=True)
-def nu_rlms_update(mean, pc, eig, g, p, shifts, ref_to_img, weights, reg_factor, rigid):
+def nu_rlms_update(s3, pc, eig, g, p, shifts, ref_to_img, weights, reg_factor, rigid):
     """Second half of a ``CLNF::NU_RLMS`` iteration: the regularised Gauss-Newton step of the
     (rigid or all) params towards the mean-shifts, clamped.
 
     Parameters
     ----------
+    s3 : (n, 3) float32
+        3D shape of ``p`` (from :func:`nu_rlms_offsets`).
     shifts : (n, 2) float32
         Mean-shifts in the reference frame.
     ref_to_img : (2, 2) float32
@@ -511,7 +521,7 @@ def nu_rlms_update(mean, pc, eig, g, p, shifts, ref_to_img, weights, reg_factor,
     """
     n = shifts.shape[0]
     m = pc.shape[1]
-    jac = jacobian(mean, pc, g, p, rigid)
+    jac = jacobian_at(s3, pc, g, rigid)
     ms = np.empty(2 * n, np.float32)
     for i in range(n):
         ms[i] = shifts[i, 0] * ref_to_img[0, 0] + shifts[i, 1] * ref_to_img[0, 1]
@@ -584,10 +594,11 @@ def nu_rlms(mean, pc, eig, responses, g, p, base, img_to_ref, ref_to_img, visibl
         gf = g[f].copy()
         pf = p[f].copy()
         for it in range(n_iter):
-            if nu_rlms_offsets(mean, pc, gf, pf, base[f], img_to_ref[f], half, it, prev, dxs[f], dys[f]):
+            stop, s3 = nu_rlms_offsets(mean, pc, gf, pf, base[f], img_to_ref[f], half, it, prev, dxs[f], dys[f])
+            if stop:
                 break
             mean_shift(responses[f], dxs[f], dys[f], visible[f], kde, shifts)
-            gf, pf = nu_rlms_update(mean, pc, eig, gf, pf, shifts, ref_to_img[f], w[f], reg_factor, rigid)
+            gf, pf = nu_rlms_update(s3, pc, eig, gf, pf, shifts, ref_to_img[f], w[f], reg_factor, rigid)
         g_out[f] = gf
         p_out[f] = pf
     return g_out, p_out, dxs, dys

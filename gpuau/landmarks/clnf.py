@@ -311,17 +311,19 @@ def _nu_rlms_device(pdm_arrays, r: Responses, g, loc, w, reg, n_iter: int, rigid
     dys = np.zeros((n_faces, n), _F)
     prev = np.zeros((n_faces, n, 2), _F)
     active = np.ones(n_faces, bool)
+    s3 = {}
     for it in range(n_iter):
         for f in np.flatnonzero(active):
-            if pdm_fit.nu_rlms_offsets(mean, pc, g[f], loc[f], r.base[f], r.img_to_ref[f], half, it, prev[f], dxs[f], dys[f]):
-                active[f] = False
+            stop, s3[f] = pdm_fit.nu_rlms_offsets(mean, pc, g[f], loc[f], r.base[f], r.img_to_ref[f], half, it, prev[f],
+                                                  dxs[f], dys[f])
+            active[f] = not stop
         if not active.any():
             break
         backend.kernels.mean_shift(maps, backend.asarray(dxs.reshape(-1)), backend.asarray(dys.reshape(-1)), visible,
                                    kde, shifts)
         host = backend.asnumpy(shifts).reshape(n_faces, n, 2)
         for f in np.flatnonzero(active):
-            g[f], loc[f] = pdm_fit.nu_rlms_update(mean, pc, eig, g[f], loc[f], host[f], r.ref_to_img[f], w[f], reg, rigid)
+            g[f], loc[f] = pdm_fit.nu_rlms_update(s3[f], pc, eig, g[f], loc[f], host[f], r.ref_to_img[f], w[f], reg, rigid)
     return g, loc, dxs, dys
 
 
