@@ -429,7 +429,7 @@ def calc_params(mean, pc, eig, target, rotation):
     for _ in range(1000):
         s3 = shape_3d(mean, pc, p)
         resid = tvec - _shape_vector(project(s3, g))
-        jac = jacobian(mean, pc, g, p, False)
+        jac = jacobian_at(s3, pc, g, False)
         h, rhs = _normal_equations(jac, ones, resid)
         for j in range(m):
             rhs[6 + j] -= reg[6 + j] * p[j]
