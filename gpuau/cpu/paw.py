@@ -10,7 +10,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from gpuau.cpu.warp_affine import _blend
+from gpuau.cpu.warp_affine import _WEIGHTS_F32, _blend
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -155,6 +155,7 @@ def warp_maps(triangle_id: np.ndarray, coefficients: np.ndarray, min_x: float, m
 def _remap(image, map_x, map_y, out):
     height, width = image.shape
     border = np.float32(0)
+    weights = _WEIGHTS_F32
     for y in range(out.shape[0]):
         for x in range(out.shape[1]):
             # cvRound(map * INTER_TAB_SIZE): the source position in 1/32 pixel
@@ -165,7 +166,7 @@ def _remap(image, map_x, map_y, out):
             ax = fx & 31
             ay = fy & 31
             if 0 <= sx < width - 1 and 0 <= sy < height - 1:
-                out[y, x] = _blend(image[sy, sx], image[sy, sx + 1], image[sy + 1, sx], image[sy + 1, sx + 1], ax, ay)
+                out[y, x] = _blend(image[sy, sx], image[sy, sx + 1], image[sy + 1, sx], image[sy + 1, sx + 1], weights, ay * 32 + ax)
             elif sx >= width or sx + 1 < 0 or sy >= height or sy + 1 < 0:
                 out[y, x] = border
             else:
@@ -175,7 +176,7 @@ def _remap(image, map_x, map_y, out):
                 p01 = image[sy, sx + 1] if (y0_in and x1_in) else border
                 p10 = image[sy + 1, sx] if (y1_in and x0_in) else border
                 p11 = image[sy + 1, sx + 1] if (y1_in and x1_in) else border
-                out[y, x] = _blend(p00, p01, p10, p11, ax, ay)
+                out[y, x] = _blend(p00, p01, p10, p11, weights, ay * 32 + ax)
 
 
 def remap(image: np.ndarray, map_x: np.ndarray, map_y: np.ndarray) -> np.ndarray:
