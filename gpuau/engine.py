@@ -5,9 +5,9 @@ active stream and runs each stage once for all of them:
 
 1. detection: the streams whose tracker will run MTCNN before fitting (a lost or not yet found face,
    :func:`detects_before_fit`) are detected together (:meth:`gpuau.detect.MTCNN.detect_batch`);
-2. landmarks: the tracking fits of all streams' faces in one CLNF batch
-   (:func:`gpuau.landmarks.clnf.detect_landmarks_batch`), then each stream's tracker step with its fit
-   (validation, failure counters, re-detection; :meth:`Engine.track_faces`);
+2. landmarks: the tracking fits of all streams' faces and the rotation hypotheses of every box of
+   step 1 in one CLNF batch (:func:`gpuau.landmarks.clnf.detect_landmarks_batch`), then each stream's
+   tracker step with its fit (validation, failure counters, re-detection; :meth:`Engine.track_faces`);
 3. AUs: alignment, FHOG and geometry of every tracked face in one batch
    (:func:`gpuau.au.analyzer.face_features`), then each stream's running medians and prediction
    history (:meth:`gpuau.au.AUAnalyzer.add_features`), which must run in frame order;
@@ -430,10 +430,12 @@ class Engine:
     def track_faces(self, items: list) -> list:
         """Landmarks of every stream's frame (``it.result`` = :class:`~gpuau.landmarks.tracker.LandmarkResult`).
 
-        The tracking fits of all streams that track a face are one
-        :func:`~gpuau.landmarks.clnf.detect_landmarks_batch` per frame size (from each tracker's
-        :meth:`~gpuau.landmarks.tracker.FaceTracker.tracking_request`); then each tracker finishes its
-        step with its fit (validation, failure counters, re-detection and its multi-hypothesis fit).
+        One :func:`~gpuau.landmarks.clnf.detect_landmarks_batch` per frame size fits every face of the
+        step: the tracked faces (from each tracker's
+        :meth:`~gpuau.landmarks.tracker.FaceTracker.tracking_request`) and the rotation hypotheses of
+        each box detected in the step's batch (:func:`~gpuau.landmarks.tracker.box_hypotheses`, best
+        kept by :func:`~gpuau.landmarks.tracker.best_hypothesis`).  Then each tracker finishes its step
+        with its fit (validation, failure counters, a re-detection after a failed fit).
 
         Returns
         -------
@@ -441,28 +443,43 @@ class Engine:
             Streams whose tracking failed.
         """
         from gpuau.landmarks.clnf import detect_landmarks_batch
+        from gpuau.landmarks.tracker import best_hypothesis, box_hypotheses
 
-        groups: dict = {}
+        init = self.clnf.parameters.window_sizes_init
+        zeros = np.zeros(self.clnf.model.pdm.n_modes, np.float32)
+        groups: dict = {}  # frame shape -> [(item index, "fit" | "box_fit", g (k, 6), p (k, m), windows (k, S))]
         for i, it in enumerate(items):
             try:
                 request = it.stream.tracker.tracking_request()
+                if request is not None:
+                    g, p, w = request
+                    faces = (i, "fit", np.asarray(g)[None], np.asarray(p)[None], np.asarray(w)[None])
+                elif it.stream.prefetched is not None and it.stream.prefetched[1] is not None:
+                    g = box_hypotheses(self.clnf, it.stream.prefetched[1])
+                    faces = (i, "box_fit", g, np.tile(zeros, (len(g), 1)), np.tile(init, (len(g), 1)))
+                else:
+                    continue
             except Exception:  # the stream's own track call below reports it
                 continue
-            if request is not None:
-                groups.setdefault(it.frame.gray.shape, []).append((i, request))
-        fits = {}
+            groups.setdefault(it.frame.gray.shape, []).append(faces)
+        fits: dict = {i: {} for i in range(len(items))}
         for group in groups.values():
             try:
-                images = self.backend.asarray(np.stack([items[i].frame.gray for i, _ in group]).astype(np.float32))
-                g, p, w = (np.stack([np.asarray(r[k]) for _, r in group]) for k in range(3))
-                results = detect_landmarks_batch(self.clnf, images, np.arange(len(group)), g, p, w, backend=self.backend)
+                images = self.backend.asarray(np.stack([items[f[0]].frame.gray for f in group]).astype(np.float32))
+                index = np.concatenate([np.full(len(f[2]), k) for k, f in enumerate(group)])
+                g, p, w = (np.concatenate([f[j] for f in group]) for j in (2, 3, 4))
+                results = detect_landmarks_batch(self.clnf, images, index, g, p, w, backend=self.backend)
             except Exception:  # each stream then fits alone, so that a failure stays its own
                 continue
-            fits.update({i: res for (i, _), res in zip(group, results)})
+            start = 0
+            for i, kind, g, _, _ in group:
+                faces, start = results[start:start + len(g)], start + len(g)
+                likelihood = items[i].stream.tracker.likelihood
+                fits[i][kind] = faces[0] if kind == "fit" else best_hypothesis(faces, likelihood)
         failed = []
         for i, it in enumerate(items):
             try:
-                it.result = it.stream.tracker.track(it.frame.image, it.frame.gray, fit=fits.get(i))
+                it.result = it.stream.tracker.track(it.frame.image, it.frame.gray, **fits[i])
             except Exception as e:
                 failed.append((it, e))
         return failed

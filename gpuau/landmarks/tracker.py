@@ -121,14 +121,27 @@ def fit_from_box(clnf: CLNF, gray8: np.ndarray, box, *, hypotheses: np.ndarray =
     FitResult
         The best fit; ``likelihood`` is set.
     """
+    g0 = box_hypotheses(clnf, box, hypotheses)
+    if images is None:
+        images = frame_images(gray8, backend)
+    fits = detect_landmarks_batch(clnf, images, np.zeros(len(g0), np.int64), g0,
+                                  np.zeros((len(g0), clnf.model.pdm.n_modes), _F), clnf.parameters.window_sizes_init,
+                                  backend=backend)
+    return best_hypothesis(fits, previous_likelihood)
+
+
+def box_hypotheses(clnf: CLNF, box, hypotheses: np.ndarray = ROTATION_HYPOTHESES) -> np.ndarray:
+    """Global params of each initial rotation placed in a face box (``PDM::CalcParams`` with the box,
+    local params 0): the starts of :func:`fit_from_box`'s fits, ``(k, 6)`` float32."""
     pdm = clnf.model.pdm
     box = np.asarray(box, _F)
     zeros = np.zeros(pdm.n_modes, _F)
-    g0 = np.stack([pdm.calc_params_from_box(box, zeros, rot) for rot in hypotheses])
-    if images is None:
-        images = frame_images(gray8, backend)
-    fits = detect_landmarks_batch(clnf, images, np.zeros(len(g0), np.int64), g0, np.zeros((len(g0), pdm.n_modes), _F),
-                                  clnf.parameters.window_sizes_init, backend=backend)
+    return np.stack([pdm.calc_params_from_box(box, zeros, rot) for rot in hypotheses])
+
+
+def best_hypothesis(fits: list, previous_likelihood: float = -10.0) -> FitResult:
+    """The fit :func:`fit_from_box` keeps among the fits of its hypotheses (in order): the highest model
+    likelihood, the first on ties; a fit without a likelihood counts with the one before it."""
     best, best_ll = None, None
     ll = previous_likelihood
     for res in fits:
@@ -218,10 +231,12 @@ class FaceTracker:
         self.part_landmarks = res.part_landmarks or self.part_landmarks
         self.detection_success, self.detection_certainty = success, certainty
 
-    def _detect_in_image(self, gray8: np.ndarray, images, box: np.ndarray) -> bool:
-        """Multi-hypothesis initialisation from a face box, validated, adopted as the state."""
-        best = fit_from_box(self.clnf, gray8, box, previous_likelihood=self.likelihood, backend=self.backend,
-                            images=images)
+    def _detect_in_image(self, gray8: np.ndarray, images, box: np.ndarray, best: "FitResult | None") -> bool:
+        """Multi-hypothesis initialisation from a face box (``best``, when given, is its result),
+        validated, adopted as the state."""
+        if best is None:
+            best = fit_from_box(self.clnf, gray8, box, previous_likelihood=self.likelihood, backend=self.backend,
+                                images=images)
         success, certainty = self._outcome(gray8, best)
         self._adopt(best, success, certainty)
         return success
@@ -241,7 +256,7 @@ class FaceTracker:
         return self.params_global, self.params_local, p.window_sizes_small if self.detection_success else p.window_sizes_init
 
     def track(self, image_bgr: np.ndarray, gray8: "np.ndarray | None" = None, *,
-              fit: "FitResult | None" = None) -> LandmarkResult:
+              fit: "FitResult | None" = None, box_fit: "FitResult | None" = None) -> LandmarkResult:
         """Track (and when needed re-detect) the face in the next frame.
 
         Parameters
@@ -252,6 +267,9 @@ class FaceTracker:
         fit : FitResult, optional
             This frame's tracking fit, already computed from :meth:`tracking_request` (by a caller
             batching many trackers); by default :meth:`track` computes it.
+        box_fit : FitResult, optional
+            While no face is tracked: :func:`fit_from_box`'s result for the box this frame's detector
+            returns (with ``previous_likelihood=self.likelihood``), computed by such a caller.
 
         Returns
         -------
@@ -262,10 +280,10 @@ class FaceTracker:
 
             gray8 = to_gray8(image_bgr)
         p = self.clnf.parameters
-        ok = self._step(image_bgr, gray8, p, fit)
+        ok = self._step(image_bgr, gray8, p, fit, box_fit)
         return self._result(ok, gray8.shape)
 
-    def _step(self, image_bgr, gray8, p, fit) -> bool:
+    def _step(self, image_bgr, gray8, p, fit, box_fit) -> bool:
         initial_detection = not self.tracking_initialised
         images = None
         if self.tracking_initialised:
@@ -287,7 +305,8 @@ class FaceTracker:
                 self.tracking_initialised = True
                 saved = (self.params_global, self.params_local, self.likelihood, self.landmarks)
                 self.window_sizes = p.window_sizes_init
-                success = self._detect_in_image(gray8, images, np.asarray(box, _F))
+                success = self._detect_in_image(gray8, images, np.asarray(box, _F),
+                                                box_fit if initial_detection else None)
                 if not initial_detection and not success:
                     self.params_global, self.params_local, self.likelihood, self.landmarks = saved
                     return False
