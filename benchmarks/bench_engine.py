@@ -136,7 +136,8 @@ def main(argv=None) -> int:
         print(line)
     if args.memory:
         b = max(args.streams)
-        print(f"host memory per stream: {stream_memory(args.device, clips, b):.1f} MB (tracemalloc, B={b})")
+        print(f"peak host memory per stream: {stream_memory(args.device, clips, b):.1f} MB (tracemalloc, B={b}, "
+              f"streams starting together: 11 hypothesis fits each in the first step)")
     return 0
 
 

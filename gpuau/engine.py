@@ -28,12 +28,17 @@ Memory per stream (640 x 480 video; it scales with the frame size where noted)
 * AU state: the FHOG running-median histogram (4464 x 1000 int32, 17.9 MB), the geometry histogram
   (238 x 10000 int32, 9.5 MB), the stacked AU weights (4702 x 35 float64, 1.3 MB), and per frame 35
   raw predictions plus, for the first 3000 tracked frames, 35 projections (0.6 KB per frame);
-* tracker state: a few KB; models (CLNF, MTCNN, validator) are shared by all streams;
+* tracker state: a few KB; models (CLNF, MTCNN, validator) and the CLNF's per-view expert arrays are
+  shared by all streams (about 115 MB once);
+* CLNF work buffers, transient: about 7 MB per stream in a tracking step, about 60 MB in a step where
+  the stream initialises from a new box (its 11 rotation hypotheses are fitted in the batch);
 * output: a CSV stream flushes every ``chunk`` rows (256 rows x 0.7K columns); Parquet and in-memory
   outputs keep all rows (5.6 KB per frame).
 
-So about 40 MB of host memory per 640 x 480 stream plus 0.6 KB per frame.  On CUDA the device holds
-one step's frames and faces; :func:`auto_streams` sizes ``B`` from free device memory with
+So about 40 MB of host memory per 640 x 480 stream plus 0.6 KB per frame, and up to 60 MB more while
+it initialises (measured with tracemalloc, ``benchmarks/bench_engine.py --memory``: 107 MB per stream
+at the peak of 8 streams starting together, frames held in memory).  On CUDA the device holds one
+step's frames and faces; :func:`auto_streams` sizes ``B`` from free device memory with
 :func:`stream_device_bytes` per stream.
 """
 from __future__ import annotations
@@ -68,10 +73,11 @@ def stream_device_bytes(height: int, width: int) -> int:
 
     The BGR and grey frame (4 bytes per pixel), a float32 grey copy for the patch experts (4), MTCNN's
     float32 RGB pyramid mosaic (about 1.2 float per pixel: the levels' areas sum to ~0.08 of the frame,
-    times 3 channels, plus padding), and 8 MiB for the landmark and AU work buffers of one face
-    (patch responses, aligned face, FHOG cells, descriptors).
+    times 3 channels, plus padding), and 6 MiB of landmark and AU work buffers for each of the 11 faces
+    of an initialisation step (patch responses, aligned face, FHOG cells, descriptors; measured on the
+    host, about 60 MB per initialising stream).
     """
-    return int(height * width * (4 + 4 + 4 * 1.2)) + (8 << 20)
+    return int(height * width * (4 + 4 + 4 * 1.2)) + 11 * (6 << 20)
 
 
 def auto_streams(backend: Backend, frame_shape: "tuple[int, int]" = SIZING_FRAME) -> int:
