@@ -110,7 +110,8 @@ def test_rotation_hypotheses_batch_equals_one_at_a_time(frames, reference, model
     best = fit_from_box(clnf, gray, box)
     pdm = clnf.model.pdm
     zeros = np.zeros(pdm.n_modes, np.float32)
-    fits = [detect_landmarks(clnf, gray, pdm.calc_params_from_box(box, zeros, rot), zeros) for rot in ROTATION_HYPOTHESES]
+    fits = [detect_landmarks(clnf, gray, pdm.calc_params_from_box(box, zeros, rot), zeros)
+            for rot in ROTATION_HYPOTHESES]
     lls = [f.likelihood for f in fits]
     one = fits[int(np.argmax(lls))]
     assert best.likelihood == max(lls)

@@ -323,7 +323,8 @@ def _nu_rlms_device(pdm_arrays, r: Responses, g, loc, w, reg, n_iter: int, rigid
                                    kde, shifts)
         host = backend.asnumpy(shifts).reshape(n_faces, n, 2)
         for f in np.flatnonzero(active):
-            g[f], loc[f] = pdm_fit.nu_rlms_update(s3[f], pc, eig, g[f], loc[f], host[f], r.ref_to_img[f], w[f], reg, rigid)
+            g[f], loc[f] = pdm_fit.nu_rlms_update(s3[f], pc, eig, g[f], loc[f], host[f], r.ref_to_img[f], w[f], reg,
+                                                  rigid)
     return g, loc, dxs, dys
 
 
