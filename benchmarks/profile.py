@@ -1,5 +1,7 @@
 """Hot spots of the pipeline: cProfile of ``Analyzer.write_video`` (top functions by cumulative and by own
-time), and optionally line_profiler over the pipeline's stage functions.
+time), and optionally line_profiler over the pipeline's stage functions.  Every thread the run starts is
+profiled (decoding and the AU stages run on their own threads); the tables sum the threads, so lock
+``acquire`` rows are one thread waiting for another.
 
 Usage::
 
@@ -16,22 +18,54 @@ Numba-compiled functions have no Python lines to time and are listed as skipped.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import inspect
 import io
 import os
 import pstats
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 from benchmarks.run import SHARED, STAGES, first_frames_clip, resolve_target
 
 
-def print_stats(profile: cProfile.Profile, top: int) -> None:
+@contextlib.contextmanager
+def profiling_all_threads(line_profiler=None):
+    """cProfile (and ``line_profiler``, if given) this thread and every thread started in the block;
+    yields the list of the threads' cProfile profiles.
+
+    The pipeline decodes on one thread and runs the AU stages on another, which profilers enabled on
+    this thread only would miss.
+    """
+    profiles = [cProfile.Profile()]
+
+    def start(frame, event, arg):  # first event of a new thread: hand the thread over to its own profilers
+        profiles.append(cProfile.Profile())
+        profiles[-1].enable()
+        if line_profiler is not None:
+            line_profiler.enable()
+
+    threading.setprofile(start)
+    profiles[0].enable()
+    if line_profiler is not None:
+        line_profiler.enable()
+    try:
+        yield profiles
+    finally:
+        profiles[0].disable()
+        if line_profiler is not None:
+            line_profiler.disable()
+        threading.setprofile(None)
+
+
+def print_stats(stats: pstats.Stats, top: int) -> None:
     for key, title in (("cumulative", "cumulative time"), ("tottime", "own time (tottime)")):
         out = io.StringIO()
-        pstats.Stats(profile, stream=out).strip_dirs().sort_stats(key).print_stats(top)
+        stats.stream = out
+        stats.sort_stats(key).print_stats(top)
         text = out.getvalue()
         print(f"===== top {top} by {title} =====")
         print(text[text.find("   ncalls"):].rstrip() + "\n")
@@ -69,18 +103,17 @@ def main(argv: "list[str] | None" = None) -> int:
     args = ap.parse_args(argv)
     os.environ.setdefault("GPUAU_MODELS", str(SHARED / "models" / "openface-2.2.0"))
 
-    profile, lp = cProfile.Profile(), None
+    lp = None
     with tempfile.TemporaryDirectory(prefix="gpuau-profile-") as tmp:
         video, frames = first_frames_clip(args.video, args.frames, Path(tmp))
         from gpuau.video import open_source
 
         image = next(iter(open_source(video))).image
         if args.startup:
-            profile.enable()
-            from gpuau.pipeline import Analyzer
+            with profiling_all_threads() as profiles:
+                from gpuau.pipeline import Analyzer
 
-            Analyzer(args.device).analyze_frames([image])
-            profile.disable()
+                Analyzer(args.device).analyze_frames([image])
             what = "start-up and first frame"
         else:
             from gpuau.pipeline import Analyzer
@@ -90,19 +123,15 @@ def main(argv: "list[str] | None" = None) -> int:
             if args.line:
                 lp = line_profiler_for([t for _, targets in STAGES for t in targets] + args.line_fn)
             t0 = time.perf_counter()
-            profile.enable()
-            if lp is not None:
-                lp.enable_by_count()
-            analyzer.write_video(video, Path(tmp) / "profile.csv")
-            if lp is not None:
-                lp.disable_by_count()
-            profile.disable()
+            with profiling_all_threads(lp) as profiles:
+                analyzer.write_video(video, Path(tmp) / "profile.csv")
             wall = time.perf_counter() - t0
             what = f"{frames} frames, {1000 * wall / frames:.1f} ms/frame under the profiler"
-    print(f"{args.video.name}: {what} (device {args.device})\n")
-    print_stats(profile, args.top)
+    stats = pstats.Stats(*profiles).strip_dirs()
+    print(f"{args.video.name}: {what} (device {args.device}; {len(profiles)} threads profiled, times summed)\n")
+    print_stats(stats, args.top)
     if args.out:
-        profile.dump_stats(args.out)
+        stats.dump_stats(args.out)
         print(f"stats saved to {args.out}")
     if lp is not None:
         lp.print_stats(output_unit=1e-3, stripzeros=True)
