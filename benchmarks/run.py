@@ -8,12 +8,13 @@ For each video (default: ``../shared/media/default.wmv`` and ``2015-10-15-15-14.
 
 * **stages**: one in-process :meth:`gpuau.pipeline.Analyzer.write_video` run (models loaded and JIT
   compiled beforehand) with the pipeline's own functions wrapped, from outside the package, by a timer
-  that records exclusive wall time and calls per stage (:data:`STAGES`); ``other`` is what no stage
-  covers (the frame loop, rows, queue waits).  ``decode`` is timed in a separate pass over the same
-  frames, since in the pipeline it runs in the prefetch thread, overlapped with the compute.
+  that records exclusive wall time, thread CPU time and calls per stage (:data:`STAGES`); ``other`` is
+  what no stage covers (the frame loop, rows, queue waits), negative when the AU stages, on their own
+  thread, overlap the tracking.  ``decode`` is timed in a separate pass over the same frames, since in
+  the pipeline it runs in the prefetch thread, overlapped with the compute.
 * **end to end**: ``python -m gpuau analyze VIDEO -o DIR --device D`` in a fresh process (decode to
   CSV, start-up included); frames/s with start-up, and without it (minus the warm start-up below);
-  peak memory is that process's ``ru_maxrss``.
+  CPU time and peak memory (``ru_maxrss``) of that process, read by a small launcher process.
 * **start-up** (once per run): a fresh process imports gpuau, loads the models and analyses the first
   frame twice; start-up = interpreter + imports + (first frame - second frame), i.e. model loading and
   Numba JIT.  *cold*: empty Numba and parsed-model caches; *warm*: the same caches, now filled.
