@@ -52,8 +52,8 @@ def references(clips, cpu_analyzer):
     return {name: cpu_analyzer.analyze_frames(images, fps=fps) for name, (images, fps) in clips.items()}
 
 
-def _jobs(clips, names, output=None):
-    return [Job(_frames(*clips[n]), None if output is None else output / f"{n}.csv", name=n) for n in names]
+def _jobs(clips, names, output=None, suffix="csv"):
+    return [Job(_frames(*clips[n]), None if output is None else output / f"{n}.{suffix}", name=n) for n in names]
 
 
 def assert_same_table(actual: dict, expected: dict):
@@ -119,6 +119,15 @@ def test_streams_join_and_leave_with_csv_outputs(clips, references, tmp_path):
         assert o.status == "done" and o.result is None
         expected = references[o.input].to_csv(tmp_path / f"ref_{o.input}.csv")
         assert o.output.read_bytes() == expected.read_bytes(), o.input
+
+
+def test_parquet_output(clips, references, tmp_path):
+    pd = pytest.importorskip("pandas")
+    name = "changeLighting.wmv"
+    (o,) = Engine("cpu", streams=2).run(_jobs(clips, [name], tmp_path, "parquet"), format="parquet")
+    assert o.status == "done" and o.result is None
+    table = pd.read_parquet(tmp_path / f"{name}.parquet")
+    assert_same_table({c: table[c].to_numpy() for c in table.columns}, references[name].columns)
 
 
 def test_failing_streams_end_alone(clips, references, tmp_path):
