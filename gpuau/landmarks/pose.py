@@ -85,7 +85,8 @@ def landmarks_3d(landmarks_2d: np.ndarray, shape_3d: np.ndarray, params_global: 
     s3 = np.asarray(shape_3d, dtype=_F)
     lm = np.asarray(landmarks_2d, dtype=_F)
     fx, fy, cx, cy = (_F(v) for v in (fx, fy, cx, cy))
-    rot = np.vectorize(euler_to_rotation_matrix, signature="(3)->(3,3)")(g[..., 1:4])
+    eulers = g[..., 1:4].reshape(-1, 3)
+    rot = np.array([euler_to_rotation_matrix(e) for e in eulers], _F).reshape(g.shape[:-1] + (3, 3))
     z_rot = np.einsum("...k,...nk->...n", rot[..., 2, :].astype(np.float64), s3.astype(np.float64)).astype(_F)
     z = fx / g[..., :1] + z_rot
     x = z * ((lm[..., 0] - cx) / fx)
