@@ -1,12 +1,17 @@
-"""CCNF patch expert response maps: Numba im2col (eight areas side by side) + BLAS products.
+"""CCNF patch expert response maps in a fixed float32 summation order (Numba, serial).
 
 Port of ``CCNF_patch_expert::ResponseOpenBlas`` and ``im2colContrastNormBias``,
 CCNF_patch_expert.cpp, with OpenFace's structure: every ``patch_h x patch_w`` window of the area
-of interest becomes a row ``[1, normalised window (column-major)]`` (mean-centred, scaled to unit
-L2 norm, float32 in OpenFace's summation order); one single-precision matrix product with the
-neuron rows ``[bias, norm_weight * filter]`` gives all neurons' activations; each neuron adds
+of interest is mean-centred and scaled to unit L2 norm (float32 in OpenFace's summation order);
+each neuron's activation is ``bias + normalised window . filter``; each neuron adds
 ``2 alpha / (1 + exp(-x))`` in turn; the map is multiplied by the expert's CCNF covariance
-``Sigma`` (a second single-precision product) and shifted to be non-negative.
+``Sigma`` and shifted to be non-negative.
+
+OpenFace does the two products through OpenBLAS, whose summation order is the library's own.
+Here every sum has one stated order, shared bit for bit with ``gpuau/kernels/ccnf_response.cu``:
+an activation is the bias, then ``+ v_t * w_t`` over the window's column-major taps ``t``; a map
+value is ``0 + Sigma[p, q] * map[q]`` over ``q`` ascending; float32, each product and sum
+rounded (no fused multiply-add).
 """
 from __future__ import annotations
 
@@ -14,111 +19,130 @@ import numba as nb
 import numpy as np
 
 
-LANES = 8
-"""Areas whose windows :func:`im2col_contrast_norm` normalises side by side."""
+ROWS = 4
+"""Rows of ``Sigma`` that :func:`_responses` multiplies by the map side by side."""
 
 
 @nb.njit(cache=True, nogil=True)
 def im2col_contrast_norm(areas, patch_h, patch_w, out):
-    """Normalised windows of a batch of areas of interest.
+    """Normalised windows of a batch of areas of interest, one column per window.
 
     Each window's mean and squared norm are float32 sums in OpenFace's order (row-major for the
-    sum, column-major for the squares), serial dependency chains; so the same window of
-    :data:`LANES` areas is normalised at once (the areas interleaved, eight independent chains in
-    registers; element indexing only, no array views in the inner loops).
+    sum, column-major for the squares), serial dependency chains; all windows of an area advance
+    together (independent chains: the inner loops run over window origins ``y * A_w + x``, ``x``
+    up to ``A_w`` so that they are contiguous, and vectorise; indices are unsigned so that no
+    negative-index wraparound test stops the vectoriser).
 
     Parameters
     ----------
-    areas : ndarray (N, A, A) float32
+    areas : ndarray (N, A_h, A_w) float32
     patch_h, patch_w : int
-    out : ndarray (N, R*R, 1 + patch_h*patch_w) float32
-        Row ``y * R + x``: ``[1, window (column-major) - mean, / L2 norm]``.
+    out : ndarray (N, patch_h*patch_w, R_h*R_w) float32
+        ``out[k, t, y * R_w + x]``: tap ``t`` (column-major) of the window at ``(y, x)`` of area
+        ``k``, minus the window's mean, divided by its L2 norm (1 for a flat window).
     """
-    n, a_h, a_w = areas.shape
-    r_h = a_h - patch_h + 1
-    r_w = a_w - patch_w + 1
-    n_in = patch_h * patch_w
-    count = np.float32(n_in)
-    groups = (n + LANES - 1) // LANES
-    lanes = np.zeros((groups, a_h * a_w, LANES), np.float32)
+    u = np.uint64
+    n, a_h, a_w = u(areas.shape[0]), u(areas.shape[1]), u(areas.shape[2])
+    p_h, p_w = u(patch_h), u(patch_w)
+    r_h, r_w = a_h - p_h + u(1), a_w - p_w + u(1)
+    n_in = p_h * p_w
+    count = np.float32(patch_h * patch_w)
+    span = r_h * a_w  # window origins y * A_w + x (those with x >= R_w are computed and unused)
+    src = np.zeros(a_h * a_w + p_w, np.float32)
+    mean = np.empty(span, np.float32)
+    scale = np.empty(span, np.float32)
+    d = np.empty((n_in, span), np.float32)
     for k in range(n):
         for y in range(a_h):
             for x in range(a_w):
-                lanes[k // LANES, y * a_w + x, k % LANES] = areas[k, y, x]
-    tail = np.empty((LANES, r_h * r_w, n_in + 1), np.float32)  # rows of a last, partial group
-    sq = np.empty(LANES, np.float32)
-    for g in range(groups):
-        if (g + 1) * LANES <= n:
-            dst, k = out, g * LANES
-        else:
-            dst, k = tail, 0
-        for i in range(r_h):
-            for j in range(r_w):
-                p = i * r_w + j
-                s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = np.float32(0.0)
-                for yy in range(patch_h):
-                    for xx in range(patch_w):
-                        q = (i + yy) * a_w + j + xx
-                        s0 += lanes[g, q, 0]
-                        s1 += lanes[g, q, 1]
-                        s2 += lanes[g, q, 2]
-                        s3 += lanes[g, q, 3]
-                        s4 += lanes[g, q, 4]
-                        s5 += lanes[g, q, 5]
-                        s6 += lanes[g, q, 6]
-                        s7 += lanes[g, q, 7]
-                m0, m1, m2, m3 = s0 / count, s1 / count, s2 / count, s3 / count
-                m4, m5, m6, m7 = s4 / count, s5 / count, s6 / count, s7 / count
-                q0 = q1 = q2 = q3 = q4 = q5 = q6 = q7 = np.float32(0.0)
-                t = 1
-                for xx in range(patch_w):
-                    for yy in range(patch_h):
-                        q = (i + yy) * a_w + j + xx
-                        d0 = lanes[g, q, 0] - m0
-                        d1 = lanes[g, q, 1] - m1
-                        d2 = lanes[g, q, 2] - m2
-                        d3 = lanes[g, q, 3] - m3
-                        d4 = lanes[g, q, 4] - m4
-                        d5 = lanes[g, q, 5] - m5
-                        d6 = lanes[g, q, 6] - m6
-                        d7 = lanes[g, q, 7] - m7
-                        dst[k, p, t] = d0
-                        dst[k + 1, p, t] = d1
-                        dst[k + 2, p, t] = d2
-                        dst[k + 3, p, t] = d3
-                        dst[k + 4, p, t] = d4
-                        dst[k + 5, p, t] = d5
-                        dst[k + 6, p, t] = d6
-                        dst[k + 7, p, t] = d7
-                        q0 += d0 * d0
-                        q1 += d1 * d1
-                        q2 += d2 * d2
-                        q3 += d3 * d3
-                        q4 += d4 * d4
-                        q5 += d5 * d5
-                        q6 += d6 * d6
-                        q7 += d7 * d7
-                        t += 1
-                sq[0], sq[1], sq[2], sq[3], sq[4], sq[5], sq[6], sq[7] = q0, q1, q2, q3, q4, q5, q6, q7
-                for lane in range(min(LANES, n - g * LANES)):
-                    norm = np.float32(np.sqrt(sq[lane]))
-                    if norm == 0:
-                        norm = np.float32(1.0)
-                    norm = np.float32(1.0 / np.float64(norm))
-                    out[g * LANES + lane, p, 0] = 1.0
-                    for t in range(1, n_in + 1):
-                        out[g * LANES + lane, p, t] = dst[k + lane, p, t] * norm
+                src[y * a_w + x] = areas[k, y, x]
+        mean[:] = 0.0
+        for yy in range(p_h):
+            for xx in range(p_w):
+                off = yy * a_w + xx
+                for q in range(span):
+                    mean[q] = mean[q] + src[off + q]
+        for q in range(span):
+            mean[q] = mean[q] / count
+        scale[:] = 0.0
+        t = u(0)
+        for xx in range(p_w):
+            for yy in range(p_h):
+                off = yy * a_w + xx
+                for q in range(span):
+                    v = src[off + q] - mean[q]
+                    d[t, q] = v
+                    scale[q] = scale[q] + v * v
+                t += u(1)
+        for q in range(span):
+            norm = np.float32(np.sqrt(scale[q]))
+            if norm == 0:
+                norm = np.float32(1.0)
+            scale[q] = np.float32(1.0 / np.float64(norm))
+        for t in range(n_in):
+            for y in range(r_h):
+                for x in range(r_w):
+                    out[k, t, y * r_w + x] = d[t, y * a_w + x] * scale[y * a_w + x]
 
 
 @nb.njit(cache=True, nogil=True)
-def _neuron_sum(terms, out):
-    """``out[n, p] = sum_k terms[n, p, k]``, neuron by neuron in float32 (OpenFace's order)."""
-    for n in range(terms.shape[0]):
-        for p in range(terms.shape[1]):
-            r = np.float32(0.0)
-            for k in range(terms.shape[2]):
-                r = np.float32(np.float64(r) + terms[n, p, k])
-            out[n, p] = r
+def _responses(cols, weights, gains, sigmas, out):
+    """Neuron activations, sigmoid sum, Sigma product and shift of each area (the fixed orders of
+    the module docstring).
+
+    Parameters
+    ----------
+    cols : ndarray (N, T, P) float32
+        :func:`im2col_contrast_norm` of the areas, ``T = patch_h*patch_w``.
+    weights : ndarray (N, K, 1 + T) float32
+    gains : ndarray (N, K) float64
+        ``2 alpha``, 0 for skipped neurons.
+    sigmas : ndarray (N, P, P) float32
+    out : ndarray (N, P) float32
+    """
+    n, n_in, n_resp = out.shape[0], cols.shape[1], cols.shape[2]
+    n_neurons = weights.shape[1]
+    x = np.empty((n_neurons, n_resp), np.float32)
+    r = np.empty(n_resp, np.float32)
+    for f in range(n):
+        for k in range(n_neurons):
+            b = weights[f, k, 0]
+            for p in range(n_resp):
+                x[k, p] = b
+        for t in range(np.uint64(n_in)):
+            for k in range(np.uint64(n_neurons)):
+                w = weights[f, k, t + np.uint64(1)]
+                for p in range(np.uint64(n_resp)):
+                    x[k, p] = x[k, p] + cols[f, t, p] * w
+        for p in range(n_resp):
+            r[p] = np.float32(0.0)
+        for k in range(n_neurons):
+            gain = gains[f, k]
+            if gain == 0.0:
+                continue
+            for p in range(n_resp):
+                r[p] = np.float32(np.float64(r[p]) + gain / (1.0 + np.exp(-np.float64(x[k, p]))))
+        p = 0
+        while p + ROWS <= n_resp:
+            v0 = v1 = v2 = v3 = np.float32(0.0)
+            for q in range(n_resp):
+                rq = r[q]
+                v0 = v0 + sigmas[f, p, q] * rq
+                v1 = v1 + sigmas[f, p + 1, q] * rq
+                v2 = v2 + sigmas[f, p + 2, q] * rq
+                v3 = v3 + sigmas[f, p + 3, q] * rq
+            out[f, p], out[f, p + 1], out[f, p + 2], out[f, p + 3] = v0, v1, v2, v3
+            p += ROWS
+        for p in range(p, n_resp):
+            v = np.float32(0.0)
+            for q in range(n_resp):
+                v = v + sigmas[f, p, q] * r[q]
+            out[f, p] = v
+        lo = np.float32(0.0)
+        for p in range(n_resp):
+            lo = min(lo, out[f, p])
+        for p in range(n_resp):
+            out[f, p] = out[f, p] - lo
 
 
 def ccnf_response(areas, weights, alphas, sigmas, patch_h: int = 11, patch_w: int = 11):
@@ -144,14 +168,10 @@ def ccnf_response(areas, weights, alphas, sigmas, patch_h: int = 11, patch_w: in
     areas = np.ascontiguousarray(areas, dtype=np.float32)
     n, a_h, a_w = areas.shape
     r_h, r_w = a_h - patch_h + 1, a_w - patch_w + 1
-    cols = np.empty((n, r_h * r_w, patch_h * patch_w + 1), np.float32)
+    cols = np.empty((n, patch_h * patch_w, r_h * r_w), np.float32)
     im2col_contrast_norm(areas, patch_h, patch_w, cols)
-    x = np.matmul(cols, np.asarray(weights, np.float32).transpose(0, 2, 1))  # (N, P, K) neuron activations
     alphas = np.asarray(alphas, np.float64)
-    gain = np.where(alphas > 1e-4, 2.0 * alphas, 0.0)[:, None, :]
-    terms = gain / (1.0 + np.exp(-x.astype(np.float64)))
-    resp = np.empty((n, r_h * r_w), np.float32)
-    _neuron_sum(terms, resp)
-    out = np.matmul(np.asarray(sigmas, np.float32), resp[:, :, None])[:, :, 0]
-    lo = np.minimum(out.min(axis=1, keepdims=True), np.float32(0))
-    return (out - lo).reshape(n, r_h, r_w)
+    gains = np.where(alphas > 1e-4, 2.0 * alphas, 0.0)
+    out = np.empty((n, r_h * r_w), np.float32)
+    _responses(cols, np.asarray(weights, np.float32), gains, np.asarray(sigmas, np.float32), out)
+    return out.reshape(n, r_h, r_w)

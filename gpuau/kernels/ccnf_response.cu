@@ -6,15 +6,15 @@
 //      go to shared memory;
 //   2. each thread normalises its PATCH_H x PATCH_W window as the twin's im2col does (float32 sum in
 //      row-major order, mean, sum of squares in column-major order, 1 / L2 norm rounded from double)
-//      and evaluates every neuron: bias + (normalised window . filter) as a float32 fused
-//      multiply-add chain over the column-major window (the order of a single-precision GEMM; all
-//      neurons advance together, one normalised value at a time), then adds 2 alpha / (1 + exp(-x))
-//      in double, rounded to float32 after each neuron;
-//   3. the map is multiplied by the expert's CCNF covariance Sigma (float32 fmaf chain, row p of
-//      Sigma times the map; Sigma goes through shared memory in coalesced column tiles) and shifted
-//      by min(min(map), 0) (a shared-memory min reduction).
-// The float32 products of the twin go through BLAS, whose summation order is the library's own, so
-// results agree with the twin to float32 rounding, not bit for bit.
+//      and evaluates every neuron: the bias, then + v_t * w_t over the column-major window taps t
+//      (float32, product and sum each rounded: no fmaf; all neurons advance together, one
+//      normalised value at a time), then adds 2 alpha / (1 + exp(-x)) in double, rounded to float32
+//      after each neuron (neurons with alpha <= 1e-4 skipped);
+//   3. the map is multiplied by the expert's CCNF covariance Sigma (0, then + Sigma[p][q] * map[q]
+//      over q ascending, float32, no fmaf; Sigma goes through shared memory in coalesced column
+//      tiles) and shifted by min(min(map), 0) (a shared-memory min reduction).
+// These are the twin's summation orders, so the maps equal the twin's bit for bit where exp(double)
+// rounds as the host's libm does (the emulator; CUDA's exp is within 1 ulp of it).
 //
 // defines: RESP_H=11 RESP_W=11 PATCH_H=11 PATCH_W=11 NEURONS=7
 // defines: RESP_H=15 RESP_W=15 PATCH_H=11 PATCH_W=11 NEURONS=7
@@ -75,16 +75,17 @@ extern "C" __global__ void __launch_bounds__(THREADS)
         float norm = sqrtf(sq);
         if (norm == 0.0f) norm = 1.0f;
         norm = (float)(1.0 / (double)norm);
-        float x[NEURONS];  // neuron activations, each an fmaf chain over the window in column-major order
+        float x[NEURONS];  // neuron activations, each a chain over the window in column-major order
         for (int k = 0; k < NEURONS; ++k) x[k] = w[k * ROW];  // the constant 1 of the window row times the bias
         int i = 1;
         for (int xx = 0; xx < PATCH_W; ++xx)
             for (int yy = 0; yy < PATCH_H; ++yy, ++i) {
                 const float v = (win[yy * AREA_W + xx] - mean) * norm;
-                for (int k = 0; k < NEURONS; ++k) x[k] = fmaf(v, w[k * ROW + i], x[k]);
+                for (int k = 0; k < NEURONS; ++k) x[k] = x[k] + v * w[k * ROW + i];
             }
         float r = 0.0f;
-        for (int k = 0; k < NEURONS; ++k) r = (float)((double)r + gain[k] / (1.0 + exp(-(double)x[k])));
+        for (int k = 0; k < NEURONS; ++k)
+            if (gain[k] != 0.0) r = (float)((double)r + gain[k] / (1.0 + exp(-(double)x[k])));
         resp[t] = r;
     }
     __syncthreads();
@@ -100,7 +101,7 @@ extern "C" __global__ void __launch_bounds__(THREADS)
         }
         __syncthreads();
         if (active)
-            for (int c = 0; c < cols; ++c) v = fmaf(tile[t][c], resp[q0 + c], v);
+            for (int c = 0; c < cols; ++c) v = v + tile[t][c] * resp[q0 + c];
         __syncthreads();
     }
     lo[t] = v;
