@@ -2,7 +2,8 @@
 maps of all landmarks around the current shape.
 
 Port of ``Patch_experts::Response`` / ``GetViewIdx``, Patch_experts.cpp, and
-``CCNF_patch_expert::ComputeSigmas``, CCNF_patch_expert.cpp.
+``CCNF_patch_expert::ComputeSigmas``, CCNF_patch_expert.cpp (with ``cv::invert(DECOMP_CHOLESKY)``,
+OpenCV's ``CholImpl``, matrix_decomp.cpp).
 """
 from __future__ import annotations
 
@@ -10,13 +11,74 @@ import os
 from dataclasses import dataclass, field
 from functools import cached_property
 
-import cv2
+import numba as nb
 import numpy as np
 
 from gpuau.models.cache import load_cached
 from gpuau.models.ccnf_file import parse_ccnf
 
 _F = np.float32
+
+
+@nb.njit(cache=True, nogil=True)
+def cholesky_inverse(a):
+    """Inverse of a symmetric positive definite float32 matrix with OpenCV's arithmetic.
+
+    Port of ``cv::invert(src, dst, DECOMP_CHOLESKY)`` for ``CV_32F`` (``hal::Cholesky32f`` ->
+    ``CholImpl``, matrix_decomp.cpp, with ``b`` the identity): ``L`` row by row with double sums of
+    float32 products (the diagonal holds ``1 / L_ii``, from double ``t * t`` terms), then ``L y = I``
+    and ``L^T x = y`` with double sums of float32 products, each result rounded to float32.  Serial
+    and deterministic (OpenCV's LAPACK path, when present, depends on the BLAS thread count); the
+    right-hand-side columns advance together so the inner loops vectorise, each entry keeping
+    OpenCV's order.
+
+    Parameters
+    ----------
+    a : ndarray (m, m) float32
+
+    Returns
+    -------
+    ndarray (m, m) float32
+        Zero where the matrix is not positive definite (a pivot below float32 epsilon), as
+        ``cv::invert`` returns.
+    """
+    m = a.shape[0]
+    low = a.copy()
+    eps = np.finfo(np.float32).eps
+    for i in range(m):
+        for j in range(i):
+            s = np.float64(low[i, j])
+            for k in range(j):
+                s -= low[i, k] * low[j, k]
+            low[i, j] = np.float32(s * low[j, j])
+        s = np.float64(low[i, i])
+        for k in range(i):
+            t = np.float64(low[i, k])
+            s -= t * t
+        if s < eps:
+            return np.zeros((m, m), np.float32)
+        low[i, i] = np.float32(1.0 / np.sqrt(s))
+    x = np.eye(m, dtype=np.float32)
+    acc = np.empty(m, np.float64)
+    for i in range(m):
+        for j in range(m):
+            acc[j] = x[i, j]
+        for k in range(i):
+            lik = low[i, k]
+            for j in range(m):
+                acc[j] -= lik * x[k, j]
+        for j in range(m):
+            x[i, j] = np.float32(acc[j] * low[i, i])
+    for i in range(m - 1, -1, -1):
+        for j in range(m):
+            acc[j] = x[i, j]
+        for k in range(m - 1, i, -1):
+            lki = low[k, i]
+            for j in range(m):
+                acc[j] -= lki * x[k, j]
+        for j in range(m):
+            x[i, j] = np.float32(acc[j] * low[i, i])
+    return x
 
 
 @dataclass(eq=False)
@@ -76,8 +138,8 @@ class CCNFScale:
         """CCNF covariances of all experts of a view for a response window size (computed once).
 
         Port of ``CCNF_patch_expert::ComputeSigmas``: ``Sigma = inv(2 (sum(alpha) I + sum_b
-        beta_b S_b))`` by Cholesky, in float32; ``S_b`` are the file's sigma components for this
-        window size (none for the eye models).
+        beta_b S_b))`` by Cholesky (:func:`cholesky_inverse`), in float32; ``S_b`` are the file's
+        sigma components for this window size (none for the eye models).
 
         Returns
         -------
@@ -105,7 +167,7 @@ class CCNFScale:
                 for b in range(comps.shape[0]):
                     q2 = q2 + _F(betas[i, b]) * comps[b]
                 sigma_inv = _F(2) * (sum_alphas * eye + q2)
-                _, out[i] = cv2.invert(sigma_inv, flags=cv2.DECOMP_CHOLESKY)
+                out[i] = cholesky_inverse(sigma_inv)
             self._sigmas[key] = out
         return self._sigmas[key]
 
