@@ -21,7 +21,7 @@ from gpuau.landmarks.tracker import FaceTracker, LandmarkResult
 
 
 def fit_faces(image_bgr: np.ndarray, gray8: np.ndarray, boxes: np.ndarray, clnf: CLNF, validate: Callable,
-              intrinsics=None) -> "list[LandmarkResult]":
+              intrinsics=None, device="cpu") -> "list[LandmarkResult]":
     """Landmarks, pose and confidence of each face box of one image.
 
     Port of ``DetectLandmarksInImage`` with a bounding box (LandmarkDetectorFunc.cpp) as
@@ -38,12 +38,15 @@ def fit_faces(image_bgr: np.ndarray, gray8: np.ndarray, boxes: np.ndarray, clnf:
         ``validate(gray8, landmarks (68, 2), orientation (3,)) -> certainty``.
     intrinsics : (fx, fy, cx, cy), optional
         Default: OpenFace's guess from the image size.
+    device : str or Backend
+        Where the CLNF fits run.
 
     Returns
     -------
     list of LandmarkResult
         One per box; ``success`` is the validator's verdict, ``confidence`` its certainty.
     """
-    tracker = FaceTracker(without_reinit(clnf), detect=lambda image: None, validate=validate, intrinsics=intrinsics)
+    tracker = FaceTracker(without_reinit(clnf), detect=lambda image: None, validate=validate, intrinsics=intrinsics,
+                          device=device)
     return [start_from_box(tracker, image_bgr, gray8, box) for box in np.asarray(boxes).reshape(-1, 4)]
 

@@ -228,14 +228,14 @@ class Analyzer:
 
         self._load()
         return FaceTracker(self._clnf, detect=self._detector, validate=self._validator, intrinsics=intrinsics,
-                           models=self.models)
+                           models=self.models, device=self.backend)
 
     def _multi_tracker(self, intrinsics):
         from gpuau.landmarks.multi import MultiFaceTracker
 
         self._load()
         return MultiFaceTracker(self._clnf, detect_all=lambda image: self._mtcnn.detect(image).boxes,
-                                validate=self._validator, intrinsics=intrinsics)
+                                validate=self._validator, intrinsics=intrinsics, device=self.backend)
 
     def _au_analyzer(self, dynamic: bool = True):
         from gpuau.au import AUAnalyzer
@@ -384,7 +384,7 @@ class Analyzer:
         t0 = time.perf_counter()
         self._load()
         boxes = self._mtcnn.detect(frame.image).boxes
-        results = fit_faces(frame.image, frame.gray, boxes, self._clnf, self._validator, intrinsics)
+        results = fit_faces(frame.image, frame.gray, boxes, self._clnf, self._validator, intrinsics, self.backend)
         aus = self._static_aus(frame.image, results)
         names = image_columns()
         rows = np.array([image_row(k, r) for k, r in enumerate(results)]).reshape(len(results), len(names))

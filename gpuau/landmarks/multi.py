@@ -144,15 +144,17 @@ class MultiFaceTracker:
         Camera intrinsics for the pose; by default OpenFace's from the frame size.
     max_faces : int
     detect_every : int
+    device : str or Backend
+        Where the CLNF fits run.
     """
 
     def __init__(self, clnf: CLNF, *, detect_all: Callable, validate: Callable, intrinsics=None,
-                 max_faces: int = MAX_FACES, detect_every: int = DETECT_EVERY):
+                 max_faces: int = MAX_FACES, detect_every: int = DETECT_EVERY, device="cpu"):
         clnf = without_reinit(clnf)
         self._detect_all = detect_all
         self.detect_every = detect_every
-        self.slots = [FaceTracker(clnf, detect=lambda image: None, validate=validate, intrinsics=intrinsics)
-                      for _ in range(max_faces)]
+        self.slots = [FaceTracker(clnf, detect=lambda image: None, validate=validate, intrinsics=intrinsics,
+                                  device=device) for _ in range(max_faces)]
         self.active = [False] * max_faces
         self.frame_count = 0
 
