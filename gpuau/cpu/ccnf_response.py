@@ -24,87 +24,87 @@ ROWS = 4
 
 
 @nb.njit(cache=True, nogil=True)
-def im2col_contrast_norm(areas, patch_h, patch_w, out):
-    """Normalised windows of a batch of areas of interest, one column per window.
+def im2col_contrast_norm(area, patch_h, patch_w, out):
+    """Normalised windows of an area of interest, one column per window.
 
     Each window's mean and squared norm are float32 sums in OpenFace's order (row-major for the
-    sum, column-major for the squares), serial dependency chains; all windows of an area advance
-    together (independent chains: the inner loops run over window origins ``y * A_w + x``, ``x``
-    up to ``A_w`` so that they are contiguous, and vectorise; indices are unsigned so that no
+    sum, column-major for the squares), serial dependency chains; all windows advance together
+    (independent chains: the inner loops run over window origins ``y * A_w + x``, ``x`` up to
+    ``A_w`` so that they are contiguous, and vectorise; indices are unsigned so that no
     negative-index wraparound test stops the vectoriser).
 
     Parameters
     ----------
-    areas : ndarray (N, A_h, A_w) float32
+    area : ndarray (A_h, A_w) float32
     patch_h, patch_w : int
-    out : ndarray (N, patch_h*patch_w, R_h*R_w) float32
-        ``out[k, t, y * R_w + x]``: tap ``t`` (column-major) of the window at ``(y, x)`` of area
-        ``k``, minus the window's mean, divided by its L2 norm (1 for a flat window).
+    out : ndarray (patch_h*patch_w, R_h*R_w) float32
+        ``out[t, y * R_w + x]``: tap ``t`` (column-major) of the window at ``(y, x)``, minus the
+        window's mean, divided by its L2 norm (1 for a flat window).
     """
     u = np.uint64
-    n, a_h, a_w = u(areas.shape[0]), u(areas.shape[1]), u(areas.shape[2])
+    a_h, a_w = u(area.shape[0]), u(area.shape[1])
     p_h, p_w = u(patch_h), u(patch_w)
     r_h, r_w = a_h - p_h + u(1), a_w - p_w + u(1)
     n_in = p_h * p_w
     count = np.float32(patch_h * patch_w)
     span = r_h * a_w  # window origins y * A_w + x (those with x >= R_w are computed and unused)
     src = np.zeros(a_h * a_w + p_w, np.float32)
-    mean = np.empty(span, np.float32)
-    scale = np.empty(span, np.float32)
+    mean = np.zeros(span, np.float32)
+    scale = np.zeros(span, np.float32)
     d = np.empty((n_in, span), np.float32)
-    for k in range(n):
-        for y in range(a_h):
-            for x in range(a_w):
-                src[y * a_w + x] = areas[k, y, x]
-        mean[:] = 0.0
-        for yy in range(p_h):
-            for xx in range(p_w):
-                off = yy * a_w + xx
-                for q in range(span):
-                    mean[q] = mean[q] + src[off + q]
-        for q in range(span):
-            mean[q] = mean[q] / count
-        scale[:] = 0.0
-        t = u(0)
+    for y in range(a_h):
+        for x in range(a_w):
+            src[y * a_w + x] = area[y, x]
+    for yy in range(p_h):
         for xx in range(p_w):
-            for yy in range(p_h):
-                off = yy * a_w + xx
-                for q in range(span):
-                    v = src[off + q] - mean[q]
-                    d[t, q] = v
-                    scale[q] = scale[q] + v * v
-                t += u(1)
-        for q in range(span):
-            norm = np.float32(np.sqrt(scale[q]))
-            if norm == 0:
-                norm = np.float32(1.0)
-            scale[q] = np.float32(1.0 / np.float64(norm))
-        for t in range(n_in):
-            for y in range(r_h):
-                for x in range(r_w):
-                    out[k, t, y * r_w + x] = d[t, y * a_w + x] * scale[y * a_w + x]
+            off = yy * a_w + xx
+            for q in range(span):
+                mean[q] = mean[q] + src[off + q]
+    for q in range(span):
+        mean[q] = mean[q] / count
+    t = u(0)
+    for xx in range(p_w):
+        for yy in range(p_h):
+            off = yy * a_w + xx
+            for q in range(span):
+                v = src[off + q] - mean[q]
+                d[t, q] = v
+                scale[q] = scale[q] + v * v
+            t += u(1)
+    for q in range(span):
+        norm = np.float32(np.sqrt(scale[q]))
+        if norm == 0:
+            norm = np.float32(1.0)
+        scale[q] = np.float32(1.0 / np.float64(norm))
+    for t in range(n_in):
+        for y in range(r_h):
+            for x in range(r_w):
+                out[t, y * r_w + x] = d[t, y * a_w + x] * scale[y * a_w + x]
 
 
 @nb.njit(cache=True, nogil=True)
-def _responses(cols, weights, gains, sigmas, out):
-    """Neuron activations, sigmoid sum, Sigma product and shift of each area (the fixed orders of
-    the module docstring).
+def _responses(areas, patch_h, patch_w, weights, gains, sigmas, out):
+    """Windows, neuron activations, sigmoid sum, Sigma product and shift of each area (the fixed
+    orders of the module docstring), one area at a time so that its windows stay in cache.
 
     Parameters
     ----------
-    cols : ndarray (N, T, P) float32
-        :func:`im2col_contrast_norm` of the areas, ``T = patch_h*patch_w``.
-    weights : ndarray (N, K, 1 + T) float32
+    areas : ndarray (N, A_h, A_w) float32
+    patch_h, patch_w : int
+    weights : ndarray (N, K, 1 + T) float32, ``T = patch_h*patch_w``
     gains : ndarray (N, K) float64
         ``2 alpha``, 0 for skipped neurons.
     sigmas : ndarray (N, P, P) float32
     out : ndarray (N, P) float32
     """
-    n, n_in, n_resp = out.shape[0], cols.shape[1], cols.shape[2]
+    n, n_resp = out.shape
+    n_in = patch_h * patch_w
     n_neurons = weights.shape[1]
+    cols = np.empty((n_in, n_resp), np.float32)
     x = np.empty((n_neurons, n_resp), np.float32)
     r = np.empty(n_resp, np.float32)
     for f in range(n):
+        im2col_contrast_norm(areas[f], patch_h, patch_w, cols)
         for k in range(n_neurons):
             b = weights[f, k, 0]
             for p in range(n_resp):
@@ -113,7 +113,7 @@ def _responses(cols, weights, gains, sigmas, out):
             for k in range(np.uint64(n_neurons)):
                 w = weights[f, k, t + np.uint64(1)]
                 for p in range(np.uint64(n_resp)):
-                    x[k, p] = x[k, p] + cols[f, t, p] * w
+                    x[k, p] = x[k, p] + cols[t, p] * w
         for p in range(n_resp):
             r[p] = np.float32(0.0)
         for k in range(n_neurons):
@@ -168,10 +168,8 @@ def ccnf_response(areas, weights, alphas, sigmas, patch_h: int = 11, patch_w: in
     areas = np.ascontiguousarray(areas, dtype=np.float32)
     n, a_h, a_w = areas.shape
     r_h, r_w = a_h - patch_h + 1, a_w - patch_w + 1
-    cols = np.empty((n, patch_h * patch_w, r_h * r_w), np.float32)
-    im2col_contrast_norm(areas, patch_h, patch_w, cols)
     alphas = np.asarray(alphas, np.float64)
     gains = np.where(alphas > 1e-4, 2.0 * alphas, 0.0)
     out = np.empty((n, r_h * r_w), np.float32)
-    _responses(cols, np.asarray(weights, np.float32), gains, np.asarray(sigmas, np.float32), out)
+    _responses(areas, patch_h, patch_w, np.asarray(weights, np.float32), gains, np.asarray(sigmas, np.float32), out)
     return out.reshape(n, r_h, r_w)
