@@ -303,11 +303,18 @@ def _stream_count(text: str) -> "int | None":
          arg("--streams", default=1, type=_stream_count, metavar="N",
              help="videos analysed together in lockstep by the batched engine (gpuau.engine): N, or auto (from free "
                   "GPU memory on CUDA, 4 on CPU); default 1: one input at a time"),
+         arg("--timestamps", default="openface", choices=("openface", "container"),
+             help="openface: frame index / fps as OpenFace writes it (default); container: each frame's presentation "
+                  "time from the container (exact for variable frame rate)"),
          arg("-q", "--quiet", action="store_true", help="no progress bars or summary"))
 def analyze(args) -> int:
     if args.streams != 1 and (args.engine == "ray" or args.multi_face):
         print("gpuau: error: --streams applies to the local engine's one-face analysis (not with --engine ray "
               "or --multi-face)", file=sys.stderr)
+        return 1
+    if args.timestamps != "openface" and (args.streams != 1 or args.engine == "ray"):
+        print("gpuau: error: --timestamps container is supported with the default engine and --streams 1",
+              file=sys.stderr)
         return 1
     if args.engine == "ray":
         from gpuau.distributed import ClusterError, analyze_corpus
@@ -323,7 +330,7 @@ def analyze(args) -> int:
         from gpuau.corpus import run_corpus
         from gpuau.pipeline import Analyzer
 
-        analyzer = Analyzer(args.device, models=args.models, multi_face=args.multi_face)
+        analyzer = Analyzer(args.device, models=args.models, multi_face=args.multi_face, timestamps=args.timestamps)
         report = run_corpus(args.inputs, args.output, analyzer=analyzer, fmt=args.format, overwrite=args.overwrite,
                             progress=not args.quiet, streams=args.streams)
     if not args.quiet:

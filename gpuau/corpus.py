@@ -174,6 +174,8 @@ class CorpusRun:
         if outcome.status == "done" and outcome.faces == 0:
             tqdm.write(f"warning: {outcome.input}: no face found in any of its {outcome.frames} frames",
                        file=sys.stderr)
+        if outcome.status == "done" and outcome.reason:
+            tqdm.write(f"warning: {outcome.input}: {outcome.reason}", file=sys.stderr)
         if outcome.disk_full:
             self.report.stopped = (f"no space left on the device holding {self.outdir.resolve()}; free space and "
                                    f"rerun (finished outputs are kept and skipped)")
@@ -208,7 +210,10 @@ def analyze_input(analyzer, src: Path, dst: Path, *, fmt: str = "csv", progress=
         info = analyzer.write_video(src, dst, format=fmt, progress=progress, on_open=on_open)
     except Exception as e:  # one input's failure must not end the corpus
         return failed_outcome(src, dst, e)
-    return Outcome(src, dst, "done", frames=info["frames"], faces=info["faces"], elapsed=info["elapsed"])
+    announced = info.get("frame_count") or 0
+    note = (f"decoded {info['frames']} of the {announced} frames the container announces"
+            if announced and announced != info["frames"] else "")
+    return Outcome(src, dst, "done", reason=note, frames=info["frames"], faces=info["faces"], elapsed=info["elapsed"])
 
 
 def failed_outcome(src, dst, error: Exception) -> Outcome:

@@ -188,6 +188,9 @@ class Analyzer:
     multi_face : bool
         Default of :meth:`analyze_video` / :meth:`write_video`: track up to 4 faces per video as
         FaceLandmarkVidMulti does, instead of FeatureExtraction's one face.
+    timestamps : {"openface", "container"}
+        ``"openface"`` writes OpenFace's ``frame index / fps`` (identical CSVs); ``"container"`` writes each
+        frame's presentation time from the container, exact for variable-frame-rate video.
 
     Examples
     --------
@@ -198,9 +201,13 @@ class Analyzer:
     """
 
     def __init__(self, device: "str | Backend" = "auto", *, models: "str | os.PathLike | None" = None,
-                 multi_face: bool = False):
+                 multi_face: bool = False, timestamps: str = "openface"):
         from gpuau.models.store import require_models
+        from gpuau.video import TIMESTAMPS
 
+        if timestamps not in TIMESTAMPS:
+            raise ValueError(f"timestamps={timestamps!r}: use one of {TIMESTAMPS}")
+        self.timestamps = timestamps
         self.backend = resolve_device(device)
         self.models = require_models(models)
         self.multi_face = bool(multi_face)
@@ -324,7 +331,7 @@ class Analyzer:
         """
         from gpuau.video import open_source
 
-        source = open_source(path)
+        source = open_source(path, timestamps=self.timestamps)
         if source.kind == "image":
             return self._analyze_image_source(source)
         if self.multi_face if multi_face is None else multi_face:
@@ -448,7 +455,7 @@ class Analyzer:
 
         if format not in FORMATS:
             raise ValueError(f"format {format!r}: use one of {FORMATS}")
-        source = open_source(path)
+        source = open_source(path, timestamps=self.timestamps)
         if on_open:
             on_open(source)
         if source.kind == "image":

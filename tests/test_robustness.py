@@ -78,3 +78,12 @@ def test_disk_full_stops_the_corpus_and_keeps_finished_outputs(media_dir, tmp_pa
     assert "space" in err.lower()
     assert [p.name for p in out.iterdir() if not p.name.startswith(".")] == ["sample1.csv"]
     assert len(calls) == 2  # the third input was not attempted
+
+
+def test_frame_count_check_against_the_container(media_dir, tmp_path, capsys):
+    # changeLighting.wmv announces 90 frames; 88 decode (OpenFace's reference has 88 rows too).
+    assert main(["analyze", str(media_dir / "changeLighting.wmv"), "-o", str(tmp_path), "--quiet",
+                 "--timestamps", "container"]) == 0
+    assert "decoded 88 of the 90 frames" in capsys.readouterr().err
+    rows = read_csv(tmp_path / "changeLighting.csv")
+    assert len(rows) == 88 and rows["timestamp"][1] == pytest.approx(0.064)

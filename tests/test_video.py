@@ -76,3 +76,12 @@ def test_truncated_video_yields_what_decodes(media_dir, tmp_path):
     p.write_bytes(data[: len(data) // 3])
     frames = list(open_source(p))
     assert 0 < len(frames) < 842
+
+
+def test_container_timestamps(media_dir):
+    # default.wmv's container times run at ~15.6 frames/s while it announces 15: OpenFace writes index / fps.
+    ours = [f.timestamp for f in open_source(media_dir / "default.wmv", timestamps="container")]
+    assert len(ours) == 288 and ours[0] == 0.0
+    assert ours[1] == pytest.approx(0.064) and np.all(np.diff(ours) > 0)
+    with pytest.raises(ValueError, match="timestamps"):
+        open_source(media_dir / "default.wmv", timestamps="pts")

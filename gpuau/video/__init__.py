@@ -6,6 +6,7 @@ the default camera intrinsics are ``SetCameraIntrinsics``'s.
 """
 from gpuau.video.source import (
     IMAGE_EXTENSIONS,
+    TIMESTAMPS,
     VIDEO_EXTENSIONS,
     Frame,
     InputError,
@@ -18,6 +19,7 @@ from gpuau.video.source import (
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "TIMESTAMPS",
     "VIDEO_EXTENSIONS",
     "Frame",
     "InputError",

@@ -138,6 +138,7 @@ class VideoSource:
         self.frame_count = frame_count
         self.files = files or []
         self._capture = capture
+        self.timestamps = "openface"
         self._used = False
         self.frames_decoded = 0
 
@@ -146,20 +147,22 @@ class VideoSource:
         """OpenFace's default ``(fx, fy, cx, cy)`` for this frame size."""
         return camera_intrinsics(self.width, self.height)
 
-    def _decode(self) -> Iterator[tuple[np.ndarray, "str | None"]]:
+    def _decode(self) -> Iterator[tuple[np.ndarray, "str | None", float]]:
         if self.kind == "video":
+            import cv2
+
             cap = self._capture
             try:
                 while True:
                     ok, img = cap.read()
                     if not ok or img is None:
                         break
-                    yield to_bgr8(img), None
+                    yield to_bgr8(img), None, cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
             finally:
                 cap.release()
         else:
             for f in self.files:
-                yield _read_image(f), str(f)
+                yield _read_image(f), str(f), 0.0
 
     def __iter__(self) -> Iterator[Frame]:
         if self._used:
@@ -174,7 +177,7 @@ class VideoSource:
                 for item in self._decode():
                     if stop.is_set():
                         return
-                    q.put((item[0], to_gray8(item[0]), item[1]))
+                    q.put((item[0], to_gray8(item[0]), item[1], item[2]))
                 q.put(done)
             except BaseException as e:  # handed to the consumer
                 q.put(e)
@@ -189,8 +192,13 @@ class VideoSource:
                     break
                 if isinstance(item, BaseException):
                     raise item
-                image, gray, file = item
-                ts = index / self.fps if self.kind == "video" else 0.0
+                image, gray, file, pts = item
+                if self.kind != "video":
+                    ts = 0.0
+                elif self.timestamps == "container":
+                    ts = pts
+                else:
+                    ts = index / self.fps
                 yield Frame(index, ts, image, gray, file)
                 index += 1
                 self.frames_decoded = index
@@ -203,8 +211,14 @@ class VideoSource:
                     pass
 
 
-def open_source(path: "str | os.PathLike") -> VideoSource:
+TIMESTAMPS = ("openface", "container")
+
+
+def open_source(path: "str | os.PathLike", *, timestamps: str = "openface") -> VideoSource:
     """Open a video file, an image file or a folder of images (sorted naturally).
+
+    ``timestamps="openface"`` gives OpenFace's ``index / fps`` (identical CSVs); ``"container"`` gives each
+    frame's presentation time from the container, exact for variable-frame-rate video.
 
     Raises
     ------
@@ -213,6 +227,8 @@ def open_source(path: "str | os.PathLike") -> VideoSource:
     """
     import cv2
 
+    if timestamps not in TIMESTAMPS:
+        raise ValueError(f"timestamps={timestamps!r}: use one of {TIMESTAMPS}")
     p = Path(path)
     if not p.exists():
         raise InputError(p, "no such file or folder", "check the path")
@@ -241,4 +257,6 @@ def open_source(path: "str | os.PathLike") -> VideoSource:
     if width <= 0 or height <= 0:
         cap.release()
         raise InputError(p, "video has no frames", "the file may be empty or truncated")
-    return VideoSource(p, "video", float(fps), width, height, max(count, 0), capture=cap)
+    source = VideoSource(p, "video", float(fps), width, height, max(count, 0), capture=cap)
+    source.timestamps = timestamps
+    return source
