@@ -191,6 +191,13 @@ class Analyzer:
     timestamps : {"openface", "container"}
         ``"openface"`` writes OpenFace's ``frame index / fps`` (identical CSVs); ``"container"`` writes each
         frame's presentation time from the container, exact for variable-frame-rate video.
+    quality : {"exact", "fast"} or Quality
+        Landmark fit preset (:mod:`gpuau.landmarks.quality`): ``"exact"`` is OpenFace's, ``"fast"``
+        a faster approximation (see README.md, "Quality: exact vs fast").
+    detect_every : int, optional
+        Also re-run the face detector every ``detect_every`` frames while tracking succeeds (the
+        tracked face is replaced when the new fit validates); None: only when tracking fails, as
+        OpenFace does.
 
     Examples
     --------
@@ -201,7 +208,9 @@ class Analyzer:
     """
 
     def __init__(self, device: "str | Backend" = "auto", *, models: "str | os.PathLike | None" = None,
-                 multi_face: bool = False, timestamps: str = "openface"):
+                 multi_face: bool = False, timestamps: str = "openface", quality: "str | Quality" = "exact",
+                 detect_every: "int | None" = None):
+        from gpuau.landmarks.quality import get_quality
         from gpuau.models.store import require_models
         from gpuau.video import TIMESTAMPS
 
@@ -211,6 +220,10 @@ class Analyzer:
         self.backend = resolve_device(device)
         self.models = require_models(models)
         self.multi_face = bool(multi_face)
+        self.quality = get_quality(quality)
+        if detect_every is not None and int(detect_every) < 1:
+            raise ValueError(f"detect_every={detect_every}: need a positive number of frames or None")
+        self.detect_every = None if detect_every is None else int(detect_every)
         self._clnf = None
         self._mtcnn = None
         self._detector = None
@@ -220,12 +233,12 @@ class Analyzer:
     # Models load once per Analyzer and are shared by every video it analyses.
     def _load(self) -> None:
         from gpuau.detect import MTCNN
-        from gpuau.landmarks.clnf import CLNF
+        from gpuau.landmarks.quality import load_clnf
         from gpuau.landmarks.tracker import select_box
         from gpuau.landmarks.validator import DetectionValidator
 
         if self._clnf is None:
-            self._clnf = CLNF.load(self.models)
+            self._clnf = load_clnf(self.models, self.quality)
             mtcnn = self._mtcnn = MTCNN(self.models, device=self.backend)
             self._detector = lambda image: select_box(mtcnn.detect(image))
             self._validator = DetectionValidator.load(self.models).check
@@ -235,7 +248,7 @@ class Analyzer:
 
         self._load()
         return FaceTracker(self._clnf, detect=self._detector, validate=self._validator, intrinsics=intrinsics,
-                           models=self.models, device=self.backend)
+                           models=self.models, device=self.backend, detect_every=self.detect_every)
 
     def _multi_tracker(self, intrinsics):
         from gpuau.landmarks.multi import MultiFaceTracker

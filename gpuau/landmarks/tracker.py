@@ -172,11 +172,18 @@ class FaceTracker:
         OpenFace model folder.
     device : str or Backend
         Where the CLNF fits run (``backend.kernels`` warp, CCNF responses, mean-shift).
+    detect_every : int, optional
+        Also run the detector on every ``detect_every``-th frame (frames 0, N, 2N, ... of the video)
+        while tracking succeeds; the multi-hypothesis fit from its box replaces the tracked face when
+        it validates.  None (default): detect only when tracking fails, as OpenFace does.
     """
 
     def __init__(self, clnf: "CLNF | None" = None, *, detect: "Callable | None" = None,
-                 validate: "Callable | None" = None, intrinsics=None, models=None, device: "str | Backend" = "cpu"):
+                 validate: "Callable | None" = None, intrinsics=None, models=None, device: "str | Backend" = "cpu",
+                 detect_every: "int | None" = None):
         self.clnf = clnf or CLNF.load(models)
+        self.detect_every = detect_every
+        self.frame_index = 0
         self.backend = resolve_device(device)
         self._models = models
         self._detect = detect
@@ -281,7 +288,13 @@ class FaceTracker:
             gray8 = to_gray8(image_bgr)
         p = self.clnf.parameters
         ok = self._step(image_bgr, gray8, p, fit, box_fit)
+        self.frame_index += 1
         return self._result(ok, gray8.shape)
+
+    def _scheduled_detection(self) -> bool:
+        """Whether ``detect_every`` asks for a detection in this frame although tracking succeeded."""
+        return (self.detect_every is not None and self.tracking_initialised and self.detection_success
+                and self.frame_index % self.detect_every == 0)
 
     def _step(self, image_bgr, gray8, p, fit, box_fit) -> bool:
         initial_detection = not self.tracking_initialised
@@ -297,19 +310,23 @@ class FaceTracker:
             self._adopt(res, success, certainty)
             self.failures_in_a_row = -1 if success else self.failures_in_a_row + 1
         every = p.reinit_video_every
+        scheduled = self._scheduled_detection()
         if ((not self.tracking_initialised and (self.failures_in_a_row + 1) % (every * 6) == 0)
                 or (self.tracking_initialised and not self.detection_success and every > 0
-                    and self.failures_in_a_row % every == 0)):
+                    and self.failures_in_a_row % every == 0) or scheduled):
             box = self._detector()(image_bgr)
             if box is not None:
                 self.tracking_initialised = True
                 saved = (self.params_global, self.params_local, self.likelihood, self.landmarks)
+                tracked = (self.part_landmarks, self.detection_success, self.detection_certainty, self.window_sizes)
                 self.window_sizes = p.window_sizes_init
                 success = self._detect_in_image(gray8, images, np.asarray(box, _F),
                                                 box_fit if initial_detection else None)
                 if not initial_detection and not success:
                     self.params_global, self.params_local, self.likelihood, self.landmarks = saved
-                    return False
+                    if scheduled:  # keep the successful tracking fit whole
+                        self.part_landmarks, self.detection_success, self.detection_certainty, self.window_sizes = tracked
+                    return scheduled
                 self.failures_in_a_row = -1
                 return True
         if not self.tracking_initialised:
