@@ -307,8 +307,8 @@ def _stream_count(text: str) -> "int | None":
              help="openface: frame index / fps as OpenFace writes it (default); container: each frame's presentation "
                   "time from the container (exact for variable frame rate)"),
          arg("--quality", default="exact", choices=("exact", "fast"),
-             help="exact: OpenFace's landmark fit, identical output (default); fast: the eye models at their finest "
-                  "scale only, about 1.3x faster landmarks for ~0.3-0.4 px landmark error (README: Quality)"),
+             help="exact: OpenFace's landmark fit, identical output (default); fast: the main CLNF model without the "
+                  "inner-face and eye models, ~1.8x faster landmarks for <1 px landmark error (README: Quality)"),
          arg("--detect-every", default=None, type=int, metavar="N",
              help="also re-run face detection every N frames while tracking succeeds (default: only when tracking "
                   "fails, as OpenFace does)"),

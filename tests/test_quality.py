@@ -28,13 +28,15 @@ def test_exact_is_openface_model(models_dir):
         assert part.parameters.window_sizes_init == PART_PARAMETERS[part.name]["window_sizes_init"]
 
 
-def test_fast_fits_eyes_at_finest_scale(models_dir):
+def test_fast_fits_main_model_only(models_dir):
     clnf = load_clnf(models_dir, "fast")
+    assert clnf.parts == [] and clnf.parameters == FitParameters()
+    # a custom preset: the eye models at their finer patch scale only
+    finer = dict(window_sizes_init=(0, 5))
+    clnf = load_clnf(models_dir, Quality("eyes finer", parts={"left_eye_28": finer, "right_eye_28": finer, "inner": {}}))
     windows = {p.name: p.parameters.window_sizes_init for p in clnf.parts}
-    assert windows == {"left_eye_28": (0, 0, 9), "right_eye_28": (0, 0, 9), "inner": (9,)}
-    assert clnf.parameters == FitParameters()
-    # a custom preset: main model only
-    assert load_clnf(models_dir, Quality("main only", parts={})).parts == []
+    assert windows == {"inner": (9,), "left_eye_28": (0, 5), "right_eye_28": (0, 5)}
+    assert clnf.parts[0].parameters.sigma == PART_PARAMETERS["inner"]["sigma"]
 
 
 def test_unknown_quality_is_refused():
@@ -46,15 +48,15 @@ def test_unknown_quality_is_refused():
 
 
 def test_fast_mode_accuracy(frames, reference_dir, shared, tmp_path):
-    # Measured on these 60 frames: landmarks 0.25 px mean / 0.30 px p95, AU r mean 0.84 (exact: 0.92;
-    # the offline AU pass over 60 frames only), AU_c agreement 0.995 (exact: 0.997).
+    # Measured on these 60 frames: landmarks 0.61 px mean / 0.74 px p95 (exact: 0.017 / 0.031), AU r mean
+    # 0.84 (exact: 0.92; the offline AU pass sees 60 frames only), AU_c agreement 0.989 (exact: 0.997).
     res = Analyzer("cpu", quality="fast").analyze_frames([f.image for f in frames])
     out = res.to_csv(tmp_path / "fast.csv")
     fig = compare(reference_dir / "default.csv", out, shared)
     assert fig["frames_both_success"] == N_FRAMES and fig["success_agreement"] == 1.0
-    assert 0.05 < fig["landmark_mean_px"] < 0.5 and fig["landmark_p95_px"] < 0.8
+    assert 0.2 < fig["landmark_mean_px"] < 1.0 and fig["landmark_p95_px"] < 1.2
     assert fig["au_r_mean"] >= 0.75
-    assert fig["au_c_agreement_mean"] >= 0.98
+    assert fig["au_c_agreement_mean"] >= 0.97
 
 
 class _CountingDetector:

@@ -3,8 +3,9 @@
 A :class:`Quality` is a :class:`~gpuau.landmarks.clnf.FitParameters` for the main CLNF model plus the
 hierarchical part models (inner face, eyes) that are fitted after it; :func:`load_clnf` builds the
 :class:`~gpuau.landmarks.clnf.CLNF` that the trackers use.  ``"exact"`` is FeatureExtraction's
-``FaceModelParameters`` with every part model (identical output to OpenFace); ``"fast"`` trades a
-little landmark accuracy for speed (measured figures: README.md, "Quality: exact vs fast").
+``FaceModelParameters`` with every part model (identical output to OpenFace); ``"fast"`` fits the
+main model alone, trading under a pixel of landmark accuracy for about half the landmark time
+(measured figures: README.md, "Quality: exact vs fast").
 
 Port of the fields of ``FaceModelParameters::init`` (LandmarkDetectorParameters.cpp) that CLNF uses.
 """
@@ -36,13 +37,11 @@ class Quality:
     parts: "dict | None" = None
 
 
-_FINEST_EYE_SCALE = dict(window_sizes_init=(0, 0, 9))
-
 QUALITIES = {
     "exact": Quality("exact"),
-    # The eye models fit at their finest patch scale only (one CCNF response per eye instead of
-    # three), which buys the most speed per pixel of landmark error among the presets measured.
-    "fast": Quality("fast", parts={"left_eye_28": _FINEST_EYE_SCALE, "right_eye_28": _FINEST_EYE_SCALE, "inner": {}}),
+    # The main model only: no inner-face or eye refinement (the part models cost about half of the
+    # landmark time; their effect on the landmarks is under a pixel).
+    "fast": Quality("fast", parts={}),
 }
 
 
