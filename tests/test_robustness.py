@@ -87,3 +87,17 @@ def test_frame_count_check_against_the_container(media_dir, tmp_path, capsys):
     assert "decoded 88 of the 90 frames" in capsys.readouterr().err
     rows = read_csv(tmp_path / "changeLighting.csv")
     assert len(rows) == 88 and rows["timestamp"][1] == pytest.approx(0.064)
+
+
+def test_huge_frame(media_dir):
+    # A 4K-class frame (sample1 upscaled 6x to 3840x2400): one face, where the small image has it.
+    import gpuau
+
+    small = cv2.imread(str(media_dir / "sample1.jpg"))
+    big = cv2.resize(small, (small.shape[1] * 6, small.shape[0] * 6), interpolation=cv2.INTER_LINEAR)
+    an = gpuau.Analyzer("cpu")
+    r_big, r_small = an.analyze_image(big), an.analyze_image(small)
+    assert len(r_big) == len(r_small) == 1 and r_big.columns["confidence"][0] > 0.9
+    nose_big = np.array([r_big.columns["x_30"][0], r_big.columns["y_30"][0]]) / 6
+    nose_small = np.array([r_small.columns["x_30"][0], r_small.columns["y_30"][0]])
+    assert np.linalg.norm(nose_big - nose_small) < 2.0
