@@ -11,10 +11,14 @@ import tempfile
 from pathlib import Path
 
 
-def _umask() -> int:
+def _read_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# Read once: os.umask can only be read by setting it, which would race with files other threads create.
+_UMASK = _read_umask()
 
 
 def temp_beside(path: "str | os.PathLike", mode: str = "w", **open_kwargs):
@@ -23,8 +27,18 @@ def temp_beside(path: "str | os.PathLike", mode: str = "w", **open_kwargs):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.chmod(tmp, 0o666 & ~_umask())
+    os.chmod(tmp, 0o666 & ~_UMASK)
     return os.fdopen(fd, mode, **open_kwargs), Path(tmp)
+
+
+def _fsync(path: Path) -> None:
+    """Flush a finished file to disk before it is renamed into place, so a crash cannot leave a truncated file
+    under the final name (which a resumed run would trust)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -42,6 +56,7 @@ def atomic_path(path: "str | os.PathLike"):
     f.close()
     try:
         yield tmp
+        _fsync(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -117,11 +117,25 @@ def expand_inputs(inputs: Iterable["str | os.PathLike"]) -> list:
 
 
 def output_paths(inputs: list, outdir: "str | os.PathLike", fmt: str = "csv") -> list:
-    """``OUTDIR/<input stem>.<fmt>``; inputs whose stems collide get their parent folder's name prefixed."""
+    """``OUTDIR/<input name>.<fmt>``, one distinct file per input, the same on every run of the same inputs.
+
+    The name is the file's stem (a folder's whole name); names that collide get their parent folder's name
+    prefixed, and any that still collide a short hash of the input's absolute path.
+    """
+    import hashlib
+
     outdir = Path(outdir)
-    stems = [p.stem if p.suffix else p.name for p in inputs]
-    dup = {s for s in stems if stems.count(s) > 1}
-    return [outdir / (f"{p.parent.name}_{s}" if s in dup else s).__add__(f".{fmt}") for p, s in zip(inputs, stems)]
+
+    def collisions(names):
+        return {n for n in names if names.count(n) > 1}
+
+    names = [p.name if p.is_dir() else p.stem for p in inputs]
+    dup = collisions(names)
+    names = [f"{p.parent.name}_{n}" if n in dup else n for p, n in zip(inputs, names)]
+    dup = collisions(names)
+    names = [f"{n}_{hashlib.sha1(str(p.resolve()).encode()).hexdigest()[:8]}" if n in dup else n
+             for p, n in zip(inputs, names)]
+    return [outdir / f"{n}.{fmt}" for n in names]
 
 
 class CorpusRun:
@@ -150,6 +164,9 @@ class CorpusRun:
 
         self._t0 = time.perf_counter()
         paths = expand_inputs(inputs)
+        if not paths:
+            raise InputError(", ".join(map(str, inputs)) or "(no inputs)", "no video, image or image folder found",
+                             "name video files, images or folders that hold them")
         self.outdir = Path(outdir)
         try:
             self.outdir.mkdir(parents=True, exist_ok=True)
@@ -171,7 +188,7 @@ class CorpusRun:
         from tqdm.auto import tqdm
 
         self.report.outcomes.append(outcome)
-        if outcome.status == "done" and outcome.faces == 0:
+        if outcome.status == "done" and outcome.faces == 0 and outcome.frames > 0:
             tqdm.write(f"warning: {outcome.input}: no face found in any of its {outcome.frames} frames",
                        file=sys.stderr)
         if outcome.status == "done" and outcome.reason:
@@ -250,6 +267,10 @@ def run_corpus(inputs: Iterable, outdir: "str | os.PathLike", *, analyzer, fmt: 
     """
     from tqdm.auto import tqdm
 
+    if streams != 1 and not analyzer.multi_face and (
+            analyzer.quality.name != "exact" or analyzer.detect_every is not None or analyzer.timestamps != "openface"):
+        raise ValueError("the multi-stream engine runs OpenFace's exact settings only: use streams=1 with "
+                         "quality, detect_every or container timestamps")
     run = CorpusRun(inputs, outdir, fmt=fmt, overwrite=overwrite, progress=progress)
     if streams != 1 and not analyzer.multi_face:
         try:

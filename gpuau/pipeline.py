@@ -451,7 +451,8 @@ class Analyzer:
     def write_video(self, path: "str | os.PathLike", output: "str | os.PathLike", *, format: str = "csv",
                     progress: "Callable[[int], None] | None" = None, chunk: int = 256,
                     on_open: "Callable | None" = None, multi_face: "bool | None" = None) -> dict:
-        """Analyse ``path`` and write ``output`` atomically, streaming rows so memory stays bounded.
+        """Analyse ``path`` and write ``output`` atomically (CSV rows are streamed, so memory stays bounded on
+        long videos; Parquet tables are built in memory).
 
         ``on_open(source)`` is called once the input is open (e.g. to size a progress bar). A single
         image gives FaceLandmarkImg's table (:meth:`analyze_image`; an image without a face gives a
@@ -550,6 +551,8 @@ class Analyzer:
 def analyze_video(path: "str | os.PathLike", *, device: str = "auto", models=None, output: "str | os.PathLike | None" = None,
                   format: str = "csv") -> Result:
     """Analyse one video with a fresh :class:`Analyzer`; optionally write ``output`` (CSV or Parquet)."""
+    if format not in FORMATS:
+        raise ValueError(f"format {format!r}: use one of {FORMATS}")
     res = Analyzer(device, models=models).analyze_video(path)
     if output is not None:
         (res.to_parquet if format == "parquet" else res.to_csv)(output)

@@ -101,3 +101,22 @@ def test_huge_frame(media_dir):
     nose_big = np.array([r_big.columns["x_30"][0], r_big.columns["y_30"][0]]) / 6
     nose_small = np.array([r_small.columns["x_30"][0], r_small.columns["y_30"][0]])
     assert np.linalg.norm(nose_big - nose_small) < 2.0
+
+
+def test_output_names_are_distinct_and_stable(tmp_path):
+    from gpuau.corpus import output_paths
+
+    inputs = [tmp_path / "a" / "x" / "v.mp4", tmp_path / "b" / "x" / "v.mp4", tmp_path / "c" / "v.mp4",
+              tmp_path / "x_v.mp4", tmp_path / "d" / "subj.01", tmp_path / "d" / "subj.02"]
+    (tmp_path / "d" / "subj.01").mkdir(parents=True)
+    (tmp_path / "d" / "subj.02").mkdir()
+    names = [p.name for p in output_paths(inputs, tmp_path / "out")]
+    assert len(set(names)) == len(names)
+    assert names[4:] == ["subj.01.csv", "subj.02.csv"] and names[2] == "c_v.csv"
+    assert names == [p.name for p in output_paths(inputs, tmp_path / "out")]
+
+
+def test_nothing_to_analyse_is_an_error(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["analyze", str(tmp_path / "empty"), "-o", str(tmp_path / "out"), "--quiet"]) == 1
+    assert "no video, image or image folder found" in capsys.readouterr().err

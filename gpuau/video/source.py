@@ -140,7 +140,6 @@ class VideoSource:
         self._capture = capture
         self.timestamps = "openface"
         self._used = False
-        self.frames_decoded = 0
 
     @property
     def intrinsics(self) -> tuple[float, float, float, float]:
@@ -201,7 +200,6 @@ class VideoSource:
                     ts = index / self.fps
                 yield Frame(index, ts, image, gray, file)
                 index += 1
-                self.frames_decoded = index
         finally:
             stop.set()
             while t.is_alive():
