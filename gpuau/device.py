@@ -111,9 +111,9 @@ def cuda_available() -> bool:
         return False
 
 
-@lru_cache(maxsize=None)
 def resolve_device(spec: "str | Backend" = "auto") -> Backend:
-    """Turn a device string into a :class:`Backend`, once per string.
+    """Turn a device string into a :class:`Backend`, one per device (``"cuda"``, ``"CUDA"`` and ``"cuda:0"``
+    give the same object, so per-backend caches hold one copy of each model array).
 
     Parameters
     ----------
@@ -130,17 +130,25 @@ def resolve_device(spec: "str | Backend" = "auto") -> Backend:
         return spec
     s = str(spec).strip().lower()
     if s == "auto":
-        return resolve_device("cuda") if cuda_available() else resolve_device("cpu")
+        s = "cuda" if cuda_available() else "cpu"
+    if s == "cuda":
+        s = "cuda:0"
+    return _backend(s)
+
+
+@lru_cache(maxsize=None)
+def _backend(s: str) -> Backend:
+    """The backend of a canonical device string (``cpu``, ``emulated``, ``cuda:N``), created once."""
     if s in ("cpu", "emulated"):
         return Backend(s)
-    if s == "cuda" or s.startswith("cuda:"):
-        idx_text = s.partition(":")[2] or "0"
+    if s.startswith("cuda:"):
+        idx_text = s.partition(":")[2]
         if not idx_text.isdigit():
-            raise DeviceError(f"device {spec!r}: expected 'cuda' or 'cuda:N' with N a GPU index")
+            raise DeviceError(f"device {s!r}: expected 'cuda' or 'cuda:N' with N a GPU index")
         idx = int(idx_text)
         if not cuda_available():
             raise DeviceError(
-                f"device {spec!r}: no usable CUDA GPU (CuPy missing, or it finds no device). "
+                f"device {s!r}: no usable CUDA GPU (CuPy missing, or it finds no device). "
                 "Install the GPU extra with `pip install gpuau[cuda12]` on a machine with an NVIDIA "
                 "driver, or use device='cpu'."
             )
@@ -148,7 +156,7 @@ def resolve_device(spec: "str | Backend" = "auto") -> Backend:
 
         n = cupy.cuda.runtime.getDeviceCount()
         if idx >= n:
-            raise DeviceError(f"device {spec!r}: only {n} CUDA device(s) present (0..{n - 1})")
+            raise DeviceError(f"device {s!r}: only {n} CUDA device(s) present (0..{n - 1})")
         cupy.cuda.Device(idx).use()
         return Backend("cuda", device_id=idx)
-    raise DeviceError(f"unknown device {spec!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    raise DeviceError(f"unknown device {s!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'")

@@ -13,7 +13,7 @@ CELL_SIZE = 8
 """OpenFace's FHOG cell size for the AU stage."""
 
 
-def fhog_descriptors(faces, device="cpu") -> np.ndarray:
+def fhog_descriptors(faces, device="cpu"):
     """FHOG of a batch of aligned faces.
 
     Parameters
@@ -23,7 +23,7 @@ def fhog_descriptors(faces, device="cpu") -> np.ndarray:
 
     Returns
     -------
-    (N, 4464) float32
+    (N, 4464) float32, on the device's array module (NumPy, or CuPy on ``cuda``)
         12 x 12 cells row by row, 31 channels per cell.
     """
     backend = resolve_device(device)

@@ -155,7 +155,7 @@ def _weights(model: CLNFModel, scale: int, views, weight_factor: float) -> np.nd
     return _view_weights(model, scale, tuple(int(v) for v in views), float(weight_factor))
 
 
-@lru_cache(maxsize=None)
+@lru_cache(maxsize=256)  # keyed on the batch's views: bounded, as batches can mix views in many ways
 def _view_weights(model: CLNFModel, scale: int, views: tuple, weight_factor: float) -> np.ndarray:
     n = model.pdm.n_points
     if weight_factor <= 0:
@@ -416,6 +416,11 @@ def fit_batch(model: CLNFModel, images, image_index, params_global, params_local
     return results
 
 
+def frame_images(gray8: np.ndarray, backend: "str | Backend" = "cpu"):
+    """A grayscale frame as the fitting functions take it: ``(1, H, W)`` float32 on the device."""
+    return resolve_device(backend).asarray(np.asarray(gray8, _F)[None])
+
+
 def fit(model: CLNFModel, gray: np.ndarray, params_global, params_local, window_sizes, parameters: FitParameters,
         *, backend: "str | Backend" = "cpu") -> FitResult:
     """Fit one CLNF model to one face (:func:`fit_batch` of one).
@@ -431,8 +436,8 @@ def fit(model: CLNFModel, gray: np.ndarray, params_global, params_local, window_
     FitResult
     """
     backend = resolve_device(backend)
-    images = backend.asarray(np.asarray(gray, _F)[None])
-    return fit_batch(model, images, [0], params_global, params_local, window_sizes, parameters, backend=backend)[0]
+    return fit_batch(model, frame_images(gray, backend), [0], params_global, params_local, window_sizes, parameters,
+                     backend=backend)[0]
 
 
 def detect_landmarks_batch(clnf: CLNF, images, image_index, params_global, params_local, window_sizes=None, *,
@@ -510,5 +515,5 @@ def detect_landmarks(clnf: CLNF, gray8: np.ndarray, params_global, params_local,
     FitResult
     """
     backend = resolve_device(backend)
-    images = backend.asarray(np.asarray(gray8, _F)[None])
-    return detect_landmarks_batch(clnf, images, [0], params_global, params_local, window_sizes, backend=backend)[0]
+    return detect_landmarks_batch(clnf, frame_images(gray8, backend), [0], params_global, params_local, window_sizes,
+                                  backend=backend)[0]

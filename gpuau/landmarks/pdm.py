@@ -169,25 +169,6 @@ class PDM:
         jac = kern.jacobian(self.mean_shape, self.princ_comp, _vec(params_global), _vec(params_local), True)
         return jac, _weighted_transpose(jac, weights)
 
-    def update_model_parameters(self, delta_p, params_global, params_local) -> "tuple[np.ndarray, np.ndarray]":
-        """Apply a parameter update (port of ``PDM::UpdateModelParameters``).
-
-        Scale and translation are added; the rotation update is composed as a small-angle
-        rotation (orthonormalised) on the right of the current rotation.
-
-        Parameters
-        ----------
-        delta_p : array_like (6,) or (6 + m,)
-        params_global : array_like (6,)
-        params_local : array_like (m,)
-
-        Returns
-        -------
-        params_global : ndarray (6,) float32
-        params_local : ndarray (m,) float32
-        """
-        return kern.update_parameters(_vec(delta_p), _vec(params_global), _vec(params_local))
-
     def clamp(self, params_global, params_local) -> "tuple[np.ndarray, np.ndarray]":
         """Clamp local params to +-3 standard deviations (port of ``PDM::Clamp``).
 

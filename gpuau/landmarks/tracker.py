@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from gpuau.device import Backend, resolve_device
-from gpuau.landmarks.clnf import CLNF, FitResult, detect_landmarks_batch
+from gpuau.landmarks.clnf import CLNF, FitResult, detect_landmarks_batch, frame_images
 from gpuau.landmarks.pose import head_pose, landmarks_3d
 
 _F = np.float32
@@ -83,11 +83,6 @@ def select_box(detections, preference=None):
 
     i = select_face(detections, preference)
     return None if i is None else np.asarray(detections.boxes[i], dtype=_F)
-
-
-def frame_images(gray8: np.ndarray, backend: "str | Backend" = "cpu"):
-    """A grayscale frame as the fitting functions take it: ``(1, H, W)`` float32 on the device."""
-    return resolve_device(backend).asarray(np.asarray(gray8, _F)[None])
 
 
 def fit_from_box(clnf: CLNF, gray8: np.ndarray, box, *, hypotheses: np.ndarray = ROTATION_HYPOTHESES,
