@@ -100,6 +100,8 @@ def test_argument_checking(indexing):
         indexing(1, 8, (out, np.int64(8)))
     with pytest.raises(TypeError, match="4-byte signed integer"):
         indexing(1, 8, (out, np.float32(8)))
+    with pytest.raises(TypeError, match="4-byte signed integer"):
+        indexing(1, 8, (out, np.uint32(8)))  # same size, other signedness: CUDA would reinterpret it
     with pytest.raises(TypeError, match="takes 2 arguments"):
         indexing(1, 8, (out,))
     with pytest.raises(ValueError, match="C-contiguous"):

@@ -169,7 +169,7 @@ class EmulatedKernel:
             )
         dtype = value.dtype
         got = 3 if dtype.kind == "f" else 1 if dtype.kind == "i" else 2 if dtype.kind == "u" else -1
-        if dtype not in _SCALAR_CTYPES or dtype.itemsize != size or (got == 3) != (kind == 3):
+        if dtype not in _SCALAR_CTYPES or dtype.itemsize != size or got != kind:
             raise TypeError(f"{where}: parameter is a {size}-byte {_KIND_NAMES[kind]}, got {dtype}")
         return _SCALAR_CTYPES[dtype](value.item())
 
