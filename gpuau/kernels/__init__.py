@@ -12,8 +12,9 @@ Layout
     Build options :data:`loader.NVRTC_OPTIONS` include ``--fmad=false``: write ``fmaf`` where a
     fused multiply-add is meant, so the GPU rounds like the emulator and the Numba twins.
 ``<name>.py``
-    The wrapper ``NAME(backend, ...)`` behind ``backend.kernels.NAME``: validates dtypes and
-    contiguity, allocates ``out`` with ``backend.xp``, computes grid and block, launches with
+    The wrapper ``NAME(backend, ...)`` behind ``backend.kernels.NAME``, decorated with
+    ``@loader.on_device`` (it then runs under ``cupy.cuda.Device(backend.device_id)``): validates
+    dtypes and contiguity, allocates ``out`` with ``backend.xp``, computes grid and block, launches with
     ``module.get_function(k)(grid, block, (arrays..., np.int32(..), np.float32(..)))``.  Its Numba
     twin ``gpuau/cpu/<name>.py`` takes the same arguments minus ``backend``.
 ``nvrtc.py``
@@ -31,7 +32,7 @@ Adding a kernel
        // defines: PATCH=11 WINDOW=15
 
    ``tests/test_kernels_nvrtc.py`` compiles every ``.cu`` here with each set for sm_80 and sm_90.
-2. ``gpuau/kernels/foo.py`` with ``foo(backend, ...)`` and ``gpuau/cpu/foo.py`` with ``foo(...)``
+2. ``gpuau/kernels/foo.py`` with ``@on_device def foo(backend, ...)`` and ``gpuau/cpu/foo.py`` with ``foo(...)``
    (register the module in ``gpuau.device.KERNELS`` if the function name differs from the module).
 3. A test taking the ``backend`` fixture (``tests/backends.py``: cpu, emulated, and cuda when a GPU
    exists) that compares ``backend.kernels.foo(...)`` with the NumPy/Numba oracle through

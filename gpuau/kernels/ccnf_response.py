@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from gpuau.kernels.loader import on_device
+
 
 def per_landmark(xp, a, n: int, inner: tuple, dtype, name: str):
     """``a`` as a per-landmark batch for a kernel: ``(C-contiguous array, stride in elements)``.
@@ -23,6 +25,7 @@ def per_landmark(xp, a, n: int, inner: tuple, dtype, name: str):
     return xp.ascontiguousarray(a, dtype=dtype), int(np.prod(inner))
 
 
+@on_device
 def ccnf_response(backend, areas, weights, alphas, sigmas, patch_h: int = 11, patch_w: int = 11):
     """Response maps of CCNF patch experts over areas of interest on ``backend`` (``cuda`` or ``emulated``).
 

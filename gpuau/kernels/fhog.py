@@ -9,6 +9,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from gpuau.kernels.loader import on_device
+
 BLOCK = (16, 16, 1)
 NUM_CHANNELS = 31
 MAX_GRID_Z = 65535
@@ -55,6 +57,7 @@ def _grid(w: int, h: int, n: int) -> tuple:
     return (-(-w // BLOCK[0]), -(-h // BLOCK[1]), n)
 
 
+@on_device
 def fhog(backend, images, cell_size: int = 8):
     """FHOG descriptors of a batch of faces on ``backend`` (``cuda`` or ``emulated``).
 

@@ -4,9 +4,15 @@
 module (:class:`gpuau.kernels.emulator.EmulatedModule`) on ``emulated``; both launch kernels as
 ``module.get_function(name)(grid, block, args)``.  The ``defines`` become a ``#define NAME VALUE``
 preamble in front of the source (cuCIM's ``_hessian_det_appx.py`` pattern).
+
+Every kernel wrapper (``gpuau/kernels/<name>.py``) is decorated with :func:`on_device`, so its
+allocations, module loads and launches run under ``cupy.cuda.Device(backend.device_id)``: a
+``cuda:1`` backend works in a process whose current device is another one.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -72,6 +78,35 @@ def declared_defines(source: str) -> list[tuple[tuple[str, str], ...]]:
     return variants or [()]
 
 
+def device_context(backend):
+    """Context manager under which ``backend``'s arrays are allocated and its kernels launched.
+
+    ``cupy.cuda.Device(backend.device_id)`` on ``cuda`` (CuPy allocates on, and launches a
+    ``RawModule`` compiled for, the current device); a no-op on ``emulated`` and ``cpu``.
+    """
+    if backend.name == "cuda":
+        import cupy
+
+        return cupy.cuda.Device(backend.device_id)
+    return contextlib.nullcontext()
+
+
+def on_device(wrapper):
+    """Decorate a kernel wrapper ``wrapper(backend, ...)`` to run under :func:`device_context`.
+
+    The decorated function carries ``on_device = True`` (``tests/test_kernels_device.py`` checks
+    that every wrapper in ``gpuau/kernels/`` has it).
+    """
+
+    @functools.wraps(wrapper)
+    def run(backend, *args, **kwargs):
+        with device_context(backend):
+            return wrapper(backend, *args, **kwargs)
+
+    run.on_device = True
+    return run
+
+
 def load_module(backend, source: str, defines: Defines = ()):
     """Compiled module of ``gpuau/kernels/<source>.cu`` for ``backend`` (memoised).
 
@@ -103,7 +138,7 @@ def _load(kind: str, device_id: int, source: str, defines: tuple[tuple[str, str]
         return compile_module(code, name=source)
     import cupy
 
-    with cupy.cuda.Device(device_id):
+    with cupy.cuda.Device(device_id):  # compiled for, and loaded on, this device
         module = cupy.RawModule(code=code, options=NVRTC_OPTIONS)
         module.compile()
     return module

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from gpuau.kernels.loader import on_device
+
 BLOCK = 64
 
 
@@ -24,6 +26,7 @@ def _landmark_args(xp, responses, dxs, dys, visible):
     return xp.ascontiguousarray(responses), dxs, dys, visible, n, int(responses.shape[1])
 
 
+@on_device
 def mean_shift(backend, responses, dxs, dys, visible, kde, out):
     """Mean-shift vectors of all landmarks in the reference frame, on ``backend`` (``cuda`` or ``emulated``).
 
@@ -55,6 +58,7 @@ def mean_shift(backend, responses, dxs, dys, visible, kde, out):
         (-(-n // BLOCK), 1, 1), (BLOCK, 1, 1), (responses, dxs, dys, visible, kde, i32(n), i32(r), out))
 
 
+@on_device
 def landmark_likelihoods(backend, responses, dxs, dys, visible, sigma):
     """Per-landmark likelihoods: response maps weighted by a Gaussian at the current offsets.
 

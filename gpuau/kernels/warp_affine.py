@@ -9,6 +9,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from gpuau.kernels.loader import on_device
+
 BLOCK = (16, 16, 1)
 MAX_GRID_Z = 65535
 
@@ -52,6 +54,7 @@ def check_warp_args(xp, images, image_index, matrices, out_h: int, out_w: int, b
     return WarpArgs(images, image_index, matrices, shape, border)
 
 
+@on_device
 def warp_affine(backend, images, image_index, matrices, out_h: int, out_w: int, border=0):
     """Bilinear affine warps of a batch of images, one output per (image, matrix) pair.
 

@@ -1,0 +1,117 @@
+"""Kernel wrappers allocate and launch under ``cupy.cuda.Device(backend.device_id)``, so ``cuda:1``
+works in a multi-GPU process: every wrapper in gpuau/kernels/ goes through ``loader.on_device``,
+and a launch on a ``cuda:1`` backend (a fake CuPy module running the emulator) happens with
+device 1 current."""
+import importlib
+import inspect
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from gpuau.device import Backend
+from gpuau.kernels import loader
+from gpuau.kernels.emulator import compile_module
+
+NOT_WRAPPERS = {"__init__", "loader", "nvrtc", "emulator"}
+WRAPPER_MODULES = sorted(p.stem for p in loader.KERNEL_DIR.glob("*.py") if p.stem not in NOT_WRAPPERS)
+
+
+def kernel_wrappers():
+    """``(module, name, function)`` of every public function of gpuau/kernels/ taking ``backend`` first."""
+    found = []
+    for stem in WRAPPER_MODULES:
+        module = importlib.import_module(f"gpuau.kernels.{stem}")
+        for name, fn in inspect.getmembers(module, inspect.isfunction):
+            if fn.__module__ != module.__name__ or name.startswith("_"):
+                continue
+            params = list(inspect.signature(fn).parameters)
+            if params and params[0] == "backend":
+                found.append((stem, name, fn))
+    return found
+
+
+def test_every_kernel_wrapper_runs_on_its_device():
+    wrappers = kernel_wrappers()
+    assert {"warp_affine", "ccnf_response", "mean_shift", "fhog"} <= {name for _, name, _ in wrappers}
+    missing = [f"{stem}.{name}" for stem, name, fn in wrappers if not getattr(fn, "on_device", False)]
+    assert not missing, f"kernel wrappers not decorated with loader.on_device: {missing}"
+
+
+def test_launches_only_through_backend_load_module():
+    """Wrappers reach kernels through ``backend.load_module`` (the loader), never CuPy directly."""
+    for stem in WRAPPER_MODULES:
+        text = (loader.KERNEL_DIR / f"{stem}.py").read_text()
+        assert "import cupy" not in text and "RawModule" not in text and "RawKernel" not in text, stem
+
+
+class FakeCupy(types.ModuleType):
+    """Just enough of CuPy for the loader: ``cuda.Device`` contexts (tracking the current device)
+    and ``RawModule`` built by the CPU emulator, whose kernels record the device current at launch."""
+
+    def __init__(self):
+        super().__init__("cupy")
+        self.current = 0
+        self.launch_devices = []
+        fake = self
+
+        class Device:
+            def __init__(self, device_id):
+                self.id = device_id
+
+            def __enter__(self):
+                self.previous, fake.current = fake.current, self.id
+                return self
+
+            def __exit__(self, *exc):
+                fake.current = self.previous
+
+        class RawModule:
+            def __init__(self, code, options=()):
+                self.built_on = fake.current
+                self.module = compile_module(code, name="fake_cupy")
+
+            def compile(self):
+                pass
+
+            def get_function(self, name):
+                kernel = self.module.get_function(name)
+
+                def launch(grid, block, args):
+                    fake.launch_devices.append((fake.current, self.built_on))
+                    kernel(grid, block, args)
+
+                return launch
+
+        self.cuda = types.SimpleNamespace(Device=Device)
+        self.RawModule = RawModule
+
+
+@pytest.fixture
+def fake_cupy(monkeypatch):
+    fake = FakeCupy()
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    loader._load.cache_clear()
+    yield fake
+    loader._load.cache_clear()
+
+
+def test_cuda1_launch_runs_under_device_1(fake_cupy):
+    backend = Backend("cuda", device_id=1, xp=np)  # NumPy arrays stand in for CuPy's
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (2, 40, 50), dtype=np.uint8)
+    matrices = np.tile(np.array([[0.9, 0.1, 3.0], [-0.1, 0.9, 5.0]]), (3, 1, 1))
+    index = np.array([0, 1, 1], np.int32)
+    out = backend.kernels.warp_affine(images, index, matrices, 20, 30)
+    from gpuau.cpu.warp_affine import warp_affine
+
+    np.testing.assert_array_equal(out, warp_affine(images, index, matrices, 20, 30))
+    assert fake_cupy.launch_devices == [(1, 1)]  # launched with device 1 current, module built there
+    assert fake_cupy.current == 0  # and the caller's device restored
+
+
+def test_device_context_is_a_no_op_off_cuda():
+    for name in ("cpu", "emulated"):
+        with loader.device_context(Backend(name)) as ctx:
+            assert ctx is None
