@@ -1,4 +1,6 @@
 """Frame sources on real media and on small generated bad inputs."""
+import threading
+
 import cv2
 import numpy as np
 import pytest
@@ -85,3 +87,35 @@ def test_container_timestamps(media_dir):
     assert ours[1] == pytest.approx(0.064) and np.all(np.diff(ours) > 0)
     with pytest.raises(ValueError, match="timestamps"):
         open_source(media_dir / "default.wmv", timestamps="pts")
+
+
+def _decoders(path) -> list:
+    return [t for t in threading.enumerate() if t.name == f"decode:{path.name}"]
+
+
+def test_close_releases_the_video_and_stops_decoding(media_dir):
+    path = media_dir / "default.wmv"
+    src = open_source(path)
+    src.close()  # never iterated: the capture is released at once
+    assert not src._capture.isOpened() and list(src) == []
+    with open_source(path) as src:
+        first = next(iter(src))
+        assert first.index == 0 and _decoders(path)
+    assert not _decoders(path) and not src._capture.isOpened()
+    with pytest.raises(RuntimeError, match="iterated once"):
+        iter(src)
+
+
+def test_first_image_is_decoded_once(media_dir, monkeypatch):
+    from gpuau.video import source
+
+    decoded = []
+    real = source._read_image
+    monkeypatch.setattr(source, "_read_image", lambda p: decoded.append(p.name) or real(p))
+    src = open_source(media_dir / "image_sequence")
+    frames = list(src)
+    assert decoded == [f"{i:03d}.jpg" for i in range(1, 31)] and len(frames) == 30
+    assert src.file_names == decoded and frames[0].file.endswith("001.jpg")
+    decoded.clear()
+    (frame,) = list(open_source(media_dir / "sample1.jpg"))
+    assert decoded == ["sample1.jpg"] and open_source(media_dir / "sample1.jpg").file_names is None

@@ -113,6 +113,8 @@ class VideoSource:
     """Frames of one input, decoded ahead in a background thread.
 
     Use :func:`open_source`. Iterating yields :class:`Frame` objects in order; the source can be iterated once.
+    :meth:`close` (or a ``with`` block) stops the decoding thread and releases the video file at once,
+    whether the frames were read or not.
 
     Attributes
     ----------
@@ -129,7 +131,7 @@ class VideoSource:
     """
 
     def __init__(self, path: Path, kind: str, fps: float, width: int, height: int, frame_count: int,
-                 files: "list[Path] | None" = None, capture=None):
+                 files: "list[Path] | None" = None, capture=None, first: "np.ndarray | None" = None):
         self.path = path
         self.kind = kind
         self.fps = fps
@@ -138,13 +140,34 @@ class VideoSource:
         self.frame_count = frame_count
         self.files = files or []
         self._capture = capture
+        self._first = first  # the first image, decoded by open_source for the size: not decoded again
         self.timestamps = "openface"
-        self._used = False
+        self._frames: "Iterator[Frame] | None" = None
 
     @property
     def intrinsics(self) -> tuple[float, float, float, float]:
         """OpenFace's default ``(fx, fy, cx, cy)`` for this frame size."""
         return camera_intrinsics(self.width, self.height)
+
+    @property
+    def file_names(self) -> "list[str] | None":
+        """The name of each image of an image folder, in frame order (gpuau's ``file`` column); None for
+        videos and single images."""
+        return [f.name for f in self.files] if self.kind == "sequence" else None
+
+    def __enter__(self) -> "VideoSource":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop decoding and release the video file; iteration ends. Safe to call more than once."""
+        if self._frames is not None:
+            self._frames.close()
+        if self._capture is not None:
+            self._capture.release()
+        self._first = None
 
     def _decode(self) -> Iterator[tuple[np.ndarray, "str | None", float]]:
         if self.kind == "video":
@@ -160,13 +183,17 @@ class VideoSource:
             finally:
                 cap.release()
         else:
-            for f in self.files:
-                yield _read_image(f), str(f), 0.0
+            first, self._first = self._first, None
+            for i, f in enumerate(self.files):
+                yield (first if i == 0 and first is not None else _read_image(f)), str(f), 0.0
 
     def __iter__(self) -> Iterator[Frame]:
-        if self._used:
+        if self._frames is not None:
             raise RuntimeError(f"{self.path}: a VideoSource can be iterated once; open it again")
-        self._used = True
+        self._frames = self._generate()
+        return self._frames
+
+    def _generate(self) -> Iterator[Frame]:
         q: "queue.Queue" = queue.Queue(maxsize=_PREFETCH)
         stop = threading.Event()
         done = object()
@@ -236,10 +263,10 @@ def open_source(path: "str | os.PathLike", *, timestamps: str = "openface") -> V
         if not files:
             raise InputError(p, "folder holds no images", f"expected files ending in {', '.join(IMAGE_EXTENSIONS)}")
         first = _read_image(files[0])
-        return VideoSource(p, "sequence", 0.0, first.shape[1], first.shape[0], len(files), files=files)
+        return VideoSource(p, "sequence", 0.0, first.shape[1], first.shape[0], len(files), files=files, first=first)
     if p.suffix.lower() in IMAGE_EXTENSIONS:
         img = _read_image(p)
-        return VideoSource(p, "image", 0.0, img.shape[1], img.shape[0], 1, files=[p])
+        return VideoSource(p, "image", 0.0, img.shape[1], img.shape[0], 1, files=[p], first=img)
     if not os.access(p, os.R_OK):
         raise InputError(p, "file is not readable", "check its permissions")
     cap = cv2.VideoCapture(str(p))
