@@ -64,3 +64,41 @@ def test_parquet_has_the_same_columns(reference_dir, tmp_path):
     assert t.column_names == list(table)
     assert t.schema.field("frame").type == "int32"
     np.testing.assert_array_equal(t.column("AU12_r").to_numpy(), table["AU12_r"])
+
+
+def test_file_column_is_last_quoted_when_needed_and_round_trips(reference_dir, tmp_path):
+    pd = pytest.importorskip("pandas")
+    pq = pytest.importorskip("pyarrow.parquet")
+    table = read_openface_csv(reference_dir / "image_sequence.csv")
+    names = [f"{i:03d}.jpg" for i in range(1, 31)]
+    names[1:4] = ["a, b.jpg", 'say "hi".png', " lead.png"]
+    table["file"] = np.array(names)
+    out = write_openface_csv(tmp_path / "seq.csv", table)
+    lines = out.read_text().splitlines()
+    assert lines[0].endswith(", AU45_c, file") and lines[1].endswith(", 001.jpg")
+    assert lines[2].endswith(', "a, b.jpg"') and lines[3].endswith(', "say ""hi"".png"')
+    assert lines[4].endswith(', " lead.png"')
+    back = read_openface_csv(out)
+    assert list(back) == list(table) and list(back["file"]) == names
+    ref = (reference_dir / "image_sequence.csv").read_text().splitlines()
+    assert [line.rsplit(", ", 1)[0] for line in lines[:2]] == [ref[0], ref[1]]  # OpenFace's part unchanged
+    frame = pd.read_csv(out, skipinitialspace=True)
+    assert list(frame["file"]) == names and list(frame.columns[:-1]) == ref[0].split(", ")
+    t = pq.read_table(write_openface_parquet(tmp_path / "seq.parquet", table))
+    assert t.column_names[-1] == "file" and t.schema.field("file").type == "string"
+    assert t.column("file").to_pylist() == names
+
+
+def test_streaming_writer_text_column_after_the_aus(tmp_path):
+    cols = openface_columns(["AU01"], [], pose=False, landmarks_2d=False, landmarks_3d=False, params=False, file=True)
+    assert cols[-2:] == ["AU01_r", "file"]
+    w = OpenFaceCSVWriter(tmp_path / "t.csv", cols)
+    assert w.base_columns == ["frame", "face_id", "timestamp", "confidence", "success", "file"]
+    w.write_rows({"frame": [1, 2], "face_id": [0, 0], "timestamp": [0, 0], "confidence": [0.9, 0.8], "success": [1, 1],
+                  "file": ["x.png", "two\nlines.png"]})
+    out = w.close({"AU01_r": [0.5, 1.5]})
+    assert read_openface_csv(out)["file"].tolist() == ["x.png", "two\nlines.png"]
+    assert out.read_text().startswith("frame, face_id, timestamp, confidence, success, AU01_r, file\n"
+                                      "1, 0, 0.000, 0.90, 1, 0.50, x.png\n")
+    with pytest.raises(ValueError, match="text columns"):
+        OpenFaceCSVWriter(tmp_path / "u.csv", ["frame", "file", "AU01_r"])

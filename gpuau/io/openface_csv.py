@@ -9,9 +9,14 @@ Files are written to a temporary file in the target folder and renamed into plac
 never sees a half-written file.  The streaming writer keeps only the current chunk in memory: rows
 without AUs go to a temporary file and the AU columns are appended line by line when the video is
 finished (the AUs are known only after the offline pass).
+
+One column is gpuau's own: ``file``, the image file each row of an image folder comes from.  It is
+text and comes after the AU columns, so every OpenFace column keeps its position.
 """
 from __future__ import annotations
 
+import csv
+import json
 import os
 import re
 from pathlib import Path
@@ -40,9 +45,12 @@ _PRECISION = [
     (r"AU\d+_[rc]", 2),
 ]
 
+TEXT_COLUMNS = ("file",)
+"""Columns of text, not numbers (gpuau's, not OpenFace's), written after the AU columns."""
+
 
 def openface_columns(au_reg_names=(), au_cls_names=(), *, sequence: bool = True, gaze: bool = False, pose: bool = True,
-                     landmarks_2d: bool = True, landmarks_3d: bool = True, params: bool = True,
+                     landmarks_2d: bool = True, landmarks_3d: bool = True, params: bool = True, file: bool = False,
                      num_landmarks: int = NUM_LANDMARKS, num_modes: int = NUM_MODES,
                      num_eye_landmarks: int = NUM_EYE_LANDMARKS) -> list:
     """Column names in OpenFace's order (``RecorderCSV::Open``).
@@ -56,6 +64,8 @@ def openface_columns(au_reg_names=(), au_cls_names=(), *, sequence: bool = True,
         ``face, confidence``).
     gaze, pose, landmarks_2d, landmarks_3d, params : bool
         Column groups to include (gaze is off unless computed).
+    file : bool
+        gpuau's ``file`` column (the image file of each row of an image folder), last.
     num_landmarks, num_modes, num_eye_landmarks : int
 
     Returns
@@ -76,14 +86,17 @@ def openface_columns(au_reg_names=(), au_cls_names=(), *, sequence: bool = True,
         cols += ["p_scale", "p_rx", "p_ry", "p_rz", "p_tx", "p_ty"] + [f"p_{i}" for i in range(num_modes)]
     cols += [f"{n}_r" for n in sorted(au_reg_names)]
     cols += [f"{n}_c" for n in sorted(au_cls_names)]
+    if file:
+        cols.append("file")
     return cols
 
 
 def column_decimals(name: str, *, sequence: bool = True, postprocessed: bool = True) -> "int | None":
-    """Decimals OpenFace writes for a column (None for integers).
+    """Decimals OpenFace writes for a numeric column (None for integers).
 
     ``confidence`` has 3 decimals in image files; ``_c`` columns have 1 decimal until
-    FeatureExtraction's post-processing rewrites them with 2.
+    FeatureExtraction's post-processing rewrites them with 2.  Text columns (:data:`TEXT_COLUMNS`)
+    raise ValueError.
     """
     if name == "confidence" and not sequence:
         return 3
@@ -95,7 +108,19 @@ def column_decimals(name: str, *, sequence: bool = True, postprocessed: bool = T
     raise ValueError(f"{name!r} is not an OpenFace output column")
 
 
-def _format_column(values, decimals: "int | None") -> list:
+def _text_cell(text: str) -> str:
+    """A text value as one cell: quoted (RFC 4180, quotes doubled) when it holds a separator, a quote, a
+    line break or leading/trailing spaces; then it reads back with ``skipinitialspace`` readers (pandas'
+    ``read_csv(..., skipinitialspace=True)``, Python's ``csv``)."""
+    if any(c in text for c in ',"\r\n') or text != text.strip():
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def _format_column(name: str, values, *, sequence: bool, postprocessed: bool) -> list:
+    if name in TEXT_COLUMNS:
+        return [_text_cell(str(x)) for x in values]
+    decimals = column_decimals(name, sequence=sequence, postprocessed=postprocessed)
     v = np.asarray(values)
     if decimals is None:
         return [str(int(x)) for x in v.tolist()]
@@ -104,7 +129,7 @@ def _format_column(values, decimals: "int | None") -> list:
 
 
 def _format_rows(columns: Mapping, names: list, *, sequence: bool, postprocessed: bool) -> list:
-    cells = [_format_column(columns[n], column_decimals(n, sequence=sequence, postprocessed=postprocessed)) for n in names]
+    cells = [_format_column(n, columns[n], sequence=sequence, postprocessed=postprocessed) for n in names]
     return [", ".join(row) for row in zip(*cells)]
 
 
@@ -115,9 +140,17 @@ class OpenFaceCSVWriter:
     ----------
     path : str or PathLike
     columns : list of str
-        All columns in file order (see :func:`openface_columns`); AU columns must come last.
+        All columns in file order (see :func:`openface_columns`): the numeric columns, then the AU
+        columns, then any text column (:data:`TEXT_COLUMNS`).
     sequence : bool
         FeatureExtraction (video) conventions, else FaceLandmarkImg's.
+
+    Attributes
+    ----------
+    base_columns : list of str
+        The columns :meth:`write_rows` takes: all but the AU columns.
+    au_columns : list of str
+        The columns :meth:`close` takes.
 
     Examples
     --------
@@ -130,22 +163,27 @@ class OpenFaceCSVWriter:
         self.path = Path(path)
         self.columns = list(columns)
         self.sequence = sequence
-        is_au = [bool(re.fullmatch(r"AU\d+_[rc]", c)) for c in self.columns]
-        n_base = is_au.index(True) if any(is_au) else len(self.columns)
-        if not all(is_au[n_base:]):
-            raise ValueError("AU columns must come after all other columns")
-        self.base_columns = self.columns[:n_base]
-        self.au_columns = self.columns[n_base:]
+        group = [2 if c in TEXT_COLUMNS else 1 if re.fullmatch(r"AU\d+_[rc]", c) else 0 for c in self.columns]
+        if group != sorted(group):
+            raise ValueError("columns must be the numeric columns, then the AU columns, then the text columns")
+        self._head = [c for c, g in zip(self.columns, group) if g == 0]
+        self._tail = [c for c, g in zip(self.columns, group) if g == 2]
+        self.base_columns = self._head + self._tail
+        self.au_columns = [c for c, g in zip(self.columns, group) if g == 1]
         self._rows = 0
-        # rows without their AU columns until close(), in a temporary file beside the output
+        # rows without their AU columns until close(), in a temporary file beside the output; text cells
+        # follow a NUL, JSON-encoded (they may hold line breaks)
         self._body, self._body_path = temp_beside(self.path, "w", newline="\n")
 
     def write_rows(self, columns: Mapping) -> None:
-        """Append rows (every non-AU column, as arrays of equal length)."""
+        """Append rows (every column of :attr:`base_columns`, as arrays or lists of equal length)."""
         missing = [c for c in self.base_columns if c not in columns]
         if missing:
             raise KeyError(f"missing columns {missing[:5]}{'...' if len(missing) > 5 else ''}")
-        lines = _format_rows(columns, self.base_columns, sequence=self.sequence, postprocessed=True)
+        lines = _format_rows(columns, self._head, sequence=self.sequence, postprocessed=True)
+        if self._tail:
+            tails = _format_rows(columns, self._tail, sequence=self.sequence, postprocessed=True)
+            lines = [f"{line}\0{json.dumps(tail)}" for line, tail in zip(lines, tails)]
         self._rows += len(lines)
         for line in lines:
             self._body.write(line + "\n")
@@ -182,7 +220,8 @@ class OpenFaceCSVWriter:
             with atomic_write(self.path, "w", newline="\n") as out, open(self._body_path) as body:
                 out.write(", ".join(self.columns) + "\n")
                 for line, au in zip(body, au_lines):
-                    out.write(line.rstrip("\n") + au + "\n")
+                    head, _, tail = line.rstrip("\n").partition("\0")
+                    out.write(head + au + (", " + json.loads(tail) if tail else "") + "\n")
         finally:
             Path(self._body_path).unlink(missing_ok=True)
         return self.path
@@ -220,7 +259,7 @@ def _openface_order(columns: Mapping) -> list:
     reg = [n[:-2] for n in names if re.fullmatch(r"AU\d+_r", n)]
     cls = [n[:-2] for n in names if re.fullmatch(r"AU\d+_c", n)]
     sequence = "frame" in columns
-    full = openface_columns(reg, cls, sequence=sequence, gaze=True)
+    full = openface_columns(reg, cls, sequence=sequence, gaze=True, file="file" in columns)
     rank = {c: i for i, c in enumerate(full)}
     unknown = [n for n in names if n not in rank]
     if unknown:
@@ -231,7 +270,8 @@ def _openface_order(columns: Mapping) -> list:
 def write_openface_parquet(path: "str | os.PathLike", columns: Mapping, *, order: "list | None" = None) -> Path:
     """Write the same table as Parquet (needs pyarrow), atomically.
 
-    Integer columns (frame, face_id, success) are int32, the rest float64 at full precision.
+    Integer columns (frame, face_id, success) are int32, text columns (``file``) strings, the rest
+    float64 at full precision.
     """
     try:
         import pyarrow as pa
@@ -242,6 +282,9 @@ def write_openface_parquet(path: "str | os.PathLike", columns: Mapping, *, order
     order = order or _openface_order(columns)
     arrays = {}
     for c in order:
+        if c in TEXT_COLUMNS:
+            arrays[c] = pa.array([str(x) for x in columns[c]], pa.string())
+            continue
         integer = column_decimals(c, sequence="frame" in columns) is None
         arrays[c] = pa.array(np.asarray(columns[c], np.int32 if integer else np.float64))
     with atomic_path(path) as tmp:
@@ -250,8 +293,12 @@ def write_openface_parquet(path: "str | os.PathLike", columns: Mapping, *, order
 
 
 def read_openface_csv(path: "str | os.PathLike") -> dict:
-    """Read an OpenFace CSV into ``{column: float64 array}`` (header names stripped)."""
-    with open(path) as f:
-        header = [h.strip() for h in f.readline().split(",")]
-    data = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
-    return {h: data[:, i] for i, h in enumerate(header)}
+    """Read an OpenFace CSV into ``{column: array}`` (header names stripped).
+
+    Numeric columns are float64 arrays, text columns (``file``) arrays of str.
+    """
+    with open(path, newline="") as f:
+        rows = [r for r in csv.reader(f, skipinitialspace=True) if r]
+    header = [h.strip() for h in rows[0]]
+    cells = np.array(rows[1:], dtype=str).reshape(len(rows) - 1, len(header))
+    return {h: cells[:, i] if h in TEXT_COLUMNS else cells[:, i].astype(np.float64) for i, h in enumerate(header)}
