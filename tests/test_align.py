@@ -5,11 +5,14 @@ import cv2
 import numpy as np
 import pytest
 
+from backends import assert_backend_close
+from gpuau.cpu.warp_affine import warp_affine
 from gpuau.features.align import (
     AU_SCALE,
     FOREHEAD_INDICES,
     RIGID_INDICES,
     align_face_mask,
+    align_faces_mask,
     face_mask,
     invert_affine,
     similarity_warp,
@@ -92,3 +95,31 @@ def test_parallel_warp_batches_equal_serial(frame0, monkeypatch):
         monkeypatch.setattr(cpu_warp.numba.config, "NUMBA_NUM_THREADS", 2)
         np.testing.assert_array_equal(cpu_warp.warp_affine(images, index, m, 40, 48), serial)
         monkeypatch.undo()
+
+
+@pytest.fixture(scope="module")
+def faces(media_dir, reference_dir):
+    """Frames 0, 40, ..., 280 of default.wmv with OpenFace's landmarks and the AU PDM's global parameters."""
+    rows = list(range(0, 288, 40))
+    df = read_reference(reference_dir / "default.csv")
+    lm = landmarks_2d(df[df["frame"].isin([r + 1 for r in rows])])
+    frames = np.stack(read_frames(media_dir / "default.wmv", rows))
+    pdm = PDM.load(AU_PDM)
+    g = np.array([pdm.calc_params(l)[0] for l in lm], np.float32)
+    return frames, lm, g, pdm, load_tris()
+
+
+def test_align_faces_mask_on_every_backend(backend, faces):
+    """The batched warp-and-mask kernel == OpenCV 4.10's warp times the PAW mask, bit for bit, on real faces
+    (two faces per frame, one of them cut from another frame)."""
+    frames, lm, g, pdm, tris = faces
+    n = len(lm)
+    index = np.concatenate([np.arange(n), (np.arange(n) + 1) % n])
+    lm2, g2 = np.concatenate([lm, lm]), np.concatenate([g, g])
+    out = align_faces_mask(frames, index, lm2, g2, pdm.mean_shape, tris, device=backend)
+    warps = [similarity_warp(lm2[i], g2[i], pdm.mean_shape) for i in range(2 * n)]
+    expected = warp_affine(frames, index, np.array([invert_affine(w) for w in warps]), 112, 112)
+    masks = np.array([face_mask(lm2[i], warps[i], tris) for i in range(2 * n)])
+    expected *= masks[..., None]
+    assert_backend_close(backend, out, expected, exact=True)
+    assert 0.5 < masks.mean() < 0.8 and expected[masks == 1].mean() > 60

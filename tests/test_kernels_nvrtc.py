@@ -31,7 +31,8 @@ def test_kernel_compiles(source, defines, arch):
 
 def test_warp_kernels_resources():
     result = compile_check("warp", arch="sm_90")
-    assert set(result.kernels) == {"warp_affine_u8", "warp_affine_f32"}
+    assert set(result.kernels) == {f"{k}_{t}" for k in ("warp_affine", "warp_affine_masked", "warp_mask_chain")
+                                   for t in ("u8", "f32")}
     assert all(k.registers <= 64 and k.shared_bytes == 0 for k in result.kernels.values())
     assert b"fma.rn" not in result.ptx  # --fmad=false: rounding as in the emulator and Numba
 

@@ -8,6 +8,7 @@ import pytest
 
 from backends import assert_backend_close
 from gpuau.cpu.warp_affine import warp_affine as warp_affine_cpu
+from gpuau.cpu.warp_affine import warp_affine_masked as warp_affine_masked_cpu
 from media import read_frames
 
 GOLDEN = Path(__file__).parent / "data" / "warp_affine_opencv410.npz"
@@ -116,6 +117,9 @@ def test_warp_affine_identity_and_integer_shift(backend, golden):
 
 
 def test_warp_affine_rejects_bad_arguments():
+    with pytest.raises(ValueError):
+        warp_affine_masked_cpu(np.zeros((1, 10, 10), np.uint8), [0], np.zeros((1, 2, 3)), 4, 4,
+                               np.zeros((1, 3, 2)), [[0, 1, 3]])
     img = np.zeros((1, 10, 10), np.uint8)
     m = np.zeros((1, 2, 3))
     with pytest.raises(TypeError):
@@ -125,3 +129,29 @@ def test_warp_affine_rejects_bad_arguments():
     with pytest.raises(ValueError):
         warp_affine_cpu(img, [0], m, 0, 4)
     assert warp_affine_cpu(img, np.zeros(0, np.int32), np.zeros((0, 2, 3)), 4, 5).shape == (0, 4, 5)
+
+
+def test_warp_affine_masked_degenerate_triangles(backend, frames):
+    """Triangles that OpenFace's raster scan carries past their bounding box (a collinear one: its
+    point-in-triangle test holds on the whole line) and NaN corners: the kernel's serial replay for
+    such faces gives the Numba scan's mask, on uint8 BGR and float32 grey."""
+    rng = np.random.default_rng(3)
+    points = rng.uniform(5, 55, (4, 9, 2)).astype(np.float32)
+    points[:, 6:9] = [[10.0, 20.0], [20.0, 20.0], [30.0, 20.0]]  # collinear on row 20
+    points[2, 3] = np.nan
+    tris = np.array([[0, 1, 2], [3, 4, 5], [6, 7, 8], [1, 4, 7], [0, 3, 6]], np.int32)
+    matrices = random_similarities(rng, 4, *frames.shape[1:3], scale=(0.5, 1.5))
+    index = np.array([0, 3, 5, 1], np.int32)
+    gray = np.stack([cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) for f in frames]).astype(np.float32) / np.float32(3.0)
+    for images in (frames, gray):
+        expected = warp_affine_masked_cpu(images, index, matrices, 60, 64, points, tris)
+        warped = warp_affine_cpu(images, index, matrices, 60, 64)
+        out = backend.kernels.warp_affine_masked(backend.asarray(images), backend.asarray(index),
+                                                 backend.asarray(matrices), 60, 64, backend.asarray(points),
+                                                 backend.asarray(tris))
+        assert_backend_close(backend, out, expected, exact=True)
+        # a collinear triangle's test holds everywhere (one factor of each side test is 0): once the
+        # scan reaches it at (10, 20) it is carried over every later pixel, boxes notwithstanding
+        np.testing.assert_array_equal(expected[:, 20, 10:], warped[:, 20, 10:])
+        np.testing.assert_array_equal(expected[:, 21:], warped[:, 21:])
+        assert (expected[:, :20] == 0).mean() > 0.3

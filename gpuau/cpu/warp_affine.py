@@ -29,7 +29,7 @@ import numpy as np
 from numba import types
 from numba.extending import overload
 
-from gpuau.kernels.warp_affine import check_warp_args
+from gpuau.kernels.warp_affine import check_mask_args, check_warp_args
 
 
 @numba.njit(cache=True, inline="always")
@@ -232,4 +232,35 @@ def warp_affine(images, image_index, matrices, out_h: int, out_w: int, border=0)
     else:
         target = out
     run(images, args.image_index, args.matrices, target, border, weights)
+    return out
+
+
+def warp_affine_masked(images, image_index, matrices, out_h: int, out_w: int, points, triangulation) -> np.ndarray:
+    """Bilinear affine warps with everything outside a triangulated shape set to 0.
+
+    :func:`warp_affine` with border 0, then pixel ``(y, x)`` of output ``n`` is zeroed unless the
+    triangulation of ``points[n]`` covers ``(x, y)`` as PAW's raster scan finds it
+    (:func:`gpuau.cpu.paw.triangle_map`).  Twin of ``warp_affine_masked_*`` in ``warp.cu``.
+
+    Port of ``AlignFaceMask`` (Face_utils.cpp) with the pixel mask of ``PAW::PAW`` (PAW.cpp).
+
+    Parameters
+    ----------
+    images, image_index, matrices, out_h, out_w
+        As :func:`warp_affine`.
+    points : (N, P, 2) float
+        Shape of each output in output pixels ``(x, y)`` (rounded to float32).
+    triangulation : (T, 3) int
+        Vertex indices into ``points``.
+
+    Returns
+    -------
+    (N, out_h, out_w) or (N, out_h, out_w, C), the dtype of ``images``
+    """
+    from gpuau.cpu.paw import triangle_map  # gpuau.cpu.paw imports this module
+
+    out = warp_affine(images, image_index, matrices, out_h, out_w)
+    points, triangulation = check_mask_args(np, points, triangulation, out.shape[0])
+    for n in range(out.shape[0]):
+        out[n][triangle_map(points[n], triangulation, 0.0, 0.0, out_w, out_h) == -1] = 0
     return out

@@ -90,6 +90,31 @@ def invert_affine(warp: np.ndarray) -> np.ndarray:
     return np.array(m, np.float64).reshape(2, 3)
 
 
+def mask_points(landmarks_2d: np.ndarray, warp: np.ndarray, sim_scale: float = AU_SCALE) -> np.ndarray:
+    """The shape whose triangulation masks the aligned face: the landmarks in aligned pixels, with
+    the top of the jaw and the brows lifted by ``30 / 0.7 * sim_scale`` pixels to take in the forehead.
+
+    Port of the landmark transform of ``AlignFaceMask``, Face_utils.cpp.
+
+    Parameters
+    ----------
+    landmarks_2d : (68, 2) float
+    warp : (2, 3) float32
+        From :func:`similarity_warp`.
+    sim_scale : float
+
+    Returns
+    -------
+    (68, 2) float32
+    """
+    lm = np.asarray(landmarks_2d, _F)
+    dest = (lm.astype(np.float64) @ warp[:, :2].T.astype(np.float64)).astype(_F)
+    dest[:, 0] += warp[0, 2]
+    dest[:, 1] += warp[1, 2]
+    dest[FOREHEAD_INDICES, 1] = (dest[FOREHEAD_INDICES, 1].astype(np.float64) - (30 / 0.7) * sim_scale).astype(_F)
+    return dest
+
+
 def face_mask(landmarks_2d: np.ndarray, warp: np.ndarray, triangulation: np.ndarray,
               sim_scale: float = AU_SCALE, width: int = AU_SIZE, height: int = AU_SIZE) -> np.ndarray:
     """Pixels of the aligned face covered by the (forehead-extended) face triangulation.
@@ -111,25 +136,25 @@ def face_mask(landmarks_2d: np.ndarray, warp: np.ndarray, triangulation: np.ndar
     (height, width) uint8
         1 inside the face, 0 outside.
     """
-    lm = np.asarray(landmarks_2d, _F)
-    dest = (lm.astype(np.float64) @ warp[:, :2].T.astype(np.float64)).astype(_F)
-    dest[:, 0] += warp[0, 2]
-    dest[:, 1] += warp[1, 2]
-    dest[FOREHEAD_INDICES, 1] = (dest[FOREHEAD_INDICES, 1].astype(np.float64) - (30 / 0.7) * sim_scale).astype(_F)
+    dest = mask_points(landmarks_2d, warp, sim_scale)
     return (triangle_map(dest, triangulation, 0.0, 0.0, width, height) != -1).astype(np.uint8)
 
 
-def align_faces_mask(images: np.ndarray, image_index: np.ndarray, landmarks_2d: np.ndarray, params_global: np.ndarray,
+def align_faces_mask(images, image_index: np.ndarray, landmarks_2d: np.ndarray, params_global: np.ndarray,
                      mean_shape: np.ndarray, triangulation: np.ndarray, sim_scale: float = AU_SCALE,
-                     size: int = AU_SIZE) -> np.ndarray:
-    """Aligned, masked faces of a batch, as OpenFace feeds them to FHOG (one warp launch).
+                     size: int = AU_SIZE, *, device="cpu"):
+    """Aligned, masked faces of a batch, as OpenFace feeds them to FHOG (one fused warp-and-mask launch).
+
+    The warp matrices and mask shapes are computed on the host (68 points per face); the pixels by
+    ``backend.kernels.warp_affine_masked`` on ``device`` (the ``warp.cu`` kernel on ``cuda`` and
+    ``emulated``, bit-identical to the Numba twin on ``cpu``).
 
     Port of ``AlignFaceMask`` (rigid points, masked), Face_utils.cpp.
 
     Parameters
     ----------
     images : (B, H, W, 3) uint8 BGR or (B, H, W) uint8
-        Full frames.
+        Full frames (NumPy, or already on ``device``).
     image_index : (N,) int
         Frame of each face.
     landmarks_2d : (N, 68, 2) float
@@ -139,25 +164,30 @@ def align_faces_mask(images: np.ndarray, image_index: np.ndarray, landmarks_2d: 
     triangulation : (T, 3) int
     sim_scale : float
     size : int
+    device : str or Backend
+        Where the pixels are computed.
 
     Returns
     -------
-    (N, size, size, 3) uint8 (or (N, size, size) for greyscale frames)
+    (N, size, size, 3) uint8 (or (N, size, size) for greyscale frames), on ``device``'s array
+    module (NumPy, or CuPy on ``cuda``)
     """
+    backend = resolve_device(device)
     n = len(landmarks_2d)
     warps = [similarity_warp(landmarks_2d[i], params_global[i], mean_shape, sim_scale, size, size) for i in range(n)]
-    inverse = np.array([invert_affine(w) for w in warps], np.float64).reshape(n, 2, 3)
     # cv::warpAffine(INTER_LINEAR, BORDER_CONSTANT 0) with OpenCV <= 4.10's fixed-point arithmetic
-    aligned = resolve_device("cpu").kernels.warp_affine(images, np.asarray(image_index, np.int64), inverse, size, size)
-    masks = np.array([face_mask(landmarks_2d[i], warps[i], triangulation, sim_scale, size, size) for i in range(n)],
-                     np.uint8).reshape(n, size, size)
-    return aligned * (masks[..., None] if aligned.ndim == 4 else masks)
+    inverse = np.array([invert_affine(w) for w in warps], np.float64).reshape(n, 2, 3)
+    points = np.array([mask_points(landmarks_2d[i], warps[i], sim_scale) for i in range(n)], _F)
+    points = points.reshape(n, -1, 2) if n else np.zeros((0, np.shape(landmarks_2d)[1], 2), _F)
+    return backend.kernels.warp_affine_masked(
+        backend.asarray(images), backend.asarray(np.asarray(image_index, np.int32)), backend.asarray(inverse),
+        size, size, backend.asarray(points), backend.asarray(np.asarray(triangulation, np.int32)))
 
 
 def align_face_mask(image: np.ndarray, landmarks_2d: np.ndarray, params_global: np.ndarray, mean_shape: np.ndarray,
                     triangulation: np.ndarray, sim_scale: float = AU_SCALE, size: int = AU_SIZE) -> np.ndarray:
-    """One face of :func:`align_faces_mask`: ``image`` (H, W, 3) uint8, ``landmarks_2d`` (68, 2),
-    ``params_global`` (6,) -> (size, size, 3) uint8.
+    """One face of :func:`align_faces_mask` on the CPU: ``image`` (H, W, 3) uint8, ``landmarks_2d``
+    (68, 2), ``params_global`` (6,) -> (size, size, 3) uint8.
 
     Port of ``AlignFaceMask`` (rigid points, masked), Face_utils.cpp.
     """

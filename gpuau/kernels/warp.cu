@@ -60,6 +60,30 @@ __device__ __forceinline__ float warp_blend(float p00, float p01, float p10, flo
     return __fadd_rn(v, __fmul_rn(p11, w11));
 }
 
+// Output pixel (x, y) of warp n, all channels, written to dst.
+template <typename T>
+__device__ __forceinline__ void warp_pixel(const T* __restrict__ images, int n_images, int height, int width,
+                                           int channels, const int* __restrict__ image_index,
+                                           const double* __restrict__ matrices, int n, int x, int y, T border,
+                                           T* __restrict__ dst) {
+    const int b = image_index[n];
+    const WarpTap t = warp_tap(matrices + 6 * n, x, y);
+    if (b < 0 || b >= n_images || t.sx >= width || t.sx + 1 < 0 || t.sy >= height || t.sy + 1 < 0) {
+        for (int c = 0; c < channels; ++c) dst[c] = border;
+        return;
+    }
+    const T* src = images + (long long)b * height * width * channels;
+    const bool x0_in = t.sx >= 0, x1_in = t.sx + 1 < width, y0_in = t.sy >= 0, y1_in = t.sy + 1 < height;
+    const long long row0 = (long long)t.sy * width, row1 = row0 + width;
+    for (int c = 0; c < channels; ++c) {
+        const T p00 = (y0_in && x0_in) ? src[(row0 + t.sx) * channels + c] : border;
+        const T p01 = (y0_in && x1_in) ? src[(row0 + t.sx + 1) * channels + c] : border;
+        const T p10 = (y1_in && x0_in) ? src[(row1 + t.sx) * channels + c] : border;
+        const T p11 = (y1_in && x1_in) ? src[(row1 + t.sx + 1) * channels + c] : border;
+        dst[c] = warp_blend(p00, p01, p10, p11, t.ax, t.ay);
+    }
+}
+
 template <typename T>
 __device__ __forceinline__ void warp_affine_body(const T* __restrict__ images, int n_images, int height, int width,
                                                  int channels, const int* __restrict__ image_index,
@@ -68,25 +92,9 @@ __device__ __forceinline__ void warp_affine_body(const T* __restrict__ images, i
     const int x = blockIdx.x * blockDim.x + threadIdx.x;
     const int y = blockIdx.y * blockDim.y + threadIdx.y;
     if (x >= out_w || y >= out_h) return;
-    const long long image_size = (long long)height * width * channels;
     for (int n = blockIdx.z; n < n_out; n += gridDim.z) {
-        T* dst = out + (((long long)n * out_h + y) * out_w + x) * channels;
-        const int b = image_index[n];
-        const WarpTap t = warp_tap(matrices + 6 * n, x, y);
-        if (b < 0 || b >= n_images || t.sx >= width || t.sx + 1 < 0 || t.sy >= height || t.sy + 1 < 0) {
-            for (int c = 0; c < channels; ++c) dst[c] = border;
-            continue;
-        }
-        const T* src = images + b * image_size;
-        const bool x0_in = t.sx >= 0, x1_in = t.sx + 1 < width, y0_in = t.sy >= 0, y1_in = t.sy + 1 < height;
-        const long long row0 = (long long)t.sy * width, row1 = row0 + width;
-        for (int c = 0; c < channels; ++c) {
-            const T p00 = (y0_in && x0_in) ? src[(row0 + t.sx) * channels + c] : border;
-            const T p01 = (y0_in && x1_in) ? src[(row0 + t.sx + 1) * channels + c] : border;
-            const T p10 = (y1_in && x0_in) ? src[(row1 + t.sx) * channels + c] : border;
-            const T p11 = (y1_in && x1_in) ? src[(row1 + t.sx + 1) * channels + c] : border;
-            dst[c] = warp_blend(p00, p01, p10, p11, t.ax, t.ay);
-        }
+        warp_pixel(images, n_images, height, width, channels, image_index, matrices, n, x, y, border,
+                   out + (((long long)n * out_h + y) * out_w + x) * channels);
     }
 }
 
@@ -105,4 +113,134 @@ extern "C" __global__ void warp_affine_f32(const float* images, int n_images, in
                                            int out_w, float border, float* out) {
     warp_affine_body<float>(images, n_images, height, width, channels, image_index, matrices, n_out, out_h, out_w,
                             border, out);
+}
+
+// ---- Warp + face mask (OpenFace's AlignFaceMask) -------------------------------------------------
+// Pixels of the warped face outside a triangulated shape are set to 0: PAW's pixel mask (the raster
+// scan of PAW::PAW with PAW::findTriangle / pointInTriangle / sameSide, PAW.cpp), float32 in
+// OpenFace's order, bit for bit the Numba twin's (gpuau.cpu.paw.triangle_map != -1).
+//
+// The scan keeps the previous pixel's triangle while the point-in-triangle test holds for it, else
+// takes the first triangle (index order) whose bounding box and test hold.  A pixel is therefore
+// covered when some triangle's box and test hold (computed per pixel, in parallel), except where the
+// carried triangle's test holds outside its box (degenerate, e.g. collinear, triangles): a pixel no
+// box-and-test covers but some test alone does marks its face "ambiguous", and
+// warp_mask_chain_* replays the serial scan for those faces only.
+
+// (x0, y0) on the same side of the line (x2, y2)-(x3, y3) as (x1, y1), on the line included.
+__device__ __forceinline__ bool mask_same_side(float x0, float y0, float x1, float y1, float x2, float y2, float x3,
+                                               float y3) {
+    const float a = __fsub_rn(__fmul_rn(__fsub_rn(x3, x2), __fsub_rn(y0, y2)), __fmul_rn(__fsub_rn(x0, x2), __fsub_rn(y3, y2)));
+    const float b = __fsub_rn(__fmul_rn(__fsub_rn(x3, x2), __fsub_rn(y1, y2)), __fmul_rn(__fsub_rn(x1, x2), __fsub_rn(y3, y2)));
+    return __fmul_rn(a, b) >= 0.0f;
+}
+
+// PAW::pointInTriangle; v = x1, y1, x2, y2, x3, y3.  A NaN vertex fails every test.
+__device__ __forceinline__ bool mask_in_triangle(float x0, float y0, const float* v) {
+    return mask_same_side(x0, y0, v[0], v[1], v[2], v[3], v[4], v[5]) &&
+           mask_same_side(x0, y0, v[2], v[3], v[0], v[1], v[4], v[5]) &&
+           mask_same_side(x0, y0, v[4], v[5], v[0], v[1], v[2], v[3]);
+}
+
+// First triangle whose bounding box and point-in-triangle test hold at (x0, y0), or -1
+// (PAW::findTriangle without a guess).  vertices: (n_tris, 6) of one face.
+__device__ __forceinline__ int mask_first_triangle(const float* vertices, int n_tris, float x0, float y0) {
+    for (int t = 0; t < n_tris; ++t) {
+        const float* v = vertices + 6 * t;
+        if (fmaxf(fmaxf(v[1], v[3]), v[5]) < y0 || fminf(fminf(v[1], v[3]), v[5]) > y0 ||
+            fmaxf(fmaxf(v[0], v[2]), v[4]) < x0 || fminf(fminf(v[0], v[2]), v[4]) > x0)
+            continue;
+        if (mask_in_triangle(x0, y0, v)) return t;
+    }
+    return -1;
+}
+
+__device__ __forceinline__ bool mask_any_triangle(const float* vertices, int n_tris, float x0, float y0) {
+    for (int t = 0; t < n_tris; ++t)
+        if (mask_in_triangle(x0, y0, vertices + 6 * t)) return true;
+    return false;
+}
+
+// Launch geometry as warp_affine_*: one thread per output pixel (all channels), 16 x 16 blocks,
+// blockIdx.z walks the faces; the face's triangles (n_tris x 24 bytes, ~2.7 KB for OpenFace's 111)
+// are read by every thread of the block and stay in L1.
+template <typename T>
+__device__ __forceinline__ void warp_affine_masked_body(const T* __restrict__ images, int n_images, int height,
+                                                        int width, int channels, const int* __restrict__ image_index,
+                                                        const double* __restrict__ matrices, int n_out, int out_h,
+                                                        int out_w, const float* __restrict__ vertices, int n_tris,
+                                                        int* __restrict__ ambiguous, T* __restrict__ out) {
+    const int x = blockIdx.x * blockDim.x + threadIdx.x;
+    const int y = blockIdx.y * blockDim.y + threadIdx.y;
+    if (x >= out_w || y >= out_h) return;
+    for (int n = blockIdx.z; n < n_out; n += gridDim.z) {
+        T* dst = out + (((long long)n * out_h + y) * out_w + x) * channels;
+        const float* v = vertices + (long long)n * n_tris * 6;
+        if (mask_first_triangle(v, n_tris, (float)x, (float)y) >= 0) {
+            warp_pixel(images, n_images, height, width, channels, image_index, matrices, n, x, y, (T)0, dst);
+            continue;
+        }
+        for (int c = 0; c < channels; ++c) dst[c] = (T)0;
+        if (mask_any_triangle(v, n_tris, (float)x, (float)y)) ambiguous[n] = 1;  // same value from any thread
+    }
+}
+
+// The serial scan for the faces marked ambiguous: one thread per face walks its pixels in raster
+// order and warps the pixels the carried triangle covers but no box-and-test does.
+template <typename T>
+__device__ __forceinline__ void warp_mask_chain_body(const T* __restrict__ images, int n_images, int height,
+                                                     int width, int channels, const int* __restrict__ image_index,
+                                                     const double* __restrict__ matrices, int n_out, int out_h,
+                                                     int out_w, const float* __restrict__ vertices, int n_tris,
+                                                     const int* __restrict__ ambiguous, T* __restrict__ out) {
+    const int n = blockIdx.x * blockDim.x + threadIdx.x;
+    if (n >= n_out || !ambiguous[n]) return;
+    const float* v = vertices + (long long)n * n_tris * 6;
+    int guess = -1;
+    for (int y = 0; y < out_h; ++y) {
+        for (int x = 0; x < out_w; ++x) {
+            const int first = mask_first_triangle(v, n_tris, (float)x, (float)y);
+            const bool carried = guess >= 0 && mask_in_triangle((float)x, (float)y, v + 6 * guess);
+            if (carried && first < 0)
+                warp_pixel(images, n_images, height, width, channels, image_index, matrices, n, x, y, (T)0,
+                           out + (((long long)n * out_h + y) * out_w + x) * channels);
+            if (!carried) guess = first;
+        }
+    }
+}
+
+// images (B, H, W, C); image_index (N,) int32; matrices (N, 2, 3) float64 dst->src; vertices
+// (N, T, 6) float32 triangle corners in output pixels; ambiguous (N,) int32 zeroed by the caller;
+// out (N, out_h, out_w, C).  Grid (ceil(out_w/bx), ceil(out_h/by), min(N, 65535)).
+extern "C" __global__ void warp_affine_masked_u8(const uint8_t* images, int n_images, int height, int width,
+                                                 int channels, const int* image_index, const double* matrices,
+                                                 int n_out, int out_h, int out_w, const float* vertices, int n_tris,
+                                                 int* ambiguous, uint8_t* out) {
+    warp_affine_masked_body<uint8_t>(images, n_images, height, width, channels, image_index, matrices, n_out, out_h,
+                                     out_w, vertices, n_tris, ambiguous, out);
+}
+
+extern "C" __global__ void warp_affine_masked_f32(const float* images, int n_images, int height, int width,
+                                                  int channels, const int* image_index, const double* matrices,
+                                                  int n_out, int out_h, int out_w, const float* vertices, int n_tris,
+                                                  int* ambiguous, float* out) {
+    warp_affine_masked_body<float>(images, n_images, height, width, channels, image_index, matrices, n_out, out_h,
+                                   out_w, vertices, n_tris, ambiguous, out);
+}
+
+// Same arguments after warp_affine_masked_*; grid (ceil(N/64)), block 64.
+extern "C" __global__ void warp_mask_chain_u8(const uint8_t* images, int n_images, int height, int width,
+                                              int channels, const int* image_index, const double* matrices,
+                                              int n_out, int out_h, int out_w, const float* vertices, int n_tris,
+                                              const int* ambiguous, uint8_t* out) {
+    warp_mask_chain_body<uint8_t>(images, n_images, height, width, channels, image_index, matrices, n_out, out_h,
+                                  out_w, vertices, n_tris, ambiguous, out);
+}
+
+extern "C" __global__ void warp_mask_chain_f32(const float* images, int n_images, int height, int width,
+                                               int channels, const int* image_index, const double* matrices,
+                                               int n_out, int out_h, int out_w, const float* vertices, int n_tris,
+                                               const int* ambiguous, float* out) {
+    warp_mask_chain_body<float>(images, n_images, height, width, channels, image_index, matrices, n_out, out_h,
+                                out_w, vertices, n_tris, ambiguous, out);
 }

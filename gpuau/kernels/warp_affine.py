@@ -1,7 +1,8 @@
-"""GPU-path wrapper of the batched affine warp kernels in ``warp.cu`` (CUDA or the CPU emulator).
+"""GPU-path wrappers of the batched affine warp kernels in ``warp.cu`` (CUDA or the CPU emulator).
 
 Port of cv::warpAffine(..., INTER_LINEAR | WARP_INVERSE_MAP, BORDER_CONSTANT), imgwarp.cpp
-(OpenCV <= 4.10, as used by OpenFace's Patch_experts.cpp and Face_utils.cpp AlignFaceMask).
+(OpenCV <= 4.10, as used by OpenFace's Patch_experts.cpp and Face_utils.cpp AlignFaceMask), and of
+AlignFaceMask's triangulation mask (PAW::PAW's pixel mask, PAW.cpp) fused with it.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from gpuau.kernels.loader import on_device
 
 BLOCK = (16, 16, 1)
 MAX_GRID_Z = 65535
+CHAIN_BLOCK = 64  # faces per block of warp_mask_chain_*
 
 
 class WarpArgs(NamedTuple):
@@ -97,4 +99,71 @@ def warp_affine(backend, images, image_index, matrices, out_h: int, out_w: int, 
             border_arg, out,
         ),
     )
+    return out
+
+
+def check_mask_args(xp, points, triangulation, n: int):
+    """Validate :func:`warp_affine_masked`'s mask arguments for array module ``xp``.
+
+    Shared by the kernel wrapper and the Numba twin (:mod:`gpuau.cpu.warp_affine`).
+
+    Returns
+    -------
+    points : (N, P, 2) float32, C-contiguous
+    triangulation : (T, 3) int32, C-contiguous, indices in ``[0, P)``
+    """
+    points = xp.ascontiguousarray(xp.asarray(points).astype(np.float32, copy=False))
+    if points.ndim != 3 or points.shape[0] != n or points.shape[2] != 2:
+        raise ValueError(f"warp_affine_masked: points must be ({n}, P, 2), got {points.shape}")
+    triangulation = xp.ascontiguousarray(xp.asarray(triangulation).astype(np.int32, copy=False))
+    if triangulation.ndim != 2 or triangulation.shape[1] != 3:
+        raise ValueError(f"warp_affine_masked: triangulation must be (T, 3), got {triangulation.shape}")
+    if triangulation.size and (int(triangulation.min()) < 0 or int(triangulation.max()) >= points.shape[1]):
+        raise ValueError(f"warp_affine_masked: triangulation indices must lie in [0, {points.shape[1]})")
+    return points, triangulation
+
+
+@on_device
+def warp_affine_masked(backend, images, image_index, matrices, out_h: int, out_w: int, points, triangulation):
+    """Bilinear affine warps with everything outside a triangulated shape set to 0 (one fused kernel).
+
+    Port of ``AlignFaceMask`` (Face_utils.cpp): the warp of :func:`warp_affine` (border 0), then
+    PAW's pixel mask of the triangulation of ``points`` (PAW::PAW, PAW.cpp) applied.
+
+    Parameters
+    ----------
+    backend : gpuau.device.Backend
+        ``cuda`` or ``emulated``.
+    images, image_index, matrices, out_h, out_w, points, triangulation
+        As :func:`gpuau.cpu.warp_affine.warp_affine_masked` (arrays on ``backend``'s device).
+
+    Returns
+    -------
+    (N, out_h, out_w) or (N, out_h, out_w, C), the dtype of ``images``, on ``backend``'s device
+
+    Notes
+    -----
+    Launches ``warp_affine_masked_*`` (one thread per output pixel) and, when some face has a pixel
+    only a degenerate triangle's test covers, ``warp_mask_chain_*`` (one thread per face, replaying
+    OpenFace's serial scan); the second launch always runs, so the host never waits on the device.
+    """
+    xp = backend.xp
+    args = check_warp_args(xp, images, image_index, matrices, out_h, out_w)
+    n, out_h, out_w = args.out_shape[:3]
+    points, triangulation = check_mask_args(xp, points, triangulation, n)
+    out = xp.empty(args.out_shape, dtype=args.images.dtype)
+    if n == 0:
+        return out
+    n_tris = int(triangulation.shape[0])
+    vertices = xp.ascontiguousarray(points[:, triangulation].reshape(n, n_tris, 6))
+    ambiguous = xp.zeros(n, np.int32)
+    b, h, w, c = args.images.shape
+    suffix = "u8" if args.images.dtype == np.uint8 else "f32"
+    module = backend.load_module("warp")
+    i32 = np.int32
+    common = (args.images, i32(b), i32(h), i32(w), i32(c), args.image_index, args.matrices, i32(n), i32(out_h),
+              i32(out_w), vertices, i32(n_tris), ambiguous, out)
+    grid = (-(-out_w // BLOCK[0]), -(-out_h // BLOCK[1]), min(n, MAX_GRID_Z))
+    module.get_function(f"warp_affine_masked_{suffix}")(grid, BLOCK, common)
+    module.get_function(f"warp_mask_chain_{suffix}")((-(-n // CHAIN_BLOCK), 1, 1), (CHAIN_BLOCK, 1, 1), common)
     return out
