@@ -314,10 +314,6 @@ def _stream_count(text: str) -> "int | None":
                   "fails, as OpenFace does)"),
          arg("-q", "--quiet", action="store_true", help="no progress bars or summary"))
 def analyze(args) -> int:
-    if (args.quality != "exact" or args.detect_every is not None) and (args.streams != 1 or args.engine == "ray"):
-        print("gpuau: error: --quality fast and --detect-every are supported with the default engine and --streams 1",
-              file=sys.stderr)
-        return 1
     if args.detect_every is not None and (args.detect_every < 1 or args.multi_face):
         print("gpuau: error: --detect-every needs N >= 1 and one face per video (not --multi-face)", file=sys.stderr)
         return 1
@@ -325,17 +321,14 @@ def analyze(args) -> int:
         print("gpuau: error: --streams applies to the local engine's one-face analysis (not with --engine ray "
               "or --multi-face)", file=sys.stderr)
         return 1
-    if args.timestamps != "openface" and (args.streams != 1 or args.engine == "ray"):
-        print("gpuau: error: --timestamps container is supported with the default engine and --streams 1",
-              file=sys.stderr)
-        return 1
     if args.engine == "ray":
         from gpuau.distributed import ClusterError, analyze_corpus
 
         try:
             report = analyze_corpus(args.inputs, args.output, address=args.address, device=args.device,
                                     fmt=args.format, overwrite=args.overwrite, progress=not args.quiet,
-                                    models=args.models, multi_face=args.multi_face)
+                                    models=args.models, multi_face=args.multi_face, timestamps=args.timestamps,
+                                    quality=args.quality, detect_every=args.detect_every)
         except ClusterError as e:
             print(f"gpuau: error: {e}", file=sys.stderr)
             return 1

@@ -128,17 +128,17 @@ class CorpusWorker:
     Parameters
     ----------
     device : str
-    models : path-like, optional
-        Resolved on the worker's node (see :func:`gpuau.models.resolve_models_dir`).
-    multi_face : bool
     threads : int
         Numba threads on CPU workers (the cores Ray reserved for this worker).
+    options : dict
+        The Analyzer's keywords (``models``, resolved on the worker's node, ``multi_face``,
+        ``timestamps``, ``quality``, ``detect_every``; see :class:`gpuau.pipeline.Analyzer`).
     """
 
-    def __init__(self, device: str, models, multi_face: bool, threads: int):
+    def __init__(self, device: str, threads: int, options: dict):
         from gpuau.pipeline import Analyzer
 
-        self.analyzer = Analyzer(device, models=models, multi_face=multi_face)
+        self.analyzer = Analyzer(device, **options)
         if self.analyzer.backend.name != "cuda":
             import numba
 
@@ -181,7 +181,7 @@ def _mtime(path: Path) -> "int | None":
         return None
 
 
-def _schedule(run: CorpusRun, plan: WorkerPlan, *, fmt: str, max_retries: int, models, multi_face: bool) -> None:
+def _schedule(run: CorpusRun, plan: WorkerPlan, *, fmt: str, max_retries: int, options: dict) -> None:
     """Analyse ``run.todo`` on ``plan.count`` actors with a pull queue, replacing actors that die."""
     import ray
     from ray.exceptions import RayError
@@ -201,7 +201,7 @@ def _schedule(run: CorpusRun, plan: WorkerPlan, *, fmt: str, max_retries: int, m
     ever_ready, start_error = False, ""
 
     def start_worker():
-        actor = Worker.remote(plan.device, models, multi_face, plan.num_cpus)
+        actor = Worker.remote(plan.device, plan.num_cpus, options)
         actors.append(actor)
         starting[actor.ready.remote(str(token))] = (actor, time.monotonic())
 
@@ -271,8 +271,9 @@ def _schedule(run: CorpusRun, plan: WorkerPlan, *, fmt: str, max_retries: int, m
 
 def analyze_corpus(inputs: Iterable, out: "str | os.PathLike", *, address: "str | None" = None, device: str = "auto",
                    fmt: str = "csv", overwrite: bool = False, max_retries: int = 2, workers: "int | None" = None,
-                   progress: bool = True, models: "str | os.PathLike | None" = None,
-                   multi_face: bool = False) -> CorpusReport:
+                   progress: bool = True, models: "str | os.PathLike | None" = None, multi_face: bool = False,
+                   timestamps: str = "openface", quality: str = "exact",
+                   detect_every: "int | None" = None) -> CorpusReport:
     """:func:`gpuau.corpus.run_corpus` on a Ray cluster: every input analysed by one of many workers.
 
     Parameters
@@ -299,6 +300,8 @@ def analyze_corpus(inputs: Iterable, out: "str | os.PathLike", *, address: "str 
         OpenFace model folder, resolved on each node (default: each node's ``GPUAU_MODELS`` etc.).
     multi_face : bool
         FaceLandmarkVidMulti's rows (see :class:`gpuau.pipeline.Analyzer`).
+    timestamps, quality, detect_every
+        The workers' Analyzer settings, as for :class:`gpuau.pipeline.Analyzer` (``quality`` by name).
 
     Returns
     -------
@@ -314,7 +317,9 @@ def analyze_corpus(inputs: Iterable, out: "str | os.PathLike", *, address: "str 
             try:
                 nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
                 plan = plan_workers(nodes, device, workers)
-                _schedule(run, plan, fmt=fmt, max_retries=max_retries, models=models, multi_face=multi_face)
+                options = dict(models=models, multi_face=multi_face, timestamps=timestamps, quality=quality,
+                               detect_every=detect_every)
+                _schedule(run, plan, fmt=fmt, max_retries=max_retries, options=options)
             finally:
                 if connected:
                     ray.shutdown()

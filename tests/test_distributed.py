@@ -136,3 +136,19 @@ def test_cli_engine_ray(cluster, media_dir, tmp_path, capsys):
     assert main(["analyze", str(media_dir / "sample2.jpg"), "-o", str(out), "--engine", "ray", "--device", "cpu"]) == 0
     assert "done             1" in capsys.readouterr().err
     assert sorted(files(out)) == ["sample2.csv"]
+
+
+def test_workers_take_the_analyzer_settings(cluster, corpus, reference, tmp_path):
+    from gpuau.cli import main
+
+    settings = ["--quality", "fast", "--detect-every", "10", "--timestamps", "container", "--device", "cpu", "--quiet"]
+    local = tmp_path / "local"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop(FAULT_ENV, None)
+    run = subprocess.run([sys.executable, "-m", "gpuau", "analyze", str(corpus[2]), "-o", str(local), *settings],
+                         env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    out = tmp_path / "out"
+    assert main(["analyze", str(corpus[2]), "-o", str(out), "--engine", "ray", *settings]) == 0
+    assert files(out) == files(local)
+    assert files(out)["clip30.csv"] != files(reference)["clip30.csv"]  # the settings took effect
