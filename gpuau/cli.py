@@ -17,6 +17,7 @@ stderr and exit 1.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import platform
 import shutil
@@ -275,6 +276,23 @@ def models_path(args) -> int:
 # --------------------------------------------------------------------------- analyze
 
 
+class _TqdmLogHandler(logging.Handler):
+    """Log records as ``gpuau: message`` lines on stderr, printed above the progress bars."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm.auto import tqdm
+
+        tqdm.write(f"gpuau: {self.format(record)}", file=sys.stderr)
+
+
+def _log_to_stderr() -> None:
+    """``--verbose``: gpuau's INFO messages (and above) on stderr."""
+    logger = logging.getLogger("gpuau")
+    if not any(isinstance(h, _TqdmLogHandler) for h in logger.handlers):
+        logger.addHandler(_TqdmLogHandler())
+    logger.setLevel(logging.INFO)
+
+
 def _stream_count(text: str) -> "int | None":
     """``--streams``: a positive count, or ``auto`` (None)."""
     if text == "auto":
@@ -312,8 +330,16 @@ def _stream_count(text: str) -> "int | None":
          arg("--detect-every", default=None, type=int, metavar="N",
              help="also re-run face detection every N frames while tracking succeeds (default: only when tracking "
                   "fails, as OpenFace does)"),
-         arg("-q", "--quiet", action="store_true", help="no progress bars or summary"))
+         arg("-q", "--quiet", action="store_true", help="no progress bars or summary"),
+         arg("-v", "--verbose", action="store_true",
+             help="also a line per input as it finishes (frames, faces, time, output; or why it failed or was "
+                  "skipped), the settings in use and gpuau's log messages"))
 def analyze(args) -> int:
+    if args.quiet and args.verbose:
+        print("gpuau: error: --quiet and --verbose exclude each other", file=sys.stderr)
+        return 1
+    if args.verbose:
+        _log_to_stderr()
     if args.detect_every is not None and (args.detect_every < 1 or args.multi_face):
         print("gpuau: error: --detect-every needs N >= 1 and one face per video (not --multi-face)", file=sys.stderr)
         return 1
@@ -328,7 +354,7 @@ def analyze(args) -> int:
             report = analyze_corpus(args.inputs, args.output, address=args.address, device=args.device,
                                     fmt=args.format, overwrite=args.overwrite, progress=not args.quiet,
                                     models=args.models, multi_face=args.multi_face, timestamps=args.timestamps,
-                                    quality=args.quality, detect_every=args.detect_every)
+                                    quality=args.quality, detect_every=args.detect_every, verbose=args.verbose)
         except ClusterError as e:
             print(f"gpuau: error: {e}", file=sys.stderr)
             return 1
@@ -338,8 +364,14 @@ def analyze(args) -> int:
 
         analyzer = Analyzer(args.device, models=args.models, multi_face=args.multi_face, timestamps=args.timestamps,
                             quality=args.quality, detect_every=args.detect_every)
+        backend = analyzer.backend
+        logging.getLogger("gpuau").info(
+            "device %s, models %s, quality %s, detection %s, timestamps %s, %s, streams %s",
+            f"cuda:{backend.device_id}" if backend.is_gpu else backend.name, analyzer.models, analyzer.quality.name,
+            f"every {args.detect_every} frames" if args.detect_every else "when tracking fails", args.timestamps,
+            "up to 4 faces" if args.multi_face else "one face", args.streams or "auto")
         report = run_corpus(args.inputs, args.output, analyzer=analyzer, fmt=args.format, overwrite=args.overwrite,
-                            progress=not args.quiet, streams=args.streams)
+                            progress=not args.quiet, streams=args.streams, verbose=args.verbose)
     if not args.quiet:
         print(report.summary(), file=sys.stderr)
     elif report.failed:

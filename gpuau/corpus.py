@@ -33,6 +33,17 @@ class Outcome:
     disk_full: bool = False  # the output's device was full: no later input can be written either
     result: object = None  # the in-memory table (gpuau.pipeline.Result) of an engine job without output file
 
+    def describe(self) -> str:
+        """One line: status, input, and frames, faces, time and output (done), or the reason (failed)."""
+        head = f"{self.status:<8} {self.input}"
+        if self.status == "skipped":
+            return f"{head}: {self.output} exists"
+        if self.status == "failed":
+            return f"{head}: {self.reason}"
+        speed = f" ({self.frames / self.elapsed:.1f} frames/s)" if self.elapsed > 0 else ""
+        return (f"{head}: {self.frames} frames, {self.faces} with a face, {self.elapsed:.1f} s{speed} "
+                f"-> {self.output}")
+
 
 @dataclass
 class CorpusReport:
@@ -156,10 +167,12 @@ class CorpusRun:
     overwrite : bool
     progress : bool
         Corpus progress bar (tqdm) on stderr.
+    verbose : bool
+        A line per input on stderr as its outcome arrives (:meth:`Outcome.describe`).
     """
 
     def __init__(self, inputs: Iterable, outdir: "str | os.PathLike", *, fmt: str = "csv", overwrite: bool = False,
-                 progress: bool = True):
+                 progress: bool = True, verbose: bool = False):
         from tqdm.auto import tqdm
 
         self._t0 = time.perf_counter()
@@ -174,6 +187,7 @@ class CorpusRun:
             raise InputError(self.outdir, f"cannot be used as the output folder ({e.strerror or e})",
                              "pass -o a folder that can be created and written") from e
         self.report = CorpusReport()
+        self.verbose = verbose
         self.bar = tqdm(total=len(paths), desc="corpus", unit="video", disable=not progress, position=0)
         self._order = {p: i for i, p in enumerate(paths)}
         self.todo: list = []
@@ -188,6 +202,8 @@ class CorpusRun:
         from tqdm.auto import tqdm
 
         self.report.outcomes.append(outcome)
+        if self.verbose:
+            tqdm.write(outcome.describe(), file=sys.stderr)
         if outcome.status == "done" and outcome.faces == 0 and outcome.frames > 0:
             tqdm.write(f"warning: {outcome.input}: no face found in any of its {outcome.frames} frames",
                        file=sys.stderr)
@@ -246,7 +262,7 @@ def failed_outcome(src, dst, error: Exception) -> Outcome:
 
 
 def run_corpus(inputs: Iterable, outdir: "str | os.PathLike", *, analyzer, fmt: str = "csv", overwrite: bool = False,
-               progress: bool = True, streams: "int | None" = 1) -> CorpusReport:
+               progress: bool = True, streams: "int | None" = 1, verbose: bool = False) -> CorpusReport:
     """Analyse every input into ``outdir`` with ``analyzer`` (a :class:`gpuau.pipeline.Analyzer`).
 
     Parameters
@@ -264,6 +280,8 @@ def run_corpus(inputs: Iterable, outdir: "str | os.PathLike", *, analyzer, fmt: 
         Videos analysed together by :class:`gpuau.engine.Engine` (``None``: its automatic choice);
         1 analyses one input at a time.  Single images, and every input with ``multi_face``, go one
         at a time.
+    verbose : bool
+        A line per input on stderr (see :class:`CorpusRun`).
     """
     from tqdm.auto import tqdm
 
@@ -271,7 +289,7 @@ def run_corpus(inputs: Iterable, outdir: "str | os.PathLike", *, analyzer, fmt: 
             analyzer.quality.name != "exact" or analyzer.detect_every is not None or analyzer.timestamps != "openface"):
         raise ValueError("the multi-stream engine runs OpenFace's exact settings only: use streams=1 with "
                          "quality, detect_every or container timestamps")
-    run = CorpusRun(inputs, outdir, fmt=fmt, overwrite=overwrite, progress=progress)
+    run = CorpusRun(inputs, outdir, fmt=fmt, overwrite=overwrite, progress=progress, verbose=verbose)
     if streams != 1 and not analyzer.multi_face:
         try:
             _run_streams(run, analyzer, fmt, streams, progress)

@@ -273,7 +273,7 @@ def analyze_corpus(inputs: Iterable, out: "str | os.PathLike", *, address: "str 
                    fmt: str = "csv", overwrite: bool = False, max_retries: int = 2, workers: "int | None" = None,
                    progress: bool = True, models: "str | os.PathLike | None" = None, multi_face: bool = False,
                    timestamps: str = "openface", quality: str = "exact",
-                   detect_every: "int | None" = None) -> CorpusReport:
+                   detect_every: "int | None" = None, verbose: bool = False) -> CorpusReport:
     """:func:`gpuau.corpus.run_corpus` on a Ray cluster: every input analysed by one of many workers.
 
     Parameters
@@ -296,6 +296,8 @@ def analyze_corpus(inputs: Iterable, out: "str | os.PathLike", *, address: "str 
         Number of workers (default: see :func:`plan_workers`).
     progress : bool
         Corpus progress bar on stderr, advanced as results arrive.
+    verbose : bool
+        A line per input on stderr as its result arrives.
     models : path-like, optional
         OpenFace model folder, resolved on each node (default: each node's ``GPUAU_MODELS`` etc.).
     multi_face : bool
@@ -309,7 +311,7 @@ def analyze_corpus(inputs: Iterable, out: "str | os.PathLike", *, address: "str 
         Outcomes in input order; an input whose output was completed just before its worker died is
         ``"done"`` with zero frames (its output is not written again).
     """
-    run = CorpusRun(inputs, out, fmt=fmt, overwrite=overwrite, progress=progress)
+    run = CorpusRun(inputs, out, fmt=fmt, overwrite=overwrite, progress=progress, verbose=verbose)
     try:
         if run.todo:
             ray = _import_ray()

@@ -1,5 +1,6 @@
 """The ``gpuau`` command line: version, info, models fetch|verify|path, and the subcommand registry."""
 import io
+import re
 import shutil
 import subprocess
 import sys
@@ -176,3 +177,35 @@ def test_ci_runs_the_readme_test_command():
 def test_models_verify_on_a_subfolder_names_the_right_folder(models_dir, capsys):
     assert cli.main(["models", "verify", str(models_dir / "lib")]) == 1
     assert capsys.readouterr().err.endswith(f"but {models_dir} is. Fix: pass {models_dir} instead\n")
+
+
+@pytest.fixture
+def gpuau_logger():
+    """The ``gpuau`` logger, restored after the test (``--verbose`` sets its level and adds a handler)."""
+    import logging
+
+    logger = logging.getLogger("gpuau")
+    level, handlers = logger.level, list(logger.handlers)
+    yield logger
+    logger.handlers[:] = handlers
+    logger.setLevel(level)
+
+
+def test_analyze_verbose_lines_and_summary(media_dir, tmp_path, capsys, gpuau_logger):
+    out, missing = tmp_path / "out", tmp_path / "missing.mp4"
+    inputs = [str(media_dir / "sample1.jpg"), str(missing)]
+    assert cli.main(["analyze", *inputs, "-o", str(out), "--device", "cpu", "--verbose"]) == 1
+    err = capsys.readouterr().err
+    assert "gpuau: device cpu, models " in err and "quality exact" in err
+    done = rf"done     {re.escape(str(media_dir / 'sample1.jpg'))}: 1 frames, 1 with a face, [\d.]+ s \([\d.]+ frames/s\)"
+    assert re.search(rf"{done} -> {re.escape(str(out / 'sample1.csv'))}\n", err)
+    assert f"failed   {missing}: no such file or folder" in err
+    summary = err[err.index("\ninputs"):]
+    for line in ("inputs           2", "done             1", "failed           1", "frames           1", "faces            1",
+                 f"FAILED {missing}: no such file or folder"):
+        assert line in summary
+    assert "elapsed " in summary and " frames/s" in summary
+    assert cli.main(["analyze", inputs[0], "-o", str(out), "-v"]) == 0
+    assert f"skipped  {media_dir / 'sample1.jpg'}: {out / 'sample1.csv'} exists" in capsys.readouterr().err
+    assert cli.main(["analyze", inputs[0], "-o", str(out), "-v", "-q"]) == 1
+    assert "exclude each other" in capsys.readouterr().err
