@@ -5,7 +5,8 @@ LandmarkDetectorUtils.cpp.  FeatureExtraction hands the detector the BGR colour 
 frame is expanded to three channels); the networks see RGB.
 
 Batching: PNet runs once per group of same-sized frames on a mosaic holding every pyramid level of
-each frame (see :mod:`gpuau.detect.onnx_graphs` for why that is exact); RNet and ONet each run once
+each frame (see :mod:`gpuau.detect.onnx_graphs` for why that is exact), built on the detector's
+device by one ``pnet_pyramid`` launch and handed to onnxruntime there; RNet and ONet each run once
 on the crops of all frames.  :meth:`MTCNN.detect` is :meth:`MTCNN.detect_batch` on one frame.
 """
 from __future__ import annotations
@@ -13,12 +14,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from gpuau.detect import proposals as P
 from gpuau.detect.onnx_graphs import cnn_graph_file, output_size
-from gpuau.detect.sessions import make_session
+from gpuau.detect.sessions import make_session, run_session
 from gpuau.models.mtcnn_file import MTCNNWeights, load_mtcnn
 
 PYRAMID_FACTOR = 0.709
@@ -116,36 +116,40 @@ def pack_levels(sizes: list[tuple[int, int]]) -> tuple[list[tuple[int, int]], tu
     return offsets, (even(y + shelf_h), canvas_w)
 
 
-def pnet_mosaic(frames: list[np.ndarray], levels: list[tuple[float, int, int]]):
+def pnet_mosaic(frames: list[np.ndarray], levels: list[tuple[float, int, int]], device="cpu"):
     """PNet's input for same-sized frames: every pyramid level of a frame packed into one canvas.
 
     Each level is the float frame resized bilinearly (cv::resize's default) to the level's size and
-    normalised ``(v - 127.5) * 0.0078125``, as in FaceDetectorMTCNN::DetectFaces.
+    normalised ``(v - 127.5) * 0.0078125``, as in FaceDetectorMTCNN::DetectFaces; computed by
+    ``backend.kernels.pnet_pyramid`` (``pyramid.cu`` on ``cuda`` and ``emulated``, its Numba twin
+    on ``cpu``), all frames and levels at once.
 
     Parameters
     ----------
     frames : list of (H, W, 3) BGR (uint8 or any real dtype), all the same size
     levels : list of (scale, height, width), from :func:`pyramid_levels`
+    device : str or Backend
+        Where the mosaic is built.
 
     Returns
     -------
-    x : (N, 3, Hm, Wm) float32
+    x : (N, 3, Hm, Wm) float32, on ``device``'s array module
         RGB mosaics.
     valid : (1, 1, Hm - 2, Wm - 2) bool
         Positions of PNet's first feature map that belong to a level.
     offsets : list of (y, x)
         Top-left corner of each level in the mosaic (even).
     """
-    offsets, (ch, cw) = pack_levels([(h, w) for _, h, w in levels])
-    mosaic = np.zeros((len(frames), ch, cw, 3), np.float32)
+    from gpuau.device import resolve_device
+
+    backend = resolve_device(device)
+    sizes = [(h, w) for _, h, w in levels]
+    offsets, (ch, cw) = pack_levels(sizes)
     valid = np.zeros((1, 1, ch - 2, cw - 2), bool)
-    for (_, h, w), (oy, ox) in zip(levels, offsets):
+    for (h, w), (oy, ox) in zip(sizes, offsets):
         valid[0, 0, oy:oy + h - 2, ox:ox + w - 2] = True
-    for j, frame in enumerate(frames):
-        frame = frame.astype(np.float32)  # OpenFace resizes the float image
-        for (_, h, w), (oy, ox) in zip(levels, offsets):
-            mosaic[j, oy:oy + h, ox:ox + w] = cv2.resize(frame, (w, h), interpolation=cv2.INTER_LINEAR)
-    return _to_nchw_rgb(P.normalise(mosaic)), valid, offsets
+    x = backend.kernels.pnet_pyramid(backend.asarray(np.stack(frames)), sizes, offsets, ch, cw)
+    return x, valid, offsets
 
 
 def pnet_level_outputs(out: np.ndarray, pnet, levels, offsets) -> list[np.ndarray]:
@@ -227,6 +231,7 @@ class MTCNN:
         from gpuau.device import resolve_device
 
         backend = resolve_device(device)
+        self.backend = backend
         self.weights: MTCNNWeights = load_mtcnn(models)
         self.min_face_size = int(min_face_size)
         self.thresholds = tuple(float(t) for t in thresholds)
@@ -262,8 +267,8 @@ class MTCNN:
             levels = pyramid_levels(height, width, self.min_face_size)
             if not levels:
                 continue
-            x, valid, offsets = pnet_mosaic([frames[i] for i in idx], levels)
-            out = self._pnet.run(None, {"input": x, "valid": valid})[0]
+            x, valid, offsets = pnet_mosaic([frames[i] for i in idx], levels, self.backend)
+            out = run_session(self._pnet, {"input": x, "valid": valid}, self.backend)[0]
             for (scale, _, _), level_out in zip(levels, pnet_level_outputs(out, self.weights.pnet, levels, offsets)):
                 for j, i in enumerate(idx):
                     prob = P.face_probability_map(level_out[j, :2])
