@@ -340,6 +340,12 @@ def analyze(args) -> int:
         return 1
     if args.verbose:
         _log_to_stderr()
+    if args.format == "parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            print("gpuau: error: --format parquet needs pyarrow: pip install 'gpuau[parquet]'", file=sys.stderr)
+            return 1
     if args.detect_every is not None and (args.detect_every < 1 or args.multi_face):
         print("gpuau: error: --detect-every needs N >= 1 and one face per video (not --multi-face)", file=sys.stderr)
         return 1

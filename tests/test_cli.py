@@ -209,3 +209,10 @@ def test_analyze_verbose_lines_and_summary(media_dir, tmp_path, capsys, gpuau_lo
     assert f"skipped  {media_dir / 'sample1.jpg'}: {out / 'sample1.csv'} exists" in capsys.readouterr().err
     assert cli.main(["analyze", inputs[0], "-o", str(out), "-v", "-q"]) == 1
     assert "exclude each other" in capsys.readouterr().err
+
+
+def test_parquet_without_pyarrow_stops_before_any_analysis(media_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow raises ImportError
+    assert cli.main(["analyze", str(media_dir / "sample1.jpg"), "-o", str(tmp_path), "--format", "parquet"]) == 1
+    assert capsys.readouterr().err == "gpuau: error: --format parquet needs pyarrow: pip install 'gpuau[parquet]'\n"
+    assert not list(tmp_path.iterdir())
