@@ -228,6 +228,7 @@ class Analyzer:
         self._mtcnn = None
         self._detector = None
         self._validator = None
+        self._validation = None
         self._static = None
 
     # Models load once per Analyzer and are shared by every video it analyses.
@@ -241,7 +242,15 @@ class Analyzer:
             self._clnf = load_clnf(self.models, self.quality)
             mtcnn = self._mtcnn = MTCNN(self.models, device=self.backend)
             self._detector = lambda image: select_box(mtcnn.detect(image))
-            self._validator = DetectionValidator.load(self.models).check
+            self._validation = DetectionValidator.load(self.models)
+            self._validator = self._validation.check
+
+    def loaded_models(self) -> tuple:
+        """``(clnf, mtcnn, validator)``: the CLNF, MTCNN and
+        :class:`~gpuau.landmarks.validator.DetectionValidator` this Analyzer tracks with, loaded on first
+        use (a :class:`gpuau.engine.Engine` built from it shares them)."""
+        self._load()
+        return self._clnf, self._mtcnn, self._validation
 
     def _tracker(self, intrinsics):
         from gpuau.landmarks.tracker import FaceTracker
@@ -414,39 +423,57 @@ class Analyzer:
                       postprocessed=False)
 
     def _analyze_multi(self, frames, name, intrinsics, progress) -> Result:
+        t0 = time.perf_counter()
+        columns, n, _ = self._write_multi_rows(frames, name, intrinsics, progress, None, "csv", 256)
+        return Result(columns, source=name, frames_decoded=n, elapsed=time.perf_counter() - t0, postprocessed=False)
+
+    def _write_multi_rows(self, frames, name, intrinsics, progress, output, fmt: str, chunk: int) -> tuple:
+        """:meth:`track_multi`'s rows into a :class:`~gpuau.io.RowWriter`, the static AUs at the end.
+
+        Returns ``(columns or None, frames, successful face rows)`` (see :meth:`gpuau.io.RowWriter.close`).
+        """
+        from gpuau.io import RowWriter
         from gpuau.video import InputError
 
-        t0 = time.perf_counter()
-        rows, aus, n = [], [], 0
-        for frame_rows, frame_aus in self.track_multi(frames, intrinsics):
-            rows += frame_rows
-            aus += frame_aus
-            n += 1
-            if progress:
-                progress(n)
-        if n == 0:
-            raise InputError(name, "no frames could be decoded", "the file may be empty, truncated or not a video")
-        return Result(self._multi_columns(rows, aus), source=name, frames_decoded=n, elapsed=time.perf_counter() - t0,
-                      postprocessed=False)
-
-    def _multi_columns(self, rows: list, aus: list) -> dict:
-        names = base_columns()
-        return {**_columns(names, np.array(rows).reshape(len(rows), len(names))), **self._static_au_columns(aus)}
+        a = self._static_models()
+        aus, n, faces = [], 0, 0
+        with RowWriter(output, fmt, (a.reg_names, a.cls_names), chunk) as table:
+            for frame_rows, frame_aus in self.track_multi(frames, intrinsics):
+                for row in frame_rows:
+                    table.add(row)
+                aus += frame_aus
+                n += 1
+                faces += sum(int(r[4]) for r in frame_rows)
+                if progress:
+                    progress(n)
+            if n == 0:
+                raise InputError(name, "no frames could be decoded", "the file may be empty, truncated or not a video")
+            return table.close(self._static_au_columns(aus), postprocessed=False), n, faces
 
     def _analyze(self, frames, name, intrinsics, progress) -> Result:
+        t0 = time.perf_counter()
+        columns, n, _ = self._write_rows(frames, name, intrinsics, progress, None, "csv", 256)
+        return Result(columns, source=name, frames_decoded=n, elapsed=time.perf_counter() - t0)
+
+    def _write_rows(self, frames, name, intrinsics, progress, output, fmt: str, chunk: int) -> tuple:
+        """:meth:`track`'s rows into a :class:`~gpuau.io.RowWriter`, the post-processed AUs at the end.
+
+        Returns ``(columns or None, frames, frames with a tracked face)`` (see :meth:`gpuau.io.RowWriter.close`).
+        """
+        from gpuau.io import RowWriter
         from gpuau.video import InputError
 
-        t0 = time.perf_counter()
-        rows, aus = [], None
-        for row, aus in self.track(frames, intrinsics):
-            rows.append(row)
-            if progress:
-                progress(len(rows))
-        if not rows:
-            raise InputError(name, "no frames could be decoded", "the file may be empty, truncated or not a video")
-        columns = _columns(base_columns(), np.array(rows))
-        columns.update(aus.finish())
-        return Result(columns, source=name, frames_decoded=len(rows), elapsed=time.perf_counter() - t0)
+        aus = self._au_analyzer()
+        faces = 0
+        with RowWriter(output, fmt, (aus.reg_names, aus.cls_names), chunk) as table:
+            for row, _ in self.track(frames, intrinsics, aus=aus):
+                table.add(row)
+                faces += int(row[4])
+                if progress:
+                    progress(table.rows)
+            if table.rows == 0:
+                raise InputError(name, "no frames could be decoded", "the file may be empty, truncated or not a video")
+            return table.close(aus.finish()), table.rows, faces
 
     def write_video(self, path: "str | os.PathLike", output: "str | os.PathLike", *, format: str = "csv",
                     progress: "Callable[[int], None] | None" = None, chunk: int = 256,
@@ -464,8 +491,7 @@ class Analyzer:
             ``frames``, ``faces`` (successful frames; for ``multi_face`` successful face rows, for an
             image the faces found), ``frame_count`` (the container's), ``elapsed``.
         """
-        from gpuau.io import OpenFaceCSVWriter, openface_columns
-        from gpuau.video import InputError, open_source
+        from gpuau.video import open_source
 
         if format not in FORMATS:
             raise ValueError(f"format {format!r}: use one of {FORMATS}")
@@ -478,73 +504,9 @@ class Analyzer:
             if progress:
                 progress(1)
             return {"frames": 1, "faces": res.faces_found, "frame_count": 1, "elapsed": res.elapsed}
-        if self.multi_face if multi_face is None else multi_face:
-            return self._write_multi(source, output, format, progress, chunk)
-        if format == "parquet":
-            res = self._analyze(source, str(path), source.intrinsics, progress)
-            res.to_parquet(output)
-            return {"frames": len(res), "faces": res.faces_found, "frame_count": source.frame_count,
-                    "elapsed": res.elapsed}
         t0 = time.perf_counter()
-        names = base_columns()
-        aus = self._au_analyzer()
-        writer = OpenFaceCSVWriter(output, openface_columns(aus.reg_names, aus.cls_names))
-        rows, n, faces = [], 0, 0
-        try:
-            for row, _ in self.track(source, source.intrinsics, aus=aus):
-                rows.append(row)
-                n += 1
-                faces += int(row[4])
-                if len(rows) == chunk:
-                    writer.write_rows(_columns(names, np.array(rows)))
-                    rows = []
-                if progress:
-                    progress(n)
-            if n == 0:
-                raise InputError(path, "no frames could be decoded", "the file may be empty, truncated or not a video")
-            if rows:
-                writer.write_rows(_columns(names, np.array(rows)))
-            writer.close(aus.finish())
-        except BaseException:
-            writer.abort()
-            raise
-        return {"frames": n, "faces": faces, "frame_count": source.frame_count, "elapsed": time.perf_counter() - t0}
-
-    def _write_multi(self, source, output, format: str, progress, chunk: int) -> dict:
-        """:meth:`write_video` with ``multi_face``; the AU columns (static, per row) are added at the end."""
-        from gpuau.io import OpenFaceCSVWriter, openface_columns
-        from gpuau.video import InputError
-
-        if format == "parquet":
-            res = self._analyze_multi(source, str(source.path), source.intrinsics, progress)
-            res.to_parquet(output)
-            return {"frames": res.frames_decoded, "faces": res.faces_found, "frame_count": source.frame_count,
-                    "elapsed": res.elapsed}
-        t0 = time.perf_counter()
-        names = base_columns()
-        a = self._static_models()
-        writer = OpenFaceCSVWriter(output, openface_columns(a.reg_names, a.cls_names))
-        rows, aus, n, faces = [], [], 0, 0
-        try:
-            for frame_rows, frame_aus in self.track_multi(source, source.intrinsics):
-                rows += frame_rows
-                aus += frame_aus
-                n += 1
-                faces += sum(int(r[4]) for r in frame_rows)
-                if len(rows) >= chunk:
-                    writer.write_rows(_columns(names, np.array(rows)))
-                    rows = []
-                if progress:
-                    progress(n)
-            if n == 0:
-                raise InputError(source.path, "no frames could be decoded",
-                                 "the file may be empty, truncated or not a video")
-            if rows:
-                writer.write_rows(_columns(names, np.array(rows)))
-            writer.close(self._static_au_columns(aus), postprocessed=False)
-        except BaseException:
-            writer.abort()
-            raise
+        write = self._write_multi_rows if (self.multi_face if multi_face is None else multi_face) else self._write_rows
+        _, n, faces = write(source, path, source.intrinsics, progress, output, format, chunk)
         return {"frames": n, "faces": faces, "frame_count": source.frame_count, "elapsed": time.perf_counter() - t0}
 
 

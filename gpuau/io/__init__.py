@@ -6,5 +6,6 @@ from gpuau.io.openface_csv import (
     write_openface_csv,
     write_openface_parquet,
 )
+from gpuau.io.rows import RowWriter
 
-__all__ = ["OpenFaceCSVWriter", "openface_columns", "read_openface_csv", "write_openface_csv", "write_openface_parquet"]
+__all__ = ["OpenFaceCSVWriter", "RowWriter", "openface_columns", "read_openface_csv", "write_openface_csv", "write_openface_parquet"]
