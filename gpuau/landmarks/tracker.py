@@ -270,8 +270,10 @@ class FaceTracker:
             This frame's tracking fit, already computed from :meth:`tracking_request` (by a caller
             batching many trackers); by default :meth:`track` computes it.
         box_fit : FitResult, optional
-            While no face is tracked: :func:`fit_from_box`'s result for the box this frame's detector
-            returns (with ``previous_likelihood=self.likelihood``), computed by such a caller.
+            :func:`fit_from_box`'s result for the box this frame's detector returns, computed by such a
+            caller, used if this frame detects: with ``previous_likelihood`` the likelihood the tracker
+            has when it detects (``self.likelihood``, or the tracking fit's ``likelihood`` when that
+            fit has one).
 
         Returns
         -------
@@ -316,7 +318,7 @@ class FaceTracker:
                 tracked = (self.part_landmarks, self.detection_success, self.detection_certainty, self.window_sizes)
                 self.window_sizes = p.window_sizes_init
                 success = self._detect_in_image(gray8, images, np.asarray(box, _F),
-                                                box_fit if initial_detection else None)
+                                                box_fit)
                 if not initial_detection and not success:
                     self.params_global, self.params_local, self.likelihood, self.landmarks = saved
                     if scheduled:  # keep the successful tracking fit whole

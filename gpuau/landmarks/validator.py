@@ -264,12 +264,39 @@ class DetectionValidator:
             In (0, 1): ``1 - (2 k + 1) / 60`` for the network's arg-max bin ``k``; 0 when the
             landmarks' region has no pixels in the image.
         """
-        view = self.model.views[self.view_id(orientation)]
-        lm = np.asarray(landmarks_2d, dtype=_F)
-        min_x, min_y, max_x, max_y = validator_roi(lm, gray.shape)
-        if max_x - min_x <= 1 or max_y - min_y <= 1:
-            return 0.0
-        roi = np.asarray(gray[min_y:max_y, min_x:max_x], dtype=_F)
-        source = lm - np.array([min_x, min_y], dtype=_F)
-        warped = warp(roi, view.paw, source)
-        return float(certainty_from_scores(cnn_forward(normalise_warped(warped, view), view.layers)))
+        return float(self.check_batch([gray], [landmarks_2d], [orientation])[0])
+
+    def check_batch(self, grays, landmarks_2d, orientations) -> np.ndarray:
+        """:meth:`check` of several faces (of one or several frames), the network run once per view.
+
+        Each face is warped and normalised alone (its region has its own size); the faces of one view
+        go through :func:`cnn_forward` together, which computes each face exactly as alone.
+
+        Parameters
+        ----------
+        grays : sequence of ndarray (H, W) uint8
+            Each face's frame (the same array may repeat).
+        landmarks_2d : sequence of ndarray (68, 2)
+        orientations : sequence of array_like (3,)
+
+        Returns
+        -------
+        ndarray (n,) float32
+            Each face's certainty, as :meth:`check` returns it.
+        """
+        out = np.zeros(len(grays), _F)
+        by_view: dict = {}
+        for i, (gray, lm, orientation) in enumerate(zip(grays, landmarks_2d, orientations)):
+            v = self.view_id(orientation)
+            lm = np.asarray(lm, dtype=_F)
+            min_x, min_y, max_x, max_y = validator_roi(lm, gray.shape)
+            if max_x - min_x <= 1 or max_y - min_y <= 1:
+                continue
+            roi = np.asarray(gray[min_y:max_y, min_x:max_x], dtype=_F)
+            view = self.model.views[v]
+            warped = warp(roi, view.paw, lm - np.array([min_x, min_y], dtype=_F))
+            by_view.setdefault(v, []).append((i, normalise_warped(warped, view)))
+        for v, faces in by_view.items():
+            scores = cnn_forward(np.stack([f for _, f in faces]), self.model.views[v].layers)
+            out[[i for i, _ in faces]] = certainty_from_scores(scores)
+        return out
