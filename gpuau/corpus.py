@@ -277,18 +277,14 @@ def run_corpus(inputs: Iterable, outdir: "str | os.PathLike", *, analyzer, fmt: 
     progress : bool
         Progress bars (tqdm) on stderr: one for the corpus, one per video.
     streams : int or None
-        Videos analysed together by :class:`gpuau.engine.Engine` (``None``: its automatic choice);
-        1 analyses one input at a time.  Single images, and every input with ``multi_face``, go one
-        at a time.
+        Videos analysed together by :class:`gpuau.engine.Engine` (``None``: its automatic choice),
+        with ``analyzer``'s settings and loaded models; 1 analyses one input at a time.  Single
+        images, and every input with ``multi_face``, go one at a time.
     verbose : bool
         A line per input on stderr (see :class:`CorpusRun`).
     """
     from tqdm.auto import tqdm
 
-    if streams != 1 and not analyzer.multi_face and (
-            analyzer.quality.name != "exact" or analyzer.detect_every is not None or analyzer.timestamps != "openface"):
-        raise ValueError("the multi-stream engine runs OpenFace's exact settings only: use streams=1 with "
-                         "quality, detect_every or container timestamps")
     run = CorpusRun(inputs, outdir, fmt=fmt, overwrite=overwrite, progress=progress, verbose=verbose)
     if streams != 1 and not analyzer.multi_face:
         try:
@@ -327,7 +323,7 @@ def _run_streams(run: CorpusRun, analyzer, fmt: str, streams: "int | None", prog
             return
     if not videos:
         return
-    engine = Engine(analyzer.backend, models=analyzer.models, streams=streams)
+    engine = Engine.from_analyzer(analyzer, streams=streams)
     bar = tqdm(desc=f"{engine.streams} streams", unit="frame", disable=not progress, position=1, leave=False)
     outcomes = engine.run(videos, format=fmt, progress=lambda n: bar.update(n - bar.n))
     try:

@@ -6,54 +6,71 @@ active stream and runs each stage once for all of them:
 1. detection: the streams whose tracker will run MTCNN before fitting (a lost or not yet found face,
    :func:`detects_before_fit`) are detected together (:meth:`gpuau.detect.MTCNN.detect_batch`);
 2. landmarks: the tracking fits of all streams' faces and the rotation hypotheses of every box of
-   step 1 in one CLNF batch (:func:`gpuau.landmarks.clnf.detect_landmarks_batch`), then each stream's
-   tracker step with its fit (validation, failure counters, re-detection; :meth:`Engine.track_faces`);
-3. AUs: alignment, FHOG and geometry of every tracked face in one batch
+   step 1 in one CLNF batch per frame size (:func:`gpuau.landmarks.clnf.detect_landmarks_batch`),
+   then every fit the trackers will validate in one validator call
+   (:meth:`gpuau.landmarks.validator.DetectionValidator.check_batch`);
+3. re-detection: the streams whose tracker detects after its fit (a failed fit every
+   ``reinit_video_every`` frames, or ``detect_every``'s schedule: :func:`detects_after_fit`) are
+   detected together, their boxes' hypotheses fitted in one CLNF batch and validated in one call;
+   then each stream's tracker step takes its fits, boxes and certainties
+   (:meth:`gpuau.landmarks.tracker.FaceTracker.track` with ``fit`` and ``box_fit``);
+4. AUs: alignment, FHOG and geometry of every tracked face in one batch
    (:func:`gpuau.au.analyzer.face_features`), then each stream's running medians and prediction
    history (:meth:`gpuau.au.AUAnalyzer.add_features`), which must run in frame order;
-4. rows: each stream's landmark row goes to its output; at its end the offline AU pass fills the AU
-   columns, as :meth:`gpuau.pipeline.Analyzer.write_video` does.
+5. rows: each stream's landmark row goes to its :class:`~gpuau.io.RowWriter`; at its end the offline
+   AU pass fills the AU columns, as :meth:`gpuau.pipeline.Analyzer.write_video` does.
 
 Per-stream state lives in small objects (:class:`_Stream`: decoder, ``FaceTracker``, ``AUAnalyzer``,
 output), so a stream's numbers do not depend on which streams share its steps: every output equals
-the single-stream pipeline's.  Streams join as others end (a free slot takes the next job at once),
-and a stream whose input is unreadable, or whose frames or compute fail, ends alone with a failed
-:class:`~gpuau.corpus.Outcome`.
+the single-stream pipeline's with the same settings (``quality``, ``detect_every``, ``timestamps``).
+A prediction of steps 1 and 3 that a tracker does not follow costs time, not correctness: the
+tracker then detects or validates alone (counted in :attr:`Engine.stats`).  Streams join as others
+end (a free slot takes the next job at once), and a stream whose input is unreadable, or whose frames
+or compute fail, ends alone with a failed :class:`~gpuau.corpus.Outcome`.
+
+Frames reach the device through :class:`FrameStaging`: the grey levels of a step are written into a
+(pinned, on CUDA) host buffer and copied on a separate CUDA stream into one of two device buffers.
+After step ``t``'s landmark stages each stream decodes its next frame and step ``t + 1``'s copy starts
+while step ``t``'s AU stage computes; step ``t + 1`` waits for its copy only when it uses the images.
+On the CPU backends the same code copies with NumPy (:class:`HostTransfers`).
 
 Memory per stream (640 x 480 video; it scales with the frame size where noted)
 -------------------------------------------------------------------------------
-* decoding: the background decoder holds up to 8 frames ahead plus the current one, BGR + grey,
-  9 x 4 x H x W bytes = 11 MB (scales with H x W); a step stacks one frame per stream for the batched
-  stages (B x 3 x H x W bytes);
+* decoding: the background decoder holds up to 8 frames ahead plus the current one and the next
+  (decoded during the step), BGR + grey, 10 x 4 x H x W bytes = 12 MB (scales with H x W);
+* frame staging: two float32 grey images (the double buffer), 8 x H x W bytes = 2.5 MB of host memory
+  (pinned on CUDA) and as much device memory; MTCNN and the AU stage stack the step's BGR frames
+  (B x 3 x H x W bytes);
 * AU state: the FHOG running-median histogram (4464 x 1000 int32, 17.9 MB), the geometry histogram
   (238 x 10000 int32, 9.5 MB), the stacked AU weights (4702 x 35 float64, 1.3 MB), and per frame 35
   raw predictions plus, for the first 3000 tracked frames, 35 projections (0.6 KB per frame);
 * tracker state: a few KB; models (CLNF, MTCNN, validator) and the CLNF's per-view expert arrays are
-  shared by all streams (about 115 MB once);
+  shared by all streams (about 115 MB once, shared with the Analyzer of :meth:`Engine.from_analyzer`);
 * CLNF work buffers, transient: about 7 MB per stream in a tracking step, about 60 MB in a step where
   the stream initialises from a new box (its 11 rotation hypotheses are fitted in the batch);
 * output: a CSV stream flushes every ``chunk`` rows (256 rows x 0.7K columns); Parquet and in-memory
   outputs keep all rows (5.6 KB per frame).
 
-So about 40 MB of host memory per 640 x 480 stream plus 0.6 KB per frame, and up to 60 MB more while
+So about 43 MB of host memory per 640 x 480 stream plus 0.6 KB per frame, and up to 60 MB more while
 it initialises (measured with tracemalloc, ``benchmarks/bench_engine.py --memory``: 107 MB per stream
-at the peak of 8 streams starting together, frames held in memory).  On CUDA the device holds one
-step's frames and faces; :func:`auto_streams` sizes ``B`` from free device memory with
-:func:`stream_device_bytes` per stream.
+at the peak of 8 streams starting together, frames held in memory).  On CUDA the device holds two
+steps' grey frames (the double buffer), one step's MTCNN pyramids and faces; :func:`auto_streams`
+sizes ``B`` from free device memory with :func:`stream_device_bytes` per stream.
 """
 from __future__ import annotations
 
+import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
 from gpuau.corpus import Outcome, failed_outcome
-from gpuau.device import Backend, resolve_device
-from gpuau.pipeline import FORMATS, Result, base_columns, landmark_row
+from gpuau.device import Backend
+from gpuau.pipeline import FORMATS, Analyzer, Result, landmark_row
 
 CPU_STREAMS = 4
 """Streams on the CPU backends when none are asked for (batching gains little there)."""
@@ -67,17 +84,22 @@ DEVICE_FRACTION = 0.5
 SIZING_FRAME = (1080, 1920)
 """Frame size (H, W) :func:`auto_streams` plans for before any input is open."""
 
+DECODERS = ("opencv", "nvdec")
+"""Video decoders of :class:`Engine` (``decode``)."""
+
+log = logging.getLogger(__name__)
+
 
 def stream_device_bytes(height: int, width: int) -> int:
     """Device memory one stream needs per step, bytes.
 
-    The BGR and grey frame (4 bytes per pixel), a float32 grey copy for the patch experts (4), MTCNN's
-    float32 RGB pyramid mosaic (about 1.2 float per pixel: the levels' areas sum to ~0.08 of the frame,
-    times 3 channels, plus padding), and 6 MiB of landmark and AU work buffers for each of the 11 faces
-    of an initialisation step (patch responses, aligned face, FHOG cells, descriptors; measured on the
-    host, about 60 MB per initialising stream).
+    The BGR and grey frame (4 bytes per pixel), the two float32 grey images of the staging double
+    buffer (8), MTCNN's float32 RGB pyramid mosaic (about 1.2 float per pixel: the levels' areas sum
+    to ~0.08 of the frame, times 3 channels, plus padding), and 6 MiB of landmark and AU work buffers
+    for each of the 11 faces of an initialisation step (patch responses, aligned face, FHOG cells,
+    descriptors; measured on the host, about 60 MB per initialising stream).
     """
-    return int(height * width * (4 + 4 + 4 * 1.2)) + 11 * (6 << 20)
+    return int(height * width * (4 + 8 + 4 * 1.2)) + 11 * (6 << 20)
 
 
 def auto_streams(backend: Backend, frame_shape: "tuple[int, int]" = SIZING_FRAME) -> int:
@@ -100,11 +122,24 @@ def detects_before_fit(tracker) -> bool:
 
     That is the case while no face is tracked, on the first frame and then every
     ``6 * reinit_video_every`` frames (the first branch of ``FaceTracker._step``, from
-    ``DetectLandmarksInVideo``); the engine detects these frames of all streams in one batch.  A
-    re-detection after a failed tracking fit is only known after the fit and runs alone.
+    ``DetectLandmarksInVideo``).
     """
     every = tracker.clnf.parameters.reinit_video_every
     return not tracker.tracking_initialised and (tracker.failures_in_a_row + 1) % (every * 6) == 0
+
+
+def detects_after_fit(tracker, success: bool) -> bool:
+    """Whether ``tracker.track`` runs the face detector after this frame's tracking fit, whose
+    validated outcome is ``success`` (for a tracker with ``tracking_initialised``).
+
+    A failed fit re-detects when its failure count since the last success is a multiple of
+    ``reinit_video_every`` (``DetectLandmarksInVideo``); a successful one when ``detect_every``
+    schedules this frame (``FaceTracker._scheduled_detection``).
+    """
+    if not success:
+        every = tracker.clnf.parameters.reinit_video_every
+        return every > 0 and (tracker.failures_in_a_row + 1) % every == 0
+    return tracker.detect_every is not None and tracker.frame_index % tracker.detect_every == 0
 
 
 @dataclass(frozen=True)
@@ -137,72 +172,199 @@ class Job:
         return self.name or "<frames>"
 
 
-class _Output:
-    """Rows of one stream, streamed to a CSV, or kept for a Parquet file or an in-memory result."""
+# -- frames to the device ------------------------------------------------------------------------
+class HostTransfers:
+    """Buffers and copies of :class:`FrameStaging` on the CPU backends: NumPy arrays, copies done at
+    once, no events (every wait is a no-op).
 
-    def __init__(self, output, fmt: str, au_names, chunk: int):
-        from gpuau.io import OpenFaceCSVWriter, openface_columns
+    :class:`CudaTransfers` has the same methods; a test double may record the calls.
+    """
 
-        self.output, self.fmt, self.chunk = output, fmt, chunk
-        self.names = base_columns()
-        self._rows: list = []
-        self._blocks: list = []
-        self._writer = None
-        if output is not None and fmt == "csv":
-            self._writer = OpenFaceCSVWriter(output, openface_columns(*au_names))
+    def host_buffer(self, shape: tuple) -> np.ndarray:
+        """A float32 host buffer (pinned on CUDA)."""
+        return np.empty(shape, np.float32)
 
-    def add(self, row: np.ndarray) -> None:
-        self._rows.append(row)
-        if len(self._rows) == self.chunk:
-            self._flush()
+    def device_buffer(self, shape: tuple):
+        """A float32 array on the backend's device."""
+        return np.empty(shape, np.float32)
 
-    def _flush(self) -> None:
-        if self._rows:
-            block = np.array(self._rows)
-            if self._writer is not None:
-                self._writer.write_rows({n: block[:, j] for j, n in enumerate(self.names)})
-            else:
-                self._blocks.append(block)
-            self._rows = []
+    def copy(self, device, host):
+        """Copy ``host`` into ``device`` (asynchronously on CUDA); the event that marks its end."""
+        device[...] = host
 
-    def close(self, aus: dict, **result_fields) -> "Result | None":
-        """Write the file (AU columns appended to every row); the in-memory result when no file."""
-        self._flush()
-        if self._writer is not None:
-            self._writer.close(aus)
-            return None
-        rows = np.concatenate(self._blocks) if self._blocks else np.zeros((0, len(self.names)))
-        res = Result({**{n: rows[:, j] for j, n in enumerate(self.names)}, **aus}, **result_fields)
-        if self.output is not None:
-            res.to_parquet(self.output)
-            return None
-        return res
+    def compute_event(self):
+        """An event after the work enqueued so far on the compute stream."""
 
-    def abort(self) -> None:
-        if self._writer is not None:
-            self._writer.abort()
+    def compute_waits(self, event) -> None:
+        """Work enqueued on the compute stream from now on waits for ``event``."""
+
+    def copies_wait(self, event) -> None:
+        """Copies enqueued from now on wait for ``event``."""
+
+    def synchronize(self, event) -> None:
+        """Block the host until ``event`` has happened."""
 
 
+class CudaTransfers(HostTransfers):
+    """:class:`HostTransfers` on CUDA: pinned host buffers, device arrays, copies on their own
+    non-blocking stream, ordered with the compute stream (CuPy's current stream) by events.
+
+    Not exercised on the CPU-only test machine (the logic around it is, with
+    :class:`HostTransfers` and a recording double in tests/test_engine.py).
+    """
+
+    def __init__(self, backend: Backend):
+        import cupy
+
+        self.cp = cupy
+        with cupy.cuda.Device(backend.device_id):
+            self.stream = cupy.cuda.Stream(non_blocking=True)
+
+    def host_buffer(self, shape: tuple) -> np.ndarray:
+        n = int(np.prod(shape))
+        memory = self.cp.cuda.alloc_pinned_memory(max(n, 1) * 4)
+        return np.frombuffer(memory, np.float32, n).reshape(shape)
+
+    def device_buffer(self, shape: tuple):
+        return self.cp.empty(shape, self.cp.float32)
+
+    def copy(self, device, host):
+        device.set(host, stream=self.stream)
+        return self.stream.record()
+
+    def compute_event(self):
+        return self.cp.cuda.get_current_stream().record()
+
+    def compute_waits(self, event) -> None:
+        if event is not None:
+            self.cp.cuda.get_current_stream().wait_event(event)
+
+    def copies_wait(self, event) -> None:
+        if event is not None:
+            self.stream.wait_event(event)
+
+    def synchronize(self, event) -> None:
+        if event is not None:
+            event.synchronize()
+
+
+def transfers_for(backend: Backend) -> HostTransfers:
+    """:class:`CudaTransfers` on a CUDA backend, else :class:`HostTransfers`."""
+    return CudaTransfers(backend) if backend.is_gpu else HostTransfers()
+
+
+@dataclass
+class _Slot:
+    """One half of the double buffer for frames of one size: host and device images, the event
+    ending their last copy and the one ending the last compute that read them."""
+
+    host: np.ndarray
+    device: object
+    copied: object = None
+    used: object = None
+
+
+@dataclass
+class _Staged:
+    """Frames of one size copied (or being copied) into a slot, and each frame's row."""
+
+    slot: _Slot
+    frames: list
+    rows: dict = field(default_factory=dict)
+
+
+class FrameStaging:
+    """The float32 grey levels of a step's frames on the device, double-buffered.
+
+    :meth:`stage` writes the frames of one step into the host buffer of the next slot (after that
+    buffer's previous copy has ended) and starts its copy into the slot's device buffer (after the
+    compute that last read it has ended); :meth:`images` gives the device images of a group of staged
+    frames, the compute stream waiting for their copy; :meth:`release` marks the end of the step's
+    reads.  So while step ``t`` computes from one slot, step ``t + 1``'s frames go into the other.
+
+    Parameters
+    ----------
+    transfers : HostTransfers
+        :func:`transfers_for` the backend.
+    """
+
+    def __init__(self, transfers: HostTransfers):
+        self.transfers = transfers
+        self._slots: "list[dict]" = [{}, {}]  # per turn: frame shape -> _Slot
+        self._turn = 0
+        self._staged: dict = {}  # frame shape -> _Staged of the latest stage()
+
+    def covers(self, frames: list) -> bool:
+        """Whether every frame of ``frames`` is in the latest :meth:`stage`."""
+        return all(id(f) in self._staged[f.gray.shape].rows if f.gray.shape in self._staged else False
+                   for f in frames)
+
+    def stage(self, frames: list) -> None:
+        """Start copying the grey levels of ``frames`` (:class:`gpuau.video.Frame`) to the device."""
+        self._turn ^= 1
+        slots = self._slots[self._turn]
+        groups: dict = {}
+        for f in frames:
+            groups.setdefault(f.gray.shape, []).append(f)
+        for shape in [s for s in slots if s not in groups]:  # sizes no longer streamed: free them
+            self.transfers.synchronize(slots.pop(shape).copied)
+        staged = {}
+        for shape, group in groups.items():
+            slot = slots.get(shape)
+            if slot is None or len(slot.host) < len(group):
+                if slot is not None:
+                    self.transfers.synchronize(slot.copied)
+                n = max(len(group), 0 if slot is None else 2 * len(slot.host))
+                slot = slots[shape] = _Slot(self.transfers.host_buffer((n, *shape)),
+                                            self.transfers.device_buffer((n, *shape)))
+            self.transfers.synchronize(slot.copied)  # the host buffer is free again
+            for k, f in enumerate(group):
+                slot.host[k] = f.gray
+            self.transfers.copies_wait(slot.used)  # the device buffer is free again
+            slot.copied = self.transfers.copy(slot.device[:len(group)], slot.host[:len(group)])
+            staged[shape] = _Staged(slot, group, {id(f): k for k, f in enumerate(group)})
+        self._staged = staged
+
+    def images(self, frames: list) -> "tuple[object, np.ndarray]":
+        """Device images ``(n, H, W)`` float32 holding ``frames`` (staged, all of one size) and each
+        frame's index in them."""
+        staged = self._staged[frames[0].gray.shape]
+        self.transfers.compute_waits(staged.slot.copied)
+        return staged.slot.device[:len(staged.frames)], np.array([staged.rows[id(f)] for f in frames], np.int64)
+
+    def release(self) -> None:
+        """The compute reading the latest staged images is all enqueued."""
+        event = self.transfers.compute_event()
+        for staged in self._staged.values():
+            staged.slot.used = event
+
+
+# -- streams -------------------------------------------------------------------------------------
 class _Stream:
     """One video in the engine: its frames, tracking state, AU state and output.
 
-    ``detect`` is the tracker's face detector: it returns the box the engine detected for this frame
-    in the step's batch (:attr:`prefetched`), or detects alone (counted in the engine's ``stats``).
+    ``detect`` and ``validate`` are the tracker's face detector and validator: they return what the
+    engine computed for this frame in a step's batch (:attr:`prefetched` box, :attr:`certainties`), or
+    compute alone (counted in the engine's ``stats``).
     """
 
-    def __init__(self, job: Job, frames: Iterator, engine: "Engine", fmt: str, chunk: int, intrinsics):
+    def __init__(self, job: Job, frames: Iterator, engine: "Engine", fmt: str, intrinsics,
+                 frame_count: "int | None" = None):
         from gpuau.au import AUAnalyzer
+        from gpuau.io import RowWriter
         from gpuau.landmarks.tracker import FaceTracker
 
         self.job = job
         self.frames = frames
-        self.mtcnn = engine.mtcnn
-        self.stats = engine.stats
-        self.tracker = FaceTracker(engine.clnf, detect=self.detect, validate=engine.validate, intrinsics=intrinsics,
-                                   models=engine.models, device=engine.backend)
+        self.frame_count = frame_count
+        self.engine = engine
+        self.tracker = FaceTracker(engine.clnf, detect=self.detect, validate=self.validate, intrinsics=intrinsics,
+                                   models=engine.models, device=engine.backend, detect_every=engine.detect_every)
         self.aus = AUAnalyzer(engine.models, device=engine.backend)
-        self.output = _Output(job.output, fmt, (self.aus.reg_names, self.aus.cls_names), chunk)
+        self.output = RowWriter(job.output, fmt, (self.aus.reg_names, self.aus.cls_names), engine.chunk)
         self.prefetched: "tuple[np.ndarray, object] | None" = None
+        self.certainties: list = []  # (landmarks array, certainty) of this frame's fits, validated in a batch
+        self._ahead: "tuple | None" = None  # (frame or None,) decoded ahead, or (exception,)
         self.frames_done = 0
         self.faces = 0
         self.elapsed = 0.0
@@ -213,12 +375,34 @@ class _Stream:
         if self.prefetched is not None and self.prefetched[0] is image:
             box, self.prefetched = self.prefetched[1], None
             return box
-        self.stats["detections_alone"] += 1
-        return select_box(self.mtcnn.detect(image))
+        self.engine.stats["detections_alone"] += 1
+        return select_box(self.engine.mtcnn.detect(image))
+
+    def validate(self, gray: np.ndarray, landmarks: np.ndarray, orientation) -> float:
+        for k, (lm, certainty) in enumerate(self.certainties):
+            if lm is landmarks:
+                del self.certainties[k]
+                return certainty
+        self.engine.stats["validations_alone"] += 1
+        return self.engine.validator.check(gray, landmarks, orientation)
 
     def next_frame(self):
         """The next frame, or None at the end of the input."""
+        if self._ahead is not None:
+            (ahead,), self._ahead = self._ahead, None
+            if isinstance(ahead, BaseException):
+                raise ahead
+            return ahead
         return next(self.frames, None)
+
+    def decode_ahead(self):
+        """Decode the next frame now (:meth:`next_frame` returns it); the frame, or None."""
+        try:
+            self._ahead = (next(self.frames, None),)
+        except Exception as e:  # raised by next_frame, in the step that needs the frame
+            self._ahead = (e,)
+            return None
+        return self._ahead[0]
 
     def abort(self) -> None:
         """Stop decoding and drop the output (a failed stream)."""
@@ -235,6 +419,11 @@ class _Item:
     stream: _Stream
     frame: object
     result: object = None
+    fits: dict = field(default_factory=dict)  # FaceTracker.track's fit / box_fit
+
+
+STATS = ("steps", "frames", "detect_batches", "detections_batched", "detections_alone", "validate_batches",
+         "validations_batched", "validations_alone", "steps_staged_ahead")
 
 
 class Engine:
@@ -251,13 +440,23 @@ class Engine:
         Streams advanced in lockstep (``B``); default :func:`auto_streams`.
     chunk : int
         CSV rows written per flush.
+    quality, detect_every, timestamps
+        As for :class:`gpuau.pipeline.Analyzer` (the outputs are that Analyzer's).
+    decode : {"opencv", "nvdec"}
+        How video files are decoded: OpenCV (FFmpeg) on the CPU, as the Analyzer and OpenFace do; or
+        NVDEC on the GPU when ``PyNvVideoCodec`` and a GPU are there (:mod:`gpuau.video.nvdec`; pixel
+        values may differ slightly from OpenCV's), else OpenCV with a log line.
 
     Attributes
     ----------
+    analyzer : Analyzer
+        The settings and the loaded models (CLNF, MTCNN, validator) the engine runs with.
     stats : dict[str, int]
-        Counts since construction: ``steps``, ``frames``, ``detections_batched`` (frames detected in a
-        step's batch), ``detect_batches`` (``detect_batch`` calls) and ``detections_alone``
-        (re-detections after a failed tracking fit, one frame at a time).
+        Counts since construction: ``steps``, ``frames``; ``detect_batches`` (``detect_batch`` calls),
+        ``detections_batched`` (frames detected in them) and ``detections_alone`` (a tracker's
+        detection no batch foresaw); the same three for validation (``validate_batches``,
+        ``validations_batched``, ``validations_alone``); ``steps_staged_ahead`` (steps whose frames were
+        copied to the device during the step before).
 
     Examples
     --------
@@ -268,47 +467,86 @@ class Engine:
     """
 
     def __init__(self, device: "str | Backend" = "auto", *, models: "str | os.PathLike | None" = None,
-                 streams: "int | None" = None, chunk: int = 256):
-        from gpuau.detect import MTCNN
-        from gpuau.landmarks.clnf import CLNF
-        from gpuau.landmarks.validator import DetectionValidator
-        from gpuau.models.store import require_models
+                 streams: "int | None" = None, chunk: int = 256, quality="exact", detect_every: "int | None" = None,
+                 timestamps: str = "openface", decode: str = "opencv"):
+        analyzer = Analyzer(device, models=models, quality=quality, detect_every=detect_every, timestamps=timestamps)
+        self._setup(analyzer, streams, chunk, decode)
 
-        self.backend = resolve_device(device)
-        self.models = require_models(models)
+    @classmethod
+    def from_analyzer(cls, analyzer: Analyzer, *, streams: "int | None" = None, chunk: int = 256,
+                      decode: str = "opencv") -> "Engine":
+        """An engine with ``analyzer``'s device, models folder, ``quality``, ``detect_every`` and
+        ``timestamps``, sharing its loaded models (nothing is loaded again).
+
+        Raises
+        ------
+        ValueError
+            ``analyzer.multi_face`` is set (the engine tracks one face per video).
+        """
+        if analyzer.multi_face:
+            raise ValueError("the engine tracks one face per video: use an Analyzer without multi_face")
+        engine = cls.__new__(cls)
+        engine._setup(analyzer, streams, chunk, decode)
+        return engine
+
+    def _setup(self, analyzer: Analyzer, streams: "int | None", chunk: int, decode: str) -> None:
+        if decode not in DECODERS:
+            raise ValueError(f"decode={decode!r}: use one of {DECODERS}")
+        self.decode = decode
+        self.analyzer = analyzer
+        self.backend = analyzer.backend
+        self.models = analyzer.models
+        self.detect_every = analyzer.detect_every
+        self.timestamps = analyzer.timestamps
         self.streams = auto_streams(self.backend) if streams is None else int(streams)
         if self.streams < 1:
             raise ValueError(f"streams={streams}: need at least 1")
         self.chunk = int(chunk)
-        self.clnf = CLNF.load(self.models)
-        self.mtcnn = MTCNN(self.models, device=self.backend)
-        self.validate = DetectionValidator.load(self.models).check
-        self.stats = dict.fromkeys(("steps", "frames", "detections_batched", "detect_batches", "detections_alone"), 0)
+        self.clnf, self.mtcnn, self.validator = analyzer.loaded_models()
+        self.staging = FrameStaging(transfers_for(self.backend))
+        self.stats = dict.fromkeys(STATS, 0)
 
     # -- jobs ------------------------------------------------------------------------------------
     def _open(self, job: Job, fmt: str) -> _Stream:
         from gpuau.video import InputError, open_source
 
-        intrinsics = job.intrinsics
+        intrinsics, frame_count = job.intrinsics, None
         if isinstance(job.input, (str, os.PathLike)):
-            source = open_source(job.input)
+            source = open_source(job.input, timestamps=self.timestamps)
             if source.kind == "image":
                 raise InputError(source.path, "a single image, not a video",
                                  "analyse images with Analyzer.analyze_image")
-            frames = iter(source)
-            intrinsics = intrinsics or source.intrinsics
+            frames = self._nvdec(source) if self.decode == "nvdec" else None
+            frames = iter(source) if frames is None else frames
+            intrinsics, frame_count = intrinsics or source.intrinsics, source.frame_count
         else:
             frames = iter(job.input)
-        return _Stream(job, frames, self, fmt, self.chunk, intrinsics)
+        return _Stream(job, frames, self, fmt, intrinsics, frame_count)
+
+    def _nvdec(self, source) -> "Iterator | None":
+        """NVDEC's frames of a video source (its OpenCV capture then closed), or None (logged)."""
+        from gpuau.video.nvdec import nvdec_frames
+
+        if source.kind != "video" or self.timestamps != "openface":
+            log.info("%s: decoding with OpenCV (NVDEC decodes video files with OpenFace's timestamps)", source.path)
+            return None
+        frames = nvdec_frames(source.path, source.fps, self.backend.device_id)
+        if frames is not None:
+            source.close()
+        return frames
 
     def _finish(self, s: _Stream) -> Outcome:
         from gpuau.video import InputError
 
         if s.frames_done == 0:
             raise InputError(s.job.label, "no frames could be decoded", "the file may be empty, truncated or not a video")
-        result = s.output.close(s.aus.finish(), source=str(s.job.label), frames_decoded=s.frames_done, elapsed=s.elapsed)
-        return Outcome(s.job.label, s.job.output, "done", frames=s.frames_done, faces=s.faces, elapsed=s.elapsed,
-                       result=result)
+        columns = s.output.close(s.aus.finish())
+        result = None if columns is None else Result(columns, source=str(s.job.label), frames_decoded=s.frames_done,
+                                                     elapsed=s.elapsed)
+        note = (f"decoded {s.frames_done} of the {s.frame_count} frames the container announces"
+                if s.frame_count and s.frame_count != s.frames_done else "")
+        return Outcome(s.job.label, s.job.output, "done", reason=note, frames=s.frames_done, faces=s.faces,
+                       elapsed=s.elapsed, result=result)
 
     def _fail(self, s: "_Stream | None", job: Job, error: BaseException) -> Outcome:
         if s is not None:
@@ -330,9 +568,10 @@ class Engine:
         Yields
         ------
         Outcome
-            ``"done"`` (``result`` holds the table of a job without output file) or ``"failed"``
-            with the reason; ``elapsed`` is the stream's share of the engine's steps, so the
-            elapsed times of all outcomes add up to the engine's time.
+            ``"done"`` (``result`` holds the table of a job without output file; ``reason`` notes a
+            container announcing another frame count) or ``"failed"`` with the reason; ``elapsed``
+            is the stream's share of the engine's steps, so the elapsed times of all outcomes add up
+            to the engine's time.
         """
         if format not in FORMATS:
             raise ValueError(f"format {format!r}: use one of {FORMATS}")
@@ -397,8 +636,17 @@ class Engine:
 
         A failed stream's item keeps ``result = None`` and leaves the engine.
         """
+        for it in items:  # what a step's batches leave for the trackers is for this frame only
+            it.stream.prefetched, it.stream.certainties = None, []
+        frames = [it.frame for it in items]
+        if self.staging.covers(frames):
+            self.stats["steps_staged_ahead"] += 1
+        else:
+            self.staging.stage(frames)
         self.detect_faces(items)
         failed = self.track_faces(items)
+        self.staging.release()
+        self._decode_ahead([it for it in items if it.result is not None])
         failed += self.add_aus([it for it in items if it.result is not None])
         for it, _ in failed:
             it.result = None
@@ -417,78 +665,143 @@ class Engine:
         for it, e in failed:
             yield self._fail(it.stream, it.stream.job, e)
 
+    def _decode_ahead(self, items: list) -> None:
+        """Decode each stream's next frame and start copying them to the device (while the AU stage of
+        this step computes)."""
+        frames = [f for f in (it.stream.decode_ahead() for it in items) if f is not None]
+        if frames:
+            self.staging.stage(frames)
+
     def detect_faces(self, items: list) -> None:
         """MTCNN on the frames of every stream whose tracker detects before fitting, in one batch."""
+        self._detect([it for it in items if detects_before_fit(it.stream.tracker)])
+
+    def _detect(self, items: list) -> None:
+        """MTCNN on the items' frames in one batch: each stream's tracker then finds its box there."""
         from gpuau.landmarks.tracker import select_box
 
-        need = [it for it in items if detects_before_fit(it.stream.tracker)]
-        if not need:
+        if not items:
             return
         try:
-            detections = self.mtcnn.detect_batch([it.frame.image for it in need])
+            detections = self.mtcnn.detect_batch([it.frame.image for it in items])
         except Exception:  # leave each stream to detect alone, so that a failure stays its own
             return
-        for it, d in zip(need, detections):
+        for it, d in zip(items, detections):
             it.stream.prefetched = (it.frame.image, select_box(d))
         self.stats["detect_batches"] += 1
-        self.stats["detections_batched"] += len(need)
+        self.stats["detections_batched"] += len(items)
 
     def track_faces(self, items: list) -> list:
         """Landmarks of every stream's frame (``it.result`` = :class:`~gpuau.landmarks.tracker.LandmarkResult`).
 
-        One :func:`~gpuau.landmarks.clnf.detect_landmarks_batch` per frame size fits every face of the
-        step: the tracked faces (from each tracker's
+        The tracking fits (from each tracker's
         :meth:`~gpuau.landmarks.tracker.FaceTracker.tracking_request`) and the rotation hypotheses of
-        each box detected in the step's batch (:func:`~gpuau.landmarks.tracker.box_hypotheses`, best
-        kept by :func:`~gpuau.landmarks.tracker.best_hypothesis`).  Then each tracker finishes its step
-        with its fit (validation, failure counters, a re-detection after a failed fit).
+        each box detected before them are fitted in one batch per frame size and validated in one
+        call; then the streams that re-detect after their fit (:func:`detects_after_fit`) are
+        detected, fitted and validated in batches, and each tracker finishes its step with its fits.
 
         Returns
         -------
         list of (item, exception)
             Streams whose tracking failed.
         """
-        from gpuau.landmarks.clnf import detect_landmarks_batch
-        from gpuau.landmarks.tracker import best_hypothesis, box_hypotheses
-
-        init = self.clnf.parameters.window_sizes_init
-        zeros = np.zeros(self.clnf.model.pdm.n_modes, np.float32)
-        groups: dict = {}  # frame shape -> [(item index, "fit" | "box_fit", g (k, 6), p (k, m), windows (k, S))]
-        for i, it in enumerate(items):
+        requests = []
+        for it in items:
             try:
                 request = it.stream.tracker.tracking_request()
-                if request is not None:
-                    g, p, w = request
-                    faces = (i, "fit", np.asarray(g)[None], np.asarray(p)[None], np.asarray(w)[None])
-                elif it.stream.prefetched is not None and it.stream.prefetched[1] is not None:
-                    g = box_hypotheses(self.clnf, it.stream.prefetched[1])
-                    faces = (i, "box_fit", g, np.tile(zeros, (len(g), 1)), np.tile(init, (len(g), 1)))
-                else:
-                    continue
             except Exception:  # the stream's own track call below reports it
                 continue
-            groups.setdefault(it.frame.gray.shape, []).append(faces)
-        fits: dict = {i: {} for i in range(len(items))}
-        for group in groups.values():
-            try:
-                images = self.backend.asarray(np.stack([items[f[0]].frame.gray for f in group]).astype(np.float32))
-                index = np.concatenate([np.full(len(f[2]), k) for k, f in enumerate(group)])
-                g, p, w = (np.concatenate([f[j] for f in group]) for j in (2, 3, 4))
-                results = detect_landmarks_batch(self.clnf, images, index, g, p, w, backend=self.backend)
-            except Exception:  # each stream then fits alone, so that a failure stays its own
-                continue
-            start = 0
-            for i, kind, g, _, _ in group:
-                faces, start = results[start:start + len(g)], start + len(g)
-                likelihood = items[i].stream.tracker.likelihood
-                fits[i][kind] = faces[0] if kind == "fit" else best_hypothesis(faces, likelihood)
+            if request is not None:
+                g, p, w = request
+                requests.append((it, "fit", np.asarray(g)[None], np.asarray(p)[None], np.asarray(w)[None], None))
+            elif it.stream.prefetched is not None and it.stream.prefetched[1] is not None:
+                requests.append(self._box_request(it, it.stream.tracker.likelihood))
+        self._fit(requests)
+        self._redetect([it for it in items if "fit" in it.fits])
         failed = []
-        for i, it in enumerate(items):
+        for it in items:
             try:
-                it.result = it.stream.tracker.track(it.frame.image, it.frame.gray, **fits[i])
+                it.result = it.stream.tracker.track(it.frame.image, it.frame.gray, **it.fits)
             except Exception as e:
                 failed.append((it, e))
         return failed
+
+    def _box_request(self, it: _Item, previous_likelihood: float) -> tuple:
+        """The rotation hypotheses of the item's detected box, as a :meth:`_fit` request."""
+        from gpuau.landmarks.tracker import box_hypotheses
+
+        g = box_hypotheses(self.clnf, it.stream.prefetched[1])
+        zeros = np.zeros((len(g), self.clnf.model.pdm.n_modes), np.float32)
+        init = np.tile(self.clnf.parameters.window_sizes_init, (len(g), 1))
+        return it, "box_fit", g, zeros, init, previous_likelihood
+
+    def _fit(self, requests: list) -> None:
+        """Fit the faces of ``requests`` in one :func:`~gpuau.landmarks.clnf.detect_landmarks_batch` per
+        frame size, keep each item's fit (the best hypothesis of a box: ``best_hypothesis``) in
+        ``item.fits`` and validate those the tracker validates in one call.
+
+        Each request is ``(item, "fit" | "box_fit", g (k, 6), p (k, m), windows (k, S), previous
+        likelihood)`` (the likelihood for ``best_hypothesis``; None for a tracking fit).  A group that
+        fails is left to each tracker, so that a failure stays its own.
+        """
+        from gpuau.landmarks.clnf import detect_landmarks_batch
+        from gpuau.landmarks.tracker import best_hypothesis
+
+        groups: dict = {}
+        for request in requests:
+            groups.setdefault(request[0].frame.gray.shape, []).append(request)
+        for group in groups.values():
+            try:
+                images, rows = self.staging.images([r[0].frame for r in group])
+                index = np.concatenate([np.full(len(r[2]), row) for r, row in zip(group, rows)])
+                g, p, w = (np.concatenate([r[j] for r in group]) for j in (2, 3, 4))
+                results = detect_landmarks_batch(self.clnf, images, index, g, p, w, backend=self.backend)
+            except Exception:
+                continue
+            start = 0
+            for it, kind, g, _, _, likelihood in group:
+                faces, start = results[start:start + len(g)], start + len(g)
+                it.fits[kind] = faces[0] if kind == "fit" else best_hypothesis(faces, likelihood)
+        self._validate([(r[0], r[0].fits[r[1]]) for r in requests if r[1] in r[0].fits])
+
+    def _validate(self, fits: list) -> None:
+        """The validator's certainty of each ``(item, FitResult)`` the tracker validates (a converged
+        fit), in one :meth:`~gpuau.landmarks.validator.DetectionValidator.check_batch`."""
+        if not self.clnf.parameters.validate_detections:
+            return
+        fits = [(it, res) for it, res in fits if res.success]
+        if not fits:
+            return
+        try:
+            certainties = self.validator.check_batch([it.frame.gray for it, _ in fits], [r.landmarks for _, r in fits],
+                                                     [r.params_global[1:4] for _, r in fits])
+        except Exception:  # each tracker validates alone
+            return
+        for (it, res), c in zip(fits, certainties):
+            it.stream.certainties.append((res.landmarks, float(c)))
+        self.stats["validate_batches"] += 1
+        self.stats["validations_batched"] += len(fits)
+
+    def _redetect(self, items: list) -> None:
+        """Detection, hypotheses and validation, in batches, for the streams whose tracker detects
+        after this frame's tracking fit (``items`` have one)."""
+        from gpuau.landmarks.validator import detection_outcome
+
+        p = self.clnf.parameters
+        redetect = []
+        for it in items:
+            fit, s = it.fits["fit"], it.stream
+            certainty = next((c for lm, c in s.certainties if lm is fit.landmarks), None)
+            if p.validate_detections and fit.success and certainty is None:
+                continue  # not validated in the batch: the tracker's own step decides
+            success, _ = detection_outcome(fit.success, certainty, validate=p.validate_detections,
+                                           boundary=p.validation_boundary)
+            if detects_after_fit(s.tracker, success):
+                redetect.append(it)
+        self._detect([it for it in redetect if it.stream.prefetched is None])
+        boxes = [it for it in redetect if it.stream.prefetched is not None and it.stream.prefetched[1] is not None]
+        self._fit([self._box_request(it, it.stream.tracker.likelihood if it.fits["fit"].likelihood is None
+                                     else it.fits["fit"].likelihood) for it in boxes])
 
     def add_aus(self, items: list) -> list:
         """FHOG and geometry of every tracked face in one batch per frame size, then each stream's
@@ -541,4 +854,3 @@ class Engine:
         images = np.stack([it.frame.image for it in items])
         landmarks = np.stack([it.result.landmarks for it in items]).astype(np.float32)
         return face_features(images, landmarks, aus.pdm, aus.triangulation, self.backend)
-

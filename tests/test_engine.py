@@ -6,16 +6,20 @@ Three clips of different lengths (the first frames of default.wmv, changeLightin
 single-stream CPU pipeline's (:class:`gpuau.pipeline.Analyzer`): landmarks within 1e-3 px, AUs within
 1e-4 (on the GPU backends a known gap, tests/backend_gaps.toml: CLNF runs on the device there).
 Streams join and leave as clips end; a corrupt input and a stream whose frames fail mid-way end alone.
+The Analyzer's settings (``quality``, ``detect_every``, ``timestamps``) give its tables in the engine
+too, re-detections after failed fits and scheduled ones are batched, and frames reach the "device"
+through the double-buffered staging in the order a CUDA copy stream needs (a recording double).
 """
 import cv2
 import numpy as np
 import pytest
 
 from gpuau.cli import main
-from gpuau.engine import CPU_STREAMS, Engine, Job, detects_before_fit, stream_device_bytes
+from gpuau.engine import (CPU_STREAMS, Engine, FrameStaging, HostTransfers, Job, detects_before_fit,
+                          stream_device_bytes)
 from gpuau.landmarks.tracker import FaceTracker
 from gpuau.pipeline import Analyzer
-from gpuau.video import Frame, to_gray8
+from gpuau.video import Frame, open_source, to_gray8
 
 CLIPS = {"default.wmv": 40, "changeLighting.wmv": 25, "2015-10-15-15-14.avi": 33}
 
@@ -193,3 +197,151 @@ def test_stream_count():
         Engine("cpu", streams=0)
     # a 1080p stream's step (its initialisation included) fits some 800 times in 80 GB; auto_streams caps B
     assert 50e6 < stream_device_bytes(1080, 1920) < 150e6
+
+
+def _with_gap(images, start, stop):
+    """The frames with black ones in ``[start, stop)``: the tracker loses the face, fails, re-detects."""
+    return [np.zeros_like(img) if start <= i < stop else img for i, img in enumerate(images)]
+
+
+def test_settings_and_batched_redetection(clips):
+    """quality="fast" and detect_every: each stream's table is the Analyzer's with the same settings, and
+    every detection and validation the trackers run (after failed fits, scheduled ones) came from a batch."""
+    images, fps = clips["default.wmv"]
+    inputs = {"gap": (_with_gap(images, 12, 21), fps), "changeLighting.wmv": clips["changeLighting.wmv"],
+              "2015-10-15-15-14.avi": clips["2015-10-15-15-14.avi"]}
+    analyzer = Analyzer("cpu", quality="fast", detect_every=7)
+    engine = Engine.from_analyzer(analyzer, streams=3)
+    assert engine.clnf is analyzer.loaded_models()[0] and engine.mtcnn is analyzer.loaded_models()[1]
+    outcomes = {o.input: o for o in engine.run([Job(_frames(*v), name=n) for n, v in inputs.items()])}
+    for name, (imgs, f) in inputs.items():
+        expected = analyzer.analyze_frames(imgs, fps=f)
+        assert outcomes[name].status == "done"
+        assert_same_table(outcomes[name].result.columns, expected.columns)
+    gap = outcomes["gap"].result.columns["success"]
+    assert gap[12:21].sum() == 0 and gap[25:].all()  # lost in the gap, found again after it
+    s = engine.stats
+    assert s["detections_alone"] == 0 and s["validations_alone"] == 0
+    # 3 first frames, the gap's re-detections (every reinit_video_every failures), detect_every's schedule
+    assert s["detections_batched"] > 3 + 4 and s["detect_batches"] > 1
+    assert s["validations_batched"] >= sum(o.frames for o in outcomes.values()) - 9
+
+
+def test_container_timestamps(media_dir):
+    """timestamps="container": the engine's frames carry the container's presentation times."""
+    path = media_dir / "default.wmv"
+    engine = Engine("cpu", timestamps="container", streams=1)
+    with open_source(path, timestamps="container") as source:
+        expected = [f.timestamp for _, f in zip(range(30), source)]
+    stream = engine._open(Job(path), "csv")
+    got = [stream.next_frame().timestamp for _ in range(30)]
+    stream.abort()
+    assert got == expected and got[-1] != 29 / 15  # default.wmv's container runs at ~15.6 frames/s, not 15
+
+
+def test_cli_streams_with_settings(tmp_path, clips):
+    """--streams with --quality fast, --detect-every and --timestamps container writes what --streams 1 writes."""
+    seq = tmp_path / "clip"
+    seq.mkdir()
+    for i, img in enumerate(clips["default.wmv"][0][:12]):
+        cv2.imwrite(str(seq / f"frame_{i:03d}.png"), img)
+    settings = ["--device", "cpu", "--quiet", "--quality", "fast", "--detect-every", "5", "--timestamps", "container"]
+    assert main(["analyze", str(seq), "-o", str(tmp_path / "one"), "--streams", "1", *settings]) == 0
+    assert main(["analyze", str(seq), "-o", str(tmp_path / "two"), "--streams", "2", *settings]) == 0
+    assert (tmp_path / "two" / "clip.csv").read_bytes() == (tmp_path / "one" / "clip.csv").read_bytes()
+
+
+class RecordingTransfers(HostTransfers):
+    """:class:`HostTransfers` that asserts the ordering a CUDA copy stream needs: a host buffer is copied
+    again only after its last copy was synchronised (it was rewritten in between), a device buffer is
+    overwritten only after the copy stream waited for the compute that read it, and the compute stream
+    waits for a buffer's copy before it reads it (:meth:`FrameStaging.images`)."""
+
+    def __init__(self):
+        self.events = 0
+        self.host_copy = {}  # host buffer -> its copy not yet synchronised
+        self.device_copy = {}  # device buffer -> its latest copy
+        self.waited_compute = set()  # compute events the copy stream waited for
+        self.waited_copies = set()  # copy events the compute stream waited for
+        self.copies = 0
+
+    def _event(self):
+        self.events += 1
+        return self.events
+
+    def copy(self, device, host):
+        assert host.base is not None and device.base is not None
+        assert id(host.base) not in self.host_copy, "host buffer rewritten while its copy may run"
+        super().copy(device, host)
+        event = self._event()
+        self.host_copy[id(host.base)] = event
+        self.device_copy[id(device.base)] = event
+        self.copies += 1
+        return event
+
+    def compute_event(self):
+        return ("compute", self._event())
+
+    def compute_waits(self, event):
+        self.waited_copies.add(event)
+
+    def copies_wait(self, event):
+        if event is not None:
+            self.waited_compute.add(event)
+
+    def synchronize(self, event):
+        self.host_copy = {k: e for k, e in self.host_copy.items() if e != event}
+
+
+def test_frame_staging_orders_copies_and_compute():
+    t = RecordingTransfers()
+    staging = FrameStaging(t)
+    frames = [Frame(i, 0.0, None, np.full((4, 5), i, np.uint8)) for i in range(6)]
+    staging.stage(frames[:2])
+    images, rows = staging.images(frames[1:2])
+    assert t.device_copy[id(images.base)] in t.waited_copies and rows.tolist() == [1]
+    np.testing.assert_array_equal(images[rows[0]], frames[1].gray)
+    staging.release()
+    first = staging._staged[(4, 5)].slot
+    staging.stage(frames[2:4])  # the other slot: the first one may still be read by the compute
+    assert staging._staged[(4, 5)].slot is not first and staging.covers(frames[2:4]) and not staging.covers(frames[:1])
+    staging.stage(frames[3:6])  # back to the first slot, grown to 3 frames: its old buffers are waited for
+    assert first.used in t.waited_compute or staging._staged[(4, 5)].slot is not first
+    images, rows = staging.images(frames[3:6])
+    np.testing.assert_array_equal(images[rows], np.stack([f.gray for f in frames[3:6]]).astype(np.float32))
+
+
+def test_engine_through_recorded_staging(clips, references):
+    """Frames staged a step ahead (while the step before computes) give the same tables."""
+    engine = Engine("cpu", streams=3)
+    engine.staging = FrameStaging(RecordingTransfers())
+    outcomes = list(engine.run(_jobs(clips, CLIPS)))
+    for o in outcomes:
+        assert_same_table(o.result.columns, references[o.input].columns)
+    # all three streams start together and none joins later: every step after the first was staged ahead
+    assert engine.stats["steps_staged_ahead"] == engine.stats["steps"] - 1
+    assert engine.staging.transfers.copies >= engine.stats["steps"]
+
+
+def test_nvdec_falls_back_to_opencv(tmp_path, clips, cpu_analyzer, caplog):
+    """decode="nvdec" without PyNvVideoCodec or a GPU: OpenCV decodes, a log line says why, same file."""
+    import importlib.util
+    import logging
+
+    from gpuau.device import cuda_available
+
+    if importlib.util.find_spec("PyNvVideoCodec") is not None and cuda_available():
+        pytest.skip("NVDEC is usable here: its frames differ slightly from OpenCV's")
+    video = tmp_path / "clip.avi"
+    images, fps = clips["changeLighting.wmv"]
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), fps, images[0].shape[1::-1])
+    for img in images[:8]:
+        writer.write(img)
+    writer.release()
+    with caplog.at_level(logging.INFO, logger="gpuau"):
+        (o,) = Engine("cpu", streams=1, decode="nvdec").run([Job(video, tmp_path / "nvdec.csv")])
+    assert o.status == "done" and "decoding with OpenCV" in caplog.text
+    cpu_analyzer.write_video(video, tmp_path / "ref.csv")
+    assert (tmp_path / "nvdec.csv").read_bytes() == (tmp_path / "ref.csv").read_bytes()
+    with pytest.raises(ValueError):
+        Engine("cpu", decode="ffmpeg")
