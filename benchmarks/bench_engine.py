@@ -2,13 +2,15 @@
 
 For each ``B``, ``B`` clips (the first ``--frames`` frames of the shared videos, decoded into memory
 beforehand, cycled) run through one engine together; the table gives wall time, frames/s, process
-CPU ms per frame and the engine's counts (steps, batched and lone detections).  ``--check`` also
+CPU ms per frame and the engine's counts (steps, batched and lone detections and validations, steps
+whose frames were staged to the device during the step before).  ``--quality`` and ``--detect-every``
+set the engine's and the reference pipeline's settings.  ``--check`` also
 compares every stream with the single-stream CPU pipeline (:meth:`gpuau.pipeline.Analyzer.analyze_frames`):
 the largest landmark (px) and AU intensity differences and the AU presence values that disagree.  ``--memory`` measures the host memory of one more
 stream (tracemalloc peak of a run with ``B`` streams minus one with 1, over ``B - 1``).
 
     python benchmarks/bench_engine.py [--device cpu|emulated|cuda] [--streams 1 8 64] [--frames 60]
-                                      [--check] [--memory]
+                                      [--quality exact|fast] [--detect-every N] [--check] [--memory]
 
 On a CPU-only machine the numbers are for correctness and for the emulated backend's cost: the
 engine's gain is batching on a GPU (``--device cuda --streams 1 8 64``).  On a shared machine read the
@@ -87,11 +89,11 @@ def largest_differences(outcomes: list, references: list) -> "tuple[float, float
     return lm, au, flips
 
 
-def stream_memory(device: str, clips: list, b: int) -> float:
+def stream_memory(analyzer: Analyzer, clips: list, b: int) -> float:
     """Host MB of one more stream: tracemalloc peak with ``b`` streams minus with 1, over ``b - 1``."""
     peaks = []
     for n in (1, b):
-        engine = Engine(device, streams=n)
+        engine = Engine.from_analyzer(analyzer, streams=n)
         tracemalloc.start()
         list(engine.run(jobs(clips, n)))
         peaks.append(tracemalloc.get_traced_memory()[1])
@@ -104,20 +106,26 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--streams", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--frames", type=int, default=60, help="frames per clip")
+    ap.add_argument("--quality", default="exact", choices=("exact", "fast"))
+    ap.add_argument("--detect-every", type=int, default=None, metavar="N")
     ap.add_argument("--check", action="store_true", help="compare with the single-stream CPU pipeline")
     ap.add_argument("--memory", action="store_true", help="host memory per stream (tracemalloc)")
     args = ap.parse_args(argv)
 
     clips = [decode(SHARED / "media" / v, args.frames) for v in VIDEOS]
     references = None
+    settings = dict(quality=args.quality, detect_every=args.detect_every)
     if args.check:
-        an = Analyzer("cpu")
+        an = Analyzer("cpu", **settings)
         references = [an.analyze_frames(images, fps=fps) for images, fps in clips]
-    engine = Engine(args.device, streams=max(args.streams))
+    analyzer = Analyzer(args.device, **settings)
+    engine = Engine.from_analyzer(analyzer, streams=max(args.streams))
     run(engine, clips, 1)  # models loaded, kernels compiled
-    print(f"device {engine.backend.name}, {args.frames} frames per stream")
+    print(f"device {engine.backend.name}, {args.frames} frames per stream, quality {args.quality}, "
+          f"detect_every {args.detect_every}")
     print(f"{'B':>4} {'frames':>7} {'wall s':>8} {'frames/s':>9} {'CPU ms/frame':>13} {'steps':>6} "
-          f"{'det. batched':>13} {'det. alone':>11}" + (f" {'max |d lm| px':>14} {'max |d AU_r|':>13} {'AU_c flips':>11}" if args.check else ""))
+          f"{'det. batched':>13} {'det. alone':>11} {'val. batched':>13} {'val. alone':>11} {'staged ahead':>13}"
+          + (f" {'max |d lm| px':>14} {'max |d AU_r|':>13} {'AU_c flips':>11}" if args.check else ""))
     for b in args.streams:
         engine.streams = b
         engine.stats = dict.fromkeys(engine.stats, 0)
@@ -129,14 +137,15 @@ def main(argv=None) -> int:
         frames = sum(o.frames for o in outcomes)
         s = engine.stats
         line = (f"{b:>4} {frames:>7} {wall:>8.2f} {frames / wall:>9.1f} {1000 * cpu / frames:>13.2f} {s['steps']:>6} "
-                f"{s['detections_batched']:>13} {s['detections_alone']:>11}")
+                f"{s['detections_batched']:>13} {s['detections_alone']:>11} {s['validations_batched']:>13} "
+                f"{s['validations_alone']:>11} {s['steps_staged_ahead']:>13}")
         if references is not None:
             lm, au, flips = largest_differences(outcomes, references)
             line += f" {lm:>14.2e} {au:>13.2e} {flips:>11}"
         print(line)
     if args.memory:
         b = max(args.streams)
-        print(f"peak host memory per stream: {stream_memory(args.device, clips, b):.1f} MB (tracemalloc, B={b}, "
+        print(f"peak host memory per stream: {stream_memory(analyzer, clips, b):.1f} MB (tracemalloc, B={b}, "
               f"streams starting together: 11 hypothesis fits each in the first step)")
     return 0
 
