@@ -90,3 +90,41 @@ def test_batched_frames_equal_frame_by_frame(media_dir, reference_dir):
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
     np.testing.assert_array_equal(one.success, success)
+
+
+@pytest.mark.parametrize("device", ["cpu", "emulated"])
+def test_streams_batched_equal_each_stream_alone(device, media_dir, reference_dir):
+    """add_features_batch over three streams (different frames, failures, joining late) gives each
+    stream the online values and final columns it gets alone, bit for bit."""
+    import numpy as np
+
+    from gpuau.au import AUAnalyzer
+    from gpuau.au.analyzer import add_features_batch
+
+    df = read_reference(reference_dir / "default.csv", nrows=12)
+    lm = reference_landmarks(df)
+    frames = np.stack(read_frames(media_dir / VIDEOS["default"], 12))
+    success = np.ones(12, bool)
+    success[[2, 7]] = False
+    alone = AUAnalyzer(device=device)
+    hog, geometry = alone.features(frames, lm, success)
+    streams = [np.arange(12), np.arange(11, -1, -1), np.arange(3, 12)]  # forwards, backwards, joins at step 3
+    start = [0, 0, 3]
+    solo = []
+    for order in streams:
+        a = AUAnalyzer(device=device)
+        solo.append(([a.add_features(hog[i], geometry[i], success[i], 0.1 * i) for i in order], a.finish()))
+    batch = [AUAnalyzer(device=device) for _ in streams]
+    online: list = [[], [], []]
+    for step in range(12):
+        active = [k for k in range(3) if step >= start[k]]
+        rows = [streams[k][step - start[k]] for k in active]
+        raw = alone.backend.asnumpy(add_features_batch([batch[k] for k in active], hog[rows], geometry[rows],
+                                                       success[rows], 0.1 * np.asarray(rows)))
+        for j, k in enumerate(active):
+            online[k].append(batch[k]._as_columns(raw, sort=False, index=j))
+    for k, (values, final) in enumerate(solo):
+        assert online[k] == values
+        got = batch[k].finish()
+        for name in final:
+            np.testing.assert_array_equal(got[name], final[name])

@@ -2,7 +2,9 @@
 
 Per-frame compute (alignment -> FHOG -> geometry -> projections) is a chain of pure functions over
 arrays (:func:`face_features`), so an engine can batch it over frames and faces.  What must run in
-frame order (running medians, the history for the offline pass) lives in :class:`AUAnalyzer`.
+frame order (running medians, the history for the offline pass) lives in :class:`AUAnalyzer`, one
+per stream, on the backend's device; :func:`add_features_batch` advances many streams by one frame
+in one batch (on the GPU only what the caller asks for comes back to the host).
 
 To keep memory bounded on long videos no per-frame descriptor is stored: the offline pass needs,
 per frame, only the raw predictions and, for the first ``MAX_INIT_FRAMES`` tracked frames, the
@@ -14,18 +16,22 @@ Port of ``FaceAnalyser::AddNextFrame``, ``PostprocessPredictions``, ``Postproces
 from __future__ import annotations
 
 import os
+from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
 from gpuau.au.postprocess import postprocess_intensities, postprocess_presence
 from gpuau.au.predictors import StackedAUModels, decision_values, presence, project
-from gpuau.au.running_median import GEOM_BINS, GEOM_MAX, GEOM_MIN, HOG_BINS, HOG_MAX, HOG_MIN, RunningMedian
+from gpuau.au.running_median import (GEOM_BINS, GEOM_MAX, GEOM_MIN, HOG_BINS, HOG_MAX, HOG_MIN, RunningMedian,
+                                     update_running_medians)
 from gpuau.device import resolve_device
 from gpuau.features.align import AU_SCALE, AU_SIZE, align_faces_mask
 from gpuau.features.fhog import fhog_descriptors
 from gpuau.features.geometry import geometry_descriptor
 from gpuau.landmarks.pdm import AU_PDM, PDM
 from gpuau.models.au_file import load_au_models
+from gpuau.models.store import resolve_models_dir
 from gpuau.models.tris_file import load_tris
 
 MAX_INIT_FRAMES = 3000
@@ -36,7 +42,7 @@ HOG_SIZE = 4464
 
 
 def align_faces(images, landmarks_2d: np.ndarray, pdm: PDM, triangulation: np.ndarray,
-                image_index: "np.ndarray | None" = None) -> "tuple[np.ndarray, np.ndarray]":
+                image_index: "np.ndarray | None" = None, *, device="cpu") -> tuple:
     """Aligned masked faces and the local PDM parameters OpenFace refits to the landmarks.
 
     OpenFace does not reuse the tracker's parameters here: ``FaceAnalyser`` fits the AU PDM to the
@@ -52,11 +58,13 @@ def align_faces(images, landmarks_2d: np.ndarray, pdm: PDM, triangulation: np.nd
     triangulation : (T, 3) int
     image_index : (N,) int, optional
         Frame of each face (default: face ``i`` is on frame ``i``).
+    device : str or Backend
+        Where the faces are warped and masked.
 
     Returns
     -------
-    aligned : (N, 112, 112, 3) uint8
-    params_local : (N, 34) float32
+    aligned : (N, 112, 112, 3) uint8, on the device
+    params_local : (N, 34) float32, on the host
     """
     n = len(landmarks_2d)
     landmarks_2d = np.asarray(landmarks_2d, np.float32).reshape(n, -1, 2)
@@ -65,16 +73,18 @@ def align_faces(images, landmarks_2d: np.ndarray, pdm: PDM, triangulation: np.nd
     for i in range(n):
         params_global[i], params_local[i] = pdm.calc_params(landmarks_2d[i])
     index = np.arange(n) if image_index is None else np.asarray(image_index)
+    backend = resolve_device(device)
     if n == 0:
-        return np.zeros((0, AU_SIZE, AU_SIZE, 3), np.uint8), params_local
-    frames = images if isinstance(images, np.ndarray) else np.stack(images)
-    aligned = align_faces_mask(frames, index, landmarks_2d, params_global, pdm.mean_shape, triangulation, AU_SCALE, AU_SIZE)
+        return backend.xp.zeros((0, AU_SIZE, AU_SIZE, 3), np.uint8), params_local
+    frames = images if isinstance(images, (np.ndarray, backend.xp.ndarray)) else np.stack(images)
+    aligned = align_faces_mask(frames, index, landmarks_2d, params_global, pdm.mean_shape, triangulation, AU_SCALE,
+                               AU_SIZE, device=backend)
     return aligned, params_local
 
 
 def face_features(images, landmarks_2d: np.ndarray, pdm: PDM, triangulation: np.ndarray, device="cpu",
-                  image_index: "np.ndarray | None" = None) -> "tuple[np.ndarray, np.ndarray]":
-    """FHOG and geometry descriptors of a batch of tracked faces.
+                  image_index: "np.ndarray | None" = None):
+    """FHOG and geometry descriptors of a batch of tracked faces, on the device.
 
     Parameters
     ----------
@@ -83,7 +93,7 @@ def face_features(images, landmarks_2d: np.ndarray, pdm: PDM, triangulation: np.
     pdm : PDM
     triangulation : (T, 3) int
     device : str or Backend
-        Where FHOG runs.
+        Where alignment and FHOG run and the descriptors stay.
     image_index : (N,) int, optional
         Frame of each face (default: face ``i`` is on frame ``i``).
 
@@ -91,10 +101,41 @@ def face_features(images, landmarks_2d: np.ndarray, pdm: PDM, triangulation: np.
     -------
     hog : (N, 4464) float32
     geometry : (N, 238) float64
+        On the device's array module (NumPy, or CuPy on ``cuda``).
     """
-    aligned, params_local = align_faces(images, landmarks_2d, pdm, triangulation, image_index)
-    hog = resolve_device(device).asnumpy(fhog_descriptors(aligned, device))
-    return hog, geometry_descriptor(pdm.princ_comp, params_local)
+    backend = resolve_device(device)
+    aligned, params_local = align_faces(images, landmarks_2d, pdm, triangulation, image_index, device=backend)
+    return fhog_descriptors(aligned, backend), backend.asarray(geometry_descriptor(pdm.princ_comp, params_local))
+
+
+@lru_cache(maxsize=None)
+def _stacked_models(models_dir: Path, dynamic: bool, backend) -> StackedAUModels:
+    """AU models of a model folder on ``backend``, loaded once per process and shared by every analyzer."""
+    if backend.xp is not np:
+        return _stacked_models(models_dir, dynamic, resolve_device("cpu")).to_backend(backend)
+    return StackedAUModels.from_models(load_au_models(models_dir, dynamic=dynamic))
+
+
+class _History:
+    """Rows appended one per frame to a buffer on the device that doubles when full."""
+
+    def __init__(self, xp, width: int, capacity: int = 256):
+        self._xp = xp
+        self._data = xp.zeros((capacity, width))
+        self.n = 0
+
+    def append(self, row) -> None:
+        if self.n == self._data.shape[0]:
+            grown = self._xp.zeros((2 * self.n, self._data.shape[1]))
+            grown[: self.n] = self._data
+            self._data = grown
+        self._data[self.n] = row
+        self.n += 1
+
+    @property
+    def rows(self):
+        """(n, width) float64 view of the rows appended so far."""
+        return self._data[: self.n]
 
 
 class AUAnalyzer:
@@ -108,35 +149,48 @@ class AUAnalyzer:
         FeatureExtraction's person-calibrated models (``AU_all_best.txt``) and offline correction;
         ``False`` for the static models (``-au_static``).
     device : str or Backend
-        Where FHOG runs.
+        Where alignment, FHOG, the running medians and the predictions run.
 
     Notes
     -----
-    State: the FHOG and geometry running medians, the frame counters, the raw per-frame predictions
-    and the projections of the first ``MAX_INIT_FRAMES`` tracked frames.
+    State, on the device: the FHOG and geometry running-median histograms and medians, the
+    projection of the medians, the raw per-frame predictions and the projections of the first
+    ``MAX_INIT_FRAMES`` tracked frames; on the host: frame counters, success flags, timestamps.
+    The models are shared by the analyzers of one process.  :func:`add_features_batch` advances
+    many analyzers (streams) by one frame each in one batch.
     """
 
     def __init__(self, models: "str | os.PathLike | None" = None, dynamic: bool = True, *, device="cpu"):
+        self.backend = resolve_device(device)
         self.pdm = PDM.load(AU_PDM, models)
         self.triangulation = load_tris(models)
-        self.models = StackedAUModels.from_models(load_au_models(models, dynamic=dynamic))
+        models_dir = resolve_models_dir(models)
+        self.models = _stacked_models(models_dir, dynamic, resolve_device("cpu"))
+        self.device_models = _stacked_models(models_dir, dynamic, self.backend)
         self.dynamic = dynamic
-        self.device = device
-        self.hog_median = RunningMedian(HOG_BINS, HOG_MIN, HOG_MAX)
+        xp = self.backend.xp
+        self.hog_median = RunningMedian(HOG_BINS, HOG_MIN, HOG_MAX, nonnegative=True)
         self.geometry_median = RunningMedian(GEOM_BINS, GEOM_MIN, GEOM_MAX)
+        self.median_projection = None  # (K,) [hog_median, geometry_median] @ W, on the device
         self.frames = 0
         self.frames_success = 0
         self._success: list = []
         self._timestamps: list = []
-        self._raw: list = []  # per frame: (K,) intensities then presence values, 0 on failed frames
+        k = self.models.weights.shape[1]
+        self._raw = _History(xp, k)  # per frame: (K,) intensities then presence values, 0 on failed frames
         self._init_frames: list = []
-        self._init_projections: list = []
+        self._init_projections = _History(xp, k)
         # (column name, index into a row of raw values) in model order and in OpenFace's (sorted) order
         nr = self.models.num_reg
         reg = [(f"{n}_r", k) for k, n in enumerate(self.reg_names)]
         cls = [(f"{n}_c", nr + k) for k, n in enumerate(self.cls_names)]
         self._model_columns = reg + cls
         self._sorted_columns = sorted(reg) + sorted(cls)
+
+    @property
+    def device(self):
+        """The :class:`~gpuau.device.Backend` the analyzer runs on."""
+        return self.backend
 
     @property
     def reg_names(self) -> list:
@@ -164,15 +218,8 @@ class AUAnalyzer:
         dict
             Online (not yet post-processed) ``AUxx_r`` / ``AUxx_c`` values of this frame.
         """
-        if success:
-            hog, geometry = face_features(np.asarray(image_bgr)[None], np.asarray(landmarks_2d, np.float32)[None],
-                                          self.pdm, self.triangulation, self.device)
-            hog, geometry = hog[0], geometry[0]
-        else:
-            # FHOG of the all-black aligned face is exactly 0, geometry is zeroed
-            hog = np.zeros(HOG_SIZE, np.float32)
-            geometry = np.zeros(self.models.weights.shape[0] - HOG_SIZE)
-        return self.add_features(hog, geometry, success, timestamp)
+        return self.add_frames(np.asarray(image_bgr)[None], np.asarray(landmarks_2d, np.float32)[None], [success],
+                               [timestamp])[0]
 
     def add_frames(self, images, landmarks_2d: np.ndarray, success, timestamps=None) -> list:
         """:meth:`add_frame` for consecutive frames, with the per-face compute batched.
@@ -191,18 +238,43 @@ class AUAnalyzer:
         """
         success = np.asarray(success, bool).reshape(-1)
         n = success.shape[0]
-        timestamps = np.zeros(n) if timestamps is None else np.asarray(timestamps, np.float64)
-        tracked = np.flatnonzero(success)
-        hog = np.zeros((n, HOG_SIZE), np.float32)
-        geometry = np.zeros((n, self.models.weights.shape[0] - HOG_SIZE))
-        if tracked.size:
-            frames = images if isinstance(images, np.ndarray) else np.stack(images)
-            hog[tracked], geometry[tracked] = face_features(frames, np.asarray(landmarks_2d, np.float32)[tracked], self.pdm,
-                                                            self.triangulation, self.device, image_index=tracked)
+        timestamps = np.zeros(n) if timestamps is None else np.asarray(timestamps, np.float64).reshape(-1)
+        hog, geometry = self.features(images, landmarks_2d, success)
         return [self.add_features(hog[i], geometry[i], success[i], timestamps[i]) for i in range(n)]
 
-    def add_features(self, hog: np.ndarray, geometry: np.ndarray, success: bool, timestamp: float = 0.0) -> dict:
-        """Sequential part of :meth:`add_frame` on precomputed descriptors (for batched engines).
+    def features(self, images, landmarks_2d: np.ndarray, success) -> tuple:
+        """:func:`face_features` of the tracked faces among N frames, zero descriptors elsewhere.
+
+        FHOG of the all-black aligned face of a failed frame is exactly 0, and its geometry is zeroed.
+
+        Parameters
+        ----------
+        images : (N, H, W, 3) uint8 or sequence of N frames
+        landmarks_2d : (N, 68, 2) float
+        success : (N,) bool
+
+        Returns
+        -------
+        hog : (N, 4464) float32
+        geometry : (N, 238) float64
+            On the device.
+        """
+        xp = self.backend.xp
+        success = np.asarray(success, bool).reshape(-1)
+        tracked = np.flatnonzero(success)
+        if tracked.size == success.size:
+            return face_features(images, landmarks_2d, self.pdm, self.triangulation, self.backend)
+        hog = xp.zeros((success.size, HOG_SIZE), np.float32)
+        geometry = xp.zeros((success.size, self.models.weights.shape[0] - HOG_SIZE))
+        if tracked.size:
+            frames = images if isinstance(images, np.ndarray) else np.stack(images)
+            index = xp.asarray(tracked)
+            hog[index], geometry[index] = face_features(frames, np.asarray(landmarks_2d, np.float32)[tracked], self.pdm,
+                                                        self.triangulation, self.backend, image_index=tracked)
+        return hog, geometry
+
+    def add_features(self, hog, geometry, success: bool, timestamp: float = 0.0) -> dict:
+        """Sequential part of :meth:`add_frame` on precomputed descriptors.
 
         Parameters
         ----------
@@ -216,32 +288,17 @@ class AUAnalyzer:
         dict
             As :meth:`add_frame`.
         """
-        success = bool(success)
-        hog = np.asarray(hog, np.float64)
-        geometry = np.asarray(geometry, np.float64)
-        self.frames += 1
-        if success:
-            self.frames_success += 1
-        if self.frames % 2 == 1:  # OpenFace updates the medians on every other frame
-            median = self.hog_median.update(hog, success)
-            self.hog_median.median = np.maximum(median, 0.0)
-            self.geometry_median.update(geometry, success)
-        proj = project(self.models.weights, hog[None], geometry[None])[0]
-        decisions = decision_values(self.models, proj, self._median_projection())
-        nr = self.models.num_reg
-        raw = np.concatenate([decisions[:nr], presence(self.models, decisions)])
-        if not success:
-            raw[:] = 0.0
-        elif self.frames_success - 1 < MAX_INIT_FRAMES:
+        raw = add_features_batch([self], hog[None], geometry[None], [success], [timestamp])
+        return self._as_columns(self.backend.asnumpy(raw), sort=False, index=0)
+
+    def _record(self, raw, projection, success: bool, timestamp: float) -> None:
+        """Append one frame's raw predictions (and its projection while initialising) to the history."""
+        if success and self.frames_success - 1 < MAX_INIT_FRAMES:
             self._init_frames.append(self.frames - 1)
-            self._init_projections.append(proj)
+            self._init_projections.append(projection)
         self._success.append(success)
         self._timestamps.append(float(timestamp))
         self._raw.append(raw)
-        return self._as_columns(raw[None], sort=False, index=0)
-
-    def _median_projection(self) -> np.ndarray:
-        return project(self.models.weights, self.hog_median.median[None], self.geometry_median.median[None])[0]
 
     def _as_columns(self, values: np.ndarray, sort: bool = True, index=None) -> dict:
         order = self._sorted_columns if sort else self._model_columns
@@ -262,8 +319,9 @@ class AUAnalyzer:
     def finish(self) -> dict:
         """Final per-frame AU values after FeatureExtraction's offline post-processing.
 
-        The first ``MAX_INIT_FRAMES`` tracked frames are re-predicted with the final medians, then
-        intensities are person-calibrated, clipped and smoothed and presence is majority-smoothed.
+        The first ``MAX_INIT_FRAMES`` tracked frames are re-predicted with the final medians (on the
+        device), then the history comes to the host once: intensities are person-calibrated, clipped
+        and smoothed and presence is majority-smoothed.
 
         Returns
         -------
@@ -272,16 +330,84 @@ class AUAnalyzer:
             column order.
         """
         nr = self.models.num_reg
-        raw = np.array(self._raw, np.float64).reshape(len(self._raw), -1)
-        success = self.success
+        raw = self._raw.rows
         if self.dynamic and self._init_frames:
-            decisions = decision_values(self.models, np.array(self._init_projections), self._median_projection())
-            raw[self._init_frames, :nr] = decisions[:, :nr]
-            raw[self._init_frames, nr:] = presence(self.models, decisions)
+            models = self.device_models
+            decisions = decision_values(models, self._init_projections.rows, self.median_projection)
+            raw = raw.copy()
+            index = self.backend.xp.asarray(np.asarray(self._init_frames))
+            raw[index, :nr] = decisions[:, :nr]
+            raw[index, nr:] = presence(models, decisions)
+        raw = self.backend.asnumpy(raw)
+        success = self.success
         values = np.empty_like(raw)
         values[:, :nr] = postprocess_intensities(raw[:, :nr], success, self.models.cutoff, self.dynamic)
         values[:, nr:] = postprocess_presence(raw[:, nr:])
         return self._as_columns(values)
+
+
+def add_features_batch(analyzers: "list[AUAnalyzer]", hog, geometry, success, timestamps):
+    """Advance many analyzers (one per stream) by one frame each, batched on their device.
+
+    The sequential part of FeatureExtraction's AU stage: both running medians updated on every
+    other frame of each stream (one :func:`~gpuau.au.running_median.update_running_medians` per
+    descriptor kind for all streams), the projections of the frames and of the updated medians (one
+    matmul on the GPU), the raw predictions, and each stream's history.  On the GPU nothing comes
+    back to the host: the caller fetches the returned predictions if it needs them.
+
+    Port of the per-frame part of ``FaceAnalyser::AddNextFrame`` (FaceAnalyser.cpp).
+
+    Parameters
+    ----------
+    analyzers : list of N AUAnalyzer
+        Distinct streams on one backend, with the same models.
+    hog : (N, 4464) float
+    geometry : (N, 238) float64
+        This frame's descriptors of each stream (zeros where tracking failed), on the device.
+    success : (N,) bool
+    timestamps : (N,) float
+
+    Returns
+    -------
+    (N, K) float64, on the device
+        Online raw predictions: intensities (unclipped) in model order, then presence, 0 on failed
+        frames (:meth:`AUAnalyzer.add_features` turns a row into its columns).
+    """
+    if not analyzers:
+        return np.zeros((0, 0))
+    first = analyzers[0]
+    backend, models = first.backend, first.device_models
+    if any(a.backend is not backend or a.device_models is not models for a in analyzers):
+        raise ValueError("add_features_batch: analyzers of one batch must share their backend and models")
+    if len({id(a) for a in analyzers}) != len(analyzers):
+        raise ValueError("add_features_batch: one frame per analyzer in a batch")
+    xp = backend.xp
+    success = np.asarray(success, bool).reshape(-1)
+    hog, geometry = xp.asarray(hog), xp.asarray(geometry, np.float64)
+    update = []
+    for i, a in enumerate(analyzers):
+        a.frames += 1
+        a.frames_success += bool(success[i])
+        if a.frames % 2 == 1:  # OpenFace updates the medians on every other frame
+            update.append(i)
+    if update:
+        streams = [analyzers[i] for i in update]
+        index = xp.asarray(np.asarray(update)) if len(update) < len(analyzers) else slice(None)
+        add = success[update]
+        update_running_medians([a.hog_median for a in streams], hog[index], add, backend)
+        update_running_medians([a.geometry_median for a in streams], geometry[index], add, backend)
+        medians = project(models.weights, xp.stack([a.hog_median.median for a in streams]),
+                          xp.stack([a.geometry_median.median for a in streams]))
+        for k, a in enumerate(streams):
+            a.median_projection = medians[k]
+    projections = project(models.weights, hog, geometry)
+    decisions = decision_values(models, projections, xp.stack([a.median_projection for a in analyzers]))
+    raw = xp.concatenate([decisions[:, :models.num_reg], presence(models, decisions)], axis=1)
+    if not success.all():
+        raw[xp.asarray(~success)] = 0.0
+    for i, a in enumerate(analyzers):
+        a._record(raw[i], projections[i], bool(success[i]), timestamps[i])
+    return raw
 
 
 def predict_static_aus(image_bgr: np.ndarray, landmarks_2d: np.ndarray, models: "StackedAUModels | None" = None,
@@ -308,7 +434,9 @@ def predict_static_aus(image_bgr: np.ndarray, landmarks_2d: np.ndarray, models: 
     models = models or StackedAUModels.from_models(load_au_models(dynamic=False))
     pdm = pdm or PDM.load(AU_PDM)
     triangulation = load_tris() if triangulation is None else triangulation
-    hog, geometry = face_features([image_bgr], np.asarray(landmarks_2d, np.float32)[None], pdm, triangulation, device)
+    backend = resolve_device(device)
+    hog, geometry = (backend.asnumpy(a) for a in face_features([image_bgr], np.asarray(landmarks_2d, np.float32)[None],
+                                                                 pdm, triangulation, backend))
     decisions = decision_values(models, project(models.weights, hog, geometry)[0], np.zeros(models.weights.shape[1]))
     nr = models.num_reg
     out = {}

@@ -10,6 +10,7 @@ SVM_static_lin.cpp and SVM_dynamic_lin.cpp.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,22 +69,40 @@ class StackedAUModels:
             cls_neg=m.cls_neg.copy(),
         )
 
+    def to_backend(self, backend) -> "StackedAUModels":
+        """The same models with their arrays on ``backend``'s device (itself on the host backends)."""
+        if backend.xp is np:
+            return self
+        xp = backend.xp
+        return StackedAUModels(self.reg_names, self.cls_names, xp.asarray(self.weights), xp.asarray(self.offset),
+                               xp.asarray(self.dynamic), self.cutoff, xp.asarray(self.cls_pos), xp.asarray(self.cls_neg))
 
-def project(weights: np.ndarray, hog: np.ndarray, geometry: np.ndarray) -> np.ndarray:
+
+def project(weights, hog, geometry):
     """Projections ``[hog, geometry] @ weights`` of a batch of faces.
+
+    On the host each face is projected on its own (one BLAS product per face), so a face's
+    projection does not depend on the batch it is in; on the GPU the batch is one matmul.
 
     Parameters
     ----------
     weights : (D, K) float64
     hog : (N, Dh) float
     geometry : (N, D - Dh) float
+        On the device of ``weights``.
 
     Returns
     -------
     (N, K) float64
     """
     dh = hog.shape[-1]
-    return np.asarray(hog, np.float64) @ weights[:dh] + np.asarray(geometry, np.float64) @ weights[dh:]
+    wh, wg = weights[:dh], weights[dh:]
+    if isinstance(weights, np.ndarray):
+        out = np.empty((hog.shape[0], weights.shape[1]))
+        for i in range(hog.shape[0]):
+            out[i] = np.asarray(hog[i], np.float64) @ wh + np.asarray(geometry[i], np.float64) @ wg
+        return out
+    return hog.astype(np.float64) @ wh + geometry.astype(np.float64) @ wg
 
 
 def decision_values(models: StackedAUModels, projections: np.ndarray, median_projection: np.ndarray) -> np.ndarray:
@@ -93,18 +112,23 @@ def decision_values(models: StackedAUModels, projections: np.ndarray, median_pro
     ----------
     models : StackedAUModels
     projections : (N, K) or (K,) float64
-    median_projection : (K,) float64
-        ``[hog_median, geometry_median] @ weights``.
+    median_projection : (K,) or (N, K) float64
+        ``[hog_median, geometry_median] @ weights`` (of each face's person).
 
     Returns
     -------
     (N, K) or (K,) float64
         Intensities (unclipped) in ``[..., :num_reg]``, SVM decision values after.
     """
-    return projections + models.offset - np.where(models.dynamic, median_projection, 0.0)
+    return projections + models.offset - _xp(median_projection).where(models.dynamic, median_projection, 0.0)
 
 
 def presence(models: StackedAUModels, decisions: np.ndarray) -> np.ndarray:
     """SVM outputs (``pos`` where the decision value is > 0, else ``neg``) of ``decisions[..., num_reg:]``."""
     d = decisions[..., models.num_reg:]
-    return np.where(d > 0, models.cls_pos, models.cls_neg)
+    return _xp(d).where(d > 0, models.cls_pos, models.cls_neg)
+
+
+def _xp(a):
+    """Array module of ``a`` (NumPy, or CuPy for device arrays)."""
+    return np if isinstance(a, np.ndarray) else sys.modules[type(a).__module__.partition(".")[0]]

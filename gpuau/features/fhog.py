@@ -5,8 +5,6 @@ compute lives in ``backend.kernels.fhog`` (:mod:`gpuau.cpu.fhog` on the CPU).
 """
 from __future__ import annotations
 
-import numpy as np
-
 from gpuau.device import resolve_device
 
 CELL_SIZE = 8
@@ -18,7 +16,7 @@ def fhog_descriptors(faces, device="cpu"):
 
     Parameters
     ----------
-    faces : (N, 112, 112, 3) uint8 BGR (or (N, 112, 112) greyscale)
+    faces : (N, 112, 112, 3) uint8 BGR (or (N, 112, 112) greyscale), NumPy or on the device
     device : str or Backend
 
     Returns
@@ -27,4 +25,4 @@ def fhog_descriptors(faces, device="cpu"):
         12 x 12 cells row by row, 31 channels per cell.
     """
     backend = resolve_device(device)
-    return backend.kernels.fhog(backend.asarray(np.ascontiguousarray(faces)), CELL_SIZE)
+    return backend.kernels.fhog(backend.xp.ascontiguousarray(backend.asarray(faces)), CELL_SIZE)
