@@ -804,8 +804,9 @@ class Engine:
                                      else it.fits["fit"].likelihood) for it in boxes])
 
     def add_aus(self, items: list) -> list:
-        """FHOG and geometry of every tracked face in one batch per frame size, then each stream's
-        sequential AU update (:meth:`gpuau.au.AUAnalyzer.add_features`).
+        """FHOG and geometry of every tracked face in one batch per frame size, then the sequential AU
+        step of all streams at once (:func:`gpuau.au.analyzer.add_features_batch`: running medians,
+        predictions and history on the backend; nothing comes back to the host).
 
         Frames without a tracked face get the zero descriptors ``AUAnalyzer.add_frame`` uses.
 
@@ -814,14 +815,15 @@ class Engine:
         list of (item, exception)
             Streams whose AU computation failed.
         """
-        from gpuau.au.analyzer import HOG_SIZE
+        from gpuau.au.analyzer import HOG_SIZE, add_features_batch
 
         failed = []
         if not items:
             return failed
+        xp = self.backend.xp
         n_geometry = items[0].stream.aus.models.weights.shape[0] - HOG_SIZE
-        hog = np.zeros((len(items), HOG_SIZE), np.float32)
-        geometry = np.zeros((len(items), n_geometry))
+        hog = xp.zeros((len(items), HOG_SIZE), np.float32)
+        geometry = xp.zeros((len(items), n_geometry))
         groups: dict = {}
         for i, it in enumerate(items):
             if it.result.detection_success:
@@ -829,21 +831,23 @@ class Engine:
         bad: dict = {}
         for idx in groups.values():
             try:
-                hog[idx], geometry[idx] = self._features([items[i] for i in idx])
+                rows = xp.asarray(np.asarray(idx))
+                hog[rows], geometry[rows] = self._features([items[i] for i in idx])
             except Exception:  # find which stream's face fails, keep the others
                 for i in idx:
                     try:
                         hog[i], geometry[i] = (a[0] for a in self._features([items[i]]))
                     except Exception as e:
                         bad[i] = e
-        for i, it in enumerate(items):
-            if i in bad:
-                failed.append((it, bad[i]))
-                continue
-            try:
-                it.stream.aus.add_features(hog[i], geometry[i], it.result.detection_success, it.frame.timestamp)
-            except Exception as e:
-                failed.append((it, e))
+        failed = [(items[i], e) for i, e in bad.items()]
+        good = [i for i in range(len(items)) if i not in bad]
+        rows = xp.asarray(np.asarray(good, np.int64))
+        try:
+            add_features_batch([items[i].stream.aus for i in good], hog[rows], geometry[rows],
+                               [items[i].result.detection_success for i in good],
+                               [items[i].frame.timestamp for i in good])
+        except Exception as e:  # the streams' AU state advanced together: none of them can go on
+            failed += [(items[i], e) for i in good]
         return failed
 
     def _features(self, items: list) -> "tuple[np.ndarray, np.ndarray]":
