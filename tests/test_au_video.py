@@ -43,16 +43,18 @@ def test_default_wmv_columns(default_run):
 
 
 def test_default_wmv_matches_openface(default_run):
-    # The residual comes from the reference's 0.1 px landmarks: perturbing the landmarks by
-    # +-0.05 px moves our own AUs by as much.  Presence flips where a 7-frame vote sits at 0.5.
-    check_figures(default_run[1], min_r=0.99, max_mae=0.02, min_presence=0.97, min_mean_presence=0.99)
+    # The residual is the reference's printing: rebuilt from 0.1 px landmarks and 3-decimal PDM
+    # parameters, OpenFace's landmarks are known to ~0.0035 px, and the AU stage amplifies that much
+    # (rounding and rebuilding our own landmarks moves our own AUs as far: r 0.998, MAE 0.01).
+    # Presence flips where a 7-frame vote sits at 0.5.
+    check_figures(default_run[1], min_r=0.995, max_mae=0.015, min_presence=0.97, min_mean_presence=0.99)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["2015-10-15-15-14", "changeLighting"])
 def test_other_videos_match_openface(name, media_dir, reference_dir, shared, tmp_path):
     check_figures(run_and_compare(name, media_dir, reference_dir, shared, tmp_path)[1],
-                  min_r=0.99, max_mae=0.03, min_presence=0.95, min_mean_presence=0.98)
+                  min_r=0.993, max_mae=0.025, min_presence=0.95, min_mean_presence=0.98)
 
 
 def test_au_analyzer_on_emulated_gpu_path_equals_cpu(media_dir, reference_dir):
