@@ -20,7 +20,13 @@ import numpy as np
 
 
 ROWS = 4
-"""Rows of ``Sigma`` that :func:`_responses` multiplies by the map side by side."""
+"""Rows of ``Sigma`` that :func:`_area_response` multiplies by the map side by side."""
+
+PARALLEL_MIN_WORK = 1 << 19
+"""Multiply-adds of the neuron activations (areas x map values x taps x neurons) from which a call
+is split over Numba's threads.  A tracked 640x480 face's main-model calls (68 areas, 7x7 or 9x9
+maps: 2.8-4.7 M, ~1-1.6 ms on one core) are; the eye models' 3x3 maps (0.2 M, ~0.17 ms) are not,
+a thread hand-over costing more than it saves there."""
 
 
 @nb.njit(cache=True, nogil=True)
@@ -83,9 +89,69 @@ def im2col_contrast_norm(area, patch_h, patch_w, out):
 
 
 @nb.njit(cache=True, nogil=True)
+def _area_response(areas, patch_h, patch_w, weights, gains, sigmas, out, f, cols, x, r):
+    """Windows, neuron activations, sigmoid sum, Sigma product and shift of area ``f`` (the fixed
+    orders of the module docstring) into ``out[f]``; ``cols`` (T, P), ``x`` (K, P) and ``r`` (P,)
+    float32 are scratch."""
+    n_resp = out.shape[1]
+    n_in = patch_h * patch_w
+    n_neurons = weights.shape[1]
+    im2col_contrast_norm(areas[f], patch_h, patch_w, cols)
+    for k in range(n_neurons):
+        b = weights[f, k, 0]
+        for p in range(n_resp):
+            x[k, p] = b
+    for t in range(np.uint64(n_in)):
+        for k in range(np.uint64(n_neurons)):
+            w = weights[f, k, t + np.uint64(1)]
+            for p in range(np.uint64(n_resp)):
+                x[k, p] = x[k, p] + cols[t, p] * w
+    for p in range(n_resp):
+        r[p] = np.float32(0.0)
+    for k in range(n_neurons):
+        gain = gains[f, k]
+        if gain == 0.0:
+            continue
+        for p in range(n_resp):
+            r[p] = np.float32(np.float64(r[p]) + gain / (1.0 + np.exp(-np.float64(x[k, p]))))
+    p = 0
+    while p + ROWS <= n_resp:
+        v0 = v1 = v2 = v3 = np.float32(0.0)
+        for q in range(n_resp):
+            rq = r[q]
+            v0 = v0 + sigmas[f, p, q] * rq
+            v1 = v1 + sigmas[f, p + 1, q] * rq
+            v2 = v2 + sigmas[f, p + 2, q] * rq
+            v3 = v3 + sigmas[f, p + 3, q] * rq
+        out[f, p], out[f, p + 1], out[f, p + 2], out[f, p + 3] = v0, v1, v2, v3
+        p += ROWS
+    for p in range(p, n_resp):
+        v = np.float32(0.0)
+        for q in range(n_resp):
+            v = v + sigmas[f, p, q] * r[q]
+        out[f, p] = v
+    lo = np.float32(0.0)
+    for p in range(n_resp):
+        lo = min(lo, out[f, p])
+    for p in range(n_resp):
+        out[f, p] = out[f, p] - lo
+
+
+@nb.njit(cache=True, nogil=True)
+def _response_range(areas, patch_h, patch_w, weights, gains, sigmas, out, start, stop):
+    """:func:`_area_response` of areas ``start`` to ``stop - 1``, one at a time so that an area's
+    windows stay in cache."""
+    n_resp = out.shape[1]
+    cols = np.empty((patch_h * patch_w, n_resp), np.float32)
+    x = np.empty((weights.shape[1], n_resp), np.float32)
+    r = np.empty(n_resp, np.float32)
+    for f in range(start, stop):
+        _area_response(areas, patch_h, patch_w, weights, gains, sigmas, out, f, cols, x, r)
+
+
+@nb.njit(cache=True, nogil=True)
 def _responses(areas, patch_h, patch_w, weights, gains, sigmas, out):
-    """Windows, neuron activations, sigmoid sum, Sigma product and shift of each area (the fixed
-    orders of the module docstring), one area at a time so that its windows stay in cache.
+    """Response maps of all areas on the calling thread.
 
     Parameters
     ----------
@@ -97,52 +163,17 @@ def _responses(areas, patch_h, patch_w, weights, gains, sigmas, out):
     sigmas : ndarray (N, P, P) float32
     out : ndarray (N, P) float32
     """
-    n, n_resp = out.shape
-    n_in = patch_h * patch_w
-    n_neurons = weights.shape[1]
-    cols = np.empty((n_in, n_resp), np.float32)
-    x = np.empty((n_neurons, n_resp), np.float32)
-    r = np.empty(n_resp, np.float32)
-    for f in range(n):
-        im2col_contrast_norm(areas[f], patch_h, patch_w, cols)
-        for k in range(n_neurons):
-            b = weights[f, k, 0]
-            for p in range(n_resp):
-                x[k, p] = b
-        for t in range(np.uint64(n_in)):
-            for k in range(np.uint64(n_neurons)):
-                w = weights[f, k, t + np.uint64(1)]
-                for p in range(np.uint64(n_resp)):
-                    x[k, p] = x[k, p] + cols[t, p] * w
-        for p in range(n_resp):
-            r[p] = np.float32(0.0)
-        for k in range(n_neurons):
-            gain = gains[f, k]
-            if gain == 0.0:
-                continue
-            for p in range(n_resp):
-                r[p] = np.float32(np.float64(r[p]) + gain / (1.0 + np.exp(-np.float64(x[k, p]))))
-        p = 0
-        while p + ROWS <= n_resp:
-            v0 = v1 = v2 = v3 = np.float32(0.0)
-            for q in range(n_resp):
-                rq = r[q]
-                v0 = v0 + sigmas[f, p, q] * rq
-                v1 = v1 + sigmas[f, p + 1, q] * rq
-                v2 = v2 + sigmas[f, p + 2, q] * rq
-                v3 = v3 + sigmas[f, p + 3, q] * rq
-            out[f, p], out[f, p + 1], out[f, p + 2], out[f, p + 3] = v0, v1, v2, v3
-            p += ROWS
-        for p in range(p, n_resp):
-            v = np.float32(0.0)
-            for q in range(n_resp):
-                v = v + sigmas[f, p, q] * r[q]
-            out[f, p] = v
-        lo = np.float32(0.0)
-        for p in range(n_resp):
-            lo = min(lo, out[f, p])
-        for p in range(n_resp):
-            out[f, p] = out[f, p] - lo
+    _response_range(areas, patch_h, patch_w, weights, gains, sigmas, out, 0, out.shape[0])
+
+
+@nb.njit(cache=True, nogil=True, parallel=True)
+def _responses_parallel(areas, patch_h, patch_w, weights, gains, sigmas, out, n_chunks):
+    """:func:`_responses` with the areas split into ``n_chunks`` consecutive runs spread over Numba's
+    threads: every map is computed by the same serial code, so the result is the same bit for bit."""
+    n = out.shape[0]
+    for c in nb.prange(n_chunks):
+        _response_range(areas, patch_h, patch_w, weights, gains, sigmas, out, c * n // n_chunks,
+                        (c + 1) * n // n_chunks)
 
 
 def ccnf_response(areas, weights, alphas, sigmas, patch_h: int = 11, patch_w: int = 11):
@@ -171,5 +202,11 @@ def ccnf_response(areas, weights, alphas, sigmas, patch_h: int = 11, patch_w: in
     alphas = np.asarray(alphas, np.float64)
     gains = np.where(alphas > 1e-4, 2.0 * alphas, 0.0)
     out = np.empty((n, r_h * r_w), np.float32)
-    _responses(areas, patch_h, patch_w, np.asarray(weights, np.float32), gains, np.asarray(sigmas, np.float32), out)
+    weights = np.asarray(weights, np.float32)
+    sigmas = np.asarray(sigmas, np.float32)
+    threads = min(n, nb.get_num_threads())
+    if threads > 1 and n * r_h * r_w * weights.shape[1] * patch_h * patch_w >= PARALLEL_MIN_WORK:
+        _responses_parallel(areas, patch_h, patch_w, weights, gains, sigmas, out, threads)
+    else:
+        _responses(areas, patch_h, patch_w, weights, gains, sigmas, out)
     return out.reshape(n, r_h, r_w)

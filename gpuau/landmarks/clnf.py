@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
+import numba
 import numpy as np
 
 from gpuau.cpu import pdm_fit
@@ -472,24 +474,14 @@ def detect_landmarks_batch(clnf: CLNF, images, image_index, params_global, param
     if not (params.refine_hierarchical and clnf.parts):
         return results
     landmarks = [res.landmarks.copy() for res in results]
+    main_scale = np.array([res.params_global[0] for res in results], _F)
+    fits = _map_parts(lambda part: _fit_part(part, images, image_index, landmarks, main_scale, backend),
+                      clnf.parts, backend)
     used = np.zeros(len(results), bool)
-    for part in clnf.parts:
-        ppdm = part.model.pdm
-        init = []
-        for lm in landmarks:
-            locs = np.zeros((ppdm.n_points, 2), _F)
-            locs[part.part_idx] = lm[part.main_idx]
-            init.append(ppdm.calc_params(locs))
-        big = np.array([res.params_global[0] > 0.9 * part.model.scales[0].patch_scaling for res in results])
+    for part, (big, part_landmarks) in zip(clnf.parts, fits):
         used |= big
-        idx = np.flatnonzero(big)
-        fitted = {}
-        if len(idx):
-            pres = fit_batch(part.model, images, image_index[idx], [init[f][0] for f in idx], [init[f][1] for f in idx],
-                             part.parameters.window_sizes_init, part.parameters, backend=backend)
-            fitted = {f: pr.landmarks for f, pr in zip(idx, pres)}
-        for f, res in enumerate(results):
-            res.part_landmarks[part.name] = fitted[f] if f in fitted else ppdm.calc_shape_2d(*init[f])
+        for res, lm in zip(results, part_landmarks):
+            res.part_landmarks[part.name] = lm
     for f in np.flatnonzero(used):
         res = results[f]
         for part in clnf.parts:
@@ -498,6 +490,66 @@ def detect_landmarks_batch(clnf: CLNF, images, image_index, params_global, param
         res.params_global, res.params_local = g, loc
         res.landmarks = clnf.model.pdm.calc_shape_2d(g, loc)
     return results
+
+
+def _fit_part(part: Part, images, image_index: np.ndarray, landmarks: list, main_scale: np.ndarray,
+              backend: Backend) -> "tuple[np.ndarray, list]":
+    """One hierarchical part fitted to the faces large enough for it, initialised from the main
+    model's landmarks (the part loop of ``CLNF::DetectLandmarks``).
+
+    Returns
+    -------
+    big : ndarray (F,) bool
+        The faces the part was fitted to.
+    part_landmarks : list of ndarray (k, 2) float32
+        Per face: fitted, or placed by the part's PDM from the main landmarks.
+    """
+    ppdm = part.model.pdm
+    init = []
+    for lm in landmarks:
+        locs = np.zeros((ppdm.n_points, 2), _F)
+        locs[part.part_idx] = lm[part.main_idx]
+        init.append(ppdm.calc_params(locs))
+    big = main_scale > 0.9 * part.model.scales[0].patch_scaling
+    out = [None] * len(landmarks)
+    idx = np.flatnonzero(big)
+    if len(idx):
+        pres = fit_batch(part.model, images, image_index[idx], [init[f][0] for f in idx], [init[f][1] for f in idx],
+                         part.parameters.window_sizes_init, part.parameters, backend=backend)
+        for f, pr in zip(idx, pres):
+            out[f] = pr.landmarks
+    for f in np.flatnonzero(~big):
+        out[f] = ppdm.calc_shape_2d(*init[f])
+    return big, out
+
+
+_part_pool = None
+
+
+def _map_parts(fn, parts: list, backend: Backend) -> list:
+    """``[fn(part) for part in parts]``; on the CPU backend with two cores or more, concurrently.
+
+    The parts are independent given the main model's landmarks, so each part's result is the one
+    it gets alone.  The first part (the inner face, the largest) runs on the calling thread and
+    the others on a worker thread; both keep their Numba kernels serial (the two threads already
+    fill two cores).  The cores are the Numba threads allowed to the caller
+    (``numba.get_num_threads()``: ``NUMBA_NUM_THREADS``, by default the cores this process may run
+    on); with one, the parts run one after the other here.
+    """
+    global _part_pool
+    if backend.name != "cpu" or len(parts) < 2 or numba.get_num_threads() < 2:
+        return [fn(part) for part in parts]
+    if _part_pool is None:
+        _part_pool = ThreadPoolExecutor(1, thread_name_prefix="gpuau-parts", initializer=numba.set_num_threads,
+                                        initargs=(1,))
+    rest = _part_pool.submit(lambda: [fn(part) for part in parts[1:]])
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        first = fn(parts[0])
+    finally:
+        numba.set_num_threads(threads)
+    return [first] + rest.result()
 
 
 def detect_landmarks(clnf: CLNF, gray8: np.ndarray, params_global, params_local, window_sizes=None, *,
