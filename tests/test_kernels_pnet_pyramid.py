@@ -107,3 +107,13 @@ def test_run_bound_feeds_device_arrays_in_place(models_dir, frames):
     want = det._pnet.run(None, {"input": x, "valid": valid})[0]
     got = run_bound(det._pnet, {"input": DeviceArray(x), "valid": valid}, "cpu", 0)[0]
     np.testing.assert_array_equal(got, want)
+
+
+def test_pyramid_kernel_resources():
+    pytest.importorskip("cuda.bindings.nvrtc", reason="NVRTC compile checks need `pip install gpuau[nvrtc]`")
+    from gpuau.kernels.nvrtc import compile_check
+
+    result = compile_check("pyramid", arch="sm_90")
+    assert set(result.kernels) == {"pnet_pyramid_u8", "pnet_pyramid_f32"}
+    assert all(k.registers <= 64 and k.shared_bytes == 0 for k in result.kernels.values())
+    assert b"fma.rn.f32" in result.ptx  # the written fmaf lerps, as cv::resize rounds them

@@ -220,8 +220,10 @@ class MTCNN:
     models : path-like, optional
         OpenFace model folder (see :func:`gpuau.models.store.resolve_models_dir`).
     device : str
-        ``"cpu"`` (CPUExecutionProvider) or ``"cuda"``/``"cuda:N"`` (CUDAExecutionProvider);
-        ``"auto"`` and ``"emulated"`` as in :func:`gpuau.device.resolve_device`.
+        ``"cpu"`` (CPUExecutionProvider) or ``"cuda"``/``"cuda:N"`` (CUDAExecutionProvider when the
+        installed onnxruntime has it; PNet's mosaic is then built on the GPU by ``pyramid.cu`` and
+        bound in place); ``"auto"`` and ``"emulated"`` (the mosaic by the emulated kernel) as in
+        :func:`gpuau.device.resolve_device`.
     min_face_size : int
         Smallest face searched for, px (OpenFace: 60).
     thresholds : (float, float, float)
