@@ -22,11 +22,15 @@ def test_default_wmv_matches_openface(default_csv, reference_dir, shared):
     res = compare(reference_dir / "default.csv", default_csv, shared)
     assert res["frames_candidate"] == res["frames_reference"] == 288
     assert res["success_agreement"] >= 0.99
-    assert res["landmark_mean_px"] < 0.5 and res["landmark_p95_px"] < 1.5
+    # measured 0.018 / 0.031 px: OpenFace prints landmarks to 0.1 px, and one float32 ulp of difference
+    # anywhere in the tracking fit moves them ~0.01 px (benchmarks/bench_noise_floor.py)
+    assert res["landmark_mean_px"] < 0.05 and res["landmark_p95_px"] < 0.1
     varying = {au: r for au, r in res["au_r"].items() if not math.isnan(r)}
     assert len(varying) == 17
     assert min(varying.values()) >= 0.99, varying
     assert max(res["au_mae"].values()) <= 0.05, res["au_mae"]
+    # Floor for an exact reimplementation that rounds one operation differently (one float32 ulp after
+    # frame 1, bench_noise_floor.py): AU r min 0.991-0.995, AU_c min 0.941-0.979 on this video.
     assert min(res["au_c_agreement"].values()) >= 0.97 and res["au_c_agreement_mean"] >= 0.99
 
 
