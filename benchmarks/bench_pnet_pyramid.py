@@ -1,18 +1,18 @@
 """PNet's pyramid mosaic on the CPU: a cv2.resize loop (what gpuau ran before the kernel) vs the Numba
 twin of ``pyramid.cu`` (what the cpu backend runs), and the kernel on a GPU backend.
 
-    python benchmarks/bench_pnet_pyramid.py [--frames 1 4 16] [--repeat 20] [--device cpu|emulated|cuda]
+    python -m benchmarks.bench_pnet_pyramid [--frames 1 4 16] [--repeat 20] [--device cpu|emulated|cuda]
 
 Prints the best-of-``repeat`` milliseconds per batch of frames (640x480 default.wmv frames, and the
 same upscaled to 1920x1080).  On ``--device cuda`` the GPU figure includes a synchronisation.
 """
 import argparse
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from benchmarks.bench_warp import best_ms
 from gpuau.cpu.pnet_pyramid import pnet_pyramid as pnet_pyramid_twin
 from gpuau.detect.mtcnn import pack_levels, pyramid_levels
 from gpuau.device import resolve_device
@@ -29,16 +29,6 @@ def pnet_pyramid_cv2(frames, sizes, offsets, canvas_h, canvas_w):
             out[y:y + h, x:x + w] = cv2.resize(frame, (w, h), interpolation=cv2.INTER_LINEAR)
     mosaic = (mosaic - np.float32(127.5)) * np.float32(0.0078125)
     return np.ascontiguousarray(mosaic[..., ::-1].transpose(0, 3, 1, 2))
-
-
-def best_ms(fn, repeat, sync=lambda: None):
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t)
-    return 1e3 * min(times)
 
 
 def main():
