@@ -147,8 +147,7 @@ def test_warp_affine_masked_degenerate_triangles(backend, frames):
         expected = warp_affine_masked_cpu(images, index, matrices, 60, 64, points, tris)
         warped = warp_affine_cpu(images, index, matrices, 60, 64)
         out = backend.kernels.warp_affine_masked(backend.asarray(images), backend.asarray(index),
-                                                 backend.asarray(matrices), 60, 64, backend.asarray(points),
-                                                 backend.asarray(tris))
+                                                 backend.asarray(matrices), 60, 64, backend.asarray(points), tris)
         assert_backend_close(backend, out, expected, exact=True)
         # a collinear triangle's test holds everywhere (one factor of each side test is 0): once the
         # scan reaches it at (10, 20) it is carried over every later pixel, boxes notwithstanding

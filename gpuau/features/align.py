@@ -183,7 +183,7 @@ def align_faces_mask(images, image_index: np.ndarray, landmarks_2d: np.ndarray, 
     with device_context(backend):  # uploads land on the backend's GPU (cuda:N)
         return backend.kernels.warp_affine_masked(
             backend.asarray(images), backend.asarray(np.asarray(image_index, np.int32)), backend.asarray(inverse),
-            size, size, backend.asarray(points), backend.asarray(np.asarray(triangulation, np.int32)))
+            size, size, backend.asarray(points), np.asarray(triangulation, np.int32))
 
 
 def align_face_mask(image: np.ndarray, landmarks_2d: np.ndarray, params_global: np.ndarray, mean_shape: np.ndarray,

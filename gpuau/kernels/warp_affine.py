@@ -110,12 +110,12 @@ def check_mask_args(xp, points, triangulation, n: int):
     Returns
     -------
     points : (N, P, 2) float32, C-contiguous
-    triangulation : (T, 3) int32, C-contiguous, indices in ``[0, P)``
+    triangulation : (T, 3) int32 NumPy array, C-contiguous, indices in ``[0, P)`` (checked on the host)
     """
     points = xp.ascontiguousarray(xp.asarray(points).astype(np.float32, copy=False))
     if points.ndim != 3 or points.shape[0] != n or points.shape[2] != 2:
         raise ValueError(f"warp_affine_masked: points must be ({n}, P, 2), got {points.shape}")
-    triangulation = xp.ascontiguousarray(xp.asarray(triangulation).astype(np.int32, copy=False))
+    triangulation = np.ascontiguousarray(np.asarray(triangulation).astype(np.int32, copy=False))
     if triangulation.ndim != 2 or triangulation.shape[1] != 3:
         raise ValueError(f"warp_affine_masked: triangulation must be (T, 3), got {triangulation.shape}")
     if triangulation.size and (int(triangulation.min()) < 0 or int(triangulation.max()) >= points.shape[1]):
@@ -135,7 +135,8 @@ def warp_affine_masked(backend, images, image_index, matrices, out_h: int, out_w
     backend : gpuau.device.Backend
         ``cuda`` or ``emulated``.
     images, image_index, matrices, out_h, out_w, points, triangulation
-        As :func:`gpuau.cpu.warp_affine.warp_affine_masked` (arrays on ``backend``'s device).
+        As :func:`gpuau.cpu.warp_affine.warp_affine_masked` (arrays on ``backend``'s device, except
+        ``triangulation``: a host array, a model constant checked without a device round trip).
 
     Returns
     -------
@@ -155,7 +156,7 @@ def warp_affine_masked(backend, images, image_index, matrices, out_h: int, out_w
     if n == 0:
         return out
     n_tris = int(triangulation.shape[0])
-    vertices = xp.ascontiguousarray(points[:, triangulation].reshape(n, n_tris, 6))
+    vertices = xp.ascontiguousarray(points[:, xp.asarray(triangulation)].reshape(n, n_tris, 6))
     ambiguous = xp.zeros(n, np.int32)
     b, h, w, c = args.images.shape
     suffix = "u8" if args.images.dtype == np.uint8 else "f32"
