@@ -349,7 +349,7 @@ class _Stream:
     """
 
     def __init__(self, job: Job, frames: Iterator, engine: "Engine", fmt: str, intrinsics,
-                 frame_count: "int | None" = None):
+                 frame_count: "int | None" = None, files: "list[str] | None" = None):
         from gpuau.au import AUAnalyzer
         from gpuau.io import RowWriter
         from gpuau.landmarks.tracker import FaceTracker
@@ -361,7 +361,7 @@ class _Stream:
         self.tracker = FaceTracker(engine.clnf, detect=self.detect, validate=self.validate, intrinsics=intrinsics,
                                    models=engine.models, device=engine.backend, detect_every=engine.detect_every)
         self.aus = AUAnalyzer(engine.models, device=engine.backend)
-        self.output = RowWriter(job.output, fmt, (self.aus.reg_names, self.aus.cls_names), engine.chunk)
+        self.output = RowWriter(job.output, fmt, (self.aus.reg_names, self.aus.cls_names), engine.chunk, files=files)
         self.prefetched: "tuple[np.ndarray, object] | None" = None
         self.certainties: list = []  # (landmarks array, certainty) of this frame's fits, validated in a batch
         self._ahead: "tuple | None" = None  # (frame or None,) decoded ahead, or (exception,)
@@ -510,7 +510,7 @@ class Engine:
     def _open(self, job: Job, fmt: str) -> _Stream:
         from gpuau.video import InputError, open_source
 
-        intrinsics, frame_count = job.intrinsics, None
+        intrinsics, frame_count, files = job.intrinsics, None, None
         if isinstance(job.input, (str, os.PathLike)):
             source = open_source(job.input, timestamps=self.timestamps)
             if source.kind == "image":
@@ -518,10 +518,10 @@ class Engine:
                                  "analyse images with Analyzer.analyze_image")
             frames = self._nvdec(source) if self.decode == "nvdec" else None
             frames = iter(source) if frames is None else frames
-            intrinsics, frame_count = intrinsics or source.intrinsics, source.frame_count
+            intrinsics, frame_count, files = intrinsics or source.intrinsics, source.frame_count, source.file_names
         else:
             frames = iter(job.input)
-        return _Stream(job, frames, self, fmt, intrinsics, frame_count)
+        return _Stream(job, frames, self, fmt, intrinsics, frame_count, files)
 
     def _nvdec(self, source) -> "Iterator | None":
         """NVDEC's frames of a video source (its OpenCV capture then closed), or None (logged)."""

@@ -36,7 +36,8 @@ class Result:
     columns : dict[str, ndarray (rows,)]
         Columns in OpenFace's order (``frame, face_id, timestamp, confidence, success, pose_*, x_*, y_*,
         X_*, Y_*, Z_*, p_*, AU*_r, AU*_c``); a single image's table (:meth:`Analyzer.analyze_image`)
-        starts with FaceLandmarkImg's ``face, confidence`` instead, one row per face.
+        starts with FaceLandmarkImg's ``face, confidence`` instead, one row per face.  An image
+        folder's table ends with gpuau's ``file`` column (str: each row's image file name).
     source : str
         The input's path (or ``"<frames>"``).
     frames_decoded : int
@@ -114,6 +115,13 @@ def landmark_row(frame_number: int, timestamp: float, r, face_id: int = 0) -> np
 def image_row(face: int, r) -> np.ndarray:
     """One row of :func:`image_columns` from a :class:`~gpuau.landmarks.tracker.LandmarkResult`."""
     return np.concatenate([[face, r.confidence], *_shape_values(r)]).astype(np.float64)
+
+
+def _image_names(frames) -> "list[str] | None":
+    """The names for gpuau's ``file`` column when ``frames`` is an image folder's source, else None."""
+    from gpuau.video import VideoSource
+
+    return frames.file_names if isinstance(frames, VideoSource) else None
 
 
 def _columns(names: list, rows: np.ndarray) -> dict:
@@ -353,12 +361,12 @@ class Analyzer:
         """
         from gpuau.video import open_source
 
-        source = open_source(path, timestamps=self.timestamps)
-        if source.kind == "image":
-            return self._analyze_image_source(source)
-        if self.multi_face if multi_face is None else multi_face:
-            return self._analyze_multi(source, str(path), source.intrinsics, progress)
-        return self._analyze(source, str(path), source.intrinsics, progress)
+        with open_source(path, timestamps=self.timestamps) as source:
+            if source.kind == "image":
+                return self._analyze_image_source(source)
+            if self.multi_face if multi_face is None else multi_face:
+                return self._analyze_multi(source, str(path), source.intrinsics, progress)
+            return self._analyze(source, str(path), source.intrinsics, progress)
 
     def analyze_frames(self, frames: Iterable[np.ndarray], *, fps: float = 30.0, intrinsics=None,
                        multi_face: "bool | None" = None) -> Result:
@@ -395,7 +403,8 @@ class Analyzer:
         from gpuau.video import Frame, open_source, to_bgr8, to_gray8
 
         if not isinstance(image, np.ndarray):
-            return self._analyze_image_source(open_source(image), intrinsics)
+            with open_source(image) as source:
+                return self._analyze_image_source(source, intrinsics)
         bgr = to_bgr8(np.asarray(image))
         return self._analyze_image(Frame(0, 0.0, bgr, to_gray8(bgr)), "<image>", intrinsics)
 
@@ -437,7 +446,7 @@ class Analyzer:
 
         a = self._static_models()
         aus, n, faces = [], 0, 0
-        with RowWriter(output, fmt, (a.reg_names, a.cls_names), chunk) as table:
+        with RowWriter(output, fmt, (a.reg_names, a.cls_names), chunk, files=_image_names(frames)) as table:
             for frame_rows, frame_aus in self.track_multi(frames, intrinsics):
                 for row in frame_rows:
                     table.add(row)
@@ -465,7 +474,7 @@ class Analyzer:
 
         aus = self._au_analyzer()
         faces = 0
-        with RowWriter(output, fmt, (aus.reg_names, aus.cls_names), chunk) as table:
+        with RowWriter(output, fmt, (aus.reg_names, aus.cls_names), chunk, files=_image_names(frames)) as table:
             for row, _ in self.track(frames, intrinsics, aus=aus):
                 table.add(row)
                 faces += int(row[4])
@@ -495,18 +504,19 @@ class Analyzer:
 
         if format not in FORMATS:
             raise ValueError(f"format {format!r}: use one of {FORMATS}")
-        source = open_source(path, timestamps=self.timestamps)
-        if on_open:
-            on_open(source)
-        if source.kind == "image":
-            res = self._analyze_image_source(source)
-            (res.to_parquet if format == "parquet" else res.to_csv)(output)
-            if progress:
-                progress(1)
-            return {"frames": 1, "faces": res.faces_found, "frame_count": 1, "elapsed": res.elapsed}
-        t0 = time.perf_counter()
-        write = self._write_multi_rows if (self.multi_face if multi_face is None else multi_face) else self._write_rows
-        _, n, faces = write(source, path, source.intrinsics, progress, output, format, chunk)
+        with open_source(path, timestamps=self.timestamps) as source:
+            if on_open:
+                on_open(source)
+            if source.kind == "image":
+                res = self._analyze_image_source(source)
+                (res.to_parquet if format == "parquet" else res.to_csv)(output)
+                if progress:
+                    progress(1)
+                return {"frames": 1, "faces": res.faces_found, "frame_count": 1, "elapsed": res.elapsed}
+            t0 = time.perf_counter()
+            multi = self.multi_face if multi_face is None else multi_face
+            write = self._write_multi_rows if multi else self._write_rows
+            _, n, faces = write(source, path, source.intrinsics, progress, output, format, chunk)
         return {"frames": n, "faces": faces, "frame_count": source.frame_count, "elapsed": time.perf_counter() - t0}
 
 

@@ -65,3 +65,25 @@ def test_bad_inputs_do_not_stop_a_corpus(tmp_path, media_dir, capsys):
     assert sorted(p.name for p in out.iterdir()) == ["sample1.csv"]
     cols = np.genfromtxt(out / "sample1.csv", delimiter=",", names=True)
     assert cols["face"] == 0 and cols["confidence"] > 0.9  # a single image: FaceLandmarkImg's table
+
+
+def test_image_folder_rows_name_their_file(media_dir, reference_dir, shared, tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    from gpuau import Analyzer
+    from gpuau.io import read_openface_csv
+
+    names = [f"{i:03d}.jpg" for i in range(1, 31)]
+    folder = media_dir / "image_sequence"
+    assert main(["analyze", str(folder), "-o", str(tmp_path), "--device", "cpu", "--quiet"]) == 0
+    streamed = tmp_path / "image_sequence.csv"
+    table = read_openface_csv(streamed)
+    assert list(table)[-2:] == ["AU45_c", "file"] and table["file"].tolist() == names
+    res = compare(reference_dir / "image_sequence.csv", streamed, shared)  # OpenFace's columns read as before
+    assert res["frames_matched"] == 30 and res["landmark_mean_px"] < 0.05 and min(res["au_c_agreement"].values()) == 1
+    result = Analyzer("cpu").analyze_video(folder)
+    assert result.columns["file"].tolist() == names and result.to_pandas()["file"].tolist() == names
+    assert result.to_csv(tmp_path / "in_memory.csv").read_bytes() == streamed.read_bytes()
+    assert pq.read_table(result.to_parquet(tmp_path / "seq.parquet")).column("file").to_pylist() == names
+    engine = tmp_path / "engine"  # the lockstep engine writes the same file
+    assert main(["analyze", str(folder), "-o", str(engine), "--device", "cpu", "--quiet", "--streams", "2"]) == 0
+    assert (engine / "image_sequence.csv").read_bytes() == streamed.read_bytes()

@@ -79,8 +79,9 @@ def test_cli_multi_face_on_an_image_folder(first_frames, media_dir, reference_di
     lines = (out / "clip.csv").read_text().splitlines()
     head = [h.strip() for h in lines[0].split(",")]
     ref_head = [h.strip() for h in (reference_dir / "multi_face.csv").open().readline().split(",")]
-    assert head == [h for h in ref_head if not h.startswith(("gaze_", "eye_lmk_"))]
+    assert head == [h for h in ref_head if not h.startswith(("gaze_", "eye_lmk_"))] + ["file"]  # gpuau's, last
     row = dict(zip(head, (v.strip() for v in lines[1].split(","))))
+    assert row["file"] == "001.png" and lines[-1].endswith(", 010.png")
     # FaceLandmarkVidMulti does no AU post-processing: presence keeps RecorderCSV's single decimal.
     assert len(row["AU01_r"].split(".")[1]) == 2 and len(row["AU01_c"].split(".")[1]) == 1
     ours = read_openface_csv(out / "clip.csv")

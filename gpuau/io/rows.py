@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -32,6 +33,9 @@ class RowWriter:
         The AU models' names: the CSV's AU columns (OpenFace's order).
     chunk : int
         Rows per CSV write.
+    files : sequence of str, optional
+        An image folder's file names in frame order (:attr:`gpuau.video.VideoSource.file_names`): each
+        row gets gpuau's ``file`` column, the name of its frame's image (after the AU columns).
 
     Attributes
     ----------
@@ -48,16 +52,18 @@ class RowWriter:
     ...     w.close(aus.finish())
     """
 
-    def __init__(self, output: "str | os.PathLike | None", fmt: str, au_names, chunk: int = 256):
+    def __init__(self, output: "str | os.PathLike | None", fmt: str, au_names, chunk: int = 256, *,
+                 files: "Sequence[str] | None" = None):
         self.output = None if output is None else Path(output)
         self.fmt, self.chunk = fmt, int(chunk)
+        self.files = files
         self.names = openface_columns()
         self.rows = 0
         self._pending: list = []
         self._blocks: list = []
         self._writer = None
         if self.output is not None and fmt == "csv":
-            self._writer = OpenFaceCSVWriter(self.output, openface_columns(*au_names))
+            self._writer = OpenFaceCSVWriter(self.output, openface_columns(*au_names, file=files is not None))
 
     def __enter__(self) -> "RowWriter":
         return self
@@ -79,9 +85,16 @@ class RowWriter:
         block = np.array(self._pending).reshape(len(self._pending), len(self.names))
         self._pending = []
         if self._writer is not None:
-            self._writer.write_rows({n: block[:, j] for j, n in enumerate(self.names)})
+            self._writer.write_rows(self._columns(block))
         else:
             self._blocks.append(block)
+
+    def _columns(self, block: np.ndarray) -> dict:
+        """The non-AU columns of ``block``'s rows, with ``file`` (from each row's frame number) for image folders."""
+        columns = {n: block[:, j] for j, n in enumerate(self.names)}
+        if self.files is not None:
+            columns["file"] = np.array([self.files[int(k) - 1] for k in columns["frame"]], dtype=str)
+        return columns
 
     def close(self, aus: dict, *, postprocessed: bool = True) -> "dict | None":
         """Add the AU columns (one value per row) and finish.
@@ -104,7 +117,9 @@ class RowWriter:
             self._writer.close(aus, postprocessed=postprocessed)
             return None
         rows = np.concatenate(self._blocks) if self._blocks else np.zeros((0, len(self.names)))
-        columns = {**{n: rows[:, j] for j, n in enumerate(self.names)}, **aus}
+        columns = {**self._columns(rows), **aus}
+        if "file" in columns:
+            columns["file"] = columns.pop("file")  # last, as in the CSV
         if self.output is None:
             return columns
         write_openface_parquet(self.output, columns)
