@@ -197,12 +197,13 @@ def test_analyze_verbose_lines_and_summary(media_dir, tmp_path, capsys, gpuau_lo
     assert cli.main(["analyze", *inputs, "-o", str(out), "--device", "cpu", "--verbose"]) == 1
     err = capsys.readouterr().err
     assert "gpuau: device cpu, models " in err and "quality exact" in err
-    done = rf"done     {re.escape(str(media_dir / 'sample1.jpg'))}: 1 frames, 1 with a face, [\d.]+ s \([\d.]+ frames/s\)"
+    done = (rf"done     {re.escape(str(media_dir / 'sample1.jpg'))}: 1 frames, 1 with a face, "
+            rf"[\d.]+ s \([\d.]+ frames/s\)")
     assert re.search(rf"{done} -> {re.escape(str(out / 'sample1.csv'))}\n", err)
     assert f"failed   {missing}: no such file or folder" in err
     summary = err[err.index("\ninputs"):]
-    for line in ("inputs           2", "done             1", "failed           1", "frames           1", "faces            1",
-                 f"FAILED {missing}: no such file or folder"):
+    for line in ("inputs           2", "done             1", "failed           1", "frames           1",
+                 "faces            1", f"FAILED {missing}: no such file or folder"):
         assert line in summary
     assert "elapsed " in summary and " frames/s" in summary
     assert cli.main(["analyze", inputs[0], "-o", str(out), "-v"]) == 0
