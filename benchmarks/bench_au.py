@@ -1,6 +1,7 @@
 """AU stage speed on the CPU, ms per face: alignment (PDM refit + masked similarity warp), FHOG
-(one face per call and batched), geometry + projections, the sequential running-median update,
-and the whole ``AUAnalyzer.add_frame``.  With ``--accuracy`` also runs every shared reference
+(one face per call and batched), geometry + projections, the sequential step (running medians,
+prediction, history) of one stream and of 8 streams batched by ``add_features_batch``, and the whole
+``AUAnalyzer.add_frame``.  With ``--accuracy`` also runs every shared reference
 video (and the FaceLandmarkImg images) through the AU stage on OpenFace's own landmarks and prints
 the ``compare_openface`` figures.
 
@@ -28,7 +29,7 @@ from media import read_frames  # noqa: E402
 from reference import compare, landmarks_2d, read_reference  # noqa: E402
 
 from gpuau.au import AUAnalyzer, predict_static_aus  # noqa: E402
-from gpuau.au.analyzer import align_faces  # noqa: E402
+from gpuau.au.analyzer import add_features_batch, align_faces  # noqa: E402
 from gpuau.au.predictors import StackedAUModels, project  # noqa: E402
 from gpuau.cpu.fhog import fhog  # noqa: E402
 from gpuau.features.geometry import geometry_descriptor  # noqa: E402
@@ -70,6 +71,14 @@ def speed(n_frames: int, repeat: int):
             a.add_features(h, g, True)
 
     rows["running medians + prediction (sequential)"] = best_ms(sequential, n_frames, repeat)
+
+    def streams(count=8):
+        group = [AUAnalyzer() for _ in range(count)]
+        for i in range(n_frames):
+            rows_ = [(i + k) % n_frames for k in range(count)]
+            add_features_batch(group, hog[rows_], geo[rows_], np.ones(count, bool), np.zeros(count))
+
+    rows["the same, 8 streams per add_features_batch"] = best_ms(streams, 8 * n_frames, repeat)
 
     def whole():
         a = AUAnalyzer()

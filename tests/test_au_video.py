@@ -101,7 +101,7 @@ def test_streams_batched_equal_each_stream_alone(device, media_dir, reference_di
     import numpy as np
 
     from gpuau.au import AUAnalyzer
-    from gpuau.au.analyzer import add_features_batch
+    from gpuau.au.analyzer import STATE_BYTES, add_features_batch
 
     df = read_reference(reference_dir / "default.csv", nrows=12)
     lm = reference_landmarks(df)
@@ -125,6 +125,8 @@ def test_streams_batched_equal_each_stream_alone(device, media_dir, reference_di
                                                        success[rows], 0.1 * np.asarray(rows)))
         for j, k in enumerate(active):
             online[k].append(batch[k]._as_columns(raw, sort=False, index=j))
+    medians = (batch[0].hog_median, batch[0].geometry_median)
+    assert sum(x.nbytes for m in medians for x in (m.histogram, m.median_bin, m.below, m.median)) == STATE_BYTES
     for k, (values, final) in enumerate(solo):
         assert online[k] == values
         got = batch[k].finish()

@@ -24,11 +24,11 @@ import numpy as np
 from gpuau.au.postprocess import postprocess_intensities, postprocess_presence
 from gpuau.au.predictors import StackedAUModels, decision_values, presence, project
 from gpuau.au.running_median import (GEOM_BINS, GEOM_MAX, GEOM_MIN, HOG_BINS, HOG_MAX, HOG_MIN, RunningMedian,
-                                     update_running_medians)
+                                     state_bytes, update_running_medians)
 from gpuau.device import resolve_device
 from gpuau.features.align import AU_SCALE, AU_SIZE, align_faces_mask
 from gpuau.features.fhog import fhog_descriptors
-from gpuau.features.geometry import geometry_descriptor
+from gpuau.features.geometry import GEOMETRY_SIZE, geometry_descriptor
 from gpuau.landmarks.pdm import AU_PDM, PDM
 from gpuau.models.au_file import load_au_models
 from gpuau.models.store import resolve_models_dir
@@ -39,6 +39,10 @@ MAX_INIT_FRAMES = 3000
 
 HOG_SIZE = 4464
 """12 x 12 cells x 31 FHOG channels of a 112 x 112 face."""
+
+STATE_BYTES = state_bytes(HOG_SIZE, HOG_BINS) + state_bytes(GEOMETRY_SIZE, GEOM_BINS)
+"""Device memory of one :class:`AUAnalyzer`'s running medians (27.4 MB); its history adds 2 x 8 bytes
+per model and frame (0.56 KB) for the first ``MAX_INIT_FRAMES`` tracked frames, 8 bytes per model and frame after."""
 
 
 def align_faces(images, landmarks_2d: np.ndarray, pdm: PDM, triangulation: np.ndarray,
@@ -186,11 +190,6 @@ class AUAnalyzer:
         cls = [(f"{n}_c", nr + k) for k, n in enumerate(self.cls_names)]
         self._model_columns = reg + cls
         self._sorted_columns = sorted(reg) + sorted(cls)
-
-    @property
-    def device(self):
-        """The :class:`~gpuau.device.Backend` the analyzer runs on."""
-        return self.backend
 
     @property
     def reg_names(self) -> list:

@@ -70,6 +70,12 @@ class RunningMedian:
         return self.median
 
 
+def state_bytes(dimensions: int, num_bins: int) -> int:
+    """Memory of one stream's :class:`RunningMedian` of ``dimensions`` values: histogram, median bins,
+    counts below, medians."""
+    return dimensions * (num_bins * 4 + 4 + 4 + 8)
+
+
 def update_running_medians(states: "list[RunningMedian]", descriptors, add, device="cpu") -> None:
     """Update the running medians of S streams with one descriptor each, in one batch.
 
