@@ -115,7 +115,7 @@ def face_features(images, landmarks_2d: np.ndarray, pdm: PDM, triangulation: np.
 @lru_cache(maxsize=None)
 def _stacked_models(models_dir: Path, dynamic: bool, backend) -> StackedAUModels:
     """AU models of a model folder on ``backend``, loaded once per process and shared by every analyzer."""
-    if backend.xp is not np:
+    if backend.name != "cpu":
         return _stacked_models(models_dir, dynamic, resolve_device("cpu")).to_backend(backend)
     return StackedAUModels.from_models(load_au_models(models_dir, dynamic=dynamic))
 
