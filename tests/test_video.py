@@ -99,9 +99,9 @@ def test_close_releases_the_video_and_stops_decoding(media_dir):
     src.close()  # never iterated: the capture is released at once
     assert not src._capture.isOpened() and list(src) == []
     with open_source(path) as src:
-        first = next(iter(src))
-        assert first.index == 0 and _decoders(path)
-    assert not _decoders(path) and not src._capture.isOpened()
+        frames = iter(src)
+        assert next(frames).index == 0 and _decoders(path)
+    assert not _decoders(path) and not src._capture.isOpened() and list(frames) == []
     with pytest.raises(RuntimeError, match="iterated once"):
         iter(src)
 
@@ -119,3 +119,14 @@ def test_first_image_is_decoded_once(media_dir, monkeypatch):
     decoded.clear()
     (frame,) = list(open_source(media_dir / "sample1.jpg"))
     assert decoded == ["sample1.jpg"] and open_source(media_dir / "sample1.jpg").file_names is None
+
+
+def test_a_dropped_iteration_stops_its_decoder(media_dir):
+    # The source must not keep its frame generator alive: dropping both ends the thread at once (no cyclic GC),
+    # so no decoder is left inside FFmpeg when the interpreter exits.
+    path = media_dir / "default.wmv"
+    frames = iter(open_source(path))
+    next(frames)
+    assert _decoders(path)
+    del frames
+    assert not _decoders(path)

@@ -5,6 +5,7 @@ import os
 import queue
 import re
 import threading
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -142,7 +143,10 @@ class VideoSource:
         self._capture = capture
         self._first = first  # the first image, decoded by open_source for the size: not decoded again
         self.timestamps = "openface"
-        self._frames: "Iterator[Frame] | None" = None
+        self._used = False
+        # the iteration's generator, weakly: its frame refers to this source, and a strong reference back would
+        # keep both (and the decoding thread) alive after the caller drops them
+        self._frames: "weakref.ref | None" = None
 
     @property
     def intrinsics(self) -> tuple[float, float, float, float]:
@@ -163,8 +167,9 @@ class VideoSource:
 
     def close(self) -> None:
         """Stop decoding and release the video file; iteration ends. Safe to call more than once."""
-        if self._frames is not None:
-            self._frames.close()
+        frames = self._frames() if self._frames is not None else None
+        if frames is not None:
+            frames.close()
         if self._capture is not None:
             self._capture.release()
         self._first = None
@@ -188,10 +193,12 @@ class VideoSource:
                 yield (first if i == 0 and first is not None else _read_image(f)), str(f), 0.0
 
     def __iter__(self) -> Iterator[Frame]:
-        if self._frames is not None:
+        if self._used:
             raise RuntimeError(f"{self.path}: a VideoSource can be iterated once; open it again")
-        self._frames = self._generate()
-        return self._frames
+        self._used = True
+        frames = self._generate()
+        self._frames = weakref.ref(frames)
+        return frames
 
     def _generate(self) -> Iterator[Frame]:
         q: "queue.Queue" = queue.Queue(maxsize=_PREFETCH)
