@@ -487,8 +487,8 @@ class Analyzer:
     def write_video(self, path: "str | os.PathLike", output: "str | os.PathLike", *, format: str = "csv",
                     progress: "Callable[[int], None] | None" = None, chunk: int = 256,
                     on_open: "Callable | None" = None, multi_face: "bool | None" = None) -> dict:
-        """Analyse ``path`` and write ``output`` atomically (CSV rows are streamed, so memory stays bounded on
-        long videos; Parquet tables are built in memory).
+        """Analyse ``path`` and write ``output`` atomically (rows are streamed to disk, CSV or Parquet, so memory
+        stays bounded on long videos; see :class:`~gpuau.io.RowWriter`).
 
         ``on_open(source)`` is called once the input is open (e.g. to size a progress bar). A single
         image gives FaceLandmarkImg's table (:meth:`analyze_image`; an image without a face gives a

@@ -102,3 +102,31 @@ def test_streaming_writer_text_column_after_the_aus(tmp_path):
                                       "1, 0, 0.000, 0.90, 1, 0.50, x.png\n")
     with pytest.raises(ValueError, match="text columns"):
         OpenFaceCSVWriter(tmp_path / "u.csv", ["frame", "file", "AU01_r"])
+
+
+@pytest.mark.parametrize("files", [None, [f"{i:03d}.jpg" for i in range(1, 289)]])
+def test_row_writer_parquet_goes_through_disk_in_row_groups(files, reference_dir, tmp_path, monkeypatch):
+    pq = pytest.importorskip("pyarrow.parquet")
+    from gpuau.io import RowWriter, openface_csv
+
+    monkeypatch.setattr(openface_csv, "PARQUET_ROW_GROUP", 100)
+    table = read_openface_csv(reference_dir / "default.csv")
+    names = openface_columns()
+    aus = {c: table[c] for c in table if c.startswith("AU")}
+    with RowWriter(tmp_path / "d.parquet", "parquet", (["AU01"], ["AU01"]), chunk=50, files=files) as w:
+        for row in np.column_stack([table[c] for c in names]):
+            w.add(row)
+        spilled = [p for p in tmp_path.iterdir() if p.name.startswith(".d.parquet.")]
+        assert len(spilled) == 1 and spilled[0].stat().st_size == 250 * len(names) * 8  # 5 chunks so far, not 288 rows
+        assert w.close(aus) is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.parquet"]  # the row store is removed
+    t = pq.read_table(tmp_path / "d.parquet")
+    assert pq.ParquetFile(tmp_path / "d.parquet").metadata.num_row_groups == 3
+    expected = {c: table[c] for c in names} | aus | ({} if files is None else {"file": np.array(files)})
+    assert t.column_names == list(expected)
+    for c, v in expected.items():
+        np.testing.assert_array_equal(t.column(c).to_numpy(zero_copy_only=False), v, err_msg=c)
+    with RowWriter(tmp_path / "e.parquet", "parquet", ([], [])) as w:
+        w.add(np.zeros(len(names)))
+        w.abort()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.parquet"]

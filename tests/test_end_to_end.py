@@ -83,7 +83,10 @@ def test_image_folder_rows_name_their_file(media_dir, reference_dir, shared, tmp
     result = Analyzer("cpu").analyze_video(folder)
     assert result.columns["file"].tolist() == names and result.to_pandas()["file"].tolist() == names
     assert result.to_csv(tmp_path / "in_memory.csv").read_bytes() == streamed.read_bytes()
-    assert pq.read_table(result.to_parquet(tmp_path / "seq.parquet")).column("file").to_pylist() == names
+    assert main(["analyze", str(folder), "-o", str(tmp_path / "pq"), "--device", "cpu", "-q", "--format", "parquet"]) == 0
+    streamed_pq = pq.read_table(tmp_path / "pq" / "image_sequence.parquet")  # rows went through a file on disk
+    assert streamed_pq.equals(pq.read_table(result.to_parquet(tmp_path / "seq.parquet")))
+    assert streamed_pq.column("file").to_pylist() == names
     engine = tmp_path / "engine"  # the lockstep engine writes the same file
     assert main(["analyze", str(folder), "-o", str(engine), "--device", "cpu", "--quiet", "--streams", "2"]) == 0
     assert (engine / "image_sequence.csv").read_bytes() == streamed.read_bytes()

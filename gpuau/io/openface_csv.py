@@ -16,11 +16,12 @@ text and comes after the AU columns, so every OpenFace column keeps its position
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import os
 import re
 from pathlib import Path
-from typing import Mapping
+from typing import Iterable, Mapping
 
 import numpy as np
 
@@ -267,11 +268,40 @@ def _openface_order(columns: Mapping) -> list:
     return sorted(names, key=rank.__getitem__)
 
 
+PARQUET_ROW_GROUP = 8192
+"""Rows per Parquet row group (about 28 MB of FeatureExtraction's columns): the unit converted at a time."""
+
+
 def write_openface_parquet(path: "str | os.PathLike", columns: Mapping, *, order: "list | None" = None) -> Path:
     """Write the same table as Parquet (needs pyarrow), atomically.
 
     Integer columns (frame, face_id, success) are int32, text columns (``file``) strings, the rest
-    float64 at full precision.
+    float64 at full precision; written :data:`PARQUET_ROW_GROUP` rows at a time.
+    """
+    order = order or _openface_order(columns)
+    rows = len(columns[order[0]]) if order else 0
+    return write_parquet_row_groups(path, ({c: columns[c][start:start + PARQUET_ROW_GROUP] for c in order}
+                                           for start in range(0, max(rows, 1), PARQUET_ROW_GROUP)), order=order)
+
+
+def write_parquet_row_groups(path: "str | os.PathLike", groups: Iterable[Mapping], *,
+                             order: "list | None" = None) -> Path:
+    """Write a table given as consecutive row groups as Parquet (needs pyarrow), atomically.
+
+    Only one group is converted at a time, so a table read back from disk group by group never has to
+    be in memory whole.
+
+    Parameters
+    ----------
+    path : str or PathLike
+    groups : iterable of mapping of column name -> (rows,) array
+        At least one group (it may have 0 rows); every group has every column.
+    order : list of str, optional
+        Column order; defaults to the first group's columns in OpenFace's order.
+
+    Returns
+    -------
+    Path
     """
     try:
         import pyarrow as pa
@@ -279,16 +309,22 @@ def write_openface_parquet(path: "str | os.PathLike", columns: Mapping, *, order
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError("Parquet output needs pyarrow: pip install pyarrow") from e
     path = Path(path)
-    order = order or _openface_order(columns)
-    arrays = {}
-    for c in order:
-        if c in TEXT_COLUMNS:
-            arrays[c] = pa.array([str(x) for x in columns[c]], pa.string())
-            continue
-        integer = column_decimals(c, sequence="frame" in columns) is None
-        arrays[c] = pa.array(np.asarray(columns[c], np.int32 if integer else np.float64))
-    with atomic_path(path) as tmp:
-        pq.write_table(pa.table(arrays), tmp)
+    groups = iter(groups)
+    first = next(groups)
+    order = order or _openface_order(first)
+    sequence = "frame" in first
+    types = {c: pa.string() if c in TEXT_COLUMNS else pa.int32()
+             if column_decimals(c, sequence=sequence) is None else pa.float64() for c in order}
+    schema = pa.schema([(c, types[c]) for c in order])
+
+    def table(group: Mapping):
+        return pa.table({c: pa.array([str(x) for x in group[c]], pa.string()) if c in TEXT_COLUMNS
+                         else pa.array(np.asarray(group[c], types[c].to_pandas_dtype())) for c in order},
+                        schema=schema)
+
+    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema) as out:
+        for group in itertools.chain([first], groups):
+            out.write_table(table(group))
     return path
 
 

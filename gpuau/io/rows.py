@@ -1,5 +1,5 @@
-"""The rows of one output table as an analysis makes them: streamed to an OpenFace CSV in chunks, or
-kept for a Parquet file or an in-memory table.
+"""The rows of one output table as an analysis makes them: streamed to an OpenFace CSV or to a
+Parquet file's temporary row store in chunks, or kept for an in-memory table.
 
 Every analysis loop that writes a table (:meth:`gpuau.pipeline.Analyzer.write_video`, its
 multi-face variant, and each stream of :class:`gpuau.engine.Engine`) adds its non-AU rows here as
@@ -13,16 +13,19 @@ from typing import Sequence
 
 import numpy as np
 
-from gpuau.io.openface_csv import OpenFaceCSVWriter, openface_columns, write_openface_parquet
+from gpuau._atomic import temp_beside
+from gpuau.io import openface_csv
+from gpuau.io.openface_csv import OpenFaceCSVWriter, openface_columns, write_parquet_row_groups
 
 
 class RowWriter:
     """Non-AU rows of one table, then its AU columns.
 
-    With a CSV output the rows go to an :class:`~gpuau.io.OpenFaceCSVWriter` every ``chunk`` rows
-    (memory stays bounded on long videos); otherwise they are kept until :meth:`close`, which writes
-    the Parquet file or returns the columns.  Used as a context manager, an exception before
-    :meth:`close` drops the unfinished output (:meth:`abort`).
+    Every ``chunk`` rows go to an :class:`~gpuau.io.OpenFaceCSVWriter` (CSV output), or to a temporary
+    file beside a Parquet output that :meth:`close` converts row group by row group (memory stays
+    bounded on long videos either way); without an output file the rows are kept until :meth:`close`
+    returns the columns.  Used as a context manager, an exception before :meth:`close` drops the
+    unfinished output (:meth:`abort`).
 
     Parameters
     ----------
@@ -62,8 +65,11 @@ class RowWriter:
         self._pending: list = []
         self._blocks: list = []
         self._writer = None
+        self._spill = self._spill_path = None  # Parquet output: float64 rows, appended until close()
         if self.output is not None and fmt == "csv":
             self._writer = OpenFaceCSVWriter(self.output, openface_columns(*au_names, file=files is not None))
+        elif self.output is not None:
+            self._spill, self._spill_path = temp_beside(self.output, "wb")
 
     def __enter__(self) -> "RowWriter":
         return self
@@ -86,6 +92,8 @@ class RowWriter:
         self._pending = []
         if self._writer is not None:
             self._writer.write_rows(self._columns(block))
+        elif self._spill is not None:
+            np.ascontiguousarray(block, np.float64).tofile(self._spill)
         else:
             self._blocks.append(block)
 
@@ -116,17 +124,37 @@ class RowWriter:
         if self._writer is not None:
             self._writer.close(aus, postprocessed=postprocessed)
             return None
+        if self._spill is not None:
+            self._spill.close()
+            try:
+                write_parquet_row_groups(self.output, self._row_groups(aus))
+            finally:
+                self._spill_path.unlink(missing_ok=True)
+            return None
         rows = np.concatenate(self._blocks) if self._blocks else np.zeros((0, len(self.names)))
+        return self._table(rows, aus)
+
+    def _row_groups(self, aus: dict):
+        """The table, :data:`~gpuau.io.openface_csv.PARQUET_ROW_GROUP` rows at a time, read back from the row file."""
+        width = len(self.names)
+        step = openface_csv.PARQUET_ROW_GROUP
+        for start in range(0, max(self.rows, 1), step):
+            n = min(step, self.rows - start)
+            block = np.fromfile(self._spill_path, np.float64, count=n * width, offset=start * width * 8)
+            yield self._table(block.reshape(n, width), {c: v[start:start + n] for c, v in aus.items()})
+
+    def _table(self, rows: np.ndarray, aus: dict) -> dict:
+        """The whole table: ``rows``' columns, the AU columns, then ``file`` (OpenFace's order, gpuau's last)."""
         columns = {**self._columns(rows), **aus}
         if "file" in columns:
             columns["file"] = columns.pop("file")  # last, as in the CSV
-        if self.output is None:
-            return columns
-        write_openface_parquet(self.output, columns)
-        return None
+        return columns
 
     def abort(self) -> None:
         """Drop the output: the file is never created (or is left as it was)."""
         if self._writer is not None:
             self._writer.abort()
+        if self._spill is not None:
+            self._spill.close()
+            self._spill_path.unlink(missing_ok=True)
         self._pending, self._blocks = [], []
