@@ -48,12 +48,13 @@ Memory per stream (640 x 480 video; it scales with the frame size where noted)
   shared by all streams (about 115 MB once, shared with the Analyzer of :meth:`Engine.from_analyzer`);
 * CLNF work buffers, transient: about 7 MB per stream in a tracking step, about 60 MB in a step where
   the stream initialises from a new box (its 11 rotation hypotheses are fitted in the batch);
-* output: a CSV stream flushes every ``chunk`` rows (256 rows x 0.7K columns); Parquet and in-memory
-  outputs keep all rows (5.6 KB per frame).
+* output: a CSV or Parquet stream flushes every ``chunk`` rows (256 rows x 0.7K columns) to a file
+  (:class:`~gpuau.io.RowWriter`); an in-memory output keeps all rows (5.6 KB per frame).
 
 So about 43 MB of host memory per 640 x 480 stream plus 0.6 KB per frame, and up to 60 MB more while
-it initialises (measured with tracemalloc, ``benchmarks/bench_engine.py --memory``: 107 MB per stream
-at the peak of 8 streams starting together, frames held in memory).  On CUDA the device holds two
+it initialises (measured with tracemalloc, ``benchmarks/bench_engine.py --memory``: 61 MB per stream at
+the peak of 8 streams starting together, their 60 frames each held in memory; 107 MB before the AU models
+were shared per process).  On CUDA the device holds two
 steps' grey frames (the double buffer), one step's MTCNN pyramids and faces; :func:`auto_streams`
 sizes ``B`` from free device memory with :func:`stream_device_bytes` per stream.
 """

@@ -4,7 +4,6 @@ OpenFace's model untouched, and the detector runs on the schedule."""
 import numpy as np
 import pytest
 
-from gpuau.cli import main
 from gpuau.landmarks.clnf import PART_PARAMETERS, FitParameters
 from gpuau.landmarks.quality import QUALITIES, Quality, get_quality, load_clnf
 from gpuau.landmarks.tracker import FaceTracker
@@ -82,9 +81,3 @@ def test_detect_every_schedule(frames, reference_dir, models_dir):
     box = np.array([lm[:, 0].min(), lm[:, 1].min(), np.ptp(lm[:, 0]), np.ptp(lm[:, 1])], np.float32)
     assert _track(frames, box, None, 12) == [0]  # OpenFace: detect only to start (tracking never fails here)
     assert _track(frames, box, 5, 12) == [0, 5, 10]
-
-
-def test_cli_refuses_fast_with_lockstep_engine(media_dir, tmp_path, capsys):
-    assert main(["analyze", str(media_dir / "default.wmv"), "-o", str(tmp_path), "--quality", "fast",
-                 "--streams", "2", "--quiet"]) == 1
-    assert "--quality fast" in capsys.readouterr().err
