@@ -337,3 +337,73 @@ def test_nvdec_falls_back_to_opencv(tmp_path, clips, cpu_analyzer, caplog):
     assert (tmp_path / "nvdec.csv").read_bytes() == (tmp_path / "ref.csv").read_bytes()
     with pytest.raises(ValueError):
         Engine("cpu", decode="ffmpeg")
+
+
+class _FakeCupy:
+    """The few CuPy calls :class:`gpuau.engine.CudaTransfers` makes, over NumPy: pinned memory is a bytearray,
+    device arrays are NumPy arrays with ``set``, streams and events record what is asked of them."""
+
+    class Event:
+        def __init__(self, stream):
+            self.stream, self.synchronized = stream, False
+
+        def synchronize(self):
+            self.synchronized = True
+
+    class Stream:
+        def __init__(self, non_blocking=False):
+            self.non_blocking, self.copies, self.waits = non_blocking, 0, []
+
+        def record(self):
+            return _FakeCupy.Event(self)
+
+        def wait_event(self, event):
+            self.waits.append(event)
+
+    class Array(np.ndarray):
+        def set(self, host, stream=None):
+            assert isinstance(stream, _FakeCupy.Stream) and stream.non_blocking
+            self[...] = host
+            stream.copies += 1
+
+    def __init__(self):
+        import contextlib
+        import types
+
+        self.float32 = np.float32
+        self.pinned = 0
+        self.compute = self.Stream()
+        self.cuda = types.SimpleNamespace(
+            Device=lambda i: contextlib.nullcontext(), Stream=self.Stream, get_current_stream=lambda: self.compute,
+            alloc_pinned_memory=self._pinned)
+
+    def _pinned(self, nbytes):
+        self.pinned += nbytes
+        return bytearray(nbytes)
+
+    def empty(self, shape, dtype):
+        return np.empty(shape, dtype).view(self.Array)
+
+
+def test_cuda_transfers_with_a_fake_cupy(monkeypatch):
+    """CudaTransfers' CuPy calls under FrameStaging: pinned host buffers, copies on the non-blocking copy
+    stream, the compute stream waiting for each copy it reads, the copy stream for the compute that read a slot."""
+    import sys
+
+    from gpuau.device import resolve_device
+    from gpuau.engine import CudaTransfers
+
+    cp = _FakeCupy()
+    monkeypatch.setitem(sys.modules, "cupy", cp)
+    transfers = CudaTransfers(resolve_device("cpu"))
+    staging = FrameStaging(transfers)
+    frames = [Frame(i, 0.0, None, np.full((4, 5), i, np.uint8)) for i in range(4)]
+    for step in (frames[:2], frames[2:4], frames[1:3]):
+        staging.stage(step)
+        images, rows = staging.images(step)
+        np.testing.assert_array_equal(images[rows], np.stack([f.gray for f in step]).astype(np.float32))
+        assert cp.compute.waits[-1].stream is transfers.stream  # the compute waits for this copy
+        staging.release()
+    assert cp.pinned == 2 * 2 * 4 * 5 * 4  # two slots of 2 float32 frames, pinned once each
+    assert transfers.stream.copies == 3
+    assert [e.stream for e in transfers.stream.waits] == [cp.compute]  # the third copy reuses the first slot
