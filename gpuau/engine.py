@@ -210,8 +210,8 @@ class CudaTransfers(HostTransfers):
     """:class:`HostTransfers` on CUDA: pinned host buffers, device arrays, copies on their own
     non-blocking stream, ordered with the compute stream (CuPy's current stream) by events.
 
-    Not exercised on the CPU-only test machine (the logic around it is, with
-    :class:`HostTransfers` and a recording double in tests/test_engine.py).
+    Its calls are checked against a fake CuPy in tests/test_engine.py, the ordering logic with a
+    recording double; real pinned memory, asynchronous copies and their overlap need a GPU run.
     """
 
     def __init__(self, backend: Backend):
