@@ -35,7 +35,7 @@ class RowWriter:
     au_names : (reg_names, cls_names)
         The AU models' names: the CSV's AU columns (OpenFace's order).
     chunk : int
-        Rows per CSV write.
+        Rows per write (to the CSV or to the Parquet output's row file).
     files : sequence of str, optional
         An image folder's file names in frame order (:attr:`gpuau.video.VideoSource.file_names`): each
         row gets gpuau's ``file`` column, the name of its frame's image (after the AU columns).
@@ -144,7 +144,7 @@ class RowWriter:
             yield self._table(block.reshape(n, width), {c: v[start:start + n] for c, v in aus.items()})
 
     def _table(self, rows: np.ndarray, aus: dict) -> dict:
-        """The whole table: ``rows``' columns, the AU columns, then ``file`` (OpenFace's order, gpuau's last)."""
+        """``rows``' columns, then the AU columns, then ``file``: the table or one of its row groups."""
         columns = {**self._columns(rows), **aus}
         if "file" in columns:
             columns["file"] = columns.pop("file")  # last, as in the CSV
