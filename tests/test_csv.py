@@ -130,3 +130,10 @@ def test_row_writer_parquet_goes_through_disk_in_row_groups(files, reference_dir
         w.add(np.zeros(len(names)))
         w.abort()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.parquet"]
+
+
+def test_header_only_file_reads_as_zero_rows(tmp_path):
+    path = write_openface_csv(tmp_path / "none.csv", {"face": np.zeros(0), "confidence": np.zeros(0)}, sequence=False)
+    assert path.read_text() == "face, confidence\n"
+    table = read_openface_csv(path)
+    assert list(table) == ["face", "confidence"] and table["face"].shape == (0,)

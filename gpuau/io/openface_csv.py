@@ -20,6 +20,7 @@ import itertools
 import json
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -334,7 +335,12 @@ def read_openface_csv(path: "str | os.PathLike") -> dict:
     Numeric columns are float64 arrays, text columns (``file``) arrays of str.
     """
     with open(path, newline="") as f:
+        header = [h.strip() for h in next(csv.reader(f))]
+        if not any(h in TEXT_COLUMNS for h in header):  # numbers only: NumPy's parser, ~3x faster
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "loadtxt: input contained no data")  # a header-only file
+                data = np.loadtxt(f, delimiter=",", ndmin=2).reshape(-1, len(header))
+            return {h: data[:, i] for i, h in enumerate(header)}
         rows = [r for r in csv.reader(f, skipinitialspace=True) if r]
-    header = [h.strip() for h in rows[0]]
-    cells = np.array(rows[1:], dtype=str).reshape(len(rows) - 1, len(header))
+    cells = np.array(rows, dtype=str).reshape(len(rows), len(header))
     return {h: cells[:, i] if h in TEXT_COLUMNS else cells[:, i].astype(np.float64) for i, h in enumerate(header)}
