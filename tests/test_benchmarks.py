@@ -45,3 +45,25 @@ def test_benchmark_json_on_ten_frames(media_dir, tmp_path):
     e2e = video["end_to_end"]
     assert e2e["frames"] == 10 and e2e["command"][1:4] == ["-m", "gpuau", "analyze"]
     assert e2e["wall_s"] > 0 and e2e["fps_with_startup"] > 0 and e2e["peak_rss_mb"] > 50
+
+
+def test_thread_sampler_charges_each_thread_its_cpu():
+    """benchmarks.threads: a busy named thread gets its CPU, an idle one none (no timing asserted beyond
+    'busy > 0')."""
+    import threading
+    import time
+
+    from benchmarks.threads import ThreadSampler
+
+    def spin(seconds):
+        end = time.thread_time() + seconds
+        while time.thread_time() < end:
+            pass
+
+    with ThreadSampler(interval=0.01) as sampler:
+        busy = threading.Thread(target=spin, args=(0.3,), name="busy")
+        idle = threading.Thread(target=time.sleep, args=(0.3,), name="idle")
+        busy.start(), idle.start()
+        busy.join(), idle.join()
+    per = sampler.per_thread()
+    assert per["busy"] > 0.1 and "idle" not in per and "benchmark-sampler" not in per
