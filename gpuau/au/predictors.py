@@ -75,7 +75,8 @@ class StackedAUModels:
             return self
         xp = backend.xp
         return StackedAUModels(self.reg_names, self.cls_names, xp.asarray(self.weights), xp.asarray(self.offset),
-                               xp.asarray(self.dynamic), self.cutoff, xp.asarray(self.cls_pos), xp.asarray(self.cls_neg))
+                               xp.asarray(self.dynamic), self.cutoff, xp.asarray(self.cls_pos),
+                               xp.asarray(self.cls_neg))
 
 
 def project(weights, hog, geometry):
