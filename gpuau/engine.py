@@ -297,8 +297,7 @@ class FrameStaging:
 
     def covers(self, frames: list) -> bool:
         """Whether every frame of ``frames`` is in the latest :meth:`stage`."""
-        return all(id(f) in self._staged[f.gray.shape].rows if f.gray.shape in self._staged else False
-                   for f in frames)
+        return all(f.gray.shape in self._staged and id(f) in self._staged[f.gray.shape].rows for f in frames)
 
     def stage(self, frames: list) -> None:
         """Start copying the grey levels of ``frames`` (:class:`gpuau.video.Frame`) to the device."""
