@@ -44,8 +44,25 @@ def test_sixteen_bit_and_gray_images(tmp_path):
     cv2.imwrite(str(p), gray16)
     (frame,) = list(open_source(p))
     assert frame.image.shape == (48, 64, 3) and frame.image.dtype == np.uint8
-    expect = np.minimum((gray16.astype(np.uint32) + 128) >> 8, 255).astype(np.uint8)
+    expect = (gray16 >> 8).astype(np.uint8)  # cv::imread(IMREAD_COLOR), OpenFace's read, keeps the high byte
     assert np.array_equal(frame.gray, expect)
+    assert np.array_equal(to_bgr8(gray16), frame.image)  # an array converts as the same image read from a file
+
+
+def test_image_files_read_as_openface_reads_them(tmp_path):
+    """EXIF orientation is applied, as cv::imread(IMREAD_COLOR) does for OpenFace's image inputs."""
+    img = np.zeros((40, 60, 3), np.uint8)
+    img[:10, :20] = 255  # a white block top left
+    ok, jpg = cv2.imencode(".jpg", img)
+    data = jpg.tobytes()
+    # APP1 Exif segment, little-endian TIFF, one IFD entry: Orientation (0x0112) = 6 (rotate 90 degrees clockwise)
+    tiff = b"II*\x00\x08\x00\x00\x00" + b"\x01\x00" + b"\x12\x01\x03\x00\x01\x00\x00\x00\x06\x00\x00\x00" + b"\x00\x00\x00\x00"
+    app1 = b"\xff\xe1" + (len(tiff) + 8).to_bytes(2, "big") + b"Exif\x00\x00" + tiff
+    p = tmp_path / "rotated.jpg"
+    p.write_bytes(data[:2] + app1 + data[2:])
+    (frame,) = list(open_source(p))
+    assert frame.image.shape == (60, 40, 3)
+    assert frame.image[:20, -10:].mean() > 200 and frame.image[-20:, :10].mean() < 50
     bgra = np.dstack([np.full((4, 4), v, np.uint8) for v in (10, 20, 30, 255)])
     assert to_bgr8(bgra).shape == (4, 4, 3)
 

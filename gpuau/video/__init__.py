@@ -1,6 +1,7 @@
 """Frame sources: video files, single images and image folders, decoded in a background thread.
 
-Port of OpenFace's ``Utilities::SequenceCapture`` / ``ImageCapture`` conventions: frames are 8-bit BGR,
+Port of OpenFace's ``Utilities::SequenceCapture`` / ``ImageCapture`` conventions: image files are read as
+``cv::imread(IMREAD_COLOR)`` reads them (EXIF orientation applied, 16-bit to its high byte), frames are 8-bit BGR,
 the grayscale frame is ``ConvertToGrayscale_8bit``'s, timestamps are ``index / fps`` (0 for image folders), and
 the default camera intrinsics are ``SetCameraIntrinsics``'s.
 """

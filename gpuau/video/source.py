@@ -59,12 +59,13 @@ class Frame:
 def to_bgr8(img: np.ndarray) -> np.ndarray:
     """Any decoded image (gray/BGR/BGRA, 8- or 16-bit) as 8-bit BGR.
 
-    16-bit values are divided by 256 with rounding, as ``ConvertToGrayscale_8bit`` (ImageManipulationHelpers.h) does.
+    16-bit values keep their high byte (``v >> 8``), which is what ``cv::imread(file, IMREAD_COLOR)`` gives
+    OpenFace for a 16-bit image file, so an array and the same image read from a file give the same frame.
     """
     import cv2
 
     if img.dtype == np.uint16:
-        img = np.minimum((img.astype(np.uint32) + 128) >> 8, 255).astype(np.uint8)
+        img = (img >> 8).astype(np.uint8)
     elif img.dtype != np.uint8:
         raise ValueError(f"unsupported image dtype {img.dtype}: expected uint8 or uint16")
     if img.ndim == 2:
@@ -104,10 +105,12 @@ def _read_image(path: Path) -> np.ndarray:
     import cv2
 
     data = np.fromfile(str(path), dtype=np.uint8) if path.is_file() else None
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data is not None and data.size else None
+    # OpenFace's ImageCapture / SequenceCapture read: 8-bit BGR, EXIF orientation applied, 16-bit >> 8,
+    # grey expanded, alpha dropped.
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data is not None and data.size else None
     if img is None:
         raise InputError(path, "not a readable image", "check the file is a complete JPEG/PNG/BMP/TIFF")
-    return to_bgr8(img)
+    return img
 
 
 class VideoSource:
