@@ -89,8 +89,11 @@ class Backend:
         return np.asarray(a)
 
     def asarray(self, a, dtype=None):
-        """Move ``a`` onto this backend's device."""
-        return self.xp.asarray(a, dtype=dtype)
+        """Move ``a`` onto this backend's device (under its device context, so ``cuda:N`` lands on GPU N)."""
+        from gpuau.kernels.loader import device_context
+
+        with device_context(self):
+            return self.xp.asarray(a, dtype=dtype)
 
     def load_module(self, source: str, defines: "tuple[tuple[str, object], ...]" = ()):
         """Compiled ``gpuau/kernels/<source>.cu`` for this backend (CuPy RawModule, or the CPU

@@ -115,3 +115,12 @@ def test_device_context_is_a_no_op_off_cuda():
     for name in ("cpu", "emulated"):
         with loader.device_context(Backend(name)) as ctx:
             assert ctx is None
+
+
+def test_cuda1_asarray_allocates_under_device_1(fake_cupy):
+    """``Backend.asarray`` (every upload outside a kernel wrapper) runs with the backend's device current."""
+    seen = []
+    xp = types.SimpleNamespace(asarray=lambda a, dtype=None: seen.append(fake_cupy.current) or np.asarray(a, dtype))
+    backend = Backend("cuda", device_id=1, xp=xp)
+    backend.asarray([1, 2, 3], dtype=np.float32)
+    assert seen == [1] and fake_cupy.current == 0
