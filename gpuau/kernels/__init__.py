@@ -3,7 +3,8 @@
 Layout
 ------
 ``<family>.cu``
-    Kernel sources (``warp.cu``, ``ccnf_response.cu``, ``mean_shift.cu``, ``fhog.cu``, ``pyramid.cu``).  NVRTC-clean: no system
+    Kernel sources (``warp.cu``, ``ccnf_response.cu``, ``mean_shift.cu``, ``fhog.cu``, ``pyramid.cu``,
+    ``running_median.cu``).  NVRTC-clean: no system
     ``#include``; typedefs under ``#ifdef __CUDACC_RTC__``; kernels declared
     ``extern "C" __global__ void NAME(...)``; static ``__shared__`` sizes from ``#define``s.
 ``loader.py``
