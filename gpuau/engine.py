@@ -349,13 +349,14 @@ class _Stream:
     """
 
     def __init__(self, job: Job, frames: Iterator, engine: "Engine", fmt: str, intrinsics,
-                 frame_count: "int | None" = None, files: "list[str] | None" = None):
+                 frame_count: "int | None" = None, files: "list[str] | None" = None, source=None):
         from gpuau.au import AUAnalyzer
         from gpuau.io import RowWriter
         from gpuau.landmarks.tracker import FaceTracker
 
         self.job = job
         self.frames = frames
+        self.source = source  # the VideoSource of a path input (released by close()), else None
         self.frame_count = frame_count
         self.engine = engine
         self.tracker = FaceTracker(engine.clnf, detect=self.detect, validate=self.validate, intrinsics=intrinsics,
@@ -404,11 +405,18 @@ class _Stream:
             return None
         return self._ahead[0]
 
-    def abort(self) -> None:
-        """Stop decoding and drop the output (a failed stream)."""
+    def close(self) -> None:
+        """Stop decoding and release the input's video file (at once, even before its first frame);
+        safe to call more than once."""
         close = getattr(self.frames, "close", None)
         if close is not None:
             close()
+        if self.source is not None:
+            self.source.close()
+
+    def abort(self) -> None:
+        """Release the input and drop the output (a failed stream)."""
+        self.close()
         self.output.abort()
 
 
@@ -510,18 +518,19 @@ class Engine:
     def _open(self, job: Job, fmt: str) -> _Stream:
         from gpuau.video import InputError, open_source
 
-        intrinsics, frame_count, files = job.intrinsics, None, None
-        if isinstance(job.input, (str, os.PathLike)):
-            source = open_source(job.input, timestamps=self.timestamps)
+        if not isinstance(job.input, (str, os.PathLike)):
+            return _Stream(job, iter(job.input), self, fmt, job.intrinsics)
+        source = open_source(job.input, timestamps=self.timestamps)
+        try:
             if source.kind == "image":
                 raise InputError(source.path, "a single image, not a video",
                                  "analyse images with Analyzer.analyze_image")
             frames = self._nvdec(source) if self.decode == "nvdec" else None
-            frames = iter(source) if frames is None else frames
-            intrinsics, frame_count, files = intrinsics or source.intrinsics, source.frame_count, source.file_names
-        else:
-            frames = iter(job.input)
-        return _Stream(job, frames, self, fmt, intrinsics, frame_count, files)
+            return _Stream(job, iter(source) if frames is None else frames, self, fmt,
+                           job.intrinsics or source.intrinsics, source.frame_count, source.file_names, source)
+        except BaseException:  # the output cannot be written, ...: release the video at once
+            source.close()
+            raise
 
     def _nvdec(self, source) -> "Iterator | None":
         """NVDEC's frames of a video source (its OpenCV capture then closed), or None (logged)."""
@@ -538,6 +547,7 @@ class Engine:
     def _finish(self, s: _Stream) -> Outcome:
         from gpuau.video import InputError
 
+        s.close()
         if s.frames_done == 0:
             raise InputError(s.job.label, "no frames could be decoded", "the file may be empty, truncated or not a video")
         columns = s.output.close(s.aus.finish())

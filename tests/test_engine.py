@@ -158,6 +158,56 @@ def test_failing_streams_end_alone(clips, references, tmp_path):
     assert_same_table(outcomes[good].result.columns, references[good].columns)
 
 
+def _decoders(path) -> list:
+    import threading
+
+    return [t for t in threading.enumerate() if t.name == f"decode:{path.name}"]
+
+
+def test_failed_streams_release_their_video_at_once(media_dir, tmp_path, monkeypatch):
+    """A stream whose output cannot be created (before its first frame) and one whose rows fail to write
+    mid-way release their VideoSource when their outcome comes: capture closed, decoding thread ended."""
+    import errno
+
+    import gpuau.video
+
+    sources = {}
+    real_open = gpuau.video.open_source
+
+    def recording_open(path, **kwargs):
+        sources[path.name] = real_open(path, **kwargs)
+        return sources[path.name]
+
+    monkeypatch.setattr(gpuau.video, "open_source", recording_open)
+    (tmp_path / "a file").write_text("")
+    unwritable, failing = tmp_path / "a file" / "default.csv", tmp_path / "failing.csv"
+    engine = Engine("cpu", streams=2)
+    real_stream = engine._open
+
+    def open_with_failing_writes(job, fmt):
+        s = real_stream(job, fmt)
+        if job.output == failing:
+            add = s.output.add
+
+            def add_until_disk_error(row):
+                if s.output.rows == 3:
+                    raise OSError(errno.EIO, "input/output error", str(failing))
+                add(row)
+
+            s.output.add = add_until_disk_error
+        return s
+
+    engine._open = open_with_failing_writes
+    jobs = [Job(media_dir / "default.wmv", unwritable), Job(media_dir / "changeLighting.wmv", failing)]
+    seen = []
+    for o in engine.run(jobs):
+        assert o.status == "failed", o
+        source = sources[o.input.name]
+        assert not source._capture.isOpened() and not _decoders(o.input)
+        seen.append(o.input.name)
+    assert seen == ["default.wmv", "changeLighting.wmv"] and not failing.exists()
+
+
 def test_detects_before_fit_follows_the_tracker():
     """The engine's prediction of a detection agrees with the tracker's own rule on a faceless video."""
     calls = []
