@@ -18,6 +18,9 @@ from gpuau.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, InputError
 
 LIST_EXTENSIONS = (".txt", ".lst")
 
+VIDEO_BARS = 8
+"""Per-video progress bars shown at once with ``streams > 1`` (the videos opened while all are taken get none)."""
+
 
 @dataclass
 class Outcome:
@@ -275,7 +278,9 @@ def run_corpus(inputs: Iterable, outdir: "str | os.PathLike", *, analyzer, fmt: 
     overwrite : bool
         Redo inputs whose output exists (default: skip them, which makes a rerun resume).
     progress : bool
-        Progress bars (tqdm) on stderr: one for the corpus, one per video.
+        Progress bars (tqdm) on stderr: one for the corpus, one per video (frames, frames/s and time left,
+        sized from the frames the container announces); with ``streams > 1`` one for all streams' frames and
+        one for each of up to :data:`VIDEO_BARS` videos being analysed.
     streams : int or None
         Videos analysed together by :class:`gpuau.engine.Engine` (``None``: its automatic choice),
         with ``analyzer``'s settings and loaded models; 1 analyses one input at a time.  Single
@@ -325,12 +330,35 @@ def _run_streams(run: CorpusRun, analyzer, fmt: str, streams: "int | None", prog
         return
     engine = Engine.from_analyzer(analyzer, streams=streams)
     bar = tqdm(desc=f"{engine.streams} streams", unit="frame", disable=not progress, position=1, leave=False)
-    outcomes = engine.run(videos, format=fmt, progress=lambda n: bar.update(n - bar.n))
+    video_bars: dict = {}  # input -> (its bar, the bar's position)
+    free = list(range(2, 2 + VIDEO_BARS))  # bar positions below the corpus's and the streams' bars
+
+    def open_bar(job, source):
+        """A bar for the video ``job`` opened (as :func:`run_corpus` with one stream); its progress callable."""
+        if not progress or not free:
+            return None
+        position = free.pop(0)
+        b = tqdm(desc=job.label.name[:30], total=(source.frame_count or None) if source else None, unit="frame",
+                 position=position, leave=False)
+        video_bars[job.label] = b, position
+        return lambda n: b.update(n - b.n)
+
+    def close_bar(label):
+        if label in video_bars:
+            b, position = video_bars.pop(label)
+            b.close()
+            free.append(position)
+            free.sort()
+
+    outcomes = engine.run(videos, format=fmt, progress=lambda n: bar.update(n - bar.n), on_open=open_bar)
     try:
         for outcome in outcomes:
+            close_bar(outcome.input)
             run.record(outcome)
             if run.report.stopped:
                 return
     finally:
         outcomes.close()
+        for label in list(video_bars):
+            close_bar(label)
         bar.close()

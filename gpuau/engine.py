@@ -357,6 +357,7 @@ class _Stream:
         self.job = job
         self.frames = frames
         self.source = source  # the VideoSource of a path input (released by close()), else None
+        self.progress: "Callable[[int], None] | None" = None  # from Engine.run's on_open
         self.frame_count = frame_count
         self.engine = engine
         self.tracker = FaceTracker(engine.clnf, detect=self.detect, validate=self.validate, intrinsics=intrinsics,
@@ -515,22 +516,31 @@ class Engine:
         self.stats = dict.fromkeys(STATS, 0)
 
     # -- jobs ------------------------------------------------------------------------------------
-    def _open(self, job: Job, fmt: str) -> _Stream:
+    def _open(self, job: Job, fmt: str, on_open: "Callable | None" = None) -> _Stream:
+        """The stream of ``job``, its output created; ``on_open(job, source)`` then gives its progress callable."""
         from gpuau.video import InputError, open_source
 
         if not isinstance(job.input, (str, os.PathLike)):
-            return _Stream(job, iter(job.input), self, fmt, job.intrinsics)
+            s = _Stream(job, iter(job.input), self, fmt, job.intrinsics)
+            s.progress = on_open(job, None) if on_open else None
+            return s
         source = open_source(job.input, timestamps=self.timestamps)
         try:
             if source.kind == "image":
                 raise InputError(source.path, "a single image, not a video",
                                  "analyse images with Analyzer.analyze_image")
             frames = self._nvdec(source) if self.decode == "nvdec" else None
-            return _Stream(job, iter(source) if frames is None else frames, self, fmt,
-                           job.intrinsics or source.intrinsics, source.frame_count, source.file_names, source)
+            s = _Stream(job, iter(source) if frames is None else frames, self, fmt,
+                        job.intrinsics or source.intrinsics, source.frame_count, source.file_names, source)
         except BaseException:  # the output cannot be written, ...: release the video at once
             source.close()
             raise
+        try:
+            s.progress = on_open(job, source) if on_open else None
+        except BaseException:
+            s.abort()
+            raise
+        return s
 
     def _nvdec(self, source) -> "Iterator | None":
         """NVDEC's frames of a video source (its OpenCV capture then closed), or None (logged)."""
@@ -563,8 +573,8 @@ class Engine:
             s.abort()
         return failed_outcome(job.label, job.output, error)
 
-    def run(self, jobs: Iterable, *, format: str = "csv",
-            progress: "Callable[[int], None] | None" = None) -> Iterator[Outcome]:
+    def run(self, jobs: Iterable, *, format: str = "csv", progress: "Callable[[int], None] | None" = None,
+            on_open: "Callable | None" = None) -> Iterator[Outcome]:
         """Analyse every job, ``B`` streams at a time; yield each job's outcome as its stream ends.
 
         Parameters
@@ -574,6 +584,11 @@ class Engine:
             Format of the jobs' output files.
         progress : callable, optional
             Called with the number of frames done so far (all streams) after each step.
+        on_open : callable, optional
+            ``on_open(job, source)`` once a job's input is open and its output created (``source``: the
+            :class:`~gpuau.video.VideoSource` of a path input, e.g. to size a progress bar from its
+            ``frame_count``; None for frame inputs).  If it returns a callable, that is called with the
+            job's frames done so far after each of its steps.
 
         Yields
         ------
@@ -590,7 +605,7 @@ class Engine:
         done = 0
         try:
             while True:
-                items, ended = self._gather(active, queue, format)
+                items, ended = self._gather(active, queue, format, on_open)
                 active = [it.stream for it in items]
                 yield from ended
                 if not items:
@@ -601,6 +616,9 @@ class Engine:
                 for it in items:
                     it.stream.elapsed += share
                 active = [it.stream for it in items if it.result is not None]
+                for s in active:
+                    if s.progress:
+                        s.progress(s.frames_done)
                 done += len(items)
                 self.stats["steps"] += 1
                 self.stats["frames"] += len(items)
@@ -610,8 +628,9 @@ class Engine:
             for s in active:
                 s.abort()
 
-    def _gather(self, active: list, queue: Iterator, fmt: str) -> "tuple[list, list]":
-        """Next frame of each active stream, streams that ended replaced from ``queue``.
+    def _gather(self, active: list, queue: Iterator, fmt: str, on_open=None) -> "tuple[list, list]":
+        """Next frame of each active stream, streams that ended replaced from ``queue`` (opened with
+        ``on_open``, see :meth:`run`).
 
         Returns the step's items and the outcomes of the streams that ended (finished, failed to open,
         or failed decoding).
@@ -626,7 +645,7 @@ class Engine:
                 if job is None:
                     break
                 try:
-                    s = self._open(job, fmt)
+                    s = self._open(job, fmt, on_open)
                 except Exception as e:
                     ended.append(self._fail(None, job, e))
                     continue

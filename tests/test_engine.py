@@ -184,8 +184,8 @@ def test_failed_streams_release_their_video_at_once(media_dir, tmp_path, monkeyp
     engine = Engine("cpu", streams=2)
     real_stream = engine._open
 
-    def open_with_failing_writes(job, fmt):
-        s = real_stream(job, fmt)
+    def open_with_failing_writes(job, fmt, on_open=None):
+        s = real_stream(job, fmt, on_open)
         if job.output == failing:
             add = s.output.add
 
@@ -238,6 +238,40 @@ def test_cli_streams(tmp_path, media_dir, clips, cpu_analyzer):
     assert (out / "clip.csv").read_bytes() == (tmp_path / "ref.csv").read_bytes()
     with pytest.raises(SystemExit):
         main(["analyze", str(seq), "-o", str(out), "--streams", "0"])
+
+
+def test_cli_streams_progress_bars_know_each_videos_length(tmp_path, clips, monkeypatch):
+    """--streams 2 with progress bars: each video's bar is sized from its frame count (so tqdm shows frames/s and
+    the time left, as with --streams 1) through Engine.run's on_open, and ends at that count."""
+    import tqdm.auto
+
+    bars = []
+
+    class RecordingBar(tqdm.auto.tqdm):
+        def close(self):
+            if not self.disable and self not in [b for b, _ in bars]:
+                bars.append((self, (self.desc, self.total, self.n)))
+            super().close()
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", RecordingBar)
+    images, fps = clips["changeLighting.wmv"]
+    seq, video = tmp_path / "clip", tmp_path / "short.avi"
+    seq.mkdir()
+    for i, img in enumerate(images[:10]):
+        cv2.imwrite(str(seq / f"frame_{i:03d}.png"), img)
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), fps, images[0].shape[1::-1])
+    for img in images[:7]:
+        writer.write(img)
+    writer.release()
+    assert main(["analyze", str(seq), str(video), "-o", str(tmp_path / "out"), "--device", "cpu", "--streams", "2"]) == 0
+    closed = sorted(record for _, record in bars)
+    assert closed == [("2 streams", None, 17), ("clip", 10, 10), ("corpus", 2, 2), ("short.avi", 7, 7)]
+
+    opened = []
+    engine = Engine("cpu", streams=1)
+    (o,) = engine.run([Job(_frames(images[:2], fps), name="frames")],
+                      on_open=lambda job, source: opened.append((job.name, source)) or opened.append)
+    assert o.status == "done" and opened == [("frames", None), 1, 2]  # no source for frames; then frames done
 
 
 def test_cli_streams_rejects_multi_face(tmp_path, media_dir, capsys):
