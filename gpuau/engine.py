@@ -41,22 +41,25 @@ Memory per stream (640 x 480 video; it scales with the frame size where noted)
 * frame staging: two float32 grey images (the double buffer), 8 x H x W bytes = 2.5 MB of host memory
   (pinned on CUDA) and as much device memory; MTCNN and the AU stage stack the step's BGR frames
   (B x 3 x H x W bytes);
-* AU state: the FHOG running-median histogram (4464 x 1000 int32, 17.9 MB), the geometry histogram
-  (238 x 10000 int32, 9.5 MB), the stacked AU weights (4702 x 35 float64, 1.3 MB), and per frame 35
-  raw predictions plus, for the first 3000 tracked frames, 35 projections (0.6 KB per frame);
-* tracker state: a few KB; models (CLNF, MTCNN, validator) and the CLNF's per-view expert arrays are
-  shared by all streams (about 115 MB once, shared with the Analyzer of :meth:`Engine.from_analyzer`);
+* AU state, on the backend's device (host memory on the CPU backends): the FHOG running-median
+  histogram (4464 x 1000 int32, 17.9 MB) and the geometry histogram (238 x 10000 int32, 9.5 MB)
+  (:data:`gpuau.au.analyzer.STATE_BYTES`, 27.4 MB), and per frame 35 raw predictions plus, for the
+  first 3000 tracked frames, 35 projections (0.56 KB per frame, 0.28 KB after);
+* tracker state: a few KB; models (CLNF, MTCNN, validator, the stacked AU weights) and the CLNF's
+  per-view expert arrays are shared by all streams (about 115 MB once per process, shared with the
+  Analyzer of :meth:`Engine.from_analyzer`);
 * CLNF work buffers, transient: about 7 MB per stream in a tracking step, about 60 MB in a step where
   the stream initialises from a new box (its 11 rotation hypotheses are fitted in the batch);
 * output: a CSV or Parquet stream flushes every ``chunk`` rows (256 rows x 0.7K columns) to a file
   (:class:`~gpuau.io.RowWriter`); an in-memory output keeps all rows (5.6 KB per frame).
 
-So about 43 MB of host memory per 640 x 480 stream plus 0.6 KB per frame, and up to 60 MB more while
-it initialises (measured with tracemalloc, ``benchmarks/bench_engine.py --memory``: 61 MB per stream at
-the peak of 8 streams starting together, their 60 frames each held in memory; 107 MB before the AU models
-were shared per process).  On CUDA the device holds two
-steps' grey frames (the double buffer), one step's MTCNN pyramids and faces; :func:`auto_streams`
-sizes ``B`` from free device memory with :func:`stream_device_bytes` per stream.
+So on the CPU backends about 42 MB of host memory per 640 x 480 stream plus 0.56 KB per frame, and up
+to 60 MB more while it initialises (measured with tracemalloc, ``benchmarks/bench_engine.py --memory``:
+61 MB per stream at the peak of 8 streams starting together, their 60 frames each held in memory; 107 MB
+before the AU models were shared per process); on CUDA the AU state moves to the device and about 15 MB
+of host memory remain per stream.  The device holds each stream's AU state and history, two steps' grey
+frames (the double buffer), one step's MTCNN pyramids and faces; :func:`auto_streams` sizes ``B`` from
+free device memory with :func:`stream_device_bytes` per stream (about 131 MB for 1080p).
 """
 from __future__ import annotations
 
@@ -92,15 +95,22 @@ log = logging.getLogger(__name__)
 
 
 def stream_device_bytes(height: int, width: int) -> int:
-    """Device memory one stream needs per step, bytes.
+    """Device memory one stream needs, bytes: its AU state plus its share of a step.
 
-    The BGR and grey frame (4 bytes per pixel), the two float32 grey images of the staging double
-    buffer (8), MTCNN's float32 RGB pyramid mosaic (about 1.2 float per pixel: the levels' areas sum
-    to ~0.08 of the frame, times 3 channels, plus padding), and 6 MiB of landmark and AU work buffers
-    for each of the 11 faces of an initialisation step (patch responses, aligned face, FHOG cells,
-    descriptors; measured on the host, about 60 MB per initialising stream).
+    The AU stage's running-median histograms (:data:`gpuau.au.analyzer.STATE_BYTES`, 27.4 MB, held for
+    the stream's whole life); per step the BGR and grey frame (4 bytes per pixel), the two float32 grey
+    images of the staging double buffer (8), MTCNN's float32 RGB pyramid mosaic (about 1.2 float per
+    pixel: the levels' areas sum to ~0.08 of the frame, times 3 channels, plus padding), and 6 MiB of
+    landmark and AU work buffers for each of the 11 faces of an initialisation step (patch responses,
+    aligned face, FHOG cells, descriptors; measured on the host, about 60 MB per initialising stream).
+    So about 131 MB for a 1080p stream, 102 MB for 640 x 480.  The models are shared by all streams and not
+    counted; nor is the AU history, which grows with the video (0.56 KB per tracked frame for the first
+    3000, 0.28 KB per frame after: about 31 MB per hour at 30 frames/s) and lives in the memory
+    :data:`DEVICE_FRACTION` leaves free.
     """
-    return int(height * width * (4 + 8 + 4 * 1.2)) + 11 * (6 << 20)
+    from gpuau.au.analyzer import STATE_BYTES
+
+    return int(height * width * (4 + 8 + 4 * 1.2)) + 11 * (6 << 20) + STATE_BYTES
 
 
 def auto_streams(backend: Backend, frame_shape: "tuple[int, int]" = SIZING_FRAME) -> int:

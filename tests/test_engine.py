@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from gpuau.cli import main
-from gpuau.engine import (CPU_STREAMS, Engine, FrameStaging, HostTransfers, Job, detects_before_fit,
+from gpuau.au.analyzer import STATE_BYTES
+from gpuau.engine import (CPU_STREAMS, Engine, FrameStaging, HostTransfers, Job, auto_streams, detects_before_fit,
                           stream_device_bytes)
 from gpuau.landmarks.tracker import FaceTracker
 from gpuau.pipeline import Analyzer
@@ -283,8 +284,22 @@ def test_stream_count():
     assert Engine("cpu").streams == CPU_STREAMS
     with pytest.raises(ValueError):
         Engine("cpu", streams=0)
-    # a 1080p stream's step (its initialisation included) fits some 800 times in 80 GB; auto_streams caps B
+    # a 1080p stream (its AU state and an initialisation step) fits some 600 times in 80 GB; auto_streams caps B
     assert 50e6 < stream_device_bytes(1080, 1920) < 150e6
+    assert stream_device_bytes(0, 0) > STATE_BYTES  # the running medians on the device count without any frame
+
+
+@pytest.mark.parametrize("free, expected", [(80e9, 128), (8e9, int(4e9) // stream_device_bytes(1080, 1920)), (1e8, 1)])
+def test_auto_streams_from_free_device_memory(monkeypatch, free, expected):
+    """auto_streams on CUDA (a fake CuPy): half the free memory over a 1080p stream's bytes, between 1 and 128."""
+    import contextlib
+    import sys
+    import types
+
+    cupy = types.SimpleNamespace(cuda=types.SimpleNamespace(
+        Device=lambda i: contextlib.nullcontext(), runtime=types.SimpleNamespace(memGetInfo=lambda: (int(free), 0))))
+    monkeypatch.setitem(sys.modules, "cupy", cupy)
+    assert auto_streams(types.SimpleNamespace(is_gpu=True, device_id=0)) == expected
 
 
 def _with_gap(images, start, stop):
