@@ -321,6 +321,10 @@ def _stream_count(text: str) -> "int | None":
          arg("--streams", default=1, type=_stream_count, metavar="N",
              help="videos analysed together in lockstep by the batched engine (gpuau.engine): N, or auto (from free "
                   "GPU memory on CUDA, 4 on CPU); default 1: one input at a time"),
+         arg("--decode", default="opencv", choices=("opencv", "nvdec"),
+             help="opencv: FFmpeg on the CPU, as OpenFace (default); nvdec: NVIDIA's decoder on the GPU through the "
+                  "batched engine (pip install PyNvVideoCodec; --device cuda; pixel values, so outputs, may differ "
+                  "slightly), else OpenCV with a log line"),
          arg("--timestamps", default="openface", choices=("openface", "container"),
              help="openface: frame index / fps as OpenFace writes it (default); container: each frame's presentation "
                   "time from the container (exact for variable frame rate)"),
@@ -349,9 +353,9 @@ def analyze(args) -> int:
     if args.detect_every is not None and (args.detect_every < 1 or args.multi_face):
         print("gpuau: error: --detect-every needs N >= 1 and one face per video (not --multi-face)", file=sys.stderr)
         return 1
-    if args.streams != 1 and (args.engine == "ray" or args.multi_face):
-        print("gpuau: error: --streams applies to the local engine's one-face analysis (not with --engine ray "
-              "or --multi-face)", file=sys.stderr)
+    if (args.streams != 1 or args.decode != "opencv") and (args.engine == "ray" or args.multi_face):
+        print("gpuau: error: --streams and --decode nvdec apply to the local batched engine's one-face analysis (not "
+              "with --engine ray or --multi-face)", file=sys.stderr)
         return 1
     if args.engine == "ray":
         from gpuau.distributed import ClusterError, analyze_corpus
@@ -372,12 +376,12 @@ def analyze(args) -> int:
                             quality=args.quality, detect_every=args.detect_every)
         backend = analyzer.backend
         logging.getLogger("gpuau").info(
-            "device %s, models %s, quality %s, detection %s, timestamps %s, %s, streams %s",
+            "device %s, models %s, quality %s, detection %s, timestamps %s, %s, streams %s, decode %s",
             f"cuda:{backend.device_id}" if backend.is_gpu else backend.name, analyzer.models, analyzer.quality.name,
             f"every {args.detect_every} frames" if args.detect_every else "when tracking fails", args.timestamps,
-            "up to 4 faces" if args.multi_face else "one face", args.streams or "auto")
+            "up to 4 faces" if args.multi_face else "one face", args.streams or "auto", args.decode)
         report = run_corpus(args.inputs, args.output, analyzer=analyzer, fmt=args.format, overwrite=args.overwrite,
-                            progress=not args.quiet, streams=args.streams, verbose=args.verbose)
+                            progress=not args.quiet, streams=args.streams, verbose=args.verbose, decode=args.decode)
     if not args.quiet:
         print(report.summary(), file=sys.stderr)
     elif report.failed:

@@ -265,7 +265,8 @@ def failed_outcome(src, dst, error: Exception) -> Outcome:
 
 
 def run_corpus(inputs: Iterable, outdir: "str | os.PathLike", *, analyzer, fmt: str = "csv", overwrite: bool = False,
-               progress: bool = True, streams: "int | None" = 1, verbose: bool = False) -> CorpusReport:
+               progress: bool = True, streams: "int | None" = 1, verbose: bool = False,
+               decode: str = "opencv") -> CorpusReport:
     """Analyse every input into ``outdir`` with ``analyzer`` (a :class:`gpuau.pipeline.Analyzer`).
 
     Parameters
@@ -287,13 +288,17 @@ def run_corpus(inputs: Iterable, outdir: "str | os.PathLike", *, analyzer, fmt: 
         images, and every input with ``multi_face``, go one at a time.
     verbose : bool
         A line per input on stderr (see :class:`CorpusRun`).
+    decode : {"opencv", "nvdec"}
+        The engine's video decoder (:class:`gpuau.engine.Engine`'s ``decode``); ``"nvdec"`` sends the
+        videos through the engine even with one stream (ignored with ``multi_face``, which the engine
+        does not run).
     """
     from tqdm.auto import tqdm
 
     run = CorpusRun(inputs, outdir, fmt=fmt, overwrite=overwrite, progress=progress, verbose=verbose)
-    if streams != 1 and not analyzer.multi_face:
+    if (streams != 1 or decode != "opencv") and not analyzer.multi_face:
         try:
-            _run_streams(run, analyzer, fmt, streams, progress)
+            _run_streams(run, analyzer, fmt, streams, progress, decode)
         finally:
             report = run.finish()
         return report
@@ -313,7 +318,7 @@ def run_corpus(inputs: Iterable, outdir: "str | os.PathLike", *, analyzer, fmt: 
     return report
 
 
-def _run_streams(run: CorpusRun, analyzer, fmt: str, streams: "int | None", progress: bool) -> None:
+def _run_streams(run: CorpusRun, analyzer, fmt: str, streams: "int | None", progress: bool, decode: str) -> None:
     """:func:`run_corpus`'s todo list through the lockstep engine (single images one at a time)."""
     from tqdm.auto import tqdm
 
@@ -328,8 +333,9 @@ def _run_streams(run: CorpusRun, analyzer, fmt: str, streams: "int | None", prog
             return
     if not videos:
         return
-    engine = Engine.from_analyzer(analyzer, streams=streams)
-    bar = tqdm(desc=f"{engine.streams} streams", unit="frame", disable=not progress, position=1, leave=False)
+    engine = Engine.from_analyzer(analyzer, streams=streams, decode=decode)
+    bar = tqdm(desc=f"{engine.streams} stream{'s' * (engine.streams != 1)}", unit="frame", disable=not progress,
+               position=1, leave=False)
     video_bars: dict = {}  # input -> (its bar, the bar's position)
     free = list(range(2, 2 + VIDEO_BARS))  # bar positions below the corpus's and the streams' bars
 

@@ -463,8 +463,9 @@ class Engine:
         As for :class:`gpuau.pipeline.Analyzer` (the outputs are that Analyzer's).
     decode : {"opencv", "nvdec"}
         How video files are decoded: OpenCV (FFmpeg) on the CPU, as the Analyzer and OpenFace do; or
-        NVDEC on the GPU when ``PyNvVideoCodec`` and a GPU are there (:mod:`gpuau.video.nvdec`; pixel
-        values may differ slightly from OpenCV's), else OpenCV with a log line.
+        NVDEC on the engine's GPU when the device is CUDA and ``PyNvVideoCodec`` is installed
+        (:mod:`gpuau.video.nvdec`; pixel values may differ slightly from OpenCV's), else OpenCV with a
+        log line (``gpuau analyze --decode``).
 
     Attributes
     ----------
@@ -558,6 +559,9 @@ class Engine:
 
         if source.kind != "video" or self.timestamps != "openface":
             log.info("%s: decoding with OpenCV (NVDEC decodes video files with OpenFace's timestamps)", source.path)
+            return None
+        if not self.backend.is_gpu:
+            log.info("%s: decoding with OpenCV (NVDEC decodes for a CUDA device, not %s)", source.path, self.backend.name)
             return None
         frames = nvdec_frames(source.path, source.fps, self.backend.device_id)
         if frames is not None:

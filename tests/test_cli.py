@@ -217,3 +217,34 @@ def test_parquet_without_pyarrow_stops_before_any_analysis(media_dir, tmp_path, 
     assert cli.main(["analyze", str(media_dir / "sample1.jpg"), "-o", str(tmp_path), "--format", "parquet"]) == 1
     assert capsys.readouterr().err == "gpuau: error: --format parquet needs pyarrow: pip install 'gpuau[parquet]'\n"
     assert not list(tmp_path.iterdir())
+
+
+def test_analyze_decode_nvdec_on_cpu_falls_back_to_opencv(media_dir, tmp_path, capsys, gpuau_logger):
+    """--decode nvdec sends videos through the batched engine (one stream with --streams 1); on the CPU NVDEC
+    does not apply: OpenCV decodes, a log line says so, and the file is --decode opencv's."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(media_dir / "changeLighting.wmv"))
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), cap.get(cv2.CAP_PROP_FPS), (640, 480))
+    for _ in range(6):
+        writer.write(cap.read()[1])
+    writer.release()
+    common = ["-o", str(tmp_path / "out"), "--device", "cpu", "--overwrite"]
+    assert cli.main(["analyze", str(video), *common, "-q"]) == 0
+    opencv = (tmp_path / "out" / "clip.csv").read_bytes()
+    assert cli.main(["analyze", str(video), *common, "-v", "--decode", "nvdec"]) == 0
+    err = capsys.readouterr().err
+    assert "streams 1, decode nvdec" in err and "decoding with OpenCV (NVDEC decodes for a CUDA device, not cpu)" in err
+    assert (tmp_path / "out" / "clip.csv").read_bytes() == opencv
+
+
+def test_analyze_decode_choices_and_refusals(media_dir, tmp_path, capsys):
+    assert cli.build_parser().parse_args(["analyze", "x.mp4"]).decode == "opencv"
+    with pytest.raises(SystemExit):
+        cli.main(["analyze", "x.mp4", "--decode", "ffmpeg"])
+    assert "invalid choice: 'ffmpeg'" in capsys.readouterr().err
+    for extra in (["--multi-face"], ["--engine", "ray"]):
+        assert cli.main(["analyze", str(media_dir / "sample1.jpg"), "-o", str(tmp_path), "--decode", "nvdec", *extra]) == 1
+        assert "--decode nvdec apply to the local batched engine" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
