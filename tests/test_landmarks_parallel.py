@@ -1,11 +1,14 @@
-"""The landmark fit on two cores gives the one-core bits: CCNF response maps split over Numba's
-threads equal the serial maps, and the hierarchical part models fitted concurrently equal the
-parts fitted one after the other (default.wmv frames, OpenFace's parameters of the previous frame)."""
-import numba
+"""The landmark fit on two cores gives the one-core bits: CCNF response maps split between the
+calling thread and the helper thread equal the serial maps, and the hierarchical part models fitted
+concurrently equal the parts fitted one after the other (default.wmv frames, OpenFace's parameters
+of the previous frame).  A process that used the helper can still fork."""
+import multiprocessing
+
 import numpy as np
 import pytest
 
 from gpuau.cpu import ccnf_response as ccnf_cpu
+from gpuau.cpu import threads
 from gpuau.landmarks.clnf import CLNF, detect_landmarks_batch
 from gpuau.video import open_source
 from reference import global_params, local_params, read_reference
@@ -13,6 +16,7 @@ from test_kernels_ccnf import expert_inputs
 from test_landmarks_fit import _assert_same_fit
 
 FRAMES = (3, 9)
+two_cores = pytest.mark.skipif(threads.cores() < 2, reason="one core: nothing is shared")
 
 
 @pytest.fixture(scope="module")
@@ -30,45 +34,55 @@ def frames(media_dir, reference_dir):
     return [(grays[t].astype(np.float32), g[t - 1], loc[t - 1]) for t in FRAMES]
 
 
+def _serial_maps(areas, w, alphas, sigmas, ws):
+    gains = np.where(alphas > 1e-4, 2.0 * alphas, 0.0)
+    out = np.empty((len(areas), ws * ws), np.float32)
+    ccnf_cpu._responses(areas, 11, 11, w, gains, sigmas, out)
+    return out.reshape(len(areas), ws, ws)
+
+
+@two_cores
 @pytest.mark.parametrize("scale, ws", [(1, 9), (2, 7), (0, 11)])
-def test_parallel_responses_equal_serial(clnf, frames, scale, ws):
-    """Any split of the areas over threads (fewer chunks than areas, uneven, one area per chunk)
-    gives the serial maps bit for bit."""
+def test_split_responses_equal_serial(clnf, frames, scale, ws):
+    """Large calls are split between two threads (odd and even area counts); small ones and calls
+    made while sharing stay on the caller; every way gives the serial maps bit for bit."""
     areas, w, alphas, sigmas = expert_inputs(clnf, frames[0], scale, ws)
     areas[5] = 77.0  # a flat area
-    gains = np.where(alphas > 1e-4, 2.0 * alphas, 0.0)
-    expected = np.empty((len(areas), ws * ws), np.float32)
-    ccnf_cpu._responses(areas, 11, 11, w, gains, sigmas, expected)
-    for chunks in (2, 3, len(areas)):
-        out = np.full_like(expected, np.nan)
-        ccnf_cpu._responses_parallel(areas, 11, 11, w, gains, sigmas, out, chunks)
-        np.testing.assert_array_equal(out, expected)
-    np.testing.assert_array_equal(ccnf_cpu.ccnf_response(areas, w, alphas, sigmas).reshape(len(areas), -1), expected)
+    assert len(areas) * ws * ws * w.shape[1] * 121 >= ccnf_cpu.PARALLEL_MIN_WORK
+    for n in (len(areas), len(areas) - 1):
+        expected = _serial_maps(areas[:n], w[:n], alphas[:n], sigmas[:n], ws)
+        np.testing.assert_array_equal(ccnf_cpu.ccnf_response(areas[:n], w[:n], alphas[:n], sigmas[:n]), expected)
+        with threads.sharing():
+            assert not threads.can_share()
+            np.testing.assert_array_equal(ccnf_cpu.ccnf_response(areas[:n], w[:n], alphas[:n], sigmas[:n]), expected)
+    assert threads.can_share()
 
 
-@pytest.fixture
-def one_thread():
-    """Run the block with Numba's thread count for this thread set to 1 (serial kernels, parts in turn)."""
-    threads = numba.get_num_threads()
-
-    def serial():
-        numba.set_num_threads(1)
-
-    yield serial
-    numba.set_num_threads(threads)
-
-
-@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="one core: nothing runs concurrently")
-def test_concurrent_parts_equal_serial_fit(clnf, frames, one_thread):
-    """A tracking step of two faces (the main model with its response maps split over threads, the
-    inner-face and eye models on two threads) equals the one-thread fit, part landmarks included."""
+@two_cores
+def test_concurrent_parts_equal_serial_fit(clnf, frames):
+    """A tracking step of two faces (the main model's maps split between two threads, the inner-face
+    and eye models on two threads) equals the one-thread fit, part landmarks included."""
     images = np.stack([f[0] for f in frames])
     g = np.stack([f[1] for f in frames])
     loc = np.stack([f[2] for f in frames])
     ws = clnf.parameters.window_sizes_small
     both = detect_landmarks_batch(clnf, images, [0, 1], g, loc, ws)
-    one_thread()
-    serial = detect_landmarks_batch(clnf, images, [0, 1], g, loc, ws)
+    with threads.sharing():
+        serial = detect_landmarks_batch(clnf, images, [0, 1], g, loc, ws)
     assert set(both[0].part_landmarks) == {"inner", "left_eye_28", "right_eye_28"}
     for a, b in zip(both, serial):
         _assert_same_fit(a, b)
+
+
+def _child_maps(args):
+    return ccnf_cpu.ccnf_response(*args)
+
+
+@two_cores
+def test_fork_after_sharing(clnf, frames):
+    """A child forked after the parent split a call gets a helper of its own and the same maps."""
+    args = expert_inputs(clnf, frames[1], 1, 9)
+    expected = ccnf_cpu.ccnf_response(*args)  # the parent's helper thread is running now
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        child = pool.apply_async(_child_maps, (args,)).get(timeout=120)
+    np.testing.assert_array_equal(child, expected)

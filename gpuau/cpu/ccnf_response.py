@@ -1,4 +1,5 @@
-"""CCNF patch expert response maps in a fixed float32 summation order (Numba, serial).
+"""CCNF patch expert response maps in a fixed float32 summation order (Numba; large calls split
+between two threads, each area mapped by the same serial code).
 
 Port of ``CCNF_patch_expert::ResponseOpenBlas`` and ``im2colContrastNormBias``,
 CCNF_patch_expert.cpp, with OpenFace's structure: every ``patch_h x patch_w`` window of the area
@@ -18,15 +19,18 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from gpuau.cpu import threads
+
 
 ROWS = 4
 """Rows of ``Sigma`` that :func:`_area_response` multiplies by the map side by side."""
 
 PARALLEL_MIN_WORK = 1 << 19
 """Multiply-adds of the neuron activations (areas x map values x taps x neurons) from which a call
-is split over Numba's threads.  A tracked 640x480 face's main-model calls (68 areas, 7x7 or 9x9
-maps: 2.8-4.7 M, ~1-1.6 ms on one core) are; the eye models' 3x3 maps (0.2 M, ~0.17 ms) are not,
-a thread hand-over costing more than it saves there."""
+is split between the calling thread and the helper thread (:mod:`gpuau.cpu.threads`), each
+mapping half of the areas.  A tracked 640x480 face's main-model calls (68 areas, 7x7 or 9x9
+maps: 2.8-4.7 M, ~1-1.6 ms on one core) are split; the eye models' 3x3 maps (0.2 M, ~0.17 ms)
+are not, a thread hand-over costing more than it saves there."""
 
 
 @nb.njit(cache=True, nogil=True)
@@ -166,16 +170,6 @@ def _responses(areas, patch_h, patch_w, weights, gains, sigmas, out):
     _response_range(areas, patch_h, patch_w, weights, gains, sigmas, out, 0, out.shape[0])
 
 
-@nb.njit(cache=True, nogil=True, parallel=True)
-def _responses_parallel(areas, patch_h, patch_w, weights, gains, sigmas, out, n_chunks):
-    """:func:`_responses` with the areas split into ``n_chunks`` consecutive runs spread over Numba's
-    threads: every map is computed by the same serial code, so the result is the same bit for bit."""
-    n = out.shape[0]
-    for c in nb.prange(n_chunks):
-        _response_range(areas, patch_h, patch_w, weights, gains, sigmas, out, c * n // n_chunks,
-                        (c + 1) * n // n_chunks)
-
-
 def ccnf_response(areas, weights, alphas, sigmas, patch_h: int = 11, patch_w: int = 11):
     """Response maps of CCNF patch experts over areas of interest.
 
@@ -204,9 +198,13 @@ def ccnf_response(areas, weights, alphas, sigmas, patch_h: int = 11, patch_w: in
     out = np.empty((n, r_h * r_w), np.float32)
     weights = np.asarray(weights, np.float32)
     sigmas = np.asarray(sigmas, np.float32)
-    threads = min(n, nb.get_num_threads())
-    if threads > 1 and n * r_h * r_w * weights.shape[1] * patch_h * patch_w >= PARALLEL_MIN_WORK:
-        _responses_parallel(areas, patch_h, patch_w, weights, gains, sigmas, out, threads)
+    if n > 1 and n * r_h * r_w * weights.shape[1] * patch_h * patch_w >= PARALLEL_MIN_WORK and threads.can_share():
+        half = n // 2  # the helper thread maps the second half of the areas while this thread maps the first
+        rest = threads.submit(_response_range, areas, patch_h, patch_w, weights, gains, sigmas, out, half, n)
+        try:
+            _response_range(areas, patch_h, patch_w, weights, gains, sigmas, out, 0, half)
+        finally:
+            rest.result()
     else:
         _responses(areas, patch_h, patch_w, weights, gains, sigmas, out)
     return out.reshape(n, r_h, r_w)

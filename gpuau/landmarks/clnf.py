@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import math
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
-import numba
 import numpy as np
 
-from gpuau.cpu import pdm_fit
+from gpuau.cpu import pdm_fit, threads
 from gpuau.cpu.mean_shift import kde_table, model_log_likelihoods
 from gpuau.device import Backend, resolve_device
 from gpuau.landmarks.ccnf import CCNFScale, area_matrices, similarity_to_reference
@@ -530,33 +528,23 @@ def _fit_part(part: Part, images, image_index: np.ndarray, landmarks: list, main
     return big, out
 
 
-_part_pool = None
-
-
 def _map_parts(fn, parts: list, backend: Backend) -> list:
     """``[fn(part) for part in parts]``; on the CPU backend with two cores or more, concurrently.
 
     The parts are independent given the main model's landmarks, so each part's result is the one
     it gets alone.  The first part (the inner face, the largest) runs on the calling thread and
-    the others on a worker thread; both keep their Numba kernels serial (the two threads already
-    fill two cores).  The cores are the Numba threads allowed to the caller
-    (``numba.get_num_threads()``: ``NUMBA_NUM_THREADS``, by default the cores this process may run
-    on); with one, the parts run one after the other here.
+    the others on the helper thread (:mod:`gpuau.cpu.threads`), both with serial kernels (the two
+    threads already fill two cores).
     """
-    global _part_pool
-    if backend.name != "cpu" or len(parts) < 2 or numba.get_num_threads() < 2:
+    if backend.name != "cpu" or len(parts) < 2 or not threads.can_share():
         return [fn(part) for part in parts]
-    if _part_pool is None:
-        _part_pool = ThreadPoolExecutor(1, thread_name_prefix="gpuau-parts", initializer=numba.set_num_threads,
-                                        initargs=(1,))
-    rest = _part_pool.submit(lambda: [fn(part) for part in parts[1:]])
-    threads = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        first = fn(parts[0])
-    finally:
-        numba.set_num_threads(threads)
-    return [first] + rest.result()
+    rest = threads.submit(lambda: [fn(part) for part in parts[1:]])
+    with threads.sharing():
+        try:
+            first = fn(parts[0])
+        finally:
+            others = rest.result()
+    return [first] + others
 
 
 def detect_landmarks(clnf: CLNF, gray8: np.ndarray, params_global, params_local, window_sizes=None, *,

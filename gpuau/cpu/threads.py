@@ -1,0 +1,71 @@
+"""A helper thread that takes a share of the CPU backend's kernel work while the calling thread does
+the rest (the landmark fit's second core).
+
+The kernels are Numba functions that release the GIL (``nogil=True``), so a plain Python thread runs
+them in parallel with the caller.  One helper per process, started on first use; the number of
+cores is Numba's (``NUMBA_NUM_THREADS``: by default the cores this process may run on,
+``os.sched_getaffinity``), and with one core nothing is handed over.  Work the helper runs never
+hands work on (no waiting on itself), and a caller that has already given the helper a whole task
+of its own keeps its kernels serial for that time (:func:`sharing`).
+
+Unlike Numba's ``parallel=True`` loops, no OpenMP team is involved: idle, the helper sleeps on a
+queue (no spinning threads competing with the pipeline's AU and decode threads), and a process that
+used it can still ``fork()`` (GNU OpenMP terminates a forked child that runs a parallel region).
+"""
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+
+_local = threading.local()
+_lock = threading.Lock()
+_pool: "ThreadPoolExecutor | None" = None
+
+
+def cores() -> int:
+    """Cores the CPU kernels may use: Numba's thread count (``NUMBA_NUM_THREADS``, default the CPU affinity)."""
+    import numba
+
+    return numba.config.NUMBA_NUM_THREADS
+
+
+def can_share() -> bool:
+    """Whether the calling thread may hand work to the helper now."""
+    return cores() > 1 and not getattr(_local, "sharing", False)
+
+
+def _helper_thread_init() -> None:
+    _local.sharing = True  # the helper's own work never waits for the helper
+
+
+def submit(fn, *args) -> Future:
+    """Run ``fn(*args)`` on the helper thread (started on first use)."""
+    global _pool
+    with _lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(1, thread_name_prefix="gpuau-helper", initializer=_helper_thread_init)
+        pool = _pool
+    return pool.submit(fn, *args)
+
+
+@contextmanager
+def sharing():
+    """Mark the calling thread as sharing the cores with the helper: :func:`can_share` is False inside."""
+    previous = getattr(_local, "sharing", False)
+    _local.sharing = True
+    try:
+        yield
+    finally:
+        _local.sharing = previous
+
+
+def _forget_helper() -> None:
+    """In a forked child: the parent's helper thread does not exist there; start a new one on demand."""
+    global _pool, _lock
+    _pool = None
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_helper)
