@@ -143,19 +143,8 @@ def _area_response(areas, patch_h, patch_w, weights, gains, sigmas, out, f, cols
 
 @nb.njit(cache=True, nogil=True)
 def _response_range(areas, patch_h, patch_w, weights, gains, sigmas, out, start, stop):
-    """:func:`_area_response` of areas ``start`` to ``stop - 1``, one at a time so that an area's
-    windows stay in cache."""
-    n_resp = out.shape[1]
-    cols = np.empty((patch_h * patch_w, n_resp), np.float32)
-    x = np.empty((weights.shape[1], n_resp), np.float32)
-    r = np.empty(n_resp, np.float32)
-    for f in range(start, stop):
-        _area_response(areas, patch_h, patch_w, weights, gains, sigmas, out, f, cols, x, r)
-
-
-@nb.njit(cache=True, nogil=True)
-def _responses(areas, patch_h, patch_w, weights, gains, sigmas, out):
-    """Response maps of all areas on the calling thread.
+    """Response maps of areas ``start`` to ``stop - 1`` (the orders of the module docstring), one
+    area at a time so that its windows stay in cache.
 
     Parameters
     ----------
@@ -166,8 +155,14 @@ def _responses(areas, patch_h, patch_w, weights, gains, sigmas, out):
         ``2 alpha``, 0 for skipped neurons.
     sigmas : ndarray (N, P, P) float32
     out : ndarray (N, P) float32
+    start, stop : int
     """
-    _response_range(areas, patch_h, patch_w, weights, gains, sigmas, out, 0, out.shape[0])
+    n_resp = out.shape[1]
+    cols = np.empty((patch_h * patch_w, n_resp), np.float32)
+    x = np.empty((weights.shape[1], n_resp), np.float32)
+    r = np.empty(n_resp, np.float32)
+    for f in range(start, stop):
+        _area_response(areas, patch_h, patch_w, weights, gains, sigmas, out, f, cols, x, r)
 
 
 def ccnf_response(areas, weights, alphas, sigmas, patch_h: int = 11, patch_w: int = 11):
@@ -206,5 +201,5 @@ def ccnf_response(areas, weights, alphas, sigmas, patch_h: int = 11, patch_w: in
         finally:
             rest.result()
     else:
-        _responses(areas, patch_h, patch_w, weights, gains, sigmas, out)
+        _response_range(areas, patch_h, patch_w, weights, gains, sigmas, out, 0, n)
     return out.reshape(n, r_h, r_w)
