@@ -8,8 +8,9 @@ One :meth:`gpuau.pipeline.Analyzer.write_video` run (models loaded and compiled 
 beforehand); a sampler thread reads every thread's CPU time from ``/proc/self/task`` (Linux; 10 ms
 ticks) while it runs.  Per frame it prints the CPU milliseconds of the main thread (tracking: CLNF
 landmarks, validation, pose), of each named Python thread (``gpuau-au``: AU features; the decoder;
-``gpuau-parts``: the hierarchical part models) and of the threads Python does not know (Numba's
-OpenMP workers, onnxruntime's pool, the decoder's own threads), and the wall time.
+``gpuau-helper``: half of the large CCNF response-map calls and the eye models) and of the threads
+Python does not know (Numba's OpenMP workers, onnxruntime's pool, the decoder's own threads), and
+the wall time.
 
 CPU time is little affected by other jobs on the machine, unlike wall time, which on a shared
 machine depends on how many cores the scheduler gives this process.  From the CPU times the run
