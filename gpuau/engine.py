@@ -28,19 +28,22 @@ tracker then detects or validates alone (counted in :attr:`Engine.stats`).  Stre
 end (a free slot takes the next job at once), and a stream whose input is unreadable, or whose frames
 or compute fail, ends alone with a failed :class:`~gpuau.corpus.Outcome`.
 
-Frames reach the device through :class:`FrameStaging`: the grey levels of a step are written into a
-(pinned, on CUDA) host buffer and copied on a separate CUDA stream into one of two device buffers.
-After step ``t``'s landmark stages each stream decodes its next frame and step ``t + 1``'s copy starts
-while step ``t``'s AU stage computes; step ``t + 1`` waits for its copy only when it uses the images.
-On the CPU backends the same code copies with NumPy (:class:`HostTransfers`).
+Frames reach the device through :class:`FrameStaging`: the float32 grey levels and the uint8 BGR
+pixels of a step are written into (pinned, on CUDA) host buffers and copied on a separate CUDA stream
+into one of two sets of device buffers; the CLNF fits read the grey levels there, MTCNN's pyramid and
+the AU stage's alignment the BGR pixels, so each frame crosses the bus once per step.  After step
+``t``'s landmark stages each stream decodes its next frame and step ``t + 1``'s copy starts while step
+``t``'s AU stage computes (from the other buffers); step ``t + 1`` waits for its copy only when it uses
+the images.  On the CPU backends the same code copies with NumPy (:class:`HostTransfers`), and the
+stages read the same arrays they did.
 
 Memory per stream (640 x 480 video; it scales with the frame size where noted)
 -------------------------------------------------------------------------------
 * decoding: the background decoder holds up to 8 frames ahead plus the current one and the next
   (decoded during the step), BGR + grey, 10 x 4 x H x W bytes = 12 MB (scales with H x W);
-* frame staging: two float32 grey images (the double buffer), 8 x H x W bytes = 2.5 MB of host memory
-  (pinned on CUDA) and as much device memory; MTCNN and the AU stage stack the step's BGR frames
-  (B x 3 x H x W bytes);
+* frame staging: two float32 grey images and two uint8 BGR images (the double buffer),
+  14 x H x W bytes = 4.3 MB of host memory (pinned on CUDA) and as much device memory, which MTCNN and
+  the AU stage read;
 * AU state, on the backend's device (host memory on the CPU backends): the FHOG running-median
   histogram (4464 x 1000 int32, 17.9 MB) and the geometry histogram (238 x 10000 int32, 9.5 MB)
   (:data:`gpuau.au.analyzer.STATE_BYTES`, 27.4 MB), and per frame 35 raw predictions plus, for the
@@ -53,13 +56,14 @@ Memory per stream (640 x 480 video; it scales with the frame size where noted)
 * output: a CSV or Parquet stream flushes every ``chunk`` rows (256 rows x 0.7K columns) to a file
   (:class:`~gpuau.io.RowWriter`); an in-memory output keeps all rows (5.6 KB per frame).
 
-So on the CPU backends about 42 MB of host memory per 640 x 480 stream plus 0.56 KB per frame, and up
+So on the CPU backends about 44 MB of host memory per 640 x 480 stream plus 0.56 KB per frame, and up
 to 60 MB more while it initialises (measured with tracemalloc, ``benchmarks/bench_engine.py --memory``:
-61 MB per stream at the peak of 8 streams starting together, their 60 frames each held in memory; 107 MB
-before the AU models were shared per process); on CUDA the AU state moves to the device and about 15 MB
-of host memory remain per stream.  The device holds each stream's AU state and history, two steps' grey
-frames (the double buffer), one step's MTCNN pyramids and faces; :func:`auto_streams` sizes ``B`` from
-free device memory with :func:`stream_device_bytes` per stream (about 131 MB for 1080p).
+55 MB per stream at the peak of 8 streams starting together, their 60 frames each held in memory; 52 MB
+before the BGR frames were staged too, 107 MB before the AU models were shared per process); on CUDA the
+AU state moves to the device and about 16 MB of host memory remain per stream.  The device holds each
+stream's AU state and history, two steps' grey and BGR frames (the double buffer), one step's MTCNN
+pyramids and faces; :func:`auto_streams` sizes ``B`` from
+free device memory with :func:`stream_device_bytes` per stream (about 142 MB for 1080p).
 """
 from __future__ import annotations
 
@@ -98,19 +102,19 @@ def stream_device_bytes(height: int, width: int) -> int:
     """Device memory one stream needs, bytes: its AU state plus its share of a step.
 
     The AU stage's running-median histograms (:data:`gpuau.au.analyzer.STATE_BYTES`, 27.4 MB, held for
-    the stream's whole life); per step the BGR and grey frame (4 bytes per pixel), the two float32 grey
-    images of the staging double buffer (8), MTCNN's float32 RGB pyramid mosaic (about 1.2 float per
-    pixel: the levels' areas sum to ~0.08 of the frame, times 3 channels, plus padding), and 6 MiB of
-    landmark and AU work buffers for each of the 11 faces of an initialisation step (patch responses,
-    aligned face, FHOG cells, descriptors; measured on the host, about 60 MB per initialising stream).
-    So about 131 MB for a 1080p stream, 102 MB for 640 x 480.  The models are shared by all streams and not
-    counted; nor is the AU history, which grows with the video (0.56 KB per tracked frame for the first
-    3000, 0.28 KB per frame after: about 31 MB per hour at 30 frames/s) and lives in the memory
-    :data:`DEVICE_FRACTION` leaves free.
+    the stream's whole life); per step the staging double buffer's two float32 grey and two uint8 BGR
+    images (14 bytes per pixel), MTCNN's input gathered from them (3) and its float32 RGB pyramid
+    mosaic (about 1.2 float per pixel: the levels' areas sum to ~0.08 of the frame, times 3 channels,
+    plus padding), and 6 MiB of landmark and AU work buffers for each of the 11 faces of an
+    initialisation step (patch responses, aligned face, FHOG cells, descriptors; measured on the host,
+    about 60 MB per initialising stream).  So about 142 MB for a 1080p stream, 103 MB for 640 x 480.
+    The models are shared by all streams and not counted; nor is the AU history, which grows with the
+    video (0.56 KB per tracked frame for the first 3000, 0.28 KB per frame after: about 31 MB per hour
+    at 30 frames/s) and lives in the memory :data:`DEVICE_FRACTION` leaves free.
     """
     from gpuau.au.analyzer import STATE_BYTES
 
-    return int(height * width * (4 + 8 + 4 * 1.2)) + 11 * (6 << 20) + STATE_BYTES
+    return int(height * width * (14 + 3 + 4 * 1.2)) + 11 * (6 << 20) + STATE_BYTES
 
 
 def auto_streams(backend: Backend, frame_shape: "tuple[int, int]" = SIZING_FRAME) -> int:
@@ -191,13 +195,13 @@ class HostTransfers:
     :class:`CudaTransfers` has the same methods; a test double may record the calls.
     """
 
-    def host_buffer(self, shape: tuple) -> np.ndarray:
-        """A float32 host buffer (pinned on CUDA)."""
-        return np.empty(shape, np.float32)
+    def host_buffer(self, shape: tuple, dtype=np.float32) -> np.ndarray:
+        """A host buffer (pinned on CUDA)."""
+        return np.empty(shape, dtype)
 
-    def device_buffer(self, shape: tuple):
-        """A float32 array on the backend's device."""
-        return np.empty(shape, np.float32)
+    def device_buffer(self, shape: tuple, dtype=np.float32):
+        """An array on the backend's device."""
+        return np.empty(shape, dtype)
 
     def copy(self, device, host):
         """Copy ``host`` into ``device`` (asynchronously on CUDA); the event that marks its end."""
@@ -231,13 +235,13 @@ class CudaTransfers(HostTransfers):
         with cupy.cuda.Device(backend.device_id):
             self.stream = cupy.cuda.Stream(non_blocking=True)
 
-    def host_buffer(self, shape: tuple) -> np.ndarray:
+    def host_buffer(self, shape: tuple, dtype=np.float32) -> np.ndarray:
         n = int(np.prod(shape))
-        memory = self.cp.cuda.alloc_pinned_memory(max(n, 1) * 4)
-        return np.frombuffer(memory, np.float32, n).reshape(shape)
+        memory = self.cp.cuda.alloc_pinned_memory(max(n, 1) * np.dtype(dtype).itemsize)
+        return np.frombuffer(memory, dtype, n).reshape(shape)
 
-    def device_buffer(self, shape: tuple):
-        return self.cp.empty(shape, self.cp.float32)
+    def device_buffer(self, shape: tuple, dtype=np.float32):
+        return self.cp.empty(shape, dtype)
 
     def copy(self, device, host):
         device.set(host, stream=self.stream)
@@ -266,11 +270,13 @@ def transfers_for(backend: Backend) -> HostTransfers:
 
 @dataclass
 class _Slot:
-    """One half of the double buffer for frames of one size: host and device images, the event
-    ending their last copy and the one ending the last compute that read them."""
+    """One half of the double buffer for frames of one size: host and device images (float32 grey and
+    uint8 BGR), the event ending their last copy and the one ending the last compute that read them."""
 
     host: np.ndarray
     device: object
+    host_bgr: np.ndarray
+    device_bgr: object
     copied: object = None
     used: object = None
 
@@ -285,13 +291,16 @@ class _Staged:
 
 
 class FrameStaging:
-    """The float32 grey levels of a step's frames on the device, double-buffered.
+    """A step's frames on the device, double-buffered: their float32 grey levels (the CLNF fits) and
+    their uint8 BGR pixels (MTCNN's pyramid, the AU stage's alignment), so each frame crosses the bus
+    once.
 
-    :meth:`stage` writes the frames of one step into the host buffer of the next slot (after that
-    buffer's previous copy has ended) and starts its copy into the slot's device buffer (after the
-    compute that last read it has ended); :meth:`images` gives the device images of a group of staged
-    frames, the compute stream waiting for their copy; :meth:`release` marks the end of the step's
-    reads.  So while step ``t`` computes from one slot, step ``t + 1``'s frames go into the other.
+    :meth:`stage` writes the frames of one step into the host buffers of the next slot (after their
+    previous copy has ended) and starts their copy into the slot's device buffers (after the compute
+    that last read them has ended); :meth:`images` and :meth:`bgr` give the device images of a group of
+    frames of the latest two stages, the compute stream waiting for their copy; :meth:`release` marks
+    the end of a step's reads.  So while step ``t`` computes from one slot, step ``t + 1``'s frames go
+    into the other.
 
     Parameters
     ----------
@@ -304,6 +313,7 @@ class FrameStaging:
         self._slots: "list[dict]" = [{}, {}]  # per turn: frame shape -> _Slot
         self._turn = 0
         self._staged: dict = {}  # frame shape -> _Staged of the latest stage()
+        self._before: dict = {}  # the same of the stage() before (the other slot)
 
     def covers(self, frames: list) -> bool:
         """Whether every frame of ``frames`` is in the latest :meth:`stage`."""
@@ -325,27 +335,53 @@ class FrameStaging:
                 if slot is not None:
                     self.transfers.synchronize(slot.copied)
                 n = max(len(group), 0 if slot is None else 2 * len(slot.host))
-                slot = slots[shape] = _Slot(self.transfers.host_buffer((n, *shape)),
-                                            self.transfers.device_buffer((n, *shape)))
-            self.transfers.synchronize(slot.copied)  # the host buffer is free again
+                t = self.transfers
+                slot = slots[shape] = _Slot(t.host_buffer((n, *shape)), t.device_buffer((n, *shape)),
+                                            t.host_buffer((n, *shape, 3), np.uint8),
+                                            t.device_buffer((n, *shape, 3), np.uint8))
+            self.transfers.synchronize(slot.copied)  # the host buffers are free again
             for k, f in enumerate(group):
                 slot.host[k] = f.gray
-            self.transfers.copies_wait(slot.used)  # the device buffer is free again
-            slot.copied = self.transfers.copy(slot.device[:len(group)], slot.host[:len(group)])
+                slot.host_bgr[k] = f.image
+            self.transfers.copies_wait(slot.used)  # the device buffers are free again
+            n = len(group)
+            self.transfers.copy(slot.device[:n], slot.host[:n])
+            slot.copied = self.transfers.copy(slot.device_bgr[:n], slot.host_bgr[:n])  # after the grey one
             staged[shape] = _Staged(slot, group, {id(f): k for k, f in enumerate(group)})
-        self._staged = staged
+        self._staged, self._before = staged, self._staged
+
+    def _find(self, frames: list) -> _Staged:
+        """The staged group (latest stage first, else the one before) holding ``frames``, all of one size."""
+        for stages in (self._staged, self._before):
+            staged = stages.get(frames[0].gray.shape)
+            if staged is not None and all(id(f) in staged.rows for f in frames):
+                return staged
+        raise KeyError("frames not staged in the latest two steps")
 
     def images(self, frames: list) -> "tuple[object, np.ndarray]":
         """Device images ``(n, H, W)`` float32 holding ``frames`` (staged, all of one size) and each
         frame's index in them."""
-        staged = self._staged[frames[0].gray.shape]
+        staged = self._find(frames)
         self.transfers.compute_waits(staged.slot.copied)
         return staged.slot.device[:len(staged.frames)], np.array([staged.rows[id(f)] for f in frames], np.int64)
 
-    def release(self) -> None:
-        """The compute reading the latest staged images is all enqueued."""
+    def bgr(self, frames: list) -> "tuple[object, np.ndarray]":
+        """Device images ``(n, H, W, 3)`` uint8 BGR holding ``frames`` (staged, all of one size) and each
+        frame's index in them."""
+        staged = self._find(frames)
+        self.transfers.compute_waits(staged.slot.copied)
+        return staged.slot.device_bgr[:len(staged.frames)], np.array([staged.rows[id(f)] for f in frames], np.int64)
+
+    def release(self, frames: "list | None" = None) -> None:
+        """The compute reading the staged images of ``frames`` (default: of the latest stage) is all
+        enqueued."""
         event = self.transfers.compute_event()
-        for staged in self._staged.values():
+        if frames is None:
+            groups = self._staged.values()
+        else:
+            shapes = {f.gray.shape for f in frames}
+            groups = [self._find([f for f in frames if f.gray.shape == shape]) for shape in shapes]
+        for staged in groups:
             staged.slot.used = event
 
 
@@ -561,7 +597,8 @@ class Engine:
             log.info("%s: decoding with OpenCV (NVDEC decodes video files with OpenFace's timestamps)", source.path)
             return None
         if not self.backend.is_gpu:
-            log.info("%s: decoding with OpenCV (NVDEC decodes for a CUDA device, not %s)", source.path, self.backend.name)
+            log.info("%s: decoding with OpenCV (NVDEC decodes for a CUDA device, not %s)", source.path,
+                     self.backend.name)
             return None
         frames = nvdec_frames(source.path, source.fps, self.backend.device_id)
         if frames is not None:
@@ -688,9 +725,9 @@ class Engine:
             self.staging.stage(frames)
         self.detect_faces(items)
         failed = self.track_faces(items)
-        self.staging.release()
         self._decode_ahead([it for it in items if it.result is not None])
         failed += self.add_aus([it for it in items if it.result is not None])
+        self.staging.release(frames)
         for it, _ in failed:
             it.result = None
         for it in items:
@@ -726,13 +763,25 @@ class Engine:
         if not items:
             return
         try:
-            detections = self.mtcnn.detect_batch([it.frame.image for it in items])
+            detections = self.mtcnn.detect_batch([it.frame.image for it in items], staged=self._staged_bgr(items))
         except Exception:  # leave each stream to detect alone, so that a failure stays its own
             return
         for it, d in zip(items, detections):
             it.stream.prefetched = (it.frame.image, select_box(d))
         self.stats["detect_batches"] += 1
         self.stats["detections_batched"] += len(items)
+
+    def _staged_bgr(self, items: list) -> list:
+        """``(device BGR stack, row)`` of each item's frame in the staging (:meth:`FrameStaging.bgr`)."""
+        groups: dict = {}
+        for i, it in enumerate(items):
+            groups.setdefault(it.frame.gray.shape, []).append(i)
+        staged: list = [None] * len(items)
+        for idx in groups.values():
+            stack, rows = self.staging.bgr([items[i].frame for i in idx])
+            for i, row in zip(idx, rows):
+                staged[i] = stack, int(row)
+        return staged
 
     def track_faces(self, items: list) -> list:
         """Landmarks of every stream's frame (``it.result`` = :class:`~gpuau.landmarks.tracker.LandmarkResult`).
@@ -894,10 +943,11 @@ class Engine:
         return failed
 
     def _features(self, items: list) -> "tuple[np.ndarray, np.ndarray]":
-        """:func:`~gpuau.au.analyzer.face_features` of the tracked faces of same-sized frames."""
+        """:func:`~gpuau.au.analyzer.face_features` of the tracked faces of same-sized frames, read from
+        their staged device frames."""
         from gpuau.au.analyzer import face_features
 
         aus = items[0].stream.aus
-        images = np.stack([it.frame.image for it in items])
+        images, rows = self.staging.bgr([it.frame for it in items])
         landmarks = np.stack([it.result.landmarks for it in items]).astype(np.float32)
-        return face_features(images, landmarks, aus.pdm, aus.triangulation, self.backend)
+        return face_features(images, landmarks, aus.pdm, aus.triangulation, self.backend, image_index=rows)

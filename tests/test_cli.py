@@ -245,6 +245,7 @@ def test_analyze_decode_choices_and_refusals(media_dir, tmp_path, capsys):
         cli.main(["analyze", "x.mp4", "--decode", "ffmpeg"])
     assert "invalid choice: 'ffmpeg'" in capsys.readouterr().err
     for extra in (["--multi-face"], ["--engine", "ray"]):
-        assert cli.main(["analyze", str(media_dir / "sample1.jpg"), "-o", str(tmp_path), "--decode", "nvdec", *extra]) == 1
+        image = str(media_dir / "sample1.jpg")
+        assert cli.main(["analyze", image, "-o", str(tmp_path), "--decode", "nvdec", *extra]) == 1
         assert "--decode nvdec apply to the local batched engine" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())

@@ -8,7 +8,9 @@ single-stream CPU pipeline's (:class:`gpuau.pipeline.Analyzer`): landmarks withi
 Streams join and leave as clips end; a corrupt input and a stream whose frames fail mid-way end alone.
 The Analyzer's settings (``quality``, ``detect_every``, ``timestamps``) give its tables in the engine
 too, re-detections after failed fits and scheduled ones are batched, and frames reach the "device"
-through the double-buffered staging in the order a CUDA copy stream needs (a recording double).
+through the double-buffered staging in the order a CUDA copy stream needs (a recording double), where
+the CLNF fits, MTCNN and the AU stage read them.  Failed streams release their video at once;
+``--streams`` sizes each video's progress bar; ``--decode nvdec`` falls back to OpenCV on the CPU.
 """
 import cv2
 import numpy as np
@@ -82,10 +84,28 @@ def engine_runs(clips):
 
     def run(backend):
         if backend.name not in cache:
+            from unittest import mock
+
+            import gpuau.au.analyzer
+
             engine = Engine(backend, streams=3)
-            engine.staging = FrameStaging(RecordingTransfers())  # checks the copy/compute ordering
-            together = {o.input: o for o in engine.run(_jobs(clips, CLIPS))}
-            stats = dict(engine.stats)
+            transfers = RecordingTransfers()
+            engine.staging = FrameStaging(transfers)  # checks the copy/compute ordering
+            detect, features = engine.mtcnn.detect_batch, gpuau.au.analyzer.face_features
+            reads = {"detect": [], "features": []}  # per call: whether the stage read the staged device frames
+
+            def recording_detect(images, staged=None):
+                reads["detect"].append(all(transfers.staged(stack) for stack, _ in staged))
+                return detect(images, staged=staged)
+
+            def recording_features(images, *args, **kwargs):
+                reads["features"].append(transfers.staged(images))
+                return features(images, *args, **kwargs)
+
+            with mock.patch.object(engine.mtcnn, "detect_batch", recording_detect), \
+                    mock.patch.object(gpuau.au.analyzer, "face_features", recording_features):
+                together = {o.input: o for o in engine.run(_jobs(clips, CLIPS))}
+            stats = dict(engine.stats, staged=reads)
             engine.streams = 1
             alone = {o.input: o for o in engine.run(_jobs(clips, CLIPS))}
             cache[backend.name] = together, alone, stats
@@ -107,6 +127,9 @@ def test_lockstep_equals_one_stream_at_a_time(backend, engine_runs, references):
     # all three streams start together and none joins later: every step after the first was staged during the
     # step before (while its AU stage ran), through the double buffer in the order a CUDA copy stream needs
     assert stats["steps_staged_ahead"] == stats["steps"] - 1
+    # MTCNN's pyramid and the AU stage's alignment read the staged device frames (no second upload)
+    assert stats["staged"]["detect"] and all(stats["staged"]["detect"])
+    assert len(stats["staged"]["features"]) >= stats["steps"] and all(stats["staged"]["features"])
 
 
 def test_engine_equals_cpu_pipeline(backend, engine_runs, references):
@@ -264,7 +287,8 @@ def test_cli_streams_progress_bars_know_each_videos_length(tmp_path, clips, monk
     for img in images[:7]:
         writer.write(img)
     writer.release()
-    assert main(["analyze", str(seq), str(video), "-o", str(tmp_path / "out"), "--device", "cpu", "--streams", "2"]) == 0
+    out = tmp_path / "out"
+    assert main(["analyze", str(seq), str(video), "-o", str(out), "--device", "cpu", "--streams", "2"]) == 0
     closed = sorted(record for _, record in bars)
     assert closed == [("2 streams", None, 17), ("clip", 10, 10), ("corpus", 2, 2), ("short.avi", 7, 7)]
 
@@ -367,6 +391,7 @@ class RecordingTransfers(HostTransfers):
         self.waited_compute = set()  # compute events the copy stream waited for
         self.waited_copies = set()  # copy events the compute stream waited for
         self.copies = 0
+        self.device_buffers = []
 
     def _event(self):
         self.events += 1
@@ -392,17 +417,27 @@ class RecordingTransfers(HostTransfers):
         if event is not None:
             self.waited_compute.add(event)
 
-    def synchronize(self, event):
-        self.host_copy = {k: e for k, e in self.host_copy.items() if e != event}
+    def synchronize(self, event):  # the copy stream's copies end in order: every copy up to this event has ended
+        self.host_copy = {k: e for k, e in self.host_copy.items() if event is None or e > event}
+
+    def device_buffer(self, shape, dtype=np.float32):
+        buffer = super().device_buffer(shape, dtype)
+        self.device_buffers.append(buffer)
+        return buffer
+
+    def staged(self, array) -> bool:
+        """Whether ``array`` is (a view of) one of the staging's device buffers."""
+        return any(array is b or array.base is b for b in self.device_buffers)
 
 
 def test_frame_staging_orders_copies_and_compute():
     t = RecordingTransfers()
     staging = FrameStaging(t)
-    frames = [Frame(i, 0.0, None, np.full((4, 5), i, np.uint8)) for i in range(6)]
+    frames = [Frame(i, 0.0, np.full((4, 5, 3), i, np.uint8), np.full((4, 5), i, np.uint8)) for i in range(6)]
     staging.stage(frames[:2])
     images, rows = staging.images(frames[1:2])
-    assert t.device_copy[id(images.base)] in t.waited_copies and rows.tolist() == [1]
+    # the compute waits for this copy or a later one of the copy stream (its copies end in order)
+    assert max(t.waited_copies) >= t.device_copy[id(images.base)] and rows.tolist() == [1]
     np.testing.assert_array_equal(images[rows[0]], frames[1].gray)
     staging.release()
     first = staging._staged[(4, 5)].slot
@@ -412,6 +447,15 @@ def test_frame_staging_orders_copies_and_compute():
     assert first.used in t.waited_compute or staging._staged[(4, 5)].slot is not first
     images, rows = staging.images(frames[3:6])
     np.testing.assert_array_equal(images[rows], np.stack([f.gray for f in frames[3:6]]).astype(np.float32))
+    bgr, rows = staging.bgr(frames[3:6])
+    assert t.staged(bgr) and bgr.dtype == np.uint8
+    np.testing.assert_array_equal(bgr[rows], np.stack([f.image for f in frames[3:6]]))
+    staging.stage(frames[:2])  # the step after: frames 3-5 are still found, in the slot before
+    np.testing.assert_array_equal(staging.bgr(frames[4:5])[0][staging.bgr(frames[4:5])[1]], frames[4].image[None])
+    staging.release(frames[3:6])
+    assert staging._before[(4, 5)].slot.used == ("compute", t.events)
+    with pytest.raises(KeyError):
+        staging.images([Frame(9, 0.0, frames[0].image, frames[0].gray)])
 
 
 def test_nvdec_falls_back_to_opencv(tmp_path, clips, cpu_analyzer, caplog):
@@ -492,13 +536,13 @@ def test_cuda_transfers_with_a_fake_cupy(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", cp)
     transfers = CudaTransfers(resolve_device("cpu"))
     staging = FrameStaging(transfers)
-    frames = [Frame(i, 0.0, None, np.full((4, 5), i, np.uint8)) for i in range(4)]
+    frames = [Frame(i, 0.0, np.full((4, 5, 3), i, np.uint8), np.full((4, 5), i, np.uint8)) for i in range(4)]
     for step in (frames[:2], frames[2:4], frames[1:3]):
         staging.stage(step)
         images, rows = staging.images(step)
         np.testing.assert_array_equal(images[rows], np.stack([f.gray for f in step]).astype(np.float32))
         assert cp.compute.waits[-1].stream is transfers.stream  # the compute waits for this copy
         staging.release()
-    assert cp.pinned == 2 * 2 * 4 * 5 * 4  # two slots of 2 float32 frames, pinned once each
-    assert transfers.stream.copies == 3
-    assert [e.stream for e in transfers.stream.waits] == [cp.compute]  # the third copy reuses the first slot
+    assert cp.pinned == 2 * 2 * 4 * 5 * (4 + 3)  # two slots of 2 frames, float32 grey and BGR, pinned once each
+    assert transfers.stream.copies == 3 * 2
+    assert [e.stream for e in transfers.stream.waits] == [cp.compute]  # the third step reuses the first slot

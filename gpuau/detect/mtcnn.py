@@ -126,7 +126,8 @@ def pnet_mosaic(frames: list[np.ndarray], levels: list[tuple[float, int, int]], 
 
     Parameters
     ----------
-    frames : list of (H, W, 3) BGR (uint8 or any real dtype), all the same size
+    frames : list of (H, W, 3) BGR (uint8 or any real dtype), all the same size, or their stack
+        ``(N, H, W, 3)`` (NumPy, or already on ``device``)
     levels : list of (scale, height, width), from :func:`pyramid_levels`
     device : str or Backend
         Where the mosaic is built.
@@ -150,7 +151,8 @@ def pnet_mosaic(frames: list[np.ndarray], levels: list[tuple[float, int, int]], 
     for (h, w), (oy, ox) in zip(sizes, offsets):
         valid[0, 0, oy:oy + h - 2, ox:ox + w - 2] = True
     with device_context(backend):  # the upload lands on the backend's GPU (cuda:N)
-        x = backend.kernels.pnet_pyramid(backend.asarray(np.stack(frames)), sizes, offsets, ch, cw)
+        stack = frames if hasattr(frames, "ndim") else np.stack(frames)
+        x = backend.kernels.pnet_pyramid(backend.asarray(stack), sizes, offsets, ch, cw)
     return x, valid, offsets
 
 
@@ -251,18 +253,25 @@ class MTCNN:
         """Faces in one BGR (or grey) uint8 frame; see :class:`Detections`."""
         return self.detect_batch([image])[0]
 
-    def detect_batch(self, images: "list[np.ndarray]") -> list[Detections]:
+    def detect_batch(self, images: "list[np.ndarray]", staged: "list | None" = None) -> list[Detections]:
         """Faces in each of several frames (any sizes), with one PNet run per frame size and one
-        RNet and one ONet run for all frames; identical to calling :meth:`detect` on each."""
+        RNet and one ONet run for all frames; identical to calling :meth:`detect` on each.
+
+        ``staged``, optional: per image, ``(stack, row)`` where row ``row`` of ``stack``, an
+        ``(n, H, W, 3)`` uint8 BGR array already on the detector's device, holds the same pixels (e.g.
+        :class:`gpuau.engine.FrameStaging`'s frames): the PNet pyramid is built from it instead of
+        uploading the image again (RNet and ONet crop the host images).
+        """
         frames = [_as_bgr(im) for im in images]
-        cands = self._pnet_stage(frames)
+        cands = self._pnet_stage(frames, staged)
         cands = self._rnet_stage(frames, cands)
         return self._onet_stage(frames, cands)
 
     # -- stages -------------------------------------------------------------------------------
 
-    def _pnet_stage(self, frames: list[np.ndarray]) -> list[_Candidates]:
-        """PNet proposals, per-level and cross-level NMS, regression and squaring."""
+    def _pnet_stage(self, frames: list[np.ndarray], staged: "list | None" = None) -> list[_Candidates]:
+        """PNet proposals, per-level and cross-level NMS, regression and squaring (``staged``: see
+        :meth:`detect_batch`)."""
         groups: dict[tuple[int, int], list[int]] = {}
         for i, f in enumerate(frames):
             groups.setdefault(f.shape[:2], []).append(i)
@@ -271,7 +280,7 @@ class MTCNN:
             levels = pyramid_levels(height, width, self.min_face_size)
             if not levels:
                 continue
-            x, valid, offsets = pnet_mosaic([frames[i] for i in idx], levels, self.backend)
+            x, valid, offsets = pnet_mosaic(self._pnet_input(frames, staged, idx), levels, self.backend)
             out = run_session(self._pnet, {"input": x, "valid": valid}, self.backend)[0]
             for (scale, _, _), level_out in zip(levels, pnet_level_outputs(out, self.weights.pnet, levels, offsets)):
                 for j, i in enumerate(idx):
@@ -286,6 +295,14 @@ class MTCNN:
             c = c.subset(P.non_maximum_suppression(c.boxes, c.scores, PNET_NMS, minimum=False))
             result.append(_Candidates(P.rectify(P.apply_correction(c.boxes, c.corrections, False)), c.scores, c.corrections))
         return result
+
+    def _pnet_input(self, frames: list, staged: "list | None", idx: list):
+        """Frames ``idx`` (of one size) for :func:`pnet_mosaic`: rows of their staged device stack when
+        they share one, else the host frames."""
+        if staged is None or len({id(staged[i][0]) for i in idx}) != 1:
+            return [frames[i] for i in idx]
+        stack, rows = staged[idx[0]][0], [staged[i][1] for i in idx]
+        return stack if rows == list(range(len(stack))) else stack[self.backend.asarray(np.array(rows, np.int64))]
 
     def _run_crops(self, net: str, frames: list[np.ndarray], cands: list[_Candidates]) -> list[np.ndarray]:
         """One network over the crops of every frame's boxes; per-frame outputs (n_i, K) float32."""
