@@ -569,21 +569,20 @@ class Engine:
 
         if not isinstance(job.input, (str, os.PathLike)):
             s = _Stream(job, iter(job.input), self, fmt, job.intrinsics)
-            s.progress = on_open(job, None) if on_open else None
-            return s
-        source = open_source(job.input, timestamps=self.timestamps)
+        else:
+            source = open_source(job.input, timestamps=self.timestamps)
+            try:
+                if source.kind == "image":
+                    raise InputError(source.path, "a single image, not a video",
+                                     "analyse images with Analyzer.analyze_image")
+                frames = self._nvdec(source) if self.decode == "nvdec" else None
+                s = _Stream(job, iter(source) if frames is None else frames, self, fmt,
+                            job.intrinsics or source.intrinsics, source.frame_count, source.file_names, source)
+            except BaseException:  # the output cannot be written, ...: release the video at once
+                source.close()
+                raise
         try:
-            if source.kind == "image":
-                raise InputError(source.path, "a single image, not a video",
-                                 "analyse images with Analyzer.analyze_image")
-            frames = self._nvdec(source) if self.decode == "nvdec" else None
-            s = _Stream(job, iter(source) if frames is None else frames, self, fmt,
-                        job.intrinsics or source.intrinsics, source.frame_count, source.file_names, source)
-        except BaseException:  # the output cannot be written, ...: release the video at once
-            source.close()
-            raise
-        try:
-            s.progress = on_open(job, source) if on_open else None
+            s.progress = on_open(job, s.source) if on_open else None
         except BaseException:
             s.abort()
             raise
