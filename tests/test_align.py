@@ -80,23 +80,6 @@ def test_geometry_descriptor(frame0):
     assert geometry_descriptor(pdm.princ_comp, np.zeros((3, 34))).shape == (3, 238)
 
 
-def test_parallel_warp_batches_equal_serial(frame0, monkeypatch):
-    # large batches go through the prange warp: same pixels as the serial one (uint8 BGR and float32 grey)
-    import gpuau.cpu.warp_affine as cpu_warp
-
-    rng = np.random.default_rng(5)
-    m = np.tile(np.array([[1.1, -0.2, 0.0], [0.2, 1.1, 0.0]]), (9, 1, 1))
-    m[:, :, 2] = rng.uniform(-60, 600, (9, 2))  # some windows cross the frame's border
-    index = np.arange(9) % 2
-    frame = frame0[0]
-    for images in (np.stack([frame, frame[::-1]]), np.stack([frame[..., 1], frame[::-1, :, 2]]).astype(np.float32)):
-        serial = cpu_warp.warp_affine(images, index, m, 40, 48)
-        monkeypatch.setattr(cpu_warp, "PARALLEL_MIN_VALUES", 1)
-        monkeypatch.setattr(cpu_warp.numba.config, "NUMBA_NUM_THREADS", 2)
-        np.testing.assert_array_equal(cpu_warp.warp_affine(images, index, m, 40, 48), serial)
-        monkeypatch.undo()
-
-
 @pytest.fixture(scope="module")
 def faces(media_dir, reference_dir):
     """Frames 0, 40, ..., 280 of default.wmv with OpenFace's landmarks and the AU PDM's global parameters."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from gpuau.cpu import fhog as cpu_fhog
+from gpuau.cpu import threads
 from gpuau.cpu.fhog import fhog
 from gpuau.kernels.fhog import fhog_layout
 from gpuau.features.align import align_face_mask
@@ -144,7 +146,7 @@ def test_fhog_synthetic_ties_and_sizes():
 
 
 def test_fhog_batch_equals_single(aligned_faces):
-    many = np.concatenate([aligned_faces] * 3)  # large enough for the parallel path
+    many = np.concatenate([aligned_faces] * 3)
     np.testing.assert_array_equal(fhog(many)[: len(aligned_faces)], fhog(aligned_faces))
 
 
@@ -173,13 +175,20 @@ def test_fhog_matches_dlib_when_pyfhog_is_installed(aligned_faces):
         np.testing.assert_array_equal(got, pyfhog.extract_fhog_features(face, 8).astype(F))
 
 
-def test_parallel_batches_equal_serial(monkeypatch):
-    # large batches go through the prange kernel: same values as the serial one
-    import gpuau.cpu.fhog as cpu_fhog
-
-    rng = np.random.default_rng(3)
-    faces = rng.integers(0, 256, (6, 112, 112, 3), dtype=np.uint8)
-    serial = fhog(faces)
-    monkeypatch.setattr(cpu_fhog, "PARALLEL_MIN_FACES", 1)
-    monkeypatch.setattr(cpu_fhog.nb.config, "NUMBA_NUM_THREADS", 2)
-    np.testing.assert_array_equal(fhog(faces), serial)
+@pytest.mark.skipif(threads.cores() < 2, reason="one core: nothing is shared")
+def test_split_batches_equal_serial(aligned_faces, monkeypatch):
+    """A batch over the split threshold is computed half on the helper thread: the same values as the
+    serial pass (real aligned faces, odd and even counts)."""
+    handed = []
+    submit = threads.submit
+    monkeypatch.setattr(threads, "submit", lambda fn, *args: handed.append(args[-2:]) or submit(fn, *args))
+    for n in (len(aligned_faces), len(aligned_faces) - 1):
+        with threads.sharing():  # the helper is not used: one serial pass
+            serial = fhog(aligned_faces[:n])
+        assert handed == []
+        monkeypatch.setattr(cpu_fhog, "PARALLEL_MIN_FACES", n)
+        np.testing.assert_array_equal(fhog(aligned_faces[:n]), serial)
+        assert handed.pop() == (n // 2, n)  # the helper computed the second half
+        monkeypatch.setattr(cpu_fhog, "PARALLEL_MIN_FACES", n + 1)
+        fhog(aligned_faces[:n])
+        assert handed == []  # below the threshold: not split

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 from backends import assert_backend_close
+from gpuau.cpu import threads
+from gpuau.cpu import warp_affine as cpu_warp
 from gpuau.cpu.warp_affine import warp_affine as warp_affine_cpu
 from gpuau.cpu.warp_affine import warp_affine_masked as warp_affine_masked_cpu
 from media import read_frames
@@ -154,3 +156,33 @@ def test_warp_affine_masked_degenerate_triangles(backend, frames):
         np.testing.assert_array_equal(expected[:, 20, 10:], warped[:, 20, 10:])
         np.testing.assert_array_equal(expected[:, 21:], warped[:, 21:])
         assert (expected[:, :20] == 0).mean() > 0.3
+
+
+
+@pytest.mark.skipif(threads.cores() < 2, reason="one core: nothing is shared")
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_split_batches_equal_serial(frames, monkeypatch, dtype):
+    """A batch over the split threshold is warped half on the helper thread: the same pixels as the
+    serial pass (112x112 BGR faces and grey areas of real frames, odd and even counts, borders and
+    an all-border output included)."""
+    rng = np.random.default_rng(13)
+    gray = np.stack([cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) for f in frames])
+    handed = []
+    submit = threads.submit
+    monkeypatch.setattr(threads, "submit", lambda fn, *args: handed.append(args[-2:]) or submit(fn, *args))
+    for images, size in ((frames, (112, 112)), (gray, (21, 23))):
+        images = images if dtype == np.uint8 else gray_f32(images)
+        matrices = random_similarities(rng, 25, *frames.shape[1:3])
+        index = rng.integers(0, len(frames), 25).astype(np.int32)
+        index[7] = len(frames)  # outside the batch: all border
+        for n in (25, 24):
+            args = images, index[:n], matrices[:n], *size
+            with threads.sharing():  # the helper is not used: one serial pass
+                serial = warp_affine_cpu(*args, border=5)
+            assert handed == []
+            monkeypatch.setattr(cpu_warp, "PARALLEL_MIN_VALUES", serial.size)
+            np.testing.assert_array_equal(warp_affine_cpu(*args, border=5), serial)
+            assert handed.pop() == (n // 2, n)  # the helper warped the second half
+            monkeypatch.setattr(cpu_warp, "PARALLEL_MIN_VALUES", serial.size + 1)
+            warp_affine_cpu(*args, border=5)
+            assert handed == []  # below the threshold: not split

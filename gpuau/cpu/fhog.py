@@ -1,4 +1,5 @@
-"""Felzenszwalb HOG (FHOG) of aligned faces, Numba (serial, or parallel over faces on large batches).
+"""Felzenszwalb HOG (FHOG) of aligned faces, Numba (serial; large batches split between the calling
+thread and the helper thread, each face computed by the same serial code).
 
 Port of dlib's ``impl_fhog::impl_extract_fhog_features`` (dlib/image_transforms/fhog.h) as OpenFace
 calls it from ``Extract_FHOG_descriptor`` (Face_utils.cpp): 31 channels per cell (18
@@ -10,6 +11,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from gpuau.cpu import threads
 from gpuau.kernels.fhog import NUM_CHANNELS, check_fhog_images, fhog_layout
 
 # dlib's 9 unit vectors (4 decimals, as written in fhog.h) for snapping gradients to orientations.
@@ -30,7 +32,11 @@ _DIRECTIONS = np.array(
 
 
 PARALLEL_MIN_FACES = 64
-"""Batch size from which faces are split over Numba's threads."""
+"""Batch size from which faces are split between the calling thread and the helper thread
+(:mod:`gpuau.cpu.threads`), each computing half of them (~45 ms of work on one core).  The
+pipeline's per-step batches (a few faces, on the AU thread) stay on their thread: serial calls
+release the GIL, so they overlap the landmark fit, and a split there would queue behind the fit's
+own work on the helper."""
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -168,15 +174,11 @@ def _fhog_one(img, cell_size, cells_nr, cells_nc, vis_nr, vis_nc, simd_end, dire
                 out[base + 27 + k] = f32(t[k] * tex)
 
 
-@nb.njit(cache=True, nogil=True, parallel=True)
-def _fhog_batch(images, layout, directions, out):
-    for i in nb.prange(images.shape[0]):
-        _fhog_one(images[i], layout[0], layout[1], layout[2], layout[3], layout[4], layout[5], directions, out[i])
-
-
 @nb.njit(cache=True, nogil=True)
-def _fhog_serial(images, layout, directions, out):
-    for i in range(images.shape[0]):
+def _fhog_range(images, layout, directions, out, start, stop):
+    """FHOG of faces ``start`` to ``stop - 1``, one at a time: ``images`` (N, H, W, C) uint8, ``layout``
+    (6,) int64 ``[cell_size, cells_nr, cells_nc, vis_nr, vis_nc, simd_end]``, ``out`` (N, R * C * 31) float32."""
+    for i in range(start, stop):
         _fhog_one(images[i], layout[0], layout[1], layout[2], layout[3], layout[4], layout[5], directions, out[i])
 
 
@@ -205,8 +207,6 @@ def fhog(images: np.ndarray, cell_size: int = 8) -> np.ndarray:
     if lay.hog_nr == 0 or lay.hog_nc == 0 or images.shape[0] == 0:
         return out
     layout = np.array([cell_size, lay.cells_nr, lay.cells_nc, lay.vis_nr, lay.vis_nc, lay.simd_end], np.int64)
-    # a parallel launch (thread wake-up, threads spinning on a loaded machine) costs more than it saves
-    # on a few dozen faces; serial calls release the GIL, so a threaded pipeline overlaps them instead
-    run = _fhog_batch if images.shape[0] >= PARALLEL_MIN_FACES and nb.config.NUMBA_NUM_THREADS > 1 else _fhog_serial
-    run(images, layout, _DIRECTIONS, out)
+    threads.run_range(_fhog_range, images.shape[0], images, layout, _DIRECTIONS, out,
+                      split=images.shape[0] >= PARALLEL_MIN_FACES)
     return out

@@ -11,6 +11,8 @@ of its own keeps its kernels serial for that time (:func:`sharing`).
 Unlike Numba's ``parallel=True`` loops, no OpenMP team is involved: idle, the helper sleeps on a
 queue (no spinning threads competing with the pipeline's AU and decode threads), and a process that
 used it can still ``fork()`` (GNU OpenMP terminates a forked child that runs a parallel region).
+No gpuau kernel is compiled with ``parallel=True``: the CCNF response maps, the warp and FHOG split a
+large call's areas, outputs or faces in two halves, one per thread (the latter two by :func:`run_range`).
 """
 from __future__ import annotations
 
@@ -48,6 +50,37 @@ def submit(fn, *args) -> Future:
             _pool = ThreadPoolExecutor(1, thread_name_prefix="gpuau-helper", initializer=_helper_thread_init)
         pool = _pool
     return pool.submit(fn, *args)
+
+
+def run_range(fn, n: int, *args, split: bool = False) -> None:
+    """Run ``fn(*args, start, stop)`` over ``[0, n)``, split in two when asked and possible.
+
+    With ``split`` true, ``n >= 2`` and :func:`can_share`, the helper runs ``fn(*args, n // 2, n)``
+    while the calling thread runs ``fn(*args, 0, n // 2)``; otherwise the caller runs
+    ``fn(*args, 0, n)``.  ``fn`` is a GIL-free kernel that treats each index on its own (the same
+    serial code for every index however the range is cut, so the same bits), writing into arrays in
+    ``args``.  Returns once both halves are done; an exception of either half is raised here.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(*args, start, stop)``.
+    n : int
+        Length of the range.
+    *args
+        Leading arguments of ``fn``.
+    split : bool
+        Whether the work is worth a hand-over (the caller's threshold).
+    """
+    if not (split and n > 1 and can_share()):
+        fn(*args, 0, n)
+        return
+    half = n // 2
+    rest = submit(fn, *args, half, n)
+    try:
+        fn(*args, 0, half)
+    finally:
+        rest.result()
 
 
 @contextmanager

@@ -29,6 +29,7 @@ import numpy as np
 from numba import types
 from numba.extending import overload
 
+from gpuau.cpu import threads
 from gpuau.kernels.warp_affine import check_mask_args, check_warp_args
 
 
@@ -168,29 +169,36 @@ def _warp_image_impl(img, m, dst, border, w):
 
 
 @numba.njit(cache=True, nogil=True)
-def _warp_output(images, image_index, matrices, out, border, w, n):
-    b = image_index[n]
-    if b < 0 or b >= images.shape[0]:
-        out[n][:] = border
-    else:
-        _warp_image(images[b], matrices[n].ravel(), out[n], border, w)
+def _warp_range(images, image_index, matrices, out, border, w, start, stop):
+    """Outputs ``start`` to ``stop - 1`` of a batch, one at a time.
 
-
-@numba.njit(cache=True, nogil=True)
-def _warp_serial(images, image_index, matrices, out, border, w):
-    for n in range(out.shape[0]):
-        _warp_output(images, image_index, matrices, out, border, w, n)
-
-
-@numba.njit(cache=True, nogil=True, parallel=True)
-def _warp_parallel(images, image_index, matrices, out, border, w):
-    for n in numba.prange(out.shape[0]):
-        _warp_output(images, image_index, matrices, out, border, w, n)
+    Parameters
+    ----------
+    images : ndarray (B, H, W) or (B, H, W, C)
+    image_index : ndarray (N,) int32
+        Source image of each output; outside ``[0, B)``: an all-border output.
+    matrices : ndarray (N, 2, 3) float64
+        Destination -> source maps.
+    out : ndarray (N, out_h, out_w) or (N, out_h, out_w, C), the dtype of ``images``
+    border : scalar of the image type
+    w : ndarray (1024, 4)
+        Weight table of the image type (:func:`_weight_tables`).
+    start, stop : int
+    """
+    for n in range(start, stop):
+        b = image_index[n]
+        if b < 0 or b >= images.shape[0]:
+            out[n][:] = border
+        else:
+            _warp_image(images[b], matrices[n].ravel(), out[n], border, w)
 
 
 PARALLEL_MIN_VALUES = 1 << 22
-"""Output values (pixels x channels) from which a batch is split over Numba's threads: below it a
-parallel launch (thread wake-up, and spinning threads on a loaded machine) costs more than it saves."""
+"""Output values (pixels x channels) from which a batch is split between the calling thread and the
+helper thread (:mod:`gpuau.cpu.threads`), each warping half of the outputs (~20 ms of work on one
+core, ~110 aligned 112x112 BGR faces).  The pipeline's per-step batches (a few faces, the AU thread's
+alignment) stay on their thread: a split there would queue behind the landmark fit's own work on the
+helper."""
 
 
 def warp_affine(images, image_index, matrices, out_h: int, out_w: int, border=0) -> np.ndarray:
@@ -199,7 +207,8 @@ def warp_affine(images, image_index, matrices, out_h: int, out_w: int, border=0)
     Reproduces ``cv2.warpAffine(images[image_index[n]], matrices[n], (out_w, out_h),
     flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT,
     borderValue=border)`` bit for bit as OpenCV <= 4.10 computes it.  Serial (the GIL released) unless the
-    batch is large (:data:`PARALLEL_MIN_VALUES`), then parallel over the outputs.
+    batch is large (:data:`PARALLEL_MIN_VALUES`), then half of the outputs are warped on the helper thread
+    (same code per output, same bits).
 
     Port of cv::warpAffine / WarpAffineInvoker / remapBilinear, OpenCV imgwarp.cpp.
 
@@ -225,13 +234,13 @@ def warp_affine(images, image_index, matrices, out_h: int, out_w: int, border=0)
         return out
     border = args.images.dtype.type(args.border)
     weights = _WEIGHTS_U8 if args.images.dtype == np.uint8 else _WEIGHTS_F32
-    run = _warp_parallel if out.size >= PARALLEL_MIN_VALUES and numba.config.NUMBA_NUM_THREADS > 1 else _warp_serial
     images = args.images
     if images.shape[3] == 1:  # single channel: (B, H, W) planes, no channel loop
         images, target = images.reshape(images.shape[:3]), out.reshape(out.shape[:3])
     else:
         target = out
-    run(images, args.image_index, args.matrices, target, border, weights)
+    threads.run_range(_warp_range, out.shape[0], images, args.image_index, args.matrices, target, border, weights,
+                      split=out.size >= PARALLEL_MIN_VALUES)
     return out
 
 
