@@ -46,11 +46,11 @@ def main() -> None:
     args = ap.parse_args()
 
     from gpuau.detect import MTCNN
-    from gpuau.detect.sessions import available_cores
+    from gpuau.cpu.threads import cores
 
     detector = MTCNN(device=args.device)
     base = read_frames(SHARED / "media" / "default.wmv", args.batch)
-    print(f"device={args.device} cores={available_cores()} batch={args.batch} repeat={args.repeat} (best of)")
+    print(f"device={args.device} cores={cores()} batch={args.batch} repeat={args.repeat} (best of)")
     for w, h in ((640, 480), (1280, 720)):
         frames = [f if f.shape[:2] == (h, w) else cv2.resize(f, (w, h), interpolation=cv2.INTER_LINEAR) for f in base]
         detector.detect_batch(frames[:2])  # warm-up

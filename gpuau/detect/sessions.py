@@ -5,15 +5,9 @@ import logging
 import os
 from pathlib import Path
 
+from gpuau.cpu import threads
+
 log = logging.getLogger(__name__)
-
-
-def available_cores() -> int:
-    """CPU cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def execution_providers(backend_name: str, device_id: int = 0) -> list:
@@ -45,7 +39,10 @@ def execution_providers(backend_name: str, device_id: int = 0) -> list:
 
 def make_session(path: "str | os.PathLike", backend_name: str, device_id: int = 0):
     """An ``onnxruntime.InferenceSession`` for one graph: all graph optimisations, one intra-op
-    thread per available core.
+    thread per core of the CPU kernels (:func:`gpuau.cpu.threads.cores`), and pool threads that
+    sleep when idle instead of spinning (``session.intra_op.allow_spinning`` and
+    ``session.inter_op.allow_spinning`` off; onnxruntime's default spins after each run, burning CPU
+    that the pipeline's tracking, AU and decode threads need: README, Speed).
 
     Parameters
     ----------
@@ -64,7 +61,9 @@ def make_session(path: "str | os.PathLike", backend_name: str, device_id: int = 
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = available_cores()
+    opts.intra_op_num_threads = threads.cores()
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
     return ort.InferenceSession(str(Path(path)), sess_options=opts, providers=providers)
