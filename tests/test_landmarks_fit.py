@@ -4,10 +4,8 @@ fit runs on every backend."""
 import numpy as np
 import pytest
 
-from gpuau.cpu.mean_shift import kde_table
-from gpuau.cpu.pdm_fit import visible_weights
 from gpuau.device import resolve_device
-from gpuau.landmarks.clnf import (CLNF, _nu_rlms_device, _weights, detect_landmarks, detect_landmarks_batch, fit,
+from gpuau.landmarks.clnf import (CLNF, _fit_scale, detect_landmarks, detect_landmarks_batch, fit, model_likelihoods,
                                   nu_rlms, patch_responses)
 from gpuau.video import open_source
 from reference import global_params, landmarks_2d, local_params, read_reference
@@ -80,24 +78,26 @@ def test_batch_equals_single_fits(clnf, default_video):
         _assert_same_fit(res, detect_landmarks(clnf, frames[t], g[t - 1], l_[t - 1], w))
 
 
-def test_device_loop_equals_cpu_loop(clnf, default_video):
-    """NU-RLMS as the GPU backends run it (one mean_shift call for all faces per iteration, the
-    per-face steps on the host) gives the fused Numba loop's bits, here with the CPU kernels."""
+def test_fit_scale_equals_two_passes(clnf, default_video):
+    """A patch scale's NU-RLMS fitted in one Numba call (the CPU backend's ``pdm_fit.nu_rlms``) gives the
+    bits of a rigid then a non-rigid pass and the likelihoods after them as the GPU backends run them (one
+    mean_shift call for all faces per iteration, the per-face steps on the host), here with the CPU kernels."""
     frames, g, l_, _ = default_video
     cpu = resolve_device("cpu")
     model, p = clnf.model, clnf.parameters
     images = np.stack([frames[2], frames[6]]).astype(np.float32)
     gs, ls = g[[1, 5]], l_[[1, 5]]
     r = patch_responses(model, images, np.array([0, 1]), gs, ls, 9, 1, cpu)
-    for rigid in (True, False):
-        fused = nu_rlms(model, r, gs, ls, 1, p, rigid, cpu)
-        w = _weights(model, 1, r.views, p.weight_factor)
-        a = float(np.float32(-0.5 / float(np.float32(p.sigma) ** 2)))
-        loop = _nu_rlms_device((model.pdm.mean_shape, model.pdm.princ_comp, model.pdm.eigen_values), r, gs.copy(),
-                               ls.copy(), visible_weights(w, r.visible), np.float32(p.reg_factor), p.num_iterations,
-                               rigid, kde_table(9, a), np.float32(4), cpu)
-        for x, y in zip(fused, loop):
-            np.testing.assert_array_equal(x, y)
+    last = np.array([True, False])
+    gf, lf, last_f, ll, lh = _fit_scale(model, r, gs, ls, 1, p, last, cpu)
+    gr, lr, _, _ = nu_rlms(model, r, gs, ls, 1, p, True, cpu)
+    g2, l2, dxs, dys = nu_rlms(model, r, gr, lr, 1, p, False, cpu)
+    ref_ll, ref_lh = model_likelihoods(r, dxs, dys, p.sigma, cpu)
+    np.testing.assert_array_equal(gf, g2)
+    np.testing.assert_array_equal(lf, l2)
+    np.testing.assert_array_equal(last_f, last | (gr[:, 0] < 0.30))
+    assert ll[0] == ref_ll[0]
+    np.testing.assert_array_equal(lh[0], ref_lh[0])
 
 
 def test_tracking_step_on_backend(clnf, default_video, backend):

@@ -7,7 +7,8 @@ Ports, one Numba function each:
 * ``PDM::CalcShape3D``, ``CalcShape2D``, ``ComputeJacobian`` / ``ComputeRigidJacobian``,
   ``Orthonormalise``, ``UpdateModelParameters``, ``Clamp`` (PDM.cpp);
 * the iteration loops of ``PDM::CalcParams`` (landmarks -> params, PDM.cpp) and
-  ``CLNF::NU_RLMS`` (LandmarkDetectorModel.cpp).
+  ``CLNF::NU_RLMS`` (LandmarkDetectorModel.cpp) as ``CLNF::Fit`` runs it at a patch scale (rigid
+  and non-rigid passes, likelihoods: one call, no Python between).
 
 Shapes: ``mean`` (3n,) and ``pc`` (3n, m) in OpenFace's x-block, y-block, z-block layout;
 ``g`` (6,) = ``[scale, rx, ry, rz, tx, ty]``; 2D shapes (n, 2); Jacobian rows all x then all y.
@@ -17,7 +18,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from gpuau.cpu.mean_shift import mean_shift
+from gpuau.cpu.mean_shift import landmark_likelihoods, mean_shift, model_log_likelihoods
 
 F32 = np.float32
 
@@ -552,10 +553,13 @@ def visible_weights(weights, visible):
 
 @nb.njit(cache=True, nogil=True)
 def nu_rlms(mean, pc, eig, responses, g, p, base, img_to_ref, ref_to_img, visible, weights, reg_factor,
-            n_iter, rigid, kde, half):
-    """``CLNF::NU_RLMS`` for a batch of faces fitted with one model and one window size:
-    per face, iterations of mean-shift on its response maps then a regularised Gauss-Newton step
-    of the (rigid or all) PDM params, clamped, until the shape stops moving.
+            n_iter, kde, half, sigma, last):
+    """``CLNF::NU_RLMS`` as ``CLNF::Fit`` runs it at one patch scale, for a batch of faces fitted with one
+    model and one window size, in one call: per face, a rigid then a non-rigid pass of iterations of
+    mean-shift on its response maps then a regularised Gauss-Newton step of the (global or all) PDM
+    params, clamped, until the shape stops moving; then the likelihoods of the faces whose fit ends
+    at this scale (:func:`gpuau.cpu.mean_shift.landmark_likelihoods`,
+    :func:`gpuau.cpu.mean_shift.model_log_likelihoods`).
 
     Parameters
     ----------
@@ -570,35 +574,52 @@ def nu_rlms(mean, pc, eig, responses, g, p, base, img_to_ref, ref_to_img, visibl
         NU-RLMS weights (ones when the weight factor is 0).
     reg_factor : float32
     n_iter : int
-    rigid : bool
+        Iterations of each pass at most.
     kde : (S*S, R*R) float32
         KDE table of this window size and sigma.
     half : float32
         ``(R - 1) // 2``.
+    sigma : float
+        Sigma of the likelihoods.
+    last : (F,) bool
+        Faces that skip the next scale (or have none).
 
     Returns
     -------
     g : (F, 6) ; p : (F, m) float32
-    dxs, dys : (F, n) float32
-        Landmark offsets in the response windows at the last mean-shift (for the likelihood).
+    last : (F,) bool
+        ``last``, or the scale after the rigid pass below 0.30 (the fit ends here).
+    likelihoods : (F,) float32
+        Model log-likelihood of the faces whose fit ends here (0 for the others).
+    landmark_likelihoods : (F, n) float32
+        Theirs per landmark, ``-1e8`` for invisible landmarks (and for the other faces).
     """
     n_faces, n = base.shape[0], base.shape[1]
     w = visible_weights(weights, visible)
     g_out = g.copy()
     p_out = p.copy()
-    dxs = np.zeros((n_faces, n), np.float32)
-    dys = np.zeros((n_faces, n), np.float32)
+    ends = last.copy()
+    ll = np.zeros(n_faces, np.float32)
+    lhoods = np.full((n_faces, n), np.float32(-1e8), np.float32)
+    dxs = np.zeros(n, np.float32)
+    dys = np.zeros(n, np.float32)
     prev = np.zeros((n, 2), np.float32)
     shifts = np.zeros((n, 2), np.float32)
     for f in range(n_faces):
         gf = g[f].copy()
         pf = p[f].copy()
-        for it in range(n_iter):
-            stop, s3 = nu_rlms_offsets(mean, pc, gf, pf, base[f], img_to_ref[f], half, it, prev, dxs[f], dys[f])
-            if stop:
-                break
-            mean_shift(responses[f], dxs[f], dys[f], visible[f], kde, shifts)
-            gf, pf = nu_rlms_update(s3, pc, eig, gf, pf, shifts, ref_to_img[f], w[f], reg_factor, rigid)
+        for rigid in (True, False):
+            for it in range(n_iter):
+                stop, s3 = nu_rlms_offsets(mean, pc, gf, pf, base[f], img_to_ref[f], half, it, prev, dxs, dys)
+                if stop:
+                    break
+                mean_shift(responses[f], dxs, dys, visible[f], kde, shifts)
+                gf, pf = nu_rlms_update(s3, pc, eig, gf, pf, shifts, ref_to_img[f], w[f], reg_factor, rigid)
+            if rigid and gf[0] < 0.30:
+                ends[f] = True
         g_out[f] = gf
         p_out[f] = pf
-    return g_out, p_out, dxs, dys
+        if ends[f]:
+            lhoods[f] = landmark_likelihoods(responses[f], dxs, dys, visible[f], sigma)
+            ll[f] = model_log_likelihoods(lhoods[f:f + 1], visible[f:f + 1])[0]
+    return g_out, p_out, ends, ll, lhoods

@@ -220,29 +220,40 @@ def patch_responses(model: CLNFModel, images, image_index: np.ndarray, params_gl
     n_faces, n = len(params_global), pdm.n_points
     ph, pw = ccnf.patch_size
     size = window_size + pw - 1
+    params_global = np.ascontiguousarray(params_global, _F)
+    params_local = np.ascontiguousarray(params_local, _F)
     views = np.array([ccnf.view_index(g) for g in params_global], np.int64)
-    base = np.stack([pdm.calc_shape_2d(g, loc) for g, loc in zip(params_global, params_local)])
     ref_g = np.array([ccnf.patch_scaling, 0, 0, 0, 0, 0], _F)
-    sims = [similarity_to_reference(shape, pdm.calc_shape_2d(ref_g, loc)) for shape, loc in zip(base, params_local)]
-    img_to_ref = np.stack([s[0] for s in sims])
-    ref_to_img = np.stack([s[1] for s in sims])
+    base = np.empty((n_faces, n, 2), _F)
+    img_to_ref = np.empty((n_faces, 2, 2), _F)
+    ref_to_img = np.empty((n_faces, 2, 2), _F)
+    for f in range(n_faces):
+        loc = params_local[f]
+        base[f] = pdm_fit.shape_2d(pdm.mean_shape, pdm.princ_comp, params_global[f], loc)
+        img_to_ref[f], ref_to_img[f] = similarity_to_reference(
+            base[f], pdm_fit.shape_2d(pdm.mean_shape, pdm.princ_comp, ref_g, loc))
     experts = [ccnf.experts(int(v), window_size, backend) for v in views]
-    counts = [len(e[0]) for e in experts]
-    face = np.repeat(np.arange(n_faces), counts)
-    lm = np.concatenate([e[0] for e in experts])
-    matrices = area_matrices(base[face, lm], ref_to_img[face], size)
-    areas = backend.kernels.warp_affine(images, np.asarray(image_index)[face], matrices, size, size)
     if n_faces == 1:
+        lm = experts[0][0]
+        matrices = area_matrices(base[0, lm], ref_to_img[0], size)
+        areas = backend.kernels.warp_affine(images, np.full(len(lm), image_index[0]), matrices, size, size)
         out = backend.kernels.ccnf_response(areas, *experts[0][1:], ph, pw)
-    elif backend.name == "cpu":
-        # one call per face, each with its view's expert arrays as they are (concatenating them
-        # copies a Sigma per area: 20 MB and ~30 ms per call for the 11 hypotheses of a detection)
-        ends = np.cumsum(counts)
-        out = np.concatenate([backend.kernels.ccnf_response(areas[end - count:end], *e[1:], ph, pw)
-                              for e, count, end in zip(experts, counts, ends)])
+        face = np.zeros(len(lm), np.int64)
     else:
-        weights, alphas, sigmas = (xp.concatenate([e[i] for e in experts]) for i in (1, 2, 3))
-        out = backend.kernels.ccnf_response(areas, weights, alphas, sigmas, ph, pw)
+        counts = [len(e[0]) for e in experts]
+        face = np.repeat(np.arange(n_faces), counts)
+        lm = np.concatenate([e[0] for e in experts])
+        matrices = area_matrices(base[face, lm], ref_to_img[face], size)
+        areas = backend.kernels.warp_affine(images, np.asarray(image_index)[face], matrices, size, size)
+        if backend.name == "cpu":
+            # one call per face, each with its view's expert arrays as they are (concatenating them
+            # copies a Sigma per area: 20 MB and ~30 ms per call for the 11 hypotheses of a detection)
+            ends = np.cumsum(counts)
+            out = np.concatenate([backend.kernels.ccnf_response(areas[end - count:end], *e[1:], ph, pw)
+                                  for e, count, end in zip(experts, counts, ends)])
+        else:
+            weights, alphas, sigmas = (xp.concatenate([e[i] for e in experts]) for i in (1, 2, 3))
+            out = backend.kernels.ccnf_response(areas, weights, alphas, sigmas, ph, pw)
     visible = ccnf.visibility[views].astype(np.int32)
     if len(lm) == n_faces * n:
         maps = out.reshape(n_faces, n, window_size, window_size)
@@ -271,10 +282,11 @@ def nu_rlms(model: CLNFModel, r: Responses, params_global: np.ndarray, params_lo
     """Regularised landmark mean-shift of a batch of faces: alternate mean-shifts on the response
     maps with Gauss-Newton updates of the PDM params (rigid: global params only).
 
-    Port of ``CLNF::NU_RLMS``, LandmarkDetectorModel.cpp.  On the CPU backend the whole loop runs
-    in Numba (:func:`gpuau.cpu.pdm_fit.nu_rlms`); elsewhere each iteration computes every face's
-    mean-shifts with one ``backend.kernels.mean_shift`` call on the device and the small per-face
-    steps on the host (the same Numba steps).
+    Port of ``CLNF::NU_RLMS``, LandmarkDetectorModel.cpp, one pass as the GPU backends run it: each
+    iteration computes every face's mean-shifts with one ``backend.kernels.mean_shift`` call (the
+    maps stay on the device) and the small per-face steps on the host (Numba).  :func:`fit_batch`
+    on the CPU backend runs both passes of a scale in one Numba call instead
+    (:func:`gpuau.cpu.pdm_fit.nu_rlms`, the same bits).
 
     Parameters
     ----------
@@ -288,29 +300,13 @@ def nu_rlms(model: CLNFModel, r: Responses, params_global: np.ndarray, params_lo
     dxs, dys : ndarray (F, n) float32
         Landmark offsets in the response windows at the last mean-shift.
     """
-    pdm = model.pdm
-    resp_size = r.maps.shape[-1]
-    w = _weights(model, scale, r.views, parameters.weight_factor)
-    a = float(_F(-0.5 / float(_F(parameters.sigma) * _F(parameters.sigma))))
-    half = _F((resp_size - 1) // 2)
-    reg = _F(parameters.reg_factor)
-    args = (pdm.mean_shape, pdm.princ_comp, pdm.eigen_values)
-    g = np.ascontiguousarray(params_global, _F)
-    loc = np.ascontiguousarray(params_local, _F)
-    if backend.name == "cpu":
-        return pdm_fit.nu_rlms(*args, r.maps, g, loc, r.base, r.img_to_ref, r.ref_to_img, r.visible, w, reg,
-                               parameters.num_iterations, rigid, kde_table(resp_size, a), half)
-    return _nu_rlms_device(args, r, g.copy(), loc.copy(), pdm_fit.visible_weights(w, r.visible), reg,
-                           parameters.num_iterations, rigid, _kde(backend, resp_size, a), half, backend)
-
-
-def _nu_rlms_device(pdm_arrays, r: Responses, g, loc, w, reg, n_iter: int, rigid: bool, kde, half, backend: Backend):
-    """The loop of :func:`gpuau.cpu.pdm_fit.nu_rlms` with the mean-shifts of all faces computed by
-    one ``backend.kernels.mean_shift`` call per iteration (the maps stay on the device)."""
+    (mean, pc, eig), w, reg, resp_size, a, half = _nu_rlms_setup(model, r, scale, parameters)
+    w = pdm_fit.visible_weights(w, r.visible)
+    kde = _kde(backend, resp_size, a)
+    g = np.array(params_global, _F)
+    loc = np.array(params_local, _F)
     xp = backend.xp
-    mean, pc, eig = pdm_arrays
     n_faces, n = r.visible.shape
-    resp_size = r.maps.shape[-1]
     maps = r.maps.reshape(n_faces * n, resp_size, resp_size)
     visible = backend.asarray(r.visible.reshape(-1))
     shifts = xp.zeros((n_faces * n, 2), _F)
@@ -319,7 +315,7 @@ def _nu_rlms_device(pdm_arrays, r: Responses, g, loc, w, reg, n_iter: int, rigid
     prev = np.zeros((n_faces, n, 2), _F)
     active = np.ones(n_faces, bool)
     s3 = {}
-    for it in range(n_iter):
+    for it in range(parameters.num_iterations):
         for f in np.flatnonzero(active):
             stop, s3[f] = pdm_fit.nu_rlms_offsets(mean, pc, g[f], loc[f], r.base[f], r.img_to_ref[f], half, it, prev[f],
                                                   dxs[f], dys[f])
@@ -333,6 +329,44 @@ def _nu_rlms_device(pdm_arrays, r: Responses, g, loc, w, reg, n_iter: int, rigid
             g[f], loc[f] = pdm_fit.nu_rlms_update(s3[f], pc, eig, g[f], loc[f], host[f], r.ref_to_img[f], w[f], reg,
                                                   rigid)
     return g, loc, dxs, dys
+
+
+def _nu_rlms_setup(model: CLNFModel, r: Responses, scale: int, parameters: FitParameters):
+    """NU-RLMS's constants: PDM arrays, weights, regularisation, window size, KDE exponent, window half."""
+    pdm = model.pdm
+    resp_size = r.maps.shape[-1]
+    w = _weights(model, scale, r.views, parameters.weight_factor)
+    a = float(_F(-0.5 / float(_F(parameters.sigma) * _F(parameters.sigma))))
+    return ((pdm.mean_shape, pdm.princ_comp, pdm.eigen_values), w, _F(parameters.reg_factor), resp_size, a,
+            _F((resp_size - 1) // 2))
+
+
+def _fit_scale(model: CLNFModel, r: Responses, params_global: np.ndarray, params_local: np.ndarray, scale: int,
+               parameters: FitParameters, last: np.ndarray, backend: Backend):
+    """A rigid then a non-rigid :func:`nu_rlms` pass, and :func:`model_likelihoods` of the faces whose
+    fit ends at this scale (``last``, or a scale below 0.30 after the rigid pass); on the CPU backend
+    in one Numba call (:func:`gpuau.cpu.pdm_fit.nu_rlms`).
+
+    Returns
+    -------
+    params_global : ndarray (F, 6) float32 ; params_local : ndarray (F, m) float32
+    last : ndarray (F,) bool
+    likelihoods : list of float
+        Meaningful where ``last``.
+    landmark_likelihoods : ndarray (F, n) float32
+        Meaningful where ``last``.
+    """
+    if backend.name == "cpu":
+        args, w, reg, resp_size, a, half = _nu_rlms_setup(model, r, scale, parameters)
+        g, loc, last, ll, lh = pdm_fit.nu_rlms(*args, r.maps, params_global, params_local, r.base, r.img_to_ref,
+                                               r.ref_to_img, r.visible, w, reg, parameters.num_iterations,
+                                               kde_table(resp_size, a), half, parameters.sigma, last)
+        return g, loc, last, [float(v) for v in ll], lh
+    g, loc, _, _ = nu_rlms(model, r, params_global, params_local, scale, parameters, True, backend)
+    last = last | (g[:, 0] < 0.30)
+    g, loc, dxs, dys = nu_rlms(model, r, g, loc, scale, parameters, False, backend)
+    ll, lh = model_likelihoods(r, dxs, dys, parameters.sigma, backend) if last.any() else (None, None)
+    return g, loc, last, ll, lh
 
 
 def model_likelihoods(r: Responses, dxs: np.ndarray, dys: np.ndarray, sigma: float, backend: Backend):
@@ -403,13 +437,8 @@ def fit_batch(model: CLNFModel, images, image_index, params_global, params_local
                 continue
             idx = np.flatnonzero(alive & (ws[:, scale] == size))
             r = patch_responses(model, images, image_index[idx], g[idx], loc[idx], int(size), scale, backend)
-            gi, li, _, _ = nu_rlms(model, r, g[idx], loc[idx], scale, p, True, backend)
             last = (ws[idx, scale + 1] == 0) if scale < n_scales - 1 else np.ones(len(idx), bool)
-            last |= gi[:, 0] < 0.30
-            gi, li, dxs, dys = nu_rlms(model, r, gi, li, scale, p, False, backend)
-            g[idx], loc[idx] = gi, li
-            if last.any():
-                ll, lh = model_likelihoods(r, dxs, dys, p.sigma, backend)
+            g[idx], loc[idx], last, ll, lh = _fit_scale(model, r, g[idx], loc[idx], scale, p, last, backend)
             for k, f in enumerate(idx):
                 results[f].view = int(r.views[k])
                 if last[k]:
