@@ -273,6 +273,16 @@ def models_path(args) -> int:
     return 0
 
 
+@command("warmup", "compile the CPU kernels into Numba's cache now, in child processes (else the first CPU run "
+                   "does it; for install scripts and container images)",
+         arg("--models", default=None, help="OpenFace model folder (default: see `gpuau models path`)"))
+def warmup(args) -> int:
+    from gpuau.cpu.warmup import warm_up
+
+    _log_to_stderr()
+    return 0 if warm_up(args.models) else 1
+
+
 # --------------------------------------------------------------------------- analyze
 
 

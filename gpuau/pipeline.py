@@ -247,6 +247,10 @@ class Analyzer:
         from gpuau.landmarks.validator import DetectionValidator
 
         if self._clnf is None:
+            if self.backend.name == "cpu":  # compile the kernels in child processes, once (see gpuau.cpu.warmup)
+                from gpuau.cpu.warmup import ensure_warm
+
+                ensure_warm(self.models)
             self._clnf = load_clnf(self.models, self.quality)
             mtcnn = self._mtcnn = MTCNN(self.models, device=self.backend)
             self._detector = lambda image: select_box(mtcnn.detect(image))

@@ -1,0 +1,157 @@
+"""Compile the CPU kernels into Numba's on-disk cache in short-lived child processes.
+
+A process that compiles a Numba function keeps the compiled LLVM module for its whole life (and each
+caller embeds its callees again), so a first run after an install, which compiles every ``cache=True``
+kernel, peaked ~180 MB above a warm run (580-586 MB against ~400).  Here each group of kernels is
+compiled by its own child process (``python -m gpuau.cpu.warmup GROUP``) that runs that group's
+pipeline stage on a small synthetic frame, so the cache entries have exactly the argument types the
+pipeline uses; the analysing process then only loads them from the cache.  Groups run one after the
+other: the peak is the largest child's, not their sum.
+
+:func:`ensure_warm` does it once per installed version of the code (a stamp file beside Numba's cache
+of the kernels, keyed by the numba and gpuau versions and the size and mtime of every gpuau source,
+the same criterion Numba's cache is invalidated by) when a CPU :class:`~gpuau.pipeline.Analyzer` first
+loads its models; ``gpuau warmup`` does it ahead, for install scripts and container images;
+``GPUAU_WARMUP=0`` turns it off.  A child that fails only costs memory: its kernels then compile in the
+analysing process, as before.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+PACKAGE = Path(__file__).resolve().parents[1]
+
+
+def _synthetic_frame(height: int = 480, width: int = 640) -> "tuple[np.ndarray, np.ndarray]":
+    """A decoded frame's arrays: BGR (H, W, 3) uint8 and grey (H, W) uint8, smooth noise."""
+    from gpuau.video import to_gray8
+
+    rng = np.random.default_rng(0)
+    image = np.repeat(np.repeat(rng.integers(0, 256, (height // 8, width // 8, 3), np.uint8), 8, 0), 8, 1)
+    image = np.ascontiguousarray(image)
+    return image, to_gray8(image)
+
+
+def _frontal_landmarks(pdm) -> np.ndarray:
+    """(n, 2) float32: ``pdm``'s mean shape, frontal, at scale 1 in the middle of the synthetic frame."""
+    return pdm.calc_shape_2d([1.0, 0.0, 0.0, 0.0, 320.0, 240.0], np.zeros(pdm.n_modes))
+
+
+def _detect(models: Path) -> None:
+    """MTCNN detection (PNet pyramid) and the detection validator (piece-wise affine warp, CNN)."""
+    from gpuau.detect import MTCNN
+    from gpuau.landmarks.pdm import PDM
+    from gpuau.landmarks.validator import DetectionValidator
+
+    image, gray = _synthetic_frame()
+    MTCNN(models, device="cpu").detect(image)
+    DetectionValidator.load(models).check(gray, _frontal_landmarks(PDM.load(models=models)), np.zeros(3))
+
+
+def _landmarks(models: Path) -> None:
+    """CLNF fit from a detection box and while tracking (CCNF responses, mean-shift, NU-RLMS, PDM) and
+    the head pose."""
+    from gpuau.landmarks.quality import load_clnf
+    from gpuau.landmarks.tracker import FaceTracker
+
+    image, gray = _synthetic_frame()
+    box = np.array([220.0, 140.0, 200.0, 200.0])
+    tracker = FaceTracker(load_clnf(models), detect=lambda _: box, validate=lambda *_: 1.0, models=models,
+                          device="cpu")
+    for _ in range(2):  # the first frame fits from the box, the second tracks
+        tracker.track(image, gray)
+
+
+def _aus(models: Path) -> None:
+    """AU stage: alignment (affine warp), FHOG, geometry, running medians, SVR/SVM, post-processing."""
+    from gpuau.au import AUAnalyzer
+
+    image, _ = _synthetic_frame()
+    aus = AUAnalyzer(models, device="cpu")
+    landmarks = np.array(_frontal_landmarks(aus.pdm), np.float32)  # as the pipeline's AU thread passes them
+    for t in range(2):
+        aus.add_frame(image, landmarks, True, t / 30.0)
+    aus.finish()
+
+
+GROUPS = {"detect": _detect, "landmarks": _landmarks, "aus": _aus}
+"""Child processes of a warm-up, in order: name -> the stage it runs."""
+
+
+def _stamp() -> Path:
+    """Stamp file of a finished warm-up of this code, beside Numba's cache of the kernels."""
+    import numba
+
+    from gpuau import __version__
+    from gpuau.cpu.pdm_fit import nu_rlms
+
+    key = hashlib.sha256(f"{numba.__version__}|{__version__}".encode())
+    for path in sorted(PACKAGE.rglob("*.py")):
+        st = path.stat()
+        key.update(f"|{path.relative_to(PACKAGE)}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return Path(nu_rlms._cache._cache_path) / f"gpuau-warm-{key.hexdigest()[:20]}"
+
+
+def is_warm() -> bool:
+    """Whether :func:`warm_up` has filled Numba's cache for this version of the code."""
+    return _stamp().is_file()
+
+
+def warm_up(models: "str | os.PathLike | None" = None) -> bool:
+    """Compile every group of :data:`GROUPS` in its own child process, one after the other.
+
+    Parameters
+    ----------
+    models : path-like, optional
+        OpenFace model folder (:func:`gpuau.models.resolve_models_dir`).
+
+    Returns
+    -------
+    bool
+        True when every child succeeded (the stamp is then written); a failure is logged, not raised.
+    """
+    from gpuau.models.store import resolve_models_dir
+
+    models = resolve_models_dir(models)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE.parent), env.get("PYTHONPATH")) if p)
+    t0 = time.perf_counter()
+    for group in GROUPS:
+        log.info("compiling the %s kernels", group)
+        proc = subprocess.run([sys.executable, "-m", "gpuau.cpu.warmup", group, str(models)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if proc.returncode != 0:
+            log.warning("compiling the %s kernels in a child process failed (exit %s); they compile in this "
+                        "process instead:\n%s", group, proc.returncode, proc.stderr[-2000:])
+            return False
+    stamp = _stamp()
+    try:
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        stamp.touch()
+    except OSError:
+        pass
+    log.info("compiled the CPU kernels in %.0f s", time.perf_counter() - t0)
+    return True
+
+
+def ensure_warm(models: "str | os.PathLike | None" = None) -> None:
+    """:func:`warm_up` unless this version of the code is already warm (a stat of each source file) or the
+    environment variable ``GPUAU_WARMUP`` is ``0`` (then the kernels compile in this process)."""
+    if os.environ.get("GPUAU_WARMUP") == "0" or is_warm():
+        return
+    log.warning("compiling the CPU kernels once, in child processes (about 30 s; `gpuau warmup` does it ahead)")
+    warm_up(models)
+
+
+if __name__ == "__main__":
+    GROUPS[sys.argv[1]](Path(sys.argv[2]))

@@ -1,0 +1,55 @@
+"""gpuau.cpu.warmup: child processes fill Numba's cache with exactly the entries the pipeline loads."""
+import json
+import logging
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("numba")
+
+# A fresh process: is the cache stamped warm, then the pipeline on the first frames of a video; per
+# Numba function of gpuau that ran, its cache hits and misses (a miss: compiled in this process).
+_PIPELINE = """
+import json, sys
+from numba.core.registry import CPUDispatcher
+from gpuau.cpu.warmup import is_warm
+warm = is_warm()
+from gpuau.pipeline import Analyzer
+from gpuau.video import open_source
+frames = [f.image for f, _ in zip(open_source(sys.argv[1]), range(3))]
+Analyzer("cpu").analyze_frames(frames)
+stats = {f"{name}.{k}": [sum(v.stats.cache_hits.values()), sum(v.stats.cache_misses.values())]
+         for name, mod in list(sys.modules.items()) if name.startswith("gpuau")
+         for k, v in vars(mod).items() if isinstance(v, CPUDispatcher) and v.__module__ == name}
+print(json.dumps({"warm": warm, "stats": stats}))
+"""
+
+
+def test_warm_up_fills_the_cache_the_pipeline_loads(tmp_path, models_dir, media_dir):
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba"), GPUAU_CACHE=str(tmp_path / "models"),
+               GPUAU_MODELS=str(models_dir))
+    warm = subprocess.run([sys.executable, "-m", "gpuau", "warmup"], env=env, capture_output=True, text=True)
+    assert warm.returncode == 0, warm.stderr
+    run = subprocess.run([sys.executable, "-c", _PIPELINE, str(media_dir / "default.wmv")], env=env,
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "compiling the CPU kernels" not in run.stderr  # the stamp was found: no second warm-up
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert out["warm"]
+    stats = out["stats"]
+    assert {name for name, (_, misses) in stats.items() if misses} == set()
+    # kernels of each child process's group were loaded from the cache
+    for module in ("gpuau.cpu.pnet_pyramid", "gpuau.cpu.validator_cnn",  # detect
+                   "gpuau.cpu.pdm_fit", "gpuau.cpu.ccnf_response",  # landmarks
+                   "gpuau.cpu.fhog", "gpuau.cpu.warp_affine", "gpuau.cpu.running_median"):  # aus
+        assert sum(hits for name, (hits, _) in stats.items() if name.startswith(module + ".")) >= 1, module
+
+def test_a_failing_child_is_logged_not_raised(monkeypatch, models_dir, caplog):
+    from gpuau.cpu import warmup
+
+    monkeypatch.setattr(sys, "executable", "/bin/false")
+    with caplog.at_level(logging.WARNING, logger="gpuau.cpu.warmup"):
+        assert warmup.warm_up(models_dir) is False
+    assert "compile in this process instead" in caplog.text
