@@ -145,9 +145,12 @@ def warm_up(models: "str | os.PathLike | None" = None) -> bool:
 
 
 def ensure_warm(models: "str | os.PathLike | None" = None) -> None:
-    """:func:`warm_up` unless this version of the code is already warm (a stat of each source file) or the
-    environment variable ``GPUAU_WARMUP`` is ``0`` (then the kernels compile in this process)."""
-    if os.environ.get("GPUAU_WARMUP") == "0" or is_warm():
+    """:func:`warm_up` unless this version of the code is already warm (a stat of each source file), the
+    environment variable ``GPUAU_WARMUP`` is ``0`` (then the kernels compile in this process) or Numba's JIT
+    is disabled."""
+    import numba
+
+    if os.environ.get("GPUAU_WARMUP") == "0" or numba.config.DISABLE_JIT or is_warm():
         return
     log.warning("compiling the CPU kernels once, in child processes (about 30 s; `gpuau warmup` does it ahead)")
     warm_up(models)
