@@ -125,6 +125,7 @@ def warm_up(models: "str | os.PathLike | None" = None) -> bool:
     models = resolve_models_dir(models)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE.parent), env.get("PYTHONPATH")) if p)
+    stamp = _stamp()  # of the code the children compile
     t0 = time.perf_counter()
     for group in GROUPS:
         log.info("compiling the %s kernels", group)
@@ -134,9 +135,10 @@ def warm_up(models: "str | os.PathLike | None" = None) -> bool:
             log.warning("compiling the %s kernels in a child process failed (exit %s); they compile in this "
                         "process instead:\n%s", group, proc.returncode, proc.stderr[-2000:])
             return False
-    stamp = _stamp()
     try:
         stamp.parent.mkdir(parents=True, exist_ok=True)
+        for old in stamp.parent.glob("gpuau-warm-*"):  # stamps of earlier versions of the code
+            old.unlink(missing_ok=True)
         stamp.touch()
     except OSError:
         pass
