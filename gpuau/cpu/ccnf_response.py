@@ -193,13 +193,7 @@ def ccnf_response(areas, weights, alphas, sigmas, patch_h: int = 11, patch_w: in
     out = np.empty((n, r_h * r_w), np.float32)
     weights = np.asarray(weights, np.float32)
     sigmas = np.asarray(sigmas, np.float32)
-    if n > 1 and n * r_h * r_w * weights.shape[1] * patch_h * patch_w >= PARALLEL_MIN_WORK and threads.can_share():
-        half = n // 2  # the helper thread maps the second half of the areas while this thread maps the first
-        rest = threads.submit(_response_range, areas, patch_h, patch_w, weights, gains, sigmas, out, half, n)
-        try:
-            _response_range(areas, patch_h, patch_w, weights, gains, sigmas, out, 0, half)
-        finally:
-            rest.result()
-    else:
-        _response_range(areas, patch_h, patch_w, weights, gains, sigmas, out, 0, n)
+    # the helper thread maps the second half of the areas while this thread maps the first
+    threads.run_range(_response_range, n, areas, patch_h, patch_w, weights, gains, sigmas, out,
+                      split=n * r_h * r_w * weights.shape[1] * patch_h * patch_w >= PARALLEL_MIN_WORK)
     return out.reshape(n, r_h, r_w)
