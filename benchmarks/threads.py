@@ -9,7 +9,7 @@ beforehand); a sampler thread reads every thread's CPU time from ``/proc/self/ta
 ticks) while it runs.  Per frame it prints the CPU milliseconds of the main thread (tracking: CLNF
 landmarks, validation, pose), of each named Python thread (``gpuau-au``: AU features; the decoder;
 ``gpuau-helper``: half of the large CCNF response-map calls and the eye models) and of the threads
-Python does not know (Numba's OpenMP workers, onnxruntime's pool, the decoder's own threads), and
+Python does not know (onnxruntime's pool, the decoder's own threads), and
 the wall time.
 
 CPU time is little affected by other jobs on the machine, unlike wall time, which on a shared
@@ -30,7 +30,7 @@ from pathlib import Path
 from benchmarks.run import SHARED
 
 OTHER = "other threads"
-"""Threads Python does not know: Numba's OpenMP workers, onnxruntime's pool, the decoder's own."""
+"""Threads Python does not know: onnxruntime's pool, the decoder's own."""
 
 
 def thread_cpu_seconds() -> "dict[int, float]":
