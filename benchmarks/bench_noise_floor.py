@@ -31,7 +31,7 @@ SHARED = Path(os.environ.get("GPUAU_SHARED", ROOT.parent / "shared"))
 os.environ.setdefault("GPUAU_MODELS", str(SHARED / "models" / "openface-2.2.0"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from au_harness import reference_landmarks  # noqa: E402
+from au_harness import VIDEOS as AU_VIDEOS, reference_landmarks  # noqa: E402
 from reference import GLOBAL_PARAMS, LOCAL_PARAMS, landmarks_2d, read_reference  # noqa: E402
 
 from gpuau.au import AUAnalyzer  # noqa: E402
@@ -42,8 +42,7 @@ from gpuau.video import open_source  # noqa: E402
 
 REFERENCE = SHARED / "reference" / "openface-clnf"
 MEDIA = SHARED / "media"
-VIDEOS = {"default": "default.wmv", "changeLighting": "changeLighting.wmv",
-          "2015-10-15-15-14": "2015-10-15-15-14.avi", "image_sequence": "image_sequence"}
+VIDEOS = {**AU_VIDEOS, "image_sequence": "image_sequence"}
 NUDGES = [("global", 4), ("global", 5), ("global", 0), ("local", 0), ("local", 5)]
 """Parameters nudged by one ulp: p_tx, p_ty, p_scale, p_0, p_5."""
 
