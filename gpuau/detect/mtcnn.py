@@ -142,7 +142,6 @@ def pnet_mosaic(frames: list[np.ndarray], levels: list[tuple[float, int, int]], 
         Top-left corner of each level in the mosaic (even).
     """
     from gpuau.device import resolve_device
-    from gpuau.kernels.loader import device_context
 
     backend = resolve_device(device)
     sizes = [(h, w) for _, h, w in levels]
@@ -150,9 +149,9 @@ def pnet_mosaic(frames: list[np.ndarray], levels: list[tuple[float, int, int]], 
     valid = np.zeros((1, 1, ch - 2, cw - 2), bool)
     for (h, w), (oy, ox) in zip(sizes, offsets):
         valid[0, 0, oy:oy + h - 2, ox:ox + w - 2] = True
-    with device_context(backend):  # the upload lands on the backend's GPU (cuda:N)
-        stack = frames if hasattr(frames, "ndim") else np.stack(frames)
-        x = backend.kernels.pnet_pyramid(backend.asarray(stack), sizes, offsets, ch, cw)
+    stack = frames if hasattr(frames, "ndim") else np.stack(frames)
+    # backend.asarray uploads to, and the kernel wrapper launches on, the backend's GPU (cuda:N)
+    x = backend.kernels.pnet_pyramid(backend.asarray(stack), sizes, offsets, ch, cw)
     return x, valid, offsets
 
 

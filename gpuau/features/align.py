@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 
 from gpuau.device import resolve_device
-from gpuau.kernels.loader import device_context
 from gpuau.landmarks.ccnf import align_shapes_with_scale
 from gpuau.landmarks.paw import triangle_map
 
@@ -180,10 +179,10 @@ def align_faces_mask(images, image_index: np.ndarray, landmarks_2d: np.ndarray, 
     inverse = np.array([invert_affine(w) for w in warps], np.float64).reshape(n, 2, 3)
     points = np.array([mask_points(landmarks_2d[i], warps[i], sim_scale) for i in range(n)], _F)
     points = points.reshape(n, -1, 2) if n else np.zeros((0, np.shape(landmarks_2d)[1], 2), _F)
-    with device_context(backend):  # uploads land on the backend's GPU (cuda:N)
-        return backend.kernels.warp_affine_masked(
-            backend.asarray(images), backend.asarray(np.asarray(image_index, np.int32)), backend.asarray(inverse),
-            size, size, backend.asarray(points), np.asarray(triangulation, np.int32))
+    # backend.asarray uploads to, and the kernel wrapper launches on, the backend's GPU (cuda:N)
+    return backend.kernels.warp_affine_masked(
+        backend.asarray(images), backend.asarray(np.asarray(image_index, np.int32)), backend.asarray(inverse),
+        size, size, backend.asarray(points), np.asarray(triangulation, np.int32))
 
 
 def align_face_mask(image: np.ndarray, landmarks_2d: np.ndarray, params_global: np.ndarray, mean_shape: np.ndarray,
