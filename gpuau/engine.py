@@ -361,16 +361,20 @@ class FrameStaging:
     def images(self, frames: list) -> "tuple[object, np.ndarray]":
         """Device images ``(n, H, W)`` float32 holding ``frames`` (staged, all of one size) and each
         frame's index in them."""
-        staged = self._find(frames)
-        self.transfers.compute_waits(staged.slot.copied)
-        return staged.slot.device[:len(staged.frames)], np.array([staged.rows[id(f)] for f in frames], np.int64)
+        return self._device(frames, "device")
 
     def bgr(self, frames: list) -> "tuple[object, np.ndarray]":
         """Device images ``(n, H, W, 3)`` uint8 BGR holding ``frames`` (staged, all of one size) and each
         frame's index in them."""
+        return self._device(frames, "device_bgr")
+
+    def _device(self, frames: list, buffer: str) -> "tuple[object, np.ndarray]":
+        """The slot's device ``buffer`` holding ``frames`` (the compute stream waiting for its copy) and
+        each frame's index in it."""
         staged = self._find(frames)
         self.transfers.compute_waits(staged.slot.copied)
-        return staged.slot.device_bgr[:len(staged.frames)], np.array([staged.rows[id(f)] for f in frames], np.int64)
+        rows = np.array([staged.rows[id(f)] for f in frames], np.int64)
+        return getattr(staged.slot, buffer)[:len(staged.frames)], rows
 
     def release(self, frames: "list | None" = None) -> None:
         """The compute reading the staged images of ``frames`` (default: of the latest stage) is all
