@@ -266,9 +266,8 @@ class AUAnalyzer:
         hog = xp.zeros((success.size, HOG_SIZE), np.float32)
         geometry = xp.zeros((success.size, self.models.weights.shape[0] - HOG_SIZE))
         if tracked.size:
-            frames = images if isinstance(images, np.ndarray) else np.stack(images)
             index = xp.asarray(tracked)
-            hog[index], geometry[index] = face_features(frames, np.asarray(landmarks_2d, np.float32)[tracked], self.pdm,
+            hog[index], geometry[index] = face_features(images, np.asarray(landmarks_2d, np.float32)[tracked], self.pdm,
                                                         self.triangulation, self.backend, image_index=tracked)
         return hog, geometry
 
