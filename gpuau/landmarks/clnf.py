@@ -233,27 +233,22 @@ def patch_responses(model: CLNFModel, images, image_index: np.ndarray, params_gl
         img_to_ref[f], ref_to_img[f] = similarity_to_reference(
             base[f], pdm_fit.shape_2d(pdm.mean_shape, pdm.princ_comp, ref_g, loc))
     experts = [ccnf.experts(int(v), window_size, backend) for v in views]
+    counts = [len(e[0]) for e in experts]
+    face = np.repeat(np.arange(n_faces), counts)
+    lm = np.concatenate([e[0] for e in experts])
+    matrices = area_matrices(base[face, lm], ref_to_img[face], size)
+    areas = backend.kernels.warp_affine(images, np.asarray(image_index)[face], matrices, size, size)
     if n_faces == 1:
-        lm = experts[0][0]
-        matrices = area_matrices(base[0, lm], ref_to_img[0], size)
-        areas = backend.kernels.warp_affine(images, np.full(len(lm), image_index[0]), matrices, size, size)
         out = backend.kernels.ccnf_response(areas, *experts[0][1:], ph, pw)
-        face = np.zeros(len(lm), np.int64)
+    elif backend.name == "cpu":
+        # one call per face, each with its view's expert arrays as they are (concatenating them
+        # copies a Sigma per area: 20 MB and ~30 ms per call for the 11 hypotheses of a detection)
+        ends = np.cumsum(counts)
+        out = np.concatenate([backend.kernels.ccnf_response(areas[end - count:end], *e[1:], ph, pw)
+                              for e, count, end in zip(experts, counts, ends)])
     else:
-        counts = [len(e[0]) for e in experts]
-        face = np.repeat(np.arange(n_faces), counts)
-        lm = np.concatenate([e[0] for e in experts])
-        matrices = area_matrices(base[face, lm], ref_to_img[face], size)
-        areas = backend.kernels.warp_affine(images, np.asarray(image_index)[face], matrices, size, size)
-        if backend.name == "cpu":
-            # one call per face, each with its view's expert arrays as they are (concatenating them
-            # copies a Sigma per area: 20 MB and ~30 ms per call for the 11 hypotheses of a detection)
-            ends = np.cumsum(counts)
-            out = np.concatenate([backend.kernels.ccnf_response(areas[end - count:end], *e[1:], ph, pw)
-                                  for e, count, end in zip(experts, counts, ends)])
-        else:
-            weights, alphas, sigmas = (xp.concatenate([e[i] for e in experts]) for i in (1, 2, 3))
-            out = backend.kernels.ccnf_response(areas, weights, alphas, sigmas, ph, pw)
+        weights, alphas, sigmas = (xp.concatenate([e[i] for e in experts]) for i in (1, 2, 3))
+        out = backend.kernels.ccnf_response(areas, weights, alphas, sigmas, ph, pw)
     visible = ccnf.visibility[views].astype(np.int32)
     if len(lm) == n_faces * n:
         maps = out.reshape(n_faces, n, window_size, window_size)
