@@ -7,17 +7,14 @@ Prints the best-of-``repeat`` milliseconds per batch of frames (640x480 default.
 same upscaled to 1920x1080).  On ``--device cuda`` the GPU figure includes a synchronisation.
 """
 import argparse
-from pathlib import Path
 
 import cv2
 import numpy as np
 
-from benchmarks.bench_warp import best_ms
+from benchmarks.bench_warp import MEDIA, best_ms
 from gpuau.cpu.pnet_pyramid import pnet_pyramid as pnet_pyramid_twin
 from gpuau.detect.mtcnn import pack_levels, pyramid_levels
 from gpuau.device import resolve_device
-
-MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media" / "default.wmv"
 
 
 def pnet_pyramid_cv2(frames, sizes, offsets, canvas_h, canvas_w):
