@@ -368,9 +368,7 @@ class Analyzer:
         with open_source(path, timestamps=self.timestamps) as source:
             if source.kind == "image":
                 return self._analyze_image_source(source)
-            if self.multi_face if multi_face is None else multi_face:
-                return self._analyze_multi(source, str(path), source.intrinsics, progress)
-            return self._analyze(source, str(path), source.intrinsics, progress)
+            return self._analyze(source, str(path), source.intrinsics, progress, multi_face)
 
     def analyze_frames(self, frames: Iterable[np.ndarray], *, fps: float = 30.0, intrinsics=None,
                        multi_face: "bool | None" = None) -> Result:
@@ -386,9 +384,7 @@ class Analyzer:
                 bgr = to_bgr8(np.asarray(img))
                 yield Frame(i, i / fps if fps else 0.0, bgr, to_gray8(bgr))
 
-        if self.multi_face if multi_face is None else multi_face:
-            return self._analyze_multi(decoded(), "<frames>", intrinsics, None)
-        return self._analyze(decoded(), "<frames>", intrinsics, None)
+        return self._analyze(decoded(), "<frames>", intrinsics, None, multi_face)
 
     def analyze_image(self, image: "np.ndarray | str | os.PathLike", *, intrinsics=None) -> Result:
         """Every face of one image (an array or a file), as FaceLandmarkImg analyses it.
@@ -435,10 +431,20 @@ class Analyzer:
         return Result(columns, source=name, frames_decoded=1, elapsed=time.perf_counter() - t0, warnings=warnings,
                       postprocessed=False)
 
-    def _analyze_multi(self, frames, name, intrinsics, progress) -> Result:
+    def _writer(self, multi_face: "bool | None") -> "tuple[Callable, bool]":
+        """``(write, postprocessed)``: :meth:`_write_multi_rows` and False with ``multi_face`` (default: the
+        Analyzer's), else :meth:`_write_rows` and True."""
+        if self.multi_face if multi_face is None else multi_face:
+            return self._write_multi_rows, False
+        return self._write_rows, True
+
+    def _analyze(self, frames, name, intrinsics, progress, multi_face: "bool | None") -> Result:
+        """The table of :meth:`_writer`'s rows, in memory."""
         t0 = time.perf_counter()
-        columns, n, _ = self._write_multi_rows(frames, name, intrinsics, progress, None, "csv", 256)
-        return Result(columns, source=name, frames_decoded=n, elapsed=time.perf_counter() - t0, postprocessed=False)
+        write, postprocessed = self._writer(multi_face)
+        columns, n, _ = write(frames, name, intrinsics, progress, None, "csv", 256)
+        return Result(columns, source=name, frames_decoded=n, elapsed=time.perf_counter() - t0,
+                      postprocessed=postprocessed)
 
     def _write_multi_rows(self, frames, name, intrinsics, progress, output, fmt: str, chunk: int) -> tuple:
         """:meth:`track_multi`'s rows into a :class:`~gpuau.io.RowWriter`, the static AUs at the end.
@@ -462,11 +468,6 @@ class Analyzer:
             if n == 0:
                 raise InputError(name, "no frames could be decoded", "the file may be empty, truncated or not a video")
             return table.close(self._static_au_columns(aus), postprocessed=False), n, faces
-
-    def _analyze(self, frames, name, intrinsics, progress) -> Result:
-        t0 = time.perf_counter()
-        columns, n, _ = self._write_rows(frames, name, intrinsics, progress, None, "csv", 256)
-        return Result(columns, source=name, frames_decoded=n, elapsed=time.perf_counter() - t0)
 
     def _write_rows(self, frames, name, intrinsics, progress, output, fmt: str, chunk: int) -> tuple:
         """:meth:`track`'s rows into a :class:`~gpuau.io.RowWriter`, the post-processed AUs at the end.
@@ -518,9 +519,7 @@ class Analyzer:
                     progress(1)
                 return {"frames": 1, "faces": res.faces_found, "frame_count": 1, "elapsed": res.elapsed}
             t0 = time.perf_counter()
-            multi = self.multi_face if multi_face is None else multi_face
-            write = self._write_multi_rows if multi else self._write_rows
-            _, n, faces = write(source, path, source.intrinsics, progress, output, format, chunk)
+            _, n, faces = self._writer(multi_face)[0](source, path, source.intrinsics, progress, output, format, chunk)
         return {"frames": n, "faces": faces, "frame_count": source.frame_count, "elapsed": time.perf_counter() - t0}
 
 
