@@ -430,11 +430,20 @@ class _Stream:
         self.engine.stats["detections_alone"] += 1
         return select_box(self.engine.mtcnn.detect(image))
 
-    def validate(self, gray: np.ndarray, landmarks: np.ndarray, orientation) -> float:
+    def batched_certainty(self, landmarks: np.ndarray, *, take: bool = False) -> "float | None":
+        """The certainty a step's batch validated for ``landmarks`` (that very array), or None; ``take``
+        removes it from :attr:`certainties`."""
         for k, (lm, certainty) in enumerate(self.certainties):
             if lm is landmarks:
-                del self.certainties[k]
+                if take:
+                    del self.certainties[k]
                 return certainty
+        return None
+
+    def validate(self, gray: np.ndarray, landmarks: np.ndarray, orientation) -> float:
+        certainty = self.batched_certainty(landmarks, take=True)
+        if certainty is not None:
+            return certainty
         self.engine.stats["validations_alone"] += 1
         return self.engine.validator.check(gray, landmarks, orientation)
 
@@ -886,7 +895,7 @@ class Engine:
         redetect = []
         for it in items:
             fit, s = it.fits["fit"], it.stream
-            certainty = next((c for lm, c in s.certainties if lm is fit.landmarks), None)
+            certainty = s.batched_certainty(fit.landmarks)
             if p.validate_detections and fit.success and certainty is None:
                 continue  # not validated in the batch: the tracker's own step decides
             success, _ = detection_outcome(fit.success, certainty, validate=p.validate_detections,
