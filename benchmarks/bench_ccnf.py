@@ -1,10 +1,11 @@
-"""CCNF response maps and KDE mean-shift: the Numba twins vs the ``.cu`` kernels (emulated, and CUDA when a GPU exists).
+"""CCNF response maps and NU-RLMS: the Numba twins vs the ``.cu`` kernels (emulated, and CUDA when a GPU exists).
 
     NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python -m benchmarks.bench_ccnf [--faces 1 32] [--window 11] [--repeat 5]
 
 Inputs are real: areas of interest of the first frames of default.wmv around OpenFace's reference
 landmarks, the main model's CCNF experts of scale 0.25 (N = 68 x faces landmarks, frame k standing in
-for face k), response maps of those areas for the mean-shift.  Prints the best-of-``repeat`` wall and
+for face k); NU-RLMS (``clnf._fit_scale``: both passes and the likelihoods) of those faces at that scale
+on the CPU backend's response maps.  Prints the best-of-``repeat`` wall and
 CPU (process) milliseconds per call, and the largest difference to the twin.  On a shared machine the
 CPU column is the steadier one; the emulator is a correctness tool, its timings only show its cost.
 """
@@ -12,6 +13,7 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +26,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 from reference import global_params, local_params, read_reference  # noqa: E402
 
 from gpuau.cpu.ccnf_response import ccnf_response  # noqa: E402
-from gpuau.cpu.mean_shift import kde_table, mean_shift  # noqa: E402
 from gpuau.device import cuda_available, resolve_device  # noqa: E402
 from gpuau.landmarks.ccnf import extract_areas, similarity_to_reference  # noqa: E402
-from gpuau.landmarks.clnf import CLNF  # noqa: E402
+from gpuau.landmarks.clnf import CLNF, _fit_scale, _refined, patch_responses  # noqa: E402
 from gpuau.video import open_source  # noqa: E402
 
 
@@ -43,22 +44,26 @@ def best_ms(fn, repeat, sync=lambda: None):
 
 
 def inputs(faces: int, ws: int):
-    """Areas (68 faces, A, A), weights, alphas, sigmas (one expert per landmark, repeated per face)."""
+    """Areas (68 faces, A, A), weights, alphas, sigmas (one expert per landmark, repeated per face), and
+    ``_fit_scale``'s arguments for those faces at scale 0 (minus the backend)."""
     clnf = CLNF.load()
     pdm, ccnf = clnf.model.pdm, clnf.model.scales[0]
     df = read_reference(SHARED / "reference" / "openface-clnf" / "default.csv", nrows=faces)
-    gs, locs = global_params(df), local_params(df)
-    areas, views = [], []
+    gs, locs = global_params(df).astype(np.float32), local_params(df).astype(np.float32)
+    areas, views, grays = [], [], []
     for frame in open_source(SHARED / "media" / "default.wmv"):
         if frame.index >= faces:
             break
         g, loc = gs[frame.index], locs[frame.index]
+        grays.append(frame.gray.astype(np.float32))
         shape = pdm.calc_shape_2d(g, loc)
         _, ref_to_img = similarity_to_reference(shape, pdm.calc_shape_2d([ccnf.patch_scaling, 0, 0, 0, 0, 0], loc))
         areas.append(extract_areas(frame.gray.astype(np.float32), shape, ref_to_img, ws + ccnf.patch_size[1] - 1))
         views.append(ccnf.view_index(g))
     rep = [np.concatenate([f(v) for v in views]) for f in (ccnf.weights, ccnf.alphas, lambda v: ccnf.sigmas(v, ws))]
-    return (np.concatenate(areas), *rep)
+    r = patch_responses(clnf.model, np.stack(grays), np.arange(faces), gs, locs, ws, 0, resolve_device("cpu"))
+    fit = (clnf.model, r, gs, locs, 0, _refined(clnf.parameters, clnf.model, 0), np.zeros(faces, bool))
+    return (np.concatenate(areas), *rep), fit
 
 
 def main():
@@ -69,30 +74,25 @@ def main():
     args = ap.parse_args()
 
     devices = ["emulated"] + (["cuda"] if cuda_available() else [])
-    kde = kde_table(args.window, float(np.float32(-0.5 / 1.5**2)))
     print(f"window {args.window}, patch 11x11, 7 neurons; best of {args.repeat}; ms per call (wall / CPU)")
     for faces in args.faces:
-        areas, w, alphas, sigmas = inputs(faces, args.window)
+        (areas, w, alphas, sigmas), fit = inputs(faces, args.window)
         n = len(areas)
         resp = ccnf_response(areas, w, alphas, sigmas)
-        rng = np.random.default_rng(0)
-        dxs, dys = (rng.uniform(0, args.window - 1, n).astype(np.float32) for _ in range(2))
-        visible = np.ones(n, np.int32)
-        shifts = np.empty((n, 2), np.float32)
+        cpu = resolve_device("cpu")
+        params = _fit_scale(*fit, cpu)[:2]
         rows = [("numba", "ccnf_response", best_ms(lambda: ccnf_response(areas, w, alphas, sigmas), args.repeat), 0.0),
-                ("numba", "mean_shift", best_ms(lambda: mean_shift(resp, dxs, dys, visible, kde, shifts), args.repeat), 0.0)]
+                ("numba", "nu_rlms", best_ms(lambda: _fit_scale(*fit, cpu), args.repeat), 0.0)]
         for name in devices:
             be = resolve_device(name)
             sync = (lambda: be.xp.cuda.Device().synchronize()) if name == "cuda" else (lambda: None)
             d_args = [be.asarray(a) for a in (areas, w, alphas, sigmas)]
-            d_ms = [be.asarray(a) for a in (resp, dxs, dys, visible, kde)]
-            d_out = be.xp.empty((n, 2), np.float32)
             out = be.asnumpy(be.kernels.ccnf_response(*d_args))  # compile
-            be.kernels.mean_shift(*d_ms, d_out)
             err = float(np.abs(out - resp).max())
             rows.append((name, "ccnf_response", best_ms(lambda: be.kernels.ccnf_response(*d_args), args.repeat, sync), err))
-            ms_err = float(np.abs(be.asnumpy(d_out) - shifts).max())
-            rows.append((name, "mean_shift", best_ms(lambda: be.kernels.mean_shift(*d_ms, d_out), args.repeat, sync), ms_err))
+            d_fit = fit[:1] + (replace(fit[1], maps=be.asarray(fit[1].maps)),) + fit[2:]
+            fit_err = max(float(np.abs(a - b).max()) for a, b in zip(_fit_scale(*d_fit, be)[:2], params))  # compile
+            rows.append((name, "nu_rlms", best_ms(lambda: _fit_scale(*d_fit, be), args.repeat, sync), fit_err))
         print(f"N = 68 x {faces} = {n}")
         for dev, kernel, (wall, cpu), err in rows:
             print(f"  {kernel:14s} {dev:9s} {wall:9.2f} / {cpu:9.2f}   max |diff to numba| {err:.2e}")

@@ -1,6 +1,7 @@
-"""KDE mean-shift and landmark likelihoods on every backend, over real response maps (the main model's
-CCNF experts on default.wmv around OpenFace's reference landmarks): bit-exact with the Numba twins, and
-close to a float64 NumPy evaluation of the same formulas."""
+"""KDE mean-shift and landmark likelihoods (the CPU functions that NU-RLMS and its kernel's device
+functions compute; tests/test_kernels_nu_rlms.py compares the kernel with them) over real response maps
+(the main model's CCNF experts on default.wmv around OpenFace's reference landmarks): close to a float64
+NumPy evaluation of the same formulas, clamps and KDE grid ties included."""
 import numpy as np
 import pytest
 
@@ -25,28 +26,6 @@ def maps(request, clnf, frames):
     dxs[:8] = np.float32([0.05, 0.15, 1.25, 2.35, (ws - 1) / 2, ws - 0.1, ws - 0.05, -0.0])
     visible = (np.arange(68) % 9 != 4).astype(np.int32)
     return resp, dxs, dys, visible
-
-
-def test_mean_shift_matches_twin(backend, maps):
-    resp, dxs, dys, visible = maps
-    r = resp.shape[1]
-    kde = kde_table(r, float(np.float32(-0.5 / SIGMA**2)))
-    expected = np.full((68, 2), np.nan, np.float32)
-    mean_shift(resp, dxs, dys, visible, kde, expected)
-    out = backend.xp.full((68, 2), np.nan, np.float32)
-    backend.kernels.mean_shift(*(backend.asarray(a) for a in (resp, dxs, dys, visible, kde)), out)
-    out = backend.asnumpy(out)
-    np.testing.assert_array_equal(out, expected)
-    assert (out[visible == 0] == 0).all() and np.isfinite(out).all()
-
-
-def test_landmark_likelihoods_match_twin(backend, maps):
-    resp, dxs, dys, visible = maps
-    expected = landmark_likelihoods(resp, dxs, dys, visible, SIGMA)
-    out = backend.asnumpy(backend.kernels.landmark_likelihoods(*(backend.asarray(a) for a in (resp, dxs, dys, visible)), SIGMA))
-    assert out.dtype == np.float32 and (out[visible == 0] == np.float32(-1e8)).all()
-    # the GPU's double exp may differ from libm's by an ulp, which can move a float32 rounding
-    np.testing.assert_allclose(out, expected, rtol=0 if backend.name != "cuda" else 1e-6)
 
 
 def test_mean_shift_matches_numpy(maps):

@@ -4,9 +4,7 @@ fit runs on every backend."""
 import numpy as np
 import pytest
 
-from gpuau.device import resolve_device
-from gpuau.landmarks.clnf import (CLNF, _fit_scale, detect_landmarks, detect_landmarks_batch, fit, model_likelihoods,
-                                  nu_rlms, patch_responses)
+from gpuau.landmarks.clnf import CLNF, detect_landmarks, detect_landmarks_batch, fit
 from gpuau.video import open_source
 from reference import global_params, landmarks_2d, local_params, read_reference
 
@@ -76,28 +74,6 @@ def test_batch_equals_single_fits(clnf, default_video):
     assert len(batch) == 3
     for res, t, w in zip(batch, ts, ws):
         _assert_same_fit(res, detect_landmarks(clnf, frames[t], g[t - 1], l_[t - 1], w))
-
-
-def test_fit_scale_equals_two_passes(clnf, default_video):
-    """A patch scale's NU-RLMS fitted in one Numba call (the CPU backend's ``pdm_fit.nu_rlms``) gives the
-    bits of a rigid then a non-rigid pass and the likelihoods after them as the GPU backends run them (one
-    mean_shift call for all faces per iteration, the per-face steps on the host), here with the CPU kernels."""
-    frames, g, l_, _ = default_video
-    cpu = resolve_device("cpu")
-    model, p = clnf.model, clnf.parameters
-    images = np.stack([frames[2], frames[6]]).astype(np.float32)
-    gs, ls = g[[1, 5]], l_[[1, 5]]
-    r = patch_responses(model, images, np.array([0, 1]), gs, ls, 9, 1, cpu)
-    last = np.array([True, False])
-    gf, lf, last_f, ll, lh = _fit_scale(model, r, gs, ls, 1, p, last, cpu)
-    gr, lr, _, _ = nu_rlms(model, r, gs, ls, 1, p, True, cpu)
-    g2, l2, dxs, dys = nu_rlms(model, r, gr, lr, 1, p, False, cpu)
-    ref_ll, ref_lh = model_likelihoods(r, dxs, dys, p.sigma, cpu)
-    np.testing.assert_array_equal(gf, g2)
-    np.testing.assert_array_equal(lf, l2)
-    np.testing.assert_array_equal(last_f, last | (gr[:, 0] < 0.30))
-    assert ll[0] == ref_ll[0]
-    np.testing.assert_array_equal(lh[0], ref_lh[0])
 
 
 def test_tracking_step_on_backend(clnf, default_video, backend):

@@ -93,7 +93,7 @@ def _stamp() -> Path:
     import numba
 
     from gpuau import __version__
-    from gpuau.cpu.pdm_fit import nu_rlms
+    from gpuau.cpu.nu_rlms import nu_rlms
 
     key = hashlib.sha256(f"{numba.__version__}|{__version__}".encode())
     for path in sorted(PACKAGE.rglob("*.py")):

@@ -3,7 +3,7 @@
 Layout
 ------
 ``<family>.cu``
-    Kernel sources (``warp.cu``, ``ccnf_response.cu``, ``mean_shift.cu``, ``fhog.cu``, ``pyramid.cu``,
+    Kernel sources (``warp.cu``, ``ccnf_response.cu``, ``nu_rlms.cu``, ``fhog.cu``, ``pyramid.cu``,
     ``running_median.cu``).  NVRTC-clean: no system
     ``#include``; typedefs under ``#ifdef __CUDACC_RTC__``; kernels declared
     ``extern "C" __global__ void NAME(...)``; static ``__shared__`` sizes from ``#define``s.
@@ -20,7 +20,8 @@ Layout
     twin ``gpuau/cpu/<name>.py`` takes the same arguments minus ``backend``.
 ``nvrtc.py``
     ``compile_check(source, defines, arch)``: PTX + CUBIN through NVRTC without a GPU, with ptxas'
-    registers / spills / shared memory per kernel; raises on errors, spills or > 48 KB shared.
+    registers / spills / shared memory per kernel; raises on errors, > 48 KB shared, or spills beyond the
+    source's ``// spills: N bytes (why)`` budget (none without that line; ``loader.declared_spills``).
 ``emulator.py`` + ``cuda_emu.h``
     The same ``.cu`` compiled as C++20 by g++ and run on the CPU (NumPy arrays in and out).
 

@@ -28,6 +28,7 @@ NVRTC_OPTIONS: tuple[str, ...] = ("-std=c++14", "--fmad=false")
 Defines = Union[Mapping[str, object], Iterable[tuple[str, object]]]
 
 _DEFINES_LINE = re.compile(r"^\s*//\s*defines:(.*)$")
+_SPILLS_LINE = re.compile(r"^\s*//\s*spills:\s*(\d+)\s+bytes\b")
 
 
 def normalize_defines(defines: Defines = ()) -> tuple[tuple[str, str], ...]:
@@ -76,6 +77,22 @@ def declared_defines(source: str) -> list[tuple[tuple[str, str], ...]]:
                 raise ValueError(f"{source}.cu: malformed '// defines:' line {line!r} (want NAME=VALUE ...)")
             variants.append(normalize_defines(pairs))
     return variants or [()]
+
+
+def declared_spills(source: str) -> int:
+    """Register spill bytes (stores or loads, per kernel) a ``.cu`` file allows its compile check.
+
+    Convention: a line ``// spills: N bytes (why)`` among the file's leading comment lines; 0
+    without one.  For serial code whose calls into CUDA's math library (the slow argument
+    reductions of ``sinf``/``cos``) make ptxas save a few registers around them.
+    """
+    for line in kernel_path(source).read_text().splitlines():
+        if not line.strip().startswith("//"):
+            break
+        m = _SPILLS_LINE.match(line)
+        if m:
+            return int(m.group(1))
+    return 0
 
 
 def device_context(backend):

@@ -15,7 +15,7 @@ from functools import lru_cache
 import numpy as np
 
 from gpuau.cpu import pdm_fit, threads
-from gpuau.cpu.mean_shift import kde_table, model_log_likelihoods
+from gpuau.cpu.mean_shift import kde_table
 from gpuau.device import Backend, resolve_device
 from gpuau.landmarks.ccnf import CCNFScale, area_matrices, similarity_to_reference
 from gpuau.landmarks.pdm import PDM
@@ -272,75 +272,22 @@ def _refined(parameters: FitParameters, model: CLNFModel, scale: int) -> FitPara
                    weight_factor=float(_F(parameters.weight_factor + 2 * parameters.weight_factor * lg)))
 
 
-def nu_rlms(model: CLNFModel, r: Responses, params_global: np.ndarray, params_local: np.ndarray, scale: int,
-            parameters: FitParameters, rigid: bool, backend: Backend):
-    """Regularised landmark mean-shift of a batch of faces: alternate mean-shifts on the response
-    maps with Gauss-Newton updates of the PDM params (rigid: global params only).
-
-    Port of ``CLNF::NU_RLMS``, LandmarkDetectorModel.cpp, one pass as the GPU backends run it: each
-    iteration computes every face's mean-shifts with one ``backend.kernels.mean_shift`` call (the
-    maps stay on the device) and the small per-face steps on the host (Numba).  :func:`fit_batch`
-    on the CPU backend runs both passes of a scale in one Numba call instead
-    (:func:`gpuau.cpu.pdm_fit.nu_rlms`, the same bits).
-
-    Parameters
-    ----------
-    r : Responses
-    params_global : ndarray (F, 6) ; params_local : ndarray (F, m) float32
-
-    Returns
-    -------
-    params_global : ndarray (F, 6) float32
-    params_local : ndarray (F, m) float32
-    dxs, dys : ndarray (F, n) float32
-        Landmark offsets in the response windows at the last mean-shift.
-    """
-    (mean, pc, eig), w, reg, resp_size, a, half = _nu_rlms_setup(model, r, scale, parameters)
-    w = pdm_fit.visible_weights(w, r.visible)
-    kde = _kde(backend, resp_size, a)
-    g = np.array(params_global, _F)
-    loc = np.array(params_local, _F)
-    xp = backend.xp
-    n_faces, n = r.visible.shape
-    maps = r.maps.reshape(n_faces * n, resp_size, resp_size)
-    visible = backend.asarray(r.visible.reshape(-1))
-    shifts = xp.zeros((n_faces * n, 2), _F)
-    dxs = np.zeros((n_faces, n), _F)
-    dys = np.zeros((n_faces, n), _F)
-    prev = np.zeros((n_faces, n, 2), _F)
-    active = np.ones(n_faces, bool)
-    s3 = {}
-    for it in range(parameters.num_iterations):
-        for f in np.flatnonzero(active):
-            stop, s3[f] = pdm_fit.nu_rlms_offsets(mean, pc, g[f], loc[f], r.base[f], r.img_to_ref[f], half, it, prev[f],
-                                                  dxs[f], dys[f])
-            active[f] = not stop
-        if not active.any():
-            break
-        backend.kernels.mean_shift(maps, backend.asarray(dxs.reshape(-1)), backend.asarray(dys.reshape(-1)), visible,
-                                   kde, shifts)
-        host = backend.asnumpy(shifts).reshape(n_faces, n, 2)
-        for f in np.flatnonzero(active):
-            g[f], loc[f] = pdm_fit.nu_rlms_update(s3[f], pc, eig, g[f], loc[f], host[f], r.ref_to_img[f], w[f], reg,
-                                                  rigid)
-    return g, loc, dxs, dys
-
-
-def _nu_rlms_setup(model: CLNFModel, r: Responses, scale: int, parameters: FitParameters):
-    """NU-RLMS's constants: PDM arrays, weights, regularisation, window size, KDE exponent, window half."""
+@lru_cache(maxsize=None)
+def _pdm_arrays(backend: Backend, model: CLNFModel):
+    """The PDM's mean shape, principal components and eigenvalues on the backend's device."""
     pdm = model.pdm
-    resp_size = r.maps.shape[-1]
-    w = _weights(model, scale, r.views, parameters.weight_factor)
-    a = float(_F(-0.5 / float(_F(parameters.sigma) * _F(parameters.sigma))))
-    return ((pdm.mean_shape, pdm.princ_comp, pdm.eigen_values), w, _F(parameters.reg_factor), resp_size, a,
-            _F((resp_size - 1) // 2))
+    return tuple(backend.asarray(a) for a in (pdm.mean_shape, pdm.princ_comp, pdm.eigen_values))
 
 
 def _fit_scale(model: CLNFModel, r: Responses, params_global: np.ndarray, params_local: np.ndarray, scale: int,
                parameters: FitParameters, last: np.ndarray, backend: Backend):
-    """A rigid then a non-rigid :func:`nu_rlms` pass, and :func:`model_likelihoods` of the faces whose
-    fit ends at this scale (``last``, or a scale below 0.30 after the rigid pass); on the CPU backend
-    in one Numba call (:func:`gpuau.cpu.pdm_fit.nu_rlms`).
+    """NU-RLMS of a batch of faces at one patch scale: a rigid then a non-rigid pass of mean-shifts on
+    the response maps alternating with regularised Gauss-Newton updates of the PDM params, and the
+    likelihoods of the faces whose fit ends at this scale (``last``, or a scale below 0.30 after the
+    rigid pass), in one ``backend.kernels.nu_rlms`` call (Numba on the CPU; on the GPU one block per
+    face, the params on the device until the call returns).
+
+    Port of ``CLNF::NU_RLMS`` as ``CLNF::Fit`` runs it, LandmarkDetectorModel.cpp.
 
     Returns
     -------
@@ -351,35 +298,15 @@ def _fit_scale(model: CLNFModel, r: Responses, params_global: np.ndarray, params
     landmark_likelihoods : ndarray (F, n) float32
         Meaningful where ``last``.
     """
-    if backend.name == "cpu":
-        args, w, reg, resp_size, a, half = _nu_rlms_setup(model, r, scale, parameters)
-        g, loc, last, ll, lh = pdm_fit.nu_rlms(*args, r.maps, params_global, params_local, r.base, r.img_to_ref,
-                                               r.ref_to_img, r.visible, w, reg, parameters.num_iterations,
-                                               kde_table(resp_size, a), half, parameters.sigma, last)
-        return g, loc, last, [float(v) for v in ll], lh
-    g, loc, _, _ = nu_rlms(model, r, params_global, params_local, scale, parameters, True, backend)
-    last = last | (g[:, 0] < 0.30)
-    g, loc, dxs, dys = nu_rlms(model, r, g, loc, scale, parameters, False, backend)
-    ll, lh = model_likelihoods(r, dxs, dys, parameters.sigma, backend) if last.any() else (None, None)
-    return g, loc, last, ll, lh
-
-
-def model_likelihoods(r: Responses, dxs: np.ndarray, dys: np.ndarray, sigma: float, backend: Backend):
-    """Per-landmark likelihoods and the model log-likelihood of each face (the end of
-    ``CLNF::NU_RLMS``, LandmarkDetectorModel.cpp).
-
-    Returns
-    -------
-    likelihoods : list of float
-    landmark_likelihoods : ndarray (F, n) float32
-        ``-1e8`` for invisible landmarks.
-    """
-    n_faces, n = r.visible.shape
     resp_size = r.maps.shape[-1]
-    lhoods = backend.asnumpy(backend.kernels.landmark_likelihoods(
-        r.maps.reshape(n_faces * n, resp_size, resp_size), backend.asarray(dxs.reshape(-1)),
-        backend.asarray(dys.reshape(-1)), backend.asarray(r.visible.reshape(-1)), float(sigma))).reshape(n_faces, n)
-    return [float(v) for v in model_log_likelihoods(lhoods, r.visible)], lhoods
+    a = float(_F(-0.5 / float(_F(parameters.sigma) * _F(parameters.sigma))))
+    out = backend.kernels.nu_rlms(*_pdm_arrays(backend, model), r.maps, params_global, params_local, r.base,
+                                  r.img_to_ref, r.ref_to_img, r.visible,
+                                  _weights(model, scale, r.views, parameters.weight_factor), _F(parameters.reg_factor),
+                                  parameters.num_iterations, _kde(backend, resp_size, a), _F((resp_size - 1) // 2),
+                                  parameters.sigma, last)
+    g, loc, last, ll, lh = (backend.asnumpy(v) for v in out)
+    return g, loc, last, [float(v) for v in ll], lh
 
 
 def _batch_arrays(params_global, params_local, window_sizes, n_scales: int):

@@ -1,0 +1,93 @@
+"""GPU-path wrapper of the NU-RLMS kernel in ``nu_rlms.cu``: a patch scale's whole fit for a batch of
+faces in one launch (one block per face), the parameters never leaving the device between iterations.
+
+Port of ``CLNF::NU_RLMS``, LandmarkDetectorModel.cpp; same arguments and results as
+:func:`gpuau.cpu.nu_rlms.nu_rlms`.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from gpuau.kernels.loader import on_device
+
+THREADS = 128  # nu_rlms.cu's THREADS
+
+
+@on_device
+def nu_rlms(backend, mean, pc, eig, responses, g, p, base, img_to_ref, ref_to_img, visible, weights, reg_factor,
+            n_iter, kde, half, sigma, last):
+    """``CLNF::NU_RLMS`` at one patch scale for a batch of faces, on ``backend`` (``cuda`` or ``emulated``).
+
+    Parameters
+    ----------
+    backend : gpuau.device.Backend
+    mean : (3n,) float32 ; pc : (3n, m) float32 ; eig : (m,) float32
+        The PDM.
+    responses : (F, n, R, R) float32
+        Response maps, on the device.
+    g : (F, 6) ; p : (F, m) float32
+        Initial params.
+    base : (F, n, 2) float32
+        Shapes the response maps are centred on.
+    img_to_ref, ref_to_img : (F, 2, 2) float32
+    visible : (F, n) int32
+    weights : (F, 2n) float32
+    reg_factor : float
+    n_iter : int
+    kde : (S*S, R*R) float32
+        :func:`gpuau.cpu.mean_shift.kde_table` of this window size and sigma.
+    half : float
+        ``(R - 1) // 2``.
+    sigma : float
+    last : (F,) bool
+        Faces that skip the next scale (or have none).
+
+    Returns
+    -------
+    g : (F, 6) ; p : (F, m) float32
+    last : (F,) bool
+        ``last``, or the scale after the rigid pass below 0.30.
+    likelihoods : (F,) float32
+        Model log-likelihood of the faces whose fit ends here (0 for the others).
+    landmark_likelihoods : (F, n) float32
+        Theirs per landmark, ``-1e8`` for invisible landmarks and the other faces.
+        All on the backend's device.
+    """
+    xp = backend.xp
+
+    def f32(a, shape):
+        a = xp.ascontiguousarray(xp.asarray(a), dtype=np.float32)
+        if a.shape != shape:
+            raise ValueError(f"nu_rlms: expected shape {shape}, got {a.shape}")
+        return a
+
+    responses = xp.asarray(responses)
+    if responses.dtype != np.float32 or responses.ndim != 4 or responses.shape[2] != responses.shape[3]:
+        raise ValueError(f"nu_rlms: responses must be (F, n, R, R) float32, got {responses.shape} {responses.dtype}")
+    n_faces, n, r = (int(v) for v in responses.shape[:3])
+    m = int(pc.shape[1])
+    mean, pc, eig = f32(mean, (3 * n,)), f32(pc, (3 * n, m)), f32(eig, (m,))
+    g, p = f32(g, (n_faces, 6)), f32(p, (n_faces, m))
+    base, weights = f32(base, (n_faces, n, 2)), f32(weights, (n_faces, 2 * n))
+    img_to_ref, ref_to_img = f32(img_to_ref, (n_faces, 2, 2)), f32(ref_to_img, (n_faces, 2, 2))
+    kde = xp.ascontiguousarray(xp.asarray(kde), dtype=np.float32)
+    if kde.ndim != 2 or kde.shape[1] != r * r:
+        raise ValueError(f"nu_rlms: kde must be (S*S, {r * r}), got {kde.shape}")
+    visible = xp.ascontiguousarray(xp.asarray(visible), dtype=np.int32)
+    last = xp.ascontiguousarray(xp.asarray(last), dtype=np.int32)
+    if visible.shape != (n_faces, n) or last.shape != (n_faces,):
+        raise ValueError(f"nu_rlms: visible must be ({n_faces}, {n}) and last ({n_faces},), "
+                         f"got {visible.shape}, {last.shape}")
+    g_out, p_out = xp.empty_like(g), xp.empty_like(p)
+    ends = xp.empty(n_faces, np.int32)
+    ll = xp.empty(n_faces, np.float32)
+    lhoods = xp.empty((n_faces, n), np.float32)
+    if n_faces:
+        responses = xp.ascontiguousarray(responses)
+        i32, f = np.int32, np.float32
+        module = backend.load_module("nu_rlms", (("N_POINTS", n), ("N_MODES", m)))
+        module.get_function("nu_rlms")(
+            (n_faces, 1, 1), (THREADS, 1, 1),
+            (mean, pc, eig, responses, i32(r), g, p, base, img_to_ref, ref_to_img, visible, weights, f(reg_factor),
+             i32(n_iter), kde, f(half), f(sigma), last, g_out, p_out, ends, ll, lhoods))
+    return g_out, p_out, ends != 0, ll, lhoods
