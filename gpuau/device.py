@@ -23,7 +23,8 @@ from typing import Any
 # ``backend.kernels.NAME`` is ``gpuau.cpu.MODULE.NAME`` on the CPU backend and
 # ``gpuau.kernels.MODULE.NAME`` (called with the backend first) on the GPU backends, where MODULE is
 # NAME itself unless this table says otherwise (several kernels of one family share a module).
-KERNELS: dict[str, str] = {"warp_affine_masked": "warp_affine", "running_median_update": "running_median"}
+KERNELS: dict[str, str] = {"warp_affine_masked": "warp_affine", "running_median_update": "running_median",
+                           "calc_params_batch": "pdm_fit"}
 
 
 class DeviceError(RuntimeError):

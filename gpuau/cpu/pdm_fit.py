@@ -371,6 +371,40 @@ def _shape_vector(s2):
 
 
 @nb.njit(cache=True, nogil=True)
+def calc_params_batch(mean, pc, eig, targets, rotations):
+    """``PDM::CalcParams`` (landmarks -> params) for a batch of faces; landmarks whose x is exactly 0
+    are missing, as in OpenFace.  Twin of ``calc_params_batch`` in ``gpuau/kernels/pdm_fit.cu``.
+
+    Parameters
+    ----------
+    mean : (3n,) ; pc : (3n, m) ; eig : (m,) float32
+        The PDM.
+    targets : (F, n, 2) float32
+    rotations : (F, 3) float32
+        Initial Euler angles.
+
+    Returns
+    -------
+    g : (F, 6) float32 ; p : (F, m) float32
+        Zeros for a face without landmarks.
+    """
+    n_faces, n = targets.shape[0], targets.shape[1]
+    m = pc.shape[1]
+    g = np.zeros((n_faces, 6), np.float32)
+    p = np.zeros((n_faces, m), np.float32)
+    for f in range(n_faces):
+        idx = np.flatnonzero(targets[f, :, 0] != 0)
+        k = idx.shape[0]
+        if k == 0:
+            continue
+        rows = np.empty(3 * k, np.int64)
+        for d in range(3):
+            rows[d * k:(d + 1) * k] = d * n + idx
+        g[f], p[f] = calc_params(mean[rows], pc[rows], eig, targets[f][idx], rotations[f])
+    return g, p
+
+
+@nb.njit(cache=True, nogil=True)
 def calc_params(mean, pc, eig, target, rotation):
     """Iterations of ``PDM::CalcParams`` (landmarks -> params) on the visible points.
 

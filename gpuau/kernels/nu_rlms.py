@@ -1,4 +1,4 @@
-"""GPU-path wrapper of the NU-RLMS kernel in ``nu_rlms.cu``: a patch scale's whole fit for a batch of
+"""GPU-path wrapper of the NU-RLMS kernel in ``pdm_fit.cu``: a patch scale's whole fit for a batch of
 faces in one launch (one block per face), the parameters never leaving the device between iterations.
 
 Port of ``CLNF::NU_RLMS``, LandmarkDetectorModel.cpp; same arguments and results as
@@ -10,7 +10,7 @@ import numpy as np
 
 from gpuau.kernels.loader import on_device
 
-THREADS = 128  # nu_rlms.cu's THREADS
+THREADS = 128  # pdm_fit.cu's THREADS
 
 
 @on_device
@@ -85,7 +85,7 @@ def nu_rlms(backend, mean, pc, eig, responses, g, p, base, img_to_ref, ref_to_im
     if n_faces:
         responses = xp.ascontiguousarray(responses)
         i32, f = np.int32, np.float32
-        module = backend.load_module("nu_rlms", (("N_POINTS", n), ("N_MODES", m)))
+        module = backend.load_module("pdm_fit", (("N_POINTS", n), ("N_MODES", m)))
         module.get_function("nu_rlms")(
             (n_faces, 1, 1), (THREADS, 1, 1),
             (mean, pc, eig, responses, i32(r), g, p, base, img_to_ref, ref_to_img, visible, weights, f(reg_factor),

@@ -272,13 +272,6 @@ def _refined(parameters: FitParameters, model: CLNFModel, scale: int) -> FitPara
                    weight_factor=float(_F(parameters.weight_factor + 2 * parameters.weight_factor * lg)))
 
 
-@lru_cache(maxsize=None)
-def _pdm_arrays(backend: Backend, model: CLNFModel):
-    """The PDM's mean shape, principal components and eigenvalues on the backend's device."""
-    pdm = model.pdm
-    return tuple(backend.asarray(a) for a in (pdm.mean_shape, pdm.princ_comp, pdm.eigen_values))
-
-
 def _fit_scale(model: CLNFModel, r: Responses, params_global: np.ndarray, params_local: np.ndarray, scale: int,
                parameters: FitParameters, last: np.ndarray, backend: Backend):
     """NU-RLMS of a batch of faces at one patch scale: a rigid then a non-rigid pass of mean-shifts on
@@ -300,7 +293,7 @@ def _fit_scale(model: CLNFModel, r: Responses, params_global: np.ndarray, params
     """
     resp_size = r.maps.shape[-1]
     a = float(_F(-0.5 / float(_F(parameters.sigma) * _F(parameters.sigma))))
-    out = backend.kernels.nu_rlms(*_pdm_arrays(backend, model), r.maps, params_global, params_local, r.base,
+    out = backend.kernels.nu_rlms(*model.pdm.arrays(backend), r.maps, params_global, params_local, r.base,
                                   r.img_to_ref, r.ref_to_img, r.visible,
                                   _weights(model, scale, r.views, parameters.weight_factor), _F(parameters.reg_factor),
                                   parameters.num_iterations, _kde(backend, resp_size, a), _F((resp_size - 1) // 2),
@@ -438,13 +431,16 @@ def detect_landmarks_batch(clnf: CLNF, images, image_index, params_global, param
         used |= big
         for res, lm in zip(results, part_landmarks):
             res.part_landmarks[part.name] = lm
-    for f in np.flatnonzero(used):
-        res = results[f]
+    refit = np.flatnonzero(used)
+    for f in refit:
         for part in clnf.parts:
-            landmarks[f][part.main_idx] = res.part_landmarks[part.name][part.part_idx]
-        g, loc = clnf.model.pdm.calc_params(landmarks[f])
-        res.params_global, res.params_local = g, loc
-        res.landmarks = clnf.model.pdm.calc_shape_2d(g, loc)
+            landmarks[f][part.main_idx] = results[f].part_landmarks[part.name][part.part_idx]
+    if len(refit):
+        gs, locs = clnf.model.pdm.calc_params_batch(np.stack([landmarks[f] for f in refit]), backend=backend)
+        for f, g, loc in zip(refit, gs, locs):
+            res = results[f]
+            res.params_global, res.params_local = g, loc
+            res.landmarks = clnf.model.pdm.calc_shape_2d(g, loc)
     return results
 
 
@@ -461,21 +457,19 @@ def _fit_part(part: Part, images, image_index: np.ndarray, landmarks: list, main
         Per face: fitted, or placed by the part's PDM from the main landmarks.
     """
     ppdm = part.model.pdm
-    init = []
-    for lm in landmarks:
-        locs = np.zeros((ppdm.n_points, 2), _F)
-        locs[part.part_idx] = lm[part.main_idx]
-        init.append(ppdm.calc_params(locs))
+    locs = np.zeros((len(landmarks), ppdm.n_points, 2), _F)
+    locs[:, part.part_idx] = np.stack(landmarks)[:, part.main_idx]
+    init_g, init_l = ppdm.calc_params_batch(locs, backend=backend)
     big = main_scale > 0.9 * part.model.scales[0].patch_scaling
     out = [None] * len(landmarks)
     idx = np.flatnonzero(big)
     if len(idx):
-        pres = fit_batch(part.model, images, image_index[idx], [init[f][0] for f in idx], [init[f][1] for f in idx],
+        pres = fit_batch(part.model, images, image_index[idx], init_g[idx], init_l[idx],
                          part.parameters.window_sizes_init, part.parameters, backend=backend)
         for f, pr in zip(idx, pres):
             out[f] = pr.landmarks
     for f in np.flatnonzero(~big):
-        out[f] = ppdm.calc_shape_2d(*init[f])
+        out[f] = ppdm.calc_shape_2d(init_g[f], init_l[f])
     return big, out
 
 

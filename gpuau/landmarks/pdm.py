@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
 from gpuau.cpu import pdm_fit as kern
+from gpuau.device import resolve_device
 from gpuau.landmarks.rotation import euler_to_rotation_matrix
 from gpuau.models.cache import load_cached
 from gpuau.models.pdm_file import parse_pdm
@@ -182,7 +184,7 @@ class PDM:
 
     def calc_params(self, landmarks_2d, rotation=(0.0, 0.0, 0.0)) -> "tuple[np.ndarray, np.ndarray]":
         """Fit global and local params to 2D landmarks by Gauss-Newton (port of
-        ``PDM::CalcParams`` with landmark locations).
+        ``PDM::CalcParams`` with landmark locations): :meth:`calc_params_batch` of one face.
 
         Landmarks whose x is exactly 0 are treated as missing, as in OpenFace.
 
@@ -197,12 +199,39 @@ class PDM:
         params_global : ndarray (6,) float32
         params_local : ndarray (m,) float32
         """
-        lm = np.asarray(landmarks_2d, dtype=_F)
-        n, m = self.n_points, self.n_modes
-        visible = lm[:, 0] != 0
-        mean = np.ascontiguousarray(self.mean_shape.reshape(3, n)[:, visible].reshape(-1))
-        pc = np.ascontiguousarray(self.princ_comp.reshape(3, n, m)[:, visible].reshape(-1, m))
-        return kern.calc_params(mean, pc, self.eigen_values, np.ascontiguousarray(lm[visible]), _vec(rotation))
+        g, p = self.calc_params_batch(np.asarray(landmarks_2d, _F)[None], np.asarray(rotation, _F)[None])
+        return g[0], p[0]
+
+    def calc_params_batch(self, landmarks_2d, rotations=None, *, backend="cpu") -> "tuple[np.ndarray, np.ndarray]":
+        """:meth:`calc_params` of many faces at once, through ``backend.kernels.calc_params_batch``
+        (on a GPU one block per face; each face's params are the ones it gets alone).
+
+        Parameters
+        ----------
+        landmarks_2d : array_like (F, n, 2)
+        rotations : array_like (F, 3), optional
+            Initial Euler angles (default zeros).
+        backend : str or Backend
+
+        Returns
+        -------
+        params_global : ndarray (F, 6) float32 ; params_local : ndarray (F, m) float32
+            On the host.
+        """
+        backend = resolve_device(backend)
+        lm = np.ascontiguousarray(landmarks_2d, _F).reshape(-1, self.n_points, 2)
+        rot = np.zeros((len(lm), 3), _F) if rotations is None else np.ascontiguousarray(rotations, _F).reshape(-1, 3)
+        g, p = backend.kernels.calc_params_batch(*self.arrays(backend), lm, rot)
+        return backend.asnumpy(g), backend.asnumpy(p)
+
+    def arrays(self, backend) -> "tuple":
+        """``(mean_shape, princ_comp, eigen_values)`` on ``backend``'s device (copied there once)."""
+        return _device_arrays(self, backend)
+
+
+@lru_cache(maxsize=None)
+def _device_arrays(pdm: PDM, backend) -> tuple:
+    return tuple(backend.asarray(a) for a in (pdm.mean_shape, pdm.princ_comp, pdm.eigen_values))
 
 
 def _vec(a) -> np.ndarray:

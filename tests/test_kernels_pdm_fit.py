@@ -1,0 +1,114 @@
+"""The PDM fitting kernels of ``pdm_fit.cu`` on every backend, against their Numba twins, bit for bit in
+the emulator:
+
+* NU-RLMS at one patch scale (``backend.kernels.nu_rlms`` through ``clnf._fit_scale``) over real
+  response maps of default.wmv: parameters, end flags and likelihoods, for the main model at its three
+  scales and for the part models (inner face with its non-uniform weights, the eyes), with faces that
+  see their maps from a side view (invisible landmarks), start off their landmarks (offsets clamped to
+  the window) or shrink below the 0.30 scale that ends a fit after the rigid pass;
+* ``PDM::CalcParams`` (``backend.kernels.calc_params_batch`` through ``PDM.calc_params_batch``) on
+  OpenFace's landmarks of default.wmv for the main, part and AU PDMs, with missing landmarks, a start
+  rotation and a face without landmarks."""
+import numpy as np
+import pytest
+
+from gpuau.device import resolve_device
+from gpuau.landmarks.clnf import _fit_scale, _refined, patch_responses
+from gpuau.landmarks.pdm import AU_PDM, PDM
+from gpuau.video import open_source
+from reference import global_params, landmarks_2d, local_params, read_reference
+from test_landmarks_fit import clnf  # noqa: F401  (module fixture)
+
+N_FRAMES = 8
+
+
+@pytest.fixture(scope="module")
+def faces(media_dir, reference_dir):
+    """Four faces of four frames: OpenFace's parameters of the frame before, then one of them turned
+    (yaw 1.2 rad: the profile view, 33 landmarks invisible), one moved 4 px off (offsets beyond the window) and one shrunk to 0.28."""
+    df = read_reference(reference_dir / "default.csv", nrows=N_FRAMES)
+    g, loc = global_params(df).astype(np.float32), local_params(df).astype(np.float32)
+    frames = [f.gray for _, f in zip(range(N_FRAMES), open_source(media_dir / "default.wmv"))]
+    t = np.array([2, 4, 6, 7])
+    gs, ls = g[t - 1].copy(), loc[t - 1].copy()
+    gs[1, 2] = np.float32(1.2)
+    gs[2, 4:6] += np.float32([4.0, -4.0])
+    gs[3, 0] = np.float32(0.28)
+    images = np.stack([frames[i] for i in t]).astype(np.float32)
+    return images, gs, ls
+
+
+def _part_start(part, clnf, gs, ls):
+    """A part's params from the main model's landmarks (as the part loop of DetectLandmarks starts)."""
+    g, p = [], []
+    for gf, lf in zip(gs, ls):
+        locs = np.zeros((part.model.pdm.n_points, 2), np.float32)
+        locs[part.part_idx] = clnf.model.pdm.calc_shape_2d(gf, lf)[part.main_idx]
+        gp, pp = part.model.pdm.calc_params(locs)
+        g.append(gp)
+        p.append(pp)
+    return np.array(g, np.float32), np.array(p, np.float32)
+
+
+CASES = [("main", 0, 11), ("main", 1, 9), ("main", 2, 7), ("inner", 0, 9), ("left_eye_28", 0, 3),
+         ("right_eye_28", 1, 5)]
+
+
+@pytest.mark.parametrize("model_name, scale, window", CASES, ids=[f"{m}-s{s}-w{w}" for m, s, w in CASES])
+def test_fit_scale_matches_twin(backend, clnf, faces, model_name, scale, window):
+    images, gs, ls = faces
+    if model_name == "main":
+        model, parameters = clnf.model, clnf.parameters
+    else:
+        part = next(p for p in clnf.parts if p.name == model_name)
+        model, parameters = part.model, part.parameters
+        gs, ls = _part_start(part, clnf, gs[:3], ls[:3])
+    n_faces = len(gs)
+    p = _refined(parameters, model, scale)
+    cpu = resolve_device("cpu")
+    r = patch_responses(model, images, np.arange(n_faces), gs, ls, window, scale, cpu)
+    last = np.arange(n_faces) % 2 == 0
+    expected = _fit_scale(model, r, gs, ls, scale, p, last, cpu)
+    got = _fit_scale(model, r, gs, ls, scale, p, last, backend)
+    _assert_matches(got, expected, backend, ("params_global", "params_local", "last", "likelihoods",
+                                             "landmark_likelihoods"))
+    if model_name == "main":
+        # the cases the test is for are in the data: a side view with invisible landmarks, a face
+        # that ends after the rigid pass, faces that converge and faces that do not end here
+        assert (r.visible == 0).any()
+        assert expected[2][3] and not last[3] and not expected[2][1]
+        assert np.isfinite(expected[0]).all() and all(np.isfinite(expected[3][f]) for f in np.flatnonzero(expected[2]))
+
+
+def _assert_matches(got, expected, backend, names):
+    for name, e, o in zip(names, expected, got):
+        e, o = np.asarray(e), np.asarray(o)
+        assert o.shape == e.shape and o.dtype == e.dtype, name
+        if backend.name == "cuda":  # CUDA's sinf/cos/exp round within an ulp or two of libm's
+            np.testing.assert_allclose(o, e, rtol=1e-3, atol=1e-3, err_msg=name)
+        else:
+            np.testing.assert_array_equal(o, e, err_msg=name)
+
+
+@pytest.mark.parametrize("pdm_name", ["main", "inner", "left_eye_28", "au"])
+def test_calc_params_matches_twin(backend, clnf, reference_dir, models_dir, pdm_name):
+    lm = landmarks_2d(read_reference(reference_dir / "default.csv", nrows=6)).astype(np.float32)
+    if pdm_name in ("main", "au"):
+        pdm = clnf.model.pdm if pdm_name == "main" else PDM.load(AU_PDM)
+        targets = lm.copy()
+        targets[2, [3, 10, 40]] = 0  # missing landmarks (x == 0)
+        targets[5] = 0  # a face without landmarks
+    else:
+        part = next(p for p in clnf.parts if p.name == pdm_name)
+        pdm = part.model.pdm
+        targets = np.zeros((len(lm), pdm.n_points, 2), np.float32)  # as a part's fit starts: most points missing
+        targets[:, part.part_idx] = lm[:, part.main_idx]
+    rotations = np.zeros((len(targets), 3), np.float32)
+    rotations[1] = [0.1, -0.2, 0.05]
+    expected = pdm.calc_params_batch(targets, rotations)
+    for f in range(len(targets)):  # each face's params are the ones it gets alone
+        np.testing.assert_array_equal(pdm.calc_params(targets[f], rotations[f])[0], expected[0][f])
+    if pdm_name in ("main", "au"):
+        assert not expected[0][5].any() and not expected[1][5].any()
+    _assert_matches(pdm.calc_params_batch(targets, rotations, backend=backend), expected, backend,
+                    ("params_global", "params_local"))
