@@ -1,5 +1,5 @@
 """One threading model for the CPU kernels (gpuau.cpu.threads): no Numba ``parallel=True`` kernel (no
-OpenMP team) anywhere in gpuau; ``run_range`` cuts a range between the caller and the helper thread;
+OpenMP team) anywhere in gpuau; ``run_range`` shares a range between the caller and the helper thread;
 a process forked after large split calls (aligned faces of default.wmv through FHOG and the warp)
 gets a helper of its own and the same values."""
 import importlib
@@ -7,6 +7,7 @@ import importlib.util
 import multiprocessing
 import pkgutil
 import threading
+import time
 from pathlib import Path
 
 import numba
@@ -37,31 +38,37 @@ def test_no_numba_kernel_is_parallel():
     assert [name for name, fn in dispatchers.items() if fn.targetoptions.get("parallel")] == []
 
 
-def _record(calls, start, stop):
-    calls.append((start, stop, threading.current_thread().name.startswith("gpuau-helper")))
+def _record(calls, slow, start, stop):
+    helper = threading.current_thread().name.startswith("gpuau-helper")
+    calls.append((start, stop, helper))
     if stop - start == 3:
         raise ValueError("three")
+    time.sleep(slow)
 
 
 @two_cores
-def test_run_range_halves():
-    """Split: the helper takes ``[n // 2, n)``; not split (asked not to, one index, or while sharing):
-    the caller takes all; an exception of the helper's half reaches the caller."""
+def test_run_range_chunks():
+    """Split: the caller and the helper take chunks of the range until none is left, each index once
+    (both take chunks while the other works; guided sizes, at least n // 16); not split (asked
+    not to, one index, or while sharing): the caller takes all; an exception of the helper's chunk
+    reaches the caller (the first chunk of 12, [0, 3), raises on whichever thread took it)."""
     calls = []
-    threads.run_range(_record, 4, calls, split=True)
-    assert sorted(calls) == [(0, 2, False), (2, 4, True)]
+    threads.run_range(_record, 64, calls, 0.01, split=True)
+    covered = sorted(i for start, stop, _ in calls for i in range(start, stop))
+    assert covered == list(range(64))
+    assert any(helper for *_, helper in calls) and not all(helper for *_, helper in calls)
+    assert min(stop - start for start, stop, _ in calls) >= 4 and max(stop - start for start, stop, _ in calls) == 16
     for n, split in ((4, False), (1, True)):
         calls.clear()
-        threads.run_range(_record, n, calls, split=split)
+        threads.run_range(_record, n, calls, 0.0, split=split)
         assert calls == [(0, n, False)]
     calls.clear()
     with threads.sharing():
-        threads.run_range(_record, 4, calls, split=True)
+        threads.run_range(_record, 4, calls, 0.0, split=True)
     assert calls == [(0, 4, False)]
     calls.clear()
     with pytest.raises(ValueError, match="three"):
-        threads.run_range(_record, 5, calls, split=True)
-    assert sorted(calls) == [(0, 2, False), (2, 5, True)]
+        threads.run_range(_record, 12, calls, 0.0, split=True)  # its first chunk is [0, 3)
 
 
 def _split_features(faces):

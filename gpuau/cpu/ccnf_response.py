@@ -27,8 +27,8 @@ ROWS = 4
 
 PARALLEL_MIN_WORK = 1 << 19
 """Multiply-adds of the neuron activations (areas x map values x taps x neurons) from which a call
-is split between the calling thread and the helper thread (:mod:`gpuau.cpu.threads`), each
-mapping half of the areas.  A tracked 640x480 face's main-model calls (68 areas, 7x7 or 9x9
+is shared between the calling thread and the helper thread (:mod:`gpuau.cpu.threads`), each
+mapping chunks of the areas.  A tracked 640x480 face's main-model calls (68 areas, 7x7 or 9x9
 maps: 2.8-4.7 M, ~1-1.6 ms on one core) are split; the eye models' 3x3 maps (0.2 M, ~0.17 ms)
 are not, a thread hand-over costing more than it saves there."""
 
@@ -193,7 +193,7 @@ def ccnf_response(areas, weights, alphas, sigmas, patch_h: int = 11, patch_w: in
     out = np.empty((n, r_h * r_w), np.float32)
     weights = np.asarray(weights, np.float32)
     sigmas = np.asarray(sigmas, np.float32)
-    # the helper thread maps the second half of the areas while this thread maps the first
+    # the helper thread maps chunks of the areas while this thread maps others
     threads.run_range(_response_range, n, areas, patch_h, patch_w, weights, gains, sigmas, out,
                       split=n * r_h * r_w * weights.shape[1] * patch_h * patch_w >= PARALLEL_MIN_WORK)
     return out.reshape(n, r_h, r_w)

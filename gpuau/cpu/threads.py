@@ -11,8 +11,8 @@ of its own keeps its kernels serial for that time (:func:`sharing`).
 Unlike Numba's ``parallel=True`` loops, no OpenMP team is involved: idle, the helper sleeps on a
 queue (no spinning threads competing with the pipeline's AU and decode threads), and a process that
 used it can still ``fork()`` (GNU OpenMP terminates a forked child that runs a parallel region).
-No gpuau kernel is compiled with ``parallel=True``: the CCNF response maps, the warp and FHOG split a
-large call's areas, outputs or faces in two halves, one per thread (the latter two by :func:`run_range`).
+No gpuau kernel is compiled with ``parallel=True``: the CCNF response maps, the warp and FHOG share a
+large call's areas, outputs or faces between the two threads in chunks (:func:`run_range`).
 """
 from __future__ import annotations
 
@@ -53,13 +53,15 @@ def submit(fn, *args) -> Future:
 
 
 def run_range(fn, n: int, *args, split: bool = False) -> None:
-    """Run ``fn(*args, start, stop)`` over ``[0, n)``, split in two when asked and possible.
+    """Run ``fn(*args, start, stop)`` over ``[0, n)``, shared with the helper thread when asked and possible.
 
-    With ``split`` true, ``n >= 2`` and :func:`can_share`, the helper runs ``fn(*args, n // 2, n)``
-    while the calling thread runs ``fn(*args, 0, n // 2)``; otherwise the caller runs
-    ``fn(*args, 0, n)``.  ``fn`` is a GIL-free kernel that treats each index on its own (the same
-    serial code for every index however the range is cut, so the same bits), writing into arrays in
-    ``args``.  Returns once both halves are done; an exception of either half is raised here.
+    With ``split`` true, ``n >= 2`` and :func:`can_share`, the calling thread and the helper take
+    chunks of the range from a shared cursor until none is left (guided: a quarter of what remains,
+    at least ``n // 16``), so a helper that starts late, or a core that another thread holds, leaves
+    its share to the other thread instead of making it wait; otherwise the caller runs ``fn(*args,
+    0, n)``.  ``fn`` is a GIL-free kernel that treats each index on its own (the same serial code for
+    every index however the range is cut, so the same bits), writing into arrays in ``args``.
+    Returns once every chunk is done; an exception of either thread is raised here.
 
     Parameters
     ----------
@@ -75,12 +77,34 @@ def run_range(fn, n: int, *args, split: bool = False) -> None:
     if not (split and n > 1 and can_share()):
         fn(*args, 0, n)
         return
-    half = n // 2
-    rest = submit(fn, *args, half, n)
+    cursor = _Cursor(n)
+
+    def work():
+        while (chunk := cursor.take()) is not None:
+            fn(*args, *chunk)
+
+    rest = submit(work)
     try:
-        fn(*args, 0, half)
+        work()
     finally:
-        rest.result()
+        if not rest.cancel():  # not started yet: nothing left for it
+            rest.result()
+
+
+class _Cursor:
+    """The next chunk of ``[0, n)`` for whichever thread asks (guided sizes)."""
+
+    def __init__(self, n: int):
+        self.n, self.next, self.smallest = n, 0, max(1, n // 16)
+        self.lock = threading.Lock()
+
+    def take(self) -> "tuple[int, int] | None":
+        with self.lock:
+            start = self.next
+            if start >= self.n:
+                return None
+            self.next = min(self.n, start + max(self.smallest, (self.n - start) // 4))
+            return start, self.next
 
 
 @contextmanager
