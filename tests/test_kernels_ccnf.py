@@ -74,18 +74,26 @@ def test_ccnf_response_matches_numpy_oracle(backend, clnf, frames, scale, ws):
         np.testing.assert_allclose(out[k], ref, atol=2e-5 * ref.max())
 
 
-def test_ccnf_response_broadcast_experts(backend, clnf, frames):
-    """One landmark's expert over the areas of several faces, broadcast (stride 0) or copied: same maps."""
-    xp = backend.xp
-    areas = np.concatenate([expert_inputs(clnf, f, 1, 9)[0] for f in frames])[::17]  # landmarks 0, 17, 34, 51
+def test_ccnf_response_experts_cycle_over_areas(backend, clnf, frames):
+    """Area ``i`` is expert ``i % E``: one expert for several areas (E = 1) gives the maps of that
+    expert copied per area (E = N); two faces' 68 areas with one view's 68 experts (E = 68, N = 136)
+    give each face's own maps; N not a multiple of E is refused."""
+    areas = np.concatenate([expert_inputs(clnf, f, 1, 9)[0] for f in frames])  # 2 faces x 68
     _, w, alphas, sigmas = expert_inputs(clnf, frames[0], 1, 9)
-    n = len(areas)
-    shared = [xp.broadcast_to(backend.asarray(a[30]), (n, *a.shape[1:])) for a in (w, alphas, sigmas)]
+    few = areas[::17]  # landmarks 0, 17, 34, 51 of each face
+    n = len(few)
+    one = [backend.asarray(a[30:31]) for a in (w, alphas, sigmas)]
     copied = [backend.asarray(np.repeat(a[30:31], n, axis=0)) for a in (w, alphas, sigmas)]
-    a = backend.asarray(areas)
-    out = backend.asnumpy(backend.kernels.ccnf_response(a, *shared))
-    np.testing.assert_array_equal(out, backend.asnumpy(backend.kernels.ccnf_response(a, *copied)))
+    out = backend.asnumpy(backend.kernels.ccnf_response(backend.asarray(few), *one))
+    np.testing.assert_array_equal(out, backend.asnumpy(backend.kernels.ccnf_response(backend.asarray(few), *copied)))
     assert out.shape == (n, 9, 9)
+    experts = [backend.asarray(a) for a in (w, alphas, sigmas)]
+    both = backend.asnumpy(backend.kernels.ccnf_response(backend.asarray(areas), *experts))
+    for f in range(2):
+        alone = backend.kernels.ccnf_response(backend.asarray(areas[68 * f:68 * (f + 1)]), *experts)
+        np.testing.assert_array_equal(both[68 * f:68 * (f + 1)], backend.asnumpy(alone))
+    with pytest.raises(ValueError, match="multiple of E"):
+        backend.kernels.ccnf_response(backend.asarray(areas[:100]), *experts)
 
 
 def test_ccnf_response_rejects_bad_shapes(clnf, frames):

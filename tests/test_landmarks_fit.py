@@ -4,7 +4,7 @@ fit runs on every backend."""
 import numpy as np
 import pytest
 
-from gpuau.landmarks.clnf import CLNF, detect_landmarks, detect_landmarks_batch, fit
+from gpuau.landmarks.clnf import CLNF, detect_landmarks, detect_landmarks_batch, fit, patch_responses
 from gpuau.video import open_source
 from reference import global_params, landmarks_2d, local_params, read_reference
 
@@ -90,3 +90,20 @@ def test_tracking_step_on_backend(clnf, default_video, backend):
         err = np.linalg.norm(res.landmarks - ref.landmarks, axis=1)
         assert err.mean() < 0.02 and err.max() < 0.1
         assert res.likelihood == pytest.approx(ref.likelihood, abs=1e-4)
+
+
+def test_patch_responses_of_a_batch_are_each_faces(clnf, default_video, backend):
+    """A batch mixing views (one face turned to the profile view, 33 landmarks invisible): one warp,
+    one ccnf_response call per view, and each face's maps, visibility and similarities are the ones
+    it gets alone."""
+    frames, g, l_, _ = default_video
+    gs, ls = g[[1, 3, 5]].astype(np.float32), l_[[1, 3, 5]].astype(np.float32)
+    gs[1, 2] = np.float32(1.2)
+    images = backend.asarray(np.stack([frames[2], frames[4], frames[6]]).astype(np.float32))
+    batch = patch_responses(clnf.model, images, np.arange(3), gs, ls, 9, 1, backend)
+    assert list(batch.views) == [0, 4, 0] and batch.visible[1].sum() == 35
+    for f in range(3):
+        alone = patch_responses(clnf.model, images, np.array([f]), gs[f:f + 1], ls[f:f + 1], 9, 1, backend)
+        np.testing.assert_array_equal(backend.asnumpy(batch.maps[f]), backend.asnumpy(alone.maps[0]))
+        for name in ("visible", "base", "img_to_ref", "ref_to_img", "views"):
+            np.testing.assert_array_equal(getattr(batch, name)[f], getattr(alone, name)[0])

@@ -94,26 +94,27 @@ def im2col_contrast_norm(area, patch_h, patch_w, out):
 
 @nb.njit(cache=True, nogil=True)
 def _area_response(areas, patch_h, patch_w, weights, gains, sigmas, out, f, cols, x, r):
-    """Windows, neuron activations, sigmoid sum, Sigma product and shift of area ``f`` (the fixed
-    orders of the module docstring) into ``out[f]``; ``cols`` (T, P), ``x`` (K, P) and ``r`` (P,)
-    float32 are scratch."""
+    """Windows, neuron activations, sigmoid sum, Sigma product and shift of area ``f`` with expert
+    ``f % E`` (the fixed orders of the module docstring) into ``out[f]``; ``cols`` (T, P), ``x`` (K, P)
+    and ``r`` (P,) float32 are scratch."""
     n_resp = out.shape[1]
     n_in = patch_h * patch_w
     n_neurons = weights.shape[1]
+    e = f % weights.shape[0]
     im2col_contrast_norm(areas[f], patch_h, patch_w, cols)
     for k in range(n_neurons):
-        b = weights[f, k, 0]
+        b = weights[e, k, 0]
         for p in range(n_resp):
             x[k, p] = b
     for t in range(np.uint64(n_in)):
         for k in range(np.uint64(n_neurons)):
-            w = weights[f, k, t + np.uint64(1)]
+            w = weights[e, k, t + np.uint64(1)]
             for p in range(np.uint64(n_resp)):
                 x[k, p] = x[k, p] + cols[t, p] * w
     for p in range(n_resp):
         r[p] = np.float32(0.0)
     for k in range(n_neurons):
-        gain = gains[f, k]
+        gain = gains[e, k]
         if gain == 0.0:
             continue
         for p in range(n_resp):
@@ -123,16 +124,16 @@ def _area_response(areas, patch_h, patch_w, weights, gains, sigmas, out, f, cols
         v0 = v1 = v2 = v3 = np.float32(0.0)
         for q in range(n_resp):
             rq = r[q]
-            v0 = v0 + sigmas[f, p, q] * rq
-            v1 = v1 + sigmas[f, p + 1, q] * rq
-            v2 = v2 + sigmas[f, p + 2, q] * rq
-            v3 = v3 + sigmas[f, p + 3, q] * rq
+            v0 = v0 + sigmas[e, p, q] * rq
+            v1 = v1 + sigmas[e, p + 1, q] * rq
+            v2 = v2 + sigmas[e, p + 2, q] * rq
+            v3 = v3 + sigmas[e, p + 3, q] * rq
         out[f, p], out[f, p + 1], out[f, p + 2], out[f, p + 3] = v0, v1, v2, v3
         p += ROWS
     for p in range(p, n_resp):
         v = np.float32(0.0)
         for q in range(n_resp):
-            v = v + sigmas[f, p, q] * r[q]
+            v = v + sigmas[e, p, q] * r[q]
         out[f, p] = v
     lo = np.float32(0.0)
     for p in range(n_resp):
@@ -150,10 +151,11 @@ def _response_range(areas, patch_h, patch_w, weights, gains, sigmas, out, start,
     ----------
     areas : ndarray (N, A_h, A_w) float32
     patch_h, patch_w : int
-    weights : ndarray (N, K, 1 + T) float32, ``T = patch_h*patch_w``
-    gains : ndarray (N, K) float64
+    weights : ndarray (E, K, 1 + T) float32, ``T = patch_h*patch_w``
+        Area ``f`` is expert ``f % E``.
+    gains : ndarray (E, K) float64
         ``2 alpha``, 0 for skipped neurons.
-    sigmas : ndarray (N, P, P) float32
+    sigmas : ndarray (E, P, P) float32
     out : ndarray (N, P) float32
     start, stop : int
     """
@@ -172,11 +174,13 @@ def ccnf_response(areas, weights, alphas, sigmas, patch_h: int = 11, patch_w: in
     ----------
     areas : ndarray (N, A, A) float32
         Areas of interest, ``A = R + patch - 1``.
-    weights : ndarray (N, K, 1 + patch_h*patch_w) float32
-        Neuron rows ``[bias, norm_weight * filter (column-major)]``.
-    alphas : ndarray (N, K) float64
+    weights : ndarray (E, K, 1 + patch_h*patch_w) float32
+        Neuron rows ``[bias, norm_weight * filter (column-major)]`` of ``E`` experts, ``N`` a
+        multiple of ``E``: area ``i`` is expert ``i % E`` (one expert per area, one for all, or the
+        visible landmarks of several faces seen from one view, with no copy of the experts).
+    alphas : ndarray (E, K) float64
         Neuron alphas; neurons with ``alpha <= 1e-4`` (padding included) are skipped.
-    sigmas : ndarray (N, R*R, R*R) float32
+    sigmas : ndarray (E, R*R, R*R) float32
         CCNF covariance of each expert for this window size.
     patch_h, patch_w : int
 
@@ -193,6 +197,8 @@ def ccnf_response(areas, weights, alphas, sigmas, patch_h: int = 11, patch_w: in
     out = np.empty((n, r_h * r_w), np.float32)
     weights = np.asarray(weights, np.float32)
     sigmas = np.asarray(sigmas, np.float32)
+    if (len(weights) == 0 and n) or (len(weights) and n % len(weights)):
+        raise ValueError(f"ccnf_response: {n} areas do not cycle over {len(weights)} experts (N must be a multiple of E)")
     # the helper thread maps chunks of the areas while this thread maps others
     threads.run_range(_response_range, n, areas, patch_h, patch_w, weights, gains, sigmas, out,
                       split=n * r_h * r_w * weights.shape[1] * patch_h * patch_w >= PARALLEL_MIN_WORK)

@@ -212,6 +212,16 @@ def shape_2d(mean, pc, g, p):
 
 
 @nb.njit(cache=True, nogil=True)
+def shape_2d_batch(mean, pc, g, p):
+    """:func:`shape_2d` of a batch: ``g`` (F, 6), ``p`` (F, m) -> (F, n, 2) float32."""
+    n_faces = p.shape[0]
+    out = np.empty((n_faces, mean.shape[0] // 3, 2), np.float32)
+    for f in range(n_faces):
+        out[f] = shape_2d(mean, pc, g[f], p[f])
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
 def jacobian(mean, pc, g, p, rigid):
     """``PDM::ComputeJacobian`` (``rigid``: ``ComputeRigidJacobian``) -> (2n, 6 [+ m]) float32."""
     return jacobian_at(shape_3d(mean, pc, p), pc, g, rigid)

@@ -32,13 +32,13 @@
 
 #define SIGMA_TILE 32
 
-// areas (n, AREA_H, AREA_W) float32; weights (NEURONS, ROW) float32 per landmark, landmark i at
-// weights + i * weight_stride (stride 0: one set of experts for all); alphas (NEURONS) float64 per
-// landmark (alpha_stride); sigmas (N_RESP, N_RESP) float32 per landmark (sigma_stride);
-// out (n, RESP_H, RESP_W) float32.
+// areas (n, AREA_H, AREA_W) float32; the experts, n_experts of them, cycling over the areas (area f
+// is expert f % n_experts: one per area, one for all, or the k visible landmarks of several faces):
+// weights (n_experts, NEURONS, ROW) float32, alphas (n_experts, NEURONS) float64, sigmas
+// (n_experts, N_RESP, N_RESP) float32; out (n, RESP_H, RESP_W) float32.
 extern "C" __global__ void __launch_bounds__(THREADS)
-    ccnf_response(const float* areas, const float* weights, int weight_stride, const double* alphas,
-                  int alpha_stride, const float* sigmas, int sigma_stride, int n, float* out) {
+    ccnf_response(const float* areas, const float* weights, const double* alphas, const float* sigmas,
+                  int n_experts, int n, float* out) {
     __shared__ float area[AREA_SIZE];
     __shared__ float w[NEURONS * ROW];
     __shared__ double gain[NEURONS];
@@ -51,10 +51,11 @@ extern "C" __global__ void __launch_bounds__(THREADS)
     if (f >= n) return;  // whole block: no barrier is left waiting
     const float* a_src = areas + (long long)f * AREA_SIZE;
     for (int i = t; i < AREA_SIZE; i += THREADS) area[i] = a_src[i];
-    const float* w_src = weights + (long long)f * weight_stride;
+    const int e = f % n_experts;
+    const float* w_src = weights + (long long)e * NEURONS * ROW;
     for (int i = t; i < NEURONS * ROW; i += THREADS) w[i] = w_src[i];
     if (t < NEURONS) {
-        const double alpha = alphas[(long long)f * alpha_stride + t];
+        const double alpha = alphas[(long long)e * NEURONS + t];
         gain[t] = alpha > 1e-4 ? 2.0 * alpha : 0.0;
     }
     __syncthreads();
@@ -92,7 +93,7 @@ extern "C" __global__ void __launch_bounds__(THREADS)
 
     // Sigma product, Sigma staged through shared memory SIGMA_TILE columns at a time (coalesced reads)
     float v = 0.0f;  // idle threads hold 0: the reduction below gives min(min(map), 0)
-    const float* sig = sigmas + (long long)f * sigma_stride;
+    const float* sig = sigmas + (long long)e * N_RESP * N_RESP;
     for (int q0 = 0; q0 < N_RESP; q0 += SIGMA_TILE) {
         const int cols = N_RESP - q0 < SIGMA_TILE ? N_RESP - q0 : SIGMA_TILE;
         for (int e = t; e < N_RESP * SIGMA_TILE; e += THREADS) {

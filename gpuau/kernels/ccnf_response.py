@@ -10,21 +10,6 @@ import numpy as np
 from gpuau.kernels.loader import on_device
 
 
-def per_landmark(xp, a, n: int, inner: tuple, dtype, name: str):
-    """``a`` as a per-landmark batch for a kernel: ``(C-contiguous array, stride in elements)``.
-
-    A batch broadcast along its first axis (stride 0, e.g. ``xp.broadcast_to(sigma, (n, P, P))``
-    for one expert shared by many faces) is passed as its single slice with stride 0, so it is
-    never copied ``n`` times.
-    """
-    a = xp.asarray(a)
-    if a.shape != (n, *inner):
-        raise ValueError(f"ccnf_response: {name} must have shape {(n, *inner)}, got {a.shape}")
-    if n > 0 and a.strides[0] == 0:
-        return xp.ascontiguousarray(a[0], dtype=dtype), 0
-    return xp.ascontiguousarray(a, dtype=dtype), int(np.prod(inner))
-
-
 @on_device
 def ccnf_response(backend, areas, weights, alphas, sigmas, patch_h: int = 11, patch_w: int = 11):
     """Response maps of CCNF patch experts over areas of interest on ``backend`` (``cuda`` or ``emulated``).
@@ -36,13 +21,14 @@ def ccnf_response(backend, areas, weights, alphas, sigmas, patch_h: int = 11, pa
     backend : gpuau.device.Backend
     areas : (N, A_h, A_w) float32
         Areas of interest, ``A = R + patch - 1``.
-    weights : (N, K, 1 + patch_h*patch_w) float32
-        Neuron rows ``[bias, norm_weight * filter (column-major)]``.
-    alphas : (N, K) float64
+    weights : (E, K, 1 + patch_h*patch_w) float32
+        Neuron rows ``[bias, norm_weight * filter (column-major)]`` of ``E`` experts, ``N`` a
+        multiple of ``E``: area ``i`` is expert ``i % E`` (one expert per area, one for all, or the
+        visible landmarks of several faces seen from one view, with no copy of the experts).
+    alphas : (E, K) float64
         Neuron alphas; neurons with ``alpha <= 1e-4`` (padding included) are skipped.
-    sigmas : (N, R_h*R_w, R_h*R_w) float32
-        CCNF covariance of each expert for this window size.  ``weights``, ``alphas`` and
-        ``sigmas`` may be broadcast along ``N`` (stride 0) at no copy.
+    sigmas : (E, R_h*R_w, R_h*R_w) float32
+        CCNF covariance of each expert for this window size.
     patch_h, patch_w : int
 
     Returns
@@ -62,11 +48,18 @@ def ccnf_response(backend, areas, weights, alphas, sigmas, patch_h: int = 11, pa
             "(1 to 256 positions supported)")
     weights = xp.asarray(weights)
     if weights.ndim != 3:
-        raise ValueError(f"ccnf_response: weights must be (N, K, 1 + patch_h*patch_w), got shape {weights.shape}")
-    k = int(weights.shape[1])
-    weights, w_stride = per_landmark(xp, weights, n, (k, 1 + patch_h * patch_w), np.float32, "weights")
-    alphas, a_stride = per_landmark(xp, alphas, n, (k,), np.float64, "alphas")
-    sigmas, s_stride = per_landmark(xp, sigmas, n, (r_h * r_w, r_h * r_w), np.float32, "sigmas")
+        raise ValueError(f"ccnf_response: weights must be (E, K, 1 + patch_h*patch_w), got shape {weights.shape}")
+    n_experts, k = (int(v) for v in weights.shape[:2])
+    if (n_experts == 0 and n) or (n_experts and n % n_experts):
+        raise ValueError(f"ccnf_response: {n} areas do not cycle over {n_experts} experts (N must be a multiple of E)")
+    expected = {"weights": (k, 1 + patch_h * patch_w), "alphas": (k,), "sigmas": (r_h * r_w, r_h * r_w)}
+    arrays = {}
+    for name, a, dtype in (("weights", weights, np.float32), ("alphas", alphas, np.float64),
+                           ("sigmas", sigmas, np.float32)):
+        a = xp.asarray(a)
+        if a.shape != (n_experts, *expected[name]):
+            raise ValueError(f"ccnf_response: {name} must have shape {(n_experts, *expected[name])}, got {a.shape}")
+        arrays[name] = xp.ascontiguousarray(a, dtype=dtype)
     out = xp.empty((n, r_h, r_w), np.float32)
     if n == 0:
         return out
@@ -75,5 +68,5 @@ def ccnf_response(backend, areas, weights, alphas, sigmas, patch_h: int = 11, pa
     i32 = np.int32
     backend.load_module("ccnf_response", defines).get_function("ccnf_response")(
         (n, 1, 1), (threads, 1, 1),
-        (areas, weights, i32(w_stride), alphas, i32(a_stride), sigmas, i32(s_stride), i32(n), out))
+        (areas, arrays["weights"], arrays["alphas"], arrays["sigmas"], i32(n_experts), i32(n), out))
     return out

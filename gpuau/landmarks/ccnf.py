@@ -115,12 +115,13 @@ class CCNFScale:
         w = self.arrays["view0/width"]
         return int(h.max()), int(w.max())
 
-    def view_index(self, params_global) -> int:
+    def view_index(self, params_global) -> "int | np.ndarray":
         """Index of the view whose centre is closest to the current rotation (port of
-        ``Patch_experts::GetViewIdx``)."""
+        ``Patch_experts::GetViewIdx``): an int for params ``(6,)``, an ``(F,)`` int64 array for ``(F, 6)``."""
         g = np.asarray(params_global, dtype=_F)
-        d = ((g[1:4].astype(np.float64) - self.centers).astype(_F) ** 2).sum(axis=1, dtype=_F)
-        return int(np.argmin(d))
+        d = ((g[..., None, 1:4].astype(np.float64) - self.centers).astype(_F) ** 2).sum(axis=-1, dtype=_F)
+        idx = np.argmin(d, axis=-1)
+        return int(idx) if idx.ndim == 0 else idx
 
     def weights(self, view: int) -> np.ndarray:
         """(n, K, 1 + h*w) float32 neuron rows of one view."""
@@ -200,41 +201,45 @@ class CCNFScale:
 
 
 def align_shapes_with_scale(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """2x2 similarity (scale * rotation) best mapping centred ``src`` onto centred ``dst``.
+    """2x2 similarity (scale * rotation) best mapping centred ``src`` onto centred ``dst``, for one
+    pair of shapes or a stack of them (each pair gets the bits it gets alone).
 
     Port of ``AlignShapesWithScale`` and ``AlignShapesKabsch2D``, RotationHelpers.h.
 
     Parameters
     ----------
-    src, dst : ndarray (n, 2) float32
+    src, dst : ndarray (..., n, 2) float32
 
     Returns
     -------
-    ndarray (2, 2) float32
+    ndarray (..., 2, 2) float32
     """
     src = np.asarray(src, _F)
     dst = np.asarray(dst, _F)
-    n = src.shape[0]
-    src_c = src - src.mean(axis=0, dtype=np.float64).astype(_F)
-    dst_c = dst - dst.mean(axis=0, dtype=np.float64).astype(_F)
-    s_src = _F(np.sqrt((src_c.astype(np.float64) ** 2).sum() / n))
-    s_dst = _F(np.sqrt((dst_c.astype(np.float64) ** 2).sum() / n))
+    n = src.shape[-2]
+    src_c = src - src.mean(axis=-2, dtype=np.float64, keepdims=True).astype(_F)
+    dst_c = dst - dst.mean(axis=-2, dtype=np.float64, keepdims=True).astype(_F)
+    s_src = np.sqrt((src_c.astype(np.float64) ** 2).sum(axis=(-2, -1)) / n).astype(_F)[..., None, None]
+    s_dst = np.sqrt((dst_c.astype(np.float64) ** 2).sum(axis=(-2, -1)) / n).astype(_F)[..., None, None]
     src_c = src_c / s_src
     dst_c = dst_c / s_dst
     s = s_dst / s_src
-    u, _, vt = np.linalg.svd((src_c.T @ dst_c).astype(np.float64))
-    rot = vt.T @ u.T
-    if rot[0, 0] * rot[1, 1] - rot[0, 1] * rot[1, 0] <= 0:  # a reflection: flip the last singular vector
-        rot = (vt.T * np.array([1.0, -1.0])) @ u.T
+    u, _, vt = np.linalg.svd((np.swapaxes(src_c, -1, -2) @ dst_c).astype(np.float64))
+    v, ut = np.swapaxes(vt, -1, -2), np.swapaxes(u, -1, -2)
+    rot = v @ ut
+    reflection = rot[..., 0, 0] * rot[..., 1, 1] - rot[..., 0, 1] * rot[..., 1, 0] <= 0
+    if reflection.any():  # flip the last singular vector
+        rot[reflection] = (v[reflection] * np.array([1.0, -1.0])) @ ut[reflection]
     return (s * rot.astype(_F)).astype(_F)
 
 
 def similarity_to_reference(landmarks_2d: np.ndarray, reference_2d: np.ndarray) -> "tuple[np.ndarray, np.ndarray]":
-    """Similarities between the image shape and the reference shape of a patch scale.
+    """Similarities between the image shape and the reference shape of a patch scale, for one face
+    ``(n, 2)`` or a stack ``(F, n, 2)``.
 
     Returns
     -------
-    sim_img_to_ref, sim_ref_to_img : ndarray (2, 2) float32
+    sim_img_to_ref, sim_ref_to_img : ndarray (..., 2, 2) float32
     """
     img_to_ref = align_shapes_with_scale(landmarks_2d, reference_2d)
     ref_to_img = np.linalg.inv(img_to_ref.astype(np.float64)).astype(_F)

@@ -196,8 +196,8 @@ class Responses:
 def patch_responses(model: CLNFModel, images, image_index: np.ndarray, params_global: np.ndarray,
                     params_local: np.ndarray, window_size: int, scale: int, backend: Backend) -> Responses:
     """Response maps of all landmarks' patch experts around the current shapes of a batch of faces:
-    one area warp and one ``ccnf_response`` call for all faces' visible landmarks (on the CPU
-    backend, one call per face).
+    one area warp for all faces' visible landmarks and one ``ccnf_response`` call per view among
+    the faces.
 
     Port of ``Patch_experts::Response`` (CCNF branch), Patch_experts.cpp.
 
@@ -222,35 +222,30 @@ def patch_responses(model: CLNFModel, images, image_index: np.ndarray, params_gl
     size = window_size + pw - 1
     params_global = np.ascontiguousarray(params_global, _F)
     params_local = np.ascontiguousarray(params_local, _F)
-    views = np.array([ccnf.view_index(g) for g in params_global], np.int64)
-    ref_g = np.array([ccnf.patch_scaling, 0, 0, 0, 0, 0], _F)
-    base = np.empty((n_faces, n, 2), _F)
-    img_to_ref = np.empty((n_faces, 2, 2), _F)
-    ref_to_img = np.empty((n_faces, 2, 2), _F)
-    for f in range(n_faces):
-        loc = params_local[f]
-        base[f] = pdm_fit.shape_2d(pdm.mean_shape, pdm.princ_comp, params_global[f], loc)
-        img_to_ref[f], ref_to_img[f] = similarity_to_reference(
-            base[f], pdm_fit.shape_2d(pdm.mean_shape, pdm.princ_comp, ref_g, loc))
-    experts = [ccnf.experts(int(v), window_size, backend) for v in views]
-    counts = [len(e[0]) for e in experts]
-    face = np.repeat(np.arange(n_faces), counts)
-    lm = np.concatenate([e[0] for e in experts])
+    views = ccnf.view_index(params_global)
+    ref_g = np.repeat(np.array([[ccnf.patch_scaling, 0, 0, 0, 0, 0]], _F), n_faces, axis=0)
+    base = pdm_fit.shape_2d_batch(pdm.mean_shape, pdm.princ_comp, params_global, params_local)
+    img_to_ref, ref_to_img = similarity_to_reference(
+        base, pdm_fit.shape_2d_batch(pdm.mean_shape, pdm.princ_comp, ref_g, params_local))
+    # faces grouped by view: one ccnf_response call per view, its visible experts cycling over the
+    # group's faces (no copy of the experts)
+    face, lm, calls = [], [], []
+    for v in np.unique(views):
+        group = np.flatnonzero(views == v)
+        visible_lm, *experts = ccnf.experts(int(v), window_size, backend)
+        face.append(np.repeat(group, len(visible_lm)))
+        lm.append(np.tile(visible_lm, len(group)))
+        calls.append((len(group) * len(visible_lm), experts))
+    face, lm = np.concatenate(face), np.concatenate(lm)
     matrices = area_matrices(base[face, lm], ref_to_img[face], size)
     areas = backend.kernels.warp_affine(images, np.asarray(image_index)[face], matrices, size, size)
-    if n_faces == 1:
-        out = backend.kernels.ccnf_response(areas, *experts[0][1:], ph, pw)
-    elif backend.name == "cpu":
-        # one call per face, each with its view's expert arrays as they are (concatenating them
-        # copies a Sigma per area: 20 MB and ~30 ms per call for the 11 hypotheses of a detection)
-        ends = np.cumsum(counts)
-        out = np.concatenate([backend.kernels.ccnf_response(areas[end - count:end], *e[1:], ph, pw)
-                              for e, count, end in zip(experts, counts, ends)])
-    else:
-        weights, alphas, sigmas = (xp.concatenate([e[i] for e in experts]) for i in (1, 2, 3))
-        out = backend.kernels.ccnf_response(areas, weights, alphas, sigmas, ph, pw)
+    out, start = [], 0
+    for count, experts in calls:
+        out.append(backend.kernels.ccnf_response(areas[start:start + count], *experts, ph, pw))
+        start += count
+    out = out[0] if len(out) == 1 else xp.concatenate(out)
     visible = ccnf.visibility[views].astype(np.int32)
-    if len(lm) == n_faces * n:
+    if len(calls) == 1 and len(lm) == n_faces * n:  # one view, every landmark visible: faces in order
         maps = out.reshape(n_faces, n, window_size, window_size)
     else:
         maps = xp.zeros((n_faces, n, window_size, window_size), _F)
