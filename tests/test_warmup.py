@@ -42,7 +42,7 @@ def test_warm_up_fills_the_cache_the_pipeline_loads(tmp_path, models_dir, media_
     assert {name for name, (_, misses) in stats.items() if misses} == set()
     # kernels of each child process's group were loaded from the cache
     for module in ("gpuau.cpu.pnet_pyramid", "gpuau.cpu.validator_cnn",  # detect
-                   "gpuau.cpu.pdm_fit", "gpuau.cpu.ccnf_response",  # landmarks
+                   "gpuau.cpu.ccnf_response", "gpuau.cpu.nu_rlms", "gpuau.cpu.pdm_fit",  # patches, nu_rlms, landmarks
                    "gpuau.cpu.fhog", "gpuau.cpu.warp_affine", "gpuau.cpu.running_median"):  # aus
         assert sum(hits for name, (hits, _) in stats.items() if name.startswith(module + ".")) >= 1, module
 

@@ -58,9 +58,46 @@ def _detect(models: Path) -> None:
     DetectionValidator.load(models).check(gray, _frontal_landmarks(PDM.load(models=models)), np.zeros(3))
 
 
+def _patch_responses(models: Path):
+    """The response maps of every CLNF model at each of its scales on the synthetic frame (area warps
+    and CCNF responses, through ``clnf.patch_responses``): ``[(model, scale, parameters, responses,
+    params_global, params_local)]``."""
+    from gpuau.device import resolve_device
+    from gpuau.landmarks.clnf import frame_images, patch_responses
+    from gpuau.landmarks.quality import load_clnf
+
+    clnf = load_clnf(models)
+    backend = resolve_device("cpu")
+    _, gray = _synthetic_frame()
+    images = frame_images(gray, backend)
+    out = []
+    for model, parameters in [(clnf.model, clnf.parameters)] + [(p.model, p.parameters) for p in clnf.parts]:
+        g = np.array([[1.0, 0.0, 0.0, 0.0, 320.0, 240.0]], np.float32)
+        loc = np.zeros((1, model.pdm.n_modes), np.float32)
+        for scale, window in enumerate(parameters.window_sizes_init[:len(model.scales)]):
+            if window:
+                r = patch_responses(model, images, np.zeros(1, np.int64), g, loc, int(window), scale, backend)
+                out.append((model, scale, parameters, r, g, loc))
+    return out
+
+
+def _patches(models: Path) -> None:
+    """CLNF area warps and CCNF response maps."""
+    _patch_responses(models)
+
+
+def _nu_rlms(models: Path) -> None:
+    """NU-RLMS at a patch scale (its maps' kernels loaded from the cache ``patches`` filled)."""
+    from gpuau.device import resolve_device
+    from gpuau.landmarks.clnf import _fit_scale, _refined
+
+    model, scale, parameters, r, g, loc = _patch_responses(models)[0]
+    _fit_scale(model, r, g, loc, scale, _refined(parameters, model, scale), np.ones(1, bool), resolve_device("cpu"))
+
+
 def _landmarks(models: Path) -> None:
-    """CLNF fit from a detection box and while tracking (CCNF responses, mean-shift, NU-RLMS, PDM) and
-    the head pose."""
+    """CLNF fit from a detection box and while tracking (PDM fits from landmarks, the rest of the fit's
+    kernels loaded from the cache) and the head pose."""
     from gpuau.landmarks.quality import load_clnf
     from gpuau.landmarks.tracker import FaceTracker
 
@@ -84,8 +121,10 @@ def _aus(models: Path) -> None:
     aus.finish()
 
 
-GROUPS = {"detect": _detect, "landmarks": _landmarks, "aus": _aus}
-"""Child processes of a warm-up, in order: name -> the stage it runs."""
+GROUPS = {"detect": _detect, "patches": _patches, "nu_rlms": _nu_rlms, "landmarks": _landmarks, "aus": _aus}
+"""Child processes of a warm-up, in order: name -> the stage it runs.  The landmark fit's kernels are
+compiled by three children (each compile of a large Numba function stays in its process's memory:
+one child peaked at 418 MB, three peak at 275, 315 and 342 MB)."""
 
 
 def _stamp() -> Path:
