@@ -48,6 +48,24 @@ def test_sigmas_invert(scale025):
     np.testing.assert_allclose(sig[i] @ inv, np.eye(81), atol=1e-4)
 
 
+def test_sigmas_kept_in_the_disk_cache(models_dir, tmp_path, monkeypatch):
+    """A start reads the covariances the first one computed (keyed by the file, the view and the
+    window size); the same arrays as computing them."""
+    monkeypatch.setenv("GPUAU_CACHE", str(tmp_path))
+    path = model_file(MODEL + "patch_experts/ccnf_patches_0.5_general.txt")
+    first = CCNFScale.from_file(path)
+    computed = first.sigmas(1, 7)
+    files = set(tmp_path.iterdir())
+    assert len(files) == 2  # the parsed file and one view's covariances
+    second = CCNFScale.from_file(path)
+    monkeypatch.setattr(CCNFScale, "_compute_sigmas", lambda *_: pytest.fail("computed again"))
+    np.testing.assert_array_equal(second.sigmas(1, 7), computed)
+    assert set(tmp_path.iterdir()) == files
+    uncached = CCNFScale(first.patch_scaling, first.centers, first.visibility, first.arrays)
+    monkeypatch.undo()
+    np.testing.assert_array_equal(uncached.sigmas(1, 7), computed)
+
+
 def _oracle(area, w, alphas, sigma, ws):
     win = sliding_window_view(area.astype(np.float64), (11, 11))
     cols = win.transpose(0, 1, 3, 2).reshape(ws, ws, 121)
