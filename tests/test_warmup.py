@@ -46,6 +46,7 @@ def test_warm_up_fills_the_cache_the_pipeline_loads(tmp_path, models_dir, media_
                    "gpuau.cpu.fhog", "gpuau.cpu.warp_affine", "gpuau.cpu.running_median"):  # aus
         assert sum(hits for name, (hits, _) in stats.items() if name.startswith(module + ".")) >= 1, module
 
+
 def test_a_failing_child_is_logged_not_raised(monkeypatch, models_dir, caplog):
     from gpuau.cpu import warmup
 
@@ -53,3 +54,18 @@ def test_a_failing_child_is_logged_not_raised(monkeypatch, models_dir, caplog):
     with caplog.at_level(logging.WARNING, logger="gpuau.cpu.warmup"):
         assert warmup.warm_up(models_dir) is False
     assert "compile in this process instead" in caplog.text
+
+
+def test_stamp_follows_the_kernel_sources_only(tmp_path, monkeypatch):
+    """Editing a module without cached kernels keeps the warm-up's stamp; editing a kernel's source
+    (what invalidates Numba's cache) gives a new one."""
+    from gpuau.cpu import warmup
+
+    (tmp_path / "kernels.py").write_text("@nb.njit(cache=True)\ndef f(x):\n    return x\n")
+    (tmp_path / "glue.py").write_text("def g():\n    return 1\n")
+    monkeypatch.setattr(warmup, "PACKAGE", tmp_path)
+    stamp = warmup._stamp()
+    (tmp_path / "glue.py").write_text("def g():\n    return 2  # edited\n")
+    assert warmup._stamp() == stamp
+    (tmp_path / "kernels.py").write_text("@nb.njit(cache=True)\ndef f(x):\n    return x + 1\n")
+    assert warmup._stamp() != stamp

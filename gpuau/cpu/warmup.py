@@ -8,11 +8,11 @@ pipeline stage on a small synthetic frame, so the cache entries have exactly the
 pipeline uses; the analysing process then only loads them from the cache.  Groups run one after the
 other: the peak is the largest child's, not their sum.
 
-:func:`ensure_warm` does it once per installed version of the code (a stamp file beside Numba's cache
-of the kernels, keyed by the numba and gpuau versions and the size and mtime of every gpuau source,
-the same criterion Numba's cache is invalidated by) when a CPU :class:`~gpuau.pipeline.Analyzer` first
-loads its models; ``gpuau warmup`` does it ahead, for install scripts and container images;
-``GPUAU_WARMUP=0`` turns it off.  A child that fails only costs memory: its kernels then compile in the
+:func:`ensure_warm` does it once per installed version of the kernels (a stamp file beside Numba's
+cache of the kernels, keyed by the numba and gpuau versions and the size and mtime of every gpuau
+source that defines a cached kernel, the files whose change invalidates Numba's cache, and of this
+module) when a CPU :class:`~gpuau.pipeline.Analyzer` first loads its models; ``gpuau warmup`` does it
+ahead, for install scripts and container images; ``GPUAU_WARMUP=0`` turns it off.  A child that fails only costs memory: its kernels then compile in the
 analysing process, as before.
 """
 from __future__ import annotations
@@ -135,10 +135,16 @@ def _stamp() -> Path:
     from gpuau.cpu.nu_rlms import nu_rlms
 
     key = hashlib.sha256(f"{numba.__version__}|{__version__}".encode())
-    for path in sorted(PACKAGE.rglob("*.py")):
+    for path in _kernel_sources():
         st = path.stat()
         key.update(f"|{path.relative_to(PACKAGE)}|{st.st_size}|{st.st_mtime_ns}".encode())
     return Path(nu_rlms._cache._cache_path) / f"gpuau-warm-{key.hexdigest()[:20]}"
+
+
+def _kernel_sources() -> list:
+    """The gpuau sources whose change invalidates Numba's cache of the kernels (those defining
+    ``cache=True`` functions) and this module (its stages set the signatures compiled)."""
+    return sorted(p for p in PACKAGE.rglob("*.py") if p == Path(__file__).resolve() or "cache=True" in p.read_text())
 
 
 def is_warm() -> bool:
