@@ -4,13 +4,13 @@
 active stream and runs each stage once for all of them:
 
 1. detection: the streams whose tracker will run MTCNN before fitting (a lost or not yet found face,
-   :func:`detects_before_fit`) are detected together (:meth:`gpuau.detect.MTCNN.detect_batch`);
+   :meth:`FaceTracker.detects_before_fit`) are detected together (:meth:`gpuau.detect.MTCNN.detect_batch`);
 2. landmarks: the tracking fits of all streams' faces and the rotation hypotheses of every box of
    step 1 in one CLNF batch per frame size (:func:`gpuau.landmarks.clnf.detect_landmarks_batch`),
    then every fit the trackers will validate in one validator call
    (:meth:`gpuau.landmarks.validator.DetectionValidator.check_batch`);
 3. re-detection: the streams whose tracker detects after its fit (a failed fit every
-   ``reinit_video_every`` frames, or ``detect_every``'s schedule: :func:`detects_after_fit`) are
+   ``reinit_video_every`` frames, or ``detect_every``'s schedule: :meth:`FaceTracker.detects_after_fit`) are
    detected together, their boxes' hypotheses fitted in one CLNF batch and validated in one call;
    then each stream's tracker step takes its fits, boxes and certainties
    (:meth:`gpuau.landmarks.tracker.FaceTracker.track` with ``fit`` and ``box_fit``);
@@ -130,31 +130,6 @@ def auto_streams(backend: Backend, frame_shape: "tuple[int, int]" = SIZING_FRAME
     with cupy.cuda.Device(backend.device_id):
         free, _ = cupy.cuda.runtime.memGetInfo()
     return max(1, min(MAX_STREAMS, int(free * DEVICE_FRACTION) // stream_device_bytes(*frame_shape)))
-
-
-def detects_before_fit(tracker) -> bool:
-    """Whether ``tracker.track`` runs the face detector before any fit on its next frame.
-
-    That is the case while no face is tracked, on the first frame and then every
-    ``6 * reinit_video_every`` frames (the first branch of ``FaceTracker._step``, from
-    ``DetectLandmarksInVideo``).
-    """
-    every = tracker.clnf.parameters.reinit_video_every
-    return not tracker.tracking_initialised and (tracker.failures_in_a_row + 1) % (every * 6) == 0
-
-
-def detects_after_fit(tracker, success: bool) -> bool:
-    """Whether ``tracker.track`` runs the face detector after this frame's tracking fit, whose
-    validated outcome is ``success`` (for a tracker with ``tracking_initialised``).
-
-    A failed fit re-detects when its failure count since the last success is a multiple of
-    ``reinit_video_every`` (``DetectLandmarksInVideo``); a successful one when ``detect_every``
-    schedules this frame (``FaceTracker._scheduled_detection``).
-    """
-    if not success:
-        every = tracker.clnf.parameters.reinit_video_every
-        return every > 0 and (tracker.failures_in_a_row + 1) % every == 0
-    return tracker.detect_every is not None and tracker.frame_index % tracker.detect_every == 0
 
 
 @dataclass(frozen=True)
@@ -766,7 +741,7 @@ class Engine:
 
     def detect_faces(self, items: list) -> None:
         """MTCNN on the frames of every stream whose tracker detects before fitting, in one batch."""
-        self._detect([it for it in items if detects_before_fit(it.stream.tracker)])
+        self._detect([it for it in items if it.stream.tracker.detects_before_fit()])
 
     def _detect(self, items: list) -> None:
         """MTCNN on the items' frames in one batch: each stream's tracker then finds its box there."""
@@ -801,7 +776,7 @@ class Engine:
         The tracking fits (from each tracker's
         :meth:`~gpuau.landmarks.tracker.FaceTracker.tracking_request`) and the rotation hypotheses of
         each box detected before them are fitted in one batch per frame size and validated in one
-        call; then the streams that re-detect after their fit (:func:`detects_after_fit`) are
+        call; then the streams that re-detect after their fit (:meth:`FaceTracker.detects_after_fit`) are
         detected, fitted and validated in batches, and each tracker finishes its step with its fits.
 
         Returns
@@ -900,7 +875,7 @@ class Engine:
                 continue  # not validated in the batch: the tracker's own step decides
             success, _ = detection_outcome(fit.success, certainty, validate=p.validate_detections,
                                            boundary=p.validation_boundary)
-            if detects_after_fit(s.tracker, success):
+            if s.tracker.detects_after_fit(success):
                 redetect.append(it)
         self._detect([it for it in redetect if it.stream.prefetched is None])
         boxes = [it for it in redetect if it.stream.prefetched is not None and it.stream.prefetched[1] is not None]

@@ -18,7 +18,7 @@ import pytest
 
 from gpuau.cli import main
 from gpuau.au.analyzer import STATE_BYTES
-from gpuau.engine import (CPU_STREAMS, Engine, FrameStaging, HostTransfers, Job, auto_streams, detects_before_fit,
+from gpuau.engine import (CPU_STREAMS, Engine, FrameStaging, HostTransfers, Job, auto_streams,
                           stream_device_bytes)
 from gpuau.landmarks.tracker import FaceTracker
 from gpuau.pipeline import Analyzer
@@ -233,13 +233,13 @@ def test_failed_streams_release_their_video_at_once(media_dir, tmp_path, monkeyp
 
 
 def test_detects_before_fit_follows_the_tracker():
-    """The engine's prediction of a detection agrees with the tracker's own rule on a faceless video."""
+    """The prediction of a detection the engine asks for agrees with what the tracker then does on a faceless video."""
     calls = []
     tracker = FaceTracker(detect=lambda image: calls.append(1))  # never finds a face
     black = np.zeros((120, 160, 3), np.uint8)
     predicted = []
     for _ in range(30):
-        predicted.append(detects_before_fit(tracker))
+        predicted.append(tracker.detects_before_fit())
         n = len(calls)
         tracker.track(black)
         assert (len(calls) > n) == predicted[-1]

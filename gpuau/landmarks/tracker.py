@@ -288,14 +288,28 @@ class FaceTracker:
         self.frame_index += 1
         return self._result(ok, gray8.shape)
 
-    def _scheduled_detection(self) -> bool:
-        """Whether ``detect_every`` asks for a detection in this frame although tracking succeeded."""
-        return (self.detect_every is not None and self.tracking_initialised and self.detection_success
-                and self.frame_index % self.detect_every == 0)
+    def detects_before_fit(self) -> bool:
+        """Whether :meth:`track` runs the face detector before any fit on the next frame: while no face
+        is tracked, on the first frame and then every ``6 * reinit_video_every`` frames
+        (``DetectLandmarksInVideo``).  Engines batching many trackers ask it ahead."""
+        every = self.clnf.parameters.reinit_video_every
+        return not self.tracking_initialised and (self.failures_in_a_row + 1) % (every * 6) == 0
+
+    def detects_after_fit(self, success: bool) -> bool:
+        """Whether :meth:`track` runs the face detector after the next frame's tracking fit, whose
+        validated outcome is ``success`` (for a tracker with ``tracking_initialised``): a failed fit
+        when its failure count since the last success is a multiple of ``reinit_video_every``
+        (``DetectLandmarksInVideo``), a successful one when ``detect_every`` schedules the frame."""
+        if not success:
+            every = self.clnf.parameters.reinit_video_every
+            return every > 0 and (self.failures_in_a_row + 1) % every == 0
+        return self.detect_every is not None and self.frame_index % self.detect_every == 0
 
     def _step(self, image_bgr, gray8, p, fit, box_fit) -> bool:
         initial_detection = not self.tracking_initialised
         images = None
+        detect = self.detects_before_fit()
+        scheduled = False
         if self.tracking_initialised:
             self.window_sizes = self.tracking_request()[2]
             if fit is None:
@@ -304,13 +318,11 @@ class FaceTracker:
                                              self.window_sizes, backend=self.backend)[0]
             res = fit
             success, certainty = self._outcome(gray8, res)
+            detect = self.detects_after_fit(success)
+            scheduled = detect and success  # detect_every's detection although tracking succeeded
             self._adopt(res, success, certainty)
             self.failures_in_a_row = -1 if success else self.failures_in_a_row + 1
-        every = p.reinit_video_every
-        scheduled = self._scheduled_detection()
-        if ((not self.tracking_initialised and (self.failures_in_a_row + 1) % (every * 6) == 0)
-                or (self.tracking_initialised and not self.detection_success and every > 0
-                    and self.failures_in_a_row % every == 0) or scheduled):
+        if detect:
             box = self._detector()(image_bgr)
             if box is not None:
                 self.tracking_initialised = True
