@@ -68,3 +68,19 @@ def test_stacked_prediction_equals_openface_formula(models_dir):
         sub = med if m.cls_dynamic[k] else 0.0
         want = (x - m.cls_means[k] - sub) @ m.cls_weights[:, k] + m.cls_bias[k]
         np.testing.assert_array_equal(presence(s, got)[:, k], np.where(want > 0, m.cls_pos[k], m.cls_neg[k]))
+
+
+def test_stacked_models_move_their_arrays_to_a_device(models_dir):
+    """``to_backend`` puts every array the predictions read on the device and keeps the rest; the
+    host backends get the models themselves."""
+    import types
+
+    from gpuau.device import resolve_device
+
+    m = StackedAUModels.from_models(load_au_models(dynamic=True))
+    assert m.to_backend(resolve_device("cpu")) is m
+    device = types.SimpleNamespace(xp=types.SimpleNamespace(asarray=lambda a: ("on device", a)))
+    d = m.to_backend(device)
+    for name in ("weights", "offset", "dynamic", "cls_pos", "cls_neg"):
+        assert getattr(d, name)[0] == "on device" and getattr(d, name)[1] is getattr(m, name)
+    assert d.reg_names == m.reg_names and d.cls_names == m.cls_names and d.cutoff is m.cutoff

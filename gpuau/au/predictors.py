@@ -11,7 +11,7 @@ SVM_static_lin.cpp and SVM_dynamic_lin.cpp.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -74,9 +74,8 @@ class StackedAUModels:
         if backend.xp is np:
             return self
         xp = backend.xp
-        return StackedAUModels(self.reg_names, self.cls_names, xp.asarray(self.weights), xp.asarray(self.offset),
-                               xp.asarray(self.dynamic), self.cutoff, xp.asarray(self.cls_pos),
-                               xp.asarray(self.cls_neg))
+        return replace(self, **{name: xp.asarray(getattr(self, name))
+                                for name in ("weights", "offset", "dynamic", "cls_pos", "cls_neg")})
 
 
 def project(weights, hog, geometry):
