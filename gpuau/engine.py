@@ -164,11 +164,15 @@ class Job:
 
 # -- frames to the device ------------------------------------------------------------------------
 class HostTransfers:
-    """Buffers and copies of :class:`FrameStaging` on the CPU backends: NumPy arrays, copies done at
-    once, no events (every wait is a no-op).
+    """Buffers and copies of :class:`FrameStaging` on the CPU backends: NumPy arrays, no events (every
+    wait is a no-op), and no copies: the host buffers are the device's (:attr:`shares_memory`).
 
     :class:`CudaTransfers` has the same methods; a test double may record the calls.
     """
+
+    shares_memory = True
+    """The device reads the host buffers themselves: :class:`FrameStaging` allocates no device buffers
+    and copies nothing."""
 
     def host_buffer(self, shape: tuple, dtype=np.float32) -> np.ndarray:
         """A host buffer (pinned on CUDA)."""
@@ -202,6 +206,8 @@ class CudaTransfers(HostTransfers):
     Its calls are checked against a fake CuPy in tests/test_engine.py, the ordering logic with a
     recording double; real pinned memory, asynchronous copies and their overlap need a GPU run.
     """
+
+    shares_memory = False
 
     def __init__(self, backend: Backend):
         import cupy
@@ -310,20 +316,28 @@ class FrameStaging:
                 if slot is not None:
                     self.transfers.synchronize(slot.copied)
                 n = max(len(group), 0 if slot is None else 2 * len(slot.host))
-                t = self.transfers
-                slot = slots[shape] = _Slot(t.host_buffer((n, *shape)), t.device_buffer((n, *shape)),
-                                            t.host_buffer((n, *shape, 3), np.uint8),
-                                            t.device_buffer((n, *shape, 3), np.uint8))
+                slot = slots[shape] = self._slot(n, shape)
             self.transfers.synchronize(slot.copied)  # the host buffers are free again
+            if self.transfers.shares_memory:
+                self.transfers.copies_wait(slot.used)  # the host buffers are the device's
             for k, f in enumerate(group):
                 slot.host[k] = f.gray
                 slot.host_bgr[k] = f.image
-            self.transfers.copies_wait(slot.used)  # the device buffers are free again
-            n = len(group)
-            self.transfers.copy(slot.device[:n], slot.host[:n])
-            slot.copied = self.transfers.copy(slot.device_bgr[:n], slot.host_bgr[:n])  # after the grey one
+            if not self.transfers.shares_memory:
+                self.transfers.copies_wait(slot.used)  # the device buffers are free again
+                n = len(group)
+                self.transfers.copy(slot.device[:n], slot.host[:n])
+                slot.copied = self.transfers.copy(slot.device_bgr[:n], slot.host_bgr[:n])  # after the grey one
             staged[shape] = _Staged(slot, group, {id(f): k for k, f in enumerate(group)})
         self._staged, self._before = staged, self._staged
+
+    def _slot(self, n: int, shape: tuple) -> _Slot:
+        """Buffers for ``n`` frames of ``shape``: host ones, and device ones unless the device reads the host's."""
+        t = self.transfers
+        host, host_bgr = t.host_buffer((n, *shape)), t.host_buffer((n, *shape, 3), np.uint8)
+        if t.shares_memory:
+            return _Slot(host, host, host_bgr, host_bgr)
+        return _Slot(host, t.device_buffer((n, *shape)), host_bgr, t.device_buffer((n, *shape, 3), np.uint8))
 
     def _find(self, frames: list) -> _Staged:
         """The staged group (latest stage first, else the one before) holding ``frames``, all of one size."""

@@ -384,6 +384,8 @@ class RecordingTransfers(HostTransfers):
     overwritten only after the copy stream waited for the compute that read it, and the compute stream
     waits for a buffer's copy before it reads it (:meth:`FrameStaging.images`)."""
 
+    shares_memory = False  # separate device buffers, copied as on CUDA
+
     def __init__(self):
         self.events = 0
         self.host_copy = {}  # host buffer -> its copy not yet synchronised
