@@ -34,16 +34,16 @@ into one of two sets of device buffers; the CLNF fits read the grey levels there
 the AU stage's alignment the BGR pixels, so each frame crosses the bus once per step.  After step
 ``t``'s landmark stages each stream decodes its next frame and step ``t + 1``'s copy starts while step
 ``t``'s AU stage computes (from the other buffers); step ``t + 1`` waits for its copy only when it uses
-the images.  On the CPU backends the same code copies with NumPy (:class:`HostTransfers`), and the
-stages read the same arrays they did.
+the images.  On the CPU backends the same code runs with the host buffers as the device's
+(:class:`HostTransfers`: nothing is copied), and the stages read the same arrays they did.
 
 Memory per stream (640 x 480 video; it scales with the frame size where noted)
 -------------------------------------------------------------------------------
 * decoding: the background decoder holds up to 8 frames ahead plus the current one and the next
   (decoded during the step), BGR + grey, 10 x 4 x H x W bytes = 12 MB (scales with H x W);
 * frame staging: two float32 grey images and two uint8 BGR images (the double buffer),
-  14 x H x W bytes = 4.3 MB of host memory (pinned on CUDA) and as much device memory, which MTCNN and
-  the AU stage read;
+  14 x H x W bytes = 4.3 MB of host memory (pinned on CUDA, where as much device memory holds their
+  copies), which the CLNF fits, MTCNN and the AU stage read;
 * AU state, on the backend's device (host memory on the CPU backends): the FHOG running-median
   histogram (4464 x 1000 int32, 17.9 MB) and the geometry histogram (238 x 10000 int32, 9.5 MB)
   (:data:`gpuau.au.analyzer.STATE_BYTES`, 27.4 MB), and per frame 35 raw predictions plus, for the
