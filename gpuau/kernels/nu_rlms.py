@@ -18,40 +18,11 @@ def nu_rlms(backend, mean, pc, eig, responses, g, p, base, img_to_ref, ref_to_im
             n_iter, kde, half, sigma, last):
     """``CLNF::NU_RLMS`` at one patch scale for a batch of faces, on ``backend`` (``cuda`` or ``emulated``).
 
-    Parameters
-    ----------
-    backend : gpuau.device.Backend
-    mean : (3n,) float32 ; pc : (3n, m) float32 ; eig : (m,) float32
-        The PDM.
-    responses : (F, n, R, R) float32
-        Response maps, on the device.
-    g : (F, 6) ; p : (F, m) float32
-        Initial params.
-    base : (F, n, 2) float32
-        Shapes the response maps are centred on.
-    img_to_ref, ref_to_img : (F, 2, 2) float32
-    visible : (F, n) int32
-    weights : (F, 2n) float32
-    reg_factor : float
-    n_iter : int
-    kde : (S*S, R*R) float32
-        :func:`gpuau.cpu.mean_shift.kde_table` of this window size and sigma.
-    half : float
-        ``(R - 1) // 2``.
-    sigma : float
-    last : (F,) bool
-        Faces that skip the next scale (or have none).
-
-    Returns
-    -------
-    g : (F, 6) ; p : (F, m) float32
-    last : (F,) bool
-        ``last``, or the scale after the rigid pass below 0.30.
-    likelihoods : (F,) float32
-        Model log-likelihood of the faces whose fit ends here (0 for the others).
-    landmark_likelihoods : (F, n) float32
-        Theirs per landmark, ``-1e8`` for invisible landmarks and the other faces.
-        All on the backend's device.
+    Parameters and results are those of the Numba twin :func:`gpuau.cpu.nu_rlms.nu_rlms` (``backend``
+    first), the arrays taken from and returned on the backend's device: the PDM ``mean`` (3n,), ``pc``
+    (3n, m), ``eig`` (m,); ``responses`` (F, n, R, R); the initial ``g`` (F, 6) and ``p`` (F, m);
+    ``base``, ``img_to_ref``, ``ref_to_img``, ``visible``, ``weights``, ``reg_factor``, ``n_iter``,
+    ``kde``, ``half``, ``sigma`` and ``last`` (F,) -> ``(g, p, last, likelihoods, landmark_likelihoods)``.
     """
     xp = backend.xp
 
