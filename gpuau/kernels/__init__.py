@@ -33,7 +33,9 @@ Adding a kernel
        // defines: PATCH=11 WINDOW=25
        // defines: PATCH=11 WINDOW=15
 
-   ``tests/test_kernels_nvrtc.py`` compiles every ``.cu`` here with each set for sm_80 and sm_90.
+   ``tests/test_kernels_nvrtc.py`` compiles every ``.cu`` here with each set for sm_80 and sm_90, and
+   fails on any register spill unless the file declares a budget and why, in the same comment lines
+   (``// spills: 64 bytes (why)``; ``pdm_fit.cu`` does, for its serial update's trig calls).
 2. ``gpuau/kernels/foo.py`` with ``@on_device def foo(backend, ...)`` and ``gpuau/cpu/foo.py`` with ``foo(...)``
    (register the module in ``gpuau.device.KERNELS`` if the function name differs from the module).
 3. A test taking the ``backend`` fixture (``tests/backends.py``: cpu, emulated, and cuda when a GPU
