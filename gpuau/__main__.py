@@ -1,4 +1,4 @@
 """``python -m gpuau`` runs the command line."""
-from gpuau.cli import main
+from gpuau.cli import console
 
-raise SystemExit(main())
+console()

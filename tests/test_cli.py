@@ -33,6 +33,20 @@ def test_version(capsys):
     assert capsys.readouterr().out == f"gpuau {__version__}\n"
 
 
+def test_entry_point_exits_with_mains_status_and_flushed_output(tmp_path, media_dir):
+    """``python -m gpuau`` (``cli.console``) ends the process right after ``main``: its status, all of
+    its output, and a finished analysis's CSV in place, complete."""
+    assert (r := gpuau("version")).returncode == 0 and r.stdout == f"gpuau {__version__}\n"
+    assert gpuau("analyze", tmp_path / "missing.mp4", "-o", tmp_path).returncode == 1
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    shutil.copyfile(media_dir / "sample1.jpg", frames / "a.jpg")
+    r = gpuau("analyze", frames, "-o", tmp_path / "out")
+    assert r.returncode == 0 and "done             1" in r.stderr
+    lines = (tmp_path / "out" / "frames.csv").read_text().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("frame, face_id")
+
+
 def test_no_command_prints_help_and_exits_2(capsys):
     assert cli.main([]) == 2
     assert "models" in capsys.readouterr().err
