@@ -254,7 +254,7 @@ class Analyzer:
             self._clnf = load_clnf(self.models, self.quality)
             mtcnn = self._mtcnn = MTCNN(self.models, device=self.backend)
             self._detector = lambda image: select_box(mtcnn.detect(image))
-            self._validation = DetectionValidator.load(self.models)
+            self._validation = DetectionValidator.load(self.models, device=self.backend)
             self._validator = self._validation.check
 
     def loaded_models(self) -> tuple:

@@ -5,7 +5,8 @@ Port of ``convolution_direct_blas``, ``max_pooling`` and ``fully_connected``, CN
 im2col matrix by the weights with BLAS; here each output sums its products in the im2col column
 order (input map, kernel column, kernel row) and adds the bias last, with no fused multiply-add.
 The networks are small (about 4 M multiply-adds a face), so no BLAS thread pool is involved: the
-validator runs beside Numba's parallel kernels without oversubscribing the cores.
+validator runs beside Numba's parallel kernels without oversubscribing the cores.  CPU twins of
+``gpuau/kernels/validator_cnn.cu`` (the same orders, the same bits).
 """
 from __future__ import annotations
 

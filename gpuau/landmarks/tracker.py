@@ -213,7 +213,7 @@ class FaceTracker:
         if self._validate is None:
             from gpuau.landmarks.validator import DetectionValidator
 
-            self._validate = DetectionValidator.load(self._models).check
+            self._validate = DetectionValidator.load(self._models, device=self.backend).check
         return self._validate
 
     # -- one model fit + validation (CLNF::DetectLandmarks) -------------------------------------

@@ -22,11 +22,11 @@ Port of ``DetectionValidator``, LandmarkDetectionValidator.cpp, with the layers 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from gpuau.cpu.validator_cnn import convolution, fully_connected, max_pooling
+from gpuau.device import Backend, resolve_device
 from gpuau.landmarks.paw import warp
 from gpuau.models.validator_file import (
     CONV,
@@ -131,43 +131,62 @@ def flatten_maps(maps: np.ndarray) -> np.ndarray:
     return np.swapaxes(maps, -1, -2).reshape(*maps.shape[:-3], -1)
 
 
-def cnn_forward(image: np.ndarray, layers: "tuple[ValidatorLayer, ...]") -> np.ndarray:
+def cnn_forward(image: np.ndarray, layers: "tuple[ValidatorLayer, ...]", backend="cpu") -> np.ndarray:
     """Run the validator network on normalised warped faces.
 
     Port of the layer loop of ``DetectionValidator::CheckCNN``, LandmarkDetectionValidator.cpp,
-    with ``fully_connected`` of CNN_utils.cpp.
+    with ``fully_connected`` of CNN_utils.cpp.  The layers go through ``backend.kernels`` (Numba on
+    the CPU, ``validator_cnn.cu`` on a GPU: the same bits).
 
     Parameters
     ----------
     image : ndarray (..., h, w) float32
-        One face, or a batch along leading axes.
+        One face, or a batch along leading axes (on the backend's device, or the host).
     layers : tuple of ValidatorLayer
+    backend : str or Backend
 
     Returns
     -------
     ndarray (..., bins) float32
-        Scores of the quantised alignment-error bins.
+        Scores of the quantised alignment-error bins, on the backend's device.
     """
-    img = np.asarray(image, dtype=_F)
+    backend = resolve_device(backend)
+    xp = backend.xp
+    img = backend.asarray(image, dtype=_F)
     lead = img.shape[:-2]
     x = img.reshape(-1, 1, *img.shape[-2:])
     spatial = True
     for layer in layers:
         if layer.kind == CONV:
-            x = convolution(x, layer.weights, layer.biases)
+            x = backend.kernels.convolution(x, *_layer_arrays(layer, backend))
         elif layer.kind == MAX_POOL:
-            x = max_pooling(x)
+            x = backend.kernels.max_pooling(x)
         elif layer.kind == FULLY_CONNECTED:
             if spatial:
                 x, spatial = flatten_maps(x), False
-            x = fully_connected(x, layer.weights, layer.biases)
+            x = backend.kernels.fully_connected(x, *_layer_arrays(layer, backend))
         elif layer.kind == RELU:
-            x = np.maximum(x, _F(0))
+            x = xp.maximum(x, _F(0))
         elif layer.kind == SIGMOID:
-            x = _F(1) / (_F(1) + np.exp(-x))
+            x = _F(1) / (_F(1) + xp.exp(-x))
         else:
             raise ValueError(f"unknown validator layer type {layer.kind}")
     return x.reshape(*lead, *x.shape[1:])
+
+
+_device_layers: dict = {}  # (id(layer), backend) -> (layer, weights, biases) on that device
+
+
+def _layer_arrays(layer: ValidatorLayer, backend: Backend) -> tuple:
+    """A layer's weights and biases on the backend's device (copied there once; the arrays
+    themselves on the host backends)."""
+    if backend.xp is np:
+        return layer.weights, layer.biases
+    hit = _device_layers.get((id(layer), backend))
+    if hit is None or hit[0] is not layer:
+        hit = _device_layers[(id(layer), backend)] = (layer, backend.asarray(layer.weights),
+                                                      backend.asarray(layer.biases))
+    return hit[1:]
 
 
 def certainty_from_scores(scores: np.ndarray) -> np.ndarray:
@@ -231,14 +250,18 @@ class DetectionValidator:
     Attributes
     ----------
     model : ValidatorModel
+    backend : Backend
+        Where the network runs (each face's warp and normalisation run on the host).
     """
 
     model: ValidatorModel
+    backend: Backend = field(default_factory=lambda: resolve_device("cpu"))
 
     @classmethod
-    def load(cls, models: "str | os.PathLike | None" = None) -> "DetectionValidator":
-        """Load ``detection_validation/validator_cnn.txt`` from the OpenFace model folder."""
-        return cls(load_validator(models))
+    def load(cls, models: "str | os.PathLike | None" = None, device="cpu") -> "DetectionValidator":
+        """Load ``detection_validation/validator_cnn.txt`` from the OpenFace model folder; the network
+        runs on ``device``."""
+        return cls(load_validator(models), resolve_device(device))
 
     def view_id(self, orientation) -> int:
         """View used for a head orientation (pitch, yaw, roll), see :func:`select_view`."""
@@ -297,6 +320,6 @@ class DetectionValidator:
             warped = warp(roi, view.paw, lm - np.array([min_x, min_y], dtype=_F))
             by_view.setdefault(v, []).append((i, normalise_warped(warped, view)))
         for v, faces in by_view.items():
-            scores = cnn_forward(np.stack([f for _, f in faces]), self.model.views[v].layers)
-            out[[i for i, _ in faces]] = certainty_from_scores(scores)
+            scores = cnn_forward(np.stack([f for _, f in faces]), self.model.views[v].layers, self.backend)
+            out[[i for i, _ in faces]] = certainty_from_scores(self.backend.asnumpy(scores))
         return out
