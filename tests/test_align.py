@@ -47,6 +47,17 @@ def test_warp_maps_rigid_points_onto_the_mean_shape(frame0):
     assert np.abs(err.mean(0)).max() < 3 and np.sqrt((err ** 2).sum(1)).mean() < 3
 
 
+def test_warps_of_a_stack_are_each_faces(reference_dir):
+    """Stacked faces (all of default.wmv's reference landmarks) get the warps each gets alone."""
+    lm = landmarks_2d(read_reference(reference_dir / "default.csv")).astype(np.float32)
+    pdm = PDM.load(AU_PDM)
+    g, _ = pdm.calc_params_batch(lm)
+    stacked = similarity_warp(lm, g, pdm.mean_shape)
+    assert stacked.shape == (len(lm), 2, 3)
+    for i in range(0, len(lm), 7):
+        np.testing.assert_array_equal(stacked[i], similarity_warp(lm[i], g[i], pdm.mean_shape))
+
+
 def test_invert_affine_matches_opencv(frame0):
     frame, lm, g, _, pdm, _ = frame0
     warp = similarity_warp(lm, g, pdm.mean_shape)

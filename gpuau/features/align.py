@@ -29,15 +29,16 @@ FOREHEAD_INDICES = np.array([0, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26])
 
 def similarity_warp(landmarks_2d: np.ndarray, params_global: np.ndarray, mean_shape: np.ndarray,
                     sim_scale: float = AU_SCALE, width: int = AU_SIZE, height: int = AU_SIZE) -> np.ndarray:
-    """Affine map from the image to the aligned face.
+    """Affine map from the image to the aligned face, for one face or a stack of them (each gets the
+    bits it gets alone).
 
     Port of the warp-matrix part of ``AlignFaceMask``, Face_utils.cpp.
 
     Parameters
     ----------
-    landmarks_2d : (68, 2) float
+    landmarks_2d : (..., 68, 2) float
         Detected landmarks ``(x, y)``.
-    params_global : (6,) float
+    params_global : (..., 6) float
         PDM global parameters fitted to those landmarks; only the translation ``[4:6]`` is used.
     mean_shape : (204,) float32
         PDM mean shape (all x, then all y, then all z).
@@ -46,21 +47,20 @@ def similarity_warp(landmarks_2d: np.ndarray, params_global: np.ndarray, mean_sh
 
     Returns
     -------
-    (2, 3) float32
-        ``cv2.warpAffine`` matrix.
+    (..., 2, 3) float32
+        ``cv2.warpAffine`` matrices.
     """
-    n = landmarks_2d.shape[0]
+    source = np.asarray(landmarks_2d, _F)
+    n = source.shape[-2]
     # cv::Mat_<float> * double: scaled in double, rounded to float
     reference = (np.asarray(mean_shape, _F).astype(np.float64) * sim_scale).astype(_F)[: 2 * n].reshape(2, n).T
-    source = np.asarray(landmarks_2d, _F)
-    scale_rot = align_shapes_with_scale(source[RIGID_INDICES], reference[RIGID_INDICES])
-    t = np.asarray(params_global, _F)[4:6]
-    shift = np.array([scale_rot[0, 0] * t[0] + scale_rot[0, 1] * t[1],
-                      scale_rot[1, 0] * t[0] + scale_rot[1, 1] * t[1]], _F)
-    warp = np.empty((2, 3), _F)
-    warp[:, :2] = scale_rot
-    warp[0, 2] = -shift[0] + _F(width // 2)
-    warp[1, 2] = -shift[1] + _F(height // 2)
+    rigid_reference = np.broadcast_to(reference[RIGID_INDICES], source.shape[:-2] + (len(RIGID_INDICES), 2))
+    scale_rot = align_shapes_with_scale(source[..., RIGID_INDICES, :], rigid_reference)
+    t = np.asarray(params_global, _F)[..., 4:6]
+    warp = np.empty(source.shape[:-2] + (2, 3), _F)
+    warp[..., :2] = scale_rot
+    warp[..., 0, 2] = -(scale_rot[..., 0, 0] * t[..., 0] + scale_rot[..., 0, 1] * t[..., 1]) + _F(width // 2)
+    warp[..., 1, 2] = -(scale_rot[..., 1, 0] * t[..., 0] + scale_rot[..., 1, 1] * t[..., 1]) + _F(height // 2)
     return warp
 
 
@@ -174,7 +174,8 @@ def align_faces_mask(images, image_index: np.ndarray, landmarks_2d: np.ndarray, 
     """
     backend = resolve_device(device)
     n = len(landmarks_2d)
-    warps = [similarity_warp(landmarks_2d[i], params_global[i], mean_shape, sim_scale, size, size) for i in range(n)]
+    warps = similarity_warp(np.asarray(landmarks_2d, _F).reshape(n, -1, 2), np.asarray(params_global, _F).reshape(n, 6),
+                            mean_shape, sim_scale, size, size)
     # cv::warpAffine(INTER_LINEAR, BORDER_CONSTANT 0) with OpenCV <= 4.10's fixed-point arithmetic
     inverse = np.array([invert_affine(w) for w in warps], np.float64).reshape(n, 2, 3)
     points = np.array([mask_points(landmarks_2d[i], warps[i], sim_scale) for i in range(n)], _F)
