@@ -32,7 +32,7 @@ os.environ.setdefault("GPUAU_MODELS", str(SHARED / "models" / "openface-2.2.0"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from au_harness import VIDEOS as AU_VIDEOS, reference_landmarks  # noqa: E402
-from reference import GLOBAL_PARAMS, LOCAL_PARAMS, landmarks_2d, read_reference  # noqa: E402
+from reference import GLOBAL_PARAMS, LOCAL_PARAMS, read_reference  # noqa: E402
 
 from gpuau.au import AUAnalyzer  # noqa: E402
 from gpuau.landmarks.clnf import detect_landmarks  # noqa: E402

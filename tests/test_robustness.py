@@ -23,7 +23,6 @@ def read_csv(path):
 
 
 def test_video_without_a_face_gives_rows_with_success_0(tmp_path, capsys):
-    rng = np.random.default_rng(0)
     clip = write_clip(tmp_path / "noface.avi", [np.full((120, 160, 3), 90 + 10 * i, np.uint8) for i in range(6)])
     assert main(["analyze", str(clip), "-o", str(tmp_path / "out")]) == 0
     rows = read_csv(tmp_path / "out" / "noface.csv")
