@@ -395,7 +395,9 @@ def analyze(args) -> int:
     else:
         from gpuau.corpus import run_corpus
         from gpuau.pipeline import Analyzer
+        from gpuau.video import serial_opencv
 
+        serial_opencv()
         analyzer = Analyzer(args.device, models=args.models, multi_face=args.multi_face, timestamps=args.timestamps,
                             quality=args.quality, detect_every=args.detect_every)
         backend = analyzer.backend

@@ -137,7 +137,9 @@ class CorpusWorker:
 
     def __init__(self, device: str, threads: int, options: dict):
         from gpuau.pipeline import Analyzer
+        from gpuau.video import serial_opencv
 
+        serial_opencv()
         self.analyzer = Analyzer(device, **options)
         if self.analyzer.backend.name != "cuda":
             import numba

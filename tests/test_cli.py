@@ -205,10 +205,15 @@ def gpuau_logger():
     logger.setLevel(level)
 
 
-def test_analyze_verbose_lines_and_summary(media_dir, tmp_path, capsys, gpuau_logger):
+def test_analyze_verbose_lines_and_summary(media_dir, tmp_path, capsys, gpuau_logger, monkeypatch):
+    import gpuau.video
+
+    serial = []  # the command owns its process: OpenCV's calls run on the calling thread
+    monkeypatch.setattr(gpuau.video, "serial_opencv", lambda: serial.append(True))
     out, missing = tmp_path / "out", tmp_path / "missing.mp4"
     inputs = [str(media_dir / "sample1.jpg"), str(missing)]
     assert cli.main(["analyze", *inputs, "-o", str(out), "--device", "cpu", "--verbose"]) == 1
+    assert serial == [True]
     err = capsys.readouterr().err
     assert "gpuau: device cpu, models " in err and "quality exact" in err
     done = (rf"done     {re.escape(str(media_dir / 'sample1.jpg'))}: 1 frames, 1 with a face, "

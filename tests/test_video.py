@@ -147,3 +147,32 @@ def test_a_dropped_iteration_stops_its_decoder(media_dir):
     assert _decoders(path)
     del frames
     assert not _decoders(path)
+
+
+def test_one_decoder_thread_gives_ffmpegs_frames(media_dir):
+    # 2015-10-15-15-14.avi is decoded by 2 FFmpeg threads by default on 2 cores: the frames of gpuau's one-thread
+    # decoder are the same, bit for bit.
+    from gpuau.video.source import DECODER_THREADS
+
+    path = media_dir / "2015-10-15-15-14.avi"
+    src = open_source(path)
+    assert DECODER_THREADS == 1 and src._capture.get(cv2.CAP_PROP_N_THREADS) == 1
+    threaded = cv2.VideoCapture(str(path))
+    for frame in src:
+        ok, image = threaded.read()
+        assert ok and np.array_equal(frame.image, image), frame.index
+        if frame.index == 120:
+            break
+    src.close()
+    threaded.release()
+
+
+def test_serial_opencv_sets_one_thread():
+    from gpuau.video import serial_opencv
+
+    before = cv2.getNumThreads()
+    try:
+        serial_opencv()
+        assert cv2.getNumThreads() == 1
+    finally:
+        cv2.setNumThreads(before)

@@ -14,6 +14,7 @@ from gpuau.video.source import (
     VideoSource,
     camera_intrinsics,
     open_source,
+    serial_opencv,
     to_bgr8,
     to_gray8,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "VideoSource",
     "camera_intrinsics",
     "open_source",
+    "serial_opencv",
     "to_bgr8",
     "to_gray8",
 ]
