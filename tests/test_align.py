@@ -15,6 +15,7 @@ from gpuau.features.align import (
     align_faces_mask,
     face_mask,
     invert_affine,
+    mask_points,
     similarity_warp,
 )
 from gpuau.features.geometry import geometry_descriptor
@@ -48,14 +49,20 @@ def test_warp_maps_rigid_points_onto_the_mean_shape(frame0):
 
 
 def test_warps_of_a_stack_are_each_faces(reference_dir):
-    """Stacked faces (all of default.wmv's reference landmarks) get the warps each gets alone."""
+    """Stacked faces (all of default.wmv's reference landmarks) get the warps, inverse warps and mask shapes
+    each gets alone, bit for bit."""
     lm = landmarks_2d(read_reference(reference_dir / "default.csv")).astype(np.float32)
     pdm = PDM.load(AU_PDM)
     g, _ = pdm.calc_params_batch(lm)
     stacked = similarity_warp(lm, g, pdm.mean_shape)
-    assert stacked.shape == (len(lm), 2, 3)
+    inverse, points = invert_affine(stacked), mask_points(lm, stacked)
+    assert stacked.shape == inverse.shape == (len(lm), 2, 3) and points.shape == lm.shape
     for i in range(0, len(lm), 7):
-        np.testing.assert_array_equal(stacked[i], similarity_warp(lm[i], g[i], pdm.mean_shape))
+        alone = similarity_warp(lm[i], g[i], pdm.mean_shape)
+        np.testing.assert_array_equal(stacked[i], alone)
+        np.testing.assert_array_equal(inverse[i], invert_affine(alone))
+        np.testing.assert_array_equal(points[i], mask_points(lm[i], alone))
+    assert not invert_affine(np.zeros((2, 3), np.float32)).any()  # a singular warp maps nothing, as OpenCV's
 
 
 def test_invert_affine_matches_opencv(frame0):

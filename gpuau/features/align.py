@@ -65,53 +65,59 @@ def similarity_warp(landmarks_2d: np.ndarray, params_global: np.ndarray, mean_sh
 
 
 def invert_affine(warp: np.ndarray) -> np.ndarray:
-    """Destination -> source map of a forward affine warp, as ``cv::warpAffine`` computes it.
+    """Destination -> source map of a forward affine warp (or of a stack of them), as
+    ``cv::warpAffine`` computes it.
 
     Port of the ``!(flags & WARP_INVERSE_MAP)`` branch of ``cv::warpAffine`` (OpenCV imgwarp.cpp),
-    in float64 in OpenCV's order.
+    in float64 in OpenCV's order (elementwise over the stack: each warp gets the bits it gets alone).
 
     Parameters
     ----------
-    warp : (2, 3) float
+    warp : (..., 2, 3) float
         Source -> destination map.
 
     Returns
     -------
-    (2, 3) float64
+    (..., 2, 3) float64
     """
-    m = [float(v) for v in np.asarray(warp, np.float64).reshape(-1)]
-    d = m[0] * m[4] - m[1] * m[3]
-    d = 1.0 / d if d != 0 else 0.0
-    a11, a22 = m[4] * d, m[0] * d
-    m[0], m[1], m[3], m[4] = a11, m[1] * -d, m[3] * -d, a22
-    b1 = -m[0] * m[2] - m[1] * m[5]
-    b2 = -m[3] * m[2] - m[4] * m[5]
-    m[2], m[5] = b1, b2
-    return np.array(m, np.float64).reshape(2, 3)
+    m = np.asarray(warp, np.float64)
+    m00, m01, m02, m10, m11, m12 = (m[..., i // 3, i % 3] for i in range(6))
+    d = m00 * m11 - m01 * m10
+    nonzero = d != 0
+    d = np.divide(1.0, d, out=np.zeros_like(d), where=nonzero)
+    a00, a01, a10, a11 = m11 * d, m01 * -d, m10 * -d, m00 * d
+    out = np.empty(m.shape, np.float64)
+    out[..., 0, 0], out[..., 0, 1], out[..., 1, 0], out[..., 1, 1] = a00, a01, a10, a11
+    out[..., 0, 2] = -a00 * m02 - a01 * m12
+    out[..., 1, 2] = -a10 * m02 - a11 * m12
+    return out
 
 
 def mask_points(landmarks_2d: np.ndarray, warp: np.ndarray, sim_scale: float = AU_SCALE) -> np.ndarray:
     """The shape whose triangulation masks the aligned face: the landmarks in aligned pixels, with
-    the top of the jaw and the brows lifted by ``30 / 0.7 * sim_scale`` pixels to take in the forehead.
+    the top of the jaw and the brows lifted by ``30 / 0.7 * sim_scale`` pixels to take in the forehead
+    (for one face or a stack of them; each gets the bits it gets alone).
 
     Port of the landmark transform of ``AlignFaceMask``, Face_utils.cpp.
 
     Parameters
     ----------
-    landmarks_2d : (68, 2) float
-    warp : (2, 3) float32
+    landmarks_2d : (..., 68, 2) float
+    warp : (..., 2, 3) float32
         From :func:`similarity_warp`.
     sim_scale : float
 
     Returns
     -------
-    (68, 2) float32
+    (..., 68, 2) float32
     """
     lm = np.asarray(landmarks_2d, _F)
-    dest = (lm.astype(np.float64) @ warp[:, :2].T.astype(np.float64)).astype(_F)
-    dest[:, 0] += warp[0, 2]
-    dest[:, 1] += warp[1, 2]
-    dest[FOREHEAD_INDICES, 1] = (dest[FOREHEAD_INDICES, 1].astype(np.float64) - (30 / 0.7) * sim_scale).astype(_F)
+    warp = np.asarray(warp, _F)
+    # one float64 matrix product per face, as np.matmul runs a stack
+    dest = np.matmul(lm.astype(np.float64), np.swapaxes(warp[..., :2], -1, -2).astype(np.float64)).astype(_F)
+    dest += warp[..., None, :, 2]
+    lifted = dest[..., FOREHEAD_INDICES, 1].astype(np.float64) - (30 / 0.7) * sim_scale
+    dest[..., FOREHEAD_INDICES, 1] = lifted.astype(_F)
     return dest
 
 
@@ -145,7 +151,8 @@ def align_faces_mask(images, image_index: np.ndarray, landmarks_2d: np.ndarray, 
                      size: int = AU_SIZE, *, device="cpu"):
     """Aligned, masked faces of a batch, as OpenFace feeds them to FHOG (one fused warp-and-mask launch).
 
-    The warp matrices and mask shapes are computed on the host (68 points per face); the pixels by
+    The warp matrices and mask shapes are computed on the host (68 points per face, the whole batch
+    at once); the pixels by
     ``backend.kernels.warp_affine_masked`` on ``device`` (the ``warp.cu`` kernel on ``cuda`` and
     ``emulated``, bit-identical to the Numba twin on ``cpu``).
 
@@ -177,9 +184,8 @@ def align_faces_mask(images, image_index: np.ndarray, landmarks_2d: np.ndarray, 
     warps = similarity_warp(np.asarray(landmarks_2d, _F).reshape(n, -1, 2), np.asarray(params_global, _F).reshape(n, 6),
                             mean_shape, sim_scale, size, size)
     # cv::warpAffine(INTER_LINEAR, BORDER_CONSTANT 0) with OpenCV <= 4.10's fixed-point arithmetic
-    inverse = np.array([invert_affine(w) for w in warps], np.float64).reshape(n, 2, 3)
-    points = np.array([mask_points(landmarks_2d[i], warps[i], sim_scale) for i in range(n)], _F)
-    points = points.reshape(n, -1, 2) if n else np.zeros((0, np.shape(landmarks_2d)[1], 2), _F)
+    inverse = invert_affine(warps)
+    points = mask_points(np.asarray(landmarks_2d, _F).reshape(n, -1, 2), warps, sim_scale)
     # backend.asarray uploads to, and the kernel wrapper launches on, the backend's GPU (cuda:N)
     return backend.kernels.warp_affine_masked(
         backend.asarray(images), backend.asarray(np.asarray(image_index, np.int32)), backend.asarray(inverse),
