@@ -51,14 +51,11 @@ def corpus(media_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def reference(corpus, tmp_path_factory):
-    """The single-process run (``gpuau analyze``) of the corpus.
-
-    With one BLAS thread, as Ray gives a 1-CPU worker (``OMP_NUM_THREADS=1``): the CCNF covariances
-    (cv2.invert by Cholesky, in OpenCV's bundled OpenBLAS) round differently with another thread count,
-    which moves the last printed digit of a few values (docs/distributed.md, "Bit-identical outputs").
-    """
+    """The single-process run (``gpuau analyze``) of the corpus, with 8 BLAS / OpenMP / Numba threads: the
+    outputs do not depend on the thread counts (Ray gives a 1-CPU worker ``OMP_NUM_THREADS=1``, and
+    workers run on machines of other core counts; docs/distributed.md, "Bit-identical outputs")."""
     out = tmp_path_factory.mktemp("reference")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "8", "OPENBLAS_NUM_THREADS": "8", "NUMBA_NUM_THREADS": "8"}
     env.pop(FAULT_ENV, None)
     run = subprocess.run([sys.executable, "-m", "gpuau", "analyze", *map(str, corpus), "-o", str(out),
                           "--device", "cpu", "--quiet"], env=env, capture_output=True, text=True)
@@ -143,7 +140,7 @@ def test_workers_take_the_analyzer_settings(cluster, corpus, reference, tmp_path
 
     settings = ["--quality", "fast", "--detect-every", "10", "--timestamps", "container", "--device", "cpu", "--quiet"]
     local = tmp_path / "local"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = dict(os.environ)
     env.pop(FAULT_ENV, None)
     run = subprocess.run([sys.executable, "-m", "gpuau", "analyze", str(corpus[2]), "-o", str(local), *settings],
                          env=env, capture_output=True, text=True)
