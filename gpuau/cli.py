@@ -342,6 +342,9 @@ def _stream_count(text: str) -> "int | None":
                   "(pip install gpuau[ray]; see docs/distributed.md)"),
          arg("--address", default=None, metavar="ADDR",
              help="with --engine ray: the cluster (auto, HOST:6379, ray://HOST:10001; default: a Ray on this machine)"),
+         arg("--workers", default=None, type=int, metavar="N",
+             help="with --engine ray: worker processes (default: one per GPU, or one per 4 CPU cores); more workers "
+                  "than GPUs share them, several host processes feeding each GPU (docs/distributed.md)"),
          arg("--streams", default=1, type=_stream_count, metavar="N",
              help="videos analysed together in lockstep by the batched engine (gpuau.engine): N, or auto (from free "
                   "GPU memory on CUDA, 4 on CPU); default 1: one input at a time"),
@@ -381,6 +384,9 @@ def analyze(args) -> int:
         print("gpuau: error: --streams and --decode nvdec apply to the local batched engine's one-face analysis (not "
               "with --engine ray or --multi-face)", file=sys.stderr)
         return 1
+    if args.workers is not None and (args.engine != "ray" or args.workers < 1):
+        print("gpuau: error: --workers N needs --engine ray and N >= 1", file=sys.stderr)
+        return 1
     if args.engine == "ray":
         from gpuau.distributed import ClusterError, analyze_corpus
 
@@ -388,7 +394,8 @@ def analyze(args) -> int:
             report = analyze_corpus(args.inputs, args.output, address=args.address, device=args.device,
                                     fmt=args.format, overwrite=args.overwrite, progress=not args.quiet,
                                     models=args.models, multi_face=args.multi_face, timestamps=args.timestamps,
-                                    quality=args.quality, detect_every=args.detect_every, verbose=args.verbose)
+                                    quality=args.quality, detect_every=args.detect_every, verbose=args.verbose,
+                                    workers=args.workers)
         except ClusterError as e:
             print(f"gpuau: error: {e}", file=sys.stderr)
             return 1

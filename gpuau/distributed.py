@@ -52,18 +52,21 @@ class WorkerPlan:
     device : str
         The workers' gpuau device (``"cuda"``: the GPU Ray assigns to the worker).
     count : int
-    num_gpus, num_cpus : int
-        Ray resources of one worker.
+    num_gpus : float
+        Ray's GPU share of one worker: 1, or ``1 / k`` for ``k`` workers on each GPU.
+    num_cpus : int
+        Ray's CPUs of one worker.
     """
 
     device: str
     count: int
-    num_gpus: int
+    num_gpus: float
     num_cpus: int
 
 
 def plan_workers(nodes: "list[dict]", device: str = "auto", workers: "int | None" = None) -> WorkerPlan:
-    """Workers for a cluster: one per GPU, or on CPU nodes one per :data:`CPU_CORES_PER_WORKER` cores.
+    """Workers for a cluster: one per GPU (``workers`` beyond the GPUs share them, ``k`` to a GPU), or on
+    CPU nodes one per :data:`CPU_CORES_PER_WORKER` cores.
 
     Parameters
     ----------
@@ -73,8 +76,9 @@ def plan_workers(nodes: "list[dict]", device: str = "auto", workers: "int | None
         ``"auto"`` (GPU workers if the cluster has GPUs), ``"cuda"``, ``"cpu"`` or ``"emulated"``. A fixed
         ``"cuda:N"`` is refused: Ray assigns each worker its GPU.
     workers : int, optional
-        Number of workers. On CPU nodes the cores per worker are then the most that still let ``workers``
-        workers fit on the nodes.
+        Number of workers. On GPU clusters, more workers than GPUs run ``k = ceil(workers / GPUs)`` to a
+        GPU (each asks Ray for ``1 / k`` of one), several host processes feeding each GPU; on CPU nodes
+        the cores per worker are the most that still let ``workers`` workers fit on the nodes.
 
     Returns
     -------
@@ -89,9 +93,12 @@ def plan_workers(nodes: "list[dict]", device: str = "auto", workers: "int | None
     if device == "cuda" or (device == "auto" and sum(gpus)):
         if not sum(gpus):
             raise ClusterError("device 'cuda' but no node of the Ray cluster has a GPU")
-        if workers is not None and workers > sum(gpus):
-            raise ClusterError(f"workers={workers} but the Ray cluster has {sum(gpus)} GPU(s): one worker per GPU")
-        return WorkerPlan("cuda", workers or sum(gpus), num_gpus=1, num_cpus=1)
+        if workers is None or workers <= sum(gpus):
+            return WorkerPlan("cuda", workers or sum(gpus), num_gpus=1, num_cpus=1)
+        per_gpu = -(-workers // sum(gpus))
+        if workers > sum(cpus):
+            raise ClusterError(f"workers={workers} but the Ray cluster has {sum(cpus)} CPU(s): at least one per worker")
+        return WorkerPlan("cuda", workers, num_gpus=1 / per_gpu, num_cpus=1)
     device = "cpu" if device == "auto" else device
     if not sum(cpus):
         raise ClusterError("the Ray cluster has no CPU")

@@ -25,8 +25,12 @@ def test_plan_workers():
         plan_workers(cpu_nodes, workers=23)
     with pytest.raises(ClusterError, match="no node .* GPU"):
         plan_workers(cpu_nodes, "cuda")
-    with pytest.raises(ClusterError, match="6 GPU"):
-        plan_workers(gpu_nodes, workers=7)
+    # More workers than GPUs share them: 7 or 12 workers on 6 GPUs run 2 to a GPU, 13 run 3.
+    assert plan_workers(gpu_nodes, workers=7) == WorkerPlan("cuda", 7, num_gpus=0.5, num_cpus=1)
+    assert plan_workers(gpu_nodes, workers=12) == WorkerPlan("cuda", 12, num_gpus=0.5, num_cpus=1)
+    assert plan_workers(gpu_nodes, workers=13) == WorkerPlan("cuda", 13, num_gpus=1 / 3, num_cpus=1)
+    with pytest.raises(ClusterError, match="workers=49 .* 48 CPU"):
+        plan_workers(gpu_nodes, workers=49)
     with pytest.raises(ValueError, match="cuda:1"):
         plan_workers(gpu_nodes, "cuda:1")
 
@@ -126,13 +130,21 @@ def test_output_finished_before_the_crash_is_kept(cluster, corpus, reference, tm
     assert files(out) == {"sample1.csv": (reference / "sample1.csv").read_bytes()}
 
 
-def test_cli_engine_ray(cluster, media_dir, tmp_path, capsys):
+def test_cli_engine_ray(cluster, media_dir, tmp_path, capsys, monkeypatch):
+    import gpuau.distributed
     from gpuau.cli import main
 
+    plans = []
+    real = gpuau.distributed.plan_workers
+    monkeypatch.setattr(gpuau.distributed, "plan_workers", lambda *a: plans.append(real(*a)) or plans[-1])
     out = tmp_path / "out"
-    assert main(["analyze", str(media_dir / "sample2.jpg"), "-o", str(out), "--engine", "ray", "--device", "cpu"]) == 0
+    sample = str(media_dir / "sample2.jpg")
+    assert main(["analyze", sample, "-o", str(out), "--engine", "ray", "--device", "cpu", "--workers", "2"]) == 0
     assert "done             1" in capsys.readouterr().err
     assert sorted(files(out)) == ["sample2.csv"]
+    assert plans == [WorkerPlan("cpu", 2, num_gpus=0, num_cpus=1)]  # 2 workers of the cluster's 2 CPUs
+    assert main(["analyze", sample, "-o", str(out), "--workers", "2"]) == 1
+    assert "--workers N needs --engine ray" in capsys.readouterr().err
 
 
 def test_workers_take_the_analyzer_settings(cluster, corpus, reference, tmp_path):
