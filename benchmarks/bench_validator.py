@@ -4,8 +4,9 @@
 
 On OpenFace's own landmarks and pose of ``default.wmv`` (reference CSV), times:
 
-* ``DetectionValidator.check`` (view choice, PAW warp, normalisation, CNN) and its parts: the warp
-  (``paw.warp``: coefficients, maps, remap), ``normalise_warped`` and ``cnn_forward``;
+* ``DetectionValidator.check`` (view choice, PAW warp, normalisation, CNN) and its parts: the warp and
+  normalisation of one face (``validator_faces``, the Numba twin of the GPU kernel), the warp alone
+  (``paw.warp``: coefficients, maps, remap) and ``cnn_forward``;
 * ``cnn_forward`` again with a Numba parallel kernel (the CCNF patch-expert warps) run between
   calls, as in the tracker, where a BLAS thread pool would fight Numba's threads for the cores;
 * the AU stage's face mask (``features.align.face_mask``: PAW raster scan of the 111-triangle
@@ -13,8 +14,8 @@ On OpenFace's own landmarks and pose of ``default.wmv`` (reference CSV), times:
 
 Each figure is the best of ``--repeat`` passes over ``--frames`` frames, divided by the calls, in
 wall time or (``--clock cpu``) the CPU time of all the process's threads.
-Only public functions are timed, so the script runs unchanged against older commits
-(``PYTHONPATH=<old worktree> python benchmarks/bench_validator.py``) for before/after figures.
+Run against another commit's worktree (``PYTHONPATH=<worktree> python benchmarks/bench_validator.py``)
+for before/after figures (from this commit on: ``validator_faces`` is new here).
 """
 from __future__ import annotations
 
@@ -59,9 +60,10 @@ def main() -> None:
     import gpuau
     from gpuau.au.analyzer import AUAnalyzer
     from gpuau.features.align import face_mask, similarity_warp
-    from gpuau.landmarks.paw import triangle_map, warp
-    from gpuau.landmarks.validator import DetectionValidator, cnn_forward, normalise_warped, validator_roi
+    from gpuau.cpu.paw import validator_faces
     from gpuau.device import resolve_device
+    from gpuau.landmarks.paw import triangle_map, warp, warp_coefficients
+    from gpuau.landmarks.validator import DetectionValidator, _view_arrays, cnn_forward, validator_roi
 
     df = pd.read_csv(SHARED / "reference" / "openface-clnf" / "default.csv", skipinitialspace=True)[: args.frames]
     n = len(df)
@@ -74,13 +76,19 @@ def main() -> None:
 
     validator = DetectionValidator.load()
     views = [validator.model.views[validator.view_id(r)] for r in rot]
-    rois, sources = [], []
+    rois, regions, sources = [], [], []
     for i in range(n):
         x0, y0, x1, y1 = validator_roi(lm[i], gray[i].shape)
         rois.append(np.asarray(gray[i][y0:y1, x0:x1], np.float32))
+        regions.append(np.array([[x0, y0, x1 - x0, y1 - y0]]))
         sources.append(lm[i] - np.array([x0, y0], np.float32))
-    warped = [warp(rois[i], views[i].paw, sources[i]) for i in range(n)]
-    inputs = [normalise_warped(warped[i], views[i]) for i in range(n)]
+    cpu = resolve_device("cpu")
+
+    def face_input(i):
+        return validator_faces(gray[i][None], [0], regions[i], warp_coefficients(views[i].paw, sources[i][None]),
+                               *_view_arrays(views[i], cpu))
+
+    inputs = [face_input(i) for i in range(n)]
 
     an = AUAnalyzer()
     tris = an.triangulation
@@ -91,7 +99,7 @@ def main() -> None:
         dest.append(d)
 
     # a Numba parallel kernel of the tracker (bilinear warps of 68 patch areas), run between CNN calls
-    kernels = resolve_device("cpu").kernels
+    kernels = cpu.kernels
     frames = np.stack(gray[:1])
     mats = np.tile(np.array([[1, 0, 100], [0, 1, 100]], np.float64), (68, 1, 1))
 
@@ -106,9 +114,9 @@ def main() -> None:
         for i in range(n):
             warp(rois[i], views[i].paw, sources[i])
 
-    def normalise():
+    def faces():
         for i in range(n):
-            normalise_warped(warped[i], views[i])
+            face_input(i)
 
     def cnn():
         for i in range(n):
@@ -139,8 +147,8 @@ def main() -> None:
         fn()
     rows = {
         "validator check (all)": best_ms(check, n, args.repeat),
-        "  PAW warp (coefficients, maps, remap)": best_ms(warps_only, n, args.repeat),
-        "  normalise_warped": best_ms(normalise, n, args.repeat),
+        "  validator_faces (PAW warp + normalisation)": best_ms(faces, n, args.repeat),
+        "  PAW warp alone (paw.warp)": best_ms(warps_only, n, args.repeat),
         "  cnn_forward": best_ms(cnn, n, args.repeat),
         "  cnn_forward right after a Numba parallel kernel": cnn_interleaved(),
         "AU face_mask (PAW raster 112x112)": best_ms(masks, n, args.repeat),

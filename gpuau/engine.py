@@ -764,7 +764,7 @@ class Engine:
         if not items:
             return
         try:
-            detections = self.mtcnn.detect_batch([it.frame.image for it in items], staged=self._staged_bgr(items))
+            detections = self.mtcnn.detect_batch([it.frame.image for it in items], staged=self._staged(items))
         except Exception:  # leave each stream to detect alone, so that a failure stays its own
             return
         for it, d in zip(items, detections):
@@ -772,14 +772,16 @@ class Engine:
         self.stats["detect_batches"] += 1
         self.stats["detections_batched"] += len(items)
 
-    def _staged_bgr(self, items: list) -> list:
-        """``(device BGR stack, row)`` of each item's frame in the staging (:meth:`FrameStaging.bgr`)."""
+    def _staged(self, items: list, bgr: bool = True) -> list:
+        """``(device stack, row)`` of each item's frame in the staging: its BGR pixels
+        (:meth:`FrameStaging.bgr`) or its float32 grey levels (:meth:`FrameStaging.images`)."""
         groups: dict = {}
         for i, it in enumerate(items):
             groups.setdefault(it.frame.gray.shape, []).append(i)
         staged: list = [None] * len(items)
         for idx in groups.values():
-            stack, rows = self.staging.bgr([items[i].frame for i in idx])
+            frames = [items[i].frame for i in idx]
+            stack, rows = self.staging.bgr(frames) if bgr else self.staging.images(frames)
             for i, row in zip(idx, rows):
                 staged[i] = stack, int(row)
         return staged
@@ -867,7 +869,8 @@ class Engine:
             return
         try:
             certainties = self.validator.check_batch([it.frame.gray for it, _ in fits], [r.landmarks for _, r in fits],
-                                                     [r.params_global[1:4] for _, r in fits])
+                                                     [r.params_global[1:4] for _, r in fits],
+                                                     staged=self._staged([it for it, _ in fits], bgr=False))
         except Exception:  # each tracker validates alone
             return
         for (it, res), c in zip(fits, certainties):

@@ -33,9 +33,12 @@ def test_kernel_compiles(source, defines, arch):
 
 def test_warp_kernels_resources():
     result = compile_check("warp", arch="sm_90")
-    assert set(result.kernels) == {f"{k}_{t}" for k in ("warp_affine", "warp_affine_masked", "warp_mask_chain")
-                                   for t in ("u8", "f32")}
-    assert all(k.registers <= 64 and k.shared_bytes == 0 for k in result.kernels.values())
+    assert set(result.kernels) == {f"{k}_{t}" for k in ("warp_affine", "warp_affine_masked", "warp_mask_chain",
+                                                        "validator_faces") for t in ("u8", "f32")}
+    assert all(k.registers <= 64 for k in result.kernels.values())
+    # only the validator's faces share their mean and scale through shared memory
+    assert {name: k.shared_bytes for name, k in result.kernels.items() if k.shared_bytes} == {
+        "validator_faces_u8": 8, "validator_faces_f32": 8}
     assert b"fma.rn" not in result.ptx  # --fmad=false: rounding as in the emulator and Numba
 
 

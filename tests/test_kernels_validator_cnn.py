@@ -1,13 +1,15 @@
 """The validator CNN's layers (``validator_cnn.cu``) on every backend against their Numba twins, bit for bit
 in the emulator, with the validator's own weights on real faces: default.wmv frames warped and normalised
 around OpenFace's reference landmarks, through every view's network, layer by layer and whole
-(``cnn_forward``), and the certainties of ``DetectionValidator.check_batch`` with the network on the backend."""
+(``cnn_forward``), and the certainties of ``DetectionValidator.check_batch`` on the backend (warp,
+normalisation and network there), also from frames already on the device (``staged``)."""
 import numpy as np
 import pytest
 
 from gpuau.cpu import validator_cnn as twin
-from gpuau.landmarks.paw import warp
-from gpuau.landmarks.validator import DetectionValidator, cnn_forward, flatten_maps, normalise_warped, validator_roi
+from gpuau.cpu.paw import validator_faces
+from gpuau.landmarks.paw import warp_coefficients
+from gpuau.landmarks.validator import DetectionValidator, _view_arrays, cnn_forward, flatten_maps, validator_roi
 from gpuau.models.validator_file import CONV, FULLY_CONNECTED, MAX_POOL
 from gpuau.video.source import open_source
 from reference import landmarks_2d, read_reference
@@ -33,13 +35,14 @@ def faces(reference_dir, media_dir):
 def _inputs(validator, faces, view_index):
     """The FRAMES' faces warped and normalised for one view (as check_batch prepares them), (F, 60, 60)."""
     view = validator.model.views[view_index]
-    out = []
-    for gray, lm in zip(*faces[:2]):
-        lm = np.asarray(lm, np.float32)
-        min_x, min_y, max_x, max_y = validator_roi(lm, gray.shape)
-        roi = gray[min_y:max_y, min_x:max_x].astype(np.float32)
-        out.append(normalise_warped(warp(roi, view.paw, lm - np.array([min_x, min_y], np.float32)), view))
-    return np.stack(out)
+    grays, lm = faces[0], np.asarray(faces[1], np.float32)
+    regions, local = [], []
+    for gray, face in zip(grays, lm):
+        min_x, min_y, max_x, max_y = validator_roi(face, gray.shape)
+        regions.append((min_x, min_y, max_x - min_x, max_y - min_y))
+        local.append(face - np.array([min_x, min_y], np.float32))
+    return validator_faces(np.stack(grays), np.arange(len(grays)), np.array(regions),
+                           warp_coefficients(view.paw, np.stack(local)), *_view_arrays(view, validator.backend))
 
 
 @pytest.mark.parametrize("view_index", [0, 3])
@@ -75,3 +78,6 @@ def test_check_batch_on_backend(backend, validator, faces):
     expected = validator.check_batch(grays, lm, rot)
     assert (expected > 0.7).all()
     np.testing.assert_array_equal(on_backend.check_batch(grays, lm, rot), expected)
+    stack = backend.asarray(np.stack(grays).astype(np.float32))  # as the engine stages them
+    staged = [(stack, i) for i in range(len(grays))]
+    np.testing.assert_array_equal(on_backend.check_batch(grays, lm, rot, staged=staged), expected)

@@ -105,6 +105,13 @@ def triangle_map(destination: np.ndarray, triangulation: np.ndarray, min_x: floa
     return out
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def _source_point(c, t, xi, yi):
+    """Source position of destination point ``(xi, yi)`` of triangle ``t`` under the coefficients ``c``
+    (T, 6) (``PAW::WarpRegion``'s float32 order)."""
+    return (c[t, 0] + c[t, 1] * xi) + c[t, 2] * yi, (c[t, 3] + c[t, 4] * xi) + c[t, 5] * yi
+
+
 @nb.njit(cache=True, nogil=True)
 def _warp_maps(triangle_id, coefficients, min_x, min_y, map_x, map_y):
     n_batch = coefficients.shape[0]
@@ -119,9 +126,7 @@ def _warp_maps(triangle_id, coefficients, min_x, min_y, map_x, map_y):
                     map_x[b, y, x] = -1
                     map_y[b, y, x] = -1
                 else:
-                    xi = np.float32(x) + min_x
-                    map_x[b, y, x] = (c[t, 0] + c[t, 1] * xi) + c[t, 2] * yi
-                    map_y[b, y, x] = (c[t, 3] + c[t, 4] * xi) + c[t, 5] * yi
+                    map_x[b, y, x], map_y[b, y, x] = _source_point(c, t, np.float32(x) + min_x, yi)
 
 
 def warp_maps(triangle_id: np.ndarray, coefficients: np.ndarray, min_x: float, min_y: float) -> "tuple[np.ndarray, np.ndarray]":
@@ -151,32 +156,34 @@ def warp_maps(triangle_id: np.ndarray, coefficients: np.ndarray, min_x: float, m
     return map_x, map_y
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def _sample(image, top, left, height, width, mx, my):
+    """``cv::remap`` (``INTER_LINEAR``, constant 0 border, OpenCV <= 4.10) of the region
+    ``image[top:top + height, left:left + width]`` at ``(mx, my)``, in float32 (taps of any type)."""
+    border = np.float32(0)
+    # cvRound(map * INTER_TAB_SIZE): the source position in 1/32 pixel
+    fx = np.int64(np.rint(mx * np.float32(32)))
+    fy = np.int64(np.rint(my * np.float32(32)))
+    sx = min(max(fx >> 5, -32768), 32767)
+    sy = min(max(fy >> 5, -32768), 32767)
+    k = (fy & 31) * 32 + (fx & 31)
+    if sx >= width or sx + 1 < 0 or sy >= height or sy + 1 < 0:
+        return border
+    x0_in, x1_in = sx >= 0, sx + 1 < width
+    y0_in, y1_in = sy >= 0, sy + 1 < height
+    p00 = np.float32(image[top + sy, left + sx]) if (y0_in and x0_in) else border
+    p01 = np.float32(image[top + sy, left + sx + 1]) if (y0_in and x1_in) else border
+    p10 = np.float32(image[top + sy + 1, left + sx]) if (y1_in and x0_in) else border
+    p11 = np.float32(image[top + sy + 1, left + sx + 1]) if (y1_in and x1_in) else border
+    return _blend(p00, p01, p10, p11, _WEIGHTS_F32, k)
+
+
 @nb.njit(cache=True, nogil=True)
 def _remap(image, map_x, map_y, out):
     height, width = image.shape
-    border = np.float32(0)
-    weights = _WEIGHTS_F32
     for y in range(out.shape[0]):
         for x in range(out.shape[1]):
-            # cvRound(map * INTER_TAB_SIZE): the source position in 1/32 pixel
-            fx = np.int64(np.rint(map_x[y, x] * np.float32(32)))
-            fy = np.int64(np.rint(map_y[y, x] * np.float32(32)))
-            sx = min(max(fx >> 5, -32768), 32767)
-            sy = min(max(fy >> 5, -32768), 32767)
-            ax = fx & 31
-            ay = fy & 31
-            if 0 <= sx < width - 1 and 0 <= sy < height - 1:
-                out[y, x] = _blend(image[sy, sx], image[sy, sx + 1], image[sy + 1, sx], image[sy + 1, sx + 1], weights, ay * 32 + ax)
-            elif sx >= width or sx + 1 < 0 or sy >= height or sy + 1 < 0:
-                out[y, x] = border
-            else:
-                x0_in, x1_in = sx >= 0, sx + 1 < width
-                y0_in, y1_in = sy >= 0, sy + 1 < height
-                p00 = image[sy, sx] if (y0_in and x0_in) else border
-                p01 = image[sy, sx + 1] if (y0_in and x1_in) else border
-                p10 = image[sy + 1, sx] if (y1_in and x0_in) else border
-                p11 = image[sy + 1, sx + 1] if (y1_in and x1_in) else border
-                out[y, x] = _blend(p00, p01, p10, p11, weights, ay * 32 + ax)
+            out[y, x] = _sample(image, 0, 0, height, width, map_x[y, x], map_y[y, x])
 
 
 def remap(image: np.ndarray, map_x: np.ndarray, map_y: np.ndarray) -> np.ndarray:
@@ -206,4 +213,89 @@ def remap(image: np.ndarray, map_x: np.ndarray, map_y: np.ndarray) -> np.ndarray
         raise ValueError(f"remap of a {image.shape} image with maps {map_x.shape} and {map_y.shape}")
     out = np.empty(map_x.shape, dtype=np.float32)
     _remap(image, map_x, map_y, out)
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
+def _validator_faces(images, image_index, regions, coefficients, triangle_id, min_x, min_y, rank, mean, std, out):
+    h, w = triangle_id.shape
+    n = mean.shape[0]
+    for f in range(coefficients.shape[0]):
+        image = images[image_index[f]]
+        left, top, width, height = regions[f, 0], regions[f, 1], regions[f, 2], regions[f, 3]
+        c = coefficients[f]
+        for y in range(h):
+            yi = np.float32(y) + min_y
+            for x in range(w):
+                t = triangle_id[y, x]
+                if t < 0:
+                    out[f, y, x] = 0
+                else:
+                    mx, my = _source_point(c, t, np.float32(x) + min_x, yi)
+                    out[f, y, x] = _sample(image, top, left, height, width, mx, my)
+        # the face's pixels in column-major order: mean and mean square, serial float64 sums
+        s = 0.0
+        s2 = 0.0
+        for x in range(w):
+            for y in range(h):
+                if rank[y, x] >= 0:
+                    v = np.float64(out[f, y, x])
+                    s += v
+                    s2 += v * v
+        m = s / n
+        sd = np.sqrt(max(s2 / n - m * m, 0.0))
+        centre = np.float32(m)
+        scale = np.float32(1.0 / (sd if sd != 0 else 1.0))
+        for y in range(h):
+            for x in range(w):
+                k = rank[y, x]
+                out[f, y, x] = ((out[f, y, x] - centre) * scale - mean[k]) / std[k] if k >= 0 else np.float32(0)
+
+
+def validator_faces(images, image_index, regions, coefficients, triangle_id, min_x: float, min_y: float, rank, mean,
+                    std):
+    """The validator network's inputs: each face's region warped onto its view's grid (PAW), then
+    normalised over the face's pixels.
+
+    Per face: :func:`remap` of ``images[image_index[f]]`` cut to ``regions[f]`` (taps outside the region
+    read 0) at the source positions of ``coefficients[f]`` (``PAW::WarpRegion``, ``PAW::Warp``); then
+    the pixels where ``rank >= 0`` (the view's mask, ranked in column-major order) are centred on their
+    mean and scaled by one over their standard deviation (float64 sums in that order, rounded to
+    float32), less the view's per-pixel ``mean`` and over its ``std``; 0 elsewhere.
+    Port of ``DetectionValidator::Check`` up to ``CheckCNN``'s input, with
+    ``NormaliseWarpedToVector``, LandmarkDetectionValidator.cpp.  Twin of ``validator_faces`` in
+    ``gpuau/kernels/warp.cu``.
+
+    Parameters
+    ----------
+    images : (B, H, W) uint8 or float32
+        Grey frames.
+    image_index : (F,) int
+        Frame of each face.
+    regions : (F, 4) int
+        ``(left, top, width, height)`` of each face's region (:func:`~gpuau.landmarks.validator.validator_roi`).
+    coefficients : (F, T, 6) float32
+        :func:`~gpuau.landmarks.paw.warp_coefficients` of each face's landmarks in region coordinates.
+    triangle_id : (h, w) int32
+        The view's destination triangles, -1 outside.
+    min_x, min_y : float
+        Destination coordinates of pixel (0, 0).
+    rank : (h, w) int32
+        Index of each face pixel in column-major order, -1 outside the mask.
+    mean, std : (n,) float32
+        The view's normalisation of its ``n`` face pixels.
+
+    Returns
+    -------
+    (F, h, w) float32
+    """
+    images = np.ascontiguousarray(images)
+    if images.dtype not in (np.uint8, np.float32) or images.ndim != 3:
+        raise ValueError(f"validator_faces: images must be (B, H, W) uint8 or float32, got {images.dtype} {images.shape}")
+    coefficients = np.ascontiguousarray(coefficients, np.float32)
+    out = np.empty((len(coefficients),) + np.shape(triangle_id), np.float32)
+    _validator_faces(images, np.ascontiguousarray(image_index, np.int64), np.ascontiguousarray(regions, np.int64),
+                     coefficients, np.ascontiguousarray(triangle_id, np.int32), np.float32(min_x), np.float32(min_y),
+                     np.ascontiguousarray(rank, np.int32), np.ascontiguousarray(mean, np.float32),
+                     np.ascontiguousarray(std, np.float32), out)
     return out

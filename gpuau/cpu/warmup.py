@@ -55,7 +55,10 @@ def _detect(models: Path) -> None:
 
     image, gray = _synthetic_frame()
     MTCNN(models, device="cpu").detect(image)
-    DetectionValidator.load(models).check(gray, _frontal_landmarks(PDM.load(models=models)), np.zeros(3))
+    validator, landmarks = DetectionValidator.load(models), _frontal_landmarks(PDM.load(models=models))
+    validator.check(gray, landmarks, np.zeros(3))
+    # the engine's frames, staged as float32
+    validator.check_batch([gray], [landmarks], [np.zeros(3)], staged=[(gray[None].astype(np.float32), 0)])
 
 
 def _patch_responses(models: Path):

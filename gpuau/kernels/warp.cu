@@ -244,3 +244,100 @@ extern "C" __global__ void warp_mask_chain_f32(const float* images, int n_images
     warp_mask_chain_body<float>(images, n_images, height, width, channels, image_index, matrices, n_out, out_h,
                                 out_w, vertices, n_tris, ambiguous, out);
 }
+
+// ---- The detection validator's input (PAW::Warp of the face region, normalised) -------------------
+// Twin of gpuau/cpu/paw.py's validator_faces: each face's region of its grey frame (taps outside the
+// region read 0) sampled as cv::remap INTER_LINEAR (OpenCV <= 4.10: the source position rounded to
+// 1/32 pixel, then warp_blend) at PAW::WarpRegion's positions; then the face pixels (rank >= 0, in
+// column-major order) centred and scaled by their float64 mean and standard deviation (serial sums by
+// thread 0 in that order), less the view's per-pixel mean and over its std; 0 elsewhere.
+// One block per face; the warped face goes through out.
+
+template <typename T>
+__device__ __forceinline__ float validator_sample(const T* __restrict__ image, int stride, int left, int top,
+                                                  int width, int height, float mx, float my) {
+    const int fx = __float2int_rn(__fmul_rn(mx, (float)WARP_INTER_TAB_SIZE));
+    const int fy = __float2int_rn(__fmul_rn(my, (float)WARP_INTER_TAB_SIZE));
+    const int sx = max(-32768, min(32767, fx >> WARP_INTER_BITS));
+    const int sy = max(-32768, min(32767, fy >> WARP_INTER_BITS));
+    if (sx >= width || sx + 1 < 0 || sy >= height || sy + 1 < 0) return 0.0f;
+    const bool x0_in = sx >= 0, x1_in = sx + 1 < width, y0_in = sy >= 0, y1_in = sy + 1 < height;
+    const T* row0 = image + (long long)(top + sy) * stride + left + sx;
+    const T* row1 = row0 + stride;
+    const float p00 = (y0_in && x0_in) ? (float)row0[0] : 0.0f;
+    const float p01 = (y0_in && x1_in) ? (float)row0[1] : 0.0f;
+    const float p10 = (y1_in && x0_in) ? (float)row1[0] : 0.0f;
+    const float p11 = (y1_in && x1_in) ? (float)row1[1] : 0.0f;
+    return warp_blend(p00, p01, p10, p11, fx & (WARP_INTER_TAB_SIZE - 1), fy & (WARP_INTER_TAB_SIZE - 1));
+}
+
+template <typename T>
+__device__ __forceinline__ void validator_faces_body(const T* __restrict__ images, int height, int width,
+                                                     const int* __restrict__ image_index,
+                                                     const int* __restrict__ regions,
+                                                     const float* __restrict__ coefficients, int n_tris,
+                                                     const int* __restrict__ triangle_id, int out_h, int out_w,
+                                                     float min_x, float min_y, const int* __restrict__ rank,
+                                                     const float* __restrict__ mean, const float* __restrict__ stdev,
+                                                     int n_pixels, float* __restrict__ out) {
+    __shared__ float stats[2];
+    const int f = blockIdx.x;
+    const T* image = images + (long long)image_index[f] * height * width;
+    const int* r = regions + 4 * f;
+    const float* c = coefficients + (long long)f * n_tris * 6;
+    float* o = out + (long long)f * out_h * out_w;
+    for (int p = threadIdx.x; p < out_h * out_w; p += blockDim.x) {
+        const int t = triangle_id[p];
+        float v = 0.0f;
+        if (t >= 0) {
+            const float xi = __fadd_rn((float)(p % out_w), min_x), yi = __fadd_rn((float)(p / out_w), min_y);
+            const float* ct = c + 6 * t;
+            const float mx = __fadd_rn(__fadd_rn(ct[0], __fmul_rn(ct[1], xi)), __fmul_rn(ct[2], yi));
+            const float my = __fadd_rn(__fadd_rn(ct[3], __fmul_rn(ct[4], xi)), __fmul_rn(ct[5], yi));
+            v = validator_sample(image, width, r[0], r[1], r[2], r[3], mx, my);
+        }
+        o[p] = v;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        double s = 0.0, s2 = 0.0;
+        for (int x = 0; x < out_w; ++x)
+            for (int y = 0; y < out_h; ++y)
+                if (rank[y * out_w + x] >= 0) {
+                    const double v = (double)o[y * out_w + x];
+                    s = __dadd_rn(s, v);
+                    s2 = __dadd_rn(s2, __dmul_rn(v, v));
+                }
+        const double m = __ddiv_rn(s, (double)n_pixels);
+        const double sd = sqrt(fmax(__dsub_rn(__ddiv_rn(s2, (double)n_pixels), __dmul_rn(m, m)), 0.0));
+        stats[0] = (float)m;
+        stats[1] = (float)__ddiv_rn(1.0, sd != 0.0 ? sd : 1.0);
+    }
+    __syncthreads();
+    const float centre = stats[0], scale = stats[1];
+    for (int p = threadIdx.x; p < out_h * out_w; p += blockDim.x) {
+        const int k = rank[p];
+        o[p] = k >= 0 ? __fdiv_rn(__fsub_rn(__fmul_rn(__fsub_rn(o[p], centre), scale), mean[k]), stdev[k]) : 0.0f;
+    }
+}
+
+// images (B, H, W) grey; image_index (F,) int32; regions (F, 4) int32 left, top, width, height;
+// coefficients (F, T, 6) float32; triangle_id and rank (out_h, out_w) int32; mean, stdev (n_pixels,)
+// float32; out (F, out_h, out_w) float32.  Grid (F), block any.
+extern "C" __global__ void validator_faces_u8(const uint8_t* images, int height, int width, const int* image_index,
+                                              const int* regions, const float* coefficients, int n_tris,
+                                              const int* triangle_id, int out_h, int out_w, float min_x, float min_y,
+                                              const int* rank, const float* mean, const float* stdev, int n_pixels,
+                                              float* out) {
+    validator_faces_body<uint8_t>(images, height, width, image_index, regions, coefficients, n_tris, triangle_id,
+                                  out_h, out_w, min_x, min_y, rank, mean, stdev, n_pixels, out);
+}
+
+extern "C" __global__ void validator_faces_f32(const float* images, int height, int width, const int* image_index,
+                                               const int* regions, const float* coefficients, int n_tris,
+                                               const int* triangle_id, int out_h, int out_w, float min_x, float min_y,
+                                               const int* rank, const float* mean, const float* stdev, int n_pixels,
+                                               float* out) {
+    validator_faces_body<float>(images, height, width, image_index, regions, coefficients, n_tris, triangle_id,
+                                out_h, out_w, min_x, min_y, rank, mean, stdev, n_pixels, out);
+}

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gpuau.device import Backend, resolve_device
-from gpuau.landmarks.paw import warp
+from gpuau.landmarks.paw import warp_coefficients
 from gpuau.models.validator_file import (
     CONV,
     FULLY_CONNECTED,
@@ -84,35 +84,6 @@ def validator_roi(landmarks: np.ndarray, image_shape: "tuple[int, int]") -> "tup
     min_x, min_y = (max(int(v), 0) for v in lo)  # int() truncates towards zero, as the C++ cast
     max_x, max_y = (int(v) for v in hi)
     return min_x, min_y, min(max_x, image_shape[1] - 1), min(max_y, image_shape[0] - 1)
-
-
-def normalise_warped(warped: np.ndarray, view: ValidatorView) -> np.ndarray:
-    """Normalised face pixels as the network's 60 x 60 input (zero outside the mask).
-
-    The masked pixels (column-major order) are standardised by their own mean and standard
-    deviation, then by the view's per-pixel mean and standard deviation.
-    Port of ``DetectionValidator::NormaliseWarpedToVector`` and the start of
-    ``DetectionValidator::CheckCNN``, LandmarkDetectionValidator.cpp.
-
-    Parameters
-    ----------
-    warped : ndarray (h, w) float32
-    view : ValidatorView
-
-    Returns
-    -------
-    ndarray (h, w) float32
-    """
-    mask_t = view.paw.pixel_mask.T.astype(bool)
-    vec = np.asarray(warped, dtype=_F).T[mask_t]
-    mean = vec.mean(dtype=np.float64)
-    std = np.sqrt(max(np.mean(np.square(vec, dtype=np.float64)) - mean * mean, 0.0))
-    vec = vec - _F(mean)
-    vec = vec * _F(1.0 / (std if std != 0 else 1.0))
-    feature = (vec - view.mean) / view.std
-    img_t = np.zeros(mask_t.shape, dtype=_F)
-    img_t[mask_t] = feature
-    return img_t.T
 
 
 def flatten_maps(maps: np.ndarray) -> np.ndarray:
@@ -189,6 +160,54 @@ def _layer_arrays(layer: ValidatorLayer, backend: Backend) -> tuple:
     return hit[1:]
 
 
+def face_rank(mask: np.ndarray) -> np.ndarray:
+    """Index of each pixel of a view's face mask in column-major order (the order of the view's
+    ``mean`` and ``std`` and of ``NormaliseWarpedToVector``), -1 outside the mask.
+
+    Parameters
+    ----------
+    mask : ndarray (h, w)
+
+    Returns
+    -------
+    ndarray (h, w) int32
+    """
+    inside = np.asarray(mask).astype(bool)
+    rank = np.full(inside.shape, -1, np.int32)
+    rank.T[inside.T] = np.arange(np.count_nonzero(inside), dtype=np.int32)
+    return rank
+
+
+_device_views: dict = {}  # (id(view), backend) -> (view, its validator_faces arrays on that device)
+
+
+def _view_arrays(view: ValidatorView, backend: Backend) -> tuple:
+    """``(triangle_id, min_x, min_y, rank, mean, std)`` of a view for ``validator_faces``, on the backend's
+    device (computed and copied there once)."""
+    hit = _device_views.get((id(view), backend))
+    if hit is None or hit[0] is not view:
+        paw = view.paw
+        arrays = (backend.asarray(np.ascontiguousarray(paw.triangle_id, np.int32)), float(paw.min_x), float(paw.min_y),
+                  backend.asarray(face_rank(paw.pixel_mask)), backend.asarray(view.mean), backend.asarray(view.std))
+        hit = _device_views[(id(view), backend)] = (view, arrays)
+    return hit[1]
+
+
+def _frame_stacks(grays: list, backend: Backend) -> list:
+    """``(stack, row)`` of each face's grey frame: the distinct frames of each size stacked on the
+    backend's device (one frame: a view of it on the CPU)."""
+    distinct: dict = {}  # id(frame) -> (shape, row)
+    by_shape: dict = {}
+    for g in grays:
+        if id(g) not in distinct:
+            frames = by_shape.setdefault(g.shape, [])
+            distinct[id(g)] = (g.shape, len(frames))
+            frames.append(g)
+    stacks = {shape: backend.asarray(frames[0][None] if len(frames) == 1 else np.stack(frames))
+              for shape, frames in by_shape.items()}
+    return [(stacks[distinct[id(g)][0]], distinct[id(g)][1]) for g in grays]
+
+
 def certainty_from_scores(scores: np.ndarray) -> np.ndarray:
     """Detection certainty from the network's bin scores.
 
@@ -251,7 +270,7 @@ class DetectionValidator:
     ----------
     model : ValidatorModel
     backend : Backend
-        Where the network runs (each face's warp and normalisation run on the host).
+        Where each face is warped and normalised and the network runs.
     """
 
     model: ValidatorModel
@@ -259,7 +278,7 @@ class DetectionValidator:
 
     @classmethod
     def load(cls, models: "str | os.PathLike | None" = None, device="cpu") -> "DetectionValidator":
-        """Load ``detection_validation/validator_cnn.txt`` from the OpenFace model folder; the network
+        """Load ``detection_validation/validator_cnn.txt`` from the OpenFace model folder; the validator
         runs on ``device``."""
         return cls(load_validator(models), resolve_device(device))
 
@@ -289,11 +308,10 @@ class DetectionValidator:
         """
         return float(self.check_batch([gray], [landmarks_2d], [orientation])[0])
 
-    def check_batch(self, grays, landmarks_2d, orientations) -> np.ndarray:
-        """:meth:`check` of several faces (of one or several frames), the network run once per view.
-
-        Each face is warped and normalised alone (its region has its own size); the faces of one view
-        go through :func:`cnn_forward` together, which computes each face exactly as alone.
+    def check_batch(self, grays, landmarks_2d, orientations, staged=None) -> np.ndarray:
+        """:meth:`check` of several faces (of one or several frames): the faces of one view and frame
+        size warped and normalised in one ``validator_faces`` call and run through the network together
+        (:func:`cnn_forward` computes each face exactly as alone), all on the backend's device.
 
         Parameters
         ----------
@@ -301,6 +319,10 @@ class DetectionValidator:
             Each face's frame (the same array may repeat).
         landmarks_2d : sequence of ndarray (68, 2)
         orientations : sequence of array_like (3,)
+        staged : sequence of (stack, row), optional
+            Each face's frame already on the backend's device: a ``(B, H, W)`` grey stack (uint8 or
+            float32) and the frame's row in it (the engine's staged frames); default: the ``grays``,
+            stacked and copied there.
 
         Returns
         -------
@@ -308,18 +330,23 @@ class DetectionValidator:
             Each face's certainty, as :meth:`check` returns it.
         """
         out = np.zeros(len(grays), _F)
-        by_view: dict = {}
+        frames = _frame_stacks(grays, self.backend) if staged is None else staged
+        groups: dict = {}  # (view, frame stack) -> faces: (index, row, region, landmarks in the region)
+        stacks: dict = {}
         for i, (gray, lm, orientation) in enumerate(zip(grays, landmarks_2d, orientations)):
-            v = self.view_id(orientation)
             lm = np.asarray(lm, dtype=_F)
             min_x, min_y, max_x, max_y = validator_roi(lm, gray.shape)
             if max_x - min_x <= 1 or max_y - min_y <= 1:
                 continue
-            roi = np.asarray(gray[min_y:max_y, min_x:max_x], dtype=_F)
+            stack, row = frames[i]
+            stacks[id(stack)] = stack
+            groups.setdefault((self.view_id(orientation), id(stack)), []).append(
+                (i, row, (min_x, min_y, max_x - min_x, max_y - min_y), lm - np.array([min_x, min_y], dtype=_F)))
+        for (v, key), faces in groups.items():
             view = self.model.views[v]
-            warped = warp(roi, view.paw, lm - np.array([min_x, min_y], dtype=_F))
-            by_view.setdefault(v, []).append((i, normalise_warped(warped, view)))
-        for v, faces in by_view.items():
-            scores = cnn_forward(np.stack([f for _, f in faces]), self.model.views[v].layers, self.backend)
-            out[[i for i, _ in faces]] = certainty_from_scores(self.backend.asnumpy(scores))
+            inputs = self.backend.kernels.validator_faces(
+                stacks[key], np.array([f[1] for f in faces]), np.array([f[2] for f in faces]),
+                warp_coefficients(view.paw, np.stack([f[3] for f in faces])), *_view_arrays(view, self.backend))
+            scores = cnn_forward(inputs, view.layers, self.backend)
+            out[[f[0] for f in faces]] = certainty_from_scores(self.backend.asnumpy(scores))
         return out
