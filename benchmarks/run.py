@@ -198,8 +198,9 @@ def decode_times(video: Path, n: int) -> dict:
 def stage_times(video: Path, device: str, workdir: Path) -> dict:
     """Per-stage exclusive time of one warm, in-process ``Analyzer.write_video`` run over ``video``."""
     from gpuau.pipeline import Analyzer
-    from gpuau.video import open_source
+    from gpuau.video import open_source, serial_opencv
 
+    serial_opencv()  # as the gpuau command runs
     timer = StageTimer()
     with timer.installed():  # before the models load: some are bound once, at load
         analyzer = Analyzer(device)

@@ -103,7 +103,9 @@ def main(argv: "list[str] | None" = None) -> int:
     import tempfile
 
     from gpuau.pipeline import Analyzer
-    from gpuau.video import open_source
+    from gpuau.video import open_source, serial_opencv
+
+    serial_opencv()  # as the gpuau command runs
 
     analyzer = Analyzer(args.device, quality=args.quality)
     with open_source(args.video) as source:
