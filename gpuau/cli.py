@@ -317,10 +317,10 @@ def _log_to_stderr() -> None:
     logger.setLevel(logging.INFO)
 
 
-def _stream_count(text: str) -> "int | None":
-    """``--streams``: a positive count, or ``auto`` (None)."""
+def _stream_count(text: str) -> "int | str":
+    """``--streams``: a positive count, or ``auto``."""
     if text == "auto":
-        return None
+        return text
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: expected a positive number of streams or 'auto'")
     return int(text)
@@ -345,9 +345,9 @@ def _stream_count(text: str) -> "int | None":
          arg("--workers", default=None, type=int, metavar="N",
              help="with --engine ray: worker processes (default: one per GPU, or one per 4 CPU cores); more workers "
                   "than GPUs share them, several host processes feeding each GPU (docs/distributed.md)"),
-         arg("--streams", default=1, type=_stream_count, metavar="N",
+         arg("--streams", default=None, type=_stream_count, metavar="N",
              help="videos analysed together in lockstep by the batched engine (gpuau.engine): N, or auto (from free "
-                  "GPU memory on CUDA, 4 on CPU); default 1: one input at a time"),
+                  "GPU memory on CUDA, 4 on CPU); default: auto on a GPU, 1 (one input at a time) on the CPU"),
          arg("--decode", default="opencv", choices=("opencv", "nvdec"),
              help="opencv: FFmpeg on the CPU, as OpenFace (default); nvdec: NVIDIA's decoder on the GPU through the "
                   "batched engine (pip install PyNvVideoCodec; --device cuda; pixel values, so outputs, may differ "
@@ -380,7 +380,7 @@ def analyze(args) -> int:
     if args.detect_every is not None and (args.detect_every < 1 or args.multi_face):
         print("gpuau: error: --detect-every needs N >= 1 and one face per video (not --multi-face)", file=sys.stderr)
         return 1
-    if (args.streams != 1 or args.decode != "opencv") and (args.engine == "ray" or args.multi_face):
+    if (args.streams not in (None, 1) or args.decode != "opencv") and (args.engine == "ray" or args.multi_face):
         print("gpuau: error: --streams and --decode nvdec apply to the local batched engine's one-face analysis (not "
               "with --engine ray or --multi-face)", file=sys.stderr)
         return 1
@@ -408,13 +408,16 @@ def analyze(args) -> int:
         analyzer = Analyzer(args.device, models=args.models, multi_face=args.multi_face, timestamps=args.timestamps,
                             quality=args.quality, detect_every=args.detect_every)
         backend = analyzer.backend
+        # batching is what a GPU needs to be busy; on the CPU it gains little (README: --streams)
+        streams = args.streams if args.streams is not None else "auto" if backend.is_gpu else 1
         logging.getLogger("gpuau").info(
             "device %s, models %s, quality %s, detection %s, timestamps %s, %s, streams %s, decode %s",
             f"cuda:{backend.device_id}" if backend.is_gpu else backend.name, analyzer.models, analyzer.quality.name,
             f"every {args.detect_every} frames" if args.detect_every else "when tracking fails", args.timestamps,
-            "up to 4 faces" if args.multi_face else "one face", args.streams or "auto", args.decode)
+            "up to 4 faces" if args.multi_face else "one face", streams, args.decode)
         report = run_corpus(args.inputs, args.output, analyzer=analyzer, fmt=args.format, overwrite=args.overwrite,
-                            progress=not args.quiet, streams=args.streams, verbose=args.verbose, decode=args.decode)
+                            progress=not args.quiet, streams=None if streams == "auto" else streams, verbose=args.verbose,
+                            decode=args.decode)
     if not args.quiet:
         print(report.summary(), file=sys.stderr)
     elif report.failed:

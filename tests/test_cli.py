@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from gpuau import __version__, _deps, cli
@@ -268,3 +269,22 @@ def test_analyze_decode_choices_and_refusals(media_dir, tmp_path, capsys):
         assert cli.main(["analyze", image, "-o", str(tmp_path), "--decode", "nvdec", *extra]) == 1
         assert "--decode nvdec apply to the local batched engine" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("gpu, given, expected", [(False, [], 1), (True, [], None), (True, ["--streams", "1"], 1),
+                                                  (False, ["--streams", "auto"], None), (True, ["--streams", "3"], 3)])
+def test_analyze_streams_default_follows_the_device(gpu, given, expected, media_dir, tmp_path, monkeypatch):
+    """Without --streams the batched engine picks its streams on a GPU (None: from free memory) and the CPU
+    analyses one input at a time; a given --streams wins."""
+    import gpuau.corpus
+    import gpuau.pipeline
+    from gpuau.corpus import CorpusReport
+    from gpuau.device import Backend
+
+    calls = []
+    monkeypatch.setattr(gpuau.corpus, "run_corpus", lambda *a, **kw: calls.append(kw) or CorpusReport())
+    real = gpuau.pipeline.resolve_device
+    monkeypatch.setattr(gpuau.pipeline, "resolve_device",
+                        lambda device: Backend("cuda", xp=np) if gpu else real(device))  # a CUDA device, never used here
+    assert cli.main(["analyze", str(media_dir / "sample1.jpg"), "-o", str(tmp_path), "-q", *given]) == 0
+    assert calls[0]["streams"] == expected
