@@ -67,3 +67,25 @@ def test_thread_sampler_charges_each_thread_its_cpu():
         busy.join(), idle.join()
     per = sampler.per_thread()
     assert per["busy"] > 0.1 and "idle" not in per and "benchmark-sampler" not in per
+
+
+def test_gpu_session_rehearsed_on_the_cpu(shared, tmp_path):
+    """The lent-GPU script, packed from ../shared and run with --device cpu: every step runs and exits 0, the
+    pack holds only the manifest's model files and the three videos with their references."""
+    from gpuau.models.manifest import load_manifest
+
+    packed, out = tmp_path / "pack", tmp_path / "out"
+    steps = [sys.executable, "-m", "benchmarks.gpu_session", "--pack", str(packed)]
+    proc = subprocess.run([*steps, "pack", "--shared", str(shared)], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    models = [p for p in (packed / "models").rglob("*") if p.is_file()]
+    assert len(models) == len(load_manifest().in_groups())
+    assert sorted(p.name for p in (packed / "media").iterdir()) == ["2015-10-15-15-14.avi", "changeLighting.wmv",
+                                                                    "default.wmv"]
+    proc = subprocess.run([*steps, "run", "--device", "cpu", "--streams", "1", "--frames", "3", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    summary = (out / "summary.txt").read_text().splitlines()
+    assert [line.split()[0] for line in summary] == ["info", "pytest_kernels", "bench_engine", "analyze_cpu",
+                                                     "analyze_cpu", "compare"]
+    assert "max |d landmark| 0.000 px; max |d AU_r| 0.000; AU_c flips 0" in (out / "compare.txt").read_text()
