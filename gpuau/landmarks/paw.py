@@ -145,6 +145,8 @@ def warp(image: np.ndarray, paw: PAWModel, source: np.ndarray) -> np.ndarray:
 
     Bilinear sampling as OpenFace's ``cv::remap`` (``INTER_LINEAR``, constant 0 border, sampling
     positions rounded to 1/32 pixel; :func:`gpuau.cpu.paw.remap`).  Port of ``PAW::Warp``, PAW.cpp.
+    One face on the host; the detection validator warps its batches with ``validator_faces``
+    (:func:`gpuau.cpu.paw.validator_faces`, ``warp.cu`` on a GPU), the same per-pixel arithmetic.
 
     Parameters
     ----------
