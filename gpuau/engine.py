@@ -567,12 +567,12 @@ class Engine:
     # -- jobs ------------------------------------------------------------------------------------
     def _open(self, job: Job, fmt: str, on_open: "Callable | None" = None) -> _Stream:
         """The stream of ``job``, its output created; ``on_open(job, source)`` then gives its progress callable."""
-        from gpuau.video import InputError, open_source
+        from gpuau.video import InputError, decoder_threads, open_source
 
         if not isinstance(job.input, (str, os.PathLike)):
             s = _Stream(job, iter(job.input), self, fmt, job.intrinsics)
         else:
-            source = open_source(job.input, timestamps=self.timestamps)
+            source = open_source(job.input, timestamps=self.timestamps, threads=decoder_threads(self.streams))
             try:
                 if source.kind == "image":
                     raise InputError(source.path, "a single image, not a video",

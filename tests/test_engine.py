@@ -200,9 +200,11 @@ def test_failed_streams_release_their_video_at_once(media_dir, tmp_path, monkeyp
 
     def recording_open(path, **kwargs):
         sources[path.name] = real_open(path, **kwargs)
+        sources[path.name]._threads = kwargs.get("threads")
         return sources[path.name]
 
     monkeypatch.setattr(gpuau.video, "open_source", recording_open)
+    monkeypatch.setattr(gpuau.video, "decoder_threads", lambda videos=1: videos)  # the streams share the cores
     (tmp_path / "a file").write_text("")
     unwritable, failing = tmp_path / "a file" / "default.csv", tmp_path / "failing.csv"
     engine = Engine("cpu", streams=2)
@@ -228,6 +230,7 @@ def test_failed_streams_release_their_video_at_once(media_dir, tmp_path, monkeyp
         assert o.status == "failed", o
         source = sources[o.input.name]
         assert not source._capture.isOpened() and not _decoders(o.input)
+        assert source._threads == 2  # decoder_threads(streams) given to open_source
         seen.append(o.input.name)
     assert seen == ["default.wmv", "changeLighting.wmv"] and not failing.exists()
 

@@ -152,11 +152,9 @@ def test_a_dropped_iteration_stops_its_decoder(media_dir):
 def test_one_decoder_thread_gives_ffmpegs_frames(media_dir):
     # 2015-10-15-15-14.avi is decoded by 2 FFmpeg threads by default on 2 cores: the frames of gpuau's one-thread
     # decoder are the same, bit for bit.
-    from gpuau.video.source import DECODER_THREADS
-
     path = media_dir / "2015-10-15-15-14.avi"
-    src = open_source(path)
-    assert DECODER_THREADS == 1 and src._capture.get(cv2.CAP_PROP_N_THREADS) == 1
+    src = open_source(path, threads=1)
+    assert src._capture.get(cv2.CAP_PROP_N_THREADS) == 1
     threaded = cv2.VideoCapture(str(path))
     for frame in src:
         ok, image = threaded.read()
@@ -165,6 +163,20 @@ def test_one_decoder_thread_gives_ffmpegs_frames(media_dir):
             break
     src.close()
     threaded.release()
+
+
+@pytest.mark.parametrize("cores, videos, threads", [(2, 1, 1), (1, 1, 1), (16, 1, 14), (16, 4, 3), (16, 16, 1),
+                                                    (64, 8, 7)])
+def test_decoder_threads_use_the_cores_the_analysis_leaves(cores, videos, threads, monkeypatch, media_dir):
+    import os
+
+    from gpuau.video import decoder_threads
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
+    assert decoder_threads(videos) == threads
+    if videos == 1:  # open_source's default
+        with open_source(media_dir / "2015-10-15-15-14.avi") as src:  # a codec FFmpeg decodes in threads
+            assert src._capture.get(cv2.CAP_PROP_N_THREADS) == threads
 
 
 def test_serial_opencv_sets_one_thread():

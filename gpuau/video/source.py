@@ -18,12 +18,22 @@ VIDEO_EXTENSIONS = (".avi", ".mp4", ".mov", ".mkv", ".wmv", ".webm", ".m4v", ".m
 # Frames decoded ahead of the consumer; bounds memory on long videos.
 _PREFETCH = 8
 
-DECODER_THREADS = 1
-"""Threads of FFmpeg's decoder per video.  Each video already decodes on its own thread beside the
-analysis (and the engine decodes its streams side by side), so codec threads only compete with the
-analysis for the cores: on 2 cores FFmpeg's default (one per core) took 0.76 ms of CPU per
-default.wmv frame and 0.5-0.6 per 2015-10-15-15-14.avi frame, one thread 0.6 and 0.3, at the same
-decoding speed.  The frames are the same whatever the count."""
+ANALYSIS_CORES = 2
+"""Cores the analysis of one video keeps busy on the CPU (its main and helper threads; the AU stage shares them)."""
+
+
+def decoder_threads(videos: int = 1) -> int:
+    """FFmpeg decoding threads for each of ``videos`` videos decoded at once: the cores this process may run
+    on beyond :data:`ANALYSIS_CORES`, shared among the videos, at least 1.
+
+    Each video already decodes on its own thread beside the analysis (the engine decodes its streams side by
+    side), so codec threads only pay on cores the analysis leaves idle, where a 4K or HEVC video would
+    otherwise be decode-bound; on 2 cores FFmpeg's default (one thread per core) took 0.76 ms of CPU per
+    default.wmv frame and 0.5-0.6 per 2015-10-15-15-14.avi frame from the analysis, one thread 0.6 and 0.3,
+    at the same decoding speed.  The frames are the same whatever the count.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, (cores - ANALYSIS_CORES) // max(1, videos))
 
 
 class InputError(RuntimeError):
@@ -270,11 +280,12 @@ class VideoSource:
 TIMESTAMPS = ("openface", "container")
 
 
-def open_source(path: "str | os.PathLike", *, timestamps: str = "openface") -> VideoSource:
+def open_source(path: "str | os.PathLike", *, timestamps: str = "openface", threads: "int | None" = None) -> VideoSource:
     """Open a video file, an image file or a folder of images (sorted naturally).
 
     ``timestamps="openface"`` gives OpenFace's ``index / fps`` (identical CSVs); ``"container"`` gives each
-    frame's presentation time from the container, exact for variable-frame-rate video.
+    frame's presentation time from the container, exact for variable-frame-rate video.  ``threads``: FFmpeg's
+    decoding threads for a video (default :func:`decoder_threads` of one video).
 
     Raises
     ------
@@ -300,7 +311,7 @@ def open_source(path: "str | os.PathLike", *, timestamps: str = "openface") -> V
         return VideoSource(p, "image", 0.0, img.shape[1], img.shape[0], 1, files=[p], first=img)
     if not os.access(p, os.R_OK):
         raise InputError(p, "file is not readable", "check its permissions")
-    cap = cv2.VideoCapture(str(p), cv2.CAP_ANY, [cv2.CAP_PROP_N_THREADS, DECODER_THREADS])
+    cap = cv2.VideoCapture(str(p), cv2.CAP_ANY, [cv2.CAP_PROP_N_THREADS, threads or decoder_threads()])
     if not cap.isOpened():
         cap.release()
         raise InputError(p, "not a readable video", "check it is a complete video file in a format FFmpeg decodes")
