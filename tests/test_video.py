@@ -173,7 +173,11 @@ def test_decoder_threads_use_the_cores_the_analysis_leaves(cores, videos, thread
     from gpuau.video import decoder_threads
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert decoder_threads(videos) == threads
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")  # a Ray worker of 4 CPUs
+    assert decoder_threads(videos) == max(1, (min(cores, 4) - 2) // videos)
+    monkeypatch.delenv("OMP_NUM_THREADS")
     if videos == 1:  # open_source's default
         with open_source(media_dir / "2015-10-15-15-14.avi") as src:  # a codec FFmpeg decodes in threads
             assert src._capture.get(cv2.CAP_PROP_N_THREADS) == threads

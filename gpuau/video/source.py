@@ -24,7 +24,8 @@ ANALYSIS_CORES = 2
 
 def decoder_threads(videos: int = 1) -> int:
     """FFmpeg decoding threads for each of ``videos`` videos decoded at once: the cores this process may run
-    on beyond :data:`ANALYSIS_CORES`, shared among the videos, at least 1.
+    on (its CPU affinity, at most ``OMP_NUM_THREADS`` when set, as Ray sets it to a worker's CPUs) beyond
+    :data:`ANALYSIS_CORES`, shared among the videos, at least 1.
 
     Each video already decodes on its own thread beside the analysis (the engine decodes its streams side by
     side), so codec threads only pay on cores the analysis leaves idle, where a 4K or HEVC video would
@@ -33,6 +34,9 @@ def decoder_threads(videos: int = 1) -> int:
     at the same decoding speed.  The frames are the same whatever the count.
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    limit = os.environ.get("OMP_NUM_THREADS", "")
+    if limit.isdigit() and int(limit) > 0:
+        cores = min(cores, int(limit))
     return max(1, (cores - ANALYSIS_CORES) // max(1, videos))
 
 
