@@ -78,10 +78,10 @@ def main() -> None:
     views = [validator.model.views[validator.view_id(r)] for r in rot]
     rois, regions, sources = [], [], []
     for i in range(n):
-        x0, y0, x1, y1 = validator_roi(lm[i], gray[i].shape)
-        rois.append(np.asarray(gray[i][y0:y1, x0:x1], np.float32))
-        regions.append(np.array([[x0, y0, x1 - x0, y1 - y0]]))
-        sources.append(lm[i] - np.array([x0, y0], np.float32))
+        (x0, y0, w, h), local = validator_roi(lm[i], gray[i].shape)
+        rois.append(np.asarray(gray[i][y0:y0 + h, x0:x0 + w], np.float32))
+        regions.append(np.array([[x0, y0, w, h]]))
+        sources.append(local)
     cpu = resolve_device("cpu")
 
     def face_input(i):

@@ -33,11 +33,7 @@ def faces(reference_dir, media_dir):
 def _batch(validator, faces, view_index):
     """validator_faces' arguments for every face of ``faces`` seen from one view (as check_batch makes them)."""
     grays, lm = faces
-    regions, local = [], []
-    for face in lm:
-        min_x, min_y, max_x, max_y = validator_roi(face, grays.shape[1:])
-        regions.append((min_x, min_y, max_x - min_x, max_y - min_y))
-        local.append(face - np.array([min_x, min_y], np.float32))
+    regions, local = zip(*(validator_roi(face, grays.shape[1:]) for face in lm))
     view = validator.model.views[view_index]
     return np.array(regions), warp_coefficients(view.paw, np.stack(local)), view
 

@@ -36,11 +36,7 @@ def _inputs(validator, faces, view_index):
     """The FRAMES' faces warped and normalised for one view (as check_batch prepares them), (F, 60, 60)."""
     view = validator.model.views[view_index]
     grays, lm = faces[0], np.asarray(faces[1], np.float32)
-    regions, local = [], []
-    for gray, face in zip(grays, lm):
-        min_x, min_y, max_x, max_y = validator_roi(face, gray.shape)
-        regions.append((min_x, min_y, max_x - min_x, max_y - min_y))
-        local.append(face - np.array([min_x, min_y], np.float32))
+    regions, local = zip(*(validator_roi(face, gray.shape) for gray, face in zip(grays, lm)))
     return validator_faces(np.stack(grays), np.arange(len(grays)), np.array(regions),
                            warp_coefficients(view.paw, np.stack(local)), *_view_arrays(view, validator.backend))
 

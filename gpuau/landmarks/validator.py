@@ -63,8 +63,9 @@ def select_view(orientations: np.ndarray, orientation) -> int:
     return int(np.argmin(d))
 
 
-def validator_roi(landmarks: np.ndarray, image_shape: "tuple[int, int]") -> "tuple[int, int, int, int]":
-    """Image region the validator reads: the landmarks' box grown by 3 px, clipped to the image.
+def validator_roi(landmarks: np.ndarray, image_shape: "tuple[int, int]") -> "tuple[tuple[int, int, int, int], np.ndarray]":
+    """Image region the validator reads (the landmarks' box grown by 3 px, clipped to the image) and the
+    landmarks in its coordinates.
 
     Port of the region selection in ``DetectionValidator::Check``, LandmarkDetectionValidator.cpp.
 
@@ -75,15 +76,18 @@ def validator_roi(landmarks: np.ndarray, image_shape: "tuple[int, int]") -> "tup
 
     Returns
     -------
-    (min_x, min_y, max_x, max_y) : int
-        The region is ``image[min_y:max_y, min_x:max_x]`` (the last row and column are excluded).
+    region : (left, top, width, height) int
+        ``image[top:top + height, left:left + width]`` (the box's last row and column are excluded); a
+        width or height below 2 leaves the face unvalidated.
+    local : ndarray (n, 2) float32
+        ``landmarks`` less ``(left, top)``.
     """
     lm = np.asarray(landmarks, dtype=_F)
     lo = lm.min(axis=0) - _F(3.0)
     hi = lm.max(axis=0) + _F(3.0)
     min_x, min_y = (max(int(v), 0) for v in lo)  # int() truncates towards zero, as the C++ cast
-    max_x, max_y = (int(v) for v in hi)
-    return min_x, min_y, min(max_x, image_shape[1] - 1), min(max_y, image_shape[0] - 1)
+    max_x, max_y = min(int(hi[0]), image_shape[1] - 1), min(int(hi[1]), image_shape[0] - 1)
+    return (min_x, min_y, max_x - min_x, max_y - min_y), lm - np.array([min_x, min_y], dtype=_F)
 
 
 def flatten_maps(maps: np.ndarray) -> np.ndarray:
@@ -334,14 +338,12 @@ class DetectionValidator:
         groups: dict = {}  # (view, frame stack) -> faces: (index, row, region, landmarks in the region)
         stacks: dict = {}
         for i, (gray, lm, orientation) in enumerate(zip(grays, landmarks_2d, orientations)):
-            lm = np.asarray(lm, dtype=_F)
-            min_x, min_y, max_x, max_y = validator_roi(lm, gray.shape)
-            if max_x - min_x <= 1 or max_y - min_y <= 1:
+            region, local = validator_roi(lm, gray.shape)
+            if region[2] <= 1 or region[3] <= 1:
                 continue
             stack, row = frames[i]
             stacks[id(stack)] = stack
-            groups.setdefault((self.view_id(orientation), id(stack)), []).append(
-                (i, row, (min_x, min_y, max_x - min_x, max_y - min_y), lm - np.array([min_x, min_y], dtype=_F)))
+            groups.setdefault((self.view_id(orientation), id(stack)), []).append((i, row, region, local))
         for (v, key), faces in groups.items():
             view = self.model.views[v]
             inputs = self.backend.kernels.validator_faces(
