@@ -1,0 +1,84 @@
+"""Clips made from the shared sample videos to exercise what the reference videos never do: a face that
+leaves the frame and comes back, a cut to another person, a mirrored, rolled, shrunken or occluded face.
+
+OpenFace's own output for them comes from running its ``FeatureExtraction`` on the FFV1 (lossless) files
+that :func:`write_clip` writes (``python -m benchmarks.versus_openface --openface PATH``); the tests use
+the copies in ``tests/data/openface-derived`` (:data:`EXACT`: clips whose frames are copies, flips or
+constant fills of decoded frames, so every OpenCV version builds the same pixels).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+CLIPS = {
+    # name: (what it exercises, fps)
+    "gap": ("default.wmv with 20 grey frames after frame 120: tracking lost, the face re-detected", 15.0),
+    "cut": ("default.wmv frames 0-143 then 2015-10-15-15-14.avi frames 0-143: a cut to another person", 15.0),
+    "mirror": ("changeLighting.wmv flipped left-right", 15.0),
+    "occlude": ("default.wmv with the lower face blacked out in frames 100-139", 15.0),
+    "roll": ("default.wmv rotated by 25 degrees about the image centre", 15.0),
+    "small": ("2015-10-15-15-14.avi frames 0-299 at 320x240 (OpenCV INTER_AREA)", 30.0),
+}
+"""Derived clips: what each is and its frame rate."""
+
+EXACT = ("gap", "cut", "mirror", "occlude")
+"""Clips built without resampling (the same pixels with any OpenCV), so OpenFace's CSVs for them can be kept."""
+
+
+def _decode(path: Path) -> list:
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                return frames
+            frames.append(frame)
+    finally:
+        cap.release()
+
+
+def clip_frames(name: str, media: Path) -> "tuple[list, float]":
+    """BGR frames and frame rate of the derived clip ``name`` (:data:`CLIPS`), built from ``media``."""
+    if name not in CLIPS:
+        raise KeyError(f"unknown derived clip {name!r}: one of {sorted(CLIPS)}")
+    media = Path(media)
+    fps = CLIPS[name][1]
+    if name in ("gap", "cut", "occlude", "roll"):
+        d = _decode(media / "default.wmv")
+    if name == "gap":
+        return d[:120] + [np.full_like(d[0], 128)] * 20 + d[120:], fps
+    if name == "cut":
+        return d[:144] + _decode(media / "2015-10-15-15-14.avi")[:144], fps
+    if name == "mirror":
+        return [cv2.flip(f, 1) for f in _decode(media / "changeLighting.wmv")], fps
+    if name == "occlude":
+        out = [f.copy() for f in d]
+        for f in out[100:140]:
+            f[300:480, 200:460] = 0
+        return out, fps
+    if name == "roll":
+        h, w = d[0].shape[:2]
+        rot = cv2.getRotationMatrix2D((w / 2, h / 2), 25, 1.0)
+        return [cv2.warpAffine(f, rot, (w, h)) for f in d], fps
+    small = _decode(media / "2015-10-15-15-14.avi")[:300]
+    return [cv2.resize(f, (320, 240), interpolation=cv2.INTER_AREA) for f in small], fps
+
+
+def write_clip(name: str, media: Path, folder: Path) -> Path:
+    """The derived clip ``name`` as a lossless FFV1 ``.avi`` in ``folder`` (what OpenFace is run on)."""
+    frames, fps = clip_frames(name, media)
+    path = Path(folder) / f"{name}.avi"
+    h, w = frames[0].shape[:2]
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), fps, (w, h))
+    if not out.isOpened():
+        raise RuntimeError(f"{path}: OpenCV cannot write FFV1 video here")
+    try:
+        for f in frames:
+            out.write(f)
+    finally:
+        out.release()
+    return path
