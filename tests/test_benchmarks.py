@@ -89,3 +89,31 @@ def test_gpu_session_rehearsed_on_the_cpu(shared, tmp_path):
     assert [line.split()[0] for line in summary] == ["info", "pytest_kernels", "bench_engine", "analyze_cpu",
                                                      "analyze_cpu", "compare"]
     assert "max |d landmark| 0.000 px; max |d AU_r| 0.000; AU_c flips 0" in (out / "compare.txt").read_text()
+
+
+def test_versus_openface_with_a_stand_in_binary(tmp_path):
+    """``benchmarks.versus_openface`` runs the given FeatureExtraction with the reference CSVs' options on a
+    derived clip, then gpuau, and compares the two CSVs.  The stand-in writes OpenFace's kept CSV for the clip
+    (tests/data/openface-derived), so the figures are the test_derived_media ones.  No timing is asserted."""
+    fake = tmp_path / "FeatureExtraction"
+    kept = ROOT / "tests" / "data" / "openface-derived" / "mirror.csv.gz"
+    fake.write_text(f"""#!{sys.executable}
+import gzip, sys
+from pathlib import Path
+args = sys.argv[1:]
+assert args[args.index("-mloc") + 1] == "model/main_clnf_general.txt" and "-aus" in args and "-pdmparams" in args
+out = Path(args[args.index("-out_dir") + 1])
+out.mkdir(parents=True, exist_ok=True)
+(out / (Path(args[args.index("-f") + 1]).stem + ".csv")).write_bytes(gzip.decompress(Path({str(kept)!r}).read_bytes()))
+""")
+    fake.chmod(0o755)
+    out = tmp_path / "vs.json"
+    cmd = [sys.executable, "-m", "benchmarks.versus_openface", "--openface", str(fake), "--videos", "mirror",
+           "--runs", "1", "--json", str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "gpuau / OpenFace speed" in proc.stdout
+    (video,) = json.loads(out.read_text())["videos"]
+    assert video["frames"] == 88 and video["compare"]["success_agreement"] == 1.0
+    assert video["compare"]["landmark_mean_px"] < 0.05
+    assert len(video["openface"]["wall_s"]) == len(video["gpuau"]["wall_s"]) == 1
