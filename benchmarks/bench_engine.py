@@ -16,7 +16,9 @@ On a CPU-only machine the numbers are for correctness and for the emulated backe
 engine's gain is batching on a GPU (``--device cuda --streams 1 8 64``).  On a shared machine read the
 CPU time: wall time depends on the load.  On ``emulated`` the table adds the host's share: wall time
 minus the time inside the emulated kernel launches (which run synchronously), per frame, i.e. the
-Python, NumPy and host kernels a GPU run would still spend on the CPU per face and frame.
+Python, NumPy and host kernels a GPU run would still spend on the CPU per face and frame; over the whole
+run, and over the steps that detected nothing (``tracking steps``: a long video's steady state, without
+the first frames' MTCNN and multi-hypothesis fits or the end-of-video AU post-processing).
 """
 from __future__ import annotations
 
@@ -100,6 +102,34 @@ class KernelClock:
         self._kernel.__call__ = self._launch
 
 
+class TrackingSteps:
+    """Host seconds and frames of the engine's steps that detected nothing (every stream tracking): the steady
+    state of a long video, without the first frames' MTCNN and multi-hypothesis fits or the end-of-video AU
+    post-processing.  Reads ``kernels`` (a running :class:`KernelClock`) around each step."""
+
+    def __init__(self, kernels: KernelClock):
+        self.kernels, self.seconds, self.frames = kernels, 0.0, 0
+
+    def __enter__(self):
+        clock, original = self, Engine._step
+
+        def timed(engine, items):
+            detections = engine.stats["detections_batched"] + engine.stats["detections_alone"]
+            t, k = time.perf_counter(), clock.kernels.seconds
+            out = list(original(engine, items))
+            if engine.stats["detections_batched"] + engine.stats["detections_alone"] == detections:
+                clock.seconds += (time.perf_counter() - t) - (clock.kernels.seconds - k)
+                clock.frames += len(items)
+            yield from out
+
+        self._original = original
+        Engine._step = timed
+        return self
+
+    def __exit__(self, *exc):
+        Engine._step = self._original
+
+
 def largest_differences(outcomes: list, references: list) -> "tuple[float, float, int]":
     """Largest landmark (px) and AU intensity difference of the outcomes from their single-stream tables,
     and the number of AU presence values that disagree."""
@@ -155,12 +185,12 @@ def main(argv=None) -> int:
     emulated = engine.backend.name == "emulated"
     print(f"{'B':>4} {'frames':>7} {'wall s':>8} {'frames/s':>9} {'CPU ms/frame':>13} {'steps':>6} "
           f"{'det. batched':>13} {'det. alone':>11} {'val. batched':>13} {'val. alone':>11} {'staged ahead':>13}"
-          + (f" {'host ms/frame':>14}" if emulated else "")
+          + (f" {'host ms/frame':>14} {'tracking steps':>15}" if emulated else "")
           + (f" {'max |d lm| px':>14} {'max |d AU_r|':>13} {'AU_c flips':>11}" if args.check else ""))
     for b in args.streams:
         engine.streams = b
         engine.stats = dict.fromkeys(engine.stats, 0)
-        with KernelClock() as kernels:
+        with KernelClock() as kernels, TrackingSteps(kernels) as tracking:
             outcomes, wall, cpu = run(engine, clips, b)
         bad = [o for o in outcomes if o.status != "done"]
         if bad:
@@ -172,7 +202,7 @@ def main(argv=None) -> int:
                 f"{s['detections_batched']:>13} {s['detections_alone']:>11} {s['validations_batched']:>13} "
                 f"{s['validations_alone']:>11} {s['steps_staged_ahead']:>13}")
         if emulated:
-            line += f" {1000 * (wall - kernels.seconds) / frames:>14.2f}"
+            line += f" {1000 * (wall - kernels.seconds) / frames:>14.2f} {1000 * tracking.seconds / max(tracking.frames, 1):>15.2f}"
         if references is not None:
             lm, au, flips = largest_differences(outcomes, references)
             line += f" {lm:>14.2e} {au:>13.2e} {flips:>11}"
