@@ -16,6 +16,8 @@ import numpy as np
 CLIPS = {
     # name: (what it exercises, fps)
     "gap": ("default.wmv with 20 grey frames after frame 120: tracking lost, the face re-detected", 15.0),
+    "late": ("31 grey frames, default.wmv frames 0-149, 150 grey frames, frames 150-287: a face before tracking "
+             "ever started, and after it was given up (over 100 failures)", 15.0),
     "cut": ("default.wmv frames 0-143 then 2015-10-15-15-14.avi frames 0-143: a cut to another person", 15.0),
     "mirror": ("changeLighting.wmv flipped left-right", 15.0),
     "occlude": ("default.wmv with the lower face blacked out in frames 100-139", 15.0),
@@ -24,7 +26,7 @@ CLIPS = {
 }
 """Derived clips: what each is and its frame rate."""
 
-EXACT = ("gap", "cut", "mirror", "occlude")
+EXACT = ("gap", "late", "cut", "mirror", "occlude")
 """Clips built without resampling (the same pixels with any OpenCV), so OpenFace's CSVs for them can be kept."""
 
 
@@ -47,10 +49,11 @@ def clip_frames(name: str, media: Path) -> "tuple[list, float]":
         raise KeyError(f"unknown derived clip {name!r}: one of {sorted(CLIPS)}")
     media = Path(media)
     fps = CLIPS[name][1]
-    if name in ("gap", "cut", "occlude", "roll"):
+    if name in ("gap", "late", "cut", "occlude", "roll"):
         d = _decode(media / "default.wmv")
-    if name == "gap":
-        return d[:120] + [np.full_like(d[0], 128)] * 20 + d[120:], fps
+    if name in ("gap", "late"):
+        grey = np.full_like(d[0], 128)
+        return (d[:120] + [grey] * 20 + d[120:] if name == "gap" else [grey] * 31 + d[:150] + [grey] * 150 + d[150:]), fps
     if name == "cut":
         return d[:144] + _decode(media / "2015-10-15-15-14.avi")[:144], fps
     if name == "mirror":
