@@ -49,26 +49,28 @@ def clip_frames(name: str, media: Path) -> "tuple[list, float]":
         raise KeyError(f"unknown derived clip {name!r}: one of {sorted(CLIPS)}")
     media = Path(media)
     fps = CLIPS[name][1]
-    if name in ("gap", "late", "cut", "occlude", "roll"):
-        d = _decode(media / "default.wmv")
-    if name in ("gap", "late"):
-        grey = np.full_like(d[0], 128)
-        return (d[:120] + [grey] * 20 + d[120:] if name == "gap" else [grey] * 31 + d[:150] + [grey] * 150 + d[150:]), fps
-    if name == "cut":
-        return d[:144] + _decode(media / "2015-10-15-15-14.avi")[:144], fps
     if name == "mirror":
         return [cv2.flip(f, 1) for f in _decode(media / "changeLighting.wmv")], fps
+    if name in ("cut", "small"):
+        other = _decode(media / "2015-10-15-15-14.avi")
+        if name == "small":
+            return [cv2.resize(f, (320, 240), interpolation=cv2.INTER_AREA) for f in other[:300]], fps
+    d = _decode(media / "default.wmv")
+    grey = np.full_like(d[0], 128)
+    if name == "gap":
+        return d[:120] + [grey] * 20 + d[120:], fps
+    if name == "late":
+        return [grey] * 31 + d[:150] + [grey] * 150 + d[150:], fps
+    if name == "cut":
+        return d[:144] + other[:144], fps
     if name == "occlude":
         out = [f.copy() for f in d]
         for f in out[100:140]:
             f[300:480, 200:460] = 0
         return out, fps
-    if name == "roll":
-        h, w = d[0].shape[:2]
-        rot = cv2.getRotationMatrix2D((w / 2, h / 2), 25, 1.0)
-        return [cv2.warpAffine(f, rot, (w, h)) for f in d], fps
-    small = _decode(media / "2015-10-15-15-14.avi")[:300]
-    return [cv2.resize(f, (320, 240), interpolation=cv2.INTER_AREA) for f in small], fps
+    h, w = d[0].shape[:2]  # roll
+    rot = cv2.getRotationMatrix2D((w / 2, h / 2), 25, 1.0)
+    return [cv2.warpAffine(f, rot, (w, h)) for f in d], fps
 
 
 def write_clip(name: str, media: Path, folder: Path) -> Path:
