@@ -8,6 +8,8 @@ constant fills of decoded frames, so every OpenCV version builds the same pixels
 """
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import cv2
@@ -25,6 +27,7 @@ CLIPS = {
     "sideways": ("default.wmv turned a quarter (480x640, the face on its side): OpenFace fails two frames in three",
                  15.0),
     "small": ("2015-10-15-15-14.avi frames 0-299 at 320x240 (OpenCV INTER_AREA)", 30.0),
+    "odd": ("default.wmv cropped to an odd frame size, 637x475", 15.0),
 }
 """Derived clips: what each is and its frame rate."""
 
@@ -66,6 +69,8 @@ def clip_frames(name: str, media: Path) -> "tuple[list, float]":
         return [grey] * 31 + d[:150] + [grey] * 150 + d[150:], fps
     if name == "cut":
         return d[:144] + other[:144], fps
+    if name == "odd":
+        return [np.ascontiguousarray(f[3:478, 2:639]) for f in d], fps
     if name == "sideways":
         return [np.ascontiguousarray(np.rot90(f)) for f in d], fps
     if name == "occlude":
@@ -79,10 +84,20 @@ def clip_frames(name: str, media: Path) -> "tuple[list, float]":
 
 
 def write_clip(name: str, media: Path, folder: Path) -> Path:
-    """The derived clip ``name`` as a lossless FFV1 ``.avi`` in ``folder`` (what OpenFace is run on)."""
+    """The derived clip ``name`` as a lossless FFV1 ``.avi`` in ``folder`` (what OpenFace is run on).
+
+    OpenCV's writer rounds odd frame sizes down to even ones, so clips of an odd size go through the
+    ``ffmpeg`` command instead (raw BGR frames in, FFV1 out: the same pixels)."""
     frames, fps = clip_frames(name, media)
     path = Path(folder) / f"{name}.avi"
     h, w = frames[0].shape[:2]
+    if h % 2 or w % 2:
+        if shutil.which("ffmpeg") is None:
+            raise RuntimeError(f"{path}: a {w}x{h} clip needs the ffmpeg command (OpenCV's writer evens the size)")
+        cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "bgr24",
+               "-s", f"{w}x{h}", "-r", str(fps), "-i", "-", "-c:v", "ffv1", str(path)]
+        subprocess.run(cmd, input=b"".join(f.tobytes() for f in frames), check=True)
+        return path
     out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), fps, (w, h))
     if not out.isOpened():
         raise RuntimeError(f"{path}: OpenCV cannot write FFV1 video here")
