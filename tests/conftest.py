@@ -34,3 +34,11 @@ def media_dir(shared):
 @pytest.fixture(scope="session")
 def reference_dir(shared):
     return REFERENCE
+
+
+@pytest.fixture(scope="session")
+def validator(models_dir):
+    """OpenFace's detection validator on the CPU (``DetectionValidator.load``), loaded once for the tests."""
+    from gpuau.landmarks.validator import DetectionValidator
+
+    return DetectionValidator.load()

@@ -7,16 +7,11 @@ import pytest
 
 from gpuau.cpu.paw import remap, validator_faces
 from gpuau.landmarks.paw import warp_coefficients, warp_maps
-from gpuau.landmarks.validator import DetectionValidator, _view_arrays, face_rank, validator_roi
+from gpuau.landmarks.validator import _view_arrays, face_rank, validator_roi
 from gpuau.video.source import open_source
 from reference import landmarks_2d, read_reference
 
 FRAMES = (0, 60, 120, 180)
-
-
-@pytest.fixture(scope="module")
-def validator(models_dir):
-    return DetectionValidator.load()
 
 
 @pytest.fixture(scope="module")

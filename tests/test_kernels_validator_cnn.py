@@ -18,11 +18,6 @@ FRAMES = (0, 40, 80, 120)
 
 
 @pytest.fixture(scope="module")
-def validator(models_dir):
-    return DetectionValidator.load()
-
-
-@pytest.fixture(scope="module")
 def faces(reference_dir, media_dir):
     """(grey frames, reference landmarks, orientations) of FRAMES of default.wmv."""
     df = read_reference(reference_dir / "default.csv", nrows=max(FRAMES) + 1)

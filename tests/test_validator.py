@@ -6,7 +6,6 @@ import pytest
 
 from gpuau.landmarks.validator import (
     VALIDATION_BOUNDARY,
-    DetectionValidator,
     certainty_from_scores,
     cnn_forward,
     detection_outcome,
@@ -18,11 +17,6 @@ from gpuau.models.validator_file import CONV, FULLY_CONNECTED, MAX_POOL, RELU, V
 from gpuau.models.store import model_file
 from gpuau.video.source import open_source
 from reference import landmarks_2d, read_reference
-
-
-@pytest.fixture(scope="module")
-def validator(models_dir):
-    return DetectionValidator.load()
 
 
 def _reference_inputs(reference_dir, media_dir, name):

@@ -4,17 +4,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from gpuau.cpu.paw import remap
 from gpuau.landmarks.paw import paw_from_shape, triangle_map, warp, warp_coefficients, warp_maps
-from gpuau.landmarks.validator import DetectionValidator
 from gpuau.models.tris_file import load_tris
-
-
-@pytest.fixture(scope="module")
-def validator(models_dir):
-    return DetectionValidator.load()
 
 
 def _same_side(x0, y0, x1, y1, x2, y2, x3, y3):
