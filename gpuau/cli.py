@@ -21,11 +21,13 @@ import logging
 import os
 import platform
 import shutil
+import signal
 import sys
 from dataclasses import dataclass
 from typing import Callable
 
 from gpuau import __version__
+from gpuau.corpus import Terminated, raise_terminated
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,9 @@ def main(argv: "list[str] | None" = None) -> int:
     except KeyboardInterrupt:
         print("gpuau: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("gpuau: terminated", file=sys.stderr)
+        return 143
     except Exception as e:
         if isinstance(e, _user_errors()):
             print(f"gpuau: error: {e}", file=sys.stderr)
@@ -113,6 +118,7 @@ def console() -> None:
     standard output, standard error and the log handlers are flushed first.  An exception :func:`main`
     does not handle ends the process the usual way.
     """
+    signal.signal(signal.SIGTERM, raise_terminated)
     status = main()
     logging.shutdown()
     sys.stdout.flush()
@@ -317,6 +323,15 @@ def _log_to_stderr() -> None:
     logger.setLevel(logging.INFO)
 
 
+def _worker_count(text: str) -> "int | None":
+    """``--workers``: a positive count, or ``auto`` (None)."""
+    if text == "auto":
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive number of workers or 'auto'")
+    return int(text)
+
+
 def _stream_count(text: str) -> "int | str":
     """``--streams``: a positive count, or ``auto``."""
     if text == "auto":
@@ -338,13 +353,15 @@ def _stream_count(text: str) -> "int | str":
              help="track up to 4 faces per video as OpenFace's FaceLandmarkVidMulti (a row per face and frame, "
                   "face_id = tracking slot, static AU models); single images always get every face"),
          arg("--engine", default="local", choices=("local", "ray"),
-             help="local: this process; ray: workers on a Ray cluster (one per GPU), OUTDIR on shared storage "
+             help="local: this machine (this process, or --workers processes); ray: workers on a Ray cluster (one per GPU), OUTDIR on shared storage "
                   "(pip install gpuau[ray]; see docs/distributed.md)"),
          arg("--address", default=None, metavar="ADDR",
              help="with --engine ray: the cluster (auto, HOST:6379, ray://HOST:10001; default: a Ray on this machine)"),
-         arg("--workers", default=None, type=int, metavar="N",
-             help="with --engine ray: worker processes (default: one per GPU, or one per 4 CPU cores); more workers "
-                  "than GPUs share them, several host processes feeding each GPU (docs/distributed.md)"),
+         arg("--workers", default=None, type=_worker_count, metavar="N",
+             help="worker processes, each analysing one input at a time: N, or auto. Local engine: on this machine "
+                  "(default auto: one per CPU core that the free memory allows, at most one per input, on the CPU; "
+                  "1 on a GPU, where --streams batches); --engine ray: on the cluster (default: one per GPU, or "
+                  "one per 4 CPU cores; more workers than GPUs share them, docs/distributed.md)"),
          arg("--streams", default=None, type=_stream_count, metavar="N",
              help="videos analysed together in lockstep by the batched engine (gpuau.engine): N, or auto (from free "
                   "GPU memory on CUDA, 4 on CPU); default: auto on a GPU, 1 (one input at a time) on the CPU"),
@@ -384,8 +401,9 @@ def analyze(args) -> int:
         print("gpuau: error: --streams and --decode nvdec apply to the local batched engine's one-face analysis (not "
               "with --engine ray or --multi-face)", file=sys.stderr)
         return 1
-    if args.workers is not None and (args.engine != "ray" or args.workers < 1):
-        print("gpuau: error: --workers N needs --engine ray and N >= 1", file=sys.stderr)
+    if args.workers not in (None, 1) and (args.streams not in (None, 1) or args.decode != "opencv"):
+        print("gpuau: error: --workers N (processes, one input each) and --streams N / --decode nvdec (one process "
+              "batching inputs) exclude each other; choose one", file=sys.stderr)
         return 1
     if args.engine == "ray":
         from gpuau.distributed import ClusterError, analyze_corpus
@@ -408,16 +426,17 @@ def analyze(args) -> int:
         analyzer = Analyzer(args.device, models=args.models, multi_face=args.multi_face, timestamps=args.timestamps,
                             quality=args.quality, detect_every=args.detect_every)
         backend = analyzer.backend
-        # batching is what a GPU needs to be busy; on the CPU it gains little (README: --streams)
-        streams = args.streams if args.streams is not None else "auto" if backend.is_gpu else 1
+        # batching is what a GPU needs to be busy; on the CPU, processes side by side (README: Speed)
+        streams = args.streams if args.streams is not None else "auto" if backend.is_gpu and args.workers in (None, 1) else 1
+        workers = 1 if streams != 1 or args.decode != "opencv" else args.workers
         logging.getLogger("gpuau").info(
-            "device %s, models %s, quality %s, detection %s, timestamps %s, %s, streams %s, decode %s",
+            "device %s, models %s, quality %s, detection %s, timestamps %s, %s, streams %s, decode %s, workers %s",
             f"cuda:{backend.device_id}" if backend.is_gpu else backend.name, analyzer.models, analyzer.quality.name,
             f"every {args.detect_every} frames" if args.detect_every else "when tracking fails", args.timestamps,
-            "up to 4 faces" if args.multi_face else "one face", streams, args.decode)
+            "up to 4 faces" if args.multi_face else "one face", streams, args.decode, workers or "auto")
         report = run_corpus(args.inputs, args.output, analyzer=analyzer, fmt=args.format, overwrite=args.overwrite,
-                            progress=not args.quiet, streams=None if streams == "auto" else streams, verbose=args.verbose,
-                            decode=args.decode)
+                            progress=not args.quiet, streams=None if streams == "auto" else streams, workers=workers,
+                            verbose=args.verbose, decode=args.decode)
     if not args.quiet:
         print(report.summary(), file=sys.stderr)
     elif report.failed:

@@ -7,6 +7,7 @@ failed with the reason. Only a full disk stops the run, since every later output
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import sys
 import time
@@ -62,10 +63,10 @@ class CorpusReport:
         return [o for o in self.outcomes if o.status == "failed"]
 
     def summary(self) -> str:
-        """A small table: videos done / skipped / failed (with reasons), frames, faces, elapsed, throughput."""
+        """A small table: videos done / skipped / failed (with reasons), frames, faces, elapsed, throughput (frames
+        over the elapsed time, worker processes or streams side by side included)."""
         frames = sum(o.frames for o in self.outcomes)
         faces = sum(o.faces for o in self.outcomes)
-        busy = sum(o.elapsed for o in self.outcomes if o.status == "done")
         lines = [
             f"{'inputs':<10}{len(self.outcomes):>8}",
             f"{'done':<10}{self.count('done'):>8}",
@@ -74,7 +75,7 @@ class CorpusReport:
             f"{'frames':<10}{frames:>8}",
             f"{'faces':<10}{faces:>8}   (frames with a tracked face)",
             f"{'elapsed':<10}{self.elapsed:>8.1f} s",
-            f"{'speed':<10}{(frames / busy if busy else 0):>8.1f} frames/s",
+            f"{'speed':<10}{(frames / self.elapsed if self.elapsed else 0):>8.1f} frames/s   (all frames over the elapsed time)",
         ]
         for o in self.failed:
             lines.append(f"FAILED {o.input}: {o.reason}")
@@ -264,8 +265,100 @@ def failed_outcome(src, dst, error: Exception) -> Outcome:
     return Outcome(src, dst, "failed", reason=f"{type(error).__name__}: {error}")
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived (a batch scheduler's time limit, ``kill``): raised like Ctrl-C's KeyboardInterrupt, so that
+    the outputs being written are removed and worker processes stopped on the way out."""
+
+
+def raise_terminated(signum, frame) -> None:
+    """The ``gpuau`` command's SIGTERM handler."""
+    raise Terminated()
+
+
+FAULT_ENV = "GPUAU_WORKER_FAULT"
+"""Fault injection for tests: ``FILE`` holding an input's file name. A worker process (Ray's or
+:mod:`gpuau.workers`') analysing that input deletes ``FILE`` after the input's first frame and exits on the
+spot, as a crashed process would (once per FILE)."""
+
+
+def _fault_hook(src: Path):
+    """The :data:`FAULT_ENV` progress callback for ``src``, or None."""
+    marker = os.environ.get(FAULT_ENV)
+    if not marker:
+        return None
+
+    def crash(frames: int) -> None:
+        try:
+            if Path(marker).read_text().strip() != src.name:
+                return
+            os.unlink(marker)
+        except FileNotFoundError:
+            return
+        os._exit(1)
+
+    return crash
+
+
+def limit_threads(threads: int) -> None:
+    """Give this process ``threads`` cores: the CPU kernels' (``NUMBA_NUM_THREADS``, so the landmark fit's helper
+    and onnxruntime's threads), and FFmpeg's (``OMP_NUM_THREADS``, see :func:`gpuau.video.decoder_threads`).
+
+    Call it in a worker process before its first analysis."""
+    os.environ["NUMBA_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = str(max(1, int(threads)))
+    if "numba" in sys.modules:  # imported already: it reads its variables again (no gpuau kernel starts its threads)
+        from numba.core.config import reload_config
+
+        reload_config()
+
+
+class CorpusWorker:
+    """The body of a worker process (a Ray actor, or one of :mod:`gpuau.workers`' processes): one Analyzer,
+    whose models load once, and inputs analysed one at a time.
+
+    Parameters
+    ----------
+    device : str
+    threads : int
+        Cores of this worker on the CPU (:func:`limit_threads`).
+    options : dict
+        The Analyzer's keywords (``models``, resolved where the worker runs, ``multi_face``,
+        ``timestamps``, ``quality``, ``detect_every``; see :class:`gpuau.pipeline.Analyzer`).
+    """
+
+    def __init__(self, device: str, threads: int, options: dict):
+        limit_threads(threads)
+        from gpuau.pipeline import Analyzer
+        from gpuau.video import serial_opencv
+
+        serial_opencv()
+        self.analyzer = Analyzer(device, **options)
+        self.analyzer.loaded_models()
+
+    def analyze(self, src: Path, dst: Path, fmt: str, progress=None, on_open=None) -> Outcome:
+        """:func:`analyze_input` on this worker's Analyzer (``progress``, ``on_open``: as there)."""
+        crash = _fault_hook(src)
+        report = progress
+        if crash:
+            def report(frames: int) -> None:
+                crash(frames)
+                if progress:
+                    progress(frames)
+        return analyze_input(self.analyzer, src, dst, fmt=fmt, progress=report, on_open=on_open)
+
+
+def after_worker_death(src: Path, dst: Path, deaths: int, max_retries: int, completed: bool, cause: str) -> "Outcome | None":
+    """What becomes of the input a worker process was analysing when it died (its ``deaths``-th death on it):
+    done, if its output was completed before; failed, past ``max_retries``; None: analyse it again (the
+    caller warns and requeues it)."""
+    if completed:
+        return Outcome(src, dst, "done", reason="output completed before its worker died")
+    if deaths > max_retries:
+        return Outcome(src, dst, "failed", reason=f"its worker died {deaths} time(s); last: {cause}")
+    return None
+
+
 def run_corpus(inputs: Iterable, outdir: "str | os.PathLike", *, analyzer, fmt: str = "csv", overwrite: bool = False,
-               progress: bool = True, streams: "int | None" = 1, verbose: bool = False,
+               progress: bool = True, streams: "int | None" = 1, workers: "int | None" = 1, verbose: bool = False,
                decode: str = "opencv") -> CorpusReport:
     """Analyse every input into ``outdir`` with ``analyzer`` (a :class:`gpuau.pipeline.Analyzer`).
 
@@ -286,6 +379,10 @@ def run_corpus(inputs: Iterable, outdir: "str | os.PathLike", *, analyzer, fmt: 
         Videos analysed together by :class:`gpuau.engine.Engine` (``None``: its automatic choice),
         with ``analyzer``'s settings and loaded models; 1 analyses one input at a time.  Single
         images, and every input with ``multi_face``, go one at a time.
+    workers : int or None
+        With one stream: worker processes on this machine, each analysing one input at a time with an
+        Analyzer of ``analyzer``'s settings and device (:mod:`gpuau.workers`; ``None``: the choice of
+        :func:`gpuau.workers.plan_local_workers`, one per core on the CPU); 1 analyses in this process.
     verbose : bool
         A line per input on stderr (see :class:`CorpusRun`).
     decode : {"opencv", "nvdec"}
@@ -302,6 +399,23 @@ def run_corpus(inputs: Iterable, outdir: "str | os.PathLike", *, analyzer, fmt: 
         finally:
             report = run.finish()
         return report
+    if workers != 1 and len(run.todo) > 1:
+        from gpuau.workers import plan_local_workers, schedule
+
+        backend = analyzer.backend
+        plan = plan_local_workers(len(run.todo), backend.name, workers)
+        if plan.count > 1:
+            logging.getLogger("gpuau").info("%d worker processes of %d core(s) each", plan.count, plan.threads)
+            try:
+                if backend.name == "cpu":  # compile the kernels once here, not in every worker at once
+                    from gpuau.cpu.warmup import ensure_warm
+
+                    ensure_warm(analyzer.models)
+                device = f"cuda:{backend.device_id}" if backend.is_gpu else backend.name
+                schedule(run, device, plan, fmt=fmt, progress=progress, options=analyzer.settings())
+            finally:
+                report = run.finish()
+            return report
     try:
         for src, dst in run.todo:
             bar = tqdm(desc=src.name[:30], unit="frame", disable=not progress, position=1, leave=False)

@@ -26,18 +26,13 @@ from pathlib import Path
 from typing import Iterable
 
 from gpuau._deps import DependencyError
-from gpuau.corpus import CorpusReport, CorpusRun, Outcome, analyze_input
+from gpuau.corpus import CorpusReport, CorpusRun, CorpusWorker, Outcome, after_worker_death
 
 CPU_CORES_PER_WORKER = 4
 """Cores per worker on CPU nodes when ``workers`` is not given: a node of ``n`` cores runs ``n // 4`` workers."""
 
 START_TIMEOUT_S = 600.0
 """How long the driver waits for a worker to start (scheduling, imports, models) while no worker is running."""
-
-FAULT_ENV = "GPUAU_RAY_FAULT"
-"""Fault injection for tests: ``FILE`` holding an input's file name. A worker analysing that input deletes
-``FILE`` after the input's first frame and exits on the spot, as a crashed process would (once per FILE)."""
-
 
 class ClusterError(RuntimeError):
     """The Ray cluster cannot run the corpus (no worker could start, too few resources for ``workers``)."""
@@ -111,47 +106,8 @@ def plan_workers(nodes: "list[dict]", device: str = "auto", workers: "int | None
     return WorkerPlan(device, workers, num_gpus=0, num_cpus=max(fitting))
 
 
-def _fault_hook(src: Path):
-    """The :data:`FAULT_ENV` progress callback for ``src``, or None."""
-    marker = os.environ.get(FAULT_ENV)
-    if not marker:
-        return None
-
-    def crash(frames: int) -> None:
-        try:
-            if Path(marker).read_text().strip() != src.name:
-                return
-            os.unlink(marker)
-        except FileNotFoundError:
-            return
-        os._exit(1)
-
-    return crash
-
-
-class CorpusWorker:
-    """Body of a Ray actor: one Analyzer, inputs analysed one at a time.
-
-    Parameters
-    ----------
-    device : str
-    threads : int
-        Numba threads on CPU workers (the cores Ray reserved for this worker).
-    options : dict
-        The Analyzer's keywords (``models``, resolved on the worker's node, ``multi_face``,
-        ``timestamps``, ``quality``, ``detect_every``; see :class:`gpuau.pipeline.Analyzer`).
-    """
-
-    def __init__(self, device: str, threads: int, options: dict):
-        from gpuau.pipeline import Analyzer
-        from gpuau.video import serial_opencv
-
-        serial_opencv()
-        self.analyzer = Analyzer(device, **options)
-        if self.analyzer.backend.name != "cuda":
-            import numba
-
-            numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+class RayWorker(CorpusWorker):
+    """A Ray actor's :class:`gpuau.corpus.CorpusWorker`, which first checks that it sees the output folder."""
 
     def ready(self, token: str) -> str:
         """Where this worker runs; fails unless the driver's ``token`` file is visible (shared output folder)."""
@@ -160,10 +116,6 @@ class CorpusWorker:
             raise ClusterError(f"worker on {host} does not see {token}: the output folder must be on storage "
                                f"shared by every node (e.g. NFS mounted at the same path)")
         return f"{host} pid {os.getpid()} device {self.analyzer.backend.name}"
-
-    def analyze(self, src: Path, dst: Path, fmt: str) -> Outcome:
-        """:func:`gpuau.corpus.analyze_input` on this worker's Analyzer."""
-        return analyze_input(self.analyzer, src, dst, fmt=fmt, progress=_fault_hook(src))
 
 
 def _import_ray():
@@ -196,7 +148,7 @@ def _schedule(run: CorpusRun, plan: WorkerPlan, *, fmt: str, max_retries: int, o
     from ray.exceptions import RayError
     from tqdm.auto import tqdm
 
-    Worker = ray.remote(CorpusWorker).options(num_cpus=plan.num_cpus, num_gpus=plan.num_gpus, max_restarts=0,
+    Worker = ray.remote(RayWorker).options(num_cpus=plan.num_cpus, num_gpus=plan.num_gpus, max_restarts=0,
                                               max_task_retries=0)
     token = run.outdir / f".gpuau-ray-{uuid.uuid4().hex}"
     token.touch()
@@ -219,11 +171,10 @@ def _schedule(run: CorpusRun, plan: WorkerPlan, *, fmt: str, max_retries: int, o
         src, dst = item
         attempts[item] += 1
         cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        if _mtime(dst) != before[dst]:
-            run.record(Outcome(src, dst, "done", reason="output completed before its worker died"))
-        elif attempts[item] > max_retries:
-            reason = f"its worker died {attempts[item]} time(s); last: {type(error).__name__}: {cause}"
-            run.record(Outcome(src, dst, "failed", reason=reason))
+        outcome = after_worker_death(src, dst, attempts[item], max_retries, _mtime(dst) != before[dst],
+                                     f"{type(error).__name__}: {cause}")
+        if outcome:
+            run.record(outcome)
         else:
             tqdm.write(f"warning: worker died analysing {src} ({type(error).__name__}); retry {attempts[item]} of "
                        f"{max_retries} on another worker", file=sys.stderr)

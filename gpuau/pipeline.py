@@ -239,6 +239,11 @@ class Analyzer:
         self._validation = None
         self._static = None
 
+    def settings(self) -> dict:
+        """The keywords that build an Analyzer like this one, but the device (e.g. in a worker process)."""
+        return dict(models=self.models, multi_face=self.multi_face, timestamps=self.timestamps, quality=self.quality,
+                    detect_every=self.detect_every)
+
     # Models load once per Analyzer and are shared by every video it analyses.
     def _load(self) -> None:
         from gpuau.detect import MTCNN

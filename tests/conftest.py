@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -42,3 +44,39 @@ def validator(models_dir):
     from gpuau.landmarks.validator import DetectionValidator
 
     return DetectionValidator.load()
+
+
+@pytest.fixture(scope="session")
+def corpus(media_dir, tmp_path_factory):
+    """An image folder, an image, a 30-frame clip of default.wmv and a broken video."""
+    import cv2
+
+    folder = tmp_path_factory.mktemp("corpus")
+    cap = cv2.VideoCapture(str(media_dir / "default.wmv"))
+    clip = folder / "clip30.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), cap.get(cv2.CAP_PROP_FPS), (640, 480))
+    for _ in range(30):
+        ok, frame = cap.read()
+        assert ok
+        writer.write(frame)
+    writer.release()
+    cap.release()
+    broken = folder / "broken.avi"
+    broken.write_bytes(b"RIFF\x00\x00\x00\x00AVI garbage" * 50)
+    return [media_dir / "image_sequence", media_dir / "sample1.jpg", clip, broken]
+
+
+@pytest.fixture(scope="session")
+def corpus_reference(corpus, tmp_path_factory):
+    """The single-process run (``gpuau analyze --workers 1``) of :func:`corpus`, with 8 BLAS / OpenMP / Numba threads: the
+    outputs do not depend on the thread counts (Ray gives a 1-CPU worker ``OMP_NUM_THREADS=1``, and
+    workers run on machines of other core counts; docs/distributed.md, "Bit-identical outputs")."""
+    from gpuau.corpus import FAULT_ENV
+
+    out = tmp_path_factory.mktemp("reference")
+    env = {**os.environ, "OMP_NUM_THREADS": "8", "OPENBLAS_NUM_THREADS": "8", "NUMBA_NUM_THREADS": "8"}
+    env.pop(FAULT_ENV, None)
+    run = subprocess.run([sys.executable, "-m", "gpuau", "analyze", *map(str, corpus), "-o", str(out),
+                          "--device", "cpu", "--workers", "1", "--quiet"], env=env, capture_output=True, text=True)
+    assert run.returncode == 1 and "broken.avi" in run.stderr, run.stderr
+    return out

@@ -19,3 +19,8 @@ def read_frames(path, frames: "int | list[int]") -> "list[np.ndarray]":
     finally:
         cap.release()
     return [found[i] for i in wanted]
+
+
+def files(folder) -> dict:
+    """``{name: bytes}`` of the files in ``folder`` (hidden ones, such as temporary outputs, left out)."""
+    return {p.name: p.read_bytes() for p in folder.iterdir() if not p.name.startswith(".")}

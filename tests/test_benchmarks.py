@@ -117,3 +117,17 @@ out.mkdir(parents=True, exist_ok=True)
     assert video["frames"] == 88 and video["compare"]["success_agreement"] == 1.0
     assert video["compare"]["landmark_mean_px"] < 0.05
     assert len(video["openface"]["wall_s"]) == len(video["gpuau"]["wall_s"]) == 1
+
+
+def test_corpus_benchmark(corpus, tmp_path):
+    """``benchmarks.corpus`` runs one process and worker processes on copies of a clip and finds the same bytes.
+    No timing is asserted."""
+    out = tmp_path / "corpus.json"
+    cmd = [sys.executable, "-m", "benchmarks.corpus", str(corpus[2]), "--copies", "2", "--workers", "2", "--json",
+           str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "throughput ratio" in proc.stdout
+    report = json.loads(out.read_text())
+    assert (report["frames"], report["videos"], report["identical"]) == (60, 2, True)
+    assert [len(r) for r in report["runs"].values()] == [1, 1]

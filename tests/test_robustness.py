@@ -72,7 +72,7 @@ def test_disk_full_stops_the_corpus_and_keeps_finished_outputs(media_dir, tmp_pa
 
     monkeypatch.setattr(pipeline.Analyzer, "write_video", write_video)
     inputs = [str(media_dir / f"sample{i}.jpg") for i in (1, 3, 4)]
-    assert main(["analyze", *inputs, "-o", str(out)]) == 1
+    assert main(["analyze", *inputs, "-o", str(out), "--workers", "1"]) == 1  # in this process (the patch)
     err = capsys.readouterr().err
     assert "space" in err.lower()
     assert [p.name for p in out.iterdir() if not p.name.startswith(".")] == ["sample1.csv"]

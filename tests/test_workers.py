@@ -1,0 +1,141 @@
+"""Corpus runs over local worker processes (``gpuau analyze --workers N``): the same bytes as one process, a bad
+input reported once, a crashed worker's input analysed again by a new worker, retries bounded, the plan."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from gpuau.corpus import FAULT_ENV, run_corpus
+from gpuau.pipeline import Analyzer
+from gpuau.workers import WORKER_MEMORY, LocalPlan, plan_local_workers
+from media import files
+
+
+def test_plan_local_workers():
+    gb = 2**30
+    # On the CPU one per core, at most one per input and as many as the free memory holds.
+    assert plan_local_workers(10, "cpu", cores=2, memory=8 * gb) == LocalPlan(2, 1)
+    assert plan_local_workers(3, "cpu", cores=16, memory=64 * gb) == LocalPlan(3, 5)
+    assert plan_local_workers(100, "cpu", cores=16, memory=3 * WORKER_MEMORY) == LocalPlan(3, 5)
+    assert plan_local_workers(100, "cpu", cores=16, memory=0) == LocalPlan(1, 16)
+    assert plan_local_workers(100, "cpu", cores=16, memory=None) == LocalPlan(16, 1)  # no /proc/meminfo
+    # A GPU keeps one process (its streams batch the inputs) unless told otherwise.
+    assert plan_local_workers(10, "cuda", cores=16, memory=64 * gb) == LocalPlan(1, 16)
+    assert plan_local_workers(10, "cuda", workers=4, cores=16) == LocalPlan(4, 4)
+    assert plan_local_workers(2, "cpu", workers=4, cores=16) == LocalPlan(2, 8)
+    with pytest.raises(ValueError, match="workers=0"):
+        plan_local_workers(2, "cpu", workers=0)
+
+
+@pytest.fixture
+def fault(tmp_path, monkeypatch):
+    """A marker file named by FAULT_ENV, which spawned workers inherit: the worker analysing the input it names
+    exits after that input's first frame."""
+    marker = tmp_path / "crash"
+    monkeypatch.setenv(FAULT_ENV, str(marker))
+    return marker
+
+
+def test_same_bytes_as_one_process_and_resume(corpus, corpus_reference, tmp_path):
+    out = tmp_path / "out"
+    report = run_corpus(corpus, out, analyzer=Analyzer("cpu"), workers=2, progress=False)
+    assert [o.status for o in report.outcomes] == ["done", "done", "done", "failed"]
+    assert report.outcomes[3].reason == "not a readable video"  # reported once, as the worker found it
+    assert [o.frames for o in report.outcomes[:3]] == [30, 1, 30]
+    assert files(out) == files(corpus_reference)
+    assert not list(out.glob(".*"))  # no temporary files left
+
+    mtimes = {p: p.stat().st_mtime_ns for p in out.iterdir()}
+    again = run_corpus(corpus, out, analyzer=Analyzer("cpu"), workers=2, progress=False)
+    assert [o.status for o in again.outcomes] == ["skipped", "skipped", "skipped", "failed"]
+    assert {p: p.stat().st_mtime_ns for p in out.iterdir()} == mtimes
+
+
+def test_worker_dying_mid_video_is_retried_in_a_new_worker(corpus, corpus_reference, fault, tmp_path, capsys):
+    fault.write_text("clip30.avi")
+    out = tmp_path / "out"
+    report = run_corpus(corpus[1:3], out, analyzer=Analyzer("cpu"), workers=2, progress=False)
+    assert not fault.exists()
+    assert "worker died analysing" in capsys.readouterr().err
+    assert [(o.input.name, o.status, o.frames) for o in report.outcomes] == [("sample1.jpg", "done", 1),
+                                                                            ("clip30.avi", "done", 30)]
+    assert files(out) == {k: v for k, v in files(corpus_reference).items() if k in ("sample1.csv", "clip30.csv")}
+
+
+def test_retries_are_bounded(corpus, fault, tmp_path):
+    from gpuau.corpus import CorpusRun
+    from gpuau.workers import schedule
+
+    fault.write_text("clip30.avi")
+    out = tmp_path / "out"
+    run = CorpusRun(corpus[1:3], out, progress=False)
+    schedule(run, "cpu", LocalPlan(2, 1), fmt="csv", progress=False, options=Analyzer("cpu").settings(),
+             max_retries=0)
+    sample, clip = run.finish().outcomes
+    assert sample.status == "done"
+    assert clip.status == "failed" and clip.reason == "its worker died 1 time(s); last: the process ended (exit status 1)"
+    assert sorted(files(out)) == ["sample1.csv"]  # the partial clip30 output never appears under its name
+
+
+def test_cli_workers(corpus, corpus_reference, tmp_path):
+    """``gpuau analyze`` picks its workers by itself (2 on this 2-core machine, one per input at most), takes
+    ``--workers N``, and refuses it beside ``--streams``."""
+    env = {k: v for k, v in os.environ.items() if k != FAULT_ENV}
+
+    def gpuau(*args):
+        return subprocess.run([sys.executable, "-m", "gpuau", "analyze", *args], env=env, capture_output=True,
+                              text=True)
+
+    out = tmp_path / "out"
+    run = gpuau(*map(str, corpus[:3]), "-o", str(out), "--device", "cpu", "-v")
+    assert run.returncode == 0, run.stderr
+    assert "workers auto" in run.stderr
+    plan = plan_local_workers(3, "cpu")
+    assert plan.count == 1 or f"{plan.count} worker processes of {plan.threads} core(s) each" in run.stderr
+    assert files(out) == {k: v for k, v in files(corpus_reference).items() if k != "broken.csv"}
+    run = gpuau(str(corpus[1]), "-o", str(tmp_path / "one"), "--workers", "3", "--quiet")
+    assert run.returncode == 0 and files(tmp_path / "one") == {"sample1.csv": (corpus_reference / "sample1.csv").read_bytes()}
+    run = gpuau(str(corpus[1]), "-o", str(out), "--workers", "2", "--streams", "2")
+    assert run.returncode == 1 and "exclude each other" in run.stderr
+    run = gpuau(str(corpus[1]), "-o", str(out), "--workers", "0")
+    assert run.returncode == 2 and "positive number of workers" in run.stderr
+
+
+@pytest.mark.parametrize("how", ["SIGTERM to the command", "Ctrl-C (SIGINT to the process group)"])
+def test_stopping_a_run_leaves_no_partial_output_and_no_process(media_dir, tmp_path, how):
+    """A batch scheduler's SIGTERM, or Ctrl-C, while two workers write their outputs: the command ends (143, 130),
+    the workers with it, and no partial output is left (the finished ones would stay)."""
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k != FAULT_ENV}
+    videos = [media_dir / "2015-10-15-15-14.avi", media_dir / "default.wmv"]
+    proc = subprocess.Popen([sys.executable, "-m", "gpuau", "analyze", *map(str, videos), "-o", str(out),
+                             "--device", "cpu", "--workers", "2", "--quiet"], env=env, start_new_session=True,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while len(list(out.glob(".*.tmp"))) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # until both workers write
+    assert proc.poll() is None and len(list(out.glob(".*.tmp"))) == 2
+    if how.startswith("SIGTERM"):
+        proc.send_signal(signal.SIGTERM)
+    else:
+        os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == (143 if how.startswith("SIGTERM") else 130), err
+    assert ("terminated" if how.startswith("SIGTERM") else "interrupted") in err
+    assert list(out.iterdir()) == []
+    deadline = time.monotonic() + 30  # multiprocessing's resource tracker leaves once it sees the command gone
+    while _group_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _group_alive(proc.pid)  # no process of the run is left
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
