@@ -323,22 +323,17 @@ def _log_to_stderr() -> None:
     logger.setLevel(logging.INFO)
 
 
-def _worker_count(text: str) -> "int | None":
-    """``--workers``: a positive count, or ``auto`` (None)."""
-    if text == "auto":
-        return None
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive number of workers or 'auto'")
-    return int(text)
+def _count_or_auto(what: str, auto):
+    """An argparse type: a positive number of ``what``, or ``auto`` (read as ``auto``)."""
 
+    def parse(text: str):
+        if text == "auto":
+            return auto
+        if not text.isdigit() or int(text) < 1:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected a positive number of {what} or 'auto'")
+        return int(text)
 
-def _stream_count(text: str) -> "int | str":
-    """``--streams``: a positive count, or ``auto``."""
-    if text == "auto":
-        return text
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive number of streams or 'auto'")
-    return int(text)
+    return parse
 
 
 @command("analyze", "OpenFace CSV (landmarks, head pose, Action Units) for each video, image or image folder",
@@ -357,12 +352,12 @@ def _stream_count(text: str) -> "int | str":
                   "(pip install gpuau[ray]; see docs/distributed.md)"),
          arg("--address", default=None, metavar="ADDR",
              help="with --engine ray: the cluster (auto, HOST:6379, ray://HOST:10001; default: a Ray on this machine)"),
-         arg("--workers", default=None, type=_worker_count, metavar="N",
+         arg("--workers", default=None, type=_count_or_auto("workers", None), metavar="N",
              help="worker processes, each analysing one input at a time: N, or auto. Local engine: on this machine "
                   "(default auto: one per CPU core that the free memory allows, at most one per input, on the CPU; "
                   "1 on a GPU, where --streams batches); --engine ray: on the cluster (default: one per GPU, or "
                   "one per 4 CPU cores; more workers than GPUs share them, docs/distributed.md)"),
-         arg("--streams", default=None, type=_stream_count, metavar="N",
+         arg("--streams", default=None, type=_count_or_auto("streams", "auto"), metavar="N",
              help="videos analysed together in lockstep by the batched engine (gpuau.engine): N, or auto (from free "
                   "GPU memory on CUDA, 4 on CPU); default: auto on a GPU, 1 (one input at a time) on the CPU"),
          arg("--decode", default="opencv", choices=("opencv", "nvdec"),

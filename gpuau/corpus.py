@@ -346,15 +346,46 @@ class CorpusWorker:
         return analyze_input(self.analyzer, src, dst, fmt=fmt, progress=report, on_open=on_open)
 
 
-def after_worker_death(src: Path, dst: Path, deaths: int, max_retries: int, completed: bool, cause: str) -> "Outcome | None":
-    """What becomes of the input a worker process was analysing when it died (its ``deaths``-th death on it):
-    done, if its output was completed before; failed, past ``max_retries``; None: analyse it again (the
-    caller warns and requeues it)."""
-    if completed:
-        return Outcome(src, dst, "done", reason="output completed before its worker died")
-    if deaths > max_retries:
-        return Outcome(src, dst, "failed", reason=f"its worker died {deaths} time(s); last: {cause}")
-    return None
+def _mtime(path: Path) -> "int | None":
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return None
+
+
+class WorkerDeaths:
+    """What becomes of the input a worker process was analysing when it died, for :mod:`gpuau.workers` and the
+    Ray scheduler alike: done, if its output was completed before (its file changed since the run began);
+    failed, after ``max_retries`` + 1 deaths on it; otherwise back to the front of ``queue``, with a warning.
+
+    Parameters
+    ----------
+    run : CorpusRun
+        Takes the outcomes; its ``todo`` is the inputs the workers will analyse.
+    queue : collections.deque
+        The ``(src, dst)`` items still to hand out.
+    max_retries : int
+    """
+
+    def __init__(self, run: CorpusRun, queue, max_retries: int):
+        self.run, self.queue, self.max_retries = run, queue, max_retries
+        self._before = {dst: _mtime(dst) for _, dst in run.todo}
+        self._deaths: dict = {}
+
+    def __call__(self, item: tuple, cause: str, retry_where: str) -> None:
+        """The worker analysing ``item`` (``(src, dst)``) died of ``cause``; ``retry_where`` says where a retry runs."""
+        from tqdm.auto import tqdm
+
+        src, dst = item
+        deaths = self._deaths[item] = self._deaths.get(item, 0) + 1
+        if _mtime(dst) != self._before[dst]:
+            self.run.record(Outcome(src, dst, "done", reason="output completed before its worker died"))
+        elif deaths > self.max_retries:
+            self.run.record(Outcome(src, dst, "failed", reason=f"its worker died {deaths} time(s); last: {cause}"))
+        else:
+            tqdm.write(f"warning: worker died analysing {src} ({cause}); retry {deaths} of {self.max_retries} "
+                       f"{retry_where}", file=sys.stderr)
+            self.queue.appendleft(item)
 
 
 def run_corpus(inputs: Iterable, outdir: "str | os.PathLike", *, analyzer, fmt: str = "csv", overwrite: bool = False,

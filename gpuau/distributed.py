@@ -20,13 +20,13 @@ import socket
 import sys
 import time
 import uuid
-from collections import Counter, deque
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
 from gpuau._deps import DependencyError
-from gpuau.corpus import CorpusReport, CorpusRun, CorpusWorker, Outcome, after_worker_death
+from gpuau.corpus import CorpusReport, CorpusRun, CorpusWorker, Outcome, WorkerDeaths
 
 CPU_CORES_PER_WORKER = 4
 """Cores per worker on CPU nodes when ``workers`` is not given: a node of ``n`` cores runs ``n // 4`` workers."""
@@ -135,13 +135,6 @@ def _connect(address: "str | None") -> bool:
     return True
 
 
-def _mtime(path: Path) -> "int | None":
-    try:
-        return path.stat().st_mtime_ns
-    except FileNotFoundError:
-        return None
-
-
 def _schedule(run: CorpusRun, plan: WorkerPlan, *, fmt: str, max_retries: int, options: dict) -> None:
     """Analyse ``run.todo`` on ``plan.count`` actors with a pull queue, replacing actors that die."""
     import ray
@@ -152,9 +145,8 @@ def _schedule(run: CorpusRun, plan: WorkerPlan, *, fmt: str, max_retries: int, o
                                               max_task_retries=0)
     token = run.outdir / f".gpuau-ray-{uuid.uuid4().hex}"
     token.touch()
-    before = {dst: _mtime(dst) for _, dst in run.todo}  # an output that changes was finished by this run
     queue = deque(run.todo)
-    attempts: Counter = Counter()
+    died = WorkerDeaths(run, queue, max_retries)
     starting: dict = {}  # ready() ref -> (actor, start time)
     busy: dict = {}  # analyze() ref -> (actor, (src, dst))
     idle: list = []
@@ -168,17 +160,8 @@ def _schedule(run: CorpusRun, plan: WorkerPlan, *, fmt: str, max_retries: int, o
 
     def worker_died(actor, item, error):
         ray.kill(actor)
-        src, dst = item
-        attempts[item] += 1
-        cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        outcome = after_worker_death(src, dst, attempts[item], max_retries, _mtime(dst) != before[dst],
-                                     f"{type(error).__name__}: {cause}")
-        if outcome:
-            run.record(outcome)
-        else:
-            tqdm.write(f"warning: worker died analysing {src} ({type(error).__name__}); retry {attempts[item]} of "
-                       f"{max_retries} on another worker", file=sys.stderr)
-            queue.appendleft(item)
+        cause = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        died(item, f"{type(error).__name__}: {cause}" if cause else type(error).__name__, "on another worker")
         if queue:
             start_worker()
 

@@ -23,10 +23,10 @@ import signal
 import sys
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
 from dataclasses import dataclass
 
-from gpuau.corpus import VIDEO_BARS, CorpusRun, CorpusWorker, Outcome, after_worker_death
+from gpuau.corpus import VIDEO_BARS, CorpusRun, CorpusWorker, Outcome, WorkerDeaths
 
 WORKER_MEMORY = 600 * 2**20
 """Memory to keep free per worker: one process peaks at ~380 MB on 640x480 video and ~430 MB at 1280x720
@@ -187,13 +187,6 @@ def _size(path) -> int:
         return 0
 
 
-def _mtime(path) -> "int | None":
-    try:
-        return path.stat().st_mtime_ns
-    except FileNotFoundError:
-        return None
-
-
 def schedule(run: CorpusRun, device: str, plan: LocalPlan, *, fmt: str, progress: bool, options: dict,
              max_retries: int = 1) -> None:
     """Analyse ``run.todo`` on ``plan.count`` worker processes with a pull queue, replacing those that die.
@@ -213,9 +206,8 @@ def schedule(run: CorpusRun, device: str, plan: LocalPlan, *, fmt: str, progress
     from tqdm.auto import tqdm
 
     ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited threads, locks or GPU context
-    before = {dst: _mtime(dst) for _, dst in run.todo}  # an output that changes was finished by this run
     queue = deque(sorted(run.todo, key=lambda item: -_size(item[0])))  # largest first: no long video left for last
-    deaths: Counter = Counter()
+    deaths = WorkerDeaths(run, queue, max_retries)
     positions = list(range(1, 1 + VIDEO_BARS))  # bar positions below the corpus bar
     procs: list = []
     ever_ready, start_error = False, ""
@@ -246,17 +238,9 @@ def schedule(run: CorpusRun, device: str, plan: LocalPlan, *, fmt: str, progress
             start_error = start_error or f"the process ended ({p.cause}) while starting"
             return
         if p.item is not None:
-            src, dst = item = p.item
+            item = p.item
             release(p)
-            deaths[item] += 1
-            outcome = after_worker_death(src, dst, deaths[item], max_retries, _mtime(dst) != before[dst],
-                                         f"the process ended ({p.cause})")
-            if outcome:
-                run.record(outcome)
-            else:
-                tqdm.write(f"warning: worker died analysing {src} ({p.cause}); retry {deaths[item]} of "
-                           f"{max_retries} in a new worker", file=sys.stderr)
-                queue.appendleft(item)
+            deaths(item, f"the process ended ({p.cause})", "in a new worker")
         if queue and not run.report.stopped:
             start()
 
