@@ -416,6 +416,7 @@ def analyze(args) -> int:
         from gpuau.corpus import run_corpus
         from gpuau.pipeline import Analyzer
         from gpuau.video import serial_opencv
+        from gpuau.workers import WorkerError
 
         serial_opencv()
         analyzer = Analyzer(args.device, models=args.models, multi_face=args.multi_face, timestamps=args.timestamps,
@@ -429,9 +430,14 @@ def analyze(args) -> int:
             f"cuda:{backend.device_id}" if backend.is_gpu else backend.name, analyzer.models, analyzer.quality.name,
             f"every {args.detect_every} frames" if args.detect_every else "when tracking fails", args.timestamps,
             "up to 4 faces" if args.multi_face else "one face", streams, args.decode, workers or "auto")
-        report = run_corpus(args.inputs, args.output, analyzer=analyzer, fmt=args.format, overwrite=args.overwrite,
-                            progress=not args.quiet, streams=None if streams == "auto" else streams, workers=workers,
-                            verbose=args.verbose, decode=args.decode)
+        try:
+            report = run_corpus(args.inputs, args.output, analyzer=analyzer, fmt=args.format,
+                                overwrite=args.overwrite, progress=not args.quiet,
+                                streams=None if streams == "auto" else streams, workers=workers, verbose=args.verbose,
+                                decode=args.decode)
+        except WorkerError as e:
+            print(f"gpuau: error: {e} (--workers 1 analyses in this process)", file=sys.stderr)
+            return 1
     if not args.quiet:
         print(report.summary(), file=sys.stderr)
     elif report.failed:

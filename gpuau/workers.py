@@ -28,6 +28,10 @@ from dataclasses import dataclass
 
 from gpuau.corpus import VIDEO_BARS, CorpusRun, CorpusWorker, Outcome, WorkerDeaths
 
+class WorkerError(RuntimeError):
+    """No worker process could start (the message gives the first one's error)."""
+
+
 WORKER_MEMORY = 600 * 2**20
 """Memory to keep free per worker: one process peaks at ~380 MB on 640x480 video and ~430 MB at 1280x720
 (README: Speed), with room for larger frames."""
@@ -197,7 +201,7 @@ def schedule(run: CorpusRun, device: str, plan: LocalPlan, *, fmt: str, progress
 
     Raises
     ------
-    RuntimeError
+    WorkerError
         No worker process could start (the error is named).
     """
     import multiprocessing
@@ -253,7 +257,7 @@ def schedule(run: CorpusRun, device: str, plan: LocalPlan, *, fmt: str, progress
                     for src, dst in queue:
                         run.record(Outcome(src, dst, "failed", reason=f"not analysed: no worker left ({start_error})"))
                     return
-                raise RuntimeError(f"no gpuau worker process could start: {start_error}")
+                raise WorkerError(f"no worker process could start: {start_error}")
             for p in procs:
                 if p.ready and p.item is None and queue and not run.report.stopped:
                     assign(p)

@@ -139,3 +139,13 @@ def _group_alive(pgid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_workers_that_cannot_start_stop_the_run_with_their_error(corpus, tmp_path):
+    from gpuau.corpus import CorpusRun
+    from gpuau.workers import WorkerError, schedule
+
+    run = CorpusRun(corpus[1:3], tmp_path / "out", progress=False)
+    with pytest.raises(WorkerError, match="no worker process could start: ValueError: quality='best'"):
+        schedule(run, "cpu", LocalPlan(2, 1), fmt="csv", progress=False, options={"quality": "best"})
+    assert run.finish().outcomes == []
