@@ -69,3 +69,27 @@ def test_stamp_follows_the_kernel_sources_only(tmp_path, monkeypatch):
     assert warmup._stamp() == stamp
     (tmp_path / "kernels.py").write_text("@nb.njit(cache=True)\ndef f(x):\n    return x + 1\n")
     assert warmup._stamp() != stamp
+
+
+def test_numba_cache_folder_follows_every_kernel_source(tmp_path):
+    """Numba checks a cached function against its own file only, so gpuau keeps the cache of the kernels in a
+    folder per version of all kernel sources: editing a helper in one module changes the folder of all."""
+    from gpuau.cpu import CACHE_PREFIX, kernels_digest
+
+    (tmp_path / "helper.py").write_text("@nb.njit(cache=True)\ndef h(x):\n    return x\n")
+    (tmp_path / "kernel.py").write_text("@nb.njit(cache=True)\ndef f(x):\n    return h(x)\n")
+    (tmp_path / "glue.py").write_text("def g():\n    return 1\n")
+    digest = kernels_digest(tmp_path)
+    (tmp_path / "glue.py").write_text("def g():\n    return 2\n")
+    assert kernels_digest(tmp_path) == digest
+    (tmp_path / "helper.py").write_text("@nb.njit(cache=True)\ndef h(x):\n    return 0 * x\n")
+    assert kernels_digest(tmp_path) != digest
+
+    # in a fresh process: under the folder given, once (a child process keeps its parent's choice)
+    probe = "import os, gpuau.cpu; print(os.environ['NUMBA_CACHE_DIR'])"
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba"))
+    first = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True).stdout.strip()
+    assert first == str(tmp_path / "numba" / f"{CACHE_PREFIX}{kernels_digest()}")
+    again = subprocess.run([sys.executable, "-c", probe], env=dict(env, NUMBA_CACHE_DIR=first), capture_output=True,
+                           text=True).stdout.strip()
+    assert again == first

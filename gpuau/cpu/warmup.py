@@ -146,8 +146,12 @@ def _stamp() -> Path:
 
 def _kernel_sources() -> list:
     """The gpuau sources whose change invalidates Numba's cache of the kernels (those defining
-    ``cache=True`` functions) and this module (its stages set the signatures compiled)."""
-    return sorted(p for p in PACKAGE.rglob("*.py") if p == Path(__file__).resolve() or "cache=True" in p.read_text())
+    ``cache=True`` functions, :func:`gpuau.cpu.kernel_sources`) and this module (its stages set the
+    signatures compiled)."""
+    from gpuau.cpu import kernel_sources
+
+    me = Path(__file__).resolve()
+    return sorted(set(kernel_sources(PACKAGE)) | ({me} if me.is_relative_to(PACKAGE) else set()))
 
 
 def is_warm() -> bool:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+import gpuau.cpu  # noqa: F401  (before the kernels below: the folder of Numba's cache)
+
 GEOMETRY_SIZE = 238
 """204 shape offsets (68 x, 68 y, 68 z) + 34 local parameters."""
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numba as nb
 import numpy as np
 
+import gpuau.cpu  # noqa: F401  (before the kernels below: the folder of Numba's cache)
 from gpuau.models.cache import load_cached
 from gpuau.models.ccnf_file import parse_ccnf
 
