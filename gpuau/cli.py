@@ -348,8 +348,8 @@ def _count_or_auto(what: str, auto):
              help="track up to 4 faces per video as OpenFace's FaceLandmarkVidMulti (a row per face and frame, "
                   "face_id = tracking slot, static AU models); single images always get every face"),
          arg("--engine", default="local", choices=("local", "ray"),
-             help="local: this machine (this process, or --workers processes); ray: workers on a Ray cluster (one per GPU), OUTDIR on shared storage "
-                  "(pip install gpuau[ray]; see docs/distributed.md)"),
+             help="local: this machine (this process, or --workers processes); ray: workers on a Ray cluster (one "
+                  "per GPU), OUTDIR on shared storage (pip install gpuau[ray]; see docs/distributed.md)"),
          arg("--address", default=None, metavar="ADDR",
              help="with --engine ray: the cluster (auto, HOST:6379, ray://HOST:10001; default: a Ray on this machine)"),
          arg("--workers", default=None, type=_count_or_auto("workers", None), metavar="N",
@@ -423,7 +423,10 @@ def analyze(args) -> int:
                             quality=args.quality, detect_every=args.detect_every)
         backend = analyzer.backend
         # batching is what a GPU needs to be busy; on the CPU, processes side by side (README: Speed)
-        streams = args.streams if args.streams is not None else "auto" if backend.is_gpu and args.workers in (None, 1) else 1
+        if args.streams is not None:
+            streams = args.streams
+        else:  # a GPU batches streams in one process unless worker processes were asked for
+            streams = "auto" if backend.is_gpu and args.workers in (None, 1) else 1
         workers = 1 if streams != 1 or args.decode != "opencv" else args.workers
         logging.getLogger("gpuau").info(
             "device %s, models %s, quality %s, detection %s, timestamps %s, %s, streams %s, decode %s, workers %s",

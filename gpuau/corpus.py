@@ -75,7 +75,8 @@ class CorpusReport:
             f"{'frames':<10}{frames:>8}",
             f"{'faces':<10}{faces:>8}   (frames with a tracked face)",
             f"{'elapsed':<10}{self.elapsed:>8.1f} s",
-            f"{'speed':<10}{(frames / self.elapsed if self.elapsed else 0):>8.1f} frames/s   (all frames over the elapsed time)",
+            f"{'speed':<10}{(frames / self.elapsed if self.elapsed else 0):>8.1f} frames/s   "
+            f"(all frames over the elapsed time)",
         ]
         for o in self.failed:
             lines.append(f"FAILED {o.input}: {o.reason}")

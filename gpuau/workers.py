@@ -1,20 +1,18 @@
 """Corpus runs over this machine's cores: worker processes, each analysing one input at a time.
 
-One process analysing one video keeps about 1.5 cores busy on the CPU (its threads take turns on the GIL
-between kernels; README: Speed), so a corpus runs fastest as several processes side by side. Each worker
-is a spawned process holding one :class:`gpuau.corpus.CorpusWorker` (an Analyzer whose models load once)
-with its share of the cores; the parent hands the next input (the largest first) to whichever worker is idle,
-over a pipe, so long and short videos balance by themselves. Workers write their outputs as one process does (atomically,
-under the names :func:`gpuau.corpus.output_paths` gives), and the parent keeps the bookkeeping
-(:class:`gpuau.corpus.CorpusRun`: resume, progress, summary); :func:`gpuau.corpus.run_corpus` with
-``workers`` runs it. A worker process that dies (a crash in a
-decoder, the out-of-memory killer) costs only the input it was analysing: that input is analysed again by a
-fresh worker, at most ``max_retries`` times, then reported failed; an input that fails by itself is an
-ordinary outcome, reported once.
+One process analysing one video keeps about 1.5 cores busy on the CPU (its threads take turns on the GIL between
+kernels; README: Speed), so a corpus runs fastest as several processes side by side. Each worker is a spawned
+process holding one :class:`gpuau.corpus.CorpusWorker` (an Analyzer whose models load once) with its share of
+the cores; the parent hands the next input (the largest first) to whichever worker is idle, over a pipe, so long
+and short videos balance by themselves. Workers write their outputs as one process does (atomically, under the
+names :func:`gpuau.corpus.output_paths` gives), and the parent keeps the bookkeeping
+(:class:`gpuau.corpus.CorpusRun`: resume, progress, summary); :func:`gpuau.corpus.run_corpus` with ``workers``
+runs it. A worker process that dies (a crash in a decoder, the out-of-memory killer) costs only the input it was
+analysing: that input is analysed again by a fresh worker, at most ``max_retries`` times, then reported failed;
+an input that fails by itself is an ordinary outcome, reported once.
 
-:func:`plan_local_workers` chooses the number of workers from the cores, the free memory and the inputs.
-The outputs are the same bytes as one process writes (the CPU kernels give the same bits on any number of
-cores).
+:func:`plan_local_workers` chooses the number of workers from the cores, the free memory and the inputs. The
+outputs are the same bytes as one process writes (the CPU kernels give the same bits on any number of cores).
 """
 from __future__ import annotations
 
