@@ -94,6 +94,7 @@ def main(argv: "list[str] | None" = None) -> int:
     ap.add_argument("video", type=Path)
     ap.add_argument("--frames", type=int, default=0, metavar="N", help="only the first N frames (lossless copy)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--quality", default="exact", help="landmark quality preset, exact or fast (default: exact)")
     ap.add_argument("--top", type=int, default=30, metavar="K", help="rows of each table (default: 30)")
     ap.add_argument("--out", type=Path, metavar="FILE", help="also save the cProfile stats (for snakeviz, pstats)")
     ap.add_argument("--startup", action="store_true", help="profile imports, model loading, JIT and the first frame")
@@ -113,12 +114,12 @@ def main(argv: "list[str] | None" = None) -> int:
             with profiling_all_threads() as profiles:
                 from gpuau.pipeline import Analyzer
 
-                Analyzer(args.device).analyze_frames([image])
+                Analyzer(args.device, quality=args.quality).analyze_frames([image])
             what = "start-up and first frame"
         else:
             from gpuau.pipeline import Analyzer
 
-            analyzer = Analyzer(args.device)
+            analyzer = Analyzer(args.device, quality=args.quality)
             analyzer.analyze_frames([image])  # models loaded, JIT done
             if args.line:
                 lp = line_profiler_for([t for _, targets in STAGES for t in targets] + args.line_fn)

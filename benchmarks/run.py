@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m benchmarks.run [VIDEOS...] [--frames N] [--json OUT.json] [--device cpu] [--no-cold]
+    python -m benchmarks.run [VIDEOS...] [--frames N] [--json OUT.json] [--device cpu] [--quality exact|fast] [--no-cold]
 
 For each video (default: ``../shared/media/default.wmv`` and ``2015-10-15-15-14.avi``):
 
@@ -195,7 +195,7 @@ def decode_times(video: Path, n: int) -> dict:
     return _per_frame(time.perf_counter() - t0, time.process_time() - c0, frames, max(frames, 1))
 
 
-def stage_times(video: Path, device: str, workdir: Path) -> dict:
+def stage_times(video: Path, device: str, quality: str, workdir: Path) -> dict:
     """Per-stage exclusive time of one warm, in-process ``Analyzer.write_video`` run over ``video``."""
     from gpuau.pipeline import Analyzer
     from gpuau.video import open_source, serial_opencv
@@ -203,7 +203,7 @@ def stage_times(video: Path, device: str, workdir: Path) -> dict:
     serial_opencv()  # as the gpuau command runs
     timer = StageTimer()
     with timer.installed():  # before the models load: some are bound once, at load
-        analyzer = Analyzer(device)
+        analyzer = Analyzer(device, quality=quality)
         first = next(iter(open_source(video))).image
         analyzer.analyze_frames([first])  # loads the models and compiles everything a frame needs
         timer.reset()
@@ -261,7 +261,7 @@ def run_child(cmd: list, env: dict, workdir: Path) -> dict:
     return r
 
 
-def startup(video: Path, device: str, cache: "Path | None", workdir: Path, **env: str) -> dict:
+def startup(video: Path, device: str, quality: str, cache: "Path | None", workdir: Path, **env: str) -> dict:
     """Start-up of a fresh process with the Numba / parsed-model caches in ``cache`` (see the module docstring).
 
     Peak memory: ``peak_rss_mb`` the process's own, ``children_peak_rss_mb`` the largest of the child
@@ -269,12 +269,13 @@ def startup(video: Path, device: str, cache: "Path | None", workdir: Path, **env
     environment variables.
     """
     cmd = [sys.executable, "-m", "benchmarks.run", "--startup-child", str(video), "--device", device,
+           "--quality", quality,
            "--spawned-at", repr(time.time())]
     r = run_child(cmd, _child_env(cache, **env), workdir)
     return json.loads(r["stdout"].strip().splitlines()[-1])
 
 
-def _startup_child(video: Path, device: str, spawned_at: float) -> None:
+def _startup_child(video: Path, device: str, quality: str, spawned_at: float) -> None:
     entered = time.time()
     t0 = time.perf_counter()
     import cv2  # noqa: F401  (decoding is part of every start)
@@ -284,7 +285,7 @@ def _startup_child(video: Path, device: str, spawned_at: float) -> None:
 
     t1 = time.perf_counter()
     image = next(iter(open_source(video))).image
-    analyzer = Analyzer(device)
+    analyzer = Analyzer(device, quality=quality)
     t2 = time.perf_counter()
     analyzer.analyze_frames([image])
     t3 = time.perf_counter()
@@ -300,10 +301,11 @@ def _startup_child(video: Path, device: str, spawned_at: float) -> None:
     print(json.dumps(res))
 
 
-def end_to_end(video: Path, frames: int, device: str, cache: "Path | None", workdir: Path) -> dict:
+def end_to_end(video: Path, frames: int, device: str, quality: str, cache: "Path | None", workdir: Path) -> dict:
     """``gpuau analyze`` on ``video`` in a fresh process: wall time, frames/s and peak memory."""
     out = workdir / "e2e"
-    cmd = [sys.executable, "-m", "gpuau", "analyze", str(video), "-o", str(out), "--device", device, "--overwrite", "-q"]
+    cmd = [sys.executable, "-m", "gpuau", "analyze", str(video), "-o", str(out), "--device", device,
+           "--quality", quality, "--overwrite", "-q"]
     r = run_child(cmd, _child_env(cache), workdir)
     with open(next(out.glob(f"{video.stem}*.csv"))) as f:
         rows = sum(1 for _ in f) - 1
@@ -370,7 +372,8 @@ def print_startup(res: dict) -> None:
 def print_video(v: dict) -> None:
     run, e2e = v["in_process"], v["end_to_end"]
     print(f"\n{Path(v['video']).name}: {v['width']}x{v['height']}, {v['frames']} frames at {v['fps']:g} fps"
-          f"{' (' + v['input'] + ')' if v['input'] != v['video'] else ''}, device {v['device']}; "
+          f"{' (' + v['input'] + ')' if v['input'] != v['video'] else ''}, device {v['device']}, "
+          f"--quality {v['quality']}; "
           f"load average {v['load_average'][0]:.1f} -> {v['load_average'][1]:.1f} on {os.cpu_count()} cores")
     print(f"  {'stage':<14}{'ms/frame':>10}{'cpu ms/fr':>11}{'calls':>7}{'ms/call':>10}{'share':>12}")
     for stage, t in run["stages"].items():
@@ -388,19 +391,21 @@ def print_video(v: dict) -> None:
           f"1280x720 {base['1280x720']['fps_with_startup']}; peak {base['peak_rss_mb'][0]}-{base['peak_rss_mb'][1]} MB")
 
 
-def bench_video(video: Path, frames: int, device: str, cache: "Path | None", warm_startup_s: float, workdir: Path) -> dict:
+def bench_video(video: Path, frames: int, device: str, quality: str, cache: "Path | None", warm_startup_s: float,
+                workdir: Path) -> dict:
     """All figures of one video (see the module docstring)."""
     from gpuau.video import open_source
 
     source = open_source(video)
     load_before = os.getloadavg()[0]
     clip, n = first_frames_clip(video, frames, workdir)
-    e2e = end_to_end(clip, n, device, cache, workdir)
+    e2e = end_to_end(clip, n, device, quality, cache, workdir)
     e2e["fps_without_startup"] = n / max(e2e["wall_s"] - warm_startup_s, 1e-9)
-    run = stage_times(clip, device, workdir)
+    run = stage_times(clip, device, quality, workdir)
     run["stages"] = {"decode": decode_times(video, n), **run["stages"]}
     return {"video": str(video), "input": str(clip) if clip == video else f"first {n} frames, FFV1 copy",
             "width": source.width, "height": source.height, "fps": source.fps, "frames": n, "device": device,
+            "quality": quality,
             "load_average": [load_before, os.getloadavg()[0]], "in_process": run, "end_to_end": e2e}
 
 
@@ -410,34 +415,38 @@ def main(argv: "list[str] | None" = None) -> int:
     ap.add_argument("--frames", type=int, default=0, metavar="N", help="only the first N frames of each video")
     ap.add_argument("--json", type=Path, metavar="OUT", help="also write every figure to this JSON file")
     ap.add_argument("--device", default="cpu", help="gpuau device string (default: cpu)")
+    ap.add_argument("--quality", default="exact", help="landmark quality preset, exact or fast (default: exact)")
     ap.add_argument("--no-cold", action="store_true",
                     help="skip the cold start-ups (two full JIT compiles, about a minute each)")
     ap.add_argument("--startup-child", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--spawned-at", type=float, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.startup_child:
-        _startup_child(args.startup_child, args.device, args.spawned_at)
+        _startup_child(args.startup_child, args.device, args.quality, args.spawned_at)
         return 0
     os.environ.setdefault("GPUAU_MODELS", str(SHARED / "models" / "openface-2.2.0"))
     videos = args.videos or list(DEFAULT_VIDEOS)
-    report = {**environment(), "device": args.device, "frames_limit": args.frames or None,
+    report = {**environment(), "device": args.device, "quality": args.quality,
+              "frames_limit": args.frames or None,
               "openface_baseline": OPENFACE_BASELINE, "videos": []}
     with tempfile.TemporaryDirectory(prefix="gpuau-bench-") as tmp:
         tmp = Path(tmp)
         # cold and warm start in private caches; without the cold run, the usual caches after one priming start
         cache = None if args.no_cold else tmp / "cache"
-        cold = None if args.no_cold else startup(videos[0], args.device, cache, tmp)
+        cold = None if args.no_cold else startup(videos[0], args.device, args.quality, cache, tmp)
         if args.no_cold:
-            startup(videos[0], args.device, cache, tmp)
-        cold_in_process = None if args.no_cold else startup(videos[0], args.device, tmp / "cache-in-process", tmp,
+            startup(videos[0], args.device, args.quality, cache, tmp)
+        cold_in_process = None if args.no_cold else startup(videos[0], args.device, args.quality,
+                                                            tmp / "cache-in-process", tmp,
                                                             GPUAU_WARMUP="0")
         report["startup"] = {"cold_in_process": cold_in_process, "cold": cold,
-                             "warm": startup(videos[0], args.device, cache, tmp)}
+                             "warm": startup(videos[0], args.device, args.quality, cache, tmp)}
         print_startup(report["startup"])
         for video in videos:
             workdir = tmp / f"{len(report['videos'])}"
             workdir.mkdir()
-            v = bench_video(video, args.frames, args.device, cache, report["startup"]["warm"]["total_s"], workdir)
+            v = bench_video(video, args.frames, args.device, args.quality, cache,
+                            report["startup"]["warm"]["total_s"], workdir)
             report["videos"].append(v)
             print_video(v)
     # other people's edits to gpuau/ during the run make its figures a mix of two versions

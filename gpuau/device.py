@@ -26,7 +26,7 @@ from typing import Any
 KERNELS: dict[str, str] = {"warp_affine_masked": "warp_affine", "running_median_update": "running_median",
                            "calc_params_batch": "pdm_fit", "convolution": "validator_cnn",
                            "max_pooling": "validator_cnn", "fully_connected": "validator_cnn",
-                           "validator_faces": "paw"}
+                           "validator_faces": "paw", "solve_pnp": "pnp"}
 
 
 class DeviceError(RuntimeError):

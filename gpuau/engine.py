@@ -400,7 +400,8 @@ class _Stream:
         self.frame_count = frame_count
         self.engine = engine
         self.tracker = FaceTracker(engine.clnf, detect=self.detect, validate=self.validate, intrinsics=intrinsics,
-                                   models=engine.models, device=engine.backend, detect_every=engine.detect_every)
+                                   models=engine.models, device=engine.backend, detect_every=engine.detect_every,
+                                   pose=False)  # the engine computes the step's poses together (Engine.head_poses)
         self.aus = AUAnalyzer(engine.models, device=engine.backend)
         self.output = RowWriter(job.output, fmt, (self.aus.reg_names, self.aus.cls_names), engine.chunk, files=files)
         self.prefetched: "tuple[np.ndarray, object] | None" = None
@@ -819,7 +820,42 @@ class Engine:
                 it.result = it.stream.tracker.track(it.frame.image, it.frame.gray, **it.fits)
             except Exception as e:
                 failed.append((it, e))
-        return failed
+        return failed + self.head_poses([it for it in items if it.result is not None])
+
+    def head_poses(self, items: list) -> list:
+        """Fill the head pose of every item's landmark result in one
+        :func:`~gpuau.landmarks.pose.head_poses` call (one ``solve_pnp`` launch on the device).
+
+        Returns
+        -------
+        list of (item, exception)
+            Streams whose pose failed (the batch is retried face by face to find them).
+        """
+        from gpuau.landmarks.pose import head_poses
+
+        pdm = self.clnf.model.pdm
+
+        def poses(batch):
+            results = [it.result for it in batch]
+            return head_poses(np.stack([r.landmarks for r in results]),
+                              np.stack([pdm.calc_shape_3d(r.params_local) for r in results]),
+                              np.stack([r.params_global for r in results]),
+                              np.array([it.stream.tracker.intrinsics for it in batch], np.float32), backend=self.backend)
+
+        if not items:
+            return []
+        try:
+            for it, pose in zip(items, poses(items)):
+                it.result.pose = pose
+            return []
+        except Exception:
+            failed = []
+            for it in items:
+                try:
+                    it.result.pose = poses([it])[0]
+                except Exception as e:
+                    failed.append((it, e))
+            return failed
 
     def _box_request(self, it: _Item, previous_likelihood: float) -> tuple:
         """The rotation hypotheses of the item's detected box, as a :meth:`_fit` request."""

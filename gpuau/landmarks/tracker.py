@@ -56,8 +56,9 @@ class LandmarkResult:
     params_local : ndarray (34,) float32
     landmarks_3d : ndarray (68, 3) float32
         Camera-space landmarks (``CLNF::GetShape``), mm.
-    pose : ndarray (6,) float32
-        ``(Tx, Ty, Tz, Rx, Ry, Rz)`` (``GetPose``).
+    pose : ndarray (6,) float32 or None
+        ``(Tx, Ty, Tz, Rx, Ry, Rz)`` (``GetPose``); None from a tracker made with ``pose=False``
+        until its caller fills it.
     part_landmarks : dict
         Part name -> ``(k, 2)`` landmarks of the hierarchical models (the eyes' 28 points each
         give the CSV's ``eye_lmk_*``).
@@ -72,7 +73,7 @@ class LandmarkResult:
     params_global: np.ndarray
     params_local: np.ndarray
     landmarks_3d: np.ndarray
-    pose: np.ndarray
+    pose: "np.ndarray | None"
     part_landmarks: dict = field(default_factory=dict)
     likelihood: float = -10.0
 
@@ -171,13 +172,18 @@ class FaceTracker:
         Also run the detector on every ``detect_every``-th frame (frames 0, N, 2N, ... of the video)
         while tracking succeeds; the multi-hypothesis fit from its box replaces the tracked face when
         it validates.  None (default): detect only when tracking fails, as OpenFace does.
+    pose : bool
+        Compute each frame's head pose (default).  False leaves :attr:`LandmarkResult.pose` None for
+        a caller that computes the poses of many trackers in one
+        :func:`~gpuau.landmarks.pose.head_poses` call.
     """
 
     def __init__(self, clnf: "CLNF | None" = None, *, detect: "Callable | None" = None,
                  validate: "Callable | None" = None, intrinsics=None, models=None, device: "str | Backend" = "cpu",
-                 detect_every: "int | None" = None):
+                 detect_every: "int | None" = None, pose: bool = True):
         self.clnf = clnf or CLNF.load(models)
         self.detect_every = detect_every
+        self.pose = pose
         self.frame_index = 0
         self.backend = resolve_device(device)
         self._models = models
@@ -360,7 +366,7 @@ class FaceTracker:
             params_global=self.params_global.copy(),
             params_local=self.params_local.copy(),
             landmarks_3d=landmarks_3d(self.landmarks, shape_3d, self.params_global, fx, fy, cx, cy),
-            pose=head_pose(self.landmarks, shape_3d, self.params_global, fx, fy, cx, cy),
+            pose=head_pose(self.landmarks, shape_3d, self.params_global, fx, fy, cx, cy) if self.pose else None,
             part_landmarks={k: v.copy() for k, v in self.part_landmarks.items()},
             likelihood=float(self.likelihood),
         )
