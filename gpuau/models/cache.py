@@ -1,8 +1,16 @@
-"""Parsed-model cache: ``.npz`` files keyed by the source file's identity, so a second start skips
-text parsing.  Parsers return ``dict[str, numpy.ndarray]`` (flat names, e.g. ``"scale0/view1/alphas"``)."""
+"""Parsed-model cache: one file per parsed model, keyed by the source file's identity, so a second
+start skips text parsing.  Parsers return ``dict[str, numpy.ndarray]`` (flat names, e.g.
+``"scale0/view1/alphas"``).
+
+A cache file is a JSON header (each array's name, dtype, shape and offset) followed by the arrays'
+bytes, mapped and viewed in place: a start loads the ~520 arrays of the models in ~10 ms, where
+``np.load`` of an ``.npz`` (a zip member and a header parse per array) took ~90 ms.
+"""
 from __future__ import annotations
 
 import hashlib
+import json
+import mmap
 import os
 from pathlib import Path
 from typing import Callable
@@ -11,7 +19,9 @@ import numpy as np
 
 from gpuau._atomic import atomic_write
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+_MAGIC = b"GPUAU-ARRAYS\n"
+_ALIGN = 64
 
 
 def cache_dir() -> Path:
@@ -38,17 +48,54 @@ def load_cached(path: "str | os.PathLike", parse: Callable[[Path], dict], name: 
     """
     path = Path(path)
     pname = name or f"{parse.__module__}.{parse.__qualname__}"
-    target = cache_dir() / f"{path.name}.{_key(path, pname)}.npz"
+    target = cache_dir() / f"{path.name}.{_key(path, pname)}.arrays"
     if target.is_file():
         try:
-            with np.load(target, allow_pickle=False) as z:
-                return {k: z[k] for k in z.files}
-        except Exception:
+            return read_arrays(target)
+        except Exception:  # unreadable or truncated: parse again
             pass
     arrays = parse(path)
     try:
-        with atomic_write(target, "wb") as f:
-            np.savez(f, **arrays)
+        write_arrays(target, arrays)
     except OSError:
         pass
     return arrays
+
+
+def write_arrays(target: Path, arrays: dict) -> None:
+    """Write ``arrays`` (name -> plain numeric/bool ndarray) as one cache file, atomically."""
+    header, offset = [], 0
+    arrays = {name: np.asarray(a) for name, a in arrays.items()}  # tobytes() writes C order
+    for name, a in arrays.items():
+        if a.dtype.hasobject:
+            raise TypeError(f"{name}: object arrays are not cached")
+        header.append({"name": name, "dtype": a.dtype.str, "shape": a.shape, "offset": offset})
+        offset += -(-a.nbytes // _ALIGN) * _ALIGN
+    head = json.dumps(header).encode()
+    start = -(-(len(_MAGIC) + 8 + len(head)) // _ALIGN) * _ALIGN
+    with atomic_write(target, "wb") as f:
+        f.write(_MAGIC + len(head).to_bytes(8, "little") + head)
+        f.write(b"\0" * (start - len(_MAGIC) - 8 - len(head)))
+        for a in arrays.values():
+            f.write(a.tobytes())
+            f.write(b"\0" * (-a.nbytes % _ALIGN))
+
+
+def read_arrays(target: Path) -> dict:
+    """The arrays of a cache file written by :func:`write_arrays`: writable views of a private
+    (copy-on-write) mapping of the file, so only the pages an array touches are read."""
+    with open(target, "rb") as f:
+        data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+    if data[:len(_MAGIC)] != _MAGIC:
+        raise ValueError(f"{target}: not a gpuau array cache")
+    n = int.from_bytes(data[len(_MAGIC):len(_MAGIC) + 8], "little")
+    head = len(_MAGIC) + 8
+    start = -(-(head + n) // _ALIGN) * _ALIGN
+    out = {}
+    for entry in json.loads(data[head:head + n]):
+        dtype = np.dtype(entry["dtype"])
+        if dtype.hasobject:
+            raise ValueError(f"{target}: object dtype")
+        count = int(np.prod(entry["shape"], dtype=np.int64))
+        out[entry["name"]] = np.frombuffer(data, dtype, count, start + entry["offset"]).reshape(tuple(entry["shape"]))
+    return out

@@ -1,0 +1,60 @@
+"""The parsed-model cache (``gpuau.models.cache``): what a parser returns comes back from the cache file
+unchanged, on real model files; a damaged cache file is parsed again, never trusted."""
+import numpy as np
+import pytest
+
+from gpuau.landmarks.pdm import MAIN_PDM, PDM
+from gpuau.models.cache import load_cached, read_arrays, write_arrays
+from gpuau.models.pdm_file import parse_pdm
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("GPUAU_CACHE", str(tmp_path))
+    return tmp_path
+
+
+def test_real_model_comes_back_from_the_cache_unchanged(cache, models_dir):
+    path = models_dir / MAIN_PDM
+    parsed = load_cached(path, parse_pdm)
+    (cached_file,) = cache.glob("In-the-wild_aligned_PDM_68.txt.*.arrays")
+    again = load_cached(path, parse_pdm)
+    assert again.keys() == parsed.keys()
+    for k in parsed:
+        assert again[k].dtype == parsed[k].dtype and again[k].shape == parsed[k].shape
+        np.testing.assert_array_equal(again[k], parsed[k])
+        assert again[k].flags.writeable and again[k].flags.aligned
+    again["mean_shape"][:] = 0  # a private mapping: the file keeps the model
+    np.testing.assert_array_equal(read_arrays(cached_file)["mean_shape"], parsed["mean_shape"])
+    np.testing.assert_array_equal(PDM.load(models=models_dir).mean_shape, parsed["mean_shape"])  # the loader's view
+
+
+def test_every_shape_and_dtype_round_trips(tmp_path):
+    arrays = {"scalar": np.float64(0.25), "empty": np.zeros((0, 3), np.float32), "flags": np.array([True, False]),
+              "ints": np.arange(7, dtype=np.int32).reshape(7, 1), "fortran": np.asfortranarray(np.eye(3)),
+              "text": np.array(["left_eye_28", "inner"])}
+    write_arrays(tmp_path / "x.arrays", arrays)
+    back = read_arrays(tmp_path / "x.arrays")
+    for k, a in arrays.items():
+        a = np.asarray(a)
+        assert back[k].dtype == a.dtype and back[k].shape == a.shape, k
+        np.testing.assert_array_equal(back[k], a)
+    with pytest.raises(TypeError, match="object"):
+        write_arrays(tmp_path / "y.arrays", {"o": np.array([None])})
+
+
+@pytest.mark.parametrize("damage", [lambda b: b[:len(b) // 2], lambda b: b"not a cache" + b[11:], lambda b: b""])
+def test_a_damaged_cache_file_is_parsed_again(cache, damage):
+    calls = []
+
+    def parse(path):
+        calls.append(path)
+        return {"values": np.arange(1000, dtype=np.float64)}
+
+    source = cache / "model.txt"
+    source.write_text("model")
+    load_cached(source, parse)
+    (cached_file,) = cache.glob("model.txt.*.arrays")
+    cached_file.write_bytes(damage(cached_file.read_bytes()))
+    np.testing.assert_array_equal(load_cached(source, parse)["values"], np.arange(1000.0))
+    assert len(calls) == 2
