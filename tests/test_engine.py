@@ -5,7 +5,8 @@ Three clips of different lengths (the first frames of default.wmv, changeLightin
 (B=1) on each backend: the tables must be the same (batching changes no number), and equal the
 single-stream CPU pipeline's (:class:`gpuau.pipeline.Analyzer`): landmarks within 1e-3 px, AUs within
 1e-4 (on the GPU backends a known gap, tests/backend_gaps.toml: CLNF runs on the device there).
-Streams join and leave as clips end; a corrupt input and a stream whose frames fail mid-way end alone.
+Streams join and leave as clips end; a corrupt input, a stream whose frames fail mid-way and a face the
+step's batched head pose cannot pose end alone.
 The Analyzer's settings (``quality``, ``detect_every``, ``timestamps``) give its tables in the engine
 too, re-detections after failed fits and scheduled ones are batched, and frames reach the "device"
 through the double-buffered staging in the order a CUDA copy stream needs (a recording double), where
@@ -180,6 +181,33 @@ def test_failing_streams_end_alone(clips, references, tmp_path):
     assert not (tmp_path / "broken.csv").exists() and not (tmp_path / "failing.csv").exists()
     assert outcomes[good].status == "done"
     assert_same_table(outcomes[good].result.columns, references[good].columns)
+
+
+def test_a_failing_head_pose_fails_only_its_stream(reference_dir):
+    """The engine computes a step's poses in one call; a face it cannot pose (here: intrinsics of the
+    wrong length) fails its own stream, and the others get the pose they get alone."""
+    from types import SimpleNamespace
+
+    from gpuau.landmarks.pose import head_pose
+    from gpuau.landmarks.tracker import LandmarkResult
+    from reference import global_params, landmarks_2d, local_params, read_reference
+
+    df = read_reference(reference_dir / "default.csv")
+    engine = Engine("cpu", streams=2)
+    pdm = engine.clnf.model.pdm
+    camera = (500.0, 500.0, 320.0, 240.0)
+    items = []
+    for frame, intrinsics in ((10, camera), (11, camera[:3]), (12, camera)):
+        g, p, lm = global_params(df)[frame], local_params(df)[frame], np.ascontiguousarray(landmarks_2d(df)[frame])
+        result = LandmarkResult(True, True, 1.0, lm, g, p, np.zeros((68, 3), np.float32), None)
+        tracker = SimpleNamespace(intrinsics=intrinsics)
+        items.append(SimpleNamespace(result=result, stream=SimpleNamespace(tracker=tracker)))
+    failed = engine.head_poses(items)
+    assert [it for it, _ in failed] == [items[1]]
+    for it in (items[0], items[2]):
+        r = it.result
+        np.testing.assert_array_equal(r.pose, head_pose(r.landmarks, pdm.calc_shape_3d(r.params_local),
+                                                        r.params_global, *camera))
 
 
 def _decoders(path) -> list:
