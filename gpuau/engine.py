@@ -840,7 +840,8 @@ class Engine:
             return head_poses(np.stack([r.landmarks for r in results]),
                               np.stack([pdm.calc_shape_3d(r.params_local) for r in results]),
                               np.stack([r.params_global for r in results]),
-                              np.array([it.stream.tracker.intrinsics for it in batch], np.float32), backend=self.backend)
+                              np.array([it.stream.tracker.intrinsics for it in batch], np.float32),
+                              backend=self.backend)
 
         if not items:
             return []

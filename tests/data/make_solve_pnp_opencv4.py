@@ -4,8 +4,8 @@ problems built from OpenFace's own fits of default.wmv (its reference CSV: landm
 Run from the repository root with an OpenCV 4.10 Python that can import gpuau, e.g.::
 
     python -m venv /tmp/cv410 && /tmp/cv410/bin/pip install opencv-python-headless==4.10.0.84 "numpy<2.3" pandas numba
-    GPUAU_MODELS=../shared/models/openface-2.2.0 PYTHONPATH=. /tmp/cv410/bin/python tests/data/make_solve_pnp_opencv4.py \\
-        ../shared/reference/openface-clnf/default.csv
+    GPUAU_MODELS=../shared/models/openface-2.2.0 PYTHONPATH=. /tmp/cv410/bin/python \\
+        tests/data/make_solve_pnp_opencv4.py ../shared/reference/openface-clnf/default.csv
 
 The problems are stored with the results, so the test needs neither the CSV nor the PDM.
 """
