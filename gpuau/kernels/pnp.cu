@@ -7,9 +7,9 @@
 //
 // Everything is double, in the twin's order of operations and without fused multiply-adds
 // (--fmad=false), so a face's result equals the twin's bit for bit where cos, sin, exp and log round
-// as the host's libm does (the emulator; CUDA's double versions are within an ulp of it).  A face
-// costs a few hundred microseconds of one thread: a batch of faces is one launch instead of a
-// cv::solvePnP call per face on the host.
+// as the host's libm does (the emulator; CUDA's double versions are within an ulp of it).  A face is
+// a few Levenberg-Marquardt steps over its 68 points (16 us on one CPU core): a batch of faces is one
+// launch instead of a cv::solvePnP call per face on the host.
 
 #define MAX_ITERATIONS 20
 #define EPSILON 1.1920928955078125e-07

@@ -85,7 +85,10 @@ def read_arrays(target: Path) -> dict:
     """The arrays of a cache file written by :func:`write_arrays`: writable views of a private
     (copy-on-write) mapping of the file, so only the pages an array touches are read."""
     with open(target, "rb") as f:
-        data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+        try:
+            data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+        except (OSError, ValueError):  # a file system without mmap, or an empty file
+            data = bytearray(f.read())
     if data[:len(_MAGIC)] != _MAGIC:
         raise ValueError(f"{target}: not a gpuau array cache")
     n = int.from_bytes(data[len(_MAGIC):len(_MAGIC) + 8], "little")
