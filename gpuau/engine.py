@@ -401,7 +401,7 @@ class _Stream:
         self.engine = engine
         self.tracker = FaceTracker(engine.clnf, detect=self.detect, validate=self.validate, intrinsics=intrinsics,
                                    models=engine.models, device=engine.backend, detect_every=engine.detect_every,
-                                   pose=False)  # the engine computes the step's poses together (Engine.head_poses)
+                                   camera_space=False)  # the engine poses a step's faces together
         self.aus = AUAnalyzer(engine.models, device=engine.backend)
         self.output = RowWriter(job.output, fmt, (self.aus.reg_names, self.aus.cls_names), engine.chunk, files=files)
         self.prefetched: "tuple[np.ndarray, object] | None" = None
@@ -820,40 +820,29 @@ class Engine:
                 it.result = it.stream.tracker.track(it.frame.image, it.frame.gray, **it.fits)
             except Exception as e:
                 failed.append((it, e))
-        return failed + self.head_poses([it for it in items if it.result is not None])
+        return failed + self.camera_space([it for it in items if it.result is not None])
 
-    def head_poses(self, items: list) -> list:
-        """Fill the head pose of every item's landmark result in one
-        :func:`~gpuau.landmarks.pose.head_poses` call (one ``solve_pnp`` launch on the device).
+    def camera_space(self, items: list) -> list:
+        """Fill the head pose and 3D landmarks of every item's landmark result at once
+        (:func:`~gpuau.landmarks.tracker.camera_space_outputs`: one ``solve_pnp`` launch on the device).
 
         Returns
         -------
         list of (item, exception)
             Streams whose pose failed (the batch is retried face by face to find them).
         """
-        from gpuau.landmarks.pose import head_poses
+        from gpuau.landmarks.tracker import camera_space_outputs
 
         pdm = self.clnf.model.pdm
-
-        def poses(batch):
-            results = [it.result for it in batch]
-            return head_poses(np.stack([r.landmarks for r in results]),
-                              np.stack([pdm.calc_shape_3d(r.params_local) for r in results]),
-                              np.stack([r.params_global for r in results]),
-                              np.array([it.stream.tracker.intrinsics for it in batch], np.float32),
-                              backend=self.backend)
-
-        if not items:
-            return []
         try:
-            for it, pose in zip(items, poses(items)):
-                it.result.pose = pose
+            camera_space_outputs(pdm, [it.result for it in items],
+                                 [it.stream.tracker.intrinsics for it in items], self.backend)
             return []
         except Exception:
             failed = []
             for it in items:
                 try:
-                    it.result.pose = poses([it])[0]
+                    camera_space_outputs(pdm, [it.result], [it.stream.tracker.intrinsics], self.backend)
                 except Exception as e:
                     failed.append((it, e))
             return failed

@@ -184,11 +184,11 @@ def test_failing_streams_end_alone(clips, references, tmp_path):
 
 
 def test_a_failing_head_pose_fails_only_its_stream(reference_dir):
-    """The engine computes a step's poses in one call; a face it cannot pose (here: intrinsics of the
-    wrong length) fails its own stream, and the others get the pose they get alone."""
+    """The engine computes a step's poses and 3D landmarks at once; a face it cannot pose (here:
+    intrinsics of the wrong length) fails its own stream, and the others get what they get alone."""
     from types import SimpleNamespace
 
-    from gpuau.landmarks.pose import head_pose
+    from gpuau.landmarks.pose import head_pose, landmarks_3d
     from gpuau.landmarks.tracker import LandmarkResult
     from reference import global_params, landmarks_2d, local_params, read_reference
 
@@ -199,15 +199,16 @@ def test_a_failing_head_pose_fails_only_its_stream(reference_dir):
     items = []
     for frame, intrinsics in ((10, camera), (11, camera[:3]), (12, camera)):
         g, p, lm = global_params(df)[frame], local_params(df)[frame], np.ascontiguousarray(landmarks_2d(df)[frame])
-        result = LandmarkResult(True, True, 1.0, lm, g, p, np.zeros((68, 3), np.float32), None)
+        result = LandmarkResult(True, True, 1.0, lm, g, p, None, None)
         tracker = SimpleNamespace(intrinsics=intrinsics)
         items.append(SimpleNamespace(result=result, stream=SimpleNamespace(tracker=tracker)))
-    failed = engine.head_poses(items)
+    failed = engine.camera_space(items)
     assert [it for it, _ in failed] == [items[1]]
     for it in (items[0], items[2]):
         r = it.result
-        np.testing.assert_array_equal(r.pose, head_pose(r.landmarks, pdm.calc_shape_3d(r.params_local),
-                                                        r.params_global, *camera))
+        shape_3d = pdm.calc_shape_3d(r.params_local)
+        np.testing.assert_array_equal(r.pose, head_pose(r.landmarks, shape_3d, r.params_global, *camera))
+        np.testing.assert_array_equal(r.landmarks_3d, landmarks_3d(r.landmarks, shape_3d, r.params_global, *camera))
 
 
 def _decoders(path) -> list:

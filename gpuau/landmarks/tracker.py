@@ -16,7 +16,7 @@ import numpy as np
 
 from gpuau.device import Backend, resolve_device
 from gpuau.landmarks.clnf import CLNF, FitResult, detect_landmarks_batch, frame_images
-from gpuau.landmarks.pose import head_pose, landmarks_3d
+from gpuau.landmarks.pose import head_poses, landmarks_3d
 
 _F = np.float32
 
@@ -54,11 +54,11 @@ class LandmarkResult:
     landmarks : ndarray (68, 2) float32
     params_global : ndarray (6,) float32
     params_local : ndarray (34,) float32
-    landmarks_3d : ndarray (68, 3) float32
-        Camera-space landmarks (``CLNF::GetShape``), mm.
+    landmarks_3d : ndarray (68, 3) float32 or None
+        Camera-space landmarks (``CLNF::GetShape``), mm; None from a tracker made with
+        ``camera_space=False`` until its caller fills it.
     pose : ndarray (6,) float32 or None
-        ``(Tx, Ty, Tz, Rx, Ry, Rz)`` (``GetPose``); None from a tracker made with ``pose=False``
-        until its caller fills it.
+        ``(Tx, Ty, Tz, Rx, Ry, Rz)`` (``GetPose``); None like ``landmarks_3d``.
     part_landmarks : dict
         Part name -> ``(k, 2)`` landmarks of the hierarchical models (the eyes' 28 points each
         give the CSV's ``eye_lmk_*``).
@@ -72,10 +72,39 @@ class LandmarkResult:
     landmarks: np.ndarray
     params_global: np.ndarray
     params_local: np.ndarray
-    landmarks_3d: np.ndarray
+    landmarks_3d: "np.ndarray | None"
     pose: "np.ndarray | None"
     part_landmarks: dict = field(default_factory=dict)
     likelihood: float = -10.0
+
+
+def camera_space_outputs(pdm, results: list, intrinsics: list, backend: "str | Backend" = "cpu") -> None:
+    """Fill the head pose and the camera-space 3D landmarks of landmark results, for many faces at once
+    (one :func:`~gpuau.landmarks.pose.head_poses` call, on ``backend``); both come from each face's
+    3D shape (``PDM::CalcShape3D``), computed once.
+
+    Port of ``GetPose`` and ``CLNF::GetShape`` as FeatureExtraction records them.
+
+    Parameters
+    ----------
+    pdm : PDM
+        The main model's PDM.
+    results : list of LandmarkResult
+        Updated in place (``pose``, ``landmarks_3d``).
+    intrinsics : list of (fx, fy, cx, cy)
+        Each result's camera.
+    backend : str or Backend
+    """
+    if not results:
+        return
+    landmarks = np.stack([r.landmarks for r in results])
+    shapes = np.stack([pdm.calc_shape_3d(r.params_local) for r in results])
+    params = np.stack([r.params_global for r in results])
+    camera = np.array(intrinsics, _F).reshape(len(results), 4)
+    poses = head_poses(landmarks, shapes, params, camera, backend=backend)
+    points = landmarks_3d(landmarks, shapes, params, *camera.T[:, :, None])
+    for r, pose, xyz in zip(results, poses, points):
+        r.pose, r.landmarks_3d = pose, xyz
 
 
 def select_box(detections, preference=None):
@@ -172,18 +201,18 @@ class FaceTracker:
         Also run the detector on every ``detect_every``-th frame (frames 0, N, 2N, ... of the video)
         while tracking succeeds; the multi-hypothesis fit from its box replaces the tracked face when
         it validates.  None (default): detect only when tracking fails, as OpenFace does.
-    pose : bool
-        Compute each frame's head pose (default).  False leaves :attr:`LandmarkResult.pose` None for
-        a caller that computes the poses of many trackers in one
-        :func:`~gpuau.landmarks.pose.head_poses` call.
+    camera_space : bool
+        Compute each frame's head pose and camera-space 3D landmarks (default).  False leaves
+        :attr:`LandmarkResult.pose` and ``landmarks_3d`` None for a caller that computes those of many
+        trackers at once (:func:`camera_space_outputs`).
     """
 
     def __init__(self, clnf: "CLNF | None" = None, *, detect: "Callable | None" = None,
                  validate: "Callable | None" = None, intrinsics=None, models=None, device: "str | Backend" = "cpu",
-                 detect_every: "int | None" = None, pose: bool = True):
+                 detect_every: "int | None" = None, camera_space: bool = True):
         self.clnf = clnf or CLNF.load(models)
         self.detect_every = detect_every
-        self.pose = pose
+        self.camera_space = camera_space
         self.frame_index = 0
         self.backend = resolve_device(device)
         self._models = models
@@ -355,18 +384,18 @@ class FaceTracker:
             from gpuau.video import camera_intrinsics
 
             self.intrinsics = camera_intrinsics(shape[1], shape[0])
-        fx, fy, cx, cy = self.intrinsics
-        pdm = self.clnf.model.pdm
-        shape_3d = pdm.calc_shape_3d(self.params_local)
-        return LandmarkResult(
+        result = LandmarkResult(
             success=bool(ok),
             detection_success=bool(self.detection_success),
             confidence=float(self.detection_certainty),
             landmarks=self.landmarks.copy(),
             params_global=self.params_global.copy(),
             params_local=self.params_local.copy(),
-            landmarks_3d=landmarks_3d(self.landmarks, shape_3d, self.params_global, fx, fy, cx, cy),
-            pose=head_pose(self.landmarks, shape_3d, self.params_global, fx, fy, cx, cy) if self.pose else None,
+            landmarks_3d=None,
+            pose=None,
             part_landmarks={k: v.copy() for k, v in self.part_landmarks.items()},
             likelihood=float(self.likelihood),
         )
+        if self.camera_space:
+            camera_space_outputs(self.clnf.model.pdm, [result], [self.intrinsics])
+        return result
