@@ -50,7 +50,7 @@ STAGES = (
     ("detect", ("gpuau.detect.mtcnn:MTCNN.detect",)),
     ("landmarks", ("gpuau.landmarks.tracker:detect_landmarks_batch",)),
     ("validate", ("gpuau.landmarks.validator:DetectionValidator.check",)),
-    ("pose", ("gpuau.landmarks.tracker:head_pose", "gpuau.landmarks.tracker:landmarks_3d")),
+    ("pose", ("gpuau.landmarks.tracker:camera_space_outputs",)),
     ("align", ("gpuau.au.analyzer:align_faces",)),
     ("HOG", ("gpuau.au.analyzer:fhog_descriptors",)),
     ("geometry", ("gpuau.au.analyzer:geometry_descriptor",)),
