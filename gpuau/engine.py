@@ -186,6 +186,11 @@ class HostTransfers:
         """Copy ``host`` into ``device`` (asynchronously on CUDA); the event that marks its end."""
         device[...] = host
 
+    def convert(self, device, source):
+        """Convert the device array ``source`` into ``device``'s dtype, after the copies enqueued so far
+        (on the copy stream on CUDA); the event that marks its end."""
+        device[...] = source
+
     def compute_event(self):
         """An event after the work enqueued so far on the compute stream."""
 
@@ -228,6 +233,11 @@ class CudaTransfers(HostTransfers):
         device.set(host, stream=self.stream)
         return self.stream.record()
 
+    def convert(self, device, source):
+        with self.stream:
+            device[...] = source
+        return self.stream.record()
+
     def compute_event(self):
         return self.cp.cuda.get_current_stream().record()
 
@@ -251,13 +261,18 @@ def transfers_for(backend: Backend) -> HostTransfers:
 
 @dataclass
 class _Slot:
-    """One half of the double buffer for frames of one size: host and device images (float32 grey and
-    uint8 BGR), the event ending their last copy and the one ending the last compute that read them."""
+    """One half of the double buffer for frames of one size: host and device images (grey and uint8
+    BGR), the event ending their last copy and the one ending the last compute that read them.
+
+    The device reads float32 grey levels.  Where it has its own memory the host buffer holds the uint8
+    grey levels, copied into ``device_gray8`` and converted there (a quarter of the bytes cross the bus,
+    and the host does no conversion); where it reads the host buffers, ``host`` is the float32 image."""
 
     host: np.ndarray
     device: object
     host_bgr: np.ndarray
     device_bgr: object
+    device_gray8: object = None
     copied: object = None
     used: object = None
 
@@ -326,18 +341,21 @@ class FrameStaging:
             if not self.transfers.shares_memory:
                 self.transfers.copies_wait(slot.used)  # the device buffers are free again
                 n = len(group)
-                self.transfers.copy(slot.device[:n], slot.host[:n])
-                slot.copied = self.transfers.copy(slot.device_bgr[:n], slot.host_bgr[:n])  # after the grey one
+                self.transfers.copy(slot.device_gray8[:n], slot.host[:n])
+                self.transfers.convert(slot.device[:n], slot.device_gray8[:n])
+                slot.copied = self.transfers.copy(slot.device_bgr[:n], slot.host_bgr[:n])  # after the grey ones
             staged[shape] = _Staged(slot, group, {id(f): k for k, f in enumerate(group)})
         self._staged, self._before = staged, self._staged
 
     def _slot(self, n: int, shape: tuple) -> _Slot:
         """Buffers for ``n`` frames of ``shape``: host ones, and device ones unless the device reads the host's."""
         t = self.transfers
-        host, host_bgr = t.host_buffer((n, *shape)), t.host_buffer((n, *shape, 3), np.uint8)
+        host_bgr = t.host_buffer((n, *shape, 3), np.uint8)
         if t.shares_memory:
+            host = t.host_buffer((n, *shape))
             return _Slot(host, host, host_bgr, host_bgr)
-        return _Slot(host, t.device_buffer((n, *shape)), host_bgr, t.device_buffer((n, *shape, 3), np.uint8))
+        return _Slot(t.host_buffer((n, *shape), np.uint8), t.device_buffer((n, *shape)), host_bgr,
+                     t.device_buffer((n, *shape, 3), np.uint8), t.device_buffer((n, *shape), np.uint8))
 
     def _find(self, frames: list) -> _Staged:
         """The staged group (latest stage first, else the one before) holding ``frames``, all of one size."""

@@ -441,6 +441,13 @@ class RecordingTransfers(HostTransfers):
         self.copies += 1
         return event
 
+    def convert(self, device, source):
+        assert id(source.base) in self.device_copy, "converted before its copy was enqueued"
+        super().convert(device, source)
+        event = self._event()
+        self.device_copy[id(device.base)] = event  # on the copy stream, after the copy of its source
+        return event
+
     def compute_event(self):
         return ("compute", self._event())
 
@@ -530,6 +537,13 @@ class _FakeCupy:
         def record(self):
             return _FakeCupy.Event(self)
 
+        def __enter__(self):  # work in the block is enqueued on this stream
+            self.entered = getattr(self, "entered", 0) + 1
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
         def wait_event(self, event):
             self.waits.append(event)
 
@@ -577,6 +591,7 @@ def test_cuda_transfers_with_a_fake_cupy(monkeypatch):
         np.testing.assert_array_equal(images[rows], np.stack([f.gray for f in step]).astype(np.float32))
         assert cp.compute.waits[-1].stream is transfers.stream  # the compute waits for this copy
         staging.release()
-    assert cp.pinned == 2 * 2 * 4 * 5 * (4 + 3)  # two slots of 2 frames, float32 grey and BGR, pinned once each
+    assert cp.pinned == 2 * 2 * 4 * 5 * (1 + 3)  # two slots of 2 frames, uint8 grey and BGR, pinned once each
     assert transfers.stream.copies == 3 * 2
+    assert transfers.stream.entered == 3  # each step's grey levels converted to float32 on the copy stream
     assert [e.stream for e in transfers.stream.waits] == [cp.compute]  # the third step reuses the first slot
