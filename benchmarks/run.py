@@ -2,7 +2,8 @@
 
 Usage::
 
-    python -m benchmarks.run [VIDEOS...] [--frames N] [--json OUT.json] [--device cpu] [--quality exact|fast] [--no-cold]
+    python -m benchmarks.run [VIDEOS...] [--frames N] [--json OUT.json] [--device cpu] [--quality exact|fast]
+                             [--no-cold]
 
 For each video (default: ``../shared/media/default.wmv`` and ``2015-10-15-15-14.avi``):
 

@@ -101,16 +101,16 @@ log = logging.getLogger(__name__)
 def stream_device_bytes(height: int, width: int) -> int:
     """Device memory one stream needs, bytes: its AU state plus its share of a step.
 
-    The AU stage's running-median histograms (:data:`gpuau.au.analyzer.STATE_BYTES`, 27.4 MB, held for
-    the stream's whole life); per step the staging double buffer's two float32 grey, two uint8 grey (their
-    copy before conversion) and two uint8 BGR images (16 bytes per pixel), MTCNN's input gathered from
-    them (3) and its float32 RGB pyramid mosaic (about 1.2 float per pixel: the levels' areas sum to ~0.08 of the frame, times 3 channels,
-    plus padding), and 6 MiB of landmark and AU work buffers for each of the 11 faces of an
-    initialisation step (patch responses, aligned face, FHOG cells, descriptors; measured on the host,
-    about 60 MB per initialising stream).  So about 146 MB for a 1080p stream, 104 MB for 640 x 480.
-    The models are shared by all streams and not counted; nor is the AU history, which grows with the
-    video (0.56 KB per tracked frame for the first 3000, 0.28 KB per frame after: about 31 MB per hour
-    at 30 frames/s) and lives in the memory :data:`DEVICE_FRACTION` leaves free.
+    The AU stage's running-median histograms (:data:`gpuau.au.analyzer.STATE_BYTES`, 27.4 MB, held for the
+    stream's whole life); per step the staging double buffer's two float32 grey, two uint8 grey (their copy
+    before conversion) and two uint8 BGR images (16 bytes per pixel), MTCNN's input gathered from them (3)
+    and its float32 RGB pyramid mosaic (about 1.2 float per pixel: the levels' areas sum to ~0.08 of the
+    frame, times 3 channels, plus padding), and 6 MiB of landmark and AU work buffers for each of the 11
+    faces of an initialisation step (patch responses, aligned face, FHOG cells, descriptors; measured on the
+    host, about 60 MB per initialising stream).  So about 146 MB for a 1080p stream, 104 MB for 640 x 480.
+    The models are shared by all streams and not counted; nor is the AU history, which grows with the video
+    (0.56 KB per tracked frame for the first 3000, 0.28 KB per frame after: about 31 MB per hour at 30
+    frames/s) and lives in the memory :data:`DEVICE_FRACTION` leaves free.
     """
     from gpuau.au.analyzer import STATE_BYTES
 
