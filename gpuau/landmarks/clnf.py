@@ -356,9 +356,9 @@ def fit_batch(model: CLNFModel, images, image_index, params_global, params_local
                 if g[f, 0] < 0.25:
                     results[f].success = False
                     alive[f] = False
+    landmarks = pdm_fit.shape_2d_batch(model.pdm.mean_shape, model.pdm.princ_comp, g, loc)
     for f, res in enumerate(results):
-        res.params_global, res.params_local = g[f].copy(), loc[f].copy()
-        res.landmarks = model.pdm.calc_shape_2d(g[f], loc[f])
+        res.params_global, res.params_local, res.landmarks = g[f].copy(), loc[f].copy(), landmarks[f]
     return results
 
 
