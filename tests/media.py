@@ -24,3 +24,14 @@ def read_frames(path, frames: "int | list[int]") -> "list[np.ndarray]":
 def files(folder) -> dict:
     """``{name: bytes}`` of the files in ``folder`` (hidden ones, such as temporary outputs, left out)."""
     return {p.name: p.read_bytes() for p in folder.iterdir() if not p.name.startswith(".")}
+
+
+def assert_retried_after_a_worker_died(report, out, fault, reference, stderr: str) -> None:
+    """A corpus of sample1.jpg and clip30.avi whose worker died on clip30.avi (``fault`` named it, and the
+    dying worker removed it) finished as if nothing had happened: both done, and their outputs equal to
+    ``reference``'s (whichever scheduler ran it)."""
+    assert not fault.exists()
+    assert "worker died analysing" in stderr
+    assert [(o.input.name, o.status, o.frames) for o in report.outcomes] == [("sample1.jpg", "done", 1),
+                                                                            ("clip30.avi", "done", 30)]
+    assert files(out) == {k: v for k, v in files(reference).items() if k in ("sample1.csv", "clip30.csv")}

@@ -8,7 +8,7 @@ import pytest
 
 from gpuau.corpus import FAULT_ENV
 from gpuau.distributed import ClusterError, WorkerPlan, analyze_corpus, plan_workers
-from media import files
+from media import assert_retried_after_a_worker_died, files
 
 ray = pytest.importorskip("ray")
 
@@ -67,11 +67,7 @@ def test_worker_dying_mid_video_is_retried_on_another(cluster, corpus, corpus_re
     cluster.write_text("clip30.avi")  # the worker analysing clip30.avi exits after its first frame
     out = tmp_path / "out"
     report = analyze_corpus(corpus[1:3], out, workers=2, progress=False)
-    assert not cluster.exists()
-    assert "worker died analysing" in capsys.readouterr().err
-    assert [(o.input.name, o.status, o.frames) for o in report.outcomes] == [("sample1.jpg", "done", 1),
-                                                                            ("clip30.avi", "done", 30)]
-    assert files(out) == {k: v for k, v in files(corpus_reference).items() if k in ("sample1.csv", "clip30.csv")}
+    assert_retried_after_a_worker_died(report, out, cluster, corpus_reference, capsys.readouterr().err)
 
 
 def test_retries_are_bounded(cluster, corpus, tmp_path):

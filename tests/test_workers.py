@@ -9,7 +9,7 @@ import pytest
 from gpuau.corpus import FAULT_ENV, run_corpus
 from gpuau.pipeline import Analyzer
 from gpuau.workers import WORKER_MEMORY, LocalPlan, plan_local_workers
-from media import files
+from media import assert_retried_after_a_worker_died, files
 
 
 def test_plan_local_workers():
@@ -56,11 +56,7 @@ def test_worker_dying_mid_video_is_retried_in_a_new_worker(corpus, corpus_refere
     fault.write_text("clip30.avi")
     out = tmp_path / "out"
     report = run_corpus(corpus[1:3], out, analyzer=Analyzer("cpu"), workers=2, progress=False)
-    assert not fault.exists()
-    assert "worker died analysing" in capsys.readouterr().err
-    assert [(o.input.name, o.status, o.frames) for o in report.outcomes] == [("sample1.jpg", "done", 1),
-                                                                            ("clip30.avi", "done", 30)]
-    assert files(out) == {k: v for k, v in files(corpus_reference).items() if k in ("sample1.csv", "clip30.csv")}
+    assert_retried_after_a_worker_died(report, out, fault, corpus_reference, capsys.readouterr().err)
 
 
 def test_retries_are_bounded(corpus, fault, tmp_path):
