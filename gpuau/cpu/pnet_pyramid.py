@@ -21,27 +21,12 @@ import math
 
 import numba as nb
 import numpy as np
-from llvmlite import ir
-from numba import types
-from numba.extending import intrinsic
 
+from gpuau.cpu.fp import fmaf
 from gpuau.kernels.pnet_pyramid import PAD, check_pyramid_args
 
 _F = np.float32
 _MEAN, _SCALE = _F(127.5), _F(0.0078125)
-
-
-@intrinsic
-def _fmaf(typingctx, a, b, c):
-    """``fmaf(a, b, c)``: float32 fused multiply-add, one rounding (LLVM's ``llvm.fma.f32``)."""
-    sig = types.float32(types.float32, types.float32, types.float32)
-
-    def codegen(context, builder, signature, args):
-        f32 = ir.FloatType()
-        fn = builder.module.declare_intrinsic("llvm.fma", [f32], ir.FunctionType(f32, [f32, f32, f32]))
-        return builder.call(fn, args)
-
-    return sig, codegen
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -60,7 +45,7 @@ def _tap(d, scale, n):
 
 @nb.njit(cache=True, nogil=True, inline="always")
 def _lerp(p0, p1, a):
-    return _fmaf(p1 - p0, a, p0)
+    return fmaf(p1 - p0, a, p0)
 
 
 @nb.njit(cache=True, nogil=True)
