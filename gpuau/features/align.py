@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from gpuau.device import resolve_device
-from gpuau.landmarks.ccnf import align_shapes_with_scale
+from gpuau.cpu.similarity import similarity
 from gpuau.landmarks.paw import triangle_map
 
 _F = np.float32
@@ -54,8 +54,9 @@ def similarity_warp(landmarks_2d: np.ndarray, params_global: np.ndarray, mean_sh
     n = source.shape[-2]
     # cv::Mat_<float> * double: scaled in double, rounded to float
     reference = (np.asarray(mean_shape, _F).astype(np.float64) * sim_scale).astype(_F)[: 2 * n].reshape(2, n).T
-    rigid_reference = np.broadcast_to(reference[RIGID_INDICES], source.shape[:-2] + (len(RIGID_INDICES), 2))
-    scale_rot = align_shapes_with_scale(source[..., RIGID_INDICES, :], rigid_reference)
+    rigid = source[..., RIGID_INDICES, :]
+    scale_rot = similarity(rigid.reshape(-1, len(RIGID_INDICES), 2), reference[None, RIGID_INDICES])[:, 0]
+    scale_rot = scale_rot.reshape(source.shape[:-2] + (2, 2))
     t = np.asarray(params_global, _F)[..., 4:6]
     warp = np.empty(source.shape[:-2] + (2, 3), _F)
     warp[..., :2] = scale_rot

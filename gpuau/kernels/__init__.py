@@ -4,7 +4,7 @@ Layout
 ------
 ``<family>.cu``
     Kernel sources (``warp.cu``, ``ccnf_response.cu``, ``pdm_fit.cu``, ``fhog.cu``, ``pyramid.cu``,
-    ``running_median.cu``, ``validator_cnn.cu``, ``pnp.cu``).  NVRTC-clean: no system
+    ``running_median.cu``, ``validator_cnn.cu``, ``pnp.cu``, ``similarity.cu``).  NVRTC-clean: no system
     ``#include``; typedefs under ``#ifdef __CUDACC_RTC__``; kernels declared
     ``extern "C" __global__ void NAME(...)``; static ``__shared__`` sizes from ``#define``s.
 ``loader.py``

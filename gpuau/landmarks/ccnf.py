@@ -16,6 +16,7 @@ import numba as nb
 import numpy as np
 
 import gpuau.cpu  # noqa: F401  (before the kernels below: the folder of Numba's cache)
+from gpuau.cpu.similarity import similarity
 from gpuau.models.cache import load_cached
 from gpuau.models.ccnf_file import parse_ccnf
 
@@ -217,50 +218,21 @@ class CCNFScale:
         return self._experts[key]
 
 
-def align_shapes_with_scale(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """2x2 similarity (scale * rotation) best mapping centred ``src`` onto centred ``dst``, for one
-    pair of shapes or a stack of them (each pair gets the bits it gets alone).
-
-    Port of ``AlignShapesWithScale`` and ``AlignShapesKabsch2D``, RotationHelpers.h.
-
-    Parameters
-    ----------
-    src, dst : ndarray (..., n, 2) float32
-
-    Returns
-    -------
-    ndarray (..., 2, 2) float32
-    """
-    src = np.asarray(src, _F)
-    dst = np.asarray(dst, _F)
-    n = src.shape[-2]
-    src_c = src - src.mean(axis=-2, dtype=np.float64, keepdims=True).astype(_F)
-    dst_c = dst - dst.mean(axis=-2, dtype=np.float64, keepdims=True).astype(_F)
-    s_src = np.sqrt((src_c.astype(np.float64) ** 2).sum(axis=(-2, -1)) / n).astype(_F)[..., None, None]
-    s_dst = np.sqrt((dst_c.astype(np.float64) ** 2).sum(axis=(-2, -1)) / n).astype(_F)[..., None, None]
-    src_c = src_c / s_src
-    dst_c = dst_c / s_dst
-    s = s_dst / s_src
-    u, _, vt = np.linalg.svd((np.swapaxes(src_c, -1, -2) @ dst_c).astype(np.float64))
-    v, ut = np.swapaxes(vt, -1, -2), np.swapaxes(u, -1, -2)
-    rot = v @ ut
-    reflection = rot[..., 0, 0] * rot[..., 1, 1] - rot[..., 0, 1] * rot[..., 1, 0] <= 0
-    if reflection.any():  # flip the last singular vector
-        rot[reflection] = (v[reflection] * np.array([1.0, -1.0])) @ ut[reflection]
-    return (s * rot.astype(_F)).astype(_F)
-
-
 def similarity_to_reference(landmarks_2d: np.ndarray, reference_2d: np.ndarray) -> "tuple[np.ndarray, np.ndarray]":
     """Similarities between the image shape and the reference shape of a patch scale, for one face
-    ``(n, 2)`` or a stack ``(F, n, 2)``.
+    ``(n, 2)`` or a stack ``(F, n, 2)``: OpenFace's ``AlignShapesWithScale`` and its
+    ``inv(DECOMP_LU)``, bit for bit (:func:`gpuau.cpu.similarity.similarity`).
+
+    Port of the similarity part of ``Patch_experts::Response``, Patch_experts.cpp.
 
     Returns
     -------
     sim_img_to_ref, sim_ref_to_img : ndarray (..., 2, 2) float32
     """
-    img_to_ref = align_shapes_with_scale(landmarks_2d, reference_2d)
-    ref_to_img = np.linalg.inv(img_to_ref.astype(np.float64)).astype(_F)
-    return img_to_ref, ref_to_img
+    src = np.asarray(landmarks_2d, _F)
+    sims = similarity(src.reshape(-1, *src.shape[-2:]), np.asarray(reference_2d, _F).reshape(-1, *src.shape[-2:]))
+    sims = sims.reshape(src.shape[:-2] + sims.shape[1:])
+    return sims[..., 0, :, :], sims[..., 1, :, :]
 
 
 def area_matrices(centres: np.ndarray, sim_ref_to_img: np.ndarray, size: int) -> np.ndarray:
