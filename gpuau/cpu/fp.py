@@ -5,6 +5,8 @@ fuses a multiply-add; these are the same operations for the Numba code.
 """
 from __future__ import annotations
 
+import numba as nb
+import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
@@ -22,3 +24,17 @@ def fmaf(typingctx, a, b, c):
 
     return sig, codegen
 
+
+@nb.njit(cache=True, nogil=True)
+def _fmaf_flat(a, b, c, out):
+    for i in range(out.size):
+        out[i] = fmaf(a[i], b[i], c[i])
+
+
+def fmaf_arrays(a, b, c) -> np.ndarray:
+    """Elementwise :func:`fmaf` of float32 arrays (broadcast together)."""
+    a, b, c = np.broadcast_arrays(*(np.asarray(x, np.float32) for x in (a, b, c)))
+    out = np.empty(a.shape, np.float32)
+    _fmaf_flat(np.ascontiguousarray(a).ravel(), np.ascontiguousarray(b).ravel(), np.ascontiguousarray(c).ravel(),
+               out.reshape(-1))
+    return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from gpuau.device import resolve_device
+from gpuau.cpu.fp import fmaf_arrays
 from gpuau.cpu.similarity import similarity
 from gpuau.landmarks.paw import triangle_map
 
@@ -60,8 +61,10 @@ def similarity_warp(landmarks_2d: np.ndarray, params_global: np.ndarray, mean_sh
     t = np.asarray(params_global, _F)[..., 4:6]
     warp = np.empty(source.shape[:-2] + (2, 3), _F)
     warp[..., :2] = scale_rot
-    warp[..., 0, 2] = -(scale_rot[..., 0, 0] * t[..., 0] + scale_rot[..., 0, 1] * t[..., 1]) + _F(width // 2)
-    warp[..., 1, 2] = -(scale_rot[..., 1, 0] * t[..., 0] + scale_rot[..., 1, 1] * t[..., 1]) + _F(height // 2)
+    # T = scale_rot * (tx, ty) as OpenFace's build fuses cv::Matx's product: fmaf(m01, ty, m00 * tx)
+    shift = fmaf_arrays(scale_rot[..., :, 1], t[..., None, 1], scale_rot[..., :, 0] * t[..., None, 0])
+    warp[..., 0, 2] = -shift[..., 0] + _F(width // 2)
+    warp[..., 1, 2] = -shift[..., 1] + _F(height // 2)
     return warp
 
 
