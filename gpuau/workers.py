@@ -110,7 +110,8 @@ def _serve(conn, device: str, threads: int, options: dict) -> None:
 
     Messages to the parent: ``("ready", pid)``, per input ``("open", frame_count)``, ``("progress", frames)``
     and ``("done", outcome)``; ``("error", text)`` if the worker cannot start."""
-    signal.signal(signal.SIGINT, _stopped)  # Ctrl-C reaches the workers too
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # ignored under nohup or `&`: by the parent too
+        signal.signal(signal.SIGINT, _stopped)  # Ctrl-C reaches the workers too
     signal.signal(signal.SIGTERM, _stopped)  # how the parent stops a busy worker
     try:
         try:

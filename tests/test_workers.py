@@ -106,15 +106,7 @@ def test_stopping_a_run_leaves_no_partial_output_and_no_process(media_dir, tmp_p
     import time
 
     out = tmp_path / "out"
-    env = {k: v for k, v in os.environ.items() if k != FAULT_ENV}
-    videos = [media_dir / "2015-10-15-15-14.avi", media_dir / "default.wmv"]
-    proc = subprocess.Popen([sys.executable, "-m", "gpuau", "analyze", *map(str, videos), "-o", str(out),
-                             "--device", "cpu", "--workers", "2", "--quiet"], env=env, start_new_session=True,
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while len(list(out.glob(".*.tmp"))) < 2 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)  # until both workers write
-    assert proc.poll() is None and len(list(out.glob(".*.tmp"))) == 2
+    proc = _two_workers_writing(media_dir, out, signal.SIG_DFL)  # Ctrl-C's default, however the tests were started
     if how.startswith("SIGTERM"):
         proc.send_signal(signal.SIGTERM)
     else:
@@ -127,6 +119,37 @@ def test_stopping_a_run_leaves_no_partial_output_and_no_process(media_dir, tmp_p
     while _group_alive(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _group_alive(proc.pid)  # no process of the run is left
+
+
+def _two_workers_writing(media_dir, out, sigint) -> subprocess.Popen:
+    """``gpuau analyze --workers 2`` of two videos in a new process group with SIGINT's disposition ``sigint``,
+    once both workers write their outputs."""
+    import signal
+    import time
+
+    env = {k: v for k, v in os.environ.items() if k != FAULT_ENV}
+    videos = [media_dir / "2015-10-15-15-14.avi", media_dir / "default.wmv"]
+    proc = subprocess.Popen([sys.executable, "-m", "gpuau", "analyze", *map(str, videos), "-o", str(out),
+                             "--device", "cpu", "--workers", "2", "--quiet"], env=env, start_new_session=True,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, sigint))
+    deadline = time.monotonic() + 120
+    while len(list(out.glob(".*.tmp"))) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # until both workers write
+    assert proc.poll() is None and len(list(out.glob(".*.tmp"))) == 2
+    return proc
+
+
+def test_a_run_that_ignores_ctrl_c_keeps_its_workers(media_dir, tmp_path):
+    """Started with SIGINT ignored (``nohup``, a shell's ``&``), a Ctrl-C to the process group stops nothing: the
+    workers ignore it as the command does, instead of dying and being replaced."""
+    import signal
+
+    out = tmp_path / "out"
+    proc = _two_workers_writing(media_dir, out, signal.SIG_IGN)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and "died" not in err, err
+    assert sorted(p.name for p in out.iterdir()) == ["2015-10-15-15-14.csv", "default.csv"]
 
 
 def _group_alive(pgid: int) -> bool:
