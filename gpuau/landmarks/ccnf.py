@@ -16,6 +16,7 @@ import numba as nb
 import numpy as np
 
 import gpuau.cpu  # noqa: F401  (before the kernels below: the folder of Numba's cache)
+from gpuau.cpu.fp import fmaf_arrays
 from gpuau.cpu.similarity import similarity
 from gpuau.models.cache import load_cached
 from gpuau.models.ccnf_file import parse_ccnf
@@ -128,7 +129,9 @@ class CCNFScale:
         """Index of the view whose centre is closest to the current rotation (port of
         ``Patch_experts::GetViewIdx``): an int for params ``(6,)``, an ``(F,)`` int64 array for ``(F, 6)``."""
         g = np.asarray(params_global, dtype=_F)
-        d = ((g[..., None, 1:4].astype(np.float64) - self.centers).astype(_F) ** 2).sum(axis=-1, dtype=_F)
+        v = (g[..., None, 1:4].astype(np.float64) - self.centers).astype(_F)
+        # v1*v1 + v2*v2 + v3*v3 as OpenFace's build fuses it (Patch_experts.o)
+        d = fmaf_arrays(v[..., 2], v[..., 2], fmaf_arrays(v[..., 0], v[..., 0], v[..., 1] * v[..., 1]))
         idx = np.argmin(d, axis=-1)
         return int(idx) if idx.ndim == 0 else idx
 
