@@ -1,7 +1,8 @@
-"""Floating-point operations that Numba does not spell: a float32 fused multiply-add.
+"""Floating-point operations that Numba and NumPy do not spell: a float32 fused multiply-add.
 
 The CUDA twins build with ``--fmad=false`` and write ``fmaf`` where OpenFace's or OpenCV's build
-fuses a multiply-add; these are the same operations for the Numba code.
+fuses a multiply-add; :func:`fmaf` is the same operation for the Numba code, :func:`fmaf_arrays`
+for host-side NumPy code.
 """
 from __future__ import annotations
 
