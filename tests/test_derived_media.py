@@ -50,9 +50,14 @@ def test_derived_clip_matches_openface(name, analyzer, media_dir, shared, tmp_pa
     assert res["frames_candidate"] == res["frames_reference"] == len(frames)
     # measured 0.018-0.028 px mean, 0.031-0.042 p95 (the reference videos: 0.018-0.027 / 0.031-0.045)
     assert res["landmark_mean_px"] < 0.05 and res["landmark_p95_px"] < 0.1
-    varying = [r for r in res["au_r"].values() if not math.isnan(r)]
-    # measured: AU r mean 0.996-0.999, min 0.982 (mirror, AU10: the rounding floor of
-    # benchmarks/bench_noise_floor.py is 0.978-0.990 on changeLighting, the clip it mirrors), MAE <= 0.040
+    # Pearson r over AUs that vary (OpenFace's intensities spread by 0.05 or more); one that stays near zero
+    # (mirror's AU10, standard deviation 0.011) measures noise there, and is held to its mean error instead
+    spread = read_reference(theirs)[list(res["au_r"])].std()
+    varying = [r for au, r in res["au_r"].items() if not math.isnan(r) and spread[au] >= 0.05]
+    flat = [res["au_mae"][au] for au in res["au_r"] if spread[au] < 0.05]
+    # measured: AU r mean 0.997-0.999, min 0.992 over the varying AUs (the rounding floor of
+    # benchmarks/bench_noise_floor.py is 0.978-0.990 on changeLighting, the clip mirror mirrors), MAE <= 0.029;
+    # the near-constant AUs: MAE <= 0.0005
     assert np.mean(varying) >= 0.99 and min(varying) >= 0.975
-    assert max(res["au_mae"].values()) <= 0.05
+    assert max(res["au_mae"].values()) <= 0.05 and max(flat, default=0) <= 0.01
     assert res["au_c_agreement_mean"] >= 0.985

@@ -1,4 +1,6 @@
 """PDM: reconstruct OpenFace's landmarks from its own parameters, and refit parameters to them."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -90,3 +92,25 @@ def test_jacobian_matches_finite_differences(pdm, reference):
 def test_clamp(pdm):
     _, p = pdm.clamp(np.zeros(6), np.full(34, 1e6, np.float32))
     np.testing.assert_allclose(p, 3 * np.sqrt(pdm.eigen_values))
+
+
+SHAPES = Path(__file__).parent / "data" / "pdm_shapes_openface.npz"
+PDM_FILES = {"main": "lib/local/LandmarkDetector/model/pdms/In-the-wild_aligned_PDM_68.txt",
+             "inner": "lib/local/LandmarkDetector/model/model_inner/pdms/pdm_51_inner.txt",
+             "eye": "lib/local/LandmarkDetector/model/model_eye/pdms/pdm_28_l_eye_3D_closed.txt"}
+
+
+@pytest.mark.parametrize("name", sorted(PDM_FILES))
+def test_shapes_are_openfaces_bit_for_bit(name, models_dir):
+    """``CalcShape3D`` (OpenBLAS's sgemm order) and ``CalcShape2D`` (the fused rotation and projection) as
+    OpenFace's own compiled objects compute them (``data/make_pdm_shapes_openface.py``): the main PDM (34 modes,
+    OpenFace's fits of the reference videos and random parameters), the inner face's (32 modes, 153 rows: the
+    sgemm's last row summed in halves) and an eye's (10 modes: one chain)."""
+    pdm = PDM.load(PDM_FILES[name])
+    with np.load(SHAPES) as d:
+        g, p = d[f"{name}/params_global"], d[f"{name}/params_local"]
+        want_3d, want_2d = d[f"{name}/shape_3d"], d[f"{name}/shape_2d"]
+    got_3d = np.stack([pdm.calc_shape_3d(pi) for pi in p])
+    got_2d = np.stack([pdm.calc_shape_2d(gi, pi) for gi, pi in zip(g, p)])
+    np.testing.assert_array_equal(got_3d.view(np.int32), want_3d.view(np.int32))
+    np.testing.assert_array_equal(got_2d.view(np.int32), want_2d.view(np.int32))

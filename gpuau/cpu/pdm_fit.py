@@ -18,6 +18,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from gpuau.cpu.fp import fmaf
+
 F32 = np.float32
 
 
@@ -31,14 +33,15 @@ def euler_to_rotation(e):
     c2 = np.float32(np.cos(e[1]))
     c3 = np.float32(np.cos(e[2]))
     r = np.empty((3, 3), np.float32)
+    # the sums fused as OpenFace's -O3 -march=native build fuses Euler2RotationMatrix (PDM.o)
     r[0, 0] = c2 * c3
     r[0, 1] = -c2 * s3
     r[0, 2] = s2
-    r[1, 0] = c1 * s3 + c3 * s1 * s2
-    r[1, 1] = c1 * c3 - s1 * s2 * s3
+    r[1, 0] = fmaf(c1, s3, (c3 * s1) * s2)
+    r[1, 1] = fmaf(-(s1 * s2), s3, c1 * c3)
     r[1, 2] = -c2 * s1
-    r[2, 0] = s1 * s3 - c1 * c3 * s2
-    r[2, 1] = c3 * s1 + c1 * s2 * s3
+    r[2, 0] = fmaf(s1, s3, -((c1 * c3) * s2))
+    r[2, 1] = fmaf(c1 * s2, s3, c3 * s1)
     r[2, 2] = c1 * c2
     return r
 
@@ -176,17 +179,40 @@ def rodrigues_to_matrix(v32):
 
 @nb.njit(cache=True, nogil=True)
 def shape_3d(mean, pc, p):
-    """``mean + pc @ p`` as (n, 3) float32."""
+    """``mean + pc @ p`` as (n, 3) float32, rounded as ``PDM::CalcShape3D``'s ``sgemm`` (OpenBLAS's AVX-512
+    small-matrix kernel, one row of ``p``) rounds it: with 32 modes or more, 16 lanes each summing the
+    modes ``k = l, l + 16, ...`` as a fused multiply-add chain, the lanes added in adjacent pairs
+    (``((0 + 1) + (2 + 3)) + ...``) for the rows the kernel takes four at a time and in halves
+    (``lane l + lane l + 8``, then ``+ 4``, ``+ 2``, ``+ 1``) for the last ``3n mod 4``; with fewer modes,
+    one chain over the modes in order; then ``+ mean``.  Equal to OpenFace's on every shape of
+    ``tests/data/pdm_shapes_openface.npz`` (main, inner-face and eye PDMs)."""
     n = mean.shape[0] // 3
     m = p.shape[0]
     out = np.empty((n, 3), np.float32)
+    lanes = np.empty(16, np.float32)
+    by_four = (3 * n) & ~3
     for d in range(3):
         for i in range(n):
             row = d * n + i
-            v = mean[row]
-            for k in range(m):
-                v += pc[row, k] * p[k]
-            out[i, d] = v
+            if m >= 32:
+                for l in range(16):
+                    lanes[l] = np.float32(0.0)
+                for k in range(m):
+                    lanes[k % 16] = fmaf(p[k], pc[row, k], lanes[k % 16])
+                w = 16
+                while w > 1:
+                    w //= 2
+                    for l in range(w):
+                        if row < by_four:
+                            lanes[l] = lanes[2 * l] + lanes[2 * l + 1]
+                        else:
+                            lanes[l] = lanes[l] + lanes[l + w]
+                acc = lanes[0]
+            else:
+                acc = np.float32(0.0)
+                for k in range(m):
+                    acc = fmaf(p[k], pc[row, k], acc)
+            out[i, d] = acc + mean[row]
     return out
 
 
@@ -200,8 +226,9 @@ def project(s3, g):
         x = s3[i, 0]
         y = s3[i, 1]
         z = s3[i, 2]
-        out[i, 0] = g[0] * (r[0, 0] * x + r[0, 1] * y + r[0, 2] * z) + g[4]
-        out[i, 1] = g[0] * (r[1, 0] * x + r[1, 1] * y + r[1, 2] * z) + g[5]
+        # s * (r0 . X) + t, fused as PDM::CalcShape2D is in OpenFace's build
+        out[i, 0] = fmaf(g[0], fmaf(r[0, 2], z, fmaf(r[0, 0], x, r[0, 1] * y)), g[4])
+        out[i, 1] = fmaf(g[0], fmaf(r[1, 2], z, fmaf(r[1, 0], x, r[1, 1] * y)), g[5])
     return out
 
 

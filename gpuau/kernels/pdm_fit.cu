@@ -24,7 +24,7 @@
 //     the error sums: thread 0.
 // So the results are the twins' bit for bit where the math library rounds as the host's libm does
 // (the emulator; CUDA's sinf/atan2f/acos/exp are within an ulp or two of it).  No fused multiply-add
-// (--fmad=false).
+// (--fmad=false) but the fmaf calls of the 3D shape, rotation and projection, where OpenFace's build fuses.
 //
 // spills: 64 bytes (ptxas saves a few registers of thread 0's serial update around the calls into
 // CUDA's slow argument reduction of sinf/cosf/cos/sin: 4-40 bytes, once per iteration, off the
@@ -47,11 +47,11 @@ __device__ void euler_to_rotation(const float* e, float* r) {
     r[0] = c2 * c3;
     r[1] = -c2 * s3;
     r[2] = s2;
-    r[3] = c1 * s3 + c3 * s1 * s2;
-    r[4] = c1 * c3 - s1 * s2 * s3;
+    r[3] = fmaf(c1, s3, (c3 * s1) * s2);  // fused as OpenFace's build fuses Euler2RotationMatrix
+    r[4] = fmaf(-(s1 * s2), s3, c1 * c3);
     r[5] = -c2 * s1;
-    r[6] = s1 * s3 - c1 * c3 * s2;
-    r[7] = c3 * s1 + c1 * s2 * s3;
+    r[6] = fmaf(s1, s3, -((c1 * c3) * s2));
+    r[7] = fmaf(c1 * s2, s3, c3 * s1);
     r[8] = c1 * c2;
 }
 
@@ -187,6 +187,26 @@ __device__ void clamp(const float* eig, float* p) {
     }
 }
 
+// pc_row . p rounded as CalcShape3D's OpenBLAS sgemm (AVX-512 small-matrix kernel, one row of p): with
+// 32 modes or more, 16 lanes of fused multiply-add chains over the modes k = l, l + 16, ..., added in
+// adjacent pairs for the rows taken four at a time (by_four) and in halves for the rest; with fewer, one
+// chain in order.  Twin: pdm_fit.shape_3d.
+__device__ float sgemm_row(const float* pc_row, const float* p, bool by_four) {
+    if (M < 32) {
+        float acc = 0.0f;
+#pragma unroll 1
+        for (int k = 0; k < M; ++k) acc = fmaf(p[k], pc_row[k], acc);
+        return acc;
+    }
+    float lanes[16];
+    for (int l = 0; l < 16; ++l) lanes[l] = 0.0f;
+#pragma unroll 1
+    for (int k = 0; k < M; ++k) lanes[k % 16] = fmaf(p[k], pc_row[k], lanes[k % 16]);
+    for (int w = 8; w >= 1; w /= 2)
+        for (int l = 0; l < w; ++l) lanes[l] = by_four ? lanes[2 * l] + lanes[2 * l + 1] : lanes[l] + lanes[l + w];
+    return lanes[0];
+}
+
 // ---- block-cooperative steps: every thread of the block calls them ----
 
 // 3D shape of p at nv points (point i of the fit is PDM point idx[i]; idx null: point i): s3 (nv, 3).
@@ -195,18 +215,16 @@ __device__ void shape_3d(const float* mean, const float* pc, const float* p, con
     for (int q = threadIdx.x; q < 3 * nv; q += THREADS) {
         const int d = q / nv, i = q % nv;
         const int row = d * N + (idx ? idx[i] : i);
-        float v = mean[row];
-#pragma unroll 1
-        for (int j = 0; j < M; ++j) v += pc[row * M + j] * p[j];
-        s3[3 * i + d] = v;
+        s3[3 * i + d] = sgemm_row(pc + row * M, p, d * nv + i < ((3 * nv) & ~3)) + mean[row];
     }
     __syncthreads();
 }
 
 // Weak-perspective projection of one point by g with rotation rot.
 __device__ void project(const float* s3i, const float* g, const float* rot, float* x, float* y) {
-    *x = g[0] * (rot[0] * s3i[0] + rot[1] * s3i[1] + rot[2] * s3i[2]) + g[4];
-    *y = g[0] * (rot[3] * s3i[0] + rot[4] * s3i[1] + rot[5] * s3i[2]) + g[5];
+    // fused as PDM::CalcShape2D is in OpenFace's build
+    *x = fmaf(g[0], fmaf(rot[2], s3i[2], fmaf(rot[0], s3i[0], rot[1] * s3i[1])), g[4]);
+    *y = fmaf(g[0], fmaf(rot[5], s3i[2], fmaf(rot[3], s3i[0], rot[4] * s3i[1])), g[5]);
 }
 
 // Jacobian rows of one point (PDM point src, 3D shape s3i) w.r.t. the first k params: jx (x row), jy (y row).
