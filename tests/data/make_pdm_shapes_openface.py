@@ -6,7 +6,8 @@ OpenFace's own compiled objects (built with ``-O3 -march=native`` against Debian
 Run from the repository root with OpenFace's sources at ``OPENFACE`` and its objects at ``OBJECTS`` (every
 ``.o`` of the FeatureExtraction build but FeatureExtraction's own)::
 
-    GPUAU_MODELS=../shared/models/openface-2.2.0 PYTHONPATH=. python tests/data/make_pdm_shapes_openface.py OPENFACE OBJECTS
+    GPUAU_MODELS=../shared/models/openface-2.2.0 PYTHONPATH=. \\
+        python tests/data/make_pdm_shapes_openface.py OPENFACE OBJECTS
 
 Parameters: OpenFace's fits of the three reference videos (main PDM, 34 modes) and random ones, for the main,
 inner-face (32 modes) and eye (10 modes) PDMs; the shapes are stored with them.
@@ -50,8 +51,9 @@ def main(openface: str, objects: str):
         flags = subprocess.run(["pkg-config", "--cflags", "--libs", "opencv4"], capture_output=True, text=True,
                                check=True).stdout.split()
         local = f"{openface}/lib/local"
-        subprocess.run(["g++", "-O3", "-march=native", "-std=c++14", "-w", "-DNDEBUG", f"-I{local}/LandmarkDetector/include",
-                        f"-I{local}/Utilities/include", "-I/usr/include/x86_64-linux-gnu/openblas-pthread",
+        subprocess.run(["g++", "-O3", "-march=native", "-std=c++14", "-w", "-DNDEBUG",
+                        f"-I{local}/LandmarkDetector/include", f"-I{local}/Utilities/include",
+                        "-I/usr/include/x86_64-linux-gnu/openblas-pthread",
                         str(HERE / "pdm_shapes_openface.cpp"), *objs, "-o", str(exe), *flags, "-lopenblas", "-ltbb",
                         "-ldlib", "-lboost_filesystem", "-lboost_system", "-lpthread"], check=True)
         for name, rel in PDMS.items():
