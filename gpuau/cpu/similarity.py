@@ -132,15 +132,15 @@ def _svd2(a, u, w, vt):
         W[0] += delta
         W[1] -= delta
         keep_norms = it % 2 != 0 and W[0] > 0 and W[1] > 0
-        na = nb_ = 0.0
+        norm0 = norm1 = 0.0
         for k in range(2):
             t0 = c * at[0, k] + s * at[1, k]
             t1 = -s * at[0, k] + c * at[1, k]
             at[0, k], at[1, k] = t0, t1
-            na += np.float64(t0) * t0
-            nb_ += np.float64(t1) * t1
+            norm0 += np.float64(t0) * t0
+            norm1 += np.float64(t1) * t1
         if not keep_norms:
-            W[0], W[1] = na, nb_
+            W[0], W[1] = norm0, norm1
         for k in range(2):
             t0 = c * vt[0, k] + s * vt[1, k]
             t1 = -s * vt[0, k] + c * vt[1, k]

@@ -89,18 +89,18 @@ __device__ void svd2(const float* a, float* u, float* w, float* vt)
         W[0] += delta;
         W[1] -= delta;
         const bool keep_norms = it % 2 != 0 && W[0] > 0 && W[1] > 0;
-        double na = 0.0, nb = 0.0;
+        double norm0 = 0.0, norm1 = 0.0;
         for (int k = 0; k < 2; ++k) {
             const float t0 = c * at[k] + s * at[2 + k];
             const float t1 = -s * at[k] + c * at[2 + k];
             at[k] = t0;
             at[2 + k] = t1;
-            na += (double)t0 * t0;
-            nb += (double)t1 * t1;
+            norm0 += (double)t0 * t0;
+            norm1 += (double)t1 * t1;
         }
         if (!keep_norms) {
-            W[0] = na;
-            W[1] = nb;
+            W[0] = norm0;
+            W[1] = norm1;
         }
         for (int k = 0; k < 2; ++k) {
             const float t0 = c * vt[k] + s * vt[2 + k];
