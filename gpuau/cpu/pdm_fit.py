@@ -200,12 +200,15 @@ def shape_3d(mean, pc, p):
                 for k in range(m):
                     lanes[k % 16] = fmaf(p[k], pc[row, k], lanes[k % 16])
                 w = 16
-                while w > 1:
-                    w //= 2
-                    for l in range(w):
-                        if row < by_four:
+                if row < by_four:
+                    while w > 1:
+                        w //= 2
+                        for l in range(w):
                             lanes[l] = lanes[2 * l] + lanes[2 * l + 1]
-                        else:
+                else:
+                    while w > 1:
+                        w //= 2
+                        for l in range(w):
                             lanes[l] = lanes[l] + lanes[l + w]
                 acc = lanes[0]
             else:

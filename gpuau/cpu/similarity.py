@@ -51,23 +51,30 @@ def _hypot(a, b):
 
 
 @nb.njit(cache=True, nogil=True, inline="always", error_model="numpy")
-def _cv_sum(v, count):
-    """``cv::sum`` of the float32 values ``v[:count]`` (a double; the order of the module docstring)."""
+def _sq(v, i):
+    """``v[i]`` squared in float32."""
+    return v[i] * v[i]
+
+
+@nb.njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _cv_sum_squares(v, count):
+    """``cv::sum`` of the float32 squares of ``v[:count]`` (``cv::pow(v, 2)``; a double, the order of the
+    module docstring)."""
     acc = np.zeros(8)
     x = 0
     while x <= count - 16:
         for j in range(4):
-            acc[j] += np.float64(v[x + j]) + np.float64(v[x + 8 + j])
-            acc[4 + j] += np.float64(v[x + 4 + j]) + np.float64(v[x + 12 + j])
+            acc[j] += np.float64(_sq(v, x + j)) + np.float64(_sq(v, x + 8 + j))
+            acc[4 + j] += np.float64(_sq(v, x + 4 + j)) + np.float64(_sq(v, x + 12 + j))
         x += 16
     s = 0.0
     for j in range(8):
         s += acc[j]
     while x <= count - 4:
-        s += np.float64(((v[x] + v[x + 1]) + v[x + 2]) + v[x + 3])
+        s += np.float64(((_sq(v, x) + _sq(v, x + 1)) + _sq(v, x + 2)) + _sq(v, x + 3))
         x += 4
     while x < count:
-        s += np.float64(v[x])
+        s += np.float64(_sq(v, x))
         x += 1
     return s
 
@@ -84,10 +91,7 @@ def _centred_scaled(shape, buf):
         mean = np.float32(s * (1.0 / n))
         for i in range(n):
             buf[2 * i + c] = shape[i, c] - mean
-    sq = np.empty(2 * n, np.float32)
-    for k in range(2 * n):
-        sq[k] = buf[k] * buf[k]
-    scale = np.float32(np.sqrt(_cv_sum(sq, 2 * n) / n))
+    scale = np.float32(np.sqrt(_cv_sum_squares(buf, 2 * n) / n))
     inv = np.float32(1.0 / np.float64(scale))
     for k in range(2 * n):
         buf[k] = buf[k] * inv

@@ -26,21 +26,23 @@ __device__ double cv_hypot(double a, double b)
     return 0.0;
 }
 
-// cv::sum of v[0 .. count-1] (AVX2 Sum_SIMD<float, double> lanes, then groups of 4 in float).
-__device__ double cv_sum(const float* v, int count)
+__device__ float sq(const float* v, int i) { return v[i] * v[i]; }
+
+// cv::sum of the float squares of v[0 .. count-1] (AVX2 Sum_SIMD<float, double> lanes, then groups of 4 in float).
+__device__ double cv_sum_squares(const float* v, int count)
 {
     double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     int x = 0;
     for (; x <= count - 16; x += 16) {
         for (int j = 0; j < 4; ++j) {
-            acc[j] += (double)v[x + j] + (double)v[x + 8 + j];
-            acc[4 + j] += (double)v[x + 4 + j] + (double)v[x + 12 + j];
+            acc[j] += (double)sq(v, x + j) + (double)sq(v, x + 8 + j);
+            acc[4 + j] += (double)sq(v, x + 4 + j) + (double)sq(v, x + 12 + j);
         }
     }
     double s = 0.0;
     for (int j = 0; j < 8; ++j) s += acc[j];
-    for (; x <= count - 4; x += 4) s += (double)(((v[x] + v[x + 1]) + v[x + 2]) + v[x + 3]);
-    for (; x < count; ++x) s += (double)v[x];
+    for (; x <= count - 4; x += 4) s += (double)(((sq(v, x) + sq(v, x + 1)) + sq(v, x + 2)) + sq(v, x + 3));
+    for (; x < count; ++x) s += (double)sq(v, x);
     return s;
 }
 
@@ -53,9 +55,7 @@ __device__ float centred_scaled(const float* shape, int n, float* buf)
         const float mean = (float)(s * (1.0 / n));
         for (int i = 0; i < n; ++i) buf[2 * i + c] = shape[2 * i + c] - mean;
     }
-    float sq[2 * MAX_POINTS];
-    for (int k = 0; k < 2 * n; ++k) sq[k] = buf[k] * buf[k];
-    const float scale = (float)sqrt(cv_sum(sq, 2 * n) / n);
+    const float scale = (float)sqrt(cv_sum_squares(buf, 2 * n) / n);
     const float inv = (float)(1.0 / (double)scale);
     for (int k = 0; k < 2 * n; ++k) buf[k] = buf[k] * inv;
     return scale;
