@@ -16,7 +16,7 @@ import numba as nb
 import numpy as np
 
 import gpuau.cpu  # noqa: F401  (before the kernels below: the folder of Numba's cache)
-from gpuau.cpu.fp import fmaf_arrays
+from gpuau.cpu.fp import fmaf
 from gpuau.cpu.similarity import similarity
 from gpuau.models.cache import load_cached
 from gpuau.models.ccnf_file import parse_ccnf
@@ -129,11 +129,8 @@ class CCNFScale:
         """Index of the view whose centre is closest to the current rotation (port of
         ``Patch_experts::GetViewIdx``): an int for params ``(6,)``, an ``(F,)`` int64 array for ``(F, 6)``."""
         g = np.asarray(params_global, dtype=_F)
-        v = (g[..., None, 1:4].astype(np.float64) - self.centers).astype(_F)
-        # v1*v1 + v2*v2 + v3*v3 as OpenFace's build fuses it (Patch_experts.o)
-        d = fmaf_arrays(v[..., 2], v[..., 2], fmaf_arrays(v[..., 0], v[..., 0], v[..., 1] * v[..., 1]))
-        idx = np.argmin(d, axis=-1)
-        return int(idx) if idx.ndim == 0 else idx
+        idx = _nearest_views(np.ascontiguousarray(g.reshape(-1, g.shape[-1])[:, 1:4]), self.centers)
+        return int(idx[0]) if g.ndim == 1 else idx
 
     def weights(self, view: int) -> np.ndarray:
         """(n, K, 1 + h*w) float32 neuron rows of one view."""
@@ -219,6 +216,26 @@ class CCNFScale:
                 arrays = tuple(np.ascontiguousarray(a[visible]) for a in arrays)
             self._experts[key] = (visible,) + tuple(backend.asarray(a) for a in arrays)
         return self._experts[key]
+
+
+@nb.njit(cache=True, nogil=True)
+def _nearest_views(rotations, centers):
+    """Index of the view centre closest to each rotation (first of equals), the squared distance in float32
+    from double differences, ``v1*v1 + v2*v2 + v3*v3`` fused as Patch_experts.o fuses ``GetViewIdx``'s sum.
+
+    rotations : (F, 3) float32 ; centers : (V, 3) float64 -> (F,) int64
+    """
+    out = np.zeros(rotations.shape[0], np.int64)
+    for f in range(rotations.shape[0]):
+        best = np.float32(0.0)
+        for v in range(centers.shape[0]):
+            d1 = np.float32(np.float64(rotations[f, 0]) - centers[v, 0])
+            d2 = np.float32(np.float64(rotations[f, 1]) - centers[v, 1])
+            d3 = np.float32(np.float64(rotations[f, 2]) - centers[v, 2])
+            d = fmaf(d3, d3, fmaf(d1, d1, d2 * d2))
+            if v == 0 or d < best:
+                best, out[f] = d, v
+    return out
 
 
 def similarity_to_reference(landmarks_2d: np.ndarray, reference_2d: np.ndarray) -> "tuple[np.ndarray, np.ndarray]":
