@@ -19,7 +19,9 @@ import numpy as np
 
 from gpuau._atomic import atomic_write
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3
+"""Raised whenever a parser changes what it returns for the same file (3: CCNF neuron weights scaled in
+float32, as OpenCV does)."""
 _MAGIC = b"GPUAU-ARRAYS\n"
 _ALIGN = 64
 

@@ -99,11 +99,12 @@ def _read_expert(r: BinaryReader, n_betas: int) -> dict:
         if r.int32() != 2:
             raise ValueError("CCNF neuron: unexpected record type")
         r.int32()  # neuron type (0: plain intensity; the only one these models use)
-        norm_weights = r.scalars(np.float64)[0]  # a float64 scalar: the product below is in double
+        norm_weights = r.scalars(np.float64)[0]
         bias = r.float64()
         alpha = r.float64()
         w = r.matrix().astype(np.float32)  # (h, w)
-        flat = (w.T.reshape(-1) * norm_weights).astype(np.float32)  # column by column, float * double
+        # column by column; OpenCV's Mat * double scales in float32 (convertTo: the factor rounded to float)
+        flat = w.T.reshape(-1) * np.float32(norm_weights)
         rows.append(np.concatenate([[np.float32(bias)], flat]).astype(np.float32))
         alphas.append(float(alpha))
     betas = r.scalars(np.float64, n_betas)
