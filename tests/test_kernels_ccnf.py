@@ -1,12 +1,14 @@
 """ccnf_response on every backend, on areas of interest of default.wmv frames sampled around OpenFace's
 reference landmarks, with the main model's CCNF patch experts: equal to the Numba twin bit for bit and
-close to a float64 NumPy oracle.
+close to a float64 NumPy oracle; and on synthetic experts, equal bit for bit to OpenFace's own
+``ResponseOpenBlas`` (``tests/data/ccnf_openblas.npz``).
 
-The kernel and the twin share every summation order (windows' contrast normalisation, neuron
-activations as the bias then ``+ v_t * w_t`` over the taps, the sigmoid terms, the Sigma product
-over ``q`` ascending; float32 without fused multiply-add), so their maps are identical on the
-emulator (whose ``exp`` is the host's libm, as Numba's).
+The kernel and the twin share every order (windows' contrast normalisation, OpenBLAS's neuron and
+Sigma products, glibc's ``expf``, the sigmoid terms: :mod:`gpuau.cpu.ccnf_response`), so their maps
+are identical on every backend.
 """
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -16,8 +18,10 @@ from gpuau.landmarks.clnf import CLNF
 from gpuau.landmarks.tracker import FaceTracker
 from gpuau.video import open_source
 from reference import global_params, landmarks_2d, local_params, read_reference
+from synthetic_ccnf import CASES as SYNTHETIC, expert_case
 from test_ccnf import _oracle
 
+GOLDEN = Path(__file__).parent / "data" / "ccnf_openblas.npz"
 FRAMES = (0, 120)
 # (scale index, response window size): the tracker's window sizes per scale, the identity-Sigma
 # case of a size without sigma components (3) and the largest window (15, 256 threads)
@@ -62,6 +66,16 @@ def test_ccnf_response_matches_twin(backend, clnf, frames, scale, ws):
         expected = ccnf_response_cpu(areas, w, alphas, sigmas)
         out = backend.kernels.ccnf_response(*(backend.asarray(a) for a in (areas, w, alphas, sigmas)), 11, 11)
         np.testing.assert_array_equal(backend.asnumpy(out), expected)
+
+
+def test_ccnf_response_is_openfaces_bit_for_bit(backend):
+    """Every map size OpenFace's models use (3 to 15: each path of OpenBLAS's small-matrix kernel), two
+    synthetic experts each, flat windows included: OpenFace's ResponseOpenBlas, bit for bit."""
+    golden = np.load(GOLDEN)
+    for window, seed in SYNTHETIC:
+        area, weights, alphas, sigma = expert_case(window, seed)
+        out = backend.kernels.ccnf_response(*(backend.asarray(a[None]) for a in (area, weights, alphas, sigma)))
+        np.testing.assert_array_equal(backend.asnumpy(out)[0], golden[f"w{window}_s{seed}"], err_msg=f"w={window}")
 
 
 @pytest.mark.parametrize("scale, ws", [(0, 11), (2, 7)])

@@ -1,18 +1,27 @@
-"""CCNF patch expert response maps in a fixed float32 summation order (Numba; large calls split
+"""CCNF patch expert response maps in OpenFace's float32 summation orders (Numba; large calls split
 between two threads, each area mapped by the same serial code).
 
 Port of ``CCNF_patch_expert::ResponseOpenBlas`` and ``im2colContrastNormBias``,
-CCNF_patch_expert.cpp, with OpenFace's structure: every ``patch_h x patch_w`` window of the area
-of interest is mean-centred and scaled to unit L2 norm (float32 in OpenFace's summation order);
-each neuron's activation is ``bias + normalised window . filter``; each neuron adds
-``2 alpha / (1 + exp(-x))`` in turn; the map is multiplied by the expert's CCNF covariance
+CCNF_patch_expert.cpp: every ``patch_h x patch_w`` window of the area of interest is mean-centred and
+scaled to unit L2 norm; each neuron's activation is ``bias + normalised window . filter``; each neuron
+adds ``2 alpha / (1 + expf(-x))`` in turn; the map is multiplied by the expert's CCNF covariance
 ``Sigma`` and shifted to be non-negative.
 
-OpenFace does the two products through OpenBLAS, whose summation order is the library's own.
-Here every sum has one stated order, shared bit for bit with ``gpuau/kernels/ccnf_response.cu``:
-an activation is the bias, then ``+ v_t * w_t`` over the window's column-major taps ``t``; a map
-value is ``0 + Sigma[p, q] * map[q]`` over ``q`` ascending; float32, each product and sum
-rounded (no fused multiply-add).
+OpenFace does the two products with OpenBLAS's ``sgemm`` (0.3.21, Debian's; its AVX-512 small-matrix
+kernel, the one x86-64 CPUs with AVX-512 run), whose orders are reproduced here bit for bit (measured
+against the library through ``ctypes``: every value of both products, for every window size):
+
+* ``C(m, n) = sum_k A(m, k) B(k, n)`` with ``M`` rows in blocks of :data:`LANES`: each value is one
+  fused multiply-add chain over ``k`` ascending, from 0;
+* unless the last ``M % 16`` rows number 1 to 8 and ``K >= 32``: then each of those rows' values is
+  :data:`LANES` chains, lane ``l`` over ``k = l, l + 16, ...``, added by :func:`_lane_sum` (in
+  adjacent pairs for a value of a block of 4 rows or 4 columns, by halves otherwise);
+* for the activations ``A`` is the windows (``M`` = map positions in OpenFace's column-major order,
+  ``K`` = 1 + taps: the constant 1 times the bias first, then the taps column-major), ``B`` the
+  neurons; for the Sigma product ``A`` is the map as one row (``M = 1``) and ``B(k, n) = Sigma[n, k]``.
+
+``expf`` is :func:`gpuau.cpu.fp.expf`, glibc's.  ``gpuau/kernels/ccnf_response.cu`` computes the same
+values in the same orders.
 """
 from __future__ import annotations
 
@@ -20,51 +29,83 @@ import numba as nb
 import numpy as np
 
 from gpuau.cpu import threads
+from gpuau.cpu.fp import expf, fmaf
 
 
-ROWS = 4
-"""Rows of ``Sigma`` that :func:`_area_response` multiplies by the map side by side."""
+LANES = 16
+"""Width of OpenBLAS's AVX-512 float32 vectors: the lanes of its dot-product path."""
 
 PARALLEL_MIN_WORK = 1 << 19
 """Multiply-adds of the neuron activations (areas x map values x taps x neurons) from which a call
 is shared between the calling thread and the helper thread (:mod:`gpuau.cpu.threads`), each
 mapping chunks of the areas.  A tracked 640x480 face's main-model calls (68 areas, 7x7 or 9x9
-maps: 2.8-4.7 M, ~1-1.6 ms on one core) are split; the eye models' 3x3 maps (0.2 M, ~0.17 ms)
-are not, a thread hand-over costing more than it saves there."""
+maps: 2.8-4.7 M) are split; the eye models' 3x3 maps (0.2 M) are not, a thread hand-over costing
+more than it saves there."""
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _lane_sum(lanes, adjacent):
+    """The sum of :data:`LANES` partial sums as OpenBLAS adds them: in adjacent pairs level by level
+    (its reductions of 4 rows or 4 columns at once) or, with ``adjacent`` false, the upper half onto the
+    lower one level by level (``_mm512_reduce_add_ps``); ``lanes`` is overwritten."""
+    n = LANES
+    while n > 1:
+        n //= 2
+        for i in range(n):
+            if adjacent:
+                lanes[i] = lanes[2 * i] + lanes[2 * i + 1]
+            else:
+                lanes[i] = lanes[i] + lanes[i + n]
+    return lanes[0]
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _dot_rows(m_rows, k_len):
+    """First of the rows that OpenBLAS's small kernel computes by its dot-product path (``m_rows`` if
+    none): the last ``m_rows % 16`` when they are 1 to 8 and ``k_len >= 32``."""
+    tail = m_rows % LANES
+    return m_rows - tail if 1 <= tail <= 8 and k_len >= 32 else m_rows
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _fused_squares(n_in):
+    """First tap whose square OpenFace's build adds with a fused multiply-add: GCC vectorises the
+    sum of squares (products rounded, then added in order) 16 taps, then 8, at a time, and fuses the
+    multiply-adds of the last ``n_in % 8`` (121 taps: the last one)."""
+    return n_in // 16 * 16 + (8 if n_in % 16 >= 8 else 0)
 
 
 @nb.njit(cache=True, nogil=True)
-def im2col_contrast_norm(area, patch_h, patch_w, out):
+def im2col_contrast_norm(area, patch_h, patch_w, out, mean, scale):
     """Normalised windows of an area of interest, one column per window.
 
     Each window's mean and squared norm are float32 sums in OpenFace's order (row-major for the
-    sum, column-major for the squares), serial dependency chains; all windows advance together
+    sum, column-major for the squares, the last squares fused: :func:`_fused_squares`), serial
+    dependency chains; all windows advance together
     (independent chains: the inner loops run over window origins ``y * A_w + x``, ``x`` up to
     ``A_w`` so that they are contiguous, and vectorise; indices are unsigned so that no
     negative-index wraparound test stops the vectoriser).
 
     Parameters
     ----------
-    area : ndarray (A_h, A_w) float32
+    area : ndarray (A_h, A_w) float32, C-contiguous
     patch_h, patch_w : int
     out : ndarray (patch_h*patch_w, R_h*R_w) float32
         ``out[t, y * R_w + x]``: tap ``t`` (column-major) of the window at ``(y, x)``, minus the
-        window's mean, divided by its L2 norm (1 for a flat window).
+        window's mean, times the reciprocal of its L2 norm (1 for a flat window).
+    mean, scale : ndarray (>= (R_h - 1) * A_w + R_w,) float32
+        Scratch.
     """
     u = np.uint64
     a_h, a_w = u(area.shape[0]), u(area.shape[1])
     p_h, p_w = u(patch_h), u(patch_w)
     r_h, r_w = a_h - p_h + u(1), a_w - p_w + u(1)
-    n_in = p_h * p_w
     count = np.float32(patch_h * patch_w)
-    span = r_h * a_w  # window origins y * A_w + x (those with x >= R_w are computed and unused)
-    src = np.zeros(a_h * a_w + p_w, np.float32)
-    mean = np.zeros(span, np.float32)
-    scale = np.zeros(span, np.float32)
-    d = np.empty((n_in, span), np.float32)
-    for y in range(a_h):
-        for x in range(a_w):
-            src[y * a_w + x] = area[y, x]
+    span = (r_h - u(1)) * a_w + r_w  # window origins y * A_w + x (those with x >= R_w are computed and unused)
+    src = area.ravel()
+    for q in range(span):
+        mean[q] = np.float32(0.0)
+        scale[q] = np.float32(0.0)
     for yy in range(p_h):
         for xx in range(p_w):
             off = yy * a_w + xx
@@ -72,70 +113,98 @@ def im2col_contrast_norm(area, patch_h, patch_w, out):
                 mean[q] = mean[q] + src[off + q]
     for q in range(span):
         mean[q] = mean[q] / count
+    fused = _fused_squares(patch_h * patch_w)
     t = u(0)
     for xx in range(p_w):
         for yy in range(p_h):
             off = yy * a_w + xx
-            for q in range(span):
-                v = src[off + q] - mean[q]
-                d[t, q] = v
-                scale[q] = scale[q] + v * v
+            if t < fused:
+                for q in range(span):
+                    v = src[off + q] - mean[q]
+                    scale[q] = scale[q] + v * v
+            else:
+                for q in range(span):
+                    v = src[off + q] - mean[q]
+                    scale[q] = fmaf(v, v, scale[q])
             t += u(1)
     for q in range(span):
         norm = np.float32(np.sqrt(scale[q]))
         if norm == 0:
             norm = np.float32(1.0)
         scale[q] = np.float32(1.0 / np.float64(norm))
-    for t in range(n_in):
-        for y in range(r_h):
-            for x in range(r_w):
-                out[t, y * r_w + x] = d[t, y * a_w + x] * scale[y * a_w + x]
+    t = u(0)
+    for xx in range(p_w):
+        for yy in range(p_h):
+            off = yy * a_w + xx
+            for y in range(r_h):
+                row, o = y * r_w, y * a_w
+                for x in range(r_w):
+                    out[t, row + x] = (src[off + o + x] - mean[o + x]) * scale[o + x]
+            t += u(1)
 
 
 @nb.njit(cache=True, nogil=True)
-def _area_response(areas, patch_h, patch_w, weights, gains, sigmas, out, f, cols, x, r):
+def _area_response(areas, patch_h, patch_w, weights, gains, sigmas, out, f, cols, x, r, mean, scale, lanes):
     """Windows, neuron activations, sigmoid sum, Sigma product and shift of area ``f`` with expert
-    ``f % E`` (the fixed orders of the module docstring) into ``out[f]``; ``cols`` (T, P), ``x`` (K, P)
-    and ``r`` (P,) float32 are scratch."""
+    ``f % E`` (the orders of the module docstring) into ``out[f]``; ``cols`` (T, P), ``x`` (K, P),
+    ``r`` (P,), ``mean`` and ``scale`` (A_h * A_w,) and ``lanes`` (16,) float32 are scratch."""
     n_resp = out.shape[1]
     n_in = patch_h * patch_w
     n_neurons = weights.shape[1]
+    r_h = areas.shape[1] - patch_h + 1
+    r_w = areas.shape[2] - patch_w + 1
     e = f % weights.shape[0]
-    im2col_contrast_norm(areas[f], patch_h, patch_w, cols)
+    im2col_contrast_norm(areas[f], patch_h, patch_w, cols, mean, scale)
+    one, zero = np.float32(1.0), np.float32(0.0)
     for k in range(n_neurons):
-        b = weights[e, k, 0]
+        b = fmaf(one, weights[e, k, 0], zero)
         for p in range(n_resp):
             x[k, p] = b
     for t in range(np.uint64(n_in)):
         for k in range(np.uint64(n_neurons)):
             w = weights[e, k, t + np.uint64(1)]
             for p in range(np.uint64(n_resp)):
-                x[k, p] = x[k, p] + cols[t, p] * w
+                x[k, p] = fmaf(cols[t, p], w, x[k, p])
+    # OpenFace's rows (positions) m = x * R_h + y from _dot_rows on: the dot-product path
+    dot = _dot_rows(n_resp, n_in + 1)
+    for m in range(dot, n_resp):
+        p = (m % r_h) * r_w + m // r_h
+        adjacent_rows = m - dot < (n_resp - dot) // 4 * 4
+        for k in range(n_neurons):
+            for i in range(LANES):
+                lanes[i] = zero
+            lanes[0] = fmaf(one, weights[e, k, 0], zero)
+            for t in range(n_in):
+                i = (t + 1) % LANES
+                lanes[i] = fmaf(cols[t, p], weights[e, k, t + 1], lanes[i])
+            x[k, p] = _lane_sum(lanes, adjacent_rows or k < n_neurons // 4 * 4)
     for p in range(n_resp):
-        r[p] = np.float32(0.0)
+        r[p] = zero
     for k in range(n_neurons):
         gain = gains[e, k]
         if gain == 0.0:
             continue
         for p in range(n_resp):
-            r[p] = np.float32(np.float64(r[p]) + gain / (1.0 + np.exp(-np.float64(x[k, p]))))
-    p = 0
-    while p + ROWS <= n_resp:
-        v0 = v1 = v2 = v3 = np.float32(0.0)
-        for q in range(n_resp):
-            rq = r[q]
-            v0 = v0 + sigmas[e, p, q] * rq
-            v1 = v1 + sigmas[e, p + 1, q] * rq
-            v2 = v2 + sigmas[e, p + 2, q] * rq
-            v3 = v3 + sigmas[e, p + 3, q] * rq
-        out[f, p], out[f, p + 1], out[f, p + 2], out[f, p + 3] = v0, v1, v2, v3
-        p += ROWS
-    for p in range(p, n_resp):
-        v = np.float32(0.0)
-        for q in range(n_resp):
-            v = v + sigmas[e, p, q] * r[q]
-        out[f, p] = v
-    lo = np.float32(0.0)
+            r[p] = np.float32(np.float64(r[p]) + gain / (1.0 + np.float64(expf(-x[k, p]))))
+    # Sigma product: one row (M = 1), so the dot-product path whenever K = n_resp >= 32
+    if _dot_rows(1, n_resp) == 0:
+        k16 = n_resp // LANES * LANES
+        for n in range(n_resp):
+            for i in range(LANES):
+                lanes[i] = zero
+            for q0 in range(0, k16, LANES):
+                for i in range(LANES):
+                    lanes[i] = fmaf(r[q0 + i], sigmas[e, n, q0 + i], lanes[i])
+            for i in range(n_resp - k16):
+                lanes[i] = fmaf(r[k16 + i], sigmas[e, n, k16 + i], lanes[i])
+            out[f, n] = _lane_sum(lanes, n < n_resp // 4 * 4)
+    else:
+        for n in range(n_resp):
+            v = zero
+            for q in range(n_resp):
+                v = fmaf(r[q], sigmas[e, n, q], v)
+            out[f, n] = v
+    lo = zero
     for p in range(n_resp):
         lo = min(lo, out[f, p])
     for p in range(n_resp):
@@ -163,8 +232,11 @@ def _response_range(areas, patch_h, patch_w, weights, gains, sigmas, out, start,
     cols = np.empty((patch_h * patch_w, n_resp), np.float32)
     x = np.empty((weights.shape[1], n_resp), np.float32)
     r = np.empty(n_resp, np.float32)
+    mean = np.empty(areas.shape[1] * areas.shape[2], np.float32)
+    scale = np.empty(areas.shape[1] * areas.shape[2], np.float32)
+    lanes = np.empty(LANES, np.float32)
     for f in range(start, stop):
-        _area_response(areas, patch_h, patch_w, weights, gains, sigmas, out, f, cols, x, r)
+        _area_response(areas, patch_h, patch_w, weights, gains, sigmas, out, f, cols, x, r, mean, scale, lanes)
 
 
 def ccnf_response(areas, weights, alphas, sigmas, patch_h: int = 11, patch_w: int = 11):

@@ -315,6 +315,11 @@ inline double __dmul_rn(double a, double b) { return a * b; }
 inline double __ddiv_rn(double a, double b) { return a / b; }
 inline double __fma_rn(double a, double b, double c) { return std::fma(a, b, c); }
 
+// Bit casts.
+inline float __int_as_float(int u) { float x; std::memcpy(&x, &u, sizeof x); return x; }
+inline long long __double_as_longlong(double x) { long long u; std::memcpy(&u, &x, sizeof u); return u; }
+inline double __longlong_as_double(long long u) { double x; std::memcpy(&x, &u, sizeof x); return x; }
+
 // Conversions; out-of-range values saturate as on the GPU (NaN -> 0).
 template <typename F>
 inline int gpuau_emu_sat_int(F v) {

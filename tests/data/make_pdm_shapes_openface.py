@@ -22,6 +22,7 @@ import pandas as pd
 
 from gpuau.landmarks.pdm import MAIN_PDM, PDM
 from gpuau.models.store import resolve_models_dir
+from openface_oracle import build_oracle
 
 SHARED = Path(__file__).resolve().parents[3] / "shared"
 HERE = Path(__file__).resolve().parent
@@ -44,18 +45,9 @@ def parameters(name: str, modes: int, rng) -> "tuple[np.ndarray, np.ndarray]":
 def main(openface: str, objects: str):
     models = resolve_models_dir()
     rng = np.random.default_rng(68)
-    objs = sorted(str(o) for o in Path(objects).glob("*.o") if o.name != "FeatureExtraction.o")
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
-        exe = Path(tmp, "oracle")
-        flags = subprocess.run(["pkg-config", "--cflags", "--libs", "opencv4"], capture_output=True, text=True,
-                               check=True).stdout.split()
-        local = f"{openface}/lib/local"
-        subprocess.run(["g++", "-O3", "-march=native", "-std=c++14", "-w", "-DNDEBUG",
-                        f"-I{local}/LandmarkDetector/include", f"-I{local}/Utilities/include",
-                        "-I/usr/include/x86_64-linux-gnu/openblas-pthread",
-                        str(HERE / "pdm_shapes_openface.cpp"), *objs, "-o", str(exe), *flags, "-lopenblas", "-ltbb",
-                        "-ldlib", "-lboost_filesystem", "-lboost_system", "-lpthread"], check=True)
+        exe = build_oracle("pdm_shapes_openface.cpp", openface, objects, Path(tmp, "oracle"))
         for name, rel in PDMS.items():
             pdm = PDM.load(rel, models=models)
             g, p = parameters(name, pdm.n_modes, rng)
