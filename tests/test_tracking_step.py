@@ -71,16 +71,27 @@ def test_every_step_is_openfaces(name, models, media_dir):
     frames = read_frames(media_dir / "default.wmv", n) if name == "default" else clip_frames(name, media_dir)[0][:n]
     success, confidence, landmarks = steps_from_openface(models, frames, ref)
 
-    # the same outcome on every frame: tracked, failed validation, re-detected
-    np.testing.assert_array_equal(success, ref["success"].to_numpy() > 0.5)
+    # the same outcome on every frame (tracked, failed validation, re-detected) but, on the sideways clip, one
+    # where the validator is on a knife edge: there its certainty jumps between 0.017 and 0.983 when OpenFace's
+    # landmarks move by 0.001 px (measured at frame 110, gpuau's fit 0.005 px from OpenFace's); fed OpenFace's
+    # own landmarks it must give OpenFace's certainty
+    ok = ref["success"].to_numpy() > 0.5
+    differ = np.flatnonzero(success != ok)
+    assert len(differ) <= (0 if name == "default" else 1), differ
+    clnf, _, validator = models
+    for i in differ:
+        gray = cv2.cvtColor(frames[i], cv2.COLOR_BGR2GRAY)
+        orientation = ref[GLOBAL_PARAMS].iloc[i].to_numpy(np.float32)[1:4]
+        assert validator.check(gray, landmarks_2d(ref)[i], orientation) == pytest.approx(ref["confidence"].iloc[i], abs=1e-6)
     # the validator's certainty (30 bins) on every frame but at most one (measured: all on default.wmv,
     # 287 of 288 on the sideways clip)
     assert np.sum(np.abs(confidence - ref["confidence"].to_numpy()) > 1e-6) <= (0 if name == "default" else 1)
     ref_lm = landmarks_2d(ref)
-    both = np.flatnonzero(success & (ref["success"].to_numpy() > 0.5))
+    both = np.flatnonzero(success & ok)
     err = np.array([np.hypot(*(landmarks[i] - ref_lm[i]).T).mean() for i in both])
     # measured 0.0006 px median and 0.019 max on default.wmv (frame 1, the detection from MTCNN's box one
-    # float32 ulp off, 0.0055); the sideways clip's poorly determined fits spread more (median 0.0065, max 0.46)
+    # float32 ulp off, 0.0055); the sideways clip's poorly determined fits spread more (median 0.0034, max 0.24;
+    # 0.0065 and 0.46 before the CCNF maps were OpenFace's)
     if name == "default":
         assert np.median(err) < 0.002 and err.max() < 0.05
     else:
