@@ -110,6 +110,24 @@ def test_ccnf_response_experts_cycle_over_areas(backend, clnf, frames):
         backend.kernels.ccnf_response(backend.asarray(areas[:100]), *experts)
 
 
+def test_ccnf_response_expert_index(backend, clnf, frames):
+    """``experts`` picks each area's expert from one table (two views' experts, as ``patch_responses`` stacks
+    them): every map equals that expert's map computed alone; indices outside the table are refused."""
+    areas = np.concatenate([expert_inputs(clnf, f, 1, 9)[0] for f in frames])  # 2 faces x 68
+    ccnf = clnf.model.scales[1]
+    views = (0, 1)
+    table = [np.concatenate([a(v) for v in views]) for a in (ccnf.weights, ccnf.alphas, lambda v: ccnf.sigmas(v, 9))]
+    index = np.arange(136)[::-1].copy()  # each area another landmark's expert, of the other view
+    out = backend.asnumpy(backend.kernels.ccnf_response(*(backend.asarray(a) for a in [areas, *table]), experts=index))
+    for i in range(0, 136, 9):
+        alone = [backend.asarray(a[index[i]:index[i] + 1]) for a in table]
+        np.testing.assert_array_equal(out[i], backend.asnumpy(backend.kernels.ccnf_response(backend.asarray(areas[i:i + 1]),
+                                                                                        *alone))[0])
+    for bad in (index[:-1], np.full(136, 136)):
+        with pytest.raises(ValueError, match="expert indices"):
+            backend.kernels.ccnf_response(*(backend.asarray(a) for a in [areas, *table]), experts=bad)
+
+
 def test_ccnf_response_rejects_bad_shapes(clnf, frames):
     from gpuau.device import resolve_device
 

@@ -37,7 +37,7 @@ def frames(media_dir, reference_dir):
 def _serial_maps(areas, w, alphas, sigmas, ws):
     gains = np.where(alphas > 1e-4, 2.0 * alphas, 0.0)
     out = np.empty((len(areas), ws * ws), np.float32)
-    ccnf_cpu._response_range(areas, 11, 11, w, gains, sigmas, out, 0, len(areas))
+    ccnf_cpu._response_range(areas, 11, 11, w, gains, sigmas, np.arange(len(areas)), out, 0, len(areas))
     return out.reshape(len(areas), ws, ws)
 
 

@@ -144,16 +144,15 @@ def im2col_contrast_norm(area, patch_h, patch_w, out, mean, scale):
 
 
 @nb.njit(cache=True, nogil=True)
-def _area_response(areas, patch_h, patch_w, weights, gains, sigmas, out, f, cols, x, r, mean, scale, lanes):
+def _area_response(areas, patch_h, patch_w, weights, gains, sigmas, out, f, e, cols, x, r, mean, scale, lanes):
     """Windows, neuron activations, sigmoid sum, Sigma product and shift of area ``f`` with expert
-    ``f % E`` (the orders of the module docstring) into ``out[f]``; ``cols`` (T, P), ``x`` (K, P),
+    ``e`` (the orders of the module docstring) into ``out[f]``; ``cols`` (T, P), ``x`` (K, P),
     ``r`` (P,), ``mean`` and ``scale`` (A_h * A_w,) and ``lanes`` (16,) float32 are scratch."""
     n_resp = out.shape[1]
     n_in = patch_h * patch_w
     n_neurons = weights.shape[1]
     r_h = areas.shape[1] - patch_h + 1
     r_w = areas.shape[2] - patch_w + 1
-    e = f % weights.shape[0]
     im2col_contrast_norm(areas[f], patch_h, patch_w, cols, mean, scale)
     one, zero = np.float32(1.0), np.float32(0.0)
     for k in range(n_neurons):
@@ -212,7 +211,7 @@ def _area_response(areas, patch_h, patch_w, weights, gains, sigmas, out, f, cols
 
 
 @nb.njit(cache=True, nogil=True)
-def _response_range(areas, patch_h, patch_w, weights, gains, sigmas, out, start, stop):
+def _response_range(areas, patch_h, patch_w, weights, gains, sigmas, experts, out, start, stop):
     """Response maps of areas ``start`` to ``stop - 1`` (the orders of the module docstring), one
     area at a time so that its windows stay in cache.
 
@@ -221,10 +220,11 @@ def _response_range(areas, patch_h, patch_w, weights, gains, sigmas, out, start,
     areas : ndarray (N, A_h, A_w) float32
     patch_h, patch_w : int
     weights : ndarray (E, K, 1 + T) float32, ``T = patch_h*patch_w``
-        Area ``f`` is expert ``f % E``.
     gains : ndarray (E, K) float64
         ``2 alpha``, 0 for skipped neurons.
     sigmas : ndarray (E, P, P) float32
+    experts : ndarray (N,) int64
+        Area ``f`` is expert ``experts[f]``.
     out : ndarray (N, P) float32
     start, stop : int
     """
@@ -236,10 +236,11 @@ def _response_range(areas, patch_h, patch_w, weights, gains, sigmas, out, start,
     scale = np.empty(areas.shape[1] * areas.shape[2], np.float32)
     lanes = np.empty(LANES, np.float32)
     for f in range(start, stop):
-        _area_response(areas, patch_h, patch_w, weights, gains, sigmas, out, f, cols, x, r, mean, scale, lanes)
+        _area_response(areas, patch_h, patch_w, weights, gains, sigmas, out, f, experts[f], cols, x, r, mean, scale,
+                       lanes)
 
 
-def ccnf_response(areas, weights, alphas, sigmas, patch_h: int = 11, patch_w: int = 11):
+def ccnf_response(areas, weights, alphas, sigmas, patch_h: int = 11, patch_w: int = 11, experts=None):
     """Response maps of CCNF patch experts over areas of interest.
 
     Parameters
@@ -247,14 +248,16 @@ def ccnf_response(areas, weights, alphas, sigmas, patch_h: int = 11, patch_w: in
     areas : ndarray (N, A, A) float32
         Areas of interest, ``A = R + patch - 1``.
     weights : ndarray (E, K, 1 + patch_h*patch_w) float32
-        Neuron rows ``[bias, norm_weight * filter (column-major)]`` of ``E`` experts, ``N`` a
-        multiple of ``E``: area ``i`` is expert ``i % E`` (one expert per area, one for all, or the
-        visible landmarks of several faces seen from one view, with no copy of the experts).
+        Neuron rows ``[bias, norm_weight * filter (column-major)]`` of ``E`` experts.
     alphas : ndarray (E, K) float64
         Neuron alphas; neurons with ``alpha <= 1e-4`` (padding included) are skipped.
     sigmas : ndarray (E, R*R, R*R) float32
         CCNF covariance of each expert for this window size.
     patch_h, patch_w : int
+    experts : ndarray (N,) int, optional
+        Expert of each area (e.g. every view's experts in one table, each face's landmarks indexing its
+        view's); default: area ``i`` is expert ``i % E``, ``N`` a multiple of ``E`` (one expert per area,
+        one for all, or the landmarks of several faces seen from one view).
 
     Returns
     -------
@@ -269,9 +272,22 @@ def ccnf_response(areas, weights, alphas, sigmas, patch_h: int = 11, patch_w: in
     out = np.empty((n, r_h * r_w), np.float32)
     weights = np.asarray(weights, np.float32)
     sigmas = np.asarray(sigmas, np.float32)
-    if (len(weights) == 0 and n) or (len(weights) and n % len(weights)):
-        raise ValueError(f"ccnf_response: {n} areas do not cycle over {len(weights)} experts (N must be a multiple of E)")
+    experts = expert_indices(n, len(weights), experts)
     # the helper thread maps chunks of the areas while this thread maps others
-    threads.run_range(_response_range, n, areas, patch_h, patch_w, weights, gains, sigmas, out,
+    threads.run_range(_response_range, n, areas, patch_h, patch_w, weights, gains, sigmas, experts, out,
                       split=n * r_h * r_w * weights.shape[1] * patch_h * patch_w >= PARALLEL_MIN_WORK)
     return out.reshape(n, r_h, r_w)
+
+
+def expert_indices(n: int, n_experts: int, experts=None, xp=np) -> "np.ndarray":
+    """``(n,)`` int64 expert of each area, checked (``xp``'s array): ``experts``, or ``i % n_experts``."""
+    if experts is None:
+        if (n_experts == 0 and n) or (n_experts and n % n_experts):
+            raise ValueError(f"ccnf_response: {n} areas do not cycle over {n_experts} experts (N must be a multiple of E)")
+        return xp.arange(n, dtype=np.int64) % max(n_experts, 1)
+    experts = xp.asarray(experts).astype(np.int64).reshape(-1)
+    if len(experts) != n:
+        raise ValueError(f"ccnf_response: {len(experts)} expert indices for {n} areas")
+    if n and (int(experts.min()) < 0 or int(experts.max()) >= n_experts):
+        raise ValueError(f"ccnf_response: expert indices must lie in [0, {n_experts})")
+    return xp.ascontiguousarray(experts)

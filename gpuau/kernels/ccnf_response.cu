@@ -81,13 +81,12 @@ __device__ float lane_sum(float* lanes, bool adjacent) {
     return lanes[0];
 }
 
-// areas (n, AREA_H, AREA_W) float32; the experts, n_experts of them, cycling over the areas (area f
-// is expert f % n_experts: one per area, one for all, or the k visible landmarks of several faces):
-// weights (n_experts, NEURONS, ROW) float32, alphas (n_experts, NEURONS) float64, sigmas
-// (n_experts, N_RESP, N_RESP) float32; out (n, RESP_H, RESP_W) float32.
+// areas (n, AREA_H, AREA_W) float32; the experts, n_experts of them: weights (n_experts, NEURONS, ROW) float32,
+// alphas (n_experts, NEURONS) float64, sigmas (n_experts, N_RESP, N_RESP) float32; area f is expert experts[f]
+// (int32, checked by the caller); out (n, RESP_H, RESP_W) float32.
 extern "C" __global__ void __launch_bounds__(THREADS)
     ccnf_response(const float* areas, const float* weights, const double* alphas, const float* sigmas,
-                  int n_experts, int n, float* out) {
+                  const int* experts, int n, float* out) {
     __shared__ float area[AREA_SIZE];
     __shared__ float w[NEURONS * ROW];
     __shared__ double gain[NEURONS];
@@ -100,7 +99,7 @@ extern "C" __global__ void __launch_bounds__(THREADS)
     if (f >= n) return;  // whole block: no barrier is left waiting
     const float* a_src = areas + (long long)f * AREA_SIZE;
     for (int i = t; i < AREA_SIZE; i += THREADS) area[i] = a_src[i];
-    const int e = f % n_experts;
+    const int e = experts[f];
     const float* w_src = weights + (long long)e * NEURONS * ROW;
     for (int i = t; i < NEURONS * ROW; i += THREADS) w[i] = w_src[i];
     if (t < NEURONS) {

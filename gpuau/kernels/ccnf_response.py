@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from gpuau.cpu.ccnf_response import expert_indices
 from gpuau.kernels.loader import on_device
 
 
 @on_device
-def ccnf_response(backend, areas, weights, alphas, sigmas, patch_h: int = 11, patch_w: int = 11):
+def ccnf_response(backend, areas, weights, alphas, sigmas, patch_h: int = 11, patch_w: int = 11, experts=None):
     """Response maps of CCNF patch experts over areas of interest on ``backend`` (``cuda`` or ``emulated``).
 
     Port of ``CCNF_patch_expert::ResponseOpenBlas``, CCNF_patch_expert.cpp.
@@ -22,14 +23,14 @@ def ccnf_response(backend, areas, weights, alphas, sigmas, patch_h: int = 11, pa
     areas : (N, A_h, A_w) float32
         Areas of interest, ``A = R + patch - 1``.
     weights : (E, K, 1 + patch_h*patch_w) float32
-        Neuron rows ``[bias, norm_weight * filter (column-major)]`` of ``E`` experts, ``N`` a
-        multiple of ``E``: area ``i`` is expert ``i % E`` (one expert per area, one for all, or the
-        visible landmarks of several faces seen from one view, with no copy of the experts).
+        Neuron rows ``[bias, norm_weight * filter (column-major)]`` of ``E`` experts.
     alphas : (E, K) float64
         Neuron alphas; neurons with ``alpha <= 1e-4`` (padding included) are skipped.
     sigmas : (E, R_h*R_w, R_h*R_w) float32
         CCNF covariance of each expert for this window size.
     patch_h, patch_w : int
+    experts : (N,) int, optional
+        Expert of each area; default: area ``i`` is expert ``i % E`` (``N`` a multiple of ``E``).
 
     Returns
     -------
@@ -50,8 +51,8 @@ def ccnf_response(backend, areas, weights, alphas, sigmas, patch_h: int = 11, pa
     if weights.ndim != 3:
         raise ValueError(f"ccnf_response: weights must be (E, K, 1 + patch_h*patch_w), got shape {weights.shape}")
     n_experts, k = (int(v) for v in weights.shape[:2])
-    if (n_experts == 0 and n) or (n_experts and n % n_experts):
-        raise ValueError(f"ccnf_response: {n} areas do not cycle over {n_experts} experts (N must be a multiple of E)")
+    host = experts is None or isinstance(experts, np.ndarray)  # checked on the host, then uploaded
+    index = xp.asarray(expert_indices(n, n_experts, experts, np if host else xp), dtype=np.int32)
     expected = {"weights": (k, 1 + patch_h * patch_w), "alphas": (k,), "sigmas": (r_h * r_w, r_h * r_w)}
     arrays = {}
     for name, a, dtype in (("weights", weights, np.float32), ("alphas", alphas, np.float64),
@@ -68,5 +69,5 @@ def ccnf_response(backend, areas, weights, alphas, sigmas, patch_h: int = 11, pa
     i32 = np.int32
     backend.load_module("ccnf_response", defines).get_function("ccnf_response")(
         (n, 1, 1), (threads, 1, 1),
-        (areas, arrays["weights"], arrays["alphas"], arrays["sigmas"], i32(n_experts), i32(n), out))
+        (areas, arrays["weights"], arrays["alphas"], arrays["sigmas"], index, i32(n), out))
     return out

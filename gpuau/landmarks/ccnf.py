@@ -191,31 +191,34 @@ class CCNFScale:
             out[i] = cholesky_inverse(sigma_inv)
         return out
 
-    def experts(self, view: int, window_size: int, backend) -> "tuple":
-        """The visible experts of a view for a response window size, ready for
-        ``backend.kernels.ccnf_response`` (computed once per backend).
+    def expert_table(self, views, window_size: int, backend) -> "tuple":
+        """The experts of ``views`` (and of any view asked for before) in one table for a response window
+        size, ready for ``backend.kernels.ccnf_response``: landmark ``l`` of view ``v`` is expert
+        ``slot[v] * n + l``.  Grown by a view the first time one is asked for; one view's table is the
+        model's own arrays on the CPU backend (no copy).
 
         Parameters
         ----------
-        view, window_size : int
+        views : iterable of int
+        window_size : int
         backend : gpuau.device.Backend
 
         Returns
         -------
-        visible : ndarray (k,) int64
-            Indices of the visible landmarks (host).
-        weights : (k, K, 1 + h*w) float32 ; alphas : (k, K) float64 ; sigmas : (k, w*w, w*w) float32
-            On the backend's device; the model's own arrays (no copy) when every landmark is
-            visible on the CPU backend.
+        slot : dict
+            Each view's block in the table.
+        weights : (S n, K, 1 + h*w) float32 ; alphas : (S n, K) float64 ; sigmas : (S n, w*w, w*w) float32
+            On the backend's device, ``S`` views.
         """
-        key = (view, window_size, backend)
-        if key not in self._experts:
-            visible = np.flatnonzero(self.visibility[view])
-            arrays = (self.weights(view), self.alphas(view), self.sigmas(view, window_size))
-            if len(visible) < self.visibility.shape[1]:
-                arrays = tuple(np.ascontiguousarray(a[visible]) for a in arrays)
-            self._experts[key] = (visible,) + tuple(backend.asarray(a) for a in arrays)
-        return self._experts[key]
+        key = (window_size, backend)
+        table = self._experts.get(key)
+        missing = [int(v) for v in dict.fromkeys(views) if table is None or int(v) not in table[0]]
+        if missing:
+            order = (list(table[0]) if table else []) + missing
+            parts = [(self.weights(v), self.alphas(v), self.sigmas(v, window_size)) for v in order]
+            arrays = parts[0] if len(parts) == 1 else tuple(np.concatenate(a) for a in zip(*parts))
+            table = self._experts[key] = ({v: i for i, v in enumerate(order)},) + tuple(backend.asarray(a) for a in arrays)
+        return table
 
 
 @nb.njit(cache=True, nogil=True)

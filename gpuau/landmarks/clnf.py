@@ -196,8 +196,7 @@ class Responses:
 def patch_responses(model: CLNFModel, images, image_index: np.ndarray, params_global: np.ndarray,
                     params_local: np.ndarray, window_size: int, scale: int, backend: Backend) -> Responses:
     """Response maps of all landmarks' patch experts around the current shapes of a batch of faces:
-    one area warp for all faces' visible landmarks and one ``ccnf_response`` call per view among
-    the faces.
+    one area warp and one ``ccnf_response`` call for all faces' visible landmarks, whatever their views.
 
     Port of ``Patch_experts::Response`` (CCNF branch), Patch_experts.cpp.
 
@@ -227,25 +226,15 @@ def patch_responses(model: CLNFModel, images, image_index: np.ndarray, params_gl
     base = pdm_fit.shape_2d_batch(pdm.mean_shape, pdm.princ_comp, params_global, params_local)
     img_to_ref, ref_to_img = similarity_to_reference(
         base, pdm_fit.shape_2d_batch(pdm.mean_shape, pdm.princ_comp, ref_g, params_local))
-    # faces grouped by view: one ccnf_response call per view, its visible experts cycling over the
-    # group's faces (no copy of the experts)
-    face, lm, calls = [], [], []
-    for v in np.unique(views):
-        group = np.flatnonzero(views == v)
-        visible_lm, *experts = ccnf.experts(int(v), window_size, backend)
-        face.append(np.repeat(group, len(visible_lm)))
-        lm.append(np.tile(visible_lm, len(group)))
-        calls.append((len(group) * len(visible_lm), experts))
-    face, lm = np.concatenate(face), np.concatenate(lm)
+    # every face's visible landmarks, the views' experts in one table: one ccnf_response call
+    slot, *experts = ccnf.expert_table(np.unique(views), window_size, backend)
+    face, lm = np.nonzero(ccnf.visibility[views])
     matrices = area_matrices(base[face, lm], ref_to_img[face], size)
     areas = backend.kernels.warp_affine(images, np.asarray(image_index)[face], matrices, size, size)
-    out, start = [], 0
-    for count, experts in calls:
-        out.append(backend.kernels.ccnf_response(areas[start:start + count], *experts, ph, pw))
-        start += count
-    out = out[0] if len(out) == 1 else xp.concatenate(out)
+    block = np.array([slot.get(v, 0) for v in range(len(ccnf.visibility))])
+    out = backend.kernels.ccnf_response(areas, *experts, ph, pw, experts=block[views[face]] * n + lm)
     visible = ccnf.visibility[views].astype(np.int32)
-    if len(calls) == 1 and len(lm) == n_faces * n:  # one view, every landmark visible: faces in order
+    if len(lm) == n_faces * n:  # every landmark visible: faces in order
         maps = out.reshape(n_faces, n, window_size, window_size)
     else:
         maps = xp.zeros((n_faces, n, window_size, window_size), _F)
