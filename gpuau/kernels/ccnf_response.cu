@@ -73,9 +73,12 @@ __device__ float glibc_expf(float x) {
 }
 
 // OpenBLAS's sum of LANES partial sums: adjacent pairs level by level (a value of a block of 4 rows or
-// 4 columns), else the upper half onto the lower one level by level (_mm512_reduce_add_ps)
-__device__ float lane_sum(float* lanes, bool adjacent) {
+// 4 columns), else the upper half onto the lower one level by level (_mm512_reduce_add_ps).  Unrolled, so
+// that the lanes are registers (every index a constant), as in every loop over lanes below.
+__device__ __forceinline__ float lane_sum(float* lanes, bool adjacent) {
+#pragma unroll
     for (int n = LANES / 2; n >= 1; n /= 2)
+#pragma unroll
         for (int i = 0; i < n; ++i)
             lanes[i] = adjacent ? lanes[2 * i] + lanes[2 * i + 1] : lanes[i] + lanes[i + n];
     return lanes[0];
@@ -140,13 +143,20 @@ extern "C" __global__ void __launch_bounds__(THREADS)
             const bool adjacent_rows = m - DOT_ROWS < (N_RESP - DOT_ROWS) / 4 * 4;
             for (int k = 0; k < NEURONS; ++k) {
                 float lanes[LANES];
+#pragma unroll
                 for (int l = 0; l < LANES; ++l) lanes[l] = 0.0f;
-                lanes[0] = fmaf(1.0f, w[k * ROW], 0.0f);
-                i = 1;
-                for (int xx = 0; xx < PATCH_W; ++xx)
-                    for (int yy = 0; yy < PATCH_H; ++yy, ++i) {
-                        const float v = (win[yy * AREA_W + xx] - mean) * norm;
-                        lanes[i % LANES] = fmaf(v, w[k * ROW + i], lanes[i % LANES]);
+                // k-index i: 0 the constant 1 times the bias, then the taps t = i - 1 column-major
+                for (int i0 = 0; i0 <= N_IN; i0 += LANES)
+#pragma unroll
+                    for (int l = 0; l < LANES; ++l) {
+                        const int i = i0 + l;
+                        if (i == 0) {
+                            lanes[l] = fmaf(1.0f, w[k * ROW], 0.0f);
+                        } else if (i <= N_IN) {
+                            const int tap = i - 1;
+                            const float v = (win[(tap % PATCH_H) * AREA_W + tap / PATCH_H] - mean) * norm;
+                            lanes[l] = fmaf(v, w[k * ROW + i], lanes[l]);
+                        }
                     }
                 x[k] = lane_sum(lanes, adjacent_rows || k < NEURONS / 4 * 4);
             }
@@ -160,6 +170,7 @@ extern "C" __global__ void __launch_bounds__(THREADS)
 
     // Sigma product, Sigma staged through shared memory SIGMA_TILE columns at a time (coalesced reads)
     float lanes[LANES];  // dot-product path: lane l sums q = l (mod 16)
+#pragma unroll
     for (int l = 0; l < LANES; ++l) lanes[l] = 0.0f;
     float v = 0.0f;  // idle threads hold 0: the reduction below gives min(min(map), 0)
     const float* sig = sigmas + (long long)e * N_RESP * N_RESP;
@@ -171,7 +182,9 @@ extern "C" __global__ void __launch_bounds__(THREADS)
         }
         __syncthreads();
         if (active)
-            for (int c = 0; c < cols; ++c) {
+#pragma unroll
+            for (int c = 0; c < SIGMA_TILE; ++c) {
+                if (c >= cols) break;
                 if (SIGMA_DOT)
                     lanes[c % LANES] = fmaf(resp[q0 + c], tile[t][c], lanes[c % LANES]);
                 else
