@@ -49,14 +49,14 @@ def test_sigmas_invert(scale025):
 
 
 def test_sigmas_kept_in_the_disk_cache(models_dir, tmp_path, monkeypatch):
-    """A start reads the covariances the first one computed (keyed by the file, the view and the
-    window size); the same arrays as computing them."""
+    """A start reads the covariances the first one computed (keyed by the file and the window size, every
+    view in one array); the same arrays as computing them."""
     monkeypatch.setenv("GPUAU_CACHE", str(tmp_path))
     path = model_file(MODEL + "patch_experts/ccnf_patches_0.5_general.txt")
     first = CCNFScale.from_file(path)
     computed = first.sigmas(1, 7)
     files = set(tmp_path.iterdir())
-    assert len(files) == 2  # the parsed file and one view's covariances
+    assert len(files) == 2  # the parsed file and the window size's covariances
     second = CCNFScale.from_file(path)
     monkeypatch.setattr(CCNFScale, "_compute_sigmas", lambda *_: pytest.fail("computed again"))
     np.testing.assert_array_equal(second.sigmas(1, 7), computed)

@@ -23,8 +23,9 @@ from gpuau.models.ccnf_file import parse_ccnf
 
 _F = np.float32
 
-SIGMAS_VERSION = 1
-"""Version of :meth:`CCNFScale.sigmas`' arithmetic in its disk cache key: raise it when that changes."""
+SIGMAS_VERSION = 2
+"""Version of :meth:`CCNFScale.sigmas`' arithmetic and layout in its disk cache key: raise it when that changes
+(2: every view's covariances of a window size in one array)."""
 
 
 @nb.njit(cache=True, nogil=True)
@@ -145,28 +146,33 @@ class CCNFScale:
         return self.arrays[f"view{view}/confidence"]
 
     def sigmas(self, view: int, window_size: int) -> np.ndarray:
-        """CCNF covariances of all experts of a view for a response window size (computed once, and
-        kept in the parsed-model cache on disk beside the file's other arrays: a start then reads
-        them instead of inverting ~20 x 68 matrices, ~0.2 s).
-
-        Port of ``CCNF_patch_expert::ComputeSigmas``: ``Sigma = inv(2 (sum(alpha) I + sum_b
-        beta_b S_b))`` by Cholesky (:func:`cholesky_inverse`), in float32; ``S_b`` are the file's
-        sigma components for this window size (none for the eye models).
+        """CCNF covariances of all experts of a view for a response window size: ``view_sigmas(w)[view]``.
 
         Returns
         -------
         ndarray (n, w*w, w*w) float32
             Zero matrices for empty (invisible) experts.
         """
-        key = (view, window_size)
-        if key not in self._sigmas:
+        return self.view_sigmas(window_size)[view]
+
+    def view_sigmas(self, window_size: int) -> np.ndarray:
+        """CCNF covariances of every view's experts for a response window size, ``(V, n, w*w, w*w)`` float32
+        (computed once, and kept in the parsed-model cache on disk beside the file's other arrays, mapped
+        in place: a start reads them instead of inverting ~7 x 68 matrices, and touches only the views it uses).
+
+        Port of ``CCNF_patch_expert::ComputeSigmas``: ``Sigma = inv(2 (sum(alpha) I + sum_b
+        beta_b S_b))`` by Cholesky (:func:`cholesky_inverse`), in float32; ``S_b`` are the file's
+        sigma components for this window size (none for the eye models).
+        """
+        if window_size not in self._sigmas:
+            compute = lambda _: {"sigmas": np.stack([self._compute_sigmas(v, window_size)  # noqa: E731
+                                                     for v in range(len(self.visibility))])}
             if self.path is None:
-                self._sigmas[key] = self._compute_sigmas(view, window_size)
+                self._sigmas[window_size] = compute(None)["sigmas"]
             else:
-                name = f"{__name__}.sigmas/{SIGMAS_VERSION}/view{view}/w{window_size}"
-                compute = lambda _: {"sigmas": self._compute_sigmas(view, window_size)}  # noqa: E731
-                self._sigmas[key] = load_cached(self.path, compute, name=name)["sigmas"]
-        return self._sigmas[key]
+                name = f"{__name__}.sigmas/{SIGMAS_VERSION}/w{window_size}"
+                self._sigmas[window_size] = load_cached(self.path, compute, name=name)["sigmas"]
+        return self._sigmas[window_size]
 
     def _compute_sigmas(self, view: int, window_size: int) -> np.ndarray:
         comps = self.arrays.get(f"sigma_components_{window_size}")
@@ -191,34 +197,27 @@ class CCNFScale:
             out[i] = cholesky_inverse(sigma_inv)
         return out
 
-    def expert_table(self, views, window_size: int, backend) -> "tuple":
-        """The experts of ``views`` (and of any view asked for before) in one table for a response window
-        size, ready for ``backend.kernels.ccnf_response``: landmark ``l`` of view ``v`` is expert
-        ``slot[v] * n + l``.  Grown by a view the first time one is asked for; one view's table is the
-        model's own arrays on the CPU backend (no copy).
-
-        Parameters
-        ----------
-        views : iterable of int
-        window_size : int
-        backend : gpuau.device.Backend
+    def expert_table(self, window_size: int, backend) -> "tuple":
+        """Every view's experts in one table for a response window size, ready for
+        ``backend.kernels.ccnf_response``: landmark ``l`` of view ``v`` is expert ``v * n + l``.  On the CPU
+        the covariances are :meth:`view_sigmas`' mapped array itself (no copy), and the neuron rows a copy
+        only for models with several views (~1.6 MB).
 
         Returns
         -------
-        slot : dict
-            Each view's block in the table.
-        weights : (S n, K, 1 + h*w) float32 ; alphas : (S n, K) float64 ; sigmas : (S n, w*w, w*w) float32
-            On the backend's device, ``S`` views.
+        weights : (V n, K, 1 + h*w) float32 ; alphas : (V n, K) float64 ; sigmas : (V n, w*w, w*w) float32
+            On the backend's device.
         """
         key = (window_size, backend)
-        table = self._experts.get(key)
-        missing = [int(v) for v in dict.fromkeys(views) if table is None or int(v) not in table[0]]
-        if missing:
-            order = (list(table[0]) if table else []) + missing
-            parts = [(self.weights(v), self.alphas(v), self.sigmas(v, window_size)) for v in order]
-            arrays = parts[0] if len(parts) == 1 else tuple(np.concatenate(a) for a in zip(*parts))
-            table = self._experts[key] = ({v: i for i, v in enumerate(order)},) + tuple(backend.asarray(a) for a in arrays)
-        return table
+        if key not in self._experts:
+            if backend not in self._experts:  # the neuron rows and alphas, shared by every window size
+                views = range(len(self.visibility))
+                rows = [np.concatenate([get(v) for v in views]) if len(views) > 1 else get(0)
+                        for get in (self.weights, self.alphas)]
+                self._experts[backend] = tuple(backend.asarray(a) for a in rows)
+            sigmas = self.view_sigmas(window_size)
+            self._experts[key] = self._experts[backend] + (backend.asarray(sigmas.reshape(-1, *sigmas.shape[2:])),)
+        return self._experts[key]
 
 
 @nb.njit(cache=True, nogil=True)

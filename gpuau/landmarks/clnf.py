@@ -226,13 +226,12 @@ def patch_responses(model: CLNFModel, images, image_index: np.ndarray, params_gl
     base = pdm_fit.shape_2d_batch(pdm.mean_shape, pdm.princ_comp, params_global, params_local)
     img_to_ref, ref_to_img = similarity_to_reference(
         base, pdm_fit.shape_2d_batch(pdm.mean_shape, pdm.princ_comp, ref_g, params_local))
-    # every face's visible landmarks, the views' experts in one table: one ccnf_response call
-    slot, *experts = ccnf.expert_table(np.unique(views), window_size, backend)
+    # every face's visible landmarks, every view's experts in one table: one ccnf_response call
     face, lm = np.nonzero(ccnf.visibility[views])
     matrices = area_matrices(base[face, lm], ref_to_img[face], size)
     areas = backend.kernels.warp_affine(images, np.asarray(image_index)[face], matrices, size, size)
-    block = np.array([slot.get(v, 0) for v in range(len(ccnf.visibility))])
-    out = backend.kernels.ccnf_response(areas, *experts, ph, pw, experts=block[views[face]] * n + lm)
+    out = backend.kernels.ccnf_response(areas, *ccnf.expert_table(window_size, backend), ph, pw,
+                                        experts=views[face] * n + lm)
     visible = ccnf.visibility[views].astype(np.int32)
     if len(lm) == n_faces * n:  # every landmark visible: faces in order
         maps = out.reshape(n_faces, n, window_size, window_size)
