@@ -94,8 +94,8 @@ def test_tracking_step_on_backend(clnf, default_video, backend):
 
 def test_patch_responses_of_a_batch_are_each_faces(clnf, default_video, backend):
     """A batch mixing views (one face turned to the profile view, 33 landmarks invisible): one warp,
-    one ccnf_response call per view, and each face's maps, visibility and similarities are the ones
-    it gets alone."""
+    one ccnf_response call for both views (every view's experts in one table, each area indexing its
+    face's), and each face's maps, visibility and similarities are the ones it gets alone."""
     frames, g, l_, _ = default_video
     gs, ls = g[[1, 3, 5]].astype(np.float32), l_[[1, 3, 5]].astype(np.float32)
     gs[1, 2] = np.float32(1.2)
