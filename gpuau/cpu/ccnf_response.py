@@ -7,18 +7,10 @@ scaled to unit L2 norm; each neuron's activation is ``bias + normalised window .
 adds ``2 alpha / (1 + expf(-x))`` in turn; the map is multiplied by the expert's CCNF covariance
 ``Sigma`` and shifted to be non-negative.
 
-OpenFace does the two products with OpenBLAS's ``sgemm`` (0.3.21, Debian's; its AVX-512 small-matrix
-kernel, the one x86-64 CPUs with AVX-512 run), whose orders are reproduced here bit for bit (measured
-against the library through ``ctypes``: every value of both products, for every window size):
-
-* ``C(m, n) = sum_k A(m, k) B(k, n)`` with ``M`` rows in blocks of :data:`LANES`: each value is one
-  fused multiply-add chain over ``k`` ascending, from 0;
-* unless the last ``M % 16`` rows number 1 to 8 and ``K >= 32``: then each of those rows' values is
-  :data:`LANES` chains, lane ``l`` over ``k = l, l + 16, ...``, added by :func:`_lane_sum` (in
-  adjacent pairs for a value of a block of 4 rows or 4 columns, by halves otherwise);
-* for the activations ``A`` is the windows (``M`` = map positions in OpenFace's column-major order,
-  ``K`` = 1 + taps: the constant 1 times the bias first, then the taps column-major), ``B`` the
-  neurons; for the Sigma product ``A`` is the map as one row (``M = 1``) and ``B(k, n) = Sigma[n, k]``.
+OpenFace does the two products with OpenBLAS's ``sgemm``, whose orders are reproduced here bit for bit
+(:mod:`gpuau.cpu.sgemm_order`): for the activations ``A`` is the windows (``M`` = map positions in OpenFace's
+column-major order, ``K`` = 1 + taps: the constant 1 times the bias first, then the taps column-major), ``B``
+the neurons; for the Sigma product ``A`` is the map as one row (``M = 1``) and ``B(k, n) = Sigma[n, k]``.
 
 ``expf`` is :func:`gpuau.cpu.fp.expf`, glibc's.  ``gpuau/kernels/ccnf_response.cu`` computes the same
 values in the same orders.
@@ -30,10 +22,8 @@ import numpy as np
 
 from gpuau.cpu import threads
 from gpuau.cpu.fp import expf, fmaf
+from gpuau.cpu.sgemm_order import LANES, dot_from, lane_sum, one_row
 
-
-LANES = 16
-"""Width of OpenBLAS's AVX-512 float32 vectors: the lanes of its dot-product path."""
 
 PARALLEL_MIN_WORK = 1 << 19
 """Multiply-adds of the neuron activations (areas x map values x taps x neurons) from which a call
@@ -41,30 +31,6 @@ is shared between the calling thread and the helper thread (:mod:`gpuau.cpu.thre
 mapping chunks of the areas.  A tracked 640x480 face's main-model calls (68 areas, 7x7 or 9x9
 maps: 2.8-4.7 M) are split; the eye models' 3x3 maps (0.2 M) are not, a thread hand-over costing
 more than it saves there."""
-
-
-@nb.njit(cache=True, nogil=True, inline="always")
-def _lane_sum(lanes, adjacent):
-    """The sum of :data:`LANES` partial sums as OpenBLAS adds them: in adjacent pairs level by level
-    (its reductions of 4 rows or 4 columns at once) or, with ``adjacent`` false, the upper half onto the
-    lower one level by level (``_mm512_reduce_add_ps``); ``lanes`` is overwritten."""
-    n = LANES
-    while n > 1:
-        n //= 2
-        for i in range(n):
-            if adjacent:
-                lanes[i] = lanes[2 * i] + lanes[2 * i + 1]
-            else:
-                lanes[i] = lanes[i] + lanes[i + n]
-    return lanes[0]
-
-
-@nb.njit(cache=True, nogil=True, inline="always")
-def _dot_rows(m_rows, k_len):
-    """First of the rows that OpenBLAS's small kernel computes by its dot-product path (``m_rows`` if
-    none): the last ``m_rows % 16`` when they are 1 to 8 and ``k_len >= 32``."""
-    tail = m_rows % LANES
-    return m_rows - tail if 1 <= tail <= 8 and k_len >= 32 else m_rows
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -190,8 +156,8 @@ def _area_response(areas, patch_h, patch_w, weights, gains, sigmas, out, f, e, c
             w = weights[e, k, t + u(1)]
             for p in range(u(n_resp)):
                 x[k, p] = fmaf(cols[t, p], w, x[k, p])
-    # OpenFace's rows (positions) m = x * R_h + y from _dot_rows on: the dot-product path
-    dot = _dot_rows(n_resp, n_in + 1)
+    # OpenFace's rows (positions) m = x * R_h + y from dot_from on: the dot-product path
+    dot = dot_from(n_resp, n_in + 1)
     for m in range(dot, n_resp):
         p = (m % r_h) * r_w + m // r_h
         adjacent_rows = m - dot < (n_resp - dot) // 4 * 4
@@ -202,7 +168,7 @@ def _area_response(areas, patch_h, patch_w, weights, gains, sigmas, out, f, e, c
             for t in range(n_in):
                 i = (t + 1) % LANES
                 lanes[i] = fmaf(cols[t, p], weights[e, k, t + 1], lanes[i])
-            x[k, p] = _lane_sum(lanes, adjacent_rows or k < n_neurons // 4 * 4)
+            x[k, p] = lane_sum(lanes, adjacent_rows or k < n_neurons // 4 * 4)
     for p in range(n_resp):
         r[p] = zero
     for k in range(n_neurons):
@@ -211,24 +177,7 @@ def _area_response(areas, patch_h, patch_w, weights, gains, sigmas, out, f, e, c
             continue
         for p in range(n_resp):
             r[p] = np.float32(np.float64(r[p]) + gain / (1.0 + np.float64(expf(-x[k, p]))))
-    # Sigma product: one row (M = 1), so the dot-product path whenever K = n_resp >= 32
-    if _dot_rows(1, n_resp) == 0:
-        k16 = n_resp // LANES * LANES
-        for n in range(n_resp):
-            for i in range(LANES):
-                lanes[i] = zero
-            for q0 in range(0, k16, LANES):
-                for i in range(LANES):
-                    lanes[i] = fmaf(r[q0 + i], sigmas[e, n, q0 + i], lanes[i])
-            for i in range(n_resp - k16):
-                lanes[i] = fmaf(r[k16 + i], sigmas[e, n, k16 + i], lanes[i])
-            out[f, n] = _lane_sum(lanes, n < n_resp // 4 * 4)
-    else:
-        for n in range(n_resp):
-            v = zero
-            for q in range(n_resp):
-                v = fmaf(r[q], sigmas[e, n, q], v)
-            out[f, n] = v
+    one_row(r, sigmas[e], out[f], lanes)  # the Sigma product: one row
     lo = zero
     for p in range(n_resp):
         lo = min(lo, out[f, p])

@@ -19,6 +19,7 @@ import numba as nb
 import numpy as np
 
 from gpuau.cpu.fp import fmaf
+from gpuau.cpu.sgemm_order import LANES, one_row
 
 F32 = np.float32
 
@@ -179,43 +180,16 @@ def rodrigues_to_matrix(v32):
 
 @nb.njit(cache=True, nogil=True)
 def shape_3d(mean, pc, p):
-    """``mean + pc @ p`` as (n, 3) float32, rounded as ``PDM::CalcShape3D``'s ``sgemm`` (OpenBLAS's AVX-512
-    small-matrix kernel, one row of ``p``) rounds it: with 32 modes or more, 16 lanes each summing the
-    modes ``k = l, l + 16, ...`` as a fused multiply-add chain, the lanes added in adjacent pairs
-    (``((0 + 1) + (2 + 3)) + ...``) for the rows the kernel takes four at a time and in halves
-    (``lane l + lane l + 8``, then ``+ 4``, ``+ 2``, ``+ 1``) for the last ``3n mod 4``; with fewer modes,
-    one chain over the modes in order; then ``+ mean``.  Equal to OpenFace's on every shape of
-    ``tests/data/pdm_shapes_openface.npz`` (main, inner-face and eye PDMs)."""
+    """``mean + pc @ p`` as (n, 3) float32, rounded as ``PDM::CalcShape3D``'s ``sgemm`` rounds it: one row of
+    ``p`` times ``pc`` in OpenBLAS's order (:func:`gpuau.cpu.sgemm_order.one_row`), then ``+ mean``.  Equal to
+    OpenFace's on every shape of ``tests/data/pdm_shapes_openface.npz`` (main, inner-face and eye PDMs)."""
     n = mean.shape[0] // 3
-    m = p.shape[0]
+    flat = np.empty(3 * n, np.float32)
+    one_row(p, pc, flat, np.empty(LANES, np.float32))
     out = np.empty((n, 3), np.float32)
-    lanes = np.empty(16, np.float32)
-    by_four = (3 * n) & ~3
     for d in range(3):
         for i in range(n):
-            row = d * n + i
-            if m >= 32:
-                for l in range(16):
-                    lanes[l] = np.float32(0.0)
-                for k in range(m):
-                    lanes[k % 16] = fmaf(p[k], pc[row, k], lanes[k % 16])
-                w = 16
-                if row < by_four:
-                    while w > 1:
-                        w //= 2
-                        for l in range(w):
-                            lanes[l] = lanes[2 * l] + lanes[2 * l + 1]
-                else:
-                    while w > 1:
-                        w //= 2
-                        for l in range(w):
-                            lanes[l] = lanes[l] + lanes[l + w]
-                acc = lanes[0]
-            else:
-                acc = np.float32(0.0)
-                for k in range(m):
-                    acc = fmaf(p[k], pc[row, k], acc)
-            out[i, d] = acc + mean[row]
+            out[i, d] = flat[d * n + i] + mean[d * n + i]
     return out
 
 
