@@ -113,6 +113,7 @@ class CCNFScale:
     path: "Path | None" = None
     _sigmas: dict = field(default_factory=dict, repr=False)
     _experts: dict = field(default_factory=dict, repr=False)
+    _neuron_rows: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_file(cls, path: "str | os.PathLike") -> "CCNFScale":
@@ -210,13 +211,13 @@ class CCNFScale:
         """
         key = (window_size, backend)
         if key not in self._experts:
-            if backend not in self._experts:  # the neuron rows and alphas, shared by every window size
+            if backend not in self._neuron_rows:  # the neuron rows and alphas, shared by every window size
                 views = range(len(self.visibility))
                 rows = [np.concatenate([get(v) for v in views]) if len(views) > 1 else get(0)
                         for get in (self.weights, self.alphas)]
-                self._experts[backend] = tuple(backend.asarray(a) for a in rows)
+                self._neuron_rows[backend] = tuple(backend.asarray(a) for a in rows)
             sigmas = self.view_sigmas(window_size)
-            self._experts[key] = self._experts[backend] + (backend.asarray(sigmas.reshape(-1, *sigmas.shape[2:])),)
+            self._experts[key] = self._neuron_rows[backend] + (backend.asarray(sigmas.reshape(-1, *sigmas.shape[2:])),)
         return self._experts[key]
 
 
