@@ -9,7 +9,8 @@ import pytest
 
 from gpuau.device import resolve_device
 from gpuau.kernels.emulator import EmulatorError, compile_module, kernel_names, sanitizer_env
-from gpuau.kernels.loader import declared_defines, kernel_source, load_module, normalize_defines
+from gpuau.kernels import loader
+from gpuau.kernels.loader import declared_defines, kernel_path, kernel_source, load_module, normalize_defines
 
 INDEXING = r"""
 extern "C" __global__ void coords(int* out, int n) {
@@ -133,6 +134,25 @@ def test_loader_memoises_and_prepends_defines():
         normalize_defines({"1X": 1})
     with pytest.raises(ValueError, match="no .cu kernels"):
         load_module(resolve_device("cpu"), "warp")
+
+
+def test_kernel_headers_are_inlined_once_with_their_lines(tmp_path, monkeypatch):
+    """``#include "x.cuh"`` is replaced by the header (once, however often included), and ``#line``
+    directives give the compiler each line's own file and number."""
+    text = kernel_source("ccnf_response")
+    assert "#include" not in text and text.count("float lane_sum(") == 1
+    assert '#line 1 "sgemm_order.cuh"' in text
+    line = text.splitlines().index('#line 1 "sgemm_order.cuh"')
+    resumed = next(t for t in text.splitlines()[line:] if t.startswith('#line') and "ccnf_response.cu" in t)
+    number = int(resumed.split()[1])
+    assert kernel_path("ccnf_response").read_text().splitlines()[number - 2] == '#include "sgemm_order.cuh"'
+    monkeypatch.setattr(loader, "KERNEL_DIR", tmp_path)
+    (tmp_path / "a.cu").write_text('#include "h.cuh"\n#include "h.cuh"\nint a;\n')
+    (tmp_path / "h.cuh").write_text("int h;\n")
+    assert kernel_source("a").count("int h;") == 1
+    (tmp_path / "b.cu").write_text('#include "missing.cuh"\n')
+    with pytest.raises(FileNotFoundError, match="b.cu:1: no kernel header"):
+        kernel_source("b")
 
 
 OOB_SCRIPT = textwrap.dedent(

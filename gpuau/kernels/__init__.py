@@ -7,6 +7,10 @@ Layout
     ``running_median.cu``, ``validator_cnn.cu``, ``pnp.cu``, ``similarity.cu``).  NVRTC-clean: no system
     ``#include``; typedefs under ``#ifdef __CUDACC_RTC__``; kernels declared
     ``extern "C" __global__ void NAME(...)``; static ``__shared__`` sizes from ``#define``s.
+``<name>.cuh``
+    Device functions shared by several sources (``sgemm_order.cuh``: OpenBLAS's summation orders, for
+    ``ccnf_response.cu`` and ``pdm_fit.cu``), pulled in with ``#include "<name>.cuh"``: the loader
+    inlines them (each once, with ``#line`` directives), so every compiler sees one self-contained text.
 ``loader.py``
     ``load_module(backend, source, defines)``: the ``#define`` preamble + source, compiled once per
     (device, source, defines): ``cupy.RawModule`` on ``cuda``, :mod:`.emulator` on ``emulated``.

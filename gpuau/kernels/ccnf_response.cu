@@ -32,11 +32,11 @@
 // N_RESP <= 256 (windows up to 16 x 16) keeps the Sigma tile within 48 KB of shared memory
 #define THREADS (N_RESP <= 32 ? 32 : N_RESP <= 64 ? 64 : N_RESP <= 128 ? 128 : 256)
 
+#include "sgemm_order.cuh"
+
 #define SIGMA_TILE 32  // a multiple of LANES
-#define LANES 16       // OpenBLAS's AVX-512 float32 vector
 // the first of OpenFace's positions (m = x * RESP_H + y) and of the Sigma product's values that its
-// sgemm computes by the dot-product path: the last M % 16 rows when 1 to 8 of them and K >= 32
-#define DOT_FROM(M, K) ((M) % LANES >= 1 && (M) % LANES <= 8 && (K) >= 32 ? (M) - (M) % LANES : (M))
+// sgemm computes by the dot-product path
 #define DOT_ROWS DOT_FROM(N_RESP, N_IN + 1)
 #define SIGMA_DOT (DOT_FROM(1, N_RESP) == 0)
 // first column-major tap whose square GCC's vectorised sum (16, then 8 taps at a time) leaves fused
@@ -70,18 +70,6 @@ __device__ float glibc_expf(float x) {
     const double r = fma(inv_ln2, xd, -kd);
     const double s = __longlong_as_double((long long)(EXP2_TABLE[ki % 32] + (ki << 47)));
     return (float)(fma(fma(c0, r, c1), r * r, fma(c2, r, 1.0)) * s);
-}
-
-// OpenBLAS's sum of LANES partial sums: adjacent pairs level by level (a value of a block of 4 rows or
-// 4 columns), else the upper half onto the lower one level by level (_mm512_reduce_add_ps).  Unrolled, so
-// that the lanes are registers (every index a constant), as in every loop over lanes below.
-__device__ __forceinline__ float lane_sum(float* lanes, bool adjacent) {
-#pragma unroll
-    for (int n = LANES / 2; n >= 1; n /= 2)
-#pragma unroll
-        for (int i = 0; i < n; ++i)
-            lanes[i] = adjacent ? lanes[2 * i] + lanes[2 * i + 1] : lanes[i] + lanes[i + n];
-    return lanes[0];
 }
 
 // areas (n, AREA_H, AREA_W) float32; the experts, n_experts of them: weights (n_experts, NEURONS, ROW) float32,

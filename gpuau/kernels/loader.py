@@ -28,6 +28,7 @@ NVRTC_OPTIONS: tuple[str, ...] = ("-std=c++14", "--fmad=false")
 Defines = Union[Mapping[str, object], Iterable[tuple[str, object]]]
 
 _DEFINES_LINE = re.compile(r"^\s*//\s*defines:(.*)$")
+_INCLUDE_LINE = re.compile(r'^\s*#\s*include\s+"([\w.]+\.cuh)"\s*$')
 _SPILLS_LINE = re.compile(r"^\s*//\s*spills:\s*(\d+)\s+bytes\b")
 
 
@@ -55,9 +56,32 @@ def kernel_path(source: str) -> Path:
 
 
 def kernel_source(source: str, defines: Defines = ()) -> str:
-    """Text compiled for ``source``: the ``#define`` preamble, then ``gpuau/kernels/<source>.cu``."""
+    """Text compiled for ``source``: the ``#define`` preamble, then ``gpuau/kernels/<source>.cu`` with its
+    ``#include "<header>.cuh"`` lines replaced by those headers (from ``gpuau/kernels/``, each once).
+
+    The headers are inlined here rather than found by the compiler, so NVRTC, the compile check and the
+    emulator all build one self-contained text; ``#line`` directives keep the diagnostics' file and line.
+    """
     preamble = "".join(f"#define {name} {value}\n" for name, value in normalize_defines(defines))
-    return preamble + f'#line 1 "{source}.cu"\n' + kernel_path(source).read_text()
+    return preamble + _with_headers(f"{source}.cu", kernel_path(source).read_text(), set())
+
+
+def _with_headers(name: str, text: str, seen: set) -> str:
+    out = [f'#line 1 "{name}"']
+    for number, line in enumerate(text.splitlines(), 1):
+        m = _INCLUDE_LINE.match(line)
+        if m is None:
+            out.append(line)
+            continue
+        header = m.group(1)
+        if header not in seen:
+            seen.add(header)
+            path = KERNEL_DIR / header
+            if not path.is_file():
+                raise FileNotFoundError(f"{name}:{number}: no kernel header {path}")
+            out.append(_with_headers(header, path.read_text(), seen))
+        out.append(f'#line {number + 1} "{name}"')
+    return "\n".join(out) + "\n"
 
 
 def declared_defines(source: str) -> list[tuple[tuple[str, str], ...]]:

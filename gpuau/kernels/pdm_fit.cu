@@ -33,6 +33,8 @@
 // defines: N_POINTS=51 N_MODES=32
 // defines: N_POINTS=28 N_MODES=10
 
+#include "sgemm_order.cuh"
+
 #define N N_POINTS
 #define M N_MODES
 #define K (6 + M)
@@ -187,24 +189,26 @@ __device__ void clamp(const float* eig, float* p) {
     }
 }
 
-// pc_row . p rounded as CalcShape3D's OpenBLAS sgemm (AVX-512 small-matrix kernel, one row of p): with
-// 32 modes or more, 16 lanes of fused multiply-add chains over the modes k = l, l + 16, ..., added in
-// adjacent pairs for the rows taken four at a time (by_four) and in halves for the rest; with fewer, one
-// chain in order.  Twin: pdm_fit.shape_3d.
+// pc_row . p rounded as CalcShape3D's OpenBLAS sgemm (one row of p, M modes): with 32 modes or more, LANES
+// fused multiply-add chains over the modes k = l, l + 16, ..., added by lane_sum in adjacent pairs for the
+// rows taken four at a time (by_four) and in halves for the rest; with fewer, one chain in order.
+// Twin: pdm_fit.shape_3d.
 __device__ float sgemm_row(const float* pc_row, const float* p, bool by_four) {
-    if (M < 32) {
+    if (DOT_FROM(1, M) != 0) {
         float acc = 0.0f;
 #pragma unroll 1
         for (int k = 0; k < M; ++k) acc = fmaf(p[k], pc_row[k], acc);
         return acc;
     }
-    float lanes[16];
-    for (int l = 0; l < 16; ++l) lanes[l] = 0.0f;
+    float lanes[LANES];
+#pragma unroll
+    for (int l = 0; l < LANES; ++l) lanes[l] = 0.0f;
 #pragma unroll 1
-    for (int k = 0; k < M; ++k) lanes[k % 16] = fmaf(p[k], pc_row[k], lanes[k % 16]);
-    for (int w = 8; w >= 1; w /= 2)
-        for (int l = 0; l < w; ++l) lanes[l] = by_four ? lanes[2 * l] + lanes[2 * l + 1] : lanes[l] + lanes[l + w];
-    return lanes[0];
+    for (int k0 = 0; k0 < M; k0 += LANES)
+#pragma unroll
+        for (int l = 0; l < LANES; ++l)
+            if (k0 + l < M) lanes[l] = fmaf(p[k0 + l], pc_row[k0 + l], lanes[l]);
+    return lane_sum(lanes, by_four);
 }
 
 // ---- block-cooperative steps: every thread of the block calls them ----
