@@ -112,18 +112,25 @@ def test_ccnf_response_experts_cycle_over_areas(backend, clnf, frames):
 
 def test_ccnf_response_expert_index(backend, clnf, frames):
     """``experts`` picks each area's expert from one table (two views' experts, as ``patch_responses`` stacks
-    them): every map equals that expert's map computed alone; indices outside the table are refused."""
+    them): every map equals that expert's map computed alone, -1 gives a map of zeros (an invisible
+    landmark), and indices outside the table given from the host are refused."""
     areas = np.concatenate([expert_inputs(clnf, f, 1, 9)[0] for f in frames])  # 2 faces x 68
     ccnf = clnf.model.scales[1]
     views = (0, 1)
     table = [np.concatenate([a(v) for v in views]) for a in (ccnf.weights, ccnf.alphas, lambda v: ccnf.sigmas(v, 9))]
     index = np.arange(136)[::-1].copy()  # each area another landmark's expert, of the other view
-    out = backend.asnumpy(backend.kernels.ccnf_response(*(backend.asarray(a) for a in [areas, *table]), experts=index))
+    out = ref = backend.asnumpy(backend.kernels.ccnf_response(*(backend.asarray(a) for a in [areas, *table]),
+                                                              experts=index))
     for i in range(0, 136, 9):
         alone = [backend.asarray(a[index[i]:index[i] + 1]) for a in table]
         np.testing.assert_array_equal(out[i], backend.asnumpy(backend.kernels.ccnf_response(backend.asarray(areas[i:i + 1]),
                                                                                         *alone))[0])
-    for bad in (index[:-1], np.full(136, 136)):
+    hidden = index.copy()
+    hidden[::3] = -1
+    shown = hidden == index
+    out = backend.asnumpy(backend.kernels.ccnf_response(*(backend.asarray(a) for a in [areas, *table]), experts=hidden))
+    assert not out[~shown].any() and (out[shown] == ref[shown]).all()
+    for bad in (index[:-1], np.full(136, 136), np.full(136, -2)):
         with pytest.raises(ValueError, match="expert indices"):
             backend.kernels.ccnf_response(*(backend.asarray(a) for a in [areas, *table]), experts=bad)
 

@@ -4,7 +4,7 @@ fit runs on every backend."""
 import numpy as np
 import pytest
 
-from gpuau.landmarks.clnf import CLNF, detect_landmarks, detect_landmarks_batch, fit, patch_responses
+from gpuau.landmarks.clnf import CLNF, detect_landmarks, detect_landmarks_batch, fit, fit_batch, patch_responses
 from gpuau.video import open_source
 from reference import global_params, landmarks_2d, local_params, read_reference
 
@@ -95,15 +95,50 @@ def test_tracking_step_on_backend(clnf, default_video, backend):
 def test_patch_responses_of_a_batch_are_each_faces(clnf, default_video, backend):
     """A batch mixing views (one face turned to the profile view, 33 landmarks invisible): one warp,
     one ccnf_response call for both views (every view's experts in one table, each area indexing its
-    face's), and each face's maps, visibility and similarities are the ones it gets alone."""
+    face's; an invisible landmark's map zeros), and each face's maps, visibility and similarities are
+    the ones it gets alone."""
     frames, g, l_, _ = default_video
     gs, ls = g[[1, 3, 5]].astype(np.float32), l_[[1, 3, 5]].astype(np.float32)
     gs[1, 2] = np.float32(1.2)
     images = backend.asarray(np.stack([frames[2], frames[4], frames[6]]).astype(np.float32))
-    batch = patch_responses(clnf.model, images, np.arange(3), gs, ls, 9, 1, backend)
-    assert list(batch.views) == [0, 4, 0] and batch.visible[1].sum() == 35
+
+    def responses(faces):
+        r = patch_responses(clnf.model, images, backend.asarray(faces), backend.asarray(gs[faces]),
+                            backend.asarray(ls[faces]), 9, 1, backend)
+        return {name: backend.asnumpy(getattr(r, name))
+                for name in ("maps", "visible", "base", "img_to_ref", "ref_to_img", "views")}
+
+    batch = responses(np.arange(3))
+    assert list(batch["views"]) == [0, 4, 0] and batch["visible"][1].sum() == 35
+    assert not batch["maps"][1][batch["visible"][1] == 0].any()
     for f in range(3):
-        alone = patch_responses(clnf.model, images, np.array([f]), gs[f:f + 1], ls[f:f + 1], 9, 1, backend)
-        np.testing.assert_array_equal(backend.asnumpy(batch.maps[f]), backend.asnumpy(alone.maps[0]))
-        for name in ("visible", "base", "img_to_ref", "ref_to_img", "views"):
-            np.testing.assert_array_equal(getattr(batch, name)[f], getattr(alone, name)[0])
+        alone = responses(np.array([f]))
+        for name, value in batch.items():
+            np.testing.assert_array_equal(value[f], alone[name][0], err_msg=name)
+
+
+def test_fit_reads_the_device_once(clnf, default_video, backend, monkeypatch):
+    """From the first scale to the last the parameters stay on the device: a fit of three faces (one whose
+    scale collapses below 0.25, masked from then on) launches every scale's kernels, then reads its results
+    back, once, after the last launch, and each face's result is the one it gets alone."""
+    frames, g, l_, _ = default_video
+    gs, ls = g[[1, 3, 5]].astype(np.float32), l_[[1, 3, 5]].astype(np.float32)
+    gs[2, 0] = np.float32(0.2)  # too small: its fit fails after the first scale
+    images = backend.asarray(np.stack([frames[2], frames[4], frames[6]]).astype(np.float32))
+    ws = clnf.parameters.window_sizes_init
+    events = []
+    for name in ("response_areas", "warp_affine", "ccnf_response", "nu_rlms"):
+        kernel = getattr(backend.kernels, name)
+        monkeypatch.setattr(backend.kernels, name,
+                            lambda *a, _k=kernel, _n=name, **kw: events.append(_n) or _k(*a, **kw))
+    asnumpy = backend.asnumpy
+    monkeypatch.setattr(backend, "asnumpy", lambda a: events.append("read") or asnumpy(a))
+    batch = fit_batch(clnf.model, images, [0, 1, 2], gs, ls, ws, clnf.parameters, backend=backend)
+    monkeypatch.undo()
+    n_scales = sum(1 for w in ws[:len(clnf.model.scales)] if w)
+    assert events[:4 * n_scales] == ["response_areas", "warp_affine", "ccnf_response", "nu_rlms"] * n_scales
+    assert set(events[4 * n_scales:]) == {"read"}
+    assert [r.success for r in batch] == [True, True, False]
+    for f in range(3):
+        alone = fit_batch(clnf.model, images, [f], gs[f:f + 1], ls[f:f + 1], ws, clnf.parameters, backend=backend)[0]
+        _assert_same_fit(batch[f], alone)

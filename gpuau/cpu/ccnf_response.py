@@ -199,7 +199,7 @@ def _response_range(areas, patch_h, patch_w, weights, gains, sigmas, experts, ou
         ``2 alpha``, 0 for skipped neurons.
     sigmas : ndarray (E, P, P) float32
     experts : ndarray (N,) int64
-        Area ``f`` is expert ``experts[f]``.
+        Area ``f`` is expert ``experts[f]`` (-1: a map of zeros).
     out : ndarray (N, P) float32
     start, stop : int
     """
@@ -211,6 +211,9 @@ def _response_range(areas, patch_h, patch_w, weights, gains, sigmas, experts, ou
     scale = np.empty(areas.shape[1] * areas.shape[2], np.float32)
     lanes = np.empty(LANES, np.float32)
     for f in range(start, stop):
+        if experts[f] < 0:
+            out[f] = 0.0
+            continue
         _area_response(areas, patch_h, patch_w, weights, gains, sigmas, out, f, experts[f], cols, x, r, mean, scale,
                        lanes)
 
@@ -231,7 +234,7 @@ def ccnf_response(areas, weights, alphas, sigmas, patch_h: int = 11, patch_w: in
     patch_h, patch_w : int
     experts : ndarray (N,) int, optional
         Expert of each area (e.g. every view's experts in one table, each face's landmarks indexing its
-        view's); default: area ``i`` is expert ``i % E``, ``N`` a multiple of ``E`` (one expert per area,
+        view's), -1 for a map of zeros (an invisible landmark); default: area ``i`` is expert ``i % E``, ``N`` a multiple of ``E`` (one expert per area,
         one for all, or the landmarks of several faces seen from one view).
 
     Returns
@@ -255,7 +258,8 @@ def ccnf_response(areas, weights, alphas, sigmas, patch_h: int = 11, patch_w: in
 
 
 def expert_indices(n: int, n_experts: int, experts=None, xp=np) -> "np.ndarray":
-    """``(n,)`` int64 expert of each area, checked (``xp``'s array): ``experts``, or ``i % n_experts``."""
+    """``(n,)`` int64 expert of each area (``xp``'s array): ``experts``, or ``i % n_experts``; each index
+    checked to lie in ``[-1, n_experts)`` when ``xp`` is NumPy (a device's are not read back)."""
     if experts is None:
         if (n_experts == 0 and n) or (n_experts and n % n_experts):
             raise ValueError(f"ccnf_response: {n} areas do not cycle over {n_experts} experts (N must be a multiple of E)")
@@ -263,6 +267,6 @@ def expert_indices(n: int, n_experts: int, experts=None, xp=np) -> "np.ndarray":
     experts = xp.asarray(experts).astype(np.int64).reshape(-1)
     if len(experts) != n:
         raise ValueError(f"ccnf_response: {len(experts)} expert indices for {n} areas")
-    if n and (int(experts.min()) < 0 or int(experts.max()) >= n_experts):
-        raise ValueError(f"ccnf_response: expert indices must lie in [0, {n_experts})")
+    if xp is np and n and (int(experts.min()) < -1 or int(experts.max()) >= n_experts):
+        raise ValueError(f"ccnf_response: expert indices must lie in [-1, {n_experts})")
     return xp.ascontiguousarray(experts)

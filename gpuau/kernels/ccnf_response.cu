@@ -74,10 +74,10 @@ __device__ float glibc_expf(float x) {
 
 // areas (n, AREA_H, AREA_W) float32; the experts, n_experts of them: weights (n_experts, NEURONS, ROW) float32,
 // alphas (n_experts, NEURONS) float64, sigmas (n_experts, N_RESP, N_RESP) float32; area f is expert experts[f]
-// (int32, checked by the caller); out (n, RESP_H, RESP_W) float32.
+// (int32; outside [0, n_experts), e.g. -1 for an invisible landmark: a map of zeros); out (n, RESP_H, RESP_W).
 extern "C" __global__ void __launch_bounds__(THREADS)
     ccnf_response(const float* areas, const float* weights, const double* alphas, const float* sigmas,
-                  const int* experts, int n, float* out) {
+                  const int* experts, int n_experts, int n, float* out) {
     __shared__ float area[AREA_SIZE];
     __shared__ float w[NEURONS * ROW];
     __shared__ double gain[NEURONS];
@@ -88,9 +88,13 @@ extern "C" __global__ void __launch_bounds__(THREADS)
     const int f = blockIdx.x;
     const int t = threadIdx.x;
     if (f >= n) return;  // whole block: no barrier is left waiting
+    const int e = experts[f];
+    if (e < 0 || e >= n_experts) {  // no expert: a zero map (the whole block returns)
+        for (int i = t; i < N_RESP; i += THREADS) out[(long long)f * N_RESP + i] = 0.0f;
+        return;
+    }
     const float* a_src = areas + (long long)f * AREA_SIZE;
     for (int i = t; i < AREA_SIZE; i += THREADS) area[i] = a_src[i];
-    const int e = experts[f];
     const float* w_src = weights + (long long)e * NEURONS * ROW;
     for (int i = t; i < NEURONS * ROW; i += THREADS) w[i] = w_src[i];
     if (t < NEURONS) {

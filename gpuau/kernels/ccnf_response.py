@@ -30,7 +30,9 @@ def ccnf_response(backend, areas, weights, alphas, sigmas, patch_h: int = 11, pa
         CCNF covariance of each expert for this window size.
     patch_h, patch_w : int
     experts : (N,) int, optional
-        Expert of each area; default: area ``i`` is expert ``i % E`` (``N`` a multiple of ``E``).
+        Expert of each area, -1 for a map of zeros; default: area ``i`` is expert ``i % E`` (``N`` a
+        multiple of ``E``).  Checked when on the host; on the device (not read back, so as not to wait
+        for it) an index outside ``[0, E)`` gives a map of zeros as -1 does.
 
     Returns
     -------
@@ -69,5 +71,5 @@ def ccnf_response(backend, areas, weights, alphas, sigmas, patch_h: int = 11, pa
     i32 = np.int32
     backend.load_module("ccnf_response", defines).get_function("ccnf_response")(
         (n, 1, 1), (threads, 1, 1),
-        (areas, arrays["weights"], arrays["alphas"], arrays["sigmas"], index, i32(n), out))
+        (areas, arrays["weights"], arrays["alphas"], arrays["sigmas"], index, i32(n_experts), i32(n), out))
     return out

@@ -34,6 +34,7 @@
 // defines: N_POINTS=28 N_MODES=10
 
 #include "sgemm_order.cuh"
+#include "similarity.cuh"
 
 #define N N_POINTS
 #define M N_MODES
@@ -588,4 +589,64 @@ extern "C" __global__ void __launch_bounds__(THREADS)
     }
     if (tid < 6) g_out[f * 6 + tid] = fit.g[tid];
     for (int j = tid; j < M; j += THREADS) p_out[f * M + j] = fit.p[j];
+}
+
+// response_areas: mean, pc as above; centers (n_views, 3) double: the views' head-pose centres; g (F, 6),
+// p (F, M); patch_scaling: scale of the reference shape; size: side of the areas of interest.  Out: views (F)
+// int: GetViewIdx; base (F, N, 2): CalcShape2D of each face; sims (F, 2, 2, 2): the similarity of the
+// shape to the reference shape (CalcShape2D at patch_scaling, no rotation) and its inverse; matrices
+// (F, N, 2, 3): each landmark's area of interest, destination -> image.  Twin: gpuau/cpu/response_areas.py.
+extern "C" __global__ void __launch_bounds__(THREADS)
+    response_areas(const float* mean, const float* pc, const double* centers, int n_views, const float* g_in,
+                   const float* p_in, float patch_scaling, int size, int* views, float* base, float* sims,
+                   float* matrices) {
+    __shared__ float g[6], g_ref[6], p[M], rot[9], rot_ref[9], s3[3 * N], cur[2 * N], ref[2 * N], sim[8];
+    __shared__ float scratch_src[2 * N], scratch_dst[2 * N];
+    const int f = blockIdx.x, tid = threadIdx.x;
+    if (tid < 6) {
+        g[tid] = g_in[f * 6 + tid];
+        g_ref[tid] = tid == 0 ? patch_scaling : 0.0f;
+    }
+    for (int j = tid; j < M; j += THREADS) p[j] = p_in[f * M + j];
+    __syncthreads();
+    if (tid == 0) {
+        euler_to_rotation(g + 1, rot);
+        // the nearest view centre (first of equals): float32 distance from double differences, the sum
+        // fused as Patch_experts.o fuses GetViewIdx's
+        int best_view = 0;
+        float best = 0.0f;
+        for (int v = 0; v < n_views; ++v) {
+            const float d1 = (float)((double)g[1] - centers[3 * v]);
+            const float d2 = (float)((double)g[2] - centers[3 * v + 1]);
+            const float d3 = (float)((double)g[3] - centers[3 * v + 2]);
+            const float d = fmaf(d3, d3, fmaf(d1, d1, d2 * d2));
+            if (v == 0 || d < best) {
+                best = d;
+                best_view = v;
+            }
+        }
+        views[f] = best_view;
+    }
+    if (tid == THREADS - 1) euler_to_rotation(g_ref + 1, rot_ref);
+    shape_3d(mean, pc, p, nullptr, N, s3);  // ends with a barrier
+    for (int i = tid; i < N; i += THREADS) {
+        project(s3 + 3 * i, g, rot, &cur[2 * i], &cur[2 * i + 1]);
+        project(s3 + 3 * i, g_ref, rot_ref, &ref[2 * i], &ref[2 * i + 1]);
+        base[(f * N + i) * 2] = cur[2 * i];
+        base[(f * N + i) * 2 + 1] = cur[2 * i + 1];
+    }
+    __syncthreads();
+    if (tid == 0) similarity_pair(cur, ref, N, scratch_src, scratch_dst, sim);
+    __syncthreads();
+    if (tid < 8) sims[f * 8 + tid] = sim[tid];
+    const float a1 = sim[4], b1 = -sim[5], half = ((float)size - 1.0f) / 2.0f;
+    for (int i = tid; i < N; i += THREADS) {
+        float* out = matrices + (f * N + i) * 6;
+        out[0] = a1;
+        out[1] = -b1;
+        out[2] = cur[2 * i] - a1 * half + b1 * half;
+        out[3] = b1;
+        out[4] = a1;
+        out[5] = cur[2 * i + 1] - a1 * half - b1 * half;
+    }
 }

@@ -16,7 +16,7 @@ import numba as nb
 import numpy as np
 
 import gpuau.cpu  # noqa: F401  (before the kernels below: the folder of Numba's cache)
-from gpuau.cpu.fp import fmaf
+from gpuau.cpu.response_areas import area_matrices, nearest_views
 from gpuau.cpu.similarity import similarity
 from gpuau.models.cache import load_cached
 from gpuau.models.ccnf_file import parse_ccnf
@@ -114,6 +114,7 @@ class CCNFScale:
     _sigmas: dict = field(default_factory=dict, repr=False)
     _experts: dict = field(default_factory=dict, repr=False)
     _neuron_rows: dict = field(default_factory=dict, repr=False)
+    _view_arrays: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_file(cls, path: "str | os.PathLike") -> "CCNFScale":
@@ -129,10 +130,19 @@ class CCNFScale:
 
     def view_index(self, params_global) -> "int | np.ndarray":
         """Index of the view whose centre is closest to the current rotation (port of
-        ``Patch_experts::GetViewIdx``): an int for params ``(6,)``, an ``(F,)`` int64 array for ``(F, 6)``."""
+        ``Patch_experts::GetViewIdx``): an int for params ``(6,)``, an ``(F,)`` int32 array for ``(F, 6)``."""
         g = np.asarray(params_global, dtype=_F)
-        idx = _nearest_views(np.ascontiguousarray(g.reshape(-1, g.shape[-1])[:, 1:4]), self.centers)
+        idx = nearest_views(np.ascontiguousarray(g.reshape(-1, g.shape[-1])[:, 1:4]), self.centers)
         return int(idx[0]) if g.ndim == 1 else idx
+
+    def view_arrays(self, backend) -> "tuple":
+        """``(centers, visibility)`` on the backend's device (copied there once): the views' head-pose
+        centres (V, 3) float64 and their landmarks' visibility (V, n) int32, for ``response_areas`` and the
+        per-face gathers of ``clnf.patch_responses``."""
+        if backend not in self._view_arrays:
+            self._view_arrays[backend] = (backend.asarray(np.asarray(self.centers, np.float64)),
+                                          backend.asarray(np.asarray(self.visibility, np.int32)))
+        return self._view_arrays[backend]
 
     def weights(self, view: int) -> np.ndarray:
         """(n, K, 1 + h*w) float32 neuron rows of one view."""
@@ -221,26 +231,6 @@ class CCNFScale:
         return self._experts[key]
 
 
-@nb.njit(cache=True, nogil=True)
-def _nearest_views(rotations, centers):
-    """Index of the view centre closest to each rotation (first of equals), the squared distance in float32
-    from double differences, ``v1*v1 + v2*v2 + v3*v3`` fused as Patch_experts.o fuses ``GetViewIdx``'s sum.
-
-    rotations : (F, 3) float32 ; centers : (V, 3) float64 -> (F,) int64
-    """
-    out = np.zeros(rotations.shape[0], np.int64)
-    for f in range(rotations.shape[0]):
-        best = np.float32(0.0)
-        for v in range(centers.shape[0]):
-            d1 = np.float32(np.float64(rotations[f, 0]) - centers[v, 0])
-            d2 = np.float32(np.float64(rotations[f, 1]) - centers[v, 1])
-            d3 = np.float32(np.float64(rotations[f, 2]) - centers[v, 2])
-            d = fmaf(d3, d3, fmaf(d1, d1, d2 * d2))
-            if v == 0 or d < best:
-                best, out[f] = d, v
-    return out
-
-
 def similarity_to_reference(landmarks_2d: np.ndarray, reference_2d: np.ndarray) -> "tuple[np.ndarray, np.ndarray]":
     """Similarities between the image shape and the reference shape of a patch scale, for one face
     ``(n, 2)`` or a stack ``(F, n, 2)``: OpenFace's ``AlignShapesWithScale`` and its
@@ -256,40 +246,6 @@ def similarity_to_reference(landmarks_2d: np.ndarray, reference_2d: np.ndarray) 
     sims = similarity(src.reshape(-1, *src.shape[-2:]), np.asarray(reference_2d, _F).reshape(-1, *src.shape[-2:]))
     sims = sims.reshape(src.shape[:-2] + sims.shape[1:])
     return sims[..., 0, :, :], sims[..., 1, :, :]
-
-
-def area_matrices(centres: np.ndarray, sim_ref_to_img: np.ndarray, size: int) -> np.ndarray:
-    """Destination -> source affine maps of the areas of interest around landmarks.
-
-    Port of the ``sim`` matrix of ``Patch_experts::Response``: a ``size x size`` crop rotated and
-    scaled by ``sim_ref_to_img`` and centred on each landmark (float32 arithmetic).
-
-    Parameters
-    ----------
-    centres : ndarray (N, 2) float32
-        Landmark positions in the image.
-    sim_ref_to_img : ndarray (2, 2) or (N, 2, 2) float32
-        One similarity for all areas, or one per area.
-    size : int
-        ``window_size + patch_size - 1``.
-
-    Returns
-    -------
-    ndarray (N, 2, 3) float32
-    """
-    c = np.asarray(centres, _F)
-    sim = np.asarray(sim_ref_to_img, _F)
-    a1 = sim[..., 0, 0]
-    b1 = -sim[..., 0, 1]
-    half = (_F(size) - _F(1)) / _F(2)
-    m = np.empty((c.shape[0], 2, 3), _F)
-    m[:, 0, 0] = a1
-    m[:, 0, 1] = -b1
-    m[:, 0, 2] = c[:, 0] - a1 * half + b1 * half
-    m[:, 1, 0] = b1
-    m[:, 1, 1] = a1
-    m[:, 1, 2] = c[:, 1] - a1 * half - b1 * half
-    return m
 
 
 def extract_areas(gray: np.ndarray, centres: np.ndarray, sim_ref_to_img: np.ndarray, size: int, backend="cpu") -> np.ndarray:

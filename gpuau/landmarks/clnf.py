@@ -17,7 +17,7 @@ import numpy as np
 from gpuau.cpu import pdm_fit, threads
 from gpuau.cpu.mean_shift import kde_table
 from gpuau.device import Backend, resolve_device
-from gpuau.landmarks.ccnf import CCNFScale, area_matrices, similarity_to_reference
+from gpuau.landmarks.ccnf import CCNFScale
 from gpuau.landmarks.pdm import PDM
 from gpuau.models.clnf_file import parse_clnf, parse_main_clnf
 from gpuau.models.store import LANDMARK_DIR, model_file
@@ -144,24 +144,16 @@ class FitResult:
     part_landmarks: dict = field(default_factory=dict)
 
 
-def _weights(model: CLNFModel, scale: int, views, weight_factor: float) -> np.ndarray:
-    """Diagonals of NU-RLMS's weight matrices, one per face (port of ``CLNF::GetWeightMatrix``).
-
-    Returns
-    -------
-    ndarray (F, 2n) float32
-        Ones when ``weight_factor <= 0`` (OpenFace's identity).  Shared: not to be written to.
-    """
-    return _view_weights(model, scale, tuple(int(v) for v in views), float(weight_factor))
-
-
-@lru_cache(maxsize=256)  # keyed on the batch's views: bounded, as batches can mix views in many ways
-def _view_weights(model: CLNFModel, scale: int, views: tuple, weight_factor: float) -> np.ndarray:
-    n = model.pdm.n_points
+@lru_cache(maxsize=None)
+def _view_weights(model: CLNFModel, scale: int, weight_factor: float, backend: Backend):
+    """Diagonals of NU-RLMS's weight matrices of every view of a scale, ``(V, 2n)`` float32 on the backend's
+    device: ``weight_factor`` times the patch confidences (x, then y), or ones when ``weight_factor <= 0``
+    (OpenFace's identity).  Port of ``CLNF::GetWeightMatrix``; a face's row is its view's."""
+    n, views = model.pdm.n_points, len(model.scales[scale].visibility)
     if weight_factor <= 0:
-        return np.ones((len(views), 2 * n), _F)
-    conf = np.stack([model.scales[scale].confidence(v).astype(_F) for v in views])
-    return _F(weight_factor) * np.concatenate([conf, conf], axis=1)
+        return backend.asarray(np.ones((views, 2 * n), _F))
+    conf = np.stack([model.scales[scale].confidence(v).astype(_F) for v in range(views)])
+    return backend.asarray(_F(weight_factor) * np.concatenate([conf, conf], axis=1))
 
 
 @lru_cache(maxsize=None)
@@ -172,40 +164,43 @@ def _kde(backend: Backend, resp_size: int, a: float):
 
 @dataclass
 class Responses:
-    """Response maps of a batch of faces at one patch scale, and where they were computed.
+    """Response maps of a batch of faces at one patch scale, and where they were computed; every array
+    on the backend's device.
 
     Attributes
     ----------
-    maps : (F, n, R, R) float32, on the backend's device
+    maps : (F, n, R, R) float32
         Zero maps for invisible landmarks.
-    visible : ndarray (F, n) int32
-    base : ndarray (F, n, 2) float32
+    visible : (F, n) int32
+    base : (F, n, 2) float32
         Shapes the maps are centred on.
-    img_to_ref, ref_to_img : ndarray (F, 2, 2) float32
-    views : ndarray (F,) int
+    img_to_ref, ref_to_img : (F, 2, 2) float32
+    views : (F,) int32
     """
 
     maps: object
-    visible: np.ndarray
-    base: np.ndarray
-    img_to_ref: np.ndarray
-    ref_to_img: np.ndarray
-    views: np.ndarray
+    visible: object
+    base: object
+    img_to_ref: object
+    ref_to_img: object
+    views: object
 
 
-def patch_responses(model: CLNFModel, images, image_index: np.ndarray, params_global: np.ndarray,
-                    params_local: np.ndarray, window_size: int, scale: int, backend: Backend) -> Responses:
-    """Response maps of all landmarks' patch experts around the current shapes of a batch of faces:
-    one area warp and one ``ccnf_response`` call for all faces' visible landmarks, whatever their views.
+def patch_responses(model: CLNFModel, images, image_index, params_global, params_local, window_size: int,
+                    scale: int, backend: Backend) -> Responses:
+    """Response maps of all landmarks' patch experts around the current shapes of a batch of faces, from
+    parameters on the device, with no wait for the device: one ``response_areas`` launch (views, shapes,
+    similarities, area matrices), one area warp and one ``ccnf_response`` call for every landmark of every
+    face, whatever their views (an invisible landmark's map is zeros).
 
     Port of ``Patch_experts::Response`` (CCNF branch), Patch_experts.cpp.
 
     Parameters
     ----------
     images : (B, H, W) float32, on the backend's device
-    image_index : ndarray (F,) int
+    image_index : (F,) int, on the backend's device
         Image of each face.
-    params_global : ndarray (F, 6) float32 ; params_local : ndarray (F, m) float32
+    params_global : (F, 6) float32 ; params_local : (F, m) float32, on the backend's device
     window_size, scale : int
     backend : Backend
 
@@ -215,30 +210,20 @@ def patch_responses(model: CLNFModel, images, image_index: np.ndarray, params_gl
     """
     xp = backend.xp
     ccnf = model.scales[scale]
-    pdm = model.pdm
-    n_faces, n = len(params_global), pdm.n_points
+    n = model.pdm.n_points
     ph, pw = ccnf.patch_size
     size = window_size + pw - 1
-    params_global = np.ascontiguousarray(params_global, _F)
-    params_local = np.ascontiguousarray(params_local, _F)
-    views = ccnf.view_index(params_global)
-    ref_g = np.repeat(np.array([[ccnf.patch_scaling, 0, 0, 0, 0, 0]], _F), n_faces, axis=0)
-    base = pdm_fit.shape_2d_batch(pdm.mean_shape, pdm.princ_comp, params_global, params_local)
-    img_to_ref, ref_to_img = similarity_to_reference(
-        base, pdm_fit.shape_2d_batch(pdm.mean_shape, pdm.princ_comp, ref_g, params_local))
-    # every face's visible landmarks, every view's experts in one table: one ccnf_response call
-    face, lm = np.nonzero(ccnf.visibility[views])
-    matrices = area_matrices(base[face, lm], ref_to_img[face], size)
-    areas = backend.kernels.warp_affine(images, np.asarray(image_index)[face], matrices, size, size)
-    out = backend.kernels.ccnf_response(areas, *ccnf.expert_table(window_size, backend), ph, pw,
-                                        experts=views[face] * n + lm)
-    visible = ccnf.visibility[views].astype(np.int32)
-    if len(lm) == n_faces * n:  # every landmark visible: faces in order
-        maps = out.reshape(n_faces, n, window_size, window_size)
-    else:
-        maps = xp.zeros((n_faces, n, window_size, window_size), _F)
-        maps[backend.asarray(face), backend.asarray(lm)] = out
-    return Responses(maps, visible, base, img_to_ref, ref_to_img, views)
+    mean, pc, _ = model.pdm.arrays(backend)
+    centers, visibility = ccnf.view_arrays(backend)
+    views, base, sims, matrices = backend.kernels.response_areas(mean, pc, centers, params_global, params_local,
+                                                                 ccnf.patch_scaling, size)
+    visible = visibility[views]
+    experts = xp.where(visible != 0, views[:, None] * np.int32(n) + xp.arange(n, dtype=np.int32), np.int32(-1))
+    areas = backend.kernels.warp_affine(images, xp.repeat(image_index, n), matrices.reshape(-1, 2, 3), size, size)
+    maps = backend.kernels.ccnf_response(areas, *ccnf.expert_table(window_size, backend), ph, pw,
+                                         experts=experts.reshape(-1))
+    return Responses(maps.reshape(len(views), n, window_size, window_size), visible, base, sims[:, 0], sims[:, 1],
+                     views)
 
 
 @lru_cache(maxsize=None)
@@ -255,34 +240,32 @@ def _refined(parameters: FitParameters, model: CLNFModel, scale: int) -> FitPara
                    weight_factor=float(_F(parameters.weight_factor + 2 * parameters.weight_factor * lg)))
 
 
-def _fit_scale(model: CLNFModel, r: Responses, params_global: np.ndarray, params_local: np.ndarray, scale: int,
-               parameters: FitParameters, last: np.ndarray, backend: Backend):
+def _fit_scale(model: CLNFModel, r: Responses, params_global, params_local, scale: int, parameters: FitParameters,
+               last, backend: Backend):
     """NU-RLMS of a batch of faces at one patch scale: a rigid then a non-rigid pass of mean-shifts on
     the response maps alternating with regularised Gauss-Newton updates of the PDM params, and the
     likelihoods of the faces whose fit ends at this scale (``last``, or a scale below 0.30 after the
     rigid pass), in one ``backend.kernels.nu_rlms`` call (Numba on the CPU; on the GPU one block per
-    face, the params on the device until the call returns).
+    face).  Arrays in and out on the backend's device.
 
     Port of ``CLNF::NU_RLMS`` as ``CLNF::Fit`` runs it, LandmarkDetectorModel.cpp.
 
     Returns
     -------
-    params_global : ndarray (F, 6) float32 ; params_local : ndarray (F, m) float32
-    last : ndarray (F,) bool
-    likelihoods : list of float
+    params_global : (F, 6) float32 ; params_local : (F, m) float32
+    last : (F,) bool
+    likelihoods : (F,) float32
         Meaningful where ``last``.
-    landmark_likelihoods : ndarray (F, n) float32
+    landmark_likelihoods : (F, n) float32
         Meaningful where ``last``.
     """
     resp_size = r.maps.shape[-1]
     a = float(_F(-0.5 / float(_F(parameters.sigma) * _F(parameters.sigma))))
-    out = backend.kernels.nu_rlms(*model.pdm.arrays(backend), r.maps, params_global, params_local, r.base,
-                                  r.img_to_ref, r.ref_to_img, r.visible,
-                                  _weights(model, scale, r.views, parameters.weight_factor), _F(parameters.reg_factor),
-                                  parameters.num_iterations, _kde(backend, resp_size, a), _F((resp_size - 1) // 2),
-                                  parameters.sigma, last)
-    g, loc, last, ll, lh = (backend.asnumpy(v) for v in out)
-    return g, loc, last, [float(v) for v in ll], lh
+    weights = _view_weights(model, scale, float(parameters.weight_factor), backend)[r.views]
+    return backend.kernels.nu_rlms(*model.pdm.arrays(backend), r.maps, params_global, params_local, r.base,
+                                   r.img_to_ref, r.ref_to_img, r.visible, weights, _F(parameters.reg_factor),
+                                   parameters.num_iterations, _kde(backend, resp_size, a), _F((resp_size - 1) // 2),
+                                   parameters.sigma, last)
 
 
 def _batch_arrays(params_global, params_local, window_sizes, n_scales: int):
@@ -295,14 +278,35 @@ def _batch_arrays(params_global, params_local, window_sizes, n_scales: int):
     return g, loc, ws
 
 
+def _fit_steps(ws: np.ndarray, n_scales: int, image_index: np.ndarray, backend: Backend) -> list:
+    """The (scale, window size) steps of a batch's fit over ``n_scales`` patch scales, from its per-face
+    window sizes ``ws`` (F, >= n_scales):
+    ``(scale, size, faces, images, last)``, with ``faces`` the index of the faces taking the step (None:
+    all), ``images`` their image indices and ``last`` whether it is their last scale, on the device,
+    copied there before the fit starts (a copy from the host waits for the device)."""
+    n_faces = len(ws)
+    steps = []
+    for scale in range(n_scales):
+        for size in (ws[:1, scale] if n_faces == 1 else np.unique(ws[:, scale])):
+            if size == 0:
+                continue
+            group = np.flatnonzero(ws[:, scale] == size)
+            last = ws[group, scale + 1] == 0 if scale < n_scales - 1 else np.ones(len(group), bool)
+            faces = None if len(group) == n_faces else backend.asarray(group)
+            steps.append((scale, int(size), faces, backend.asarray(image_index[group]), backend.asarray(last)))
+    return steps
+
+
 def fit_batch(model: CLNFModel, images, image_index, params_global, params_local, window_sizes,
               parameters: FitParameters, *, backend: "str | Backend" = "cpu") -> "list[FitResult]":
     """Fit one CLNF model to a batch of faces, coarse to fine over the patch scales.
 
     Port of ``CLNF::Fit``, LandmarkDetectorModel.cpp, for many faces at once: at each scale the
-    faces sharing a window size get their response maps from one warp and one
-    ``ccnf_response`` call and their NU-RLMS passes together.  Each face's result is the one it
-    gets alone.
+    faces sharing a window size get their response maps from one area warp and one ``ccnf_response``
+    call and their NU-RLMS passes together.  The parameters stay on the device from the first scale to
+    the last, which the host waits for once: a face whose fit has failed (scale below 0.25) is masked,
+    its parameters and results kept as they were, rather than taken out of the batch.  Each face's
+    result is the one it gets alone.
 
     Parameters
     ----------
@@ -323,31 +327,38 @@ def fit_batch(model: CLNFModel, images, image_index, params_global, params_local
         One per face.
     """
     backend = resolve_device(backend)
+    xp = backend.xp
     n_scales = len(model.scales)
     g, loc, ws = _batch_arrays(params_global, params_local, window_sizes, n_scales)
-    image_index = np.asarray(image_index, np.int64).reshape(-1)
-    results = [FitResult(g[f], loc[f], None, True) for f in range(len(g))]
-    alive = np.ones(len(g), bool)
-    for scale in range(n_scales):
-        p = _refined(parameters, model, scale)
-        for size in (ws[alive, scale][:1] if len(g) == 1 else np.unique(ws[alive, scale])):
-            if size == 0:
-                continue
-            idx = np.flatnonzero(alive & (ws[:, scale] == size))
-            r = patch_responses(model, images, image_index[idx], g[idx], loc[idx], int(size), scale, backend)
-            last = (ws[idx, scale + 1] == 0) if scale < n_scales - 1 else np.ones(len(idx), bool)
-            g[idx], loc[idx], last, ll, lh = _fit_scale(model, r, g[idx], loc[idx], scale, p, last, backend)
-            for k, f in enumerate(idx):
-                results[f].view = int(r.views[k])
-                if last[k]:
-                    results[f].likelihood, results[f].landmark_likelihoods = ll[k], lh[k]
-                if g[f, 0] < 0.25:
-                    results[f].success = False
-                    alive[f] = False
+    n_faces, n = len(g), model.pdm.n_points
+    steps = _fit_steps(ws, n_scales, np.asarray(image_index, np.int64).reshape(-1), backend)
+    g_d, p_d = backend.asarray(g), backend.asarray(loc)
+    alive = xp.ones(n_faces, bool)  # no failure yet (OpenFace's Fit returns false below 0.25)
+    view = xp.zeros(n_faces, np.int32)
+    has_likelihood = xp.zeros(n_faces, bool)
+    likelihood = xp.zeros(n_faces, _F)
+    landmark_likelihoods = xp.zeros((n_faces, n), _F)
+    for scale, size, faces, image_idx, last in steps:
+        at = slice(None) if faces is None else faces
+        live = alive[at]
+        r = patch_responses(model, images, image_idx, g_d[at], p_d[at], size, scale, backend)
+        g_new, p_new, ends, ll, lh = _fit_scale(model, r, g_d[at], p_d[at], scale,
+                                                _refined(parameters, model, scale), last, backend)
+        g_d[at] = xp.where(live[:, None], g_new, g_d[at])
+        p_d[at] = xp.where(live[:, None], p_new, p_d[at])
+        view[at] = xp.where(live, r.views, view[at])
+        recorded = live & ends
+        has_likelihood[at] = has_likelihood[at] | recorded
+        likelihood[at] = xp.where(recorded, ll, likelihood[at])
+        landmark_likelihoods[at] = xp.where(recorded[:, None], lh, landmark_likelihoods[at])
+        alive[at] = live & ~(g_d[at][:, 0] < 0.25)
+    g, loc, alive, view, has_likelihood, likelihood, landmark_likelihoods = (
+        backend.asnumpy(a) for a in (g_d, p_d, alive, view, has_likelihood, likelihood, landmark_likelihoods))
     landmarks = pdm_fit.shape_2d_batch(model.pdm.mean_shape, model.pdm.princ_comp, g, loc)
-    for f, res in enumerate(results):
-        res.params_global, res.params_local, res.landmarks = g[f].copy(), loc[f].copy(), landmarks[f]
-    return results
+    return [FitResult(g[f].copy(), loc[f].copy(), landmarks[f], bool(alive[f]),
+                      float(likelihood[f]) if has_likelihood[f] else None,
+                      landmark_likelihoods[f].copy() if has_likelihood[f] else None, int(view[f]))
+            for f in range(n_faces)]
 
 
 def frame_images(gray8: np.ndarray, backend: "str | Backend" = "cpu"):
