@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from gpuau import __version__
+from gpuau._gc import collect_rarely
 from gpuau.corpus import Terminated, raise_terminated
 
 
@@ -119,6 +120,7 @@ def console() -> None:
     does not handle ends the process the usual way.
     """
     signal.signal(signal.SIGTERM, raise_terminated)
+    collect_rarely()
     status = main()
     logging.shutdown()
     sys.stdout.flush()

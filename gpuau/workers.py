@@ -24,6 +24,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+from gpuau._gc import collect_rarely
 from gpuau.corpus import VIDEO_BARS, CorpusRun, CorpusWorker, Outcome, WorkerDeaths
 
 class WorkerError(RuntimeError):
@@ -113,6 +114,7 @@ def _serve(conn, device: str, threads: int, options: dict) -> None:
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # ignored under nohup or `&`: by the parent too
         signal.signal(signal.SIGINT, _stopped)  # Ctrl-C reaches the workers too
     signal.signal(signal.SIGTERM, _stopped)  # how the parent stops a busy worker
+    collect_rarely()
     try:
         try:
             worker = CorpusWorker(device, threads, options)

@@ -288,3 +288,11 @@ def test_analyze_streams_default_follows_the_device(gpu, given, expected, media_
                         lambda device: Backend("cuda", xp=np) if gpu else real(device))  # a CUDA device, never used here
     assert cli.main(["analyze", str(media_dir / "sample1.jpg"), "-o", str(tmp_path), "-q", *given]) == 0
     assert calls[0]["streams"] == expected
+
+
+def test_command_collects_cyclic_garbage_rarely():
+    """The ``gpuau`` process runs with gpuau._gc's collector thresholds (a library import leaves them alone)."""
+    code = ("import gc, sys; from gpuau import cli, _gc; default = gc.get_threshold(); "
+            "cli.main = lambda: print(default, gc.get_threshold(), _gc.THRESHOLDS) or 0; cli.console()")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out == "(700, 10, 10) (10000, 50, 50) (10000, 50, 50)\n"
