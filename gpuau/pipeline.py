@@ -22,6 +22,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from gpuau.cpu import threads
 from gpuau.device import Backend, resolve_device
 
 FORMATS = ("csv", "parquet")
@@ -161,7 +162,8 @@ class AUThread:
                 return
             if self._error is None and not self._cancelled:
                 try:
-                    self.aus.add_frame(*item)
+                    with threads.occupying():  # the landmark fit's helper thread waits for a free core
+                        self.aus.add_frame(*item)
                 except BaseException as e:  # handed to the submitting thread
                     self._error = e
 

@@ -1,5 +1,6 @@
 """One threading model for the CPU kernels (gpuau.cpu.threads): no Numba ``parallel=True`` kernel (no
-OpenMP team) anywhere in gpuau; ``run_range`` shares a range between the caller and the helper thread;
+OpenMP team) anywhere in gpuau; ``run_range`` shares a range between the caller and the helper thread,
+only while a core is free of the stage threads at work;
 a process forked after large split calls (aligned faces of default.wmv through FHOG and the warp)
 gets a helper of its own and the same values."""
 import importlib
@@ -69,6 +70,33 @@ def test_run_range_chunks():
     calls.clear()
     with pytest.raises(ValueError, match="three"):
         threads.run_range(_record, 12, calls, 0.0, split=True)  # its first chunk is [0, 3)
+
+
+
+@two_cores
+def test_no_sharing_while_stage_threads_hold_the_other_cores():
+    """While stage threads declare that they occupy every core but the caller's, ``run_range`` keeps the range
+    on the calling thread; once they are done, it shares again."""
+    calls, started, done = [], threading.Event(), threading.Event()
+
+    def stage():
+        with threads.occupying():
+            started.set()
+            done.wait()
+
+    workers = [threading.Thread(target=stage) for _ in range(threads.cores() - 1)]
+    for w in workers:
+        w.start()
+    started.wait()
+    while threads._occupied < len(workers):
+        time.sleep(0.001)
+    assert not threads.can_share()
+    threads.run_range(_record, 64, calls, 0.0, split=True)
+    assert calls == [(0, 64, False)]
+    done.set()
+    for w in workers:
+        w.join()
+    assert threads._occupied == 0 and threads.can_share()
 
 
 def _split_features(faces):
