@@ -24,7 +24,7 @@ from typing import Any
 # ``gpuau.kernels.MODULE.NAME`` (called with the backend first) on the GPU backends, where MODULE is
 # NAME itself unless this table says otherwise (several kernels of one family share a module).
 KERNELS: dict[str, str] = {"warp_affine_masked": "warp_affine", "running_median_update": "running_median",
-                           "calc_params_batch": "pdm_fit", "convolution": "validator_cnn",
+                           "calc_params_batch": "pdm_fit", "shape_2d_batch": "pdm_fit", "convolution": "validator_cnn",
                            "max_pooling": "validator_cnn", "fully_connected": "validator_cnn",
                            "validator_faces": "paw", "solve_pnp": "pnp"}
 

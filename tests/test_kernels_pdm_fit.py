@@ -112,3 +112,18 @@ def test_calc_params_matches_twin(backend, clnf, reference_dir, models_dir, pdm_
         assert not expected[0][5].any() and not expected[1][5].any()
     _assert_matches(pdm.calc_params_batch(targets, rotations, backend=backend), expected, backend,
                     ("params_global", "params_local"))
+
+
+@pytest.mark.parametrize("pdm_name", ["main", "inner", "left_eye_28"])
+def test_shape_2d_batch_matches_twin(backend, clnf, faces, pdm_name):
+    """``PDM::CalcShape2D`` of a batch (the profile, off and shrunk faces included) on every backend equals the
+    Numba twin's, which is each face's ``calc_shape_2d``."""
+    _, g, p = faces
+    pdm = clnf.model.pdm
+    if pdm_name != "main":
+        part = next(q for q in clnf.parts if q.name == pdm_name)
+        pdm = part.model.pdm
+        g, p = _part_start(part, clnf, g, p)
+    expected = np.stack([pdm.calc_shape_2d(gf, pf) for gf, pf in zip(g, p)])
+    got = backend.kernels.shape_2d_batch(*pdm.arrays(backend)[:2], backend.asarray(g), backend.asarray(p))
+    _assert_matches([got], [expected], backend, ["shapes"])

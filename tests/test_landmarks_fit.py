@@ -142,3 +142,21 @@ def test_fit_reads_the_device_once(clnf, default_video, backend, monkeypatch):
     for f in range(3):
         alone = fit_batch(clnf.model, images, [f], gs[f:f + 1], ls[f:f + 1], ws, clnf.parameters, backend=backend)[0]
         _assert_same_fit(batch[f], alone)
+
+
+def test_hierarchical_fit_reads_the_device_twice(clnf, default_video, backend, monkeypatch):
+    """The main fit, the part fits, the merge and the refit of ``detect_landmarks_batch`` read the device twice:
+    the main fit's scales (which faces each part fits), then every result."""
+    frames, g, l_, _ = default_video
+    images = backend.asarray(np.stack([frames[2], frames[4]]).astype(np.float32))
+    expected = [detect_landmarks(clnf, frames[t], g[t - 1], l_[t - 1]) for t in (2, 4)]
+    reads = []
+    asnumpy = backend.asnumpy
+    monkeypatch.setattr(backend, "asnumpy", lambda a: reads.append(np.shape(a)) or asnumpy(a))
+    batch = detect_landmarks_batch(clnf, images, [0, 1], g[[1, 3]], l_[[1, 3]], backend=backend)
+    monkeypatch.undo()
+    first, *rest = reads
+    assert first == (2,) and len(rest) == 8 + len(clnf.parts)  # the scales; the results and each part's landmarks
+    for res, ref in zip(batch, expected):
+        if backend.name == "cpu":
+            _assert_same_fit(res, ref)

@@ -591,6 +591,21 @@ extern "C" __global__ void __launch_bounds__(THREADS)
     for (int j = tid; j < M; j += THREADS) p_out[f * M + j] = fit.p[j];
 }
 
+// shape_2d_batch: mean, pc as above; g (F, 6), p (F, M).  Out: shapes (F, N, 2), PDM::CalcShape2D.  Twin:
+// gpuau/cpu/pdm_fit.py's shape_2d_batch.
+extern "C" __global__ void __launch_bounds__(THREADS)
+    shape_2d_batch(const float* mean, const float* pc, const float* g_in, const float* p_in, float* shapes) {
+    __shared__ float g[6], p[M], rot[9], s3[3 * N];
+    const int f = blockIdx.x, tid = threadIdx.x;
+    if (tid < 6) g[tid] = g_in[f * 6 + tid];
+    for (int j = tid; j < M; j += THREADS) p[j] = p_in[f * M + j];
+    __syncthreads();
+    if (tid == 0) euler_to_rotation(g + 1, rot);
+    shape_3d(mean, pc, p, nullptr, N, s3);  // ends with a barrier
+    for (int i = tid; i < N; i += THREADS)
+        project(s3 + 3 * i, g, rot, &shapes[(f * N + i) * 2], &shapes[(f * N + i) * 2 + 1]);
+}
+
 // response_areas: mean, pc as above; centers (n_views, 3) double: the views' head-pose centres; g (F, 6),
 // p (F, M); patch_scaling: scale of the reference shape; size: side of the areas of interest.  Out: views (F)
 // int: GetViewIdx; base (F, N, 2): CalcShape2D of each face; sims (F, 2, 2, 2): the similarity of the

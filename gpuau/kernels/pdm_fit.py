@@ -1,8 +1,7 @@
-"""GPU-path wrapper of the ``PDM::CalcParams`` kernel in ``pdm_fit.cu``: PDM parameters fitted to the
-landmarks of a batch of faces in one launch (one block per face).
-
-Port of ``PDM::CalcParams`` (landmarks -> params), PDM.cpp; same arguments and results as
-:func:`gpuau.cpu.pdm_fit.calc_params_batch`.
+"""GPU-path wrappers of the PDM kernels in ``pdm_fit.cu``, one launch for a batch of faces (one block per
+face): ``PDM::CalcParams`` (PDM parameters fitted to landmarks) and ``PDM::CalcShape2D`` (landmarks of
+parameters).  Same arguments and results as :func:`gpuau.cpu.pdm_fit.calc_params_batch` and
+:func:`gpuau.cpu.pdm_fit.shape_2d_batch`.
 """
 from __future__ import annotations
 
@@ -50,3 +49,20 @@ def calc_params_batch(backend, mean, pc, eig, targets, rotations):
         backend.load_module("pdm_fit", (("N_POINTS", n), ("N_MODES", m))).get_function("calc_params_batch")(
             (n_faces, 1, 1), (THREADS, 1, 1), (mean, pc, eig, targets, rotations, g, p))
     return g, p
+
+
+@on_device
+def shape_2d_batch(backend, mean, pc, g, p):
+    """``PDM::CalcShape2D`` of a batch of faces on ``backend`` (``cuda`` or ``emulated``): ``mean`` (3n,), ``pc``
+    (3n, m), ``g`` (F, 6), ``p`` (F, m) float32 -> (F, n, 2) float32 on the backend's device."""
+    xp = backend.xp
+    mean, pc, g, p = (xp.ascontiguousarray(xp.asarray(a), dtype=np.float32) for a in (mean, pc, g, p))
+    n, m = int(mean.shape[0]) // 3, int(pc.shape[1])
+    if pc.shape != (3 * n, m) or g.ndim != 2 or g.shape[1] != 6 or p.shape != (g.shape[0], m):
+        raise ValueError(f"shape_2d_batch: expected pc ({3 * n}, m), g (F, 6), p (F, {m}), got {pc.shape}, {g.shape}, "
+                         f"{p.shape}")
+    out = xp.empty((int(g.shape[0]), n, 2), np.float32)
+    if len(out):
+        backend.load_module("pdm_fit", (("N_POINTS", n), ("N_MODES", m))).get_function("shape_2d_batch")(
+            (len(out), 1, 1), (THREADS, 1, 1), (mean, pc, g, p, out))
+    return out

@@ -14,7 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from gpuau.cpu import pdm_fit, threads
+from gpuau.cpu import threads
 from gpuau.cpu.mean_shift import kde_table
 from gpuau.device import Backend, resolve_device
 from gpuau.landmarks.ccnf import CCNFScale
@@ -297,6 +297,61 @@ def _fit_steps(ws: np.ndarray, n_scales: int, image_index: np.ndarray, backend: 
     return steps
 
 
+@dataclass
+class _DeviceFit:
+    """A batch's fit (:func:`_fit_on_device`), every array on the backend's device: ``g`` (F, 6), ``p``
+    (F, m), ``landmarks`` (F, n, 2), ``success`` (F,) bool, ``view`` (F,) int32, ``has_likelihood`` (F,)
+    bool, ``likelihood`` (F,) float32, ``landmark_likelihoods`` (F, n) float32."""
+
+    g: object
+    p: object
+    landmarks: object
+    success: object
+    view: object
+    has_likelihood: object
+    likelihood: object
+    landmark_likelihoods: object
+
+    def results(self, backend: Backend) -> "list[FitResult]":
+        """The faces' :class:`FitResult`\\ s, read back from the device in one go."""
+        g, p, lm, ok, view, has_ll, ll, lh = (backend.asnumpy(a) for a in (
+            self.g, self.p, self.landmarks, self.success, self.view, self.has_likelihood, self.likelihood,
+            self.landmark_likelihoods))
+        return [FitResult(g[f].copy(), p[f].copy(), lm[f].copy(), bool(ok[f]), float(ll[f]) if has_ll[f] else None,
+                          lh[f].copy() if has_ll[f] else None, int(view[f])) for f in range(len(g))]
+
+
+def _fit_on_device(model: CLNFModel, images, image_index: np.ndarray, params_global, params_local, ws: np.ndarray,
+                   parameters: FitParameters, backend: Backend) -> _DeviceFit:
+    """:func:`fit_batch` without the read back: ``params_global`` (F, 6) and ``params_local`` (F, m) on the
+    device (copied), ``ws`` (F, >= S) and ``image_index`` (F,) on the host."""
+    xp = backend.xp
+    n_faces, n = len(ws), model.pdm.n_points
+    steps = _fit_steps(ws, len(model.scales), image_index, backend)
+    g, p = xp.array(params_global, dtype=_F), xp.array(params_local, dtype=_F)
+    alive = xp.ones(n_faces, bool)  # no failure yet (OpenFace's Fit returns false below 0.25)
+    view = xp.zeros(n_faces, np.int32)
+    has_likelihood = xp.zeros(n_faces, bool)
+    likelihood = xp.zeros(n_faces, _F)
+    landmark_likelihoods = xp.zeros((n_faces, n), _F)
+    for scale, size, faces, image_idx, last in steps:
+        at = slice(None) if faces is None else faces
+        live = alive[at]
+        r = patch_responses(model, images, image_idx, g[at], p[at], size, scale, backend)
+        g_new, p_new, ends, ll, lh = _fit_scale(model, r, g[at], p[at], scale, _refined(parameters, model, scale), last,
+                                                backend)
+        g[at] = xp.where(live[:, None], g_new, g[at])
+        p[at] = xp.where(live[:, None], p_new, p[at])
+        view[at] = xp.where(live, r.views, view[at])
+        recorded = live & ends
+        has_likelihood[at] = has_likelihood[at] | recorded
+        likelihood[at] = xp.where(recorded, ll, likelihood[at])
+        landmark_likelihoods[at] = xp.where(recorded[:, None], lh, landmark_likelihoods[at])
+        alive[at] = live & ~(g[at][:, 0] < 0.25)
+    landmarks = backend.kernels.shape_2d_batch(*model.pdm.arrays(backend)[:2], g, p)
+    return _DeviceFit(g, p, landmarks, alive, view, has_likelihood, likelihood, landmark_likelihoods)
+
+
 def fit_batch(model: CLNFModel, images, image_index, params_global, params_local, window_sizes,
               parameters: FitParameters, *, backend: "str | Backend" = "cpu") -> "list[FitResult]":
     """Fit one CLNF model to a batch of faces, coarse to fine over the patch scales.
@@ -327,38 +382,9 @@ def fit_batch(model: CLNFModel, images, image_index, params_global, params_local
         One per face.
     """
     backend = resolve_device(backend)
-    xp = backend.xp
-    n_scales = len(model.scales)
-    g, loc, ws = _batch_arrays(params_global, params_local, window_sizes, n_scales)
-    n_faces, n = len(g), model.pdm.n_points
-    steps = _fit_steps(ws, n_scales, np.asarray(image_index, np.int64).reshape(-1), backend)
-    g_d, p_d = backend.asarray(g), backend.asarray(loc)
-    alive = xp.ones(n_faces, bool)  # no failure yet (OpenFace's Fit returns false below 0.25)
-    view = xp.zeros(n_faces, np.int32)
-    has_likelihood = xp.zeros(n_faces, bool)
-    likelihood = xp.zeros(n_faces, _F)
-    landmark_likelihoods = xp.zeros((n_faces, n), _F)
-    for scale, size, faces, image_idx, last in steps:
-        at = slice(None) if faces is None else faces
-        live = alive[at]
-        r = patch_responses(model, images, image_idx, g_d[at], p_d[at], size, scale, backend)
-        g_new, p_new, ends, ll, lh = _fit_scale(model, r, g_d[at], p_d[at], scale,
-                                                _refined(parameters, model, scale), last, backend)
-        g_d[at] = xp.where(live[:, None], g_new, g_d[at])
-        p_d[at] = xp.where(live[:, None], p_new, p_d[at])
-        view[at] = xp.where(live, r.views, view[at])
-        recorded = live & ends
-        has_likelihood[at] = has_likelihood[at] | recorded
-        likelihood[at] = xp.where(recorded, ll, likelihood[at])
-        landmark_likelihoods[at] = xp.where(recorded[:, None], lh, landmark_likelihoods[at])
-        alive[at] = live & ~(g_d[at][:, 0] < 0.25)
-    g, loc, alive, view, has_likelihood, likelihood, landmark_likelihoods = (
-        backend.asnumpy(a) for a in (g_d, p_d, alive, view, has_likelihood, likelihood, landmark_likelihoods))
-    landmarks = pdm_fit.shape_2d_batch(model.pdm.mean_shape, model.pdm.princ_comp, g, loc)
-    return [FitResult(g[f].copy(), loc[f].copy(), landmarks[f], bool(alive[f]),
-                      float(likelihood[f]) if has_likelihood[f] else None,
-                      landmark_likelihoods[f].copy() if has_likelihood[f] else None, int(view[f]))
-            for f in range(n_faces)]
+    g, loc, ws = _batch_arrays(params_global, params_local, window_sizes, len(model.scales))
+    return _fit_on_device(model, images, np.asarray(image_index, np.int64).reshape(-1), backend.asarray(g),
+                          backend.asarray(loc), ws, parameters, backend).results(backend)
 
 
 def frame_images(gray8: np.ndarray, backend: "str | Backend" = "cpu"):
@@ -391,6 +417,9 @@ def detect_landmarks_batch(clnf: CLNF, images, image_index, params_global, param
     enough for it (one batch per part), and refit the main params to the merged landmarks
     (without validation; see :class:`gpuau.landmarks.tracker.FaceTracker`).
 
+    The host waits for the device twice: for the main fit's scales (which faces each part fits), and for
+    the results.
+
     Port of ``CLNF::DetectLandmarks`` (up to the validator), LandmarkDetectorModel.cpp.
 
     Parameters
@@ -410,60 +439,78 @@ def detect_landmarks_batch(clnf: CLNF, images, image_index, params_global, param
         landmarks ``(k, 2)`` (fitted, or placed by the PDM when the face is too small for the part).
     """
     backend = resolve_device(backend)
+    xp = backend.xp
     params = clnf.parameters
-    ws = params.window_sizes_init if window_sizes is None else window_sizes
+    g, loc, ws = _batch_arrays(params_global, params_local,
+                               params.window_sizes_init if window_sizes is None else window_sizes, len(clnf.model.scales))
     image_index = np.asarray(image_index, np.int64).reshape(-1)
-    results = fit_batch(clnf.model, images, image_index, params_global, params_local, ws, params, backend=backend)
+    main = _fit_on_device(clnf.model, images, image_index, backend.asarray(g), backend.asarray(loc), ws, params, backend)
     if not (params.refine_hierarchical and clnf.parts):
-        return results
-    landmarks = [res.landmarks.copy() for res in results]
-    main_scale = np.array([res.params_global[0] for res in results], _F)
-    fits = _map_parts(lambda part: _fit_part(part, images, image_index, landmarks, main_scale, backend),
+        return main.results(backend)
+    main_scale = backend.asnumpy(main.g[:, 0])
+    fits = _map_parts(lambda part: _fit_part(part, images, image_index, main.landmarks, main_scale, backend),
                       clnf.parts, backend)
-    used = np.zeros(len(results), bool)
+    used = np.zeros(len(g), bool)
+    merged = main.landmarks.copy()
     for part, (big, part_landmarks) in zip(clnf.parts, fits):
         used |= big
-        for res, lm in zip(results, part_landmarks):
+        main_idx, part_idx = _indices(part, backend)
+        merged[:, main_idx] = part_landmarks[:, part_idx]
+    if used.any():  # refit the main params to the merged landmarks of the faces a part was fitted to
+        refit = backend.asarray(np.flatnonzero(used))
+        mean, pc, eig = clnf.model.pdm.arrays(backend)
+        g_refit, p_refit = backend.kernels.calc_params_batch(mean, pc, eig, merged[refit],
+                                                             xp.zeros((int(used.sum()), 3), _F))
+        main.g[refit], main.p[refit] = g_refit, p_refit
+        main.landmarks[refit] = backend.kernels.shape_2d_batch(mean, pc, g_refit, p_refit)
+    results = main.results(backend)
+    for part, (_, part_landmarks) in zip(clnf.parts, fits):
+        for res, lm in zip(results, backend.asnumpy(part_landmarks)):
             res.part_landmarks[part.name] = lm
-    refit = np.flatnonzero(used)
-    for f in refit:
-        for part in clnf.parts:
-            landmarks[f][part.main_idx] = results[f].part_landmarks[part.name][part.part_idx]
-    if len(refit):
-        gs, locs = clnf.model.pdm.calc_params_batch(np.stack([landmarks[f] for f in refit]), backend=backend)
-        for f, g, loc in zip(refit, gs, locs):
-            res = results[f]
-            res.params_global, res.params_local = g, loc
-            res.landmarks = clnf.model.pdm.calc_shape_2d(g, loc)
     return results
 
 
-def _fit_part(part: Part, images, image_index: np.ndarray, landmarks: list, main_scale: np.ndarray,
-              backend: Backend) -> "tuple[np.ndarray, list]":
+@lru_cache(maxsize=None)
+def _indices(part: Part, backend: Backend) -> tuple:
+    """``(main_idx, part_idx)`` of a part on the backend's device (copied there once)."""
+    return backend.asarray(part.main_idx), backend.asarray(part.part_idx)
+
+
+def _fit_part(part: Part, images, image_index: np.ndarray, landmarks, main_scale: np.ndarray,
+              backend: Backend) -> "tuple[np.ndarray, object]":
     """One hierarchical part fitted to the faces large enough for it, initialised from the main
     model's landmarks (the part loop of ``CLNF::DetectLandmarks``).
+
+    Parameters
+    ----------
+    landmarks : (F, n, 2) float32, on the device
+        The main model's landmarks.
+    main_scale : ndarray (F,) float32
+        The main model's scales.
 
     Returns
     -------
     big : ndarray (F,) bool
         The faces the part was fitted to.
-    part_landmarks : list of ndarray (k, 2) float32
+    part_landmarks : (F, k, 2) float32, on the device
         Per face: fitted, or placed by the part's PDM from the main landmarks.
     """
+    xp = backend.xp
     ppdm = part.model.pdm
-    locs = np.zeros((len(landmarks), ppdm.n_points, 2), _F)
-    locs[:, part.part_idx] = np.stack(landmarks)[:, part.main_idx]
-    init_g, init_l = ppdm.calc_params_batch(locs, backend=backend)
+    mean, pc, eig = ppdm.arrays(backend)
+    main_idx, part_idx = _indices(part, backend)
+    locs = xp.zeros((len(main_scale), ppdm.n_points, 2), _F)
+    locs[:, part_idx] = landmarks[:, main_idx]
+    init_g, init_l = backend.kernels.calc_params_batch(mean, pc, eig, locs, xp.zeros((len(main_scale), 3), _F))
+    out = backend.kernels.shape_2d_batch(mean, pc, init_g, init_l)
     big = main_scale > 0.9 * part.model.scales[0].patch_scaling
-    out = [None] * len(landmarks)
-    idx = np.flatnonzero(big)
-    if len(idx):
-        pres = fit_batch(part.model, images, image_index[idx], init_g[idx], init_l[idx],
-                         part.parameters.window_sizes_init, part.parameters, backend=backend)
-        for f, pr in zip(idx, pres):
-            out[f] = pr.landmarks
-    for f in np.flatnonzero(~big):
-        out[f] = ppdm.calc_shape_2d(init_g[f], init_l[f])
+    if big.any():
+        idx = np.flatnonzero(big)
+        ws = np.broadcast_to(np.asarray(part.parameters.window_sizes_init, np.int64), (len(idx),
+                             len(part.parameters.window_sizes_init)))
+        at = backend.asarray(idx)
+        out[at] = _fit_on_device(part.model, images, image_index[idx], init_g[at], init_l[at], ws, part.parameters,
+                                 backend).landmarks
     return big, out
 
 
