@@ -313,7 +313,7 @@ class _DeviceFit:
     landmark_likelihoods: object
 
     def results(self, backend: Backend) -> "list[FitResult]":
-        """The faces' :class:`FitResult`\\ s, read back from the device in one go."""
+        """Each face's :class:`FitResult`, read back from the device in one go."""
         g, p, lm, ok, view, has_ll, ll, lh = (backend.asnumpy(a) for a in (
             self.g, self.p, self.landmarks, self.success, self.view, self.has_likelihood, self.likelihood,
             self.landmark_likelihoods))
