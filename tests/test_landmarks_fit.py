@@ -160,3 +160,31 @@ def test_hierarchical_fit_reads_the_device_twice(clnf, default_video, backend, m
     for res, ref in zip(batch, expected):
         if backend.name == "cpu":
             _assert_same_fit(res, ref)
+
+
+def test_hierarchical_fit_of_a_face_too_small_for_the_parts(clnf, default_video):
+    """A batch of a face large enough for the part models and one (the same frame at half size) too small for them
+    (main scale below 0.9 x the parts' 1.0): each face's result is the one it gets alone; the small face's part
+    landmarks are placed by each part's PDM from the main landmarks, and its main fit is not refitted."""
+    import cv2
+
+    frames, g, l_, _ = default_video
+    big = frames[4]
+    small = np.zeros_like(big)
+    half = cv2.resize(big, (big.shape[1] // 2, big.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    small[:half.shape[0], :half.shape[1]] = half
+    gs = np.stack([g[3], g[3]]).astype(np.float32)
+    gs[1, [0, 4, 5]] *= np.float32(0.5)
+    ls = np.stack([l_[3], l_[3]]).astype(np.float32)
+    batch = detect_landmarks_batch(clnf, np.stack([big, small]).astype(np.float32), [0, 1], gs, ls)
+    assert batch[0].params_global[0] > 0.9 > batch[1].params_global[0]
+    for f, image in enumerate((big, small)):
+        _assert_same_fit(batch[f], detect_landmarks(clnf, image, gs[f], ls[f]))
+    alone = fit(clnf.model, small.astype(np.float32), gs[1], ls[1], clnf.parameters.window_sizes_init,
+                clnf.parameters)
+    np.testing.assert_array_equal(batch[1].landmarks, alone.landmarks)  # no refit
+    for part in clnf.parts:
+        locs = np.zeros((part.model.pdm.n_points, 2), np.float32)
+        locs[part.part_idx] = alone.landmarks[part.main_idx]
+        placed = part.model.pdm.calc_shape_2d(*part.model.pdm.calc_params(locs))
+        np.testing.assert_array_equal(batch[1].part_landmarks[part.name], placed)
