@@ -146,17 +146,26 @@ def test_fit_reads_the_device_once(clnf, default_video, backend, monkeypatch):
 
 def test_hierarchical_fit_reads_the_device_twice(clnf, default_video, backend, monkeypatch):
     """The main fit, the part fits, the merge and the refit of ``detect_landmarks_batch`` read the device twice:
-    the main fit's scales (which faces each part fits), then every result."""
+    the main fit's scales (which faces each part fits), then every result; and every copy the part stage takes
+    from the host is made before its first launch (a copy from the host waits for the device too)."""
     frames, g, l_, _ = default_video
     images = backend.asarray(np.stack([frames[2], frames[4]]).astype(np.float32))
     expected = [detect_landmarks(clnf, frames[t], g[t - 1], l_[t - 1]) for t in (2, 4)]
-    reads = []
-    asnumpy = backend.asnumpy
-    monkeypatch.setattr(backend, "asnumpy", lambda a: reads.append(np.shape(a)) or asnumpy(a))
+    detect_landmarks_batch(clnf, images, [0, 1], g[[1, 3]], l_[[1, 3]], backend=backend)  # the models' device copies
+    events = []
+    for name in ("response_areas", "warp_affine", "ccnf_response", "nu_rlms", "calc_params_batch", "shape_2d_batch"):
+        kernel = getattr(backend.kernels, name)
+        monkeypatch.setattr(backend.kernels, name, lambda *a, _k=kernel, **kw: events.append("launch") or _k(*a, **kw))
+    asnumpy, asarray = backend.asnumpy, backend.asarray
+    monkeypatch.setattr(backend, "asnumpy", lambda a: events.append(("read", np.shape(a))) or asnumpy(a))
+    monkeypatch.setattr(backend, "asarray", lambda a, dtype=None: events.append("copy") or asarray(a, dtype))
     batch = detect_landmarks_batch(clnf, images, [0, 1], g[[1, 3]], l_[[1, 3]], backend=backend)
     monkeypatch.undo()
-    first, *rest = reads
-    assert first == (2,) and len(rest) == 8 + len(clnf.parts)  # the scales; the results and each part's landmarks
+    reads = [i for i, e in enumerate(events) if isinstance(e, tuple)]
+    assert events[reads[0]] == ("read", (2,)) and len(reads) == 1 + 8 + len(clnf.parts)  # results, part landmarks
+    after = events[reads[0] + 1:reads[1]]
+    assert "copy" not in after[after.index("launch"):]
+    assert set(events[reads[1]:]) == {("read", e[1]) for e in events[reads[1]:]}
     for res, ref in zip(batch, expected):
         if backend.name == "cpu":
             _assert_same_fit(res, ref)

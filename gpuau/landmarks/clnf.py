@@ -321,13 +321,12 @@ class _DeviceFit:
                           lh[f].copy() if has_ll[f] else None, int(view[f])) for f in range(len(g))]
 
 
-def _fit_on_device(model: CLNFModel, images, image_index: np.ndarray, params_global, params_local, ws: np.ndarray,
-                   parameters: FitParameters, backend: Backend) -> _DeviceFit:
-    """:func:`fit_batch` without the read back: ``params_global`` (F, 6) and ``params_local`` (F, m) on the
-    device (copied), ``ws`` (F, >= S) and ``image_index`` (F,) on the host."""
+def _fit_on_device(model: CLNFModel, images, steps: list, params_global, params_local, parameters: FitParameters,
+                   backend: Backend) -> _DeviceFit:
+    """:func:`fit_batch` without the read back: ``steps`` from :func:`_fit_steps`, ``params_global`` (F, 6) and
+    ``params_local`` (F, m) on the device (copied)."""
     xp = backend.xp
-    n_faces, n = len(ws), model.pdm.n_points
-    steps = _fit_steps(ws, len(model.scales), image_index, backend)
+    n_faces, n = len(params_global), model.pdm.n_points
     g, p = xp.array(params_global, dtype=_F), xp.array(params_local, dtype=_F)
     alive = xp.ones(n_faces, bool)  # no failure yet (OpenFace's Fit returns false below 0.25)
     view = xp.zeros(n_faces, np.int32)
@@ -383,8 +382,9 @@ def fit_batch(model: CLNFModel, images, image_index, params_global, params_local
     """
     backend = resolve_device(backend)
     g, loc, ws = _batch_arrays(params_global, params_local, window_sizes, len(model.scales))
-    return _fit_on_device(model, images, np.asarray(image_index, np.int64).reshape(-1), backend.asarray(g),
-                          backend.asarray(loc), ws, parameters, backend).results(backend)
+    steps = _fit_steps(ws, len(model.scales), np.asarray(image_index, np.int64).reshape(-1), backend)
+    return _fit_on_device(model, images, steps, backend.asarray(g), backend.asarray(loc), parameters,
+                          backend).results(backend)
 
 
 def frame_images(gray8: np.ndarray, backend: "str | Backend" = "cpu"):
@@ -444,27 +444,29 @@ def detect_landmarks_batch(clnf: CLNF, images, image_index, params_global, param
     g, loc, ws = _batch_arrays(params_global, params_local,
                                params.window_sizes_init if window_sizes is None else window_sizes, len(clnf.model.scales))
     image_index = np.asarray(image_index, np.int64).reshape(-1)
-    main = _fit_on_device(clnf.model, images, image_index, backend.asarray(g), backend.asarray(loc), ws, params, backend)
+    main = _fit_on_device(clnf.model, images, _fit_steps(ws, len(clnf.model.scales), image_index, backend),
+                          backend.asarray(g), backend.asarray(loc), params, backend)
     if not (params.refine_hierarchical and clnf.parts):
         return main.results(backend)
+    # which faces each part fits, and every array the part stage takes from the host, copied before its
+    # first launch (a copy from the host waits for the device)
     main_scale = backend.asnumpy(main.g[:, 0])
-    fits = _map_parts(lambda part: _fit_part(part, images, image_index, main.landmarks, main_scale, backend),
-                      clnf.parts, backend)
-    used = np.zeros(len(g), bool)
+    plans = [_PartPlan.make(part, main_scale, image_index, backend) for part in clnf.parts]
+    used = np.logical_or.reduce([plan.big for plan in plans])
+    refit = backend.asarray(np.flatnonzero(used))
+    fits = _map_parts(lambda plan: _fit_part(plan, images, main.landmarks, backend), plans, backend)
     merged = main.landmarks.copy()
-    for part, (big, part_landmarks) in zip(clnf.parts, fits):
-        used |= big
+    for part, part_landmarks in zip(clnf.parts, fits):
         main_idx, part_idx = _indices(part, backend)
         merged[:, main_idx] = part_landmarks[:, part_idx]
     if used.any():  # refit the main params to the merged landmarks of the faces a part was fitted to
-        refit = backend.asarray(np.flatnonzero(used))
         mean, pc, eig = clnf.model.pdm.arrays(backend)
         g_refit, p_refit = backend.kernels.calc_params_batch(mean, pc, eig, merged[refit],
                                                              xp.zeros((int(used.sum()), 3), _F))
         main.g[refit], main.p[refit] = g_refit, p_refit
         main.landmarks[refit] = backend.kernels.shape_2d_batch(mean, pc, g_refit, p_refit)
     results = main.results(backend)
-    for part, (_, part_landmarks) in zip(clnf.parts, fits):
+    for part, part_landmarks in zip(clnf.parts, fits):
         for res, lm in zip(results, backend.asnumpy(part_landmarks)):
             res.part_landmarks[part.name] = lm
     return results
@@ -476,42 +478,50 @@ def _indices(part: Part, backend: Backend) -> tuple:
     return backend.asarray(part.main_idx), backend.asarray(part.part_idx)
 
 
-def _fit_part(part: Part, images, image_index: np.ndarray, landmarks, main_scale: np.ndarray,
-              backend: Backend) -> "tuple[np.ndarray, object]":
-    """One hierarchical part fitted to the faces large enough for it, initialised from the main
-    model's landmarks (the part loop of ``CLNF::DetectLandmarks``).
+@dataclass
+class _PartPlan:
+    """What a hierarchical part's fit takes from the host: the faces large enough for it (``big``, on the host),
+    their index and their fit's steps (:func:`_fit_steps`) on the device."""
 
-    Parameters
-    ----------
-    landmarks : (F, n, 2) float32, on the device
-        The main model's landmarks.
-    main_scale : ndarray (F,) float32
-        The main model's scales.
+    part: Part
+    big: np.ndarray
+    faces: object
+    steps: list
+
+    @classmethod
+    def make(cls, part: Part, main_scale: np.ndarray, image_index: np.ndarray, backend: Backend) -> "_PartPlan":
+        """The plan for the faces of main scales ``main_scale`` (F,) in images ``image_index`` (F,)."""
+        big = main_scale > 0.9 * part.model.scales[0].patch_scaling
+        idx = np.flatnonzero(big)
+        ws = np.broadcast_to(np.asarray(part.parameters.window_sizes_init, np.int64),
+                             (len(idx), len(part.parameters.window_sizes_init)))
+        steps = _fit_steps(ws, len(part.model.scales), image_index[idx], backend) if len(idx) else []
+        return cls(part, big, backend.asarray(idx), steps)
+
+
+def _fit_part(plan: _PartPlan, images, landmarks, backend: Backend):
+    """One hierarchical part fitted to the faces large enough for it (``plan``), initialised from the main
+    model's landmarks ``landmarks`` (F, n, 2) on the device (the part loop of ``CLNF::DetectLandmarks``).
 
     Returns
     -------
-    big : ndarray (F,) bool
-        The faces the part was fitted to.
-    part_landmarks : (F, k, 2) float32, on the device
+    (F, k, 2) float32, on the device
         Per face: fitted, or placed by the part's PDM from the main landmarks.
     """
     xp = backend.xp
+    part, n_faces = plan.part, len(plan.big)
     ppdm = part.model.pdm
     mean, pc, eig = ppdm.arrays(backend)
     main_idx, part_idx = _indices(part, backend)
-    locs = xp.zeros((len(main_scale), ppdm.n_points, 2), _F)
+    locs = xp.zeros((n_faces, ppdm.n_points, 2), _F)
     locs[:, part_idx] = landmarks[:, main_idx]
-    init_g, init_l = backend.kernels.calc_params_batch(mean, pc, eig, locs, xp.zeros((len(main_scale), 3), _F))
+    init_g, init_l = backend.kernels.calc_params_batch(mean, pc, eig, locs, xp.zeros((n_faces, 3), _F))
     out = backend.kernels.shape_2d_batch(mean, pc, init_g, init_l)
-    big = main_scale > 0.9 * part.model.scales[0].patch_scaling
-    if big.any():
-        idx = np.flatnonzero(big)
-        ws = np.broadcast_to(np.asarray(part.parameters.window_sizes_init, np.int64), (len(idx),
-                             len(part.parameters.window_sizes_init)))
-        at = backend.asarray(idx)
-        out[at] = _fit_on_device(part.model, images, image_index[idx], init_g[at], init_l[at], ws, part.parameters,
+    if plan.steps:
+        at = plan.faces
+        out[at] = _fit_on_device(part.model, images, plan.steps, init_g[at], init_l[at], part.parameters,
                                  backend).landmarks
-    return big, out
+    return out
 
 
 def _map_parts(fn, parts: list, backend: Backend) -> list:
