@@ -4,20 +4,15 @@
 // count, then per case int32 window, the area ((window + 10)^2 float32), the neuron rows (7 x 122 float32),
 // the alphas (7 float64) and Sigma (window^4 float32).  Output: per case the map (window^2 float32, row = y).
 #include "CCNF_patch_expert.h"
-#include <cstdio>
+#include "oracle_io.h"
 #include <vector>
 
 int main(int argc, char** argv)
 {
-    if (argc != 3) {
-        fprintf(stderr, "usage: %s IN OUT\n", argv[0]);
-        return 2;
-    }
-    FILE* in = fopen(argv[1], "rb");
-    FILE* out = fopen(argv[2], "wb");
-    int count = 0;
-    if (!in || !out || fread(&count, 4, 1, in) != 1) return 1;
-    for (int c = 0; c < count; ++c) {
+    OracleFiles files;
+    if (const int status = open_oracle_files(argc, argv, 2, "IN OUT", files)) return status;
+    FILE *in = files.in, *out = files.out;
+    for (int c = 0; c < files.count; ++c) {
         int w = 0;
         if (fread(&w, 4, 1, in) != 1) return 1;
         const int a = w + 10, p = w * w;
@@ -39,6 +34,5 @@ int main(int argc, char** argv)
         expert.ResponseOpenBlas(area, response, im2col);
         fwrite(response.data, 4, p, out);
     }
-    fclose(out);
     return 0;
 }

@@ -4,21 +4,18 @@
 // case 6 global and `modes` local float32 parameters.  Output: per case the 2D shape (2n float32: all x, then
 // all y) and the 3D shape (3n float32).
 #include "PDM.h"
-#include <cstdio>
+#include "oracle_io.h"
 
 int main(int argc, char** argv)
 {
-    if (argc != 4) {
-        fprintf(stderr, "usage: %s PDM IN OUT\n", argv[0]);
-        return 2;
-    }
+    OracleFiles files;
+    if (const int status = open_oracle_files(argc, argv, 3, "PDM IN OUT", files)) return status;
+    FILE *in = files.in, *out = files.out;
+    int modes = 0;
+    if (fread(&modes, 4, 1, in) != 1) return 1;
     LandmarkDetector::PDM pdm;
     pdm.Read(argv[1]);
-    FILE* in = fopen(argv[2], "rb");
-    FILE* out = fopen(argv[3], "wb");
-    int count = 0, modes = 0;
-    if (!in || !out || fread(&count, 4, 1, in) != 1 || fread(&modes, 4, 1, in) != 1) return 1;
-    for (int c = 0; c < count; ++c) {
+    for (int c = 0; c < files.count; ++c) {
         float g[6];
         cv::Mat_<float> local(modes, 1);
         if (fread(g, 4, 6, in) != 6 || fread(local.data, 4, modes, in) != (size_t)modes) return 1;
@@ -28,7 +25,5 @@ int main(int argc, char** argv)
         fwrite(shape_2d.data, 4, shape_2d.total(), out);
         fwrite(shape_3d.data, 4, shape_3d.total(), out);
     }
-    fclose(in);
-    fclose(out);
     return 0;
 }

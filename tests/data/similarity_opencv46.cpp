@@ -4,19 +4,14 @@
 // of a binary file.  Input: int32 count, then per pair int32 n, n x 2 float32 src, n x 2 float32 dst.
 // Output: per pair 8 float32 (the similarity, then its inverse, row-major).
 #include "RotationHelpers.h"
-#include <cstdio>
+#include "oracle_io.h"
 
 int main(int argc, char** argv)
 {
-    if (argc != 3) {
-        fprintf(stderr, "usage: %s IN OUT\n", argv[0]);
-        return 2;
-    }
-    FILE* in = fopen(argv[1], "rb");
-    FILE* out = fopen(argv[2], "wb");
-    int count = 0;
-    if (!in || !out || fread(&count, 4, 1, in) != 1) return 1;
-    for (int c = 0; c < count; ++c) {
+    OracleFiles files;
+    if (const int status = open_oracle_files(argc, argv, 2, "IN OUT", files)) return status;
+    FILE *in = files.in, *out = files.out;
+    for (int c = 0; c < files.count; ++c) {
         int n = 0;
         if (fread(&n, 4, 1, in) != 1) return 1;
         cv::Mat_<float> src(n, 2), dst(n, 2);
@@ -26,7 +21,5 @@ int main(int argc, char** argv)
         fwrite(sim.val, 4, 4, out);
         fwrite(inverse.val, 4, 4, out);
     }
-    fclose(in);
-    fclose(out);
     return 0;
 }
