@@ -268,23 +268,26 @@ def _fit_scale(model: CLNFModel, r: Responses, params_global, params_local, scal
                                    parameters.sigma, last)
 
 
-def _batch_arrays(params_global, params_local, window_sizes, n_scales: int):
-    g = np.array(params_global, _F, ndmin=2)
-    loc = np.array(params_local, _F, ndmin=2)
+def _batch_params(params_global, params_local, image_index):
+    """A batch's initial parameters, ``(F, 6)`` and ``(F, m)`` float32 (copies), and the image of each face (F,)."""
+    g, loc = np.array(params_global, _F, ndmin=2), np.array(params_local, _F, ndmin=2)
+    image_index = np.asarray(image_index, np.int64).reshape(-1)
+    if not len(g) == len(loc) == len(image_index):
+        raise ValueError(f"fit: {len(g)} global, {len(loc)} local parameter sets and {len(image_index)} image indices")
+    return g, loc, image_index
+
+
+def _fit_steps(window_sizes, image_index: np.ndarray, n_scales: int, backend: Backend) -> list:
+    """The (scale, window size) steps of a batch's fit over ``n_scales`` patch scales, from its window sizes
+    (``(S,)`` for every face or ``(F, S)`` per face, ``S >= n_scales``; 0 skips a scale) and the image of each face
+    ``image_index`` (F,): ``(scale, size, faces, images, last)``, with ``faces`` the index of the faces taking the
+    step (None: all), ``images`` their image indices and ``last`` whether it is their last scale, on the device,
+    copied there before the fit starts (a copy from the host waits for the device)."""
+    n_faces = len(image_index)
     ws = np.asarray(window_sizes, np.int64)
-    ws = np.broadcast_to(ws, (len(g),) + ws.shape[-1:])
+    ws = np.broadcast_to(ws, (n_faces,) + ws.shape[-1:])
     if ws.shape[1] < n_scales:
         raise ValueError(f"window_sizes: need one per patch scale ({n_scales}), got {ws.shape[1]}")
-    return g, loc, ws
-
-
-def _fit_steps(ws: np.ndarray, n_scales: int, image_index: np.ndarray, backend: Backend) -> list:
-    """The (scale, window size) steps of a batch's fit over ``n_scales`` patch scales, from its per-face
-    window sizes ``ws`` (F, >= n_scales):
-    ``(scale, size, faces, images, last)``, with ``faces`` the index of the faces taking the step (None:
-    all), ``images`` their image indices and ``last`` whether it is their last scale, on the device,
-    copied there before the fit starts (a copy from the host waits for the device)."""
-    n_faces = len(ws)
     steps = []
     for scale in range(n_scales):
         for size in (ws[:1, scale] if n_faces == 1 else np.unique(ws[:, scale])):
@@ -381,8 +384,8 @@ def fit_batch(model: CLNFModel, images, image_index, params_global, params_local
         One per face.
     """
     backend = resolve_device(backend)
-    g, loc, ws = _batch_arrays(params_global, params_local, window_sizes, len(model.scales))
-    steps = _fit_steps(ws, len(model.scales), np.asarray(image_index, np.int64).reshape(-1), backend)
+    g, loc, image_index = _batch_params(params_global, params_local, image_index)
+    steps = _fit_steps(window_sizes, image_index, len(model.scales), backend)
     return _fit_on_device(model, images, steps, backend.asarray(g), backend.asarray(loc), parameters,
                           backend).results(backend)
 
@@ -441,10 +444,9 @@ def detect_landmarks_batch(clnf: CLNF, images, image_index, params_global, param
     backend = resolve_device(backend)
     xp = backend.xp
     params = clnf.parameters
-    g, loc, ws = _batch_arrays(params_global, params_local,
-                               params.window_sizes_init if window_sizes is None else window_sizes, len(clnf.model.scales))
-    image_index = np.asarray(image_index, np.int64).reshape(-1)
-    main = _fit_on_device(clnf.model, images, _fit_steps(ws, len(clnf.model.scales), image_index, backend),
+    g, loc, image_index = _batch_params(params_global, params_local, image_index)
+    ws = params.window_sizes_init if window_sizes is None else window_sizes
+    main = _fit_on_device(clnf.model, images, _fit_steps(ws, image_index, len(clnf.model.scales), backend),
                           backend.asarray(g), backend.asarray(loc), params, backend)
     if not (params.refine_hierarchical and clnf.parts):
         return main.results(backend)
@@ -493,9 +495,7 @@ class _PartPlan:
         """The plan for the faces of main scales ``main_scale`` (F,) in images ``image_index`` (F,)."""
         big = main_scale > 0.9 * part.model.scales[0].patch_scaling
         idx = np.flatnonzero(big)
-        ws = np.broadcast_to(np.asarray(part.parameters.window_sizes_init, np.int64),
-                             (len(idx), len(part.parameters.window_sizes_init)))
-        steps = _fit_steps(ws, len(part.model.scales), image_index[idx], backend) if len(idx) else []
+        steps = _fit_steps(part.parameters.window_sizes_init, image_index[idx], len(part.model.scales), backend)
         return cls(part, big, backend.asarray(idx), steps)
 
 
@@ -516,6 +516,8 @@ def _fit_part(plan: _PartPlan, images, landmarks, backend: Backend):
     locs = xp.zeros((n_faces, ppdm.n_points, 2), _F)
     locs[:, part_idx] = landmarks[:, main_idx]
     init_g, init_l = backend.kernels.calc_params_batch(mean, pc, eig, locs, xp.zeros((n_faces, 3), _F))
+    if plan.big.all():  # every face fitted (a tracked face): no placed landmarks to compute
+        return _fit_on_device(part.model, images, plan.steps, init_g, init_l, part.parameters, backend).landmarks
     out = backend.kernels.shape_2d_batch(mean, pc, init_g, init_l)
     if plan.steps:
         at = plan.faces
