@@ -403,6 +403,18 @@ __device__ float landmark_error(const Fit& fit, const float* target, int n) {
     return (float)sqrt(err);
 }
 
+// Block f's face: its parameters from g_in (F, 6) and p_in (F, M) into g and p, its rotation into rot and its 3D
+// shape into s3 (N, 3).  Every thread of the block calls it; it ends with a barrier.
+__device__ void face_shape_3d(const float* mean, const float* pc, const float* g_in, const float* p_in, float* g,
+                              float* p, float* rot, float* s3) {
+    const int f = blockIdx.x, tid = threadIdx.x;
+    if (tid < 6) g[tid] = g_in[f * 6 + tid];
+    for (int j = tid; j < M; j += THREADS) p[j] = p_in[f * M + j];
+    __syncthreads();
+    if (tid == 0) euler_to_rotation(g + 1, rot);
+    shape_3d(mean, pc, p, nullptr, N, s3);  // ends with a barrier
+}
+
 // ---- kernels ----
 
 // nu_rlms: mean (3N) and pc (3N, M) in the PDM's x-block, y-block, z-block layout; eig (M).
@@ -597,11 +609,7 @@ extern "C" __global__ void __launch_bounds__(THREADS)
     shape_2d_batch(const float* mean, const float* pc, const float* g_in, const float* p_in, float* shapes) {
     __shared__ float g[6], p[M], rot[9], s3[3 * N];
     const int f = blockIdx.x, tid = threadIdx.x;
-    if (tid < 6) g[tid] = g_in[f * 6 + tid];
-    for (int j = tid; j < M; j += THREADS) p[j] = p_in[f * M + j];
-    __syncthreads();
-    if (tid == 0) euler_to_rotation(g + 1, rot);
-    shape_3d(mean, pc, p, nullptr, N, s3);  // ends with a barrier
+    face_shape_3d(mean, pc, g_in, p_in, g, p, rot, s3);
     for (int i = tid; i < N; i += THREADS)
         project(s3 + 3 * i, g, rot, &shapes[(f * N + i) * 2], &shapes[(f * N + i) * 2 + 1]);
 }
@@ -618,14 +626,13 @@ extern "C" __global__ void __launch_bounds__(THREADS)
     __shared__ float g[6], g_ref[6], p[M], rot[9], rot_ref[9], s3[3 * N], cur[2 * N], ref[2 * N], sim[8];
     __shared__ float scratch_src[2 * N], scratch_dst[2 * N];
     const int f = blockIdx.x, tid = threadIdx.x;
-    if (tid < 6) {
-        g[tid] = g_in[f * 6 + tid];
-        g_ref[tid] = tid == 0 ? patch_scaling : 0.0f;
+    if (tid < 6) g_ref[tid] = tid == 0 ? patch_scaling : 0.0f;
+    if (tid == THREADS - 1) {  // the reference shape's rotation: none (read after face_shape_3d's barriers)
+        const float no_rotation[3] = {0.0f, 0.0f, 0.0f};
+        euler_to_rotation(no_rotation, rot_ref);
     }
-    for (int j = tid; j < M; j += THREADS) p[j] = p_in[f * M + j];
-    __syncthreads();
+    face_shape_3d(mean, pc, g_in, p_in, g, p, rot, s3);
     if (tid == 0) {
-        euler_to_rotation(g + 1, rot);
         // the nearest view centre (first of equals): float32 distance from double differences, the sum
         // fused as Patch_experts.o fuses GetViewIdx's
         int best_view = 0;
@@ -642,8 +649,6 @@ extern "C" __global__ void __launch_bounds__(THREADS)
         }
         views[f] = best_view;
     }
-    if (tid == THREADS - 1) euler_to_rotation(g_ref + 1, rot_ref);
-    shape_3d(mean, pc, p, nullptr, N, s3);  // ends with a barrier
     for (int i = tid; i < N; i += THREADS) {
         project(s3 + 3 * i, g, rot, &cur[2 * i], &cur[2 * i + 1]);
         project(s3 + 3 * i, g_ref, rot_ref, &ref[2 * i], &ref[2 * i + 1]);
