@@ -234,8 +234,9 @@ def ccnf_response(areas, weights, alphas, sigmas, patch_h: int = 11, patch_w: in
     patch_h, patch_w : int
     experts : ndarray (N,) int, optional
         Expert of each area (e.g. every view's experts in one table, each face's landmarks indexing its
-        view's), -1 for a map of zeros (an invisible landmark); default: area ``i`` is expert ``i % E``, ``N`` a multiple of ``E`` (one expert per area,
-        one for all, or the landmarks of several faces seen from one view).
+        view's), -1 for a map of zeros (an invisible landmark); default: area ``i`` is expert ``i % E``,
+        ``N`` a multiple of ``E`` (one expert per area, one for all, or the landmarks of several faces seen
+        from one view).
 
     Returns
     -------

@@ -33,6 +33,7 @@ fmaf = _fused(types.float32, ir.FloatType())
 fma = _fused(types.float64, ir.DoubleType())
 """``fma(a, b, c)``: float64 fused multiply-add, one rounding."""
 
+
 @intrinsic
 def _bits(typingctx, x):
     """The IEEE bits of a float64, as uint64 (a bit cast)."""
