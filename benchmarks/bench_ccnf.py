@@ -25,9 +25,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from reference import global_params, local_params, read_reference  # noqa: E402
 
+from ccnf_steps import extract_areas, similarity_to_reference, view_index  # noqa: E402
 from gpuau.cpu.ccnf_response import ccnf_response  # noqa: E402
 from gpuau.device import cuda_available, resolve_device  # noqa: E402
-from gpuau.landmarks.ccnf import extract_areas, similarity_to_reference  # noqa: E402
 from gpuau.landmarks.clnf import CLNF, _fit_scale, _refined, patch_responses  # noqa: E402
 from gpuau.video import open_source  # noqa: E402
 
@@ -59,7 +59,7 @@ def inputs(faces: int, ws: int):
         shape = pdm.calc_shape_2d(g, loc)
         _, ref_to_img = similarity_to_reference(shape, pdm.calc_shape_2d([ccnf.patch_scaling, 0, 0, 0, 0, 0], loc))
         areas.append(extract_areas(frame.gray.astype(np.float32), shape, ref_to_img, ws + ccnf.patch_size[1] - 1))
-        views.append(ccnf.view_index(g))
+        views.append(view_index(ccnf, g))
     rep = [np.concatenate([f(v) for v in views]) for f in (ccnf.weights, ccnf.alphas, lambda v: ccnf.sigmas(v, ws))]
     r = patch_responses(clnf.model, np.stack(grays), np.arange(faces), gs, locs, ws, 0, resolve_device("cpu"))
     fit = (clnf.model, r, gs, locs, 0, _refined(clnf.parameters, clnf.model, 0), np.zeros(faces, bool))

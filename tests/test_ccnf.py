@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
+from ccnf_steps import extract_areas, similarity_to_reference, view_index
 from gpuau.cpu.ccnf_response import ccnf_response
-from gpuau.landmarks.ccnf import CCNFScale, extract_areas, similarity_to_reference
+from gpuau.landmarks.ccnf import CCNFScale
 from gpuau.landmarks.pdm import PDM
 from gpuau.models.store import model_file
 from gpuau.video import open_source
@@ -87,7 +88,7 @@ def test_response_matches_oracle(scale025, media_dir, reference_dir, ws):
     pdm = PDM.load()
     lm = pdm.calc_shape_2d(g, l_)
     _, ref_to_img = similarity_to_reference(lm, pdm.calc_shape_2d([0.25, 0, 0, 0, 0, 0], l_))
-    view = scale025.view_index(g)
+    view = view_index(scale025, g)
     areas = extract_areas(gray, lm, ref_to_img, ws + 10)
     sig = scale025.sigmas(view, ws)
     out = ccnf_response(areas, scale025.weights(view), scale025.alphas(view), sig)

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ccnf_steps import extract_areas, similarity_to_reference, view_index
 from gpuau.cpu.ccnf_response import ccnf_response as ccnf_response_cpu
-from gpuau.landmarks.ccnf import extract_areas, similarity_to_reference
 from gpuau.landmarks.clnf import CLNF
 from gpuau.landmarks.tracker import FaceTracker
 from gpuau.video import open_source
@@ -53,7 +53,7 @@ def expert_inputs(clnf, frame, scale: int, ws: int):
     pdm, ccnf = clnf.model.pdm, clnf.model.scales[scale]
     shape = pdm.calc_shape_2d(g, loc)
     _, ref_to_img = similarity_to_reference(shape, pdm.calc_shape_2d([ccnf.patch_scaling, 0, 0, 0, 0, 0], loc))
-    view = ccnf.view_index(g)
+    view = view_index(ccnf, g)
     areas = extract_areas(gray, shape, ref_to_img, ws + ccnf.patch_size[1] - 1)
     return areas, ccnf.weights(view), ccnf.alphas(view), ccnf.sigmas(view, ws)
 

@@ -6,9 +6,9 @@ one shrunk; for the main model at its three scales and for the part models."""
 import numpy as np
 import pytest
 
+from ccnf_steps import similarity_to_reference, view_index
 from gpuau.cpu import pdm_fit
 from gpuau.cpu.response_areas import area_matrices
-from gpuau.landmarks.ccnf import similarity_to_reference
 from test_kernels_pdm_fit import CASES, _part_start, faces  # noqa: F401  (module fixture)
 from test_landmarks_fit import clnf  # noqa: F401  (module fixture)
 
@@ -16,7 +16,7 @@ from test_landmarks_fit import clnf  # noqa: F401  (module fixture)
 def _host_steps(model, scale, g, p, size):
     """The oracle: each step on the host, one face at a time where OpenFace works per face."""
     pdm, ccnf = model.pdm, model.scales[scale]
-    views = np.array([ccnf.view_index(gf) for gf in g], np.int32)
+    views = np.array([view_index(ccnf, gf) for gf in g], np.int32)
     base = np.stack([pdm.calc_shape_2d(gf, pf) for gf, pf in zip(g, p)])
     ref = np.stack([pdm.calc_shape_2d([ccnf.patch_scaling, 0, 0, 0, 0, 0], pf) for pf in p])
     to_ref, to_img = similarity_to_reference(base, ref)

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ccnf_steps import similarity_to_reference
 from gpuau.cpu.similarity import similarity
-from gpuau.landmarks.ccnf import similarity_to_reference
 
 GOLDEN = Path(__file__).parent / "data" / "similarity_opencv46.npz"
 

@@ -1,7 +1,7 @@
-"""CCNF patch experts: per-scale model object, CCNF covariances, view selection and the response
-maps of all landmarks around the current shape.
+"""CCNF patch experts: the per-scale model object (views, neuron rows, CCNF covariances) that the fit's
+response maps read (the maps themselves: ``clnf.patch_responses``).
 
-Port of ``Patch_experts::Response`` / ``GetViewIdx``, Patch_experts.cpp, and
+Port of the model side of ``Patch_experts``, Patch_experts.cpp, and
 ``CCNF_patch_expert::ComputeSigmas``, CCNF_patch_expert.cpp (with ``cv::invert(DECOMP_CHOLESKY)``,
 OpenCV's ``CholImpl``, matrix_decomp.cpp).
 """
@@ -16,8 +16,6 @@ import numba as nb
 import numpy as np
 
 import gpuau.cpu  # noqa: F401  (before the kernels below: the folder of Numba's cache)
-from gpuau.cpu.response_areas import area_matrices, nearest_views
-from gpuau.cpu.similarity import similarity
 from gpuau.models.cache import load_cached
 from gpuau.models.ccnf_file import parse_ccnf
 
@@ -128,13 +126,6 @@ class CCNFScale:
         w = self.arrays["view0/width"]
         return int(h.max()), int(w.max())
 
-    def view_index(self, params_global) -> "int | np.ndarray":
-        """Index of the view whose centre is closest to the current rotation (port of
-        ``Patch_experts::GetViewIdx``): an int for params ``(6,)``, an ``(F,)`` int32 array for ``(F, 6)``."""
-        g = np.asarray(params_global, dtype=_F)
-        idx = nearest_views(np.ascontiguousarray(g.reshape(-1, g.shape[-1])[:, 1:4]), self.centers)
-        return int(idx[0]) if g.ndim == 1 else idx
-
     def view_arrays(self, backend) -> "tuple":
         """``(centers, visibility)`` on the backend's device (copied there once): the views' head-pose
         centres (V, 3) float64 and their landmarks' visibility (V, n) int32, for ``response_areas`` and the
@@ -229,45 +220,3 @@ class CCNFScale:
             sigmas = self.view_sigmas(window_size)
             self._experts[key] = self._neuron_rows[backend] + (backend.asarray(sigmas.reshape(-1, *sigmas.shape[2:])),)
         return self._experts[key]
-
-
-def similarity_to_reference(landmarks_2d: np.ndarray, reference_2d: np.ndarray) -> "tuple[np.ndarray, np.ndarray]":
-    """Similarities between the image shape and the reference shape of a patch scale, for one face
-    ``(n, 2)`` or a stack ``(F, n, 2)``: OpenFace's ``AlignShapesWithScale`` and its
-    ``inv(DECOMP_LU)``, bit for bit (:func:`gpuau.cpu.similarity.similarity`).
-
-    Port of the similarity part of ``Patch_experts::Response``, Patch_experts.cpp.
-
-    Returns
-    -------
-    sim_img_to_ref, sim_ref_to_img : ndarray (..., 2, 2) float32
-    """
-    src = np.asarray(landmarks_2d, _F)
-    sims = similarity(src.reshape(-1, *src.shape[-2:]), np.asarray(reference_2d, _F).reshape(-1, *src.shape[-2:]))
-    sims = sims.reshape(src.shape[:-2] + sims.shape[1:])
-    return sims[..., 0, :, :], sims[..., 1, :, :]
-
-
-def extract_areas(gray: np.ndarray, centres: np.ndarray, sim_ref_to_img: np.ndarray, size: int, backend="cpu") -> np.ndarray:
-    """Areas of interest around landmarks, sampled in the reference frame of the patch experts
-    (``warpAffine(..., WARP_INVERSE_MAP | INTER_LINEAR)``, zero border, OpenFace's OpenCV
-    arithmetic through the ``warp_affine`` kernel).
-
-    Parameters
-    ----------
-    gray : ndarray (H, W) float32
-        Grayscale frame (values 0..255, as OpenFace converts the uint8 frame to float).
-    centres : ndarray (N, 2) float32
-    sim_ref_to_img : ndarray (2, 2) float32
-    size : int
-    backend : str or Backend
-
-    Returns
-    -------
-    ndarray (N, size, size) float32
-    """
-    from gpuau.device import resolve_device
-
-    m = area_matrices(centres, sim_ref_to_img, size)
-    images = np.ascontiguousarray(gray, _F)[None]
-    return resolve_device(backend).kernels.warp_affine(images, np.zeros(m.shape[0], np.int64), m, size, size)
