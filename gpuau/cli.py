@@ -369,6 +369,11 @@ def _count_or_auto(what: str, auto):
          arg("--timestamps", default="openface", choices=("openface", "container"),
              help="openface: frame index / fps as OpenFace writes it (default); container: each frame's presentation "
                   "time from the container (exact for variable frame rate)"),
+         arg("--orientation", default="openface", choices=("openface", "display", "stored"),
+             help="a video whose container asks for a rotation (phone footage): openface: turned as the OpenFace "
+                  "build of the reference CSVs (OpenCV 4.6, FFmpeg 5) turns it, identical CSVs, a 90-degree video "
+                  "upside down (default); display: upright, as players show it; stored: as stored (README: "
+                  "Rotated videos)"),
          arg("--quality", default="exact", choices=("exact", "fast"),
              help="exact: OpenFace's landmark fit, identical output (default); fast: the main CLNF model without the "
                   "inner-face and eye models, ~1.8x faster landmarks for <1 px landmark error (README: Quality)"),
@@ -410,7 +415,7 @@ def analyze(args) -> int:
                                     fmt=args.format, overwrite=args.overwrite, progress=not args.quiet,
                                     models=args.models, multi_face=args.multi_face, timestamps=args.timestamps,
                                     quality=args.quality, detect_every=args.detect_every, verbose=args.verbose,
-                                    workers=args.workers)
+                                    workers=args.workers, orientation=args.orientation)
         except ClusterError as e:
             print(f"gpuau: error: {e}", file=sys.stderr)
             return 1
@@ -422,7 +427,7 @@ def analyze(args) -> int:
 
         serial_opencv()
         analyzer = Analyzer(args.device, models=args.models, multi_face=args.multi_face, timestamps=args.timestamps,
-                            quality=args.quality, detect_every=args.detect_every)
+                            quality=args.quality, detect_every=args.detect_every, orientation=args.orientation)
         backend = analyzer.backend
         # batching is what a GPU needs to be busy; on the CPU, processes side by side (README: Speed)
         if args.streams is not None:
@@ -431,9 +436,11 @@ def analyze(args) -> int:
             streams = "auto" if backend.is_gpu and args.workers in (None, 1) else 1
         workers = 1 if streams != 1 or args.decode != "opencv" else args.workers
         logging.getLogger("gpuau").info(
-            "device %s, models %s, quality %s, detection %s, timestamps %s, %s, streams %s, decode %s, workers %s",
+            "device %s, models %s, quality %s, detection %s, timestamps %s, orientation %s, %s, streams %s, decode %s, "
+            "workers %s",
             f"cuda:{backend.device_id}" if backend.is_gpu else backend.name, analyzer.models, analyzer.quality.name,
             f"every {args.detect_every} frames" if args.detect_every else "when tracking fails", args.timestamps,
+            args.orientation,
             "up to 4 faces" if args.multi_face else "one face", streams, args.decode, workers or "auto")
         try:
             report = run_corpus(args.inputs, args.output, analyzer=analyzer, fmt=args.format,
@@ -459,7 +466,9 @@ def analyze(args) -> int:
          arg("csv", nargs="?", default=None, help="its OpenFace CSV (default: analyse the video first)"),
          arg("-o", "--output", required=True, help="annotated video to write (.mp4 or .avi)"),
          arg("--face-id", type=int, default=0, help="which face of a multi-face CSV (default 0)"),
-         arg("--device", default="auto", help="device for the analysis when no CSV is given"))
+         arg("--device", default="auto", help="device for the analysis when no CSV is given"),
+         arg("--orientation", default="openface", choices=("openface", "display", "stored"),
+             help="how a rotated video was analysed (as for gpuau analyze; default openface)"))
 def render(args) -> int:
     import tempfile
     from pathlib import Path
@@ -472,8 +481,8 @@ def render(args) -> int:
             from gpuau.pipeline import Analyzer
 
             csv = Path(tmp) / "analysis.csv"
-            Analyzer(args.device).write_video(args.video, csv)
-        out = render_video(args.video, csv, args.output, face_id=args.face_id)
+            Analyzer(args.device, orientation=args.orientation).write_video(args.video, csv)
+        out = render_video(args.video, csv, args.output, face_id=args.face_id, orientation=args.orientation)
     print(out)
     return 0
 

@@ -248,10 +248,27 @@ def analyze_input(analyzer, src: Path, dst: Path, *, fmt: str = "csv", progress=
         info = analyzer.write_video(src, dst, format=fmt, progress=progress, on_open=on_open)
     except Exception as e:  # one input's failure must not end the corpus
         return failed_outcome(src, dst, e)
-    announced = info.get("frame_count") or 0
-    note = (f"decoded {info['frames']} of the {announced} frames the container announces"
-            if announced and announced != info["frames"] else "")
+    note = done_note(info["frames"], info.get("frame_count") or 0, info.get("rotation", 0), info.get("turn", 0))
     return Outcome(src, dst, "done", reason=note, frames=info["frames"], faces=info["faces"], elapsed=info["elapsed"])
+
+
+def done_note(frames: int, announced: int, rotation: int = 0, turn: int = 0) -> str:
+    """What a finished input's outcome notes: fewer frames decoded than the container announces, and how a
+    video whose container asks for a clockwise turn of ``rotation`` degrees was turned (``turn``; see
+    :data:`gpuau.video.ORIENTATIONS`)."""
+    notes = []
+    if announced and announced != frames:
+        notes.append(f"decoded {frames} of the {announced} frames the container announces")
+    if rotation:
+        if turn == rotation:
+            how = "analysed upright (--orientation display; OpenFace's build with OpenCV 4.6 turns it the other way)"
+        elif turn == 0:
+            how = "analysed as stored, not upright (--orientation stored)"
+        else:
+            how = (f"analysed turned {turn} degrees clockwise as OpenFace's build with OpenCV 4.6 turns it, not upright "
+                   "(--orientation display analyses it upright)")
+        notes.append(f"the container asks for a {rotation} degree clockwise turn: {how}")
+    return "; ".join(notes)
 
 
 def failed_outcome(src, dst, error: Exception) -> Outcome:
@@ -323,7 +340,7 @@ class CorpusWorker:
         Cores of this worker on the CPU (:func:`limit_threads`).
     options : dict
         The Analyzer's keywords (``models``, resolved where the worker runs, ``multi_face``,
-        ``timestamps``, ``quality``, ``detect_every``; see :class:`gpuau.pipeline.Analyzer`).
+        ``timestamps``, ``quality``, ``detect_every``, ``orientation``; see :class:`gpuau.pipeline.Analyzer`).
     """
 
     def __init__(self, device: str, threads: int, options: dict):

@@ -216,7 +216,8 @@ def analyze_corpus(inputs: Iterable, out: "str | os.PathLike", *, address: "str 
                    fmt: str = "csv", overwrite: bool = False, max_retries: int = 2, workers: "int | None" = None,
                    progress: bool = True, models: "str | os.PathLike | None" = None, multi_face: bool = False,
                    timestamps: str = "openface", quality: str = "exact",
-                   detect_every: "int | None" = None, verbose: bool = False) -> CorpusReport:
+                   detect_every: "int | None" = None, verbose: bool = False,
+                   orientation: str = "openface") -> CorpusReport:
     """:func:`gpuau.corpus.run_corpus` on a Ray cluster: every input analysed by one of many workers.
 
     Parameters
@@ -245,7 +246,7 @@ def analyze_corpus(inputs: Iterable, out: "str | os.PathLike", *, address: "str 
         OpenFace model folder, resolved on each node (default: each node's ``GPUAU_MODELS`` etc.).
     multi_face : bool
         FaceLandmarkVidMulti's rows (see :class:`gpuau.pipeline.Analyzer`).
-    timestamps, quality, detect_every
+    timestamps, quality, detect_every, orientation
         The workers' Analyzer settings, as for :class:`gpuau.pipeline.Analyzer` (``quality`` by name).
 
     Returns
@@ -263,7 +264,7 @@ def analyze_corpus(inputs: Iterable, out: "str | os.PathLike", *, address: "str 
                 nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
                 plan = plan_workers(nodes, device, workers)
                 options = dict(models=models, multi_face=multi_face, timestamps=timestamps, quality=quality,
-                               detect_every=detect_every)
+                               detect_every=detect_every, orientation=orientation)
                 _schedule(run, plan, fmt=fmt, max_retries=max_retries, options=options)
             finally:
                 if connected:

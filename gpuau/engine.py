@@ -22,7 +22,8 @@ active stream and runs each stage once for all of them:
 
 Per-stream state lives in small objects (:class:`_Stream`: decoder, ``FaceTracker``, ``AUAnalyzer``,
 output), so a stream's numbers do not depend on which streams share its steps: every output equals
-the single-stream pipeline's with the same settings (``quality``, ``detect_every``, ``timestamps``).
+the single-stream pipeline's with the same settings (``quality``, ``detect_every``, ``timestamps``,
+``orientation``).
 A prediction of steps 1 and 3 that a tracker does not follow costs time, not correctness: the
 tracker then detects or validates alone (counted in :attr:`Engine.stats`).  Streams join as others
 end (a free slot takes the next job at once), and a stream whose input is unreadable, or whose frames
@@ -76,7 +77,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from gpuau.corpus import Outcome, failed_outcome
+from gpuau.corpus import Outcome, done_note, failed_outcome
 from gpuau.device import Backend
 from gpuau.pipeline import FORMATS, Analyzer, Result, landmark_row
 
@@ -516,7 +517,7 @@ class Engine:
         Streams advanced in lockstep (``B``); default :func:`auto_streams`.
     chunk : int
         CSV rows written per flush.
-    quality, detect_every, timestamps
+    quality, detect_every, timestamps, orientation
         As for :class:`gpuau.pipeline.Analyzer` (the outputs are that Analyzer's).
     decode : {"opencv", "nvdec"}
         How video files are decoded: OpenCV (FFmpeg) on the CPU, as the Analyzer and OpenFace do; or
@@ -545,15 +546,16 @@ class Engine:
 
     def __init__(self, device: "str | Backend" = "auto", *, models: "str | os.PathLike | None" = None,
                  streams: "int | None" = None, chunk: int = 256, quality="exact", detect_every: "int | None" = None,
-                 timestamps: str = "openface", decode: str = "opencv"):
-        analyzer = Analyzer(device, models=models, quality=quality, detect_every=detect_every, timestamps=timestamps)
+                 timestamps: str = "openface", decode: str = "opencv", orientation: str = "openface"):
+        analyzer = Analyzer(device, models=models, quality=quality, detect_every=detect_every, timestamps=timestamps,
+                            orientation=orientation)
         self._setup(analyzer, streams, chunk, decode)
 
     @classmethod
     def from_analyzer(cls, analyzer: Analyzer, *, streams: "int | None" = None, chunk: int = 256,
                       decode: str = "opencv") -> "Engine":
-        """An engine with ``analyzer``'s device, models folder, ``quality``, ``detect_every`` and
-        ``timestamps``, sharing its loaded models (nothing is loaded again).
+        """An engine with ``analyzer``'s device, models folder, ``quality``, ``detect_every``, ``timestamps``
+        and ``orientation``, sharing its loaded models (nothing is loaded again).
 
         Raises
         ------
@@ -575,6 +577,7 @@ class Engine:
         self.models = analyzer.models
         self.detect_every = analyzer.detect_every
         self.timestamps = analyzer.timestamps
+        self.orientation = analyzer.orientation
         self.streams = auto_streams(self.backend) if streams is None else int(streams)
         if self.streams < 1:
             raise ValueError(f"streams={streams}: need at least 1")
@@ -591,7 +594,8 @@ class Engine:
         if not isinstance(job.input, (str, os.PathLike)):
             s = _Stream(job, iter(job.input), self, fmt, job.intrinsics)
         else:
-            source = open_source(job.input, timestamps=self.timestamps, threads=decoder_threads(self.streams))
+            source = open_source(job.input, timestamps=self.timestamps, threads=decoder_threads(self.streams),
+                                 orientation=self.orientation)
             try:
                 if source.kind == "image":
                     raise InputError(source.path, "a single image, not a video",
@@ -616,6 +620,9 @@ class Engine:
         if source.kind != "video" or self.timestamps != "openface":
             log.info("%s: decoding with OpenCV (NVDEC decodes video files with OpenFace's timestamps)", source.path)
             return None
+        if source.turn:
+            log.info("%s: decoding with OpenCV (NVDEC does not turn the frames of a rotated video)", source.path)
+            return None
         if not self.backend.is_gpu:
             log.info("%s: decoding with OpenCV (NVDEC decodes for a CUDA device, not %s)", source.path,
                      self.backend.name)
@@ -634,8 +641,8 @@ class Engine:
         columns = s.output.close(s.aus.finish())
         result = None if columns is None else Result(columns, source=str(s.job.label), frames_decoded=s.frames_done,
                                                      elapsed=s.elapsed)
-        note = (f"decoded {s.frames_done} of the {s.frame_count} frames the container announces"
-                if s.frame_count and s.frame_count != s.frames_done else "")
+        source = s.source  # None for frames given in memory
+        note = done_note(s.frames_done, s.frame_count or 0, source.rotation if source else 0, source.turn if source else 0)
         return Outcome(s.job.label, s.job.output, "done", reason=note, frames=s.frames_done, faces=s.faces,
                        elapsed=s.elapsed, result=result)
 

@@ -201,6 +201,10 @@ class Analyzer:
     timestamps : {"openface", "container"}
         ``"openface"`` writes OpenFace's ``frame index / fps`` (identical CSVs); ``"container"`` writes each
         frame's presentation time from the container, exact for variable-frame-rate video.
+    orientation : {"openface", "display", "stored"}
+        How a video whose container asks for a rotation (phone footage) is turned: as the OpenFace build of the
+        reference CSVs decodes it (default: identical CSVs; a 90 degree turn then leaves the face upside down),
+        upright as players show it, or as stored (:data:`gpuau.video.ORIENTATIONS`).
     quality : {"exact", "fast"} or Quality
         Landmark fit preset (:mod:`gpuau.landmarks.quality`): ``"exact"`` is OpenFace's, ``"fast"``
         a faster approximation (see README.md, "Quality: exact vs fast").
@@ -219,14 +223,17 @@ class Analyzer:
 
     def __init__(self, device: "str | Backend" = "auto", *, models: "str | os.PathLike | None" = None,
                  multi_face: bool = False, timestamps: str = "openface", quality: "str | Quality" = "exact",
-                 detect_every: "int | None" = None):
+                 detect_every: "int | None" = None, orientation: str = "openface"):
         from gpuau.landmarks.quality import get_quality
         from gpuau.models.store import require_models
-        from gpuau.video import TIMESTAMPS
+        from gpuau.video import ORIENTATIONS, TIMESTAMPS
 
         if timestamps not in TIMESTAMPS:
             raise ValueError(f"timestamps={timestamps!r}: use one of {TIMESTAMPS}")
+        if orientation not in ORIENTATIONS:
+            raise ValueError(f"orientation={orientation!r}: use one of {ORIENTATIONS}")
         self.timestamps = timestamps
+        self.orientation = orientation
         self.backend = resolve_device(device)
         self.models = require_models(models)
         self.multi_face = bool(multi_face)
@@ -244,7 +251,7 @@ class Analyzer:
     def settings(self) -> dict:
         """The keywords that build an Analyzer like this one, but the device (e.g. in a worker process)."""
         return dict(models=self.models, multi_face=self.multi_face, timestamps=self.timestamps, quality=self.quality,
-                    detect_every=self.detect_every)
+                    detect_every=self.detect_every, orientation=self.orientation)
 
     # Models load once per Analyzer and are shared by every video it analyses.
     def _load(self) -> None:
@@ -372,7 +379,7 @@ class Analyzer:
         """
         from gpuau.video import open_source
 
-        with open_source(path, timestamps=self.timestamps) as source:
+        with open_source(path, timestamps=self.timestamps, orientation=self.orientation) as source:
             if source.kind == "image":
                 return self._analyze_image_source(source)
             return self._analyze(source, str(path), source.intrinsics, progress, multi_face)
@@ -510,13 +517,15 @@ class Analyzer:
         -------
         dict
             ``frames``, ``faces`` (successful frames; for ``multi_face`` successful face rows, for an
-            image the faces found), ``frame_count`` (the container's), ``elapsed``.
+            image the faces found), ``frame_count`` (the container's), ``elapsed``, and for a video
+            ``rotation`` and ``turn`` (:class:`~gpuau.video.VideoSource`'s: the clockwise turn its container
+            asks for and the one given to its frames).
         """
         from gpuau.video import open_source
 
         if format not in FORMATS:
             raise ValueError(f"format {format!r}: use one of {FORMATS}")
-        with open_source(path, timestamps=self.timestamps) as source:
+        with open_source(path, timestamps=self.timestamps, orientation=self.orientation) as source:
             if on_open:
                 on_open(source)
             if source.kind == "image":
@@ -527,7 +536,8 @@ class Analyzer:
                 return {"frames": 1, "faces": res.faces_found, "frame_count": 1, "elapsed": res.elapsed}
             t0 = time.perf_counter()
             _, n, faces = self._writer(multi_face)[0](source, path, source.intrinsics, progress, output, format, chunk)
-        return {"frames": n, "faces": faces, "frame_count": source.frame_count, "elapsed": time.perf_counter() - t0}
+        return {"frames": n, "faces": faces, "frame_count": source.frame_count, "elapsed": time.perf_counter() - t0,
+                "rotation": source.rotation, "turn": source.turn}
 
 
 def analyze_video(path: "str | os.PathLike", *, device: str = "auto", models=None, output: "str | os.PathLike | None" = None,

@@ -87,10 +87,12 @@ def draw_frame(image: np.ndarray, row: dict, au_names: list, intrinsics) -> np.n
     return out
 
 
-def render_video(video, csv_path, output, *, face_id: int = 0) -> Path:
+def render_video(video, csv_path, output, *, face_id: int = 0, orientation: str = "openface") -> Path:
     """Annotated copy of ``video`` with the results of ``csv_path`` (one face: ``face_id``), written atomically.
 
     The container of ``output`` follows its extension (``.mp4`` uses the ``mp4v`` codec, ``.avi`` MJPG).
+    ``orientation``: how the analysis turned a rotated video (:data:`gpuau.video.ORIENTATIONS`), so that the
+    drawing lands on the frames it was made from.
     """
     import cv2
 
@@ -101,7 +103,7 @@ def render_video(video, csv_path, output, *, face_id: int = 0) -> Path:
     frames = table["frame"].astype(int)
     ids = table.get("face_id", np.zeros_like(frames)).astype(int)
     index = {f: i for i, (f, fid) in enumerate(zip(frames, ids)) if fid == face_id}
-    source = open_source(video)
+    source = open_source(video, orientation=orientation)
     intrinsics = source.intrinsics
     output = Path(output)
     fourcc = cv2.VideoWriter_fourcc(*("MJPG" if output.suffix.lower() == ".avi" else "mp4v"))

@@ -259,6 +259,22 @@ def test_analyze_decode_nvdec_on_cpu_falls_back_to_opencv(media_dir, tmp_path, c
     assert (tmp_path / "out" / "clip.csv").read_bytes() == opencv
 
 
+def test_analyze_orientation_of_a_rotated_video(tmp_path, capsys, gpuau_logger):
+    """A video whose container asks for a turn: turned as OpenFace's reference build turns it by default, upright
+    with --orientation display (the log line names the setting), and the outcome says which."""
+    clip = Path(__file__).parent / "data" / "rotated_270.mp4"
+    assert cli.build_parser().parse_args(["analyze", "x.mp4"]).orientation == "openface"
+    common = [str(clip), "--device", "cpu", "--quality", "fast"]
+    assert cli.main(["analyze", *common, "-o", str(tmp_path / "openface")]) == 0
+    assert "turned 90 degrees clockwise as OpenFace's build with OpenCV 4.6 turns it" in capsys.readouterr().err
+    assert cli.main(["analyze", *common, "-o", str(tmp_path / "display"), "--orientation", "display", "-v"]) == 0
+    err = capsys.readouterr().err
+    assert "orientation display" in err and "analysed upright (--orientation display" in err
+    for name in ("openface", "display"):  # no face in it: a row per frame, each unsuccessful
+        rows = (tmp_path / name / "rotated_270.csv").read_text().splitlines()[1:]
+        assert len(rows) == 6 and all(r.split(", ")[4] == "0" for r in rows)
+
+
 def test_analyze_decode_choices_and_refusals(media_dir, tmp_path, capsys):
     assert cli.build_parser().parse_args(["analyze", "x.mp4"]).decode == "opencv"
     with pytest.raises(SystemExit):

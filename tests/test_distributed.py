@@ -109,7 +109,8 @@ def test_cli_engine_ray(cluster, media_dir, tmp_path, capsys, monkeypatch):
 def test_workers_take_the_analyzer_settings(cluster, corpus, corpus_reference, tmp_path):
     from gpuau.cli import main
 
-    settings = ["--quality", "fast", "--detect-every", "10", "--timestamps", "container", "--device", "cpu", "--quiet"]
+    settings = ["--quality", "fast", "--detect-every", "10", "--timestamps", "container", "--orientation", "display",
+                "--device", "cpu", "--quiet"]
     local = tmp_path / "local"
     env = dict(os.environ)
     env.pop(FAULT_ENV, None)

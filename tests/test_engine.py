@@ -13,6 +13,8 @@ through the double-buffered staging in the order a CUDA copy stream needs (a rec
 the CLNF fits, MTCNN and the AU stage read them.  Failed streams release their video at once;
 ``--streams`` sizes each video's progress bar; ``--decode nvdec`` falls back to OpenCV on the CPU.
 """
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -396,6 +398,19 @@ def test_container_timestamps(media_dir):
     got = [stream.next_frame().timestamp for _ in range(30)]
     stream.abort()
     assert got == expected and got[-1] != 29 / 15  # default.wmv's container runs at ~15.6 frames/s, not 15
+
+
+def test_rotated_video_turned_as_the_analyzer_turns_it():
+    """orientation: the engine's frames of a rotated video are open_source's with the same setting."""
+    clip = Path(__file__).parent / "data" / "rotated_270.mp4"
+    for orientation in ("openface", "display"):
+        engine = Engine("cpu", orientation=orientation, streams=1)
+        with open_source(clip, orientation=orientation) as source:
+            expected = next(iter(source)).image
+        stream = engine._open(Job(clip), "csv")
+        got = stream.next_frame().image
+        stream.abort()
+        assert engine.orientation == orientation and np.array_equal(got, expected)
 
 
 def test_cli_streams_with_settings(tmp_path, clips):

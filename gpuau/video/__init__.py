@@ -2,11 +2,13 @@
 
 Port of OpenFace's ``Utilities::SequenceCapture`` / ``ImageCapture`` conventions: image files are read as
 ``cv::imread(IMREAD_COLOR)`` reads them (EXIF orientation applied, 16-bit to its high byte), frames are 8-bit BGR,
-the grayscale frame is ``ConvertToGrayscale_8bit``'s, timestamps are ``index / fps`` (0 for image folders), and
-the default camera intrinsics are ``SetCameraIntrinsics``'s.
+the grayscale frame is ``ConvertToGrayscale_8bit``'s, timestamps are ``index / fps`` (0 for image folders), the
+default camera intrinsics are ``SetCameraIntrinsics``'s, and a video whose container asks for a rotation is turned as
+the OpenFace build of the reference CSVs turns it (:data:`ORIENTATIONS`).
 """
 from gpuau.video.source import (
     IMAGE_EXTENSIONS,
+    ORIENTATIONS,
     TIMESTAMPS,
     VIDEO_EXTENSIONS,
     Frame,
@@ -22,6 +24,7 @@ from gpuau.video.source import (
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "ORIENTATIONS",
     "TIMESTAMPS",
     "VIDEO_EXTENSIONS",
     "Frame",

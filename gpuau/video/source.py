@@ -167,10 +167,17 @@ class VideoSource:
         Frames the container announces (exact for images and folders).
     files : list of Path
         Image files for ``"image"`` and ``"sequence"`` sources.
+    rotation : int
+        Clockwise turn, in degrees (0, 90, 180 or 270), that the video's container asks for before display
+        (phone footage's display matrix); 0 for images.
+    turn : int
+        Clockwise turn given to each decoded video frame (:data:`ORIENTATIONS`); ``width`` and ``height``
+        are the turned frame's.
     """
 
     def __init__(self, path: Path, kind: str, fps: float, width: int, height: int, frame_count: int,
-                 files: "list[Path] | None" = None, capture=None, first: "np.ndarray | None" = None):
+                 files: "list[Path] | None" = None, capture=None, first: "np.ndarray | None" = None,
+                 rotation: int = 0, turn: int = 0):
         self.path = path
         self.kind = kind
         self.fps = fps
@@ -178,6 +185,8 @@ class VideoSource:
         self.height = height
         self.frame_count = frame_count
         self.files = files or []
+        self.rotation = rotation
+        self.turn = turn
         self._capture = capture
         self._first = first  # the first image, decoded by open_source for the size: not decoded again
         self.timestamps = "openface"
@@ -217,12 +226,14 @@ class VideoSource:
             import cv2
 
             cap = self._capture
+            turn = _ROTATE_FLAGS.get(self.turn)
             try:
                 while True:
                     ok, img = cap.read()
                     if not ok or img is None:
                         break
-                    yield to_bgr8(img), None, cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+                    img = to_bgr8(img)
+                    yield (img if turn is None else cv2.rotate(img, turn)), None, cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
             finally:
                 cap.release()
         else:
@@ -283,13 +294,33 @@ class VideoSource:
 
 TIMESTAMPS = ("openface", "container")
 
+ORIENTATIONS = ("openface", "display", "stored")
+"""How a video whose container asks for a rotation (phone footage: a display matrix) is turned before analysis.
+``"openface"`` (default) as the OpenFace build that wrote this project's reference CSVs decodes it (OpenCV 4.6 with
+FFmpeg 5, Debian 12): turned by the rotation the other way (opencv/opencv#22088), so a 90 degree turn gives a
+frame upside down from upright, and the CSVs are OpenFace's; ``"display"`` upright, as FFmpeg and players show it
+(and OpenCV from 4.7); ``"stored"`` as stored, the rotation ignored (OpenCV releases without rotation support).
+Videos without a rotation decode the same in all three.  A 90 or 270 degree turn swaps the frame's width and
+height, and so the default camera's centre."""
 
-def open_source(path: "str | os.PathLike", *, timestamps: str = "openface", threads: "int | None" = None) -> VideoSource:
+_ROTATE_FLAGS = {90: 0, 180: 1, 270: 2}
+"""``cv2.rotate`` codes of a clockwise turn: ROTATE_90_CLOCKWISE, ROTATE_180, ROTATE_90_COUNTERCLOCKWISE."""
+
+
+def _turn(rotation: int, orientation: str) -> int:
+    """Clockwise turn of each frame of a video whose container asks for ``rotation`` (clockwise degrees)."""
+    return {"openface": (360 - rotation) % 360, "display": rotation, "stored": 0}[orientation]
+
+
+def open_source(path: "str | os.PathLike", *, timestamps: str = "openface", threads: "int | None" = None,
+                orientation: str = "openface") -> VideoSource:
     """Open a video file, an image file or a folder of images (sorted naturally).
 
     ``timestamps="openface"`` gives OpenFace's ``index / fps`` (identical CSVs); ``"container"`` gives each
     frame's presentation time from the container, exact for variable-frame-rate video.  ``threads``: FFmpeg's
-    decoding threads for a video (default :func:`decoder_threads` of one video).
+    decoding threads for a video (default :func:`decoder_threads` of one video).  ``orientation``: how a video
+    whose container asks for a rotation is turned (:data:`ORIENTATIONS`; images follow their EXIF orientation,
+    as ``cv::imread`` does).
 
     Raises
     ------
@@ -300,6 +331,8 @@ def open_source(path: "str | os.PathLike", *, timestamps: str = "openface", thre
 
     if timestamps not in TIMESTAMPS:
         raise ValueError(f"timestamps={timestamps!r}: use one of {TIMESTAMPS}")
+    if orientation not in ORIENTATIONS:
+        raise ValueError(f"orientation={orientation!r}: use one of {ORIENTATIONS}")
     p = Path(path)
     if not p.exists():
         raise InputError(p, "no such file or folder", "check the path")
@@ -322,12 +355,20 @@ def open_source(path: "str | os.PathLike", *, timestamps: str = "openface", thre
     fps = cap.get(cv2.CAP_PROP_FPS)
     if not fps or fps != fps or fps <= 0:
         fps = 30.0  # OpenFace's assumption when the container has no frame rate
+    # the frames as stored, turned here (OpenCV's own turn is the display's: opencv-python 5)
+    cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 0)
+    rotation = int(round(cap.get(cv2.CAP_PROP_ORIENTATION_META))) % 360
+    rotation = rotation if rotation in _ROTATE_FLAGS else 0
+    turn = _turn(rotation, orientation)
     width = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
     height = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
     count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
     if width <= 0 or height <= 0:
         cap.release()
         raise InputError(p, "video has no frames", "the file may be empty or truncated")
-    source = VideoSource(p, "video", float(fps), width, height, max(count, 0), capture=cap)
+    if turn in (90, 270):
+        width, height = height, width
+    source = VideoSource(p, "video", float(fps), width, height, max(count, 0), capture=cap, rotation=rotation,
+                         turn=turn)
     source.timestamps = timestamps
     return source
