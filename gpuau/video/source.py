@@ -296,12 +296,12 @@ TIMESTAMPS = ("openface", "container")
 
 ORIENTATIONS = ("openface", "display", "stored")
 """How a video whose container asks for a rotation (phone footage: a display matrix) is turned before analysis.
-``"openface"`` (default) as the OpenFace build that wrote this project's reference CSVs decodes it (OpenCV 4.6 with
-FFmpeg 5, Debian 12): turned by the rotation the other way (opencv/opencv#22088), so a 90 degree turn gives a
-frame upside down from upright, and the CSVs are OpenFace's; ``"display"`` upright, as FFmpeg and players show it
-(and OpenCV from 4.7); ``"stored"`` as stored, the rotation ignored (OpenCV releases without rotation support).
-Videos without a rotation decode the same in all three.  A 90 or 270 degree turn swaps the frame's width and
-height, and so the default camera's centre."""
+``"openface"`` (default): as the OpenFace build that wrote this project's reference CSVs decodes it (OpenCV 4.6 with
+FFmpeg 5, Debian 12), whose turn goes the wrong way (opencv/opencv#22088; OpenCV 4.5 and the releases after the fix
+turn it right): a quarter-turned video reaches the analysis upside down, and the CSVs are that OpenFace's.
+``"display"``: upright, as FFmpeg and players show it.  ``"stored"``: as stored, the rotation ignored.  Videos
+without a rotation decode the same in all three.  A 90 or 270 degree turn swaps the frame's width and height, and
+so the default camera's centre."""
 
 _ROTATE_FLAGS = {90: 0, 180: 1, 270: 2}
 """``cv2.rotate`` codes of a clockwise turn: ROTATE_90_CLOCKWISE, ROTATE_180, ROTATE_90_COUNTERCLOCKWISE."""
