@@ -244,3 +244,21 @@ def test_a_rotated_inputs_outcome_says_how_it_was_turned():
     assert done_note(60, 60) == "" and done_note(58, 60) == "decoded 58 of the 60 frames the container announces"
     assert "turned 90 degrees clockwise as OpenFace" in done_note(6, 6, 270, 90)
     assert "analysed upright" in done_note(6, 6, 270, 270) and "as stored" in done_note(6, 6, 270, 0)
+
+
+def test_bt709_video_decodes_as_openfaces_opencv():
+    """HD footage is tagged with BT.709's colour matrix: opencv-python 5 converts it with that matrix, OpenFace's
+    OpenCV 4.6 (Debian 12, FFmpeg 5.1) with BT.601's; gpuau gives OpenCV 4.6's pixels (``bt709_opencv46.png``,
+    written by OpenCV 4.6 itself: ``make_bt709_clip.py``)."""
+    data = Path(__file__).parent / "data"
+    expected = cv2.imread(str(data / "bt709_opencv46.png"))
+    cap = cv2.VideoCapture(str(data / "bt709.mp4"))
+    assert np.abs(cap.read()[1].astype(int) - expected).max() > 8  # the clip does tell the matrices apart
+    cap.release()
+    with open_source(data / "bt709.mp4") as src:
+        frames = list(src)
+    assert len(frames) == 3 == src.frame_count and (src.width, src.height) == (64, 48)
+    assert np.array_equal(frames[0].image, expected)
+    assert np.array_equal(frames[0].gray, cv2.cvtColor(expected, cv2.COLOR_BGR2GRAY))
+    with open_source(data / "bt709.mp4", timestamps="container") as src:
+        assert [round(f.timestamp, 3) for f in src] == [0.0, 0.1, 0.2]

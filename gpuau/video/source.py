@@ -228,12 +228,14 @@ class VideoSource:
             cap = self._capture
             turn = _ROTATE_FLAGS.get(self.turn)
             try:
-                while True:
-                    ok, img = cap.read()
-                    if not ok or img is None:
-                        break
+                frames = _bt601_frames(self.path)
+                if frames is not None:  # OpenCV would convert with the stream's own colour matrix
+                    cap.release()
+                else:
+                    frames = _opencv_frames(cap)
+                for img, pts in frames:
                     img = to_bgr8(img)
-                    yield (img if turn is None else cv2.rotate(img, turn)), None, cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+                    yield (img if turn is None else cv2.rotate(img, turn)), None, pts
             finally:
                 cap.release()
         else:
@@ -293,6 +295,54 @@ class VideoSource:
 
 
 TIMESTAMPS = ("openface", "container")
+
+_BT601 = (2, 5, 6)
+"""FFmpeg's colour spaces that swscale converts with BT.601's matrix, OpenCV 4.6's for every video: unspecified,
+BT470BG, SMPTE170M."""
+
+
+def _opencv_frames(cap) -> Iterator[tuple[np.ndarray, float]]:
+    import cv2
+
+    while True:
+        ok, img = cap.read()
+        if not ok or img is None:
+            return
+        yield img, cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+
+
+def _bt601_frames(path: Path) -> "Iterator[tuple[np.ndarray, float]] | None":
+    """The frames of an 8-bit video tagged with another colour matrix than BT.601's (HD footage: BT.709) as the
+    OpenFace build of the reference CSVs decodes them (OpenCV 4.6 with FFmpeg 5: BT.601's matrix for every video),
+    decoded by PyAV's FFmpeg and converted by swscale with BT.601's matrix; None for any other video (OpenCV
+    decodes it), or when PyAV cannot open it.
+
+    opencv-python 5 converts such a video with its tagged matrix: on default.wmv scaled to 1280x720 and tagged
+    BT.709 the pixels differed by up to 16 levels from OpenCV 4.6's; these are equal to them.
+    """
+    try:
+        import av
+
+        container = av.open(str(path))
+    except Exception:  # no PyAV, or a file its FFmpeg cannot open: OpenCV decodes
+        return None
+    try:
+        stream = container.streams.video[0]
+        context = stream.codec_context
+        eight_bit = context.format is not None and all(c.bits == 8 for c in context.format.components)
+    except Exception:
+        container.close()
+        return None
+    if not eight_bit or context.colorspace in _BT601:
+        container.close()
+        return None
+
+    def frames():
+        with container:
+            for frame in container.decode(stream):
+                yield frame.to_ndarray(format="bgr24", src_colorspace="ITU601"), float(frame.time or 0.0)
+
+    return frames()
 
 ORIENTATIONS = ("openface", "display", "stored")
 """How a video whose container asks for a rotation (phone footage: a display matrix) is turned before analysis.
