@@ -262,3 +262,34 @@ def test_bt709_video_decodes_as_openfaces_opencv():
     assert np.array_equal(frames[0].gray, cv2.cvtColor(expected, cv2.COLOR_BGR2GRAY))
     with open_source(data / "bt709.mp4", timestamps="container") as src:
         assert [round(f.timestamp, 3) for f in src] == [0.0, 0.1, 0.2]
+
+
+def test_damaged_bt709_video_yields_the_frames_before_the_damage(monkeypatch):
+    """PyAV's decoding error ends a BT.709 video where it happens, as OpenCV's reading ends the others."""
+    import av
+
+    opened = av.open
+
+    class Damaged:  # the real container, whose packets go bad after the first frame
+        def __init__(self, path):
+            self.container = opened(path)
+            self.streams = self.container.streams
+
+        def decode(self, stream):
+            for i, frame in enumerate(self.container.decode(stream)):
+                if i == 1:
+                    raise av.InvalidDataError(1094995529, "Invalid data found when processing input")
+                yield frame
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.container.close()
+
+        def close(self):
+            self.container.close()
+
+    monkeypatch.setattr(av, "open", Damaged)
+    with open_source(Path(__file__).parent / "data" / "bt709.mp4") as src:
+        assert len(list(src)) == 1 and src.frame_count == 3

@@ -339,8 +339,11 @@ def _bt601_frames(path: Path) -> "Iterator[tuple[np.ndarray, float]] | None":
 
     def frames():
         with container:
-            for frame in container.decode(stream):
-                yield frame.to_ndarray(format="bgr24", src_colorspace="ITU601"), float(frame.time or 0.0)
+            try:
+                for frame in container.decode(stream):
+                    yield frame.to_ndarray(format="bgr24", src_colorspace="ITU601"), float(frame.time or 0.0)
+            except av.FFmpegError:  # a truncated or damaged file: the frames before it, as OpenCV reads them
+                return
 
     return frames()
 
