@@ -202,6 +202,7 @@ def info(args) -> int:
         ("numpy", _distribution_of("numpy")),
         ("numba", _distribution_of("numba")),
         ("opencv", _distribution_of("cv2")),
+        ("pyav", _distribution_of("av")),
         ("onnxruntime", ort),
         ("cupy", _distribution_of("cupy")),
         ("CUDA device", cuda_text),

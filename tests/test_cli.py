@@ -129,7 +129,7 @@ def test_info_reports_versions_device_backends_models(models_dir, monkeypatch, c
     monkeypatch.setenv("GPUAU_MODELS", str(models_dir))
     assert cli.main(["info"]) == 0
     out = capsys.readouterr().out
-    for key in ("python", "numpy", "numba", "onnxruntime", "cupy", "CUDA device", "backends"):
+    for key in ("python", "numpy", "numba", "opencv", "pyav", "onnxruntime", "cupy", "CUDA device", "backends"):
         assert f"\n{key} " in out
     assert "cpu" in out and "all 66 files verified" in out
 
