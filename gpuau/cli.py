@@ -29,6 +29,7 @@ from typing import Callable
 from gpuau import __version__
 from gpuau._gc import collect_rarely
 from gpuau.corpus import Terminated, raise_terminated
+from gpuau.video import ORIENTATIONS, TIMESTAMPS
 
 
 @dataclass(frozen=True)
@@ -367,10 +368,10 @@ def _count_or_auto(what: str, auto):
              help="opencv: FFmpeg on the CPU, as OpenFace (default); nvdec: NVIDIA's decoder on the GPU through the "
                   "batched engine (pip install PyNvVideoCodec; --device cuda; pixel values, so outputs, may differ "
                   "slightly), else OpenCV with a log line"),
-         arg("--timestamps", default="openface", choices=("openface", "container"),
+         arg("--timestamps", default="openface", choices=TIMESTAMPS,
              help="openface: frame index / fps as OpenFace writes it (default); container: each frame's presentation "
                   "time from the container (exact for variable frame rate)"),
-         arg("--orientation", default="openface", choices=("openface", "display", "stored"),
+         arg("--orientation", default="openface", choices=ORIENTATIONS,
              help="a video whose container asks for a rotation (phone footage): openface: turned as the OpenFace "
                   "build of the reference CSVs (OpenCV 4.6, FFmpeg 5) turns it, identical CSVs, a 90-degree video "
                   "upside down (default); display: upright, as players show it; stored: as stored (README: "
@@ -468,7 +469,7 @@ def analyze(args) -> int:
          arg("-o", "--output", required=True, help="annotated video to write (.mp4 or .avi)"),
          arg("--face-id", type=int, default=0, help="which face of a multi-face CSV (default 0)"),
          arg("--device", default="auto", help="device for the analysis when no CSV is given"),
-         arg("--orientation", default="openface", choices=("openface", "display", "stored"),
+         arg("--orientation", default="openface", choices=ORIENTATIONS,
              help="how a rotated video was analysed (as for gpuau analyze; default openface)"))
 def render(args) -> int:
     import tempfile

@@ -177,7 +177,7 @@ class VideoSource:
 
     def __init__(self, path: Path, kind: str, fps: float, width: int, height: int, frame_count: int,
                  files: "list[Path] | None" = None, capture=None, first: "np.ndarray | None" = None,
-                 rotation: int = 0, turn: int = 0):
+                 rotation: int = 0, turn: int = 0, threads: int = 1):
         self.path = path
         self.kind = kind
         self.fps = fps
@@ -187,7 +187,7 @@ class VideoSource:
         self.files = files or []
         self.rotation = rotation
         self.turn = turn
-        self.threads = 1  # a video's decoding threads (open_source's)
+        self.threads = threads  # a video's decoding threads
         self._capture = capture
         self._first = first  # the first image, decoded by open_source for the size: not decoded again
         self.timestamps = "openface"
@@ -297,6 +297,24 @@ class VideoSource:
 
 TIMESTAMPS = ("openface", "container")
 
+ORIENTATIONS = ("openface", "display", "stored")
+"""How a video whose container asks for a rotation (phone footage: a display matrix) is turned before analysis.
+``"openface"`` (default): as the OpenFace build that wrote this project's reference CSVs decodes it (OpenCV 4.6 with
+FFmpeg 5, Debian 12), whose turn goes the wrong way (opencv/opencv#22088; OpenCV 4.5 and the releases after the fix
+turn it right): a quarter-turned video reaches the analysis upside down, and the CSVs are that OpenFace's.
+``"display"``: upright, as FFmpeg and players show it.  ``"stored"``: as stored, the rotation ignored.  Videos
+without a rotation decode the same in all three.  A 90 or 270 degree turn swaps the frame's width and height, and
+so the default camera's centre."""
+
+_ROTATE_FLAGS = {90: 0, 180: 1, 270: 2}
+"""``cv2.rotate`` codes of a clockwise turn: ROTATE_90_CLOCKWISE, ROTATE_180, ROTATE_90_COUNTERCLOCKWISE."""
+
+
+def _turn(rotation: int, orientation: str) -> int:
+    """Clockwise turn of each frame of a video whose container asks for ``rotation`` (clockwise degrees)."""
+    return {"openface": (360 - rotation) % 360, "display": rotation, "stored": 0}[orientation]
+
+
 _BT601 = (2, 5, 6)
 """FFmpeg's colour spaces that swscale converts with BT.601's matrix, OpenCV 4.6's for every video: unspecified,
 BT470BG, SMPTE170M."""
@@ -351,23 +369,6 @@ def _bt601_frames(path: Path, threads: int) -> "Iterator[tuple[np.ndarray, float
 
     return frames()
 
-ORIENTATIONS = ("openface", "display", "stored")
-"""How a video whose container asks for a rotation (phone footage: a display matrix) is turned before analysis.
-``"openface"`` (default): as the OpenFace build that wrote this project's reference CSVs decodes it (OpenCV 4.6 with
-FFmpeg 5, Debian 12), whose turn goes the wrong way (opencv/opencv#22088; OpenCV 4.5 and the releases after the fix
-turn it right): a quarter-turned video reaches the analysis upside down, and the CSVs are that OpenFace's.
-``"display"``: upright, as FFmpeg and players show it.  ``"stored"``: as stored, the rotation ignored.  Videos
-without a rotation decode the same in all three.  A 90 or 270 degree turn swaps the frame's width and height, and
-so the default camera's centre."""
-
-_ROTATE_FLAGS = {90: 0, 180: 1, 270: 2}
-"""``cv2.rotate`` codes of a clockwise turn: ROTATE_90_CLOCKWISE, ROTATE_180, ROTATE_90_COUNTERCLOCKWISE."""
-
-
-def _turn(rotation: int, orientation: str) -> int:
-    """Clockwise turn of each frame of a video whose container asks for ``rotation`` (clockwise degrees)."""
-    return {"openface": (360 - rotation) % 360, "display": rotation, "stored": 0}[orientation]
-
 
 def open_source(path: "str | os.PathLike", *, timestamps: str = "openface", threads: "int | None" = None,
                 orientation: str = "openface") -> VideoSource:
@@ -405,7 +406,8 @@ def open_source(path: "str | os.PathLike", *, timestamps: str = "openface", thre
         return VideoSource(p, "image", 0.0, img.shape[1], img.shape[0], 1, files=[p], first=img)
     if not os.access(p, os.R_OK):
         raise InputError(p, "file is not readable", "check its permissions")
-    cap = cv2.VideoCapture(str(p), cv2.CAP_ANY, [cv2.CAP_PROP_N_THREADS, threads or decoder_threads()])
+    threads = threads or decoder_threads()
+    cap = cv2.VideoCapture(str(p), cv2.CAP_ANY, [cv2.CAP_PROP_N_THREADS, threads])
     if not cap.isOpened():
         cap.release()
         raise InputError(p, "not a readable video", "check it is a complete video file in a format FFmpeg decodes")
@@ -426,7 +428,6 @@ def open_source(path: "str | os.PathLike", *, timestamps: str = "openface", thre
     if turn in (90, 270):
         width, height = height, width
     source = VideoSource(p, "video", float(fps), width, height, max(count, 0), capture=cap, rotation=rotation,
-                         turn=turn)
-    source.threads = threads or decoder_threads()
+                         turn=turn, threads=threads)
     source.timestamps = timestamps
     return source
