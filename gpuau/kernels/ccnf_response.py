@@ -54,7 +54,9 @@ def ccnf_response(backend, areas, weights, alphas, sigmas, patch_h: int = 11, pa
         raise ValueError(f"ccnf_response: weights must be (E, K, 1 + patch_h*patch_w), got shape {weights.shape}")
     n_experts, k = (int(v) for v in weights.shape[:2])
     host = experts is None or isinstance(experts, np.ndarray)  # checked on the host, then uploaded
-    index = xp.asarray(expert_indices(n, n_experts, experts, np if host else xp), dtype=np.int32)
+    # checked in int64 on the host; a device's int32 table is taken as it is (no conversions there and back)
+    index = xp.asarray(expert_indices(n, n_experts, experts, *((np, np.int64) if host else (xp, np.int32))),
+                       dtype=np.int32)
     expected = {"weights": (k, 1 + patch_h * patch_w), "alphas": (k,), "sigmas": (r_h * r_w, r_h * r_w)}
     arrays = {}
     for name, a, dtype in (("weights", weights, np.float32), ("alphas", alphas, np.float64),

@@ -338,18 +338,19 @@ def _fit_on_device(model: CLNFModel, images, steps: list, params_global, params_
     landmark_likelihoods = xp.zeros((n_faces, n), _F)
     for scale, size, faces, image_idx, last in steps:
         at = slice(None) if faces is None else faces
-        live = alive[at]
-        r = patch_responses(model, images, image_idx, g[at], p[at], size, scale, backend)
-        g_new, p_new, ends, ll, lh = _fit_scale(model, r, g[at], p[at], scale, _refined(parameters, model, scale), last,
+        live, g_at, p_at = alive[at], g[at], p[at]  # one gather each
+        r = patch_responses(model, images, image_idx, g_at, p_at, size, scale, backend)
+        g_new, p_new, ends, ll, lh = _fit_scale(model, r, g_at, p_at, scale, _refined(parameters, model, scale), last,
                                                 backend)
-        g[at] = xp.where(live[:, None], g_new, g[at])
-        p[at] = xp.where(live[:, None], p_new, p[at])
+        g_at = xp.where(live[:, None], g_new, g_at)
+        g[at] = g_at
+        p[at] = xp.where(live[:, None], p_new, p_at)
         view[at] = xp.where(live, r.views, view[at])
         recorded = live & ends
         has_likelihood[at] = has_likelihood[at] | recorded
         likelihood[at] = xp.where(recorded, ll, likelihood[at])
         landmark_likelihoods[at] = xp.where(recorded[:, None], lh, landmark_likelihoods[at])
-        alive[at] = live & ~(g[at][:, 0] < 0.25)
+        alive[at] = live & ~(g_at[:, 0] < 0.25)
     landmarks = backend.kernels.shape_2d_batch(*model.pdm.arrays(backend)[:2], g, p)
     return _DeviceFit(g, p, landmarks, alive, view, has_likelihood, likelihood, landmark_likelihoods)
 
