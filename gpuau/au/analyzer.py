@@ -73,7 +73,7 @@ def align_faces(images, landmarks_2d: np.ndarray, pdm: PDM, triangulation: np.nd
     n = len(landmarks_2d)
     landmarks_2d = np.asarray(landmarks_2d, np.float32).reshape(n, -1, 2)
     backend = resolve_device(device)
-    params_global, params_local = pdm.calc_params_batch(landmarks_2d, backend=backend)
+    params_global, params_local = map(backend.asnumpy, pdm.calc_params_batch(landmarks_2d, backend=backend))
     index = np.arange(n) if image_index is None else np.asarray(image_index)
     if n == 0:
         return backend.xp.zeros((0, AU_SIZE, AU_SIZE, 3), np.uint8), params_local

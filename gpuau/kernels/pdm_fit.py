@@ -51,17 +51,25 @@ def calc_params_batch(backend, mean, pc, eig, targets, rotations):
     return g, p
 
 
+def check_pdm_args(xp, name, mean, pc, g, p):
+    """Validate a PDM and a batch of its parameters for array module ``xp`` (shared by the kernel wrappers that
+    take them and their Numba twins): float32 ``mean`` (3n,), ``pc`` (3n, m), ``g`` (F, 6), ``p`` (F, m),
+    C-contiguous; ``name`` is the caller's, for the message."""
+    mean, pc, g, p = (xp.ascontiguousarray(xp.asarray(a), dtype=np.float32) for a in (mean, pc, g, p))
+    if mean.ndim != 1 or mean.shape[0] % 3 or pc.ndim != 2 or pc.shape[:1] != mean.shape:
+        raise ValueError(f"{name}: need mean (3n,) and pc (3n, m), got {mean.shape}, {pc.shape}")
+    if g.ndim != 2 or g.shape[1] != 6 or p.shape != (g.shape[0], pc.shape[1]):
+        raise ValueError(f"{name}: need g (F, 6) and p (F, {pc.shape[1]}), got {g.shape}, {p.shape}")
+    return mean, pc, g, p
+
+
 @on_device
 def shape_2d_batch(backend, mean, pc, g, p):
     """``PDM::CalcShape2D`` of a batch of faces on ``backend`` (``cuda`` or ``emulated``): ``mean`` (3n,), ``pc``
     (3n, m), ``g`` (F, 6), ``p`` (F, m) float32 -> (F, n, 2) float32 on the backend's device."""
-    xp = backend.xp
-    mean, pc, g, p = (xp.ascontiguousarray(xp.asarray(a), dtype=np.float32) for a in (mean, pc, g, p))
+    mean, pc, g, p = check_pdm_args(backend.xp, "shape_2d_batch", mean, pc, g, p)
     n, m = int(mean.shape[0]) // 3, int(pc.shape[1])
-    if pc.shape != (3 * n, m) or g.ndim != 2 or g.shape[1] != 6 or p.shape != (g.shape[0], m):
-        raise ValueError(f"shape_2d_batch: expected pc ({3 * n}, m), g (F, 6), p (F, {m}), got {pc.shape}, {g.shape}, "
-                         f"{p.shape}")
-    out = xp.empty((int(g.shape[0]), n, 2), np.float32)
+    out = backend.xp.empty((int(g.shape[0]), n, 2), np.float32)
     if len(out):
         backend.load_module("pdm_fit", (("N_POINTS", n), ("N_MODES", m))).get_function("shape_2d_batch")(
             (len(out), 1, 1), (THREADS, 1, 1), (mean, pc, g, p, out))

@@ -12,17 +12,14 @@ import numpy as np
 
 from gpuau.kernels.loader import on_device
 from gpuau.kernels.nu_rlms import THREADS
+from gpuau.kernels.pdm_fit import check_pdm_args
 
 
 def check_response_areas_args(xp, mean, pc, centers, g, p):
-    """Validate :func:`response_areas`' arrays for array module ``xp`` (shared with the Numba twin): float32
-    ``mean`` (3n,), ``pc`` (3n, m), ``g`` (F, 6), ``p`` (F, m) and float64 ``centers`` (V, 3), C-contiguous."""
-    mean, pc, g, p = (xp.ascontiguousarray(xp.asarray(a), dtype=np.float32) for a in (mean, pc, g, p))
+    """Validate :func:`response_areas`' arrays for array module ``xp`` (shared with the Numba twin): the PDM's
+    (:func:`~gpuau.kernels.pdm_fit.check_pdm_args`) and float64 ``centers`` (V, 3), C-contiguous."""
+    mean, pc, g, p = check_pdm_args(xp, "response_areas", mean, pc, g, p)
     centers = xp.ascontiguousarray(xp.asarray(centers), dtype=np.float64)
-    if mean.ndim != 1 or mean.shape[0] % 3 or pc.shape[:1] != mean.shape or pc.ndim != 2:
-        raise ValueError(f"response_areas: need mean (3n,) and pc (3n, m), got {mean.shape}, {pc.shape}")
-    if g.ndim != 2 or g.shape[1] != 6 or p.shape != (g.shape[0], pc.shape[1]):
-        raise ValueError(f"response_areas: need g (F, 6) and p (F, {pc.shape[1]}), got {g.shape}, {p.shape}")
     if centers.ndim != 2 or centers.shape[1] != 3 or len(centers) == 0:
         raise ValueError(f"response_areas: centers must be (V, 3) with V >= 1, got {centers.shape}")
     return mean, pc, centers, g, p

@@ -351,7 +351,7 @@ def _fit_on_device(model: CLNFModel, images, steps: list, params_global, params_
         likelihood[at] = xp.where(recorded, ll, likelihood[at])
         landmark_likelihoods[at] = xp.where(recorded[:, None], lh, landmark_likelihoods[at])
         alive[at] = live & ~(g_at[:, 0] < 0.25)
-    landmarks = backend.kernels.shape_2d_batch(*model.pdm.arrays(backend)[:2], g, p)
+    landmarks = model.pdm.shape_2d_batch(g, p, backend=backend)
     return _DeviceFit(g, p, landmarks, alive, view, has_likelihood, likelihood, landmark_likelihoods)
 
 
@@ -443,7 +443,6 @@ def detect_landmarks_batch(clnf: CLNF, images, image_index, params_global, param
         landmarks ``(k, 2)`` (fitted, or placed by the PDM when the face is too small for the part).
     """
     backend = resolve_device(backend)
-    xp = backend.xp
     params = clnf.parameters
     g, loc, image_index = _batch_params(params_global, params_local, image_index)
     ws = params.window_sizes_init if window_sizes is None else window_sizes
@@ -463,11 +462,10 @@ def detect_landmarks_batch(clnf: CLNF, images, image_index, params_global, param
         main_idx, part_idx = _indices(part, backend)
         merged[:, main_idx] = part_landmarks[:, part_idx]
     if used.any():  # refit the main params to the merged landmarks of the faces a part was fitted to
-        mean, pc, eig = clnf.model.pdm.arrays(backend)
-        g_refit, p_refit = backend.kernels.calc_params_batch(mean, pc, eig, merged[refit],
-                                                             xp.zeros((int(used.sum()), 3), _F))
+        pdm = clnf.model.pdm
+        g_refit, p_refit = pdm.calc_params_batch(merged[refit], backend=backend)
         main.g[refit], main.p[refit] = g_refit, p_refit
-        main.landmarks[refit] = backend.kernels.shape_2d_batch(mean, pc, g_refit, p_refit)
+        main.landmarks[refit] = pdm.shape_2d_batch(g_refit, p_refit, backend=backend)
     results = main.results(backend)
     for part, part_landmarks in zip(clnf.parts, fits):
         for res, lm in zip(results, backend.asnumpy(part_landmarks)):
@@ -512,14 +510,13 @@ def _fit_part(plan: _PartPlan, images, landmarks, backend: Backend):
     xp = backend.xp
     part, n_faces = plan.part, len(plan.big)
     ppdm = part.model.pdm
-    mean, pc, eig = ppdm.arrays(backend)
     main_idx, part_idx = _indices(part, backend)
     locs = xp.zeros((n_faces, ppdm.n_points, 2), _F)
     locs[:, part_idx] = landmarks[:, main_idx]
-    init_g, init_l = backend.kernels.calc_params_batch(mean, pc, eig, locs, xp.zeros((n_faces, 3), _F))
+    init_g, init_l = ppdm.calc_params_batch(locs, backend=backend)
     if plan.big.all():  # every face fitted (a tracked face): no placed landmarks to compute
         return _fit_on_device(part.model, images, plan.steps, init_g, init_l, part.parameters, backend).landmarks
-    out = backend.kernels.shape_2d_batch(mean, pc, init_g, init_l)
+    out = ppdm.shape_2d_batch(init_g, init_l, backend=backend)
     if plan.steps:
         at = plan.faces
         out[at] = _fit_on_device(part.model, images, plan.steps, init_g[at], init_l[at], part.parameters,

@@ -202,27 +202,35 @@ class PDM:
         g, p = self.calc_params_batch(np.asarray(landmarks_2d, _F)[None], np.asarray(rotation, _F)[None])
         return g[0], p[0]
 
-    def calc_params_batch(self, landmarks_2d, rotations=None, *, backend="cpu") -> "tuple[np.ndarray, np.ndarray]":
+    def calc_params_batch(self, landmarks_2d, rotations=None, *, backend="cpu") -> tuple:
         """:meth:`calc_params` of many faces at once, through ``backend.kernels.calc_params_batch``
         (on a GPU one block per face; each face's params are the ones it gets alone).
 
         Parameters
         ----------
         landmarks_2d : array_like (F, n, 2)
+            On the host or on the backend's device.
         rotations : array_like (F, 3), optional
             Initial Euler angles (default zeros).
         backend : str or Backend
 
         Returns
         -------
-        params_global : ndarray (F, 6) float32 ; params_local : ndarray (F, m) float32
-            On the host.
+        params_global : (F, 6) float32 ; params_local : (F, m) float32
+            On the backend's device.
         """
         backend = resolve_device(backend)
-        lm = np.ascontiguousarray(landmarks_2d, _F).reshape(-1, self.n_points, 2)
-        rot = np.zeros((len(lm), 3), _F) if rotations is None else np.ascontiguousarray(rotations, _F).reshape(-1, 3)
-        g, p = backend.kernels.calc_params_batch(*self.arrays(backend), lm, rot)
-        return backend.asnumpy(g), backend.asnumpy(p)
+        xp = backend.xp
+        lm = xp.ascontiguousarray(xp.asarray(landmarks_2d), dtype=_F).reshape(-1, self.n_points, 2)
+        rot = (xp.zeros((len(lm), 3), _F) if rotations is None
+               else xp.ascontiguousarray(xp.asarray(rotations), dtype=_F).reshape(-1, 3))
+        return backend.kernels.calc_params_batch(*self.arrays(backend), lm, rot)
+
+    def shape_2d_batch(self, params_global, params_local, *, backend="cpu"):
+        """:meth:`calc_shape_2d` of many faces at once, through ``backend.kernels.shape_2d_batch``: ``params_global``
+        (F, 6) and ``params_local`` (F, m) float32 on the backend's device -> (F, n, 2) float32 there."""
+        backend = resolve_device(backend)
+        return backend.kernels.shape_2d_batch(*self.arrays(backend)[:2], params_global, params_local)
 
     def arrays(self, backend) -> "tuple":
         """``(mean_shape, princ_comp, eigen_values)`` on ``backend``'s device (copied there once)."""
