@@ -156,16 +156,19 @@ class AUThread:
         self._thread.start()
 
     def _work(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is self._STOP:
-                return
-            if self._error is None and not self._cancelled:
-                try:
-                    with threads.occupying():  # the landmark fit's helper thread waits for a free core
-                        self.aus.add_frame(*item)
-                except BaseException as e:  # handed to the submitting thread
-                    self._error = e
+        from gpuau.kernels.loader import device_context
+
+        with device_context(self.aus.backend):  # cuda:N: this thread's arrays on GPU N
+            while True:
+                item = self._queue.get()
+                if item is self._STOP:
+                    return
+                if self._error is None and not self._cancelled:
+                    try:
+                        with threads.occupying():  # the landmark fit's helper thread waits for a free core
+                            self.aus.add_frame(*item, online=False)  # no read-back: finish() gives the values
+                    except BaseException as e:  # handed to the submitting thread
+                        self._error = e
 
     def _raise(self) -> None:
         if self._error is not None:

@@ -196,7 +196,8 @@ class AUAnalyzer:
     def cls_names(self) -> list:
         return self.models.cls_names
 
-    def add_frame(self, image_bgr: np.ndarray, landmarks_2d: np.ndarray, success: bool, timestamp: float = 0.0) -> dict:
+    def add_frame(self, image_bgr: np.ndarray, landmarks_2d: np.ndarray, success: bool, timestamp: float = 0.0, *,
+                  online: bool = True) -> "dict | None":
         """Analyse the next frame.
 
         Parameters
@@ -208,16 +209,20 @@ class AUAnalyzer:
             Whether tracking succeeded on this frame.
         timestamp : float
             Seconds.
+        online : bool
+            Return this frame's online values; False returns None and reads nothing back from the device (on a
+            GPU the read-back waits for every launch queued before it, the landmark fits' too).
 
         Returns
         -------
-        dict
+        dict or None
             Online (not yet post-processed) ``AUxx_r`` / ``AUxx_c`` values of this frame.
         """
-        return self.add_frames(np.asarray(image_bgr)[None], np.asarray(landmarks_2d, np.float32)[None], [success],
-                               [timestamp])[0]
+        values = self.add_frames(np.asarray(image_bgr)[None], np.asarray(landmarks_2d, np.float32)[None], [success],
+                                 [timestamp], online=online)
+        return values[0] if online else None
 
-    def add_frames(self, images, landmarks_2d: np.ndarray, success, timestamps=None) -> list:
+    def add_frames(self, images, landmarks_2d: np.ndarray, success, timestamps=None, *, online: bool = True) -> list:
         """:meth:`add_frame` for consecutive frames, with the per-face compute batched.
 
         Parameters
@@ -226,17 +231,19 @@ class AUAnalyzer:
         landmarks_2d : (N, 68, 2) float
         success : (N,) bool
         timestamps : (N,) float, optional
+        online : bool
+            As :meth:`add_frame`.
 
         Returns
         -------
-        list of dict
+        list of dict (of None without ``online``)
             Online values of each frame, as :meth:`add_frame`.
         """
         success = np.asarray(success, bool).reshape(-1)
         n = success.shape[0]
         timestamps = np.zeros(n) if timestamps is None else np.asarray(timestamps, np.float64).reshape(-1)
         hog, geometry = self.features(images, landmarks_2d, success)
-        return [self.add_features(hog[i], geometry[i], success[i], timestamps[i]) for i in range(n)]
+        return [self.add_features(hog[i], geometry[i], success[i], timestamps[i], online=online) for i in range(n)]
 
     def features(self, images, landmarks_2d: np.ndarray, success) -> tuple:
         """:func:`face_features` of the tracked faces among N frames, zero descriptors elsewhere.
@@ -268,7 +275,7 @@ class AUAnalyzer:
                                                         self.triangulation, self.backend, image_index=tracked)
         return hog, geometry
 
-    def add_features(self, hog, geometry, success: bool, timestamp: float = 0.0) -> dict:
+    def add_features(self, hog, geometry, success: bool, timestamp: float = 0.0, *, online: bool = True) -> "dict | None":
         """Sequential part of :meth:`add_frame` on precomputed descriptors.
 
         Parameters
@@ -277,14 +284,16 @@ class AUAnalyzer:
         geometry : (238,) float64
         success : bool
         timestamp : float
+        online : bool
+            As :meth:`add_frame`.
 
         Returns
         -------
-        dict
+        dict or None
             As :meth:`add_frame`.
         """
         raw = add_features_batch([self], hog[None], geometry[None], [success], [timestamp])
-        return self._as_columns(self.backend.asnumpy(raw), sort=False, index=0)
+        return self._as_columns(self.backend.asnumpy(raw), sort=False, index=0) if online else None
 
     def _record(self, raw, projection, success: bool, timestamp: float) -> None:
         """Append one frame's raw predictions (and its projection while initialising) to the history."""
@@ -399,7 +408,7 @@ def add_features_batch(analyzers: "list[AUAnalyzer]", hog, geometry, success, ti
     decisions = decision_values(models, projections, xp.stack([a.median_projection for a in analyzers]))
     raw = xp.concatenate([decisions[:, :models.num_reg], presence(models, decisions)], axis=1)
     if not success.all():
-        raw[xp.asarray(~success)] = 0.0
+        raw[xp.asarray(np.flatnonzero(~success))] = 0.0  # a boolean mask would make CuPy read its count back
     for i, a in enumerate(analyzers):
         a._record(raw[i], projections[i], bool(success[i]), timestamps[i])
     return raw

@@ -20,6 +20,7 @@ import numpy as np
 
 from gpuau.cpu import pdm_fit as kern
 from gpuau.device import resolve_device
+from gpuau.kernels.loader import device_context
 from gpuau.landmarks.rotation import euler_to_rotation_matrix
 from gpuau.models.cache import load_cached
 from gpuau.models.pdm_file import parse_pdm
@@ -221,10 +222,11 @@ class PDM:
         """
         backend = resolve_device(backend)
         xp = backend.xp
-        lm = xp.ascontiguousarray(xp.asarray(landmarks_2d), dtype=_F).reshape(-1, self.n_points, 2)
-        rot = (xp.zeros((len(lm), 3), _F) if rotations is None
-               else xp.ascontiguousarray(xp.asarray(rotations), dtype=_F).reshape(-1, 3))
-        return backend.kernels.calc_params_batch(*self.arrays(backend), lm, rot)
+        with device_context(backend):  # cuda:N: the arrays on GPU N
+            lm = xp.ascontiguousarray(xp.asarray(landmarks_2d), dtype=_F).reshape(-1, self.n_points, 2)
+            rot = (xp.zeros((len(lm), 3), _F) if rotations is None
+                   else xp.ascontiguousarray(xp.asarray(rotations), dtype=_F).reshape(-1, 3))
+            return backend.kernels.calc_params_batch(*self.arrays(backend), lm, rot)
 
     def shape_2d_batch(self, params_global, params_local, *, backend="cpu"):
         """:meth:`calc_shape_2d` of many faces at once, through ``backend.kernels.shape_2d_batch``: ``params_global``

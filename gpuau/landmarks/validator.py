@@ -103,7 +103,7 @@ def flatten_maps(maps: np.ndarray) -> np.ndarray:
     -------
     ndarray (..., C * H * W)
     """
-    return np.swapaxes(maps, -1, -2).reshape(*maps.shape[:-3], -1)
+    return maps.swapaxes(-1, -2).reshape(*maps.shape[:-3], -1)
 
 
 def cnn_forward(image: np.ndarray, layers: "tuple[ValidatorLayer, ...]", backend="cpu") -> np.ndarray:
