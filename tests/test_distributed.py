@@ -51,7 +51,7 @@ def test_same_bytes_as_one_process_and_resume(cluster, corpus, corpus_reference,
     out = tmp_path / "out"
     report = analyze_corpus(corpus, out, workers=2, progress=False)
     assert [o.status for o in report.outcomes] == ["done", "done", "done", "failed"]
-    assert report.outcomes[3].reason == "not a readable video"  # reported once, as the worker found it
+    assert report.outcomes[3].reason.startswith("not a readable video (check")  # reported once, as the worker found it
     assert [o.frames for o in report.outcomes[:3]] == [30, 1, 30]
     assert sorted(files(out)) == ["clip30.csv", "image_sequence.csv", "sample1.csv"]
     assert files(out) == files(corpus_reference)

@@ -40,6 +40,19 @@ def test_zero_frame_video_is_reported(tmp_path, capsys):
     assert not (tmp_path / "out" / "empty.csv").exists()
 
 
+def test_empty_and_damaged_files_are_reported_with_the_fix_and_the_corpus_goes_on(media_dir, tmp_path, capsys):
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    (folder / "empty.mp4").write_bytes(b"")
+    (folder / "text.avi").write_text("not a video")
+    write_clip(folder / "good.avi", [np.full((48, 64, 3), 90, np.uint8)] * 3)
+    assert main(["analyze", str(folder), "-o", str(tmp_path / "out"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "empty.mp4: file is empty (0 bytes) (its copy or download did not finish: fetch it again)" in err
+    assert "text.avi: not a readable video (check it is a complete video file in a format FFmpeg decodes)" in err
+    assert (tmp_path / "out" / "good.csv").exists()
+
+
 def test_odd_frame_size(media_dir, tmp_path):
     src = cv2.VideoCapture(str(media_dir / "default.wmv"))
     frames = [cv2.resize(src.read()[1], (333, 251)) for _ in range(5)]

@@ -41,7 +41,7 @@ def test_same_bytes_as_one_process_and_resume(corpus, corpus_reference, tmp_path
     out = tmp_path / "out"
     report = run_corpus(corpus, out, analyzer=Analyzer("cpu"), workers=2, progress=False)
     assert [o.status for o in report.outcomes] == ["done", "done", "done", "failed"]
-    assert report.outcomes[3].reason == "not a readable video"  # reported once, as the worker found it
+    assert report.outcomes[3].reason.startswith("not a readable video (check")  # reported once, as the worker found it
     assert [o.frames for o in report.outcomes[:3]] == [30, 1, 30]
     assert files(out) == files(corpus_reference)
     assert not list(out.glob(".*"))  # no temporary files left

@@ -46,6 +46,7 @@ class InputError(RuntimeError):
     def __init__(self, path, reason: str, fix: str = ""):
         self.path = str(path)
         self.reason = reason
+        self.fix = fix
         msg = f"{path}: {reason}"
         if fix:
             msg += f" ({fix})"
@@ -406,6 +407,8 @@ def open_source(path: "str | os.PathLike", *, timestamps: str = "openface", thre
         return VideoSource(p, "image", 0.0, img.shape[1], img.shape[0], 1, files=[p], first=img)
     if not os.access(p, os.R_OK):
         raise InputError(p, "file is not readable", "check its permissions")
+    if p.stat().st_size == 0:
+        raise InputError(p, "file is empty (0 bytes)", "its copy or download did not finish: fetch it again")
     threads = threads or decoder_threads()
     cap = cv2.VideoCapture(str(p), cv2.CAP_ANY, [cv2.CAP_PROP_N_THREADS, threads])
     if not cap.isOpened():
