@@ -392,6 +392,8 @@ def analyze(args) -> int:
         return 1
     if args.verbose:
         _log_to_stderr()
+    else:  # FFmpeg's own lines name no file ("moov atom not found"); each failed input is reported with its name
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     if args.format == "parquet":
         try:
             import pyarrow  # noqa: F401

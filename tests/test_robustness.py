@@ -1,5 +1,8 @@
 """Bad and unusual inputs through the command line: one clear message, no crash, the corpus goes on."""
 import errno
+import os
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -51,6 +54,22 @@ def test_empty_and_damaged_files_are_reported_with_the_fix_and_the_corpus_goes_o
     assert "empty.mp4: file is empty (0 bytes) (its copy or download did not finish: fetch it again)" in err
     assert "text.avi: not a readable video (check it is a complete video file in a format FFmpeg decodes)" in err
     assert (tmp_path / "out" / "good.csv").exists()
+
+
+def test_ffmpeg_lines_without_a_file_name_only_with_verbose(tmp_path):
+    """FFmpeg's own complaint about a damaged file names no file; gpuau's line names it (a fresh process: OpenCV
+    reads its FFmpeg log level once)."""
+    clip = write_clip(tmp_path / "clip.avi", [np.full((48, 64, 3), 90, np.uint8)] * 3)
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(b"\0\0\0\x18ftypmp42" + clip.read_bytes()[:400])
+    env = {k: v for k, v in os.environ.items() if k != "OPENCV_FFMPEG_LOGLEVEL"}
+    run = [sys.executable, "-m", "gpuau", "analyze", str(damaged), "-o", str(tmp_path / "out")]
+    quiet = subprocess.run(run + ["--quiet"], env=env, capture_output=True, text=True)
+    verbose = subprocess.run(run + ["--verbose"], env=env, capture_output=True, text=True)
+    assert quiet.returncode == verbose.returncode == 1
+    assert quiet.stderr.strip().splitlines() == [f"gpuau: failed: {damaged}: not a readable video (check it is a "
+                                                 "complete video file in a format FFmpeg decodes)"], quiet.stderr
+    assert "moov atom not found" in verbose.stderr
 
 
 def test_odd_frame_size(media_dir, tmp_path):
