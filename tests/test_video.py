@@ -1,4 +1,5 @@
 """Frame sources on real media and on small generated bad inputs."""
+import pickle
 import threading
 from pathlib import Path
 
@@ -74,6 +75,15 @@ def test_not_a_video(tmp_path, content):
     p.write_bytes(content)
     with pytest.raises(InputError, match="bad.avi"):
         list(open_source(p))
+
+
+def test_input_error_crosses_processes(tmp_path):
+    """An InputError pickles with its fields (a process pool hands a worker's exception back this way)."""
+    with pytest.raises(InputError) as raised:
+        open_source(tmp_path / "nope.mp4")
+    again = pickle.loads(pickle.dumps(raised.value))
+    assert type(again) is InputError and str(again) == str(raised.value)
+    assert (again.path, again.reason, again.fix) == (raised.value.path, "no such file or folder", "check the path")
 
 
 def test_missing_path_and_empty_folder(tmp_path):

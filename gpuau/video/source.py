@@ -52,6 +52,9 @@ class InputError(RuntimeError):
             msg += f" ({fix})"
         super().__init__(msg)
 
+    def __reduce__(self):  # rebuilt from its fields where it crosses a process (concurrent.futures, Ray)
+        return type(self), (self.path, self.reason, self.fix)
+
 
 @dataclass(frozen=True)
 class Frame:
