@@ -378,7 +378,7 @@ def _count_or_auto(what: str, auto):
                   "Rotated videos)"),
          arg("--quality", default="exact", choices=("exact", "fast"),
              help="exact: OpenFace's landmark fit, identical output (default); fast: the main CLNF model without the "
-                  "inner-face and eye models, ~1.8x faster landmarks for <1 px landmark error (README: Quality)"),
+                  "inner-face and eye models, ~2x faster landmarks for <1 px landmark error (README: Quality)"),
          arg("--detect-every", default=None, type=int, metavar="N",
              help="also re-run face detection every N frames while tracking succeeds (default: only when tracking "
                   "fails, as OpenFace does)"),

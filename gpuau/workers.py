@@ -69,8 +69,8 @@ def plan_local_workers(inputs: int, device: str, workers: "int | None" = None, *
 
     ``workers`` given: that many (at most one per input). Otherwise, on the CPU one per core, as many as
     the free memory holds at :data:`WORKER_MEMORY` each, at most one per input (measured on 2 cores: two
-    processes of one core each analysed 1.47x the frames per second of one process using both, README:
-    Speed); on a GPU one (batching streams in one process is what keeps a GPU busy: ``--streams``).
+    processes of one core each analysed 1.26-1.32x the frames per second of one process using both, README:
+    Speed, Corpora); on a GPU one (batching streams in one process is what keeps a GPU busy: ``--streams``).
 
     Parameters
     ----------
