@@ -54,6 +54,7 @@ class CorpusReport:
     outcomes: list = field(default_factory=list)
     elapsed: float = 0.0
     stopped: str = ""
+    setup: float = 0.0  # seconds the CPU kernels' one-time compile took before the first input (not in elapsed)
 
     def count(self, status: str) -> int:
         return sum(o.status == status for o in self.outcomes)
@@ -78,6 +79,9 @@ class CorpusReport:
             f"{'speed':<10}{(frames / self.elapsed if self.elapsed else 0):>8.1f} frames/s   "
             f"(all frames over the elapsed time)",
         ]
+        if self.setup >= 1.0:
+            lines.append(f"{'setup':<10}{self.setup:>8.1f} s   (the CPU kernels compiled once for this version of "
+                         "gpuau, before the first input; not in elapsed)")
         for o in self.failed:
             lines.append(f"FAILED {o.input}: {o.reason}")
         if self.stopped:
@@ -218,6 +222,18 @@ class CorpusRun:
             self.report.stopped = (f"no space left on the device holding {self.outdir.resolve()}; free space and "
                                    f"rerun (finished outputs are kept and skipped)")
         self.bar.update(1)
+
+    def compile_kernels(self, analyzer) -> None:
+        """On the CPU, compile the kernels if this version of the code has not (:func:`gpuau.cpu.warmup.ensure_warm`;
+        once, here, not in every worker process at once), outside the elapsed time: the report's ``setup``."""
+        if analyzer.backend.name != "cpu":
+            return
+        from gpuau.cpu.warmup import ensure_warm
+
+        t = time.perf_counter()
+        ensure_warm(analyzer.models)
+        self.report.setup = time.perf_counter() - t
+        self._t0 += self.report.setup
 
     def finish(self) -> CorpusReport:
         """Close the progress bar; the report, outcomes in input order, with the elapsed time."""
@@ -442,6 +458,12 @@ def run_corpus(inputs: Iterable, outdir: "str | os.PathLike", *, analyzer, fmt: 
     from tqdm.auto import tqdm
 
     run = CorpusRun(inputs, outdir, fmt=fmt, overwrite=overwrite, progress=progress, verbose=verbose)
+    if run.todo:
+        try:
+            run.compile_kernels(analyzer)
+        except BaseException:
+            run.finish()
+            raise
     if (streams != 1 or decode != "opencv") and not analyzer.multi_face:
         try:
             _run_streams(run, analyzer, fmt, streams, progress, decode)
@@ -456,10 +478,6 @@ def run_corpus(inputs: Iterable, outdir: "str | os.PathLike", *, analyzer, fmt: 
         if plan.count > 1:
             logging.getLogger("gpuau").info("%d worker processes of %d core(s) each", plan.count, plan.threads)
             try:
-                if backend.name == "cpu":  # compile the kernels once here, not in every worker at once
-                    from gpuau.cpu.warmup import ensure_warm
-
-                    ensure_warm(analyzer.models)
                 device = f"cuda:{backend.device_id}" if backend.is_gpu else backend.name
                 schedule(run, device, plan, fmt=fmt, progress=progress, options=analyzer.settings())
             finally:

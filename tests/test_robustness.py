@@ -72,6 +72,25 @@ def test_ffmpeg_lines_without_a_file_name_only_with_verbose(tmp_path):
     assert "moov atom not found" in verbose.stderr
 
 
+def test_first_run_compile_is_reported_as_setup_not_as_analysis_time(tmp_path, monkeypatch):
+    """The kernels' one-time compile (stubbed: 1.5 s) happens before the first input, is the summary's setup line,
+    and leaves the elapsed time and frames/s to the analysis."""
+    import time
+
+    import gpuau.cpu.warmup
+    from gpuau.corpus import run_corpus
+    from gpuau.pipeline import Analyzer
+
+    monkeypatch.setattr(gpuau.cpu.warmup, "ensure_warm", lambda models=None: time.sleep(1.5))
+    clip = write_clip(tmp_path / "clip.avi", [np.full((48, 64, 3), 90, np.uint8)] * 3)
+    t = time.perf_counter()
+    report = run_corpus([clip], tmp_path / "out", analyzer=Analyzer("cpu"), progress=False, workers=1)
+    wall = time.perf_counter() - t
+    assert report.count("done") == 1 and report.setup >= 1.5
+    assert report.elapsed <= wall - 1.5
+    assert "setup" in report.summary() and "not in elapsed" in report.summary()
+
+
 def test_odd_frame_size(media_dir, tmp_path):
     src = cv2.VideoCapture(str(media_dir / "default.wmv"))
     frames = [cv2.resize(src.read()[1], (333, 251)) for _ in range(5)]

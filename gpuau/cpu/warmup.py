@@ -206,7 +206,7 @@ def ensure_warm(models: "str | os.PathLike | None" = None) -> None:
 
     if os.environ.get("GPUAU_WARMUP") == "0" or numba.config.DISABLE_JIT or is_warm():
         return
-    log.warning("compiling the CPU kernels once, in child processes (about 30 s; `gpuau warmup` does it ahead)")
+    log.warning("compiling the CPU kernels once, in child processes (30-60 s; `gpuau warmup` does it ahead)")
     warm_up(models)
 
 
