@@ -229,12 +229,9 @@ class Analyzer:
                  detect_every: "int | None" = None, orientation: str = "openface"):
         from gpuau.landmarks.quality import get_quality
         from gpuau.models.store import require_models
-        from gpuau.video import ORIENTATIONS, TIMESTAMPS
+        from gpuau.video import check_video_options
 
-        if timestamps not in TIMESTAMPS:
-            raise ValueError(f"timestamps={timestamps!r}: use one of {TIMESTAMPS}")
-        if orientation not in ORIENTATIONS:
-            raise ValueError(f"orientation={orientation!r}: use one of {ORIENTATIONS}")
+        check_video_options(timestamps, orientation)
         self.timestamps = timestamps
         self.orientation = orientation
         self.backend = resolve_device(device)

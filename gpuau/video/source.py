@@ -314,6 +314,14 @@ _ROTATE_FLAGS = {90: 0, 180: 1, 270: 2}
 """``cv2.rotate`` codes of a clockwise turn: ROTATE_90_CLOCKWISE, ROTATE_180, ROTATE_90_COUNTERCLOCKWISE."""
 
 
+def check_video_options(timestamps: str, orientation: str) -> None:
+    """Raise ``ValueError`` for a ``timestamps`` not in :data:`TIMESTAMPS` or an ``orientation`` not in
+    :data:`ORIENTATIONS`."""
+    for name, value, choices in (("timestamps", timestamps, TIMESTAMPS), ("orientation", orientation, ORIENTATIONS)):
+        if value not in choices:
+            raise ValueError(f"{name}={value!r}: use one of {choices}")
+
+
 def _turn(rotation: int, orientation: str) -> int:
     """Clockwise turn of each frame of a video whose container asks for ``rotation`` (clockwise degrees)."""
     return {"openface": (360 - rotation) % 360, "display": rotation, "stored": 0}[orientation]
@@ -391,10 +399,7 @@ def open_source(path: "str | os.PathLike", *, timestamps: str = "openface", thre
     """
     import cv2
 
-    if timestamps not in TIMESTAMPS:
-        raise ValueError(f"timestamps={timestamps!r}: use one of {TIMESTAMPS}")
-    if orientation not in ORIENTATIONS:
-        raise ValueError(f"orientation={orientation!r}: use one of {ORIENTATIONS}")
+    check_video_options(timestamps, orientation)
     p = Path(path)
     if not p.exists():
         raise InputError(p, "no such file or folder", "check the path")
