@@ -13,7 +13,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from gpuau.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, InputError
 
@@ -223,15 +223,10 @@ class CorpusRun:
                                    f"rerun (finished outputs are kept and skipped)")
         self.bar.update(1)
 
-    def compile_kernels(self, analyzer) -> None:
-        """On the CPU, compile the kernels if this version of the code has not (:func:`gpuau.cpu.warmup.ensure_warm`;
-        once, here, not in every worker process at once), outside the elapsed time: the report's ``setup``."""
-        if analyzer.backend.name != "cpu":
-            return
-        from gpuau.cpu.warmup import ensure_warm
-
+    def prepare(self, step: Callable[[], None]) -> None:
+        """Run ``step`` before the first input, outside the elapsed time (the report's ``setup``)."""
         t = time.perf_counter()
-        ensure_warm(analyzer.models)
+        step()
         self.report.setup = time.perf_counter() - t
         self._t0 += self.report.setup
 
@@ -459,8 +454,8 @@ def run_corpus(inputs: Iterable, outdir: "str | os.PathLike", *, analyzer, fmt: 
 
     run = CorpusRun(inputs, outdir, fmt=fmt, overwrite=overwrite, progress=progress, verbose=verbose)
     if run.todo:
-        try:
-            run.compile_kernels(analyzer)
+        try:  # the kernels' one-time compile: here, not in every worker process at once, and not in elapsed
+            run.prepare(analyzer.compile_kernels)
         except BaseException:
             run.finish()
             raise

@@ -253,6 +253,15 @@ class Analyzer:
         return dict(models=self.models, multi_face=self.multi_face, timestamps=self.timestamps, quality=self.quality,
                     detect_every=self.detect_every, orientation=self.orientation)
 
+    def compile_kernels(self) -> None:
+        """On the CPU, compile the Numba kernels if this version of gpuau has not (in child processes, once:
+        :func:`gpuau.cpu.warmup.ensure_warm`); the first analysis calls it, and a caller timing its analyses can
+        call it first."""
+        if self.backend.name == "cpu":
+            from gpuau.cpu.warmup import ensure_warm
+
+            ensure_warm(self.models)
+
     # Models load once per Analyzer and are shared by every video it analyses.
     def _load(self) -> None:
         from gpuau.detect import MTCNN
@@ -261,10 +270,7 @@ class Analyzer:
         from gpuau.landmarks.validator import DetectionValidator
 
         if self._clnf is None:
-            if self.backend.name == "cpu":  # compile the kernels in child processes, once (see gpuau.cpu.warmup)
-                from gpuau.cpu.warmup import ensure_warm
-
-                ensure_warm(self.models)
+            self.compile_kernels()
             self._clnf = load_clnf(self.models, self.quality)
             mtcnn = self._mtcnn = MTCNN(self.models, device=self.backend)
             self._detector = lambda image: select_box(mtcnn.detect(image))
