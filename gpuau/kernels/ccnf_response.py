@@ -53,10 +53,10 @@ def ccnf_response(backend, areas, weights, alphas, sigmas, patch_h: int = 11, pa
     if weights.ndim != 3:
         raise ValueError(f"ccnf_response: weights must be (E, K, 1 + patch_h*patch_w), got shape {weights.shape}")
     n_experts, k = (int(v) for v in weights.shape[:2])
-    host = experts is None or isinstance(experts, np.ndarray)  # checked on the host, then uploaded
-    # checked in int64 on the host; a device's int32 table is taken as it is (no conversions there and back)
-    index = xp.asarray(expert_indices(n, n_experts, experts, *((np, np.int64) if host else (xp, np.int32))),
-                       dtype=np.int32)
+    # a host table is checked in int64 on the host, then uploaded; a device's int32 table is taken as it is
+    host = experts is None or isinstance(experts, np.ndarray)
+    table_xp, table_dtype = (np, np.int64) if host else (xp, np.int32)
+    index = xp.asarray(expert_indices(n, n_experts, experts, table_xp, table_dtype), dtype=np.int32)
     expected = {"weights": (k, 1 + patch_h * patch_w), "alphas": (k,), "sigmas": (r_h * r_w, r_h * r_w)}
     arrays = {}
     for name, a, dtype in (("weights", weights, np.float32), ("alphas", alphas, np.float64),
