@@ -14,7 +14,13 @@ Two measurements on every shared reference video:
    printed-and-rebuilt output against ours.  Equal errors mean our fit takes OpenFace's step from
    OpenFace's state as closely as the printed precision can show.
 
-    python benchmarks/bench_noise_floor.py [--ulp] [--step] [--videos default changeLighting ...]
+    python benchmarks/bench_noise_floor.py [--ulp] [--step] [--videos default changeLighting noise ...]
+                                           [--reference DIR]
+
+Videos are the shared reference videos or the derived clips of ``tests/derived_media.py``; OpenFace's CSVs
+come from the shared references, or from ``--reference DIR`` (``DIR/<name>.csv``, e.g. written by an OpenFace
+build run on the clips: ``benchmarks/versus_openface.py``).  Without an OpenFace CSV, ``--ulp`` prints the
+nudged runs against the plain one only.
 """
 from __future__ import annotations
 
@@ -32,13 +38,14 @@ os.environ.setdefault("GPUAU_MODELS", str(SHARED / "models" / "openface-2.2.0"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from au_harness import VIDEOS as AU_VIDEOS, reference_landmarks  # noqa: E402
+from derived_media import CLIPS, clip_frames  # noqa: E402
 from reference import GLOBAL_PARAMS, LOCAL_PARAMS, read_reference  # noqa: E402
 
 from gpuau.au import AUAnalyzer  # noqa: E402
 from gpuau.landmarks.clnf import detect_landmarks  # noqa: E402
 from gpuau.landmarks.tracker import FaceTracker, select_box  # noqa: E402
 from gpuau.pipeline import Analyzer  # noqa: E402
-from gpuau.video import open_source  # noqa: E402
+from gpuau.video import Frame, open_source, to_gray8  # noqa: E402
 
 REFERENCE = SHARED / "reference" / "openface-clnf"
 MEDIA = SHARED / "media"
@@ -93,21 +100,42 @@ def openface_aus(df: pd.DataFrame, names) -> dict:
     return {k: df[k].to_numpy(np.float64) for k in names}
 
 
-def sensitivity(name: str, analyzer: Analyzer) -> None:
-    frames = list(open_source(MEDIA / VIDEOS[name]))
-    df = read_reference(REFERENCE / f"{name}.csv")
+def video_frames(name: str) -> list:
+    """The decoded frames of a shared reference video or a derived clip."""
+    if name in CLIPS:
+        images, fps = clip_frames(name, MEDIA)
+        return [Frame(i, i / fps, im, to_gray8(im)) for i, im in enumerate(images)]
+    return list(open_source(MEDIA / VIDEOS[name]))
+
+
+def openface_csv(name: str, reference: "Path | None") -> "Path | None":
+    """OpenFace's CSV of ``name``, from ``reference`` or the shared references; None where neither has it."""
+    paths = [d / f"{name}.csv" for d in (reference, REFERENCE) if d is not None]
+    return next((p for p in paths if p.is_file()), None)
+
+
+def sensitivity(name: str, analyzer: Analyzer, reference: "Path | None" = None) -> None:
+    frames = video_frames(name)
     lm, ok, _ = track(analyzer, frames)
     plain = aus(frames, lm, ok)
-    print(f"{name}: ours vs OpenFace:                  {figures(openface_aus(df, plain), plain)}")
+    csv = openface_csv(name, reference)
+    if csv is not None:
+        print(f"{name}: ours vs OpenFace:                  {figures(openface_aus(read_reference(csv), plain), plain)}")
+    else:
+        print(f"{name}: no OpenFace CSV (--reference DIR); our plain run against nudged ones:")
     for kind, k in NUDGES:
         lm1, ok1, _ = track(analyzer, frames, (kind, k))
         label = f"1 ulp on {kind} param {k} ({np.abs(lm1 - lm).mean():.4f} px)"
         print(f"  {label:40s} vs ours: {figures(plain, aus(frames, lm1, ok1))}")
 
 
-def one_step(name: str, analyzer: Analyzer, frames_max: int = 150) -> None:
-    frames = list(open_source(MEDIA / VIDEOS[name]))[:frames_max]
-    df = read_reference(REFERENCE / f"{name}.csv", nrows=len(frames))
+def one_step(name: str, analyzer: Analyzer, reference: "Path | None" = None, frames_max: int = 150) -> None:
+    csv = openface_csv(name, reference)
+    if csv is None:
+        print(f"{name}: --step needs OpenFace's CSV (--reference DIR)")
+        return
+    frames = video_frames(name)[:frames_max]
+    df = read_reference(csv, nrows=len(frames))
     lm, ok, params = track(analyzer, frames)
     printed = {f"x_{i}": np.round(lm[:, i, 0], 1) for i in range(68)}
     printed.update({f"y_{i}": np.round(lm[:, i, 1], 1) for i in range(68)})
@@ -137,11 +165,12 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ulp", action="store_true", help="sensitivity to one float32 ulp")
     ap.add_argument("--step", action="store_true", help="one tracking step from OpenFace's state")
-    ap.add_argument("--videos", nargs="+", default=list(VIDEOS), choices=list(VIDEOS))
+    ap.add_argument("--videos", nargs="+", default=list(VIDEOS), choices=[*VIDEOS, *CLIPS])
+    ap.add_argument("--reference", type=Path, metavar="DIR", help="OpenFace's CSVs, DIR/<video>.csv")
     args = ap.parse_args()
     an = Analyzer(device="cpu")
     for v in args.videos:
         if args.step or not args.ulp:
-            one_step(v, an)
+            one_step(v, an, args.reference)
         if args.ulp or not args.step:
-            sensitivity(v, an)
+            sensitivity(v, an, args.reference)

@@ -2,7 +2,8 @@
 
 The reference videos track one face from the first frame to the last. These clips, made from them
 (``tests/derived_media.py``), make OpenFace lose the face and find it again, find a face that appears
-only after a while, follow a cut to another person, fit a mirrored face and a half-hidden one. OpenFace 2.0.2's ``FeatureExtraction`` (CLNF
+only after a while, follow a cut to another person, fit a mirrored face and a half-hidden one, track three times
+the usual motion between frames and a face moving through a panning window. OpenFace 2.0.2's ``FeatureExtraction`` (CLNF
 model, built on this project's machine kind, where it writes the shared reference CSVs byte for
 byte) was run on their lossless files; ``tests/data/openface-derived`` keeps its frame, confidence,
 success, 2D landmark and AU columns (``python -m benchmarks.versus_openface`` redoes it given the
@@ -48,16 +49,16 @@ def test_derived_clip_matches_openface(name, analyzer, media_dir, shared, tmp_pa
 
     res = compare(theirs, ours, shared)
     assert res["frames_candidate"] == res["frames_reference"] == len(frames)
-    # measured 0.018-0.028 px mean, 0.031-0.042 p95 (the reference videos: 0.018-0.027 / 0.031-0.045)
+    # measured 0.018-0.028 px mean, 0.031-0.045 p95 (the reference videos: 0.018-0.027 / 0.031-0.045)
     assert res["landmark_mean_px"] < 0.05 and res["landmark_p95_px"] < 0.1
     # Pearson r over AUs that vary (OpenFace's intensities spread by 0.05 or more); one that stays near zero
     # (mirror's AU10, standard deviation 0.011) measures noise there, and is held to its mean error instead
     spread = read_reference(theirs)[list(res["au_r"])].std()
     varying = [r for au, r in res["au_r"].items() if not math.isnan(r) and spread[au] >= 0.05]
     flat = [res["au_mae"][au] for au in res["au_r"] if spread[au] < 0.05]
-    # measured: AU r mean 0.997-0.999, min 0.992 over the varying AUs (the rounding floor of
-    # benchmarks/bench_noise_floor.py is 0.978-0.990 on changeLighting, the clip mirror mirrors), MAE <= 0.029;
-    # the near-constant AUs: MAE <= 0.0005
+    # measured: AU r mean 0.996-0.999, min 0.989 over the varying AUs (the rounding floor of
+    # benchmarks/bench_noise_floor.py is 0.978-0.990 on changeLighting, the clip mirror mirrors, and 0.958-0.970
+    # on skip3), MAE <= 0.033; the near-constant AUs: MAE <= 0.0008
     assert np.mean(varying) >= 0.99 and min(varying) >= 0.975
     assert max(res["au_mae"].values()) <= 0.05 and max(flat, default=0) <= 0.01
     assert res["au_c_agreement_mean"] >= 0.985
