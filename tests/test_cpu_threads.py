@@ -22,6 +22,8 @@ from gpuau.cpu import warp_affine as cpu_warp
 from test_fhog import aligned_faces  # noqa: F401 (fixture)
 
 two_cores = pytest.mark.skipif(threads.cores() < 2, reason="one core: nothing is shared")
+# forking a process whose helper thread runs is what these tests check (Python 3.12+ warns of it in general)
+forks_with_threads = pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 
 
 def test_no_numba_kernel_is_parallel():
@@ -107,6 +109,7 @@ def _split_features(faces):
 
 
 @two_cores
+@forks_with_threads
 def test_fork_after_split_calls(aligned_faces, monkeypatch):  # noqa: F811
     monkeypatch.setattr(cpu_fhog, "PARALLEL_MIN_FACES", 2)
     monkeypatch.setattr(cpu_warp, "PARALLEL_MIN_VALUES", 2 * 224 * 224 * 3)

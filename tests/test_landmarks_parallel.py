@@ -17,6 +17,8 @@ from test_landmarks_fit import _assert_same_fit
 
 FRAMES = (3, 9)
 two_cores = pytest.mark.skipif(threads.cores() < 2, reason="one core: nothing is shared")
+# forking a process whose helper thread runs is what these tests check (Python 3.12+ warns of it in general)
+forks_with_threads = pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +81,7 @@ def _child_maps(args):
 
 
 @two_cores
+@forks_with_threads
 def test_fork_after_sharing(clnf, frames):
     """A child forked after the parent split a call gets a helper of its own and the same maps."""
     args = expert_inputs(clnf, frames[1], 1, 9)
