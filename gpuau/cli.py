@@ -395,10 +395,12 @@ def analyze(args) -> int:
     else:  # FFmpeg's own lines name no file ("moov atom not found"); each failed input is reported with its name
         os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     if args.format == "parquet":
+        from gpuau.io.openface_csv import require_pyarrow
+
         try:
-            import pyarrow  # noqa: F401
-        except ImportError:
-            print("gpuau: error: --format parquet needs pyarrow: pip install 'gpuau[parquet]'", file=sys.stderr)
+            require_pyarrow()
+        except ImportError as e:
+            print(f"gpuau: error: --format parquet: {e}", file=sys.stderr)
             return 1
     if args.detect_every is not None and (args.detect_every < 1 or args.multi_face):
         print("gpuau: error: --detect-every needs N >= 1 and one face per video (not --multi-face)", file=sys.stderr)

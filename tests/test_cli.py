@@ -233,9 +233,29 @@ def test_analyze_verbose_lines_and_summary(media_dir, tmp_path, capsys, gpuau_lo
 
 
 def test_parquet_without_pyarrow_stops_before_any_analysis(media_dir, tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow raises ImportError
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow raises ModuleNotFoundError
     assert cli.main(["analyze", str(media_dir / "sample1.jpg"), "-o", str(tmp_path), "--format", "parquet"]) == 1
-    assert capsys.readouterr().err == "gpuau: error: --format parquet needs pyarrow: pip install 'gpuau[parquet]'\n"
+    assert capsys.readouterr().err == ("gpuau: error: --format parquet: Parquet output needs pyarrow: "
+                                       "pip install 'gpuau[parquet]'\n")
+    assert not list(tmp_path.iterdir())
+
+
+def test_parquet_with_a_pyarrow_that_does_not_import_says_why(media_dir, tmp_path, monkeypatch, capsys):
+    """A pyarrow built for numpy 2 in a numpy 1.x environment is installed, but its import fails: the error keeps
+    pyarrow's reason instead of asking to install it."""
+    class BrokenPyarrow:
+        def find_spec(self, name, path=None, target=None):
+            if name == "pyarrow":
+                raise ImportError("pyarrow requires NumPy 2.0 or newer, found 1.26.4")
+
+    monkeypatch.delitem(sys.modules, "pyarrow", raising=False)
+    monkeypatch.delitem(sys.modules, "pyarrow.parquet", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [BrokenPyarrow(), *sys.meta_path])
+    assert cli.main(["analyze", str(media_dir / "sample1.jpg"), "-o", str(tmp_path), "--format", "parquet"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("gpuau: error: --format parquet: Parquet output needs pyarrow, which is installed but does "
+                          "not import (pyarrow requires NumPy 2.0 or newer, found 1.26.4): ")
+    assert "pip install 'pyarrow==17.*'" in err
     assert not list(tmp_path.iterdir())
 
 

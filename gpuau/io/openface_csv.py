@@ -273,6 +273,26 @@ PARQUET_ROW_GROUP = 8192
 """Rows per Parquet row group (about 28 MB of FeatureExtraction's columns): the unit converted at a time."""
 
 
+def require_pyarrow():
+    """``(pyarrow, pyarrow.parquet)``, or an ImportError that says how to get a pyarrow that imports.
+
+    An installed pyarrow can fail to import too: pip lets a numpy 1.x environment take a pyarrow built for
+    numpy 2 ("pyarrow requires NumPy 2.0 or newer"); the message then keeps pyarrow's reason.
+    """
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ModuleNotFoundError as e:
+        if not (e.name or "").startswith("pyarrow"):
+            raise
+        raise ImportError("Parquet output needs pyarrow: pip install 'gpuau[parquet]'") from e
+    except ImportError as e:
+        raise ImportError(f"Parquet output needs pyarrow, which is installed but does not import ({e}): install one "
+                          "built for this environment's numpy (with numpy 1.26: pip install 'pyarrow==17.*') or "
+                          "upgrade numpy") from e
+    return pa, pq
+
+
 def write_openface_parquet(path: "str | os.PathLike", columns: Mapping, *, order: "list | None" = None) -> Path:
     """Write the same table as Parquet (needs pyarrow), atomically.
 
@@ -304,11 +324,7 @@ def write_parquet_row_groups(path: "str | os.PathLike", groups: Iterable[Mapping
     -------
     Path
     """
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError("Parquet output needs pyarrow: pip install pyarrow") from e
+    pa, pq = require_pyarrow()
     path = Path(path)
     groups = iter(groups)
     first = next(groups)
