@@ -100,8 +100,9 @@ def _fmaf_flat(a, b, c, out):
 
 def fmaf_arrays(a, b, c) -> np.ndarray:
     """Elementwise :func:`fmaf` of float32 arrays (broadcast together)."""
-    a, b, c = np.broadcast_arrays(*(np.asarray(x, np.float32) for x in (a, b, c)))
-    out = np.empty(a.shape, np.float32)
-    _fmaf_flat(np.ascontiguousarray(a).ravel(), np.ascontiguousarray(b).ravel(), np.ascontiguousarray(c).ravel(),
-               out.reshape(-1))
+    shape = np.broadcast_shapes(np.shape(a), np.shape(b), np.shape(c))
+    # flat writable copies (numpy 1.x warns when a broadcast_arrays view reaches Numba, which asks if it is writable)
+    flat = [np.broadcast_to(np.asarray(x, np.float32), shape).flatten() for x in (a, b, c)]
+    out = np.empty(shape, np.float32)
+    _fmaf_flat(*flat, out.reshape(-1))
     return out
