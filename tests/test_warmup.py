@@ -71,6 +71,19 @@ def test_stamp_follows_the_kernel_sources_only(tmp_path, monkeypatch):
     assert warmup._stamp() != stamp
 
 
+def test_stamp_follows_the_cpu_target():
+    """A cache folder shared by machines of different CPUs holds Numba's kernels for each, and each needs its own
+    warm-up: the stamp names the target Numba compiles for (here set by NUMBA_CPU_NAME, in fresh processes)."""
+    code = "from gpuau.cpu import warmup; print(warmup._stamp())"
+    stamps = {}
+    for cpu in ("", "haswell", "x86-64"):
+        env = {k: v for k, v in os.environ.items() if k != "NUMBA_CPU_NAME"} | ({"NUMBA_CPU_NAME": cpu} if cpu else {})
+        stamps[cpu] = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                                     check=True).stdout.strip()
+    assert len(set(stamps.values())) == 3
+    assert len({s.rpartition("-")[0] for s in stamps.values()}) == 1  # the same code, three targets
+
+
 def test_numba_cache_folder_follows_every_kernel_source(tmp_path):
     """Numba checks a cached function against its own file only, so gpuau keeps the cache of the kernels in a
     folder per version of all kernel sources: editing a helper in one module changes the folder of all."""

@@ -131,17 +131,26 @@ one child peaked at 418 MB, three peak at 275, 315 and 342 MB)."""
 
 
 def _stamp() -> Path:
-    """Stamp file of a finished warm-up of this code, beside Numba's cache of the kernels."""
+    """Stamp file of a finished warm-up of this code for this machine's CPU target, beside Numba's cache of the
+    kernels: ``gpuau-warm-<code>-<target>``.
+
+    Numba keeps one cache entry per CPU target (its codegen's triple, CPU name and features) in the same files, so a
+    cache folder shared by machines of different CPUs (a home folder on a cluster, a container image warmed on its
+    build machine) holds kernels for each; a stamp of the code alone made the others skip their warm-up and compile
+    in the analysing process (40 s and 705 MB for changeLighting.wmv, 2026-12-06).
+    """
     import numba
+    from numba.core.registry import cpu_target
 
     from gpuau import __version__
     from gpuau.cpu.nu_rlms import nu_rlms
 
-    key = hashlib.sha256(f"{numba.__version__}|{__version__}".encode())
+    code = hashlib.sha256(f"{numba.__version__}|{__version__}".encode())
     for path in _kernel_sources():
         st = path.stat()
-        key.update(f"|{path.relative_to(PACKAGE)}|{st.st_size}|{st.st_mtime_ns}".encode())
-    return Path(nu_rlms._cache._cache_path) / f"gpuau-warm-{key.hexdigest()[:20]}"
+        code.update(f"|{path.relative_to(PACKAGE)}|{st.st_size}|{st.st_mtime_ns}".encode())
+    target = hashlib.sha256(repr(cpu_target.target_context.codegen().magic_tuple()).encode())
+    return Path(nu_rlms._cache._cache_path) / f"gpuau-warm-{code.hexdigest()[:20]}-{target.hexdigest()[:12]}"
 
 
 def _kernel_sources() -> list:
@@ -189,7 +198,8 @@ def warm_up(models: "str | os.PathLike | None" = None) -> bool:
             return False
     try:
         stamp.parent.mkdir(parents=True, exist_ok=True)
-        for old in stamp.parent.glob("gpuau-warm-*"):  # stamps of earlier versions of the code
+        target = stamp.name.rpartition("-")[2]
+        for old in stamp.parent.glob(f"gpuau-warm-*-{target}"):  # earlier versions of the code, for this CPU
             old.unlink(missing_ok=True)
         stamp.touch()
     except OSError:
