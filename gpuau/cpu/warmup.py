@@ -11,7 +11,7 @@ other: the peak is the largest child's, not their sum.
 :func:`ensure_warm` does it once per installed version of the kernels (a stamp file beside Numba's
 cache of the kernels, keyed by the numba and gpuau versions and the size and mtime of every gpuau
 source that defines a cached kernel, the files whose change invalidates Numba's cache, and of this
-module) when a CPU :class:`~gpuau.pipeline.Analyzer` first loads its models; ``gpuau warmup`` does it
+module, and by the CPU target Numba compiles for) when a CPU :class:`~gpuau.pipeline.Analyzer` first loads its models; ``gpuau warmup`` does it
 ahead, for install scripts and container images; ``GPUAU_WARMUP=0`` turns it off.  A child that fails only costs memory: its kernels then compile in the
 analysing process, as before.
 """
