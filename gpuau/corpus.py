@@ -81,7 +81,7 @@ class CorpusReport:
         ]
         if self.setup >= 1.0:
             lines.append(f"{'setup':<10}{self.setup:>8.1f} s   (the CPU kernels compiled once for this version of "
-                         "gpuau, before the first input; not in elapsed)")
+                         "gpuau and this CPU, before the first input; not in elapsed)")
         for o in self.failed:
             lines.append(f"FAILED {o.input}: {o.reason}")
         if self.stopped:
