@@ -286,7 +286,7 @@ def failed_outcome(src, dst, error: Exception) -> Outcome:
     """The failed outcome of an input whose analysis raised ``error``: the reason in words (with the fix an
     :class:`~gpuau.video.InputError` gives), and ``disk_full`` when the output's device is full."""
     if isinstance(error, InputError):
-        return Outcome(src, dst, "failed", reason=f"{error.reason} ({error.fix})" if error.fix else error.reason)
+        return Outcome(src, dst, "failed", reason=error.explanation)
     if isinstance(error, OSError):
         if error.errno == errno.ENOSPC:
             return Outcome(src, dst, "failed", reason=f"disk full writing {dst}", disk_full=True)

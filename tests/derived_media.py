@@ -94,9 +94,11 @@ def clip_frames(name: str, media: Path) -> "tuple[list, float]":
         return [np.clip(f + rng.normal(0, 12, f.shape).round(), 0, 255).astype(np.uint8) for f in d], fps
     if name == "pan":
         h, w = d[0].shape[:2]
-        pad = [np.pad(f, ((128, 128), (128, 128), (0, 0))) for f in d]
-        return [np.ascontiguousarray(p[128 + int(40 * np.sin(i / 9)):][:h, 128 + int(120 * np.sin(i / 13)):][:, :w])
-                for i, p in enumerate(pad)], fps
+        out = []
+        for i, f in enumerate(d):  # the window's corner in the frame padded by 128 px of black
+            y, x = 128 + int(40 * np.sin(i / 9)), 128 + int(120 * np.sin(i / 13))
+            out.append(np.ascontiguousarray(np.pad(f, ((128, 128), (128, 128), (0, 0)))[y:y + h, x:x + w]))
+        return out, fps
     if name == "occlude":
         out = [f.copy() for f in d]
         for f in out[100:140]:

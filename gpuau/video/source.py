@@ -47,10 +47,12 @@ class InputError(RuntimeError):
         self.path = str(path)
         self.reason = reason
         self.fix = fix
-        msg = f"{path}: {reason}"
-        if fix:
-            msg += f" ({fix})"
-        super().__init__(msg)
+        super().__init__(f"{path}: {self.explanation}")
+
+    @property
+    def explanation(self) -> str:
+        """The reason, with the fix in brackets when there is one (the message without the path)."""
+        return f"{self.reason} ({self.fix})" if self.fix else self.reason
 
     def __reduce__(self):  # rebuilt from its fields where it crosses a process (concurrent.futures, Ray)
         return type(self), (self.path, self.reason, self.fix)
