@@ -260,9 +260,9 @@ def test_bt709_video_decodes_as_openfaces_opencv():
     """HD footage is tagged with BT.709's colour matrix: opencv-python 5 converts it with that matrix, OpenFace's
     OpenCV 4.6 (Debian 12, FFmpeg 5.1) with BT.601's; gpuau gives OpenCV 4.6's pixels (``bt709_opencv46.png``,
     written by OpenCV 4.6 itself: ``make_bt709_clip.py``)."""
-    data = Path(__file__).parent / "data"
     import av
 
+    data = Path(__file__).parent / "data"
     expected = cv2.imread(str(data / "bt709_opencv46.png"))
     # the clip tells the matrices apart: its first frame converted with BT.709's matrix (limited range, chroma
     # repeated) lies far from OpenCV 4.6's pixels (computed here: OpenCV <= 4.9 converts as 4.6 does)
