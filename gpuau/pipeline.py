@@ -130,12 +130,17 @@ def _columns(names: list, rows: np.ndarray) -> dict:
 
 
 class AUThread:
-    """:meth:`~gpuau.au.AUAnalyzer.add_frame` of each frame on a background thread, in frame order.
+    """:meth:`~gpuau.au.AUAnalyzer.add_frames` of the tracked frames on a background thread, in frame order,
+    a few frames at a time.
 
-    The AU features of frame ``t`` (alignment, FHOG, geometry: Numba kernels and BLAS products that
-    release the GIL) are computed while the tracker fits frame ``t + 1``.  One worker takes the
+    The AU features of the frames already tracked (alignment, FHOG, geometry: Numba kernels and BLAS products
+    that release the GIL) are computed while the tracker fits the next frames.  One worker takes the
     frames in the order they were submitted, so the running medians see exactly the sequence of the
-    single-threaded loop and the results are identical.
+    single-threaded loop and the results are identical.  The worker waits for ``batch`` frames (or the
+    end) and analyses them in one call: the ~360 Python calls between the stage's kernels, which hold
+    the GIL that the tracker needs between its own, are then paid once per batch instead of once per
+    frame (default.wmv, ``--quality fast``, in process: 4-12% less wall time and 4-10% less CPU with 8
+    frames than with 1, 2026-12-06).
 
     Parameters
     ----------
@@ -143,30 +148,54 @@ class AUThread:
         Owned by the worker until :meth:`close` returns.
     depth : int
         Frames waiting at most (bounds memory; :meth:`submit` blocks when the worker is behind).
+    batch : int
+        Frames analysed together at most; fewer when they would hold more than :attr:`BATCH_BYTES` of
+        pixels (large frames), or when consecutive frames differ in size (an image folder).
     """
 
     _STOP = object()
+    BATCH_BYTES = 16 << 20
+    """Pixels one batch holds at most (its frames are stacked into one array): 8 frames of 640x480,
+    2 of 1920x1080, 1 of 3840x2160."""
 
-    def __init__(self, aus, depth: int = 8):
+    def __init__(self, aus, depth: int = 8, batch: int = 8):
         self.aus = aus
+        self.batch = batch
         self._queue: "queue.Queue" = queue.Queue(maxsize=depth)
         self._error: "BaseException | None" = None
         self._cancelled = False
+        self._held: list = []  # a frame taken from the queue that starts the next batch
         self._thread = threading.Thread(target=self._work, name="gpuau-au", daemon=True)
         self._thread.start()
+
+    def _next_batch(self) -> "tuple[list, bool]":
+        """Up to :attr:`batch` consecutive queued frames of one size (waiting for them), and whether the end came."""
+        items: list = []
+        while len(items) < self.batch:
+            item = self._held.pop() if self._held else self._queue.get()
+            if item is self._STOP:
+                return items, True
+            if items and (item[0].shape != items[0][0].shape
+                          or (len(items) + 1) * item[0].nbytes > self.BATCH_BYTES):
+                self._held.append(item)
+                break
+            items.append(item)
+        return items, False
 
     def _work(self) -> None:
         from gpuau.kernels.loader import device_context
 
         with device_context(self.aus.backend):  # cuda:N: this thread's arrays on GPU N
-            while True:
-                item = self._queue.get()
-                if item is self._STOP:
-                    return
-                if self._error is None and not self._cancelled:
+            done = False
+            while not done:
+                items, done = self._next_batch()
+                if items and self._error is None and not self._cancelled:
                     try:
+                        images, landmarks, success, timestamps = zip(*items)
                         with threads.occupying():  # the landmark fit's helper thread waits for a free core
-                            self.aus.add_frame(*item, online=False)  # no read-back: finish() gives the values
+                            # no read-back: finish() gives the values
+                            self.aus.add_frames(np.stack(images), np.stack(landmarks), success, timestamps,
+                                                online=False)
                     except BaseException as e:  # handed to the submitting thread
                         self._error = e
 

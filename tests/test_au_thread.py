@@ -20,7 +20,9 @@ def clip(media_dir, reference_dir):
     return frames, reference_landmarks(df.iloc[:n]), success
 
 
-def test_au_thread_equals_frame_by_frame(clip):
+@pytest.mark.parametrize("batch", [1, 5, 8])
+def test_au_thread_equals_frame_by_frame(clip, batch):
+    """In batches of 5, the 12 frames go as 5 + 5 + 2; in batches of 8 as 8 + 4: the last batch is cut by the end."""
     from gpuau.au import AUAnalyzer
     from gpuau.pipeline import AUThread
 
@@ -28,7 +30,7 @@ def test_au_thread_equals_frame_by_frame(clip):
     one = AUAnalyzer()
     for i, (f, l, s) in enumerate(zip(frames, lm, success)):
         one.add_frame(f, l, s, i / 30)
-    worker = AUThread(AUAnalyzer(), depth=2)
+    worker = AUThread(AUAnalyzer(), depth=2, batch=batch)
     for i, (f, l, s) in enumerate(zip(frames, lm, success)):
         worker.submit(f, l, s, i / 30)
     worker.close()
@@ -37,6 +39,33 @@ def test_au_thread_equals_frame_by_frame(clip):
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
     np.testing.assert_array_equal(worker.aus.timestamps, np.arange(len(frames)) / 30)
+
+
+def test_au_thread_batches_frames_of_one_size(clip, monkeypatch):
+    """A batch ends where the frame size changes (an image folder) or its pixels would pass BATCH_BYTES, and each
+    frame still gets the values it gets alone."""
+    from gpuau.au import AUAnalyzer
+    from gpuau.pipeline import AUThread
+
+    frames, lm, success = clip
+    # frames 4-7 padded to 500 rows (the face keeps its pixel coordinates)
+    sized = [np.pad(f, ((0, 20), (0, 0), (0, 0))) if 4 <= i < 8 else f for i, f in enumerate(frames)]
+    one = AUAnalyzer()
+    for i, (f, l, s) in enumerate(zip(sized, lm, success)):
+        one.add_frame(f, l, s, i / 30)
+    sizes = []
+    add_frames = AUAnalyzer.add_frames
+    monkeypatch.setattr(AUAnalyzer, "add_frames",
+                        lambda self, images, *a, **kw: sizes.append(len(images)) or add_frames(self, images, *a, **kw))
+    monkeypatch.setattr(AUThread, "BATCH_BYTES", 3 * frames[0].nbytes)
+    worker = AUThread(AUAnalyzer(), depth=12, batch=8)
+    for i, (f, l, s) in enumerate(zip(sized, lm, success)):
+        worker.submit(f, l, s, i / 30)
+    worker.close()
+    assert sizes == [3, 1, 2, 2, 3, 1]  # 480 rows: 3 + 1; 500 rows (larger): 2 + 2; 480 rows: 3 + 1
+    a, b = one.finish(), worker.aus.finish()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
 
 
 def test_au_thread_hands_errors_to_the_caller(clip):
