@@ -222,7 +222,9 @@ def patch_responses(model: CLNFModel, images, image_index, params_global, params
     areas = backend.kernels.warp_affine(images, xp.repeat(image_index, n), matrices.reshape(-1, 2, 3), size, size)
     maps = backend.kernels.ccnf_response(areas, *ccnf.expert_table(window_size, backend), ph, pw,
                                          experts=experts.reshape(-1))
-    return Responses(maps.reshape(len(views), n, window_size, window_size), visible, base, sims[:, 0], sims[:, 1],
+    # contiguous for any number of faces: NU-RLMS then has one compiled signature, loaded once per process
+    img_to_ref, ref_to_img = xp.ascontiguousarray(sims[:, 0]), xp.ascontiguousarray(sims[:, 1])
+    return Responses(maps.reshape(len(views), n, window_size, window_size), visible, base, img_to_ref, ref_to_img,
                      views)
 
 
