@@ -24,6 +24,7 @@ import numpy as np
 
 from gpuau.cpu import threads
 from gpuau.device import Backend, resolve_device
+from gpuau.video import queue_depth
 
 FORMATS = ("csv", "parquet")
 
@@ -363,20 +364,22 @@ class Analyzer:
         complete only when the iteration has finished.  ``aus``: a fresh
         :class:`~gpuau.au.AUAnalyzer` to use (default: a new one).
         """
-        tracker = None
+        tracker = worker = None
         aus = self._au_analyzer() if aus is None else aus
-        worker = AUThread(aus)
         try:
             for frame in frames:
                 if tracker is None:
                     tracker = self._tracker(intrinsics)
+                    worker = AUThread(aus, depth=queue_depth(frame.image.nbytes))
                 r = tracker.track(frame.image, frame.gray)
                 worker.submit(frame.image, r.landmarks, r.detection_success, frame.timestamp)
                 yield landmark_row(frame.index + 1, frame.timestamp, r), aus
         except BaseException:
-            worker.close(cancel=True)
+            if worker is not None:
+                worker.close(cancel=True)
             raise
-        worker.close()
+        if worker is not None:
+            worker.close()
 
     def track_multi(self, frames: Iterable, intrinsics=None) -> Iterator[tuple[list, list]]:
         """Rows of the faces tracked in each frame, FaceLandmarkVidMulti's way.

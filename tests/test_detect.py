@@ -150,6 +150,26 @@ def test_grey_frame_is_expanded_like_openface(detector, default_frames):
     assert len(a) == 1
 
 
+def test_a_large_frames_pnet_run_returns_its_memory(detector, default_frames, monkeypatch):
+    """onnxruntime's arena would keep a large frame's PNet run's memory (3840x2160: ~170-270 MB) for good: such a run
+    asks for the arena's shrinkage, a 640x480 frame's does not, and the face found in the frame enlarged 4.5 times
+    (2880x2160) is the original's."""
+    import cv2
+
+    runs = []
+    real = detector._pnet.run
+    monkeypatch.setattr(detector._pnet, "run", lambda names, feeds, options=None: runs.append(options) or real(
+        names, feeds, options))
+    small = detector.detect(default_frames[0])
+    large = detector.detect(cv2.resize(default_frames[0], (2880, 2160), interpolation=cv2.INTER_LINEAR))
+    assert runs[0] is None
+    assert runs[1].get_run_config_entry("memory.enable_memory_arena_shrinkage") == "cpu:0"
+    assert len(small.boxes) == len(large.boxes) == 1
+    (x0, y0, w0, h0), (x1, y1, w1, h1) = small.boxes[0], large.boxes[0] / 4.5
+    overlap = max(0, min(x0 + w0, x1 + w1) - max(x0, x1)) * max(0, min(y0 + h0, y1 + h1) - max(y0, y1))
+    assert overlap / (w0 * h0 + w1 * h1 - overlap) > 0.85  # the enlarged picture is softer: the box moves a little
+
+
 def test_select_face_preference_point():
     det = Detections(np.array([[0, 0, 50, 50], [200, 200, 80, 80.]]), np.array([0.9, 0.8]), np.zeros((2, 5, 2)))
     assert select_face(det) == 1

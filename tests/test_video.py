@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from gpuau.video import InputError, camera_intrinsics, open_source, to_bgr8
+from gpuau.video import InputError, camera_intrinsics, open_source, queue_depth, to_bgr8
 
 
 def test_video_frames_and_timestamps(media_dir, reference_dir):
@@ -22,6 +22,12 @@ def test_video_frames_and_timestamps(media_dir, reference_dir):
     ref = np.genfromtxt(reference_dir / "default.csv", delimiter=",", names=True, usecols=(0, 2))
     ours = np.round([f.timestamp for f in frames], 3)
     assert np.allclose(ours, ref["timestamp"])
+
+
+@pytest.mark.parametrize("width, height, depth", [(640, 480, 8), (1280, 720, 8), (1920, 1080, 6), (3840, 2160, 2)])
+def test_frame_queues_hold_fewer_large_frames(width, height, depth):
+    """The queues between the pipeline's threads hold 8 frames up to 1280x720, fewer above (BGR frames)."""
+    assert queue_depth(width * height * 3) == depth
 
 
 def test_image_sequence_sorted_naturally(media_dir, tmp_path):

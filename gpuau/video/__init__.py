@@ -10,6 +10,7 @@ matrix converted with BT.601's, as that build's OpenCV 4.6 converts every video.
 from gpuau.video.source import (
     IMAGE_EXTENSIONS,
     ORIENTATIONS,
+    QUEUE_BYTES,
     TIMESTAMPS,
     VIDEO_EXTENSIONS,
     Frame,
@@ -19,6 +20,7 @@ from gpuau.video.source import (
     check_video_options,
     decoder_threads,
     open_source,
+    queue_depth,
     serial_opencv,
     to_bgr8,
     to_gray8,
@@ -27,6 +29,7 @@ from gpuau.video.source import (
 __all__ = [
     "IMAGE_EXTENSIONS",
     "ORIENTATIONS",
+    "QUEUE_BYTES",
     "TIMESTAMPS",
     "VIDEO_EXTENSIONS",
     "Frame",
@@ -36,6 +39,7 @@ __all__ = [
     "check_video_options",
     "decoder_threads",
     "open_source",
+    "queue_depth",
     "serial_opencv",
     "to_bgr8",
     "to_gray8",

@@ -15,8 +15,17 @@ import numpy as np
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".mov", ".mkv", ".wmv", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".3gp", ".mts")
 
-# Frames decoded ahead of the consumer; bounds memory on long videos.
-_PREFETCH = 8
+QUEUE_BYTES = 40 << 20
+"""Pixels that a queue of frames between two of the pipeline's threads holds at most (the decoder's read-ahead, the
+AU thread's backlog; :func:`queue_depth`): 8 frames up to 1280x720, 5-6 at 1920x1080, 2 at 3840x2160 (with
+8-frame queues a 3840x2160 video peaked at 980 MB, with 2-frame ones at 770 MB; 640x480 at ~400 MB either way)."""
+
+
+def queue_depth(frame_bytes: int, most: int = 8) -> int:
+    """Frames of ``frame_bytes`` bytes a queue between two threads holds: within :data:`QUEUE_BYTES`, at most
+    ``most``, at least 2 (one being produced while one is consumed)."""
+    return max(2, min(most, QUEUE_BYTES // max(1, frame_bytes)))
+
 
 ANALYSIS_CORES = 2
 """Cores the analysis of one video keeps busy on the CPU (its main and helper threads; the AU stage shares them)."""
@@ -259,7 +268,8 @@ class VideoSource:
         return frames
 
     def _generate(self) -> Iterator[Frame]:
-        q: "queue.Queue" = queue.Queue(maxsize=_PREFETCH)
+        # read-ahead: a colour frame and its grey copy each
+        q: "queue.Queue" = queue.Queue(maxsize=queue_depth(self.width * self.height * 4))
         stop = threading.Event()
         done = object()
 
