@@ -83,6 +83,22 @@ def test_not_a_video(tmp_path, content):
         list(open_source(p))
 
 
+def test_a_sound_file_is_named_as_such(tmp_path):
+    """A container with an audio stream and no video (an .mp4 sound track) gets its own reason, not "not a video"."""
+    av = pytest.importorskip("av")
+    p = tmp_path / "voice.mp4"
+    with av.open(str(p), "w") as out:
+        stream = out.add_stream("aac", rate=16000)
+        for _ in range(10):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate = 16000
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    with pytest.raises(InputError, match="voice.mp4: holds sound but no video stream") as raised:
+        open_source(p)
+    assert "the video file this audio came from" in str(raised.value)
+
+
 def test_input_error_crosses_processes(tmp_path):
     """An InputError pickles with its fields (a process pool hands a worker's exception back this way)."""
     with pytest.raises(InputError) as raised:

@@ -394,6 +394,18 @@ def _bt601_frames(path: Path, threads: int) -> "Iterator[tuple[np.ndarray, float
     return frames()
 
 
+def _audio_only(path: Path) -> bool:
+    """Whether FFmpeg (PyAV's) opens ``path`` as a container with audio streams and no video stream (a sound
+    track, a podcast): OpenCV only says it cannot open it."""
+    try:
+        import av
+
+        with av.open(str(path)) as container:
+            return not container.streams.video and bool(container.streams.audio)
+    except Exception:  # no PyAV, or not a container FFmpeg reads
+        return False
+
+
 def open_source(path: "str | os.PathLike", *, timestamps: str = "openface", threads: "int | None" = None,
                 orientation: str = "openface") -> VideoSource:
     """Open a video file, an image file or a folder of images (sorted naturally).
@@ -433,6 +445,8 @@ def open_source(path: "str | os.PathLike", *, timestamps: str = "openface", thre
     cap = cv2.VideoCapture(str(p), cv2.CAP_ANY, [cv2.CAP_PROP_N_THREADS, threads])
     if not cap.isOpened():
         cap.release()
+        if _audio_only(p):
+            raise InputError(p, "holds sound but no video stream", "give the video file this audio came from")
         raise InputError(p, "not a readable video", "check it is a complete video file in a format FFmpeg decodes")
     fps = cap.get(cv2.CAP_PROP_FPS)
     if not fps or fps != fps or fps <= 0:
