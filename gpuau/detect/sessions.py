@@ -71,9 +71,9 @@ def make_session(path: "str | os.PathLike", backend_name: str, device_id: int = 
 
 ARENA_SHRINK_BYTES = 4 << 20
 """Inputs above this size (MTCNN's PNet pyramid of a 2560x1440 frame or larger: 4.5 MB; 1920x1080's is 2.6 MB)
-hand the memory their run took
-back at its end: onnxruntime's CPU arena otherwise keeps the largest run's for the session's life (detecting in a
-3840x2160 frame left it 170-270 MB larger; with the shrinkage 100-110 MB, for ~30 ms more per detection there)."""
+hand the memory their run took back at its end: onnxruntime's CPU arena otherwise keeps the largest run's for the
+session's life (detecting in a 3840x2160 frame left it 170-270 MB larger; with the shrinkage 100-110 MB, for ~30 ms
+more per detection there)."""
 
 
 def run_session(session, inputs: dict, backend) -> list:
