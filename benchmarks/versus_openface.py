@@ -12,7 +12,7 @@ and worst wall time of each, frames/s with start-up, CPU time and peak memory, t
 
 Videos are the shared media's names or the derived clips of ``tests/derived_media.py`` (a face found late, lost
 and re-detected, a cut to another person, mirrored, rolled, on its side, 320x240, an odd frame size, occluded, noisy,
-dark, fast motion, a panning window, enlarged), written as lossless
+dark, fast motion, a panning window, enlarged, a small face crossing an HD frame), written as lossless
 FFV1 files first; the default is ``default.wmv``, ``2015-10-15-15-14.avi`` and every derived clip.
 This is how the OpenFace CSVs in ``tests/data/openface-derived`` were made. Nothing of OpenFace is
 part of gpuau: bring your own build (its licence is OpenFace's).

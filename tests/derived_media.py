@@ -1,6 +1,6 @@
 """Clips made from the shared sample videos to exercise what the reference videos never do: a face that
 leaves the frame and comes back, a cut to another person, a mirrored, rolled, shrunken, enlarged or occluded face,
-a noisy or dark picture, fast motion and a panning camera.
+a noisy or dark picture, fast motion, a panning camera and a small face crossing an HD frame.
 
 OpenFace's own output for them comes from running its ``FeatureExtraction`` on the FFV1 (lossless) files
 that :func:`write_clip` writes (``python -m benchmarks.versus_openface --openface PATH``); the tests use
@@ -35,10 +35,12 @@ CLIPS = {
     "pan": ("default.wmv seen through a 640x480 window that pans over it (up to 120 px across, 40 px down; "
             "black beyond the frame)", 15.0),
     "zoom": ("changeLighting.wmv's middle 480x360 enlarged to 640x480 (OpenCV INTER_LINEAR): a larger face", 15.0),
+    "far": ("2015-10-15-15-14.avi frames 0-299 at half size (every second pixel of every second row) crossing a grey "
+            "1280x720 frame: a small face (~75 px wide) moving in HD footage", 30.0),
 }
 """Derived clips: what each is and its frame rate."""
 
-EXACT = ("gap", "late", "cut", "mirror", "occlude", "skip3", "pan")
+EXACT = ("gap", "late", "cut", "mirror", "occlude", "skip3", "pan", "far")
 """Clips built without resampling (the same pixels with any OpenCV) whose OpenFace CSVs are kept and compared whole
 (``sideways`` is exact too, but its tracking is too unstable to compare whole: ``test_tracking_step.py``; ``noise``
 and ``dark`` too, but their AU figures lie at a lower rounding floor: README, "Footage the reference videos do not
@@ -69,8 +71,16 @@ def clip_frames(name: str, media: Path) -> "tuple[list, float]":
     if name == "zoom":
         return [cv2.resize(np.ascontiguousarray(f[60:420, 80:560]), (640, 480), interpolation=cv2.INTER_LINEAR)
                 for f in _decode(media / "changeLighting.wmv")], fps
-    if name in ("cut", "small", "dark", "skip3"):
+    if name in ("cut", "small", "dark", "skip3", "far"):
         other = _decode(media / "2015-10-15-15-14.avi")
+        if name == "far":
+            out = []
+            for i, f in enumerate(other[:300]):  # the half-size picture's corner moves 2 px right a frame
+                canvas = np.full((720, 1280, 3), 128, np.uint8)
+                y, x = 240 + int(60 * np.sin(i / 25)), 60 + 2 * i
+                canvas[y:y + 240, x:x + 320] = f[::2, ::2]
+                out.append(canvas)
+            return out, fps
         if name == "small":
             return [cv2.resize(f, (320, 240), interpolation=cv2.INTER_AREA) for f in other[:300]], fps
         if name == "dark":
