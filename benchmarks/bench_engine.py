@@ -38,7 +38,7 @@ os.environ.setdefault("GPUAU_MODELS", str(SHARED / "models" / "openface-2.2.0"))
 
 from gpuau.engine import Engine, Job  # noqa: E402
 from gpuau.pipeline import Analyzer  # noqa: E402
-from gpuau.video import Frame, to_gray8  # noqa: E402
+from gpuau.video import array_frames  # noqa: E402
 
 VIDEOS = ("default.wmv", "changeLighting.wmv", "2015-10-15-15-14.avi")
 
@@ -62,7 +62,7 @@ def jobs(clips: list, b: int) -> list:
     out = []
     for k in range(b):
         images, fps = clips[k % len(clips)]
-        frames = [Frame(i, i / fps, img, to_gray8(img)) for i, img in enumerate(images)]
+        frames = list(array_frames(images, fps))
         out.append(Job(frames, None, name=str(k)))
     return out
 

@@ -45,7 +45,7 @@ from gpuau.au import AUAnalyzer  # noqa: E402
 from gpuau.landmarks.clnf import detect_landmarks  # noqa: E402
 from gpuau.landmarks.tracker import FaceTracker, select_box  # noqa: E402
 from gpuau.pipeline import Analyzer  # noqa: E402
-from gpuau.video import Frame, open_source, to_gray8  # noqa: E402
+from gpuau.video import array_frames, open_source  # noqa: E402
 
 REFERENCE = SHARED / "reference" / "openface-clnf"
 MEDIA = SHARED / "media"
@@ -103,8 +103,7 @@ def openface_aus(df: pd.DataFrame, names) -> dict:
 def video_frames(name: str) -> list:
     """The decoded frames of a shared reference video or a derived clip."""
     if name in CLIPS:
-        images, fps = clip_frames(name, MEDIA)
-        return [Frame(i, i / fps, im, to_gray8(im)) for i, im in enumerate(images)]
+        return list(array_frames(*clip_frames(name, MEDIA)))
     return list(open_source(MEDIA / VIDEOS[name]))
 
 

@@ -429,14 +429,9 @@ class Analyzer:
         ``intrinsics`` ``(fx, fy, cx, cy)`` default to OpenFace's guess from the frame size; ``multi_face``
         as for :meth:`analyze_video`.
         """
-        from gpuau.video import Frame, to_bgr8, to_gray8
+        from gpuau.video import array_frames
 
-        def decoded():
-            for i, img in enumerate(frames):
-                bgr = to_bgr8(np.asarray(img))
-                yield Frame(i, i / fps if fps else 0.0, bgr, to_gray8(bgr))
-
-        return self._analyze(decoded(), "<frames>", intrinsics, None, multi_face)
+        return self._analyze(array_frames(frames, fps), "<frames>", intrinsics, None, multi_face)
 
     def analyze_image(self, image: "np.ndarray | str | os.PathLike", *, intrinsics=None) -> Result:
         """Every face of one image (an array or a file), as FaceLandmarkImg analyses it.

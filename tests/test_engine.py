@@ -25,7 +25,7 @@ from gpuau.engine import (CPU_STREAMS, Engine, FrameStaging, HostTransfers, Job,
                           stream_device_bytes)
 from gpuau.landmarks.tracker import FaceTracker
 from gpuau.pipeline import Analyzer
-from gpuau.video import Frame, open_source, to_gray8
+from gpuau.video import Frame, array_frames, open_source
 
 CLIPS = {"default.wmv": 40, "changeLighting.wmv": 25, "2015-10-15-15-14.avi": 33}
 
@@ -43,7 +43,7 @@ def _decode(path, n):
 
 
 def _frames(images, fps):
-    return [Frame(i, i / fps, img, to_gray8(img)) for i, img in enumerate(images)]
+    return list(array_frames(images, fps))
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from typing import Iterator
 
 import numpy as np
 
-from gpuau.video.source import Frame, to_gray8
+from gpuau.video.source import Frame, array_frames
 
 PACKAGE = "PyNvVideoCodec"
 """The PyPI package (and module) NVDEC decoding uses."""
@@ -74,18 +74,16 @@ def nvdec_frames(path: "str | os.PathLike", fps: float, device_id: int = 0) -> "
     except Exception as e:  # a codec NVDEC lacks, a container it cannot seek
         log.info("%s: decoding with OpenCV: %s cannot open it (%s)", path, PACKAGE, e)
         return None
-    return _frames(decoder, fps)
+    return array_frames(_bgr_images(decoder), fps)
 
 
-def _frames(decoder, fps: float) -> Iterator[Frame]:
+def _bgr_images(decoder) -> Iterator[np.ndarray]:
+    """The decoder's RGB frames as host BGR arrays, in decoding order."""
     import cupy
 
-    index = 0
     while True:
         batch = decoder.get_batch_frames(BATCH)
         if not batch:
             return
         for decoded in batch:
-            bgr = np.ascontiguousarray(cupy.asnumpy(cupy.asarray(decoded)[..., ::-1]))
-            yield Frame(index, index / fps if fps else 0.0, bgr, to_gray8(bgr))
-            index += 1
+            yield np.ascontiguousarray(cupy.asnumpy(cupy.asarray(decoded)[..., ::-1]))

@@ -8,7 +8,7 @@ import threading
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -111,6 +111,14 @@ def to_bgr8(img: np.ndarray) -> np.ndarray:
     if img.shape[2] == 1:
         return cv2.cvtColor(img[:, :, 0], cv2.COLOR_GRAY2BGR)
     return np.ascontiguousarray(img)
+
+
+def array_frames(images: Iterable, fps: float) -> Iterator[Frame]:
+    """Frames of images already in memory (anything :func:`to_bgr8` takes), numbered from 0 and timestamped
+    ``index / fps`` as OpenFace does (0 when ``fps`` is 0)."""
+    for i, img in enumerate(images):
+        bgr = to_bgr8(np.asarray(img))
+        yield Frame(i, i / fps if fps else 0.0, bgr, to_gray8(bgr))
 
 
 def serial_opencv() -> None:
