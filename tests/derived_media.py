@@ -84,7 +84,8 @@ def clip_frames(name: str, media: Path) -> "tuple[list, float]":
         if name == "small":
             return [cv2.resize(f, (320, 240), interpolation=cv2.INTER_AREA) for f in other[:300]], fps
         if name == "dark":
-            return [(f.astype(np.float32) * np.float32(0.35) + np.float32(5)).astype(np.uint8) for f in other[:300]], fps
+            return [(f.astype(np.float32) * np.float32(0.35) + np.float32(5)).astype(np.uint8)
+                    for f in other[:300]], fps
         if name == "skip3":
             return other[::3], fps
     d = _decode(media / "default.wmv")

@@ -1,13 +1,12 @@
 """The pipeline on clips the reference videos never show, against OpenFace's own output for them.
 
 The reference videos track one face from the first frame to the last. These clips, made from them
-(``tests/derived_media.py``), make OpenFace lose the face and find it again, find a face that appears
-only after a while, follow a cut to another person, fit a mirrored face and a half-hidden one, track three times
-the usual motion between frames, a face moving through a panning window and a small face crossing an HD frame. OpenFace 2.0.2's ``FeatureExtraction`` (CLNF
-model, built on this project's machine kind, where it writes the shared reference CSVs byte for
-byte) was run on their lossless files; ``tests/data/openface-derived`` keeps its frame, confidence,
-success, 2D landmark and AU columns (``python -m benchmarks.versus_openface`` redoes it given the
-binary).
+(``tests/derived_media.py``), make OpenFace lose the face and find it again, find a face that appears only after a
+while, follow a cut to another person, fit a mirrored face and a half-hidden one, track three times the usual motion
+between frames, a face moving through a panning window and a small face crossing an HD frame. OpenFace 2.0.2's
+``FeatureExtraction`` (CLNF model, built on this project's machine kind, where it writes the shared reference CSVs
+byte for byte) was run on their lossless files; ``tests/data/openface-derived`` keeps its frame, confidence,
+success, 2D landmark and AU columns (``python -m benchmarks.versus_openface`` redoes it given the binary).
 """
 import gzip
 import math

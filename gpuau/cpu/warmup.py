@@ -8,12 +8,12 @@ pipeline stage on a small synthetic frame, so the cache entries have exactly the
 pipeline uses; the analysing process then only loads them from the cache.  Groups run one after the
 other: the peak is the largest child's, not their sum.
 
-:func:`ensure_warm` does it once per installed version of the kernels (a stamp file beside Numba's
-cache of the kernels, keyed by the numba and gpuau versions and the size and mtime of every gpuau
-source that defines a cached kernel, the files whose change invalidates Numba's cache, and of this
-module, and by the CPU target Numba compiles for) when a CPU :class:`~gpuau.pipeline.Analyzer` first loads its models; ``gpuau warmup`` does it
-ahead, for install scripts and container images; ``GPUAU_WARMUP=0`` turns it off.  A child that fails only costs memory: its kernels then compile in the
-analysing process, as before.
+:func:`ensure_warm` does it once per installed version of the kernels (a stamp file beside Numba's cache of the
+kernels, keyed by the numba and gpuau versions and the size and mtime of every gpuau source that defines a cached
+kernel, the files whose change invalidates Numba's cache, and of this module, and by the CPU target Numba compiles
+for) when a CPU :class:`~gpuau.pipeline.Analyzer` first loads its models; ``gpuau warmup`` does it ahead, for
+install scripts and container images; ``GPUAU_WARMUP=0`` turns it off. A child that fails only costs memory: its
+kernels then compile in the analysing process, as before.
 """
 from __future__ import annotations
 
