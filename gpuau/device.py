@@ -6,9 +6,10 @@ no stage asks which device it runs on.
 
 * ``cpu``      NumPy arrays, Numba kernels from :mod:`gpuau.cpu`.
 * ``cuda``     CuPy arrays, the ``.cu`` RawKernels of :mod:`gpuau.kernels`.
-* ``emulated`` NumPy arrays, the same ``.cu`` sources compiled as C++ and run by the CPU
-               emulator of CUDA's execution model (:mod:`gpuau.kernels.emulator`).  This is
-               how the GPU code path is tested on machines without a GPU.
+* ``emulated`` device arrays of NumPy memory that keep CuPy's rules (:mod:`gpuau.kernels.emulated_arrays`),
+               the same ``.cu`` sources compiled as C++ and run by the CPU emulator of CUDA's
+               execution model (:mod:`gpuau.kernels.emulator`).  This is how the GPU code path is
+               tested on machines without a GPU.
 
 Importing this module imports none of numba, cupy or onnxruntime; they load on first use.
 """
@@ -75,7 +76,8 @@ class Backend:
 
     def __post_init__(self):
         if self.xp is None:
-            self.xp = importlib.import_module("cupy" if self.name == "cuda" else "numpy")
+            self.xp = importlib.import_module({"cuda": "cupy", "emulated": "gpuau.kernels.emulated_arrays"}.get(
+                self.name, "numpy"))
         self.kernels = _Kernels(self)
 
     @property
@@ -83,8 +85,8 @@ class Backend:
         return self.name == "cuda"
 
     def asnumpy(self, a):
-        """Copy ``a`` to host memory as a NumPy array (no-op on the CPU backends)."""
-        if self.name == "cuda":
+        """Copy ``a`` to host memory as a NumPy array (no-op on the CPU backend)."""
+        if self.name != "cpu":
             return self.xp.asnumpy(a)
         import numpy as np
 

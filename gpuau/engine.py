@@ -35,8 +35,9 @@ into one of two sets of device buffers; the CLNF fits read the grey levels there
 the AU stage's alignment the BGR pixels, so each frame crosses the bus once per step.  After step
 ``t``'s landmark stages each stream decodes its next frame and step ``t + 1``'s copy starts while step
 ``t``'s AU stage computes (from the other buffers); step ``t + 1`` waits for its copy only when it uses
-the images.  On the CPU backends the same code runs with the host buffers as the device's
-(:class:`HostTransfers`: nothing is copied), and the stages read the same arrays they did.
+the images.  On the CPU backend the same code runs with the host buffers as the device's
+(:class:`HostTransfers`: nothing is copied), and the stages read the same arrays they did; on the emulated
+one the copies happen at once (:class:`EmulatedTransfers`).
 
 Memory per stream (640 x 480 video; it scales with the frame size where noted)
 -------------------------------------------------------------------------------
@@ -165,7 +166,7 @@ class Job:
 
 # -- frames to the device ------------------------------------------------------------------------
 class HostTransfers:
-    """Buffers and copies of :class:`FrameStaging` on the CPU backends: NumPy arrays, no events (every
+    """Buffers and copies of :class:`FrameStaging` on the CPU backend: NumPy arrays, no events (every
     wait is a no-op), and no copies: the host buffers are the device's (:attr:`shares_memory`).
 
     :class:`CudaTransfers` has the same methods; a test double may record the calls.
@@ -255,9 +256,26 @@ class CudaTransfers(HostTransfers):
             event.synchronize()
 
 
+class EmulatedTransfers(HostTransfers):
+    """:class:`HostTransfers` on the emulated backend: device arrays of its own (CuPy's rules,
+    :mod:`gpuau.kernels.emulated_arrays`) filled by copies that end at once, so the staging takes CUDA's path
+    (frames copied, grey levels converted on the device) without its streams and events."""
+
+    shares_memory = False
+
+    def __init__(self, backend: Backend):
+        self.xp = backend.xp
+
+    def device_buffer(self, shape: tuple, dtype=np.float32):
+        return self.xp.empty(shape, dtype)
+
+
 def transfers_for(backend: Backend) -> HostTransfers:
-    """:class:`CudaTransfers` on a CUDA backend, else :class:`HostTransfers`."""
-    return CudaTransfers(backend) if backend.is_gpu else HostTransfers()
+    """:class:`CudaTransfers` on a CUDA backend, :class:`EmulatedTransfers` on the emulated one, else
+    :class:`HostTransfers`."""
+    if backend.is_gpu:
+        return CudaTransfers(backend)
+    return EmulatedTransfers(backend) if backend.name == "emulated" else HostTransfers()
 
 
 @dataclass

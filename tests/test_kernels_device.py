@@ -98,15 +98,16 @@ def fake_cupy(monkeypatch):
 
 
 def test_cuda1_launch_runs_under_device_1(fake_cupy):
-    backend = Backend("cuda", device_id=1, xp=np)  # NumPy arrays stand in for CuPy's
+    from gpuau.cpu.warp_affine import warp_affine
+    from gpuau.kernels import emulated_arrays
+
+    backend = Backend("cuda", device_id=1, xp=emulated_arrays)  # the emulated backend's arrays stand in for CuPy's
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (2, 40, 50), dtype=np.uint8)
     matrices = np.tile(np.array([[0.9, 0.1, 3.0], [-0.1, 0.9, 5.0]]), (3, 1, 1))
     index = np.array([0, 1, 1], np.int32)
-    out = backend.kernels.warp_affine(images, index, matrices, 20, 30)
-    from gpuau.cpu.warp_affine import warp_affine
-
-    np.testing.assert_array_equal(out, warp_affine(images, index, matrices, 20, 30))
+    out = backend.kernels.warp_affine(*map(backend.xp.asarray, (images, index, matrices)), 20, 30)
+    np.testing.assert_array_equal(backend.asnumpy(out), warp_affine(images, index, matrices, 20, 30))
     assert fake_cupy.launch_devices == [(1, 1)]  # launched with device 1 current, module built there
     assert fake_cupy.current == 0  # and the caller's device restored
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from gpuau.device import resolve_device
+from gpuau.kernels import emulated_arrays as xp
 from gpuau.kernels.emulator import EmulatorError, compile_module, kernel_names, sanitizer_env
 from gpuau.kernels import loader
 from gpuau.kernels.loader import declared_defines, kernel_path, kernel_source, load_module, normalize_defines
@@ -63,9 +64,10 @@ def indexing():
 def test_thread_and_block_indices(indexing):
     grid, block = (3, 2, 2), (4, 3, 2)
     n = 3 * 2 * 2 * 4 * 3 * 2
-    out = np.full((n + 1, 4), -1, np.int32)
+    out = xp.full((n + 1, 4), -1, np.int32)
     out[n] = 0
     indexing(grid, block, (out, np.int32(n)))
+    out = out.get()
     assert out[n, 0] == n
     out = out[:n]
     t = np.arange(24)
@@ -81,20 +83,23 @@ def test_syncthreads_reduction_and_atomics():
     module = compile_module("#define BLOCK 256\n" + REDUCTION, "test_reduction")
     rng = np.random.default_rng(0)
     x = rng.integers(-50, 50, 5000).astype(np.float32)  # integers: float sums are exact
-    sums = np.zeros(20, np.float32)
-    module.get_function("block_sums")(20, 256, (x, sums, np.int32(x.size)))
-    np.testing.assert_array_equal(sums, np.pad(x, (0, 120)).reshape(20, 256).sum(1))
+    sums = xp.zeros(20, np.float32)
+    module.get_function("block_sums")(20, 256, (xp.asarray(x), sums, np.int32(x.size)))
+    np.testing.assert_array_equal(sums.get(), np.pad(x, (0, 120)).reshape(20, 256).sum(1))
 
     labels = rng.integers(0, 7, 3000).astype(np.int32)
-    hist, total, maxima = np.zeros(7, np.int32), np.zeros(1, np.float32), np.zeros(7, np.uint32)
-    module.get_function("counts")((12, 1, 1), (256, 1, 1), (labels, hist, total, maxima, np.int32(labels.size)))
-    np.testing.assert_array_equal(hist, np.bincount(labels, minlength=7))
-    assert total[0] == 1500.0
-    np.testing.assert_array_equal(maxima, [np.flatnonzero(labels == k).max() for k in range(7)])
+    hist, total, maxima = xp.zeros(7, np.int32), xp.zeros(1, np.float32), xp.zeros(7, np.uint32)
+    module.get_function("counts")((12, 1, 1), (256, 1, 1),
+                                  (xp.asarray(labels), hist, total, maxima, np.int32(labels.size)))
+    np.testing.assert_array_equal(hist.get(), np.bincount(labels, minlength=7))
+    assert float(total[0]) == 1500.0
+    np.testing.assert_array_equal(maxima.get(), [np.flatnonzero(labels == k).max() for k in range(7)])
 
 
 def test_argument_checking(indexing):
-    out = np.zeros((9, 4), np.int32)
+    out = xp.zeros((9, 4), np.int32)
+    with pytest.raises(TypeError, match="needs a device array"):  # CuPy refuses host arrays too
+        indexing(1, 8, (np.zeros((9, 4), np.int32), np.int32(8)))
     with pytest.raises(TypeError, match="NumPy scalar"):
         indexing(1, 8, (out, 8))
     with pytest.raises(TypeError, match="4-byte signed integer"):
@@ -106,11 +111,41 @@ def test_argument_checking(indexing):
     with pytest.raises(TypeError, match="takes 2 arguments"):
         indexing(1, 8, (out,))
     with pytest.raises(ValueError, match="C-contiguous"):
-        indexing(1, 8, (np.zeros((8, 8), np.int32)[:, ::2], np.int32(8)))
+        indexing(1, 8, (xp.zeros((8, 8), np.int32)[:, ::2], np.int32(8)))
     with pytest.raises(EmulatorError, match="dynamic shared memory"):
         indexing(1, 8, (out, np.int32(8)), shared_mem=64)
     with pytest.raises(EmulatorError, match="invalid launch configuration"):
         indexing(1, 2048, (out, np.int32(8)))
+
+
+def test_device_arrays_keep_cupys_rules():
+    """The emulated backend's arrays refuse what CuPy refuses, so host code that would fail on a GPU fails
+    here, and take what CuPy takes."""
+    host = np.arange(6, dtype=np.float32).reshape(2, 3)
+    d = resolve_device("emulated").asarray(host)
+    assert isinstance(d, xp.ndarray)
+    with pytest.raises(TypeError, match="Implicit conversion"):
+        np.asarray(d)
+    for mixed in (lambda: d + host, lambda: host * d, lambda: xp.stack([d, host]), lambda: xp.where(host > 0, d, 0)):
+        with pytest.raises(TypeError, match="Unsupported type"):
+            mixed()
+    with pytest.raises(TypeError, match="incorrect type"):
+        xp.ascontiguousarray(host)
+    with pytest.raises(AttributeError):
+        d.ctypes
+    with pytest.raises(TypeError):
+        range(d[0, 0])
+    host[0, 0] = -1  # asarray copied it
+    d[0] = host[1]  # a host value assigned in
+    np.testing.assert_array_equal(d[np.array([0, 1]), 1:].get(), [[4, 5], [4, 5]])  # host indices
+    total = (d * 2 + np.float32(1)).sum()  # scalar operands; a reduction is a 0-d device array
+    assert isinstance(total, xp.ndarray) and total.ndim == 0 and float(total) == 54.0
+    assert np.stack([d, d]).shape == (2, 2, 3) and isinstance(np.stack([d, d]), xp.ndarray)  # __array_function__
+    assert xp.asarray(d) is d and xp.ascontiguousarray(d) is d
+    assert isinstance(xp.empty_like(host), xp.ndarray)  # a host prototype's shape and dtype
+    copy = d.get()
+    copy[0, 0] = 7
+    assert float(d[0, 0]) == 3.0 and xp.asnumpy(host) is host
 
 
 def test_kernel_names_and_build_errors():
@@ -161,15 +196,16 @@ OOB_SCRIPT = textwrap.dedent(
     import numpy as np
     from gpuau.kernels.emulator import compile_module
     from gpuau.device import resolve_device
+    from gpuau.kernels import emulated_arrays as xp
     if sys.argv[1] == "fibers":
         k = compile_module(sys.argv[2], "test_reduction").get_function("block_sums")
-        x, sums = np.ones(128 * 40, np.float32), np.zeros(40, np.float32)
+        x, sums = xp.ones(128 * 40, np.float32), xp.zeros(40, np.float32)
         k(40, 128, (x, sums, np.int32(x.size)))
-        assert (sums == 128).all()
+        assert (sums.get() == 128).all()
     elif sys.argv[1] == "oob":
         k = compile_module('extern "C" __global__ void k(float* a, int n) {'
                            ' int i = blockIdx.x * blockDim.x + threadIdx.x; a[i] = 1.0f; }', "test_oob")
-        k.get_function("k")(9, 128, (np.zeros(1100, np.float32), np.int32(1100)))  # 52 writes past the end
+        k.get_function("k")(9, 128, (xp.zeros(1100, np.float32), np.int32(1100)))  # 52 writes past the end
     else:
         b = resolve_device("emulated")
         rng = np.random.default_rng(0)

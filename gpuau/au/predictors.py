@@ -70,7 +70,7 @@ class StackedAUModels:
         )
 
     def to_backend(self, backend) -> "StackedAUModels":
-        """The same models with their arrays on ``backend``'s device (itself on the host backends)."""
+        """The same models with their arrays on ``backend``'s device (itself on the CPU backend)."""
         if backend.xp is np:
             return self
         xp = backend.xp
@@ -130,5 +130,5 @@ def presence(models: StackedAUModels, decisions: np.ndarray) -> np.ndarray:
 
 
 def _xp(a):
-    """Array module of ``a`` (NumPy, or CuPy for device arrays)."""
-    return np if isinstance(a, np.ndarray) else sys.modules[type(a).__module__.partition(".")[0]]
+    """Array module of ``a``: NumPy, or its device arrays' module (CuPy, or the emulated backend's)."""
+    return np if isinstance(a, np.ndarray) else sys.modules[type(a).__module__]

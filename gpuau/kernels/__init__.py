@@ -27,7 +27,11 @@ Layout
     registers / spills / shared memory per kernel; raises on errors, > 48 KB shared, or spills beyond the
     source's ``// spills: N bytes (why)`` budget (none without that line; ``loader.declared_spills``).
 ``emulator.py`` + ``cuda_emu.h``
-    The same ``.cu`` compiled as C++20 by g++ and run on the CPU (NumPy arrays in and out).
+    The same ``.cu`` compiled as C++20 by g++ and run on the CPU, on the emulated backend's device arrays.
+``emulated_arrays.py``
+    The emulated backend's array module: NumPy memory behind CuPy's rules (no implicit conversion to NumPy,
+    no host array as a ufunc operand, a function's array argument or a kernel's pointer), so host code that
+    would fail on a GPU fails in the tests.
 
 Adding a kernel
 ---------------

@@ -4,7 +4,8 @@
 atomics, CUDA math), appends one ``extern "C"`` launcher per ``extern "C" __global__`` kernel, builds a
 shared library with g++ (cached in ``<gpuau cache>/emulator/`` under a hash of everything that goes
 into it) and loads it with ctypes.  The returned :class:`EmulatedModule` launches kernels with
-CuPy's ``RawModule`` calling convention, on NumPy arrays.
+CuPy's ``RawModule`` calling convention, on the emulated backend's device arrays
+(:mod:`.emulated_arrays`: NumPy memory; a NumPy array as a pointer argument is refused, as CuPy refuses it).
 
 Environment
 -----------
@@ -30,6 +31,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from gpuau.kernels import emulated_arrays
 
 HEADER = Path(__file__).resolve().parent / "cuda_emu.h"
 CXXFLAGS = ("-std=c++20", "-O2", "-shared", "-fPIC", "-pthread", "-ffp-contract=off", "-U_FORTIFY_SOURCE", "-w")
@@ -168,11 +171,13 @@ class EmulatedKernel:
     def _argument(self, i: int, value, kind: int, size: int):
         where = f"kernel {self.name}, argument {i}"
         if kind == 0:
-            if not isinstance(value, np.ndarray):
-                raise TypeError(f"{where}: pointer parameter needs a NumPy array, got {type(value).__name__}")
-            if not value.flags.c_contiguous:
+            if not isinstance(value, emulated_arrays.ndarray):  # CuPy refuses host arrays there too
+                raise TypeError(f"{where}: pointer parameter needs a device array (the emulated backend's), got "
+                                f"{type(value).__module__}.{type(value).__name__}")
+            data = emulated_arrays.storage(value)
+            if not data.flags.c_contiguous:
                 raise ValueError(f"{where}: array must be C-contiguous")
-            return ctypes.c_void_p(value.ctypes.data)
+            return ctypes.c_void_p(data.ctypes.data)
         if isinstance(value, np.ndarray) or not isinstance(value, np.generic):
             raise TypeError(
                 f"{where}: {_KIND_NAMES[kind]} parameter needs a NumPy scalar (np.int32(...), np.float32(...)), "

@@ -63,8 +63,6 @@ def check_running_median_args(xp, histograms, median_bins, belows, medians, desc
 
 def _addresses(xp, arrays):
     """(S,) uint64 table of the arrays' data addresses, on ``xp``'s device."""
-    if xp is np:
-        return np.array([a.ctypes.data for a in arrays], np.uint64)
     return xp.asarray(np.array([a.data.ptr for a in arrays], np.uint64))
 
 

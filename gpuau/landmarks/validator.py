@@ -154,7 +154,7 @@ _device_layers: dict = {}  # (id(layer), backend) -> (layer, weights, biases) on
 
 def _layer_arrays(layer: ValidatorLayer, backend: Backend) -> tuple:
     """A layer's weights and biases on the backend's device (copied there once; the arrays
-    themselves on the host backends)."""
+    themselves on the CPU backend)."""
     if backend.xp is np:
         return layer.weights, layer.biases
     hit = _device_layers.get((id(layer), backend))

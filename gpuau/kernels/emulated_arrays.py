@@ -1,0 +1,273 @@
+"""The emulated backend's array module: NumPy memory behind CuPy's rules.
+
+The emulated backend runs the ``.cu`` kernels on the CPU (:mod:`.emulator`) so that the GPU path is tested
+without a GPU.  With NumPy as its array module, host code that mixes host and device arrays in ways CuPy
+refuses passed there and failed only on a GPU.  Here a device array is an :class:`ndarray` wrapping NumPy
+storage, and the places where CuPy raises ``TypeError`` raise it too:
+
+* ``numpy.asarray`` (or anything that converts implicitly) of a device array: use ``asnumpy`` / ``.get()``;
+* a NumPy array as an operand of an arithmetic operator or ufunc with device arrays, or as an array argument
+  of this module's functions (``cupy.stack``, ``cupy.where``, ``cupy.ascontiguousarray``, ...), which only
+  ``asarray`` / ``array`` copy to the device;
+* a NumPy array as a kernel's pointer argument (:meth:`gpuau.kernels.emulator.EmulatedKernel.__call__`);
+* an attribute CuPy's ``ndarray`` lacks (``ctypes``, ``resize``, ...) and ``operator.index`` of an array.
+
+What CuPy accepts is accepted: NumPy arrays and lists as indices, NumPy values assigned into a device array,
+Python and NumPy scalars as operands, ``float``/``int``/``bool`` of a one-element array, ``item``,
+``tolist``, and NumPy's functions called on device arrays (CuPy's ``__array_function__``).  Reductions give
+0-d device arrays, as CuPy's do.  The facts are CuPy 14's (``cupy.ascontiguousarray`` takes device arrays
+only; a kernel argument may be a NumPy array of one element, passed by value, and no larger).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.lib.mixins import NDArrayOperatorsMixin
+
+IMPLICIT = ("Implicit conversion to a NumPy array is not allowed. "
+            "Please use `.get()` to construct a NumPy array explicitly.")
+"""CuPy's message for a device array converted implicitly."""
+
+NOT_IN_CUPY = frozenset({"ctypes", "getfield", "resize", "setfield", "setflags", "to_device"})
+"""Public attributes of NumPy's ``ndarray`` that CuPy 14's lacks."""
+
+_SCALARS = (bool, int, float, complex, np.generic)
+
+
+def _unsupported(value) -> TypeError:
+    return TypeError(f"Unsupported type {type(value)}")
+
+
+def _device(value):
+    """``value`` as this module's functions and ufuncs take it: a device array's storage, a scalar, or a
+    sequence of them (a ``stack`` of arrays); a NumPy array raises ``TypeError`` as in CuPy."""
+    if isinstance(value, ndarray):
+        return value._data
+    if isinstance(value, np.ndarray):
+        raise _unsupported(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_device(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _device(v) for k, v in value.items()}
+    return value
+
+
+def _index(key):
+    """An index as CuPy takes it: device arrays, NumPy arrays and lists of indices, slices, scalars."""
+    if isinstance(key, ndarray):
+        return key._data
+    if isinstance(key, tuple):
+        return tuple(_index(k) for k in key)
+    return key
+
+
+def _wrap(value):
+    """NumPy results as device values: arrays, and scalars as 0-d arrays (CuPy's reductions give those)."""
+    if isinstance(value, np.ndarray):
+        return ndarray(value)
+    if isinstance(value, np.generic):
+        return ndarray(np.asarray(value))
+    if isinstance(value, tuple):
+        return tuple(_wrap(v) for v in value)
+    if isinstance(value, list):
+        return [_wrap(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class MemoryPointer:
+    """A device address (``cupy.cuda.MemoryPointer``'s ``ptr``)."""
+
+    ptr: int
+
+
+class ndarray(NDArrayOperatorsMixin):
+    """A device array of the emulated backend (NumPy storage, CuPy's rules: see the module)."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: np.ndarray):
+        self._data = data
+
+    # -- what CuPy refuses
+    def __array__(self, *args, **kwargs):
+        raise TypeError(IMPLICIT)
+
+    def __index__(self):
+        raise TypeError(f"'{type(self).__name__}' object cannot be interpreted as an integer")
+
+    # -- NumPy's protocols: CuPy's ufuncs and functions
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        if "out" in kwargs:
+            kwargs["out"] = tuple(_device(o) for o in kwargs["out"])
+        result = getattr(ufunc, method)(*_device(inputs), **_device(kwargs))
+        return _wrap(result)
+
+    def __array_function__(self, func, types, args, kwargs):
+        return _wrap(func(*_device(args), **_device(kwargs)))
+
+    # -- the Python protocols CuPy's arrays have
+    def __getitem__(self, key):
+        return _wrap(self._data[_index(key)])
+
+    def __setitem__(self, key, value):
+        self._data[_index(key)] = value._data if isinstance(value, ndarray) else value
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    def __bool__(self) -> bool:
+        return bool(self._data)
+
+    def __float__(self) -> float:
+        return float(self._data)
+
+    def __int__(self) -> int:
+        return int(self._data)
+
+    def __complex__(self) -> complex:
+        return complex(self._data)
+
+    def __repr__(self) -> str:
+        return f"emulated {self._data!r}"
+
+    def __getattr__(self, name: str):
+        if name in NOT_IN_CUPY or name.startswith("_"):
+            raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+        value = getattr(self._data, name)
+        if not callable(value):
+            return _wrap(value)
+
+        def method(*args, **kwargs):
+            return _wrap(value(*_device(args), **_device(kwargs)))
+
+        return method
+
+    # -- CuPy's own
+    def get(self, stream=None, order="C", out=None) -> np.ndarray:
+        """A NumPy copy (``cupy.ndarray.get``)."""
+        if out is not None:
+            out[...] = self._data
+            return out
+        return np.array(self._data, order=order)
+
+    def set(self, arr: np.ndarray, stream=None) -> None:
+        """Copy the NumPy array ``arr`` in (``cupy.ndarray.set``)."""
+        if not isinstance(arr, np.ndarray):
+            raise TypeError(f"Only numpy.ndarray can be set to cupy.ndarray, got {type(arr)}")
+        if arr.shape != self.shape or arr.dtype != self.dtype:
+            raise ValueError("Shape or dtype mismatch")
+        self._data[...] = arr
+
+    @property
+    def data(self) -> "MemoryPointer":
+        """Where the array's memory starts (``cupy.ndarray.data``: a table of addresses passed to a kernel)."""
+        return MemoryPointer(self._data.ctypes.data)
+
+    @property
+    def shape(self) -> tuple:
+        return self._data.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._data.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self._data.ndim
+
+    @property
+    def size(self) -> int:
+        return self._data.size
+
+    @property
+    def T(self) -> "ndarray":
+        return ndarray(self._data.T)
+
+
+def storage(a: ndarray) -> np.ndarray:
+    """The NumPy memory of the device array ``a``, not copied: what the emulated kernels read and write."""
+    return a._data
+
+
+def asnumpy(a, stream=None, order="C", out=None) -> np.ndarray:
+    """A host copy of a device array; anything else as ``numpy.asarray`` takes it (``cupy.asnumpy``)."""
+    if isinstance(a, ndarray):
+        return a.get(order=order, out=out)
+    return np.asarray(a, order=order)
+
+
+def array(obj, dtype=None, copy=True, order="K", ndmin=0) -> ndarray:
+    """A device array of ``obj``: host data (an array, nested sequences with device arrays among them, a scalar)
+    is copied to the device; a device array too, unless ``copy`` is False and it serves as it is."""
+    if isinstance(obj, ndarray) and not copy and ndmin <= obj.ndim:
+        return asarray(obj, dtype)
+    if isinstance(obj, ndarray):
+        obj = obj._data
+    elif isinstance(obj, (list, tuple)):
+        obj = [o._data if isinstance(o, ndarray) else o for o in obj]
+    return ndarray(np.array(obj, dtype=dtype, order=order, ndmin=ndmin))
+
+
+def asarray(a, dtype=None, order=None) -> ndarray:
+    """``a`` on the device: a device array as it is (or cast), anything else copied (``cupy.asarray``)."""
+    if isinstance(a, ndarray):
+        return a if dtype is None or np.dtype(dtype) == a.dtype else ndarray(a._data.astype(dtype))
+    return array(a, dtype=dtype, order=order or "K")
+
+
+def ascontiguousarray(a, dtype=None) -> ndarray:
+    """A C-contiguous device array of the device array ``a``; a host array raises ``TypeError``, as in CuPy."""
+    if not isinstance(a, ndarray):
+        raise TypeError("Argument 'a' has incorrect type (expected cupy._core.core._ndarray_base, "
+                        f"got {type(a).__name__})")
+    data = np.ascontiguousarray(a._data, dtype=dtype)
+    return a if data is a._data else ndarray(data)
+
+
+def get_array_module(*args):
+    """This module when an argument is a device array, else NumPy (``cupy.get_array_module``)."""
+    import sys
+
+    return sys.modules[__name__] if any(isinstance(a, ndarray) for a in args) else np
+
+
+def _creation(name: str):
+    make = getattr(np, name)
+
+    def create(*args, **kwargs):
+        return _wrap(make(*_device(args), **_device(kwargs)))
+
+    create.__name__ = name
+    return create
+
+
+for _name in ("zeros", "empty", "ones", "full", "arange", "eye", "linspace", "identity"):
+    globals()[_name] = _creation(_name)
+
+
+def _like(name: str):
+    make = getattr(np, name)
+
+    def create(a, *args, **kwargs):  # CuPy reads a host prototype's shape and dtype
+        return _wrap(make(a._data if isinstance(a, ndarray) else a, *_device(args), **_device(kwargs)))
+
+    create.__name__ = name
+    return create
+
+
+for _name in ("empty_like", "zeros_like", "ones_like", "full_like"):
+    globals()[_name] = _like(_name)
+
+
+def __getattr__(name: str):
+    """NumPy's dtypes and constants as they are; its functions and ufuncs over device arrays, refusing host
+    arrays (CuPy's functions of the same names)."""
+    value = getattr(np, name)
+    if isinstance(value, (type, np.dtype, float, int)) or not callable(value):
+        return value
+    return _creation(name)
