@@ -23,6 +23,7 @@ from gpuau.cli import main
 from gpuau.au.analyzer import STATE_BYTES
 from gpuau.engine import (CPU_STREAMS, Engine, FrameStaging, HostTransfers, Job, auto_streams,
                           stream_device_bytes)
+from gpuau.kernels import emulated_arrays
 from gpuau.landmarks.tracker import FaceTracker
 from gpuau.pipeline import Analyzer
 from gpuau.video import Frame, array_frames, open_source
@@ -92,7 +93,7 @@ def engine_runs(clips):
             import gpuau.au.analyzer
 
             engine = Engine(backend, streams=3)
-            transfers = RecordingTransfers()
+            transfers = RecordingTransfers(backend.xp)
             engine.staging = FrameStaging(transfers)  # checks the copy/compute ordering
             detect, features = engine.mtcnn.detect_batch, gpuau.au.analyzer.face_features
             reads = {"detect": [], "features": []}  # per call: whether the stage read the staged device frames
@@ -141,6 +142,16 @@ def test_engine_equals_cpu_pipeline(backend, engine_runs, references):
     for name, o in together.items():
         assert o.faces == references[name].faces_found
         assert_same_table(o.result.columns, references[name].columns)
+
+
+def test_analyzer_on_a_device_equals_cpu_pipeline(clips, references):
+    """The library's single-video path on a GPU backend (``Analyzer(device=...)``: the tracker and the AU
+    thread on the device, no engine) gives the CPU's table; here on the emulated backend."""
+    name = "changeLighting.wmv"
+    images, fps = clips[name]
+    got = Analyzer("emulated").analyze_frames(images, fps=fps)
+    assert got.faces_found == references[name].faces_found
+    assert_same_table(got.columns, references[name].columns)
 
 
 def test_streams_join_and_leave_with_csv_outputs(clips, references, tmp_path):
@@ -433,7 +444,8 @@ class RecordingTransfers(HostTransfers):
 
     shares_memory = False  # separate device buffers, copied as on CUDA
 
-    def __init__(self):
+    def __init__(self, xp=np):
+        self.xp = xp  # the device buffers' array module (the emulated backend's: device arrays of their own)
         self.events = 0
         self.host_copy = {}  # host buffer -> its copy not yet synchronised
         self.device_copy = {}  # device buffer -> its latest copy
@@ -447,20 +459,20 @@ class RecordingTransfers(HostTransfers):
         return self.events
 
     def copy(self, device, host):
-        assert host.base is not None and device.base is not None
+        assert host.base is not None and _memory(device).base is not None
         assert id(host.base) not in self.host_copy, "host buffer rewritten while its copy may run"
         super().copy(device, host)
         event = self._event()
         self.host_copy[id(host.base)] = event
-        self.device_copy[id(device.base)] = event
+        self.device_copy[id(_memory(device).base)] = event
         self.copies += 1
         return event
 
     def convert(self, device, source):
-        assert id(source.base) in self.device_copy, "converted before its copy was enqueued"
+        assert id(_memory(source).base) in self.device_copy, "converted before its copy was enqueued"
         super().convert(device, source)
         event = self._event()
-        self.device_copy[id(device.base)] = event  # on the copy stream, after the copy of its source
+        self.device_copy[id(_memory(device).base)] = event  # on the copy stream, after the copy of its source
         return event
 
     def compute_event(self):
@@ -477,13 +489,19 @@ class RecordingTransfers(HostTransfers):
         self.host_copy = {k: e for k, e in self.host_copy.items() if event is None or e > event}
 
     def device_buffer(self, shape, dtype=np.float32):
-        buffer = super().device_buffer(shape, dtype)
+        buffer = self.xp.empty(shape, dtype)
         self.device_buffers.append(buffer)
         return buffer
 
     def staged(self, array) -> bool:
         """Whether ``array`` is (a view of) one of the staging's device buffers."""
-        return any(array is b or array.base is b for b in self.device_buffers)
+        m = _memory(array)
+        return any(m is _memory(b) or m.base is _memory(b) for b in self.device_buffers)
+
+
+def _memory(a) -> np.ndarray:
+    """The NumPy memory of a host array or an emulated device array."""
+    return emulated_arrays.storage(a) if isinstance(a, emulated_arrays.ndarray) else a
 
 
 def test_frame_staging_orders_copies_and_compute():
