@@ -21,8 +21,9 @@ import pytest
 
 from gpuau.cli import main
 from gpuau.au.analyzer import STATE_BYTES
+from gpuau.device import resolve_device
 from gpuau.engine import (CPU_STREAMS, Engine, FrameStaging, HostTransfers, Job, auto_streams,
-                          stream_device_bytes)
+                          stream_device_bytes, transfers_for)
 from gpuau.kernels import emulated_arrays
 from gpuau.landmarks.tracker import FaceTracker
 from gpuau.pipeline import Analyzer
@@ -504,6 +505,18 @@ def _memory(a) -> np.ndarray:
     return emulated_arrays.storage(a) if isinstance(a, emulated_arrays.ndarray) else a
 
 
+def test_emulated_staging_copies_frames_into_device_arrays():
+    """On the emulated backend the frames are copied into device arrays (CuPy's rules) and the grey levels
+    converted there, as on CUDA."""
+    staging = FrameStaging(transfers_for(resolve_device("emulated")))
+    frames = [Frame(i, 0.0, np.full((4, 5, 3), i, np.uint8), np.full((4, 5), i, np.uint8)) for i in range(3)]
+    staging.stage(frames)
+    (images, rows), (bgr, _) = staging.images(frames[2:]), staging.bgr(frames[2:])
+    assert isinstance(images, emulated_arrays.ndarray) and images.dtype == np.float32
+    np.testing.assert_array_equal(images.get()[rows[0]], frames[2].gray)
+    np.testing.assert_array_equal(bgr.get()[rows[0]], frames[2].image)
+
+
 def test_frame_staging_orders_copies_and_compute():
     t = RecordingTransfers()
     staging = FrameStaging(t)
@@ -610,7 +623,6 @@ def test_cuda_transfers_with_a_fake_cupy(monkeypatch):
     stream, the compute stream waiting for each copy it reads, the copy stream for the compute that read a slot."""
     import sys
 
-    from gpuau.device import resolve_device
     from gpuau.engine import CudaTransfers
 
     cp = _FakeCupy()
