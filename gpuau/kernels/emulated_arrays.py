@@ -32,9 +32,6 @@ IMPLICIT = ("Implicit conversion to a NumPy array is not allowed. "
 NOT_IN_CUPY = frozenset({"ctypes", "getfield", "resize", "setfield", "setflags", "to_device"})
 """Public attributes of NumPy's ``ndarray`` that CuPy 14's lacks."""
 
-_SCALARS = (bool, int, float, complex, np.generic)
-
-
 def _unsupported(value) -> TypeError:
     return TypeError(f"Unsupported type {type(value)}")
 
@@ -229,25 +226,15 @@ def ascontiguousarray(a, dtype=None) -> ndarray:
     return a if data is a._data else ndarray(data)
 
 
-def get_array_module(*args):
-    """This module when an argument is a device array, else NumPy (``cupy.get_array_module``)."""
-    import sys
+def _function(name: str):
+    """NumPy's function ``name`` over device arrays (CuPy's of the same name), refusing host arrays."""
+    function = getattr(np, name)
 
-    return sys.modules[__name__] if any(isinstance(a, ndarray) for a in args) else np
+    def call(*args, **kwargs):
+        return _wrap(function(*_device(args), **_device(kwargs)))
 
-
-def _creation(name: str):
-    make = getattr(np, name)
-
-    def create(*args, **kwargs):
-        return _wrap(make(*_device(args), **_device(kwargs)))
-
-    create.__name__ = name
-    return create
-
-
-for _name in ("zeros", "empty", "ones", "full", "arange", "eye", "linspace", "identity"):
-    globals()[_name] = _creation(_name)
+    call.__name__ = name
+    return call
 
 
 def _like(name: str):
@@ -265,9 +252,9 @@ for _name in ("empty_like", "zeros_like", "ones_like", "full_like"):
 
 
 def __getattr__(name: str):
-    """NumPy's dtypes and constants as they are; its functions and ufuncs over device arrays, refusing host
-    arrays (CuPy's functions of the same names)."""
+    """NumPy's dtypes and constants as they are; its functions and ufuncs (``zeros``, ``stack``, ``where``,
+    ``exp``, ...) over device arrays (:func:`_function`)."""
     value = getattr(np, name)
     if isinstance(value, (type, np.dtype, float, int)) or not callable(value):
         return value
-    return _creation(name)
+    return _function(name)

@@ -138,10 +138,6 @@ class AUModels:
     cls_pos: np.ndarray
     cls_neg: np.ndarray
 
-    @property
-    def num_features(self) -> int:
-        return int(self.reg_weights.shape[0])
-
 
 def load_au_models(models: "str | os.PathLike | None" = None, *, dynamic: bool = True) -> AUModels:
     """FeatureExtraction's AU models (``AU_all_best.txt``, ``dynamic=True``) or FaceLandmarkImg's
