@@ -213,7 +213,26 @@ def test_decoder_threads_use_the_cores_the_analysis_leaves(cores, videos, thread
     monkeypatch.delenv("OMP_NUM_THREADS")
     if videos == 1:  # open_source's default
         with open_source(media_dir / "2015-10-15-15-14.avi") as src:  # a codec FFmpeg decodes in threads
-            assert src._capture.get(cv2.CAP_PROP_N_THREADS) == threads
+            assert src._capture.get(cv2.CAP_PROP_N_THREADS) == src.threads == threads
+    # a large frame decoded alone: at least two threads, where the cores allow them
+    assert decoder_threads(videos, pixels=1280 * 720) == (max(threads, min(cores, 2)) if videos == 1 else threads)
+
+
+def test_a_large_video_opens_with_two_decoding_threads(monkeypatch, tmp_path):
+    import os
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    path = str(tmp_path / "large.avi")
+    out = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"FMP4"), 30.0, (1280, 720))  # MPEG-4: decoded in threads
+    for i in range(3):
+        out.write(np.full((720, 1280, 3), 40 * i, np.uint8))
+    out.release()
+    with open_source(path) as src:
+        assert src._capture.get(cv2.CAP_PROP_N_THREADS) == src.threads == 2
+        assert len(list(src)) == 3
+    with open_source(path, threads=1) as src:  # as asked
+        assert src._capture.get(cv2.CAP_PROP_N_THREADS) == src.threads == 1
 
 
 def test_serial_opencv_sets_one_thread():

@@ -31,22 +31,34 @@ ANALYSIS_CORES = 2
 """Cores the analysis of one video keeps busy on the CPU (its main and helper threads; the AU stage shares them)."""
 
 
-def decoder_threads(videos: int = 1) -> int:
+LARGE_FRAME = 1280 * 720
+"""Pixels from which a video decoded alone gets at least two FFmpeg threads (:func:`decoder_threads`)."""
+
+
+def decoder_threads(videos: int = 1, pixels: int = 0) -> int:
     """FFmpeg decoding threads for each of ``videos`` videos decoded at once: the cores this process may run
     on (its CPU affinity, at most ``OMP_NUM_THREADS`` when set, as Ray sets it to a worker's CPUs) beyond
-    :data:`ANALYSIS_CORES`, shared among the videos, at least 1.
+    :data:`ANALYSIS_CORES`, shared among the videos, at least 1; at least 2 for a video decoded alone whose
+    frames have ``pixels`` of :data:`LARGE_FRAME` or more.
 
     Each video already decodes on its own thread beside the analysis (the engine decodes its streams side by
     side), so codec threads only pay on cores the analysis leaves idle, where a 4K or HEVC video would
     otherwise be decode-bound; on 2 cores FFmpeg's default (one thread per core) took 0.76 ms of CPU per
     default.wmv frame and 0.5-0.6 per 2015-10-15-15-14.avi frame from the analysis, one thread 0.6 and 0.3,
-    at the same decoding speed.  The frames are the same whatever the count.
+    at the same decoding speed.  A large frame can cost more to decode than to analyse, and then a second
+    thread uses the core the analysis leaves idle while it waits: 2015-10-15-15-14.avi enlarged to 1280x960
+    in lossless FFV1 decodes in 32.6 ms a frame on one thread, 20.7 on two, and was analysed (``--quality
+    exact``, in process) in 9.1 s against 7.1; the same clip in H.264 (4.1 ms a frame on one thread) took
+    3.28 s either way (2026-12-06).  The frames are the same whatever the count.
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     limit = os.environ.get("OMP_NUM_THREADS", "")
     if limit.isdigit() and int(limit) > 0:
         cores = min(cores, int(limit))
-    return max(1, (cores - ANALYSIS_CORES) // max(1, videos))
+    threads = (cores - ANALYSIS_CORES) // max(1, videos)
+    if videos <= 1 and pixels >= LARGE_FRAME:
+        threads = max(threads, min(cores, 2))
+    return max(1, threads)
 
 
 class InputError(RuntimeError):
@@ -402,6 +414,16 @@ def _bt601_frames(path: Path, threads: int) -> "Iterator[tuple[np.ndarray, float
     return frames()
 
 
+def _capture(path: Path, threads: int):
+    """OpenCV's capture of a video file, decoding with ``threads`` FFmpeg threads, giving the frames as stored
+    (they are turned here: OpenCV's own turn is the display's, opencv-python 5's)."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path), cv2.CAP_ANY, [cv2.CAP_PROP_N_THREADS, threads])
+    cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 0)
+    return cap
+
+
 def _audio_only(path: Path) -> bool:
     """Whether FFmpeg (PyAV's) opens ``path`` as a container with audio streams and no video stream (a sound
     track, a podcast): OpenCV only says it cannot open it."""
@@ -420,7 +442,7 @@ def open_source(path: "str | os.PathLike", *, timestamps: str = "openface", thre
 
     ``timestamps="openface"`` gives OpenFace's ``index / fps`` (identical CSVs); ``"container"`` gives each
     frame's presentation time from the container, exact for variable-frame-rate video.  ``threads``: FFmpeg's
-    decoding threads for a video (default :func:`decoder_threads` of one video).  ``orientation``: how a video
+    decoding threads for a video (default: :func:`decoder_threads` of one video of its frame size).  ``orientation``: how a video
     whose container asks for a rotation is turned (:data:`ORIENTATIONS`; images follow their EXIF orientation,
     as ``cv::imread`` does).
 
@@ -449,8 +471,8 @@ def open_source(path: "str | os.PathLike", *, timestamps: str = "openface", thre
         raise InputError(p, "file is not readable", "check its permissions")
     if p.stat().st_size == 0:
         raise InputError(p, "file is empty (0 bytes)", "its copy or download did not finish: fetch it again")
-    threads = threads or decoder_threads()
-    cap = cv2.VideoCapture(str(p), cv2.CAP_ANY, [cv2.CAP_PROP_N_THREADS, threads])
+    chosen = threads or decoder_threads()
+    cap = _capture(p, chosen)
     if not cap.isOpened():
         cap.release()
         if _audio_only(p):
@@ -459,8 +481,6 @@ def open_source(path: "str | os.PathLike", *, timestamps: str = "openface", thre
     fps = cap.get(cv2.CAP_PROP_FPS)
     if not fps or fps != fps or fps <= 0:
         fps = 30.0  # OpenFace's assumption when the container has no frame rate
-    # the frames as stored, turned here (OpenCV's own turn is the display's: opencv-python 5)
-    cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 0)
     rotation = int(round(cap.get(cv2.CAP_PROP_ORIENTATION_META))) % 360
     rotation = rotation if rotation in _ROTATE_FLAGS else 0
     turn = _turn(rotation, orientation)
@@ -470,9 +490,13 @@ def open_source(path: "str | os.PathLike", *, timestamps: str = "openface", thre
     if width <= 0 or height <= 0:
         cap.release()
         raise InputError(p, "video has no frames", "the file may be empty or truncated")
+    if threads is None and decoder_threads(pixels=width * height) != chosen:  # known once the video is open
+        cap.release()
+        chosen = decoder_threads(pixels=width * height)
+        cap = _capture(p, chosen)
     if turn in (90, 270):
         width, height = height, width
     source = VideoSource(p, "video", float(fps), width, height, max(count, 0), capture=cap, rotation=rotation,
-                         turn=turn, threads=threads)
+                         turn=turn, threads=chosen)
     source.timestamps = timestamps
     return source
