@@ -1,6 +1,7 @@
 """Clips made from the shared sample videos to exercise what the reference videos never do: a face that
 leaves the frame and comes back, a cut to another person, a mirrored, rolled, shrunken, enlarged or occluded face,
-a noisy or dark picture, fast motion, a panning camera and a small face crossing an HD frame.
+a noisy, dark, blurred or JPEG-compressed picture, fast motion, a panning camera, a small face crossing an HD frame
+and a close-up.
 
 OpenFace's own output for them comes from running its ``FeatureExtraction`` on the FFV1 (lossless) files
 that :func:`write_clip` writes (``python -m benchmarks.versus_openface --openface PATH``); the tests use
@@ -37,6 +38,11 @@ CLIPS = {
     "zoom": ("changeLighting.wmv's middle 480x360 enlarged to 640x480 (OpenCV INTER_LINEAR): a larger face", 15.0),
     "far": ("2015-10-15-15-14.avi frames 0-299 at half size (every second pixel of every second row) crossing a grey "
             "1280x720 frame: a small face (~75 px wide) moving in HD footage", 30.0),
+    "big": ("2015-10-15-15-14.avi frames 0-299 at twice the size, 1280x960 (OpenCV INTER_LINEAR): a close-up face "
+            "(~300 px wide)", 30.0),
+    "blur": ("default.wmv blurred (OpenCV GaussianBlur, sigma 2 px): footage out of focus", 15.0),
+    "jpeg": ("2015-10-15-15-14.avi frames 0-299 through JPEG at quality 20 (OpenCV imencode/imdecode): heavy "
+             "compression blocks", 30.0),
 }
 """Derived clips: what each is and its frame rate."""
 
@@ -71,8 +77,13 @@ def clip_frames(name: str, media: Path) -> "tuple[list, float]":
     if name == "zoom":
         return [cv2.resize(np.ascontiguousarray(f[60:420, 80:560]), (640, 480), interpolation=cv2.INTER_LINEAR)
                 for f in _decode(media / "changeLighting.wmv")], fps
-    if name in ("cut", "small", "dark", "skip3", "far"):
+    if name in ("cut", "small", "dark", "skip3", "far", "big", "jpeg"):
         other = _decode(media / "2015-10-15-15-14.avi")
+        if name == "big":
+            return [cv2.resize(f, (1280, 960), interpolation=cv2.INTER_LINEAR) for f in other[:300]], fps
+        if name == "jpeg":
+            return [cv2.imdecode(cv2.imencode(".jpg", f, [cv2.IMWRITE_JPEG_QUALITY, 20])[1], cv2.IMREAD_COLOR)
+                    for f in other[:300]], fps
         if name == "far":
             out = []
             for i, f in enumerate(other[:300]):  # the half-size picture's corner moves 2 px right a frame
@@ -96,6 +107,8 @@ def clip_frames(name: str, media: Path) -> "tuple[list, float]":
         return [grey] * 31 + d[:150] + [grey] * 150 + d[150:], fps
     if name == "cut":
         return d[:144] + other[:144], fps
+    if name == "blur":
+        return [cv2.GaussianBlur(f, (0, 0), 2.0) for f in d], fps
     if name == "odd":
         return [np.ascontiguousarray(f[3:478, 2:639]) for f in d], fps
     if name == "sideways":
