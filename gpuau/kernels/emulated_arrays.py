@@ -165,26 +165,6 @@ class ndarray(NDArrayOperatorsMixin):
         """Where the array's memory starts (``cupy.ndarray.data``: a table of addresses passed to a kernel)."""
         return MemoryPointer(self._data.ctypes.data)
 
-    @property
-    def shape(self) -> tuple:
-        return self._data.shape
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self._data.dtype
-
-    @property
-    def ndim(self) -> int:
-        return self._data.ndim
-
-    @property
-    def size(self) -> int:
-        return self._data.size
-
-    @property
-    def T(self) -> "ndarray":
-        return ndarray(self._data.T)
-
 
 def storage(a: ndarray) -> np.ndarray:
     """The NumPy memory of the device array ``a``, not copied: what the emulated kernels read and write."""
