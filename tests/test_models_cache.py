@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from gpuau.landmarks.pdm import MAIN_PDM, PDM
-from gpuau.models.cache import load_cached, read_arrays, write_arrays
+from gpuau.models.cache import KEEP, load_cached, read_arrays, write_arrays
 from gpuau.models.pdm_file import parse_pdm
 
 
@@ -58,3 +58,32 @@ def test_a_damaged_cache_file_is_parsed_again(cache, damage):
     cached_file.write_bytes(damage(cached_file.read_bytes()))
     np.testing.assert_array_equal(load_cached(source, parse)["values"], np.arange(1000.0))
     assert len(calls) == 2
+
+
+def test_the_cache_keeps_the_most_recently_used_files_of_a_model(cache, tmp_path):
+    """A model file copied, moved or fetched again gets a new key: the cache keeps the KEEP most recently used
+    parses of a file name and removes the older ones, instead of growing with every copy."""
+    import os
+
+    def parse(path):
+        return {"x": np.frombuffer(path.read_bytes(), np.uint8).copy()}
+
+    def entries():
+        return set(cache.glob("m.txt.*.arrays"))
+
+    folders = [tmp_path / f"models{i}" for i in range(KEEP + 3)]
+    for i, folder in enumerate(folders):
+        folder.mkdir()
+        (folder / "m.txt").write_bytes(bytes([i]))
+    for i, folder in enumerate(folders[:KEEP]):  # parsed i + 1 seconds after the epoch
+        before = entries()
+        load_cached(folder / "m.txt", parse, name="p")
+        (new,) = entries() - before
+        os.utime(new, (i + 1, i + 1))
+    assert load_cached(folders[0] / "m.txt", parse, name="p")["x"].tolist() == [0]  # a hit: used now
+    for folder in folders[KEEP:]:  # three more copies: the three least recently used go
+        load_cached(folder / "m.txt", parse, name="p")
+    assert sorted(int(read_arrays(f)["x"][0]) for f in entries()) == [0, *range(4, KEEP + 3)]
+    (cache / "unrelated.arrays").write_bytes(b"x")  # other files are left alone
+    load_cached(folders[1] / "m.txt", parse, name="p")
+    assert (cache / "unrelated.arrays").exists() and len(entries()) == KEEP

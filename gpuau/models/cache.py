@@ -8,6 +8,8 @@ bytes, mapped and viewed in place: a start loads the ~520 arrays of the models i
 """
 from __future__ import annotations
 
+import contextlib
+import glob
 import hashlib
 import json
 import mmap
@@ -24,6 +26,11 @@ CACHE_VERSION = 3
 float32, as OpenCV does)."""
 _MAGIC = b"GPUAU-ARRAYS\n"
 _ALIGN = 64
+
+KEEP = 6
+"""Cache files kept per model file name, the most recently used: its parses in three model folders (a file has one
+or two parsers).  A key changes whenever the models are fetched again, moved or copied, so without a bound the cache
+grew by the models' ~78 MB with each copy (a checkout whose tests copy the models held twelve sets, 0.93 GB)."""
 
 
 def cache_dir() -> Path:
@@ -53,15 +60,30 @@ def load_cached(path: "str | os.PathLike", parse: Callable[[Path], dict], name: 
     target = cache_dir() / f"{path.name}.{_key(path, pname)}.arrays"
     if target.is_file():
         try:
-            return read_arrays(target)
+            arrays = read_arrays(target)
+            with contextlib.suppress(OSError):  # used now: the last to go (a read-only cache stays as it is)
+                os.utime(target)
+            return arrays
         except Exception:  # unreadable or truncated: parse again
             pass
     arrays = parse(path)
     try:
         write_arrays(target, arrays)
+        _prune(path.name)
     except OSError:
         pass
     return arrays
+
+
+def _prune(name: str) -> None:
+    """Remove the cache files of model file ``name`` beyond the :data:`KEEP` most recently used."""
+    entries = []
+    for f in cache_dir().glob(f"{glob.escape(name)}.{'[0-9a-f]' * 24}.arrays"):
+        with contextlib.suppress(OSError):  # removed meanwhile by another process
+            entries.append((f.stat().st_mtime_ns, f))
+    for _, f in sorted(entries, reverse=True)[KEEP:]:
+        with contextlib.suppress(OSError):
+            f.unlink()
 
 
 def write_arrays(target: Path, arrays: dict) -> None:
