@@ -131,6 +131,8 @@ def test_device_arrays_keep_cupys_rules():
             mixed()
     with pytest.raises(TypeError, match="incorrect type"):
         xp.ascontiguousarray(host)
+    with pytest.raises(TypeError, match="CuPy lacks"):
+        np.insert(d, 0, 1.0)
     with pytest.raises(AttributeError):
         d.ctypes
     with pytest.raises(TypeError):

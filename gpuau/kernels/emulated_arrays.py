@@ -10,7 +10,8 @@ storage, and the places where CuPy raises ``TypeError`` raise it too:
   of this module's functions (``cupy.stack``, ``cupy.where``, ``cupy.ascontiguousarray``, ...), which only
   ``asarray`` / ``array`` copy to the device;
 * a NumPy array as a kernel's pointer argument (:meth:`gpuau.kernels.emulator.EmulatedKernel.__call__`);
-* an attribute CuPy's ``ndarray`` lacks (``ctypes``, ``resize``, ...) and ``operator.index`` of an array.
+* an attribute CuPy's ``ndarray`` lacks (``ctypes``, ``resize``, ...), a NumPy function CuPy lacks called on a device
+  array (``numpy.insert``, ...), and ``operator.index`` of an array.
 
 What CuPy accepts is accepted: NumPy arrays and lists as indices, NumPy values assigned into a device array,
 Python and NumPy scalars as operands, ``float``/``int``/``bool`` of a one-element array, ``item``,
@@ -31,6 +32,13 @@ IMPLICIT = ("Implicit conversion to a NumPy array is not allowed. "
 
 NOT_IN_CUPY = frozenset({"ctypes", "getfield", "resize", "setfield", "setflags", "to_device"})
 """Public attributes of NumPy's ``ndarray`` that CuPy 14's lacks."""
+
+FUNCTIONS_NOT_IN_CUPY = frozenset({
+    "block", "einsum_path", "geomspace", "histogram_bin_edges", "insert", "matvec", "nanpercentile", "nanquantile",
+    "polyder", "polydiv", "polyint", "spacing", "unstack", "vecdot", "vecmat", "linalg.diagonal", "linalg.matrix_norm",
+    "linalg.multi_dot", "linalg.outer", "linalg.svdvals", "linalg.tensordot", "linalg.trace", "linalg.vecdot",
+    "linalg.vector_norm"})
+"""NumPy's array functions that CuPy 14 lacks (its ``__array_function__`` then raises ``TypeError``)."""
 
 def _unsupported(value) -> TypeError:
     return TypeError(f"Unsupported type {type(value)}")
@@ -102,6 +110,9 @@ class ndarray(NDArrayOperatorsMixin):
         return _wrap(result)
 
     def __array_function__(self, func, types, args, kwargs):
+        name = f"{func.__module__}.{func.__name__}".removeprefix("numpy.")
+        if name in FUNCTIONS_NOT_IN_CUPY:
+            raise TypeError(f"no implementation found for 'numpy.{name}' on device arrays (CuPy lacks it)")
         return _wrap(func(*_device(args), **_device(kwargs)))
 
     # -- the Python protocols CuPy's arrays have
