@@ -442,9 +442,9 @@ def open_source(path: "str | os.PathLike", *, timestamps: str = "openface", thre
 
     ``timestamps="openface"`` gives OpenFace's ``index / fps`` (identical CSVs); ``"container"`` gives each
     frame's presentation time from the container, exact for variable-frame-rate video.  ``threads``: FFmpeg's
-    decoding threads for a video (default: :func:`decoder_threads` of one video of its frame size).  ``orientation``: how a video
-    whose container asks for a rotation is turned (:data:`ORIENTATIONS`; images follow their EXIF orientation,
-    as ``cv::imread`` does).
+    decoding threads for a video (default: :func:`decoder_threads` of one video of its frame size).
+    ``orientation``: how a video whose container asks for a rotation is turned (:data:`ORIENTATIONS`; images
+    follow their EXIF orientation, as ``cv::imread`` does).
 
     Raises
     ------
