@@ -74,7 +74,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Sized
 
 import numpy as np
 
@@ -603,6 +603,7 @@ class Engine:
         self.clnf, self.mtcnn, self.validator = analyzer.loaded_models()
         self.staging = FrameStaging(transfers_for(self.backend))
         self.stats = dict.fromkeys(STATS, 0)
+        self._decoding = self.streams  # videos decoded at once (run() knows when fewer jobs were given)
 
     # -- jobs ------------------------------------------------------------------------------------
     def _open(self, job: Job, fmt: str, on_open: "Callable | None" = None) -> _Stream:
@@ -612,8 +613,10 @@ class Engine:
         if not isinstance(job.input, (str, os.PathLike)):
             s = _Stream(job, iter(job.input), self, fmt, job.intrinsics)
         else:
-            source = open_source(job.input, timestamps=self.timestamps, threads=decoder_threads(self.streams),
-                                 orientation=self.orientation)
+            # the cores beyond the analysis shared by the videos decoded at once; one alone: open_source's choice
+            # for its frame size
+            threads = decoder_threads(self._decoding) if self._decoding > 1 else None
+            source = open_source(job.input, timestamps=self.timestamps, threads=threads, orientation=self.orientation)
             try:
                 if source.kind == "image":
                     raise InputError(source.path, "a single image, not a video",
@@ -676,6 +679,9 @@ class Engine:
         Parameters
         ----------
         jobs : iterable of Job or (input, output) pairs
+            A sized collection (a list) tells how many videos are decoded at once when there are fewer than
+            streams, so that each gets its share of FFmpeg threads (:func:`gpuau.video.decoder_threads`); a
+            single video then decodes as :func:`gpuau.video.open_source` chooses for its frame size.
         format : {"csv", "parquet"}
             Format of the jobs' output files.
         progress : callable, optional
@@ -696,6 +702,7 @@ class Engine:
         """
         if format not in FORMATS:
             raise ValueError(f"format {format!r}: use one of {FORMATS}")
+        self._decoding = min(self.streams, len(jobs)) if isinstance(jobs, Sized) else self.streams
         queue = (j if isinstance(j, Job) else Job(*j) for j in jobs)
         active: list = []
         done = 0

@@ -231,6 +231,21 @@ def _decoders(path) -> list:
     return [t for t in threading.enumerate() if t.name == f"decode:{path.name}"]
 
 
+def test_the_videos_decoded_at_once_share_the_decoding_threads(cpu_analyzer, media_dir, tmp_path, monkeypatch):
+    """Each video gets its share of the cores beyond the analysis among the videos decoded at once: the streams,
+    or fewer jobs when a list tells how many; a single video decodes as open_source chooses for its size."""
+    import os
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    engine = Engine.from_analyzer(cpu_analyzer, streams=4)
+    jobs = [Job(media_dir / "changeLighting.wmv", tmp_path / f"{k}.csv") for k in range(2)]
+    for given, threads in ((jobs[:1], 6), (jobs, 3), (iter(jobs), 1)):  # 8 cores - 2; shared by 2; by 4 streams
+        seen = []
+        outcomes = list(engine.run(given, on_open=lambda job, source: seen.append(source.threads)))
+        assert [o.status for o in outcomes] == ["done"] * len(seen) and seen == [threads] * len(seen)
+
+
 def test_failed_streams_release_their_video_at_once(media_dir, tmp_path, monkeypatch):
     """A stream whose output cannot be created (before its first frame) and one whose rows fail to write
     mid-way release their VideoSource when their outcome comes: capture closed, decoding thread ended."""
