@@ -490,10 +490,10 @@ def open_source(path: "str | os.PathLike", *, timestamps: str = "openface", thre
     if width <= 0 or height <= 0:
         cap.release()
         raise InputError(p, "video has no frames", "the file may be empty or truncated")
-    if threads is None and decoder_threads(pixels=width * height) != chosen:  # known once the video is open
+    wanted = threads or decoder_threads(pixels=width * height)  # the frame size is known once the video is open
+    if wanted != chosen:
         cap.release()
-        chosen = decoder_threads(pixels=width * height)
-        cap = _capture(p, chosen)
+        chosen, cap = wanted, _capture(p, wanted)
     if turn in (90, 270):
         width, height = height, width
     source = VideoSource(p, "video", float(fps), width, height, max(count, 0), capture=cap, rotation=rotation,
