@@ -144,6 +144,9 @@ def test_device_arrays_keep_cupys_rules():
     assert isinstance(total, xp.ndarray) and total.ndim == 0 and float(total) == 54.0
     assert np.stack([d, d]).shape == (2, 2, 3) and isinstance(np.stack([d, d]), xp.ndarray)  # __array_function__
     assert xp.asarray(d) is d and xp.ascontiguousarray(d) is d
+    np.multiply(d, 1, out=d)  # a device output
+    with pytest.raises(TypeError, match="Unsupported type"):
+        np.multiply(d, 1, out=host)
     assert isinstance(xp.empty_like(host), xp.ndarray)  # a host prototype's shape and dtype
     copy = d.get()
     copy[0, 0] = 7

@@ -40,6 +40,7 @@ FUNCTIONS_NOT_IN_CUPY = frozenset({
     "linalg.vector_norm"})
 """NumPy's array functions that CuPy 14 lacks (its ``__array_function__`` then raises ``TypeError``)."""
 
+
 def _unsupported(value) -> TypeError:
     return TypeError(f"Unsupported type {type(value)}")
 
@@ -104,10 +105,7 @@ class ndarray(NDArrayOperatorsMixin):
 
     # -- NumPy's protocols: CuPy's ufuncs and functions
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
-        if "out" in kwargs:
-            kwargs["out"] = tuple(_device(o) for o in kwargs["out"])
-        result = getattr(ufunc, method)(*_device(inputs), **_device(kwargs))
-        return _wrap(result)
+        return _wrap(getattr(ufunc, method)(*_device(inputs), **_device(kwargs)))
 
     def __array_function__(self, func, types, args, kwargs):
         name = f"{func.__module__}.{func.__name__}".removeprefix("numpy.")
@@ -217,29 +215,22 @@ def ascontiguousarray(a, dtype=None) -> ndarray:
     return a if data is a._data else ndarray(data)
 
 
-def _function(name: str):
-    """NumPy's function ``name`` over device arrays (CuPy's of the same name), refusing host arrays."""
+def _function(name: str, prototype: bool = False):
+    """NumPy's function ``name`` over device arrays (CuPy's of the same name), refusing host arrays; with
+    ``prototype``, its first argument may be a host array, whose shape and dtype CuPy's ``*_like`` read."""
     function = getattr(np, name)
 
     def call(*args, **kwargs):
-        return _wrap(function(*_device(args), **_device(kwargs)))
+        host = prototype and args and isinstance(args[0], np.ndarray)
+        first, rest = (args[:1], args[1:]) if host else ((), args)
+        return _wrap(function(*first, *_device(rest), **_device(kwargs)))
 
     call.__name__ = name
     return call
 
 
-def _like(name: str):
-    make = getattr(np, name)
-
-    def create(a, *args, **kwargs):  # CuPy reads a host prototype's shape and dtype
-        return _wrap(make(a._data if isinstance(a, ndarray) else a, *_device(args), **_device(kwargs)))
-
-    create.__name__ = name
-    return create
-
-
 for _name in ("empty_like", "zeros_like", "ones_like", "full_like"):
-    globals()[_name] = _like(_name)
+    globals()[_name] = _function(_name, prototype=True)
 
 
 def __getattr__(name: str):
