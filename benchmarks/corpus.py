@@ -24,11 +24,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.run import DEFAULT_VIDEOS, count_frames
+from benchmarks.run import DEFAULT_VIDEOS, compile_package, count_frames
 
 
 def analyze(inputs: list, out: Path, workers: str, quality: str) -> dict:
     """One ``gpuau analyze`` command: wall seconds, CPU seconds of its process tree, largest peak RSS (MB)."""
+    compile_package()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "gpuau", "analyze", *map(str, inputs), "-o", str(out), "--overwrite",
