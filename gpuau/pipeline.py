@@ -155,6 +155,11 @@ class AUThread:
     """
 
     _STOP = object()
+    BACKLOG = 64
+    """Frames waiting at most in :meth:`Analyzer.track`'s worker (fewer within :data:`~gpuau.video.source.QUEUE_BYTES`:
+    45 of 640x480): the tracker runs ahead while the worker's first batch loads its kernels (~0.1-0.15 s, holding the
+    GIL; the tracker's own kernels release it).  With 8 the tracker waited 60-150 ms there, once per video; the run
+    took 4% less wall time at the median of 12 alternating pairs (default.wmv, ``--quality fast``, 2026-12-06)."""
     BATCH_BYTES = 16 << 20
     """Pixels one batch holds at most (its frames are stacked into one array): 8 frames of 640x480,
     2 of 1920x1080, 1 of 3840x2160."""
@@ -370,7 +375,7 @@ class Analyzer:
             for frame in frames:
                 if tracker is None:
                     tracker = self._tracker(intrinsics)
-                    worker = AUThread(aus, depth=queue_depth(frame.image.nbytes))
+                    worker = AUThread(aus, depth=queue_depth(frame.image.nbytes, AUThread.BACKLOG))
                 r = tracker.track(frame.image, frame.gray)
                 worker.submit(frame.image, r.landmarks, r.detection_success, frame.timestamp)
                 yield landmark_row(frame.index + 1, frame.timestamp, r), aus

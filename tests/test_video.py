@@ -24,10 +24,15 @@ def test_video_frames_and_timestamps(media_dir, reference_dir):
     assert np.allclose(ours, ref["timestamp"])
 
 
-@pytest.mark.parametrize("width, height, depth", [(640, 480, 8), (1280, 720, 8), (1920, 1080, 6), (3840, 2160, 2)])
-def test_frame_queues_hold_fewer_large_frames(width, height, depth):
-    """The queues between the pipeline's threads hold 8 frames up to 1280x720, fewer above (BGR frames)."""
+@pytest.mark.parametrize("width, height, depth, backlog",
+                         [(640, 480, 8, 45), (1280, 720, 8, 15), (1920, 1080, 6, 6), (3840, 2160, 2, 2)])
+def test_frame_queues_hold_fewer_large_frames(width, height, depth, backlog):
+    """The queues between the pipeline's threads hold 8 frames up to 1280x720, fewer above (BGR frames); the AU
+    thread's backlog holds more small frames, as many as the same bytes allow."""
+    from gpuau.pipeline import AUThread
+
     assert queue_depth(width * height * 3) == depth
+    assert queue_depth(width * height * 3, AUThread.BACKLOG) == backlog
 
 
 def test_image_sequence_sorted_naturally(media_dir, tmp_path):

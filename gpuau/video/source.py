@@ -16,9 +16,10 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".mov", ".mkv", ".wmv", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".3gp", ".mts")
 
 QUEUE_BYTES = 40 << 20
-"""Pixels that a queue of frames between two of the pipeline's threads holds at most (the decoder's read-ahead, the
-AU thread's backlog; :func:`queue_depth`): 8 frames up to 1280x720, 5-6 at 1920x1080, 2 at 3840x2160 (with
-8-frame queues a 3840x2160 video peaked at 980 MB, with 2-frame ones at 770 MB; 640x480 at ~400 MB either way)."""
+"""Pixels that a queue of frames between two of the pipeline's threads holds at most (the decoder's read-ahead: 8
+frames up to 1280x720, 5 at 1920x1080, 2 at 3840x2160; the AU thread's backlog: 45 of 640x480, 15 of 1280x720, 6 of
+1920x1080, 2 of 3840x2160; :func:`queue_depth`).  With 8-frame queues a 3840x2160 video peaked at 980 MB, with 2-frame
+ones at 770 MB."""
 
 
 def queue_depth(frame_bytes: int, most: int = 8) -> int:
