@@ -91,7 +91,8 @@ def main():
             err = float(np.abs(out - resp).max())
             rows.append((name, "ccnf_response", best_ms(lambda: be.kernels.ccnf_response(*d_args), args.repeat, sync), err))
             d_fit = fit[:1] + (replace(fit[1], maps=be.asarray(fit[1].maps)),) + fit[2:]
-            fit_err = max(float(np.abs(a - b).max()) for a, b in zip(map(be.asnumpy, _fit_scale(*d_fit, be)[:2]), params))  # compile
+            fitted = map(be.asnumpy, _fit_scale(*d_fit, be)[:2])  # compile
+            fit_err = max(float(np.abs(a - b).max()) for a, b in zip(fitted, params))
             rows.append((name, "nu_rlms", best_ms(lambda: _fit_scale(*d_fit, be), args.repeat, sync), fit_err))
         print(f"N = 68 x {faces} = {n}")
         for dev, kernel, (wall, cpu), err in rows:
