@@ -1,5 +1,6 @@
 """Smoke test of the benchmark harness (``python -m benchmarks.run``): it runs on a few frames and its JSON
 has every figure, each stage wired to the pipeline's calls.  No timing is asserted."""
+import importlib.util
 import json
 import re
 import subprocess
@@ -28,6 +29,9 @@ def test_benchmark_json_on_ten_frames(media_dir, tmp_path):
     assert report["startup"]["cold"] is None
     warm = report["startup"]["warm"]
     assert warm["total_s"] == pytest.approx(warm["interpreter_s"] + warm["import_s"] + warm["models_jit_s"])
+    # the measured processes ran gpuau from bytecode, as an installed package does, even where
+    # PYTHONDONTWRITEBYTECODE is set (benchmarks.run.compile_package)
+    assert all(Path(importlib.util.cache_from_source(str(m))).exists() for m in (ROOT / "gpuau").rglob("*.py"))
 
     (video,) = report["videos"]
     assert (video["width"], video["height"], video["frames"]) == (640, 480, 10)
