@@ -59,9 +59,11 @@ def _assert_same_fit(a, b):
     np.testing.assert_array_equal(a.params_local, b.params_local)
     assert (a.success, a.likelihood, a.view) == (b.success, b.likelihood, b.view)
     np.testing.assert_array_equal(a.landmark_likelihoods, b.landmark_likelihoods)
-    assert set(a.part_landmarks) == set(b.part_landmarks)
+    assert set(a.part_landmarks) == set(b.part_landmarks) == set(a.part_params) == set(b.part_params)
     for name in a.part_landmarks:
         np.testing.assert_array_equal(a.part_landmarks[name], b.part_landmarks[name])
+        for x, y in zip(a.part_params[name], b.part_params[name]):
+            np.testing.assert_array_equal(x, y)
 
 
 def test_batch_equals_single_fits(clnf, default_video):
@@ -195,5 +197,7 @@ def test_hierarchical_fit_of_a_face_too_small_for_the_parts(clnf, default_video)
     for part in clnf.parts:
         locs = np.zeros((part.model.pdm.n_points, 2), np.float32)
         locs[part.part_idx] = alone.landmarks[part.main_idx]
-        placed = part.model.pdm.calc_shape_2d(*part.model.pdm.calc_params(locs))
-        np.testing.assert_array_equal(batch[1].part_landmarks[part.name], placed)
+        g_part, l_part = part.model.pdm.calc_params(locs)
+        np.testing.assert_array_equal(batch[1].part_landmarks[part.name], part.model.pdm.calc_shape_2d(g_part, l_part))
+        np.testing.assert_array_equal(batch[1].part_params[part.name][0], g_part)  # the part's state: placed
+        np.testing.assert_array_equal(batch[1].part_params[part.name][1], l_part)

@@ -132,6 +132,11 @@ class FitResult:
     landmark_likelihoods : ndarray (n,) float32
     view : int
         View of the patch experts used last.
+    part_landmarks : dict
+        Hierarchical part name -> its landmarks ``(k, 2)`` float32 (fitted, or placed by the part's PDM).
+    part_params : dict
+        Hierarchical part name -> its ``(params_global (6,), params_local (m,))``, float32 (the part model's
+        state, which ``CLNF::GetShape`` of the part, and so the eyes' 3D landmarks and the gaze, read).
     """
 
     params_global: np.ndarray
@@ -142,6 +147,7 @@ class FitResult:
     landmark_likelihoods: "np.ndarray | None" = None
     view: int = 0
     part_landmarks: dict = field(default_factory=dict)
+    part_params: dict = field(default_factory=dict)
 
 
 @lru_cache(maxsize=None)
@@ -441,8 +447,9 @@ def detect_landmarks_batch(clnf: CLNF, images, image_index, params_global, param
     Returns
     -------
     list of FitResult
-        One per face; ``success`` is ``Fit``'s; ``part_landmarks`` maps each part's name to its
-        landmarks ``(k, 2)`` (fitted, or placed by the PDM when the face is too small for the part).
+        One per face; ``success`` is ``Fit``'s; ``part_landmarks`` and ``part_params`` map each part's name
+        to its landmarks ``(k, 2)`` and parameters (fitted, or placed by the part's PDM when the face is too
+        small for the part).
     """
     backend = resolve_device(backend)
     params = clnf.parameters
@@ -460,7 +467,7 @@ def detect_landmarks_batch(clnf: CLNF, images, image_index, params_global, param
     refit = backend.asarray(np.flatnonzero(used))
     fits = _map_parts(lambda plan: _fit_part(plan, images, main.landmarks, backend), plans, backend)
     merged = main.landmarks.copy()
-    for part, part_landmarks in zip(clnf.parts, fits):
+    for part, (part_landmarks, _, _) in zip(clnf.parts, fits):
         main_idx, part_idx = _indices(part, backend)
         merged[:, main_idx] = part_landmarks[:, part_idx]
     if used.any():  # refit the main params to the merged landmarks of the faces a part was fitted to
@@ -469,9 +476,13 @@ def detect_landmarks_batch(clnf: CLNF, images, image_index, params_global, param
         main.g[refit], main.p[refit] = g_refit, p_refit
         main.landmarks[refit] = pdm.shape_2d_batch(g_refit, p_refit, backend=backend)
     results = main.results(backend)
-    for part, part_landmarks in zip(clnf.parts, fits):
-        for res, lm in zip(results, backend.asnumpy(part_landmarks)):
-            res.part_landmarks[part.name] = lm
+    xp = backend.xp
+    for part, (landmarks, g_part, p_part) in zip(clnf.parts, fits):
+        k = landmarks.shape[1]
+        state = backend.asnumpy(xp.concatenate([landmarks.reshape(len(landmarks), 2 * k), g_part, p_part], axis=1))
+        for res, row in zip(results, state):  # one read per part
+            res.part_landmarks[part.name] = row[:2 * k].reshape(k, 2)
+            res.part_params[part.name] = (row[2 * k:2 * k + 6], row[2 * k + 6:])
     return results
 
 
@@ -506,8 +517,8 @@ def _fit_part(plan: _PartPlan, images, landmarks, backend: Backend):
 
     Returns
     -------
-    (F, k, 2) float32, on the device
-        Per face: fitted, or placed by the part's PDM from the main landmarks.
+    landmarks : (F, k, 2) float32 ; params_global : (F, 6) float32 ; params_local : (F, m) float32
+        On the device.  Per face: fitted, or placed by the part's PDM from the main landmarks.
     """
     xp = backend.xp
     part, n_faces = plan.part, len(plan.big)
@@ -517,13 +528,14 @@ def _fit_part(plan: _PartPlan, images, landmarks, backend: Backend):
     locs[:, part_idx] = landmarks[:, main_idx]
     init_g, init_l = ppdm.calc_params_batch(locs, backend=backend)
     if plan.big.all():  # every face fitted (a tracked face): no placed landmarks to compute
-        return _fit_on_device(part.model, images, plan.steps, init_g, init_l, part.parameters, backend).landmarks
+        fit = _fit_on_device(part.model, images, plan.steps, init_g, init_l, part.parameters, backend)
+        return fit.landmarks, fit.g, fit.p
     out = ppdm.shape_2d_batch(init_g, init_l, backend=backend)
     if plan.steps:
         at = plan.faces
-        out[at] = _fit_on_device(part.model, images, plan.steps, init_g[at], init_l[at], part.parameters,
-                                 backend).landmarks
-    return out
+        fit = _fit_on_device(part.model, images, plan.steps, init_g[at], init_l[at], part.parameters, backend)
+        out[at], init_g[at], init_l[at] = fit.landmarks, fit.g, fit.p
+    return out, init_g, init_l
 
 
 def _map_parts(fn, parts: list, backend: Backend) -> list:
