@@ -428,6 +428,7 @@ class _Stream:
                  frame_count: "int | None" = None, files: "list[str] | None" = None, source=None):
         from gpuau.au import AUAnalyzer
         from gpuau.io import RowWriter
+        from gpuau.landmarks.gaze import eye_parts
         from gpuau.landmarks.tracker import FaceTracker
 
         self.job = job
@@ -440,7 +441,8 @@ class _Stream:
                                    models=engine.models, device=engine.backend, detect_every=engine.detect_every,
                                    camera_space=False)  # the engine poses a step's faces together
         self.aus = AUAnalyzer(engine.models, device=engine.backend)
-        self.output = RowWriter(job.output, fmt, (self.aus.reg_names, self.aus.cls_names), engine.chunk, files=files)
+        self.output = RowWriter(job.output, fmt, (self.aus.reg_names, self.aus.cls_names), engine.chunk, files=files,
+                                gaze=bool(eye_parts(engine.clnf)))
         self.prefetched: "tuple[np.ndarray, object] | None" = None
         self.certainties: list = []  # (landmarks array, certainty) of this frame's fits, validated in a batch
         self._ahead: "tuple | None" = None  # (frame or None,) decoded ahead, or (exception,)
@@ -873,7 +875,7 @@ class Engine:
         return failed + self.camera_space([it for it in items if it.result is not None])
 
     def camera_space(self, items: list) -> list:
-        """Fill the head pose and 3D landmarks of every item's landmark result at once
+        """Fill the head pose, 3D landmarks and gaze of every item's landmark result at once
         (:func:`~gpuau.landmarks.tracker.camera_space_outputs`: one ``solve_pnp`` launch on the device).
 
         Returns
@@ -883,16 +885,15 @@ class Engine:
         """
         from gpuau.landmarks.tracker import camera_space_outputs
 
-        pdm = self.clnf.model.pdm
         try:
-            camera_space_outputs(pdm, [it.result for it in items],
+            camera_space_outputs(self.clnf, [it.result for it in items],
                                  [it.stream.tracker.intrinsics for it in items], self.backend)
             return []
         except Exception:
             failed = []
             for it in items:
                 try:
-                    camera_space_outputs(pdm, [it.result], [it.stream.tracker.intrinsics], self.backend)
+                    camera_space_outputs(self.clnf, [it.result], [it.stream.tracker.intrinsics], self.backend)
                 except Exception as e:
                     failed.append((it, e))
             return failed

@@ -89,18 +89,32 @@ class Result:
         return write_openface_parquet(path, self.columns)
 
 
-def base_columns() -> list:
-    """FeatureExtraction's non-AU columns that gpuau writes (no gaze), in file order."""
+def base_columns(gaze: bool = False) -> list:
+    """FeatureExtraction's non-AU columns that gpuau writes, in file order; ``gaze``: with the gaze and eye-landmark
+    columns (a fit with both eye models, ``--quality exact``)."""
     from gpuau.io import openface_columns
 
-    return openface_columns()
+    return openface_columns(gaze=gaze)
 
 
-def image_columns() -> list:
-    """FaceLandmarkImg's non-AU columns that gpuau writes (``face, confidence``, no gaze), in file order."""
+def image_columns(gaze: bool = False) -> list:
+    """FaceLandmarkImg's non-AU columns that gpuau writes (``face, confidence``...), in file order; ``gaze`` as
+    for :func:`base_columns`."""
     from gpuau.io import openface_columns
 
-    return openface_columns(sequence=False)
+    return openface_columns(sequence=False, gaze=gaze)
+
+
+def _gaze_values(r, estimated: bool) -> list:
+    """The gaze columns' values of a result (none without the eye models): the gaze, zeros unless ``estimated``,
+    then the eyes' landmarks, written whatever the outcome (the part models' state)."""
+    if r.gaze is None:
+        return []
+    from gpuau.landmarks.gaze import EYE_PARTS
+
+    eyes = np.concatenate([r.part_landmarks[name] for name in EYE_PARTS])
+    return [r.gaze if estimated else np.zeros(8), eyes[:, 0], eyes[:, 1], r.eye_landmarks_3d[:, 0],
+            r.eye_landmarks_3d[:, 1], r.eye_landmarks_3d[:, 2]]
 
 
 def _shape_values(r) -> list:
@@ -109,14 +123,17 @@ def _shape_values(r) -> list:
 
 
 def landmark_row(frame_number: int, timestamp: float, r, face_id: int = 0) -> np.ndarray:
-    """One row of :func:`base_columns` from a :class:`~gpuau.landmarks.tracker.LandmarkResult`."""
+    """One row of :func:`base_columns` from a :class:`~gpuau.landmarks.tracker.LandmarkResult`.  The gaze is
+    written where the frame succeeded (FeatureExtraction estimates it after a successful
+    ``DetectLandmarksInVideo``; FaceLandmarkVidMulti after a validated fit, which is its trackers' success)."""
     return np.concatenate([[frame_number, face_id, timestamp, r.confidence, int(r.success)],
-                           *_shape_values(r)]).astype(np.float64)
+                           *_gaze_values(r, r.success), *_shape_values(r)]).astype(np.float64)
 
 
 def image_row(face: int, r) -> np.ndarray:
-    """One row of :func:`image_columns` from a :class:`~gpuau.landmarks.tracker.LandmarkResult`."""
-    return np.concatenate([[face, r.confidence], *_shape_values(r)]).astype(np.float64)
+    """One row of :func:`image_columns` from a :class:`~gpuau.landmarks.tracker.LandmarkResult` (FaceLandmarkImg
+    estimates the gaze of every face, validated or not)."""
+    return np.concatenate([[face, r.confidence], *_gaze_values(r, True), *_shape_values(r)]).astype(np.float64)
 
 
 def _image_names(frames) -> "list[str] | None":
@@ -312,6 +329,15 @@ class Analyzer:
             self._validation = DetectionValidator.load(self.models, device=self.backend)
             self._validator = self._validation.check
 
+    @property
+    def gaze(self) -> bool:
+        """Whether the tables have the gaze and eye-landmark columns: the landmark fit has both eye models
+        (``quality="exact"``; ``"fast"`` leaves them out)."""
+        from gpuau.landmarks.gaze import eye_parts
+
+        self._load()
+        return bool(eye_parts(self._clnf))
+
     def loaded_models(self) -> tuple:
         """``(clnf, mtcnn, validator)``: the CLNF, MTCNN and
         :class:`~gpuau.landmarks.validator.DetectionValidator` this Analyzer tracks with, loaded on first
@@ -476,7 +502,7 @@ class Analyzer:
         boxes = self._mtcnn.detect(frame.image).boxes
         results = fit_faces(frame.image, frame.gray, boxes, self._clnf, self._validator, intrinsics, self.backend)
         aus = self._static_aus(frame.image, results)
-        names = image_columns()
+        names = image_columns(self.gaze)
         rows = np.array([image_row(k, r) for k, r in enumerate(results)]).reshape(len(results), len(names))
         columns = {**_columns(names, rows), **self._static_au_columns(aus)}
         warnings = [] if results else [f"{name}: no face found"]
@@ -508,7 +534,8 @@ class Analyzer:
 
         a = self._static_models()
         aus, n, faces = [], 0, 0
-        with RowWriter(output, fmt, (a.reg_names, a.cls_names), chunk, files=_image_names(frames)) as table:
+        with RowWriter(output, fmt, (a.reg_names, a.cls_names), chunk, files=_image_names(frames),
+                       gaze=self.gaze) as table:
             for frame_rows, frame_aus in self.track_multi(frames, intrinsics):
                 for row in frame_rows:
                     table.add(row)
@@ -531,7 +558,8 @@ class Analyzer:
 
         aus = self._au_analyzer()
         faces = 0
-        with RowWriter(output, fmt, (aus.reg_names, aus.cls_names), chunk, files=_image_names(frames)) as table:
+        with RowWriter(output, fmt, (aus.reg_names, aus.cls_names), chunk, files=_image_names(frames),
+                       gaze=self.gaze) as table:
             for row, _ in self.track(frames, intrinsics, aus=aus):
                 table.add(row)
                 faces += int(row[4])

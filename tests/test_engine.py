@@ -203,7 +203,7 @@ def test_a_failing_head_pose_fails_only_its_stream(reference_dir):
     from types import SimpleNamespace
 
     from gpuau.landmarks.pose import head_pose, landmarks_3d
-    from gpuau.landmarks.tracker import LandmarkResult
+    from gpuau.landmarks.tracker import LandmarkResult, camera_space_outputs, initial_parts
     from reference import global_params, landmarks_2d, local_params, read_reference
 
     df = read_reference(reference_dir / "default.csv")
@@ -213,7 +213,7 @@ def test_a_failing_head_pose_fails_only_its_stream(reference_dir):
     items = []
     for frame, intrinsics in ((10, camera), (11, camera[:3]), (12, camera)):
         g, p, lm = global_params(df)[frame], local_params(df)[frame], np.ascontiguousarray(landmarks_2d(df)[frame])
-        result = LandmarkResult(True, True, 1.0, lm, g, p, None, None)
+        result = LandmarkResult(True, True, 1.0, lm, g, p, None, None, *initial_parts(engine.clnf))
         tracker = SimpleNamespace(intrinsics=intrinsics)
         items.append(SimpleNamespace(result=result, stream=SimpleNamespace(tracker=tracker)))
     failed = engine.camera_space(items)
@@ -223,6 +223,11 @@ def test_a_failing_head_pose_fails_only_its_stream(reference_dir):
         shape_3d = pdm.calc_shape_3d(r.params_local)
         np.testing.assert_array_equal(r.pose, head_pose(r.landmarks, shape_3d, r.params_global, *camera))
         np.testing.assert_array_equal(r.landmarks_3d, landmarks_3d(r.landmarks, shape_3d, r.params_global, *camera))
+        alone = LandmarkResult(True, True, 1.0, r.landmarks, r.params_global, r.params_local, None, None,
+                               r.part_landmarks, r.part_params)
+        camera_space_outputs(engine.clnf, [alone], [camera])
+        np.testing.assert_array_equal(r.gaze, alone.gaze)
+        np.testing.assert_array_equal(r.eye_landmarks_3d, alone.eye_landmarks_3d)
 
 
 def _decoders(path) -> list:

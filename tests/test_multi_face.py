@@ -44,7 +44,7 @@ def test_first_frames_match_facelandmarkvidmulti(first_frames, reference_dir):
     keep = ref["frame"] <= FRAMES
     ref = {c: v[keep] for c, v in ref.items()}
     ours = first_frames
-    assert list(ours)[:len(base_columns())] == base_columns()
+    assert list(ours)[:len(base_columns(gaze=True))] == base_columns(gaze=True)
     # The same (frame, face_id) rows in the same order: three faces from the first frame on.
     np.testing.assert_array_equal(ours["frame"], ref["frame"])
     np.testing.assert_array_equal(ours["face_id"], ref["face_id"])
@@ -56,6 +56,14 @@ def test_first_frames_match_facelandmarkvidmulti(first_frames, reference_dir):
     np.testing.assert_allclose(ours["timestamp"], ref["timestamp"], atol=6e-4)
     err = np.mean([np.hypot(ours[f"x_{i}"] - ref[f"x_{i}"], ours[f"y_{i}"] - ref[f"y_{i}"]) for i in range(68)], axis=0)
     assert err.mean() < 0.06 and err.max() < 0.5, (err.mean(), err.max())
+    # The gaze of validated fits only, zeros elsewhere; the eyes' landmarks on every row (the eye models' state).
+    gaze = np.stack([ours[f"gaze_{e}_{a}"] for e in "01" for a in "xyz"])
+    assert not gaze[:, ours["success"] == 0].any() and gaze[:, ours["success"] == 1].all()
+    ref_gaze = np.stack([ref[f"gaze_{e}_{a}"] for e in "01" for a in "xyz"])
+    assert np.abs(gaze - ref_gaze).max() < 0.01
+    eyes = np.mean([np.hypot(ours[f"eye_lmk_x_{i}"] - ref[f"eye_lmk_x_{i}"], ours[f"eye_lmk_y_{i}"] - ref[f"eye_lmk_y_{i}"])
+                    for i in range(56)], axis=0)
+    assert eyes.mean() < 0.06 and eyes.max() < 0.5, (eyes.mean(), eyes.max())
     # Static AUs on every row, failed fits included (FaceLandmarkVidMulti predicts them for every active slot).
     au_r = [c for c in ref if c.endswith("_r")]
     au_c = [c for c in ref if c.endswith("_c")]
@@ -79,7 +87,7 @@ def test_cli_multi_face_on_an_image_folder(first_frames, media_dir, reference_di
     lines = (out / "clip.csv").read_text().splitlines()
     head = [h.strip() for h in lines[0].split(",")]
     ref_head = [h.strip() for h in (reference_dir / "multi_face.csv").open().readline().split(",")]
-    assert head == [h for h in ref_head if not h.startswith(("gaze_", "eye_lmk_"))] + ["file"]  # gpuau's, last
+    assert head == ref_head + ["file"]  # gpuau's, last
     row = dict(zip(head, (v.strip() for v in lines[1].split(","))))
     assert row["file"] == "001.png" and lines[-1].endswith(", 010.png")
     # FaceLandmarkVidMulti does no AU post-processing: presence keeps RecorderCSV's single decimal.

@@ -39,6 +39,8 @@ class RowWriter:
     files : sequence of str, optional
         An image folder's file names in frame order (:attr:`gpuau.video.VideoSource.file_names`): each
         row gets gpuau's ``file`` column, the name of its frame's image (after the AU columns).
+    gaze : bool
+        The rows have the gaze and eye-landmark columns (:func:`~gpuau.io.openface_columns`).
 
     Attributes
     ----------
@@ -56,18 +58,18 @@ class RowWriter:
     """
 
     def __init__(self, output: "str | os.PathLike | None", fmt: str, au_names, chunk: int = 256, *,
-                 files: "Sequence[str] | None" = None):
+                 files: "Sequence[str] | None" = None, gaze: bool = False):
         self.output = None if output is None else Path(output)
         self.fmt, self.chunk = fmt, int(chunk)
         self.files = files
-        self.names = openface_columns()
+        self.names = openface_columns(gaze=gaze)
         self.rows = 0
         self._pending: list = []
         self._blocks: list = []
         self._writer = None
         self._spill = self._spill_path = None  # Parquet output: float64 rows, appended until close()
         if self.output is not None and fmt == "csv":
-            self._writer = OpenFaceCSVWriter(self.output, openface_columns(*au_names, file=files is not None))
+            self._writer = OpenFaceCSVWriter(self.output, openface_columns(*au_names, gaze=gaze, file=files is not None))
         elif self.output is not None:
             self._spill, self._spill_path = temp_beside(self.output, "wb")
 

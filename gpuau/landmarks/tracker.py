@@ -16,6 +16,7 @@ import numpy as np
 
 from gpuau.device import Backend, resolve_device
 from gpuau.landmarks.clnf import CLNF, FitResult, detect_landmarks_batch, frame_images
+from gpuau.landmarks.gaze import eye_gaze, eye_landmarks_3d, eye_parts
 from gpuau.landmarks.pose import head_poses, landmarks_3d
 
 _F = np.float32
@@ -61,7 +62,14 @@ class LandmarkResult:
         ``(Tx, Ty, Tz, Rx, Ry, Rz)`` (``GetPose``); None like ``landmarks_3d``.
     part_landmarks : dict
         Part name -> ``(k, 2)`` landmarks of the hierarchical models (the eyes' 28 points each
-        give the CSV's ``eye_lmk_*``).
+        give the CSV's ``eye_lmk_x_*``, ``eye_lmk_y_*``).
+    part_params : dict
+        Part name -> ``(params_global, params_local)`` of the hierarchical models.
+    gaze : ndarray (8,) float32 or None
+        ``gaze_0_x..gaze_angle_y`` (:func:`~gpuau.landmarks.gaze.eye_gaze`); None without both eye models
+        (``--quality fast``) and, like ``pose``, until filled.
+    eye_landmarks_3d : ndarray (56, 3) float32 or None
+        The eyes' camera-space landmarks (``eye_lmk_X_*``...), mm; None like ``gaze``.
     likelihood : float
         Model log-likelihood.
     """
@@ -75,28 +83,35 @@ class LandmarkResult:
     landmarks_3d: "np.ndarray | None"
     pose: "np.ndarray | None"
     part_landmarks: dict = field(default_factory=dict)
+    part_params: dict = field(default_factory=dict)
     likelihood: float = -10.0
+    gaze: "np.ndarray | None" = None
+    eye_landmarks_3d: "np.ndarray | None" = None
 
 
-def camera_space_outputs(pdm, results: list, intrinsics: list, backend: "str | Backend" = "cpu") -> None:
-    """Fill the head pose and the camera-space 3D landmarks of landmark results, for many faces at once
-    (one :func:`~gpuau.landmarks.pose.head_poses` call, on ``backend``); both come from each face's
+def camera_space_outputs(clnf: CLNF, results: list, intrinsics: list, backend: "str | Backend" = "cpu") -> None:
+    """Fill the head pose, the camera-space 3D landmarks and, when the fit has both eye models, the eyes' 3D
+    landmarks and the gaze of landmark results, for many faces at once (one
+    :func:`~gpuau.landmarks.pose.head_poses` call, on ``backend``); pose and landmarks come from each face's
     3D shape (``PDM::CalcShape3D``), computed once.
 
-    Port of ``GetPose`` and ``CLNF::GetShape`` as FeatureExtraction records them.
+    Port of ``GetPose``, ``CLNF::GetShape``, ``Calculate3DEyeLandmarks`` and ``EstimateGaze`` as
+    FeatureExtraction records them (:mod:`gpuau.landmarks.gaze`); the gaze is computed whatever the fit's
+    outcome, and the caller writes zeros where OpenFace does not estimate it.
 
     Parameters
     ----------
-    pdm : PDM
-        The main model's PDM.
+    clnf : CLNF
+        The model the results were fitted with.
     results : list of LandmarkResult
-        Updated in place (``pose``, ``landmarks_3d``).
+        Updated in place (``pose``, ``landmarks_3d``, ``eye_landmarks_3d``, ``gaze``).
     intrinsics : list of (fx, fy, cx, cy)
         Each result's camera.
     backend : str or Backend
     """
     if not results:
         return
+    pdm = clnf.model.pdm
     landmarks = np.stack([r.landmarks for r in results])
     shapes = np.stack([pdm.calc_shape_3d(r.params_local) for r in results])
     params = np.stack([r.params_global for r in results])
@@ -105,6 +120,25 @@ def camera_space_outputs(pdm, results: list, intrinsics: list, backend: "str | B
     points = landmarks_3d(landmarks, shapes, params, *camera.T[:, :, None])
     for r, pose, xyz in zip(results, poses, points):
         r.pose, r.landmarks_3d = pose, xyz
+    eyes = eye_parts(clnf)
+    if not eyes:
+        return
+    eye_points = eye_landmarks_3d(eyes, [r.part_landmarks for r in results], [r.part_params for r in results],
+                                  camera)
+    gaze = eye_gaze(points, poses[:, 3:], eye_points)
+    for r, xyz, g in zip(results, eye_points, gaze):
+        r.eye_landmarks_3d, r.gaze = xyz.reshape(-1, 3), g
+
+
+def initial_parts(clnf: CLNF) -> "tuple[dict, dict]":
+    """``(part_landmarks, part_params)`` of a model that has not fitted yet (``CLNF::Read``): landmarks at 0,
+    scale 1, no rotation, translation or shape; empty when the fit leaves the parts out.  ``CLNF::Reset``
+    keeps the parts' state, which the CSV's ``eye_lmk_*`` columns show until a fit replaces it."""
+    if not clnf.parameters.refine_hierarchical:
+        return {}, {}
+    landmarks = {p.name: np.zeros((p.model.pdm.n_points, 2), _F) for p in clnf.parts}
+    params = {p.name: (np.array([1, 0, 0, 0, 0, 0], _F), np.zeros(p.model.pdm.n_modes, _F)) for p in clnf.parts}
+    return landmarks, params
 
 
 def select_box(detections, preference=None):
@@ -219,6 +253,7 @@ class FaceTracker:
         self._detect = detect
         self._validate = validate
         self.intrinsics = intrinsics
+        self.part_landmarks, self.part_params = initial_parts(self.clnf)
         self.reset()
 
     # -- state ---------------------------------------------------------------------------------
@@ -233,7 +268,6 @@ class FaceTracker:
         self.params_global = np.array([1, 0, 0, 0, 0, 0], _F)
         self.params_local = np.zeros(pdm.n_modes, _F)
         self.landmarks = np.zeros((pdm.n_points, 2), _F)
-        self.part_landmarks: dict = {}
         self.window_sizes = tuple(self.clnf.parameters.window_sizes_init)
 
     def _detector(self) -> Callable:
@@ -266,6 +300,7 @@ class FaceTracker:
         if res.likelihood is not None:
             self.likelihood = res.likelihood
         self.part_landmarks = res.part_landmarks or self.part_landmarks
+        self.part_params = res.part_params or self.part_params
         self.detection_success, self.detection_certainty = success, certainty
 
     def _detect_in_image(self, gray8: np.ndarray, images, box: np.ndarray, best: "FitResult | None") -> bool:
@@ -362,14 +397,16 @@ class FaceTracker:
             if box is not None:
                 self.tracking_initialised = True
                 saved = (self.params_global, self.params_local, self.likelihood, self.landmarks)
-                tracked = (self.part_landmarks, self.detection_success, self.detection_certainty, self.window_sizes)
+                tracked = (self.part_landmarks, self.part_params, self.detection_success, self.detection_certainty,
+                           self.window_sizes)
                 self.window_sizes = p.window_sizes_init
                 success = self._detect_in_image(gray8, images, np.asarray(box, _F),
                                                 box_fit)
                 if not initial_detection and not success:
                     self.params_global, self.params_local, self.likelihood, self.landmarks = saved
                     if scheduled:  # keep the successful tracking fit whole
-                        self.part_landmarks, self.detection_success, self.detection_certainty, self.window_sizes = tracked
+                        (self.part_landmarks, self.part_params, self.detection_success, self.detection_certainty,
+                         self.window_sizes) = tracked
                     return scheduled
                 self.failures_in_a_row = -1
                 return True
@@ -394,8 +431,9 @@ class FaceTracker:
             landmarks_3d=None,
             pose=None,
             part_landmarks={k: v.copy() for k, v in self.part_landmarks.items()},
+            part_params={k: (g.copy(), p.copy()) for k, (g, p) in self.part_params.items()},
             likelihood=float(self.likelihood),
         )
         if self.camera_space:
-            camera_space_outputs(self.clnf.model.pdm, [result], [self.intrinsics])
+            camera_space_outputs(self.clnf, [result], [self.intrinsics])
         return result
