@@ -1,4 +1,4 @@
-"""Pictures of results: annotated videos (landmarks, head-pose axes, AU intensity bars) and AU plots.
+"""Pictures of results: annotated videos (landmarks, head-pose axes, eyes and gaze, AU intensity bars) and AU plots.
 
 Both read an OpenFace CSV (gpuau's or OpenFace's own), so they also show OpenFace's results.
 """
@@ -14,6 +14,11 @@ from gpuau._atomic import atomic_path
 
 AXIS_LENGTH_MM = 70.0
 _AXIS_COLOURS = ((0, 0, 255), (0, 200, 0), (255, 80, 0))  # BGR: x red, y green, z blue
+GAZE_LENGTH_MM = 50.0
+_GAZE_COLOUR = (110, 220, 0)  # BGR, OpenFace's visualiser's
+_EYE_OUTLINES = ((0, 8), (8, 20), (20, 28))
+"""Closed outlines of each eye model's 28 points (``Visualizer::SetObservationGaze``): the iris, the eyelids and the
+pupil; the eyelids in blue, the others in red."""
 
 
 def _table(csv_path) -> dict:
@@ -51,8 +56,41 @@ def project_pose_axes(pose: np.ndarray, intrinsics, length: float = AXIS_LENGTH_
     return np.stack([fx * pts[:, 0] / z + cx, fy * pts[:, 1] / z + cy], axis=1)
 
 
+def project_gaze(row: dict, intrinsics, length: float = GAZE_LENGTH_MM) -> np.ndarray:
+    """Image points of each eye's pupil (the mean of its 8 iris points in camera space, ``eye_lmk_X/Y/Z``) and of the
+    point ``length`` mm along its gaze (``gaze_0_*``, ``gaze_1_*``), as OpenFace's visualiser draws the gaze.
+
+    Returns
+    -------
+    (2, 2, 2) float
+        Per eye (left, right): the pupil, then the gaze's tip.
+    """
+    fx, fy, cx, cy = intrinsics
+    pts = []
+    for e in range(2):
+        pupil = np.mean([[row[f"eye_lmk_{a}_{28 * e + i}"] for a in "XYZ"] for i in range(8)], axis=0)
+        pts.append([pupil, pupil + length * np.array([row[f"gaze_{e}_{a}"] for a in "xyz"])])
+    pts = np.array(pts, np.float64)
+    z = np.where(np.abs(pts[..., 2]) < 1e-6, 1e-6, pts[..., 2])
+    return np.stack([fx * pts[..., 0] / z + cx, fy * pts[..., 1] / z + cy], axis=-1)
+
+
+def _draw_gaze(out: np.ndarray, row: dict, intrinsics) -> None:
+    import cv2
+
+    for e in range(2):
+        points = np.array([[row[f"eye_lmk_x_{28 * e + i}"], row[f"eye_lmk_y_{28 * e + i}"]] for i in range(28)])
+        for start, stop in _EYE_OUTLINES:
+            colour = (255, 0, 0) if start == 8 else (0, 0, 255)
+            cv2.polylines(out, [np.round(points[start:stop]).astype(np.int32)], True, colour, 1, cv2.LINE_AA)
+    for pupil, tip in project_gaze(row, intrinsics):
+        cv2.line(out, tuple(int(round(v)) for v in pupil), tuple(int(round(v)) for v in tip), _GAZE_COLOUR, 2,
+                 cv2.LINE_AA)
+
+
 def draw_frame(image: np.ndarray, row: dict, au_names: list, intrinsics) -> np.ndarray:
-    """Draw one CSV row onto a copy of its BGR frame: landmarks, pose axes, and AU bars on a side panel.
+    """Draw one CSV row onto a copy of its BGR frame: landmarks, pose axes, the eyes and their gaze (when the CSV has
+    them), and AU bars on a side panel.
 
     Returns
     -------
@@ -74,6 +112,8 @@ def draw_frame(image: np.ndarray, row: dict, au_names: list, intrinsics) -> np.n
         o = tuple(int(round(v)) for v in pts[0])
         for tip, colour in zip(pts[1:], _AXIS_COLOURS):
             cv2.line(out, o, tuple(int(round(v)) for v in tip), colour, 2, cv2.LINE_AA)
+    if ok and "gaze_0_x" in row:
+        _draw_gaze(out, row, intrinsics)
     text = f"conf {row.get('confidence', 0):.2f}" + ("" if ok else "  no face")
     cv2.putText(out, text, (w + 8, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
     step = max(12, min(24, (h - 30) // max(1, len(au_names))))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from gpuau.cli import main
-from gpuau.viz import project_pose_axes
+from gpuau.viz import draw_frame, project_gaze, project_pose_axes
 
 
 def test_render_draws_landmarks_where_the_csv_says(media_dir, reference_dir, tmp_path):
@@ -24,6 +24,24 @@ def test_pose_axes_project_from_the_head_position():
     pose = np.array([0.0, 0.0, 500.0, 0.0, 0.0, 0.0])
     pts = project_pose_axes(pose, (500.0, 500.0, 320.0, 240.0), length=50.0)
     assert np.allclose(pts[0], [320, 240]) and np.allclose(pts[1], [370, 240]) and np.allclose(pts[2], [320, 290])
+
+
+def test_gaze_is_drawn_from_each_pupil_along_its_gaze(reference_dir):
+    from gpuau.io import read_openface_csv
+
+    table = read_openface_csv(reference_dir / "default.csv")
+    row = {k: v[0] for k, v in table.items()}
+    camera = (500.0, 500.0, 320.0, 240.0)  # default.wmv's (640x480)
+    pupils, tips = project_gaze(row, camera).transpose(1, 0, 2)
+    # the pupils project near the iris points the CSV gives in 2D (0.1 px print, a model fit's depth)
+    iris = np.array([[np.mean([row[f"eye_lmk_{a}_{28 * e + i}"] for i in range(8)]) for a in "xy"] for e in range(2)])
+    np.testing.assert_allclose(pupils, iris, atol=0.5)
+    assert np.all(np.linalg.norm(tips - pupils, axis=1) > 2)  # 50 mm, mostly towards the camera: a few pixels
+    blank = np.zeros((480, 640, 3), np.uint8)
+    drawn = draw_frame(blank, row, [], camera)
+    mid = np.round((pupils + tips) / 2).astype(int)
+    assert all(drawn[y - 1:y + 2, x - 1:x + 2, 1].max() > 100 for x, y in mid)  # green: the gaze lines, not the eyes
+    assert not draw_frame(blank, {**row, "success": 0.0}, [], camera)[:, :640].any()
 
 
 def test_plot_aus(reference_dir, tmp_path):
