@@ -13,7 +13,7 @@ is that of the mean of the two eyes' vectors, ``(atan2(x, -z), atan2(y, -z))`` r
 Port of ``GazeAnalysis::EstimateGaze``, ``GetPupilPosition``, ``RaySphereIntersect`` and ``GetGazeAngle``
 (GazeEstimation.cpp) and of ``Calculate3DEyeLandmarks`` / ``CalculateAllEyeLandmarks``
 (LandmarkDetectorUtils.cpp), in OpenFace's float32 arithmetic (its ``cv::mean`` and ``cv::norm`` in double).
-A ray that misses the sphere points OpenFace's intersection at ``(0, 0, -1)``, and so does this port.
+Where the ray misses the sphere OpenFace takes ``(0, 0, -1)`` as the intersection, and so does this port.
 """
 from __future__ import annotations
 
