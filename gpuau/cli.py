@@ -340,7 +340,7 @@ def _count_or_auto(what: str, auto):
     return parse
 
 
-@command("analyze", "OpenFace CSV (landmarks, head pose, Action Units) for each video, image or image folder",
+@command("analyze", "OpenFace CSV (landmarks, head pose, gaze, Action Units) for each video, image or image folder",
          arg("inputs", nargs="+", metavar="INPUT",
              help="video files, images, folders of images (one sequence), folders searched for videos, or .txt lists"),
          arg("-o", "--output", default="out", metavar="OUTDIR", help="output folder (default: out); one file per input"),
@@ -378,7 +378,8 @@ def _count_or_auto(what: str, auto):
                   "Rotated videos)"),
          arg("--quality", default="exact", choices=("exact", "fast"),
              help="exact: OpenFace's landmark fit, identical output (default); fast: the main CLNF model without the "
-                  "inner-face and eye models, ~2x faster landmarks for <1 px landmark error (README: Quality)"),
+                  "inner-face and eye models (so no gaze columns), ~2x faster landmarks for <1 px landmark error "
+                  "(README: Quality)"),
          arg("--detect-every", default=None, type=int, metavar="N",
              help="also re-run face detection every N frames while tracking succeeds (default: only when tracking "
                   "fails, as OpenFace does)"),
