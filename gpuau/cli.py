@@ -383,6 +383,9 @@ def _count_or_auto(what: str, auto):
          arg("--detect-every", default=None, type=int, metavar="N",
              help="also re-run face detection every N frames while tracking succeeds (default: only when tracking "
                   "fails, as OpenFace does)"),
+         arg("--au-static", action="store_true",
+             help="FeatureExtraction's -au_static: AUs from the static models, without person calibration (short "
+                  "videos, many people); --multi-face and images always use them"),
          arg("-q", "--quiet", action="store_true", help="no progress bars or summary"),
          arg("-v", "--verbose", action="store_true",
              help="also a line per input as it finishes (frames, faces, time, output; or why it failed or was "
@@ -422,7 +425,7 @@ def analyze(args) -> int:
                                     fmt=args.format, overwrite=args.overwrite, progress=not args.quiet,
                                     models=args.models, multi_face=args.multi_face, timestamps=args.timestamps,
                                     quality=args.quality, detect_every=args.detect_every, verbose=args.verbose,
-                                    workers=args.workers, orientation=args.orientation)
+                                    workers=args.workers, orientation=args.orientation, au_static=args.au_static)
         except ClusterError as e:
             print(f"gpuau: error: {e}", file=sys.stderr)
             return 1
@@ -434,7 +437,8 @@ def analyze(args) -> int:
 
         serial_opencv()
         analyzer = Analyzer(args.device, models=args.models, multi_face=args.multi_face, timestamps=args.timestamps,
-                            quality=args.quality, detect_every=args.detect_every, orientation=args.orientation)
+                            quality=args.quality, detect_every=args.detect_every, orientation=args.orientation,
+                            au_static=args.au_static)
         backend = analyzer.backend
         # batching is what a GPU needs to be busy; on the CPU, processes side by side (README: Speed)
         if args.streams is not None:
@@ -443,12 +447,12 @@ def analyze(args) -> int:
             streams = "auto" if backend.is_gpu and args.workers in (None, 1) else 1
         workers = 1 if streams != 1 or args.decode != "opencv" else args.workers
         logging.getLogger("gpuau").info(
-            "device %s, models %s, quality %s, detection %s, timestamps %s, orientation %s, %s, streams %s, decode %s, "
-            "workers %s",
+            "device %s, models %s, quality %s, detection %s, timestamps %s, orientation %s, %s, AU models %s, "
+            "streams %s, decode %s, workers %s",
             f"cuda:{backend.device_id}" if backend.is_gpu else backend.name, analyzer.models, analyzer.quality.name,
             f"every {args.detect_every} frames" if args.detect_every else "when tracking fails", args.timestamps,
-            args.orientation,
-            "up to 4 faces" if args.multi_face else "one face", streams, args.decode, workers or "auto")
+            args.orientation, "up to 4 faces" if args.multi_face else "one face",
+            "static" if args.au_static or args.multi_face else "dynamic", streams, args.decode, workers or "auto")
         try:
             report = run_corpus(args.inputs, args.output, analyzer=analyzer, fmt=args.format,
                                 overwrite=args.overwrite, progress=not args.quiet,

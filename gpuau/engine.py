@@ -440,7 +440,7 @@ class _Stream:
         self.tracker = FaceTracker(engine.clnf, detect=self.detect, validate=self.validate, intrinsics=intrinsics,
                                    models=engine.models, device=engine.backend, detect_every=engine.detect_every,
                                    camera_space=False)  # the engine poses a step's faces together
-        self.aus = AUAnalyzer(engine.models, device=engine.backend)
+        self.aus = AUAnalyzer(engine.models, dynamic=not engine.analyzer.au_static, device=engine.backend)
         self.output = RowWriter(job.output, fmt, (self.aus.reg_names, self.aus.cls_names), engine.chunk, files=files,
                                 gaze=bool(eye_parts(engine.clnf)))
         self.prefetched: "tuple[np.ndarray, object] | None" = None
@@ -537,7 +537,7 @@ class Engine:
         Streams advanced in lockstep (``B``); default :func:`auto_streams`.
     chunk : int
         CSV rows written per flush.
-    quality, detect_every, timestamps, orientation
+    quality, detect_every, timestamps, orientation, au_static
         As for :class:`gpuau.pipeline.Analyzer` (the outputs are that Analyzer's).
     decode : {"opencv", "nvdec"}
         How video files are decoded: OpenCV (FFmpeg) on the CPU, as the Analyzer and OpenFace do; or
@@ -566,16 +566,17 @@ class Engine:
 
     def __init__(self, device: "str | Backend" = "auto", *, models: "str | os.PathLike | None" = None,
                  streams: "int | None" = None, chunk: int = 256, quality="exact", detect_every: "int | None" = None,
-                 timestamps: str = "openface", decode: str = "opencv", orientation: str = "openface"):
+                 timestamps: str = "openface", decode: str = "opencv", orientation: str = "openface",
+                 au_static: bool = False):
         analyzer = Analyzer(device, models=models, quality=quality, detect_every=detect_every, timestamps=timestamps,
-                            orientation=orientation)
+                            orientation=orientation, au_static=au_static)
         self._setup(analyzer, streams, chunk, decode)
 
     @classmethod
     def from_analyzer(cls, analyzer: Analyzer, *, streams: "int | None" = None, chunk: int = 256,
                       decode: str = "opencv") -> "Engine":
-        """An engine with ``analyzer``'s device, models folder, ``quality``, ``detect_every``, ``timestamps``
-        and ``orientation``, sharing its loaded models (nothing is loaded again).
+        """An engine with ``analyzer``'s device, models folder, ``quality``, ``detect_every``, ``timestamps``,
+        ``orientation`` and ``au_static``, sharing its loaded models (nothing is loaded again).
 
         Raises
         ------

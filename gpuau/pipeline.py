@@ -267,6 +267,11 @@ class Analyzer:
         Also re-run the face detector every ``detect_every`` frames while tracking succeeds (the
         tracked face is replaced when the new fit validates); None: only when tracking fails, as
         OpenFace does.
+    au_static : bool
+        FeatureExtraction's ``-au_static``: a video's AUs from the static models (``AU_all_static.txt``: no
+        person-specific running medians, no neutral offsets in the offline pass, which still smooths), for
+        videos too short or with too many people for the person calibration.  Multi-face videos and images
+        always use the static models, as FaceLandmarkVidMulti and FaceLandmarkImg do.
 
     Examples
     --------
@@ -278,7 +283,7 @@ class Analyzer:
 
     def __init__(self, device: "str | Backend" = "auto", *, models: "str | os.PathLike | None" = None,
                  multi_face: bool = False, timestamps: str = "openface", quality: "str | Quality" = "exact",
-                 detect_every: "int | None" = None, orientation: str = "openface"):
+                 detect_every: "int | None" = None, orientation: str = "openface", au_static: bool = False):
         from gpuau.landmarks.quality import get_quality
         from gpuau.models.store import require_models
         from gpuau.video import check_video_options
@@ -293,6 +298,7 @@ class Analyzer:
         if detect_every is not None and int(detect_every) < 1:
             raise ValueError(f"detect_every={detect_every}: need a positive number of frames or None")
         self.detect_every = None if detect_every is None else int(detect_every)
+        self.au_static = bool(au_static)
         self._clnf = None
         self._mtcnn = None
         self._detector = None
@@ -303,7 +309,7 @@ class Analyzer:
     def settings(self) -> dict:
         """The keywords that build an Analyzer like this one, but the device (e.g. in a worker process)."""
         return dict(models=self.models, multi_face=self.multi_face, timestamps=self.timestamps, quality=self.quality,
-                    detect_every=self.detect_every, orientation=self.orientation)
+                    detect_every=self.detect_every, orientation=self.orientation, au_static=self.au_static)
 
     def compile_kernels(self) -> None:
         """On the CPU, compile the Numba kernels if this version of gpuau has not (in child processes, once:
@@ -359,10 +365,12 @@ class Analyzer:
         return MultiFaceTracker(self._clnf, detect_all=lambda image: self._mtcnn.detect(image).boxes,
                                 validate=self._validator, intrinsics=intrinsics, device=self.backend)
 
-    def _au_analyzer(self, dynamic: bool = True):
+    def _au_analyzer(self, dynamic: "bool | None" = None):
+        """A fresh :class:`~gpuau.au.AUAnalyzer`: with the dynamic models unless ``au_static`` (or ``dynamic``) says
+        otherwise."""
         from gpuau.au import AUAnalyzer
 
-        return AUAnalyzer(self.models, dynamic=dynamic, device=self.backend)
+        return AUAnalyzer(self.models, dynamic=not self.au_static if dynamic is None else dynamic, device=self.backend)
 
     def _static_models(self):
         """The static AU models, AU PDM and triangulation (held by an :class:`~gpuau.au.AUAnalyzer`)."""

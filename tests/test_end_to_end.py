@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from gpuau.cli import main
-from reference import compare, gaze_agreement
+from reference import compare, gaze_agreement, read_reference
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +57,29 @@ def test_gaze_matches_openface(default_csv, reference_dir):
     assert g["gaze_mae"] < 0.002 and g["gaze_max"] < 0.02 and g["angle_mae"] < 0.002, g
     assert g["left_angle_deg_mean"] < 0.2 and g["eye_px_mean"] < 0.05 and g["eye_px_p99"] < 0.15, g
     assert g["eye_depth_mae"] < 0.5, g
+
+
+def test_au_static_matches_feature_extraction_au_static(default_csv, media_dir, shared, tmp_path):
+    """--au-static against OpenFace's FeatureExtraction -au_static on the same video (its frame, success and AU
+    columns in tests/data/openface-au-static, written by the binary benchmarks/versus_openface.py runs, with the
+    same options and -au_static)."""
+    import gzip
+    from pathlib import Path
+
+    theirs = tmp_path / "openface.csv"
+    theirs.write_bytes(gzip.decompress((Path(__file__).parent / "data" / "openface-au-static" / "default.csv.gz")
+                                       .read_bytes()))
+    assert main(["analyze", str(media_dir / "default.wmv"), "-o", str(tmp_path), "--au-static", "--device", "cpu",
+                 "-q"]) == 0
+    res = compare(theirs, tmp_path / "default.csv", shared)
+    assert res["frames_candidate"] == res["frames_reference"] == 288 and res["success_agreement"] == 1
+    # measured: AU r mean 0.998, min 0.991; MAE max 0.014; AU_c 0.997 (the dynamic models: 0.998, 0.994, 0.995)
+    r = [v for v in res["au_r"].values() if not math.isnan(v)]
+    assert min(r) >= 0.98 and np.mean(r) >= 0.99 and max(res["au_mae"].values()) <= 0.05, res["au_r"]
+    assert res["au_c_agreement_mean"] >= 0.99
+    # the static models, not the dynamic ones: AU01 sits near 1 here, near 0.1 after person calibration
+    ours, dynamic = read_reference(tmp_path / "default.csv"), read_reference(default_csv)
+    assert ours["AU01_r"].mean() > 0.8 > 0.2 > dynamic["AU01_r"].mean()
 
 
 def test_resume_skips_complete_outputs_and_overwrite_redoes(default_csv, media_dir, capsys):

@@ -398,12 +398,12 @@ def _with_gap(images, start, stop):
 
 
 def test_settings_and_batched_redetection(clips):
-    """quality="fast" and detect_every: each stream's table is the Analyzer's with the same settings, and
-    every detection and validation the trackers run (after failed fits, scheduled ones) came from a batch."""
+    """quality="fast", detect_every and au_static: each stream's table is the Analyzer's with the same settings,
+    and every detection and validation the trackers run (after failed fits, scheduled ones) came from a batch."""
     images, fps = clips["default.wmv"]
     inputs = {"gap": (_with_gap(images, 12, 21), fps), "changeLighting.wmv": clips["changeLighting.wmv"],
               "2015-10-15-15-14.avi": clips["2015-10-15-15-14.avi"]}
-    analyzer = Analyzer("cpu", quality="fast", detect_every=7)
+    analyzer = Analyzer("cpu", quality="fast", detect_every=7, au_static=True)
     engine = Engine.from_analyzer(analyzer, streams=3)
     assert engine.clnf is analyzer.loaded_models()[0] and engine.mtcnn is analyzer.loaded_models()[1]
     outcomes = {o.input: o for o in engine.run([Job(_frames(*v), name=n) for n, v in inputs.items()])}
@@ -446,12 +446,14 @@ def test_rotated_video_turned_as_the_analyzer_turns_it():
 
 
 def test_cli_streams_with_settings(tmp_path, clips):
-    """--streams with --quality fast, --detect-every and --timestamps container writes what --streams 1 writes."""
+    """--streams with --quality fast, --detect-every, --timestamps container and --au-static writes what --streams 1
+    writes."""
     seq = tmp_path / "clip"
     seq.mkdir()
     for i, img in enumerate(clips["default.wmv"][0][:12]):
         cv2.imwrite(str(seq / f"frame_{i:03d}.png"), img)
-    settings = ["--device", "cpu", "--quiet", "--quality", "fast", "--detect-every", "5", "--timestamps", "container"]
+    settings = ["--device", "cpu", "--quiet", "--quality", "fast", "--detect-every", "5", "--timestamps", "container",
+                "--au-static"]
     assert main(["analyze", str(seq), "-o", str(tmp_path / "one"), "--streams", "1", *settings]) == 0
     assert main(["analyze", str(seq), "-o", str(tmp_path / "two"), "--streams", "2", *settings]) == 0
     assert (tmp_path / "two" / "clip.csv").read_bytes() == (tmp_path / "one" / "clip.csv").read_bytes()
