@@ -87,7 +87,8 @@ def print_agreement(r: dict) -> None:
           f"(p95 {c['landmark_p95_px']:.3f}), AU r mean {sum(r_values) / len(r_values):.4f} min {min(r_values):.4f}, "
           f"AU MAE max {max(c['au_mae'].values()):.3f}, AU_c mean {c['au_c_agreement_mean']:.4f}")
     if g is not None:
-        print(f"  gaze: vectors {g['gaze_mae']:.4f} mean abs (max {g['gaze_max']:.4f}), angles {g['angle_mae']:.4f} rad, "
+        print(f"  gaze: vectors {g['gaze_mae']:.4f} mean abs (max {g['gaze_max']:.4f}), "
+              f"angles {g['angle_mae']:.4f} rad, "
               f"left eye {g['left_angle_deg_mean']:.3f} deg mean (max {g['left_angle_deg_max']:.2f}); eye landmarks "
               f"{g['eye_px_mean']:.3f} px (p99 {g['eye_px_p99']:.3f}), depth {g['eye_depth_mae']:.2f} mm")
 

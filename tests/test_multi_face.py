@@ -61,8 +61,8 @@ def test_first_frames_match_facelandmarkvidmulti(first_frames, reference_dir):
     assert not gaze[:, ours["success"] == 0].any() and gaze[:, ours["success"] == 1].all()
     ref_gaze = np.stack([ref[f"gaze_{e}_{a}"] for e in "01" for a in "xyz"])
     assert np.abs(gaze - ref_gaze).max() < 0.01
-    eyes = np.mean([np.hypot(ours[f"eye_lmk_x_{i}"] - ref[f"eye_lmk_x_{i}"], ours[f"eye_lmk_y_{i}"] - ref[f"eye_lmk_y_{i}"])
-                    for i in range(56)], axis=0)
+    eyes = np.mean([np.hypot(ours[f"eye_lmk_x_{i}"] - ref[f"eye_lmk_x_{i}"],
+                             ours[f"eye_lmk_y_{i}"] - ref[f"eye_lmk_y_{i}"]) for i in range(56)], axis=0)
     assert eyes.mean() < 0.06 and eyes.max() < 0.5, (eyes.mean(), eyes.max())
     # Static AUs on every row, failed fits included (FaceLandmarkVidMulti predicts them for every active slot).
     au_r = [c for c in ref if c.endswith("_r")]

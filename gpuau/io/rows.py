@@ -69,7 +69,8 @@ class RowWriter:
         self._writer = None
         self._spill = self._spill_path = None  # Parquet output: float64 rows, appended until close()
         if self.output is not None and fmt == "csv":
-            self._writer = OpenFaceCSVWriter(self.output, openface_columns(*au_names, gaze=gaze, file=files is not None))
+            self._writer = OpenFaceCSVWriter(self.output,
+                                             openface_columns(*au_names, gaze=gaze, file=files is not None))
         elif self.output is not None:
             self._spill, self._spill_path = temp_beside(self.output, "wb")
 
