@@ -90,7 +90,8 @@ def print_agreement(r: dict) -> None:
         print(f"  gaze: vectors {g['gaze_mae']:.4f} mean abs (max {g['gaze_max']:.4f}), "
               f"angles {g['angle_mae']:.4f} rad, "
               f"left eye {g['left_angle_deg_mean']:.3f} deg mean (max {g['left_angle_deg_max']:.2f}); eye landmarks "
-              f"{g['eye_px_mean']:.3f} px (p99 {g['eye_px_p99']:.3f}), depth {g['eye_depth_mae']:.2f} mm")
+              f"{g['eye_px_mean']:.3f} px (p99 {g['eye_px_p99']:.3f})"
+              + ("" if g["eye_depth_mae"] is None else f", depth {g['eye_depth_mae']:.2f} mm"))
 
 
 def print_video(r: dict) -> None:

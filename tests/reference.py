@@ -67,7 +67,7 @@ def gaze_agreement(reference_csv, candidate_csv) -> "dict | None":
         ``frames``; ``gaze_mae`` and ``gaze_max``: mean and largest absolute difference of the six gaze vector
         components; ``angle_mae``: of ``gaze_angle_x`` / ``_y`` (rad); ``left_angle_deg_mean`` / ``_max``: the angle
         between the left eye's vectors; ``eye_px_mean`` / ``eye_px_p99``: the 56 eye landmarks' distance (px);
-        ``eye_depth_mae``: of ``eye_lmk_Z_*`` (mm).
+        ``eye_depth_mae``: of ``eye_lmk_Z_*`` (mm; None when the reference keeps only the 2D eye landmarks).
     """
     ref, ours = read_reference(reference_csv), read_reference(candidate_csv)
     if "gaze_0_x" not in ref or "gaze_0_x" not in ours:
@@ -88,4 +88,5 @@ def gaze_agreement(reference_csv, candidate_csv) -> "dict | None":
             "angle_mae": float(np.abs(np.stack([diff("gaze_angle_x"), diff("gaze_angle_y")])).mean()),
             "left_angle_deg_mean": float(left_deg.mean()), "left_angle_deg_max": float(left_deg.max()),
             "eye_px_mean": float(eyes.mean()), "eye_px_p99": float(np.percentile(eyes, 99)),
-            "eye_depth_mae": float(np.abs(np.stack([diff(f"eye_lmk_Z_{i}") for i in range(56)])).mean())}
+            "eye_depth_mae": float(np.abs(np.stack([diff(f"eye_lmk_Z_{i}") for i in range(56)])).mean())
+            if "eye_lmk_Z_0" in ref else None}

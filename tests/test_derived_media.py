@@ -6,7 +6,8 @@ while, follow a cut to another person, fit a mirrored face and a half-hidden one
 between frames, a face moving through a panning window and a small face crossing an HD frame. OpenFace 2.0.2's
 ``FeatureExtraction`` (CLNF model, built on this project's machine kind, where it writes the shared reference CSVs
 byte for byte) was run on their lossless files; ``tests/data/openface-derived`` keeps its frame, confidence,
-success, 2D landmark and AU columns (``python -m benchmarks.versus_openface`` redoes it given the binary).
+success, 2D landmark and AU columns, and for ``gap`` its gaze and 2D eye-landmark columns too
+(``python -m benchmarks.versus_openface`` redoes it given the binary).
 """
 import gzip
 import math
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 
 from derived_media import EXACT, clip_frames
-from reference import compare, read_reference
+from reference import compare, gaze_agreement, read_reference
 
 DATA = Path(__file__).parent / "data" / "openface-derived"
 
@@ -62,3 +63,14 @@ def test_derived_clip_matches_openface(name, analyzer, media_dir, shared, tmp_pa
     assert np.mean(varying) >= 0.99 and min(varying) >= 0.975
     assert max(res["au_mae"].values()) <= 0.05 and max(flat, default=0) <= 0.01
     assert res["au_c_agreement_mean"] >= 0.985
+
+    gaze = gaze_agreement(theirs, ours)
+    if gaze is not None:  # gap's file keeps OpenFace's gaze and 2D eye-landmark columns too (written with -gaze)
+        # measured: gaze vectors 0.0004 mean abs, eye landmarks 0.015 px
+        assert gaze["gaze_mae"] < 0.002 and gaze["eye_px_mean"] < 0.05, gaze
+        # on the frames where the face is lost both write zero gaze and the eye models' last fit
+        lost = want == 0
+        t, o = read_reference(theirs)[lost], read_reference(ours)[lost]
+        assert not o[[c for c in o if c.startswith("gaze_")]].to_numpy().any()
+        eyes = [c for c in t if c.startswith(("eye_lmk_x_", "eye_lmk_y_"))]
+        assert np.abs(o[eyes].to_numpy() - t[eyes].to_numpy()).max() <= 0.3
