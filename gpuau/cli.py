@@ -383,6 +383,13 @@ def _count_or_auto(what: str, auto):
          arg("--detect-every", default=None, type=int, metavar="N",
              help="also re-run face detection every N frames while tracking succeeds (default: only when tracking "
                   "fails, as OpenFace does)"),
+         arg("--fx", type=float, metavar="F",
+             help="the camera's focal length in pixels along x, with --fy (default: OpenFace's guess, 500 at 640x480, "
+                  "for the pose, 3D landmarks and gaze)"),
+         arg("--fy", type=float, metavar="F", help="the focal length along y, with --fx"),
+         arg("--cx", type=float, metavar="X", help="the optical centre's x in pixels, with --cy (default: the image "
+                                                   "centre)"),
+         arg("--cy", type=float, metavar="Y", help="the optical centre's y, with --cx"),
          arg("--au-static", action="store_true",
              help="FeatureExtraction's -au_static: AUs from the static models, without person calibration (short "
                   "videos, many people); --multi-face and images always use them"),
@@ -406,6 +413,16 @@ def analyze(args) -> int:
         except ImportError as e:
             print(f"gpuau: error: --format parquet: {e}", file=sys.stderr)
             return 1
+    camera = None
+    if any(v is not None for v in (args.fx, args.fy, args.cx, args.cy)):
+        from gpuau.video import check_camera
+
+        camera = (args.fx, args.fy, args.cx, args.cy)
+        try:
+            check_camera(camera)
+        except ValueError as e:
+            print(f"gpuau: error: --fx --fy --cx --cy: {e}".replace("camera: ", ""), file=sys.stderr)
+            return 1
     if args.detect_every is not None and (args.detect_every < 1 or args.multi_face):
         print("gpuau: error: --detect-every needs N >= 1 and one face per video (not --multi-face)", file=sys.stderr)
         return 1
@@ -425,7 +442,8 @@ def analyze(args) -> int:
                                     fmt=args.format, overwrite=args.overwrite, progress=not args.quiet,
                                     models=args.models, multi_face=args.multi_face, timestamps=args.timestamps,
                                     quality=args.quality, detect_every=args.detect_every, verbose=args.verbose,
-                                    workers=args.workers, orientation=args.orientation, au_static=args.au_static)
+                                    workers=args.workers, orientation=args.orientation, au_static=args.au_static,
+                                    camera=camera)
         except ClusterError as e:
             print(f"gpuau: error: {e}", file=sys.stderr)
             return 1
@@ -438,7 +456,7 @@ def analyze(args) -> int:
         serial_opencv()
         analyzer = Analyzer(args.device, models=args.models, multi_face=args.multi_face, timestamps=args.timestamps,
                             quality=args.quality, detect_every=args.detect_every, orientation=args.orientation,
-                            au_static=args.au_static)
+                            au_static=args.au_static, camera=camera)
         backend = analyzer.backend
         # batching is what a GPU needs to be busy; on the CPU, processes side by side (README: Speed)
         if args.streams is not None:
@@ -447,11 +465,12 @@ def analyze(args) -> int:
             streams = "auto" if backend.is_gpu and args.workers in (None, 1) else 1
         workers = 1 if streams != 1 or args.decode != "opencv" else args.workers
         logging.getLogger("gpuau").info(
-            "device %s, models %s, quality %s, detection %s, timestamps %s, orientation %s, %s, AU models %s, "
-            "streams %s, decode %s, workers %s",
+            "device %s, models %s, quality %s, detection %s, timestamps %s, orientation %s, camera %s, %s, "
+            "AU models %s, streams %s, decode %s, workers %s",
             f"cuda:{backend.device_id}" if backend.is_gpu else backend.name, analyzer.models, analyzer.quality.name,
             f"every {args.detect_every} frames" if args.detect_every else "when tracking fails", args.timestamps,
-            args.orientation, "up to 4 faces" if args.multi_face else "one face",
+            args.orientation, "fx, fy, cx, cy = %s" % (camera,) if camera else "guessed from the frame size",
+            "up to 4 faces" if args.multi_face else "one face",
             "static" if args.au_static or args.multi_face else "dynamic", streams, args.decode, workers or "auto")
         try:
             report = run_corpus(args.inputs, args.output, analyzer=analyzer, fmt=args.format,

@@ -351,7 +351,7 @@ class CorpusWorker:
         Cores of this worker on the CPU (:func:`limit_threads`).
     options : dict
         The Analyzer's keywords (``models``, resolved where the worker runs, ``multi_face``,
-        ``timestamps``, ``quality``, ``detect_every``, ``orientation``, ``au_static``; see
+        ``timestamps``, ``quality``, ``detect_every``, ``orientation``, ``au_static``, ``camera``; see
         :class:`gpuau.pipeline.Analyzer`).
     """
 

@@ -217,7 +217,7 @@ def analyze_corpus(inputs: Iterable, out: "str | os.PathLike", *, address: "str 
                    progress: bool = True, models: "str | os.PathLike | None" = None, multi_face: bool = False,
                    timestamps: str = "openface", quality: str = "exact",
                    detect_every: "int | None" = None, verbose: bool = False,
-                   orientation: str = "openface", au_static: bool = False) -> CorpusReport:
+                   orientation: str = "openface", au_static: bool = False, camera=None) -> CorpusReport:
     """:func:`gpuau.corpus.run_corpus` on a Ray cluster: every input analysed by one of many workers.
 
     Parameters
@@ -246,7 +246,7 @@ def analyze_corpus(inputs: Iterable, out: "str | os.PathLike", *, address: "str 
         OpenFace model folder, resolved on each node (default: each node's ``GPUAU_MODELS`` etc.).
     multi_face : bool
         FaceLandmarkVidMulti's rows (see :class:`gpuau.pipeline.Analyzer`).
-    timestamps, quality, detect_every, orientation, au_static
+    timestamps, quality, detect_every, orientation, au_static, camera
         The workers' Analyzer settings, as for :class:`gpuau.pipeline.Analyzer` (``quality`` by name).
 
     Returns
@@ -264,7 +264,7 @@ def analyze_corpus(inputs: Iterable, out: "str | os.PathLike", *, address: "str 
                 nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
                 plan = plan_workers(nodes, device, workers)
                 options = dict(models=models, multi_face=multi_face, timestamps=timestamps, quality=quality,
-                               detect_every=detect_every, orientation=orientation, au_static=au_static)
+                               detect_every=detect_every, orientation=orientation, au_static=au_static, camera=camera)
                 _schedule(run, plan, fmt=fmt, max_retries=max_retries, options=options)
             finally:
                 if connected:

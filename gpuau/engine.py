@@ -146,7 +146,7 @@ class Job:
         CSV or Parquet file (by :meth:`Engine.run`'s ``format``), written atomically; ``None`` keeps
         the table in memory as the outcome's ``result`` (a :class:`gpuau.pipeline.Result`).
     intrinsics : (fx, fy, cx, cy), optional
-        Default: OpenFace's guess from the frame size.
+        Default: the engine's ``camera``, completed by OpenFace's guess from the frame size.
     name : str
         Shown in outcomes for frame inputs (default ``"<frames>"``).
     """
@@ -537,8 +537,9 @@ class Engine:
         Streams advanced in lockstep (``B``); default :func:`auto_streams`.
     chunk : int
         CSV rows written per flush.
-    quality, detect_every, timestamps, orientation, au_static
-        As for :class:`gpuau.pipeline.Analyzer` (the outputs are that Analyzer's).
+    quality, detect_every, timestamps, orientation, au_static, camera
+        As for :class:`gpuau.pipeline.Analyzer` (the outputs are that Analyzer's; a :class:`Job`'s ``intrinsics``
+        replace ``camera`` for its video).
     decode : {"opencv", "nvdec"}
         How video files are decoded: OpenCV (FFmpeg) on the CPU, as the Analyzer and OpenFace do; or
         NVDEC on the engine's GPU when the device is CUDA and ``PyNvVideoCodec`` is installed
@@ -567,16 +568,16 @@ class Engine:
     def __init__(self, device: "str | Backend" = "auto", *, models: "str | os.PathLike | None" = None,
                  streams: "int | None" = None, chunk: int = 256, quality="exact", detect_every: "int | None" = None,
                  timestamps: str = "openface", decode: str = "opencv", orientation: str = "openface",
-                 au_static: bool = False):
+                 au_static: bool = False, camera=None):
         analyzer = Analyzer(device, models=models, quality=quality, detect_every=detect_every, timestamps=timestamps,
-                            orientation=orientation, au_static=au_static)
+                            orientation=orientation, au_static=au_static, camera=camera)
         self._setup(analyzer, streams, chunk, decode)
 
     @classmethod
     def from_analyzer(cls, analyzer: Analyzer, *, streams: "int | None" = None, chunk: int = 256,
                       decode: str = "opencv") -> "Engine":
         """An engine with ``analyzer``'s device, models folder, ``quality``, ``detect_every``, ``timestamps``,
-        ``orientation`` and ``au_static``, sharing its loaded models (nothing is loaded again).
+        ``orientation``, ``au_static`` and ``camera``, sharing its loaded models (nothing is loaded again).
 
         Raises
         ------
@@ -614,7 +615,8 @@ class Engine:
         from gpuau.video import InputError, decoder_threads, open_source
 
         if not isinstance(job.input, (str, os.PathLike)):
-            s = _Stream(job, iter(job.input), self, fmt, job.intrinsics)
+            camera = self.analyzer.camera if job.intrinsics is None else job.intrinsics
+            s = _Stream(job, iter(job.input), self, fmt, camera)
         else:
             # the cores beyond the analysis shared by the videos decoded at once; one alone: open_source's choice
             # for its frame size
@@ -626,7 +628,8 @@ class Engine:
                                      "analyse images with Analyzer.analyze_image")
                 frames = self._nvdec(source) if self.decode == "nvdec" else None
                 s = _Stream(job, iter(source) if frames is None else frames, self, fmt,
-                            job.intrinsics or source.intrinsics, source.frame_count, source.file_names, source)
+                            job.intrinsics or self.analyzer.intrinsics(source.width, source.height), source.frame_count,
+                            source.file_names, source)
             except BaseException:  # the output cannot be written, ...: release the video at once
                 source.close()
                 raise

@@ -267,6 +267,10 @@ class Analyzer:
         Also re-run the face detector every ``detect_every`` frames while tracking succeeds (the
         tracked face is replaced when the new fit validates); None: only when tracking fails, as
         OpenFace does.
+    camera : (fx, fy, cx, cy), optional
+        The camera's focal lengths and optical centre in pixels (FeatureExtraction's ``-fx -fy -cx -cy``), for the
+        head pose, the 3D landmarks and the gaze; None for a pair (``fx, fy`` or ``cx, cy``) or for all: OpenFace's
+        guess from the frame size (:func:`gpuau.video.camera_intrinsics`).  Intrinsics given to a call replace it.
     au_static : bool
         FeatureExtraction's ``-au_static``: a video's AUs from the static models (``AU_all_static.txt``: no
         person-specific running medians, no neutral offsets in the offline pass, which still smooths), for
@@ -283,12 +287,14 @@ class Analyzer:
 
     def __init__(self, device: "str | Backend" = "auto", *, models: "str | os.PathLike | None" = None,
                  multi_face: bool = False, timestamps: str = "openface", quality: "str | Quality" = "exact",
-                 detect_every: "int | None" = None, orientation: str = "openface", au_static: bool = False):
+                 detect_every: "int | None" = None, orientation: str = "openface", au_static: bool = False,
+                 camera=None):
         from gpuau.landmarks.quality import get_quality
         from gpuau.models.store import require_models
-        from gpuau.video import check_video_options
+        from gpuau.video import check_camera, check_video_options
 
         check_video_options(timestamps, orientation)
+        self.camera = None if camera is None else check_camera(camera)
         self.timestamps = timestamps
         self.orientation = orientation
         self.backend = resolve_device(device)
@@ -309,7 +315,8 @@ class Analyzer:
     def settings(self) -> dict:
         """The keywords that build an Analyzer like this one, but the device (e.g. in a worker process)."""
         return dict(models=self.models, multi_face=self.multi_face, timestamps=self.timestamps, quality=self.quality,
-                    detect_every=self.detect_every, orientation=self.orientation, au_static=self.au_static)
+                    detect_every=self.detect_every, orientation=self.orientation, au_static=self.au_static,
+                    camera=self.camera)
 
     def compile_kernels(self) -> None:
         """On the CPU, compile the Numba kernels if this version of gpuau has not (in child processes, once:
@@ -334,6 +341,13 @@ class Analyzer:
             self._detector = lambda image: select_box(mtcnn.detect(image))
             self._validation = DetectionValidator.load(self.models, device=self.backend)
             self._validator = self._validation.check
+
+    def intrinsics(self, width: int, height: int) -> tuple:
+        """``(fx, fy, cx, cy)`` of frames of ``width`` x ``height``: the ``camera``'s values, OpenFace's guess for the
+        others."""
+        from gpuau.video import camera_intrinsics
+
+        return camera_intrinsics(width, height, self.camera)
 
     @property
     def gaze(self) -> bool:
@@ -459,18 +473,19 @@ class Analyzer:
         with open_source(path, timestamps=self.timestamps, orientation=self.orientation) as source:
             if source.kind == "image":
                 return self._analyze_image_source(source)
-            return self._analyze(source, str(path), source.intrinsics, progress, multi_face)
+            return self._analyze(source, str(path), self.intrinsics(source.width, source.height), progress, multi_face)
 
     def analyze_frames(self, frames: Iterable[np.ndarray], *, fps: float = 30.0, intrinsics=None,
                        multi_face: "bool | None" = None) -> Result:
         """Analyse an iterable of frames (BGR or gray, 8- or 16-bit, all of one size) as one video at ``fps``.
 
-        ``intrinsics`` ``(fx, fy, cx, cy)`` default to OpenFace's guess from the frame size; ``multi_face``
-        as for :meth:`analyze_video`.
+        ``intrinsics`` ``(fx, fy, cx, cy)`` default to the Analyzer's ``camera``, completed by OpenFace's guess from
+        the frame size; ``multi_face`` as for :meth:`analyze_video`.
         """
         from gpuau.video import array_frames
 
-        return self._analyze(array_frames(frames, fps), "<frames>", intrinsics, None, multi_face)
+        return self._analyze(array_frames(frames, fps), "<frames>", self.camera if intrinsics is None else intrinsics,
+                             None, multi_face)
 
     def analyze_image(self, image: "np.ndarray | str | os.PathLike", *, intrinsics=None) -> Result:
         """Every face of one image (an array or a file), as FaceLandmarkImg analyses it.
@@ -484,7 +499,7 @@ class Analyzer:
         ----------
         image : ndarray (H, W, 3) BGR or (H, W) grey, 8- or 16-bit; or a path
         intrinsics : (fx, fy, cx, cy), optional
-            Default: OpenFace's guess from the image size.
+            Default: the Analyzer's ``camera``, completed by OpenFace's guess from the image size.
         """
         from gpuau.video import Frame, open_source, to_bgr8, to_gray8
 
@@ -492,7 +507,8 @@ class Analyzer:
             with open_source(image) as source:
                 return self._analyze_image_source(source, intrinsics)
         bgr = to_bgr8(np.asarray(image))
-        return self._analyze_image(Frame(0, 0.0, bgr, to_gray8(bgr)), "<image>", intrinsics)
+        return self._analyze_image(Frame(0, 0.0, bgr, to_gray8(bgr)), "<image>",
+                                   intrinsics or self.intrinsics(bgr.shape[1], bgr.shape[0]))
 
     def _analyze_image_source(self, source, intrinsics=None) -> Result:
         from gpuau.video import InputError
@@ -500,7 +516,7 @@ class Analyzer:
         if source.kind != "image":
             raise InputError(source.path, "not a single image", "use analyze_video for videos and image folders")
         frame = next(iter(source))
-        return self._analyze_image(frame, str(source.path), intrinsics or source.intrinsics)
+        return self._analyze_image(frame, str(source.path), intrinsics or self.intrinsics(source.width, source.height))
 
     def _analyze_image(self, frame, name: str, intrinsics) -> Result:
         from gpuau.images import fit_faces
@@ -609,7 +625,8 @@ class Analyzer:
                     progress(1)
                 return {"frames": 1, "faces": res.faces_found, "frame_count": 1, "elapsed": res.elapsed}
             t0 = time.perf_counter()
-            _, n, faces = self._writer(multi_face)[0](source, path, source.intrinsics, progress, output, format, chunk)
+            intrinsics = self.intrinsics(source.width, source.height)
+            _, n, faces = self._writer(multi_face)[0](source, path, intrinsics, progress, output, format, chunk)
         return {"frames": n, "faces": faces, "frame_count": source.frame_count, "elapsed": time.perf_counter() - t0,
                 "rotation": source.rotation, "turn": source.turn}
 

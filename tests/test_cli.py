@@ -232,6 +232,14 @@ def test_analyze_verbose_lines_and_summary(media_dir, tmp_path, capsys, gpuau_lo
     assert "exclude each other" in capsys.readouterr().err
 
 
+def test_half_a_camera_pair_is_refused_before_any_analysis(media_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli.main(["analyze", str(media_dir / "sample1.jpg"), "-o", str(out), "--fx", "600"]) == 1
+    assert "give fx and fy together" in capsys.readouterr().err and not out.exists()
+    assert cli.main(["analyze", str(media_dir / "sample1.jpg"), "-o", str(out), "--fx", "600", "--fy", "-5"]) == 1
+    assert "focal lengths must be positive" in capsys.readouterr().err
+
+
 def test_parquet_without_pyarrow_stops_before_any_analysis(media_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow raises ModuleNotFoundError
     assert cli.main(["analyze", str(media_dir / "sample1.jpg"), "-o", str(tmp_path), "--format", "parquet"]) == 1

@@ -110,7 +110,7 @@ def test_workers_take_the_analyzer_settings(cluster, corpus, corpus_reference, t
     from gpuau.cli import main
 
     settings = ["--quality", "fast", "--detect-every", "10", "--timestamps", "container", "--orientation", "display",
-                "--au-static", "--device", "cpu", "--quiet"]
+                "--au-static", "--fx", "600", "--fy", "600", "--device", "cpu", "--quiet"]
     local = tmp_path / "local"
     env = dict(os.environ)
     env.pop(FAULT_ENV, None)

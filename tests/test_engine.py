@@ -398,12 +398,12 @@ def _with_gap(images, start, stop):
 
 
 def test_settings_and_batched_redetection(clips):
-    """quality="fast", detect_every and au_static: each stream's table is the Analyzer's with the same settings,
+    """quality="fast", detect_every, au_static and camera: each stream's table is the Analyzer's with the same settings,
     and every detection and validation the trackers run (after failed fits, scheduled ones) came from a batch."""
     images, fps = clips["default.wmv"]
     inputs = {"gap": (_with_gap(images, 12, 21), fps), "changeLighting.wmv": clips["changeLighting.wmv"],
               "2015-10-15-15-14.avi": clips["2015-10-15-15-14.avi"]}
-    analyzer = Analyzer("cpu", quality="fast", detect_every=7, au_static=True)
+    analyzer = Analyzer("cpu", quality="fast", detect_every=7, au_static=True, camera=(600, 620, None, None))
     engine = Engine.from_analyzer(analyzer, streams=3)
     assert engine.clnf is analyzer.loaded_models()[0] and engine.mtcnn is analyzer.loaded_models()[1]
     outcomes = {o.input: o for o in engine.run([Job(_frames(*v), name=n) for n, v in inputs.items()])}
@@ -453,7 +453,7 @@ def test_cli_streams_with_settings(tmp_path, clips):
     for i, img in enumerate(clips["default.wmv"][0][:12]):
         cv2.imwrite(str(seq / f"frame_{i:03d}.png"), img)
     settings = ["--device", "cpu", "--quiet", "--quality", "fast", "--detect-every", "5", "--timestamps", "container",
-                "--au-static"]
+                "--au-static", "--cx", "300", "--cy", "250"]
     assert main(["analyze", str(seq), "-o", str(tmp_path / "one"), "--streams", "1", *settings]) == 0
     assert main(["analyze", str(seq), "-o", str(tmp_path / "two"), "--streams", "2", *settings]) == 0
     assert (tmp_path / "two" / "clip.csv").read_bytes() == (tmp_path / "one" / "clip.csv").read_bytes()

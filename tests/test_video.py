@@ -51,6 +51,19 @@ def test_default_intrinsics_match_openface():
     assert fx == fy == pytest.approx(500 * (2 + 1.5) / 2) and (cx, cy) == (640.0, 360.0)
 
 
+def test_given_intrinsics_replace_the_guess_pair_by_pair():
+    """FeatureExtraction's -fx -fy and -cx -cy: a given pair is used, the other guessed from the frame size; half a
+    pair is refused (OpenFace would take -1 for the missing value)."""
+    assert camera_intrinsics(640, 480, (600, 620, 300, 250)) == (600.0, 620.0, 300.0, 250.0)
+    assert camera_intrinsics(640, 480, (600, 620, None, None)) == (600.0, 620.0, 320.0, 240.0)
+    assert camera_intrinsics(1280, 720, (None, None, 600, 350))[2:] == (600.0, 350.0)
+    assert camera_intrinsics(640, 480, (None,) * 4) == camera_intrinsics(640, 480)
+    for bad in ((600, None, None, None), (None, None, None, 250), (0, 600, None, None), (600, float("nan"), 1, 1),
+                (600, 600, 300)):
+        with pytest.raises(ValueError):
+            camera_intrinsics(640, 480, bad)
+
+
 def test_sixteen_bit_and_gray_images(tmp_path):
     gray16 = (np.arange(64 * 48, dtype=np.uint32).reshape(48, 64) * 21).astype(np.uint16)
     p = tmp_path / "g16.png"

@@ -226,7 +226,8 @@ class FaceTracker:
         ``validate(gray_uint8, landmarks (68, 2), orientation (3,)) -> certainty``; by default
         ``DetectionValidator.check``.
     intrinsics : (fx, fy, cx, cy), optional
-        Camera intrinsics for the pose; by default FeatureExtraction's from the frame size.
+        Camera intrinsics for the pose, 3D landmarks and gaze; None, or None for a pair (``fx, fy`` or ``cx, cy``):
+        FeatureExtraction's guess from the first frame's size (:func:`gpuau.video.camera_intrinsics`).
     models : path-like, optional
         OpenFace model folder.
     device : str or Backend
@@ -252,7 +253,8 @@ class FaceTracker:
         self._models = models
         self._detect = detect
         self._validate = validate
-        self.intrinsics = intrinsics
+        self._camera = intrinsics  # resolved against the first frame's size when a value is missing
+        self.intrinsics = None if intrinsics is None or None in tuple(intrinsics) else tuple(intrinsics)
         self.part_landmarks, self.part_params = initial_parts(self.clnf)
         self.reset()
 
@@ -420,7 +422,7 @@ class FaceTracker:
         if self.intrinsics is None:
             from gpuau.video import camera_intrinsics
 
-            self.intrinsics = camera_intrinsics(shape[1], shape[0])
+            self.intrinsics = camera_intrinsics(shape[1], shape[0], self._camera)
         result = LandmarkResult(
             success=bool(ok),
             detection_success=bool(self.detection_success),

@@ -155,17 +155,56 @@ def to_gray8(bgr8: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(bgr8, cv2.COLOR_BGR2GRAY)
 
 
-def camera_intrinsics(width: int, height: int) -> tuple[float, float, float, float]:
-    """Default ``(fx, fy, cx, cy)`` when none are given.
+def camera_intrinsics(width: int, height: int, camera=None) -> tuple[float, float, float, float]:
+    """``(fx, fy, cx, cy)`` of frames of ``width`` x ``height``: ``camera``'s values where given, OpenFace's guess
+    where not.
 
-    Port of ``SequenceCapture::SetCameraIntrinsics`` (SequenceCapture.cpp): focal length ``500 * size / (640, 480)``
-    averaged over both axes, optical centre at the image centre (computed in float32 as OpenFace does).
+    Port of ``SequenceCapture::SetCameraIntrinsics`` (SequenceCapture.cpp): without ``-fx``, the focal length
+    ``500 * size / (640, 480)`` averaged over both axes; without ``-cx``, the optical centre at the image centre
+    (computed in float32 as OpenFace does).
+
+    Parameters
+    ----------
+    width, height : int
+    camera : (fx, fy, cx, cy), optional
+        A camera's known values (FeatureExtraction's ``-fx -fy -cx -cy``), each pair ``fx, fy`` and ``cx, cy``
+        given or None together.
+
+    Raises
+    ------
+    ValueError
+        Only one value of a pair given (OpenFace would take -1 for the other).
     """
+    fx_given, fy_given, cx_given, cy_given = check_camera(camera)
     f32 = np.float32
-    fx = f32(500.0) * (f32(width) / f32(640.0))
-    fy = f32(500.0) * (f32(height) / f32(480.0))
-    f = (fx + fy) / f32(2.0)
-    return float(f), float(f), float(f32(width) / f32(2.0)), float(f32(height) / f32(2.0))
+    if fx_given is None:
+        fx = f32(500.0) * (f32(width) / f32(640.0))
+        fy = f32(500.0) * (f32(height) / f32(480.0))
+        fx = fy = (fx + fy) / f32(2.0)
+    else:
+        fx, fy = f32(fx_given), f32(fy_given)
+    if cx_given is None:
+        cx, cy = f32(width) / f32(2.0), f32(height) / f32(2.0)
+    else:
+        cx, cy = f32(cx_given), f32(cy_given)
+    return float(fx), float(fy), float(cx), float(cy)
+
+
+def check_camera(camera) -> tuple:
+    """``camera`` as ``(fx, fy, cx, cy)`` with None for the values to guess (all four for None); ValueError for a
+    pair given by half, a focal length that is not positive, or a value that is not a finite number."""
+    if camera is None:
+        return (None,) * 4
+    values = tuple(None if v is None else float(v) for v in camera)
+    if len(values) != 4:
+        raise ValueError(f"camera={camera!r}: give (fx, fy, cx, cy), None for the values to guess")
+    for names, pair in ((("fx", "fy"), values[:2]), (("cx", "cy"), values[2:])):
+        if (pair[0] is None) != (pair[1] is None):
+            raise ValueError(f"camera: give {names[0]} and {names[1]} together (got {names[0]}={pair[0]}, "
+                             f"{names[1]}={pair[1]})")
+    if any(v is not None and not np.isfinite(v) for v in values) or any(v is not None and v <= 0 for v in values[:2]):
+        raise ValueError(f"camera={camera!r}: the focal lengths must be positive and every value a finite number")
+    return values
 
 
 def _natural_key(name: str):
