@@ -40,7 +40,7 @@ def test_benchmark_json_on_ten_frames(media_dir, tmp_path):
     calls = {stage: t["calls"] for stage, t in run["stages"].items()}
     # the first frame detects and fits 11 rotations in one batch; each later frame is tracked once
     assert calls["detect"] >= 1 and calls["landmarks"] >= 1 + 9
-    assert calls["validate"] >= 1 and calls["pose"] == 10  # the head pose and the 3D landmarks, once per frame
+    assert calls["validate"] >= 1 and calls["pose"] == 10  # the head pose, 3D landmarks and gaze, once per frame
     assert calls["align"] == calls["HOG"] == calls["geometry"] > 0  # tracked frames
     assert calls["AU predict"] == 10 and calls["post-process"] == 1 and calls["write"] == 2
     stage_sum = sum(t["ms_per_frame"] for stage, t in run["stages"].items() if stage != "decode")
