@@ -340,6 +340,32 @@ def _count_or_auto(what: str, auto):
     return parse
 
 
+CAMERA_ARGS = (
+    arg("--fx", type=float, metavar="F",
+        help="the camera's focal length in pixels along x, with --fy (default: OpenFace's guess, 500 at 640x480, "
+             "for the pose, 3D landmarks and gaze)"),
+    arg("--fy", type=float, metavar="F", help="the focal length along y, with --fx"),
+    arg("--cx", type=float, metavar="X",
+        help="the optical centre's x in pixels, with --cy (default: the image centre)"),
+    arg("--cy", type=float, metavar="Y", help="the optical centre's y, with --cx"),
+)
+"""FeatureExtraction's -fx -fy -cx -cy, for the commands that analyse or draw in camera space (:func:`_camera`)."""
+
+
+def _camera(args) -> "tuple | None":
+    """The camera of :data:`CAMERA_ARGS` (None when none is given); ValueError, worded for the command line, for half
+    a pair or a value out of range."""
+    camera = (args.fx, args.fy, args.cx, args.cy)
+    if all(v is None for v in camera):
+        return None
+    from gpuau.video import check_camera
+
+    try:
+        return check_camera(camera)
+    except ValueError as e:
+        raise ValueError(f"--fx --fy --cx --cy: {e}".replace("camera: ", "")) from None
+
+
 @command("analyze", "OpenFace CSV (landmarks, head pose, gaze, Action Units) for each video, image or image folder",
          arg("inputs", nargs="+", metavar="INPUT",
              help="video files, images, folders of images (one sequence), folders searched for videos, or .txt lists"),
@@ -383,13 +409,7 @@ def _count_or_auto(what: str, auto):
          arg("--detect-every", default=None, type=int, metavar="N",
              help="also re-run face detection every N frames while tracking succeeds (default: only when tracking "
                   "fails, as OpenFace does)"),
-         arg("--fx", type=float, metavar="F",
-             help="the camera's focal length in pixels along x, with --fy (default: OpenFace's guess, 500 at 640x480, "
-                  "for the pose, 3D landmarks and gaze)"),
-         arg("--fy", type=float, metavar="F", help="the focal length along y, with --fx"),
-         arg("--cx", type=float, metavar="X", help="the optical centre's x in pixels, with --cy (default: the image "
-                                                   "centre)"),
-         arg("--cy", type=float, metavar="Y", help="the optical centre's y, with --cx"),
+         *CAMERA_ARGS,
          arg("--au-static", action="store_true",
              help="FeatureExtraction's -au_static: AUs from the static models, without person calibration (short "
                   "videos, many people); --multi-face and images always use them"),
@@ -413,16 +433,11 @@ def analyze(args) -> int:
         except ImportError as e:
             print(f"gpuau: error: --format parquet: {e}", file=sys.stderr)
             return 1
-    camera = None
-    if any(v is not None for v in (args.fx, args.fy, args.cx, args.cy)):
-        from gpuau.video import check_camera
-
-        camera = (args.fx, args.fy, args.cx, args.cy)
-        try:
-            check_camera(camera)
-        except ValueError as e:
-            print(f"gpuau: error: --fx --fy --cx --cy: {e}".replace("camera: ", ""), file=sys.stderr)
-            return 1
+    try:
+        camera = _camera(args)
+    except ValueError as e:
+        print(f"gpuau: error: {e}", file=sys.stderr)
+        return 1
     if args.detect_every is not None and (args.detect_every < 1 or args.multi_face):
         print("gpuau: error: --detect-every needs N >= 1 and one face per video (not --multi-face)", file=sys.stderr)
         return 1
@@ -491,28 +506,35 @@ def analyze(args) -> int:
 # --------------------------------------------------------------------------- pictures
 
 
-@command("render", "annotated video: landmarks, head-pose axes and AU intensity bars drawn on the frames",
+@command("render", "annotated video: landmarks, head-pose axes, eyes and gaze, AU bars drawn on the frames",
          arg("video", help="the analysed video (or image folder)"),
          arg("csv", nargs="?", default=None, help="its OpenFace CSV (default: analyse the video first)"),
          arg("-o", "--output", required=True, help="annotated video to write (.mp4 or .avi)"),
          arg("--face-id", type=int, default=0, help="which face of a multi-face CSV (default 0)"),
          arg("--device", default="auto", help="device for the analysis when no CSV is given"),
          arg("--orientation", default="openface", choices=ORIENTATIONS,
-             help="how a rotated video was analysed (as for gpuau analyze; default openface)"))
+             help="how a rotated video was analysed (as for gpuau analyze; default openface)"),
+         *CAMERA_ARGS)
 def render(args) -> int:
     import tempfile
     from pathlib import Path
 
     from gpuau.viz import render_video
 
+    try:
+        camera = _camera(args)  # the analysis's, which the pose axes and gaze lines are projected with
+    except ValueError as e:
+        print(f"gpuau: error: {e}", file=sys.stderr)
+        return 1
     csv = args.csv
     with tempfile.TemporaryDirectory() as tmp:
         if csv is None:
             from gpuau.pipeline import Analyzer
 
             csv = Path(tmp) / "analysis.csv"
-            Analyzer(args.device, orientation=args.orientation).write_video(args.video, csv)
-        out = render_video(args.video, csv, args.output, face_id=args.face_id, orientation=args.orientation)
+            Analyzer(args.device, orientation=args.orientation, camera=camera).write_video(args.video, csv)
+        out = render_video(args.video, csv, args.output, face_id=args.face_id, orientation=args.orientation,
+                           camera=camera)
     print(out)
     return 0
 

@@ -127,16 +127,17 @@ def draw_frame(image: np.ndarray, row: dict, au_names: list, intrinsics) -> np.n
     return out
 
 
-def render_video(video, csv_path, output, *, face_id: int = 0, orientation: str = "openface") -> Path:
+def render_video(video, csv_path, output, *, face_id: int = 0, orientation: str = "openface", camera=None) -> Path:
     """Annotated copy of ``video`` with the results of ``csv_path`` (one face: ``face_id``), written atomically.
 
     The container of ``output`` follows its extension (``.mp4`` uses the ``mp4v`` codec, ``.avi`` MJPG).
     ``orientation``: how the analysis turned a rotated video (:data:`gpuau.video.ORIENTATIONS`), so that the
-    drawing lands on the frames it was made from.
+    drawing lands on the frames it was made from; ``camera``: the analysis's (``Analyzer(camera=...)``), with which
+    the pose axes and the gaze are projected.
     """
     import cv2
 
-    from gpuau.video import open_source
+    from gpuau.video import camera_intrinsics, open_source
 
     table = _table(csv_path)
     names = _au_names(table)
@@ -144,7 +145,7 @@ def render_video(video, csv_path, output, *, face_id: int = 0, orientation: str 
     ids = table.get("face_id", np.zeros_like(frames)).astype(int)
     index = {f: i for i, (f, fid) in enumerate(zip(frames, ids)) if fid == face_id}
     source = open_source(video, orientation=orientation)
-    intrinsics = source.intrinsics
+    intrinsics = camera_intrinsics(source.width, source.height, camera)
     output = Path(output)
     fourcc = cv2.VideoWriter_fourcc(*("MJPG" if output.suffix.lower() == ".avi" else "mp4v"))
     with atomic_path(output) as tmp:

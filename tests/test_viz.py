@@ -20,6 +20,20 @@ def test_render_draws_landmarks_where_the_csv_says(media_dir, reference_dir, tmp
     assert g > 150 and r > 150 and b < 120  # a yellow landmark dot survives compression
 
 
+def test_render_projects_with_the_analysis_camera(media_dir, reference_dir, tmp_path, monkeypatch, capsys):
+    """The pose axes and gaze lines are projected with the camera the CSV was made with (--fx --fy --cx --cy)."""
+    import gpuau.viz
+
+    seen = set()
+    draw = gpuau.viz.draw_frame
+    monkeypatch.setattr(gpuau.viz, "draw_frame", lambda image, row, names, k: seen.add(k) or draw(image, row, names, k))
+    args = ["render", str(media_dir / "changeLighting.wmv"), str(reference_dir / "changeLighting.csv"), "-o",
+            str(tmp_path / "a.mp4")]
+    assert main([*args, "--fx", "600", "--fy", "620"]) == 0
+    assert seen == {(600.0, 620.0, 320.0, 240.0)}  # the centre guessed from the frame size, as in the analysis
+    assert main([*args, "--cx", "300"]) == 1 and "give cx and cy together" in capsys.readouterr().err
+
+
 def test_pose_axes_project_from_the_head_position():
     pose = np.array([0.0, 0.0, 500.0, 0.0, 0.0, 0.0])
     pts = project_pose_axes(pose, (500.0, 500.0, 320.0, 240.0), length=50.0)

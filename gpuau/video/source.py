@@ -272,11 +272,6 @@ class VideoSource:
         self._frames: "weakref.ref | None" = None
 
     @property
-    def intrinsics(self) -> tuple[float, float, float, float]:
-        """OpenFace's default ``(fx, fy, cx, cy)`` for this frame size."""
-        return camera_intrinsics(self.width, self.height)
-
-    @property
     def file_names(self) -> "list[str] | None":
         """The name of each image of an image folder, in frame order (gpuau's ``file`` column); None for
         videos and single images."""
