@@ -614,8 +614,8 @@ class Engine:
         """The stream of ``job``, its output created; ``on_open(job, source)`` then gives its progress callable."""
         from gpuau.video import InputError, decoder_threads, open_source
 
+        camera = self.analyzer.camera if job.intrinsics is None else job.intrinsics  # the tracker completes it
         if not isinstance(job.input, (str, os.PathLike)):
-            camera = self.analyzer.camera if job.intrinsics is None else job.intrinsics
             s = _Stream(job, iter(job.input), self, fmt, camera)
         else:
             # the cores beyond the analysis shared by the videos decoded at once; one alone: open_source's choice
@@ -627,8 +627,7 @@ class Engine:
                     raise InputError(source.path, "a single image, not a video",
                                      "analyse images with Analyzer.analyze_image")
                 frames = self._nvdec(source) if self.decode == "nvdec" else None
-                s = _Stream(job, iter(source) if frames is None else frames, self, fmt,
-                            job.intrinsics or self.analyzer.intrinsics(source.width, source.height), source.frame_count,
+                s = _Stream(job, iter(source) if frames is None else frames, self, fmt, camera, source.frame_count,
                             source.file_names, source)
             except BaseException:  # the output cannot be written, ...: release the video at once
                 source.close()

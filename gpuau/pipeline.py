@@ -342,13 +342,6 @@ class Analyzer:
             self._validation = DetectionValidator.load(self.models, device=self.backend)
             self._validator = self._validation.check
 
-    def intrinsics(self, width: int, height: int) -> tuple:
-        """``(fx, fy, cx, cy)`` of frames of ``width`` x ``height``: the ``camera``'s values, OpenFace's guess for the
-        others."""
-        from gpuau.video import camera_intrinsics
-
-        return camera_intrinsics(width, height, self.camera)
-
     @property
     def gaze(self) -> bool:
         """Whether the tables have the gaze and eye-landmark columns: the landmark fit has both eye models
@@ -473,7 +466,7 @@ class Analyzer:
         with open_source(path, timestamps=self.timestamps, orientation=self.orientation) as source:
             if source.kind == "image":
                 return self._analyze_image_source(source)
-            return self._analyze(source, str(path), self.intrinsics(source.width, source.height), progress, multi_face)
+            return self._analyze(source, str(path), self.camera, progress, multi_face)
 
     def analyze_frames(self, frames: Iterable[np.ndarray], *, fps: float = 30.0, intrinsics=None,
                        multi_face: "bool | None" = None) -> Result:
@@ -508,7 +501,7 @@ class Analyzer:
                 return self._analyze_image_source(source, intrinsics)
         bgr = to_bgr8(np.asarray(image))
         return self._analyze_image(Frame(0, 0.0, bgr, to_gray8(bgr)), "<image>",
-                                   intrinsics or self.intrinsics(bgr.shape[1], bgr.shape[0]))
+                                   self.camera if intrinsics is None else intrinsics)
 
     def _analyze_image_source(self, source, intrinsics=None) -> Result:
         from gpuau.video import InputError
@@ -516,7 +509,7 @@ class Analyzer:
         if source.kind != "image":
             raise InputError(source.path, "not a single image", "use analyze_video for videos and image folders")
         frame = next(iter(source))
-        return self._analyze_image(frame, str(source.path), intrinsics or self.intrinsics(source.width, source.height))
+        return self._analyze_image(frame, str(source.path), self.camera if intrinsics is None else intrinsics)
 
     def _analyze_image(self, frame, name: str, intrinsics) -> Result:
         from gpuau.images import fit_faces
@@ -625,8 +618,7 @@ class Analyzer:
                     progress(1)
                 return {"frames": 1, "faces": res.faces_found, "frame_count": 1, "elapsed": res.elapsed}
             t0 = time.perf_counter()
-            intrinsics = self.intrinsics(source.width, source.height)
-            _, n, faces = self._writer(multi_face)[0](source, path, intrinsics, progress, output, format, chunk)
+            _, n, faces = self._writer(multi_face)[0](source, path, self.camera, progress, output, format, chunk)
         return {"frames": n, "faces": faces, "frame_count": source.frame_count, "elapsed": time.perf_counter() - t0,
                 "rotation": source.rotation, "turn": source.turn}
 

@@ -253,8 +253,8 @@ class FaceTracker:
         self._models = models
         self._detect = detect
         self._validate = validate
-        self._camera = intrinsics  # resolved against the first frame's size when a value is missing
-        self.intrinsics = None if intrinsics is None or None in tuple(intrinsics) else tuple(intrinsics)
+        self._camera = intrinsics
+        self.intrinsics = None  # (fx, fy, cx, cy), completed from the first frame's size (_result)
         self.part_landmarks, self.part_params = initial_parts(self.clnf)
         self.reset()
 
