@@ -42,15 +42,16 @@ def _fused_squares(n_in):
 
 
 @nb.njit(cache=True, nogil=True)
-def im2col_contrast_norm(area, patch_h, patch_w, out, mean, scale):
+def im2col_contrast_norm(area, patch_h, patch_w, out, mean, scale, shifted):
     """Normalised windows of an area of interest, one column per window.
 
     Each window's mean and squared norm are float32 sums in OpenFace's order (row-major for the
     sum, column-major for the squares, the last squares fused: :func:`_fused_squares`), serial
-    dependency chains; all windows advance together
-    (independent chains: the inner loops run over window origins ``y * A_w + x``, ``x`` up to
-    ``A_w`` so that they are contiguous, and vectorise; indices are unsigned so that no
-    negative-index wraparound test stops the vectoriser).
+    dependency chains; all windows advance together.  The area is first copied once per tap column
+    ``xx`` as its columns ``xx .. xx + R_w - 1`` in rows of ``R_w`` (``shifted``): a tap's values over
+    the windows, in the map's order ``p = y * R_w + x``, are then one contiguous run, so every loop
+    over the windows is one long loop that vectorises (indices unsigned, so that no negative-index
+    wraparound test stops the vectoriser).
 
     Parameters
     ----------
@@ -59,82 +60,91 @@ def im2col_contrast_norm(area, patch_h, patch_w, out, mean, scale):
     out : ndarray (patch_h*patch_w, R_h*R_w) float32
         ``out[t, y * R_w + x]``: tap ``t`` (column-major) of the window at ``(y, x)``, minus the
         window's mean, times the reciprocal of its L2 norm (1 for a flat window).
-    mean, scale : ndarray (>= (R_h - 1) * A_w + R_w,) float32
+    mean, scale : ndarray (R_h*R_w,) float32
         Scratch.
+    shifted : ndarray (patch_w*A_h*R_w,) float32
+        Scratch: ``shifted[(xx * A_h + row) * R_w + x] = area[row, xx + x]``.
     """
     u = np.uint64
     a_h, a_w = u(area.shape[0]), u(area.shape[1])
     p_h, p_w = u(patch_h), u(patch_w)
     r_h, r_w = a_h - p_h + u(1), a_w - p_w + u(1)
     n_in = p_h * p_w
+    n_p = r_h * r_w
     count = np.float32(patch_h * patch_w)
-    span = (r_h - u(1)) * a_w + r_w  # window origins y * A_w + x (those with x >= R_w are computed and unused)
-    src = area.ravel()
-    for q in range(span):
-        mean[q] = np.float32(0.0)
-        scale[q] = np.float32(0.0)
+    for xx in range(p_w):
+        for row in range(a_h):
+            o = (xx * a_h + row) * r_w
+            for x in range(r_w):
+                shifted[o + x] = area[row, xx + x]
+    for p in range(n_p):
+        mean[p] = np.float32(0.0)
+        scale[p] = np.float32(0.0)
     # four taps a pass (row-major for the sum), each added in turn: a quarter of the loads and stores
+    # (tap (yy, xx) of window p: shifted[(xx * A_h + yy) * R_w + p])
     i = u(0)
     while i + u(4) <= n_in:
-        o0, o1 = (i // p_w) * a_w + i % p_w, ((i + u(1)) // p_w) * a_w + (i + u(1)) % p_w
-        o2, o3 = ((i + u(2)) // p_w) * a_w + (i + u(2)) % p_w, ((i + u(3)) // p_w) * a_w + (i + u(3)) % p_w
-        for q in range(span):
-            mean[q] = (((mean[q] + src[o0 + q]) + src[o1 + q]) + src[o2 + q]) + src[o3 + q]
+        o0 = ((i % p_w) * a_h + i // p_w) * r_w
+        o1 = (((i + u(1)) % p_w) * a_h + (i + u(1)) // p_w) * r_w
+        o2 = (((i + u(2)) % p_w) * a_h + (i + u(2)) // p_w) * r_w
+        o3 = (((i + u(3)) % p_w) * a_h + (i + u(3)) // p_w) * r_w
+        for p in range(n_p):
+            mean[p] = (((mean[p] + shifted[o0 + p]) + shifted[o1 + p]) + shifted[o2 + p]) + shifted[o3 + p]
         i += u(4)
     for i in range(i, n_in):
-        o0 = (i // p_w) * a_w + i % p_w
-        for q in range(span):
-            mean[q] = mean[q] + src[o0 + q]
-    for q in range(span):
-        mean[q] = mean[q] / count
-    # the squares column-major, four a pass up to the fused ones
+        o0 = ((i % p_w) * a_h + i // p_w) * r_w
+        for p in range(n_p):
+            mean[p] = mean[p] + shifted[o0 + p]
+    for p in range(n_p):
+        mean[p] = mean[p] / count
+    # the squares column-major (tap t = xx * patch_h + yy: shifted[(xx * A_h + yy) * R_w + p], that is
+    # shifted[((t // p_h) * A_h + t % p_h) * R_w + p]), four a pass up to the fused ones
     fused = u(_fused_squares(patch_h * patch_w))
     t = u(0)
     while t + u(4) <= fused:
-        o0, o1 = (t % p_h) * a_w + t // p_h, ((t + u(1)) % p_h) * a_w + (t + u(1)) // p_h
-        o2, o3 = ((t + u(2)) % p_h) * a_w + (t + u(2)) // p_h, ((t + u(3)) % p_h) * a_w + (t + u(3)) // p_h
-        for q in range(span):
-            m = mean[q]
-            v0, v1, v2, v3 = src[o0 + q] - m, src[o1 + q] - m, src[o2 + q] - m, src[o3 + q] - m
-            scale[q] = (((scale[q] + v0 * v0) + v1 * v1) + v2 * v2) + v3 * v3
+        o0 = ((t // p_h) * a_h + t % p_h) * r_w
+        o1 = (((t + u(1)) // p_h) * a_h + (t + u(1)) % p_h) * r_w
+        o2 = (((t + u(2)) // p_h) * a_h + (t + u(2)) % p_h) * r_w
+        o3 = (((t + u(3)) // p_h) * a_h + (t + u(3)) % p_h) * r_w
+        for p in range(n_p):
+            m = mean[p]
+            v0, v1, v2, v3 = shifted[o0 + p] - m, shifted[o1 + p] - m, shifted[o2 + p] - m, shifted[o3 + p] - m
+            scale[p] = (((scale[p] + v0 * v0) + v1 * v1) + v2 * v2) + v3 * v3
         t += u(4)
     for t in range(t, n_in):
-        o0 = (t % p_h) * a_w + t // p_h
+        o0 = ((t // p_h) * a_h + t % p_h) * r_w
         if t < fused:
-            for q in range(span):
-                v = src[o0 + q] - mean[q]
-                scale[q] = scale[q] + v * v
+            for p in range(n_p):
+                v = shifted[o0 + p] - mean[p]
+                scale[p] = scale[p] + v * v
         else:
-            for q in range(span):
-                v = src[o0 + q] - mean[q]
-                scale[q] = fmaf(v, v, scale[q])
-    for q in range(span):
-        norm = np.float32(np.sqrt(scale[q]))
+            for p in range(n_p):
+                v = shifted[o0 + p] - mean[p]
+                scale[p] = fmaf(v, v, scale[p])
+    for p in range(n_p):
+        norm = np.float32(np.sqrt(scale[p]))
         if norm == 0:
             norm = np.float32(1.0)
-        scale[q] = np.float32(1.0 / np.float64(norm))
-    t = u(0)
-    for xx in range(p_w):
-        for yy in range(p_h):
-            off = yy * a_w + xx
-            for y in range(r_h):
-                row, o = y * r_w, y * a_w
-                for x in range(r_w):
-                    out[t, row + x] = (src[off + o + x] - mean[o + x]) * scale[o + x]
-            t += u(1)
+        scale[p] = np.float32(1.0 / np.float64(norm))
+    for t in range(n_in):
+        o0 = ((t // p_h) * a_h + t % p_h) * r_w
+        for p in range(n_p):
+            out[t, p] = (shifted[o0 + p] - mean[p]) * scale[p]
 
 
 @nb.njit(cache=True, nogil=True)
-def _area_response(areas, patch_h, patch_w, weights, gains, sigmas, out, f, e, cols, x, r, mean, scale, lanes):
+def _area_response(areas, patch_h, patch_w, weights, gains, sigmas, out, f, e, cols, x, r, mean, scale, shifted,
+                   lanes):
     """Windows, neuron activations, sigmoid sum, Sigma product and shift of area ``f`` with expert
     ``e`` (the orders of the module docstring) into ``out[f]``; ``cols`` (T, P), ``x`` (K, P),
-    ``r`` (P,), ``mean`` and ``scale`` (A_h * A_w,) and ``lanes`` (16,) float32 are scratch."""
+    ``r``, ``mean`` and ``scale`` (P,), ``shifted`` (patch_w * A_h * R_w,) and ``lanes`` (16,) float32 are
+    scratch."""
     n_resp = out.shape[1]
     n_in = patch_h * patch_w
     n_neurons = weights.shape[1]
     r_h = areas.shape[1] - patch_h + 1
     r_w = areas.shape[2] - patch_w + 1
-    im2col_contrast_norm(areas[f], patch_h, patch_w, cols, mean, scale)
+    im2col_contrast_norm(areas[f], patch_h, patch_w, cols, mean, scale, shifted)
     one, zero = np.float32(1.0), np.float32(0.0)
     for k in range(n_neurons):
         b = fmaf(one, weights[e, k, 0], zero)
@@ -207,15 +217,16 @@ def _response_range(areas, patch_h, patch_w, weights, gains, sigmas, experts, ou
     cols = np.empty((patch_h * patch_w, n_resp), np.float32)
     x = np.empty((weights.shape[1], n_resp), np.float32)
     r = np.empty(n_resp, np.float32)
-    mean = np.empty(areas.shape[1] * areas.shape[2], np.float32)
-    scale = np.empty(areas.shape[1] * areas.shape[2], np.float32)
+    mean = np.empty(n_resp, np.float32)
+    scale = np.empty(n_resp, np.float32)
+    shifted = np.empty(patch_w * areas.shape[1] * (areas.shape[2] - patch_w + 1), np.float32)
     lanes = np.empty(LANES, np.float32)
     for f in range(start, stop):
         if experts[f] < 0:
             out[f] = 0.0
             continue
         _area_response(areas, patch_h, patch_w, weights, gains, sigmas, out, f, experts[f], cols, x, r, mean, scale,
-                       lanes)
+                       shifted, lanes)
 
 
 def ccnf_response(areas, weights, alphas, sigmas, patch_h: int = 11, patch_w: int = 11, experts=None):
