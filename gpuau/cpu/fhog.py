@@ -61,40 +61,53 @@ def _fhog_one(img, cell_size, cells_nr, cells_nc, vis_nr, vis_nc, simd_end, dire
     norm = np.zeros((cells_nr, cells_nc), np.float32)
     half = f32(0.5)
     one = f32(1.0)
+    width = img.shape[1]
+    gxs = np.empty(width, np.float32)
+    gys = np.empty(width, np.float32)
+    lengths = np.empty(width, np.float32)
+    orientations = np.empty(width, np.int64)
     for y in range(1, vis_nr):
         yp = f32((float(f32(y)) + 0.5) / float(cs) - 0.5)
         iyp = int(np.floor(yp))
         vy0 = f32(yp - f32(iyp))
         vy1 = f32(1.0 - float(vy0))
+        # a row's gradients, then their orientations, pixel by pixel without branches (the loops vectorise),
+        # then the histogram votes in dlib's pixel order
         for x in range(1, vis_nc):
             simd = x < simd_end
             # gradient of the channel with the largest magnitude
-            gx = 0
-            gy = 0
-            best_len = -1
+            gx = np.int32(0)
+            gy = np.int32(0)
+            best_len = np.int32(-1)
             for k in range(nch):
                 ch = nch - 1 - k  # red, green, blue in BGR storage
                 dx = np.int32(img[y, x + 1, ch]) - np.int32(img[y, x - 1, ch])
                 dy = np.int32(img[y + 1, x, ch]) - np.int32(img[y - 1, x, ch])
                 ln = dx * dx + dy * dy
                 # SIMD lanes keep the later channel on ties; the scalar tail keeps the earlier one
-                if ln > best_len or (simd and ln == best_len):
-                    best_len = ln
-                    gx = dx
-                    gy = dy
-            fgx = f32(gx)
-            fgy = f32(gy)
-            v = np.sqrt(f32(best_len))
+                better = ln > best_len or (simd and ln == best_len)
+                best_len = ln if better else best_len
+                gx = dx if better else gx
+                gy = dy if better else gy
+            gxs[x] = f32(gx)
+            gys[x] = f32(gy)
+            lengths[x] = np.sqrt(f32(best_len))
+        for x in range(1, vis_nc):
+            fgx = gxs[x]
+            fgy = gys[x]
             best_dot = f32(0.0)
             best_o = 0
             for o in range(9):
                 dot = f32(f32(fgx * directions[o, 0]) + f32(fgy * directions[o, 1]))
-                if dot > best_dot:
-                    best_dot = dot
-                    best_o = o
-                elif -dot > best_dot:
-                    best_dot = -dot
-                    best_o = o + 9
+                positive = dot > best_dot
+                negative = not positive and -dot > best_dot
+                best_o = o if positive else (o + 9 if negative else best_o)
+                best_dot = dot if positive else (-dot if negative else best_dot)
+            orientations[x] = best_o
+        for x in range(1, vis_nc):
+            simd = x < simd_end
+            v = lengths[x]
+            best_o = orientations[x]
             if simd:
                 xp = f32(f32(f32(x) + half) / cs + half)
                 ixp = int(xp)  # truncation; xp > 0 (index into the padded histogram)
