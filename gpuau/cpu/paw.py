@@ -10,7 +10,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from gpuau.cpu.warp_affine import _WEIGHTS_F32, _blend
+from gpuau.cpu.warp_affine import _WEIGHTS_F32, _blend, _warp_image
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -103,6 +103,26 @@ def triangle_map(destination: np.ndarray, triangulation: np.ndarray, min_x: floa
     out = np.empty((height, width), dtype=np.int32)
     _triangle_map(vertices, np.float32(min_x), np.float32(min_y), out)
     return out
+
+
+@nb.njit(cache=True, nogil=True)
+def masked_warp_range(images, image_index, matrices, vertices, out, zero, w, start, stop):
+    """Outputs ``start`` to ``stop - 1`` of :func:`gpuau.cpu.warp_affine.warp_affine_masked`: per output, the
+    :func:`triangle_map` of its shape, then the warp of the pixels it covers (the others 0).
+
+    ``images`` (B, H, W) or (B, H, W, C); ``image_index`` (N,) int32 (outside ``[0, B)``: all 0); ``matrices``
+    (N, 2, 3) float64 destination -> source; ``vertices`` (N, T, 6) float32, the corners of each output's
+    triangles in its pixels; ``out`` (N, out_h, out_w[, C]); ``zero`` 0 of the image type (the border);
+    ``w`` the weight table of the image type.
+    """
+    cover = np.empty((out.shape[1], out.shape[2]), np.int32)
+    for n in range(start, stop):
+        b = image_index[n]
+        if b < 0 or b >= images.shape[0]:
+            out[n][:] = zero
+            continue
+        _triangle_map(vertices[n], np.float32(0.0), np.float32(0.0), cover)
+        _warp_image(images[b], matrices[n].ravel(), out[n], zero, w, cover)
 
 
 @nb.njit(cache=True, nogil=True, inline="always")

@@ -114,8 +114,9 @@ def _border_taps(plane, sx, sy, border):
 
 
 @numba.njit(cache=True, nogil=True)
-def _warp_gray(img, m, dst, border, w):
-    # img: (H, W); m: (6,) dst->src; dst: (out_h, out_w); w: weight table of the image type
+def _warp_gray(img, m, dst, border, w, cover):
+    # img: (H, W); m: (6,) dst->src; dst: (out_h, out_w); w: weight table of the image type;
+    # cover: None, or (out_h, out_w) int: pixels where it is -1 are set to 0 without being warped
     height, width = img.shape
     out_h, out_w = dst.shape
     adelta, bdelta = _column_offsets(m, out_w)
@@ -123,6 +124,9 @@ def _warp_gray(img, m, dst, border, w):
         x0 = _fixed(m[1] * y + m[2]) + 16
         y0 = _fixed(m[4] * y + m[5]) + 16
         for x in range(out_w):
+            if cover is not None and cover[y, x] == -1:
+                dst[y, x] = 0
+                continue
             sx, sy, k = _source(x0, y0, adelta, bdelta, x)
             if 0 <= sx < width - 1 and 0 <= sy < height - 1:  # all four taps inside
                 dst[y, x] = _blend(img[sy, sx], img[sy, sx + 1], img[sy + 1, sx], img[sy + 1, sx + 1], w, k)
@@ -134,8 +138,9 @@ def _warp_gray(img, m, dst, border, w):
 
 
 @numba.njit(cache=True, nogil=True)
-def _warp_color(img, m, dst, border, w):
-    # img: (H, W, C); m: (6,) dst->src; dst: (out_h, out_w, C); w: weight table of the image type
+def _warp_color(img, m, dst, border, w, cover):
+    # img: (H, W, C); m: (6,) dst->src; dst: (out_h, out_w, C); w: weight table of the image type; cover: as
+    # _warp_gray's
     height, width, channels = img.shape
     out_h, out_w = dst.shape[:2]
     adelta, bdelta = _column_offsets(m, out_w)
@@ -143,6 +148,9 @@ def _warp_color(img, m, dst, border, w):
         x0 = _fixed(m[1] * y + m[2]) + 16
         y0 = _fixed(m[4] * y + m[5]) + 16
         for x in range(out_w):
+            if cover is not None and cover[y, x] == -1:
+                dst[y, x] = 0
+                continue
             sx, sy, k = _source(x0, y0, adelta, bdelta, x)
             if 0 <= sx < width - 1 and 0 <= sy < height - 1:  # all four taps inside
                 for c in range(channels):
@@ -156,16 +164,17 @@ def _warp_color(img, m, dst, border, w):
                     dst[y, x, c] = _blend(p00, p01, p10, p11, w, k)
 
 
-def _warp_image(img, m, dst, border, w):
-    """One warp: :func:`_warp_gray` for (H, W) images, :func:`_warp_color` for (H, W, C)."""
+def _warp_image(img, m, dst, border, w, cover):
+    """One warp: :func:`_warp_gray` for (H, W) images, :func:`_warp_color` for (H, W, C); ``cover`` None, or
+    a triangle map of the output (its pixels at -1 are 0)."""
     raise NotImplementedError("called from Numba only")
 
 
 @overload(_warp_image, inline="always")
-def _warp_image_impl(img, m, dst, border, w):
+def _warp_image_impl(img, m, dst, border, w, cover):
     if img.ndim == 2:
-        return lambda img, m, dst, border, w: _warp_gray(img, m, dst, border, w)
-    return lambda img, m, dst, border, w: _warp_color(img, m, dst, border, w)
+        return lambda img, m, dst, border, w, cover: _warp_gray(img, m, dst, border, w, cover)
+    return lambda img, m, dst, border, w, cover: _warp_color(img, m, dst, border, w, cover)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -190,7 +199,7 @@ def _warp_range(images, image_index, matrices, out, border, w, start, stop):
         if b < 0 or b >= images.shape[0]:
             out[n][:] = border
         else:
-            _warp_image(images[b], matrices[n].ravel(), out[n], border, w)
+            _warp_image(images[b], matrices[n].ravel(), out[n], border, w, None)
 
 
 PARALLEL_MIN_VALUES = 1 << 22
@@ -247,9 +256,10 @@ def warp_affine(images, image_index, matrices, out_h: int, out_w: int, border=0)
 def warp_affine_masked(images, image_index, matrices, out_h: int, out_w: int, points, triangulation) -> np.ndarray:
     """Bilinear affine warps with everything outside a triangulated shape set to 0.
 
-    :func:`warp_affine` with border 0, then pixel ``(y, x)`` of output ``n`` is zeroed unless the
-    triangulation of ``points[n]`` covers ``(x, y)`` as PAW's raster scan finds it
-    (:func:`gpuau.cpu.paw.triangle_map`).  Twin of ``warp_affine_masked_*`` in ``warp.cu``.
+    :func:`warp_affine` with border 0, except that pixel ``(y, x)`` of output ``n`` is 0, and not warped, unless
+    the triangulation of ``points[n]`` covers ``(x, y)`` as PAW's raster scan finds it
+    (:func:`gpuau.cpu.paw.triangle_map`), computed per output before its warp.  Twin of ``warp_affine_masked_*``
+    in ``warp.cu``.
 
     Port of ``AlignFaceMask`` (Face_utils.cpp) with the pixel mask of ``PAW::PAW`` (PAW.cpp).
 
@@ -266,10 +276,20 @@ def warp_affine_masked(images, image_index, matrices, out_h: int, out_w: int, po
     -------
     (N, out_h, out_w) or (N, out_h, out_w, C), the dtype of ``images``
     """
-    from gpuau.cpu.paw import triangle_map  # gpuau.cpu.paw imports this module
+    from gpuau.cpu.paw import masked_warp_range  # gpuau.cpu.paw imports this module
 
-    out = warp_affine(images, image_index, matrices, out_h, out_w)
+    args = check_warp_args(np, images, image_index, matrices, out_h, out_w)
+    out = np.empty(args.out_shape, dtype=args.images.dtype)
     points, triangulation = check_mask_args(np, points, triangulation, out.shape[0])
-    for n in range(out.shape[0]):
-        out[n][triangle_map(points[n], triangulation, 0.0, 0.0, out_w, out_h) == -1] = 0
+    if out.shape[0] == 0:
+        return out
+    vertices = np.ascontiguousarray(points[:, triangulation].reshape(out.shape[0], -1, 6))
+    weights = _WEIGHTS_U8 if args.images.dtype == np.uint8 else _WEIGHTS_F32
+    images = args.images
+    if images.shape[3] == 1:  # single channel: (B, H, W) planes, no channel loop
+        images, target = images.reshape(images.shape[:3]), out.reshape(out.shape[:3])
+    else:
+        target = out
+    threads.run_range(masked_warp_range, out.shape[0], images, args.image_index, args.matrices, vertices, target,
+                      args.images.dtype.type(0), weights, split=out.size >= PARALLEL_MIN_VALUES)
     return out
