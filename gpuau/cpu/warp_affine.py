@@ -242,15 +242,19 @@ def warp_affine(images, image_index, matrices, out_h: int, out_w: int, border=0)
     if out.shape[0] == 0:
         return out
     border = args.images.dtype.type(args.border)
-    weights = _WEIGHTS_U8 if args.images.dtype == np.uint8 else _WEIGHTS_F32
-    images = args.images
-    if images.shape[3] == 1:  # single channel: (B, H, W) planes, no channel loop
-        images, target = images.reshape(images.shape[:3]), out.reshape(out.shape[:3])
-    else:
-        target = out
+    images, target, weights = _kernel_arrays(args, out)
     threads.run_range(_warp_range, out.shape[0], images, args.image_index, args.matrices, target, border, weights,
                       split=out.size >= PARALLEL_MIN_VALUES)
     return out
+
+
+def _kernel_arrays(args, out) -> tuple:
+    """``(images, out, weights)`` as the range kernels take them: (B, H, W) and (N, out_h, out_w) planes for
+    single-channel images (no channel loop), and the bilinear weight table of the image type."""
+    weights = _WEIGHTS_U8 if args.images.dtype == np.uint8 else _WEIGHTS_F32
+    if args.images.shape[3] == 1:
+        return args.images.reshape(args.images.shape[:3]), out.reshape(out.shape[:3]), weights
+    return args.images, out, weights
 
 
 def warp_affine_masked(images, image_index, matrices, out_h: int, out_w: int, points, triangulation) -> np.ndarray:
@@ -284,12 +288,7 @@ def warp_affine_masked(images, image_index, matrices, out_h: int, out_w: int, po
     if out.shape[0] == 0:
         return out
     vertices = np.ascontiguousarray(points[:, triangulation].reshape(out.shape[0], -1, 6))
-    weights = _WEIGHTS_U8 if args.images.dtype == np.uint8 else _WEIGHTS_F32
-    images = args.images
-    if images.shape[3] == 1:  # single channel: (B, H, W) planes, no channel loop
-        images, target = images.reshape(images.shape[:3]), out.reshape(out.shape[:3])
-    else:
-        target = out
+    images, target, weights = _kernel_arrays(args, out)
     threads.run_range(masked_warp_range, out.shape[0], images, args.image_index, args.matrices, vertices, target,
                       args.images.dtype.type(0), weights, split=out.size >= PARALLEL_MIN_VALUES)
     return out
