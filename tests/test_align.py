@@ -79,6 +79,9 @@ def test_aligned_face_and_mask(frame0):
     mask = face_mask(lm, warp, tris)
     assert 0.5 < mask.mean() < 0.8  # the face oval fills most of the crop
     assert not face[mask == 0].any() and face[mask == 1].mean() > 60  # background black, skin bright
+    # inside the mask the plain warp's pixels: the fused kernel skips only the pixels it masks
+    plain = warp_affine(frame[None], [0], invert_affine(warp)[None], 112, 112)[0]
+    np.testing.assert_array_equal(face, np.where(mask[..., None] == 1, plain, 0))
     # the forehead is included: the mask reaches above the brows
     dest = lm @ warp[:, :2].T + warp[:, 2]
     brow_top = int(dest[17:27, 1].min())
