@@ -614,7 +614,7 @@ class Engine:
         """The stream of ``job``, its output created; ``on_open(job, source)`` then gives its progress callable."""
         from gpuau.video import InputError, decoder_threads, open_source
 
-        camera = self.analyzer.camera if job.intrinsics is None else job.intrinsics  # the tracker completes it
+        camera = self.analyzer.camera_for(job.intrinsics)
         if not isinstance(job.input, (str, os.PathLike)):
             s = _Stream(job, iter(job.input), self, fmt, camera)
         else:

@@ -342,6 +342,11 @@ class Analyzer:
             self._validation = DetectionValidator.load(self.models, device=self.backend)
             self._validator = self._validation.check
 
+    def camera_for(self, intrinsics=None):
+        """The camera a call analyses with: its ``intrinsics`` when given, else the Analyzer's ``camera`` (values left
+        None are completed from the first frame's size by the tracker)."""
+        return self.camera if intrinsics is None else intrinsics
+
     @property
     def gaze(self) -> bool:
         """Whether the tables have the gaze and eye-landmark columns: the landmark fit has both eye models
@@ -477,8 +482,7 @@ class Analyzer:
         """
         from gpuau.video import array_frames
 
-        return self._analyze(array_frames(frames, fps), "<frames>", self.camera if intrinsics is None else intrinsics,
-                             None, multi_face)
+        return self._analyze(array_frames(frames, fps), "<frames>", self.camera_for(intrinsics), None, multi_face)
 
     def analyze_image(self, image: "np.ndarray | str | os.PathLike", *, intrinsics=None) -> Result:
         """Every face of one image (an array or a file), as FaceLandmarkImg analyses it.
@@ -500,8 +504,7 @@ class Analyzer:
             with open_source(image) as source:
                 return self._analyze_image_source(source, intrinsics)
         bgr = to_bgr8(np.asarray(image))
-        return self._analyze_image(Frame(0, 0.0, bgr, to_gray8(bgr)), "<image>",
-                                   self.camera if intrinsics is None else intrinsics)
+        return self._analyze_image(Frame(0, 0.0, bgr, to_gray8(bgr)), "<image>", self.camera_for(intrinsics))
 
     def _analyze_image_source(self, source, intrinsics=None) -> Result:
         from gpuau.video import InputError
@@ -509,7 +512,7 @@ class Analyzer:
         if source.kind != "image":
             raise InputError(source.path, "not a single image", "use analyze_video for videos and image folders")
         frame = next(iter(source))
-        return self._analyze_image(frame, str(source.path), self.camera if intrinsics is None else intrinsics)
+        return self._analyze_image(frame, str(source.path), self.camera_for(intrinsics))
 
     def _analyze_image(self, frame, name: str, intrinsics) -> Result:
         from gpuau.images import fit_faces
