@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -31,7 +32,7 @@ def temp_beside(path: "str | os.PathLike", mode: str = "w", **open_kwargs):
     return os.fdopen(fd, mode, **open_kwargs), Path(tmp)
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
     """Flush a finished file to disk before it is renamed into place, so a crash cannot leave a truncated file
     under the final name (which a resumed run would trust)."""
     fd = os.open(path, os.O_RDONLY)
@@ -56,8 +57,31 @@ def atomic_path(path: "str | os.PathLike"):
     f.close()
     try:
         yield tmp
-        _fsync(tmp)
+        fsync_path(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def temp_dir_beside(path: "str | os.PathLike") -> Path:
+    """A new temporary folder in ``path``'s folder (created if needed), with the permissions of a plain ``mkdir``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    os.chmod(tmp, 0o777 & ~_UMASK)
+    return tmp
+
+
+def replace_dir(tmp: Path, path: "str | os.PathLike") -> None:
+    """Rename the finished folder ``tmp`` to ``path``, replacing a folder of that name (moved aside first, since a
+    folder cannot be renamed over one that holds files, then deleted): readers see the old folder or the new one,
+    except for the instant between the two renames."""
+    path = Path(path)
+    old = None
+    if path.exists():
+        old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
+        os.replace(path, old / path.name)
+    os.replace(tmp, path)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -413,6 +413,13 @@ def _camera(args) -> "tuple | None":
          arg("--au-static", action="store_true",
              help="FeatureExtraction's -au_static: AUs from the static models, without person calibration (short "
                   "videos, many people); --multi-face and images always use them"),
+         arg("--hog", action="store_true",
+             help="FeatureExtraction's -hogalign: also OUTDIR/<name>.hog, each frame's FHOG of the aligned face in "
+                  "OpenFace's binary format (an image's: each face's; not with --multi-face)"),
+         arg("--aligned", action="store_true",
+             help="FeatureExtraction's -simalign: also OUTDIR/<name>_aligned/frame_det_00_NNNNNN.bmp, each frame's "
+                  "112x112 aligned, masked face, black where no face was tracked (an image's faces: "
+                  "face_det_NNNNNN.bmp; not with --multi-face)"),
          arg("-q", "--quiet", action="store_true", help="no progress bars or summary"),
          arg("-v", "--verbose", action="store_true",
              help="also a line per input as it finishes (frames, faces, time, output; or why it failed or was "
@@ -438,6 +445,10 @@ def analyze(args) -> int:
     except ValueError as e:
         print(f"gpuau: error: {e}", file=sys.stderr)
         return 1
+    if (args.hog or args.aligned) and args.multi_face:
+        print("gpuau: error: --hog and --aligned are written for one face per video (not --multi-face)",
+              file=sys.stderr)
+        return 1
     if args.detect_every is not None and (args.detect_every < 1 or args.multi_face):
         print("gpuau: error: --detect-every needs N >= 1 and one face per video (not --multi-face)", file=sys.stderr)
         return 1
@@ -458,7 +469,7 @@ def analyze(args) -> int:
                                     models=args.models, multi_face=args.multi_face, timestamps=args.timestamps,
                                     quality=args.quality, detect_every=args.detect_every, verbose=args.verbose,
                                     workers=args.workers, orientation=args.orientation, au_static=args.au_static,
-                                    camera=camera)
+                                    camera=camera, write_hog=args.hog, write_aligned=args.aligned)
         except ClusterError as e:
             print(f"gpuau: error: {e}", file=sys.stderr)
             return 1
@@ -471,7 +482,7 @@ def analyze(args) -> int:
         serial_opencv()
         analyzer = Analyzer(args.device, models=args.models, multi_face=args.multi_face, timestamps=args.timestamps,
                             quality=args.quality, detect_every=args.detect_every, orientation=args.orientation,
-                            au_static=args.au_static, camera=camera)
+                            au_static=args.au_static, camera=camera, write_hog=args.hog, write_aligned=args.aligned)
         backend = analyzer.backend
         # batching is what a GPU needs to be busy; on the CPU, processes side by side (README: Speed)
         if args.streams is not None:

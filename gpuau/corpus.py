@@ -158,6 +158,14 @@ def output_paths(inputs: list, outdir: "str | os.PathLike", fmt: str = "csv") ->
     return [outdir / f"{n}.{fmt}" for n in names]
 
 
+def complete(dst: Path, hog: bool = False, aligned: bool = False) -> bool:
+    """Whether an input's outputs exist: its table ``dst`` and the ``.hog`` file and aligned faces asked for (written
+    before the table, so a table written without them is redone)."""
+    from gpuau.io import aligned_dir, hog_path
+
+    return dst.exists() and (not hog or hog_path(dst).exists()) and (not aligned or aligned_dir(dst).is_dir())
+
+
 class CorpusRun:
     """Bookkeeping of one corpus run, shared by the local and the Ray runner.
 
@@ -178,10 +186,13 @@ class CorpusRun:
         Corpus progress bar (tqdm) on stderr.
     verbose : bool
         A line per input on stderr as its outcome arrives (:meth:`Outcome.describe`).
+    write_hog, write_aligned : bool
+        The inputs also get a ``.hog`` file / a folder of aligned faces (see :class:`gpuau.pipeline.Analyzer`): an
+        output counts as complete only with them.
     """
 
     def __init__(self, inputs: Iterable, outdir: "str | os.PathLike", *, fmt: str = "csv", overwrite: bool = False,
-                 progress: bool = True, verbose: bool = False):
+                 progress: bool = True, verbose: bool = False, write_hog: bool = False, write_aligned: bool = False):
         from tqdm.auto import tqdm
 
         self._t0 = time.perf_counter()
@@ -201,7 +212,7 @@ class CorpusRun:
         self._order = {p: i for i, p in enumerate(paths)}
         self.todo: list = []
         for src, dst in zip(paths, output_paths(paths, outdir, fmt)):
-            if dst.exists() and not overwrite:
+            if not overwrite and complete(dst, write_hog, write_aligned):
                 self.record(Outcome(src, dst, "skipped"))
             else:
                 self.todo.append((src, dst))
@@ -453,7 +464,8 @@ def run_corpus(inputs: Iterable, outdir: "str | os.PathLike", *, analyzer, fmt: 
     """
     from tqdm.auto import tqdm
 
-    run = CorpusRun(inputs, outdir, fmt=fmt, overwrite=overwrite, progress=progress, verbose=verbose)
+    run = CorpusRun(inputs, outdir, fmt=fmt, overwrite=overwrite, progress=progress, verbose=verbose,
+                    write_hog=analyzer.write_hog, write_aligned=analyzer.write_aligned)
     if run.todo:
         try:  # the kernels' one-time compile: here, not in every worker process at once, and not in elapsed
             run.prepare(analyzer.compile_kernels)

@@ -217,7 +217,8 @@ def analyze_corpus(inputs: Iterable, out: "str | os.PathLike", *, address: "str 
                    progress: bool = True, models: "str | os.PathLike | None" = None, multi_face: bool = False,
                    timestamps: str = "openface", quality: str = "exact",
                    detect_every: "int | None" = None, verbose: bool = False,
-                   orientation: str = "openface", au_static: bool = False, camera=None) -> CorpusReport:
+                   orientation: str = "openface", au_static: bool = False, camera=None, write_hog: bool = False,
+                   write_aligned: bool = False) -> CorpusReport:
     """:func:`gpuau.corpus.run_corpus` on a Ray cluster: every input analysed by one of many workers.
 
     Parameters
@@ -246,7 +247,7 @@ def analyze_corpus(inputs: Iterable, out: "str | os.PathLike", *, address: "str 
         OpenFace model folder, resolved on each node (default: each node's ``GPUAU_MODELS`` etc.).
     multi_face : bool
         FaceLandmarkVidMulti's rows (see :class:`gpuau.pipeline.Analyzer`).
-    timestamps, quality, detect_every, orientation, au_static, camera
+    timestamps, quality, detect_every, orientation, au_static, camera, write_hog, write_aligned
         The workers' Analyzer settings, as for :class:`gpuau.pipeline.Analyzer` (``quality`` by name).
 
     Returns
@@ -255,7 +256,8 @@ def analyze_corpus(inputs: Iterable, out: "str | os.PathLike", *, address: "str 
         Outcomes in input order; an input whose output was completed just before its worker died is
         ``"done"`` with zero frames (its output is not written again).
     """
-    run = CorpusRun(inputs, out, fmt=fmt, overwrite=overwrite, progress=progress, verbose=verbose)
+    run = CorpusRun(inputs, out, fmt=fmt, overwrite=overwrite, progress=progress, verbose=verbose,
+                    write_hog=write_hog, write_aligned=write_aligned)
     try:
         if run.todo:
             ray = _import_ray()
@@ -264,7 +266,8 @@ def analyze_corpus(inputs: Iterable, out: "str | os.PathLike", *, address: "str 
                 nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
                 plan = plan_workers(nodes, device, workers)
                 options = dict(models=models, multi_face=multi_face, timestamps=timestamps, quality=quality,
-                               detect_every=detect_every, orientation=orientation, au_static=au_static, camera=camera)
+                               detect_every=detect_every, orientation=orientation, au_static=au_static, camera=camera,
+                               write_hog=write_hog, write_aligned=write_aligned)
                 _schedule(run, plan, fmt=fmt, max_retries=max_retries, options=options)
             finally:
                 if connected:

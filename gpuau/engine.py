@@ -443,6 +443,11 @@ class _Stream:
         self.aus = AUAnalyzer(engine.models, dynamic=not engine.analyzer.au_static, device=engine.backend)
         self.output = RowWriter(job.output, fmt, (self.aus.reg_names, self.aus.cls_names), engine.chunk, files=files,
                                 gaze=bool(eye_parts(engine.clnf)))
+        try:
+            self.recorder = engine.analyzer.face_recorder(job.output)  # FHOG / aligned faces, or None
+        except BaseException:
+            self.output.abort()
+            raise
         self.prefetched: "tuple[np.ndarray, object] | None" = None
         self.certainties: list = []  # (landmarks array, certainty) of this frame's fits, validated in a batch
         self._ahead: "tuple | None" = None  # (frame or None,) decoded ahead, or (exception,)
@@ -504,9 +509,11 @@ class _Stream:
             self.source.close()
 
     def abort(self) -> None:
-        """Release the input and drop the output (a failed stream)."""
+        """Release the input and drop the outputs (a failed stream)."""
         self.close()
         self.output.abort()
+        if self.recorder is not None:
+            self.recorder.abort()
 
 
 @dataclass
@@ -537,9 +544,9 @@ class Engine:
         Streams advanced in lockstep (``B``); default :func:`auto_streams`.
     chunk : int
         CSV rows written per flush.
-    quality, detect_every, timestamps, orientation, au_static, camera
+    quality, detect_every, timestamps, orientation, au_static, camera, write_hog, write_aligned
         As for :class:`gpuau.pipeline.Analyzer` (the outputs are that Analyzer's; a :class:`Job`'s ``intrinsics``
-        replace ``camera`` for its video).
+        replace ``camera`` for its video; the ``.hog`` file and aligned faces are written beside a job's output).
     decode : {"opencv", "nvdec"}
         How video files are decoded: OpenCV (FFmpeg) on the CPU, as the Analyzer and OpenFace do; or
         NVDEC on the engine's GPU when the device is CUDA and ``PyNvVideoCodec`` is installed
@@ -568,16 +575,18 @@ class Engine:
     def __init__(self, device: "str | Backend" = "auto", *, models: "str | os.PathLike | None" = None,
                  streams: "int | None" = None, chunk: int = 256, quality="exact", detect_every: "int | None" = None,
                  timestamps: str = "openface", decode: str = "opencv", orientation: str = "openface",
-                 au_static: bool = False, camera=None):
+                 au_static: bool = False, camera=None, write_hog: bool = False, write_aligned: bool = False):
         analyzer = Analyzer(device, models=models, quality=quality, detect_every=detect_every, timestamps=timestamps,
-                            orientation=orientation, au_static=au_static, camera=camera)
+                            orientation=orientation, au_static=au_static, camera=camera, write_hog=write_hog,
+                            write_aligned=write_aligned)
         self._setup(analyzer, streams, chunk, decode)
 
     @classmethod
     def from_analyzer(cls, analyzer: Analyzer, *, streams: "int | None" = None, chunk: int = 256,
                       decode: str = "opencv") -> "Engine":
         """An engine with ``analyzer``'s device, models folder, ``quality``, ``detect_every``, ``timestamps``,
-        ``orientation``, ``au_static`` and ``camera``, sharing its loaded models (nothing is loaded again).
+        ``orientation``, ``au_static``, ``camera`` and face outputs (``write_hog``, ``write_aligned``), sharing its
+        loaded models (nothing is loaded again).
 
         Raises
         ------
@@ -664,6 +673,8 @@ class Engine:
         s.close()
         if s.frames_done == 0:
             raise InputError(s.job.label, "no frames could be decoded", "the file may be empty, truncated or not a video")
+        if s.recorder is not None:  # before the table, whose presence marks the input done
+            s.recorder.commit()
         columns = s.output.close(s.aus.finish())
         result = None if columns is None else Result(columns, source=str(s.job.label), frames_decoded=s.frames_done,
                                                      elapsed=s.elapsed)
@@ -984,22 +995,24 @@ class Engine:
         step of all streams at once (:func:`gpuau.au.analyzer.add_features_batch`: running medians,
         predictions and history on the backend; nothing comes back to the host).
 
-        Frames without a tracked face get the zero descriptors ``AUAnalyzer.add_frame`` uses.
+        Frames without a tracked face get the zero descriptors ``AUAnalyzer.add_frame`` uses.  Streams that record
+        their FHOG and aligned faces (:class:`~gpuau.io.FaceRecorder`) are given them, read back in one copy.
 
         Returns
         -------
         list of (item, exception)
             Streams whose AU computation failed.
         """
-        from gpuau.au.analyzer import HOG_SIZE, add_features_batch
+        from gpuau.au.analyzer import HOG_SIZE, add_features_batch, untracked_features
 
         failed = []
         if not items:
             return failed
         xp = self.backend.xp
         n_geometry = items[0].stream.aus.models.weights.shape[0] - HOG_SIZE
-        hog = xp.zeros((len(items), HOG_SIZE), np.float32)
-        geometry = xp.zeros((len(items), n_geometry))
+        recording = any(it.stream.recorder is not None for it in items)
+        out = untracked_features(xp, len(items), n_geometry, recording)
+        hog, geometry = out[:2]
         groups: dict = {}
         for i, it in enumerate(items):
             if it.result.detection_success:
@@ -1008,13 +1021,18 @@ class Engine:
         for idx in groups.values():
             try:
                 rows = xp.asarray(np.asarray(idx))
-                hog[rows], geometry[rows] = self._features([items[i] for i in idx])
+                for whole, part in zip(out, self._features([items[i] for i in idx], recording)):
+                    whole[rows] = part
             except Exception:  # find which stream's face fails, keep the others
                 for i in idx:
                     try:
-                        hog[i], geometry[i] = (a[0] for a in self._features([items[i]]))
+                        for whole, part in zip(out, self._features([items[i]], recording)):
+                            whole[i] = part[0]
                     except Exception as e:
                         bad[i] = e
+        if recording:
+            self._record([(i, it) for i, it in enumerate(items) if i not in bad and it.stream.recorder is not None],
+                         hog, out[2])
         failed = [(items[i], e) for i, e in bad.items()]
         good = [i for i in range(len(items)) if i not in bad]
         rows = xp.asarray(np.asarray(good, np.int64))
@@ -1026,12 +1044,23 @@ class Engine:
             failed += [(items[i], e) for i in good]
         return failed
 
-    def _features(self, items: list) -> "tuple[np.ndarray, np.ndarray]":
+    def _features(self, items: list, aligned: bool = False) -> tuple:
         """:func:`~gpuau.au.analyzer.face_features` of the tracked faces of same-sized frames, read from
-        their staged device frames."""
+        their staged device frames (with ``aligned``, the aligned faces too)."""
         from gpuau.au.analyzer import face_features
 
         aus = items[0].stream.aus
         images, rows = self.staging.bgr([it.frame for it in items])
         landmarks = np.stack([it.result.landmarks for it in items]).astype(np.float32)
-        return face_features(images, landmarks, aus.pdm, aus.triangulation, self.backend, image_index=rows)
+        return face_features(images, landmarks, aus.pdm, aus.triangulation, self.backend, image_index=rows,
+                             aligned=aligned)
+
+    def _record(self, recorded: list, hog, faces) -> None:
+        """Hand each ``(index, item)``'s FHOG and aligned face (black where tracking failed) to its stream's
+        :class:`~gpuau.io.FaceRecorder`, read back in one copy each."""
+        if not recorded:
+            return
+        rows = self.backend.xp.asarray(np.asarray([i for i, _ in recorded]))
+        hog, faces = self.backend.asnumpy(hog[rows]), self.backend.asnumpy(faces[rows])
+        for k, (_, it) in enumerate(recorded):
+            it.stream.recorder.add(hog[k:k + 1], faces[k:k + 1], [it.result.detection_success])

@@ -12,6 +12,7 @@ Port of the frame loops of ``FeatureExtraction.cpp``, ``FaceLandmarkImg.cpp`` an
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
@@ -169,6 +170,8 @@ class AUThread:
     batch : int
         Frames analysed together at most; fewer when they would hold more than :attr:`BATCH_BYTES` of
         pixels (large frames), or when consecutive frames differ in size (an image folder).
+    recorder : gpuau.io.FaceRecorder, optional
+        Given each batch's FHOG descriptors and aligned faces (:meth:`~gpuau.au.AUAnalyzer.add_frames`).
     """
 
     _STOP = object()
@@ -181,9 +184,10 @@ class AUThread:
     """Pixels one batch holds at most (its frames are stacked into one array): 8 frames of 640x480,
     2 of 1920x1080, 1 of 3840x2160."""
 
-    def __init__(self, aus, depth: int = 8, batch: int = 8):
+    def __init__(self, aus, depth: int = 8, batch: int = 8, recorder=None):
         self.aus = aus
         self.batch = batch
+        self.recorder = recorder
         self._queue: "queue.Queue" = queue.Queue(maxsize=depth)
         self._error: "BaseException | None" = None
         self._cancelled = False
@@ -218,7 +222,7 @@ class AUThread:
                         with threads.occupying():  # the landmark fit's helper thread waits for a free core
                             # no read-back: finish() gives the values
                             self.aus.add_frames(np.stack(images), np.stack(landmarks), success, timestamps,
-                                                online=False)
+                                                online=False, recorder=self.recorder)
                     except BaseException as e:  # handed to the submitting thread
                         self._error = e
 
@@ -276,6 +280,11 @@ class Analyzer:
         person-specific running medians, no neutral offsets in the offline pass, which still smooths), for
         videos too short or with too many people for the person calibration.  Multi-face videos and images
         always use the static models, as FaceLandmarkVidMulti and FaceLandmarkImg do.
+    write_hog, write_aligned : bool
+        FeatureExtraction's ``-hogalign`` and ``-simalign``: :meth:`write_video` also writes each video's (or image
+        folder's) FHOG descriptors to ``<output stem>.hog`` and its aligned faces to ``<output stem>_aligned/``, in
+        OpenFace's formats (:mod:`gpuau.io.faces`; a single image's faces as FaceLandmarkImg writes them).  Not with
+        ``multi_face``.
 
     Examples
     --------
@@ -288,7 +297,7 @@ class Analyzer:
     def __init__(self, device: "str | Backend" = "auto", *, models: "str | os.PathLike | None" = None,
                  multi_face: bool = False, timestamps: str = "openface", quality: "str | Quality" = "exact",
                  detect_every: "int | None" = None, orientation: str = "openface", au_static: bool = False,
-                 camera=None):
+                 camera=None, write_hog: bool = False, write_aligned: bool = False):
         from gpuau.landmarks.quality import get_quality
         from gpuau.models.store import require_models
         from gpuau.video import check_camera, check_video_options
@@ -305,6 +314,8 @@ class Analyzer:
             raise ValueError(f"detect_every={detect_every}: need a positive number of frames or None")
         self.detect_every = None if detect_every is None else int(detect_every)
         self.au_static = bool(au_static)
+        self.write_hog, self.write_aligned = bool(write_hog), bool(write_aligned)
+        self._check_face_outputs(self.multi_face)
         self._clnf = None
         self._mtcnn = None
         self._detector = None
@@ -316,7 +327,21 @@ class Analyzer:
         """The keywords that build an Analyzer like this one, but the device (e.g. in a worker process)."""
         return dict(models=self.models, multi_face=self.multi_face, timestamps=self.timestamps, quality=self.quality,
                     detect_every=self.detect_every, orientation=self.orientation, au_static=self.au_static,
-                    camera=self.camera)
+                    camera=self.camera, write_hog=self.write_hog, write_aligned=self.write_aligned)
+
+    def _check_face_outputs(self, multi_face: bool) -> None:
+        if multi_face and (self.write_hog or self.write_aligned):
+            raise ValueError("write_hog / write_aligned (FeatureExtraction's -hogalign / -simalign) are written for "
+                             "one face per frame: analyse without multi_face to get them")
+
+    def face_recorder(self, output: "str | os.PathLike | None", image: bool = False):
+        """The :class:`~gpuau.io.FaceRecorder` of a video's (or ``image``'s) table ``output``; None when nothing is to
+        be recorded."""
+        from gpuau.io import FaceRecorder
+
+        if output is None or not (self.write_hog or self.write_aligned):
+            return None
+        return FaceRecorder(output, hog=self.write_hog, aligned=self.write_aligned, image=image)
 
     def compile_kernels(self) -> None:
         """On the CPU, compile the Numba kernels if this version of gpuau has not (in child processes, once:
@@ -398,6 +423,16 @@ class Analyzer:
         return [predict_static_aus(image, r.landmarks, a.models, a.pdm, a.triangulation, self.backend)
                 for r in results]
 
+    def _record_image_faces(self, recorder, image: np.ndarray, results: list) -> None:
+        """Every face's FHOG and aligned face into ``recorder`` (FaceLandmarkImg's ``-hogalign`` / ``-simalign``)."""
+        from gpuau.au.analyzer import face_features
+
+        a = self._static_models()
+        landmarks = np.stack([r.landmarks for r in results]).astype(np.float32)
+        hog, _, faces = face_features(image[None], landmarks, a.pdm, a.triangulation, self.backend,
+                                      image_index=np.zeros(len(results), np.int64), aligned=True)
+        recorder.add(self.backend.asnumpy(hog), self.backend.asnumpy(faces), [r.detection_success for r in results])
+
     def _static_au_columns(self, aus: list) -> dict:
         """``AU*_r`` then ``AU*_c`` columns (OpenFace's order) of per-face dicts from :meth:`_static_aus`."""
         from gpuau.io import openface_columns
@@ -406,14 +441,15 @@ class Analyzer:
         names = openface_columns(a.reg_names, a.cls_names, sequence=False)[len(image_columns()):]
         return {c: np.array([d[c] for d in aus], np.float64) for c in names}
 
-    def track(self, frames: Iterable, intrinsics=None, *, aus=None) -> Iterator[tuple[np.ndarray, object]]:
+    def track(self, frames: Iterable, intrinsics=None, *, aus=None, recorder=None) -> Iterator[tuple[np.ndarray, object]]:
         """Landmark row (:func:`base_columns`) of each frame, feeding the AU analyser as it goes.
 
         Yields ``(row, au_analyzer)`` per :class:`~gpuau.video.Frame`; once the loop is over
         ``au_analyzer.finish()`` gives the post-processed AU columns.  The AU features are computed on
         a second thread (:class:`AUThread`) while the next frame is tracked: ``au_analyzer`` is
         complete only when the iteration has finished.  ``aus``: a fresh
-        :class:`~gpuau.au.AUAnalyzer` to use (default: a new one).
+        :class:`~gpuau.au.AUAnalyzer` to use (default: a new one); ``recorder``: a
+        :class:`~gpuau.io.FaceRecorder` given every frame's FHOG and aligned face.
         """
         tracker = worker = None
         aus = self._au_analyzer() if aus is None else aus
@@ -421,7 +457,7 @@ class Analyzer:
             for frame in frames:
                 if tracker is None:
                     tracker = self._tracker(intrinsics)
-                    worker = AUThread(aus, depth=queue_depth(frame.image.nbytes, AUThread.BACKLOG))
+                    worker = AUThread(aus, depth=queue_depth(frame.image.nbytes, AUThread.BACKLOG), recorder=recorder)
                 r = tracker.track(frame.image, frame.gray)
                 worker.submit(frame.image, r.landmarks, r.detection_success, frame.timestamp)
                 yield landmark_row(frame.index + 1, frame.timestamp, r), aus
@@ -506,15 +542,15 @@ class Analyzer:
         bgr = to_bgr8(np.asarray(image))
         return self._analyze_image(Frame(0, 0.0, bgr, to_gray8(bgr)), "<image>", self.camera_for(intrinsics))
 
-    def _analyze_image_source(self, source, intrinsics=None) -> Result:
+    def _analyze_image_source(self, source, intrinsics=None, recorder=None) -> Result:
         from gpuau.video import InputError
 
         if source.kind != "image":
             raise InputError(source.path, "not a single image", "use analyze_video for videos and image folders")
         frame = next(iter(source))
-        return self._analyze_image(frame, str(source.path), self.camera_for(intrinsics))
+        return self._analyze_image(frame, str(source.path), self.camera_for(intrinsics), recorder)
 
-    def _analyze_image(self, frame, name: str, intrinsics) -> Result:
+    def _analyze_image(self, frame, name: str, intrinsics, recorder=None) -> Result:
         from gpuau.images import fit_faces
 
         t0 = time.perf_counter()
@@ -522,6 +558,8 @@ class Analyzer:
         boxes = self._mtcnn.detect(frame.image).boxes
         results = fit_faces(frame.image, frame.gray, boxes, self._clnf, self._validator, intrinsics, self.backend)
         aus = self._static_aus(frame.image, results)
+        if recorder is not None and results:
+            self._record_image_faces(recorder, frame.image, results)
         names = image_columns(self.gaze)
         rows = np.array([image_row(k, r) for k, r in enumerate(results)]).reshape(len(results), len(names))
         columns = {**_columns(names, rows), **self._static_au_columns(aus)}
@@ -533,6 +571,7 @@ class Analyzer:
         """``(write, postprocessed)``: :meth:`_write_multi_rows` and False with ``multi_face`` (default: the
         Analyzer's), else :meth:`_write_rows` and True."""
         if self.multi_face if multi_face is None else multi_face:
+            self._check_face_outputs(True)
             return self._write_multi_rows, False
         return self._write_rows, True
 
@@ -578,15 +617,18 @@ class Analyzer:
 
         aus = self._au_analyzer()
         faces = 0
+        recorder = self.face_recorder(output)
         with RowWriter(output, fmt, (aus.reg_names, aus.cls_names), chunk, files=_image_names(frames),
-                       gaze=self.gaze) as table:
-            for row, _ in self.track(frames, intrinsics, aus=aus):
+                       gaze=self.gaze) as table, recorder or contextlib.nullcontext():
+            for row, _ in self.track(frames, intrinsics, aus=aus, recorder=recorder):
                 table.add(row)
                 faces += int(row[4])
                 if progress:
                     progress(table.rows)
             if table.rows == 0:
                 raise InputError(name, "no frames could be decoded", "the file may be empty, truncated or not a video")
+            if recorder is not None:  # before the table, whose presence marks the input done
+                recorder.commit()
             return table.close(aus.finish()), table.rows, faces
 
     def write_video(self, path: "str | os.PathLike", output: "str | os.PathLike", *, format: str = "csv",
@@ -597,7 +639,9 @@ class Analyzer:
 
         ``on_open(source)`` is called once the input is open (e.g. to size a progress bar). A single
         image gives FaceLandmarkImg's table (:meth:`analyze_image`; an image without a face gives a
-        header-only file); ``multi_face`` (default: the Analyzer's) FaceLandmarkVidMulti's rows.
+        header-only file); ``multi_face`` (default: the Analyzer's) FaceLandmarkVidMulti's rows.  With the
+        Analyzer's ``write_hog`` / ``write_aligned``, the ``.hog`` file and aligned faces of a video (or of an image's
+        faces) are written beside ``output`` (:class:`~gpuau.io.FaceRecorder`), before it.
 
         Returns
         -------
@@ -615,7 +659,10 @@ class Analyzer:
             if on_open:
                 on_open(source)
             if source.kind == "image":
-                res = self._analyze_image_source(source)
+                with self.face_recorder(output, image=True) or contextlib.nullcontext() as recorder:
+                    res = self._analyze_image_source(source, recorder=recorder)
+                    if recorder is not None:  # before the table, whose presence marks the input done
+                        recorder.commit()
                 (res.to_parquet if format == "parquet" else res.to_csv)(output)
                 if progress:
                     progress(1)

@@ -84,8 +84,8 @@ def align_faces(images, landmarks_2d: np.ndarray, pdm: PDM, triangulation: np.nd
 
 
 def face_features(images, landmarks_2d: np.ndarray, pdm: PDM, triangulation: np.ndarray, device="cpu",
-                  image_index: "np.ndarray | None" = None):
-    """FHOG and geometry descriptors of a batch of tracked faces, on the device.
+                  image_index: "np.ndarray | None" = None, *, aligned: bool = False):
+    """FHOG and geometry descriptors of a batch of tracked faces (and their aligned faces), on the device.
 
     Parameters
     ----------
@@ -97,16 +97,29 @@ def face_features(images, landmarks_2d: np.ndarray, pdm: PDM, triangulation: np.
         Where alignment and FHOG run and the descriptors stay.
     image_index : (N,) int, optional
         Frame of each face (default: face ``i`` is on frame ``i``).
+    aligned : bool
+        Also return the aligned faces the FHOG is computed on.
 
     Returns
     -------
     hog : (N, 4464) float32
     geometry : (N, 238) float64
+    faces : (N, 112, 112, 3) uint8, only with ``aligned``
         On the device's array module (NumPy, or CuPy on ``cuda``).
     """
     backend = resolve_device(device)
-    aligned, params_local = align_faces(images, landmarks_2d, pdm, triangulation, image_index, device=backend)
-    return fhog_descriptors(aligned, backend), backend.asarray(geometry_descriptor(pdm.princ_comp, params_local))
+    faces, params_local = align_faces(images, landmarks_2d, pdm, triangulation, image_index, device=backend)
+    hog = fhog_descriptors(faces, backend)
+    geometry = backend.asarray(geometry_descriptor(pdm.princ_comp, params_local))
+    return (hog, geometry, faces) if aligned else (hog, geometry)
+
+
+def untracked_features(xp, n: int, geometry_size: int, aligned: bool = False) -> tuple:
+    """What :func:`face_features` gives a frame without a tracked face, for ``n`` frames: zero FHOG (that of the
+    all-black aligned face OpenFace makes) and zero geometry, and with ``aligned`` the black faces."""
+    out = (xp.zeros((n, HOG_SIZE), np.float32), xp.zeros((n, geometry_size)),
+           xp.zeros((n, AU_SIZE, AU_SIZE, 3), np.uint8))
+    return out if aligned else out[:2]
 
 
 @lru_cache(maxsize=None)
@@ -222,7 +235,8 @@ class AUAnalyzer:
                                  [timestamp], online=online)
         return values[0] if online else None
 
-    def add_frames(self, images, landmarks_2d: np.ndarray, success, timestamps=None, *, online: bool = True) -> list:
+    def add_frames(self, images, landmarks_2d: np.ndarray, success, timestamps=None, *, online: bool = True,
+                   recorder=None) -> list:
         """:meth:`add_frame` for consecutive frames, with the per-face compute batched.
 
         Parameters
@@ -233,6 +247,8 @@ class AUAnalyzer:
         timestamps : (N,) float, optional
         online : bool
             As :meth:`add_frame`.
+        recorder : gpuau.io.FaceRecorder, optional
+            Given the frames' FHOG descriptors and aligned faces (on the host).
 
         Returns
         -------
@@ -242,38 +258,47 @@ class AUAnalyzer:
         success = np.asarray(success, bool).reshape(-1)
         n = success.shape[0]
         timestamps = np.zeros(n) if timestamps is None else np.asarray(timestamps, np.float64).reshape(-1)
-        hog, geometry = self.features(images, landmarks_2d, success)
+        if recorder is None:
+            hog, geometry = self.features(images, landmarks_2d, success)
+        else:
+            hog, geometry, faces = self.features(images, landmarks_2d, success, aligned=True)
+            recorder.add(self.backend.asnumpy(hog), self.backend.asnumpy(faces), success)
         return [self.add_features(hog[i], geometry[i], success[i], timestamps[i], online=online) for i in range(n)]
 
-    def features(self, images, landmarks_2d: np.ndarray, success) -> tuple:
+    def features(self, images, landmarks_2d: np.ndarray, success, *, aligned: bool = False) -> tuple:
         """:func:`face_features` of the tracked faces among N frames, zero descriptors elsewhere.
 
-        FHOG of the all-black aligned face of a failed frame is exactly 0, and its geometry is zeroed.
+        A failed frame's aligned face is all black, as OpenFace makes it; its FHOG is exactly 0, and its geometry
+        is zeroed.
 
         Parameters
         ----------
         images : (N, H, W, 3) uint8 or sequence of N frames
         landmarks_2d : (N, 68, 2) float
         success : (N,) bool
+        aligned : bool
+            Also return the aligned faces.
 
         Returns
         -------
         hog : (N, 4464) float32
         geometry : (N, 238) float64
+        faces : (N, 112, 112, 3) uint8, only with ``aligned``
             On the device.
         """
         xp = self.backend.xp
         success = np.asarray(success, bool).reshape(-1)
         tracked = np.flatnonzero(success)
         if tracked.size == success.size:
-            return face_features(images, landmarks_2d, self.pdm, self.triangulation, self.backend)
-        hog = xp.zeros((success.size, HOG_SIZE), np.float32)
-        geometry = xp.zeros((success.size, self.models.weights.shape[0] - HOG_SIZE))
+            return face_features(images, landmarks_2d, self.pdm, self.triangulation, self.backend, aligned=aligned)
+        out = untracked_features(xp, success.size, self.models.weights.shape[0] - HOG_SIZE, aligned)
         if tracked.size:
             index = xp.asarray(tracked)
-            hog[index], geometry[index] = face_features(images, np.asarray(landmarks_2d, np.float32)[tracked], self.pdm,
-                                                        self.triangulation, self.backend, image_index=tracked)
-        return hog, geometry
+            found = face_features(images, np.asarray(landmarks_2d, np.float32)[tracked], self.pdm, self.triangulation,
+                                  self.backend, image_index=tracked, aligned=aligned)
+            for whole, part in zip(out, found):
+                whole[index] = part
+        return out
 
     def add_features(self, hog, geometry, success: bool, timestamp: float = 0.0, *, online: bool = True) -> "dict | None":
         """Sequential part of :meth:`add_frame` on precomputed descriptors.

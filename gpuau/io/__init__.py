@@ -1,4 +1,5 @@
 """Output files in OpenFace's formats."""
+from gpuau.io.faces import FaceRecorder, aligned_dir, hog_path, read_hog
 from gpuau.io.openface_csv import (
     OpenFaceCSVWriter,
     openface_columns,
@@ -8,4 +9,5 @@ from gpuau.io.openface_csv import (
 )
 from gpuau.io.rows import RowWriter
 
-__all__ = ["OpenFaceCSVWriter", "RowWriter", "openface_columns", "read_openface_csv", "write_openface_csv", "write_openface_parquet"]
+__all__ = ["FaceRecorder", "OpenFaceCSVWriter", "RowWriter", "aligned_dir", "hog_path", "openface_columns", "read_hog",
+           "read_openface_csv", "write_openface_csv", "write_openface_parquet"]

@@ -1,0 +1,170 @@
+"""The aligned faces and their FHOG descriptors in FeatureExtraction's files (``-simalign``, ``-hogalign``).
+
+Beside a video's table ``<name>.csv`` (or ``.parquet``), OpenFace writes
+
+* ``<name>.hog``: per frame, in frame order, ``int32`` cell columns (12), ``int32`` cell rows (12), ``int32``
+  channels (31), ``float32`` 1 (face tracked) or -1 (not), then the 4464 ``float32`` values in the order the AU
+  models read them (``RecorderHOG::Write``, RecorderHOG.cpp);
+* ``<name>_aligned/frame_det_00_%06d.bmp``: the 112x112 BGR face, similarity-aligned and masked at OpenFace's AU
+  scale (0.7), per frame numbered from 1 (``RecorderOpenFace::WriteObservation``, RecorderOpenFace.cpp).
+
+A frame without a tracked face gets an all-black face and the FHOG of that face (zeros), with the flag -1, as
+OpenFace's ``FaceAnalyser::AddNextFrame`` makes them (and writes them by default: ``-nobadaligned`` is not
+reproduced).  A single image (FaceLandmarkImg) gets a record and a face per face found, ``face_det_%06d.bmp``
+numbered from 0, the flag telling whether the face's fit succeeded.  Both outputs are written to temporary names beside their targets and renamed into place by
+:meth:`FaceRecorder.commit`, like the table.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from gpuau._atomic import fsync_path, replace_dir, temp_beside, temp_dir_beside
+
+HOG_CELLS = 12
+HOG_CHANNELS = 31
+
+
+def hog_path(output: "str | os.PathLike") -> Path:
+    """FeatureExtraction's ``.hog`` file beside the table ``output``: ``<stem>.hog``."""
+    output = Path(output)
+    return output.with_name(output.stem + ".hog")
+
+
+def aligned_dir(output: "str | os.PathLike") -> Path:
+    """FeatureExtraction's folder of aligned faces beside the table ``output``: ``<stem>_aligned``."""
+    output = Path(output)
+    return output.with_name(output.stem + "_aligned")
+
+
+def aligned_name(number: int, image: bool = False) -> str:
+    """The aligned face's file name: of a sequence's frame (numbered from 1), ``frame_det_00_000001.bmp``; of a
+    single image's face (numbered from 0), ``face_det_000000.bmp``."""
+    return f"face_det_{number:06d}.bmp" if image else f"frame_det_00_{number:06d}.bmp"
+
+
+def read_hog(path: "str | os.PathLike") -> "tuple[np.ndarray, np.ndarray]":
+    """The descriptors of a ``.hog`` file (OpenFace's or gpuau's).
+
+    Returns
+    -------
+    hog : (N, rows * cols * 31) float32
+    success : (N,) bool
+        The frame's flag (1: tracked).
+
+    Raises
+    ------
+    ValueError
+        A truncated file, or records of different sizes.
+    """
+    data = np.fromfile(path, np.uint8)
+    if data.size == 0:
+        return np.zeros((0, HOG_CELLS * HOG_CELLS * HOG_CHANNELS), np.float32), np.zeros(0, bool)
+    if data.size < 16:
+        raise ValueError(f"{path}: truncated .hog file ({data.size} bytes)")
+    cols, rows, channels = data[:12].view(np.int32)
+    width = int(cols) * int(rows) * int(channels)
+    record = 16 + 4 * width
+    if width <= 0 or data.size % record:
+        raise ValueError(f"{path}: not a .hog file of {cols}x{rows}x{channels} records ({data.size} bytes)")
+    records = data.reshape(-1, record)
+    header = records[:, :12].copy().view(np.int32)
+    if (header != header[0]).any():
+        raise ValueError(f"{path}: records of different sizes")
+    values = records[:, 12:].copy().view(np.float32)
+    return values[:, 1:], values[:, 0] > 0
+
+
+class FaceRecorder:
+    """FeatureExtraction's ``.hog`` file and/or aligned-face folder of one video, frame by frame (or of one image,
+    face by face).
+
+    Frames are added in order (:meth:`add`, numbered from 1; an image's faces from 0); :meth:`commit` moves the
+    finished outputs into place (an earlier folder of aligned faces of the same name is replaced), :meth:`abort`
+    drops them.  Used as a context manager, an exception before :meth:`commit` aborts.
+
+    Parameters
+    ----------
+    output : path-like
+        The video's table; the outputs are named after it (:func:`hog_path`, :func:`aligned_dir`).
+    hog, aligned : bool
+        Which outputs to write.
+    image : bool
+        A single image's faces (FaceLandmarkImg's names), not a sequence's frames.
+    """
+
+    def __init__(self, output: "str | os.PathLike", *, hog: bool = False, aligned: bool = False, image: bool = False):
+        self.frames = 0
+        self.image = image
+        self._hog = self._hog_tmp = self._faces_tmp = None
+        self.hog_path = hog_path(output) if hog else None
+        self.aligned_dir = aligned_dir(output) if aligned else None
+        try:
+            if hog:
+                self._hog, self._hog_tmp = temp_beside(self.hog_path, "wb")
+            if aligned:
+                self._faces_tmp = temp_dir_beside(self.aligned_dir)
+        except BaseException:
+            self.abort()
+            raise
+
+    def __enter__(self) -> "FaceRecorder":
+        return self
+
+    def __exit__(self, kind, error, tb) -> None:
+        if kind is not None:
+            self.abort()
+
+    def add(self, hog: np.ndarray, faces: np.ndarray, success) -> None:
+        """The next frames' (or faces') descriptors and aligned faces, on the host.
+
+        Parameters
+        ----------
+        hog : (N, 4464) float
+        faces : (N, 112, 112, 3) uint8 BGR
+        success : (N,) bool
+        """
+        import cv2
+
+        success = np.asarray(success, bool).reshape(-1)
+        if self._hog is not None:
+            hog = np.asarray(hog, np.float32).reshape(len(success), -1)
+            header = np.array([HOG_CELLS, HOG_CELLS, HOG_CHANNELS], np.int32).tobytes()
+            flags = np.where(success, np.float32(1), np.float32(-1))
+            for flag, values in zip(flags, hog):
+                self._hog.write(header)
+                self._hog.write(flag.tobytes())
+                self._hog.write(values.tobytes())
+        if self._faces_tmp is not None:
+            for k, face in enumerate(np.asarray(faces)):
+                path = self._faces_tmp / aligned_name(self.frames + k + (0 if self.image else 1), self.image)
+                if not cv2.imwrite(str(path), face):
+                    raise OSError(f"{path}: cannot write the aligned face")
+        self.frames += len(success)
+
+    def commit(self) -> None:
+        """Move the finished outputs into place."""
+        if self._hog is not None:
+            self._hog.close()
+            self._hog = None
+            fsync_path(self._hog_tmp)
+            os.replace(self._hog_tmp, self.hog_path)
+            self._hog_tmp = None
+        if self._faces_tmp is not None:
+            replace_dir(self._faces_tmp, self.aligned_dir)
+            self._faces_tmp = None
+
+    def abort(self) -> None:
+        """Drop the unfinished outputs (earlier ones of the same names are left as they were)."""
+        if self._hog is not None:
+            self._hog.close()
+            self._hog = None
+        if self._hog_tmp is not None:
+            self._hog_tmp.unlink(missing_ok=True)
+            self._hog_tmp = None
+        if self._faces_tmp is not None:
+            shutil.rmtree(self._faces_tmp, ignore_errors=True)
+            self._faces_tmp = None

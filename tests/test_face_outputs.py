@@ -1,0 +1,149 @@
+"""FeatureExtraction's ``.hog`` file and aligned faces (``-hogalign``, ``-simalign``; ``gpuau analyze --hog --aligned``).
+
+The files' layout byte by byte, their atomic replacement, resume, the batched engine writing what the single-stream
+pipeline writes, and FaceLandmarkImg's per-face files for an image.  Their values against OpenFace's own files:
+tests/test_end_to_end.py.
+"""
+import os
+import struct
+
+import cv2
+import numpy as np
+import pytest
+
+from gpuau.cli import main
+from gpuau.corpus import CorpusRun
+from gpuau.engine import Engine, Job
+from gpuau.io import FaceRecorder, read_hog, read_openface_csv
+from gpuau.pipeline import Analyzer
+
+
+def _faces(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.random((n, 4464), dtype=np.float32), rng.integers(0, 256, (n, 112, 112, 3), dtype=np.uint8)
+
+
+def test_hog_records_and_face_names_are_feature_extractions(tmp_path):
+    hog, faces = _faces(3)
+    with FaceRecorder(tmp_path / "clip.csv", hog=True, aligned=True) as rec:
+        rec.add(hog[:2], faces[:2], [True, False])
+        rec.add(hog[2:], faces[2:], [True])
+        rec.commit()
+    data = (tmp_path / "clip.hog").read_bytes()
+    assert len(data) == 3 * (16 + 4 * 4464)
+    # RecorderHOG::Write: int32 columns, rows, channels, float32 +-1, then the values
+    assert struct.unpack_from("<3if", data, 0) == (12, 12, 31, 1.0)
+    assert struct.unpack_from("<3if", data, 16 + 4 * 4464) == (12, 12, 31, -1.0)
+    assert np.frombuffer(data, np.float32, 4464, 16).tobytes() == hog[0].tobytes()
+    values, success = read_hog(tmp_path / "clip.hog")
+    np.testing.assert_array_equal(values, hog)
+    assert success.tolist() == [True, False, True]
+    names = sorted(os.listdir(tmp_path / "clip_aligned"))
+    assert names == ["frame_det_00_000001.bmp", "frame_det_00_000002.bmp", "frame_det_00_000003.bmp"]
+    for name, face in zip(names, faces):
+        np.testing.assert_array_equal(cv2.imread(str(tmp_path / "clip_aligned" / name)), face)
+    assert sorted(os.listdir(tmp_path)) == ["clip.hog", "clip_aligned"]  # no temporary file left
+
+
+def test_an_images_faces_are_numbered_from_zero(tmp_path):
+    hog, faces = _faces(2)
+    with FaceRecorder(tmp_path / "photo.csv", aligned=True, image=True) as rec:
+        rec.add(hog, faces, [True, True])
+        rec.commit()
+    assert sorted(os.listdir(tmp_path / "photo_aligned")) == ["face_det_000000.bmp", "face_det_000001.bmp"]
+    assert not (tmp_path / "photo.hog").exists()
+
+
+def test_outputs_appear_only_when_committed_and_replace_older_ones(tmp_path):
+    old = tmp_path / "clip_aligned"
+    old.mkdir()
+    (old / "frame_det_00_000009.bmp").write_bytes(b"stale")
+    (tmp_path / "clip.hog").write_bytes(b"old")
+    hog, faces = _faces(1)
+    with pytest.raises(RuntimeError):
+        with FaceRecorder(tmp_path / "clip.csv", hog=True, aligned=True) as rec:
+            rec.add(hog, faces, [True])
+            raise RuntimeError("the video failed")
+    assert sorted(os.listdir(tmp_path)) == ["clip.hog", "clip_aligned"]  # the old outputs, untouched
+    assert (tmp_path / "clip.hog").read_bytes() == b"old" and os.listdir(old) == ["frame_det_00_000009.bmp"]
+    with FaceRecorder(tmp_path / "clip.csv", hog=True, aligned=True) as rec:
+        rec.add(hog, faces, [True])
+        rec.commit()
+    assert sorted(os.listdir(tmp_path)) == ["clip.hog", "clip_aligned"]
+    assert os.listdir(old) == ["frame_det_00_000001.bmp"]
+    assert oct(old.stat().st_mode & 0o777) == oct(0o777 & ~_umask())  # a plain mkdir's permissions
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_read_hog_rejects_a_truncated_file(tmp_path):
+    path = tmp_path / "cut.hog"
+    hog, faces = _faces(2)
+    with FaceRecorder(tmp_path / "cut.csv", hog=True) as rec:
+        rec.add(hog, faces, [True, True])
+        rec.commit()
+    path.write_bytes(path.read_bytes()[:-4])
+    with pytest.raises(ValueError, match="cut.hog"):
+        read_hog(path)
+
+
+def test_resume_redoes_a_table_without_the_faces_asked_for(media_dir, tmp_path):
+    (tmp_path / "default.csv").write_text("done before\n")
+    run = CorpusRun([media_dir / "default.wmv"], tmp_path, progress=False, write_hog=True)
+    assert len(run.todo) == 1
+    (tmp_path / "default.hog").write_bytes(b"")
+    run = CorpusRun([media_dir / "default.wmv"], tmp_path, progress=False, write_hog=True)
+    assert run.todo == [] and run.report.outcomes[0].status == "skipped"
+    run = CorpusRun([media_dir / "default.wmv"], tmp_path, progress=False, write_hog=True, write_aligned=True)
+    assert len(run.todo) == 1
+
+
+@pytest.fixture(scope="module")
+def sequence_outputs(media_dir, tmp_path_factory):
+    """The 30-image sequence through the single-stream pipeline (``--quality fast``)."""
+    out = tmp_path_factory.mktemp("sequence")
+    an = Analyzer("cpu", quality="fast", write_hog=True, write_aligned=True)
+    an.write_video(media_dir / "image_sequence", out / "image_sequence.csv")
+    return out
+
+
+def test_sequence_outputs_follow_the_table(sequence_outputs):
+    table = read_openface_csv(sequence_outputs / "image_sequence.csv")
+    hog, success = read_hog(sequence_outputs / "image_sequence.hog")
+    assert len(hog) == len(table["frame"]) == 30 and (success == (table["success"] == 1)).all()
+    assert len(os.listdir(sequence_outputs / "image_sequence_aligned")) == 30
+
+
+@pytest.mark.parametrize("device", ["cpu", "emulated"])
+def test_engine_writes_the_pipelines_files(sequence_outputs, media_dir, tmp_path, device):
+    """On the CPU, and with the device arrays of the CUDA kernels' emulator (what a GPU reads back)."""
+    engine = Engine(device, quality="fast", streams=2, write_hog=True, write_aligned=True)
+    outcomes = list(engine.run([Job(media_dir / "image_sequence", tmp_path / "image_sequence.csv"),
+                                Job(media_dir / "image_sequence", tmp_path / "again.csv")]))
+    assert [o.status for o in outcomes] == ["done", "done"]
+    expected = (sequence_outputs / "image_sequence.hog").read_bytes()
+    assert (tmp_path / "image_sequence.hog").read_bytes() == expected == (tmp_path / "again.hog").read_bytes()
+    for name in sorted(os.listdir(sequence_outputs / "image_sequence_aligned")):
+        expected = (sequence_outputs / "image_sequence_aligned" / name).read_bytes()
+        assert (tmp_path / "image_sequence_aligned" / name).read_bytes() == expected
+        assert (tmp_path / "again_aligned" / name).read_bytes() == expected
+
+
+def test_an_image_gets_a_record_and_a_face_per_face_found(media_dir, tmp_path):
+    assert main(["analyze", str(media_dir / "sample2.jpg"), "-o", str(tmp_path), "--hog", "--aligned", "-q"]) == 0
+    table = read_openface_csv(tmp_path / "sample2.csv")
+    hog, _ = read_hog(tmp_path / "sample2.hog")
+    faces = sorted(os.listdir(tmp_path / "sample2_aligned"))
+    assert len(table["face"]) == len(hog) == len(faces) >= 1
+    assert faces == [f"face_det_{k:06d}.bmp" for k in range(len(faces))]
+
+
+def test_multi_face_refuses_them(media_dir, tmp_path, capsys):
+    with pytest.raises(ValueError, match="multi_face"):
+        Analyzer("cpu", multi_face=True, write_aligned=True)
+    assert main(["analyze", str(media_dir / "multi_face.avi"), "-o", str(tmp_path), "--multi-face", "--hog"]) == 1
+    assert "--multi-face" in capsys.readouterr().err
