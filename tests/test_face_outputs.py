@@ -4,8 +4,10 @@ The files' layout byte by byte, their atomic replacement, resume, the batched en
 pipeline writes, and FaceLandmarkImg's per-face files for an image.  Their values against OpenFace's own files:
 tests/test_end_to_end.py.
 """
+import errno
 import os
 import struct
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -147,3 +149,20 @@ def test_multi_face_refuses_them(media_dir, tmp_path, capsys):
         Analyzer("cpu", multi_face=True, write_aligned=True)
     assert main(["analyze", str(media_dir / "multi_face.avi"), "-o", str(tmp_path), "--multi-face", "--hog"]) == 1
     assert "--multi-face" in capsys.readouterr().err
+
+
+def test_a_full_disk_while_writing_faces_stops_the_run_and_leaves_no_partial_output(media_dir, tmp_path, monkeypatch,
+                                                                                      capsys):
+    real = Path.write_bytes
+
+    def write_bytes(self, data):
+        if self.name == "frame_det_00_000005.bmp":
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return real(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", write_bytes)
+    out = tmp_path / "out"
+    assert main(["analyze", str(media_dir / "image_sequence"), str(media_dir / "sample1.jpg"), "-o", str(out),
+                 "--hog", "--aligned", "--quality", "fast", "--workers", "1"]) == 1
+    assert "space" in capsys.readouterr().err.lower()
+    assert os.listdir(out) == []  # neither the table, the .hog file, the faces, nor a temporary file; no next input

@@ -140,9 +140,11 @@ class FaceRecorder:
                 self._hog.write(values.tobytes())
         if self._faces_tmp is not None:
             for k, face in enumerate(np.asarray(faces)):
-                path = self._faces_tmp / aligned_name(self.frames + k + (0 if self.image else 1), self.image)
-                if not cv2.imwrite(str(path), face):
-                    raise OSError(f"{path}: cannot write the aligned face")
+                ok, bmp = cv2.imencode(".bmp", face)  # cv::imwrite's BMP; written here, so a full disk raises ENOSPC
+                if not ok:
+                    raise ValueError(f"aligned face {face.shape} {face.dtype}: not an image OpenCV encodes as BMP")
+                (self._faces_tmp / aligned_name(self.frames + k + (0 if self.image else 1), self.image)).write_bytes(
+                    bmp.tobytes())
         self.frames += len(success)
 
     def commit(self) -> None:
