@@ -415,11 +415,11 @@ def _camera(args) -> "tuple | None":
                   "videos, many people); --multi-face and images always use them"),
          arg("--hog", action="store_true",
              help="FeatureExtraction's -hogalign: also OUTDIR/<name>.hog, each frame's FHOG of the aligned face in "
-                  "OpenFace's binary format (an image's: each face's; not with --multi-face)"),
+                  "OpenFace's binary format (an image's and --multi-face's: each face's)"),
          arg("--aligned", action="store_true",
              help="FeatureExtraction's -simalign: also OUTDIR/<name>_aligned/frame_det_00_NNNNNN.bmp, each frame's "
-                  "112x112 aligned, masked face, black where no face was tracked (an image's faces: "
-                  "face_det_NNNNNN.bmp; not with --multi-face)"),
+                  "112x112 aligned, masked face, black where no face was tracked (--multi-face: "
+                  "frame_det_<face_id>_NNNNNN.bmp per tracked face; an image's faces: face_det_NNNNNN.bmp)"),
          arg("-q", "--quiet", action="store_true", help="no progress bars or summary"),
          arg("-v", "--verbose", action="store_true",
              help="also a line per input as it finishes (frames, faces, time, output; or why it failed or was "
@@ -444,10 +444,6 @@ def analyze(args) -> int:
         camera = _camera(args)
     except ValueError as e:
         print(f"gpuau: error: {e}", file=sys.stderr)
-        return 1
-    if (args.hog or args.aligned) and args.multi_face:
-        print("gpuau: error: --hog and --aligned are written for one face per video (not --multi-face)",
-              file=sys.stderr)
         return 1
     if args.detect_every is not None and (args.detect_every < 1 or args.multi_face):
         print("gpuau: error: --detect-every needs N >= 1 and one face per video (not --multi-face)", file=sys.stderr)

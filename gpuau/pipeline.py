@@ -283,8 +283,8 @@ class Analyzer:
     write_hog, write_aligned : bool
         FeatureExtraction's ``-hogalign`` and ``-simalign``: :meth:`write_video` also writes each video's (or image
         folder's) FHOG descriptors to ``<output stem>.hog`` and its aligned faces to ``<output stem>_aligned/``, in
-        OpenFace's formats (:mod:`gpuau.io.faces`; a single image's faces as FaceLandmarkImg writes them).  Not with
-        ``multi_face``.
+        OpenFace's formats (:mod:`gpuau.io.faces`; an image's and a multi-face video's faces as FaceLandmarkImg and
+        FaceLandmarkVidMulti write them).
 
     Examples
     --------
@@ -315,7 +315,6 @@ class Analyzer:
         self.detect_every = None if detect_every is None else int(detect_every)
         self.au_static = bool(au_static)
         self.write_hog, self.write_aligned = bool(write_hog), bool(write_aligned)
-        self._check_face_outputs(self.multi_face)
         self._clnf = None
         self._mtcnn = None
         self._detector = None
@@ -328,11 +327,6 @@ class Analyzer:
         return dict(models=self.models, multi_face=self.multi_face, timestamps=self.timestamps, quality=self.quality,
                     detect_every=self.detect_every, orientation=self.orientation, au_static=self.au_static,
                     camera=self.camera, write_hog=self.write_hog, write_aligned=self.write_aligned)
-
-    def _check_face_outputs(self, multi_face: bool) -> None:
-        if multi_face and (self.write_hog or self.write_aligned):
-            raise ValueError("write_hog / write_aligned (FeatureExtraction's -hogalign / -simalign) are written for "
-                             "one face per frame: analyse without multi_face to get them")
 
     def face_recorder(self, output: "str | os.PathLike | None", image: bool = False):
         """The :class:`~gpuau.io.FaceRecorder` of a video's (or ``image``'s) table ``output``; None when nothing is to
@@ -415,23 +409,23 @@ class Analyzer:
             self._static = self._au_analyzer(dynamic=False)
         return self._static
 
-    def _static_aus(self, image: np.ndarray, results: list) -> list:
-        """Static-model AUs of each face of one frame (``PredictStaticAUsAndComputeFeatures``), as dicts."""
-        from gpuau.au import predict_static_aus
+    def _static_aus(self, image: np.ndarray, results: list, recorder=None, **names) -> list:
+        """Static-model AUs of each face of one frame (``PredictStaticAUsAndComputeFeatures``), as dicts; with a
+        :class:`~gpuau.io.FaceRecorder`, the faces' FHOG and aligned faces go to it (``names``: its ``numbers`` and
+        ``face_ids``)."""
+        from gpuau.au.analyzer import face_features, static_au_values
 
-        a = self._static_models()
-        return [predict_static_aus(image, r.landmarks, a.models, a.pdm, a.triangulation, self.backend)
-                for r in results]
-
-    def _record_image_faces(self, recorder, image: np.ndarray, results: list) -> None:
-        """Every face's FHOG and aligned face into ``recorder`` (FaceLandmarkImg's ``-hogalign`` / ``-simalign``)."""
-        from gpuau.au.analyzer import face_features
-
+        if not results:
+            return []
         a = self._static_models()
         landmarks = np.stack([r.landmarks for r in results]).astype(np.float32)
-        hog, _, faces = face_features(image[None], landmarks, a.pdm, a.triangulation, self.backend,
-                                      image_index=np.zeros(len(results), np.int64), aligned=True)
-        recorder.add(self.backend.asnumpy(hog), self.backend.asnumpy(faces), [r.detection_success for r in results])
+        hog, geometry, *faces = face_features(image[None], landmarks, a.pdm, a.triangulation, self.backend,
+                                              image_index=np.zeros(len(results), np.int64),
+                                              aligned=recorder is not None)
+        hog, geometry = self.backend.asnumpy(hog), self.backend.asnumpy(geometry)
+        if recorder is not None:
+            recorder.add(hog, self.backend.asnumpy(faces[0]), [r.detection_success for r in results], **names)
+        return [static_au_values(a.models, hog[i:i + 1], geometry[i:i + 1]) for i in range(len(results))]
 
     def _static_au_columns(self, aus: list) -> dict:
         """``AU*_r`` then ``AU*_c`` columns (OpenFace's order) of per-face dicts from :meth:`_static_aus`."""
@@ -468,11 +462,12 @@ class Analyzer:
         if worker is not None:
             worker.close()
 
-    def track_multi(self, frames: Iterable, intrinsics=None) -> Iterator[tuple[list, list]]:
+    def track_multi(self, frames: Iterable, intrinsics=None, *, recorder=None) -> Iterator[tuple[list, list]]:
         """Rows of the faces tracked in each frame, FaceLandmarkVidMulti's way.
 
         Yields, per :class:`~gpuau.video.Frame`, ``(rows, aus)``: a :func:`base_columns` row (``face_id``
-        = model slot) and a dict of static-model AU values for each tracked face (possibly none).
+        = model slot) and a dict of static-model AU values for each tracked face (possibly none); ``recorder``:
+        a :class:`~gpuau.io.FaceRecorder` given each row's FHOG and aligned face.
         """
         tracker = None
         for frame in frames:
@@ -480,7 +475,8 @@ class Analyzer:
                 tracker = self._multi_tracker(intrinsics)
             faces = tracker.track(frame.image, frame.gray)
             rows = [landmark_row(frame.index + 1, frame.timestamp, r, face_id=k) for k, r in faces]
-            yield rows, self._static_aus(frame.image, [r for _, r in faces])
+            yield rows, self._static_aus(frame.image, [r for _, r in faces], recorder,
+                                         numbers=[frame.index + 1] * len(faces), face_ids=[k for k, _ in faces])
 
     def analyze_video(self, path: "str | os.PathLike", *, progress: "Callable[[int], None] | None" = None,
                       multi_face: "bool | None" = None) -> Result:
@@ -557,9 +553,7 @@ class Analyzer:
         self._load()
         boxes = self._mtcnn.detect(frame.image).boxes
         results = fit_faces(frame.image, frame.gray, boxes, self._clnf, self._validator, intrinsics, self.backend)
-        aus = self._static_aus(frame.image, results)
-        if recorder is not None and results:
-            self._record_image_faces(recorder, frame.image, results)
+        aus = self._static_aus(frame.image, results, recorder)
         names = image_columns(self.gaze)
         rows = np.array([image_row(k, r) for k, r in enumerate(results)]).reshape(len(results), len(names))
         columns = {**_columns(names, rows), **self._static_au_columns(aus)}
@@ -571,7 +565,6 @@ class Analyzer:
         """``(write, postprocessed)``: :meth:`_write_multi_rows` and False with ``multi_face`` (default: the
         Analyzer's), else :meth:`_write_rows` and True."""
         if self.multi_face if multi_face is None else multi_face:
-            self._check_face_outputs(True)
             return self._write_multi_rows, False
         return self._write_rows, True
 
@@ -593,9 +586,10 @@ class Analyzer:
 
         a = self._static_models()
         aus, n, faces = [], 0, 0
+        recorder = self.face_recorder(output)
         with RowWriter(output, fmt, (a.reg_names, a.cls_names), chunk, files=_image_names(frames),
-                       gaze=self.gaze) as table:
-            for frame_rows, frame_aus in self.track_multi(frames, intrinsics):
+                       gaze=self.gaze) as table, recorder or contextlib.nullcontext():
+            for frame_rows, frame_aus in self.track_multi(frames, intrinsics, recorder=recorder):
                 for row in frame_rows:
                     table.add(row)
                 aus += frame_aus
@@ -605,6 +599,8 @@ class Analyzer:
                     progress(n)
             if n == 0:
                 raise InputError(name, "no frames could be decoded", "the file may be empty, truncated or not a video")
+            if recorder is not None:  # before the table, whose presence marks the input done
+                recorder.commit()
             return table.close(self._static_au_columns(aus), postprocessed=False), n, faces
 
     def _write_rows(self, frames, name, intrinsics, progress, output, fmt: str, chunk: int) -> tuple:

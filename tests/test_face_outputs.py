@@ -144,11 +144,23 @@ def test_an_image_gets_a_record_and_a_face_per_face_found(media_dir, tmp_path):
     assert faces == [f"face_det_{k:06d}.bmp" for k in range(len(faces))]
 
 
-def test_multi_face_refuses_them(media_dir, tmp_path, capsys):
-    with pytest.raises(ValueError, match="multi_face"):
-        Analyzer("cpu", multi_face=True, write_aligned=True)
-    assert main(["analyze", str(media_dir / "multi_face.avi"), "-o", str(tmp_path), "--multi-face", "--hog"]) == 1
-    assert "--multi-face" in capsys.readouterr().err
+def test_multi_face_records_each_row(media_dir, tmp_path):
+    """FaceLandmarkVidMulti's files: a record and a face per row of the table, named by face slot and frame."""
+    clip = tmp_path / "clip.avi"
+    capture = cv2.VideoCapture(str(media_dir / "multi_face.avi"))
+    frames = [capture.read()[1] for _ in range(12)]
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"FFV1"), 30.0, frames[0].shape[1::-1])
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    assert main(["analyze", str(clip), "-o", str(tmp_path / "out"), "--multi-face", "--hog", "--aligned",
+                 "--quality", "fast", "-q"]) == 0
+    table = read_openface_csv(tmp_path / "out" / "clip.csv")
+    hog, success = read_hog(tmp_path / "out" / "clip.hog")
+    assert len(hog) == len(table["frame"]) > 12 and (success == (table["success"] == 1)).all()
+    names = [f"frame_det_{int(i):02d}_{int(f):06d}.bmp" for f, i in zip(table["frame"], table["face_id"])]
+    assert sorted(names) == sorted(os.listdir(tmp_path / "out" / "clip_aligned"))
+    assert len(set(table["face_id"])) > 1
 
 
 def test_a_full_disk_while_writing_faces_stops_the_run_and_leaves_no_partial_output(media_dir, tmp_path, monkeypatch,

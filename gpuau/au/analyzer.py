@@ -466,6 +466,23 @@ def predict_static_aus(image_bgr: np.ndarray, landmarks_2d: np.ndarray, models: 
     backend = resolve_device(device)
     hog, geometry = (backend.asnumpy(a) for a in face_features([image_bgr], np.asarray(landmarks_2d, np.float32)[None],
                                                                  pdm, triangulation, backend))
+    return static_au_values(models, hog, geometry)
+
+
+def static_au_values(models: StackedAUModels, hog: np.ndarray, geometry: np.ndarray) -> dict:
+    """The static models' AUs of one face from its descriptors (the end of :func:`predict_static_aus`).
+
+    Parameters
+    ----------
+    models : StackedAUModels
+    hog : (1, 4464) float ; geometry : (1, 238) float64
+        On the host.
+
+    Returns
+    -------
+    dict[str, float]
+        As :func:`predict_static_aus`.
+    """
     decisions = decision_values(models, project(models.weights, hog, geometry)[0], np.zeros(models.weights.shape[1]))
     nr = models.num_reg
     out = {}

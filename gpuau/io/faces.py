@@ -11,7 +11,8 @@ Beside a video's table ``<name>.csv`` (or ``.parquet``), OpenFace writes
 A frame without a tracked face gets an all-black face and the FHOG of that face (zeros), with the flag -1, as
 OpenFace's ``FaceAnalyser::AddNextFrame`` makes them (and writes them by default: ``-nobadaligned`` is not
 reproduced).  A single image (FaceLandmarkImg) gets a record and a face per face found, ``face_det_%06d.bmp``
-numbered from 0, the flag telling whether the face's fit succeeded.  Both outputs are written to temporary names beside their targets and renamed into place by
+numbered from 0, the flag telling whether the face's fit succeeded; a multi-face video (FaceLandmarkVidMulti) one
+per tracked face and frame, in the table's row order, ``frame_det_<slot>_<frame>.bmp``.  Both outputs are written to temporary names beside their targets and renamed into place by
 :meth:`FaceRecorder.commit`, like the table.
 """
 from __future__ import annotations
@@ -40,10 +41,10 @@ def aligned_dir(output: "str | os.PathLike") -> Path:
     return output.with_name(output.stem + "_aligned")
 
 
-def aligned_name(number: int, image: bool = False) -> str:
-    """The aligned face's file name: of a sequence's frame (numbered from 1), ``frame_det_00_000001.bmp``; of a
-    single image's face (numbered from 0), ``face_det_000000.bmp``."""
-    return f"face_det_{number:06d}.bmp" if image else f"frame_det_00_{number:06d}.bmp"
+def aligned_name(number: int, image: bool = False, face_id: int = 0) -> str:
+    """The aligned face's file name: of a sequence's frame (numbered from 1) and face (its tracking slot, 0 with one
+    face), ``frame_det_00_000001.bmp``; of a single image's face (numbered from 0), ``face_det_000000.bmp``."""
+    return f"face_det_{number:06d}.bmp" if image else f"frame_det_{face_id:02d}_{number:06d}.bmp"
 
 
 def read_hog(path: "str | os.PathLike") -> "tuple[np.ndarray, np.ndarray]":
@@ -82,8 +83,8 @@ class FaceRecorder:
     """FeatureExtraction's ``.hog`` file and/or aligned-face folder of one video, frame by frame (or of one image,
     face by face).
 
-    Frames are added in order (:meth:`add`, numbered from 1; an image's faces from 0); :meth:`commit` moves the
-    finished outputs into place (an earlier folder of aligned faces of the same name is replaced), :meth:`abort`
+    Frames are added in order (:meth:`add`, numbered from 1 unless numbered by the caller; an image's faces from 0);
+    :meth:`commit` moves the finished outputs into place (an earlier folder of aligned faces of the same name is replaced), :meth:`abort`
     drops them.  Used as a context manager, an exception before :meth:`commit` aborts.
 
     Parameters
@@ -118,7 +119,7 @@ class FaceRecorder:
         if kind is not None:
             self.abort()
 
-    def add(self, hog: np.ndarray, faces: np.ndarray, success) -> None:
+    def add(self, hog: np.ndarray, faces: np.ndarray, success, *, numbers=None, face_ids=None) -> None:
         """The next frames' (or faces') descriptors and aligned faces, on the host.
 
         Parameters
@@ -126,6 +127,9 @@ class FaceRecorder:
         hog : (N, 4464) float
         faces : (N, 112, 112, 3) uint8 BGR
         success : (N,) bool
+        numbers, face_ids : (N,) int, optional
+            Each face's frame number and tracking slot (a multi-face video's faces); default: the next frames'
+            numbers (an image's: the next faces'), slot 0.
         """
         import cv2
 
@@ -139,12 +143,14 @@ class FaceRecorder:
                 self._hog.write(flag.tobytes())
                 self._hog.write(values.tobytes())
         if self._faces_tmp is not None:
-            for k, face in enumerate(np.asarray(faces)):
+            first = self.frames + (0 if self.image else 1)
+            numbers = range(first, first + len(success)) if numbers is None else numbers
+            face_ids = [0] * len(success) if face_ids is None else face_ids
+            for face, number, face_id in zip(np.asarray(faces), numbers, face_ids):
                 ok, bmp = cv2.imencode(".bmp", face)  # cv::imwrite's BMP; written here, so a full disk raises ENOSPC
                 if not ok:
                     raise ValueError(f"aligned face {face.shape} {face.dtype}: not an image OpenCV encodes as BMP")
-                (self._faces_tmp / aligned_name(self.frames + k + (0 if self.image else 1), self.image)).write_bytes(
-                    bmp.tobytes())
+                (self._faces_tmp / aligned_name(int(number), self.image, int(face_id))).write_bytes(bmp.tobytes())
         self.frames += len(success)
 
     def commit(self) -> None:
