@@ -144,6 +144,26 @@ def test_an_image_gets_a_record_and_a_face_per_face_found(media_dir, tmp_path):
     assert faces == [f"face_det_{k:06d}.bmp" for k in range(len(faces))]
 
 
+def test_frames_without_a_face_get_a_black_face_and_zero_fhog(media_dir, tmp_path):
+    """What FeatureExtraction writes for them (checked on default.wmv's frames with grey frames between, 2026-12-06:
+    the same flags, zero values and BMP bytes)."""
+    capture = cv2.VideoCapture(str(media_dir / "default.wmv"))
+    frames = [capture.read()[1] for _ in range(6)]
+    frames[3:5] = [np.full_like(frames[0], 90)] * 2
+    clip = tmp_path / "gap.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"FFV1"), 30.0, frames[0].shape[1::-1])
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    assert main(["analyze", str(clip), "-o", str(tmp_path), "--hog", "--aligned", "--quality", "fast", "-q"]) == 0
+    hog, success = read_hog(tmp_path / "gap.hog")
+    assert success.tolist() == [True, True, True, False, False, True]
+    assert not hog[3:5].any() and hog[[0, 1, 2, 5]].any(axis=1).all()
+    for k in (4, 5):
+        assert not cv2.imread(str(tmp_path / "gap_aligned" / f"frame_det_00_{k:06d}.bmp")).any()
+    assert cv2.imread(str(tmp_path / "gap_aligned" / "frame_det_00_000006.bmp")).any()
+
+
 def test_multi_face_records_each_row(media_dir, tmp_path):
     """FaceLandmarkVidMulti's files: a record and a face per row of the table, named by face slot and frame."""
     clip = tmp_path / "clip.avi"
