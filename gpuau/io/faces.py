@@ -84,8 +84,8 @@ class FaceRecorder:
     face by face).
 
     Frames are added in order (:meth:`add`, numbered from 1 unless numbered by the caller; an image's faces from 0);
-    :meth:`commit` moves the finished outputs into place (an earlier folder of aligned faces of the same name is replaced), :meth:`abort`
-    drops them.  Used as a context manager, an exception before :meth:`commit` aborts.
+    :meth:`commit` moves the finished outputs into place (an earlier folder of aligned faces of the same name is
+    replaced), :meth:`abort` drops them.  Used as a context manager, an exception before :meth:`commit` aborts.
 
     Parameters
     ----------
@@ -98,7 +98,7 @@ class FaceRecorder:
     """
 
     def __init__(self, output: "str | os.PathLike", *, hog: bool = False, aligned: bool = False, image: bool = False):
-        self.frames = 0
+        self.records = 0  # frames (or faces) added
         self.image = image
         self._hog = self._hog_tmp = self._faces_tmp = None
         self.hog_path = hog_path(output) if hog else None
@@ -134,16 +134,15 @@ class FaceRecorder:
         import cv2
 
         success = np.asarray(success, bool).reshape(-1)
+        n = len(success)
         if self._hog is not None:
-            hog = np.asarray(hog, np.float32).reshape(len(success), -1)
-            header = np.array([HOG_CELLS, HOG_CELLS, HOG_CHANNELS], np.int32).tobytes()
-            flags = np.where(success, np.float32(1), np.float32(-1))
-            for flag, values in zip(flags, hog):
-                self._hog.write(header)
-                self._hog.write(flag.tobytes())
-                self._hog.write(values.tobytes())
+            records = np.empty((n, 4 + HOG_CELLS * HOG_CELLS * HOG_CHANNELS), np.float32)
+            records[:, :3].view(np.int32)[:] = (HOG_CELLS, HOG_CELLS, HOG_CHANNELS)
+            records[:, 3] = np.where(success, 1, -1)
+            records[:, 4:] = np.asarray(hog, np.float32).reshape(n, -1)
+            self._hog.write(records.tobytes())
         if self._faces_tmp is not None:
-            first = self.frames + (0 if self.image else 1)
+            first = self.records + (0 if self.image else 1)
             numbers = range(first, first + len(success)) if numbers is None else numbers
             face_ids = [0] * len(success) if face_ids is None else face_ids
             for face, number, face_id in zip(np.asarray(faces), numbers, face_ids):
@@ -151,7 +150,7 @@ class FaceRecorder:
                 if not ok:
                     raise ValueError(f"aligned face {face.shape} {face.dtype}: not an image OpenCV encodes as BMP")
                 (self._faces_tmp / aligned_name(int(number), self.image, int(face_id))).write_bytes(bmp.tobytes())
-        self.frames += len(success)
+        self.records += n
 
     def commit(self) -> None:
         """Move the finished outputs into place."""
