@@ -352,6 +352,23 @@ CAMERA_ARGS = (
 """FeatureExtraction's -fx -fy -cx -cy, for the commands that analyse or draw in camera space (:func:`_camera`)."""
 
 
+def _aligned(args):
+    """``write_aligned`` of the aligned-face options (False without them): any ``--aligned-*`` option implies
+    ``--aligned``; ValueError for a size or scale out of range."""
+    given = (args.aligned_size is not None or args.aligned_scale is not None or args.aligned_unmasked
+             or args.aligned_gray or args.aligned_tracked_only)
+    if not (args.aligned or given):
+        return False
+    from gpuau.io import AlignedFaces
+
+    try:
+        return AlignedFaces(112 if args.aligned_size is None else args.aligned_size, args.aligned_scale,
+                            masked=not args.aligned_unmasked, gray=args.aligned_gray,
+                            failed=not args.aligned_tracked_only)
+    except ValueError as e:
+        raise ValueError(f"--aligned-size / --aligned-scale: {e}") from None
+
+
 def _camera(args) -> "tuple | None":
     """The camera of :data:`CAMERA_ARGS` (None when none is given); ValueError, worded for the command line, for half
     a pair or a value out of range."""
@@ -420,6 +437,17 @@ def _camera(args) -> "tuple | None":
              help="FeatureExtraction's -simalign: also OUTDIR/<name>_aligned/frame_det_00_NNNNNN.bmp, each frame's "
                   "112x112 aligned, masked face, black where no face was tracked (--multi-face: "
                   "frame_det_<face_id>_NNNNNN.bmp per tracked face; an image's faces: face_det_NNNNNN.bmp)"),
+         arg("--aligned-size", type=int, default=None, metavar="N",
+             help="-simsize: aligned faces of N x N pixels (default 112; implies --aligned), at scale 0.7 * N / 112 "
+                  "unless --aligned-scale"),
+         arg("--aligned-scale", type=float, default=None, metavar="S",
+             help="-simscale: the aligned faces' scale, pixels per PDM mean-shape unit (default 0.7; implies "
+                  "--aligned)"),
+         arg("--aligned-unmasked", action="store_true",
+             help="-nomask: the whole warped square, not masked to the face (implies --aligned)"),
+         arg("--aligned-gray", action="store_true", help="-g: grey aligned faces (implies --aligned)"),
+         arg("--aligned-tracked-only", action="store_true",
+             help="-nobadaligned: no aligned face for a frame without a tracked face (implies --aligned)"),
          arg("-q", "--quiet", action="store_true", help="no progress bars or summary"),
          arg("-v", "--verbose", action="store_true",
              help="also a line per input as it finishes (frames, faces, time, output; or why it failed or was "
@@ -441,7 +469,7 @@ def analyze(args) -> int:
             print(f"gpuau: error: --format parquet: {e}", file=sys.stderr)
             return 1
     try:
-        camera = _camera(args)
+        camera, aligned = _camera(args), _aligned(args)
     except ValueError as e:
         print(f"gpuau: error: {e}", file=sys.stderr)
         return 1
@@ -465,7 +493,7 @@ def analyze(args) -> int:
                                     models=args.models, multi_face=args.multi_face, timestamps=args.timestamps,
                                     quality=args.quality, detect_every=args.detect_every, verbose=args.verbose,
                                     workers=args.workers, orientation=args.orientation, au_static=args.au_static,
-                                    camera=camera, write_hog=args.hog, write_aligned=args.aligned)
+                                    camera=camera, write_hog=args.hog, write_aligned=aligned)
         except ClusterError as e:
             print(f"gpuau: error: {e}", file=sys.stderr)
             return 1
@@ -478,7 +506,7 @@ def analyze(args) -> int:
         serial_opencv()
         analyzer = Analyzer(args.device, models=args.models, multi_face=args.multi_face, timestamps=args.timestamps,
                             quality=args.quality, detect_every=args.detect_every, orientation=args.orientation,
-                            au_static=args.au_static, camera=camera, write_hog=args.hog, write_aligned=args.aligned)
+                            au_static=args.au_static, camera=camera, write_hog=args.hog, write_aligned=aligned)
         backend = analyzer.backend
         # batching is what a GPU needs to be busy; on the CPU, processes side by side (README: Speed)
         if args.streams is not None:

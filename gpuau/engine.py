@@ -575,7 +575,7 @@ class Engine:
     def __init__(self, device: "str | Backend" = "auto", *, models: "str | os.PathLike | None" = None,
                  streams: "int | None" = None, chunk: int = 256, quality="exact", detect_every: "int | None" = None,
                  timestamps: str = "openface", decode: str = "opencv", orientation: str = "openface",
-                 au_static: bool = False, camera=None, write_hog: bool = False, write_aligned: bool = False):
+                 au_static: bool = False, camera=None, write_hog: bool = False, write_aligned=False):
         analyzer = Analyzer(device, models=models, quality=quality, detect_every=detect_every, timestamps=timestamps,
                             orientation=orientation, au_static=au_static, camera=camera, write_hog=write_hog,
                             write_aligned=write_aligned)
@@ -1011,7 +1011,8 @@ class Engine:
         xp = self.backend.xp
         n_geometry = items[0].stream.aus.models.weights.shape[0] - HOG_SIZE
         recording = any(it.stream.recorder is not None for it in items)
-        out = untracked_features(xp, len(items), n_geometry, recording)
+        aligned = self.analyzer.write_aligned if recording else None  # the faces the recorders take
+        out = untracked_features(xp, len(items), n_geometry, aligned)
         hog, geometry = out[:2]
         groups: dict = {}
         for i, it in enumerate(items):
@@ -1021,18 +1022,18 @@ class Engine:
         for idx in groups.values():
             try:
                 rows = xp.asarray(np.asarray(idx))
-                for whole, part in zip(out, self._features([items[i] for i in idx], recording)):
+                for whole, part in zip(out, self._features([items[i] for i in idx], aligned)):
                     whole[rows] = part
             except Exception:  # find which stream's face fails, keep the others
                 for i in idx:
                     try:
-                        for whole, part in zip(out, self._features([items[i]], recording)):
+                        for whole, part in zip(out, self._features([items[i]], aligned)):
                             whole[i] = part[0]
                     except Exception as e:
                         bad[i] = e
         if recording:
             self._record([(i, it) for i, it in enumerate(items) if i not in bad and it.stream.recorder is not None],
-                         hog, out[2])
+                         hog, out[2] if aligned else None)
         failed = [(items[i], e) for i, e in bad.items()]
         good = [i for i in range(len(items)) if i not in bad]
         rows = xp.asarray(np.asarray(good, np.int64))
@@ -1044,9 +1045,9 @@ class Engine:
             failed += [(items[i], e) for i in good]
         return failed
 
-    def _features(self, items: list, aligned: bool = False) -> tuple:
+    def _features(self, items: list, aligned=None) -> tuple:
         """:func:`~gpuau.au.analyzer.face_features` of the tracked faces of same-sized frames, read from
-        their staged device frames (with ``aligned``, the aligned faces too)."""
+        their staged device frames (with ``aligned``, a :class:`~gpuau.io.AlignedFaces`, those faces too)."""
         from gpuau.au.analyzer import face_features
 
         aus = items[0].stream.aus
@@ -1061,6 +1062,8 @@ class Engine:
         if not recorded:
             return
         rows = self.backend.xp.asarray(np.asarray([i for i, _ in recorded]))
-        hog, faces = self.backend.asnumpy(hog[rows]), self.backend.asnumpy(faces[rows])
+        hog = self.backend.asnumpy(hog[rows])
+        faces = None if faces is None else self.backend.asnumpy(faces[rows])
         for k, (_, it) in enumerate(recorded):
-            it.stream.recorder.add(hog[k:k + 1], faces[k:k + 1], [it.result.detection_success])
+            it.stream.recorder.add(hog[k:k + 1], None if faces is None else faces[k:k + 1],
+                                   [it.result.detection_success])

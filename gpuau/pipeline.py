@@ -19,13 +19,16 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import numpy as np
 
 from gpuau.cpu import threads
 from gpuau.device import Backend, resolve_device
 from gpuau.video import queue_depth
+
+if TYPE_CHECKING:
+    from gpuau.io import AlignedFaces
 
 FORMATS = ("csv", "parquet")
 
@@ -284,7 +287,8 @@ class Analyzer:
         FeatureExtraction's ``-hogalign`` and ``-simalign``: :meth:`write_video` also writes each video's (or image
         folder's) FHOG descriptors to ``<output stem>.hog`` and its aligned faces to ``<output stem>_aligned/``, in
         OpenFace's formats (:mod:`gpuau.io.faces`; an image's and a multi-face video's faces as FaceLandmarkImg and
-        FaceLandmarkVidMulti write them).
+        FaceLandmarkVidMulti write them).  ``write_aligned`` may also be a :class:`~gpuau.io.AlignedFaces`, the
+        faces' size, scale, mask and colour (``-simsize``, ``-simscale``, ``-nomask``, ``-g``, ``-nobadaligned``).
 
     Examples
     --------
@@ -297,7 +301,8 @@ class Analyzer:
     def __init__(self, device: "str | Backend" = "auto", *, models: "str | os.PathLike | None" = None,
                  multi_face: bool = False, timestamps: str = "openface", quality: "str | Quality" = "exact",
                  detect_every: "int | None" = None, orientation: str = "openface", au_static: bool = False,
-                 camera=None, write_hog: bool = False, write_aligned: bool = False):
+                 camera=None, write_hog: bool = False, write_aligned: "bool | AlignedFaces" = False):
+        from gpuau.io import AlignedFaces
         from gpuau.landmarks.quality import get_quality
         from gpuau.models.store import require_models
         from gpuau.video import check_camera, check_video_options
@@ -314,7 +319,8 @@ class Analyzer:
             raise ValueError(f"detect_every={detect_every}: need a positive number of frames or None")
         self.detect_every = None if detect_every is None else int(detect_every)
         self.au_static = bool(au_static)
-        self.write_hog, self.write_aligned = bool(write_hog), bool(write_aligned)
+        self.write_hog = bool(write_hog)
+        self.write_aligned = AlignedFaces() if write_aligned is True else write_aligned or None
         self._clnf = None
         self._mtcnn = None
         self._detector = None
@@ -421,10 +427,11 @@ class Analyzer:
         landmarks = np.stack([r.landmarks for r in results]).astype(np.float32)
         hog, geometry, *faces = face_features(image[None], landmarks, a.pdm, a.triangulation, self.backend,
                                               image_index=np.zeros(len(results), np.int64),
-                                              aligned=recorder is not None)
+                                              aligned=None if recorder is None else recorder.aligned)
         hog, geometry = self.backend.asnumpy(hog), self.backend.asnumpy(geometry)
         if recorder is not None:
-            recorder.add(hog, self.backend.asnumpy(faces[0]), [r.detection_success for r in results], **names)
+            recorder.add(hog, self.backend.asnumpy(faces[0]) if faces else None, [r.detection_success for r in results],
+                         **names)
         return [static_au_values(a.models, hog[i:i + 1], geometry[i:i + 1]) for i in range(len(results))]
 
     def _static_au_columns(self, aus: list) -> dict:

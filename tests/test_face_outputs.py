@@ -16,7 +16,7 @@ import pytest
 from gpuau.cli import main
 from gpuau.corpus import CorpusRun
 from gpuau.engine import Engine, Job
-from gpuau.io import FaceRecorder, read_hog, read_openface_csv
+from gpuau.io import AlignedFaces, FaceRecorder, read_hog, read_openface_csv
 from gpuau.pipeline import Analyzer
 
 
@@ -144,24 +144,59 @@ def test_an_image_gets_a_record_and_a_face_per_face_found(media_dir, tmp_path):
     assert faces == [f"face_det_{k:06d}.bmp" for k in range(len(faces))]
 
 
-def test_frames_without_a_face_get_a_black_face_and_zero_fhog(media_dir, tmp_path):
-    """What FeatureExtraction writes for them (checked on default.wmv's frames with grey frames between, 2026-12-06:
-    the same flags, zero values and BMP bytes)."""
+@pytest.fixture(scope="module")
+def gap_clip(media_dir, tmp_path_factory):
+    """default.wmv's first 6 frames with frames 4 and 5 grey (no face), lossless."""
     capture = cv2.VideoCapture(str(media_dir / "default.wmv"))
     frames = [capture.read()[1] for _ in range(6)]
     frames[3:5] = [np.full_like(frames[0], 90)] * 2
-    clip = tmp_path / "gap.avi"
+    clip = tmp_path_factory.mktemp("gap") / "gap.avi"
     writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"FFV1"), 30.0, frames[0].shape[1::-1])
     for frame in frames:
         writer.write(frame)
     writer.release()
-    assert main(["analyze", str(clip), "-o", str(tmp_path), "--hog", "--aligned", "--quality", "fast", "-q"]) == 0
+    return clip
+
+
+def test_frames_without_a_face_get_a_black_face_and_zero_fhog(gap_clip, tmp_path):
+    """What FeatureExtraction writes for them (checked on default.wmv's frames with grey frames between, 2026-12-06:
+    the same flags, zero values and BMP bytes)."""
+    assert main(["analyze", str(gap_clip), "-o", str(tmp_path), "--hog", "--aligned", "--quality", "fast", "-q"]) == 0
     hog, success = read_hog(tmp_path / "gap.hog")
     assert success.tolist() == [True, True, True, False, False, True]
     assert not hog[3:5].any() and hog[[0, 1, 2, 5]].any(axis=1).all()
     for k in (4, 5):
         assert not cv2.imread(str(tmp_path / "gap_aligned" / f"frame_det_00_{k:06d}.bmp")).any()
     assert cv2.imread(str(tmp_path / "gap_aligned" / "frame_det_00_000006.bmp")).any()
+
+
+def test_aligned_face_options(gap_clip, tmp_path):
+    """-simsize, -nomask, -g and -nobadaligned: the unmasked face is the masked one's warp (the same pixels inside the
+    mask), grey as cv::cvtColor makes it, and frames without a face get no file."""
+    masked, plain = tmp_path / "masked", tmp_path / "plain"
+    Analyzer("cpu", quality="fast", write_aligned=AlignedFaces(size=160)).write_video(gap_clip, masked / "gap.csv")
+    options = AlignedFaces(size=160, masked=False, gray=True, failed=False)
+    Analyzer("cpu", quality="fast", write_aligned=options).write_video(gap_clip, plain / "gap.csv")
+    assert len(os.listdir(masked / "gap_aligned")) == 6
+    assert sorted(os.listdir(plain / "gap_aligned")) == [f"frame_det_00_{k:06d}.bmp" for k in (1, 2, 3, 6)]
+    for k in (1, 6):
+        face = cv2.imread(str(masked / "gap_aligned" / f"frame_det_00_{k:06d}.bmp"))
+        grey = cv2.imread(str(plain / "gap_aligned" / f"frame_det_00_{k:06d}.bmp"), cv2.IMREAD_UNCHANGED)
+        assert face.shape == (160, 160, 3) and grey.shape == (160, 160)
+        inside = face.any(axis=2)
+        assert 0.3 < inside.mean() < 0.9 and grey[~inside].any()  # the mask's face, the square's background
+        np.testing.assert_array_equal(grey[inside], cv2.cvtColor(face, cv2.COLOR_BGR2GRAY)[inside])
+    assert AlignedFaces(size=224).sim_scale == 224 * (0.7 / 112) and AlignedFaces().au_faces
+    with pytest.raises(ValueError):
+        AlignedFaces(size=0)
+
+
+def test_cli_aligned_options_imply_aligned_and_are_checked(gap_clip, tmp_path, capsys):
+    assert main(["analyze", str(gap_clip), "-o", str(tmp_path), "--aligned-size", "0"]) == 1
+    assert "--aligned-size" in capsys.readouterr().err and not (tmp_path / "gap.csv").exists()
+    assert main(["analyze", str(gap_clip), "-o", str(tmp_path), "--aligned-tracked-only", "--quality", "fast",
+                 "-q"]) == 0
+    assert len(os.listdir(tmp_path / "gap_aligned")) == 4 and not (tmp_path / "gap.hog").exists()
 
 
 def test_multi_face_records_each_row(media_dir, tmp_path):

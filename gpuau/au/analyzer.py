@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -26,13 +27,16 @@ from gpuau.au.predictors import StackedAUModels, decision_values, presence, proj
 from gpuau.au.running_median import (GEOM_BINS, GEOM_MAX, GEOM_MIN, HOG_BINS, HOG_MAX, HOG_MIN, RunningMedian,
                                      state_bytes, update_running_medians)
 from gpuau.device import resolve_device
-from gpuau.features.align import AU_SCALE, AU_SIZE, align_faces_mask
+from gpuau.features.align import AU_SCALE, AU_SIZE, align_faces_mask, align_output_faces
 from gpuau.features.fhog import fhog_descriptors
 from gpuau.features.geometry import GEOMETRY_SIZE, geometry_descriptor
 from gpuau.landmarks.pdm import AU_PDM, PDM
 from gpuau.models.au_file import load_au_models
 from gpuau.models.store import resolve_models_dir
 from gpuau.models.tris_file import load_tris
+
+if TYPE_CHECKING:
+    from gpuau.io import AlignedFaces
 
 MAX_INIT_FRAMES = 3000
 """``FaceAnalyser::max_init_frames``: tracked frames re-predicted with the final median."""
@@ -70,21 +74,36 @@ def align_faces(images, landmarks_2d: np.ndarray, pdm: PDM, triangulation: np.nd
     aligned : (N, 112, 112, 3) uint8, on the device
     params_local : (N, 34) float32, on the host
     """
-    n = len(landmarks_2d)
-    landmarks_2d = np.asarray(landmarks_2d, np.float32).reshape(n, -1, 2)
-    backend = resolve_device(device)
-    params_global, params_local = map(backend.asnumpy, pdm.calc_params_batch(landmarks_2d, backend=backend))
-    index = np.arange(n) if image_index is None else np.asarray(image_index)
-    if n == 0:
-        return backend.xp.zeros((0, AU_SIZE, AU_SIZE, 3), np.uint8), params_local
-    frames = images if isinstance(images, (np.ndarray, backend.xp.ndarray)) else np.stack(images)
-    aligned = align_faces_mask(frames, index, landmarks_2d, params_global, pdm.mean_shape, triangulation, AU_SCALE,
-                               AU_SIZE, device=backend)
-    return aligned, params_local
+    return _Aligned.of(images, landmarks_2d, pdm, triangulation, image_index, resolve_device(device))[:2]
+
+
+class _Aligned(NamedTuple):
+    """A batch's AU faces and the AU PDM refit they come from, with what warps the faces again (other sizes)."""
+
+    faces: object  # (N, 112, 112, 3) uint8, on the device
+    params_local: np.ndarray
+    params_global: np.ndarray
+    frames: object
+    index: np.ndarray
+    landmarks: np.ndarray
+
+    @classmethod
+    def of(cls, images, landmarks_2d, pdm: PDM, triangulation: np.ndarray, image_index, backend) -> "_Aligned":
+        n = len(landmarks_2d)
+        landmarks_2d = np.asarray(landmarks_2d, np.float32).reshape(n, -1, 2)
+        params_global, params_local = map(backend.asnumpy, pdm.calc_params_batch(landmarks_2d, backend=backend))
+        index = np.arange(n) if image_index is None else np.asarray(image_index)
+        if n == 0:
+            return cls(backend.xp.zeros((0, AU_SIZE, AU_SIZE, 3), np.uint8), params_local, params_global, images,
+                       index, landmarks_2d)
+        frames = images if isinstance(images, (np.ndarray, backend.xp.ndarray)) else np.stack(images)
+        faces = align_faces_mask(frames, index, landmarks_2d, params_global, pdm.mean_shape, triangulation, AU_SCALE,
+                                 AU_SIZE, device=backend)
+        return cls(faces, params_local, params_global, frames, index, landmarks_2d)
 
 
 def face_features(images, landmarks_2d: np.ndarray, pdm: PDM, triangulation: np.ndarray, device="cpu",
-                  image_index: "np.ndarray | None" = None, *, aligned: bool = False):
+                  image_index: "np.ndarray | None" = None, *, aligned: "AlignedFaces | None" = None):
     """FHOG and geometry descriptors of a batch of tracked faces (and their aligned faces), on the device.
 
     Parameters
@@ -97,29 +116,34 @@ def face_features(images, landmarks_2d: np.ndarray, pdm: PDM, triangulation: np.
         Where alignment and FHOG run and the descriptors stay.
     image_index : (N,) int, optional
         Frame of each face (default: face ``i`` is on frame ``i``).
-    aligned : bool
-        Also return the aligned faces the FHOG is computed on.
+    aligned : AlignedFaces, optional
+        Also return the aligned faces FeatureExtraction writes with these options (the faces the FHOG is computed on
+        with the default ones).
 
     Returns
     -------
     hog : (N, 4464) float32
     geometry : (N, 238) float64
-    faces : (N, 112, 112, 3) uint8, only with ``aligned``
+    faces : (N, size, size, 3) uint8, only with ``aligned``
         On the device's array module (NumPy, or CuPy on ``cuda``).
     """
     backend = resolve_device(device)
-    faces, params_local = align_faces(images, landmarks_2d, pdm, triangulation, image_index, device=backend)
-    hog = fhog_descriptors(faces, backend)
-    geometry = backend.asarray(geometry_descriptor(pdm.princ_comp, params_local))
-    return (hog, geometry, faces) if aligned else (hog, geometry)
+    a = _Aligned.of(images, landmarks_2d, pdm, triangulation, image_index, backend)
+    hog = fhog_descriptors(a.faces, backend)
+    geometry = backend.asarray(geometry_descriptor(pdm.princ_comp, a.params_local))
+    if aligned is None:
+        return hog, geometry
+    if not len(a.faces):
+        return hog, geometry, backend.xp.zeros((0, aligned.size, aligned.size, 3), np.uint8)
+    return hog, geometry, align_output_faces(a.faces, a.frames, a.index, a.landmarks, a.params_global, pdm.mean_shape,
+                                             triangulation, aligned, device=backend)
 
 
-def untracked_features(xp, n: int, geometry_size: int, aligned: bool = False) -> tuple:
+def untracked_features(xp, n: int, geometry_size: int, aligned: "AlignedFaces | None" = None) -> tuple:
     """What :func:`face_features` gives a frame without a tracked face, for ``n`` frames: zero FHOG (that of the
     all-black aligned face OpenFace makes) and zero geometry, and with ``aligned`` the black faces."""
-    out = (xp.zeros((n, HOG_SIZE), np.float32), xp.zeros((n, geometry_size)),
-           xp.zeros((n, AU_SIZE, AU_SIZE, 3), np.uint8))
-    return out if aligned else out[:2]
+    out = (xp.zeros((n, HOG_SIZE), np.float32), xp.zeros((n, geometry_size)))
+    return out if aligned is None else out + (xp.zeros((n, aligned.size, aligned.size, 3), np.uint8),)
 
 
 @lru_cache(maxsize=None)
@@ -248,7 +272,8 @@ class AUAnalyzer:
         online : bool
             As :meth:`add_frame`.
         recorder : gpuau.io.FaceRecorder, optional
-            Given the frames' FHOG descriptors and aligned faces (on the host).
+            Given the frames' FHOG descriptors and aligned faces (its :attr:`~gpuau.io.FaceRecorder.aligned`), on
+            the host.
 
         Returns
         -------
@@ -258,14 +283,16 @@ class AUAnalyzer:
         success = np.asarray(success, bool).reshape(-1)
         n = success.shape[0]
         timestamps = np.zeros(n) if timestamps is None else np.asarray(timestamps, np.float64).reshape(-1)
-        if recorder is None:
+        if recorder is None or recorder.aligned is None:
             hog, geometry = self.features(images, landmarks_2d, success)
+            faces = None
         else:
-            hog, geometry, faces = self.features(images, landmarks_2d, success, aligned=True)
-            recorder.add(self.backend.asnumpy(hog), self.backend.asnumpy(faces), success)
+            hog, geometry, faces = self.features(images, landmarks_2d, success, aligned=recorder.aligned)
+        if recorder is not None:
+            recorder.add(self.backend.asnumpy(hog), None if faces is None else self.backend.asnumpy(faces), success)
         return [self.add_features(hog[i], geometry[i], success[i], timestamps[i], online=online) for i in range(n)]
 
-    def features(self, images, landmarks_2d: np.ndarray, success, *, aligned: bool = False) -> tuple:
+    def features(self, images, landmarks_2d: np.ndarray, success, *, aligned: "AlignedFaces | None" = None) -> tuple:
         """:func:`face_features` of the tracked faces among N frames, zero descriptors elsewhere.
 
         A failed frame's aligned face is all black, as OpenFace makes it; its FHOG is exactly 0, and its geometry
@@ -276,14 +303,14 @@ class AUAnalyzer:
         images : (N, H, W, 3) uint8 or sequence of N frames
         landmarks_2d : (N, 68, 2) float
         success : (N,) bool
-        aligned : bool
-            Also return the aligned faces.
+        aligned : AlignedFaces, optional
+            Also return the aligned faces (as :func:`face_features`).
 
         Returns
         -------
         hog : (N, 4464) float32
         geometry : (N, 238) float64
-        faces : (N, 112, 112, 3) uint8, only with ``aligned``
+        faces : (N, size, size, 3) uint8, only with ``aligned``
             On the device.
         """
         xp = self.backend.xp

@@ -196,6 +196,39 @@ def align_faces_mask(images, image_index: np.ndarray, landmarks_2d: np.ndarray, 
         size, size, backend.asarray(points), np.asarray(triangulation, np.int32))
 
 
+def align_output_faces(au_faces, images, image_index: np.ndarray, landmarks_2d: np.ndarray, params_global: np.ndarray,
+                       mean_shape: np.ndarray, triangulation: np.ndarray, output, *, device="cpu"):
+    """The faces FeatureExtraction writes with ``output``'s options, in colour: ``au_faces`` themselves when they are
+    the AU stage's (:attr:`gpuau.io.AlignedFaces.au_faces`), else warped again from the frames as ``FaceAnalyser`` does
+    (``AlignFaceMask`` at ``output``'s scale and size, or without the mask ``AlignFace``: the same similarity and
+    bilinear warp).
+
+    Parameters
+    ----------
+    au_faces : (N, 112, 112, 3) uint8
+        :func:`align_faces_mask` of the batch at the AU scale and size.
+    images, image_index, landmarks_2d, params_global, mean_shape, triangulation
+        As for :func:`align_faces_mask`.
+    output : gpuau.io.AlignedFaces
+    device : str or Backend
+
+    Returns
+    -------
+    (N, size, size, 3) uint8, on ``device``'s array module
+    """
+    if output.au_faces:
+        return au_faces
+    if output.masked:
+        return align_faces_mask(images, image_index, landmarks_2d, params_global, mean_shape, triangulation,
+                                output.sim_scale, output.size, device=device)
+    backend = resolve_device(device)
+    n = len(landmarks_2d)
+    warps = similarity_warp(np.asarray(landmarks_2d, _F).reshape(n, -1, 2), np.asarray(params_global, _F).reshape(n, 6),
+                            mean_shape, output.sim_scale, output.size, output.size)
+    return backend.kernels.warp_affine(backend.asarray(images), backend.asarray(np.asarray(image_index, np.int32)),
+                                       backend.asarray(invert_affine(warps)), output.size, output.size)
+
+
 def align_face_mask(image: np.ndarray, landmarks_2d: np.ndarray, params_global: np.ndarray, mean_shape: np.ndarray,
                     triangulation: np.ndarray, sim_scale: float = AU_SCALE, size: int = AU_SIZE) -> np.ndarray:
     """One face of :func:`align_faces_mask` on the CPU: ``image`` (H, W, 3) uint8, ``landmarks_2d``

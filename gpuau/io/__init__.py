@@ -1,5 +1,5 @@
 """Output files in OpenFace's formats."""
-from gpuau.io.faces import FaceRecorder, aligned_dir, hog_path, read_hog
+from gpuau.io.faces import AlignedFaces, FaceRecorder, aligned_dir, hog_path, read_hog
 from gpuau.io.openface_csv import (
     OpenFaceCSVWriter,
     openface_columns,
@@ -9,5 +9,5 @@ from gpuau.io.openface_csv import (
 )
 from gpuau.io.rows import RowWriter
 
-__all__ = ["FaceRecorder", "OpenFaceCSVWriter", "RowWriter", "aligned_dir", "hog_path", "openface_columns", "read_hog",
+__all__ = ["AlignedFaces", "FaceRecorder", "OpenFaceCSVWriter", "RowWriter", "aligned_dir", "hog_path", "openface_columns", "read_hog",
            "read_openface_csv", "write_openface_csv", "write_openface_parquet"]

@@ -6,11 +6,11 @@ Beside a video's table ``<name>.csv`` (or ``.parquet``), OpenFace writes
   channels (31), ``float32`` 1 (face tracked) or -1 (not), then the 4464 ``float32`` values in the order the AU
   models read them (``RecorderHOG::Write``, RecorderHOG.cpp);
 * ``<name>_aligned/frame_det_00_%06d.bmp``: the 112x112 BGR face, similarity-aligned and masked at OpenFace's AU
-  scale (0.7), per frame numbered from 1 (``RecorderOpenFace::WriteObservation``, RecorderOpenFace.cpp).
+  scale (0.7), per frame numbered from 1 (``RecorderOpenFace::WriteObservation``, RecorderOpenFace.cpp); other
+  sizes, scales, unmasked or grey with the options of :class:`~gpuau.features.align.AlignedFaces`.
 
 A frame without a tracked face gets an all-black face and the FHOG of that face (zeros), with the flag -1, as
-OpenFace's ``FaceAnalyser::AddNextFrame`` makes them (and writes them by default: ``-nobadaligned`` is not
-reproduced).  A single image (FaceLandmarkImg) gets a record and a face per face found, ``face_det_%06d.bmp``
+OpenFace's ``FaceAnalyser::AddNextFrame`` makes them (and writes them unless ``-nobadaligned``).  A single image (FaceLandmarkImg) gets a record and a face per face found, ``face_det_%06d.bmp``
 numbered from 0, the flag telling whether the face's fit succeeded; a multi-face video (FaceLandmarkVidMulti) one
 per tracked face and frame, in the table's row order, ``frame_det_<slot>_<frame>.bmp``.  Both outputs are written to temporary names beside their targets and renamed into place by
 :meth:`FaceRecorder.commit`, like the table.
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,49 @@ from gpuau._atomic import fsync_path, replace_dir, temp_beside, temp_dir_beside
 
 HOG_CELLS = 12
 HOG_CHANNELS = 31
+
+
+@dataclass(frozen=True)
+class AlignedFaces:
+    """The aligned faces FeatureExtraction writes (``-simalign``) and its options for them (``FaceAnalyserParameters``
+    and ``RecorderOpenFaceParameters``).
+
+    Attributes
+    ----------
+    size : int
+        ``-simsize``: width and height in pixels (112).
+    scale : float or None
+        ``-simscale``: PDM mean-shape units to pixels; None: 0.7, or ``size * (0.7 / 112)`` when ``size`` is not 112
+        (OpenFace's scale for a ``-simsize`` given alone).
+    masked : bool
+        False: ``-nomask``, the whole warped square (``AlignFace``) instead of the masked face (``AlignFaceMask``).
+    gray : bool
+        ``-g``: written as ``cv::cvtColor(BGR2GRAY)`` makes it grey.
+    failed : bool
+        False: ``-nobadaligned``, no file for a face whose tracking failed (its ``.hog`` record is still written).
+    """
+
+    size: int = 112
+    scale: "float | None" = None
+    masked: bool = True
+    gray: bool = False
+    failed: bool = True
+
+    def __post_init__(self):
+        if int(self.size) < 1 or (self.scale is not None and not float(self.scale) > 0):
+            raise ValueError(f"aligned faces of size {self.size}, scale {self.scale}: need a positive size and scale")
+
+    @property
+    def sim_scale(self) -> float:
+        """The scale the faces are warped at."""
+        if self.scale is not None:
+            return float(self.scale)
+        return 0.7 if self.size == 112 else self.size * (0.7 / 112.0)
+
+    @property
+    def au_faces(self) -> bool:
+        """Whether these are the faces the AU stage computes anyway (112 x 112, scale 0.7, masked)."""
+        return self.size == 112 and self.sim_scale == 0.7 and self.masked
 
 
 def hog_path(output: "str | os.PathLike") -> Path:
@@ -91,22 +135,31 @@ class FaceRecorder:
     ----------
     output : path-like
         The video's table; the outputs are named after it (:func:`hog_path`, :func:`aligned_dir`).
-    hog, aligned : bool
-        Which outputs to write.
+    hog : bool
+        Write the ``.hog`` file.
+    aligned : AlignedFaces or bool, optional
+        Write the aligned faces (True: OpenFace's default ones).
     image : bool
         A single image's faces (FaceLandmarkImg's names), not a sequence's frames.
+
+    Attributes
+    ----------
+    aligned : AlignedFaces or None
+        The aligned faces :meth:`add` takes (None: it takes none).
     """
 
-    def __init__(self, output: "str | os.PathLike", *, hog: bool = False, aligned: bool = False, image: bool = False):
+    def __init__(self, output: "str | os.PathLike", *, hog: bool = False, aligned: "AlignedFaces | bool | None" = None,
+                 image: bool = False):
         self.records = 0  # frames (or faces) added
         self.image = image
+        self.aligned = AlignedFaces() if aligned is True else aligned or None
         self._hog = self._hog_tmp = self._faces_tmp = None
         self.hog_path = hog_path(output) if hog else None
-        self.aligned_dir = aligned_dir(output) if aligned else None
+        self.aligned_dir = aligned_dir(output) if self.aligned else None
         try:
             if hog:
                 self._hog, self._hog_tmp = temp_beside(self.hog_path, "wb")
-            if aligned:
+            if self.aligned:
                 self._faces_tmp = temp_dir_beside(self.aligned_dir)
         except BaseException:
             self.abort()
@@ -119,13 +172,14 @@ class FaceRecorder:
         if kind is not None:
             self.abort()
 
-    def add(self, hog: np.ndarray, faces: np.ndarray, success, *, numbers=None, face_ids=None) -> None:
+    def add(self, hog: np.ndarray, faces: "np.ndarray | None", success, *, numbers=None, face_ids=None) -> None:
         """The next frames' (or faces') descriptors and aligned faces, on the host.
 
         Parameters
         ----------
         hog : (N, 4464) float
-        faces : (N, 112, 112, 3) uint8 BGR
+        faces : (N, size, size, 3) uint8 BGR, or None without :attr:`aligned`
+            The faces of :attr:`aligned`'s size, scale and mask, in colour.
         success : (N,) bool
         numbers, face_ids : (N,) int, optional
             Each face's frame number and tracking slot (a multi-face video's faces); default: the next frames'
@@ -145,7 +199,11 @@ class FaceRecorder:
             first = self.records + (0 if self.image else 1)
             numbers = range(first, first + len(success)) if numbers is None else numbers
             face_ids = [0] * len(success) if face_ids is None else face_ids
-            for face, number, face_id in zip(np.asarray(faces), numbers, face_ids):
+            for face, number, face_id, tracked in zip(np.asarray(faces), numbers, face_ids, success):
+                if not (tracked or self.aligned.failed):
+                    continue
+                if self.aligned.gray:
+                    face = cv2.cvtColor(face, cv2.COLOR_BGR2GRAY)
                 ok, bmp = cv2.imencode(".bmp", face)  # cv::imwrite's BMP; written here, so a full disk raises ENOSPC
                 if not ok:
                     raise ValueError(f"aligned face {face.shape} {face.dtype}: not an image OpenCV encodes as BMP")
