@@ -18,6 +18,7 @@ from gpuau.corpus import CorpusRun
 from gpuau.engine import Engine, Job
 from gpuau.io import AlignedFaces, FaceRecorder, read_hog, read_openface_csv
 from gpuau.pipeline import Analyzer
+from gpuau.video import array_frames
 
 
 def _faces(n, seed=0):
@@ -133,6 +134,22 @@ def test_engine_writes_the_pipelines_files(sequence_outputs, media_dir, tmp_path
         expected = (sequence_outputs / "image_sequence_aligned" / name).read_bytes()
         assert (tmp_path / "image_sequence_aligned" / name).read_bytes() == expected
         assert (tmp_path / "again_aligned" / name).read_bytes() == expected
+
+
+def test_other_faces_are_the_same_bytes_from_the_emulated_cuda_kernels(media_dir, tmp_path):
+    """Faces of another size and scale (masked: warp.cu's masked warp) and unmasked (its plain warp), through the
+    engine on the CPU and with the CUDA kernels' emulator."""
+    frames = sorted((media_dir / "image_sequence").iterdir())[:3]
+    images = [cv2.imread(str(f)) for f in frames]
+    for options in (AlignedFaces(size=150, scale=0.9), AlignedFaces(size=160, masked=False)):
+        written = {}
+        for device in ("cpu", "emulated"):
+            out = tmp_path / f"{device}{options.size}"
+            engine = Engine(device, quality="fast", write_aligned=options)
+            (outcome,) = engine.run([Job(list(array_frames(images, 30.0)), out / "seq.csv", name="seq")])
+            assert outcome.status == "done"
+            written[device] = {p.name: p.read_bytes() for p in (out / "seq_aligned").iterdir()}
+        assert len(written["cpu"]) == 3 and written["cpu"] == written["emulated"]
 
 
 def test_an_image_gets_a_record_and_a_face_per_face_found(media_dir, tmp_path):
