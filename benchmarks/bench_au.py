@@ -54,7 +54,7 @@ def speed(n_frames: int, repeat: int):
     frames = read_frames(MEDIA / "default.wmv", n_frames)
     an = AUAnalyzer()
     pdm, tris, models = an.pdm, an.triangulation, an.models
-    aligned, params_local = align_faces(frames, lm, pdm, tris)  # also compiles the kernels
+    aligned, params_local = align_faces(frames, lm, pdm, tris)[:2]  # also compiles the kernels
     hog = fhog(aligned)
     geo = geometry_descriptor(pdm.princ_comp, params_local)
     rows = {

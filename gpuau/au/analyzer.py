@@ -49,9 +49,26 @@ STATE_BYTES = state_bytes(HOG_SIZE, HOG_BINS) + state_bytes(GEOMETRY_SIZE, GEOM_
 per model and frame (0.56 KB) for the first ``MAX_INIT_FRAMES`` tracked frames, 8 bytes per model and frame after."""
 
 
+class AlignedBatch(NamedTuple):
+    """A batch's aligned faces and the AU PDM refit they come from (:func:`align_faces`)."""
+
+    faces: object
+    """(N, 112, 112, 3) uint8, on the device: masked, at the AU scale."""
+    params_local: np.ndarray
+    """(N, 34) float32, on the host."""
+    params_global: np.ndarray
+    """(N, 6) float32, on the host: its translation places the faces."""
+    frames: object
+    """The frames, as one array (on the device if they were given there)."""
+    index: np.ndarray
+    """(N,) frame of each face."""
+    landmarks: np.ndarray
+    """(N, 68, 2) float32."""
+
+
 def align_faces(images, landmarks_2d: np.ndarray, pdm: PDM, triangulation: np.ndarray,
-                image_index: "np.ndarray | None" = None, *, device="cpu") -> tuple:
-    """Aligned masked faces and the local PDM parameters OpenFace refits to the landmarks.
+                image_index: "np.ndarray | None" = None, *, device="cpu") -> AlignedBatch:
+    """Aligned masked faces and the PDM parameters OpenFace refits to the landmarks.
 
     OpenFace does not reuse the tracker's parameters here: ``FaceAnalyser`` fits the AU PDM to the
     detected landmarks again (``PDM::CalcParams``) and uses that fit's translation and local
@@ -71,35 +88,20 @@ def align_faces(images, landmarks_2d: np.ndarray, pdm: PDM, triangulation: np.nd
 
     Returns
     -------
-    aligned : (N, 112, 112, 3) uint8, on the device
-    params_local : (N, 34) float32, on the host
+    AlignedBatch
     """
-    return _Aligned.of(images, landmarks_2d, pdm, triangulation, image_index, resolve_device(device))[:2]
-
-
-class _Aligned(NamedTuple):
-    """A batch's AU faces and the AU PDM refit they come from, with what warps the faces again (other sizes)."""
-
-    faces: object  # (N, 112, 112, 3) uint8, on the device
-    params_local: np.ndarray
-    params_global: np.ndarray
-    frames: object
-    index: np.ndarray
-    landmarks: np.ndarray
-
-    @classmethod
-    def of(cls, images, landmarks_2d, pdm: PDM, triangulation: np.ndarray, image_index, backend) -> "_Aligned":
-        n = len(landmarks_2d)
-        landmarks_2d = np.asarray(landmarks_2d, np.float32).reshape(n, -1, 2)
-        params_global, params_local = map(backend.asnumpy, pdm.calc_params_batch(landmarks_2d, backend=backend))
-        index = np.arange(n) if image_index is None else np.asarray(image_index)
-        if n == 0:
-            return cls(backend.xp.zeros((0, AU_SIZE, AU_SIZE, 3), np.uint8), params_local, params_global, images,
-                       index, landmarks_2d)
-        frames = images if isinstance(images, (np.ndarray, backend.xp.ndarray)) else np.stack(images)
-        faces = align_faces_mask(frames, index, landmarks_2d, params_global, pdm.mean_shape, triangulation, AU_SCALE,
-                                 AU_SIZE, device=backend)
-        return cls(faces, params_local, params_global, frames, index, landmarks_2d)
+    backend = resolve_device(device)
+    n = len(landmarks_2d)
+    landmarks_2d = np.asarray(landmarks_2d, np.float32).reshape(n, -1, 2)
+    params_global, params_local = map(backend.asnumpy, pdm.calc_params_batch(landmarks_2d, backend=backend))
+    index = np.arange(n) if image_index is None else np.asarray(image_index)
+    if n == 0:
+        return AlignedBatch(backend.xp.zeros((0, AU_SIZE, AU_SIZE, 3), np.uint8), params_local, params_global, images,
+                            index, landmarks_2d)
+    frames = images if isinstance(images, (np.ndarray, backend.xp.ndarray)) else np.stack(images)
+    faces = align_faces_mask(frames, index, landmarks_2d, params_global, pdm.mean_shape, triangulation, AU_SCALE,
+                             AU_SIZE, device=backend)
+    return AlignedBatch(faces, params_local, params_global, frames, index, landmarks_2d)
 
 
 def face_features(images, landmarks_2d: np.ndarray, pdm: PDM, triangulation: np.ndarray, device="cpu",
@@ -128,7 +130,7 @@ def face_features(images, landmarks_2d: np.ndarray, pdm: PDM, triangulation: np.
         On the device's array module (NumPy, or CuPy on ``cuda``).
     """
     backend = resolve_device(device)
-    a = _Aligned.of(images, landmarks_2d, pdm, triangulation, image_index, backend)
+    a = align_faces(images, landmarks_2d, pdm, triangulation, image_index, device=backend)
     hog = fhog_descriptors(a.faces, backend)
     geometry = backend.asarray(geometry_descriptor(pdm.princ_comp, a.params_local))
     if aligned is None:
