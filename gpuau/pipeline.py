@@ -442,7 +442,8 @@ class Analyzer:
         names = openface_columns(a.reg_names, a.cls_names, sequence=False)[len(image_columns()):]
         return {c: np.array([d[c] for d in aus], np.float64) for c in names}
 
-    def track(self, frames: Iterable, intrinsics=None, *, aus=None, recorder=None) -> Iterator[tuple[np.ndarray, object]]:
+    def track(self, frames: Iterable, intrinsics=None, *, aus=None,
+              recorder=None) -> Iterator[tuple[np.ndarray, object]]:
         """Landmark row (:func:`base_columns`) of each frame, feeding the AU analyser as it goes.
 
         Yields ``(row, au_analyzer)`` per :class:`~gpuau.video.Frame`; once the loop is over

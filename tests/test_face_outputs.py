@@ -1,4 +1,5 @@
-"""FeatureExtraction's ``.hog`` file and aligned faces (``-hogalign``, ``-simalign``; ``gpuau analyze --hog --aligned``).
+"""FeatureExtraction's ``.hog`` file and aligned faces (``-hogalign``, ``-simalign``: ``gpuau analyze --hog
+--aligned``).
 
 The files' layout byte by byte, their atomic replacement, resume, the batched engine writing what the single-stream
 pipeline writes, and FaceLandmarkImg's per-face files for an image.  Their values against OpenFace's own files:

@@ -9,5 +9,5 @@ from gpuau.io.openface_csv import (
 )
 from gpuau.io.rows import RowWriter
 
-__all__ = ["AlignedFaces", "FaceRecorder", "OpenFaceCSVWriter", "RowWriter", "aligned_dir", "hog_path", "openface_columns", "read_hog",
-           "read_openface_csv", "write_openface_csv", "write_openface_parquet"]
+__all__ = ["AlignedFaces", "FaceRecorder", "OpenFaceCSVWriter", "RowWriter", "aligned_dir", "hog_path",
+           "openface_columns", "read_hog", "read_openface_csv", "write_openface_csv", "write_openface_parquet"]

@@ -7,13 +7,14 @@ Beside a video's table ``<name>.csv`` (or ``.parquet``), OpenFace writes
   models read them (``RecorderHOG::Write``, RecorderHOG.cpp);
 * ``<name>_aligned/frame_det_00_%06d.bmp``: the 112x112 BGR face, similarity-aligned and masked at OpenFace's AU
   scale (0.7), per frame numbered from 1 (``RecorderOpenFace::WriteObservation``, RecorderOpenFace.cpp); other
-  sizes, scales, unmasked or grey with the options of :class:`~gpuau.features.align.AlignedFaces`.
+  sizes, scales, unmasked or grey with the options of :class:`AlignedFaces`.
 
 A frame without a tracked face gets an all-black face and the FHOG of that face (zeros), with the flag -1, as
-OpenFace's ``FaceAnalyser::AddNextFrame`` makes them (and writes them unless ``-nobadaligned``).  A single image (FaceLandmarkImg) gets a record and a face per face found, ``face_det_%06d.bmp``
-numbered from 0, the flag telling whether the face's fit succeeded; a multi-face video (FaceLandmarkVidMulti) one
-per tracked face and frame, in the table's row order, ``frame_det_<slot>_<frame>.bmp``.  Both outputs are written to temporary names beside their targets and renamed into place by
-:meth:`FaceRecorder.commit`, like the table.
+OpenFace's ``FaceAnalyser::AddNextFrame`` makes them (and writes them unless ``-nobadaligned``).  A single image
+(FaceLandmarkImg) gets a record and a face per face found, ``face_det_%06d.bmp`` numbered from 0, the flag telling
+whether the face's fit succeeded; a multi-face video (FaceLandmarkVidMulti) one per tracked face and frame, in the
+table's row order, ``frame_det_<slot>_<frame>.bmp``.  Both outputs are written to temporary names beside their
+targets and renamed into place by :meth:`FaceRecorder.commit`, like the table.
 """
 from __future__ import annotations
 
