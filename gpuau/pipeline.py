@@ -320,7 +320,7 @@ class Analyzer:
         self.detect_every = None if detect_every is None else int(detect_every)
         self.au_static = bool(au_static)
         self.write_hog = bool(write_hog)
-        self.write_aligned = AlignedFaces() if write_aligned is True else write_aligned or None
+        self.write_aligned = AlignedFaces.of(write_aligned)
         self._clnf = None
         self._mtcnn = None
         self._detector = None

@@ -285,13 +285,10 @@ class AUAnalyzer:
         success = np.asarray(success, bool).reshape(-1)
         n = success.shape[0]
         timestamps = np.zeros(n) if timestamps is None else np.asarray(timestamps, np.float64).reshape(-1)
-        if recorder is None or recorder.aligned is None:
-            hog, geometry = self.features(images, landmarks_2d, success)
-            faces = None
-        else:
-            hog, geometry, faces = self.features(images, landmarks_2d, success, aligned=recorder.aligned)
+        hog, geometry, *faces = self.features(images, landmarks_2d, success,
+                                              aligned=None if recorder is None else recorder.aligned)
         if recorder is not None:
-            recorder.add(self.backend.asnumpy(hog), None if faces is None else self.backend.asnumpy(faces), success)
+            recorder.add(self.backend.asnumpy(hog), self.backend.asnumpy(faces[0]) if faces else None, success)
         return [self.add_features(hog[i], geometry[i], success[i], timestamps[i], online=online) for i in range(n)]
 
     def features(self, images, landmarks_2d: np.ndarray, success, *, aligned: "AlignedFaces | None" = None) -> tuple:

@@ -61,6 +61,11 @@ class AlignedFaces:
         if int(self.size) < 1 or (self.scale is not None and not float(self.scale) > 0):
             raise ValueError(f"aligned faces of size {self.size}, scale {self.scale}: need a positive size and scale")
 
+    @classmethod
+    def of(cls, aligned: "AlignedFaces | bool | None") -> "AlignedFaces | None":
+        """``aligned`` itself, OpenFace's default faces for True, None for False or None."""
+        return cls() if aligned is True else aligned or None
+
     @property
     def sim_scale(self) -> float:
         """The scale the faces are warped at."""
@@ -153,7 +158,7 @@ class FaceRecorder:
                  image: bool = False):
         self.records = 0  # frames (or faces) added
         self.image = image
-        self.aligned = AlignedFaces() if aligned is True else aligned or None
+        self.aligned = AlignedFaces.of(aligned)
         self._hog = self._hog_tmp = self._faces_tmp = None
         self.hog_path = hog_path(output) if hog else None
         self.aligned_dir = aligned_dir(output) if self.aligned else None
