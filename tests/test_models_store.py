@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import gpuau
 from gpuau.models import store
 from gpuau.models.manifest import (AU_PREDICTORS, BASE_URL, LANDMARK_MODEL, MANIFEST_FILE, build_manifest, dumps,
                                    load_manifest)
@@ -152,6 +153,32 @@ def test_incomplete_folder_names_every_missing_file_in_one_message(clean_env, mo
         store.require_models(folder)
     assert store.require_models(folder, groups=["mtcnn"]) == folder
     assert store.model_file(f"{LANDMARK_MODEL}/clnf_general.txt", folder).is_file()
+
+
+def test_a_damaged_file_of_the_right_size_is_refused_before_any_analysis(clean_env, models_dir, monkeypatch):
+    monkeypatch.setenv("GPUAU_CACHE", str(clean_env / "cache"))
+    damaged = f"{LANDMARK_MODEL}/pdms/In-the-wild_aligned_PDM_68.txt"
+    folder = link_copy(models_dir, clean_env / "models", skip={damaged})
+    (folder / damaged).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(models_dir / damaged, folder / damaged)
+    assert store.require_models(folder) == folder  # digests computed once, then a stamp says so
+    assert len(list((clean_env / "cache").glob("models-verified.*"))) == 1
+    flip_byte(folder / damaged, at=2000)  # still parses: a different digit, wrong landmarks
+    with pytest.raises(ModelStoreError) as e:
+        store.require_models(folder)
+    assert str(e.value) == (f"OpenFace model folder {folder} (from argument) has missing or damaged files: "
+                            f"{damaged} (sha256 mismatch). Fix: gpuau models fetch --dir {folder}")
+    with pytest.raises(ModelStoreError, match="sha256 mismatch"):
+        gpuau.Analyzer("cpu", models=folder)
+
+
+def test_the_folder_holding_the_model_folder_is_named_with_the_right_one(clean_env, models_dir):
+    parent = clean_env / "models"
+    parent.mkdir()
+    (parent / store.USER_DATA_SUBDIR).symlink_to(models_dir, target_is_directory=True)
+    with pytest.raises(ModelStoreError) as e:
+        store.resolve_models_dir(parent)
+    assert str(e.value).endswith(f"Fix: pass {parent / store.USER_DATA_SUBDIR} instead")
 
 
 # --------------------------------------------------------------------------- verify

@@ -69,19 +69,19 @@ def load_cached(path: "str | os.PathLike", parse: Callable[[Path], dict], name: 
     arrays = parse(path)
     try:
         write_arrays(target, arrays)
-        _prune(path.name)
+        prune(f"{glob.escape(path.name)}.{'[0-9a-f]' * 24}.arrays", KEEP)
     except OSError:
         pass
     return arrays
 
 
-def _prune(name: str) -> None:
-    """Remove the cache files of model file ``name`` beyond the :data:`KEEP` most recently used."""
+def prune(pattern: str, keep: int) -> None:
+    """Remove the cache files matching glob ``pattern`` beyond the ``keep`` most recently used."""
     entries = []
-    for f in cache_dir().glob(f"{glob.escape(name)}.{'[0-9a-f]' * 24}.arrays"):
+    for f in cache_dir().glob(pattern):
         with contextlib.suppress(OSError):  # removed meanwhile by another process
             entries.append((f.stat().st_mtime_ns, f))
-    for _, f in sorted(entries, reverse=True)[KEEP:]:
+    for _, f in sorted(entries, reverse=True)[keep:]:
         with contextlib.suppress(OSError):
             f.unlink()
 
