@@ -49,6 +49,14 @@ def test_hog_records_and_face_names_are_feature_extractions(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["clip.hog", "clip_aligned"]  # no temporary file left
 
 
+def test_write_aligned_takes_a_yes_a_no_or_the_faces(tmp_path):
+    assert AlignedFaces.of(True) == AlignedFaces.of(np.True_) == AlignedFaces() == AlignedFaces.of(AlignedFaces())
+    assert AlignedFaces.of(False) is AlignedFaces.of(np.False_) is AlignedFaces.of(None) is None
+    for wrong in (1, "yes", "False"):
+        with pytest.raises(TypeError, match="write_aligned=.*use True, False or gpuau.io.AlignedFaces"):
+            Analyzer("cpu", write_aligned=wrong)
+
+
 def test_an_images_faces_are_numbered_from_zero(tmp_path):
     hog, faces = _faces(2)
     with FaceRecorder(tmp_path / "photo.csv", aligned=True, image=True) as rec:

@@ -63,8 +63,18 @@ class AlignedFaces:
 
     @classmethod
     def of(cls, aligned: "AlignedFaces | bool | None") -> "AlignedFaces | None":
-        """``aligned`` itself, OpenFace's default faces for True, None for False or None."""
-        return cls() if aligned is True else aligned or None
+        """``aligned`` itself, OpenFace's default faces for True, None for False or None.
+
+        Raises
+        ------
+        TypeError
+            ``aligned`` is none of these (a number or a string is not taken for a yes or a no).
+        """
+        if isinstance(aligned, cls) or aligned is None:
+            return aligned
+        if isinstance(aligned, (bool, np.bool_)):
+            return cls() if aligned else None
+        raise TypeError(f"write_aligned={aligned!r}: use True, False or gpuau.io.AlignedFaces(...)")
 
     @property
     def sim_scale(self) -> float:
