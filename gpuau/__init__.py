@@ -11,21 +11,29 @@ Importing :mod:`gpuau` loads no heavy library (numba, cupy, onnxruntime, OpenCV)
 """
 __version__ = "0.1.0"
 
-__all__ = ["Analyzer", "Result", "analyze_video", "resolve_device", "__version__"]
+__all__ = ["Analyzer", "DeviceError", "InputError", "ModelStoreError", "Result", "analyze_video", "resolve_device",
+           "__version__"]
 
 _LAZY = {"Analyzer": "gpuau.pipeline", "Result": "gpuau.pipeline", "analyze_video": "gpuau.pipeline",
-         "resolve_device": "gpuau.device"}
+         "resolve_device": "gpuau.device", "DeviceError": "gpuau.device", "InputError": "gpuau.video",
+         "ModelStoreError": "gpuau.models.store"}
+# subpackages a caller reaches as gpuau.NAME after a plain ``import gpuau`` (gpuau.video.serial_opencv(), ...)
+_SUBPACKAGES = ("au", "corpus", "cpu", "detect", "device", "engine", "features", "io", "kernels", "landmarks",
+                "models", "video")
 
 
 def __getattr__(name):
-    if name in _LAZY:
-        import importlib
+    import importlib
 
+    if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'gpuau' has no attribute {name!r}")
+    elif name in _SUBPACKAGES:
+        value = importlib.import_module(f"gpuau.{name}")
+    else:
+        raise AttributeError(f"module 'gpuau' has no attribute {name!r}")
+    globals()[name] = value
+    return value
 
 
 def __dir__():
-    return sorted(list(globals()) + list(_LAZY))
+    return sorted(list(globals()) + list(_LAZY) + list(_SUBPACKAGES))

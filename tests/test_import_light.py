@@ -16,6 +16,12 @@ def test_import_gpuau_is_light():
     assert loaded_heavy("import gpuau") == []
 
 
+def test_subpackages_and_errors_reach_from_a_plain_import():
+    code = ("import gpuau\nassert callable(gpuau.video.serial_opencv) and callable(gpuau.io.read_hog)\n"
+            "assert all(issubclass(e, Exception) for e in (gpuau.InputError, gpuau.DeviceError, gpuau.ModelStoreError))")
+    assert loaded_heavy(code) == []
+
+
 def test_command_line_modules_and_version_are_light():
     code = ("import gpuau.cli, gpuau.device, gpuau.models.store, gpuau.models.manifest, gpuau._deps\n"
             "gpuau.cli.main(['version'])\ngpuau.cli.main(['models', 'path'])")
