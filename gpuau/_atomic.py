@@ -6,6 +6,7 @@ leaves the previous file, if any, untouched.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -24,12 +25,32 @@ _UMASK = _read_umask()
 
 def temp_beside(path: "str | os.PathLike", mode: str = "w", **open_kwargs):
     """Open a new temporary file in ``path``'s folder (created if needed) with the permissions a
-    plain ``open`` would give; returns ``(file object, temp path)``."""
+    plain ``open`` would give; returns ``(file object, temp path)``.
+
+    Raises
+    ------
+    OSError
+        Naming ``path`` (not the temporary name): its folder cannot be created or written, or ``path`` is a
+        folder, which the finished file could not replace.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "a folder has the name of the file to write", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, str(path)) from e
     os.chmod(tmp, 0o666 & ~_UMASK)
     return os.fdopen(fd, mode, **open_kwargs), Path(tmp)
+
+
+def check_writable(path: "str | os.PathLike") -> None:
+    """Raise now the :class:`OSError` that writing ``path`` atomically would raise (:func:`temp_beside`'s), for a
+    caller that writes it only after a long computation."""
+    f, tmp = temp_beside(path, "wb")
+    f.close()
+    tmp.unlink()
 
 
 def fsync_path(path: Path) -> None:

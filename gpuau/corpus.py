@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from gpuau.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, InputError
+from gpuau.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, InputError, decoding_notes
 
 LIST_EXTENSIONS = (".txt", ".lst")
 
@@ -270,27 +270,9 @@ def analyze_input(analyzer, src: Path, dst: Path, *, fmt: str = "csv", progress=
         info = analyzer.write_video(src, dst, format=fmt, progress=progress, on_open=on_open)
     except Exception as e:  # one input's failure must not end the corpus
         return failed_outcome(src, dst, e)
-    note = done_note(info["frames"], info.get("frame_count") or 0, info.get("rotation", 0), info.get("turn", 0))
+    note = "; ".join(decoding_notes(info["frames"], info.get("frame_count") or 0, info.get("rotation", 0),
+                                    info.get("turn", 0)))
     return Outcome(src, dst, "done", reason=note, frames=info["frames"], faces=info["faces"], elapsed=info["elapsed"])
-
-
-def done_note(frames: int, announced: int, rotation: int = 0, turn: int = 0) -> str:
-    """What a finished input's outcome notes: fewer frames decoded than the container announces, and how a
-    video whose container asks for a clockwise turn of ``rotation`` degrees was turned (``turn``; see
-    :data:`gpuau.video.ORIENTATIONS`)."""
-    notes = []
-    if announced and announced != frames:
-        notes.append(f"decoded {frames} of the {announced} frames the container announces")
-    if rotation:
-        if turn == rotation:
-            how = "analysed upright (--orientation display; OpenFace's build with OpenCV 4.6 turns it the other way)"
-        elif turn == 0:
-            how = "analysed as stored, not upright (--orientation stored)"
-        else:
-            how = (f"analysed turned {turn} degrees clockwise as OpenFace's build with OpenCV 4.6 turns it, not upright "
-                   "(--orientation display analyses it upright)")
-        notes.append(f"the container asks for a {rotation} degree clockwise turn: {how}")
-    return "; ".join(notes)
 
 
 def failed_outcome(src, dst, error: Exception) -> Outcome:

@@ -84,6 +84,14 @@ class Backend:
     def is_gpu(self) -> bool:
         return self.name == "cuda"
 
+    @property
+    def spec(self) -> str:
+        """The device string of this backend (``"cpu"``, ``"emulated"``, ``"cuda:N"``)."""
+        return f"cuda:{self.device_id}" if self.is_gpu else self.name
+
+    def __reduce__(self):  # pickled as its device string: the receiving process resolves its own backend
+        return resolve_device, (self.spec,)
+
     def asnumpy(self, a):
         """Copy ``a`` to host memory as a NumPy array (no-op on the CPU backend)."""
         if self.name != "cpu":

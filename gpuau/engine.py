@@ -78,7 +78,7 @@ from typing import Callable, Iterable, Iterator, Sized
 
 import numpy as np
 
-from gpuau.corpus import Outcome, done_note, failed_outcome
+from gpuau.corpus import Outcome, failed_outcome
 from gpuau.device import Backend
 from gpuau.pipeline import FORMATS, Analyzer, Result, landmark_row
 
@@ -668,7 +668,7 @@ class Engine:
         return frames
 
     def _finish(self, s: _Stream) -> Outcome:
-        from gpuau.video import InputError
+        from gpuau.video import InputError, decoding_notes
 
         s.close()
         if s.frames_done == 0:
@@ -676,11 +676,12 @@ class Engine:
         if s.recorder is not None:  # before the table, whose presence marks the input done
             s.recorder.commit()
         columns = s.output.close(s.aus.finish())
-        result = None if columns is None else Result(columns, source=str(s.job.label), frames_decoded=s.frames_done,
-                                                     elapsed=s.elapsed)
         source = s.source  # None for frames given in memory
-        note = done_note(s.frames_done, s.frame_count or 0, source.rotation if source else 0, source.turn if source else 0)
-        return Outcome(s.job.label, s.job.output, "done", reason=note, frames=s.frames_done, faces=s.faces,
+        notes = decoding_notes(s.frames_done, s.frame_count or 0, source.rotation if source else 0,
+                               source.turn if source else 0)
+        result = None if columns is None else Result(columns, source=str(s.job.label), frames_decoded=s.frames_done,
+                                                     elapsed=s.elapsed, warnings=[f"{s.job.label}: {n}" for n in notes])
+        return Outcome(s.job.label, s.job.output, "done", reason="; ".join(notes), frames=s.frames_done, faces=s.faces,
                        elapsed=s.elapsed, result=result)
 
     def _fail(self, s: "_Stream | None", job: Job, error: BaseException) -> Outcome:

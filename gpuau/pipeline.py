@@ -13,6 +13,7 @@ Port of the frame loops of ``FeatureExtraction.cpp``, ``FaceLandmarkImg.cpp`` an
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import queue
 import threading
@@ -40,15 +41,19 @@ class Result:
     Attributes
     ----------
     columns : dict[str, ndarray (rows,)]
-        Columns in OpenFace's order (``frame, face_id, timestamp, confidence, success, pose_*, x_*, y_*,
-        X_*, Y_*, Z_*, p_*, AU*_r, AU*_c``); a single image's table (:meth:`Analyzer.analyze_image`)
-        starts with FaceLandmarkImg's ``face, confidence`` instead, one row per face.  An image
-        folder's table ends with gpuau's ``file`` column (str: each row's image file name).
+        Columns in OpenFace's order (``frame, face_id, timestamp, confidence, success``, with ``quality="exact"``
+        ``gaze_*, eye_lmk_*``, then ``pose_*, x_*, y_*, X_*, Y_*, Z_*, p_*, AU*_r, AU*_c``; README, Output
+        columns); a single image's table (:meth:`Analyzer.analyze_image`) starts with FaceLandmarkImg's ``face,
+        confidence`` instead, one row per face.  An image folder's table ends with gpuau's ``file`` column (str:
+        each row's image file name).
     source : str
         The input's path (or ``"<frames>"``).
     frames_decoded : int
     elapsed : float
         Seconds spent analysing.
+    warnings : list of str
+        What the command line prints as warnings, each starting with the input's name: no face in an image, fewer
+        frames decoded than the container announces, how a rotated video was turned.
     postprocessed : bool
         Whether the AUs went through FeatureExtraction's offline pass (then ``AU*_c`` are written with
         2 decimals, else with 1 as FaceLandmarkImg and FaceLandmarkVidMulti write them).
@@ -334,6 +339,9 @@ class Analyzer:
                     detect_every=self.detect_every, orientation=self.orientation, au_static=self.au_static,
                     camera=self.camera, write_hog=self.write_hog, write_aligned=self.write_aligned)
 
+    def __reduce__(self):  # pickled as its settings (to worker processes): the copy loads its models when first used
+        return functools.partial(Analyzer, **self.settings()), (self.backend.spec,)
+
     def face_recorder(self, output: "str | os.PathLike | None", image: bool = False):
         """The :class:`~gpuau.io.FaceRecorder` of a video's (or ``image``'s) table ``output``; None when nothing is to
         be recorded."""
@@ -506,12 +514,15 @@ class Analyzer:
         gpuau.video.InputError
             Unreadable input, or no frame could be decoded.
         """
-        from gpuau.video import open_source
+        from gpuau.video import decoding_notes, open_source
 
         with open_source(path, timestamps=self.timestamps, orientation=self.orientation) as source:
             if source.kind == "image":
                 return self._analyze_image_source(source)
-            return self._analyze(source, str(path), self.camera, progress, multi_face)
+            res = self._analyze(source, str(path), self.camera, progress, multi_face)
+        notes = decoding_notes(res.frames_decoded, source.frame_count, source.rotation, source.turn)
+        res.warnings += [f"{path}: {note}" for note in notes]
+        return res
 
     def analyze_frames(self, frames: Iterable[np.ndarray], *, fps: float = 30.0, intrinsics=None,
                        multi_face: "bool | None" = None) -> Result:
@@ -540,7 +551,7 @@ class Analyzer:
         """
         from gpuau.video import Frame, open_source, to_bgr8, to_gray8
 
-        if not isinstance(image, np.ndarray):
+        if isinstance(image, (str, os.PathLike)):
             with open_source(image) as source:
                 return self._analyze_image_source(source, intrinsics)
         bgr = to_bgr8(np.asarray(image))
@@ -679,9 +690,17 @@ class Analyzer:
 
 def analyze_video(path: "str | os.PathLike", *, device: str = "auto", models=None, output: "str | os.PathLike | None" = None,
                   format: str = "csv") -> Result:
-    """Analyse one video with a fresh :class:`Analyzer`; optionally write ``output`` (CSV or Parquet)."""
+    """Analyse one video with a fresh :class:`Analyzer`; optionally write ``output`` (CSV or Parquet), which is checked
+    writable (and pyarrow importable for Parquet) before the analysis starts."""
+    from gpuau._atomic import check_writable
+    from gpuau.io.openface_csv import require_pyarrow
+
     if format not in FORMATS:
         raise ValueError(f"format {format!r}: use one of {FORMATS}")
+    if output is not None:
+        if format == "parquet":
+            require_pyarrow()
+        check_writable(output)
     res = Analyzer(device, models=models).analyze_video(path)
     if output is not None:
         (res.to_parquet if format == "parquet" else res.to_csv)(output)

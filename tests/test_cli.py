@@ -248,6 +248,29 @@ def test_parquet_without_pyarrow_stops_before_any_analysis(media_dir, tmp_path, 
     assert not list(tmp_path.iterdir())
 
 
+def test_a_librarys_output_that_cannot_be_written_stops_before_any_analysis(media_dir, tmp_path, monkeypatch):
+    import gpuau
+    from gpuau.pipeline import Analyzer
+
+    def no_analysis(*args, **kwargs):
+        raise AssertionError("analysed")
+
+    monkeypatch.setattr(Analyzer, "analyze_video", no_analysis)
+    monkeypatch.setattr(Analyzer, "_analyze", no_analysis)
+    video = media_dir / "default.wmv"
+    (tmp_path / "taken.csv").mkdir()
+    with pytest.raises(IsADirectoryError, match=f"a folder has the name of the file to write: '{tmp_path}/taken.csv'"):
+        gpuau.analyze_video(video, device="cpu", output=tmp_path / "taken.csv")
+    with pytest.raises(IsADirectoryError):
+        Analyzer("cpu").write_video(video, tmp_path / "taken.csv")
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    with pytest.raises(ImportError, match="Parquet output needs pyarrow"):
+        gpuau.analyze_video(video, device="cpu", output=tmp_path / "a.parquet", format="parquet")
+    with pytest.raises(ImportError, match="Parquet output needs pyarrow"):
+        Analyzer("cpu").write_video(video, tmp_path / "a.parquet", format="parquet")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.csv"]
+
+
 def test_parquet_with_a_pyarrow_that_does_not_import_says_why(media_dir, tmp_path, monkeypatch, capsys):
     """A pyarrow built for numpy 2 in a numpy 1.x environment is installed, but its import fails: the error keeps
     pyarrow's reason instead of asking to install it."""

@@ -139,6 +139,32 @@ def test_frame_count_check_against_the_container(media_dir, tmp_path, capsys):
     assert len(rows) == 88 and rows["timestamp"][1] == pytest.approx(0.064)
 
 
+def test_a_videos_warnings_reach_library_callers(media_dir):
+    import gpuau
+
+    path = media_dir / "changeLighting.wmv"
+    res = gpuau.Analyzer("cpu", quality="fast").analyze_video(path)
+    assert res.warnings == [f"{path}: decoded 88 of the 90 frames the container announces"]
+
+
+def test_frames_in_memory_that_cannot_be_a_video_are_refused(media_dir):
+    import gpuau
+
+    an = gpuau.Analyzer("cpu", quality="fast")
+    image = cv2.imread(str(media_dir / "sample1.jpg"))
+    with pytest.raises(ValueError, match="one colour image, not frames: pass \\[image\\], or use analyze_image"):
+        an.analyze_frames(image)
+    for fps in (-1, float("nan"), None, "25"):
+        with pytest.raises(ValueError, match="fps="):
+            an.analyze_frames([image], fps=fps)
+    h, w = image.shape[:2]
+    with pytest.raises(ValueError, match=f"frame 1 is {w // 2}x{h // 2}, the first {w}x{h}"):
+        an.analyze_frames([image, image[::2, ::2]])
+    for bad in (np.zeros((0, 0, 3), np.uint8), image.transpose(2, 0, 1), image[None], [image, image]):
+        with pytest.raises(ValueError, match="an image of shape"):
+            an.analyze_image(bad)
+
+
 def test_huge_frame(media_dir):
     # A 4K-class frame (sample1 upscaled 6x to 3840x2400): one face, where the small image has it.
     import gpuau

@@ -308,11 +308,13 @@ def test_orientation_leaves_other_videos_alone(media_dir):
 
 
 def test_a_rotated_inputs_outcome_says_how_it_was_turned():
-    from gpuau.corpus import done_note
+    from gpuau.video import decoding_notes
 
-    assert done_note(60, 60) == "" and done_note(58, 60) == "decoded 58 of the 60 frames the container announces"
-    assert "turned 90 degrees clockwise as OpenFace" in done_note(6, 6, 270, 90)
-    assert "analysed upright" in done_note(6, 6, 270, 270) and "as stored" in done_note(6, 6, 270, 0)
+    assert decoding_notes(60, 60) == []
+    assert decoding_notes(58, 60) == ["decoded 58 of the 60 frames the container announces"]
+    [note] = decoding_notes(6, 6, 270, 90)
+    assert "turned 90 degrees clockwise as OpenFace" in note
+    assert "analysed upright" in decoding_notes(6, 6, 270, 270)[0] and "as stored" in decoding_notes(6, 6, 270, 0)[0]
 
 
 def test_bt709_video_decodes_as_openfaces_opencv():

@@ -1,12 +1,16 @@
 """Corpus runs over local worker processes (``gpuau analyze --workers N``): the same bytes as one process, a bad
 input reported once, a crashed worker's input analysed again by a new worker, retries bounded, the plan."""
+import multiprocessing
 import os
+import pickle
 import subprocess
 import sys
+from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 
 from gpuau.corpus import FAULT_ENV, run_corpus
+from gpuau.io import AlignedFaces
 from gpuau.pipeline import Analyzer
 from gpuau.workers import WORKER_MEMORY, LocalPlan, plan_local_workers
 from media import assert_retried_after_a_worker_died, files
@@ -168,3 +172,15 @@ def test_workers_that_cannot_start_stop_the_run_with_their_error(corpus, tmp_pat
     with pytest.raises(WorkerError, match="no worker process could start: ValueError: quality='best'"):
         schedule(run, "cpu", LocalPlan(2, 1), fmt="csv", progress=False, options={"quality": "best"})
     assert run.finish().outcomes == []
+
+
+def _faces_found(analyzer: Analyzer, image) -> int:
+    return analyzer.analyze_image(image).faces_found
+
+
+def test_an_analyzer_pickles_as_its_settings_into_a_process_pool(media_dir):
+    an = Analyzer("cpu", quality="fast", au_static=True, write_aligned=AlignedFaces(size=224))
+    again = pickle.loads(pickle.dumps(an))
+    assert again.settings() == an.settings() and again.backend is an.backend
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        assert pool.submit(_faces_found, an, media_dir / "sample1.jpg").result() == 1

@@ -72,6 +72,7 @@ class RowWriter:
             self._writer = OpenFaceCSVWriter(self.output,
                                              openface_columns(*au_names, gaze=gaze, file=files is not None))
         elif self.output is not None:
+            openface_csv.require_pyarrow()  # now, not when the analysis is done
             self._spill, self._spill_path = temp_beside(self.output, "wb")
 
     def __enter__(self) -> "RowWriter":

@@ -1,6 +1,7 @@
 """Decoding of videos, images and image folders into :class:`Frame` objects."""
 from __future__ import annotations
 
+import math
 import os
 import queue
 import re
@@ -109,10 +110,14 @@ def to_bgr8(img: np.ndarray) -> np.ndarray:
     """Any decoded image (gray/BGR/BGRA, 8- or 16-bit) as 8-bit BGR.
 
     16-bit values keep their high byte (``v >> 8``), which is what ``cv::imread(file, IMREAD_COLOR)`` gives
-    OpenFace for a 16-bit image file, so an array and the same image read from a file give the same frame.
+    OpenFace for a 16-bit image file, so an array and the same image read from a file give the same frame
+    (10- or 12-bit samples in 16-bit words come out dark: scale them to the full 16 bits first).
     """
     import cv2
 
+    if not (img.ndim == 2 or (img.ndim == 3 and img.shape[2] in (1, 3, 4))) or 0 in img.shape:
+        raise ValueError(f"an image of shape {img.shape}: expected (height, width) grey or (height, width, 1 | 3 | "
+                         f"4) grey, BGR or BGRA pixels")
     if img.dtype == np.uint16:
         img = (img >> 8).astype(np.uint8)
     elif img.dtype != np.uint8:
@@ -127,11 +132,53 @@ def to_bgr8(img: np.ndarray) -> np.ndarray:
 
 
 def array_frames(images: Iterable, fps: float) -> Iterator[Frame]:
-    """Frames of images already in memory (anything :func:`to_bgr8` takes), numbered from 0 and timestamped
-    ``index / fps`` as OpenFace does (0 when ``fps`` is 0)."""
-    for i, img in enumerate(images):
-        bgr = to_bgr8(np.asarray(img))
-        yield Frame(i, i / fps if fps else 0.0, bgr, to_gray8(bgr))
+    """Frames of images already in memory (anything :func:`to_bgr8` takes, all of one size), numbered from 0 and
+    timestamped ``index / fps`` as OpenFace does (0 when ``fps`` is 0).
+
+    Raises
+    ------
+    ValueError
+        ``fps`` is not a finite number >= 0; ``images`` is one colour image (an array (height, width, 3 | 4)), not
+        frames; or a frame's size differs from the first's (the camera, and so the pose, is the first frame's).
+    """
+    if isinstance(fps, (str, bytes)) or fps is None or not math.isfinite(float(fps)) or float(fps) < 0:
+        raise ValueError(f"fps={fps!r}: need the frame rate, a finite number >= 0 (0: every timestamp 0)")
+    fps = float(fps)
+    if isinstance(images, np.ndarray) and images.ndim == 3 and images.shape[2] in (3, 4):
+        raise ValueError(f"an array of shape {images.shape} is one colour image, not frames: pass [image], or use "
+                         f"analyze_image")
+
+    def frames() -> Iterator[Frame]:
+        size = None
+        for i, img in enumerate(images):
+            bgr = to_bgr8(np.asarray(img))
+            if size is None:
+                size = bgr.shape
+            elif bgr.shape != size:
+                raise ValueError(f"frame {i} is {bgr.shape[1]}x{bgr.shape[0]}, the first {size[1]}x{size[0]}: the "
+                                 f"frames of one video share a size (analyse each size apart)")
+            yield Frame(i, i / fps if fps else 0.0, bgr, to_gray8(bgr))
+
+    return frames()
+
+
+def decoding_notes(frames: int, announced: int, rotation: int = 0, turn: int = 0) -> list:
+    """What to tell about a finished video: fewer frames decoded than the container announces (``announced``; 0:
+    unknown), and how a video whose container asks for a clockwise turn of ``rotation`` degrees was turned
+    (``turn``; see :data:`ORIENTATIONS`)."""
+    notes = []
+    if announced and announced != frames:
+        notes.append(f"decoded {frames} of the {announced} frames the container announces")
+    if rotation:
+        if turn == rotation:
+            how = "analysed upright (--orientation display; OpenFace's build with OpenCV 4.6 turns it the other way)"
+        elif turn == 0:
+            how = "analysed as stored, not upright (--orientation stored)"
+        else:
+            how = (f"analysed turned {turn} degrees clockwise as OpenFace's build with OpenCV 4.6 turns it, not upright "
+                   "(--orientation display analyses it upright)")
+        notes.append(f"the container asks for a {rotation} degree clockwise turn: {how}")
+    return notes
 
 
 def serial_opencv() -> None:
