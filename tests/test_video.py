@@ -344,6 +344,49 @@ def test_bt709_video_decodes_as_openfaces_opencv():
         assert [round(f.timestamp, 3) for f in src] == [0.0, 0.1, 0.2]
 
 
+def test_bt709_video_of_other_sampling_and_depth_decodes_as_openfaces_opencv():
+    """The same for 4:4:4 (equal, with OpenCV's SWS_BICUBIC flags) and 10-bit 4:2:0 footage (FFmpeg 8's swscale
+    dithers 10 bits to 8 otherwise than FFmpeg 5's: within 3 levels, where opencv-python's BT.709 conversion is up to
+    13 away); each clip's first frame as OpenCV 4.6 decodes it: ``make_bt709_formats.py``."""
+    data = Path(__file__).parent / "data"
+    for name, mean, most in (("bt709_444", 0, 0), ("bt709_10bit", 1.0, 3)):
+        expected = cv2.imread(str(data / f"{name}_opencv46.png")).astype(int)
+        with open_source(data / f"{name}.mp4") as src:
+            difference = np.abs(next(iter(src)).image - expected)
+        assert difference.mean() <= mean and difference.max() <= most, name
+
+
+def test_a_bt709_videos_frames_keep_its_size_and_times_count_from_its_start(tmp_path):
+    """Two MPEG-TS pieces of other frame sizes put together (a recording whose size changed): every frame at the
+    video's size (here the second piece's, as FFmpeg's probe finds it), as opencv-python scales them (OpenCV 4.6
+    reads frames of another size as garbage); the stream starts at 1.4 s: container times count from there, as
+    OpenCV's."""
+    import av
+
+    def piece(width, height, start):
+        path = tmp_path / f"{width}.ts"
+        with av.open(str(path), "w", format="mpegts") as container:
+            stream = container.add_stream("libx264", rate=10, options={"qp": "0", "bf": "0"})
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            stream.codec_context.colorspace = 1
+            for i in range(start, start + 2):
+                frame = av.VideoFrame.from_ndarray(np.full((height, width, 3), 40 * i, np.uint8), format="bgr24")
+                frame = frame.reformat(format="yuv420p")
+                frame.pts = 14 + i
+                container.mux(stream.encode(frame))
+            container.mux(stream.encode())
+        return path.read_bytes()
+
+    path = tmp_path / "resized.ts"
+    path.write_bytes(piece(64, 48, 0) + piece(32, 24, 2))
+    with open_source(path, timestamps="container") as src:
+        frames = list(src)
+    assert (src.width, src.height) == (32, 24) and [f.image.shape for f in frames] == [(24, 32, 3)] * 4
+    assert [round(f.timestamp, 3) for f in frames] == [0.0, 0.1, 0.2, 0.3]
+    means = [f.image.mean() for f in frames]  # the frames in order, each its own grey
+    assert means == sorted(means) and len(set(np.round(means))) == 4
+
+
 def test_damaged_bt709_video_yields_the_frames_before_the_damage(monkeypatch):
     """PyAV's decoding error ends a BT.709 video where it happens, as OpenCV's reading ends the others."""
     import av

@@ -346,7 +346,8 @@ class VideoSource:
             cap = self._capture
             turn = _ROTATE_FLAGS.get(self.turn)
             try:
-                frames = _bt601_frames(self.path, self.threads)
+                stored = (self.height, self.width) if self.turn in (90, 270) else (self.width, self.height)
+                frames = _bt601_frames(self.path, self.threads, stored)
                 if frames is not None:  # OpenCV would convert with the stream's own colour matrix
                     cap.release()
                 else:
@@ -444,6 +445,8 @@ def _turn(rotation: int, orientation: str) -> int:
 _BT601 = (2, 5, 6)
 """FFmpeg's colour spaces that swscale converts with BT.601's matrix, OpenCV 4.6's for every video: unspecified,
 BT470BG, SMPTE170M."""
+_RGB = 0
+"""FFmpeg's colour space of RGB streams (no matrix)."""
 
 
 def _opencv_frames(cap) -> Iterator[tuple[np.ndarray, float]]:
@@ -456,14 +459,19 @@ def _opencv_frames(cap) -> Iterator[tuple[np.ndarray, float]]:
         yield img, cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
 
 
-def _bt601_frames(path: Path, threads: int) -> "Iterator[tuple[np.ndarray, float]] | None":
-    """The frames of an 8-bit video tagged with another colour matrix than BT.601's (HD footage: BT.709) as the
-    OpenFace build of the reference CSVs decodes them (OpenCV 4.6 with FFmpeg 5: BT.601's matrix for every video),
-    decoded by PyAV's FFmpeg with ``threads`` threads and converted by swscale with BT.601's matrix; None for any
-    other video (OpenCV decodes it), or when PyAV cannot open it.
+def _bt601_frames(path: Path, threads: int, size: "tuple[int, int]") -> "Iterator[tuple[np.ndarray, float]] | None":
+    """The frames of a video tagged with another colour matrix than BT.601's (HD footage: BT.709) as the OpenFace
+    build of the reference CSVs decodes them (OpenCV 4.6 with FFmpeg 5: BT.601's matrix for every video), decoded by
+    PyAV's FFmpeg with ``threads`` threads and converted by swscale with BT.601's matrix and OpenCV's flags
+    (``SWS_BICUBIC``) at ``size`` (width, height: the video's as OpenCV reports it, to which opencv-python scales
+    the frames of a video whose frame size changes); each with its container time from the stream's start, as OpenCV's
+    ``CAP_PROP_POS_MSEC``.  None for any other video (OpenCV decodes it), or when PyAV cannot open it.
 
     opencv-python 5 converts such a video with its tagged matrix: on default.wmv scaled to 1280x720 and tagged
-    BT.709 the pixels differed by up to 16 levels from OpenCV 4.6's; these are equal to them.
+    BT.709 the pixels differed by up to 16 levels from OpenCV 4.6's; 8-bit 4:2:0, 4:2:2 and 4:4:4 frames are equal
+    to them here, and 10-bit ones 0.15 levels away on average (FFmpeg 8's swscale against FFmpeg 5's) where
+    opencv-python's were 0.9.  8-bit RGB streams (colour space "RGB") come this way too, with no matrix to apply;
+    deeper RGB ones are OpenCV's.
     """
     try:
         import av
@@ -475,21 +483,22 @@ def _bt601_frames(path: Path, threads: int) -> "Iterator[tuple[np.ndarray, float
         stream = container.streams.video[0]
         context = stream.codec_context
         eight_bit = context.format is not None and all(c.bits == 8 for c in context.format.components)
+        start, time_base = stream.start_time or 0, stream.time_base
     except Exception:
         container.close()
         return None
-    if not eight_bit or context.colorspace in _BT601:
+    if context.colorspace in _BT601 or (context.colorspace == _RGB and not eight_bit):
         container.close()
         return None
     context.thread_count = threads
+    width, height = size
 
     def frames():
         with container:
             try:
                 for frame in container.decode(stream):
-                    # unscaled, swscale converts with the same code whatever the interpolation: the fastest set
-                    bgr = frame.reformat(format="bgr24", src_colorspace="ITU601", interpolation="FAST_BILINEAR")
-                    yield bgr.to_ndarray(), float(frame.time or 0.0)
+                    bgr = frame.reformat(width, height, "bgr24", src_colorspace="ITU601", interpolation="BICUBIC")
+                    yield bgr.to_ndarray(), 0.0 if frame.pts is None else float((frame.pts - start) * time_base)
             except av.FFmpegError:  # a truncated or damaged file: the frames before it, as OpenCV reads them
                 return
 
