@@ -342,13 +342,13 @@ class FrameStaging:
         for f in frames:
             groups.setdefault(f.gray.shape, []).append(f)
         for shape in [s for s in slots if s not in groups]:  # sizes no longer streamed: free them
-            self.transfers.synchronize(slots.pop(shape).copied)
+            self._retire(slots.pop(shape))
         staged = {}
         for shape, group in groups.items():
             slot = slots.get(shape)
             if slot is None or len(slot.host) < len(group):
                 if slot is not None:
-                    self.transfers.synchronize(slot.copied)
+                    self._retire(slot)
                 n = max(len(group), 0 if slot is None else 2 * len(slot.host))
                 slot = slots[shape] = self._slot(n, shape)
             self.transfers.synchronize(slot.copied)  # the host buffers are free again
@@ -365,6 +365,13 @@ class FrameStaging:
                 slot.copied = self.transfers.copy(slot.device_bgr[:n], slot.host_bgr[:n])  # after the grey ones
             staged[shape] = _Staged(slot, group, {id(f): k for k, f in enumerate(group)})
         self._staged, self._before = staged, self._staged
+
+    def _retire(self, slot: _Slot) -> None:
+        """Wait until nothing uses ``slot``'s buffers, which are freed next: CuPy may hand their device memory to new
+        buffers at once, and the copy stream writes into a new buffer without waiting for the compute that read the
+        old one (rare: when a frame size leaves the steps, or more frames of one size are staged than before)."""
+        self.transfers.synchronize(slot.copied)
+        self.transfers.synchronize(slot.used)
 
     def _slot(self, n: int, shape: tuple) -> _Slot:
         """Buffers for ``n`` frames of ``shape``: host ones, and device ones unless the device reads the host's."""
@@ -500,13 +507,16 @@ class _Stream:
         return self._ahead[0]
 
     def close(self) -> None:
-        """Stop decoding and release the input's video file (at once, even before its first frame);
-        safe to call more than once."""
+        """Stop decoding and release the input's video file (at once, even before its first frame), and the tracker,
+        whose detector and validator are this stream's methods: without that reference cycle the stream and its
+        AU state (~27 MB of running-median histograms, on the device) go when its outcome is out, not at a later
+        garbage collection (the command runs it rarely: gpuau._gc); safe to call more than once."""
         close = getattr(self.frames, "close", None)
         if close is not None:
             close()
         if self.source is not None:
             self.source.close()
+        self.tracker = None
 
     def abort(self) -> None:
         """Release the input and drop the outputs (a failed stream)."""
@@ -757,26 +767,36 @@ class Engine:
         """
         items, ended = [], []
         pending = list(active)
-        while pending or len(items) < self.streams:
-            if pending:
-                s, job = pending.pop(0), None
-            else:
-                job = next(queue, None)
-                if job is None:
-                    break
-                try:
-                    s = self._open(job, fmt, on_open)
-                except Exception as e:
-                    ended.append(self._fail(None, job, e))
-                    continue
-            try:
-                frame = s.next_frame()
-                if frame is None:
-                    ended.append(self._finish(s))
+        opened = []  # streams opened here and not ended: run() drops only the active ones when interrupted
+        try:
+            while pending or len(items) < self.streams:
+                if pending:
+                    s, job = pending.pop(0), None
                 else:
-                    items.append(_Item(s, frame))
-            except Exception as e:
-                ended.append(self._fail(s, s.job, e))
+                    job = next(queue, None)
+                    if job is None:
+                        break
+                    try:
+                        s = self._open(job, fmt, on_open)
+                    except Exception as e:
+                        ended.append(self._fail(None, job, e))
+                        continue
+                    opened.append(s)
+                try:
+                    frame = s.next_frame()
+                    if frame is None:
+                        ended.append(self._finish(s))
+                    else:
+                        items.append(_Item(s, frame))
+                        continue
+                except Exception as e:
+                    ended.append(self._fail(s, s.job, e))
+                if s in opened:
+                    opened.remove(s)
+        except BaseException:  # Ctrl-C, SIGTERM: no temporary output left behind
+            for s in opened:
+                s.abort()
+            raise
         return items, ended
 
     # -- one step --------------------------------------------------------------------------------
@@ -1033,8 +1053,8 @@ class Engine:
                     except Exception as e:
                         bad[i] = e
         if recording:
-            self._record([(i, it) for i, it in enumerate(items) if i not in bad and it.stream.recorder is not None],
-                         hog, out[2] if aligned else None)
+            bad.update(self._record([(i, it) for i, it in enumerate(items)
+                                     if i not in bad and it.stream.recorder is not None], hog, out[2] if aligned else None))
         failed = [(items[i], e) for i, e in bad.items()]
         good = [i for i in range(len(items)) if i not in bad]
         rows = xp.asarray(np.asarray(good, np.int64))
@@ -1057,14 +1077,20 @@ class Engine:
         return face_features(images, landmarks, aus.pdm, aus.triangulation, self.backend, image_index=rows,
                              aligned=aligned)
 
-    def _record(self, recorded: list, hog, faces) -> None:
+    def _record(self, recorded: list, hog, faces) -> dict:
         """Hand each ``(index, item)``'s FHOG and aligned face (black where tracking failed) to its stream's
-        :class:`~gpuau.io.FaceRecorder`, read back in one copy each."""
+        :class:`~gpuau.io.FaceRecorder`, read back in one copy each; the ``{index: exception}`` of the streams whose
+        recorder failed (a full disk: that stream fails, as when its table cannot be written)."""
         if not recorded:
-            return
+            return {}
         rows = self.backend.xp.asarray(np.asarray([i for i, _ in recorded]))
         hog = self.backend.asnumpy(hog[rows])
         faces = None if faces is None else self.backend.asnumpy(faces[rows])
-        for k, (_, it) in enumerate(recorded):
-            it.stream.recorder.add(hog[k:k + 1], None if faces is None else faces[k:k + 1],
-                                   [it.result.detection_success])
+        bad = {}
+        for k, (i, it) in enumerate(recorded):
+            try:
+                it.stream.recorder.add(hog[k:k + 1], None if faces is None else faces[k:k + 1],
+                                       [it.result.detection_success])
+            except Exception as e:
+                bad[i] = e
+        return bad

@@ -145,6 +145,25 @@ def test_engine_writes_the_pipelines_files(sequence_outputs, media_dir, tmp_path
         assert (tmp_path / "again_aligned" / name).read_bytes() == expected
 
 
+def test_a_streams_failing_recorder_fails_that_stream_only(sequence_outputs, media_dir, tmp_path, monkeypatch):
+    """A write error in one stream's faces (EIO, a quota) ends that stream, as the single-stream pipeline ends that
+    input; the other streams' outputs are written whole."""
+    real = Path.write_bytes
+
+    def write_bytes(self, data):
+        if self.parent.name.startswith(".again_aligned") and self.name == "frame_det_00_000005.bmp":
+            raise OSError(errno.EIO, "Input/output error", str(self))
+        return real(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", write_bytes)
+    engine = Engine("cpu", quality="fast", streams=2, write_hog=True, write_aligned=True)
+    outcomes = list(engine.run([Job(media_dir / "image_sequence", tmp_path / "image_sequence.csv"),
+                                Job(media_dir / "image_sequence", tmp_path / "again.csv")]))
+    assert [o.status for o in outcomes] == ["failed", "done"] and "Input/output error" in outcomes[0].reason
+    assert sorted(os.listdir(tmp_path)) == ["image_sequence.csv", "image_sequence.hog", "image_sequence_aligned"]
+    assert (tmp_path / "image_sequence.hog").read_bytes() == (sequence_outputs / "image_sequence.hog").read_bytes()
+
+
 def test_other_faces_are_the_same_bytes_from_the_emulated_cuda_kernels(media_dir, tmp_path):
     """Faces of another size and scale (masked: warp.cu's masked warp) and unmasked (its plain warp), through the
     engine on the CPU and with the CUDA kernels' emulator."""
