@@ -320,8 +320,9 @@ class Analyzer:
         self.models = require_models(models)
         self.multi_face = bool(multi_face)
         self.quality = get_quality(quality)
-        if detect_every is not None and int(detect_every) < 1:
-            raise ValueError(f"detect_every={detect_every}: need a positive number of frames or None")
+        if detect_every is not None and (isinstance(detect_every, bool) or int(detect_every) != detect_every
+                                         or detect_every < 1):
+            raise ValueError(f"detect_every={detect_every!r}: need a whole number of frames >= 1, or None")
         self.detect_every = None if detect_every is None else int(detect_every)
         self.au_static = bool(au_static)
         self.write_hog = bool(write_hog)
@@ -525,15 +526,15 @@ class Analyzer:
         return res
 
     def analyze_frames(self, frames: Iterable[np.ndarray], *, fps: float = 30.0, intrinsics=None,
-                       multi_face: "bool | None" = None) -> Result:
+                       progress: "Callable[[int], None] | None" = None, multi_face: "bool | None" = None) -> Result:
         """Analyse an iterable of frames (BGR or gray, 8- or 16-bit, all of one size) as one video at ``fps``.
 
         ``intrinsics`` ``(fx, fy, cx, cy)`` default to the Analyzer's ``camera``, completed by OpenFace's guess from
-        the frame size; ``multi_face`` as for :meth:`analyze_video`.
+        the frame size; ``progress`` and ``multi_face`` as for :meth:`analyze_video`.
         """
         from gpuau.video import array_frames
 
-        return self._analyze(array_frames(frames, fps), "<frames>", self.camera_for(intrinsics), None, multi_face)
+        return self._analyze(array_frames(frames, fps), "<frames>", self.camera_for(intrinsics), progress, multi_face)
 
     def analyze_image(self, image: "np.ndarray | str | os.PathLike", *, intrinsics=None) -> Result:
         """Every face of one image (an array or a file), as FaceLandmarkImg analyses it.
@@ -689,12 +690,15 @@ class Analyzer:
 
 
 def analyze_video(path: "str | os.PathLike", *, device: str = "auto", models=None, output: "str | os.PathLike | None" = None,
-                  format: str = "csv") -> Result:
-    """Analyse one video with a fresh :class:`Analyzer`; optionally write ``output`` (CSV or Parquet), which is checked
-    writable (and pyarrow importable for Parquet) before the analysis starts."""
+                  format: "str | None" = None) -> Result:
+    """Analyse one video with a fresh :class:`Analyzer`; optionally write ``output`` (CSV, or Parquet when ``format`` is
+    ``"parquet"`` or, by default, when ``output`` ends in ``.parquet``), which is checked writable (and pyarrow
+    importable for Parquet) before the analysis starts."""
     from gpuau._atomic import check_writable
     from gpuau.io.openface_csv import require_pyarrow
 
+    if format is None:
+        format = "parquet" if output is not None and Path(output).suffix.lower() == ".parquet" else "csv"
     if format not in FORMATS:
         raise ValueError(f"format {format!r}: use one of {FORMATS}")
     if output is not None:

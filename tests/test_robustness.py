@@ -163,6 +163,25 @@ def test_frames_in_memory_that_cannot_be_a_video_are_refused(media_dir):
     for bad in (np.zeros((0, 0, 3), np.uint8), image.transpose(2, 0, 1), image[None], [image, image]):
         with pytest.raises(ValueError, match="an image of shape"):
             an.analyze_image(bad)
+    done = []
+    assert len(an.analyze_frames([image, image], progress=done.append)) == 2 and done == [1, 2]
+
+
+def test_settings_are_checked_and_read_as_written(media_dir, tmp_path, monkeypatch):
+    import gpuau
+    from gpuau.pipeline import Analyzer
+
+    assert Analyzer("cpu", quality="Fast").quality is Analyzer("cpu", quality="fast").quality
+    for wrong in (2.5, 0, True):
+        with pytest.raises(ValueError, match="detect_every="):
+            Analyzer("cpu", detect_every=wrong)
+    assert Analyzer("cpu", detect_every=3.0).detect_every == 3
+    written = {}
+    monkeypatch.setattr(gpuau.pipeline.Result, "to_parquet", lambda self, path: written.setdefault("parquet", path))
+    monkeypatch.setattr(gpuau.pipeline.Result, "to_csv", lambda self, path: written.setdefault("csv", path))
+    gpuau.analyze_video(media_dir / "sample1.jpg", device="cpu", output=tmp_path / "a.parquet")
+    gpuau.analyze_video(media_dir / "sample1.jpg", device="cpu", output=tmp_path / "a.txt")
+    assert written == {"parquet": tmp_path / "a.parquet", "csv": tmp_path / "a.txt"}  # Parquet by its name
 
 
 def test_huge_frame(media_dir):

@@ -46,11 +46,11 @@ QUALITIES = {
 
 
 def get_quality(quality: "str | Quality") -> Quality:
-    """The :class:`Quality` named ``quality`` (one of :data:`QUALITIES`), or ``quality`` itself."""
+    """The :class:`Quality` named ``quality`` (one of :data:`QUALITIES`, in any case), or ``quality`` itself."""
     if isinstance(quality, Quality):
         return quality
     try:
-        return QUALITIES[quality]
+        return QUALITIES[quality.lower() if isinstance(quality, str) else quality]
     except KeyError:
         raise ValueError(f"quality={quality!r}: use one of {tuple(QUALITIES)}") from None
 
