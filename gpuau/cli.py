@@ -517,11 +517,11 @@ def analyze(args) -> int:
         logging.getLogger("gpuau").info(
             "device %s, models %s, quality %s, detection %s, timestamps %s, orientation %s, camera %s, %s, "
             "AU models %s, streams %s, decode %s, workers %s, .hog %s, aligned faces %s",
-            f"cuda:{backend.device_id}" if backend.is_gpu else backend.name, analyzer.models, analyzer.quality.name,
+            backend.spec, analyzer.models, analyzer.quality.name,
             f"every {args.detect_every} frames" if args.detect_every else "when tracking fails", args.timestamps,
             args.orientation, "fx, fy, cx, cy = %s" % (camera,) if camera else "guessed from the frame size",
             "up to 4 faces" if args.multi_face else "one face",
-            "static" if args.au_static or args.multi_face else "dynamic", streams, args.decode, workers or "auto",
+            "static" if args.au_static or args.multi_face else "dynamic (static for single images)", streams, args.decode, workers or "auto",
             "yes" if args.hog else "no", aligned or "no")
         try:
             report = run_corpus(args.inputs, args.output, analyzer=analyzer, fmt=args.format,

@@ -1,7 +1,7 @@
 """Corpus runs over this machine's cores: worker processes, each analysing one input at a time.
 
 One process analysing one video keeps about 1.5 cores busy on the CPU (its threads take turns on the GIL between
-kernels; README: Speed), so a corpus runs fastest as several processes side by side. Each worker is a spawned
+kernels; docs/performance.md), so a corpus runs fastest as several processes side by side. Each worker is a spawned
 process holding one :class:`gpuau.corpus.CorpusWorker` (an Analyzer whose models load once) with its share of
 the cores; the parent hands the next input (the largest first) to whichever worker is idle, over a pipe, so long
 and short videos balance by themselves. Workers write their outputs as one process does (atomically, under the

@@ -49,7 +49,7 @@ CLIPS = {
 EXACT = ("gap", "late", "cut", "mirror", "occlude", "skip3", "pan", "far")
 """Clips built without resampling (the same pixels with any OpenCV) whose OpenFace CSVs are kept and compared whole
 (``sideways`` is exact too, but its tracking is too unstable to compare whole: ``test_tracking_step.py``; ``noise``
-and ``dark`` too, but their AU figures lie at a lower rounding floor: README, "Footage the reference videos do not
+and ``dark`` too, but their AU figures lie at a lower rounding floor: docs/accuracy.md, "Footage the reference videos do not
 show")."""
 
 

@@ -64,7 +64,7 @@ def test_hog_and_aligned_faces_match_feature_extraction(default_csv):
     assert (raw[:n, :16] == openface["headers"]).all()  # 12 x 12 cells, 31 channels, flag 1.0: the same bytes
     ours = raw[:n, 16:].copy().view(np.float32)
     # measured on frames 1-6: r >= 0.998, mean |difference| <= 0.0034 (the landmarks' 0.02 px rounding floor moves
-    # the warp's samples; fed OpenFace's landmarks the values agree to 9e-8, README: Accuracy)
+    # the warp's samples; fed OpenFace's landmarks the values agree to 9e-8, docs/accuracy.md)
     for a, b in zip(ours, openface["values"]):
         assert np.corrcoef(a, b)[0, 1] >= 0.99 and np.abs(a - b).mean() < 0.01
     for k, bmp in enumerate(openface["bmps"], start=1):
@@ -177,7 +177,7 @@ def test_image_folder_rows_name_their_file(media_dir, reference_dir, shared, tmp
     res = compare(reference_dir / "image_sequence.csv", streamed, shared)  # OpenFace's columns read as before
     # presence agrees on every frame but at most two of the 30 per AU (measured 2026-12-05 with the CCNF maps
     # OpenFace's: all frames but two of AU14_c and one of AU17_c, mean 0.994; before, one of AU05_c and of AU26_c:
-    # a 0.01 px landmark difference moves AUs on this sequence by up to 0.17, README "Why not closer")
+    # a 0.01 px landmark difference moves AUs on this sequence by up to 0.17, docs/accuracy.md, "Why not closer")
     assert res["frames_matched"] == 30 and res["landmark_mean_px"] < 0.05
     assert min(res["au_c_agreement"].values()) >= 28 / 30 and res["au_c_agreement_mean"] >= 0.99
     result = Analyzer("cpu").analyze_video(folder)

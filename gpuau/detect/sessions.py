@@ -42,7 +42,7 @@ def make_session(path: "str | os.PathLike", backend_name: str, device_id: int = 
     thread per core of the CPU kernels (:func:`gpuau.cpu.threads.cores`), and pool threads that
     sleep when idle instead of spinning (``session.intra_op.allow_spinning`` and
     ``session.inter_op.allow_spinning`` off; onnxruntime's default spins after each run, burning CPU
-    that the pipeline's tracking, AU and decode threads need: README, Speed).
+    that the pipeline's tracking, AU and decode threads need: docs/performance.md, Both cores).
 
     Parameters
     ----------
