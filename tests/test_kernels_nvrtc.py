@@ -26,6 +26,10 @@ def test_kernel_compiles(source, defines, arch):
     result = compile_check(source, defines, arch)
     assert result.ptx and result.cubin
     assert result.kernels, f"{source}.cu: ptxas reported no kernels"
+    # float32 subnormals kept, as in the emulator and Numba (no -ftz=true); CUDA's math library seeds some of its
+    # iterations with the approximate reciprocal (square root), which exists only as .approx.ftz
+    flushed = [line for line in result.ptx.decode().splitlines() if ".ftz." in line and ".approx.ftz." not in line]
+    assert flushed == []
     allowed = loader.declared_spills(source)
     for kernel in result.kernels.values():
         assert max(kernel.spill_stores, kernel.spill_loads) <= allowed
@@ -86,3 +90,62 @@ def test_parse_ptxas_log_spills():
     k = parse_ptxas_log(log)
     assert (k["a"].registers, k["a"].spill_stores, k["a"].spill_loads, k["a"].shared_bytes) == (255, 8, 4, 2048)
     assert (k["b"].registers, k["b"].spill_stores, k["b"].shared_bytes) == (12, 0, 0)
+
+
+class _FakeCupy:
+    """What the loader asks of CuPy: a device's compute capability, and a RawModule from a file or from code."""
+
+    def __init__(self):
+        self.modules = []
+        fake = self
+
+        class Device:
+            compute_capability = "90"
+
+            def __init__(self, device_id):
+                pass
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                pass
+
+        class RawModule:
+            def __init__(self, **kwargs):
+                fake.modules.append(kwargs)
+
+            def compile(self):
+                pass
+
+        self.cuda = type("cuda", (), {"Device": Device})
+        self.RawModule = RawModule
+
+
+def test_the_gpu_loads_the_checked_compile(monkeypatch, tmp_path, caplog):
+    """On CUDA the loader compiles a source itself, with exactly the options checked here, and hands CuPy the CUBIN
+    (CuPy's own compile appends -ftz=true, which flushes float32 subnormals to zero); without NVRTC it falls back to
+    CuPy's compile and says what that costs."""
+    import logging
+    import sys
+
+    from gpuau.kernels import nvrtc
+
+    cupy = _FakeCupy()
+    monkeypatch.setitem(sys.modules, "cupy", cupy)
+    monkeypatch.setenv("GPUAU_CACHE", str(tmp_path))
+    loader._load.cache_clear()
+    loader._load("cuda", 0, "similarity", ())
+    (path,) = [m["path"] for m in cupy.modules]
+    assert path.startswith(str(tmp_path / "cubin")) and open(path, "rb").read() == compile_check("similarity").cubin
+
+    def no_nvrtc(*args, **kwargs):
+        raise KernelCompileError("NVRTC is not installed")
+
+    monkeypatch.setattr(nvrtc, "compile_source", no_nvrtc)
+    loader._load.cache_clear()
+    with caplog.at_level(logging.WARNING, logger="gpuau"):
+        loader._load("cuda", 0, "warp", ())
+    assert cupy.modules[-1] == {"code": loader.kernel_source("warp"), "options": loader.NVRTC_OPTIONS}
+    assert "flushes float32 subnormals to zero" in caplog.text
+    loader._load.cache_clear()

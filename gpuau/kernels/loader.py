@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
+import logging
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -20,10 +22,13 @@ from typing import Iterable, Mapping, Union
 
 KERNEL_DIR = Path(__file__).resolve().parent
 
-# NVRTC options of every build (CuPy on the GPU, and the compile check of gpuau.kernels.nvrtc).
-# --fmad=false: no silent a*b+c -> fma contraction, so the GPU rounds like the emulator and the
-# Numba twins; write fmaf(...) where a fused multiply-add is meant.
+# NVRTC options of every build (the GPU's, and the compile check of gpuau.kernels.nvrtc, which is the same
+# compile). --fmad=false: no silent a*b+c -> fma contraction, so the GPU rounds like the emulator and the
+# Numba twins; write fmaf(...) where a fused multiply-add is meant. No -ftz=true: float32 subnormals are kept,
+# as on the CPU (CuPy's own compile appends -ftz=true to every option list, which the last occurrence wins).
 NVRTC_OPTIONS: tuple[str, ...] = ("-std=c++14", "--fmad=false")
+
+log = logging.getLogger("gpuau")
 
 Defines = Union[Mapping[str, object], Iterable[tuple[str, object]]]
 
@@ -180,6 +185,31 @@ def _load(kind: str, device_id: int, source: str, defines: tuple[tuple[str, str]
     import cupy
 
     with cupy.cuda.Device(device_id):  # compiled for, and loaded on, this device
+        try:
+            module = cupy.RawModule(path=str(_cubin(source, defines, cupy.cuda.Device(device_id).compute_capability)))
+            module.compile()  # loads the CUBIN now, so that a failure falls back here
+            return module
+        except Exception as e:  # no [nvrtc] packages, or an NVRTC that does not know this GPU
+            log.warning("%s.cu: compiled by CuPy, which flushes float32 subnormals to zero (%s); pip install "
+                        "'gpuau[cuda12]' brings the NVRTC that keeps them", source, e)
         module = cupy.RawModule(code=code, options=NVRTC_OPTIONS)
         module.compile()
     return module
+
+
+def _cubin(source: str, defines: tuple[tuple[str, str], ...], compute_capability: str) -> Path:
+    """The CUBIN of ``source`` for ``sm_<compute_capability>``, compiled by :func:`gpuau.kernels.nvrtc.compile_source`
+    with exactly :data:`NVRTC_OPTIONS` (the compile CI checks), kept in the gpuau cache under a digest of the text, the
+    options and the architecture."""
+    from gpuau._atomic import atomic_write
+    from gpuau.kernels.nvrtc import compile_source
+    from gpuau.models.cache import cache_dir
+
+    arch = f"sm_{compute_capability}"
+    ident = "\0".join((kernel_source(source, defines), *NVRTC_OPTIONS, arch))
+    path = cache_dir() / "cubin" / f"{source}-{hashlib.sha256(ident.encode()).hexdigest()[:24]}.cubin"
+    if not path.is_file():
+        cubin = compile_source(source, defines, arch=arch).cubin
+        with atomic_write(path, "wb") as f:
+            f.write(cubin)
+    return path

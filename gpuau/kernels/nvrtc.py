@@ -3,8 +3,8 @@ ptxas' resource report (registers, spills, shared memory) per kernel.
 
 Uses ``cuda.bindings.nvrtc`` with the NVRTC library of the ``nvidia-cuda-nvrtc-cu12`` wheel
 (``pip install gpuau[nvrtc]``); ``cupy.RawModule.compile()`` cannot do this on a machine without a
-device.  The options are the loader's (:data:`gpuau.kernels.loader.NVRTC_OPTIONS`), so the check
-compiles exactly what CuPy compiles on the GPU.
+device.  The same compile (:func:`compile_source`, :data:`gpuau.kernels.loader.NVRTC_OPTIONS`) makes the CUBIN the
+GPU loads, so the check compiles exactly what runs there.
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ class KernelResources:
 
 @dataclass(frozen=True)
 class CompileResult:
-    """Outcome of :func:`compile_check` for one source, define set and architecture."""
+    """Outcome of :func:`compile_source` for one source, define set and architecture."""
 
     source: str
     arch: str
@@ -111,8 +111,9 @@ def parse_ptxas_log(log: str) -> dict[str, KernelResources]:
     return kernels
 
 
-def compile_check(source: str, defines: Defines = (), arch: str = "sm_90") -> CompileResult:
-    """Compile ``gpuau/kernels/<source>.cu`` with ``defines`` for ``arch`` and check its resources.
+def compile_source(source: str, defines: Defines = (), arch: str = "sm_90") -> CompileResult:
+    """Compile ``gpuau/kernels/<source>.cu`` with ``defines`` for ``arch`` (the build the GPU loads:
+    :func:`gpuau.kernels.loader.load_module`).
 
     Parameters
     ----------
@@ -131,9 +132,7 @@ def compile_check(source: str, defines: Defines = (), arch: str = "sm_90") -> Co
     Raises
     ------
     KernelCompileError
-        NVRTC reports an error, a kernel spills more register bytes than the source's ``// spills:``
-        line allows (:func:`gpuau.kernels.loader.declared_spills`; none by default), or uses more
-        than 48 KB of static shared memory.
+        NVRTC is missing or reports an error.
     """
     nvrtc = _nvrtc()
     defines = normalize_defines(defines)
@@ -148,18 +147,32 @@ def compile_check(source: str, defines: Defines = (), arch: str = "sm_90") -> Co
         cubin = _output(nvrtc, prog, nvrtc.nvrtcGetCUBINSize, nvrtc.nvrtcGetCUBIN)
     finally:
         nvrtc.nvrtcDestroyProgram(prog)
-    kernels = parse_ptxas_log(log)
+    return CompileResult(source, arch, defines, ptx, cubin, parse_ptxas_log(log), log)
+
+
+def compile_check(source: str, defines: Defines = (), arch: str = "sm_90") -> CompileResult:
+    """:func:`compile_source`, and a check of the kernels' resources (what CI asserts of every source).
+
+    Raises
+    ------
+    KernelCompileError
+        NVRTC reports an error, a kernel spills more register bytes than the source's ``// spills:``
+        line allows (:func:`gpuau.kernels.loader.declared_spills`; none by default), or uses more
+        than 48 KB of static shared memory.
+    """
+    result = compile_source(source, defines, arch)
     allowed = declared_spills(source)
     problems = [
         f"{k.name}: {k.spill_stores} bytes spill stores, {k.spill_loads} bytes spill loads"
         + (f" (the source allows {allowed})" if allowed else "")
-        for k in kernels.values()
+        for k in result.kernels.values()
         if max(k.spill_stores, k.spill_loads) > allowed
     ] + [
         f"{k.name}: {k.shared_bytes} bytes static shared memory > {MAX_STATIC_SHARED}"
-        for k in kernels.values()
+        for k in result.kernels.values()
         if k.shared_bytes > MAX_STATIC_SHARED
     ]
     if problems:
-        raise KernelCompileError(f"{source}.cu ({arch}, {defines}):\n  " + "\n  ".join(problems) + f"\n{log}")
-    return CompileResult(source, arch, defines, ptx, cubin, kernels, log)
+        raise KernelCompileError(f"{source}.cu ({arch}, {result.defines}):\n  " + "\n  ".join(problems)
+                                 + f"\n{result.log}")
+    return result
