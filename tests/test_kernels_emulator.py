@@ -116,6 +116,8 @@ def test_argument_checking(indexing):
         indexing(1, 8, (out, np.int32(8)), shared_mem=64)
     with pytest.raises(EmulatorError, match="invalid launch configuration"):
         indexing(1, 2048, (out, np.int32(8)))
+    with pytest.raises(EmulatorError, match="at most 2\\*\\*31 - 1"):  # 2**32 + 1 blocks would run as 1
+        indexing(2**32 + 1, 8, (out, np.int32(8)))
 
 
 def test_device_arrays_keep_cupys_rules():

@@ -150,6 +150,8 @@ def _dims(value, what: str) -> "ctypes.Array":
     dims = (int(value),) if np.isscalar(value) else tuple(int(v) for v in value)
     if not 1 <= len(dims) <= 3 or min(dims) < 1:
         raise EmulatorError(f"{what} must be a positive int or a tuple of 1-3 positive ints, got {value!r}")
+    if max(dims) > 2**31 - 1:  # CUDA's grid x limit, and what a 32-bit unsigned would silently wrap
+        raise EmulatorError(f"{what} {value!r}: at most 2**31 - 1 in any dimension")
     dims = dims + (1,) * (3 - len(dims))
     return (ctypes.c_uint * 3)(*dims)
 
