@@ -387,6 +387,28 @@ def test_a_bt709_videos_frames_keep_its_size_and_times_count_from_its_start(tmp_
     assert means == sorted(means) and len(set(np.round(means))) == 4
 
 
+def test_an_avis_container_times_are_its_frame_rates(tmp_path):
+    """AVI stores no presentation times: with B-frames FFmpeg's times lag by the decoder's delay and its last frames
+    get 0 (OpenCV's CAP_PROP_POS_MSEC), or come in decode order (PyAV's); frame i of an AVI is at i / fps."""
+    import av
+
+    path = tmp_path / "bframes.avi"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10, options={"qp": "0", "bf": "2"})
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(8):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 20 * i, np.uint8), format="bgr24")
+            container.mux(stream.encode(frame.reformat(format="yuv420p")))
+        container.mux(stream.encode())
+    cap = cv2.VideoCapture(str(path))
+    times = []
+    while cap.read()[0]:
+        times.append(cap.get(cv2.CAP_PROP_POS_MSEC) / 1000)
+    assert len(times) == 8 and times != [i / 10 for i in range(8)]  # what OpenCV would give
+    with open_source(path, timestamps="container") as src:
+        assert [round(f.timestamp, 6) for f in src] == [i / 10 for i in range(8)]
+
+
 def test_damaged_bt709_video_yields_the_frames_before_the_damage(monkeypatch):
     """PyAV's decoding error ends a BT.709 video where it happens, as OpenCV's reading ends the others."""
     import av

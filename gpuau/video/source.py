@@ -515,6 +515,17 @@ def _capture(path: Path, threads: int):
     return cap
 
 
+def _avi(path: Path) -> bool:
+    """Whether FFmpeg (PyAV's) reads ``path`` as AVI, whose frames carry no presentation times."""
+    try:
+        import av
+
+        with av.open(str(path)) as container:
+            return "avi" in container.format.name.split(",")
+    except Exception:  # no PyAV, or not a container it reads: OpenCV's times
+        return False
+
+
 def _audio_only(path: Path) -> bool:
     """Whether FFmpeg (PyAV's) opens ``path`` as a container with audio streams and no video stream (a sound
     track, a podcast): OpenCV only says it cannot open it."""
@@ -532,7 +543,8 @@ def open_source(path: "str | os.PathLike", *, timestamps: str = "openface", thre
     """Open a video file, an image file or a folder of images (sorted naturally).
 
     ``timestamps="openface"`` gives OpenFace's ``index / fps`` (identical CSVs); ``"container"`` gives each
-    frame's presentation time from the container, exact for variable-frame-rate video.  ``threads``: FFmpeg's
+    frame's presentation time from the container, exact for variable-frame-rate video (AVI stores none: its frame
+    ``i`` is at ``i / fps``, which FFmpeg's times of codecs that reorder frames lag behind).  ``threads``: FFmpeg's
     decoding threads for a video (default: :func:`decoder_threads` of one video of its frame size).
     ``orientation``: how a video whose container asks for a rotation is turned (:data:`ORIENTATIONS`; images
     follow their EXIF orientation, as ``cv::imread`` does).
@@ -589,5 +601,5 @@ def open_source(path: "str | os.PathLike", *, timestamps: str = "openface", thre
         width, height = height, width
     source = VideoSource(p, "video", float(fps), width, height, max(count, 0), capture=cap, rotation=rotation,
                          turn=turn, threads=chosen)
-    source.timestamps = timestamps
+    source.timestamps = "openface" if timestamps == "container" and _avi(p) else timestamps
     return source
