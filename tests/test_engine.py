@@ -146,6 +146,22 @@ def test_engine_equals_cpu_pipeline(backend, engine_runs, references):
         assert_same_table(o.result.columns, references[name].columns)
 
 
+def test_the_emulated_kernels_give_the_same_tables_with_each_blocks_threads_reversed(clips, monkeypatch):
+    """The emulator runs a block's threads in index order, which hides a missing ``__syncthreads`` where a thread
+    reads what a lower-numbered one wrote: with ``GPUAU_EMU_ORDER=reverse`` (threads, between barriers, and blocks
+    from the last) every kernel of the pipeline gives the same tables bit for bit."""
+    def tables():
+        jobs = [Job(_frames(images[:8], fps), name=name) for name, (images, fps) in clips.items()]
+        return {o.input: o.result.columns for o in Engine("emulated", streams=3, quality="exact").run(jobs)}
+
+    forward = tables()
+    monkeypatch.setenv("GPUAU_EMU_ORDER", "reverse")
+    reverse = tables()
+    assert sorted(forward) == sorted(reverse) == sorted(CLIPS)
+    for name, columns in forward.items():
+        assert all(np.array_equal(columns[c], reverse[name][c]) for c in columns), name
+
+
 def test_analyzer_on_a_device_equals_cpu_pipeline(clips, references):
     """The library's single-video path on a GPU backend (``Analyzer(device=...)``: the tracker and the AU
     thread on the device, no engine) gives the CPU's table; here on the emulated backend."""

@@ -237,3 +237,22 @@ def test_address_sanitizer(case):
         assert proc.returncode != 0 and "heap-buffer-overflow" in proc.stderr, proc.stderr[-2000:]
     else:
         assert proc.returncode == 0 and "done" in proc.stdout, proc.stderr[-2000:]
+
+
+def test_reverse_order_shows_a_missing_barrier(monkeypatch):
+    """``GPUAU_EMU_ORDER=reverse`` runs a block's threads from the last: a read of what thread 0 writes, without a
+    ``__syncthreads`` between them, sees it in index order only."""
+    source = (
+        'extern "C" __global__ void k(int* out) {\n'
+        "    __shared__ int s;\n"
+        "    if (threadIdx.x == 0) s = 42 + blockIdx.x;\n"
+        "    out[blockIdx.x * blockDim.x + threadIdx.x] = s;  // a __syncthreads() missing before this read\n"
+        "}\n"
+    )
+    kernel = compile_module(source, name="missing_barrier").get_function("k")
+    out = xp.zeros((2, 4), np.int32)
+    kernel((2,), (4,), (out,))
+    assert out.get().tolist() == [[42] * 4, [43] * 4]
+    monkeypatch.setenv("GPUAU_EMU_ORDER", "reverse")
+    kernel((2,), (4,), (out,))
+    assert out.get()[:, 0].tolist() == [42, 43] and out.get()[:, 1:].tolist() != [[42] * 3, [43] * 3]

@@ -56,7 +56,8 @@ Emulator limits
   at every barrier; a thread that returns stops counting); one with ``__shared__`` but no barrier
   runs its blocks one at a time, threads in a loop; one with neither spreads its blocks over
   ``GPUAU_EMU_THREADS`` OS threads (default: all cores).  Block size <= 1024 threads.  Races
-  between threads are not detected (fibers interleave only at barriers).
+  between threads are not detected (fibers interleave only at barriers); ``GPUAU_EMU_ORDER=reverse`` runs
+  threads and blocks from the last, which shows a missing barrier behind a lower-numbered thread's write.
 * Static ``__shared__`` only (it becomes static storage); no dynamic ``extern __shared__``
   (``shared_mem`` must be 0).  ``__constant__`` data must be initialised in the source (no
   ``module.get_global`` to fill it from the host).

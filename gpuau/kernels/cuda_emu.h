@@ -73,12 +73,13 @@ class FiberBlock {
 public:
     static constexpr std::size_t kStackBytes = 256 * 1024;  // per thread; only touched pages cost
 
-    void run(int n, const dim3& block, const std::function<void()>& body) {
+    void run(int n, const dim3& block, const std::function<void()>& body, bool reverse) {
         while ((int)fibers_.size() < n) create();
         body_ = &body;
         for (int t = 0; t < n; ++t) fibers_[t]->done = false;
         for (int live = n; live > 0;) {
-            for (int t = 0; t < n; ++t) {
+            for (int k = 0; k < n; ++k) {
+                const int t = reverse ? n - 1 - k : k;
                 Fiber& f = *fibers_[t];
                 if (f.done) continue;
                 threadIdx = uint3{t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
@@ -148,13 +149,21 @@ enum Mode : int {
     kParallelLoop = 2,  // blocks spread over OS threads, threads in a loop (no __shared__ at all)
 };
 
-inline void run_threads_in_loop(const dim3& block, const std::function<void()>& body) {
-    for (unsigned tz = 0; tz < block.z; ++tz)
-        for (unsigned ty = 0; ty < block.y; ++ty)
-            for (unsigned tx = 0; tx < block.x; ++tx) {
-                threadIdx = uint3{tx, ty, tz};
-                body();
-            }
+inline void run_threads_in_loop(const dim3& block, const std::function<void()>& body, bool reverse) {
+    const unsigned n = block.x * block.y * block.z;
+    for (unsigned k = 0; k < n; ++k) {
+        const unsigned t = reverse ? n - 1 - k : k;
+        threadIdx = uint3{t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
+        body();
+    }
+}
+
+// GPUAU_EMU_ORDER=reverse: each block's threads (and, between barriers, their steps) run from the last to the
+// first.  A missing __syncthreads where a thread reads what a lower-numbered one writes, or a kernel whose result
+// depends on which thread writes last, then gives other numbers than in the default order.
+inline bool reverse_order() {
+    const char* env = std::getenv("GPUAU_EMU_ORDER");
+    return env != nullptr && std::strcmp(env, "reverse") == 0;
 }
 
 inline unsigned worker_count() {
@@ -171,13 +180,15 @@ inline int launch_grid(const unsigned* g, const unsigned* b, Mode mode, const st
         return 1;
     std::lock_guard<std::mutex> lock(launch_mutex());  // blocks share static __shared__ storage
     const unsigned long n_blocks = (unsigned long)grid.x * grid.y * grid.z;
+    const bool reverse = reverse_order();
     std::atomic<unsigned long> next{0};
     auto worker = [&] {
         blockDim = block;
         gridDim = grid;
-        for (unsigned long i; (i = next.fetch_add(1)) < n_blocks;) {
+        for (unsigned long k; (k = next.fetch_add(1)) < n_blocks;) {
+            const unsigned long i = reverse ? n_blocks - 1 - k : k;
             blockIdx = uint3{(unsigned)(i % grid.x), (unsigned)((i / grid.x) % grid.y), (unsigned)(i / grid.x / grid.y)};
-            run_threads_in_loop(block, body);
+            run_threads_in_loop(block, body, reverse);
         }
     };
     if (mode == kParallelLoop) {
@@ -193,9 +204,10 @@ inline int launch_grid(const unsigned* g, const unsigned* b, Mode mode, const st
         current_block = &fibers;
         blockDim = block;
         gridDim = grid;
-        for (unsigned long i = 0; i < n_blocks; ++i) {
+        for (unsigned long k = 0; k < n_blocks; ++k) {
+            const unsigned long i = reverse ? n_blocks - 1 - k : k;
             blockIdx = uint3{(unsigned)(i % grid.x), (unsigned)((i / grid.x) % grid.y), (unsigned)(i / grid.x / grid.y)};
-            fibers.run((int)n, block, body);
+            fibers.run((int)n, block, body, reverse);
         }
     }
     return 0;

@@ -13,6 +13,10 @@ Environment
     Compiler (default ``g++``).
 ``GPUAU_EMU_THREADS``
     OS threads for kernels without shared memory (default: the number of cores).
+``GPUAU_EMU_ORDER=reverse``
+    Run each launch's blocks, and each block's threads (between barriers), from the last to the first, so that a
+    missing ``__syncthreads`` or a result that depends on which thread writes last shows as other numbers
+    (``tests/test_engine.py`` runs the whole pipeline both ways).
 ``GPUAU_EMU_SANITIZE=address``
     Build with ``-fsanitize=address`` so out-of-bounds reads and writes abort with a report.  The
     Python process must then start with the ASan runtime preloaded; :func:`sanitizer_env` returns the
