@@ -33,13 +33,19 @@ def main() -> None:
                     "-r", "10", "-i", "-", "-c:v", "libx264", "-qp", "0", "-pix_fmt", "yuv420p", "-colorspace", "bt709",
                     "-color_primaries", "bt709", "-color_trc", "bt709", str(clip)],
                    input=pattern().tobytes() * 3, check=True)
+    write_first_frames([clip])
+
+
+def write_first_frames(clips) -> None:
+    """``<clip stem>_opencv46.png`` beside each clip: its first frame as OpenCV 4.6's ``cv::VideoCapture`` reads it."""
     with tempfile.TemporaryDirectory() as tmp:
         source, exe = Path(tmp) / "reader.cpp", Path(tmp) / "reader"
         source.write_text(READER)
         flags = subprocess.run(["pkg-config", "--cflags", "--libs", "opencv4"], capture_output=True, text=True,
                                check=True).stdout.split()
         subprocess.run(["g++", "-O1", str(source), "-o", str(exe), *flags], check=True)
-        subprocess.run([str(exe), str(clip), str(HERE / "bt709_opencv46.png")], check=True)
+        for clip in clips:
+            subprocess.run([str(exe), str(clip), str(clip.with_name(f"{clip.stem}_opencv46.png"))], check=True)
 
 
 if __name__ == "__main__":

@@ -6,13 +6,11 @@ as OpenCV 4.6 with FFmpeg 5.1 (Debian 12, under the OpenFace build of the refere
 
     python tests/data/make_bt709_formats.py
 """
-import subprocess
-import tempfile
 from pathlib import Path
 
 import av
 
-from make_bt709_clip import HERE, READER, pattern
+from make_bt709_clip import HERE, pattern, write_first_frames
 
 
 def write(path: Path, pix_fmt: str) -> None:
@@ -28,15 +26,11 @@ def write(path: Path, pix_fmt: str) -> None:
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        source, exe = Path(tmp) / "reader.cpp", Path(tmp) / "reader"
-        source.write_text(READER)
-        flags = subprocess.run(["pkg-config", "--cflags", "--libs", "opencv4"], capture_output=True, text=True,
-                               check=True).stdout.split()
-        subprocess.run(["g++", "-O1", str(source), "-o", str(exe), *flags], check=True)
-        for name, pix_fmt in (("bt709_444", "yuv444p"), ("bt709_10bit", "yuv420p10le")):
-            write(HERE / f"{name}.mp4", pix_fmt)
-            subprocess.run([str(exe), str(HERE / f"{name}.mp4"), str(HERE / f"{name}_opencv46.png")], check=True)
+    clips = []
+    for name, pix_fmt in (("bt709_444", "yuv444p"), ("bt709_10bit", "yuv420p10le")):
+        clips.append(HERE / f"{name}.mp4")
+        write(clips[-1], pix_fmt)
+    write_first_frames(clips)
 
 
 if __name__ == "__main__":
