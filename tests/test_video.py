@@ -387,26 +387,41 @@ def test_a_bt709_videos_frames_keep_its_size_and_times_count_from_its_start(tmp_
     assert means == sorted(means) and len(set(np.round(means))) == 4
 
 
-def test_an_avis_container_times_are_its_frame_rates(tmp_path):
-    """AVI stores no presentation times: with B-frames FFmpeg's times lag by the decoder's delay and its last frames
-    get 0 (OpenCV's CAP_PROP_POS_MSEC), or come in decode order (PyAV's); frame i of an AVI is at i / fps."""
+def test_container_times_of_an_avi_with_b_frames_and_with_dropped_frames(tmp_path):
+    """AVI stores no presentation times: with B-frames FFmpeg's times (OpenCV's CAP_PROP_POS_MSEC) lag by the
+    decoder's delay and the frames it flushes at the end get none (0); they are counted from the first frame and the
+    flushed ones follow the one before. An AVI of a capture that dropped frames (empty chunks) keeps its gaps."""
     import av
 
-    path = tmp_path / "bframes.avi"
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=10, options={"qp": "0", "bf": "2"})
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        for i in range(8):
-            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 20 * i, np.uint8), format="bgr24")
-            container.mux(stream.encode(frame.reformat(format="yuv420p")))
-        container.mux(stream.encode())
-    cap = cv2.VideoCapture(str(path))
-    times = []
-    while cap.read()[0]:
-        times.append(cap.get(cv2.CAP_PROP_POS_MSEC) / 1000)
-    assert len(times) == 8 and times != [i / 10 for i in range(8)]  # what OpenCV would give
-    with open_source(path, timestamps="container") as src:
-        assert [round(f.timestamp, 6) for f in src] == [i / 10 for i in range(8)]
+    def clip(name, codec, pix_fmt, ticks, options=None):
+        path = tmp_path / name
+        with av.open(str(path), "w") as container:
+            stream = container.add_stream(codec, rate=10, options=options or {})
+            stream.width, stream.height, stream.pix_fmt = 64, 48, pix_fmt
+            texture = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+            for i, tick in enumerate(ticks):  # a moving texture: the encoder then makes B-frames
+                frame = av.VideoFrame.from_ndarray(np.roll(texture, 2 * i, axis=1), format="bgr24")
+                frame = frame.reformat(format=pix_fmt)
+                frame.pts = tick
+                container.mux(stream.encode(frame))
+            container.mux(stream.encode())
+        return path
+
+    def opencv_times(path):
+        cap, times = cv2.VideoCapture(str(path)), []
+        while cap.read()[0]:
+            times.append(round(cap.get(cv2.CAP_PROP_POS_MSEC) / 1000, 6))
+        return times
+
+    def times(path):
+        with open_source(path, timestamps="container") as src:
+            return [round(f.timestamp, 6) for f in src]
+
+    bframes = clip("bframes.avi", "libx264", "yuv420p", range(8), {"crf": "12", "bf": "2"})
+    assert opencv_times(bframes)[0] > 0 and opencv_times(bframes)[-1] == 0  # what FFmpeg gives
+    assert times(bframes) == [i / 10 for i in range(8)]
+    dropped = clip("dropped.avi", "mjpeg", "yuvj420p", [0, 1, 2, 5, 6])
+    assert times(dropped) == opencv_times(dropped) == [0.0, 0.1, 0.2, 0.5, 0.6]
 
 
 def test_damaged_bt709_video_yields_the_frames_before_the_damage(monkeypatch):

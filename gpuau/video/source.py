@@ -138,14 +138,15 @@ def array_frames(images: Iterable, fps: float) -> Iterator[Frame]:
     Raises
     ------
     ValueError
-        ``fps`` is not a finite number >= 0; ``images`` is one colour image (an array (height, width, 3 | 4)), not
-        frames; or a frame's size differs from the first's (the camera, and so the pose, is the first frame's).
+        ``fps`` is not a finite number >= 0; ``images`` is one image (an array (height, width) or (height, width,
+        1 | 3 | 4)), not frames; or a frame's size differs from the first's (the camera, and so the pose, is the
+        first frame's).
     """
     if isinstance(fps, (str, bytes)) or fps is None or not math.isfinite(float(fps)) or float(fps) < 0:
         raise ValueError(f"fps={fps!r}: need the frame rate, a finite number >= 0 (0: every timestamp 0)")
     fps = float(fps)
-    if isinstance(images, np.ndarray) and images.ndim == 3 and images.shape[2] in (3, 4):
-        raise ValueError(f"an array of shape {images.shape} is one colour image, not frames: pass [image], or use "
+    if isinstance(images, np.ndarray) and (images.ndim == 2 or (images.ndim == 3 and images.shape[2] in (1, 3, 4))):
+        raise ValueError(f"an array of shape {images.shape} is one image, not frames: pass [image], or use "
                          f"analyze_image")
 
     def frames() -> Iterator[Frame]:
@@ -389,6 +390,7 @@ class VideoSource:
         t = threading.Thread(target=work, name=f"decode:{self.path.name}", daemon=True)
         t.start()
         index = 0
+        first = previous = 0.0  # container times: the first frame's, and the frame before's
         try:
             while True:
                 item = q.get()
@@ -400,7 +402,13 @@ class VideoSource:
                 if self.kind != "video":
                     ts = 0.0
                 elif self.timestamps == "container":
-                    ts = pts
+                    # FFmpeg has no time (0) for the frames a decoder flushes at the end of a stream that reorders
+                    # them (B-frames), whose other times lag by the decoder's delay where the container stores none
+                    # (AVI): counted from the first frame, and the flushed ones one frame after the one before
+                    if index == 0:
+                        first = pts
+                    ts = pts - first if index == 0 or pts != 0.0 else previous + 1.0 / self.fps
+                    previous = ts
                 else:
                     ts = index / self.fps
                 yield Frame(index, ts, image, gray, file)
@@ -515,17 +523,6 @@ def _capture(path: Path, threads: int):
     return cap
 
 
-def _avi(path: Path) -> bool:
-    """Whether FFmpeg (PyAV's) reads ``path`` as AVI, whose frames carry no presentation times."""
-    try:
-        import av
-
-        with av.open(str(path)) as container:
-            return "avi" in container.format.name.split(",")
-    except Exception:  # no PyAV, or not a container it reads: OpenCV's times
-        return False
-
-
 def _audio_only(path: Path) -> bool:
     """Whether FFmpeg (PyAV's) opens ``path`` as a container with audio streams and no video stream (a sound
     track, a podcast): OpenCV only says it cannot open it."""
@@ -543,8 +540,9 @@ def open_source(path: "str | os.PathLike", *, timestamps: str = "openface", thre
     """Open a video file, an image file or a folder of images (sorted naturally).
 
     ``timestamps="openface"`` gives OpenFace's ``index / fps`` (identical CSVs); ``"container"`` gives each
-    frame's presentation time from the container, exact for variable-frame-rate video (AVI stores none: its frame
-    ``i`` is at ``i / fps``, which FFmpeg's times of codecs that reorder frames lag behind).  ``threads``: FFmpeg's
+    frame's presentation time from the container, counted from the first frame's, exact for variable-frame-rate
+    video (frames without a time, which a decoder flushes at the end of a stream whose codec reorders frames, get
+    the time before plus ``1 / fps``).  ``threads``: FFmpeg's
     decoding threads for a video (default: :func:`decoder_threads` of one video of its frame size).
     ``orientation``: how a video whose container asks for a rotation is turned (:data:`ORIENTATIONS`; images
     follow their EXIF orientation, as ``cv::imread`` does).
@@ -601,5 +599,5 @@ def open_source(path: "str | os.PathLike", *, timestamps: str = "openface", thre
         width, height = height, width
     source = VideoSource(p, "video", float(fps), width, height, max(count, 0), capture=cap, rotation=rotation,
                          turn=turn, threads=chosen)
-    source.timestamps = "openface" if timestamps == "container" and _avi(p) else timestamps
+    source.timestamps = timestamps
     return source
