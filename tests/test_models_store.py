@@ -163,7 +163,13 @@ def test_a_damaged_file_of_the_right_size_is_refused_before_any_analysis(clean_e
     shutil.copyfile(models_dir / damaged, folder / damaged)
     assert store.require_models(folder) == folder  # digests computed once, then a stamp says so
     assert len(list((clean_env / "cache").glob("models-verified.*"))) == 1
-    flip_byte(folder / damaged, at=2000)  # still parses: a different digit, wrong landmarks
+    st = (folder / damaged).stat()
+    with open(folder / damaged, "r+b") as f:  # rewritten in place, its modification time put back (rsync -t)
+        f.seek(2000)
+        digit = f.read(1)
+        f.seek(2000)
+        f.write(b"7" if digit != b"7" else b"3")
+    os.utime(folder / damaged, ns=(st.st_atime_ns, st.st_mtime_ns))
     with pytest.raises(ModelStoreError) as e:
         store.require_models(folder)
     assert str(e.value) == (f"OpenFace model folder {folder} (from argument) has missing or damaged files: "

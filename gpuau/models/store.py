@@ -225,8 +225,9 @@ def require_models(models: "str | os.PathLike | None" = None, *, groups=None) ->
     Call this once before a run so a missing or damaged folder fails with one message instead of midway (or, for a
     damaged file that still parses, with wrong numbers). The digests (~0.05 s for the 17 MB) are computed once per
     state of the files: a stamp in the gpuau cache (:func:`gpuau.models.cache.cache_dir`) remembers a folder that
-    passed, keyed by the folder, the manifest's digests and each file's size and modification time, so later starts
-    only read the files' metadata.
+    passed, keyed by the folder, the manifest's digests and each file's size, modification and change times and
+    inode (a file rewritten in place with its modification time put back still changes its change time), so later
+    starts only read the files' metadata.
 
     Raises
     ------
@@ -261,7 +262,7 @@ def _verified_stamp(root: Path, entries) -> Path:
     ident = [str(root.resolve())]
     for e in entries:
         st = (root / e.path).stat()
-        ident.append(f"{e.path}|{e.sha256}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}")
+        ident.append(f"{e.path}|{e.sha256}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}")
     key = hashlib.sha256("\n".join(ident).encode()).hexdigest()[:24]
     return cache_dir() / VERIFIED_STAMP.format(key=key)
 
