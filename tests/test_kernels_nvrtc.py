@@ -139,13 +139,19 @@ def test_the_gpu_loads_the_checked_compile(monkeypatch, tmp_path, caplog):
     (path,) = [m["path"] for m in cupy.modules]
     assert path.startswith(str(tmp_path / "cubin")) and open(path, "rb").read() == compile_check("similarity").cubin
 
+    (tmp_path / "cubin").rename(tmp_path / "cubins")
+    (tmp_path / "cubin").write_text("")  # an unwritable cache: a file where the folder goes
+    loader._load.cache_clear()
+    loader._load("cuda", 0, "similarity", ())
+    assert open(cupy.modules[-1]["path"], "rb").read() == compile_check("similarity").cubin
+
     def no_nvrtc(*args, **kwargs):
-        raise KernelCompileError("NVRTC is not installed")
+        raise KernelCompileError("NVRTC is not installed") from ImportError("cuda.bindings")
 
     monkeypatch.setattr(nvrtc, "compile_source", no_nvrtc)
     loader._load.cache_clear()
     with caplog.at_level(logging.WARNING, logger="gpuau"):
         loader._load("cuda", 0, "warp", ())
     assert cupy.modules[-1] == {"code": loader.kernel_source("warp"), "options": loader.NVRTC_OPTIONS}
-    assert "flushes float32 subnormals to zero" in caplog.text
+    assert "flushes float32 subnormals to zero" in caplog.text and "pip install 'gpuau[cuda12]'" in caplog.text
     loader._load.cache_clear()

@@ -15,7 +15,9 @@ import contextlib
 import functools
 import hashlib
 import logging
+import os
 import re
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Mapping, Union
@@ -190,8 +192,9 @@ def _load(kind: str, device_id: int, source: str, defines: tuple[tuple[str, str]
             module.compile()  # loads the CUBIN now, so that a failure falls back here
             return module
         except Exception as e:  # no [nvrtc] packages, or an NVRTC that does not know this GPU
-            log.warning("%s.cu: compiled by CuPy, which flushes float32 subnormals to zero (%s); pip install "
-                        "'gpuau[cuda12]' brings the NVRTC that keeps them", source, e)
+            log.warning("%s.cu: compiled by CuPy, which flushes float32 subnormals to zero where gpuau's NVRTC build "
+                        "keeps them (%s: %s)%s", source, type(e).__name__, e,
+                        "; pip install 'gpuau[cuda12]' brings that NVRTC" if isinstance(e.__cause__ or e, ImportError) else "")
         module = cupy.RawModule(code=code, options=NVRTC_OPTIONS)
         module.compile()
     return module
@@ -210,6 +213,12 @@ def _cubin(source: str, defines: tuple[tuple[str, str], ...], compute_capability
     path = cache_dir() / "cubin" / f"{source}-{hashlib.sha256(ident.encode()).hexdigest()[:24]}.cubin"
     if not path.is_file():
         cubin = compile_source(source, defines, arch=arch).cubin
-        with atomic_write(path, "wb") as f:
-            f.write(cubin)
+        try:
+            with atomic_write(path, "wb") as f:
+                f.write(cubin)
+        except OSError:  # an unwritable cache only costs the compile at the next start
+            fd, name = tempfile.mkstemp(suffix=".cubin")
+            with os.fdopen(fd, "wb") as f:
+                f.write(cubin)
+            return Path(name)
     return path
