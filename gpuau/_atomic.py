@@ -30,8 +30,8 @@ def temp_beside(path: "str | os.PathLike", mode: str = "w", **open_kwargs):
     Raises
     ------
     OSError
-        Naming ``path`` (not the temporary name): its folder cannot be created or written, or ``path`` is a
-        folder, which the finished file could not replace.
+        Naming ``path`` (not the temporary name) when its folder cannot be written or ``path`` is a folder, which
+        the finished file could not replace; naming the folder when it cannot be created.
     """
     path = Path(path)
     if path.is_dir():
@@ -47,10 +47,21 @@ def temp_beside(path: "str | os.PathLike", mode: str = "w", **open_kwargs):
 
 def check_writable(path: "str | os.PathLike") -> None:
     """Raise now the :class:`OSError` that writing ``path`` atomically would raise (:func:`temp_beside`'s), for a
-    caller that writes it only after a long computation."""
-    f, tmp = temp_beside(path, "wb")
-    f.close()
-    tmp.unlink()
+    caller that writes it only after a long computation; folders that would be created are not created yet."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "a folder has the name of the file to write", str(path))
+    if path.parent.is_dir():
+        f, tmp = temp_beside(path, "wb")
+        f.close()
+        tmp.unlink()
+        return
+    ancestor = next(p for p in path.parent.parents if p.exists())
+    if not ancestor.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "not a folder, so the output's folder cannot be made in it",
+                                 str(ancestor))
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, "the output's folder cannot be made in it", str(ancestor))
 
 
 def fsync_path(path: Path) -> None:

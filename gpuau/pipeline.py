@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import numbers
 import os
 import queue
 import threading
@@ -320,8 +321,9 @@ class Analyzer:
         self.models = require_models(models)
         self.multi_face = bool(multi_face)
         self.quality = get_quality(quality)
-        if detect_every is not None and (isinstance(detect_every, bool) or int(detect_every) != detect_every
-                                         or detect_every < 1):
+        if detect_every is not None and (isinstance(detect_every, (bool, np.bool_))
+                                         or not isinstance(detect_every, numbers.Real)
+                                         or not float(detect_every).is_integer() or detect_every < 1):
             raise ValueError(f"detect_every={detect_every!r}: need a whole number of frames >= 1, or None")
         self.detect_every = None if detect_every is None else int(detect_every)
         self.au_static = bool(au_static)
@@ -555,6 +557,9 @@ class Analyzer:
         if isinstance(image, (str, os.PathLike)):
             with open_source(image) as source:
                 return self._analyze_image_source(source, intrinsics)
+        if not isinstance(image, np.ndarray):  # a PIL image would pass as an array, its red and blue swapped
+            raise TypeError(f"image: a BGR or grey NumPy array, or a path, not {type(image).__name__} (a PIL image: "
+                            f"cv2.cvtColor(np.asarray(image), cv2.COLOR_RGB2BGR))")
         bgr = to_bgr8(np.asarray(image))
         return self._analyze_image(Frame(0, 0.0, bgr, to_gray8(bgr)), "<image>", self.camera_for(intrinsics))
 
@@ -647,11 +652,12 @@ class Analyzer:
                 recorder.commit()
             return table.close(aus.finish()), table.rows, faces
 
-    def write_video(self, path: "str | os.PathLike", output: "str | os.PathLike", *, format: str = "csv",
+    def write_video(self, path: "str | os.PathLike", output: "str | os.PathLike", *, format: "str | None" = None,
                     progress: "Callable[[int], None] | None" = None, chunk: int = 256,
                     on_open: "Callable | None" = None, multi_face: "bool | None" = None) -> dict:
         """Analyse ``path`` and write ``output`` atomically (rows are streamed to disk, CSV or Parquet, so memory
-        stays bounded on long videos; see :class:`~gpuau.io.RowWriter`).
+        stays bounded on long videos; see :class:`~gpuau.io.RowWriter`); ``format`` as :func:`output_format` says,
+        the output checked first (:func:`check_output`).
 
         ``on_open(source)`` is called once the input is open (e.g. to size a progress bar). A single
         image gives FaceLandmarkImg's table (:meth:`analyze_image`; an image without a face gives a
@@ -669,8 +675,8 @@ class Analyzer:
         """
         from gpuau.video import open_source
 
-        if format not in FORMATS:
-            raise ValueError(f"format {format!r}: use one of {FORMATS}")
+        format = output_format(output, format)
+        check_output(output, format)
         with open_source(path, timestamps=self.timestamps, orientation=self.orientation) as source:
             if on_open:
                 on_open(source)
@@ -689,22 +695,34 @@ class Analyzer:
                 "rotation": source.rotation, "turn": source.turn}
 
 
-def analyze_video(path: "str | os.PathLike", *, device: str = "auto", models=None, output: "str | os.PathLike | None" = None,
-                  format: "str | None" = None) -> Result:
-    """Analyse one video with a fresh :class:`Analyzer`; optionally write ``output`` (CSV, or Parquet when ``format`` is
-    ``"parquet"`` or, by default, when ``output`` ends in ``.parquet``), which is checked writable (and pyarrow
-    importable for Parquet) before the analysis starts."""
-    from gpuau._atomic import check_writable
-    from gpuau.io.openface_csv import require_pyarrow
-
+def output_format(output: "str | os.PathLike | None", format: "str | None" = None) -> str:
+    """``format`` (one of :data:`FORMATS`), or by default the one ``output``'s name asks for: Parquet for ``.parquet``,
+    else CSV."""
     if format is None:
         format = "parquet" if output is not None and Path(output).suffix.lower() == ".parquet" else "csv"
     if format not in FORMATS:
         raise ValueError(f"format {format!r}: use one of {FORMATS}")
+    return format
+
+
+def check_output(output: "str | os.PathLike", format: str) -> None:
+    """Raise now what writing ``output`` as ``format`` would raise once the analysis is done: no pyarrow for Parquet
+    (ImportError), a folder in its place, a folder that cannot be written or created (OSError)."""
+    from gpuau._atomic import check_writable
+    from gpuau.io.openface_csv import require_pyarrow
+
+    if format == "parquet":
+        require_pyarrow()
+    check_writable(output)
+
+
+def analyze_video(path: "str | os.PathLike", *, device: str = "auto", models=None, output: "str | os.PathLike | None" = None,
+                  format: "str | None" = None) -> Result:
+    """Analyse one video with a fresh :class:`Analyzer`; optionally write ``output`` (``format`` as
+    :func:`output_format` says), checked before the analysis starts (:func:`check_output`)."""
+    format = output_format(output, format)
     if output is not None:
-        if format == "parquet":
-            require_pyarrow()
-        check_writable(output)
+        check_output(output, format)
     res = Analyzer(device, models=models).analyze_video(path)
     if output is not None:
         (res.to_parquet if format == "parquet" else res.to_csv)(output)

@@ -152,7 +152,7 @@ def test_frames_in_memory_that_cannot_be_a_video_are_refused(media_dir):
 
     an = gpuau.Analyzer("cpu", quality="fast")
     image = cv2.imread(str(media_dir / "sample1.jpg"))
-    with pytest.raises(ValueError, match="one colour image, not frames: pass \\[image\\], or use analyze_image"):
+    with pytest.raises(ValueError, match="is one image, not frames: pass \\[image\\], or use analyze_image"):
         an.analyze_frames(image)
     for fps in (-1, float("nan"), None, "25"):
         with pytest.raises(ValueError, match="fps="):
@@ -160,9 +160,14 @@ def test_frames_in_memory_that_cannot_be_a_video_are_refused(media_dir):
     h, w = image.shape[:2]
     with pytest.raises(ValueError, match=f"frame 1 is {w // 2}x{h // 2}, the first {w}x{h}"):
         an.analyze_frames([image, image[::2, ::2]])
-    for bad in (np.zeros((0, 0, 3), np.uint8), image.transpose(2, 0, 1), image[None], [image, image]):
+    for bad in (np.zeros((0, 0, 3), np.uint8), image.transpose(2, 0, 1), image[None]):
         with pytest.raises(ValueError, match="an image of shape"):
             an.analyze_image(bad)
+    with pytest.raises(TypeError, match="a BGR or grey NumPy array, or a path, not list"):
+        an.analyze_image([image, image])
+    for one in (image[:, :, :1], image[:, :, 0]):
+        with pytest.raises(ValueError, match="is one image, not frames"):
+            an.analyze_frames(one)
     done = []
     assert len(an.analyze_frames([image, image], progress=done.append)) == 2 and done == [1, 2]
 
@@ -172,16 +177,21 @@ def test_settings_are_checked_and_read_as_written(media_dir, tmp_path, monkeypat
     from gpuau.pipeline import Analyzer
 
     assert Analyzer("cpu", quality="Fast").quality is Analyzer("cpu", quality="fast").quality
-    for wrong in (2.5, 0, True):
+    for wrong in (2.5, 0, True, np.True_, float("inf"), float("nan"), "3", [3]):
         with pytest.raises(ValueError, match="detect_every="):
             Analyzer("cpu", detect_every=wrong)
     assert Analyzer("cpu", detect_every=3.0).detect_every == 3
+    Analyzer("cpu").write_video(media_dir / "sample1.jpg", tmp_path / "b.parquet")
+    assert (tmp_path / "b.parquet").read_bytes()[:4] == b"PAR1"  # Parquet by its name
     written = {}
     monkeypatch.setattr(gpuau.pipeline.Result, "to_parquet", lambda self, path: written.setdefault("parquet", path))
     monkeypatch.setattr(gpuau.pipeline.Result, "to_csv", lambda self, path: written.setdefault("csv", path))
     gpuau.analyze_video(media_dir / "sample1.jpg", device="cpu", output=tmp_path / "a.parquet")
     gpuau.analyze_video(media_dir / "sample1.jpg", device="cpu", output=tmp_path / "a.txt")
     assert written == {"parquet": tmp_path / "a.parquet", "csv": tmp_path / "a.txt"}  # Parquet by its name
+    with pytest.raises(gpuau.InputError, match="no such file"):  # the output checked first: no folder made for it
+        gpuau.analyze_video(tmp_path / "missing.mp4", device="cpu", output=tmp_path / "new" / "folder" / "a.csv")
+    assert not (tmp_path / "new").exists()
 
 
 def test_huge_frame(media_dir):
