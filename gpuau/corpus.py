@@ -271,7 +271,7 @@ def analyze_input(analyzer, src: Path, dst: Path, *, fmt: str = "csv", progress=
     except Exception as e:  # one input's failure must not end the corpus
         return failed_outcome(src, dst, e)
     note = "; ".join(decoding_notes(info["frames"], info.get("frame_count") or 0, info.get("rotation", 0),
-                                    info.get("turn", 0)))
+                                    info.get("turn", 0), info.get("counted", True)))
     return Outcome(src, dst, "done", reason=note, frames=info["frames"], faces=info["faces"], elapsed=info["elapsed"])
 
 

@@ -688,7 +688,8 @@ class Engine:
         columns = s.output.close(s.aus.finish())
         source = s.source  # None for frames given in memory
         notes = decoding_notes(s.frames_done, s.frame_count or 0, source.rotation if source else 0,
-                               source.turn if source else 0)
+                               source.turn if source else 0,
+                               source is None or s.frame_count == s.frames_done or source.frame_count_stored)
         result = None if columns is None else Result(columns, source=str(s.job.label), frames_decoded=s.frames_done,
                                                      elapsed=s.elapsed, warnings=[f"{s.job.label}: {n}" for n in notes])
         return Outcome(s.job.label, s.job.output, "done", reason="; ".join(notes), frames=s.frames_done, faces=s.faces,

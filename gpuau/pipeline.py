@@ -523,7 +523,8 @@ class Analyzer:
             if source.kind == "image":
                 return self._analyze_image_source(source)
             res = self._analyze(source, str(path), self.camera, progress, multi_face)
-        notes = decoding_notes(res.frames_decoded, source.frame_count, source.rotation, source.turn)
+        notes = decoding_notes(res.frames_decoded, source.frame_count, source.rotation, source.turn,
+                               source.frame_count == res.frames_decoded or source.frame_count_stored)
         res.warnings += [f"{path}: {note}" for note in notes]
         return res
 
@@ -671,7 +672,8 @@ class Analyzer:
             ``frames``, ``faces`` (successful frames; for ``multi_face`` successful face rows, for an
             image the faces found), ``frame_count`` (the container's), ``elapsed``, and for a video
             ``rotation`` and ``turn`` (:class:`~gpuau.video.VideoSource`'s: the clockwise turn its container
-            asks for and the one given to its frames).
+            asks for and the one given to its frames) and ``counted`` (whether ``frame_count`` is the container's
+            own count where it differs from ``frames``: :attr:`~gpuau.video.VideoSource.frame_count_stored`).
         """
         from gpuau.video import open_source
 
@@ -692,7 +694,8 @@ class Analyzer:
             t0 = time.perf_counter()
             _, n, faces = self._writer(multi_face)[0](source, path, self.camera, progress, output, format, chunk)
         return {"frames": n, "faces": faces, "frame_count": source.frame_count, "elapsed": time.perf_counter() - t0,
-                "rotation": source.rotation, "turn": source.turn}
+                "rotation": source.rotation, "turn": source.turn,
+                "counted": source.frame_count == n or source.frame_count_stored}
 
 
 def output_format(output: "str | os.PathLike | None", format: "str | None" = None) -> str:

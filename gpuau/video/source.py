@@ -163,13 +163,16 @@ def array_frames(images: Iterable, fps: float) -> Iterator[Frame]:
     return frames()
 
 
-def decoding_notes(frames: int, announced: int, rotation: int = 0, turn: int = 0) -> list:
-    """What to tell about a finished video: fewer frames decoded than the container announces (``announced``; 0:
-    unknown), and how a video whose container asks for a clockwise turn of ``rotation`` degrees was turned
-    (``turn``; see :data:`ORIENTATIONS`)."""
+def decoding_notes(frames: int, announced: int, rotation: int = 0, turn: int = 0, counted: bool = True) -> list:
+    """What to tell about a finished video: another number of frames decoded than the container announces
+    (``announced``; 0: unknown; ``counted``: the container stores its frame count, else OpenCV estimated it from the
+    duration and the frame rate, which a variable frame rate makes wrong), and how a video whose container asks for a
+    clockwise turn of ``rotation`` degrees was turned (``turn``; see :data:`ORIENTATIONS`)."""
     notes = []
     if announced and announced != frames:
-        notes.append(f"decoded {frames} of the {announced} frames the container announces")
+        notes.append(f"decoded {frames} of the {announced} frames the container announces" if counted else
+                     f"decoded {frames} frames where the container's duration and frame rate suggest {announced} (it "
+                     f"stores no frame count)")
     if rotation:
         if turn == rotation:
             how = "analysed upright (--orientation display; OpenFace's build with OpenCV 4.6 turns it the other way)"
@@ -318,6 +321,20 @@ class VideoSource:
         # the iteration's generator, weakly: its frame refers to this source, and a strong reference back would
         # keep both (and the decoding thread) alive after the caller drops them
         self._frames: "weakref.ref | None" = None
+
+    @property
+    def frame_count_stored(self) -> bool:
+        """Whether :attr:`frame_count` is a count the container stores (AVI, MP4...) rather than OpenCV's estimate from
+        its duration and frame rate (Matroska, WMV, MPEG-TS); asked of PyAV's FFmpeg, True when it cannot say."""
+        if self.kind != "video":
+            return True
+        try:
+            import av
+
+            with av.open(str(self.path)) as container:
+                return container.streams.video[0].frames > 0
+        except Exception:
+            return True
 
     @property
     def file_names(self) -> "list[str] | None":
