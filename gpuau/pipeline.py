@@ -319,15 +319,15 @@ class Analyzer:
         self.orientation = orientation
         self.backend = resolve_device(device)
         self.models = require_models(models)
-        self.multi_face = bool(multi_face)
+        self.multi_face = _flag("multi_face", multi_face)
         self.quality = get_quality(quality)
         if detect_every is not None and (isinstance(detect_every, (bool, np.bool_))
                                          or not isinstance(detect_every, numbers.Real)
                                          or not float(detect_every).is_integer() or detect_every < 1):
             raise ValueError(f"detect_every={detect_every!r}: need a whole number of frames >= 1, or None")
         self.detect_every = None if detect_every is None else int(detect_every)
-        self.au_static = bool(au_static)
-        self.write_hog = bool(write_hog)
+        self.au_static = _flag("au_static", au_static)
+        self.write_hog = _flag("write_hog", write_hog)
         self.write_aligned = AlignedFaces.of(write_aligned)
         self._clnf = None
         self._mtcnn = None
@@ -696,6 +696,13 @@ class Analyzer:
         return {"frames": n, "faces": faces, "frame_count": source.frame_count, "elapsed": time.perf_counter() - t0,
                 "rotation": source.rotation, "turn": source.turn,
                 "counted": source.frame_count == n or source.frame_count_stored}
+
+
+def _flag(name: str, value) -> bool:
+    """A yes/no setting: True, False (NumPy's too) or 0/1; a string such as ``"no"`` would be taken for True."""
+    if isinstance(value, (bool, np.bool_)) or (isinstance(value, numbers.Integral) and value in (0, 1)):
+        return bool(value)
+    raise TypeError(f"{name}={value!r}: use True or False")
 
 
 def output_format(output: "str | os.PathLike | None", format: "str | None" = None) -> str:

@@ -183,6 +183,10 @@ def test_settings_are_checked_and_read_as_written(media_dir, tmp_path, monkeypat
         with pytest.raises(ValueError, match="detect_every="):
             Analyzer("cpu", detect_every=wrong)
     assert Analyzer("cpu", detect_every=3.0).detect_every == 3
+    for flag in ("multi_face", "au_static", "write_hog"):
+        with pytest.raises(TypeError, match=f"{flag}='no': use True or False"):
+            Analyzer("cpu", **{flag: "no"})
+        assert getattr(Analyzer("cpu", **{flag: np.True_}), flag) is True
     Analyzer("cpu").write_video(media_dir / "sample1.jpg", tmp_path / "b.parquet")
     assert (tmp_path / "b.parquet").read_bytes()[:4] == b"PAR1"  # Parquet by its name
     written = {}
