@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gpuau", description="OpenFace 2.2 facial Action Units from video, on GPU (CuPy) or CPU (Numba).")
     parser.set_defaults(_parser=parser)
+    parser.add_argument("-V", "--version", action="version", version=f"gpuau {__version__}")
     subparsers = {(): parser.add_subparsers(metavar="COMMAND")}
     for cmd in COMMANDS:
         for depth in range(1, len(cmd.words)):

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
+from gpuau._atomic import check_writable
 from gpuau.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, InputError, decoding_notes
 
 LIST_EXTENSIONS = (".txt", ".lst")
@@ -36,6 +37,14 @@ class Outcome:
     elapsed: float = 0.0
     disk_full: bool = False  # the output's device was full: no later input can be written either
     result: object = None  # the in-memory table (gpuau.pipeline.Result) of an engine job without output file
+
+    def warnings(self) -> list:
+        """What a finished input warns of: no face in any frame, and the reason's notes (frames decoded against the
+        container's count, a rotated video's turn)."""
+        if self.status != "done":
+            return []
+        out = [f"no face found in any of its {self.frames} frames"] if self.faces == 0 and self.frames > 0 else []
+        return out + ([self.reason] if self.reason else [])
 
     def describe(self) -> str:
         """One line: status, input, and frames, faces, time and output (done), or the reason (failed)."""
@@ -82,11 +91,21 @@ class CorpusReport:
         if self.setup >= 1.0:
             lines.append(f"{'setup':<10}{self.setup:>8.1f} s   (the CPU kernels compiled once for this version of "
                          "gpuau and this CPU, before the first input; not in elapsed)")
+        warned = [o for o in self.outcomes if o.warnings()]
+        if warned:
+            lines.insert(4, f"{'warnings':<10}{len(warned):>8}   (inputs done with a warning, listed below)")
+        for o in warned:
+            lines += [f"WARNING {o.input}: {w}" for w in o.warnings()]
         for o in self.failed:
             lines.append(f"FAILED {o.input}: {o.reason}")
         if self.stopped:
             lines.append(f"STOPPED: {self.stopped}")
         return "\n".join(lines)
+
+
+def bars(progress: bool) -> "bool | None":
+    """tqdm's ``disable`` for ``progress``: None (bars only on a terminal, so a log file gets none) or True."""
+    return None if progress else True
 
 
 def _is_sequence_folder(p: Path) -> bool:
@@ -95,16 +114,18 @@ def _is_sequence_folder(p: Path) -> bool:
         f.suffix.lower() in VIDEO_EXTENSIONS for f in entries)
 
 
-def expand_inputs(inputs: Iterable["str | os.PathLike"]) -> list:
+def expand_inputs(inputs: Iterable["str | os.PathLike"], exclude: "str | os.PathLike | None" = None) -> list:
     """Inputs as analysable paths, in order, without duplicates.
 
     A video or image file stands for itself; a folder holding images (and no videos) is one image
-    sequence; any other folder is searched recursively for videos (and image-sequence folders); a
-    ``.txt``/``.lst`` file lists one path per line (``#`` comments allowed, relative to the list's folder).
-    A path that does not exist is kept, so that it is reported as failed rather than silently dropped.
+    sequence; any other folder is searched recursively for videos (and image-sequence folders), except the folder
+    ``exclude`` (the output folder: its aligned faces are no input); a ``.txt``/``.lst`` file lists one path per line
+    (``#`` comments allowed, relative to the list's folder). A path that does not exist is kept, so that it is
+    reported as failed rather than silently dropped.
     """
     out: list = []
     seen: set = set()
+    skip = Path(exclude).resolve() if exclude is not None else None
 
     def add(p: Path):
         key = p.resolve() if p.exists() else p
@@ -118,6 +139,8 @@ def expand_inputs(inputs: Iterable["str | os.PathLike"]) -> list:
                 add(p)
                 return
             for child in sorted(p.iterdir()):
+                if child.is_dir() and skip is not None and child.resolve() == skip:
+                    continue
                 if child.is_dir() or child.suffix.lower() in VIDEO_EXTENSIONS:
                     walk(child)
         else:
@@ -196,19 +219,20 @@ class CorpusRun:
         from tqdm.auto import tqdm
 
         self._t0 = time.perf_counter()
-        paths = expand_inputs(inputs)
+        paths = expand_inputs(inputs, exclude=outdir)
         if not paths:
             raise InputError(", ".join(map(str, inputs)) or "(no inputs)", "no video, image or image folder found",
                              "name video files, images or folders that hold them")
         self.outdir = Path(outdir)
         try:
             self.outdir.mkdir(parents=True, exist_ok=True)
+            check_writable(self.outdir / ".gpuau-write-check")
         except OSError as e:
             raise InputError(self.outdir, f"cannot be used as the output folder ({e.strerror or e})",
                              "pass -o a folder that can be created and written") from e
         self.report = CorpusReport()
         self.verbose = verbose
-        self.bar = tqdm(total=len(paths), desc="corpus", unit="video", disable=not progress, position=0)
+        self.bar = tqdm(total=len(paths), desc="corpus", unit="video", disable=bars(progress), position=0)
         self._order = {p: i for i, p in enumerate(paths)}
         self.todo: list = []
         for src, dst in zip(paths, output_paths(paths, outdir, fmt)):
@@ -224,11 +248,8 @@ class CorpusRun:
         self.report.outcomes.append(outcome)
         if self.verbose:
             tqdm.write(outcome.describe(), file=sys.stderr)
-        if outcome.status == "done" and outcome.faces == 0 and outcome.frames > 0:
-            tqdm.write(f"warning: {outcome.input}: no face found in any of its {outcome.frames} frames",
-                       file=sys.stderr)
-        if outcome.status == "done" and outcome.reason:
-            tqdm.write(f"warning: {outcome.input}: {outcome.reason}", file=sys.stderr)
+        for warning in outcome.warnings():
+            tqdm.write(f"warning: {outcome.input}: {warning}", file=sys.stderr)
         if outcome.disk_full:
             self.report.stopped = (f"no space left on the device holding {self.outdir.resolve()}; free space and "
                                    f"rerun (finished outputs are kept and skipped)")
@@ -475,7 +496,7 @@ def run_corpus(inputs: Iterable, outdir: "str | os.PathLike", *, analyzer, fmt: 
             return report
     try:
         for src, dst in run.todo:
-            bar = tqdm(desc=src.name[:30], unit="frame", disable=not progress, position=1, leave=False)
+            bar = tqdm(desc=src.name[:30], unit="frame", disable=bars(progress), position=1, leave=False)
             try:
                 outcome = analyze_input(analyzer, src, dst, fmt=fmt, progress=lambda n: bar.update(n - bar.n),
                                         on_open=lambda s: setattr(bar, "total", s.frame_count or None))
@@ -505,7 +526,7 @@ def _run_streams(run: CorpusRun, analyzer, fmt: str, streams: "int | None", prog
     if not videos:
         return
     engine = Engine.from_analyzer(analyzer, streams=streams, decode=decode)
-    bar = tqdm(desc=f"{engine.streams} stream{'s' * (engine.streams != 1)}", unit="frame", disable=not progress,
+    bar = tqdm(desc=f"{engine.streams} stream{'s' * (engine.streams != 1)}", unit="frame", disable=bars(progress),
                position=1, leave=False)
     video_bars: dict = {}  # input -> (its bar, the bar's position)
     free = list(range(2, 2 + VIDEO_BARS))  # bar positions below the corpus's and the streams' bars

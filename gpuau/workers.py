@@ -225,7 +225,7 @@ def schedule(run: CorpusRun, device: str, plan: LocalPlan, *, fmt: str, progress
         p.conn.send((*p.item, fmt))
         if progress and positions:
             p.position = positions.pop(0)
-            p.bar = tqdm(desc=p.item[0].name[:30], unit="frame", position=p.position, leave=False)
+            p.bar = tqdm(desc=p.item[0].name[:30], unit="frame", position=p.position, leave=False, disable=None)
 
     def release(p: _Process) -> None:
         p.item = None

@@ -389,6 +389,11 @@ def test_cli_streams_progress_bars_know_each_videos_length(tmp_path, clips, monk
     bars = []
 
     class RecordingBar(tqdm.auto.tqdm):
+        def __init__(self, *args, **kwargs):
+            if kwargs.get("disable", False) is None:  # bars only on a terminal: this test's stderr is one
+                kwargs["disable"] = False
+            super().__init__(*args, **kwargs)
+
         def close(self):
             if not self.disable and self not in [b for b, _ in bars]:
                 bars.append((self, (self.desc, self.total, self.n)))

@@ -140,6 +140,25 @@ def test_frame_count_check_against_the_container(media_dir, tmp_path, capsys):
     assert len(rows) == 88 and rows["timestamp"][1] == pytest.approx(0.064)
 
 
+def test_an_output_folder_inside_the_input_folder_is_no_input(media_dir, tmp_path, capsys):
+    """Resuming `gpuau analyze corpus -o corpus/out --aligned` skips what is done: the aligned faces written into
+    corpus/out are not an image sequence to analyse. The summary lists the inputs done with a warning."""
+    import shutil
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    shutil.copy(media_dir / "changeLighting.wmv", corpus)
+    args = ["analyze", str(corpus), "-o", str(corpus / "out"), "--aligned", "--quality", "fast"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "warnings         1   (inputs done with a warning, listed below)" in err
+    assert f"WARNING {corpus / 'changeLighting.wmv'}: decoded 88 frames where" in err
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "inputs           1" in err and "skipped          1" in err
+    assert sorted(p.name for p in (corpus / "out").iterdir()) == ["changeLighting.csv", "changeLighting_aligned"]
+
+
 def test_a_videos_warnings_reach_library_callers(media_dir):
     import gpuau
 
