@@ -570,8 +570,12 @@ def render(args) -> int:
 
             csv = Path(tmp) / "analysis.csv"
             Analyzer(args.device, orientation=args.orientation, camera=camera).write_video(args.video, csv)
-        out = render_video(args.video, csv, args.output, face_id=args.face_id, orientation=args.orientation,
-                           camera=camera)
+        try:
+            out = render_video(args.video, csv, args.output, face_id=args.face_id, orientation=args.orientation,
+                               camera=camera)
+        except (OSError, ValueError, ImportError) as e:
+            print(f"gpuau: error: {e}", file=sys.stderr)
+            return 1
     print(out)
     return 0
 
@@ -582,5 +586,9 @@ def render(args) -> int:
 def plot(args) -> int:
     from gpuau.viz import plot_aus
 
-    print(plot_aus(args.csv, args.output, face_id=args.face_id))
+    try:
+        print(plot_aus(args.csv, args.output, face_id=args.face_id))
+    except (OSError, ValueError, ImportError) as e:
+        print(f"gpuau: error: {e}", file=sys.stderr)
+        return 1
     return 0

@@ -21,9 +21,20 @@ _EYE_OUTLINES = ((0, 8), (8, 20), (20, 28))
 pupil; the eyelids in blue, the others in red."""
 
 
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov")
+"""The containers :func:`render_video` writes (OpenCV takes other names, a ``.gif``, for a numbered image series)."""
+
+
 def _table(csv_path) -> dict:
+    """The columns of an OpenFace CSV, or of the Parquet file ``gpuau analyze --format parquet`` writes."""
     from gpuau.io import read_openface_csv
 
+    if Path(csv_path).suffix.lower() == ".parquet":
+        from gpuau.io.openface_csv import require_pyarrow
+
+        _, pq = require_pyarrow()
+        table = pq.read_table(csv_path)
+        return {name: table.column(name).to_numpy() for name in table.column_names}
     return read_openface_csv(csv_path)
 
 
@@ -139,6 +150,9 @@ def render_video(video, csv_path, output, *, face_id: int = 0, orientation: str 
 
     from gpuau.video import camera_intrinsics, open_source
 
+    output = Path(output)
+    if output.suffix.lower() not in VIDEO_SUFFIXES:
+        raise ValueError(f"{output}: write the annotated video as {', '.join(VIDEO_SUFFIXES)}")
     table = _table(csv_path)
     names = _au_names(table)
     frames = table["frame"].astype(int)
@@ -146,7 +160,6 @@ def render_video(video, csv_path, output, *, face_id: int = 0, orientation: str 
     index = {f: i for i, (f, fid) in enumerate(zip(frames, ids)) if fid == face_id}
     source = open_source(video, orientation=orientation)
     intrinsics = camera_intrinsics(source.width, source.height, camera)
-    output = Path(output)
     fourcc = cv2.VideoWriter_fourcc(*("MJPG" if output.suffix.lower() == ".avi" else "mp4v"))
     with atomic_path(output) as tmp:
         tmp_video = tmp.with_suffix(output.suffix)

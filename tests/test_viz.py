@@ -65,3 +65,21 @@ def test_plot_aus(reference_dir, tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     img = cv2.imread(str(out))
     assert img.shape[0] > 500 and img.shape[1] > 1000
+
+
+def test_render_and_plot_read_parquet_and_say_what_they_cannot_write(media_dir, reference_dir, tmp_path, capsys):
+    """The Parquet table `gpuau analyze --format parquet` writes is read like the CSV; an image name for the video
+    (OpenCV would write a numbered image series) and a missing table are one-line errors."""
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("pyarrow")
+    from gpuau.io import read_openface_csv, write_openface_parquet
+
+    table = tmp_path / "default.parquet"
+    write_openface_parquet(table, read_openface_csv(reference_dir / "default.csv"))
+    assert main(["plot", str(table), "-o", str(tmp_path / "aus.png")]) == 0
+    video = media_dir / "default.wmv"
+    assert main(["render", str(video), str(table), "-o", str(tmp_path / "x.gif")]) == 1
+    assert capsys.readouterr().err.startswith(f"gpuau: error: {tmp_path / 'x.gif'}: write the annotated video as .mp4")
+    assert main(["plot", str(tmp_path / "missing.csv"), "-o", str(tmp_path / "b.png")]) == 1
+    assert "gpuau: error:" in capsys.readouterr().err and sorted(p.name for p in tmp_path.iterdir()) == [
+        "aus.png", "default.parquet"]
