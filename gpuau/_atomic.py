@@ -49,9 +49,7 @@ def check_writable(path: "str | os.PathLike") -> None:
     """Raise now the :class:`OSError` that writing ``path`` atomically would raise (:func:`temp_beside`'s), for a
     caller that writes it only after a long computation; folders that would be created are not created yet."""
     path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(errno.EISDIR, "a folder has the name of the file to write", str(path))
-    if path.parent.is_dir():
+    if path.parent.is_dir():  # temp_beside's checks, and the folder's write permission
         f, tmp = temp_beside(path, "wb")
         f.close()
         tmp.unlink()

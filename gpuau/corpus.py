@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from gpuau._atomic import check_writable
-from gpuau.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, InputError, decoding_notes
+from gpuau.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, InputError
 
 LIST_EXTENSIONS = (".txt", ".lst")
 
@@ -291,8 +291,7 @@ def analyze_input(analyzer, src: Path, dst: Path, *, fmt: str = "csv", progress=
         info = analyzer.write_video(src, dst, format=fmt, progress=progress, on_open=on_open)
     except Exception as e:  # one input's failure must not end the corpus
         return failed_outcome(src, dst, e)
-    note = "; ".join(decoding_notes(info["frames"], info.get("frame_count") or 0, info.get("rotation", 0),
-                                    info.get("turn", 0), info.get("counted", True)))
+    note = "; ".join(info.get("notes", []))
     return Outcome(src, dst, "done", reason=note, frames=info["frames"], faces=info["faces"], elapsed=info["elapsed"])
 
 

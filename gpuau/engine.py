@@ -432,7 +432,7 @@ class _Stream:
     """
 
     def __init__(self, job: Job, frames: Iterator, engine: "Engine", fmt: str, intrinsics,
-                 frame_count: "int | None" = None, files: "list[str] | None" = None, source=None):
+                 files: "list[str] | None" = None, source=None):
         from gpuau.au import AUAnalyzer
         from gpuau.io import RowWriter
         from gpuau.landmarks.gaze import eye_parts
@@ -442,7 +442,6 @@ class _Stream:
         self.frames = frames
         self.source = source  # the VideoSource of a path input (released by close()), else None
         self.progress: "Callable[[int], None] | None" = None  # from Engine.run's on_open
-        self.frame_count = frame_count
         self.engine = engine
         self.tracker = FaceTracker(engine.clnf, detect=self.detect, validate=self.validate, intrinsics=intrinsics,
                                    models=engine.models, device=engine.backend, detect_every=engine.detect_every,
@@ -646,8 +645,8 @@ class Engine:
                     raise InputError(source.path, "a single image, not a video",
                                      "analyse images with Analyzer.analyze_image")
                 frames = self._nvdec(source) if self.decode == "nvdec" else None
-                s = _Stream(job, iter(source) if frames is None else frames, self, fmt, camera, source.frame_count,
-                            source.file_names, source)
+                s = _Stream(job, iter(source) if frames is None else frames, self, fmt, camera, source.file_names,
+                            source)
             except BaseException:  # the output cannot be written, ...: release the video at once
                 source.close()
                 raise
@@ -678,7 +677,7 @@ class Engine:
         return frames
 
     def _finish(self, s: _Stream) -> Outcome:
-        from gpuau.video import InputError, decoding_notes
+        from gpuau.video import InputError
 
         s.close()
         if s.frames_done == 0:
@@ -687,9 +686,7 @@ class Engine:
             s.recorder.commit()
         columns = s.output.close(s.aus.finish())
         source = s.source  # None for frames given in memory
-        notes = decoding_notes(s.frames_done, s.frame_count or 0, source.rotation if source else 0,
-                               source.turn if source else 0,
-                               source is None or s.frame_count == s.frames_done or source.frame_count_stored)
+        notes = [] if source is None else source.decoding_notes(s.frames_done)
         result = None if columns is None else Result(columns, source=str(s.job.label), frames_decoded=s.frames_done,
                                                      elapsed=s.elapsed, warnings=[f"{s.job.label}: {n}" for n in notes])
         return Outcome(s.job.label, s.job.output, "done", reason="; ".join(notes), frames=s.frames_done, faces=s.faces,

@@ -517,15 +517,13 @@ class Analyzer:
         gpuau.video.InputError
             Unreadable input, or no frame could be decoded.
         """
-        from gpuau.video import decoding_notes, open_source
+        from gpuau.video import open_source
 
         with open_source(path, timestamps=self.timestamps, orientation=self.orientation) as source:
             if source.kind == "image":
                 return self._analyze_image_source(source)
             res = self._analyze(source, str(path), self.camera, progress, multi_face)
-        notes = decoding_notes(res.frames_decoded, source.frame_count, source.rotation, source.turn,
-                               source.frame_count == res.frames_decoded or source.frame_count_stored)
-        res.warnings += [f"{path}: {note}" for note in notes]
+        res.warnings += [f"{path}: {note}" for note in source.decoding_notes(res.frames_decoded)]
         return res
 
     def analyze_frames(self, frames: Iterable[np.ndarray], *, fps: float = 30.0, intrinsics=None,
@@ -670,10 +668,9 @@ class Analyzer:
         -------
         dict
             ``frames``, ``faces`` (successful frames; for ``multi_face`` successful face rows, for an
-            image the faces found), ``frame_count`` (the container's), ``elapsed``, and for a video
-            ``rotation`` and ``turn`` (:class:`~gpuau.video.VideoSource`'s: the clockwise turn its container
-            asks for and the one given to its frames) and ``counted`` (whether ``frame_count`` is the container's
-            own count where it differs from ``frames``: :attr:`~gpuau.video.VideoSource.frame_count_stored`).
+            image the faces found), ``frame_count`` (the container's), ``elapsed``, and for a video ``notes``
+            (:meth:`~gpuau.video.VideoSource.decoding_notes`: frames decoded against the container's count, how a
+            rotated video was turned).
         """
         from gpuau.video import open_source
 
@@ -694,8 +691,7 @@ class Analyzer:
             t0 = time.perf_counter()
             _, n, faces = self._writer(multi_face)[0](source, path, self.camera, progress, output, format, chunk)
         return {"frames": n, "faces": faces, "frame_count": source.frame_count, "elapsed": time.perf_counter() - t0,
-                "rotation": source.rotation, "turn": source.turn,
-                "counted": source.frame_count == n or source.frame_count_stored}
+                "notes": source.decoding_notes(n)}
 
 
 def _flag(name: str, value) -> bool:

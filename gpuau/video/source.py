@@ -336,6 +336,12 @@ class VideoSource:
         except Exception:
             return True
 
+    def decoding_notes(self, frames: int) -> list:
+        """:func:`decoding_notes` of this source once ``frames`` frames were decoded (whether the container stores its
+        count is asked only where the counts differ)."""
+        counted = self.frame_count == frames or self.frame_count_stored
+        return decoding_notes(frames, self.frame_count, self.rotation, self.turn, counted)
+
     @property
     def file_names(self) -> "list[str] | None":
         """The name of each image of an image folder, in frame order (gpuau's ``file`` column); None for
