@@ -1051,8 +1051,8 @@ class Engine:
                     except Exception as e:
                         bad[i] = e
         if recording:
-            bad.update(self._record([(i, it) for i, it in enumerate(items)
-                                     if i not in bad and it.stream.recorder is not None], hog, out[2] if aligned else None))
+            recorded = [(i, it) for i, it in enumerate(items) if i not in bad and it.stream.recorder is not None]
+            bad.update(self._record(recorded, hog, out[2] if aligned else None))
         failed = [(items[i], e) for i, e in bad.items()]
         good = [i for i in range(len(items)) if i not in bad]
         rows = xp.asarray(np.asarray(good, np.int64))

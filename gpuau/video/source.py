@@ -495,8 +495,9 @@ def _bt601_frames(path: Path, threads: int, size: "tuple[int, int]") -> "Iterato
     build of the reference CSVs decodes them (OpenCV 4.6 with FFmpeg 5: BT.601's matrix for every video), decoded by
     PyAV's FFmpeg with ``threads`` threads and converted by swscale with BT.601's matrix and OpenCV's flags
     (``SWS_BICUBIC``) at ``size`` (width, height: the video's as OpenCV reports it, to which opencv-python scales
-    the frames of a video whose frame size changes); each with its container time from the stream's start, as OpenCV's
-    ``CAP_PROP_POS_MSEC``.  None for any other video (OpenCV decodes it), or when PyAV cannot open it.
+    the frames of a video whose frame size changes); each with its container time (which the source counts from the
+    first frame's, as OpenCV's ``CAP_PROP_POS_MSEC``).  None for any other video (OpenCV decodes it), or when PyAV
+    cannot open it.
 
     opencv-python 5 converts such a video with its tagged matrix: on default.wmv scaled to 1280x720 and tagged
     BT.709 the pixels differed by up to 16 levels from OpenCV 4.6's; 8-bit 4:2:0, 4:2:2 and 4:4:4 frames are equal
@@ -514,7 +515,6 @@ def _bt601_frames(path: Path, threads: int, size: "tuple[int, int]") -> "Iterato
         stream = container.streams.video[0]
         context = stream.codec_context
         eight_bit = context.format is not None and all(c.bits == 8 for c in context.format.components)
-        start, time_base = stream.start_time or 0, stream.time_base
     except Exception:
         container.close()
         return None
@@ -529,7 +529,7 @@ def _bt601_frames(path: Path, threads: int, size: "tuple[int, int]") -> "Iterato
             try:
                 for frame in container.decode(stream):
                     bgr = frame.reformat(width, height, "bgr24", src_colorspace="ITU601", interpolation="BICUBIC")
-                    yield bgr.to_ndarray(), 0.0 if frame.pts is None else float((frame.pts - start) * time_base)
+                    yield bgr.to_ndarray(), 0.0 if frame.time is None else float(frame.time)
             except av.FFmpegError:  # a truncated or damaged file: the frames before it, as OpenCV reads them
                 return
 
