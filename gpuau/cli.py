@@ -28,7 +28,7 @@ from typing import Callable
 
 from gpuau import __version__
 from gpuau._gc import collect_rarely
-from gpuau.corpus import Terminated, raise_terminated
+from gpuau.corpus import Terminated, raise_terminated, say
 from gpuau.video import ORIENTATIONS, TIMESTAMPS
 
 
@@ -311,20 +311,18 @@ def warmup(args) -> int:
 # --------------------------------------------------------------------------- analyze
 
 
-class _TqdmLogHandler(logging.Handler):
+class _StderrLogHandler(logging.Handler):
     """Log records as ``gpuau: message`` lines on stderr, printed above the progress bars."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        from tqdm.auto import tqdm
-
-        tqdm.write(f"gpuau: {self.format(record)}", file=sys.stderr)
+        say(f"gpuau: {self.format(record)}")
 
 
 def _log_to_stderr() -> None:
     """``--verbose``: gpuau's INFO messages (and above) on stderr."""
     logger = logging.getLogger("gpuau")
-    if not any(isinstance(h, _TqdmLogHandler) for h in logger.handlers):
-        logger.addHandler(_TqdmLogHandler())
+    if not any(isinstance(h, _StderrLogHandler) for h in logger.handlers):
+        logger.addHandler(_StderrLogHandler())
     logger.setLevel(logging.INFO)
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import sys
 import time
 import uuid
 from collections import deque
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Iterable
 
 from gpuau._deps import DependencyError
-from gpuau.corpus import CorpusReport, CorpusRun, CorpusWorker, Outcome, WorkerDeaths
+from gpuau.corpus import CorpusReport, CorpusRun, CorpusWorker, Outcome, WorkerDeaths, say
 
 CPU_CORES_PER_WORKER = 4
 """Cores per worker on CPU nodes when ``workers`` is not given: a node of ``n`` cores runs ``n // 4`` workers."""
@@ -139,8 +138,6 @@ def _schedule(run: CorpusRun, plan: WorkerPlan, *, fmt: str, max_retries: int, o
     """Analyse ``run.todo`` on ``plan.count`` actors with a pull queue, replacing actors that die."""
     import ray
     from ray.exceptions import RayError
-    from tqdm.auto import tqdm
-
     Worker = ray.remote(RayWorker).options(num_cpus=plan.num_cpus, num_gpus=plan.num_gpus, max_restarts=0,
                                               max_task_retries=0)
     token = run.outdir / f".gpuau-ray-{uuid.uuid4().hex}"
@@ -192,7 +189,7 @@ def _schedule(run: CorpusRun, plan: WorkerPlan, *, fmt: str, max_retries: int, o
                         ray.get(ref)
                     except RayError as e:
                         start_error = str(e).strip().splitlines()[-1]
-                        tqdm.write(f"warning: a gpuau worker could not start: {start_error}", file=sys.stderr)
+                        say(f"warning: a gpuau worker could not start: {start_error}")
                         ray.kill(actor)
                         continue
                     ever_ready = True

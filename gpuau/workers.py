@@ -25,7 +25,8 @@ from collections import deque
 from dataclasses import dataclass
 
 from gpuau._gc import collect_rarely
-from gpuau.corpus import VIDEO_BARS, CorpusRun, CorpusWorker, Outcome, WorkerDeaths
+from gpuau.corpus import (VIDEO_BARS, CorpusRun, CorpusWorker, Outcome, WorkerDeaths, on_terminal, progress_bar,
+                          say)
 
 class WorkerError(RuntimeError):
     """No worker process could start (the message gives the first one's error)."""
@@ -208,8 +209,6 @@ def schedule(run: CorpusRun, device: str, plan: LocalPlan, *, fmt: str, progress
     import multiprocessing
     from multiprocessing.connection import wait
 
-    from tqdm.auto import tqdm
-
     ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited threads, locks or GPU context
     queue = deque(sorted(run.todo, key=lambda item: -_size(item[0])))  # largest first: no long video left for last
     deaths = WorkerDeaths(run, queue, max_retries)
@@ -223,9 +222,9 @@ def schedule(run: CorpusRun, device: str, plan: LocalPlan, *, fmt: str, progress
     def assign(p: _Process) -> None:
         p.item = queue.popleft()
         p.conn.send((*p.item, fmt))
-        if progress and positions:
+        if progress and positions and on_terminal():
             p.position = positions.pop(0)
-            p.bar = tqdm(desc=p.item[0].name[:30], unit="frame", position=p.position, leave=False, disable=None)
+            p.bar = progress_bar(True, desc=p.item[0].name[:30], unit="frame", position=p.position, leave=False)
 
     def release(p: _Process) -> None:
         p.item = None
@@ -275,7 +274,7 @@ def schedule(run: CorpusRun, device: str, plan: LocalPlan, *, fmt: str, progress
                     p.ready = ever_ready = True
                 elif kind == "error":
                     start_error = value
-                    tqdm.write(f"warning: a gpuau worker process could not start: {value}", file=sys.stderr)
+                    say(f"warning: a gpuau worker process could not start: {value}")
                     procs.remove(p)
                     p.stop()
                 elif kind == "open" and p.bar is not None:

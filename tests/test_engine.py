@@ -386,20 +386,18 @@ def test_cli_streams_progress_bars_know_each_videos_length(tmp_path, clips, monk
     the time left, as with --streams 1) through Engine.run's on_open, and ends at that count."""
     import tqdm.auto
 
+    import gpuau.corpus
+
     bars = []
 
     class RecordingBar(tqdm.auto.tqdm):
-        def __init__(self, *args, **kwargs):
-            if kwargs.get("disable", False) is None:  # bars only on a terminal: this test's stderr is one
-                kwargs["disable"] = False
-            super().__init__(*args, **kwargs)
-
         def close(self):
             if not self.disable and self not in [b for b, _ in bars]:
                 bars.append((self, (self.desc, self.total, self.n)))
             super().close()
 
     monkeypatch.setattr(tqdm.auto, "tqdm", RecordingBar)
+    monkeypatch.setattr(gpuau.corpus, "on_terminal", lambda: True)  # bars only on a terminal: as if stderr were one
     images, fps = clips["changeLighting.wmv"]
     seq, video = tmp_path / "clip", tmp_path / "short.avi"
     seq.mkdir()

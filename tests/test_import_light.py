@@ -30,3 +30,14 @@ def test_command_line_modules_and_version_are_light():
 
 def test_the_probe_sees_a_heavy_import():
     assert loaded_heavy("import cv2") == ["cv2"]
+
+
+def test_analyze_off_a_terminal_draws_no_bars_and_imports_no_tqdm(tmp_path, media_dir):
+    """Progress bars are drawn only on a terminal; elsewhere (a log file, a pipe) the command does not import tqdm,
+    ~45 ms of its start-up, and its messages still reach stderr."""
+    image, out = str(media_dir / "sample1.jpg"), str(tmp_path / "out")
+    code = (f"import sys, gpuau.cli\nassert gpuau.cli.main(['analyze', {image!r}, '-o', {out!r}, '--device', 'cpu', "
+            f"'--verbose']) == 0\nassert 'tqdm' not in sys.modules, 'tqdm imported'")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "sample1.jpg" in r.stderr and "\r" not in r.stderr  # the --verbose line, no bar redraws
