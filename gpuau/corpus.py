@@ -7,6 +7,7 @@ failed with the reason. Only a full disk stops the run, since every later output
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import sys
@@ -22,6 +23,49 @@ LIST_EXTENSIONS = (".txt", ".lst")
 
 VIDEO_BARS = 8
 """Per-video progress bars shown at once with ``streams > 1`` (the videos opened while all are taken get none)."""
+
+SETTINGS_LOG = "gpuau-settings.jsonl"
+"""In a corpus run's output folder: a line per output written, ``{"output": file name, "settings":
+output_settings(...)}`` (the last line of a name counts), which a rerun compares with its own settings."""
+
+OUTPUT_SETTINGS = ("quality", "multi_face", "au_static", "detect_every", "timestamps", "orientation", "camera")
+"""The :class:`gpuau.pipeline.Analyzer` keywords that change an output's numbers or rows (the device, the model folder's
+place and the extra files asked for do not)."""
+
+
+def output_settings(options: dict) -> dict:
+    """``options`` (Analyzer keywords, as :meth:`gpuau.pipeline.Analyzer.settings` gives them) reduced to
+    :data:`OUTPUT_SETTINGS` as JSON values: a quality preset by its name, another :class:`Quality` by its fields."""
+    from gpuau.landmarks.quality import QUALITIES, get_quality
+
+    values = {k: options.get(k) for k in OUTPUT_SETTINGS}
+    values["quality"] = quality = get_quality(values["quality"] or "exact")
+    if QUALITIES.get(quality.name) == quality:
+        values["quality"] = quality.name
+    return json.loads(json.dumps(values, default=repr))
+
+
+def recorded_settings(outdir: Path) -> dict:
+    """Output file name -> the settings :data:`SETTINGS_LOG` last recorded for it (lines that do not parse, such as
+    one cut short by a crash, are passed over)."""
+    try:
+        lines = (outdir / SETTINGS_LOG).read_text(encoding="utf-8", errors="replace").splitlines()
+    except FileNotFoundError:
+        return {}
+    found = {}
+    for line in lines:
+        try:
+            entry = json.loads(line)
+            found[entry["output"]] = entry["settings"]
+        except (ValueError, KeyError, TypeError):
+            continue
+    return found
+
+
+def settings_difference(recorded: dict, settings: dict) -> str:
+    """The settings in which ``recorded`` and ``settings`` differ, as ``quality 'fast' (this run: 'exact'), ...``."""
+    keys = [k for k in dict.fromkeys([*recorded, *settings]) if recorded.get(k) != settings.get(k)]
+    return ", ".join(f"{k} {recorded.get(k)!r} (this run: {settings.get(k)!r})" for k in keys)
 
 
 @dataclass
@@ -248,10 +292,21 @@ class CorpusRun:
     write_hog, write_aligned : bool
         The inputs also get a ``.hog`` file / a folder of aligned faces (see :class:`gpuau.pipeline.Analyzer`): an
         output counts as complete only with them.
+    settings : dict, optional
+        The run's :func:`output_settings`: each output done is recorded with them in :data:`SETTINGS_LOG`, and an
+        existing output recorded with others is not skipped as complete but refused (:class:`InputError`), unless
+        ``overwrite``. None: neither (outputs never recorded, as those the library's ``write_video`` writes, are
+        skipped in any case).
+
+    Raises
+    ------
+    InputError
+        No input found; the output folder cannot be written; outputs there were made with other settings.
     """
 
     def __init__(self, inputs: Iterable, outdir: "str | os.PathLike", *, fmt: str = "csv", overwrite: bool = False,
-                 progress: bool = True, verbose: bool = False, write_hog: bool = False, write_aligned: bool = False):
+                 progress: bool = True, verbose: bool = False, write_hog: bool = False, write_aligned: bool = False,
+                 settings: "dict | None" = None):
         self._t0 = time.perf_counter()
         paths = expand_inputs(inputs, exclude=outdir)
         if not paths:
@@ -264,16 +319,33 @@ class CorpusRun:
         except OSError as e:
             raise InputError(self.outdir, f"cannot be used as the output folder ({e.strerror or e})",
                              "pass -o a folder that can be created and written") from e
+        self.settings = settings
+        outputs = output_paths(paths, outdir, fmt)
+        done = [] if overwrite else [complete(dst, write_hog, write_aligned) for dst in outputs]
+        if settings is not None and any(done):
+            self._check_settings([dst for dst, d in zip(outputs, done) if d])
         self.report = CorpusReport()
         self.verbose = verbose
         self.bar = progress_bar(progress, total=len(paths), desc="corpus", unit="video", position=0)
         self._order = {p: i for i, p in enumerate(paths)}
         self.todo: list = []
-        for src, dst in zip(paths, output_paths(paths, outdir, fmt)):
-            if not overwrite and complete(dst, write_hog, write_aligned):
+        for i, (src, dst) in enumerate(zip(paths, outputs)):
+            if done and done[i]:
                 self.record(Outcome(src, dst, "skipped"))
             else:
                 self.todo.append((src, dst))
+
+    def _check_settings(self, existing: list) -> None:
+        """Refuse to resume over ``existing`` outputs that :data:`SETTINGS_LOG` says were made with other settings."""
+        recorded = recorded_settings(self.outdir)
+        other = [dst for dst in existing if recorded.get(dst.name, self.settings) != self.settings]
+        if other:
+            first, more = other[0].name, len(other) - 1
+            which = f"{first} and {more} other output{'s' * (more > 1)} there were" if more else f"{first} there was"
+            raise InputError(self.outdir, f"{which} made with other settings, as {SETTINGS_LOG} records: "
+                             f"{settings_difference(recorded[first], self.settings)}",
+                             "rerun with those settings to resume, add --overwrite to redo the outputs, or choose "
+                             "another output folder")
 
     def record(self, outcome: Outcome) -> None:
         """Add ``outcome``; a full disk sets :attr:`CorpusReport.stopped` (callers start no further input)."""
@@ -285,7 +357,22 @@ class CorpusRun:
         if outcome.disk_full:
             self.report.stopped = (f"no space left on the device holding {self.outdir.resolve()}; free space and "
                                    f"rerun (finished outputs are kept and skipped)")
+        if outcome.status == "done" and self.settings is not None:
+            self._record_settings(outcome.output)
         self.bar.update(1)
+
+    def _record_settings(self, output: Path) -> None:
+        """Append ``output``'s line to :data:`SETTINGS_LOG` (one write: lines of concurrent runs do not interleave on
+        a local disk); if that fails the output stays, unrecorded, as one written before gpuau kept the log."""
+        line = json.dumps({"output": output.name, "settings": self.settings}) + "\n"
+        try:
+            fd = os.open(self.outdir / SETTINGS_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            try:
+                os.write(fd, line.encode())
+            finally:
+                os.close(fd)
+        except OSError as e:
+            logging.getLogger(__name__).warning("%s: not recorded in %s (%s)", output, SETTINGS_LOG, e)
 
     def prepare(self, step: Callable[[], None]) -> None:
         """Run ``step`` before the first input, outside the elapsed time (the report's ``setup``)."""
@@ -494,7 +581,8 @@ def run_corpus(inputs: Iterable, outdir: "str | os.PathLike", *, analyzer, fmt: 
         does not run).
     """
     run = CorpusRun(inputs, outdir, fmt=fmt, overwrite=overwrite, progress=progress, verbose=verbose,
-                    write_hog=analyzer.write_hog, write_aligned=analyzer.write_aligned)
+                    write_hog=analyzer.write_hog, write_aligned=analyzer.write_aligned,
+                    settings=output_settings(analyzer.settings()))
     if run.todo:
         try:  # the kernels' one-time compile: here, not in every worker process at once, and not in elapsed
             run.prepare(analyzer.compile_kernels)

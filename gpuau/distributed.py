@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Iterable
 
 from gpuau._deps import DependencyError
-from gpuau.corpus import CorpusReport, CorpusRun, CorpusWorker, Outcome, WorkerDeaths, say
+from gpuau.corpus import CorpusReport, CorpusRun, CorpusWorker, Outcome, WorkerDeaths, output_settings, say
 
 CPU_CORES_PER_WORKER = 4
 """Cores per worker on CPU nodes when ``workers`` is not given: a node of ``n`` cores runs ``n // 4`` workers."""
@@ -253,8 +253,11 @@ def analyze_corpus(inputs: Iterable, out: "str | os.PathLike", *, address: "str 
         Outcomes in input order; an input whose output was completed just before its worker died is
         ``"done"`` with zero frames (its output is not written again).
     """
+    options = dict(models=models, multi_face=multi_face, timestamps=timestamps, quality=quality,
+                   detect_every=detect_every, orientation=orientation, au_static=au_static, camera=camera,
+                   write_hog=write_hog, write_aligned=write_aligned)
     run = CorpusRun(inputs, out, fmt=fmt, overwrite=overwrite, progress=progress, verbose=verbose,
-                    write_hog=write_hog, write_aligned=write_aligned)
+                    write_hog=write_hog, write_aligned=write_aligned, settings=output_settings(options))
     try:
         if run.todo:
             ray = _import_ray()
@@ -262,9 +265,6 @@ def analyze_corpus(inputs: Iterable, out: "str | os.PathLike", *, address: "str 
             try:
                 nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
                 plan = plan_workers(nodes, device, workers)
-                options = dict(models=models, multi_face=multi_face, timestamps=timestamps, quality=quality,
-                               detect_every=detect_every, orientation=orientation, au_static=au_static, camera=camera,
-                               write_hog=write_hog, write_aligned=write_aligned)
                 _schedule(run, plan, fmt=fmt, max_retries=max_retries, options=options)
             finally:
                 if connected:

@@ -22,8 +22,11 @@ def read_frames(path, frames: "int | list[int]") -> "list[np.ndarray]":
 
 
 def files(folder) -> dict:
-    """``{name: bytes}`` of the files in ``folder`` (hidden ones, such as temporary outputs, left out)."""
-    return {p.name: p.read_bytes() for p in folder.iterdir() if not p.name.startswith(".")}
+    """``{name: bytes}`` of the files in ``folder`` (hidden ones, such as temporary outputs, left out, and the corpus
+    run's settings log, whose lines come in the order the outputs finish)."""
+    from gpuau.corpus import SETTINGS_LOG
+
+    return {p.name: p.read_bytes() for p in folder.iterdir() if not p.name.startswith(".") and p.name != SETTINGS_LOG}
 
 
 def assert_retried_after_a_worker_died(report, out, fault, reference, stderr: str) -> None:

@@ -149,6 +149,46 @@ def test_resume_skips_complete_outputs_and_overwrite_redoes(default_csv, media_d
     assert default_csv.stat().st_mtime_ns == before
 
 
+def test_resume_refuses_outputs_made_with_other_settings(media_dir, tmp_path, capsys):
+    """A rerun resumes only over outputs made with its own settings, which gpuau-settings.jsonl records: another
+    --quality is refused before any analysis, naming the output, the difference and the fix; --overwrite redoes the
+    output and records it again; an output never recorded (written by the library, or before the log) is skipped."""
+    import json
+
+    from gpuau import Analyzer
+
+    image, out = str(media_dir / "sample1.jpg"), tmp_path / "out"
+
+    def analyze(*options):
+        return main(["analyze", image, "-o", str(out), "--device", "cpu", "--quiet", *options])
+
+    assert analyze("--quality", "fast") == 0
+    fast = (out / "sample1.csv").read_bytes()
+    assert analyze("--quality", "fast") == 0 and (out / "sample1.csv").read_bytes() == fast  # resumed: skipped
+    capsys.readouterr()
+    assert analyze() == 1
+    err = capsys.readouterr().err
+    assert ("sample1.csv there was made with other settings, as gpuau-settings.jsonl records: quality 'fast' "
+            "(this run: 'exact') (rerun with those settings to resume, add --overwrite") in err
+    assert (out / "sample1.csv").read_bytes() == fast
+    assert analyze("--overwrite") == 0 and analyze() == 0
+    exact = (out / "sample1.csv").read_bytes()
+    assert exact != fast  # exact's table has the gaze columns
+    log = out / "gpuau-settings.jsonl"
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(r["output"], r["settings"]["quality"]) for r in lines] == [("sample1.csv", "fast"),
+                                                                        ("sample1.csv", "exact")]
+    assert lines[1]["settings"] == {"quality": "exact", "multi_face": False, "au_static": False, "detect_every": None,
+                                    "timestamps": "openface", "orientation": "openface", "camera": None}
+    with log.open("a") as f:
+        f.write('{"output": "sample1.csv", "settings": {"quality": "fa')  # a line cut short by a crash: passed over
+    assert analyze() == 0 and (out / "sample1.csv").read_bytes() == exact
+
+    Analyzer("cpu").analyze_image(image).to_csv(tmp_path / "library" / "sample1.csv")
+    assert main(["analyze", image, "-o", str(tmp_path / "library"), "--quality", "fast", "--quiet"]) == 0  # skipped
+    assert (tmp_path / "library" / "sample1.csv").read_bytes() == exact
+
+
 def test_bad_inputs_do_not_stop_a_corpus(tmp_path, media_dir, capsys):
     bad = tmp_path / "broken.avi"
     bad.write_bytes(b"RIFF\x00\x00\x00\x00AVI garbage" * 50)
@@ -158,7 +198,7 @@ def test_bad_inputs_do_not_stop_a_corpus(tmp_path, media_dir, capsys):
     assert main(["analyze", str(lst), "-o", str(out), "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "broken.avi" in err and "missing.mp4" in err
-    assert sorted(p.name for p in out.iterdir()) == ["sample1.csv"]
+    assert sorted(p.name for p in out.iterdir()) == ["gpuau-settings.jsonl", "sample1.csv"]
     cols = np.genfromtxt(out / "sample1.csv", delimiter=",", names=True)
     assert cols["face"] == 0 and cols["confidence"] > 0.9  # a single image: FaceLandmarkImg's table
 

@@ -374,7 +374,7 @@ def test_cli_streams(tmp_path, media_dir, clips, cpu_analyzer):
     argv = ["analyze", str(seq), str(broken), str(media_dir / "sample1.jpg"), "-o", str(out), "--device", "cpu",
             "--quiet", "--streams", "2"]
     assert main(argv) == 1  # broken.avi failed, the rest is done
-    assert sorted(p.name for p in out.iterdir()) == ["clip.csv", "sample1.csv"]
+    assert sorted(p.name for p in out.iterdir()) == ["clip.csv", "gpuau-settings.jsonl", "sample1.csv"]
     cpu_analyzer.write_video(seq, tmp_path / "ref.csv")
     assert (out / "clip.csv").read_bytes() == (tmp_path / "ref.csv").read_bytes()
     with pytest.raises(SystemExit):

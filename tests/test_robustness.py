@@ -126,7 +126,8 @@ def test_disk_full_stops_the_corpus_and_keeps_finished_outputs(media_dir, tmp_pa
     assert main(["analyze", *inputs, "-o", str(out), "--workers", "1"]) == 1  # in this process (the patch)
     err = capsys.readouterr().err
     assert "space" in err.lower()
-    assert [p.name for p in out.iterdir() if not p.name.startswith(".")] == ["sample1.csv"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["gpuau-settings.jsonl",
+                                                                                   "sample1.csv"]
     assert len(calls) == 2  # the third input was not attempted
 
 
@@ -156,7 +157,8 @@ def test_an_output_folder_inside_the_input_folder_is_no_input(media_dir, tmp_pat
     assert main(args) == 0
     err = capsys.readouterr().err
     assert "inputs           1" in err and "skipped          1" in err
-    assert sorted(p.name for p in (corpus / "out").iterdir()) == ["changeLighting.csv", "changeLighting_aligned"]
+    assert sorted(p.name for p in (corpus / "out").iterdir()) == ["changeLighting.csv", "changeLighting_aligned",
+                                                                  "gpuau-settings.jsonl"]
 
 
 def test_a_videos_warnings_reach_library_callers(media_dir):

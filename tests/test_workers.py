@@ -153,7 +153,7 @@ def test_a_run_that_ignores_ctrl_c_keeps_its_workers(media_dir, tmp_path):
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0 and "died" not in err, err
-    assert sorted(p.name for p in out.iterdir()) == ["2015-10-15-15-14.csv", "default.csv"]
+    assert sorted(p.name for p in out.iterdir()) == ["2015-10-15-15-14.csv", "default.csv", "gpuau-settings.jsonl"]
 
 
 def _group_alive(pgid: int) -> bool:
