@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -25,8 +26,9 @@ VIDEO_BARS = 8
 """Per-video progress bars shown at once with ``streams > 1`` (the videos opened while all are taken get none)."""
 
 SETTINGS_LOG = "gpuau-settings.jsonl"
-"""In a corpus run's output folder: a line per output written, ``{"output": file name, "settings":
-output_settings(...)}`` (the last line of a name counts), which a rerun compares with its own settings."""
+"""In a corpus run's output folder: a line per output written, ``{"output": file name, "input": the input's absolute
+path, "settings": output_settings(...)}`` (the last line of an output counts): a rerun resumes only over outputs made
+with its own settings, and gives each input recorded there the same output name."""
 
 OUTPUT_SETTINGS = ("quality", "multi_face", "au_static", "detect_every", "timestamps", "orientation", "camera")
 """The :class:`gpuau.pipeline.Analyzer` keywords that change an output's numbers or rows (the device, the model folder's
@@ -45,8 +47,8 @@ def output_settings(options: dict) -> dict:
     return json.loads(json.dumps(values, default=repr))
 
 
-def recorded_settings(outdir: Path) -> dict:
-    """Output file name -> the settings :data:`SETTINGS_LOG` last recorded for it (lines that do not parse, such as
+def read_settings_log(outdir: Path) -> dict:
+    """Output file name -> the last :data:`SETTINGS_LOG` entry for it in ``outdir`` (lines that do not parse, such as
     one cut short by a crash, are passed over)."""
     try:
         lines = (outdir / SETTINGS_LOG).read_text(encoding="utf-8", errors="replace").splitlines()
@@ -56,7 +58,7 @@ def recorded_settings(outdir: Path) -> dict:
     for line in lines:
         try:
             entry = json.loads(line)
-            found[entry["output"]] = entry["settings"]
+            found[entry["output"]] = {"input": str(entry.get("input", "")), "settings": entry["settings"]}
         except (ValueError, KeyError, TypeError):
             continue
     return found
@@ -239,26 +241,34 @@ def expand_inputs(inputs: Iterable["str | os.PathLike"], exclude: "str | os.Path
     return out
 
 
-def output_paths(inputs: list, outdir: "str | os.PathLike", fmt: str = "csv") -> list:
+def output_paths(inputs: list, outdir: "str | os.PathLike", fmt: str = "csv", kept: "dict | None" = None) -> list:
     """``OUTDIR/<input name>.<fmt>``, one distinct file per input, the same on every run of the same inputs.
 
     The name is the file's stem (a folder's whole name); names that collide get their parent folder's name
-    prefixed, and any that still collide a short hash of the input's absolute path.
+    prefixed, and any that still collide a short hash of the input's absolute path.  ``kept`` (an input's absolute
+    path -> the name, without suffix, an earlier run gave its output: :data:`SETTINGS_LOG`'s): those inputs keep
+    their names and every other input avoids them, so that inputs added to a corpus later rename no output already
+    there, nor take one of another input's.
     """
     import hashlib
 
     outdir = Path(outdir)
+    keys = [str(p.resolve()) for p in inputs]
+    kept = kept or {}
+    names = {i: kept[k] for i, k in enumerate(keys) if k in kept}
+    reserved = set(kept.values())
+    fresh = {i: p.name if p.is_dir() else p.stem for i, p in enumerate(inputs) if i not in names}
 
-    def collisions(names):
-        return {n for n in names if names.count(n) > 1}
+    def collisions():
+        counts = Counter(fresh.values())
+        return [i for i, n in fresh.items() if counts[n] > 1 or n in reserved]
 
-    names = [p.name if p.is_dir() else p.stem for p in inputs]
-    dup = collisions(names)
-    names = [f"{p.parent.name}_{n}" if n in dup else n for p, n in zip(inputs, names)]
-    dup = collisions(names)
-    names = [f"{n}_{hashlib.sha1(str(p.resolve()).encode()).hexdigest()[:8]}" if n in dup else n
-             for p, n in zip(inputs, names)]
-    return [outdir / f"{n}.{fmt}" for n in names]
+    for i in collisions():
+        fresh[i] = f"{inputs[i].parent.name}_{fresh[i]}"
+    for i in collisions():
+        fresh[i] = f"{fresh[i]}_{hashlib.sha1(keys[i].encode()).hexdigest()[:8]}"
+    names.update(fresh)
+    return [outdir / f"{names[i]}.{fmt}" for i in range(len(inputs))]
 
 
 def complete(dst: Path, hog: bool = False, aligned: bool = False) -> bool:
@@ -320,10 +330,10 @@ class CorpusRun:
             raise InputError(self.outdir, f"cannot be used as the output folder ({e.strerror or e})",
                              "pass -o a folder that can be created and written") from e
         self.settings = settings
-        outputs = output_paths(paths, outdir, fmt)
+        log = read_settings_log(self.outdir) if settings is not None else {}
+        outputs = output_paths(paths, outdir, fmt, kept={e["input"]: Path(name).stem for name, e in log.items()})
         done = [] if overwrite else [complete(dst, write_hog, write_aligned) for dst in outputs]
-        if settings is not None and any(done):
-            self._check_settings([dst for dst, d in zip(outputs, done) if d])
+        self._check_settings(log, [dst for dst, d in zip(outputs, done) if d])
         self.report = CorpusReport()
         self.verbose = verbose
         self.bar = progress_bar(progress, total=len(paths), desc="corpus", unit="video", position=0)
@@ -335,9 +345,10 @@ class CorpusRun:
             else:
                 self.todo.append((src, dst))
 
-    def _check_settings(self, existing: list) -> None:
-        """Refuse to resume over ``existing`` outputs that :data:`SETTINGS_LOG` says were made with other settings."""
-        recorded = recorded_settings(self.outdir)
+    def _check_settings(self, log: dict, existing: list) -> None:
+        """Refuse to resume over ``existing`` outputs that ``log`` (:func:`read_settings_log`) says were made with
+        other settings."""
+        recorded = {name: entry["settings"] for name, entry in log.items()}
         other = [dst for dst in existing if recorded.get(dst.name, self.settings) != self.settings]
         if other:
             first, more = other[0].name, len(other) - 1
@@ -358,13 +369,16 @@ class CorpusRun:
             self.report.stopped = (f"no space left on the device holding {self.outdir.resolve()}; free space and "
                                    f"rerun (finished outputs are kept and skipped)")
         if outcome.status == "done" and self.settings is not None:
-            self._record_settings(outcome.output)
+            self._record_settings(outcome)
         self.bar.update(1)
 
-    def _record_settings(self, output: Path) -> None:
-        """Append ``output``'s line to :data:`SETTINGS_LOG` (one write: lines of concurrent runs do not interleave on
-        a local disk); if that fails the output stays, unrecorded, as one written before gpuau kept the log."""
-        line = json.dumps({"output": output.name, "settings": self.settings}) + "\n"
+    def _record_settings(self, outcome: Outcome) -> None:
+        """Append the line of ``outcome``'s output to :data:`SETTINGS_LOG` (one write: lines of concurrent runs do not
+        interleave on a local disk); if that fails the output stays, unrecorded, as one written before gpuau kept the
+        log."""
+        output = outcome.output
+        entry = {"output": output.name, "input": str(Path(outcome.input).resolve()), "settings": self.settings}
+        line = json.dumps(entry) + "\n"
         try:
             fd = os.open(self.outdir / SETTINGS_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
             try:

@@ -3,6 +3,7 @@ import errno
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -246,6 +247,34 @@ def test_output_names_are_distinct_and_stable(tmp_path):
     assert len(set(names)) == len(names)
     assert names[4:] == ["subj.01.csv", "subj.02.csv"] and names[2] == "c_v.csv"
     assert names == [p.name for p in output_paths(inputs, tmp_path / "out")]
+
+
+def test_inputs_added_later_rename_no_output(media_dir, tmp_path):
+    """Outputs keep the names gpuau-settings.jsonl records for their inputs: a second input of the same name added
+    to the corpus gets its folder's name prefixed (the first keeps its output, skipped), and an input analysed alone
+    into that folder does not take another input's output name."""
+    import json
+    import shutil
+
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        shutil.copy(media_dir / "sample1.jpg", tmp_path / folder / "face.jpg")
+    out = tmp_path / "out"
+
+    def analyze(*inputs):
+        return main(["analyze", *(str(tmp_path / i) for i in inputs), "-o", str(out), "--device", "cpu", "--quiet"])
+
+    assert analyze("a/face.jpg") == 0
+    first = (out / "face.csv").stat().st_mtime_ns
+    assert analyze("a/face.jpg", "b/face.jpg") == 0  # before the log: a_face.csv and b_face.csv, face.csv left over
+    assert sorted(p.name for p in out.glob("*.csv")) == ["b_face.csv", "face.csv"]
+    assert (out / "face.csv").stat().st_mtime_ns == first
+    (out / "b_face.csv").unlink()
+    assert analyze("b/face.jpg") == 0  # alone: not face.csv, a's output, which it would have skipped as its own
+    assert sorted(p.name for p in out.glob("*.csv")) == ["b_face.csv", "face.csv"]
+    log = [json.loads(line) for line in (out / "gpuau-settings.jsonl").read_text().splitlines()]
+    assert [(e["output"], Path(e["input"]).relative_to(tmp_path).as_posix()) for e in log] == [
+        ("face.csv", "a/face.jpg"), ("b_face.csv", "b/face.jpg"), ("b_face.csv", "b/face.jpg")]
 
 
 def test_nothing_to_analyse_is_an_error(tmp_path, capsys):
