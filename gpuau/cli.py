@@ -11,8 +11,8 @@ Adding a subcommand is one decorated function (imports of heavy modules go insid
         return 0
 
 Names with a space (``"models fetch"``) become nested subcommands; a group's help is in :data:`GROUPS`.
-Errors that the user can fix (missing models, conflicting packages, unusable device) print one line on
-stderr and exit 1.
+Errors that the user can fix (missing models, conflicting packages, unusable device, a bad input of a command with
+one) print one line on stderr and exit with :data:`EXIT_ERROR`.
 """
 from __future__ import annotations
 
@@ -83,6 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_INPUTS_FAILED = 1
+"""Exit status of ``gpuau analyze`` when some inputs failed (the others are done) or a full disk stopped it, and of the
+checks ``models verify`` and ``models path`` when the model files are not in order."""
+EXIT_ERROR = 2
+"""Exit status of a command that an error stopped before or instead of its work (as argparse's usage errors): options
+that exclude each other, settings other than those of the outputs to resume, no input found, an output folder that
+cannot be written, the models, the device, no worker that could start; ``render`` and ``plot`` failing."""
+
+
 def _user_errors() -> tuple:
     from gpuau._deps import DependencyError
     from gpuau.device import DeviceError
@@ -110,7 +119,7 @@ def main(argv: "list[str] | None" = None) -> int:
     except Exception as e:
         if isinstance(e, _user_errors()):
             print(f"gpuau: error: {e}", file=sys.stderr)
-            return 1
+            return EXIT_ERROR
         raise
 
 
@@ -255,7 +264,7 @@ def models_fetch(args) -> int:
     if not args.accept_license and not _confirm_license():
         print(f"gpuau: error: OpenFace's licence was not accepted; nothing downloaded. To accept it "
               f"non-interactively: {loc.fetch_command} --accept-license", file=sys.stderr)
-        return 1
+        return EXIT_ERROR
     report = store.fetch(args.dir, accept_license=True, base_url=args.base_url, groups=args.group, log=print)
     print(f"done: {len(report.downloaded)} downloaded, {report.already_present} already present; "
           f"all verified in {report.location.path}")
@@ -285,7 +294,7 @@ def models_verify(args) -> int:
         store.resolve_models_dir(args.dir)  # a folder in the wrong layout: its error names the right one
     print(f"gpuau: error: {len(report.problems)} of {len(report.checked)} files missing or corrupt. "
           f"Fix: {report.location.fetch_command}", file=sys.stderr)
-    return 1
+    return EXIT_INPUTS_FAILED
 
 
 @command("models path", "print the model folder gpuau uses (exit 1 if it is not set up)")
@@ -294,7 +303,11 @@ def models_path(args) -> int:
 
     loc = store.locate_models_dir()
     print(loc.path)
-    store.resolve_models_dir()
+    try:
+        store.resolve_models_dir()
+    except store.ModelStoreError as e:
+        print(f"gpuau: error: {e}", file=sys.stderr)
+        return EXIT_INPUTS_FAILED
     return 0
 
 
@@ -305,7 +318,7 @@ def warmup(args) -> int:
     from gpuau.cpu.warmup import warm_up
 
     _log_to_stderr()
-    return 0 if warm_up(args.models) else 1
+    return 0 if warm_up(args.models) else EXIT_ERROR
 
 
 # --------------------------------------------------------------------------- analyze
@@ -454,7 +467,7 @@ def _camera(args) -> "tuple | None":
 def analyze(args) -> int:
     if args.quiet and args.verbose:
         print("gpuau: error: --quiet and --verbose exclude each other", file=sys.stderr)
-        return 1
+        return EXIT_ERROR
     if args.verbose:
         _log_to_stderr()
     else:  # FFmpeg's own lines name no file ("moov atom not found"); each failed input is reported with its name
@@ -466,23 +479,23 @@ def analyze(args) -> int:
             require_pyarrow()
         except ImportError as e:
             print(f"gpuau: error: --format parquet: {e}", file=sys.stderr)
-            return 1
+            return EXIT_ERROR
     try:
         camera, aligned = _camera(args), _aligned(args)
     except ValueError as e:
         print(f"gpuau: error: {e}", file=sys.stderr)
-        return 1
+        return EXIT_ERROR
     if args.detect_every is not None and (args.detect_every < 1 or args.multi_face):
         print("gpuau: error: --detect-every needs N >= 1 and one face per video (not --multi-face)", file=sys.stderr)
-        return 1
+        return EXIT_ERROR
     if (args.streams not in (None, 1) or args.decode != "opencv") and (args.engine == "ray" or args.multi_face):
         print("gpuau: error: --streams and --decode nvdec apply to the local batched engine's one-face analysis (not "
               "with --engine ray or --multi-face)", file=sys.stderr)
-        return 1
+        return EXIT_ERROR
     if args.workers not in (None, 1) and (args.streams not in (None, 1) or args.decode != "opencv"):
         print("gpuau: error: --workers N (processes, one input each) and --streams N / --decode nvdec (one process "
               "batching inputs) exclude each other; choose one", file=sys.stderr)
-        return 1
+        return EXIT_ERROR
     if args.engine == "ray":
         from gpuau.distributed import ClusterError, analyze_corpus
 
@@ -495,7 +508,7 @@ def analyze(args) -> int:
                                     camera=camera, write_hog=args.hog, write_aligned=aligned)
         except ClusterError as e:
             print(f"gpuau: error: {e}", file=sys.stderr)
-            return 1
+            return EXIT_ERROR
     else:
         from gpuau.corpus import run_corpus
         from gpuau.pipeline import Analyzer
@@ -529,13 +542,13 @@ def analyze(args) -> int:
                                 decode=args.decode)
         except WorkerError as e:
             print(f"gpuau: error: {e} (--workers 1 analyses in this process)", file=sys.stderr)
-            return 1
+            return EXIT_ERROR
     if not args.quiet:
         print(report.summary(), file=sys.stderr)
     elif report.failed:
         for o in report.failed:
             print(f"gpuau: failed: {o.input}: {o.reason}", file=sys.stderr)
-    return 1 if report.failed or report.stopped else 0
+    return EXIT_INPUTS_FAILED if report.failed or report.stopped else 0
 
 
 # --------------------------------------------------------------------------- pictures
@@ -560,7 +573,7 @@ def render(args) -> int:
         camera = _camera(args)  # the analysis's, which the pose axes and gaze lines are projected with
     except ValueError as e:
         print(f"gpuau: error: {e}", file=sys.stderr)
-        return 1
+        return EXIT_ERROR
     csv = args.csv
     with tempfile.TemporaryDirectory() as tmp:
         if csv is None:
@@ -573,7 +586,7 @@ def render(args) -> int:
                                camera=camera)
         except (OSError, ValueError, ImportError) as e:
             print(f"gpuau: error: {e}", file=sys.stderr)
-            return 1
+            return EXIT_ERROR
     print(out)
     return 0
 
@@ -588,5 +601,5 @@ def plot(args) -> int:
         print(plot_aus(args.csv, args.output, face_id=args.face_id))
     except (OSError, ValueError, ImportError) as e:
         print(f"gpuau: error: {e}", file=sys.stderr)
-        return 1
+        return EXIT_ERROR
     return 0

@@ -90,13 +90,13 @@ def test_models_fetch_subprocess_with_accept_license(tmp_path, models_dir):
 def test_models_fetch_refuses_without_stdin_subprocess(tmp_path, models_dir):
     target = tmp_path / "models"
     r = gpuau("models", "fetch", "--dir", target, "--base-url", models_dir.as_uri())
-    assert r.returncode == 1
+    assert r.returncode == 2
     assert "no answer on stdin" in r.stderr and "licence was not accepted" in r.stderr
     assert f"gpuau models fetch --dir {target} --accept-license" in r.stderr
     assert not target.exists()
 
 
-@pytest.mark.parametrize("answer, code", [("YES\n", 0), ("no\n", 1)])
+@pytest.mark.parametrize("answer, code", [("YES\n", 0), ("no\n", 2)])
 def test_models_fetch_prompt(answer, code, tmp_path, models_dir, monkeypatch, capsys):
     monkeypatch.setattr(sys, "stdin", io.StringIO(answer))
     target = tmp_path / "models"
@@ -106,11 +106,11 @@ def test_models_fetch_prompt(answer, code, tmp_path, models_dir, monkeypatch, ca
     assert store.verify(target, groups=["clnf-eyes"]).ok == (code == 0)
 
 
-def test_models_fetch_error_is_one_line_and_exit_1(tmp_path, models_dir, capsys):
+def test_models_fetch_error_is_one_line_and_exit_2(tmp_path, models_dir, capsys):
     src = copy_group(models_dir, tmp_path / "mirror")
     (src / EYES[0].path).write_bytes(b"not the model")
     assert cli.main(["models", "fetch", "--dir", str(tmp_path / "m"), "--accept-license", "--base-url", src.as_uri(),
-                     "--group", "clnf-eyes"]) == 1
+                     "--group", "clnf-eyes"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("gpuau: error: ") and err.count("\n") == 1 and EYES[0].path in err
 
@@ -168,7 +168,7 @@ def test_a_new_subcommand_is_one_registered_function(monkeypatch, capsys):
     assert "demonstration group" in cli.build_parser().format_help()
 
 
-def test_models_file_errors_become_exit_1(monkeypatch, tmp_path, capsys):
+def test_models_file_errors_become_exit_2(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(cli, "COMMANDS", list(cli.COMMANDS))
 
     @cli.command("needs-models", "uses a model file")
@@ -176,7 +176,7 @@ def test_models_file_errors_become_exit_1(monkeypatch, tmp_path, capsys):
         store.model_file(f"{LANDMARK_MODEL}/tris_68.txt", tmp_path)
         return 0
 
-    assert cli.main(["needs-models"]) == 1
+    assert cli.main(["needs-models"]) == 2
     assert capsys.readouterr().err == (f"gpuau: error: no OpenFace model folder at {tmp_path} (from argument): "
                                        f"it lacks {LANDMARK_MODEL}. Fix: gpuau models fetch --dir {tmp_path}\n")
 
@@ -190,7 +190,7 @@ def test_ci_runs_the_readme_test_command():
 
 
 def test_models_verify_on_a_subfolder_names_the_right_folder(models_dir, capsys):
-    assert cli.main(["models", "verify", str(models_dir / "lib")]) == 1
+    assert cli.main(["models", "verify", str(models_dir / "lib")]) == 2  # not a model folder: an error
     assert capsys.readouterr().err.endswith(f"but {models_dir} is. Fix: pass {models_dir} instead\n")
 
 
@@ -228,21 +228,21 @@ def test_analyze_verbose_lines_and_summary(media_dir, tmp_path, capsys, gpuau_lo
     assert "elapsed " in summary and " frames/s" in summary
     assert cli.main(["analyze", inputs[0], "-o", str(out), "-v"]) == 0
     assert f"skipped  {media_dir / 'sample1.jpg'}: {out / 'sample1.csv'} exists" in capsys.readouterr().err
-    assert cli.main(["analyze", inputs[0], "-o", str(out), "-v", "-q"]) == 1
+    assert cli.main(["analyze", inputs[0], "-o", str(out), "-v", "-q"]) == 2
     assert "exclude each other" in capsys.readouterr().err
 
 
 def test_half_a_camera_pair_is_refused_before_any_analysis(media_dir, tmp_path, capsys):
     out = tmp_path / "out"
-    assert cli.main(["analyze", str(media_dir / "sample1.jpg"), "-o", str(out), "--fx", "600"]) == 1
+    assert cli.main(["analyze", str(media_dir / "sample1.jpg"), "-o", str(out), "--fx", "600"]) == 2
     assert "give fx and fy together" in capsys.readouterr().err and not out.exists()
-    assert cli.main(["analyze", str(media_dir / "sample1.jpg"), "-o", str(out), "--fx", "600", "--fy", "-5"]) == 1
+    assert cli.main(["analyze", str(media_dir / "sample1.jpg"), "-o", str(out), "--fx", "600", "--fy", "-5"]) == 2
     assert "focal lengths must be positive" in capsys.readouterr().err
 
 
 def test_parquet_without_pyarrow_stops_before_any_analysis(media_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow raises ModuleNotFoundError
-    assert cli.main(["analyze", str(media_dir / "sample1.jpg"), "-o", str(tmp_path), "--format", "parquet"]) == 1
+    assert cli.main(["analyze", str(media_dir / "sample1.jpg"), "-o", str(tmp_path), "--format", "parquet"]) == 2
     assert capsys.readouterr().err == ("gpuau: error: --format parquet: Parquet output needs pyarrow: "
                                        "pip install 'gpuau[parquet]'\n")
     assert not list(tmp_path.iterdir())
@@ -282,7 +282,7 @@ def test_parquet_with_a_pyarrow_that_does_not_import_says_why(media_dir, tmp_pat
     monkeypatch.delitem(sys.modules, "pyarrow", raising=False)
     monkeypatch.delitem(sys.modules, "pyarrow.parquet", raising=False)
     monkeypatch.setattr(sys, "meta_path", [BrokenPyarrow(), *sys.meta_path])
-    assert cli.main(["analyze", str(media_dir / "sample1.jpg"), "-o", str(tmp_path), "--format", "parquet"]) == 1
+    assert cli.main(["analyze", str(media_dir / "sample1.jpg"), "-o", str(tmp_path), "--format", "parquet"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("gpuau: error: --format parquet: Parquet output needs pyarrow, which is installed but does "
                           "not import (pyarrow requires NumPy 2.0 or newer, found 1.26.4): ")
@@ -333,7 +333,7 @@ def test_analyze_decode_choices_and_refusals(media_dir, tmp_path, capsys):
     assert "invalid choice: 'ffmpeg'" in capsys.readouterr().err
     for extra in (["--multi-face"], ["--engine", "ray"]):
         image = str(media_dir / "sample1.jpg")
-        assert cli.main(["analyze", image, "-o", str(tmp_path), "--decode", "nvdec", *extra]) == 1
+        assert cli.main(["analyze", image, "-o", str(tmp_path), "--decode", "nvdec", *extra]) == 2
         assert "--decode nvdec apply to the local batched engine" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
 

@@ -166,7 +166,7 @@ def test_resume_refuses_outputs_made_with_other_settings(media_dir, tmp_path, ca
     fast = (out / "sample1.csv").read_bytes()
     assert analyze("--quality", "fast") == 0 and (out / "sample1.csv").read_bytes() == fast  # resumed: skipped
     capsys.readouterr()
-    assert analyze() == 1
+    assert analyze() == 2
     err = capsys.readouterr().err
     assert ("sample1.csv there was made with other settings, as gpuau-settings.jsonl records: quality 'fast' "
             "(this run: 'exact') (rerun with those settings to resume, add --overwrite") in err

@@ -420,7 +420,7 @@ def test_cli_streams_progress_bars_know_each_videos_length(tmp_path, clips, monk
 
 
 def test_cli_streams_rejects_multi_face(tmp_path, media_dir, capsys):
-    assert main(["analyze", str(media_dir / "sample1.jpg"), "-o", str(tmp_path), "--streams", "2", "--multi-face"]) == 1
+    assert main(["analyze", str(media_dir / "sample1.jpg"), "-o", str(tmp_path), "--streams", "2", "--multi-face"]) == 2
     assert "--streams" in capsys.readouterr().err
 
 

@@ -237,7 +237,7 @@ def test_aligned_face_options(gap_clip, tmp_path):
 
 
 def test_cli_aligned_options_imply_aligned_and_are_checked(gap_clip, tmp_path, capsys):
-    assert main(["analyze", str(gap_clip), "-o", str(tmp_path), "--aligned-size", "0"]) == 1
+    assert main(["analyze", str(gap_clip), "-o", str(tmp_path), "--aligned-size", "0"]) == 2
     assert "--aligned-size" in capsys.readouterr().err and not (tmp_path / "gap.csv").exists()
     assert main(["analyze", str(gap_clip), "-o", str(tmp_path), "--aligned-tracked-only", "--quality", "fast",
                  "-q"]) == 0

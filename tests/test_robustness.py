@@ -104,7 +104,7 @@ def test_odd_frame_size(media_dir, tmp_path):
 def test_output_folder_that_is_a_file(media_dir, tmp_path, capsys):
     blocker = tmp_path / "out"
     blocker.write_text("not a folder")
-    assert main(["analyze", str(media_dir / "sample1.jpg"), "-o", str(blocker), "--quiet"]) == 1
+    assert main(["analyze", str(media_dir / "sample1.jpg"), "-o", str(blocker), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert str(blocker) in err and "Traceback" not in err
 
@@ -279,5 +279,5 @@ def test_inputs_added_later_rename_no_output(media_dir, tmp_path):
 
 def test_nothing_to_analyse_is_an_error(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    assert main(["analyze", str(tmp_path / "empty"), "-o", str(tmp_path / "out"), "--quiet"]) == 1
+    assert main(["analyze", str(tmp_path / "empty"), "-o", str(tmp_path / "out"), "--quiet"]) == 2
     assert "no video, image or image folder found" in capsys.readouterr().err

@@ -31,7 +31,7 @@ def test_render_projects_with_the_analysis_camera(media_dir, reference_dir, tmp_
             str(tmp_path / "a.mp4")]
     assert main([*args, "--fx", "600", "--fy", "620"]) == 0
     assert seen == {(600.0, 620.0, 320.0, 240.0)}  # the centre guessed from the frame size, as in the analysis
-    assert main([*args, "--cx", "300"]) == 1 and "give cx and cy together" in capsys.readouterr().err
+    assert main([*args, "--cx", "300"]) == 2 and "give cx and cy together" in capsys.readouterr().err
 
 
 def test_pose_axes_project_from_the_head_position():
@@ -78,8 +78,8 @@ def test_render_and_plot_read_parquet_and_say_what_they_cannot_write(media_dir, 
     write_openface_parquet(table, read_openface_csv(reference_dir / "default.csv"))
     assert main(["plot", str(table), "-o", str(tmp_path / "aus.png")]) == 0
     video = media_dir / "default.wmv"
-    assert main(["render", str(video), str(table), "-o", str(tmp_path / "x.gif")]) == 1
+    assert main(["render", str(video), str(table), "-o", str(tmp_path / "x.gif")]) == 2
     assert capsys.readouterr().err.startswith(f"gpuau: error: {tmp_path / 'x.gif'}: write the annotated video as .mp4")
-    assert main(["plot", str(tmp_path / "missing.csv"), "-o", str(tmp_path / "b.png")]) == 1
+    assert main(["plot", str(tmp_path / "missing.csv"), "-o", str(tmp_path / "b.png")]) == 2
     assert "gpuau: error:" in capsys.readouterr().err and sorted(p.name for p in tmp_path.iterdir()) == [
         "aus.png", "default.parquet"]

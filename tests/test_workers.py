@@ -97,7 +97,7 @@ def test_cli_workers(corpus, corpus_reference, tmp_path):
     run = gpuau(str(corpus[1]), "-o", str(tmp_path / "one"), "--workers", "3", "--quiet")
     assert run.returncode == 0 and files(tmp_path / "one") == {"sample1.csv": (corpus_reference / "sample1.csv").read_bytes()}
     run = gpuau(str(corpus[1]), "-o", str(out), "--workers", "2", "--streams", "2")
-    assert run.returncode == 1 and "exclude each other" in run.stderr
+    assert run.returncode == 2 and "exclude each other" in run.stderr
     run = gpuau(str(corpus[1]), "-o", str(out), "--workers", "0")
     assert run.returncode == 2 and "positive number of workers" in run.stderr
 
