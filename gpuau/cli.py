@@ -290,8 +290,12 @@ def models_verify(args) -> int:
     if report.ok:
         print(f"all {len(report.checked)} files present and verified (size and sha256)")
         return 0
-    if len(report.problems) == len(report.checked):
-        store.resolve_models_dir(args.dir)  # a folder in the wrong layout: its error names the right one
+    try:
+        if len(report.problems) == len(report.checked):
+            store.resolve_models_dir(args.dir)  # a folder in the wrong layout: its error names the right one
+    except store.ModelStoreError as e:
+        print(f"gpuau: error: {e}", file=sys.stderr)
+        return EXIT_INPUTS_FAILED
     print(f"gpuau: error: {len(report.problems)} of {len(report.checked)} files missing or corrupt. "
           f"Fix: {report.location.fetch_command}", file=sys.stderr)
     return EXIT_INPUTS_FAILED
@@ -506,7 +510,7 @@ def analyze(args) -> int:
                                     quality=args.quality, detect_every=args.detect_every, verbose=args.verbose,
                                     workers=args.workers, orientation=args.orientation, au_static=args.au_static,
                                     camera=camera, write_hog=args.hog, write_aligned=aligned)
-        except ClusterError as e:
+        except (ClusterError, ValueError) as e:  # ValueError: a device the cluster's workers cannot take
             print(f"gpuau: error: {e}", file=sys.stderr)
             return EXIT_ERROR
     else:

@@ -35,6 +35,19 @@ OUTPUT_SETTINGS = ("quality", "multi_face", "au_static", "detect_every", "timest
 place and the extra files asked for do not)."""
 
 
+IMAGE_SETTINGS = ("quality", "camera")
+"""Of :data:`OUTPUT_SETTINGS`, those that change a single image's table (FaceLandmarkImg's: every face, static AU
+models; the others are a video's)."""
+
+
+def settings_for(settings: dict, source: Path) -> dict:
+    """``settings`` (:func:`output_settings`) as they apply to the output of ``source``: :data:`IMAGE_SETTINGS` for a
+    single image."""
+    if source.suffix.lower() in IMAGE_EXTENSIONS and not source.is_dir():
+        return {k: settings[k] for k in IMAGE_SETTINGS}
+    return settings
+
+
 def output_settings(options: dict) -> dict:
     """``options`` (Analyzer keywords, as :meth:`gpuau.pipeline.Analyzer.settings` gives them) reduced to
     :data:`OUTPUT_SETTINGS` as JSON values: a quality preset by its name, another :class:`Quality` by its fields."""
@@ -248,7 +261,7 @@ def output_paths(inputs: list, outdir: "str | os.PathLike", fmt: str = "csv", ke
     prefixed, and any that still collide a short hash of the input's absolute path.  ``kept`` (an input's absolute
     path -> the name, without suffix, an earlier run gave its output: :data:`SETTINGS_LOG`'s): those inputs keep
     their names and every other input avoids them, so that inputs added to a corpus later rename no output already
-    there, nor take one of another input's.
+    there, nor take one of another input's (:class:`CorpusRun` keeps the names of recorded inputs still there).
     """
     import hashlib
 
@@ -331,9 +344,11 @@ class CorpusRun:
                              "pass -o a folder that can be created and written") from e
         self.settings = settings
         log = read_settings_log(self.outdir) if settings is not None else {}
-        outputs = output_paths(paths, outdir, fmt, kept={e["input"]: Path(name).stem for name, e in log.items()})
+        # a recorded input keeps its output's name while it is there (a corpus moved elsewhere is named afresh)
+        kept = {e["input"]: Path(name).stem for name, e in log.items() if e["input"] and Path(e["input"]).exists()}
+        outputs = output_paths(paths, outdir, fmt, kept=kept)
         done = [] if overwrite else [complete(dst, write_hog, write_aligned) for dst in outputs]
-        self._check_settings(log, [dst for dst, d in zip(outputs, done) if d])
+        self._check_settings(log, [(src, dst) for src, dst, d in zip(paths, outputs, done) if d])
         self.report = CorpusReport()
         self.verbose = verbose
         self.bar = progress_bar(progress, total=len(paths), desc="corpus", unit="video", position=0)
@@ -346,17 +361,27 @@ class CorpusRun:
                 self.todo.append((src, dst))
 
     def _check_settings(self, log: dict, existing: list) -> None:
-        """Refuse to resume over ``existing`` outputs that ``log`` (:func:`read_settings_log`) says were made with
-        other settings."""
-        recorded = {name: entry["settings"] for name, entry in log.items()}
-        other = [dst for dst in existing if recorded.get(dst.name, self.settings) != self.settings]
-        if other:
-            first, more = other[0].name, len(other) - 1
-            which = f"{first} and {more} other output{'s' * (more > 1)} there were" if more else f"{first} there was"
-            raise InputError(self.outdir, f"{which} made with other settings, as {SETTINGS_LOG} records: "
-                             f"{settings_difference(recorded[first], self.settings)}",
-                             "rerun with those settings to resume, add --overwrite to redo the outputs, or choose "
-                             "another output folder")
+        """Refuse to resume over the ``existing`` outputs (``(input, output)`` pairs) that ``log``
+        (:func:`read_settings_log`) says were made with other settings than this run's, as they apply to each."""
+        if self.settings is None:
+            return
+        other, same = [], 0
+        for src, dst in existing:
+            ours = settings_for(self.settings, src)
+            theirs = log[dst.name]["settings"] if dst.name in log else ours
+            if theirs == ours:
+                same += 1
+            else:
+                other.append((dst.name, settings_difference(theirs, ours)))
+        if not other:
+            return
+        (first, difference), more = other[0], len(other) - 1
+        which = f"{first} and {more} other output{'s' * (more > 1)} there were" if more else f"{first} there was"
+        fix = ("add --overwrite to redo them all with this run's settings (the folder holds outputs of both), or choose "
+               "another output folder" if same else
+               "rerun with those settings to resume, add --overwrite to redo the outputs, or choose another output "
+               "folder")
+        raise InputError(self.outdir, f"{which} made with other settings, as {SETTINGS_LOG} records: {difference}", fix)
 
     def record(self, outcome: Outcome) -> None:
         """Add ``outcome``; a full disk sets :attr:`CorpusReport.stopped` (callers start no further input)."""
@@ -373,16 +398,20 @@ class CorpusRun:
         self.bar.update(1)
 
     def _record_settings(self, outcome: Outcome) -> None:
-        """Append the line of ``outcome``'s output to :data:`SETTINGS_LOG` (one write: lines of concurrent runs do not
-        interleave on a local disk); if that fails the output stays, unrecorded, as one written before gpuau kept the
-        log."""
-        output = outcome.output
-        entry = {"output": output.name, "input": str(Path(outcome.input).resolve()), "settings": self.settings}
-        line = json.dumps(entry) + "\n"
+        """Append the line of ``outcome``'s output to :data:`SETTINGS_LOG` (in one write, which lines of concurrent runs
+        do not interleave on a local disk, unless the disk takes part of it); if that fails the output stays,
+        unrecorded, as one written before gpuau kept the log."""
+        output, source = outcome.output, Path(outcome.input)
+        entry = {"output": output.name, "input": str(source.resolve()), "settings": settings_for(self.settings, source)}
+        line = (json.dumps(entry) + "\n").encode()
         try:
-            fd = os.open(self.outdir / SETTINGS_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            fd = os.open(self.outdir / SETTINGS_LOG, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
             try:
-                os.write(fd, line.encode())
+                size = os.fstat(fd).st_size
+                if size and os.pread(fd, 1, size - 1) != b"\n":  # a line cut short (a crash, a full disk) ends here
+                    line = b"\n" + line
+                while line:
+                    line = line[os.write(fd, line):]
             finally:
                 os.close(fd)
         except OSError as e:

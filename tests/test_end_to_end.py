@@ -149,44 +149,59 @@ def test_resume_skips_complete_outputs_and_overwrite_redoes(default_csv, media_d
     assert default_csv.stat().st_mtime_ns == before
 
 
-def test_resume_refuses_outputs_made_with_other_settings(media_dir, tmp_path, capsys):
-    """A rerun resumes only over outputs made with its own settings, which gpuau-settings.jsonl records: another
-    --quality is refused before any analysis, naming the output, the difference and the fix; --overwrite redoes the
-    output and records it again; an output never recorded (written by the library, or before the log) is skipped."""
+def test_resume_refuses_outputs_made_with_other_settings(corpus, tmp_path, capsys):
+    """A rerun resumes only over outputs made with its own settings, which gpuau-settings.jsonl records (a video's
+    all; a single image's those that change its table): other settings are refused before any analysis, naming the
+    output, the difference and the fix; --overwrite redoes and records again; a folder holding both analyses is named
+    as such; a line cut short by a crash neither counts nor swallows the next; an output never recorded is skipped."""
     import json
 
     from gpuau import Analyzer
 
-    image, out = str(media_dir / "sample1.jpg"), tmp_path / "out"
+    image, clip, out = str(corpus[1]), str(corpus[2]), tmp_path / "out"
+    log = out / "gpuau-settings.jsonl"
 
-    def analyze(*options):
-        return main(["analyze", image, "-o", str(out), "--device", "cpu", "--quiet", *options])
+    def analyze(*options, inputs=(image, clip)):
+        return main(["analyze", *inputs, "-o", str(out), "--device", "cpu", "--quiet", "--workers", "1", *options])
+
+    def error():
+        return capsys.readouterr().err.replace("\n", " ")
 
     assert analyze("--quality", "fast") == 0
-    fast = (out / "sample1.csv").read_bytes()
-    assert analyze("--quality", "fast") == 0 and (out / "sample1.csv").read_bytes() == fast  # resumed: skipped
+    fast = {p.name: p.read_bytes() for p in out.glob("*.csv")}
+    assert analyze("--quality", "fast", "--detect-every", "5", inputs=(image,)) == 0  # resumed: an image has no cadence
     capsys.readouterr()
     assert analyze() == 2
-    err = capsys.readouterr().err
-    assert ("sample1.csv there was made with other settings, as gpuau-settings.jsonl records: quality 'fast' "
-            "(this run: 'exact') (rerun with those settings to resume, add --overwrite") in err
-    assert (out / "sample1.csv").read_bytes() == fast
-    assert analyze("--overwrite") == 0 and analyze() == 0
-    exact = (out / "sample1.csv").read_bytes()
-    assert exact != fast  # exact's table has the gaze columns
-    log = out / "gpuau-settings.jsonl"
-    lines = [json.loads(line) for line in log.read_text().splitlines()]
-    assert [(r["output"], r["settings"]["quality"]) for r in lines] == [("sample1.csv", "fast"),
-                                                                        ("sample1.csv", "exact")]
-    assert lines[1]["settings"] == {"quality": "exact", "multi_face": False, "au_static": False, "detect_every": None,
-                                    "timestamps": "openface", "orientation": "openface", "camera": None}
+    assert ("sample1.csv and 1 other output there were made with other settings, as gpuau-settings.jsonl records: "
+            "quality 'fast' (this run: 'exact') (rerun with those settings to resume, add --overwrite") in error()
+    assert analyze("--quality", "fast", "--detect-every", "5") == 2
+    assert "clip30.csv there was made with other settings, as gpuau-settings.jsonl records: detect_every None (this " \
+           "run: 5)" in error()
+    assert {p.name: p.read_bytes() for p in out.glob("*.csv")} == fast
+
     with log.open("a") as f:
-        f.write('{"output": "sample1.csv", "settings": {"quality": "fa')  # a line cut short by a crash: passed over
-    assert analyze() == 0 and (out / "sample1.csv").read_bytes() == exact
+        f.write('{"output": "clip30.csv", "settings": {"quality": "fa')  # a line cut short by a crash
+    assert analyze("--overwrite", inputs=(image,)) == 0  # stopped after the image: the folder holds both analyses
+    assert analyze() == 2
+    assert ("clip30.csv there was made with other settings, as gpuau-settings.jsonl records: quality 'fast' (this run: "
+            "'exact') (add --overwrite to redo them all with this run's settings (the folder holds outputs of both)"
+            in error())
+    assert analyze("--overwrite") == 0 and analyze() == 0
+    exact = {p.name: p.read_bytes() for p in out.glob("*.csv")}
+    assert all(exact[name] != fast[name] for name in exact)  # exact's tables have the gaze columns
+    lines = log.read_text().splitlines()
+    assert lines[2] == '{"output": "clip30.csv", "settings": {"quality": "fa'
+    records = [json.loads(line) for i, line in enumerate(lines) if i != 2]
+    assert [(r["output"], r["settings"]["quality"]) for r in records] == [
+        ("sample1.csv", "fast"), ("clip30.csv", "fast"), ("sample1.csv", "exact"), ("sample1.csv", "exact"),
+        ("clip30.csv", "exact")]
+    assert records[2]["settings"] == {"quality": "exact", "camera": None}
+    assert records[4]["settings"] == {"quality": "exact", "multi_face": False, "au_static": False, "detect_every": None,
+                                      "timestamps": "openface", "orientation": "openface", "camera": None}
 
     Analyzer("cpu").analyze_image(image).to_csv(tmp_path / "library" / "sample1.csv")
     assert main(["analyze", image, "-o", str(tmp_path / "library"), "--quality", "fast", "--quiet"]) == 0  # skipped
-    assert (tmp_path / "library" / "sample1.csv").read_bytes() == exact
+    assert (tmp_path / "library" / "sample1.csv").read_bytes() == exact["sample1.csv"]
 
 
 def test_bad_inputs_do_not_stop_a_corpus(tmp_path, media_dir, capsys):

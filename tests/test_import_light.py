@@ -41,3 +41,31 @@ def test_analyze_off_a_terminal_draws_no_bars_and_imports_no_tqdm(tmp_path, medi
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "sample1.jpg" in r.stderr and "\r" not in r.stderr  # the --verbose line, no bar redraws
+
+
+def test_analyze_on_a_terminal_draws_its_bars(tmp_path, media_dir):
+    """On a terminal (a pseudo-terminal here) the corpus and video bars are drawn on stderr."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    image, out = str(media_dir / "sample1.jpg"), str(tmp_path / "out")
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # a terminal 120 columns wide
+    with os.fdopen(leader, "rb", buffering=0) as terminal:
+        proc = subprocess.Popen([sys.executable, "-m", "gpuau", "analyze", image, "-o", out, "--device", "cpu"],
+                                stdout=subprocess.DEVNULL, stderr=follower)
+        os.close(follower)
+        drawn = b""
+        while True:
+            try:
+                chunk = terminal.read(4096)
+            except OSError:  # the terminal closed: the command ended
+                break
+            if not chunk:
+                break
+            drawn += chunk
+        assert proc.wait(timeout=300) == 0
+    assert b"corpus: 100%" in drawn and b"1/1" in drawn and b"\r" in drawn

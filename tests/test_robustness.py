@@ -252,7 +252,8 @@ def test_output_names_are_distinct_and_stable(tmp_path):
 def test_inputs_added_later_rename_no_output(media_dir, tmp_path):
     """Outputs keep the names gpuau-settings.jsonl records for their inputs: a second input of the same name added
     to the corpus gets its folder's name prefixed (the first keeps its output, skipped), and an input analysed alone
-    into that folder does not take another input's output name."""
+    into that folder does not take another input's output name; an input whose recorded path is gone (a moved
+    corpus) is named afresh."""
     import json
     import shutil
 
@@ -275,6 +276,11 @@ def test_inputs_added_later_rename_no_output(media_dir, tmp_path):
     log = [json.loads(line) for line in (out / "gpuau-settings.jsonl").read_text().splitlines()]
     assert [(e["output"], Path(e["input"]).relative_to(tmp_path).as_posix()) for e in log] == [
         ("face.csv", "a/face.jpg"), ("b_face.csv", "b/face.jpg"), ("b_face.csv", "b/face.jpg")]
+
+    (tmp_path / "a").rename(tmp_path / "moved")  # a corpus moved elsewhere: its recorded paths are gone
+    assert analyze("moved/face.jpg") == 0
+    assert sorted(p.name for p in out.glob("*.csv")) == ["b_face.csv", "face.csv"]
+    assert (out / "face.csv").stat().st_mtime_ns == first  # found under its name again, skipped
 
 
 def test_nothing_to_analyse_is_an_error(tmp_path, capsys):
