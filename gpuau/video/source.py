@@ -538,10 +538,12 @@ def _bt601_frames(path: Path, threads: int, size: "tuple[int, int]") -> "Iterato
 
 def _capture(path: Path, threads: int):
     """OpenCV's capture of a video file, decoding with ``threads`` FFmpeg threads, giving the frames as stored
-    (they are turned here: OpenCV's own turn is the display's, opencv-python 5's)."""
+    (they are turned here: OpenCV's own turn is the display's, opencv-python 5's).  Through OpenCV's FFmpeg backend,
+    the one it tries first for a file (OpenFace's OpenCV too): the fallbacks it tries next for a file FFmpeg cannot
+    read (its own AVI parser) read no more, and only print complaints that name no file."""
     import cv2
 
-    cap = cv2.VideoCapture(str(path), cv2.CAP_ANY, [cv2.CAP_PROP_N_THREADS, threads])
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, threads])
     cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 0)
     return cap
 
