@@ -20,8 +20,6 @@ import hashlib
 import os
 import shlex
 import shutil
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -284,6 +282,9 @@ def _url(entry: ModelEntry, base_url: "str | None") -> str:
 def _download(url: str, part: Path, offset: int, entry: ModelEntry, timeout: float, rerun: str) -> None:
     """Append ``url``'s bytes from ``offset`` to ``part`` (HTTP Range), or rewrite it when the server
     does not resume.  Errors name the file and the fix."""
+    import urllib.error  # here: its HTTP and SSL modules cost every analysis ~10 ms of start-up otherwise
+    import urllib.request
+
     request = urllib.request.Request(url, headers={"User-Agent": "gpuau"})
     if offset:
         request.add_header("Range", f"bytes={offset}-")
