@@ -474,8 +474,10 @@ def analyze(args) -> int:
         return EXIT_ERROR
     if args.verbose:
         _log_to_stderr()
-    else:  # FFmpeg's own lines name no file ("moov atom not found"); each failed input is reported with its name
+    else:  # FFmpeg's and OpenCV's own lines name no file ("moov atom not found", "backend is generally available but
+        # can't be used to capture by name"); each failed input is reported with its name
         os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+        os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
     if args.format == "parquet":
         from gpuau.io.openface_csv import require_pyarrow
 

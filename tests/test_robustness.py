@@ -58,19 +58,19 @@ def test_empty_and_damaged_files_are_reported_with_the_fix_and_the_corpus_goes_o
 
 
 def test_ffmpeg_lines_without_a_file_name_only_with_verbose(tmp_path):
-    """FFmpeg's own complaint about a damaged file names no file; gpuau's line names it (a fresh process: OpenCV
-    reads its FFmpeg log level once)."""
+    """FFmpeg's and OpenCV's own complaints about a damaged file name no file; gpuau's line names it (a fresh process:
+    OpenCV reads its log levels once)."""
     clip = write_clip(tmp_path / "clip.avi", [np.full((48, 64, 3), 90, np.uint8)] * 3)
     damaged = tmp_path / "damaged.mp4"
     damaged.write_bytes(b"\0\0\0\x18ftypmp42" + clip.read_bytes()[:400])
-    env = {k: v for k, v in os.environ.items() if k != "OPENCV_FFMPEG_LOGLEVEL"}
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENCV_FFMPEG_LOGLEVEL", "OPENCV_LOG_LEVEL")}
     run = [sys.executable, "-m", "gpuau", "analyze", str(damaged), "-o", str(tmp_path / "out")]
     quiet = subprocess.run(run + ["--quiet"], env=env, capture_output=True, text=True)
     verbose = subprocess.run(run + ["--verbose"], env=env, capture_output=True, text=True)
     assert quiet.returncode == verbose.returncode == 1
     assert quiet.stderr.strip().splitlines() == [f"gpuau: failed: {damaged}: not a readable video (check it is a "
                                                  "complete video file in a format FFmpeg decodes)"], quiet.stderr
-    assert "moov atom not found" in verbose.stderr
+    assert "moov atom not found" in verbose.stderr and "VIDEOIO(FFMPEG)" in verbose.stderr
 
 
 def test_first_run_compile_is_reported_as_setup_not_as_analysis_time(tmp_path, monkeypatch):
