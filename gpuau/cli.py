@@ -64,7 +64,8 @@ def command(name: str, help: str, *arguments: tuple):
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of every registered command."""
     parser = argparse.ArgumentParser(
-        prog="gpuau", description="OpenFace 2.2 facial Action Units from video, on GPU (CuPy) or CPU (Numba).")
+        prog="gpuau", description="OpenFace 2.2 facial Action Units from video, on GPU (CuPy) or CPU (Numba).",
+        epilog=EXIT_STATUS_HELP)
     parser.set_defaults(_parser=parser)
     parser.add_argument("-V", "--version", action="version", version=f"gpuau {__version__}")
     subparsers = {(): parser.add_subparsers(metavar="COMMAND")}
@@ -76,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                 group = subparsers[words[:-1]].add_parser(words[-1], help=text, description=text)
                 group.set_defaults(_parser=group)
                 subparsers[words] = group.add_subparsers(metavar="COMMAND")
-        sub = subparsers[cmd.words[:-1]].add_parser(cmd.words[-1], help=cmd.help, description=cmd.help)
+        sub = subparsers[cmd.words[:-1]].add_parser(cmd.words[-1], help=cmd.help, description=cmd.help,
+                                                    epilog=EXIT_STATUS_HELP)
         for flags, kwargs in cmd.arguments:
             sub.add_argument(*flags, **kwargs)
         sub.set_defaults(_run=cmd.run, _parser=sub)
@@ -90,6 +92,11 @@ EXIT_ERROR = 2
 """Exit status of a command that an error stopped before or instead of its work (as argparse's usage errors): options
 that exclude each other, settings other than those of the outputs to resume, no input found, an output folder that
 cannot be written, the models, the device, no worker that could start; ``render`` and ``plot`` failing."""
+
+
+EXIT_STATUS_HELP = (f"exit status: 0 done; {EXIT_INPUTS_FAILED} some inputs failed (analyze; the others are done) or "
+                    f"the model files are not in order (models verify, models path); {EXIT_ERROR} an error stopped "
+                    f"the command (options, settings, models, device, output folder)")
 
 
 def _user_errors() -> tuple:

@@ -377,8 +377,8 @@ class CorpusRun:
             return
         (first, difference), more = other[0], len(other) - 1
         which = f"{first} and {more} other output{'s' * (more > 1)} there were" if more else f"{first} there was"
-        fix = ("add --overwrite to redo them all with this run's settings (the folder holds outputs of both), or choose "
-               "another output folder" if same else
+        fix = ("add --overwrite to redo them all with this run's settings (the folder holds outputs of both), or "
+               "choose another output folder" if same else
                "rerun with those settings to resume, add --overwrite to redo the outputs, or choose another output "
                "folder")
         raise InputError(self.outdir, f"{which} made with other settings, as {SETTINGS_LOG} records: {difference}", fix)
@@ -603,11 +603,12 @@ def run_corpus(inputs: Iterable, outdir: "str | os.PathLike", *, analyzer, fmt: 
     analyzer : Analyzer
     fmt : {"csv", "parquet"}
     overwrite : bool
-        Redo inputs whose output exists (default: skip them, which makes a rerun resume).
+        Redo inputs whose output exists (default: skip them, which makes a rerun resume, over outputs that
+        :data:`SETTINGS_LOG` records with ``analyzer``'s settings or not at all).
     progress : bool
-        Progress bars (tqdm) on stderr: one for the corpus, one per video (frames, frames/s and time left,
-        sized from the frames the container announces); with ``streams > 1`` one for all streams' frames and
-        one for each of up to :data:`VIDEO_BARS` videos being analysed.
+        Progress bars (tqdm) on stderr when it is a terminal: one for the corpus, one per video (frames, frames/s
+        and time left, sized from the frames the container announces); with ``streams > 1`` one for all streams'
+        frames and one for each of up to :data:`VIDEO_BARS` videos being analysed.
     streams : int or None
         Videos analysed together by :class:`gpuau.engine.Engine` (``None``: its automatic choice),
         with ``analyzer``'s settings and loaded models; 1 analyses one input at a time.  Single
@@ -622,6 +623,12 @@ def run_corpus(inputs: Iterable, outdir: "str | os.PathLike", *, analyzer, fmt: 
         The engine's video decoder (:class:`gpuau.engine.Engine`'s ``decode``); ``"nvdec"`` sends the
         videos through the engine even with one stream (ignored with ``multi_face``, which the engine
         does not run).
+
+    Raises
+    ------
+    InputError
+        As :class:`CorpusRun`: no input found, an output folder that cannot be written, outputs there made with
+        other settings.
     """
     run = CorpusRun(inputs, outdir, fmt=fmt, overwrite=overwrite, progress=progress, verbose=verbose,
                     write_hog=analyzer.write_hog, write_aligned=analyzer.write_aligned,

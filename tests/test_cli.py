@@ -365,3 +365,11 @@ def test_command_collects_cyclic_garbage_rarely():
             "cli.main = lambda: print(default, gc.get_threshold(), _gc.THRESHOLDS) or 0; cli.console()")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out == f"{interpreter} (10000, 50, 50) (10000, 50, 50)\n"
+
+
+def test_help_states_the_exit_statuses(capsys):
+    for argv in (["--help"], ["analyze", "--help"]):
+        with pytest.raises(SystemExit) as e:
+            cli.main(argv)
+        assert e.value.code == 0
+        assert "exit status: 0 done; 1 some inputs failed" in " ".join(capsys.readouterr().out.split())
