@@ -39,11 +39,17 @@ IMAGE_SETTINGS = ("quality", "camera")
 """Of :data:`OUTPUT_SETTINGS`, those that change a single image's table (FaceLandmarkImg's: every face, static AU
 models; the others are a video's)."""
 
+CONTAINER_SETTINGS = ("timestamps", "orientation")
+"""Of :data:`OUTPUT_SETTINGS`, those of a video file's container: an image folder's frames have no times and turn as
+their files say."""
+
 
 def settings_for(settings: dict, source: Path) -> dict:
     """``settings`` (:func:`output_settings`) as they apply to the output of ``source``: :data:`IMAGE_SETTINGS` for a
-    single image."""
-    if source.suffix.lower() in IMAGE_EXTENSIONS and not source.is_dir():
+    single image, all but :data:`CONTAINER_SETTINGS` for an image folder."""
+    if source.is_dir():
+        return {k: v for k, v in settings.items() if k not in CONTAINER_SETTINGS}
+    if source.suffix.lower() in IMAGE_EXTENSIONS:
         return {k: settings[k] for k in IMAGE_SETTINGS}
     return settings
 

@@ -199,6 +199,14 @@ def test_resume_refuses_outputs_made_with_other_settings(corpus, tmp_path, capsy
     assert records[4]["settings"] == {"quality": "exact", "multi_face": False, "au_static": False, "detect_every": None,
                                       "timestamps": "openface", "orientation": "openface", "camera": None}
 
+    folder = str(corpus[0])  # an image folder: its table has no container times, whatever --timestamps says
+    assert analyze("--quality", "fast", inputs=(folder,)) == 0
+    before, lines = (out / "image_sequence.csv").stat().st_mtime_ns, log.read_text().splitlines()
+    assert analyze("--quality", "fast", "--timestamps", "container", inputs=(folder,)) == 0  # resumed: skipped
+    assert (out / "image_sequence.csv").stat().st_mtime_ns == before and log.read_text().splitlines() == lines
+    assert json.loads(lines[-1])["settings"] == {"quality": "fast", "multi_face": False, "au_static": False,
+                                                 "detect_every": None, "camera": None}
+
     Analyzer("cpu").analyze_image(image).to_csv(tmp_path / "library" / "sample1.csv")
     assert main(["analyze", image, "-o", str(tmp_path / "library"), "--quality", "fast", "--quiet"]) == 0  # skipped
     assert (tmp_path / "library" / "sample1.csv").read_bytes() == exact["sample1.csv"]
