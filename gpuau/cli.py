@@ -23,6 +23,7 @@ import platform
 import shutil
 import signal
 import sys
+import traceback
 from dataclasses import dataclass
 from typing import Callable
 
@@ -135,11 +136,16 @@ def console() -> None:
     interpreter's teardown, which spends ~0.15 s finalising Numba's, onnxruntime's and OpenCV's objects
     after the work is done.  Every output is closed by then (written atomically, Ray shut down), and
     standard output, standard error and the log handlers are flushed first.  An exception :func:`main`
-    does not handle ends the process the usual way.
+    does not handle (a defect) prints its traceback and exits with :data:`EXIT_ERROR`, so that status 1 keeps
+    meaning that inputs failed.
     """
     signal.signal(signal.SIGTERM, raise_terminated)
     collect_rarely()
-    status = main()
+    try:
+        status = main()
+    except Exception:  # a defect: its traceback, and the status of a command an error stopped (not "inputs failed")
+        traceback.print_exc()
+        status = EXIT_ERROR
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -342,6 +348,14 @@ class _StderrLogHandler(logging.Handler):
         say(f"gpuau: {self.format(record)}")
 
 
+def _quiet_native_logs() -> None:
+    """FFmpeg's and OpenCV's own lines name no file ("moov atom not found", "backend is generally available but can't
+    be used to capture by name"): off unless set in the environment, as gpuau names each file it cannot read.  Before
+    OpenCV is imported (it reads them once)."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+
+
 def _log_to_stderr() -> None:
     """``--verbose``: gpuau's INFO messages (and above) on stderr."""
     logger = logging.getLogger("gpuau")
@@ -481,10 +495,8 @@ def analyze(args) -> int:
         return EXIT_ERROR
     if args.verbose:
         _log_to_stderr()
-    else:  # FFmpeg's and OpenCV's own lines name no file ("moov atom not found", "backend is generally available but
-        # can't be used to capture by name"); each failed input is reported with its name
-        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-        os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    else:
+        _quiet_native_logs()
     if args.format == "parquet":
         from gpuau.io.openface_csv import require_pyarrow
 
@@ -580,6 +592,7 @@ def render(args) -> int:
     import tempfile
     from pathlib import Path
 
+    _quiet_native_logs()
     from gpuau.viz import render_video
 
     try:

@@ -12,7 +12,6 @@ import logging
 import os
 import sys
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -73,6 +72,9 @@ def read_settings_log(outdir: Path) -> dict:
         lines = (outdir / SETTINGS_LOG).read_text(encoding="utf-8", errors="replace").splitlines()
     except FileNotFoundError:
         return {}
+    except OSError as e:
+        raise InputError(outdir / SETTINGS_LOG, f"cannot be read ({e.strerror or e})",
+                         "make it a readable file, or remove it, which leaves resumed outputs unchecked") from e
     found = {}
     for line in lines:
         try:
@@ -266,28 +268,35 @@ def output_paths(inputs: list, outdir: "str | os.PathLike", fmt: str = "csv", ke
     The name is the file's stem (a folder's whole name); names that collide get their parent folder's name
     prefixed, and any that still collide a short hash of the input's absolute path.  ``kept`` (an input's absolute
     path -> the name, without suffix, an earlier run gave its output: :data:`SETTINGS_LOG`'s): those inputs keep
-    their names and every other input avoids them, so that inputs added to a corpus later rename no output already
-    there, nor take one of another input's (:class:`CorpusRun` keeps the names of recorded inputs still there).
+    their names and no other input takes one (it gets its folder's name prefixed, or the hash), so that inputs added
+    to a corpus later rename no output already there, nor take one of another input's (:class:`CorpusRun` keeps the
+    names of recorded inputs still there).
     """
     import hashlib
 
     outdir = Path(outdir)
     keys = [str(p.resolve()) for p in inputs]
+
+    def digest(i: int) -> str:
+        return hashlib.sha1(keys[i].encode()).hexdigest()[:8]
+
+    def collisions(names):
+        return {n for n in names if names.count(n) > 1}
+
+    names = [p.name if p.is_dir() else p.stem for p in inputs]
+    dup = collisions(names)
+    names = [f"{p.parent.name}_{n}" if n in dup else n for p, n in zip(inputs, names)]
+    dup = collisions(names)
+    names = [f"{n}_{digest(i)}" if n in dup else n for i, n in enumerate(names)]
     kept = kept or {}
-    names = {i: kept[k] for i, k in enumerate(keys) if k in kept}
     reserved = set(kept.values())
-    fresh = {i: p.name if p.is_dir() else p.stem for i, p in enumerate(inputs) if i not in names}
-
-    def collisions():
-        counts = Counter(fresh.values())
-        return [i for i, n in fresh.items() if counts[n] > 1 or n in reserved]
-
-    for i in collisions():
-        fresh[i] = f"{inputs[i].parent.name}_{fresh[i]}"
-    for i in collisions():
-        fresh[i] = f"{fresh[i]}_{hashlib.sha1(keys[i].encode()).hexdigest()[:8]}"
-    names.update(fresh)
-    return [outdir / f"{names[i]}.{fmt}" for i in range(len(inputs))]
+    own = [keys[i] in kept for i in range(len(inputs))]
+    names = [kept[keys[i]] if own[i] else n for i, n in enumerate(names)]
+    for i, n in enumerate(names):
+        if not own[i] and n in reserved:  # another input's recorded output
+            n = f"{inputs[i].parent.name}_{n}"
+            names[i] = n if n not in reserved and names.count(n) == 0 else f"{n}_{digest(i)}"
+    return [outdir / f"{n}.{fmt}" for n in names]
 
 
 def complete(dst: Path, hog: bool = False, aligned: bool = False) -> bool:

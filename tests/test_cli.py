@@ -373,3 +373,24 @@ def test_help_states_the_exit_statuses(capsys):
             cli.main(argv)
         assert e.value.code == 0
         assert "exit status: 0 done; 1 some inputs failed" in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_defect_exits_2_with_its_traceback(monkeypatch, capsys):
+    """An exception main() does not handle is a defect: its traceback, and exit status 2, not 1 ("inputs failed")."""
+    def defect(argv=None):
+        raise RuntimeError("a defect")
+
+    exits = []
+    monkeypatch.setattr(cli, "main", defect)
+    monkeypatch.setattr(cli, "collect_rarely", lambda: None)
+    monkeypatch.setattr(cli.signal, "signal", lambda *args: None)
+    monkeypatch.setattr(cli.os, "_exit", exits.append)
+    cli.console()
+    assert exits == [2] and "RuntimeError: a defect" in capsys.readouterr().err
+
+
+def test_an_unreadable_settings_log_stops_the_run(media_dir, tmp_path, capsys):
+    (tmp_path / "gpuau-settings.jsonl").mkdir()
+    assert cli.main(["analyze", str(media_dir / "sample1.jpg"), "-o", str(tmp_path), "--quiet"]) == 2
+    assert f"gpuau: error: {tmp_path / 'gpuau-settings.jsonl'}: cannot be read (Is a directory) (make it a " \
+           "readable file, or remove it" in capsys.readouterr().err

@@ -71,6 +71,10 @@ def test_ffmpeg_lines_without_a_file_name_only_with_verbose(tmp_path):
     assert quiet.stderr.strip().splitlines() == [f"gpuau: failed: {damaged}: not a readable video (check it is a "
                                                  "complete video file in a format FFmpeg decodes)"], quiet.stderr
     assert "moov atom not found" in verbose.stderr and "VIDEOIO(FFMPEG)" in verbose.stderr
+    render = subprocess.run([sys.executable, "-m", "gpuau", "render", str(damaged), "-o", str(tmp_path / "r.mp4")],
+                            env=env, capture_output=True, text=True)
+    assert render.returncode == 2 and render.stderr.startswith(f"gpuau: error: {damaged}: ") \
+        and render.stderr.count("\n") == 1, render.stderr
 
 
 def test_first_run_compile_is_reported_as_setup_not_as_analysis_time(tmp_path, monkeypatch):
@@ -247,6 +251,22 @@ def test_output_names_are_distinct_and_stable(tmp_path):
     assert len(set(names)) == len(names)
     assert names[4:] == ["subj.01.csv", "subj.02.csv"] and names[2] == "c_v.csv"
     assert names == [p.name for p in output_paths(inputs, tmp_path / "out")]
+
+
+def test_output_names_keep_recorded_ones(tmp_path):
+    """Names recorded for inputs (``kept``) stay theirs; every other input is named as without them unless that takes
+    a recorded name, when its folder's name is prefixed."""
+    from gpuau.corpus import output_paths
+
+    a, b, moved = tmp_path / "d" / "a" / "v.mp4", tmp_path / "d" / "b" / "v.mp4", tmp_path / "e" / "a" / "v.mp4"
+
+    def names(inputs, kept):
+        return [p.stem for p in output_paths(inputs, tmp_path / "out", kept={str(k.resolve()): v for k, v in kept})]
+
+    assert names([moved, b], [(b, "b_v")]) == ["a_v", "b_v"]  # half a corpus moved: the same names as before
+    assert names([a, b], [(a, "v")]) == ["v", "b_v"]  # b added after a was analysed alone
+    assert names([b], [(a, "v")]) == ["b_v"]  # b alone does not take a's output
+    assert names([moved], [(a, "v"), (b, "b_v")]) == ["a_v"]
 
 
 def test_inputs_added_later_rename_no_output(media_dir, tmp_path):
