@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from benchmarks.run import DEFAULT_VIDEOS, compile_package, count_frames
+from gpuau.corpus import SETTINGS_LOG
 
 
 def analyze(inputs: list, out: Path, workers: str, quality: str) -> dict:
@@ -68,7 +69,7 @@ def main(argv: "list[str] | None" = None) -> int:
             for name, out in settings.items():
                 runs[name].append(analyze(inputs, out, name, args.quality))
         same = all((settings["1"] / p.name).read_bytes() == p.read_bytes() for p in settings[args.workers].iterdir()
-                   if not p.name.startswith("."))
+                   if not p.name.startswith(".") and p.name != SETTINGS_LOG)  # the log: lines in finishing order
 
     cores = len(os.sched_getaffinity(0))
     print(f"corpus: {len(inputs)} videos, {frames} frames, --quality {args.quality}, {cores} cores, "
