@@ -43,12 +43,17 @@ CONTAINER_SETTINGS = ("timestamps", "orientation")
 their files say."""
 
 
+def single_image(path: Path) -> bool:
+    """Whether the input ``path`` is one image (analysed as FaceLandmarkImg does), not a video or an image folder."""
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.is_dir()
+
+
 def settings_for(settings: dict, source: Path) -> dict:
     """``settings`` (:func:`output_settings`) as they apply to the output of ``source``: :data:`IMAGE_SETTINGS` for a
     single image, all but :data:`CONTAINER_SETTINGS` for an image folder."""
     if source.is_dir():
         return {k: v for k, v in settings.items() if k not in CONTAINER_SETTINGS}
-    if source.suffix.lower() in IMAGE_EXTENSIONS:
+    if single_image(source):
         return {k: settings[k] for k in IMAGE_SETTINGS}
     return settings
 
@@ -695,7 +700,7 @@ def _run_streams(run: CorpusRun, analyzer, fmt: str, streams: "int | None", prog
 
     images, videos = [], []
     for src, dst in run.todo:
-        (images if src.is_file() and src.suffix.lower() in IMAGE_EXTENSIONS else videos).append((src, dst))
+        (images if single_image(src) else videos).append((src, dst))
     for src, dst in images:
         run.record(analyze_input(analyzer, src, dst, fmt=fmt))
         if run.report.stopped:

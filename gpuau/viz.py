@@ -25,19 +25,6 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov")
 """The containers :func:`render_video` writes (OpenCV takes other names, a ``.gif``, for a numbered image series)."""
 
 
-def _table(csv_path) -> dict:
-    """The columns of an OpenFace CSV, or of the Parquet file ``gpuau analyze --format parquet`` writes."""
-    from gpuau.io import read_openface_csv
-
-    if Path(csv_path).suffix.lower() == ".parquet":
-        from gpuau.io.openface_csv import require_pyarrow
-
-        _, pq = require_pyarrow()
-        table = pq.read_table(csv_path)
-        return {name: table.column(name).to_numpy() for name in table.column_names}
-    return read_openface_csv(csv_path)
-
-
 def _au_names(table: dict) -> list:
     return sorted(c for c in table if re.fullmatch(r"AU\d+_r", c))
 
@@ -153,7 +140,9 @@ def render_video(video, csv_path, output, *, face_id: int = 0, orientation: str 
     output = Path(output)
     if output.suffix.lower() not in VIDEO_SUFFIXES:
         raise ValueError(f"{output}: write the annotated video as {', '.join(VIDEO_SUFFIXES)}")
-    table = _table(csv_path)
+    from gpuau.io import read_openface_table
+
+    table = read_openface_table(csv_path)
     names = _au_names(table)
     frames = table["frame"].astype(int)
     ids = table.get("face_id", np.zeros_like(frames)).astype(int)
@@ -190,7 +179,9 @@ def plot_aus(csv_path, output, *, face_id: int = 0) -> Path:
         import matplotlib.pyplot as plt
     except ImportError as e:
         raise ImportError("gpuau plot needs matplotlib: pip install gpuau[plot]") from e
-    table = _table(csv_path)
+    from gpuau.io import read_openface_table
+
+    table = read_openface_table(csv_path)
     names = _au_names(table)
     if not names:
         raise ValueError(f"{csv_path}: no AU intensity columns")

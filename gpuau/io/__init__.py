@@ -4,10 +4,12 @@ from gpuau.io.openface_csv import (
     OpenFaceCSVWriter,
     openface_columns,
     read_openface_csv,
+    read_openface_table,
     write_openface_csv,
     write_openface_parquet,
 )
 from gpuau.io.rows import RowWriter
 
 __all__ = ["AlignedFaces", "FaceRecorder", "OpenFaceCSVWriter", "RowWriter", "aligned_dir", "hog_path",
-           "openface_columns", "read_hog", "read_openface_csv", "write_openface_csv", "write_openface_parquet"]
+           "openface_columns", "read_hog", "read_openface_csv", "read_openface_table",
+           "write_openface_csv", "write_openface_parquet"]

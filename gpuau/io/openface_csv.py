@@ -360,3 +360,13 @@ def read_openface_csv(path: "str | os.PathLike") -> dict:
         rows = [r for r in csv.reader(f, skipinitialspace=True) if r]
     cells = np.array(rows, dtype=str).reshape(len(rows), len(header))
     return {h: cells[:, i] if h in TEXT_COLUMNS else cells[:, i].astype(np.float64) for i, h in enumerate(header)}
+
+
+def read_openface_table(path: "str | os.PathLike") -> dict:
+    """:func:`read_openface_csv`, or for a ``.parquet`` name the columns of the file :func:`write_openface_parquet`
+    writes (``gpuau analyze --format parquet``)."""
+    if Path(path).suffix.lower() != ".parquet":
+        return read_openface_csv(path)
+    _, pq = require_pyarrow()
+    table = pq.read_table(path)
+    return {name: table.column(name).to_numpy() for name in table.column_names}
