@@ -119,20 +119,20 @@ def _text_cell(text: str) -> str:
     return text
 
 
-def _format_column(name: str, values, *, sequence: bool, postprocessed: bool) -> list:
-    if name in TEXT_COLUMNS:
-        return [_text_cell(str(x)) for x in values]
-    decimals = column_decimals(name, sequence=sequence, postprocessed=postprocessed)
-    v = np.asarray(values)
-    if decimals is None:
-        return [str(int(x)) for x in v.tolist()]
-    fmt = f"%.{decimals}f"
-    return [fmt % x for x in v.astype(np.float64).tolist()]
-
-
 def _format_rows(columns: Mapping, names: list, *, sequence: bool, postprocessed: bool) -> list:
-    cells = [_format_column(n, columns[n], sequence=sequence, postprocessed=postprocessed) for n in names]
-    return [", ".join(row) for row in zip(*cells)]
+    """Each row of the ``names`` columns as one line, its cells joined by ", ": text cells quoted as
+    :func:`_text_cell` says, numbers with :func:`column_decimals`' decimals.  Numeric rows go through one
+    ``%``-format each (a third of a table's cell-by-cell formatting time)."""
+    text = [n in TEXT_COLUMNS for n in names]
+    if any(text):
+        if not all(text):
+            raise ValueError("format the text columns apart from the numeric ones")
+        cells = [[_text_cell(str(x)) for x in columns[n]] for n in names]
+        return [", ".join(row) for row in zip(*cells)]
+    fmt = ", ".join("%d" if d is None else f"%.{d}f"
+                    for d in (column_decimals(n, sequence=sequence, postprocessed=postprocessed) for n in names))
+    rows = np.column_stack([np.asarray(columns[n], np.float64) for n in names])
+    return [fmt % row for row in map(tuple, rows.tolist())]
 
 
 class OpenFaceCSVWriter:
