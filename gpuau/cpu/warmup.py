@@ -208,12 +208,41 @@ def warm_up(models: "str | os.PathLike | None" = None) -> bool:
     return True
 
 
+def load_without_refresh() -> None:
+    """Load gpuau's kernels from Numba's cache without first refreshing Numba's CPU target.
+
+    Before every load from its cache, Numba refreshes the target: it imports some forty of its modules (linalg,
+    typed containers, polynomials, ...) and registers their ~1,300 implementations, which only compiling uses.  The
+    first refresh cost 0.15-0.18 s of every analysing process (GIL held, before the first frame is done); the
+    cached machine code needs only Numba's runtime (NRT), initialised here as the refresh would.  Other Numba
+    functions of the process load as before, and a kernel missing from the cache compiles as before (Numba's
+    compiler refreshes the target itself).  Idempotent.
+    """
+    from numba.core import caching
+    from numba.core.runtime.nrt import rtsys
+
+    numba_load = caching.Cache.load_overload
+    if getattr(numba_load, "gpuau_load", False):
+        return
+
+    def load_overload(self, sig, target_context):
+        if not getattr(self._py_func, "__module__", "").startswith("gpuau."):
+            return numba_load(self, sig, target_context)
+        rtsys.initialize(target_context)
+        with self._guard_against_spurious_io_errors():
+            return self._load_overload(sig, target_context)
+
+    load_overload.gpuau_load = True
+    caching.Cache.load_overload = load_overload
+
+
 def ensure_warm(models: "str | os.PathLike | None" = None) -> None:
     """:func:`warm_up` unless this version of the code is already warm (a stat of each source file), the
     environment variable ``GPUAU_WARMUP`` is ``0`` (then the kernels compile in this process) or Numba's JIT
-    is disabled."""
+    is disabled; then the kernels :func:`load_without_refresh`."""
     import numba
 
+    load_without_refresh()
     if os.environ.get("GPUAU_WARMUP") == "0" or numba.config.DISABLE_JIT or is_warm():
         return
     log.warning("compiling the CPU kernels once, in child processes (30-60 s; `gpuau warmup` does it ahead)")
