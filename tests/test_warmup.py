@@ -63,6 +63,19 @@ def test_other_numba_functions_load_as_numba_loads_them(tmp_path):
     assert [r.stdout.split() for r in runs] == [["0", "True"], ["1", "True"]]  # compiled, then loaded after a refresh
 
 
+def test_a_kernel_missing_from_the_cache_compiles(tmp_path):
+    """Under load_without_refresh a gpuau kernel that Numba's cache lacks compiles (Numba's compiler refreshes the
+    target itself) and runs: a rotation matrix from Euler angles."""
+    probe = ("import numpy as np\nfrom gpuau.cpu.warmup import load_without_refresh\nload_without_refresh()\n"
+             "from gpuau.cpu.pdm_fit import euler_to_rotation as f\nr = f(np.array([0.1, -0.2, 0.3], np.float32))\n"
+             "assert np.allclose(r @ r.T, np.eye(3), atol=1e-6) and abs(np.linalg.det(r) - 1) < 1e-6\n"
+             "print(sum(f.stats.cache_hits.values()), sum(f.stats.cache_misses.values()))")
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba"))  # an empty cache
+    run = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["0", "1"]
+
+
 def test_a_failing_child_is_logged_not_raised(monkeypatch, models_dir, caplog):
     from gpuau.cpu import warmup
 

@@ -222,11 +222,12 @@ def load_without_refresh() -> None:
     from numba.core.runtime.nrt import rtsys
 
     numba_load = caching.Cache.load_overload
-    if getattr(numba_load, "gpuau_load", False):
-        return
+    if getattr(numba_load, "gpuau_load", False) or not all(
+            hasattr(caching.Cache, name) for name in ("_load_overload", "_guard_against_spurious_io_errors")):
+        return  # installed already, or a Numba whose cache is built otherwise (0.60-0.68 are alike): left as it is
 
     def load_overload(self, sig, target_context):
-        if not getattr(self._py_func, "__module__", "").startswith("gpuau."):
+        if not (getattr(self._py_func, "__module__", None) or "").startswith("gpuau."):
             return numba_load(self, sig, target_context)
         rtsys.initialize(target_context)
         with self._guard_against_spurious_io_errors():
@@ -239,7 +240,7 @@ def load_without_refresh() -> None:
 def ensure_warm(models: "str | os.PathLike | None" = None) -> None:
     """:func:`warm_up` unless this version of the code is already warm (a stat of each source file), the
     environment variable ``GPUAU_WARMUP`` is ``0`` (then the kernels compile in this process) or Numba's JIT
-    is disabled; then the kernels :func:`load_without_refresh`."""
+    is disabled.  First it has gpuau's kernels load without Numba's target refresh (:func:`load_without_refresh`)."""
     import numba
 
     load_without_refresh()
