@@ -54,6 +54,10 @@ def test_streaming_writer_keeps_failed_rows_and_is_atomic(tmp_path):
     w.write_rows({"frame": [9], "face_id": [0], "timestamp": [0.3], "confidence": [0.9], "success": [1]})
     w.abort()
     assert path.read_text().splitlines()[1].startswith("1, 0") and len(list(tmp_path.iterdir())) == 1
+    w = OpenFaceCSVWriter(path, cols)
+    with pytest.raises(ValueError, match="'success' has 1 values, 'frame' 2"):
+        w.write_rows({"frame": [1, 2], "face_id": [0, 0], "timestamp": [0, 0.1], "confidence": [1, 1], "success": [1]})
+    w.abort()
 
 
 def test_parquet_has_the_same_columns(reference_dir, tmp_path):

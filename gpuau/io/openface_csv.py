@@ -131,8 +131,13 @@ def _format_rows(columns: Mapping, names: list, *, sequence: bool, postprocessed
         return [", ".join(row) for row in zip(*cells)]
     fmt = ", ".join("%d" if d is None else f"%.{d}f"
                     for d in (column_decimals(n, sequence=sequence, postprocessed=postprocessed) for n in names))
-    rows = np.column_stack([np.asarray(columns[n], np.float64) for n in names])
-    return [fmt % row for row in map(tuple, rows.tolist())]
+    values = [np.asarray(columns[n], np.float64).reshape(-1) for n in names]
+    if not values:
+        return []
+    for n, v in zip(names, values):
+        if len(v) != len(values[0]):
+            raise ValueError(f"column {n!r} has {len(v)} values, {names[0]!r} {len(values[0])}: one per row")
+    return [fmt % row for row in map(tuple, np.column_stack(values).tolist())]
 
 
 class OpenFaceCSVWriter:
