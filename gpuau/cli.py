@@ -91,8 +91,9 @@ EXIT_INPUTS_FAILED = 1
 checks ``models verify`` and ``models path`` when the model files are not in order."""
 EXIT_ERROR = 2
 """Exit status of a command that an error stopped before or instead of its work (as argparse's usage errors): options
-that exclude each other, settings other than those of the outputs to resume, no input found, an output folder that
-cannot be written, the models, the device, no worker that could start; ``render`` and ``plot`` failing."""
+that exclude each other, settings other than those of the outputs to resume or of a run writing the same folder, no
+input found, an output folder that cannot be written, the models, the device, no worker that could start; ``render``
+and ``plot`` failing."""
 
 
 EXIT_STATUS_HELP = (f"exit status: 0 done; {EXIT_INPUTS_FAILED} some inputs failed (analyze; the others are done) or "

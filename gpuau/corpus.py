@@ -7,6 +7,7 @@ failed with the reason. Only a full disk stops the run, since every later output
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -32,6 +33,11 @@ with its own settings, and gives each input recorded there the same output name.
 OUTPUT_SETTINGS = ("quality", "multi_face", "au_static", "detect_every", "timestamps", "orientation", "camera")
 """The :class:`gpuau.pipeline.Analyzer` keywords that change an output's numbers or rows (the device, the model folder's
 place and the extra files asked for do not)."""
+
+
+RUN_LOCK_PREFIX = ".gpuau-run-"
+"""In a corpus run's output folder while it runs: ``.gpuau-run-<digest of its settings>.lock``, holding the settings'
+JSON, share-locked (``flock``) by every run with those settings (:class:`RunLock`)."""
 
 
 IMAGE_SETTINGS = ("quality", "camera")
@@ -88,6 +94,94 @@ def read_settings_log(outdir: Path) -> dict:
         except (ValueError, KeyError, TypeError):
             continue
     return found
+
+
+class RunLock:
+    """A corpus run's claim on its output folder: runs with the same settings share it, a run with other settings is
+    refused while one holds it (two analyses would otherwise mix in the folder, each output the last writer's).
+
+    ``flock`` on :data:`RUN_LOCK_PREFIX` files: a run share-locks the file of its settings, then tries an exclusive
+    lock on every other such file; one it cannot take belongs to a run at work, and the constructor raises
+    :class:`InputError` naming the difference; one it takes was left by a run that ended without removing it, and is
+    removed.  Two runs with different settings that start at the same instant may both be refused, never both let in.
+    Where ``flock`` is missing or the file system refuses it (some network file systems), no lock is taken.
+
+    Parameters
+    ----------
+    outdir : Path
+    settings : dict
+        The run's :func:`output_settings`.
+    """
+
+    def __init__(self, outdir: Path, settings: dict):
+        self._fd = None
+        try:
+            import fcntl
+        except ImportError:  # not a POSIX system
+            return
+        text = json.dumps(settings, sort_keys=True)
+        self.path = outdir / f"{RUN_LOCK_PREFIX}{hashlib.sha256(text.encode()).hexdigest()[:16]}.lock"
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            except OSError:
+                return
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH)  # other runs hold it exclusively only to check or remove it
+                if os.fstat(fd).st_size == 0:
+                    os.write(fd, text.encode())
+                if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
+                    break
+            except FileNotFoundError:  # removed by the run it belonged to, or as stale, before it was locked here
+                pass
+            except OSError:  # no locks on this file system
+                os.close(fd)
+                return
+            os.close(fd)
+        self._fd = fd
+        try:
+            for other in outdir.glob(f"{RUN_LOCK_PREFIX}*.lock"):
+                if other.name != self.path.name:
+                    self._check(fcntl, other, settings)
+        except BaseException:
+            self.release()
+            raise
+
+    @staticmethod
+    def _check(fcntl, other: Path, settings: dict) -> None:
+        try:
+            fd = os.open(other, os.O_RDONLY)
+        except OSError:  # removed meanwhile
+            return
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                try:
+                    difference = ": " + settings_difference(json.loads(os.pread(fd, 1 << 16, 0).decode()), settings)
+                except ValueError:  # being written
+                    difference = ""
+                raise InputError(other.parent, f"another gpuau analyze is writing into it with other settings{difference}",
+                                 "let that run finish first, or choose another output folder") from None
+            except OSError:  # no locks on this file system
+                return
+            other.unlink(missing_ok=True)  # a run's that ended without removing it
+        finally:
+            os.close(fd)
+
+    def release(self) -> None:
+        """Unlock; remove the file when no other run of these settings holds it."""
+        if self._fd is None:
+            return
+        import fcntl
+
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self.path.unlink(missing_ok=True)
+        except OSError:  # another run of the same settings holds it still
+            pass
+        os.close(self._fd)
+        self._fd = None
 
 
 def settings_difference(recorded: dict, settings: dict) -> str:
@@ -344,7 +438,8 @@ class CorpusRun:
     Raises
     ------
     InputError
-        No input found; the output folder cannot be written; outputs there were made with other settings.
+        No input found; the output folder cannot be written; outputs there were made with other settings, or a run
+        with other settings is writing there (:class:`RunLock`, taken until :meth:`finish`).
     """
 
     def __init__(self, inputs: Iterable, outdir: "str | os.PathLike", *, fmt: str = "csv", overwrite: bool = False,
@@ -363,12 +458,17 @@ class CorpusRun:
             raise InputError(self.outdir, f"cannot be used as the output folder ({e.strerror or e})",
                              "pass -o a folder that can be created and written") from e
         self.settings = settings
-        log = read_settings_log(self.outdir) if settings is not None else {}
-        # a recorded input keeps its output's name while it is there (a corpus moved elsewhere is named afresh)
-        kept = {e["input"]: Path(name).stem for name, e in log.items() if e["input"] and Path(e["input"]).exists()}
-        outputs = output_paths(paths, outdir, fmt, kept=kept)
-        done = [] if overwrite else [complete(dst, write_hog, write_aligned) for dst in outputs]
-        self._check_settings(log, [(src, dst) for src, dst, d in zip(paths, outputs, done) if d])
+        self._lock = RunLock(self.outdir, settings) if settings is not None else None
+        try:
+            log = read_settings_log(self.outdir) if settings is not None else {}
+            # a recorded input keeps its output's name while it is there (a corpus moved elsewhere is named afresh)
+            kept = {e["input"]: Path(name).stem for name, e in log.items() if e["input"] and Path(e["input"]).exists()}
+            outputs = output_paths(paths, outdir, fmt, kept=kept)
+            done = [] if overwrite else [complete(dst, write_hog, write_aligned) for dst in outputs]
+            self._check_settings(log, [(src, dst) for src, dst, d in zip(paths, outputs, done) if d])
+        except BaseException:
+            self._release()
+            raise
         self.report = CorpusReport()
         self.verbose = verbose
         self.bar = progress_bar(progress, total=len(paths), desc="corpus", unit="video", position=0)
@@ -379,6 +479,10 @@ class CorpusRun:
                 self.record(Outcome(src, dst, "skipped"))
             else:
                 self.todo.append((src, dst))
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
 
     def _check_settings(self, log: dict, existing: list) -> None:
         """Refuse to resume over the ``existing`` outputs (``(input, output)`` pairs) that ``log``
@@ -445,7 +549,9 @@ class CorpusRun:
         self._t0 += self.report.setup
 
     def finish(self) -> CorpusReport:
-        """Close the progress bar; the report, outcomes in input order, with the elapsed time."""
+        """Close the progress bar and give up the folder (:class:`RunLock`); the report, outcomes in input order, with
+        the elapsed time."""
+        self._release()
         self.bar.close()
         self.report.outcomes.sort(key=lambda o: self._order[o.input])
         self.report.elapsed = time.perf_counter() - self._t0
@@ -648,7 +754,7 @@ def run_corpus(inputs: Iterable, outdir: "str | os.PathLike", *, analyzer, fmt: 
     ------
     InputError
         As :class:`CorpusRun`: no input found, an output folder that cannot be written, outputs there made with
-        other settings.
+        other settings, a run with other settings writing there.
     """
     run = CorpusRun(inputs, outdir, fmt=fmt, overwrite=overwrite, progress=progress, verbose=verbose,
                     write_hog=analyzer.write_hog, write_aligned=analyzer.write_aligned,

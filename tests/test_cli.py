@@ -394,3 +394,47 @@ def test_an_unreadable_settings_log_stops_the_run(media_dir, tmp_path, capsys):
     assert cli.main(["analyze", str(media_dir / "sample1.jpg"), "-o", str(tmp_path), "--quiet"]) == 2
     assert f"gpuau: error: {tmp_path / 'gpuau-settings.jsonl'}: cannot be read (Is a directory) (make it a " \
            "readable file, or remove it" in capsys.readouterr().err
+
+
+def test_a_run_with_other_settings_is_refused_while_one_writes_the_folder(media_dir, tmp_path, capsys):
+    """Runs with the same settings share an output folder; while one runs, a run with other settings stops before any
+    analysis (their outputs would mix, each the last writer's); a lock left by a run that ended is removed."""
+    import json
+    import subprocess
+    import sys
+
+    from gpuau.corpus import RUN_LOCK_PREFIX, CorpusRun, output_settings
+    from gpuau.video import InputError
+
+    image, out = media_dir / "sample1.jpg", tmp_path / "out"
+    exact = output_settings(dict(quality="exact"))
+    fast = output_settings(dict(quality="fast"))
+    first = CorpusRun([image], out, progress=False, settings=exact)
+    second = CorpusRun([image], out, progress=False, settings=exact)  # the same settings share the folder
+    with pytest.raises(InputError, match=r"another gpuau analyze is writing into it with other settings: quality "
+                                         r"'exact' \(this run: 'fast'\) \(let that run finish first"):
+        CorpusRun([image], out, progress=False, settings=fast)
+    assert cli.main(["analyze", str(image), "-o", str(out), "--device", "cpu", "--quality", "fast", "--quiet"]) == 2
+    assert "another gpuau analyze is writing into it with other settings" in capsys.readouterr().err
+    second.finish()
+    assert len(list(out.glob(f"{RUN_LOCK_PREFIX}*"))) == 1  # the first run holds it still
+    first.finish()
+    assert list(out.glob(f"{RUN_LOCK_PREFIX}*")) == []
+    CorpusRun([image], out, progress=False, settings=fast).finish()
+
+    # a run in another process, and the lock file a killed run leaves
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, json\nfrom pathlib import Path\n"
+                               "from gpuau.corpus import CorpusRun\n"
+                               f"run = CorpusRun([{str(image)!r}], Path({str(out)!r}), progress=False, "
+                               f"settings=json.loads({json.dumps(json.dumps(exact))}))\nprint('ready', flush=True)\n"
+                               "sys.stdin.readline()\nsys.exit(9)"],  # exits without finish(): leaves its lock file
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        with pytest.raises(InputError, match="another gpuau analyze is writing into it"):
+            CorpusRun([image], out, progress=False, settings=fast)
+    finally:
+        holder.communicate("\n", timeout=60)
+    assert holder.returncode == 9 and len(list(out.glob(f"{RUN_LOCK_PREFIX}*"))) == 1
+    CorpusRun([image], out, progress=False, settings=fast).finish()  # the lock of the run that ended: removed
+    assert list(out.glob(f"{RUN_LOCK_PREFIX}*")) == []
