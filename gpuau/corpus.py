@@ -104,7 +104,8 @@ class RunLock:
     lock on every other such file; one it cannot take belongs to a run at work, and the constructor raises
     :class:`InputError` naming the difference; one it takes was left by a run that ended without removing it, and is
     removed.  Two runs with different settings that start at the same instant may both be refused, never both let in.
-    Where ``flock`` is missing or the file system refuses it (some network file systems), no lock is taken.
+    Where ``flock`` is missing or the file system refuses it, no lock is taken; on NFS (whose ``flock`` is a POSIX lock)
+    it holds across machines where the lock manager runs.
 
     Parameters
     ----------
@@ -130,11 +131,12 @@ class RunLock:
                 fcntl.flock(fd, fcntl.LOCK_SH)  # other runs hold it exclusively only to check or remove it
                 if os.fstat(fd).st_size == 0:
                     os.write(fd, text.encode())
+                    os.fchmod(fd, 0o666)  # other users' runs check it (read-write: NFS's locks need it)
                 if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
                     break
             except FileNotFoundError:  # removed by the run it belonged to, or as stale, before it was locked here
                 pass
-            except OSError:  # no locks on this file system
+            except OSError:  # no locks on this file system, or the file cannot be written
                 os.close(fd)
                 return
             os.close(fd)
@@ -149,9 +151,15 @@ class RunLock:
 
     @staticmethod
     def _check(fcntl, other: Path, settings: dict) -> None:
-        try:
-            fd = os.open(other, os.O_RDONLY)
-        except OSError:  # removed meanwhile
+        for flags in (os.O_RDWR, os.O_RDONLY):  # read-write where allowed: NFS's flock is a POSIX lock, whose
+            try:                                 # exclusive kind needs it
+                fd = os.open(other, flags)
+                break
+            except PermissionError:
+                continue
+            except OSError:  # removed meanwhile
+                return
+        else:
             return
         try:
             try:
@@ -165,7 +173,10 @@ class RunLock:
                                  "let that run finish first, or choose another output folder") from None
             except OSError:  # no locks on this file system
                 return
-            other.unlink(missing_ok=True)  # a run's that ended without removing it
+            try:
+                other.unlink(missing_ok=True)  # a run's that ended without removing it
+            except OSError:  # another user's, in a folder where only they may remove it: checked again each run
+                pass
         finally:
             os.close(fd)
 
@@ -458,17 +469,14 @@ class CorpusRun:
             raise InputError(self.outdir, f"cannot be used as the output folder ({e.strerror or e})",
                              "pass -o a folder that can be created and written") from e
         self.settings = settings
-        self._lock = RunLock(self.outdir, settings) if settings is not None else None
-        try:
-            log = read_settings_log(self.outdir) if settings is not None else {}
-            # a recorded input keeps its output's name while it is there (a corpus moved elsewhere is named afresh)
-            kept = {e["input"]: Path(name).stem for name, e in log.items() if e["input"] and Path(e["input"]).exists()}
-            outputs = output_paths(paths, outdir, fmt, kept=kept)
-            done = [] if overwrite else [complete(dst, write_hog, write_aligned) for dst in outputs]
-            self._check_settings(log, [(src, dst) for src, dst, d in zip(paths, outputs, done) if d])
-        except BaseException:
-            self._release()
-            raise
+        log = read_settings_log(self.outdir) if settings is not None else {}
+        # a recorded input keeps its output's name while it is there (a corpus moved elsewhere is named afresh)
+        kept = {e["input"]: Path(name).stem for name, e in log.items() if e["input"] and Path(e["input"]).exists()}
+        outputs = output_paths(paths, outdir, fmt, kept=kept)
+        done = [] if overwrite else [complete(dst, write_hog, write_aligned) for dst in outputs]
+        self._check_settings(log, [(src, dst) for src, dst, d in zip(paths, outputs, done) if d])
+        # a run with inputs to do claims the folder (until finish()): refused while a run of other settings writes it
+        self._lock = RunLock(self.outdir, settings) if settings is not None and not (done and all(done)) else None
         self.report = CorpusReport()
         self.verbose = verbose
         self.bar = progress_bar(progress, total=len(paths), desc="corpus", unit="video", position=0)
@@ -479,10 +487,6 @@ class CorpusRun:
                 self.record(Outcome(src, dst, "skipped"))
             else:
                 self.todo.append((src, dst))
-
-    def _release(self) -> None:
-        if self._lock is not None:
-            self._lock.release()
 
     def _check_settings(self, log: dict, existing: list) -> None:
         """Refuse to resume over the ``existing`` outputs (``(input, output)`` pairs) that ``log``
@@ -551,7 +555,8 @@ class CorpusRun:
     def finish(self) -> CorpusReport:
         """Close the progress bar and give up the folder (:class:`RunLock`); the report, outcomes in input order, with
         the elapsed time."""
-        self._release()
+        if self._lock is not None:
+            self._lock.release()
         self.bar.close()
         self.report.outcomes.sort(key=lambda o: self._order[o.input])
         self.report.elapsed = time.perf_counter() - self._t0
@@ -759,18 +764,21 @@ def run_corpus(inputs: Iterable, outdir: "str | os.PathLike", *, analyzer, fmt: 
     run = CorpusRun(inputs, outdir, fmt=fmt, overwrite=overwrite, progress=progress, verbose=verbose,
                     write_hog=analyzer.write_hog, write_aligned=analyzer.write_aligned,
                     settings=output_settings(analyzer.settings()))
-    if run.todo:
-        try:  # the kernels' one-time compile: here, not in every worker process at once, and not in elapsed
-            run.prepare(analyzer.compile_kernels)
-        except BaseException:
-            run.finish()
-            raise
+    try:
+        _run(run, analyzer, fmt, progress, streams, workers, decode)
+    finally:
+        report = run.finish()
+    return report
+
+
+def _run(run: CorpusRun, analyzer, fmt: str, progress: bool, streams: "int | None", workers: "int | None",
+         decode: str) -> None:
+    """:func:`run_corpus`'s inputs to do, in this process, through the engine or on worker processes."""
+    if run.todo:  # the kernels' one-time compile: here, not in every worker process at once, and not in elapsed
+        run.prepare(analyzer.compile_kernels)
     if (streams != 1 or decode != "opencv") and not analyzer.multi_face:
-        try:
-            _run_streams(run, analyzer, fmt, streams, progress, decode)
-        finally:
-            report = run.finish()
-        return report
+        _run_streams(run, analyzer, fmt, streams, progress, decode)
+        return
     if workers != 1 and len(run.todo) > 1:
         from gpuau.workers import plan_local_workers, schedule
 
@@ -778,26 +786,19 @@ def run_corpus(inputs: Iterable, outdir: "str | os.PathLike", *, analyzer, fmt: 
         plan = plan_local_workers(len(run.todo), backend.name, workers)
         if plan.count > 1:
             logging.getLogger("gpuau").info("%d worker processes of %d core(s) each", plan.count, plan.threads)
-            try:
-                device = f"cuda:{backend.device_id}" if backend.is_gpu else backend.name
-                schedule(run, device, plan, fmt=fmt, progress=progress, options=analyzer.settings())
-            finally:
-                report = run.finish()
-            return report
-    try:
-        for src, dst in run.todo:
-            bar = progress_bar(progress, desc=src.name[:30], unit="frame", position=1, leave=False)
-            try:
-                outcome = analyze_input(analyzer, src, dst, fmt=fmt, progress=lambda n: bar.update(n - bar.n),
-                                        on_open=lambda s: setattr(bar, "total", s.frame_count or None))
-            finally:
-                bar.close()
-            run.record(outcome)
-            if run.report.stopped:
-                break
-    finally:
-        report = run.finish()
-    return report
+            device = f"cuda:{backend.device_id}" if backend.is_gpu else backend.name
+            schedule(run, device, plan, fmt=fmt, progress=progress, options=analyzer.settings())
+            return
+    for src, dst in run.todo:
+        bar = progress_bar(progress, desc=src.name[:30], unit="frame", position=1, leave=False)
+        try:
+            outcome = analyze_input(analyzer, src, dst, fmt=fmt, progress=lambda n: bar.update(n - bar.n),
+                                    on_open=lambda s: setattr(bar, "total", s.frame_count or None))
+        finally:
+            bar.close()
+        run.record(outcome)
+        if run.report.stopped:
+            break
 
 
 def _run_streams(run: CorpusRun, analyzer, fmt: str, streams: "int | None", progress: bool, decode: str) -> None:

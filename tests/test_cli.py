@@ -396,9 +396,12 @@ def test_an_unreadable_settings_log_stops_the_run(media_dir, tmp_path, capsys):
            "readable file, or remove it" in capsys.readouterr().err
 
 
-def test_a_run_with_other_settings_is_refused_while_one_writes_the_folder(media_dir, tmp_path, capsys):
-    """Runs with the same settings share an output folder; while one runs, a run with other settings stops before any
-    analysis (their outputs would mix, each the last writer's); a lock left by a run that ended is removed."""
+def test_a_run_with_other_settings_is_refused_while_one_writes_the_folder(media_dir, tmp_path, capsys, monkeypatch):
+    """Runs with the same settings share an output folder; while one runs, a run with other settings and inputs to do
+    stops before any analysis (their outputs would mix, each the last writer's); a lock left by a run that ended is
+    removed; the same across processes with NFS's flock (POSIX locks: an exclusive one needs the file open for
+    writing)."""
+    import fcntl
     import json
     import subprocess
     import sys
@@ -416,25 +419,29 @@ def test_a_run_with_other_settings_is_refused_while_one_writes_the_folder(media_
         CorpusRun([image], out, progress=False, settings=fast)
     assert cli.main(["analyze", str(image), "-o", str(out), "--device", "cpu", "--quality", "fast", "--quiet"]) == 2
     assert "another gpuau analyze is writing into it with other settings" in capsys.readouterr().err
+    (out / "sample1.csv").write_text("face, confidence\n")
+    CorpusRun([image], out, progress=False, settings=fast).finish()  # nothing to do: no claim on the folder
+    (out / "sample1.csv").unlink()
     second.finish()
     assert len(list(out.glob(f"{RUN_LOCK_PREFIX}*"))) == 1  # the first run holds it still
     first.finish()
     assert list(out.glob(f"{RUN_LOCK_PREFIX}*")) == []
     CorpusRun([image], out, progress=False, settings=fast).finish()
 
-    # a run in another process, and the lock file a killed run leaves
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, json\nfrom pathlib import Path\n"
-                               "from gpuau.corpus import CorpusRun\n"
-                               f"run = CorpusRun([{str(image)!r}], Path({str(out)!r}), progress=False, "
-                               f"settings=json.loads({json.dumps(json.dumps(exact))}))\nprint('ready', flush=True)\n"
-                               "sys.stdin.readline()\nsys.exit(9)"],  # exits without finish(): leaves its lock file
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "ready"
-        with pytest.raises(InputError, match="another gpuau analyze is writing into it"):
-            CorpusRun([image], out, progress=False, settings=fast)
-    finally:
-        holder.communicate("\n", timeout=60)
-    assert holder.returncode == 9 and len(list(out.glob(f"{RUN_LOCK_PREFIX}*"))) == 1
-    CorpusRun([image], out, progress=False, settings=fast).finish()  # the lock of the run that ended: removed
-    assert list(out.glob(f"{RUN_LOCK_PREFIX}*")) == []
+    for lock in ("flock", "lockf"):  # a run in another process, then the lock file it leaves when killed
+        monkeypatch.setattr(fcntl, "flock", getattr(fcntl, lock))
+        holder = subprocess.Popen([sys.executable, "-c", f"import fcntl, json, sys\nfcntl.flock = fcntl.{lock}\n"
+                                   "from pathlib import Path\nfrom gpuau.corpus import CorpusRun\n"
+                                   f"run = CorpusRun([{str(image)!r}], Path({str(out)!r}), progress=False, "
+                                   f"settings=json.loads({json.dumps(json.dumps(exact))}))\nprint('ready', flush=True)\n"
+                                   "sys.stdin.readline()\nsys.exit(9)"],  # exits without finish()
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout.readline().strip() == "ready"
+            with pytest.raises(InputError, match="another gpuau analyze is writing into it"):
+                CorpusRun([image], out, progress=False, settings=fast)
+        finally:
+            holder.communicate("\n", timeout=60)
+        assert holder.returncode == 9 and len(list(out.glob(f"{RUN_LOCK_PREFIX}*"))) == 1
+        CorpusRun([image], out, progress=False, settings=fast).finish()  # the lock of the run that ended: removed
+        assert list(out.glob(f"{RUN_LOCK_PREFIX}*")) == []
