@@ -476,7 +476,10 @@ class CorpusRun:
         done = [] if overwrite else [complete(dst, write_hog, write_aligned) for dst in outputs]
         self._check_settings(log, [(src, dst) for src, dst, d in zip(paths, outputs, done) if d])
         # a run with inputs to do claims the folder (until finish()): refused while a run of other settings writes it
-        self._lock = RunLock(self.outdir, settings) if settings is not None and not (done and all(done)) else None
+        adds = not (done and all(done))
+        self._lock = RunLock(self.outdir, settings) if settings is not None and adds else None
+        if settings is not None and adds:
+            self._warn_other_outputs(log, outputs)
         self.report = CorpusReport()
         self.verbose = verbose
         self.bar = progress_bar(progress, total=len(paths), desc="corpus", unit="video", position=0)
@@ -487,6 +490,20 @@ class CorpusRun:
                 self.record(Outcome(src, dst, "skipped"))
             else:
                 self.todo.append((src, dst))
+
+    def _warn_other_outputs(self, log: dict, outputs: list) -> None:
+        """Say so when the folder holds outputs of other inputs made with other settings, which this run's outputs will
+        sit beside (each compared on the settings recorded for it: an image's, a folder's or a video's)."""
+        ours = {dst.name for dst in outputs}
+        other = [(name, e["settings"]) for name, e in log.items() if name not in ours and (self.outdir / name).exists()
+                 and e["settings"] != {k: self.settings.get(k) for k in e["settings"]}]
+        if other:
+            name, theirs = other[0]
+            more = f" and {len(other) - 1} other output{'s' * (len(other) > 2)}" if len(other) > 1 else ""
+            say(f"warning: {self.outdir}: {name}{more} there {'were' if more else 'was'} made with other settings, as "
+                f"{SETTINGS_LOG} records: {settings_difference(theirs, {k: self.settings.get(k) for k in theirs})}; "
+                f"this run adds outputs of its own settings beside them (choose another output folder to keep the "
+                f"analyses apart)")
 
     def _check_settings(self, log: dict, existing: list) -> None:
         """Refuse to resume over the ``existing`` outputs (``(input, output)`` pairs) that ``log``

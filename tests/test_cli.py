@@ -445,3 +445,27 @@ def test_a_run_with_other_settings_is_refused_while_one_writes_the_folder(media_
         assert holder.returncode == 9 and len(list(out.glob(f"{RUN_LOCK_PREFIX}*"))) == 1
         CorpusRun([image], out, progress=False, settings=fast).finish()  # the lock of the run that ended: removed
         assert list(out.glob(f"{RUN_LOCK_PREFIX}*")) == []
+
+
+def test_new_inputs_beside_outputs_of_other_settings_are_warned(media_dir, tmp_path, capsys):
+    """A run adding outputs to a folder whose other outputs were made with other settings says so (once, on stderr),
+    comparing each on the settings recorded for it; outputs no longer there do not count."""
+    import json
+
+    from gpuau.corpus import SETTINGS_LOG, CorpusRun, output_settings
+
+    image, out = media_dir / "sample1.jpg", tmp_path / "out"
+    out.mkdir()
+    exact, fast = output_settings(dict(quality="exact")), output_settings(dict(quality="fast"))
+    records = [("clip.csv", exact), ("gone.csv", exact), ("photo.csv", {"quality": "fast", "camera": None})]
+    (out / SETTINGS_LOG).write_text("".join(json.dumps({"output": name, "input": f"/elsewhere/{name}", "settings": s})
+                                            + "\n" for name, s in records))
+    for name in ("clip.csv", "photo.csv"):
+        (out / name).write_text("frame\n")
+    CorpusRun([image], out, progress=False, settings=fast).finish()
+    assert capsys.readouterr().err == (
+        f"warning: {out}: clip.csv there was made with other settings, as {SETTINGS_LOG} records: quality 'exact' "
+        "(this run: 'fast'); this run adds outputs of its own settings beside them (choose another output folder to "
+        "keep the analyses apart)\n")
+    CorpusRun([image], out, progress=False, settings=exact).finish()  # photo.csv's image settings differ too
+    assert "photo.csv there was made with other settings" in capsys.readouterr().err
