@@ -17,6 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
+try:
+    import fcntl
+except ImportError:  # not a POSIX system: runs do not lock their output folder (RunLock)
+    fcntl = None
+
 from gpuau._atomic import check_writable
 from gpuau.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, InputError
 
@@ -116,9 +121,7 @@ class RunLock:
 
     def __init__(self, outdir: Path, settings: dict):
         self._fd = None
-        try:
-            import fcntl
-        except ImportError:  # not a POSIX system
+        if fcntl is None:
             return
         text = json.dumps(settings, sort_keys=True)
         self.path = outdir / f"{RUN_LOCK_PREFIX}{hashlib.sha256(text.encode()).hexdigest()[:16]}.lock"
@@ -144,13 +147,13 @@ class RunLock:
         try:
             for other in outdir.glob(f"{RUN_LOCK_PREFIX}*.lock"):
                 if other.name != self.path.name:
-                    self._check(fcntl, other, settings)
+                    self._check(other, settings)
         except BaseException:
             self.release()
             raise
 
     @staticmethod
-    def _check(fcntl, other: Path, settings: dict) -> None:
+    def _check(other: Path, settings: dict) -> None:
         for flags in (os.O_RDWR, os.O_RDONLY):  # read-write where allowed: NFS's flock is a POSIX lock, whose
             try:                                 # exclusive kind needs it
                 fd = os.open(other, flags)
@@ -184,8 +187,6 @@ class RunLock:
         """Unlock; remove the file when no other run of these settings holds it."""
         if self._fd is None:
             return
-        import fcntl
-
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             self.path.unlink(missing_ok=True)
@@ -382,8 +383,6 @@ def output_paths(inputs: list, outdir: "str | os.PathLike", fmt: str = "csv", ke
     to a corpus later rename no output already there, nor take one of another input's (:class:`CorpusRun` keeps the
     names of recorded inputs still there).
     """
-    import hashlib
-
     outdir = Path(outdir)
     keys = [str(p.resolve()) for p in inputs]
 
@@ -475,10 +474,10 @@ class CorpusRun:
         outputs = output_paths(paths, outdir, fmt, kept=kept)
         done = [] if overwrite else [complete(dst, write_hog, write_aligned) for dst in outputs]
         self._check_settings(log, [(src, dst) for src, dst, d in zip(paths, outputs, done) if d])
-        # a run with inputs to do claims the folder (until finish()): refused while a run of other settings writes it
-        adds = not (done and all(done))
-        self._lock = RunLock(self.outdir, settings) if settings is not None and adds else None
-        if settings is not None and adds:
+        self._lock = None
+        if settings is not None and not (done and all(done)):
+            # a run with inputs to do claims the folder (until finish()): refused while a run of other settings writes it
+            self._lock = RunLock(self.outdir, settings)
             self._warn_other_outputs(log, outputs)
         self.report = CorpusReport()
         self.verbose = verbose
@@ -495,13 +494,17 @@ class CorpusRun:
         """Say so when the folder holds outputs of other inputs made with other settings, which this run's outputs will
         sit beside (each compared on the settings recorded for it: an image's, a folder's or a video's)."""
         ours = {dst.name for dst in outputs}
-        other = [(name, e["settings"]) for name, e in log.items() if name not in ours and (self.outdir / name).exists()
-                 and e["settings"] != {k: self.settings.get(k) for k in e["settings"]}]
+        other = []  # (output, its recorded settings, this run's on the same keys)
+        for name, e in log.items():
+            theirs = e["settings"]
+            mine = {k: self.settings.get(k) for k in theirs}
+            if name not in ours and theirs != mine and (self.outdir / name).exists():
+                other.append((name, theirs, mine))
         if other:
-            name, theirs = other[0]
+            name, theirs, mine = other[0]
             more = f" and {len(other) - 1} other output{'s' * (len(other) > 2)}" if len(other) > 1 else ""
             say(f"warning: {self.outdir}: {name}{more} there {'were' if more else 'was'} made with other settings, as "
-                f"{SETTINGS_LOG} records: {settings_difference(theirs, {k: self.settings.get(k) for k in theirs})}; "
+                f"{SETTINGS_LOG} records: {settings_difference(theirs, mine)}; "
                 f"this run adds outputs of its own settings beside them (choose another output folder to keep the "
                 f"analyses apart)")
 
