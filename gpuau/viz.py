@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from gpuau._atomic import atomic_path
+from gpuau.io import read_openface_table
 
 AXIS_LENGTH_MM = 70.0
 _AXIS_COLOURS = ((0, 0, 255), (0, 200, 0), (255, 80, 0))  # BGR: x red, y green, z blue
@@ -140,8 +141,6 @@ def render_video(video, csv_path, output, *, face_id: int = 0, orientation: str 
     output = Path(output)
     if output.suffix.lower() not in VIDEO_SUFFIXES:
         raise ValueError(f"{output}: write the annotated video as {', '.join(VIDEO_SUFFIXES)}")
-    from gpuau.io import read_openface_table
-
     table = read_openface_table(csv_path)
     names = _au_names(table)
     frames = table["frame"].astype(int)
@@ -179,8 +178,6 @@ def plot_aus(csv_path, output, *, face_id: int = 0) -> Path:
         import matplotlib.pyplot as plt
     except ImportError as e:
         raise ImportError("gpuau plot needs matplotlib: pip install gpuau[plot]") from e
-    from gpuau.io import read_openface_table
-
     table = read_openface_table(csv_path)
     names = _au_names(table)
     if not names:
