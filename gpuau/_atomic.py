@@ -45,6 +45,17 @@ def temp_beside(path: "str | os.PathLike", mode: str = "w", **open_kwargs):
     return os.fdopen(fd, mode, **open_kwargs), Path(tmp)
 
 
+def discard(f, tmp: Path) -> None:
+    """Close ``f``, the temporary file ``tmp`` being dropped, and delete it: a flush of what is dropped that fails
+    (again, on a full disk) is ignored, and the file is deleted whatever the close raises."""
+    try:
+        f.close()
+    except OSError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def check_writable(path: "str | os.PathLike") -> None:
     """Raise now the :class:`OSError` that writing ``path`` atomically would raise (:func:`temp_beside`'s), for a
     caller that writes it only after a long computation; folders that would be created are not created yet."""

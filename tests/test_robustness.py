@@ -136,6 +136,66 @@ def test_disk_full_stops_the_corpus_and_keeps_finished_outputs(media_dir, tmp_pa
     assert len(calls) == 2  # the third input was not attempted
 
 
+class FillingDisk:
+    """A file on a disk with ``room`` bytes free: writes past it raise ENOSPC, and so does the flush of a close
+    while a write is pending, as a buffered file's on a full disk."""
+
+    def __init__(self, f, room):
+        self.f, self.room, self.pending = f, room, False
+
+    def write(self, data):
+        if len(data) > self.room:
+            self.pending = True
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= len(data)
+        return self.f.write(data)
+
+    def close(self):
+        self.f.close()
+        if self.pending:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_a_disk_filling_while_the_table_is_written_leaves_no_file(fmt, media_dir, tmp_path, monkeypatch, capsys):
+    """The table's rows go to a temporary file while the video is analysed (CSV), or into the file at the end
+    (Parquet): a full disk there stops the run with the disk-full message and leaves no temporary file, which
+    would keep the space a rerun needs."""
+    import contextlib
+
+    from gpuau import _atomic
+    from gpuau.io import openface_csv
+
+    if fmt == "csv":
+        real = openface_csv.temp_beside
+        monkeypatch.setattr(openface_csv, "temp_beside",
+                            lambda path, *a, **kw: (lambda f, tmp: (FillingDisk(f, 40_000), tmp))(*real(path, *a, **kw)))
+    else:
+        pytest.importorskip("pyarrow")
+
+        @contextlib.contextmanager
+        def atomic_write(path, mode="w", **kw):
+            with _atomic.atomic_write(path, mode, **kw) as f:
+                yield FillingDisk(f, 40_000)
+
+        monkeypatch.setattr(openface_csv, "atomic_write", atomic_write)
+    out = tmp_path / "out"
+    assert main(["analyze", str(media_dir / "changeLighting.wmv"), "-o", str(out), "--format", fmt,
+                 "--quality", "fast", "--workers", "1"]) == 1
+    err = capsys.readouterr().err
+    assert f"disk full writing {out / ('changeLighting.' + fmt)}" in err and "no space left" in err
+    assert os.listdir(out) == []
+
+
 def test_frame_count_check_against_the_container(media_dir, tmp_path, capsys):
     # changeLighting.wmv's duration at its frame rate suggests 90 frames (ASF stores no count); 88 decode (OpenFace's
     # reference has 88 rows too).

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gpuau._atomic import fsync_path, replace_dir, temp_beside, temp_dir_beside
+from gpuau._atomic import discard, fsync_path, replace_dir, temp_beside, temp_dir_beside
 
 HOG_CELLS = 12
 HOG_CHANNELS = 31
@@ -230,10 +230,9 @@ class FaceRecorder:
         """Move the finished outputs into place."""
         if self._hog is not None:
             self._hog.close()
-            self._hog = None
             fsync_path(self._hog_tmp)
             os.replace(self._hog_tmp, self.hog_path)
-            self._hog_tmp = None
+            self._hog = self._hog_tmp = None
         if self._faces_tmp is not None:
             replace_dir(self._faces_tmp, self.aligned_dir)
             self._faces_tmp = None
@@ -241,11 +240,8 @@ class FaceRecorder:
     def abort(self) -> None:
         """Drop the unfinished outputs (earlier ones of the same names are left as they were)."""
         if self._hog is not None:
-            self._hog.close()
-            self._hog = None
-        if self._hog_tmp is not None:
-            self._hog_tmp.unlink(missing_ok=True)
-            self._hog_tmp = None
+            discard(self._hog, self._hog_tmp)
+            self._hog = self._hog_tmp = None
         if self._faces_tmp is not None:
             shutil.rmtree(self._faces_tmp, ignore_errors=True)
             self._faces_tmp = None

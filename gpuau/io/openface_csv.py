@@ -26,7 +26,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from gpuau._atomic import atomic_path, atomic_write, temp_beside
+from gpuau._atomic import atomic_write, discard, temp_beside
 
 NUM_LANDMARKS = 68
 NUM_MODES = 34
@@ -197,8 +197,7 @@ class OpenFaceCSVWriter:
 
     def abort(self) -> None:
         """Drop what was written; the final file is never created (or is left as it was)."""
-        self._body.close()
-        Path(self._body_path).unlink(missing_ok=True)
+        discard(self._body, self._body_path)
 
     def close(self, aus: "Mapping | None" = None, *, postprocessed: bool = True) -> Path:
         """Append the AU columns to every row and move the file into place.
@@ -214,16 +213,17 @@ class OpenFaceCSVWriter:
         -------
         Path
         """
-        self._body.close()
-        aus = aus or {}
-        au_lines = [""] * self._rows
-        if self.au_columns:
-            table = {c: np.asarray(aus.get(c, np.zeros(self._rows))) for c in self.au_columns}
-            for c, v in table.items():
-                if v.shape[0] != self._rows:
-                    raise ValueError(f"{c}: {v.shape[0]} values for {self._rows} rows")
-            au_lines = [", " + line for line in _format_rows(table, self.au_columns, sequence=self.sequence, postprocessed=postprocessed)]
         try:
+            self._body.close()
+            aus = aus or {}
+            au_lines = [""] * self._rows
+            if self.au_columns:
+                table = {c: np.asarray(aus.get(c, np.zeros(self._rows))) for c in self.au_columns}
+                for c, v in table.items():
+                    if v.shape[0] != self._rows:
+                        raise ValueError(f"{c}: {v.shape[0]} values for {self._rows} rows")
+                au_lines = [", " + line for line in _format_rows(table, self.au_columns, sequence=self.sequence,
+                                                                 postprocessed=postprocessed)]
             with atomic_write(self.path, "w", newline="\n") as out, open(self._body_path) as body:
                 out.write(", ".join(self.columns) + "\n")
                 for line, au in zip(body, au_lines):
@@ -344,7 +344,9 @@ def write_parquet_row_groups(path: "str | os.PathLike", groups: Iterable[Mapping
                          else pa.array(np.asarray(group[c], types[c].to_pandas_dtype())) for c in order},
                         schema=schema)
 
-    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema) as out:
+    # through a Python file, whose writes raise OSError(ENOSPC) on a full disk (pyarrow's own file says only
+    # "N requested and M written")
+    with atomic_write(path, "wb") as f, pq.ParquetWriter(f, schema) as out:
         for group in itertools.chain([first], groups):
             out.write_table(table(group))
     return path
