@@ -196,6 +196,28 @@ def test_a_disk_filling_while_the_table_is_written_leaves_no_file(fmt, media_dir
     assert os.listdir(out) == []
 
 
+def test_an_interrupt_inside_a_kernel_call_stops_the_run(media_dir, tmp_path, monkeypatch, capsys):
+    """Ctrl-C landing while a Numba kernel returns reaches Python as a SystemError caused by the KeyboardInterrupt:
+    the run stops as interrupted (status 130, no output, nothing further analysed), not with the input failed."""
+    from gpuau import pipeline
+
+    calls = []
+
+    def write_video(self, path, output, **kw):
+        calls.append(path)
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as e:
+            raise SystemError("CPUDispatcher(<function nu_rlms>) returned a result with an exception set") from e
+
+    monkeypatch.setattr(pipeline.Analyzer, "write_video", write_video)
+    out = tmp_path / "out"
+    inputs = [str(media_dir / f"sample{i}.jpg") for i in (1, 3)]
+    assert main(["analyze", *inputs, "-o", str(out), "--workers", "1"]) == 130
+    assert "gpuau: interrupted" in capsys.readouterr().err
+    assert len(calls) == 1 and not any(p.name.endswith(".csv") for p in out.iterdir())
+
+
 def test_frame_count_check_against_the_container(media_dir, tmp_path, capsys):
     # changeLighting.wmv's duration at its frame rate suggests 90 frames (ASF stores no count); 88 decode (OpenFace's
     # reference has 88 rows too).
