@@ -57,6 +57,24 @@ def test_empty_and_damaged_files_are_reported_with_the_fix_and_the_corpus_goes_o
     assert (tmp_path / "out" / "good.csv").exists()
 
 
+def test_a_video_named_in_another_encoding_is_reported_and_the_corpus_goes_on(tmp_path):
+    """A Latin-1 file name (Python keeps its byte as a surrogate) crashed the process inside OpenCV's reader; it is
+    one input failing with the fix now. A fresh process: the message goes to a real stderr, which escapes the byte."""
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    write_clip(folder / "good.avi", [np.full((48, 64, 3), 90, np.uint8)] * 3)
+    try:
+        (folder / os.fsdecode(b"caf\xe9.avi")).write_bytes((folder / "good.avi").read_bytes())
+    except OSError:
+        pytest.skip("this file system takes UTF-8 names only")
+    run = subprocess.run([sys.executable, "-m", "gpuau", "analyze", str(folder), "-o", str(tmp_path / "out"), "-q"],
+                         capture_output=True, timeout=300)
+    assert run.returncode == 1, run.stderr.decode(errors="replace")
+    assert (rb"caf\udce9.avi: its name is not valid UTF-8, which OpenCV's video reader cannot open (rename it in "
+            b"UTF-8, e.g. convmv -f latin1 -t utf8 --notest FILE)") in run.stderr
+    assert (tmp_path / "out" / "good.csv").exists()
+
+
 def test_ffmpeg_lines_without_a_file_name_only_with_verbose(tmp_path):
     """FFmpeg's and OpenCV's own complaints about a damaged file name no file; gpuau's line names it (a fresh process:
     OpenCV reads its log levels once)."""

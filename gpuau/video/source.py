@@ -597,6 +597,11 @@ def open_source(path: "str | os.PathLike", *, timestamps: str = "openface", thre
         raise InputError(p, "file is not readable", "check its permissions")
     if p.stat().st_size == 0:
         raise InputError(p, "file is empty (0 bytes)", "its copy or download did not finish: fetch it again")
+    try:
+        str(p).encode()
+    except UnicodeEncodeError:  # bytes of another encoding, which Python keeps as surrogates: OpenCV crashes on them
+        raise InputError(p, "its name is not valid UTF-8, which OpenCV's video reader cannot open",
+                         "rename it in UTF-8, e.g. convmv -f latin1 -t utf8 --notest FILE") from None
     chosen = threads or decoder_threads()
     cap = _capture(p, chosen)
     if not cap.isOpened():
