@@ -75,6 +75,22 @@ def test_a_video_named_in_another_encoding_is_reported_and_the_corpus_goes_on(tm
     assert (tmp_path / "out" / "good.csv").exists()
 
 
+def test_an_unwritable_cache_folder_costs_only_speed(media_dir, tmp_path):
+    """$GPUAU_CACHE where nothing can be written (a read-only home or container image; here a path under a file):
+    the detector's graphs are built in memory, the parsed models read from their text, and the table is the one of
+    a run with a cache (Numba's kernels from this session's cache, as a cache Numba falls back to would hold them)."""
+    import gpuau.cpu  # noqa: F401 - sets NUMBA_CACHE_DIR to this session's kernels, which the child keeps
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    env = {**os.environ, "GPUAU_CACHE": str(blocker / "cache")}
+    run = subprocess.run([sys.executable, "-m", "gpuau", "analyze", str(media_dir / "sample1.jpg"), "-o",
+                          str(tmp_path / "out"), "-q"], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and run.stderr == "", run.stderr
+    assert main(["analyze", str(media_dir / "sample1.jpg"), "-o", str(tmp_path / "cached"), "-q"]) == 0
+    assert (tmp_path / "out" / "sample1.csv").read_bytes() == (tmp_path / "cached" / "sample1.csv").read_bytes()
+
+
 def test_ffmpeg_lines_without_a_file_name_only_with_verbose(tmp_path):
     """FFmpeg's and OpenCV's own complaints about a damaged file name no file; gpuau's line names it (a fresh process:
     OpenCV reads its log levels once)."""

@@ -21,7 +21,8 @@ a mosaic of all pyramid levels of a frame: positions outside a level are set, be
 max pooling, to a constant below any value the layer can produce, which makes every pooling
 window at a level's border see exactly the clipped window OpenFace sees.
 
-Graphs are written once into ``cache_dir()/onnx`` under a name keyed by the weights' sha256.
+Graphs are written once into ``cache_dir()/onnx`` under a name keyed by the weights' sha256 (built in each process
+where that folder cannot be written).
 """
 from __future__ import annotations
 
@@ -161,8 +162,9 @@ def build_cnn_graph(net: CNNWeights, input_size: "tuple[int, int] | None"):
     return model
 
 
-def cnn_graph_file(net: CNNWeights, input_size: "tuple[int, int] | None") -> Path:
-    """Path of the ONNX file of ``net`` in the cache folder, built and written on first use.
+def cnn_graph_file(net: CNNWeights, input_size: "tuple[int, int] | None") -> "Path | bytes":
+    """Path of the ONNX file of ``net`` in the cache folder, built and written on first use; the graph's bytes
+    where the cache folder cannot be written (a read-only home or container: building it again costs ~0.1 s).
 
     Parameters
     ----------
@@ -172,12 +174,16 @@ def cnn_graph_file(net: CNNWeights, input_size: "tuple[int, int] | None") -> Pat
 
     Returns
     -------
-    pathlib.Path
+    pathlib.Path or bytes
     """
     size = "dyn" if input_size is None else f"{input_size[0]}x{input_size[1]}"
     target = cache_dir() / "onnx" / f"{net.name}-{net.sha256[:16]}-{size}-g{GRAPH_VERSION}.onnx"
-    if not target.is_file():
-        data = build_cnn_graph(net, input_size).SerializeToString()
+    if target.is_file():
+        return target
+    data = build_cnn_graph(net, input_size).SerializeToString()
+    try:
         with atomic_write(target, "wb") as f:
             f.write(data)
+    except OSError:
+        return data
     return target

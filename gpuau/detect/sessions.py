@@ -37,7 +37,7 @@ def execution_providers(backend_name: str, device_id: int = 0) -> list:
     return ["CPUExecutionProvider"]
 
 
-def make_session(path: "str | os.PathLike", backend_name: str, device_id: int = 0):
+def make_session(graph: "str | os.PathLike | bytes", backend_name: str, device_id: int = 0):
     """An ``onnxruntime.InferenceSession`` for one graph: all graph optimisations, one intra-op
     thread per core of the CPU kernels (:func:`gpuau.cpu.threads.cores`), and pool threads that
     sleep when idle instead of spinning (``session.intra_op.allow_spinning`` and
@@ -46,8 +46,8 @@ def make_session(path: "str | os.PathLike", backend_name: str, device_id: int = 
 
     Parameters
     ----------
-    path : path-like
-        ONNX file.
+    graph : path-like or bytes
+        ONNX file, or its bytes.
     backend_name : str
         gpuau backend name (``"cpu"``, ``"cuda"``, ``"emulated"``), see :func:`execution_providers`.
     device_id : int
@@ -66,7 +66,8 @@ def make_session(path: "str | os.PathLike", backend_name: str, device_id: int = 
     opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
-    return ort.InferenceSession(str(Path(path)), sess_options=opts, providers=providers)
+    return ort.InferenceSession(graph if isinstance(graph, bytes) else str(Path(graph)), sess_options=opts,
+                                providers=providers)
 
 
 ARENA_SHRINK_BYTES = 4 << 20
