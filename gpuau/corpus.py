@@ -616,8 +616,8 @@ def analyze_input(analyzer, src: Path, dst: Path, *, fmt: str = "csv", progress=
 def failed_outcome(src, dst, error: Exception) -> Outcome:
     """The failed outcome of an input whose analysis raised ``error``: the reason in words (with the fix an
     :class:`~gpuau.video.InputError` gives), and ``disk_full`` when the output's device is full."""
-    if isinstance(error, InputError):
-        return Outcome(src, dst, "failed", reason=error.explanation)
+    if isinstance(error, InputError):  # naming the file at fault where it is not the input (an image of a folder)
+        return Outcome(src, dst, "failed", reason=error.explanation if Path(error.path) == Path(src) else str(error))
     if isinstance(error, OSError):
         if error.errno == errno.ENOSPC:
             return Outcome(src, dst, "failed", reason=f"disk full writing {dst}", disk_full=True)

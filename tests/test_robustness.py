@@ -91,6 +91,16 @@ def test_an_unwritable_cache_folder_costs_only_speed(media_dir, tmp_path):
     assert (tmp_path / "out" / "sample1.csv").read_bytes() == (tmp_path / "cached" / "sample1.csv").read_bytes()
 
 
+def test_an_unreadable_image_in_a_folder_is_named(media_dir, tmp_path, capsys):
+    folder = tmp_path / "sequence"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes((media_dir / "sample1.jpg").read_bytes())
+    (folder / "b.jpg").write_text("not an image")
+    assert main(["analyze", str(folder), "-o", str(tmp_path / "out"), "--quality", "fast", "--workers", "1"]) == 1
+    assert (f"FAILED {folder}: {folder / 'b.jpg'}: not a readable image (check the file is a complete "
+            "JPEG/PNG/BMP/TIFF)") in capsys.readouterr().err
+
+
 def test_ffmpeg_lines_without_a_file_name_only_with_verbose(tmp_path):
     """FFmpeg's and OpenCV's own complaints about a damaged file name no file; gpuau's line names it (a fresh process:
     OpenCV reads its log levels once)."""
