@@ -23,7 +23,7 @@ except ImportError:  # not a POSIX system: runs do not lock their output folder 
     fcntl = None
 
 from gpuau._atomic import check_writable
-from gpuau.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, InputError
+from gpuau.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, InputError, no_face_notes
 
 LIST_EXTENSIONS = (".txt", ".lst")
 
@@ -221,8 +221,7 @@ class Outcome:
         container's count, a rotated video's turn)."""
         if self.status != "done":
             return []
-        out = [f"no face found in any of its {self.frames} frames"] if self.faces == 0 and self.frames > 0 else []
-        return out + ([self.reason] if self.reason else [])
+        return no_face_notes(self.frames, self.faces) + ([self.reason] if self.reason else [])
 
     def describe(self) -> str:
         """One line: status, input, and frames, faces, time and output (done), or the reason (failed)."""

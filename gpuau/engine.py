@@ -677,7 +677,7 @@ class Engine:
         return frames
 
     def _finish(self, s: _Stream) -> Outcome:
-        from gpuau.video import InputError
+        from gpuau.video import InputError, no_face_notes
 
         s.close()
         if s.frames_done == 0:
@@ -687,8 +687,9 @@ class Engine:
         columns = s.output.close(s.aus.finish())
         source = s.source  # None for frames given in memory
         notes = [] if source is None else source.decoding_notes(s.frames_done)
+        warnings = [f"{s.job.label}: {n}" for n in notes + no_face_notes(s.frames_done, s.faces)]
         result = None if columns is None else Result(columns, source=str(s.job.label), frames_decoded=s.frames_done,
-                                                     elapsed=s.elapsed, warnings=[f"{s.job.label}: {n}" for n in notes])
+                                                     elapsed=s.elapsed, warnings=warnings)
         return Outcome(s.job.label, s.job.output, "done", reason="; ".join(notes), frames=s.frames_done, faces=s.faces,
                        elapsed=s.elapsed, result=result)
 

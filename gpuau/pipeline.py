@@ -27,7 +27,7 @@ import numpy as np
 
 from gpuau.cpu import threads
 from gpuau.device import Backend, resolve_device
-from gpuau.video import queue_depth
+from gpuau.video import no_face_notes, queue_depth
 
 if TYPE_CHECKING:
     from gpuau.io import AlignedFaces
@@ -53,8 +53,8 @@ class Result:
     elapsed : float
         Seconds spent analysing.
     warnings : list of str
-        What the command line prints as warnings, each starting with the input's name: no face in an image, fewer
-        frames decoded than the container announces, how a rotated video was turned.
+        What the command line prints as warnings, each starting with the input's name: no face in an image or in any
+        frame of a video, fewer frames decoded than the container announces, how a rotated video was turned.
     postprocessed : bool
         Whether the AUs went through FeatureExtraction's offline pass (then ``AU*_c`` are written with
         2 decimals, else with 1 as FaceLandmarkImg and FaceLandmarkVidMulti write them).
@@ -523,7 +523,9 @@ class Analyzer:
             if source.kind == "image":
                 return self._analyze_image_source(source)
             res = self._analyze(source, str(path), self.camera, progress, multi_face)
-        res.warnings += [f"{path}: {note}" for note in source.decoding_notes(res.frames_decoded)]
+        notes = source.decoding_notes(res.frames_decoded)
+        notes += no_face_notes(res.frames_decoded, int(np.count_nonzero(res.columns["success"])))
+        res.warnings += [f"{path}: {note}" for note in notes]
         return res
 
     def analyze_frames(self, frames: Iterable[np.ndarray], *, fps: float = 30.0, intrinsics=None,

@@ -725,3 +725,10 @@ def test_cuda_transfers_with_a_fake_cupy(monkeypatch):
     assert transfers.stream.copies == 3 * 2
     assert transfers.stream.entered == 3  # each step's grey levels converted to float32 on the copy stream
     assert [e.stream for e in transfers.stream.waits] == [cp.compute]  # the third step reuses the first slot
+
+
+def test_a_job_without_a_face_warns_as_the_pipeline_does():
+    (o,) = Engine("cpu", streams=1).run([Job(_frames([np.full((96, 128, 3), 90, np.uint8)] * 4, 10.0),
+                                             name="grey")])
+    assert o.status == "done" and o.result.warnings == ["grey: no face found in any of its 4 frames"]
+    assert o.warnings() == ["no face found in any of its 4 frames"]

@@ -31,7 +31,11 @@ def test_video_without_a_face_gives_rows_with_success_0(tmp_path, capsys):
     assert main(["analyze", str(clip), "-o", str(tmp_path / "out")]) == 0
     rows = read_csv(tmp_path / "out" / "noface.csv")
     assert len(rows) == 6 and not rows["success"].any()
-    assert "no face found" in capsys.readouterr().err
+    assert "no face found in any of its 6 frames" in capsys.readouterr().err
+    import gpuau
+
+    assert gpuau.Analyzer("cpu", quality="fast").analyze_video(clip).warnings == [
+        f"{clip}: no face found in any of its 6 frames"]
 
 
 def test_zero_frame_video_is_reported(tmp_path, capsys):

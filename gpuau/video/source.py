@@ -185,6 +185,12 @@ def decoding_notes(frames: int, announced: int, rotation: int = 0, turn: int = 0
     return notes
 
 
+def no_face_notes(frames: int, faces: int) -> list:
+    """The warning of a video or image folder whose ``frames`` frames were analysed with a face in ``faces`` of them:
+    none when a face was found (or nothing decoded)."""
+    return [f"no face found in any of its {frames} frames"] if faces == 0 and frames > 0 else []
+
+
 def serial_opencv() -> None:
     """Make OpenCV run its functions on the calling thread (``cv2.setNumThreads(1)``, process-wide).
 
