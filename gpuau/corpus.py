@@ -409,10 +409,11 @@ def output_paths(inputs: list, outdir: "str | os.PathLike", fmt: str = "csv", ke
 
 def complete(dst: Path, hog: bool = False, aligned: bool = False) -> bool:
     """Whether an input's outputs exist: its table ``dst`` and the ``.hog`` file and aligned faces asked for (written
-    before the table, so a table written without them is redone)."""
+    before the table, so a table written without them is redone).  An empty file or a folder at the table's name is
+    none of gpuau's (a table has a header at least): it is no finished output."""
     from gpuau.io import aligned_dir, hog_path
 
-    return dst.exists() and (not hog or hog_path(dst).exists()) and (not aligned or aligned_dir(dst).is_dir())
+    return dst.is_file() and dst.stat().st_size > 0 and (not hog or hog_path(dst).exists()) and (not aligned or aligned_dir(dst).is_dir())
 
 
 class CorpusRun:

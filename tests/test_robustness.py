@@ -105,6 +105,18 @@ def test_an_unreadable_image_in_a_folder_is_named(media_dir, tmp_path, capsys):
             "JPEG/PNG/BMP/TIFF)") in capsys.readouterr().err
 
 
+def test_an_empty_file_or_a_folder_at_an_outputs_name_is_no_finished_output(media_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "sample1.csv").write_bytes(b"")  # not gpuau's: redone
+    (out / "sample3.csv").mkdir()  # refused, naming it
+    inputs = [str(media_dir / "sample1.jpg"), str(media_dir / "sample3.jpg")]
+    assert main(["analyze", *inputs, "-o", str(out), "--quality", "fast", "--workers", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "skipped          0" in err and f"FAILED {media_dir / 'sample3.jpg'}: a folder has the name of the file" in err
+    assert (out / "sample1.csv").read_text().startswith("face, confidence")
+
+
 def test_ffmpeg_lines_without_a_file_name_only_with_verbose(tmp_path):
     """FFmpeg's and OpenCV's own complaints about a damaged file name no file; gpuau's line names it (a fresh process:
     OpenCV reads its log levels once)."""
