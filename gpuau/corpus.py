@@ -393,7 +393,8 @@ def output_paths(inputs: list, outdir: "str | os.PathLike", fmt: str = "csv", ke
 
     names = [p.name if p.is_dir() else p.stem for p in inputs]
     dup = collisions(names)
-    names = [f"{p.parent.name}_{n}" if n in dup else n for p, n in zip(inputs, names)]
+    folders = [Path(k).parent.name for k in keys]  # the folder's own name for an input given as "clip.avi" too
+    names = [f"{folder}_{n}" if n in dup else n for folder, n in zip(folders, names)]
     dup = collisions(names)
     names = [f"{n}_{digest(i)}" if n in dup else n for i, n in enumerate(names)]
     kept = kept or {}
@@ -402,7 +403,7 @@ def output_paths(inputs: list, outdir: "str | os.PathLike", fmt: str = "csv", ke
     names = [kept[keys[i]] if own[i] else n for i, n in enumerate(names)]
     for i, n in enumerate(names):
         if not own[i] and n in reserved:  # another input's recorded output
-            n = f"{inputs[i].parent.name}_{n}"
+            n = f"{folders[i]}_{n}"
             names[i] = n if n not in reserved and names.count(n) == 0 else f"{n}_{digest(i)}"
     return [outdir / f"{n}.{fmt}" for n in names]
 

@@ -395,6 +395,16 @@ def test_output_names_are_distinct_and_stable(tmp_path):
     assert names == [p.name for p in output_paths(inputs, tmp_path / "out")]
 
 
+def test_colliding_names_of_inputs_given_from_their_folder_take_its_name(tmp_path, monkeypatch):
+    from gpuau.corpus import output_paths
+
+    (tmp_path / "session").mkdir()
+    (tmp_path / "other").mkdir()
+    monkeypatch.chdir(tmp_path / "session")
+    names = [p.name for p in output_paths([Path("clip.avi"), Path("../other/clip.avi")], "out")]
+    assert names == ["session_clip.csv", "other_clip.csv"]  # not "_clip.csv"
+
+
 def test_output_names_keep_recorded_ones(tmp_path):
     """Names recorded for inputs (``kept``) stay theirs; every other input is named as without them unless that takes
     a recorded name, when its folder's name is prefixed."""
