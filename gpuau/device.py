@@ -166,7 +166,7 @@ def _backend(s: str) -> Backend:
             raise DeviceError(
                 f"device {s!r}: no usable CUDA GPU (CuPy missing, or it finds no device). "
                 "Install the GPU extra with `pip install gpuau[cuda12]` on a machine with an NVIDIA "
-                "driver, or use device='cpu'."
+                "driver, or use the CPU (--device cpu; device='cpu' in Python)."
             )
         import cupy
 

@@ -136,6 +136,15 @@ def test_set_but_wrong_folder_is_an_error_with_a_one_line_fix(clean_env, monkeyp
     with pytest.raises(ModelStoreError, match=f"Fix: gpuau models fetch --dir {missing}$"):
         store.model_file(f"{LANDMARK_MODEL}/tris_68.txt")
 
+    a_file = clean_env / "clip.avi"
+    a_file.write_bytes(b"")
+    monkeypatch.setenv("GPUAU_MODELS", str(a_file))
+    with pytest.raises(ModelStoreError) as e:
+        store.resolve_models_dir()
+    assert str(e.value) == (f"{a_file} (from GPUAU_MODELS) is a file, not an OpenFace model folder. Fix: point "
+                            f"$GPUAU_MODELS at the folder holding {LANDMARK_MODEL}, or run "
+                            "`gpuau models fetch` to download the models into gpuau's own folder")
+
     monkeypatch.delenv("GPUAU_MODELS")
     with pytest.raises(ModelStoreError, match="from user data folder.*Fix: gpuau models fetch$"):
         store.resolve_models_dir()
