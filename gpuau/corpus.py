@@ -605,9 +605,12 @@ def analyze_input(analyzer, src: Path, dst: Path, *, fmt: str = "csv", progress=
         info = analyzer.write_video(src, dst, format=fmt, progress=progress, on_open=on_open)
     except Exception as e:  # one input's failure must not end the corpus
         interruption = e.__cause__
-        if isinstance(interruption, (KeyboardInterrupt, Terminated)):
+        while interruption is not None and not isinstance(interruption, (KeyboardInterrupt, Terminated)):
+            interruption = interruption.__cause__
+        if interruption is not None:
             # Ctrl-C or SIGTERM raised by its handler inside a compiled kernel's call, which Python turns into
-            # "SystemError: ... returned a result with an exception set": the run is stopped, not the input failed
+            # "SystemError: ... returned a result with an exception set" (one for each call it unwinds through, each
+            # caused by the one before): the run is stopped, not the input failed
             raise interruption from None
         return failed_outcome(src, dst, e)
     note = "; ".join(info.get("notes", []))
