@@ -20,7 +20,6 @@ import argparse
 import logging
 import os
 import platform
-import shutil
 import signal
 import sys
 import traceback
@@ -87,8 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 EXIT_INPUTS_FAILED = 1
-"""Exit status of ``gpuau analyze`` when some inputs failed (the others are done) or a full disk stopped it, and of the
-checks ``models verify`` and ``models path`` when the model files are not in order."""
+"""Exit status of ``gpuau analyze`` when some inputs failed (the others are done) or a full disk stopped it, of
+``models verify`` when a model file is missing or corrupt, and of ``models path`` when the folder is missing or not
+in OpenFace's layout."""
 EXIT_ERROR = 2
 """Exit status of a command that an error stopped before or instead of its work (as argparse's usage errors): options
 that exclude each other, settings other than those of the outputs to resume or of a run writing the same folder, no
@@ -97,7 +97,7 @@ and ``plot`` failing."""
 
 
 EXIT_STATUS_HELP = (f"exit status: 0 done; {EXIT_INPUTS_FAILED} some inputs failed (analyze; the others are done) or "
-                    f"the model files are not in order (models verify, models path); {EXIT_ERROR} an error stopped "
+                    f"the model files (models verify) or folder (models path) are not in order; {EXIT_ERROR} an error stopped "
                     f"the command (options, settings, models, device, output folder)")
 
 
@@ -188,13 +188,14 @@ def _backends(cuda_ok: bool) -> str:
     from importlib.util import find_spec
 
     found = []
+    from gpuau.kernels.emulator import EmulatorError, compiler
+
     found.append("cpu" if find_spec("numba") else "cpu unavailable (numba missing)")
-    if find_spec("gpuau.kernels.emulator") is None:
-        found.append("emulated unavailable (no gpuau.kernels.emulator)")
-    elif shutil.which(os.environ.get("CXX", "g++")) is None:
-        found.append("emulated unavailable (no C++ compiler)")
-    else:
+    try:
+        compiler()
         found.append("emulated")
+    except EmulatorError:
+        found.append("emulated unavailable (no C++ compiler: set GPUAU_EMU_CXX)")
     found.append("cuda" if cuda_ok else "cuda unavailable (no usable GPU)")
     return ", ".join(found)
 

@@ -31,6 +31,7 @@ from gpuau.video import no_face_notes, queue_depth
 
 if TYPE_CHECKING:
     from gpuau.io import AlignedFaces
+    from gpuau.landmarks.quality import Quality
 
 FORMATS = ("csv", "parquet")
 

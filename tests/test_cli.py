@@ -132,6 +132,12 @@ def test_info_reports_versions_device_backends_models(models_dir, monkeypatch, c
     for key in ("python", "numpy", "numba", "opencv", "pyav", "onnxruntime", "cupy", "CUDA device", "backends"):
         assert f"\n{key} " in out
     assert "cpu" in out and "all 66 files verified" in out
+    monkeypatch.setenv("CXX", "no-such-c++")  # the emulator's compiler is GPUAU_EMU_CXX's, not CXX's
+    assert cli.main(["info"]) == 0
+    assert ", emulated, " in capsys.readouterr().out
+    monkeypatch.setenv("GPUAU_EMU_CXX", "no-such-c++")
+    assert cli.main(["info"]) == 0
+    assert "emulated unavailable (no C++ compiler: set GPUAU_EMU_CXX)" in capsys.readouterr().out
 
 
 def test_onnxruntime_conflict_is_one_error_with_the_fix(monkeypatch, capsys):

@@ -76,7 +76,9 @@ def kernel_names(code: str) -> list[str]:
     return list(dict.fromkeys(_KERNEL.findall(code)))
 
 
-def _compiler() -> str:
+def compiler() -> str:
+    """The C++20 compiler the emulator builds kernels with: ``$GPUAU_EMU_CXX`` or ``g++``; EmulatorError if it is not
+    on PATH."""
     cxx = os.environ.get("GPUAU_EMU_CXX", "g++")
     if shutil.which(cxx) is None:
         raise EmulatorError(f"the CUDA emulator needs a C++20 compiler; {cxx!r} is not on PATH (set GPUAU_EMU_CXX)")
@@ -93,7 +95,7 @@ def _sanitize() -> bool:
 def sanitizer_env(env: "dict[str, str] | None" = None) -> dict[str, str]:
     """Environment for a subprocess that runs emulated kernels under AddressSanitizer."""
     env = dict(os.environ if env is None else env)
-    lib = subprocess.run([_compiler(), "-print-file-name=libasan.so"], capture_output=True, text=True).stdout.strip()
+    lib = subprocess.run([compiler(), "-print-file-name=libasan.so"], capture_output=True, text=True).stdout.strip()
     env["LD_PRELOAD"] = lib
     env["GPUAU_EMU_SANITIZE"] = "address"
     env.setdefault("ASAN_OPTIONS", "detect_leaks=0")
@@ -124,7 +126,7 @@ def _cache_dir() -> Path:
 def build(code: str, name: str = "module") -> tuple[Path, list[str]]:
     """Compile ``code`` into a cached shared library; return its path and the kernel names."""
     unit, names = translation_unit(code)
-    cxx = _compiler()
+    cxx = compiler()
     flags = CXXFLAGS + _fma_flags() + (SANITIZE_FLAGS if _sanitize() else ())
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
     key = hashlib.sha256("\0".join([unit, HEADER.read_text(), cxx, version, *flags]).encode()).hexdigest()[:20]
