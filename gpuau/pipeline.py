@@ -336,6 +336,7 @@ class Analyzer:
         self._validator = None
         self._validation = None
         self._static = None
+        self._loading = threading.Lock()  # threads sharing a fresh Analyzer load its models once
 
     def settings(self) -> dict:
         """The keywords that build an Analyzer like this one, but the device (e.g. in a worker process)."""
@@ -371,18 +372,21 @@ class Analyzer:
         from gpuau.landmarks.tracker import select_box
         from gpuau.landmarks.validator import DetectionValidator
 
-        if self._clnf is None:
-            self.compile_kernels()
-            self._clnf = load_clnf(self.models, self.quality)
-            mtcnn = self._mtcnn = MTCNN(self.models, device=self.backend)
-            self._detector = lambda image: select_box(mtcnn.detect(image))
-            self._validation = DetectionValidator.load(self.models, device=self.backend)
-            self._validator = self._validation.check
+        with self._loading:
+            if self._clnf is None:
+                self.compile_kernels()
+                self._clnf = load_clnf(self.models, self.quality)
+                mtcnn = self._mtcnn = MTCNN(self.models, device=self.backend)
+                self._detector = lambda image: select_box(mtcnn.detect(image))
+                self._validation = DetectionValidator.load(self.models, device=self.backend)
+                self._validator = self._validation.check
 
     def camera_for(self, intrinsics=None):
         """The camera a call analyses with: its ``intrinsics`` when given, else the Analyzer's ``camera`` (values left
-        None are completed from the first frame's size by the tracker)."""
-        return self.camera if intrinsics is None else intrinsics
+        None are completed from the first frame's size by the tracker), checked (:func:`gpuau.video.check_camera`)."""
+        from gpuau.video import check_camera
+
+        return self.camera if intrinsics is None else check_camera(intrinsics)
 
     @property
     def gaze(self) -> bool:
@@ -522,11 +526,12 @@ class Analyzer:
 
         with open_source(path, timestamps=self.timestamps, orientation=self.orientation) as source:
             if source.kind == "image":
-                return self._analyze_image_source(source)
+                res = self._analyze_image_source(source)
+                if progress:
+                    progress(1)
+                return res
             res = self._analyze(source, str(path), self.camera, progress, multi_face)
-        notes = source.decoding_notes(res.frames_decoded)
-        notes += no_face_notes(res.frames_decoded, int(np.count_nonzero(res.columns["success"])))
-        res.warnings += [f"{path}: {note}" for note in notes]
+        res.warnings += [f"{path}: {note}" for note in source.decoding_notes(res.frames_decoded)]
         return res
 
     def analyze_frames(self, frames: Iterable[np.ndarray], *, fps: float = 30.0, intrinsics=None,
@@ -591,7 +596,7 @@ class Analyzer:
     def _writer(self, multi_face: "bool | None") -> "tuple[Callable, bool]":
         """``(write, postprocessed)``: :meth:`_write_multi_rows` and False with ``multi_face`` (default: the
         Analyzer's), else :meth:`_write_rows` and True."""
-        if self.multi_face if multi_face is None else multi_face:
+        if self.multi_face if multi_face is None else _flag("multi_face", multi_face):
             return self._write_multi_rows, False
         return self._write_rows, True
 
@@ -599,9 +604,9 @@ class Analyzer:
         """The table of :meth:`_writer`'s rows, in memory."""
         t0 = time.perf_counter()
         write, postprocessed = self._writer(multi_face)
-        columns, n, _ = write(frames, name, intrinsics, progress, None, "csv", 256)
+        columns, n, faces = write(frames, name, intrinsics, progress, None, "csv", 256)
         return Result(columns, source=name, frames_decoded=n, elapsed=time.perf_counter() - t0,
-                      postprocessed=postprocessed)
+                      warnings=[f"{name}: {note}" for note in no_face_notes(n, faces)], postprocessed=postprocessed)
 
     def _write_multi_rows(self, frames, name, intrinsics, progress, output, fmt: str, chunk: int) -> tuple:
         """:meth:`track_multi`'s rows into a :class:`~gpuau.io.RowWriter`, the static AUs at the end.
@@ -679,6 +684,9 @@ class Analyzer:
 
         format = output_format(output, format)
         check_output(output, format)
+        if Path(output).resolve() == Path(path).resolve():
+            raise ValueError(f"output {output}: it is the input itself, which the table would replace (give the table "
+                             f"another name)")
         with open_source(path, timestamps=self.timestamps, orientation=self.orientation) as source:
             if on_open:
                 on_open(source)

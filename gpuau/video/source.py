@@ -133,7 +133,8 @@ def to_bgr8(img: np.ndarray) -> np.ndarray:
 
 def array_frames(images: Iterable, fps: float) -> Iterator[Frame]:
     """Frames of images already in memory (anything :func:`to_bgr8` takes, all of one size), numbered from 0 and
-    timestamped ``index / fps`` as OpenFace does (0 when ``fps`` is 0).
+    timestamped ``index / fps`` as OpenFace does (0 when ``fps`` is 0).  Each frame is a copy: a caller may reuse
+    its arrays as soon as the next frame is asked for.
 
     Raises
     ------
@@ -152,7 +153,12 @@ def array_frames(images: Iterable, fps: float) -> Iterator[Frame]:
     def frames() -> Iterator[Frame]:
         size = None
         for i, img in enumerate(images):
-            bgr = to_bgr8(np.asarray(img))
+            img = np.asarray(img)
+            bgr = to_bgr8(img)
+            if np.may_share_memory(bgr, img):
+                # the caller's own array: its frame is read again after the next one is taken (the AU stage works on
+                # a thread of its own), and a caller may decode every frame into one buffer (cv2's cap.read(buf))
+                bgr = bgr.copy()
             if size is None:
                 size = bgr.shape
             elif bgr.shape != size:
@@ -252,7 +258,10 @@ def check_camera(camera) -> tuple:
     pair given by half, a focal length that is not positive, or a value that is not a finite number."""
     if camera is None:
         return (None,) * 4
-    values = tuple(None if v is None else float(v) for v in camera)
+    try:
+        values = tuple(None if v is None else float(v) for v in camera)
+    except (TypeError, ValueError):  # not a sequence (camera=500), or a value that is no number
+        values = ()
     if len(values) != 4:
         raise ValueError(f"camera={camera!r}: give (fx, fy, cx, cy), None for the values to guess")
     for names, pair in ((("fx", "fy"), values[:2]), (("cx", "cy"), values[2:])):

@@ -1,0 +1,78 @@
+"""The Python API as scripts and notebooks call it: frames handed over in one reused buffer, a fresh Analyzer shared
+by threads, and arguments checked whatever the input holds."""
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+
+import cv2
+import numpy as np
+import pytest
+
+import gpuau
+
+
+@pytest.fixture(scope="module")
+def analyzer():
+    return gpuau.Analyzer("cpu", quality="fast")
+
+
+@pytest.fixture(scope="module")
+def clip(media_dir):
+    cap = cv2.VideoCapture(str(media_dir / "changeLighting.wmv"))
+    frames = [cap.read()[1] for _ in range(40)]
+    cap.release()
+    return frames
+
+
+def test_frames_decoded_into_one_buffer_give_the_table_of_their_copies(analyzer, clip):
+    """OpenCV's `ok, buf = cap.read(buf)` hands every frame over in the same array, which the next frame overwrites
+    while the AU stage, on a thread of its own, has still to read the one before."""
+
+    def one_buffer():
+        buf = np.empty_like(clip[0])
+        for frame in clip:
+            buf[...] = frame
+            yield buf
+
+    want = analyzer.analyze_frames([f.copy() for f in clip], fps=15).columns
+    got = analyzer.analyze_frames(one_buffer(), fps=15).columns
+    assert list(got) == list(want)
+    for c in want:
+        np.testing.assert_array_equal(got[c], want[c], err_msg=c)
+
+
+def test_an_output_named_as_its_input_is_refused(analyzer, media_dir, tmp_path):
+    image = shutil.copy(media_dir / "sample1.jpg", tmp_path / "face.jpg")
+    with pytest.raises(ValueError, match="it is the input itself"):
+        analyzer.write_video(image, tmp_path / "." / "face.jpg")
+    assert (tmp_path / "face.jpg").read_bytes() == (media_dir / "sample1.jpg").read_bytes()
+
+
+def test_threads_sharing_a_fresh_analyzer_load_its_models_once(media_dir):
+    shared = gpuau.Analyzer("cpu", quality="fast")
+    images = [media_dir / f"sample{i}.jpg" for i in (1, 2, 3, 4)]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(shared.analyze_image, images))
+    alone = gpuau.Analyzer("cpu", quality="fast")
+    for image, res in zip(images, together):
+        assert res.to_pandas().equals(alone.analyze_image(image).to_pandas()), image
+
+
+def test_per_call_options_and_intrinsics_are_checked_whatever_the_input_holds(analyzer, clip):
+    grey = np.full((120, 160, 3), 90, np.uint8)
+    with pytest.raises(TypeError, match="multi_face='no': use True or False"):
+        analyzer.analyze_frames([grey], multi_face="no")
+    with pytest.raises(ValueError, match=r"camera=\(500, 500\): give \(fx, fy, cx, cy\)"):
+        analyzer.analyze_image(grey, intrinsics=(500, 500))  # no face to fit: checked all the same
+    with pytest.raises(ValueError, match="camera=500: give"):
+        gpuau.Analyzer("cpu", camera=500)
+
+
+def test_frames_without_a_face_warn_as_a_video_does(analyzer):
+    res = analyzer.analyze_frames([np.full((120, 160, 3), 90, np.uint8)] * 3, fps=10)
+    assert res.warnings == ["<frames>: no face found in any of its 3 frames"]
+
+
+def test_an_image_given_to_analyze_video_reports_its_progress(analyzer, media_dir):
+    done = []
+    analyzer.analyze_video(media_dir / "sample1.jpg", progress=done.append)
+    assert done == [1]
