@@ -100,6 +100,16 @@ class Backend:
 
         return np.asarray(a)
 
+    def use(self) -> None:
+        """Make this backend's GPU the calling thread's current CUDA device, where CuPy allocates and launches
+        what the kernel wrappers do not place themselves (CUDA's current device is per thread, each thread
+        starting on device 0); a no-op on the CPU backends.  Every analysis calls it on the thread that runs it,
+        before each frame or step, so that analyses of several GPUs may share a thread."""
+        if self.is_gpu:
+            import cupy
+
+            cupy.cuda.Device(self.device_id).use()
+
     def asarray(self, a, dtype=None):
         """Move ``a`` onto this backend's device (under its device context, so ``cuda:N`` lands on GPU N)."""
         from gpuau.kernels.loader import device_context
@@ -173,6 +183,5 @@ def _backend(s: str) -> Backend:
         n = cupy.cuda.runtime.getDeviceCount()
         if idx >= n:
             raise DeviceError(f"device {s!r}: only {n} CUDA device(s) present (0..{n - 1})")
-        cupy.cuda.Device(idx).use()
         return Backend("cuda", device_id=idx)
     raise DeviceError(f"unknown device {s!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'")

@@ -734,6 +734,7 @@ class Engine:
         done = 0
         try:
             while True:
+                self.backend.use()
                 items, ended = self._gather(active, queue, format, on_open)
                 active = [it.stream for it in items]
                 yield from ended

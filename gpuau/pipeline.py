@@ -473,6 +473,7 @@ class Analyzer:
         aus = self._au_analyzer() if aus is None else aus
         try:
             for frame in frames:
+                self.backend.use()
                 if tracker is None:
                     tracker = self._tracker(intrinsics)
                     worker = AUThread(aus, depth=queue_depth(frame.image.nbytes, AUThread.BACKLOG), recorder=recorder)
@@ -495,6 +496,7 @@ class Analyzer:
         """
         tracker = None
         for frame in frames:
+            self.backend.use()
             if tracker is None:
                 tracker = self._multi_tracker(intrinsics)
             faces = tracker.track(frame.image, frame.gray)
@@ -583,6 +585,7 @@ class Analyzer:
 
         t0 = time.perf_counter()
         self._load()
+        self.backend.use()
         boxes = self._mtcnn.detect(frame.image).boxes
         results = fit_faces(frame.image, frame.gray, boxes, self._clnf, self._validator, intrinsics, self.backend)
         aus = self._static_aus(frame.image, results, recorder)

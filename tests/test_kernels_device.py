@@ -67,6 +67,9 @@ class FakeCupy(types.ModuleType):
             def __exit__(self, *exc):
                 fake.current = self.previous
 
+            def use(self):
+                fake.current = self.id
+
         class RawModule:
             def __init__(self, code, options=()):
                 self.built_on = fake.current
@@ -125,3 +128,28 @@ def test_cuda1_asarray_allocates_under_device_1(fake_cupy):
     backend = Backend("cuda", device_id=1, xp=xp)
     backend.asarray([1, 2, 3], dtype=np.float32)
     assert seen == [1] and fake_cupy.current == 0
+
+
+def test_analyses_make_their_gpu_current_on_the_thread_that_runs_them(fake_cupy, media_dir, monkeypatch):
+    """CUDA's current device is per thread and starts at 0 on each: what CuPy allocates outside the kernel wrappers
+    (the engine's staging buffers, the AU state) lands on the current device, so every analysis makes its backend's
+    device current before each frame (or engine step), on whichever thread iterates it."""
+    import threading
+
+    from gpuau.pipeline import Analyzer
+
+    backend = Backend("cuda", device_id=1, xp=types.SimpleNamespace())
+    Backend.use(backend)
+    assert fake_cupy.current == 1
+    fake_cupy.current = 0
+    Backend.use(Backend("cpu"))  # a no-op off CUDA
+    assert fake_cupy.current == 0
+
+    calls = []
+    monkeypatch.setattr(Backend, "use", lambda self: calls.append((self.name, threading.current_thread().name)))
+    analyzer = Analyzer("cpu", quality="fast")
+    frames = [np.full((60, 80, 3), 90, np.uint8)] * 3
+    worker = threading.Thread(target=lambda: analyzer.analyze_frames(frames, fps=10), name="caller")
+    worker.start()
+    worker.join()
+    assert calls == [("cpu", "caller")] * 3

@@ -6,8 +6,9 @@ module (:class:`gpuau.kernels.emulator.EmulatedModule`) on ``emulated``; both la
 preamble in front of the source (cuCIM's ``_hessian_det_appx.py`` pattern).
 
 Every kernel wrapper (``gpuau/kernels/<name>.py``) is decorated with :func:`on_device`, so its
-allocations, module loads and launches run under ``cupy.cuda.Device(backend.device_id)``: a
-``cuda:1`` backend works in a process whose current device is another one.
+allocations, module loads and launches run under ``cupy.cuda.Device(backend.device_id)``; the analyses make
+their device current before each frame (:meth:`gpuau.device.Backend.use`) for the CuPy work between wrappers, so a
+``cuda:1`` backend works from any thread of a process whose current device is another one.
 """
 from __future__ import annotations
 

@@ -83,6 +83,11 @@ def running_median_update(backend, histograms, median_bins, belows, medians, des
     """
     xp = backend.xp
     args = check_running_median_args(xp, histograms, median_bins, belows, medians, descriptors, counts, add, num_bins)
+    if backend.is_gpu:  # the kernel reads the state through a table of raw addresses, which CuPy cannot check
+        for a in (*args.histograms, *args.median_bins, *args.belows, *args.medians):
+            if a.device.id != backend.device_id:
+                raise ValueError(f"running_median_update: a stream's state is on cuda:{a.device.id}, the backend is "
+                                 f"{backend.spec}")
     s, d = args.descriptors.shape
     if s == 0 or d == 0:
         return
