@@ -573,10 +573,11 @@ class Analyzer:
         return self._analyze_image(Frame(0, 0.0, bgr, to_gray8(bgr)), "<image>", self.camera_for(intrinsics))
 
     def _analyze_image_source(self, source, intrinsics=None, recorder=None) -> Result:
-        from gpuau.video import InputError
+        from gpuau.video import IMAGE_EXTENSIONS, InputError
 
         if source.kind != "image":
-            raise InputError(source.path, "not a single image", "use analyze_video for videos and image folders")
+            raise InputError(source.path, "not a single image", "use analyze_video for videos and image folders; an "
+                             f"image file is known by its name's ending, one of {', '.join(IMAGE_EXTENSIONS)}")
         frame = next(iter(source))
         return self._analyze_image(frame, str(source.path), self.camera_for(intrinsics), recorder)
 

@@ -76,3 +76,10 @@ def test_an_image_given_to_analyze_video_reports_its_progress(analyzer, media_di
     done = []
     analyzer.analyze_video(media_dir / "sample1.jpg", progress=done.append)
     assert done == [1]
+
+
+def test_an_image_without_an_image_name_is_refused_saying_how_images_are_known(analyzer, media_dir, tmp_path):
+    photo = shutil.copy(media_dir / "sample1.jpg", tmp_path / "photo")
+    with pytest.raises(gpuau.InputError, match=r"not a single image \(use analyze_video .* known by its name's ending, "
+                                               r"one of \.jpg, \.jpeg"):
+        analyzer.analyze_image(photo)
