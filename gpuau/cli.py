@@ -334,9 +334,12 @@ def models_path(args) -> int:
                    "does it; for install scripts and container images)",
          arg("--models", default=None, help="OpenFace model folder (default: see `gpuau models path`)"))
 def warmup(args) -> int:
-    from gpuau.cpu.warmup import warm_up
+    from gpuau.cpu.warmup import is_warm, warm_up
 
     _log_to_stderr()
+    if is_warm():
+        print("gpuau: the CPU kernels are compiled already, for this version of gpuau and this CPU", file=sys.stderr)
+        return 0
     return 0 if warm_up(args.models) else EXIT_ERROR
 
 
@@ -572,9 +575,6 @@ def analyze(args) -> int:
             return EXIT_ERROR
     if not args.quiet:
         print(report.summary(), file=sys.stderr)
-    elif report.failed:
-        for o in report.failed:
-            print(f"gpuau: failed: {o.input}: {o.reason}", file=sys.stderr)
     return EXIT_INPUTS_FAILED if report.failed or report.stopped else 0
 
 

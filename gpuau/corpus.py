@@ -260,7 +260,7 @@ class CorpusReport:
             f"{'skipped':<10}{self.count('skipped'):>8}   (complete output already there; --overwrite redoes them)",
             f"{'failed':<10}{self.count('failed'):>8}",
             f"{'frames':<10}{frames:>8}",
-            f"{'faces':<10}{faces:>8}   (frames with a tracked face)",
+            f"{'faces':<10}{faces:>8}   (frames with a tracked face; an image's faces, --multi-face's face rows)",
             f"{'elapsed':<10}{self.elapsed:>8.1f} s",
             f"{'speed':<10}{(frames / self.elapsed if self.elapsed else 0):>8.1f} frames/s   "
             f"(all frames over the elapsed time)",
@@ -537,6 +537,8 @@ class CorpusRun:
         self.report.outcomes.append(outcome)
         if self.verbose:
             say(outcome.describe())
+        elif outcome.status == "failed":  # as it happens, not only in the summary at the end
+            say(f"gpuau: failed: {outcome.input}: {outcome.reason}")
         for warning in outcome.warnings():
             say(f"warning: {outcome.input}: {warning}")
         if outcome.disk_full:

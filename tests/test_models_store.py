@@ -146,7 +146,8 @@ def test_set_but_wrong_folder_is_an_error_with_a_one_line_fix(clean_env, monkeyp
                             "`gpuau models fetch` to download the models into gpuau's own folder")
 
     monkeypatch.delenv("GPUAU_MODELS")
-    with pytest.raises(ModelStoreError, match="from user data folder.*Fix: gpuau models fetch$"):
+    with pytest.raises(ModelStoreError, match=r"from user data folder.*Fix: gpuau models fetch \(or, with OpenFace's "
+                                              r"model files elsewhere: export GPUAU_MODELS=THAT_FOLDER\)$"):
         store.resolve_models_dir()
 
 

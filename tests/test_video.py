@@ -314,6 +314,8 @@ def test_a_rotated_inputs_outcome_says_how_it_was_turned():
     assert decoding_notes(58, 60) == ["decoded 58 of the 60 frames the container announces"]
     assert decoding_notes(58, 60, counted=False) == [
         "decoded 58 frames where the container's duration and frame rate suggest 60 (it stores no frame count)"]
+    assert decoding_notes(58, 60, counted=False, tolerance=2) == []  # within the estimate's error
+    assert decoding_notes(58, 60, tolerance=2) == ["decoded 58 of the 60 frames the container announces"]
     [note] = decoding_notes(6, 6, 270, 90)
     assert "turned 90 degrees clockwise as OpenFace" in note
     assert "analysed upright" in decoding_notes(6, 6, 270, 270)[0] and "as stored" in decoding_notes(6, 6, 270, 0)[0]

@@ -34,6 +34,9 @@ def test_warm_up_fills_the_cache_the_pipeline_loads(tmp_path, models_dir, media_
                GPUAU_MODELS=str(models_dir))
     warm = subprocess.run([sys.executable, "-m", "gpuau", "warmup"], env=env, capture_output=True, text=True)
     assert warm.returncode == 0, warm.stderr
+    again = subprocess.run([sys.executable, "-m", "gpuau", "warmup"], env=env, capture_output=True, text=True)
+    assert (again.returncode, again.stderr) == (0, "gpuau: the CPU kernels are compiled already, for this version of "
+                                                   "gpuau and this CPU\n")
     run = subprocess.run([sys.executable, "-c", _PIPELINE, str(media_dir / "default.wmv")], env=env,
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr

@@ -66,6 +66,14 @@ class ModelsLocation:
             return "gpuau models fetch"
         return f"gpuau models fetch --dir {shlex.quote(str(self.path))}"
 
+    @property
+    def fix(self) -> str:
+        """What makes this folder usable: the fetch, or for gpuau's own folder also pointing ``GPUAU_MODELS`` at
+        model files the user has already (an OpenFace checkout, a shared copy) instead."""
+        if self.source == "user data folder":
+            return f"{self.fetch_command} (or, with OpenFace's model files elsewhere: export GPUAU_MODELS=THAT_FOLDER)"
+        return self.fetch_command
+
     def describe(self) -> str:
         return f"{self.path} (from {self.source})"
 
@@ -144,13 +152,13 @@ def _wrong_folder_error(loc: ModelsLocation) -> ModelStoreError:
     if near is None:
         return ModelStoreError(
             f"no OpenFace model folder at {loc.describe()}: it lacks {LANDMARK_DIR}. "
-            f"Fix: {loc.fetch_command}")
+            f"Fix: {loc.fix}")
     if loc.source == "argument":
         fix = f"pass {near} instead"
     elif loc.source in ("GPUAU_MODELS", "OPENFACE_MODELS_DIR"):
         fix = f"export GPUAU_MODELS={shlex.quote(str(near))}"
     else:
-        fix = loc.fetch_command
+        fix = loc.fix
     return ModelStoreError(
         f"{loc.describe()} is not an OpenFace model folder in repository layout (no {LANDMARK_DIR}), but "
         f"{near} is. Fix: {fix}")
@@ -161,7 +169,7 @@ def _incomplete_error(loc: ModelsLocation, problems) -> ModelStoreError:
     more = f" and {len(problems) - _LISTED} more" if len(problems) > _LISTED else ""
     state = "is incomplete" if all(p.problem == "missing" for p in problems) else "has missing or damaged files"
     return ModelStoreError(
-        f"OpenFace model folder {loc.describe()} {state}: {named}{more}. Fix: {loc.fetch_command}")
+        f"OpenFace model folder {loc.describe()} {state}: {named}{more}. Fix: {loc.fix}")
 
 
 def resolve_models_dir(models: "str | os.PathLike | None" = None) -> Path:
