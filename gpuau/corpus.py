@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -333,11 +334,18 @@ def expand_inputs(inputs: Iterable["str | os.PathLike"], exclude: "str | os.Path
     A video or image file stands for itself; a folder holding images (and no videos) is one image
     sequence; any other folder is searched recursively for videos (and image-sequence folders), except the folder
     ``exclude`` (the output folder: its aligned faces are no input); a ``.txt``/``.lst`` file lists one path per line
-    (``#`` comments allowed, relative to the list's folder). A path that does not exist is kept, so that it is
-    reported as failed rather than silently dropped.
+    (``#`` comments allowed, relative to the list's folder; UTF-8, a byte-order mark allowed). A path that does not
+    exist is kept, so that it is reported as failed rather than silently dropped. Each folder is searched once, however
+    many links lead to it (a link to a folder above it would otherwise be followed round and round).
+
+    Raises
+    ------
+    InputError
+        A list that is not UTF-8 text.
     """
     out: list = []
     seen: set = set()
+    searched: set = set()  # folders searched, resolved
     skip = Path(exclude).resolve() if exclude is not None else None
 
     def add(p: Path):
@@ -351,6 +359,10 @@ def expand_inputs(inputs: Iterable["str | os.PathLike"], exclude: "str | os.Path
             if _is_sequence_folder(p):
                 add(p)
                 return
+            real = p.resolve()
+            if real in searched:
+                return
+            searched.add(real)
             for child in sorted(p.iterdir()):
                 if child.is_dir() and skip is not None and child.resolve() == skip:
                     continue
@@ -362,7 +374,12 @@ def expand_inputs(inputs: Iterable["str | os.PathLike"], exclude: "str | os.Path
     for item in inputs:
         p = Path(item)
         if p.is_file() and p.suffix.lower() in LIST_EXTENSIONS:
-            for line in p.read_text().splitlines():
+            try:
+                text = p.read_text(encoding="utf-8-sig")  # Notepad starts its UTF-8 with a byte-order mark
+            except UnicodeDecodeError as e:
+                raise InputError(p, f"a list of inputs that is not UTF-8 text ({e.reason} at byte {e.start})",
+                                 "save it as UTF-8, e.g. iconv -f latin1 -t utf-8") from None
+            for line in text.splitlines():
                 line = line.strip()
                 if line and not line.startswith("#"):
                     q = Path(line).expanduser()
@@ -388,8 +405,8 @@ def output_paths(inputs: list, outdir: "str | os.PathLike", fmt: str = "csv", ke
     def digest(i: int) -> str:
         return hashlib.sha1(keys[i].encode()).hexdigest()[:8]
 
-    def collisions(names):
-        return {n for n in names if names.count(n) > 1}
+    def collisions(names):  # linear: a corpus may hold 100,000 inputs
+        return {n for n, k in Counter(names).items() if k > 1}
 
     names = [p.name if p.is_dir() else p.stem for p in inputs]
     dup = collisions(names)
@@ -401,10 +418,14 @@ def output_paths(inputs: list, outdir: "str | os.PathLike", fmt: str = "csv", ke
     reserved = set(kept.values())
     own = [keys[i] in kept for i in range(len(inputs))]
     names = [kept[keys[i]] if own[i] else n for i, n in enumerate(names)]
+    taken = Counter(names)
     for i, n in enumerate(names):
         if not own[i] and n in reserved:  # another input's recorded output
-            n = f"{folders[i]}_{n}"
-            names[i] = n if n not in reserved and names.count(n) == 0 else f"{n}_{digest(i)}"
+            renamed = f"{folders[i]}_{n}"
+            renamed = renamed if renamed not in reserved and taken[renamed] == 0 else f"{renamed}_{digest(i)}"
+            taken[n] -= 1
+            taken[renamed] += 1
+            names[i] = renamed
     return [outdir / f"{n}.{fmt}" for n in names]
 
 

@@ -422,6 +422,30 @@ def test_colliding_names_of_inputs_given_from_their_folder_take_its_name(tmp_pat
     assert names == ["session_clip.csv", "other_clip.csv"]  # not "_clip.csv"
 
 
+def test_links_back_up_the_tree_are_searched_once(media_dir, tmp_path):
+    from gpuau.corpus import expand_inputs
+
+    tree = tmp_path / "tree" / "s"
+    tree.mkdir(parents=True)
+    (tree / "clip.avi").write_bytes(b"")
+    (tree / "take1.avi").symlink_to("clip.avi")  # the same video twice: once
+    (tree / "up").symlink_to("..")  # two loops: 2**40 paths before the kernel gave up
+    (tree / "here").symlink_to(".")
+    assert expand_inputs([tmp_path / "tree"]) == [tree / "clip.avi"]
+
+
+def test_list_files_from_notepad_and_in_other_encodings(tmp_path):
+    from gpuau.corpus import expand_inputs
+    from gpuau.video import InputError
+
+    (tmp_path / "a b.avi").write_bytes(b"")
+    (tmp_path / "bom.txt").write_bytes(b"\xef\xbb\xbfa b.avi\r\n# a comment\r\n")
+    assert expand_inputs([tmp_path / "bom.txt"]) == [tmp_path / "a b.avi"]
+    (tmp_path / "latin1.txt").write_bytes(b"caf\xe9.avi\n")
+    with pytest.raises(InputError, match=r"latin1.txt: a list of inputs that is not UTF-8 text .* \(save it as UTF-8"):
+        expand_inputs([tmp_path / "latin1.txt"])
+
+
 def test_output_names_keep_recorded_ones(tmp_path):
     """Names recorded for inputs (``kept``) stay theirs; every other input is named as without them unless that takes
     a recorded name, when its folder's name is prefixed."""
