@@ -1,7 +1,9 @@
 """Atomic file output: write to a temporary file beside the target, then rename it into place.
 
 A reader (or a resumed run) never sees a half-written file under the final name, and a failed write
-leaves the previous file, if any, untouched.
+leaves the previous file, if any, untouched.  The temporary names, ``.<name>.<host>-<pid>.<random>.tmp``, say which
+process writes them, so that those of a process killed outright (SIGKILL, the kernel's OOM killer) can be told from
+those of a process at work and removed (:func:`remove_stale_temps`).
 """
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import contextlib
 import errno
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 
@@ -21,6 +24,12 @@ def _read_umask() -> int:
 
 # Read once: os.umask can only be read by setting it, which would race with files other threads create.
 _UMASK = _read_umask()
+
+
+def _prefix(path: Path) -> str:
+    """The start of a temporary name beside ``path``: its name, this machine and this process (read at each call: a
+    worker process forked or spawned has its own)."""
+    return f".{path.name}.{socket.gethostname()}-{os.getpid()}."
 
 
 def temp_beside(path: "str | os.PathLike", mode: str = "w", **open_kwargs):
@@ -38,7 +47,7 @@ def temp_beside(path: "str | os.PathLike", mode: str = "w", **open_kwargs):
         raise IsADirectoryError(errno.EISDIR, "a folder has the name of the file to write", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_prefix(path), suffix=".tmp")
     except OSError as e:
         raise OSError(e.errno, e.strerror, str(path)) from e
     os.chmod(tmp, 0o666 & ~_UMASK)
@@ -109,7 +118,7 @@ def temp_dir_beside(path: "str | os.PathLike") -> Path:
     """A new temporary folder in ``path``'s folder (created if needed), with the permissions of a plain ``mkdir``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=_prefix(path), suffix=".tmp"))
     os.chmod(tmp, 0o777 & ~_UMASK)
     return tmp
 
@@ -121,8 +130,46 @@ def replace_dir(tmp: Path, path: "str | os.PathLike") -> None:
     path = Path(path)
     old = None
     if path.exists():
-        old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
+        old = Path(tempfile.mkdtemp(dir=path.parent, prefix=_prefix(path), suffix=".tmp"))
         os.replace(path, old / path.name)
     os.replace(tmp, path)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_temps(folder: "str | os.PathLike", names) -> list:
+    """Delete the temporary files and folders that processes of this machine that no longer run left in ``folder``
+    while writing one of ``names`` (killed outright: SIGKILL, the OOM killer, a power cut), so that they do not keep
+    the space a rerun needs; return their paths.  One listing of the folder.  Those of processes still running, and
+    of other machines (whose processes cannot be seen from here: they stay until a run on their machine), are left.
+    """
+    folder, names, host = Path(folder), set(names), socket.gethostname()
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not (entry.name.startswith(".") and entry.name.endswith(".tmp")):
+            continue
+        owner, _, _ = entry.name[1:-len(".tmp")].rpartition(".")  # <name>.<host>-<pid>, then mkstemp's random part
+        target, _, pid = owner.rpartition("-")
+        if not (pid.isdigit() and target.endswith(f".{host}") and target[:-len(host) - 1] in names) or _alive(int(pid)):
+            continue
+        path = folder / entry.name
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed

@@ -23,7 +23,7 @@ try:
 except ImportError:  # not a POSIX system: runs do not lock their output folder (RunLock)
     fcntl = None
 
-from gpuau._atomic import check_writable
+from gpuau._atomic import check_writable, remove_stale_temps
 from gpuau.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, InputError, no_face_notes
 
 LIST_EXTENSIONS = (".txt", ".lst")
@@ -511,6 +511,14 @@ class CorpusRun:
                 self.record(Outcome(src, dst, "skipped"))
             else:
                 self.todo.append((src, dst))
+        self.sweep([dst for _, dst in self.todo])
+
+    def sweep(self, outputs: list) -> None:
+        """Delete what processes killed outright (SIGKILL, the OOM killer) left half-written of ``outputs`` (the tables,
+        ``.hog`` files and aligned faces' folders): :func:`gpuau._atomic.remove_stale_temps`."""
+        from gpuau.io import aligned_dir, hog_path
+
+        remove_stale_temps(self.outdir, {p.name for dst in outputs for p in (dst, hog_path(dst), aligned_dir(dst))})
 
     def _warn_other_outputs(self, log: dict, outputs: list) -> None:
         """Say so when the folder holds outputs of other inputs made with other settings, which this run's outputs will
@@ -763,6 +771,7 @@ class WorkerDeaths:
     def __call__(self, item: tuple, cause: str, retry_where: str) -> None:
         """The worker analysing ``item`` (``(src, dst)``) died of ``cause``; ``retry_where`` says where a retry runs."""
         src, dst = item
+        self.run.sweep([dst])  # what the dead worker was writing
         deaths = self._deaths[item] = self._deaths.get(item, 0) + 1
         if _mtime(dst) != self._before[dst]:
             self.run.record(Outcome(src, dst, "done", reason="output completed before its worker died"))

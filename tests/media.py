@@ -38,3 +38,4 @@ def assert_retried_after_a_worker_died(report, out, fault, reference, stderr: st
     assert [(o.input.name, o.status, o.frames) for o in report.outcomes] == [("sample1.jpg", "done", 1),
                                                                             ("clip30.avi", "done", 30)]
     assert files(out) == {k: v for k, v in files(reference).items() if k in ("sample1.csv", "clip30.csv")}
+    assert not list(out.glob(".*.tmp"))  # what the dead worker was writing is gone too

@@ -265,6 +265,26 @@ def test_a_disk_filling_while_the_table_is_written_leaves_no_file(fmt, media_dir
     assert os.listdir(out) == []
 
 
+def test_a_rerun_removes_what_a_killed_run_was_writing(media_dir, tmp_path):
+    """SIGKILL (the OOM killer, a scheduler's hard limit) leaves the temporary file an output was being written to;
+    the rerun deletes those of dead processes of this machine for the outputs it will write, and no other."""
+    out = tmp_path / "out"
+    out.mkdir()
+    make = ("import sys; from pathlib import Path; from gpuau._atomic import temp_beside, temp_dir_beside; "
+            "out = Path(sys.argv[1]); temp_beside(out / 'sample1.csv')[0].close(); "
+            "temp_dir_beside(out / 'sample1_aligned'); temp_beside(out / 'other.csv')[0].close()")
+    subprocess.run([sys.executable, "-c", make, str(out)], check=True)  # a process that is gone
+    from gpuau._atomic import temp_beside
+
+    live, live_tmp = temp_beside(out / "sample1.csv")  # this one's, at work
+    live.close()
+    assert len(list(out.glob(".*.tmp"))) == 4
+    assert main(["analyze", str(media_dir / "sample1.jpg"), "-o", str(out), "--quality", "fast", "-q"]) == 0
+    assert sorted(p.name for p in out.glob(".*.tmp")) == sorted([live_tmp.name] + [
+        p.name for p in out.glob(".other.csv.*.tmp")])
+    assert len(list(out.glob(".*.tmp"))) == 2
+
+
 def test_an_interrupt_inside_a_kernel_call_stops_the_run(media_dir, tmp_path, monkeypatch, capsys):
     """Ctrl-C landing while a Numba kernel returns reaches Python as a SystemError caused by the KeyboardInterrupt:
     the run stops as interrupted (status 130, no output, nothing further analysed), not with the input failed."""

@@ -76,6 +76,7 @@ def test_retries_are_bounded(corpus, fault, tmp_path):
     assert sample.status == "done"
     assert clip.status == "failed" and clip.reason == "its worker died 1 time(s); last: the process ended (exit status 1)"
     assert sorted(files(out)) == ["sample1.csv"]  # the partial clip30 output never appears under its name
+    assert not list(out.glob(".*.tmp"))  # nor stays as a temporary file
 
 
 def test_cli_workers(corpus, corpus_reference, tmp_path):
