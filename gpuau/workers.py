@@ -107,13 +107,15 @@ def _stopped(signum, frame) -> None:
     _stopping.set()
 
 
-def _serve(conn, device: str, threads: int, options: dict) -> None:
+def _serve(conn, device: str, threads: int, options: dict, interruptible: bool) -> None:
     """A worker process: build the worker, then analyse each ``(src, dst, fmt)`` the parent sends until None.
+    ``interruptible``: whether the parent takes Ctrl-C (not under nohup or ``&``), which then reaches the worker too;
+    until here the worker ignores it (a Ctrl-C while it starts is the parent's to handle, which stops it).
 
     Messages to the parent: ``("ready", pid)``, per input ``("open", frame_count)``, ``("progress", frames)``
     and ``("done", outcome)``; ``("error", text)`` if the worker cannot start."""
-    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # ignored under nohup or `&`: by the parent too
-        signal.signal(signal.SIGINT, _stopped)  # Ctrl-C reaches the workers too
+    if interruptible:
+        signal.signal(signal.SIGINT, _stopped)
     signal.signal(signal.SIGTERM, _stopped)  # how the parent stops a busy worker
     collect_rarely()
     try:
@@ -150,9 +152,19 @@ class _Process:
 
     def __init__(self, ctx, device: str, threads: int, options: dict):
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_serve, args=(child, device, threads, options), daemon=True,
+        interruptible = signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
+        self.process = ctx.Process(target=_serve, args=(child, device, threads, options, interruptible), daemon=True,
                                    name="gpuau-worker")
-        self.process.start()
+        # the child starts with Ctrl-C ignored (a disposition it inherits), so that one landing while it imports
+        # prints no traceback of it: the parent, interrupted, stops it
+        previous = None
+        if interruptible and threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            self.process.start()
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
         child.close()
         self.ready = False
         self.item = None  # (src, dst) being analysed

@@ -126,6 +126,27 @@ def test_stopping_a_run_leaves_no_partial_output_and_no_process(media_dir, tmp_p
     assert not _group_alive(proc.pid)  # no process of the run is left
 
 
+def test_ctrl_c_while_the_workers_start_prints_no_traceback_of_theirs(media_dir, tmp_path):
+    """Ctrl-C reaches the whole process group, the workers too, which used to print a KeyboardInterrupt traceback
+    each when it landed while they imported gpuau; they start with it ignored now, and the parent stops them."""
+    import signal
+    import time
+
+    env = {k: v for k, v in os.environ.items() if k != FAULT_ENV}
+    videos = [media_dir / "default.wmv", media_dir / "changeLighting.wmv"]
+    proc = subprocess.Popen([sys.executable, "-m", "gpuau", "analyze", *map(str, videos), "-o", str(tmp_path / "out"),
+                             "--device", "cpu", "--workers", "2", "--quality", "fast"], env=env, start_new_session=True,
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 60
+    while len(subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()) < 3 \
+            and time.monotonic() < deadline:  # multiprocessing's resource tracker and the two workers, importing
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert (proc.returncode, err) == (130, "gpuau: interrupted\n")
+
+
 def _two_workers_writing(media_dir, out, sigint) -> subprocess.Popen:
     """``gpuau analyze --workers 2`` of two videos in a new process group with SIGINT's disposition ``sigint``,
     once both workers write their outputs."""
