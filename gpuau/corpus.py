@@ -334,7 +334,8 @@ def expand_inputs(inputs: Iterable["str | os.PathLike"], exclude: "str | os.Path
     A video or image file stands for itself; a folder holding images (and no videos) is one image
     sequence; any other folder is searched recursively for videos (and image-sequence folders), except the folder
     ``exclude`` (the output folder: its aligned faces are no input); a ``.txt``/``.lst`` file lists one path per line
-    (``#`` comments allowed, relative to the list's folder; UTF-8, a byte-order mark allowed). A path that does not
+    (``#`` comments allowed, relative to the list's folder; UTF-8, a byte-order mark allowed; lists it names are read
+    too, each once). A path that does not
     exist is kept, so that it is reported as failed rather than silently dropped. Each folder is searched once, however
     many links lead to it (a link to a folder above it would otherwise be followed round and round).
 
@@ -371,21 +372,28 @@ def expand_inputs(inputs: Iterable["str | os.PathLike"], exclude: "str | os.Path
         else:
             add(p)
 
-    for item in inputs:
-        p = Path(item)
-        if p.is_file() and p.suffix.lower() in LIST_EXTENSIONS:
-            try:
-                text = p.read_text(encoding="utf-8-sig")  # Notepad starts its UTF-8 with a byte-order mark
-            except UnicodeDecodeError as e:
-                raise InputError(p, f"a list of inputs that is not UTF-8 text ({e.reason} at byte {e.start})",
-                                 "save it as UTF-8, e.g. iconv -f latin1 -t utf-8") from None
-            for line in text.splitlines():
-                line = line.strip()
-                if line and not line.startswith("#"):
-                    q = Path(line).expanduser()
-                    walk(q if q.is_absolute() else p.parent / q)
-        else:
+    lists: set = set()  # lists read, resolved: a list may name lists, none twice
+
+    def expand(p: Path):
+        if not (p.is_file() and p.suffix.lower() in LIST_EXTENSIONS):
             walk(p)
+            return
+        if p.resolve() in lists:
+            return
+        lists.add(p.resolve())
+        try:
+            text = p.read_text(encoding="utf-8-sig")  # Notepad starts its UTF-8 with a byte-order mark
+        except UnicodeDecodeError as e:
+            raise InputError(p, f"a list of inputs that is not UTF-8 text ({e.reason} at byte {e.start})",
+                             "save it as UTF-8, e.g. iconv -f latin1 -t utf-8") from None
+        for line in text.splitlines():
+            line = line.strip()
+            if line and not line.startswith("#"):
+                q = Path(line).expanduser()
+                expand(q if q.is_absolute() else p.parent / q)
+
+    for item in inputs:
+        expand(Path(item))
     return out
 
 
