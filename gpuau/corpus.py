@@ -418,7 +418,8 @@ def output_paths(inputs: list, outdir: "str | os.PathLike", fmt: str = "csv", ke
 
     names = [p.name if p.is_dir() else p.stem for p in inputs]
     dup = collisions(names)
-    folders = [Path(k).parent.name for k in keys]  # the folder's own name for an input given as "clip.avi" too
+    # the folder the input is named in (not a link's target's), by its own name for an input given as "clip.avi" too
+    folders = [Path(os.path.abspath(p)).parent.name for p in inputs]
     names = [f"{folder}_{n}" if n in dup else n for folder, n in zip(folders, names)]
     dup = collisions(names)
     names = [f"{n}_{digest(i)}" if n in dup else n for i, n in enumerate(names)]

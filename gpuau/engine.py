@@ -741,6 +741,7 @@ class Engine:
                 if not items:
                     return
                 t0 = time.perf_counter()
+                self.backend.use()  # again: the caller may have run another GPU's analysis while it had `ended`
                 yield from self._step(items)
                 share = (time.perf_counter() - t0) / len(items)
                 for it in items:

@@ -688,7 +688,7 @@ class Analyzer:
 
         format = output_format(output, format)
         check_output(output, format)
-        if Path(output).resolve() == Path(path).resolve():
+        if Path(output).exists() and os.path.samefile(output, path):  # by inode: a case-insensitive disk, a link
             raise ValueError(f"output {output}: it is the input itself, which the table would replace (give the table "
                              f"another name)")
         with open_source(path, timestamps=self.timestamps, orientation=self.orientation) as source:

@@ -153,3 +153,19 @@ def test_analyses_make_their_gpu_current_on_the_thread_that_runs_them(fake_cupy,
     worker.start()
     worker.join()
     assert calls == [("cpu", "caller")] * 3
+
+
+def test_an_au_analyzer_for_cuda1_keeps_its_state_on_gpu_1(fake_cupy, models_dir):
+    """The AU models and the per-frame history are made when the analysis starts, on the caller's thread, whose
+    current GPU may be another: they are placed on the backend's."""
+    from gpuau.au import AUAnalyzer
+
+    made = []
+
+    def record(name):
+        return lambda *args, **kwargs: made.append((name, fake_cupy.current)) or np.zeros((1, 1))
+
+    backend = Backend("cuda", device_id=1, xp=types.SimpleNamespace(asarray=record("asarray"), zeros=record("zeros")))
+    AUAnalyzer(models_dir, device=backend)
+    assert {name for name, _ in made} == {"asarray", "zeros"} and {device for _, device in made} == {1}
+    assert fake_cupy.current == 0

@@ -44,6 +44,9 @@ def test_an_output_named_as_its_input_is_refused(analyzer, media_dir, tmp_path):
     image = shutil.copy(media_dir / "sample1.jpg", tmp_path / "face.jpg")
     with pytest.raises(ValueError, match="it is the input itself"):
         analyzer.write_video(image, tmp_path / "." / "face.jpg")
+    (tmp_path / "linked.jpg").hardlink_to(image)
+    with pytest.raises(ValueError, match="it is the input itself"):
+        analyzer.write_video(image, tmp_path / "linked.jpg")
     assert (tmp_path / "face.jpg").read_bytes() == (media_dir / "sample1.jpg").read_bytes()
 
 

@@ -440,6 +440,13 @@ def test_colliding_names_of_inputs_given_from_their_folder_take_its_name(tmp_pat
     monkeypatch.chdir(tmp_path / "session")
     names = [p.name for p in output_paths([Path("clip.avi"), Path("../other/clip.avi")], "out")]
     assert names == ["session_clip.csv", "other_clip.csv"]  # not "_clip.csv"
+    (tmp_path / "raw").mkdir()
+    for subject in ("subj1", "subj2"):  # links into one folder of recordings: named after the folders given
+        (tmp_path / subject).mkdir()
+        (tmp_path / "raw" / f"{subject}.avi").write_bytes(b"")
+        (tmp_path / subject / "clip.avi").symlink_to(tmp_path / "raw" / f"{subject}.avi")
+    names = [p.name for p in output_paths([tmp_path / "subj1" / "clip.avi", tmp_path / "subj2" / "clip.avi"], "out")]
+    assert names == ["subj1_clip.csv", "subj2_clip.csv"]
 
 
 def test_links_back_up_the_tree_are_searched_once(media_dir, tmp_path):

@@ -30,6 +30,7 @@ from gpuau.device import resolve_device
 from gpuau.features.align import AU_SCALE, AU_SIZE, align_faces_mask, align_output_faces
 from gpuau.features.fhog import fhog_descriptors
 from gpuau.features.geometry import GEOMETRY_SIZE, geometry_descriptor
+from gpuau.kernels.loader import device_context
 from gpuau.landmarks.pdm import AU_PDM, PDM
 from gpuau.models.au_file import load_au_models
 from gpuau.models.store import resolve_models_dir
@@ -217,9 +218,10 @@ class AUAnalyzer:
         self._success: list = []
         self._timestamps: list = []
         k = self.models.weights.shape[1]
-        self._raw = _History(xp, k)  # per frame: (K,) intensities then presence values, 0 on failed frames
+        with device_context(self.backend):  # cuda:N, whatever GPU the constructing thread has current
+            self._raw = _History(xp, k)  # per frame: (K,) intensities then presence values, 0 on failed frames
+            self._init_projections = _History(xp, k)
         self._init_frames: list = []
-        self._init_projections = _History(xp, k)
         # (column name, index into a row of raw values) in model order and in OpenFace's (sorted) order
         nr = self.models.num_reg
         reg = [(f"{n}_r", k) for k, n in enumerate(self.reg_names)]

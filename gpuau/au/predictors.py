@@ -73,8 +73,7 @@ class StackedAUModels:
         """The same models with their arrays on ``backend``'s device (itself on the CPU backend)."""
         if backend.xp is np:
             return self
-        xp = backend.xp
-        return replace(self, **{name: xp.asarray(getattr(self, name))
+        return replace(self, **{name: backend.asarray(getattr(self, name))  # on GPU N for cuda:N
                                 for name in ("weights", "offset", "dynamic", "cls_pos", "cls_neg")})
 
 
