@@ -1,9 +1,9 @@
 """Atomic file output: write to a temporary file beside the target, then rename it into place.
 
 A reader (or a resumed run) never sees a half-written file under the final name, and a failed write
-leaves the previous file, if any, untouched.  The temporary names, ``.<name>.<host>-<pid>.<random>.tmp``, say which
-process writes them, so that those of a process killed outright (SIGKILL, the kernel's OOM killer) can be told from
-those of a process at work and removed (:func:`remove_stale_temps`).
+leaves the previous file, if any, untouched.  The temporary names, ``.<name>.<host>~<pid namespace>-<pid>.<random>.tmp``,
+say which process writes them, so that those of a process killed outright (SIGKILL, the kernel's OOM killer) can be
+told from those of a process at work and removed (:func:`remove_stale_temps`).
 """
 from __future__ import annotations
 
@@ -26,10 +26,20 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
+def _machine() -> str:
+    """Where this process's id means something: the host name and, on Linux, the pid namespace (containers sharing
+    the host's name, as with host networking, each have their own)."""
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        namespace = 0
+    return f"{socket.gethostname()}~{namespace}"
+
+
 def _prefix(path: Path) -> str:
     """The start of a temporary name beside ``path``: its name, this machine and this process (read at each call: a
     worker process forked or spawned has its own)."""
-    return f".{path.name}.{socket.gethostname()}-{os.getpid()}."
+    return f".{path.name}.{_machine()}-{os.getpid()}."
 
 
 def temp_beside(path: "str | os.PathLike", mode: str = "w", **open_kwargs):
@@ -151,10 +161,13 @@ def remove_stale_temps(folder: "str | os.PathLike", names) -> list:
     """Delete the temporary files and folders that processes of this machine that no longer run left in ``folder``
     while writing one of ``names`` (killed outright: SIGKILL, the OOM killer, a power cut), so that they do not keep
     the space a rerun needs; return their paths.  One listing of the folder.  Those of processes still running, and
-    of other machines (whose processes cannot be seen from here: they stay until a run on their machine), are left.
+    of other machines or pid namespaces (whose processes cannot be seen from here: they stay until a run there), are
+    left; nothing is removed off POSIX, where ``os.kill`` is no probe.
     """
-    folder, names, host = Path(folder), set(names), socket.gethostname()
+    folder, names, machine = Path(folder), set(names), _machine()
     removed = []
+    if os.name != "posix":
+        return removed
     try:
         entries = list(os.scandir(folder))
     except OSError:
@@ -164,7 +177,8 @@ def remove_stale_temps(folder: "str | os.PathLike", names) -> list:
             continue
         owner, _, _ = entry.name[1:-len(".tmp")].rpartition(".")  # <name>.<host>-<pid>, then mkstemp's random part
         target, _, pid = owner.rpartition("-")
-        if not (pid.isdigit() and target.endswith(f".{host}") and target[:-len(host) - 1] in names) or _alive(int(pid)):
+        if not (pid.isdigit() and target.endswith(f".{machine}") and target[:-len(machine) - 1] in names) \
+                or _alive(int(pid)):
             continue
         path = folder / entry.name
         if entry.is_dir(follow_symlinks=False):
