@@ -20,7 +20,6 @@ import argparse
 import logging
 import os
 import platform
-import signal
 import sys
 import traceback
 from dataclasses import dataclass
@@ -28,7 +27,9 @@ from typing import Callable
 
 from gpuau import __version__
 from gpuau._gc import collect_rarely
-from gpuau.corpus import Terminated, raise_terminated, say
+from gpuau import _signals
+from gpuau._signals import Terminated
+from gpuau.corpus import say
 from gpuau.video import ORIENTATIONS, TIMESTAMPS
 
 
@@ -140,7 +141,7 @@ def console() -> None:
     does not handle (a defect) prints its traceback and exits with :data:`EXIT_ERROR`, so that status 1 keeps
     meaning that inputs failed.
     """
-    signal.signal(signal.SIGTERM, raise_terminated)
+    _signals.install()
     collect_rarely()
     try:
         status = main()

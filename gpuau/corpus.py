@@ -24,6 +24,7 @@ except ImportError:  # not a POSIX system: runs do not lock their output folder 
     fcntl = None
 
 from gpuau._atomic import check_writable, remove_stale_temps
+from gpuau._signals import Terminated
 from gpuau.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, InputError, no_face_notes
 
 LIST_EXTENSIONS = (".txt", ".lst")
@@ -667,16 +668,6 @@ def failed_outcome(src, dst, error: Exception) -> Outcome:
             return Outcome(src, dst, "failed", reason=f"disk full writing {dst}", disk_full=True)
         return Outcome(src, dst, "failed", reason=f"{error.strerror or error} ({error.filename or dst})")
     return Outcome(src, dst, "failed", reason=f"{type(error).__name__}: {error}")
-
-
-class Terminated(BaseException):
-    """SIGTERM arrived (a batch scheduler's time limit, ``kill``): raised like Ctrl-C's KeyboardInterrupt, so that
-    the outputs being written are removed and worker processes stopped on the way out."""
-
-
-def raise_terminated(signum, frame) -> None:
-    """The ``gpuau`` command's SIGTERM handler."""
-    raise Terminated()
 
 
 FAULT_ENV = "GPUAU_WORKER_FAULT"

@@ -78,6 +78,7 @@ from typing import Callable, Iterable, Iterator, Sized
 
 import numpy as np
 
+from gpuau import _signals
 from gpuau.corpus import Outcome, failed_outcome
 from gpuau.device import Backend
 from gpuau.pipeline import FORMATS, Analyzer, Result, landmark_row
@@ -734,6 +735,7 @@ class Engine:
         done = 0
         try:
             while True:
+                _signals.check()
                 self.backend.use()
                 items, ended = self._gather(active, queue, format, on_open)
                 active = [it.stream for it in items]

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import numpy as np
 
+from gpuau import _signals
 from gpuau.cpu import threads
 from gpuau.device import Backend, resolve_device
 from gpuau.video import no_face_notes, queue_depth
@@ -473,6 +474,7 @@ class Analyzer:
         aus = self._au_analyzer() if aus is None else aus
         try:
             for frame in frames:
+                _signals.check()
                 self.backend.use()
                 if tracker is None:
                     tracker = self._tracker(intrinsics)
@@ -496,6 +498,7 @@ class Analyzer:
         """
         tracker = None
         for frame in frames:
+            _signals.check()
             self.backend.use()
             if tracker is None:
                 tracker = self._multi_tracker(intrinsics)

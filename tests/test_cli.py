@@ -389,7 +389,7 @@ def test_a_defect_exits_2_with_its_traceback(monkeypatch, capsys):
     exits = []
     monkeypatch.setattr(cli, "main", defect)
     monkeypatch.setattr(cli, "collect_rarely", lambda: None)
-    monkeypatch.setattr(cli.signal, "signal", lambda *args: None)
+    monkeypatch.setattr(cli._signals, "install", lambda: None)
     monkeypatch.setattr(cli.os, "_exit", exits.append)
     cli.console()
     assert exits == [2] and "RuntimeError: a defect" in capsys.readouterr().err

@@ -732,3 +732,26 @@ def test_a_job_without_a_face_warns_as_the_pipeline_does():
                                              name="grey")])
     assert o.status == "done" and o.result.warnings == ["grey: no face found in any of its 4 frames"]
     assert o.warnings() == ["no face found in any of its 4 frames"]
+
+
+def test_ctrl_c_taken_for_a_batchs_failure_still_stops_the_engine(clips, monkeypatch):
+    """Ctrl-C landing in a compiled kernel's call reaches Python as a SystemError, which the engine's batched
+    detection takes for a failure and retries per stream: the command's handler remembers it, and the engine stops
+    at its next step."""
+    import signal
+
+    from gpuau import _signals
+    from gpuau.detect import MTCNN
+
+    monkeypatch.setattr(_signals, "_raised", None)
+
+    def detect_batch(self, images, staged=None):
+        try:
+            _signals.handle(signal.SIGINT, None)
+        except KeyboardInterrupt as e:
+            raise SystemError("CPUDispatcher(<function pnet_pyramid>) returned a result with an exception set") from e
+
+    monkeypatch.setattr(MTCNN, "detect_batch", detect_batch)
+    engine = Engine("cpu", streams=2)
+    with pytest.raises(KeyboardInterrupt):
+        list(engine.run(_jobs(clips, list(CLIPS)[:2])))

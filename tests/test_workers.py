@@ -142,6 +142,7 @@ def test_ctrl_c_while_the_workers_start_prints_no_traceback_of_theirs(media_dir,
     while len(subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()) < 3 \
             and time.monotonic() < deadline:  # multiprocessing's resource tracker and the two workers, importing
         time.sleep(0.01)
+    time.sleep(0.1)  # past the parent's start() of the second (it ignores Ctrl-C for those few milliseconds)
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert (proc.returncode, err) == (130, "gpuau: interrupted\n")

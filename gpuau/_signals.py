@@ -1,0 +1,41 @@
+"""The signals that stop the ``gpuau`` command: raised where they land, and remembered.
+
+Ctrl-C (SIGINT) and SIGTERM (a batch scheduler's time limit, ``kill``) raise :class:`KeyboardInterrupt` and
+:class:`Terminated` from their handler, so that the outputs being written are removed and worker processes stopped
+on the way out.  One that lands while a compiled kernel's call returns reaches Python as ``SystemError: ... returned
+a result with an exception set``, which the handlers of one input's or one stream's failure take for that failure
+(the batched engine then retries its streams alone, and the interrupt is gone); so the command's handler also
+remembers it, and the analysis loops raise it again between frames and steps (:func:`check`).
+"""
+from __future__ import annotations
+
+import signal
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: raised like Ctrl-C's KeyboardInterrupt."""
+
+
+_raised: "type | None" = None  # KeyboardInterrupt or Terminated, once the command's handler raised it
+
+
+def handle(signum, frame) -> None:
+    """The ``gpuau`` command's SIGINT and SIGTERM handler: raise :class:`KeyboardInterrupt` or :class:`Terminated`,
+    and remember it for :func:`check`."""
+    global _raised
+    _raised = Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+    raise _raised()
+
+
+def install() -> None:
+    """Make :func:`handle` the process's SIGTERM handler, and its SIGINT handler unless Ctrl-C is ignored (under
+    ``nohup`` or ``&``).  The ``gpuau`` command calls it; a library caller keeps its own handlers."""
+    signal.signal(signal.SIGTERM, handle)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, handle)
+
+
+def check() -> None:
+    """Raise again the interruption :func:`handle` raised, if it did (a no-op otherwise: library callers)."""
+    if _raised is not None:
+        raise _raised()
