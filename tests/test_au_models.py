@@ -79,7 +79,7 @@ def test_stacked_models_move_their_arrays_to_a_device(models_dir):
 
     m = StackedAUModels.from_models(load_au_models(dynamic=True))
     assert m.to_backend(resolve_device("cpu")) is m
-    device = types.SimpleNamespace(xp=types.SimpleNamespace(asarray=lambda a: ("on device", a)))
+    device = types.SimpleNamespace(xp=types.SimpleNamespace(), asarray=lambda a: ("on device", a))  # Backend.asarray
     d = m.to_backend(device)
     for name in ("weights", "offset", "dynamic", "cls_pos", "cls_neg"):
         assert getattr(d, name)[0] == "on device" and getattr(d, name)[1] is getattr(m, name)
