@@ -39,3 +39,16 @@ def check() -> None:
     """Raise again the interruption :func:`handle` raised, if it did (a no-op otherwise: library callers)."""
     if _raised is not None:
         raise _raised()
+
+
+def reraise(error: BaseException) -> None:
+    """Raise the interruption behind ``error``, if there is one, for a handler about to take ``error`` for one
+    input's failure: the KeyboardInterrupt or Terminated it was caused by (the SystemError of a kernel's call wraps it,
+    once for each call it unwinds through, each caused by the one before: a library caller's Ctrl-C too), or the one
+    the command's handler raised (:func:`check`)."""
+    cause = error.__cause__
+    while cause is not None:
+        if isinstance(cause, (KeyboardInterrupt, Terminated)):
+            raise cause from None
+        cause = cause.__cause__
+    check()

@@ -24,7 +24,7 @@ except ImportError:  # not a POSIX system: runs do not lock their output folder 
     fcntl = None
 
 from gpuau._atomic import check_writable, remove_stale_temps
-from gpuau._signals import Terminated
+from gpuau import _signals
 from gpuau.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, InputError, no_face_notes
 
 LIST_EXTENSIONS = (".txt", ".lst")
@@ -336,9 +336,9 @@ def expand_inputs(inputs: Iterable["str | os.PathLike"], exclude: "str | os.Path
     sequence; any other folder is searched recursively for videos (and image-sequence folders), except the folder
     ``exclude`` (the output folder: its aligned faces are no input); a ``.txt``/``.lst`` file lists one path per line
     (``#`` comments allowed, relative to the list's folder; UTF-8, a byte-order mark allowed; lists it names are read
-    too, each once). A path that does not
-    exist is kept, so that it is reported as failed rather than silently dropped. Each folder is searched once, however
-    many links lead to it (a link to a folder above it would otherwise be followed round and round).
+    too, each once). A path that does not exist is kept, so that it is reported as failed rather than silently
+    dropped. Each folder is searched once, however many links lead to it (a link to a folder above it would otherwise
+    be followed round and round).
 
     Raises
     ------
@@ -445,7 +445,8 @@ def complete(dst: Path, hog: bool = False, aligned: bool = False) -> bool:
     none of gpuau's (a table has a header at least): it is no finished output."""
     from gpuau.io import aligned_dir, hog_path
 
-    return dst.is_file() and dst.stat().st_size > 0 and (not hog or hog_path(dst).exists()) and (not aligned or aligned_dir(dst).is_dir())
+    return (dst.is_file() and dst.stat().st_size > 0 and (not hog or hog_path(dst).exists())
+            and (not aligned or aligned_dir(dst).is_dir()))
 
 
 class CorpusRun:
@@ -645,14 +646,7 @@ def analyze_input(analyzer, src: Path, dst: Path, *, fmt: str = "csv", progress=
     try:
         info = analyzer.write_video(src, dst, format=fmt, progress=progress, on_open=on_open)
     except Exception as e:  # one input's failure must not end the corpus
-        interruption = e.__cause__
-        while interruption is not None and not isinstance(interruption, (KeyboardInterrupt, Terminated)):
-            interruption = interruption.__cause__
-        if interruption is not None:
-            # Ctrl-C or SIGTERM raised by its handler inside a compiled kernel's call, which Python turns into
-            # "SystemError: ... returned a result with an exception set" (one for each call it unwinds through, each
-            # caused by the one before): the run is stopped, not the input failed
-            raise interruption from None
+        _signals.reraise(e)  # unless it is Ctrl-C or SIGTERM landing in a compiled kernel's call: the run stops
         return failed_outcome(src, dst, e)
     note = "; ".join(info.get("notes", []))
     return Outcome(src, dst, "done", reason=note, frames=info["frames"], faces=info["faces"], elapsed=info["elapsed"])

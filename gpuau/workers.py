@@ -152,13 +152,13 @@ class _Process:
 
     def __init__(self, ctx, device: str, threads: int, options: dict):
         self.conn, child = ctx.Pipe()
-        interruptible = signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
+        handler = signal.getsignal(signal.SIGINT)  # None: installed outside Python, left alone
+        interruptible = handler is not signal.SIG_IGN
         self.process = ctx.Process(target=_serve, args=(child, device, threads, options, interruptible), daemon=True,
                                    name="gpuau-worker")
         # the child starts with Ctrl-C ignored, a disposition it inherits across spawn's exec (a blocked signal mask
         # is reset there), so that one landing while it unpickles its arguments and imports prints no traceback of
         # it: the parent, interrupted, stops it. A Ctrl-C in the few milliseconds of start() is lost to the parent.
-        handler = signal.getsignal(signal.SIGINT)  # None: installed outside Python, left alone
         swap = interruptible and handler is not None and threading.current_thread() is threading.main_thread()
         if swap:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
