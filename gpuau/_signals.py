@@ -3,9 +3,10 @@
 Ctrl-C (SIGINT) and SIGTERM (a batch scheduler's time limit, ``kill``) raise :class:`KeyboardInterrupt` and
 :class:`Terminated` from their handler, so that the outputs being written are removed and worker processes stopped
 on the way out.  One that lands while a compiled kernel's call returns reaches Python as ``SystemError: ... returned
-a result with an exception set``, which the handlers of one input's or one stream's failure take for that failure
-(the batched engine then retries its streams alone, and the interrupt is gone); so the command's handler also
-remembers it, and the analysis loops raise it again between frames and steps (:func:`check`).
+a result with an exception set``, which a handler of one input's or one stream's failure would take for that
+failure (and the batched engine retry its streams alone): those handlers call :func:`reraise`, which finds the
+interrupt among the error's causes.  The command's handler also remembers what it raised, and the analysis loops raise
+it again between frames and steps (:func:`check`), for an error that does not chain it.
 """
 from __future__ import annotations
 

@@ -695,6 +695,7 @@ class Engine:
                        elapsed=s.elapsed, result=result)
 
     def _fail(self, s: "_Stream | None", job: Job, error: BaseException) -> Outcome:
+        _signals.reraise(error)
         if s is not None:
             s.abort()
         return failed_outcome(job.label, job.output, error)
@@ -856,7 +857,8 @@ class Engine:
             return
         try:
             detections = self.mtcnn.detect_batch([it.frame.image for it in items], staged=self._staged(items))
-        except Exception:  # leave each stream to detect alone, so that a failure stays its own
+        except Exception as e:  # leave each stream to detect alone, so that a failure stays its own
+            _signals.reraise(e)
             return
         for it, d in zip(items, detections):
             it.stream.prefetched = (it.frame.image, select_box(d))
@@ -895,7 +897,8 @@ class Engine:
         for it in items:
             try:
                 request = it.stream.tracker.tracking_request()
-            except Exception:  # the stream's own track call below reports it
+            except Exception as e:  # the stream's own track call below reports it
+                _signals.reraise(e)
                 continue
             if request is not None:
                 g, p, w = request
@@ -927,7 +930,8 @@ class Engine:
             camera_space_outputs(self.clnf, [it.result for it in items],
                                  [it.stream.tracker.intrinsics for it in items], self.backend)
             return []
-        except Exception:
+        except Exception as e:
+            _signals.reraise(e)
             failed = []
             for it in items:
                 try:
@@ -966,7 +970,8 @@ class Engine:
                 index = np.concatenate([np.full(len(r[2]), row) for r, row in zip(group, rows)])
                 g, p, w = (np.concatenate([r[j] for r in group]) for j in (2, 3, 4))
                 results = detect_landmarks_batch(self.clnf, images, index, g, p, w, backend=self.backend)
-            except Exception:
+            except Exception as e:
+                _signals.reraise(e)
                 continue
             start = 0
             for it, kind, g, _, _, likelihood in group:
@@ -986,7 +991,8 @@ class Engine:
             certainties = self.validator.check_batch([it.frame.gray for it, _ in fits], [r.landmarks for _, r in fits],
                                                      [r.params_global[1:4] for _, r in fits],
                                                      staged=self._staged([it for it, _ in fits], bgr=False))
-        except Exception:  # each tracker validates alone
+        except Exception as e:  # each tracker validates alone
+            _signals.reraise(e)
             return
         for (it, res), c in zip(fits, certainties):
             it.stream.certainties.append((res.landmarks, float(c)))
@@ -1048,7 +1054,8 @@ class Engine:
                 rows = xp.asarray(np.asarray(idx))
                 for whole, part in zip(out, self._features([items[i] for i in idx], aligned)):
                     whole[rows] = part
-            except Exception:  # find which stream's face fails, keep the others
+            except Exception as e:  # find which stream's face fails, keep the others
+                _signals.reraise(e)
                 for i in idx:
                     try:
                         for whole, part in zip(out, self._features([items[i]], aligned)):

@@ -755,3 +755,26 @@ def test_ctrl_c_taken_for_a_batchs_failure_still_stops_the_engine(clips, monkeyp
     engine = Engine("cpu", streams=2)
     with pytest.raises(KeyboardInterrupt):
         list(engine.run(_jobs(clips, list(CLIPS)[:2])))
+
+
+def test_a_library_callers_ctrl_c_in_a_batch_stops_the_engine(clips, monkeypatch):
+    """A library caller keeps Python's own SIGINT handler (no ``gpuau._signals.handle``): its KeyboardInterrupt,
+    wrapped in a kernel call's SystemError, stops the engine where the batch takes it, instead of the batch being
+    retried stream by stream."""
+    from gpuau import _signals
+    from gpuau.detect import MTCNN
+
+    monkeypatch.setattr(_signals, "_raised", None)
+    calls = []
+
+    def detect_batch(self, images, staged=None):
+        calls.append(len(images))
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as e:
+            raise SystemError("CPUDispatcher(<function pnet_pyramid>) returned a result with an exception set") from e
+
+    monkeypatch.setattr(MTCNN, "detect_batch", detect_batch)
+    with pytest.raises(KeyboardInterrupt):
+        list(Engine("cpu", streams=2).run(_jobs(clips, list(CLIPS)[:2])))
+    assert calls == [2]  # the batch's first call: nothing retried after the interrupt
