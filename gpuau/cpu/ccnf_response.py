@@ -23,6 +23,7 @@ import numpy as np
 from gpuau.cpu import threads
 from gpuau.cpu.fp import expf, fmaf
 from gpuau.cpu.sgemm_order import LANES, dot_from, lane_sum, one_row
+from gpuau.kernels.ccnf_response import expert_indices
 
 
 PARALLEL_MIN_WORK = 1 << 19
@@ -267,19 +268,3 @@ def ccnf_response(areas, weights, alphas, sigmas, patch_h: int = 11, patch_w: in
     threads.run_range(_response_range, n, areas, patch_h, patch_w, weights, gains, sigmas, experts, out,
                       split=n * r_h * r_w * weights.shape[1] * patch_h * patch_w >= PARALLEL_MIN_WORK)
     return out.reshape(n, r_h, r_w)
-
-
-def expert_indices(n: int, n_experts: int, experts=None, xp=np, dtype=np.int64) -> "np.ndarray":
-    """``(n,)`` ``dtype`` expert of each area (``xp``'s array; ``experts`` itself when it already is one):
-    ``experts``, or ``i % n_experts``; each index checked to lie in ``[-1, n_experts)`` when ``xp`` is NumPy (a
-    device's are not read back)."""
-    if experts is None:
-        if (n_experts == 0 and n) or (n_experts and n % n_experts):
-            raise ValueError(f"ccnf_response: {n} areas do not cycle over {n_experts} experts (N must be a multiple of E)")
-        return xp.arange(n, dtype=dtype) % max(n_experts, 1)
-    experts = xp.asarray(experts).astype(dtype, copy=False).reshape(-1)
-    if len(experts) != n:
-        raise ValueError(f"ccnf_response: {len(experts)} expert indices for {n} areas")
-    if xp is np and n and (int(experts.min()) < -1 or int(experts.max()) >= n_experts):
-        raise ValueError(f"ccnf_response: expert indices must lie in [-1, {n_experts})")
-    return xp.ascontiguousarray(experts)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from gpuau.cpu.ccnf_response import expert_indices
 from gpuau.kernels.loader import on_device
 
 
@@ -75,3 +74,19 @@ def ccnf_response(backend, areas, weights, alphas, sigmas, patch_h: int = 11, pa
         (n, 1, 1), (threads, 1, 1),
         (areas, arrays["weights"], arrays["alphas"], arrays["sigmas"], index, i32(n_experts), i32(n), out))
     return out
+
+
+def expert_indices(n: int, n_experts: int, experts=None, xp=np, dtype=np.int64) -> "np.ndarray":
+    """``(n,)`` ``dtype`` expert of each area (``xp``'s array; ``experts`` itself when it already is one):
+    ``experts``, or ``i % n_experts``; each index checked to lie in ``[-1, n_experts)`` when ``xp`` is NumPy (a
+    device's are not read back)."""
+    if experts is None:
+        if (n_experts == 0 and n) or (n_experts and n % n_experts):
+            raise ValueError(f"ccnf_response: {n} areas do not cycle over {n_experts} experts (N must be a multiple of E)")
+        return xp.arange(n, dtype=dtype) % max(n_experts, 1)
+    experts = xp.asarray(experts).astype(dtype, copy=False).reshape(-1)
+    if len(experts) != n:
+        raise ValueError(f"ccnf_response: {len(experts)} expert indices for {n} areas")
+    if xp is np and n and (int(experts.min()) < -1 or int(experts.max()) >= n_experts):
+        raise ValueError(f"ccnf_response: expert indices must lie in [-1, {n_experts})")
+    return xp.ascontiguousarray(experts)
