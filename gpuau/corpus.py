@@ -841,8 +841,7 @@ def _run(run: CorpusRun, analyzer, fmt: str, progress: bool, streams: "int | Non
         plan = plan_local_workers(len(run.todo), backend.name, workers)
         if plan.count > 1:
             logging.getLogger("gpuau").info("%d worker processes of %d core(s) each", plan.count, plan.threads)
-            device = f"cuda:{backend.device_id}" if backend.is_gpu else backend.name
-            schedule(run, device, plan, fmt=fmt, progress=progress, options=analyzer.settings())
+            schedule(run, backend.spec, plan, fmt=fmt, progress=progress, options=analyzer.settings())
             return
     for src, dst in run.todo:
         bar = progress_bar(progress, desc=src.name[:30], unit="frame", position=1, leave=False)

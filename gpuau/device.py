@@ -66,7 +66,8 @@ class Backend:
     device_id : int
         CUDA device ordinal (0 for the CPU backends).
     xp : module
-        ``numpy`` or ``cupy``.
+        ``numpy`` (cpu), ``cupy`` (cuda) or :mod:`gpuau.kernels.emulated_arrays` (emulated: NumPy arrays whose
+        kernels run in the CPU emulator).
     """
 
     name: str

@@ -15,8 +15,8 @@ active stream and runs each stage once for all of them:
    then each stream's tracker step takes its fits, boxes and certainties
    (:meth:`gpuau.landmarks.tracker.FaceTracker.track` with ``fit`` and ``box_fit``);
 4. AUs: alignment, FHOG and geometry of every tracked face in one batch
-   (:func:`gpuau.au.analyzer.face_features`), then each stream's running medians and prediction
-   history (:meth:`gpuau.au.AUAnalyzer.add_features`), which must run in frame order;
+   (:func:`gpuau.au.analyzer.face_features`), then every stream's running medians and prediction
+   history in one call (:func:`gpuau.au.analyzer.add_features_batch`), in frame order within each stream;
 5. rows: each stream's landmark row goes to its :class:`~gpuau.io.RowWriter`; at its end the offline
    AU pass fills the AU columns, as :meth:`gpuau.pipeline.Analyzer.write_video` does.
 
@@ -65,7 +65,7 @@ before the BGR frames were staged too, 107 MB before the AU models were shared p
 AU state moves to the device and about 16 MB of host memory remain per stream.  The device holds each
 stream's AU state and history, two steps' grey and BGR frames (the double buffer), one step's MTCNN
 pyramids and faces; :func:`auto_streams` sizes ``B`` from
-free device memory with :func:`stream_device_bytes` per stream (about 142 MB for 1080p).
+free device memory with :func:`stream_device_bytes` per stream (about 146 MB for 1080p).
 """
 from __future__ import annotations
 

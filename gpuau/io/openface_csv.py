@@ -52,9 +52,8 @@ TEXT_COLUMNS = ("file",)
 
 
 def openface_columns(au_reg_names=(), au_cls_names=(), *, sequence: bool = True, gaze: bool = False, pose: bool = True,
-                     landmarks_2d: bool = True, landmarks_3d: bool = True, params: bool = True, file: bool = False,
-                     num_landmarks: int = NUM_LANDMARKS, num_modes: int = NUM_MODES,
-                     num_eye_landmarks: int = NUM_EYE_LANDMARKS) -> list:
+                     landmarks_2d: bool = True, landmarks_3d: bool = True, params: bool = True,
+                     file: bool = False) -> list:
     """Column names in OpenFace's order (``RecorderCSV::Open``).
 
     Parameters
@@ -68,7 +67,6 @@ def openface_columns(au_reg_names=(), au_cls_names=(), *, sequence: bool = True,
         Column groups to include (gaze is off unless computed).
     file : bool
         gpuau's ``file`` column (the image file of each row of an image folder), last.
-    num_landmarks, num_modes, num_eye_landmarks : int
 
     Returns
     -------
@@ -77,15 +75,15 @@ def openface_columns(au_reg_names=(), au_cls_names=(), *, sequence: bool = True,
     cols = ["frame", "face_id", "timestamp", "confidence", "success"] if sequence else ["face", "confidence"]
     if gaze:
         cols += ["gaze_0_x", "gaze_0_y", "gaze_0_z", "gaze_1_x", "gaze_1_y", "gaze_1_z", "gaze_angle_x", "gaze_angle_y"]
-        cols += [f"eye_lmk_{a}_{i}" for a in "xyXYZ" for i in range(num_eye_landmarks)]
+        cols += [f"eye_lmk_{a}_{i}" for a in "xyXYZ" for i in range(NUM_EYE_LANDMARKS)]
     if pose:
         cols += ["pose_Tx", "pose_Ty", "pose_Tz", "pose_Rx", "pose_Ry", "pose_Rz"]
     if landmarks_2d:
-        cols += [f"{a}_{i}" for a in "xy" for i in range(num_landmarks)]
+        cols += [f"{a}_{i}" for a in "xy" for i in range(NUM_LANDMARKS)]
     if landmarks_3d:
-        cols += [f"{a}_{i}" for a in "XYZ" for i in range(num_landmarks)]
+        cols += [f"{a}_{i}" for a in "XYZ" for i in range(NUM_LANDMARKS)]
     if params:
-        cols += ["p_scale", "p_rx", "p_ry", "p_rz", "p_tx", "p_ty"] + [f"p_{i}" for i in range(num_modes)]
+        cols += ["p_scale", "p_rx", "p_ry", "p_rz", "p_tx", "p_ty"] + [f"p_{i}" for i in range(NUM_MODES)]
     cols += [f"{n}_r" for n in sorted(au_reg_names)]
     cols += [f"{n}_c" for n in sorted(au_cls_names)]
     if file:

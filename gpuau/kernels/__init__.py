@@ -9,7 +9,8 @@ Layout
     ``extern "C" __global__ void NAME(...)``; static ``__shared__`` sizes from ``#define``s.
 ``<name>.cuh``
     Device functions shared by several sources (``sgemm_order.cuh``: OpenBLAS's summation orders, for
-    ``ccnf_response.cu`` and ``pdm_fit.cu``), pulled in with ``#include "<name>.cuh"``: the loader
+    ``ccnf_response.cu`` and ``pdm_fit.cu``; ``similarity.cuh``: the similarity transform of a shape to
+    another), pulled in with ``#include "<name>.cuh"``: the loader
     inlines them (each once, with ``#line`` directives), so every compiler sees one self-contained text.
 ``loader.py``
     ``load_module(backend, source, defines)``: the ``#define`` preamble + source, compiled once per

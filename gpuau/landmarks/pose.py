@@ -103,7 +103,8 @@ def landmarks_3d(landmarks_2d: np.ndarray, shape_3d: np.ndarray, params_global: 
     shape_3d : ndarray (..., n, 3)
         ``PDM.calc_shape_3d(params_local)``.
     params_global : ndarray (..., 6)
-    fx, fy, cx, cy : float
+    fx, fy, cx, cy : float or ndarray broadcasting against (..., n)
+        Camera intrinsics (one ``(N, 1)`` array each for ``N`` faces with their own cameras).
 
     Returns
     -------
