@@ -81,7 +81,7 @@ import numpy as np
 from gpuau import _signals
 from gpuau.corpus import Outcome, failed_outcome
 from gpuau.device import Backend
-from gpuau.pipeline import FORMATS, Analyzer, Result, landmark_row
+from gpuau.pipeline import Analyzer, Result, close_table, landmark_row, output_format
 
 CPU_STREAMS = 4
 """Streams on the CPU backends when none are asked for (batching gains little there)."""
@@ -434,22 +434,19 @@ class _Stream:
 
     def __init__(self, job: Job, frames: Iterator, engine: "Engine", fmt: str, intrinsics,
                  files: "list[str] | None" = None, source=None):
-        from gpuau.au import AUAnalyzer
         from gpuau.io import RowWriter
-        from gpuau.landmarks.gaze import eye_parts
-        from gpuau.landmarks.tracker import FaceTracker
 
         self.job = job
         self.frames = frames
         self.source = source  # the VideoSource of a path input (released by close()), else None
         self.progress: "Callable[[int], None] | None" = None  # from Engine.run's on_open
         self.engine = engine
-        self.tracker = FaceTracker(engine.clnf, detect=self.detect, validate=self.validate, intrinsics=intrinsics,
-                                   models=engine.models, device=engine.backend, detect_every=engine.detect_every,
-                                   camera_space=False)  # the engine poses a step's faces together
-        self.aus = AUAnalyzer(engine.models, dynamic=not engine.analyzer.au_static, device=engine.backend)
+        analyzer = engine.analyzer
+        self.tracker = analyzer.new_tracker(intrinsics, detect=self.detect, validate=self.validate,
+                                            camera_space=False)  # the engine poses a step's faces together
+        self.aus = analyzer.new_au_analyzer()
         self.output = RowWriter(job.output, fmt, (self.aus.reg_names, self.aus.cls_names), engine.chunk, files=files,
-                                gaze=bool(eye_parts(engine.clnf)))
+                                gaze=analyzer.gaze)
         try:
             self.recorder = engine.analyzer.face_recorder(job.output)  # FHOG / aligned faces, or None
         except BaseException:
@@ -678,17 +675,13 @@ class Engine:
         return frames
 
     def _finish(self, s: _Stream) -> Outcome:
-        from gpuau.video import InputError, no_face_notes
+        from gpuau.video import no_face_notes
 
         s.close()
-        if s.frames_done == 0:
-            raise InputError(s.job.label, "no frames could be decoded", "the file may be empty, truncated or not a video")
-        if s.recorder is not None:  # before the table, whose presence marks the input done
-            s.recorder.commit()
-        columns = s.output.close(s.aus.finish())
+        columns = close_table(s.output, s.job.label, s.frames_done, s.recorder, s.aus.finish)
         source = s.source  # None for frames given in memory
         notes = [] if source is None else source.decoding_notes(s.frames_done)
-        warnings = [f"{s.job.label}: {n}" for n in notes + no_face_notes(s.frames_done, s.faces)]
+        warnings = [f"{s.job.label}: {n}" for n in no_face_notes(s.frames_done, s.faces) + notes]  # as analyze_video
         result = None if columns is None else Result(columns, source=str(s.job.label), frames_decoded=s.frames_done,
                                                      elapsed=s.elapsed, warnings=warnings)
         return Outcome(s.job.label, s.job.output, "done", reason="; ".join(notes), frames=s.frames_done, faces=s.faces,
@@ -728,8 +721,7 @@ class Engine:
             is the stream's share of the engine's steps, so the elapsed times of all outcomes add up
             to the engine's time.
         """
-        if format not in FORMATS:
-            raise ValueError(f"format {format!r}: use one of {FORMATS}")
+        output_format(None, format)  # one of FORMATS
         self._decoding = min(self.streams, len(jobs)) if isinstance(jobs, Sized) else self.streams
         queue = (j if isinstance(j, Job) else Job(*j) for j in jobs)
         active: list = []

@@ -100,6 +100,10 @@ class Result:
 
         return write_openface_parquet(path, self.columns)
 
+    def write(self, path: "str | os.PathLike", format: str) -> Path:
+        """:meth:`to_csv` or :meth:`to_parquet`, as ``format`` (one of :data:`FORMATS`) says."""
+        return (self.to_parquet if format == "parquet" else self.to_csv)(path)
+
 
 def base_columns(gaze: bool = False) -> list:
     """FeatureExtraction's non-AU columns that gpuau writes, in file order; ``gaze``: with the gaze and eye-landmark
@@ -405,12 +409,15 @@ class Analyzer:
         self._load()
         return self._clnf, self._mtcnn, self._validation
 
-    def _tracker(self, intrinsics):
+    def new_tracker(self, intrinsics, **overrides):
+        """A fresh :class:`~gpuau.landmarks.tracker.FaceTracker` of this Analyzer's models and settings, for one video
+        (``overrides``: FaceTracker's keywords, such as the batched engine's ``detect`` and ``validate``)."""
         from gpuau.landmarks.tracker import FaceTracker
 
         self._load()
-        return FaceTracker(self._clnf, detect=self._detector, validate=self._validator, intrinsics=intrinsics,
-                           models=self.models, device=self.backend, detect_every=self.detect_every)
+        kwargs = dict(detect=self._detector, validate=self._validator, intrinsics=intrinsics, models=self.models,
+                      device=self.backend, detect_every=self.detect_every)
+        return FaceTracker(self._clnf, **{**kwargs, **overrides})
 
     def _multi_tracker(self, intrinsics):
         from gpuau.landmarks.multi import MultiFaceTracker
@@ -419,7 +426,7 @@ class Analyzer:
         return MultiFaceTracker(self._clnf, detect_all=lambda image: self._mtcnn.detect(image).boxes,
                                 validate=self._validator, intrinsics=intrinsics, device=self.backend)
 
-    def _au_analyzer(self, dynamic: "bool | None" = None):
+    def new_au_analyzer(self, dynamic: "bool | None" = None):
         """A fresh :class:`~gpuau.au.AUAnalyzer`: with the dynamic models unless ``au_static`` (or ``dynamic``) says
         otherwise."""
         from gpuau.au import AUAnalyzer
@@ -429,7 +436,7 @@ class Analyzer:
     def _static_models(self):
         """The static AU models, AU PDM and triangulation (held by an :class:`~gpuau.au.AUAnalyzer`)."""
         if self._static is None:
-            self._static = self._au_analyzer(dynamic=False)
+            self._static = self.new_au_analyzer(dynamic=False)
         return self._static
 
     def _static_aus(self, image: np.ndarray, results: list, recorder=None, **names) -> list:
@@ -471,13 +478,13 @@ class Analyzer:
         :class:`~gpuau.io.FaceRecorder` given every frame's FHOG and aligned face.
         """
         tracker = worker = None
-        aus = self._au_analyzer() if aus is None else aus
+        aus = self.new_au_analyzer() if aus is None else aus
         try:
             for frame in frames:
                 _signals.check()
                 self.backend.use()
                 if tracker is None:
-                    tracker = self._tracker(intrinsics)
+                    tracker = self.new_tracker(intrinsics)
                     worker = AUThread(aus, depth=queue_depth(frame.image.nbytes, AUThread.BACKLOG), recorder=recorder)
                 r = tracker.track(frame.image, frame.gray)
                 worker.submit(frame.image, r.landmarks, r.detection_success, frame.timestamp)
@@ -621,7 +628,6 @@ class Analyzer:
         Returns ``(columns or None, frames, successful face rows)`` (see :meth:`gpuau.io.RowWriter.close`).
         """
         from gpuau.io import RowWriter
-        from gpuau.video import InputError
 
         a = self._static_models()
         aus, n, faces = [], 0, 0
@@ -636,11 +642,8 @@ class Analyzer:
                 faces += sum(int(r[4]) for r in frame_rows)
                 if progress:
                     progress(n)
-            if n == 0:
-                raise InputError(name, "no frames could be decoded", "the file may be empty, truncated or not a video")
-            if recorder is not None:  # before the table, whose presence marks the input done
-                recorder.commit()
-            return table.close(self._static_au_columns(aus), postprocessed=False), n, faces
+            columns = close_table(table, name, n, recorder, lambda: self._static_au_columns(aus), postprocessed=False)
+            return columns, n, faces
 
     def _write_rows(self, frames, name, intrinsics, progress, output, fmt: str, chunk: int) -> tuple:
         """:meth:`track`'s rows into a :class:`~gpuau.io.RowWriter`, the post-processed AUs at the end.
@@ -648,9 +651,8 @@ class Analyzer:
         Returns ``(columns or None, frames, frames with a tracked face)`` (see :meth:`gpuau.io.RowWriter.close`).
         """
         from gpuau.io import RowWriter
-        from gpuau.video import InputError
 
-        aus = self._au_analyzer()
+        aus = self.new_au_analyzer()
         faces = 0
         recorder = self.face_recorder(output)
         with RowWriter(output, fmt, (aus.reg_names, aus.cls_names), chunk, files=_image_names(frames),
@@ -660,11 +662,7 @@ class Analyzer:
                 faces += int(row[4])
                 if progress:
                     progress(table.rows)
-            if table.rows == 0:
-                raise InputError(name, "no frames could be decoded", "the file may be empty, truncated or not a video")
-            if recorder is not None:  # before the table, whose presence marks the input done
-                recorder.commit()
-            return table.close(aus.finish()), table.rows, faces
+            return close_table(table, name, table.rows, recorder, aus.finish), table.rows, faces
 
     def write_video(self, path: "str | os.PathLike", output: "str | os.PathLike", *, format: "str | None" = None,
                     progress: "Callable[[int], None] | None" = None, chunk: int = 256,
@@ -702,7 +700,7 @@ class Analyzer:
                     res = self._analyze_image_source(source, recorder=recorder)
                     if recorder is not None:  # before the table, whose presence marks the input done
                         recorder.commit()
-                (res.to_parquet if format == "parquet" else res.to_csv)(output)
+                res.write(output, format)
                 if progress:
                     progress(1)
                 return {"frames": 1, "faces": res.faces_found, "frame_count": 1, "elapsed": res.elapsed}
@@ -710,6 +708,20 @@ class Analyzer:
             _, n, faces = self._writer(multi_face)[0](source, path, self.camera, progress, output, format, chunk)
         return {"frames": n, "faces": faces, "frame_count": source.frame_count, "elapsed": time.perf_counter() - t0,
                 "notes": source.decoding_notes(n)}
+
+
+def close_table(table, name, frames: int, recorder, au_columns: Callable[[], dict], *, postprocessed: bool = True):
+    """Complete one input's table once its ``frames`` are tracked, and close it (:meth:`gpuau.io.RowWriter.close`,
+    whose return value this is): an input of no frame raises :class:`~gpuau.video.InputError` naming ``name``; the
+    face recorder's files (or None) are committed before the table, whose presence marks the input done; then the
+    table gets its AU columns, ``au_columns()`` (post-processed, or the static models' with ``postprocessed=False``)."""
+    from gpuau.video import InputError
+
+    if frames == 0:
+        raise InputError(name, "no frames could be decoded", "the file may be empty, truncated or not a video")
+    if recorder is not None:
+        recorder.commit()
+    return table.close(au_columns(), postprocessed=postprocessed)
 
 
 def _flag(name: str, value) -> bool:
@@ -749,5 +761,5 @@ def analyze_video(path: "str | os.PathLike", *, device: str = "auto", models=Non
         check_output(output, format)
     res = Analyzer(device, models=models).analyze_video(path)
     if output is not None:
-        (res.to_parquet if format == "parquet" else res.to_csv)(output)
+        res.write(output, format)
     return res
