@@ -6,7 +6,6 @@ failed with the reason. Only a full disk stops the run, since every later output
 """
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import logging
@@ -25,7 +24,8 @@ except ImportError:  # not a POSIX system: runs do not lock their output folder 
 
 from gpuau._atomic import check_writable, remove_stale_temps
 from gpuau import _signals
-from gpuau.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, InputError, no_face_notes
+from gpuau.outcome import Outcome, failed_outcome
+from gpuau.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, InputError
 
 LIST_EXTENSIONS = (".txt", ".lst")
 
@@ -202,39 +202,6 @@ def settings_difference(recorded: dict, settings: dict) -> str:
     """The settings in which ``recorded`` and ``settings`` differ, as ``quality 'fast' (this run: 'exact'), ...``."""
     keys = [k for k in dict.fromkeys([*recorded, *settings]) if recorded.get(k) != settings.get(k)]
     return ", ".join(f"{k} {recorded.get(k)!r} (this run: {settings.get(k)!r})" for k in keys)
-
-
-@dataclass
-class Outcome:
-    """What happened to one input."""
-
-    input: Path
-    output: Path
-    status: str  # "done" | "skipped" | "failed"
-    reason: str = ""
-    frames: int = 0
-    faces: int = 0
-    elapsed: float = 0.0
-    disk_full: bool = False  # the output's device was full: no later input can be written either
-    result: object = None  # the in-memory table (gpuau.pipeline.Result) of an engine job without output file
-
-    def warnings(self) -> list:
-        """What a finished input warns of: no face in any frame, and the reason's notes (frames decoded against the
-        container's count, a rotated video's turn)."""
-        if self.status != "done":
-            return []
-        return no_face_notes(self.frames, self.faces) + ([self.reason] if self.reason else [])
-
-    def describe(self) -> str:
-        """One line: status, input, and frames, faces, time and output (done), or the reason (failed)."""
-        head = f"{self.status:<8} {self.input}"
-        if self.status == "skipped":
-            return f"{head}: {self.output} exists"
-        if self.status == "failed":
-            return f"{head}: {self.reason}"
-        speed = f" ({self.frames / self.elapsed:.1f} frames/s)" if self.elapsed > 0 else ""
-        return (f"{head}: {self.frames} frames, {self.faces} with a face, {self.elapsed:.1f} s{speed} "
-                f"-> {self.output}")
 
 
 @dataclass
@@ -652,18 +619,6 @@ def analyze_input(analyzer, src: Path, dst: Path, *, fmt: str = "csv", progress=
     return Outcome(src, dst, "done", reason=note, frames=info["frames"], faces=info["faces"], elapsed=info["elapsed"])
 
 
-def failed_outcome(src, dst, error: Exception) -> Outcome:
-    """The failed outcome of an input whose analysis raised ``error``: the reason in words (with the fix an
-    :class:`~gpuau.video.InputError` gives), and ``disk_full`` when the output's device is full."""
-    if isinstance(error, InputError):  # naming the file at fault where it is not the input (an image of a folder)
-        return Outcome(src, dst, "failed", reason=error.explanation if Path(error.path) == Path(src) else str(error))
-    if isinstance(error, OSError):
-        if error.errno == errno.ENOSPC:
-            return Outcome(src, dst, "failed", reason=f"disk full writing {dst}", disk_full=True)
-        return Outcome(src, dst, "failed", reason=f"{error.strerror or error} ({error.filename or dst})")
-    return Outcome(src, dst, "failed", reason=f"{type(error).__name__}: {error}")
-
-
 FAULT_ENV = "GPUAU_WORKER_FAULT"
 """Fault injection for tests: ``FILE`` holding an input's file name. A worker process (Ray's or
 :mod:`gpuau.workers`') analysing that input deletes ``FILE`` after the input's first frame and exits on the
@@ -774,6 +729,13 @@ class WorkerDeaths:
         else:
             say(f"warning: worker died analysing {src} ({cause}); retry {deaths} of {self.max_retries} {retry_where}")
             self.queue.appendleft(item)
+
+    def abandon(self, error) -> None:
+        """Every worker died and none could start again (the last start's ``error``): each input still queued fails,
+        saying so."""
+        while self.queue:
+            src, dst = self.queue.popleft()
+            self.run.record(Outcome(src, dst, "failed", reason=f"not analysed: no worker left ({error})"))
 
 
 def run_corpus(inputs: Iterable, outdir: "str | os.PathLike", *, analyzer, fmt: str = "csv", overwrite: bool = False,

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Iterable
 
 from gpuau._deps import DependencyError
-from gpuau.corpus import CorpusReport, CorpusRun, CorpusWorker, Outcome, WorkerDeaths, output_settings, say
+from gpuau.corpus import CorpusReport, CorpusRun, CorpusWorker, WorkerDeaths, output_settings, say
 
 CPU_CORES_PER_WORKER = 4
 """Cores per worker on CPU nodes when ``workers`` is not given: a node of ``n`` cores runs ``n // 4`` workers."""
@@ -173,9 +173,7 @@ def _schedule(run: CorpusRun, plan: WorkerPlan, *, fmt: str, max_retries: int, o
                 if not starting:
                     if not ever_ready:
                         raise ClusterError(f"no gpuau worker could start on the Ray cluster: {start_error}")
-                    for src, dst in queue:
-                        run.record(Outcome(src, dst, "failed", reason=f"not analysed: no worker left ({start_error})"))
-                    queue.clear()
+                    died.abandon(start_error)
                     break
                 waited = time.monotonic() - min(t for _, t in starting.values())
                 if waited > START_TIMEOUT_S:

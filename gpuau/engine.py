@@ -27,7 +27,7 @@ the single-stream pipeline's with the same settings (``quality``, ``detect_every
 A prediction of steps 1 and 3 that a tracker does not follow costs time, not correctness: the
 tracker then detects or validates alone (counted in :attr:`Engine.stats`).  Streams join as others
 end (a free slot takes the next job at once), and a stream whose input is unreadable, or whose frames
-or compute fail, ends alone with a failed :class:`~gpuau.corpus.Outcome`.
+or compute fail, ends alone with a failed :class:`~gpuau.outcome.Outcome`.
 
 Frames reach the device through :class:`FrameStaging`: the float32 grey levels and the uint8 BGR
 pixels of a step are written into (pinned, on CUDA) host buffers and copied on a separate CUDA stream
@@ -79,8 +79,8 @@ from typing import Callable, Iterable, Iterator, Sized
 import numpy as np
 
 from gpuau import _signals
-from gpuau.corpus import Outcome, failed_outcome
 from gpuau.device import Backend
+from gpuau.outcome import Outcome, failed_outcome
 from gpuau.pipeline import Analyzer, Result, close_table, landmark_row, output_format
 
 CPU_STREAMS = 4

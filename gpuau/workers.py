@@ -25,8 +25,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from gpuau._gc import collect_rarely
-from gpuau.corpus import (VIDEO_BARS, CorpusRun, CorpusWorker, Outcome, WorkerDeaths, on_terminal, progress_bar,
-                          say)
+from gpuau.corpus import VIDEO_BARS, CorpusRun, CorpusWorker, WorkerDeaths, on_terminal, progress_bar, say
 
 class WorkerError(RuntimeError):
     """No worker process could start (the message gives the first one's error)."""
@@ -268,8 +267,7 @@ def schedule(run: CorpusRun, device: str, plan: LocalPlan, *, fmt: str, progress
         while (queue and not run.report.stopped) or any(p.item for p in procs):
             if not procs:
                 if ever_ready:  # every worker died and none could restart
-                    for src, dst in queue:
-                        run.record(Outcome(src, dst, "failed", reason=f"not analysed: no worker left ({start_error})"))
+                    deaths.abandon(start_error)
                     return
                 raise WorkerError(f"no worker process could start: {start_error}")
             for p in procs:

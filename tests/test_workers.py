@@ -197,6 +197,21 @@ def test_workers_that_cannot_start_stop_the_run_with_their_error(corpus, tmp_pat
     assert run.finish().outcomes == []
 
 
+def test_inputs_left_when_every_worker_is_gone_fail_saying_so(corpus, tmp_path):
+    """The local and the Ray scheduler, once no worker is left and none can start again: every queued input fails with
+    the last start's error (WorkerDeaths.abandon), and the run goes on to its report."""
+    from collections import deque
+
+    from gpuau.corpus import CorpusRun, WorkerDeaths
+
+    run = CorpusRun(corpus[1:3], tmp_path / "out", progress=False)
+    queue = deque(run.todo)
+    WorkerDeaths(run, queue, max_retries=2).abandon("MemoryError: out of memory")
+    outcomes = run.finish().outcomes
+    assert not queue and [o.status for o in outcomes] == ["failed", "failed"]
+    assert {o.reason for o in outcomes} == {"not analysed: no worker left (MemoryError: out of memory)"}
+
+
 def _faces_found(analyzer: Analyzer, image) -> int:
     return analyzer.analyze_image(image).faces_found
 
