@@ -19,7 +19,7 @@ For each video (default: ``../shared/media/default.wmv`` and ``2015-10-15-15-14.
 * **start-up** (once per run): a fresh process imports gpuau, loads the models and analyses the first
   frame twice; start-up = interpreter + imports + (first frame - second frame), i.e. model loading and
   Numba JIT.  *cold*: empty Numba and parsed-model caches, the kernels compiled by the warm-up's child
-  processes (:mod:`gpuau.cpu.warmup`); *cold, in process*: the same with ``GPUAU_WARMUP=0`` (the analysing
+  processes (:mod:`gpuau.warmup`); *cold, in process*: the same with ``GPUAU_WARMUP=0`` (the analysing
   process compiles them); *warm*: the first caches, now filled.  Peak memory of the process and, apart,
   of the largest child process it waited for.
 
@@ -279,7 +279,7 @@ def startup(video: Path, device: str, quality: str, cache: "Path | None", workdi
     """Start-up of a fresh process with the Numba / parsed-model caches in ``cache`` (see the module docstring).
 
     Peak memory: ``peak_rss_mb`` the process's own, ``children_peak_rss_mb`` the largest of the child
-    processes it waited for (a cold start's kernel warm-up, :mod:`gpuau.cpu.warmup`).  ``env``: extra
+    processes it waited for (a cold start's kernel warm-up, :mod:`gpuau.warmup`).  ``env``: extra
     environment variables.
     """
     cmd = [sys.executable, "-m", "benchmarks.run", "--startup-child", str(video), "--device", device,

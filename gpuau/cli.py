@@ -335,7 +335,7 @@ def models_path(args) -> int:
                    "does it; for install scripts and container images)",
          arg("--models", default=None, help="OpenFace model folder (default: see `gpuau models path`)"))
 def warmup(args) -> int:
-    from gpuau.cpu.warmup import is_warm, warm_up
+    from gpuau.warmup import is_warm, warm_up
 
     _log_to_stderr()
     if is_warm():

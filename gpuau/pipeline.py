@@ -363,10 +363,10 @@ class Analyzer:
 
     def compile_kernels(self) -> None:
         """On the CPU, compile the Numba kernels if this version of gpuau has not (in child processes, once:
-        :func:`gpuau.cpu.warmup.ensure_warm`); the first analysis calls it, and a caller timing its analyses can
+        :func:`gpuau.warmup.ensure_warm`); the first analysis calls it, and a caller timing its analyses can
         call it first."""
         if self.backend.name == "cpu":
-            from gpuau.cpu.warmup import ensure_warm
+            from gpuau.warmup import ensure_warm
 
             ensure_warm(self.models)
 

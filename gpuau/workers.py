@@ -212,7 +212,7 @@ def schedule(run: CorpusRun, device: str, plan: LocalPlan, *, fmt: str, progress
 
     ``device``: the workers' (``"cpu"``, ``"cuda:N"``); ``options``: their Analyzer's keywords
     (:meth:`gpuau.pipeline.Analyzer.settings`); ``max_retries``: times an input is analysed again after
-    the worker analysing it died.  The CPU kernels must be compiled already (:func:`gpuau.cpu.warmup.ensure_warm`).
+    the worker analysing it died.  The CPU kernels must be compiled already (:func:`gpuau.warmup.ensure_warm`).
 
     Raises
     ------

@@ -151,11 +151,11 @@ def test_first_run_compile_is_reported_as_setup_not_as_analysis_time(tmp_path, m
     and leaves the elapsed time and frames/s to the analysis."""
     import time
 
-    import gpuau.cpu.warmup
+    import gpuau.warmup
     from gpuau.corpus import run_corpus
     from gpuau.pipeline import Analyzer
 
-    monkeypatch.setattr(gpuau.cpu.warmup, "ensure_warm", lambda models=None: time.sleep(1.5))
+    monkeypatch.setattr(gpuau.warmup, "ensure_warm", lambda models=None: time.sleep(1.5))
     clip = write_clip(tmp_path / "clip.avi", [np.full((48, 64, 3), 90, np.uint8)] * 3)
     t = time.perf_counter()
     report = run_corpus([clip], tmp_path / "out", analyzer=Analyzer("cpu"), progress=False, workers=1)

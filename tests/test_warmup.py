@@ -1,4 +1,4 @@
-"""gpuau.cpu.warmup: child processes fill Numba's cache with exactly the entries the pipeline loads."""
+"""gpuau.warmup: child processes fill Numba's cache with exactly the entries the pipeline loads."""
 import json
 import logging
 import os
@@ -14,7 +14,7 @@ pytest.importorskip("numba")
 _PIPELINE = """
 import json, sys
 from numba.core.registry import CPUDispatcher
-from gpuau.cpu.warmup import is_warm
+from gpuau.warmup import is_warm
 warm = is_warm()
 from gpuau.pipeline import Analyzer
 from gpuau.video import open_source
@@ -56,7 +56,7 @@ def test_warm_up_fills_the_cache_the_pipeline_loads(tmp_path, models_dir, media_
 def test_other_numba_functions_load_as_numba_loads_them(tmp_path):
     """load_without_refresh changes how gpuau's kernels load, not a caller's own cached Numba functions."""
     (tmp_path / "mine.py").write_text("import numba\n\n@numba.njit(cache=True)\ndef add_one(x):\n    return x + 1\n")
-    probe = ("import sys\nfrom gpuau.cpu.warmup import load_without_refresh\nload_without_refresh()\nimport mine\n"
+    probe = ("import sys\nfrom gpuau.warmup import load_without_refresh\nload_without_refresh()\nimport mine\n"
              "assert mine.add_one(1) == 2\nprint(sum(mine.add_one.stats.cache_hits.values()), "
              "'numba.np.polynomial.polynomial_core' in sys.modules)")
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba"), PYTHONPATH=os.pathsep.join(
@@ -69,7 +69,7 @@ def test_other_numba_functions_load_as_numba_loads_them(tmp_path):
 def test_a_kernel_missing_from_the_cache_compiles(tmp_path):
     """Under load_without_refresh a gpuau kernel that Numba's cache lacks compiles (Numba's compiler refreshes the
     target itself) and runs: a rotation matrix from Euler angles."""
-    probe = ("import numpy as np\nfrom gpuau.cpu.warmup import load_without_refresh\nload_without_refresh()\n"
+    probe = ("import numpy as np\nfrom gpuau.warmup import load_without_refresh\nload_without_refresh()\n"
              "from gpuau.cpu.pdm_fit import euler_to_rotation as f\nr = f(np.array([0.1, -0.2, 0.3], np.float32))\n"
              "assert np.allclose(r @ r.T, np.eye(3), atol=1e-6) and abs(np.linalg.det(r) - 1) < 1e-6\n"
              "print(sum(f.stats.cache_hits.values()), sum(f.stats.cache_misses.values()))")
@@ -80,10 +80,10 @@ def test_a_kernel_missing_from_the_cache_compiles(tmp_path):
 
 
 def test_a_failing_child_is_logged_not_raised(monkeypatch, models_dir, caplog):
-    from gpuau.cpu import warmup
+    from gpuau import warmup
 
     monkeypatch.setattr(sys, "executable", "/bin/false")
-    with caplog.at_level(logging.WARNING, logger="gpuau.cpu.warmup"):
+    with caplog.at_level(logging.WARNING, logger="gpuau.warmup"):
         assert warmup.warm_up(models_dir) is False
     assert "compile in this process instead" in caplog.text
 
@@ -91,7 +91,7 @@ def test_a_failing_child_is_logged_not_raised(monkeypatch, models_dir, caplog):
 def test_stamp_follows_the_kernel_sources_only(tmp_path, monkeypatch):
     """Editing a module without cached kernels keeps the warm-up's stamp; editing a kernel's source
     (what invalidates Numba's cache) gives a new one."""
-    from gpuau.cpu import warmup
+    from gpuau import warmup
 
     (tmp_path / "kernels.py").write_text("@nb.njit(cache=True)\ndef f(x):\n    return x\n")
     (tmp_path / "glue.py").write_text("def g():\n    return 1\n")
@@ -106,7 +106,7 @@ def test_stamp_follows_the_kernel_sources_only(tmp_path, monkeypatch):
 def test_stamp_follows_the_cpu_target():
     """A cache folder shared by machines of different CPUs holds Numba's kernels for each, and each needs its own
     warm-up: the stamp names the target Numba compiles for (here set by NUMBA_CPU_NAME, in fresh processes)."""
-    code = "from gpuau.cpu import warmup; print(warmup._stamp())"
+    code = "from gpuau import warmup; print(warmup._stamp())"
     stamps = {}
     for cpu in ("", "haswell", "x86-64"):
         env = {k: v for k, v in os.environ.items() if k != "NUMBA_CPU_NAME"} | ({"NUMBA_CPU_NAME": cpu} if cpu else {})

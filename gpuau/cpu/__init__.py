@@ -38,7 +38,7 @@ def configure_numba_cache() -> None:
     another module keeps the helper's old code after the helper is edited. Measured: with
     ``pdm_fit.solve_cholesky`` edited to return zeros, the cached ``nu_rlms`` fit still moved the face.
     With one folder per version of all kernel sources, any edit starts from an empty cache; the next
-    CPU run compiles once (:mod:`gpuau.cpu.warmup`).
+    CPU run compiles once (:mod:`gpuau.warmup`).
 
     A folder already chosen by a parent process (warm-up children, worker processes) is kept. Call this
     before the first cached kernel is defined: Numba picks a function's cache folder when it is decorated.

@@ -3,7 +3,7 @@
 A process that compiles a Numba function keeps the compiled LLVM module for its whole life (and each
 caller embeds its callees again), so a first run after an install, which compiles every ``cache=True``
 kernel, peaked ~180 MB above a warm run (580-586 MB against ~400).  Here each group of kernels is
-compiled by its own child process (``python -m gpuau.cpu.warmup GROUP``) that runs that group's
+compiled by its own child process (``python -m gpuau.warmup GROUP``) that runs that group's
 pipeline stage on a small synthetic frame, so the cache entries have exactly the argument types the
 pipeline uses; the analysing process then only loads them from the cache.  Groups run one after the
 other: the peak is the largest child's, not their sum.
@@ -29,7 +29,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-PACKAGE = Path(__file__).resolve().parents[1]
+PACKAGE = Path(__file__).resolve().parent
 
 
 def _synthetic_frame(height: int = 480, width: int = 640) -> "tuple[np.ndarray, np.ndarray]":
@@ -190,7 +190,7 @@ def warm_up(models: "str | os.PathLike | None" = None) -> bool:
     t0 = time.perf_counter()
     for group in GROUPS:
         log.info("compiling the %s kernels", group)
-        proc = subprocess.run([sys.executable, "-m", "gpuau.cpu.warmup", group, str(models)], env=env,
+        proc = subprocess.run([sys.executable, "-m", "gpuau.warmup", group, str(models)], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         if proc.returncode != 0:
             log.warning("compiling the %s kernels in a child process failed (exit %s); they compile in this "
