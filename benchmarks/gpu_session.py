@@ -83,7 +83,7 @@ def run(out: Path, device: str, frames: int, streams: list, packed: Path = PACK)
         return 1
     out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, GPUAU_SHARED=str(packed), GPUAU_MODELS=str(packed / "models" / "openface-2.2.0"),
-               GPUAU_CACHE=str(ROOT / ".gpuau-cache"),
+               GPUAU_CACHE=os.environ.get("GPUAU_CACHE", str(ROOT / ".gpuau-cache")),
                PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
     py = sys.executable
     video = packed / "media" / "default.wmv"

@@ -42,6 +42,12 @@ def backend_names() -> list:
     return names
 
 
+devices_only = pytest.mark.parametrize(
+    "backend", [p for p in backend_names() if p.id != "cpu"], indirect=True)
+"""For a test whose oracle is the cpu backend's own kernel (the Numba twin): the ``backend`` fixture without ``cpu``,
+where the test would compare that kernel with itself."""
+
+
 def load_gaps(path: Path = GAPS_FILE) -> dict[tuple[str, str], str]:
     """``{(test function name, backend): reason}`` from ``backend_gaps.toml``."""
     with open(path, "rb") as f:

@@ -475,3 +475,19 @@ def test_new_inputs_beside_outputs_of_other_settings_are_warned(media_dir, tmp_p
         "keep the analyses apart)\n")
     CorpusRun([image], out, progress=False, settings=exact).finish()  # photo.csv's image settings differ too
     assert "photo.csv there was made with other settings" in capsys.readouterr().err
+
+
+def test_analyze_models_option_reaches_the_workers(models_dir, media_dir, tmp_path, monkeypatch, capsys):
+    """--models is the folder every analysis uses, in this process and in worker processes (whose environment says
+    otherwise here); a folder that is not one stops the command with the fix."""
+    monkeypatch.setenv("GPUAU_MODELS", str(tmp_path / "empty"))
+    out = tmp_path / "out"
+    images = [media_dir / "sample1.jpg", media_dir / "sample2.jpg"]
+    argv = ["analyze", *map(str, images), "-o", str(out), "--device", "cpu", "--quiet", "--workers", "2"]
+    assert cli.main([*argv, "--models", str(models_dir)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["gpuau-settings.jsonl", "sample1.csv", "sample2.csv"]
+    capsys.readouterr()
+    assert cli.main([*argv, "--models", str(tmp_path / "nowhere"), "--overwrite"]) == 2
+    assert capsys.readouterr().err == (f"gpuau: error: no OpenFace model folder at {tmp_path / 'nowhere'} (from "
+                                       f"argument): it lacks lib/local/LandmarkDetector/model. Fix: gpuau models fetch "
+                                       f"--dir {tmp_path / 'nowhere'}\n")

@@ -363,7 +363,7 @@ def test_detects_before_fit_follows_the_tracker():
     assert predicted.count(True) == 3  # frames 1, 13, 25: every 6 * reinit_video_every frames
 
 
-def test_cli_streams(tmp_path, media_dir, clips, cpu_analyzer):
+def test_cli_streams(tmp_path, media_dir, clips, cpu_analyzer, capsys):
     seq = tmp_path / "clip"
     seq.mkdir()
     for i, img in enumerate(clips["changeLighting.wmv"][0][:10]):
@@ -379,6 +379,7 @@ def test_cli_streams(tmp_path, media_dir, clips, cpu_analyzer):
     assert (out / "clip.csv").read_bytes() == (tmp_path / "ref.csv").read_bytes()
     with pytest.raises(SystemExit):
         main(["analyze", str(seq), "-o", str(out), "--streams", "0"])
+    assert "'0': expected a positive number of streams or 'auto'" in capsys.readouterr().err
 
 
 def test_cli_streams_progress_bars_know_each_videos_length(tmp_path, clips, monkeypatch):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from backends import devices_only
 from gpuau.cpu import fhog as cpu_fhog
 from gpuau.cpu import threads
 from gpuau.cpu.fhog import fhog
@@ -150,6 +151,7 @@ def test_fhog_batch_equals_single(aligned_faces):
     np.testing.assert_array_equal(fhog(many)[: len(aligned_faces)], fhog(aligned_faces))
 
 
+@devices_only
 def test_fhog_backends_agree(backend, aligned_faces):
     rng = np.random.default_rng(5)
     odd = rng.integers(0, 256, (2, 77, 93, 3), dtype=np.uint8)

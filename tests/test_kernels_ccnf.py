@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from backends import devices_only
 from ccnf_steps import extract_areas, similarity_to_reference, view_index
 from gpuau.cpu.ccnf_response import ccnf_response as ccnf_response_cpu
 from gpuau.landmarks.clnf import CLNF
@@ -58,6 +59,7 @@ def expert_inputs(clnf, frame, scale: int, ws: int):
     return areas, ccnf.weights(view), ccnf.alphas(view), ccnf.sigmas(view, ws)
 
 
+@devices_only
 @pytest.mark.parametrize("scale, ws", CASES)
 def test_ccnf_response_matches_twin(backend, clnf, frames, scale, ws):
     for frame in frames:

@@ -12,6 +12,7 @@ the emulator:
 import numpy as np
 import pytest
 
+from backends import devices_only
 from gpuau.device import resolve_device
 from gpuau.landmarks.clnf import _fit_scale, _refined, patch_responses
 from gpuau.landmarks.pdm import AU_PDM, PDM
@@ -54,6 +55,7 @@ CASES = [("main", 0, 11), ("main", 1, 9), ("main", 2, 7), ("inner", 0, 9), ("lef
          ("right_eye_28", 1, 5)]
 
 
+@devices_only
 @pytest.mark.parametrize("model_name, scale, window", CASES, ids=[f"{m}-s{s}-w{w}" for m, s, w in CASES])
 def test_fit_scale_matches_twin(backend, clnf, faces, model_name, scale, window):
     images, gs, ls = faces

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from au_harness import reference_landmarks
-from backends import assert_backend_close
+from backends import assert_backend_close, devices_only
 from gpuau.au import AUAnalyzer
 from gpuau.au.analyzer import face_features
 from gpuau.au.running_median import (GEOM_BINS, GEOM_MAX, GEOM_MIN, HOG_BINS, HOG_MAX, HOG_MIN, RunningMedian,
@@ -38,6 +38,7 @@ def run_streams(device, rows, kind, steps):
     return states, medians
 
 
+@devices_only
 @pytest.mark.parametrize("kind", ["hog", "geometry"])
 def test_running_median_update_equals_twin(backend, descriptors, kind):
     rows = descriptors[0] if kind == "hog" else descriptors[1]

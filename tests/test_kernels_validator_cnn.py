@@ -6,6 +6,7 @@ normalisation and network there), also from frames already on the device (``stag
 import numpy as np
 import pytest
 
+from backends import devices_only
 from gpuau.cpu import validator_cnn as twin
 from gpuau.cpu.paw import validator_faces
 from gpuau.landmarks.paw import warp_coefficients
@@ -36,6 +37,7 @@ def _inputs(validator, faces, view_index):
                            warp_coefficients(view.paw, np.stack(local)), *_view_arrays(view, validator.backend))
 
 
+@devices_only
 @pytest.mark.parametrize("view_index", [0, 3])
 def test_layers_match_twins(backend, validator, faces, view_index):
     """Each layer's output equal to the twin's on the same input (the twin's chain), and the whole network."""

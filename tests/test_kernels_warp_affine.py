@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from backends import assert_backend_close
+from backends import assert_backend_close, devices_only
 from gpuau.cpu import threads
 from gpuau.cpu import warp_affine as cpu_warp
 from gpuau.cpu.warp_affine import warp_affine as warp_affine_cpu
@@ -76,6 +76,7 @@ def test_golden_data_is_installed_opencv(golden):
         np.testing.assert_array_equal(cv2.warpAffine(golden["gray"], m, (33, 27), flags=FLAGS), exp)
 
 
+@devices_only
 @pytest.mark.parametrize("dtype", [np.uint8, np.float32])
 def test_warp_affine_frames_backends_agree(backend, frames, dtype):
     """68 areas of interest x 6 real frames per call, borders included: every backend == the Numba oracle."""
@@ -94,6 +95,7 @@ def test_warp_affine_frames_backends_agree(backend, frames, dtype):
             np.testing.assert_array_equal(expected[k], ref)
 
 
+@devices_only
 def test_warp_affine_bgr_float_matrices(backend, frames):
     """3-channel frames with float32 matrices (as OpenFace stores them); an index outside the
     batch gives an all-border output."""

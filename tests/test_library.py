@@ -50,11 +50,17 @@ def test_an_output_named_as_its_input_is_refused(analyzer, media_dir, tmp_path):
     assert (tmp_path / "face.jpg").read_bytes() == (media_dir / "sample1.jpg").read_bytes()
 
 
-def test_threads_sharing_a_fresh_analyzer_load_its_models_once(media_dir):
+def test_threads_sharing_a_fresh_analyzer_load_its_models_once(media_dir, monkeypatch):
+    from gpuau.landmarks import quality
+
+    loads = []
+    load_clnf = quality.load_clnf
+    monkeypatch.setattr(quality, "load_clnf", lambda *a: loads.append(a) or load_clnf(*a))
     shared = gpuau.Analyzer("cpu", quality="fast")
     images = [media_dir / f"sample{i}.jpg" for i in (1, 2, 3, 4)]
     with ThreadPoolExecutor(4) as pool:
         together = list(pool.map(shared.analyze_image, images))
+    assert len(loads) == 1
     alone = gpuau.Analyzer("cpu", quality="fast")
     for image, res in zip(images, together):
         assert res.to_pandas().equals(alone.analyze_image(image).to_pandas()), image

@@ -139,13 +139,24 @@ def test_ctrl_c_while_the_workers_start_prints_no_traceback_of_theirs(media_dir,
                             stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
-    while len(subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()) < 3 \
-            and time.monotonic() < deadline:  # multiprocessing's resource tracker and the two workers, importing
+    while len(subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()) < 3:
+        assert time.monotonic() < deadline  # multiprocessing's resource tracker and the two workers, importing
         time.sleep(0.01)
-    time.sleep(0.1)  # past the parent's start() of the second (it ignores Ctrl-C for those few milliseconds)
+    while _ignores_sigint(proc.pid):  # the parent's start() of the second, which ignores Ctrl-C for milliseconds
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert (proc.returncode, err) == (130, "gpuau: interrupted\n")
+
+
+def _ignores_sigint(pid: int) -> bool:
+    """Whether process ``pid`` ignores SIGINT now (its ``SigIgn`` mask in /proc)."""
+    import signal
+
+    with open(f"/proc/{pid}/status") as f:
+        mask = next(int(line.split()[1], 16) for line in f if line.startswith("SigIgn:"))
+    return bool(mask >> (signal.SIGINT - 1) & 1)
 
 
 def _two_workers_writing(media_dir, out, sigint) -> subprocess.Popen:
