@@ -11,15 +11,15 @@ Importing :mod:`gpuau` loads no heavy library (numba, cupy, onnxruntime, OpenCV)
 """
 __version__ = "0.1.0"
 
-__all__ = ["Analyzer", "DeviceError", "InputError", "ModelStoreError", "Result", "analyze_video", "resolve_device",
-           "__version__"]
+__all__ = ["Analyzer", "DeviceError", "InputError", "ModelStoreError", "Result", "analyze_video", "__version__"]
 
 _LAZY = {"Analyzer": "gpuau.pipeline", "Result": "gpuau.pipeline", "analyze_video": "gpuau.pipeline",
-         "resolve_device": "gpuau.device", "DeviceError": "gpuau.device", "InputError": "gpuau.video",
-         "ModelStoreError": "gpuau.models.store"}
-# subpackages a caller reaches as gpuau.NAME after a plain ``import gpuau`` (gpuau.video.serial_opencv(), ...)
-_SUBPACKAGES = ("au", "corpus", "cpu", "detect", "device", "engine", "features", "io", "kernels", "landmarks",
-                "models", "video")
+         "DeviceError": "gpuau.device", "InputError": "gpuau.video", "ModelStoreError": "gpuau.models.store"}
+# the modules a caller reaches as gpuau.NAME after a plain ``import gpuau`` (gpuau.video.serial_opencv(), ...): the
+# pipeline's stages and runners; the kernels and their Numba twins (gpuau.kernels, gpuau.cpu) are reached through a
+# device's backend, not by name
+_SUBPACKAGES = ("au", "corpus", "detect", "device", "distributed", "engine", "features", "io", "landmarks", "models",
+                "pipeline", "video")
 
 
 def __getattr__(name):

@@ -185,8 +185,7 @@ def align_faces_mask(images, image_index: np.ndarray, landmarks_2d: np.ndarray, 
     """
     backend = resolve_device(device)
     n = len(landmarks_2d)
-    warps = similarity_warp(np.asarray(landmarks_2d, _F).reshape(n, -1, 2), np.asarray(params_global, _F).reshape(n, 6),
-                            mean_shape, sim_scale, size, size)
+    warps = _face_warps(landmarks_2d, params_global, mean_shape, sim_scale, size)
     # cv::warpAffine(INTER_LINEAR, BORDER_CONSTANT 0) with OpenCV <= 4.10's fixed-point arithmetic
     inverse = invert_affine(warps)
     points = mask_points(np.asarray(landmarks_2d, _F).reshape(n, -1, 2), warps, sim_scale)
@@ -194,6 +193,13 @@ def align_faces_mask(images, image_index: np.ndarray, landmarks_2d: np.ndarray, 
     return backend.kernels.warp_affine_masked(
         backend.asarray(images), backend.asarray(np.asarray(image_index, np.int32)), backend.asarray(inverse),
         size, size, backend.asarray(points), np.asarray(triangulation, np.int32))
+
+
+def _face_warps(landmarks_2d, params_global, mean_shape: np.ndarray, sim_scale: float, size: int) -> np.ndarray:
+    """(N, 2, 3) similarity warps of N faces' rigid points onto the mean shape at ``sim_scale`` in a ``size`` square."""
+    n = len(landmarks_2d)
+    return similarity_warp(np.asarray(landmarks_2d, _F).reshape(n, -1, 2), np.asarray(params_global, _F).reshape(n, 6),
+                           mean_shape, sim_scale, size, size)
 
 
 def align_output_faces(au_faces, images, image_index: np.ndarray, landmarks_2d: np.ndarray, params_global: np.ndarray,
@@ -222,9 +228,7 @@ def align_output_faces(au_faces, images, image_index: np.ndarray, landmarks_2d: 
         return align_faces_mask(images, image_index, landmarks_2d, params_global, mean_shape, triangulation,
                                 output.sim_scale, output.size, device=device)
     backend = resolve_device(device)
-    n = len(landmarks_2d)
-    warps = similarity_warp(np.asarray(landmarks_2d, _F).reshape(n, -1, 2), np.asarray(params_global, _F).reshape(n, 6),
-                            mean_shape, output.sim_scale, output.size, output.size)
+    warps = _face_warps(landmarks_2d, params_global, mean_shape, output.sim_scale, output.size)
     return backend.kernels.warp_affine(backend.asarray(images), backend.asarray(np.asarray(image_index, np.int32)),
                                        backend.asarray(invert_affine(warps)), output.size, output.size)
 
