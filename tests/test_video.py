@@ -458,3 +458,49 @@ def test_damaged_bt709_video_yields_the_frames_before_the_damage(monkeypatch):
     monkeypatch.setattr(av, "open", Damaged)
     with open_source(Path(__file__).parent / "data" / "bt709.mp4") as src:
         assert len(list(src)) == 1 and src.frame_count == 3
+
+
+class _FakeNvDecoder:
+    """PyNvVideoCodec.SimpleDecoder's part gpuau uses: RGB frames in batches (here OpenCV's frames, turned to RGB)."""
+
+    opened: list = []
+
+    def __init__(self, path, gpu_id, use_device_memory, output_color_type):
+        assert (use_device_memory, output_color_type) == (True, "RGB")
+        type(self).opened.append((path, gpu_id))
+        with open_source(path) as src:
+            self._rgb = [f.image[..., ::-1].copy() for f in src]
+
+    def get_batch_frames(self, n):
+        batch, self._rgb = self._rgb[:n], self._rgb[n:]
+        return batch
+
+
+def test_nvdec_frames_are_bgr_in_order_and_fall_back_when_nvdec_cannot(media_dir, monkeypatch):
+    """The NVDEC path with stand-ins for PyNvVideoCodec and CuPy (no GPU here): RGB batches come out as the BGR frames
+    OpenCV decodes, in order, timestamped index / fps; no package, no GPU or a file NVDEC cannot open give None."""
+    import sys
+    import types
+
+    from gpuau import device
+    from gpuau.video import nvdec
+
+    path = media_dir / "changeLighting.wmv"
+    with open_source(path) as src:
+        expected, fps = [f.image for f in src], src.fps
+    monkeypatch.setitem(sys.modules, "PyNvVideoCodec", None)
+    assert nvdec.nvdec_frames(path, fps) is None  # not installed
+    fake = types.SimpleNamespace(SimpleDecoder=_FakeNvDecoder, OutputColorType=types.SimpleNamespace(RGB="RGB"))
+    monkeypatch.setitem(sys.modules, "PyNvVideoCodec", fake)
+    monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(asarray=np.asarray, asnumpy=np.asarray))
+    monkeypatch.setattr(device, "cuda_available", lambda: False)
+    assert nvdec.nvdec_frames(path, fps) is None  # no GPU
+    monkeypatch.setattr(device, "cuda_available", lambda: True)
+    frames = list(nvdec.nvdec_frames(path, fps, device_id=1))
+    assert _FakeNvDecoder.opened[-1] == (str(path), 1)
+    assert len(frames) == len(expected) > nvdec.BATCH
+    for i, (f, image) in enumerate(zip(frames, expected)):
+        assert f.index == i and f.timestamp == pytest.approx(i / fps)
+        np.testing.assert_array_equal(f.image, image)
+        np.testing.assert_array_equal(f.gray, cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))
+    assert nvdec.nvdec_frames(media_dir / "missing.mp4", fps) is None  # the decoder cannot open the file

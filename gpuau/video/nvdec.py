@@ -13,7 +13,8 @@ differ by a level or two and the outputs are not byte-identical to OpenCV-decode
 OpenFace's); this is why it is asked for, never automatic.  Frames carry OpenFace's timestamps
 (``index / fps``); container timestamps need OpenCV decoding.
 
-Untested on the CPU-only development machine beyond the fallback; the device path needs a GPU run.
+Tested with stand-ins for ``PyNvVideoCodec`` and CuPy (``tests/test_video.py``: order, batches, RGB to BGR, the
+fallbacks); not yet run with a real NVDEC.
 """
 from __future__ import annotations
 
