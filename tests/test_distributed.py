@@ -39,12 +39,19 @@ def test_plan_workers():
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """A local Ray with 2 CPUs; its workers inherit FAULT_ENV naming a marker file the tests may create."""
+    import signal
+
     marker = tmp_path_factory.mktemp("fault") / "crash"
+    environ, sigterm = dict(os.environ), signal.getsignal(signal.SIGTERM)
     os.environ[FAULT_ENV] = str(marker)
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
-    yield marker
-    ray.shutdown()
-    del os.environ[FAULT_ENV]
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+        yield marker
+    finally:
+        ray.shutdown()
+        os.environ.clear()  # ray.init sets variables (PYTHONBREAKPOINT, ...) that later tests' processes would inherit
+        os.environ.update(environ)
+        signal.signal(signal.SIGTERM, sigterm)  # and its own SIGTERM handler
 
 
 def test_same_bytes_as_one_process_and_resume(cluster, corpus, corpus_reference, tmp_path):

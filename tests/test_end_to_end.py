@@ -143,7 +143,7 @@ def test_camera_intrinsics_match_feature_extraction_given_them(media_dir, tmp_pa
     assert np.abs(gaze).mean() < 0.002
 
 
-def test_resume_skips_complete_outputs_and_overwrite_redoes(default_csv, media_dir, capsys):
+def test_resume_skips_complete_outputs(default_csv, media_dir):  # --overwrite: the next test
     before = default_csv.stat().st_mtime_ns
     assert main(["analyze", str(media_dir / "default.wmv"), "-o", str(default_csv.parent), "--quiet"]) == 0
     assert default_csv.stat().st_mtime_ns == before
