@@ -35,14 +35,37 @@ def test_frame_queues_hold_fewer_large_frames(width, height, depth, backlog):
     assert queue_depth(width * height * 3, AUThread.BACKLOG) == backlog
 
 
-def test_image_sequence_sorted_naturally(media_dir, tmp_path):
+def test_image_sequence_is_the_images_openface_reads_in_its_order(media_dir, tmp_path):
+    """SequenceCapture sorts a folder's paths (byte order: img10 before img2) and reads only the files ending in
+    .jpg, .jpeg, .png or .bmp as written; a folder with none of those is analysed as its other images, noted."""
     src = open_source(media_dir / "image_sequence")
     frames = list(src)
     assert len(frames) == 30 and all(f.timestamp == 0.0 for f in frames)
     assert frames[0].file.endswith("001.jpg") and frames[-1].file.endswith("030.jpg")
-    for name in ("img10.png", "img9.png", "img1.png"):
+    assert src.decoding_notes(30) == []
+    for name in ("img10.png", "img9.png", "img1.png", "img2.JPG", "img3.tif", "Img4.bmp"):
         cv2.imwrite(str(tmp_path / name), np.zeros((8, 8, 3), np.uint8))
-    assert [f.name for f in open_source(tmp_path).files] == ["img1.png", "img9.png", "img10.png"]
+    src = open_source(tmp_path)
+    assert [f.name for f in src.files] == ["Img4.bmp", "img1.png", "img10.png", "img9.png"]
+    assert src.decoding_notes(4) == ["skipped 2 image(s) FeatureExtraction skips (not ending in .jpg, .jpeg, .png, "
+                                     ".bmp, as written), as OpenFace does: img2.JPG, img3.tif"]
+    for f in tmp_path.glob("*.[pb]*"):
+        f.unlink()
+    src = open_source(tmp_path)
+    assert [f.name for f in src.files] == ["img2.JPG", "img3.tif"]
+    assert src.decoding_notes(2) == ["OpenFace's FeatureExtraction reads none of its images (it takes files ending in "
+                                     ".jpg, .jpeg, .png, .bmp, as written): analysed its 2 images of other endings"]
+
+
+def test_timestamps_are_sequence_captures_arithmetic():
+    """OpenFace times frame i as i * (1.0 / fps), which differs from i / fps in the last bit (printed to 3 decimals:
+    1.502 against 1.501 for frame 36 at 23.976 frames/s)."""
+    from gpuau.video import array_frames
+
+    fps = 24000 / 1001
+    times = [f.timestamp for f in array_frames([np.zeros((8, 8, 3), np.uint8)] * 40, fps)]
+    assert times == [i * (1.0 / fps) for i in range(40)]
+    assert f"{times[36]:.3f}" != f"{36 / fps:.3f}"
 
 
 def test_default_intrinsics_match_openface():

@@ -4,7 +4,6 @@ from __future__ import annotations
 import math
 import os
 import queue
-import re
 import threading
 import weakref
 from dataclasses import dataclass
@@ -14,6 +13,10 @@ from typing import Iterable, Iterator
 import numpy as np
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+SEQUENCE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+"""The endings of the images ``SequenceCapture`` reads from an image folder, compared as written (``-fdir`` skips a
+``.JPG``, a ``.tif``): an image folder is analysed as those files, in byte order of their names, as OpenFace sorts
+them; its other images only when it holds none of these (:func:`open_source`)."""
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".mov", ".mkv", ".wmv", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".3gp", ".mts")
 
 QUEUE_BYTES = 40 << 20
@@ -164,7 +167,7 @@ def array_frames(images: Iterable, fps: float) -> Iterator[Frame]:
             elif bgr.shape != size:
                 raise ValueError(f"frame {i} is {bgr.shape[1]}x{bgr.shape[0]}, the first {size[1]}x{size[0]}: the "
                                  f"frames of one video share a size (analyse each size apart)")
-            yield Frame(i, i / fps if fps else 0.0, bgr, to_gray8(bgr))
+            yield Frame(i, i * (1.0 / fps) if fps else 0.0, bgr, to_gray8(bgr))
 
     return frames()
 
@@ -275,8 +278,25 @@ def check_camera(camera) -> tuple:
     return values
 
 
-def _natural_key(name: str):
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+def _sequence_files(folder: Path) -> "tuple[list[Path], list[str]]":
+    """The images of an image folder, in frame order, and what to tell about them: ``SequenceCapture``'s files
+    (:data:`SEQUENCE_EXTENSIONS`, sorted by the bytes of their names: ``img10`` before ``img2``, as OpenFace orders
+    them), the others it skips noted; a folder with none of those is analysed as its other images, noted too."""
+    images = sorted((f for f in folder.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file()),
+                    key=lambda f: os.fsencode(f.name))
+    if not images:
+        raise InputError(folder, "folder holds no images", f"expected files ending in {', '.join(IMAGE_EXTENSIONS)}")
+    read = [f for f in images if f.suffix in SEQUENCE_EXTENSIONS]
+    others = [f for f in images if f.suffix not in SEQUENCE_EXTENSIONS]
+    endings = ", ".join(SEQUENCE_EXTENSIONS)
+    if not read:
+        return others, [f"OpenFace's FeatureExtraction reads none of its images (it takes files ending in {endings}, "
+                        f"as written): analysed its {len(others)} images of other endings"]
+    if others:
+        return read, [f"skipped {len(others)} image(s) FeatureExtraction skips (not ending in {endings}, as "
+                      f"written), as OpenFace does: {', '.join(f.name for f in others[:3])}"
+                      f"{', ...' if len(others) > 3 else ''}"]
+    return read, []
 
 
 def _read_image(path: Path) -> np.ndarray:
@@ -320,7 +340,7 @@ class VideoSource:
 
     def __init__(self, path: Path, kind: str, fps: float, width: int, height: int, frame_count: int,
                  files: "list[Path] | None" = None, capture=None, first: "np.ndarray | None" = None,
-                 rotation: int = 0, turn: int = 0, threads: int = 1):
+                 rotation: int = 0, turn: int = 0, threads: int = 1, notes: "list[str] | None" = None):
         self.path = path
         self.kind = kind
         self.fps = fps
@@ -331,6 +351,7 @@ class VideoSource:
         self.rotation = rotation
         self.turn = turn
         self.threads = threads  # a video's decoding threads
+        self.notes = notes or []  # what to tell about the input beyond its decoding (an image folder's files)
         self._capture = capture
         self._first = first  # the first image, decoded by open_source for the size: not decoded again
         self.timestamps = "openface"
@@ -358,7 +379,8 @@ class VideoSource:
         count is asked only where the counts differ); a count OpenCV estimated is no news within a second's frames
         (changeLighting.wmv's duration suggests 90 frames, and 88 decode, as in OpenFace's table)."""
         counted = self.frame_count == frames or self.frame_count_stored
-        return decoding_notes(frames, self.frame_count, self.rotation, self.turn, counted, tolerance=round(self.fps))
+        return self.notes + decoding_notes(frames, self.frame_count, self.rotation, self.turn, counted,
+                                           tolerance=round(self.fps))
 
     @property
     def file_names(self) -> "list[str] | None":
@@ -451,7 +473,7 @@ class VideoSource:
                     ts = pts - first if index == 0 or pts != 0.0 else previous + 1.0 / self.fps
                     previous = ts
                 else:
-                    ts = index / self.fps
+                    ts = index * (1.0 / self.fps)  # SequenceCapture's arithmetic: index / fps differs in the last bit
                 yield Frame(index, ts, image, gray, file)
                 index += 1
         finally:
@@ -580,9 +602,10 @@ def _audio_only(path: Path) -> bool:
 
 def open_source(path: "str | os.PathLike", *, timestamps: str = "openface", threads: "int | None" = None,
                 orientation: str = "openface") -> VideoSource:
-    """Open a video file, an image file or a folder of images (sorted naturally).
+    """Open a video file, an image file or a folder of images (the images OpenFace reads there, in its order:
+    :data:`SEQUENCE_EXTENSIONS`).
 
-    ``timestamps="openface"`` gives OpenFace's ``index / fps`` (identical CSVs); ``"container"`` gives each
+    ``timestamps="openface"`` gives OpenFace's ``index * (1 / fps)`` (identical CSVs); ``"container"`` gives each
     frame's presentation time from the container, counted from the first frame's, exact for variable-frame-rate
     video (frames without a time, which a decoder flushes at the end of a stream whose codec reorders frames, get
     the time before plus ``1 / fps``).  ``threads``: FFmpeg's
@@ -602,12 +625,10 @@ def open_source(path: "str | os.PathLike", *, timestamps: str = "openface", thre
     if not p.exists():
         raise InputError(p, "no such file or folder", "check the path")
     if p.is_dir():
-        files = sorted((f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file()),
-                       key=lambda f: _natural_key(f.name))
-        if not files:
-            raise InputError(p, "folder holds no images", f"expected files ending in {', '.join(IMAGE_EXTENSIONS)}")
+        files, notes = _sequence_files(p)
         first = _read_image(files[0])
-        return VideoSource(p, "sequence", 0.0, first.shape[1], first.shape[0], len(files), files=files, first=first)
+        return VideoSource(p, "sequence", 0.0, first.shape[1], first.shape[0], len(files), files=files, first=first,
+                           notes=notes)
     if p.suffix.lower() in IMAGE_EXTENSIONS:
         img = _read_image(p)
         return VideoSource(p, "image", 0.0, img.shape[1], img.shape[0], 1, files=[p], first=img)
