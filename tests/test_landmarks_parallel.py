@@ -45,15 +45,18 @@ def _serial_maps(areas, w, alphas, sigmas, ws):
 
 @two_cores
 @pytest.mark.parametrize("scale, ws", [(1, 9), (2, 7), (0, 11)])
-def test_split_responses_equal_serial(clnf, frames, scale, ws):
+def test_split_responses_equal_serial(clnf, frames, scale, ws, monkeypatch):
     """Large calls are split between two threads (odd and even area counts); small ones and calls
     made while sharing stay on the caller; every way gives the serial maps bit for bit."""
     areas, w, alphas, sigmas = expert_inputs(clnf, frames[0], scale, ws)
     areas[5] = 77.0  # a flat area
     assert len(areas) * ws * ws * w.shape[1] * 121 >= ccnf_cpu.PARALLEL_MIN_WORK
+    run_range, splits = threads.run_range, []  # how threads.run_range splits: tests/test_cpu_threads.py
+    monkeypatch.setattr(threads, "run_range", lambda *a, split: splits.append(split) or run_range(*a, split=split))
     for n in (len(areas), len(areas) - 1):
         expected = _serial_maps(areas[:n], w[:n], alphas[:n], sigmas[:n], ws)
         np.testing.assert_array_equal(ccnf_cpu.ccnf_response(areas[:n], w[:n], alphas[:n], sigmas[:n]), expected)
+        assert splits.pop() is True  # offered to the helper thread
         with threads.sharing():
             assert not threads.can_share()
             np.testing.assert_array_equal(ccnf_cpu.ccnf_response(areas[:n], w[:n], alphas[:n], sigmas[:n]), expected)
