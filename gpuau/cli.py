@@ -455,7 +455,7 @@ def _camera(args) -> "tuple | None":
                   "batched engine (pip install PyNvVideoCodec; --device cuda; pixel values, so outputs, may differ "
                   "slightly), else OpenCV with a log line"),
          arg("--timestamps", default="openface", choices=TIMESTAMPS,
-             help="openface: frame index / fps as OpenFace writes it (default); container: each frame's presentation "
+             help="openface: frame index * (1 / fps) as OpenFace writes it (default); container: each frame's presentation "
                   "time from the container (exact for variable frame rate)"),
          arg("--orientation", default="openface", choices=ORIENTATIONS,
              help="a video whose container asks for a rotation (phone footage): openface: turned as the OpenFace "

@@ -721,7 +721,7 @@ class Engine:
             is the stream's share of the engine's steps, so the elapsed times of all outcomes add up
             to the engine's time.
         """
-        output_format(None, format)  # one of FORMATS
+        format = output_format(None, format)  # one of FORMATS; None: csv, as for a path without a Parquet ending
         self._decoding = min(self.streams, len(jobs)) if isinstance(jobs, Sized) else self.streams
         queue = (j if isinstance(j, Job) else Job(*j) for j in jobs)
         active: list = []

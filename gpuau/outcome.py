@@ -26,8 +26,8 @@ class Outcome:
     result: object = None  # the in-memory table (gpuau.pipeline.Result) of an engine job without output file
 
     def warnings(self) -> list:
-        """What a finished input warns of: no face in any frame, and the reason's notes (frames decoded against the
-        container's count, a rotated video's turn)."""
+        """What a finished input warns of: no face in any frame, and the reason's notes (an image folder's images
+        OpenFace skips, frames decoded against the container's count, a rotated video's turn)."""
         if self.status != "done":
             return []
         return no_face_notes(self.frames, self.faces) + ([self.reason] if self.reason else [])

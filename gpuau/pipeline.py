@@ -273,7 +273,7 @@ class Analyzer:
         Default of :meth:`analyze_video` / :meth:`write_video`: track up to 4 faces per video as
         FaceLandmarkVidMulti does, instead of FeatureExtraction's one face.
     timestamps : {"openface", "container"}
-        ``"openface"`` writes OpenFace's ``frame index / fps`` (identical CSVs); ``"container"`` writes each
+        ``"openface"`` writes OpenFace's ``frame index * (1 / fps)`` (identical CSVs); ``"container"`` writes each
         frame's presentation time from the container, exact for variable-frame-rate video.
     orientation : {"openface", "display", "stored"}
         How a video whose container asks for a rotation (phone footage) is turned: as the OpenFace build of the
@@ -682,7 +682,8 @@ class Analyzer:
         dict
             ``frames``, ``faces`` (successful frames; for ``multi_face`` successful face rows, for an
             image the faces found), ``frame_count`` (the container's), ``elapsed``, and for a video ``notes``
-            (:meth:`~gpuau.video.VideoSource.decoding_notes`: frames decoded against the container's count, how a
+            (:meth:`~gpuau.video.VideoSource.decoding_notes`: an image folder's images OpenFace skips, frames decoded
+            against the container's count, how a
             rotated video was turned).
         """
         from gpuau.video import open_source

@@ -779,3 +779,13 @@ def test_a_library_callers_ctrl_c_in_a_batch_stops_the_engine(clips, monkeypatch
     with pytest.raises(KeyboardInterrupt):
         list(Engine("cpu", streams=2).run(_jobs(clips, list(CLIPS)[:2])))
     assert calls == [2]  # the batch's first call: nothing retried after the interrupt
+
+
+def test_run_without_a_format_writes_csv(tmp_path):
+    """``format=None`` (what analyze_video's and write_video's callers pass for "by the file's ending") writes CSV, as
+    for a name without a Parquet ending; a format gpuau does not write is refused."""
+    grey = [np.full((96, 128, 3), 90, np.uint8)] * 2
+    (o,) = Engine("cpu", streams=1).run([Job(_frames(grey, 10.0), tmp_path / "grey.csv")], format=None)
+    assert o.status == "done" and (tmp_path / "grey.csv").read_text().startswith("frame, face_id")
+    with pytest.raises(ValueError, match="format 'xlsx'"):
+        list(Engine("cpu", streams=1).run([Job(_frames(grey, 10.0), tmp_path / "grey.xlsx")], format="xlsx"))

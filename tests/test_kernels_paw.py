@@ -5,7 +5,6 @@ image border.  The twin against the NumPy port of ``PAW::Warp`` + ``NormaliseWar
 import numpy as np
 import pytest
 
-from backends import devices_only
 from gpuau.cpu.paw import remap, validator_faces
 from gpuau.landmarks.paw import warp_coefficients, warp_maps
 from gpuau.landmarks.validator import _view_arrays, face_rank, validator_roi
@@ -64,7 +63,6 @@ def test_twin_is_paw_warp_and_normalisation(validator, faces, view_index):
     assert not got[:, ~inside].any() and np.abs(got[:, inside]).mean() > 0.1
 
 
-@devices_only
 @pytest.mark.parametrize("view_index", [0, 3])
 def test_kernel_matches_twin(backend, validator, faces, view_index):
     """uint8 and float32 frames, faces of several frames (in scrambled order) in one stack, one region cut

@@ -18,7 +18,9 @@ def test_video_frames_and_timestamps(media_dir, reference_dir):
     assert frames[0].image.shape == (480, 640, 3) and frames[0].gray.shape == (480, 640)
     assert frames[0].gray.dtype == np.uint8
     assert np.array_equal(frames[5].gray, cv2.cvtColor(frames[5].image, cv2.COLOR_BGR2GRAY))
-    # OpenFace's timestamps: index / fps, written with 3 decimals.
+    # OpenFace's timestamps: index * (1.0 / fps) (SequenceCapture's arithmetic), written with 3 decimals
+    assert [f.timestamp for f in frames] == [i * (1.0 / 15.0) for i in range(288)]
+    assert [f.timestamp for f in frames] != [i / 15.0 for i in range(288)]  # frame 23's, 31's, ... last bit
     ref = np.genfromtxt(reference_dir / "default.csv", delimiter=",", names=True, usecols=(0, 2))
     ours = np.round([f.timestamp for f in frames], 3)
     assert np.allclose(ours, ref["timestamp"])
@@ -501,7 +503,7 @@ class _FakeNvDecoder:
 
 def test_nvdec_frames_are_bgr_in_order_and_fall_back_when_nvdec_cannot(media_dir, monkeypatch):
     """The NVDEC path with stand-ins for PyNvVideoCodec and CuPy (no GPU here): RGB batches come out as the BGR frames
-    OpenCV decodes, in order, timestamped index / fps; no package, no GPU or a file NVDEC cannot open give None."""
+    OpenCV decodes, in order, timestamped index * (1 / fps); no package, no GPU or a file NVDEC cannot open give None."""
     import sys
     import types
 
@@ -523,7 +525,7 @@ def test_nvdec_frames_are_bgr_in_order_and_fall_back_when_nvdec_cannot(media_dir
     assert _FakeNvDecoder.opened[-1] == (str(path), 1)
     assert len(frames) == len(expected) > nvdec.BATCH
     for i, (f, image) in enumerate(zip(frames, expected)):
-        assert f.index == i and f.timestamp == pytest.approx(i / fps)
+        assert f.index == i and f.timestamp == i * (1.0 / fps)
         np.testing.assert_array_equal(f.image, image)
         np.testing.assert_array_equal(f.gray, cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))
     assert nvdec.nvdec_frames(media_dir / "missing.mp4", fps) is None  # the decoder cannot open the file

@@ -1,6 +1,7 @@
 """Numba (or NumPy) twins of the ``.cu`` kernels in :mod:`gpuau.kernels`, with the same signatures
-minus the leading ``backend``; the ``cpu`` backend's ``backend.kernels.NAME`` is
-``gpuau.cpu.MODULE.NAME``, where ``MODULE`` is ``NAME`` unless :data:`gpuau.device.KERNELS` names another.  Each module imports Numba on first use, not ``import gpuau``.
+minus the leading ``backend``; the ``cpu`` backend's ``backend.kernels.NAME`` is ``gpuau.cpu.MODULE.NAME``,
+where ``MODULE`` is ``NAME`` unless :data:`gpuau.device.KERNELS` names another.  Each module imports Numba on first
+use, not ``import gpuau``.
 
 Importing this package points Numba's on-disk cache at a folder of its own for this version of the
 kernels' sources (:func:`configure_numba_cache`); the two modules outside it that define cached

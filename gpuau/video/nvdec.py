@@ -11,7 +11,7 @@ returns None after a log line and the caller decodes with OpenCV.
 NVDEC converts YUV to RGB with its own arithmetic, not FFmpeg's (OpenCV's), so pixel values can
 differ by a level or two and the outputs are not byte-identical to OpenCV-decoded runs (nor to
 OpenFace's); this is why it is asked for, never automatic.  Frames carry OpenFace's timestamps
-(``index / fps``); container timestamps need OpenCV decoding.
+(``index * (1.0 / fps)``); container timestamps need OpenCV decoding.
 
 Tested with stand-ins for ``PyNvVideoCodec`` and CuPy (``tests/test_video.py``: order, batches, RGB to BGR, the
 fallbacks); not yet run with a real NVDEC.
@@ -56,7 +56,7 @@ def nvdec_frames(path: "str | os.PathLike", fps: float, device_id: int = 0) -> "
     path : path-like
         A video file in a seekable container (MP4, MKV, AVI, MOV, ...).
     fps : float
-        The container's frame rate (timestamps are ``index / fps``, as OpenFace writes them).
+        The container's frame rate (timestamps are ``index * (1.0 / fps)``, as OpenFace writes them).
     device_id : int
         CUDA device that decodes.
 

@@ -93,7 +93,7 @@ class Frame:
     index : int
         0-based position in the source (OpenFace's ``frame`` column is ``index + 1``).
     timestamp : float
-        Seconds, ``index / fps`` as OpenFace computes it (0 for image folders).
+        Seconds, ``index * (1.0 / fps)`` as OpenFace computes it (0 for image folders).
     image : ndarray, shape (H, W, 3), uint8
         BGR frame.
     gray : ndarray, shape (H, W), uint8
@@ -136,7 +136,7 @@ def to_bgr8(img: np.ndarray) -> np.ndarray:
 
 def array_frames(images: Iterable, fps: float) -> Iterator[Frame]:
     """Frames of images already in memory (anything :func:`to_bgr8` takes, all of one size), numbered from 0 and
-    timestamped ``index / fps`` as OpenFace does (0 when ``fps`` is 0).  Each frame is a copy: a caller may reuse
+    timestamped ``index * (1.0 / fps)`` as OpenFace does (0 when ``fps`` is 0).  Each frame is a copy: a caller may reuse
     its arrays as soon as the next frame is asked for.
 
     Raises
@@ -375,7 +375,8 @@ class VideoSource:
             return True
 
     def decoding_notes(self, frames: int) -> list:
-        """:func:`decoding_notes` of this source once ``frames`` frames were decoded (whether the container stores its
+        """What to tell about this source once ``frames`` frames were decoded: an image folder's notes on the images
+        OpenFace skips (:func:`open_source`), then :func:`decoding_notes` (whether the container stores its
         count is asked only where the counts differ); a count OpenCV estimated is no news within a second's frames
         (changeLighting.wmv's duration suggests 90 frames, and 88 decode, as in OpenFace's table)."""
         counted = self.frame_count == frames or self.frame_count_stored
