@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gpuau.kernels.loader import on_device
+from gpuau.kernels.loader import contiguous, on_device
 
 
 @on_device
@@ -39,7 +39,7 @@ def ccnf_response(backend, areas, weights, alphas, sigmas, patch_h: int = 11, pa
         As :func:`gpuau.cpu.ccnf_response.ccnf_response`.
     """
     xp = backend.xp
-    areas = xp.ascontiguousarray(xp.asarray(areas), dtype=np.float32)
+    areas = contiguous(xp, areas, np.float32)
     if areas.ndim != 3:
         raise ValueError(f"ccnf_response: areas must be (N, A_h, A_w), got shape {areas.shape}")
     n, a_h, a_w = (int(v) for v in areas.shape)

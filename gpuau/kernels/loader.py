@@ -127,6 +127,16 @@ def declared_spills(source: str) -> int:
     return 0
 
 
+def contiguous(xp, a, dtype=None, shape: "tuple | None" = None, what: str = "array"):
+    """``a`` as a C-contiguous array of ``xp`` (NumPy, CuPy or :mod:`gpuau.kernels.emulated_arrays`) of ``dtype``
+    (default: its own), checked to have ``shape`` when given (ValueError naming ``what``): the form of every array a
+    kernel's wrapper passes to a launch, and that the Numba twins' shared argument checks return."""
+    a = xp.ascontiguousarray(xp.asarray(a), dtype=dtype)
+    if shape is not None and a.shape != tuple(shape):
+        raise ValueError(f"{what}: expected shape {tuple(shape)}, got {a.shape}")
+    return a
+
+
 def device_context(backend):
     """Context manager under which ``backend``'s arrays are allocated and its kernels launched.
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gpuau.kernels.loader import on_device
+from gpuau.kernels.loader import contiguous, on_device
 
 THREADS = 128  # pdm_fit.cu's THREADS
 
@@ -27,10 +27,7 @@ def nu_rlms(backend, mean, pc, eig, responses, g, p, base, img_to_ref, ref_to_im
     xp = backend.xp
 
     def f32(a, shape):
-        a = xp.ascontiguousarray(xp.asarray(a), dtype=np.float32)
-        if a.shape != shape:
-            raise ValueError(f"nu_rlms: expected shape {shape}, got {a.shape}")
-        return a
+        return contiguous(xp, a, np.float32, shape, "nu_rlms")
 
     responses = xp.asarray(responses)
     if responses.dtype != np.float32 or responses.ndim != 4 or responses.shape[2] != responses.shape[3]:
@@ -41,11 +38,11 @@ def nu_rlms(backend, mean, pc, eig, responses, g, p, base, img_to_ref, ref_to_im
     g, p = f32(g, (n_faces, 6)), f32(p, (n_faces, m))
     base, weights = f32(base, (n_faces, n, 2)), f32(weights, (n_faces, 2 * n))
     img_to_ref, ref_to_img = f32(img_to_ref, (n_faces, 2, 2)), f32(ref_to_img, (n_faces, 2, 2))
-    kde = xp.ascontiguousarray(xp.asarray(kde), dtype=np.float32)
+    kde = contiguous(xp, kde, np.float32)
     if kde.ndim != 2 or kde.shape[1] != r * r:
         raise ValueError(f"nu_rlms: kde must be (S*S, {r * r}), got {kde.shape}")
-    visible = xp.ascontiguousarray(xp.asarray(visible), dtype=np.int32)
-    last = xp.ascontiguousarray(xp.asarray(last), dtype=np.int32)
+    visible = contiguous(xp, visible, np.int32)
+    last = contiguous(xp, last, np.int32)
     if visible.shape != (n_faces, n) or last.shape != (n_faces,):
         raise ValueError(f"nu_rlms: visible must be ({n_faces}, {n}) and last ({n_faces},), "
                          f"got {visible.shape}, {last.shape}")

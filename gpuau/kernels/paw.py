@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gpuau.kernels.loader import on_device
+from gpuau.kernels.loader import contiguous, on_device
 
 BLOCK = 256
 
@@ -31,11 +31,11 @@ def validator_faces(backend, images, image_index, regions, coefficients, triangl
     (F, h, w) float32 on the backend's device
     """
     xp = backend.xp
-    images = xp.ascontiguousarray(xp.asarray(images))
+    images = contiguous(xp, images)
     if images.dtype not in (np.uint8, np.float32) or images.ndim != 3:
         raise ValueError(f"validator_faces: images must be (B, H, W) uint8 or float32, got {images.dtype} {images.shape}")
-    coefficients = xp.ascontiguousarray(xp.asarray(coefficients), dtype=np.float32)
-    triangle_id = xp.ascontiguousarray(xp.asarray(triangle_id), dtype=np.int32)
+    coefficients = contiguous(xp, coefficients, np.float32)
+    triangle_id = contiguous(xp, triangle_id, np.int32)
     n_faces, n_tris = int(coefficients.shape[0]), int(coefficients.shape[1])
     out_h, out_w = (int(v) for v in triangle_id.shape)
     out = xp.empty((n_faces, out_h, out_w), np.float32)
@@ -45,9 +45,9 @@ def validator_faces(backend, images, image_index, regions, coefficients, triangl
         backend.load_module("warp").get_function(kernel)(
             (n_faces, 1, 1), (BLOCK, 1, 1),
             (images, i32(images.shape[1]), i32(images.shape[2]),
-             xp.ascontiguousarray(xp.asarray(image_index), dtype=np.int32),
-             xp.ascontiguousarray(xp.asarray(regions), dtype=np.int32), coefficients, i32(n_tris), triangle_id,
-             i32(out_h), i32(out_w), f32(min_x), f32(min_y), xp.ascontiguousarray(xp.asarray(rank), dtype=np.int32),
-             xp.ascontiguousarray(xp.asarray(mean), dtype=np.float32),
-             xp.ascontiguousarray(xp.asarray(std), dtype=np.float32), i32(len(mean)), out))
+             contiguous(xp, image_index, np.int32),
+             contiguous(xp, regions, np.int32), coefficients, i32(n_tris), triangle_id,
+             i32(out_h), i32(out_w), f32(min_x), f32(min_y), contiguous(xp, rank, np.int32),
+             contiguous(xp, mean, np.float32),
+             contiguous(xp, std, np.float32), i32(len(mean)), out))
     return out

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gpuau.kernels.loader import on_device
+from gpuau.kernels.loader import contiguous, on_device
 from gpuau.kernels.nu_rlms import THREADS
 
 
@@ -31,15 +31,15 @@ def calc_params_batch(backend, mean, pc, eig, targets, rotations):
         On the backend's device; zeros for a face without landmarks.
     """
     xp = backend.xp
-    targets = xp.ascontiguousarray(xp.asarray(targets), dtype=np.float32)
+    targets = contiguous(xp, targets, np.float32)
     if targets.ndim != 3 or targets.shape[2] != 2:
         raise ValueError(f"calc_params_batch: targets must be (F, n, 2), got {targets.shape}")
     n_faces, n = int(targets.shape[0]), int(targets.shape[1])
     m = int(pc.shape[1])
-    mean = xp.ascontiguousarray(xp.asarray(mean), dtype=np.float32)
-    pc = xp.ascontiguousarray(xp.asarray(pc), dtype=np.float32)
-    eig = xp.ascontiguousarray(xp.asarray(eig), dtype=np.float32)
-    rotations = xp.ascontiguousarray(xp.asarray(rotations), dtype=np.float32)
+    mean = contiguous(xp, mean, np.float32)
+    pc = contiguous(xp, pc, np.float32)
+    eig = contiguous(xp, eig, np.float32)
+    rotations = contiguous(xp, rotations, np.float32)
     if mean.shape != (3 * n,) or pc.shape != (3 * n, m) or eig.shape != (m,) or rotations.shape != (n_faces, 3):
         raise ValueError(f"calc_params_batch: expected mean ({3 * n},), pc ({3 * n}, {m}), eig ({m},) and rotations "
                          f"({n_faces}, 3), got {mean.shape}, {pc.shape}, {eig.shape}, {rotations.shape}")
@@ -55,7 +55,7 @@ def check_pdm_args(xp, name, mean, pc, g, p):
     """Validate a PDM and a batch of its parameters for array module ``xp`` (shared by the kernel wrappers that
     take them and their Numba twins): float32 ``mean`` (3n,), ``pc`` (3n, m), ``g`` (F, 6), ``p`` (F, m),
     C-contiguous; ``name`` is the caller's, for the message."""
-    mean, pc, g, p = (xp.ascontiguousarray(xp.asarray(a), dtype=np.float32) for a in (mean, pc, g, p))
+    mean, pc, g, p = (contiguous(xp, a, np.float32) for a in (mean, pc, g, p))
     if mean.ndim != 1 or mean.shape[0] % 3 or pc.ndim != 2 or pc.shape[:1] != mean.shape:
         raise ValueError(f"{name}: need mean (3n,) and pc (3n, m), got {mean.shape}, {pc.shape}")
     if g.ndim != 2 or g.shape[1] != 6 or p.shape != (g.shape[0], pc.shape[1]):

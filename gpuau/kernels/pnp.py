@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from gpuau.kernels.loader import on_device
+from gpuau.kernels.loader import contiguous, on_device
 
 BLOCK = 64
 """Threads per block, one face each."""
@@ -28,11 +28,8 @@ class PnPArgs(NamedTuple):
 
 def check_pnp_args(xp, object_points, image_points, intrinsics, rvecs, tvecs) -> PnPArgs:
     """Validate :func:`solve_pnp`'s arguments for array module ``xp`` (shared with the Numba twin)."""
-    def f32(a):
-        return xp.ascontiguousarray(xp.asarray(a, dtype=np.float32))
-
-    object_points, image_points, intrinsics, rvecs, tvecs = map(f32, (object_points, image_points, intrinsics,
-                                                                      rvecs, tvecs))
+    object_points, image_points, intrinsics, rvecs, tvecs = (contiguous(xp, a, np.float32) for a in (
+        object_points, image_points, intrinsics, rvecs, tvecs))
     if object_points.ndim != 3 or object_points.shape[2] != 3:
         raise ValueError(f"solve_pnp: object_points must be (N, n, 3), got {object_points.shape}")
     n, points = object_points.shape[:2]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gpuau.kernels.loader import on_device
+from gpuau.kernels.loader import contiguous, on_device
 from gpuau.kernels.nu_rlms import THREADS
 from gpuau.kernels.pdm_fit import check_pdm_args
 
@@ -19,7 +19,7 @@ def check_response_areas_args(xp, mean, pc, centers, g, p):
     """Validate :func:`response_areas`' arrays for array module ``xp`` (shared with the Numba twin): the PDM's
     (:func:`~gpuau.kernels.pdm_fit.check_pdm_args`) and float64 ``centers`` (V, 3), C-contiguous."""
     mean, pc, g, p = check_pdm_args(xp, "response_areas", mean, pc, g, p)
-    centers = xp.ascontiguousarray(xp.asarray(centers), dtype=np.float64)
+    centers = contiguous(xp, centers, np.float64)
     if centers.ndim != 2 or centers.shape[1] != 3 or len(centers) == 0:
         raise ValueError(f"response_areas: centers must be (V, 3) with V >= 1, got {centers.shape}")
     return mean, pc, centers, g, p

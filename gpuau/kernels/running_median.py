@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from gpuau.kernels.loader import on_device
+from gpuau.kernels.loader import contiguous, on_device
 
 BLOCK = 128
 """Threads per block: one thread per descriptor dimension, blocks along x, streams along y."""
@@ -40,7 +40,7 @@ def check_running_median_args(xp, histograms, median_bins, belows, medians, desc
     s = len(histograms)
     if not (len(median_bins) == len(belows) == len(medians) == s):
         raise ValueError("running_median_update: one histogram, median bin, count below and median per stream")
-    descriptors = xp.ascontiguousarray(xp.asarray(descriptors, dtype=np.float64))
+    descriptors = contiguous(xp, descriptors, np.float64)
     if descriptors.ndim != 2 or descriptors.shape[0] != s:
         raise ValueError(f"running_median_update: descriptors must be (S, D) with S = {s}, got {descriptors.shape}")
     d = descriptors.shape[1]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gpuau.kernels.loader import on_device
+from gpuau.kernels.loader import contiguous, on_device
 
 BLOCK = 64
 """Threads per block, one shape pair each."""
@@ -19,8 +19,8 @@ MAX_POINTS = 68
 def check_similarity_args(xp, src, dst):
     """Validate :func:`similarity`'s arguments for array module ``xp`` (shared with the Numba twin):
     float32, C-contiguous ``src`` (F, n, 2) and ``dst`` (F or 1, n, 2)."""
-    src = xp.ascontiguousarray(xp.asarray(src, dtype=np.float32))
-    dst = xp.ascontiguousarray(xp.asarray(dst, dtype=np.float32))
+    src = contiguous(xp, src, np.float32)
+    dst = contiguous(xp, dst, np.float32)
     if src.ndim != 3 or src.shape[2] != 2:
         raise ValueError(f"similarity: src must be (F, n, 2), got {src.shape}")
     f, n = src.shape[:2]

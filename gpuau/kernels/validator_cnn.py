@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gpuau.kernels.loader import on_device
+from gpuau.kernels.loader import contiguous, on_device
 
 BLOCK = 256
 
@@ -19,7 +19,7 @@ def _launch(backend, name: str, total: int, args: tuple) -> None:
 
 
 def _f32(xp, a, ndim: int, what: str):
-    a = xp.ascontiguousarray(xp.asarray(a), dtype=np.float32)
+    a = contiguous(xp, a, np.float32)
     if a.ndim != ndim:
         raise ValueError(f"{what} must have {ndim} dimensions, got shape {a.shape}")
     return a
