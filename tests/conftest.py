@@ -39,6 +39,14 @@ def reference_dir(shared):
 
 
 @pytest.fixture(scope="session")
+def clnf(models_dir):
+    """OpenFace's CLNF model (main_clnf_general.txt with its parts), loaded once for every test that reads it."""
+    from gpuau.landmarks.clnf import CLNF
+
+    return CLNF.load()
+
+
+@pytest.fixture(scope="session")
 def validator(models_dir):
     """OpenFace's detection validator on the CPU (``DetectionValidator.load``), loaded once for the tests."""
     from gpuau.landmarks.validator import DetectionValidator

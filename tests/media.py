@@ -39,3 +39,10 @@ def assert_retried_after_a_worker_died(report, out, fault, reference, stderr: st
                                                                             ("clip30.avi", "done", 30)]
     assert files(out) == {k: v for k, v in files(reference).items() if k in ("sample1.csv", "clip30.csv")}
     assert not list(out.glob(".*.tmp"))  # what the dead worker was writing is gone too
+
+
+def decoding_threads(path) -> list:
+    """The live decoding threads of the video ``path`` (gpuau.video names them ``decode:<file name>``)."""
+    import threading
+
+    return [t for t in threading.enumerate() if t.name == f"decode:{path.name}"]

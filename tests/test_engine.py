@@ -29,6 +29,7 @@ from gpuau.kernels import emulated_arrays
 from gpuau.landmarks.tracker import FaceTracker
 from gpuau.pipeline import Analyzer
 from gpuau.video import Frame, array_frames, open_source
+from media import decoding_threads
 
 CLIPS = {"default.wmv": 40, "changeLighting.wmv": 25, "2015-10-15-15-14.avi": 33}
 
@@ -281,12 +282,6 @@ def test_a_failing_head_pose_fails_only_its_stream(reference_dir):
         np.testing.assert_array_equal(r.eye_landmarks_3d, alone.eye_landmarks_3d)
 
 
-def _decoders(path) -> list:
-    import threading
-
-    return [t for t in threading.enumerate() if t.name == f"decode:{path.name}"]
-
-
 def test_the_videos_decoded_at_once_share_the_decoding_threads(cpu_analyzer, media_dir, tmp_path, monkeypatch):
     """Each video gets its share of the cores beyond the analysis among the videos decoded at once: the streams,
     or fewer jobs when a list tells how many; a single video decodes as open_source chooses for its size."""
@@ -343,7 +338,7 @@ def test_failed_streams_release_their_video_at_once(media_dir, tmp_path, monkeyp
     for o in engine.run(jobs):
         assert o.status == "failed", o
         source = sources[o.input.name]
-        assert not source._capture.isOpened() and not _decoders(o.input)
+        assert not source._capture.isOpened() and not decoding_threads(o.input)
         assert source._threads == 2  # decoder_threads(streams) given to open_source
         seen.append(o.input.name)
     assert seen == ["default.wmv", "changeLighting.wmv"] and not failing.exists()

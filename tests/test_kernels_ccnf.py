@@ -15,7 +15,6 @@ import pytest
 from backends import devices_only
 from ccnf_steps import extract_areas, similarity_to_reference, view_index
 from gpuau.cpu.ccnf_response import ccnf_response as ccnf_response_cpu
-from gpuau.landmarks.clnf import CLNF
 from gpuau.landmarks.tracker import FaceTracker
 from gpuau.video import open_source
 from reference import global_params, landmarks_2d, local_params, read_reference
@@ -27,11 +26,6 @@ FRAMES = (0, 120)
 # (scale index, response window size): the tracker's window sizes per scale, the identity-Sigma
 # case of a size without sigma components (3) and the largest window (15, 256 threads)
 CASES = [(0, 11), (1, 9), (2, 7), (0, 15), (1, 3)]
-
-
-@pytest.fixture(scope="module")
-def clnf(models_dir):
-    return CLNF.load()
 
 
 @pytest.fixture(scope="module")

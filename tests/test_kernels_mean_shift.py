@@ -7,7 +7,7 @@ import pytest
 
 from gpuau.cpu.ccnf_response import ccnf_response
 from gpuau.cpu.mean_shift import KDE_STEP, kde_table, landmark_likelihoods, mean_shift
-from test_kernels_ccnf import expert_inputs, clnf, frames  # noqa: F401  (module fixtures)
+from test_kernels_ccnf import expert_inputs, frames  # noqa: F401  (module fixture)
 
 SIGMA = 1.5  # FitParameters.sigma of the main model
 

@@ -18,7 +18,6 @@ from gpuau.landmarks.clnf import _fit_scale, _refined, patch_responses
 from gpuau.landmarks.pdm import AU_PDM, PDM
 from gpuau.video import open_source
 from reference import global_params, landmarks_2d, local_params, read_reference
-from test_landmarks_fit import clnf  # noqa: F401  (module fixture)
 
 N_FRAMES = 8
 

@@ -10,7 +10,6 @@ from ccnf_steps import similarity_to_reference, view_index
 from gpuau.cpu import pdm_fit
 from gpuau.cpu.response_areas import area_matrices
 from test_kernels_pdm_fit import CASES, _part_start, faces  # noqa: F401  (module fixture)
-from test_landmarks_fit import clnf  # noqa: F401  (module fixture)
 
 
 def _host_steps(model, scale, g, p, size):

@@ -4,16 +4,11 @@ fit runs on every backend."""
 import numpy as np
 import pytest
 
-from gpuau.landmarks.clnf import CLNF, detect_landmarks, detect_landmarks_batch, fit, fit_batch, patch_responses
+from gpuau.landmarks.clnf import detect_landmarks, detect_landmarks_batch, fit, fit_batch, patch_responses
 from gpuau.video import open_source
 from reference import global_params, landmarks_2d, local_params, read_reference
 
 N_FRAMES = 12
-
-
-@pytest.fixture(scope="module")
-def clnf(models_dir):
-    return CLNF.load()
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,5 @@
 """Frame sources on real media and on small generated bad inputs."""
 import pickle
-import threading
 from pathlib import Path
 
 import cv2
@@ -8,6 +7,7 @@ import numpy as np
 import pytest
 
 from gpuau.video import InputError, camera_intrinsics, open_source, queue_depth, to_bgr8
+from media import decoding_threads
 
 
 def test_video_frames_and_timestamps(media_dir, reference_dir):
@@ -182,10 +182,6 @@ def test_container_timestamps(media_dir):
         open_source(media_dir / "default.wmv", timestamps="pts")
 
 
-def _decoders(path) -> list:
-    return [t for t in threading.enumerate() if t.name == f"decode:{path.name}"]
-
-
 def test_close_releases_the_video_and_stops_decoding(media_dir):
     path = media_dir / "default.wmv"
     src = open_source(path)
@@ -193,8 +189,8 @@ def test_close_releases_the_video_and_stops_decoding(media_dir):
     assert not src._capture.isOpened() and list(src) == []
     with open_source(path) as src:
         frames = iter(src)
-        assert next(frames).index == 0 and _decoders(path)
-    assert not _decoders(path) and not src._capture.isOpened() and list(frames) == []
+        assert next(frames).index == 0 and decoding_threads(path)
+    assert not decoding_threads(path) and not src._capture.isOpened() and list(frames) == []
     with pytest.raises(RuntimeError, match="iterated once"):
         iter(src)
 
@@ -220,9 +216,9 @@ def test_a_dropped_iteration_stops_its_decoder(media_dir):
     path = media_dir / "default.wmv"
     frames = iter(open_source(path))
     next(frames)
-    assert _decoders(path)
+    assert decoding_threads(path)
     del frames
-    assert not _decoders(path)
+    assert not decoding_threads(path)
 
 
 def test_one_decoder_thread_gives_ffmpegs_frames(media_dir):
