@@ -412,7 +412,7 @@ class VideoSource:
             turn = _ROTATE_FLAGS.get(self.turn)
             try:
                 stored = (self.height, self.width) if self.turn in (90, 270) else (self.width, self.height)
-                frames = _bt601_frames(self.path, self.threads, stored)
+                frames = _pyav_frames(self.path, self.threads, stored)
                 if frames is not None:  # OpenCV would convert with the stream's own colour matrix
                     cap.release()
                 else:
@@ -519,6 +519,8 @@ _BT601 = (2, 5, 6)
 BT470BG, SMPTE170M."""
 _RGB = 0
 """FFmpeg's colour space of RGB streams (no matrix)."""
+_FULL_RANGE = 2
+"""FFmpeg's ``AVCOL_RANGE_JPEG``: a stream flagged full range."""
 
 
 def _opencv_frames(cap) -> Iterator[tuple[np.ndarray, float]]:
@@ -531,20 +533,22 @@ def _opencv_frames(cap) -> Iterator[tuple[np.ndarray, float]]:
         yield img, cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
 
 
-def _bt601_frames(path: Path, threads: int, size: "tuple[int, int]") -> "Iterator[tuple[np.ndarray, float]] | None":
-    """The frames of a video tagged with another colour matrix than BT.601's (HD footage: BT.709) as the OpenFace
-    build of the reference CSVs decodes them (OpenCV 4.6 with FFmpeg 5: BT.601's matrix for every video), decoded by
-    PyAV's FFmpeg with ``threads`` threads and converted by swscale with BT.601's matrix and OpenCV's flags
-    (``SWS_BICUBIC``) at ``size`` (width, height: the video's as OpenCV reports it, to which opencv-python scales
-    the frames of a video whose frame size changes); each with its container time (which the source counts from the
-    first frame's, as OpenCV's ``CAP_PROP_POS_MSEC``).  None for any other video (OpenCV decodes it), or when PyAV
-    cannot open it.
+def _pyav_frames(path: Path, threads: int, size: "tuple[int, int]") -> "Iterator[tuple[np.ndarray, float]] | None":
+    """The frames of a video whose pixels opencv-python would convert otherwise than the OpenFace build of the
+    reference CSVs (OpenCV 4.6 with FFmpeg 5) did, decoded by PyAV's FFmpeg with ``threads`` threads and converted as
+    that build converts them (:func:`_opencv46_bgr`), at ``size`` (width, height: the video's as OpenCV reports it, to
+    which opencv-python scales the frames of a video whose frame size changes); each with its container time (which
+    the source counts from the first frame's, as OpenCV's ``CAP_PROP_POS_MSEC``).  None for any other video (OpenCV
+    decodes it), or when PyAV cannot open it.
 
-    opencv-python 5 converts such a video with its tagged matrix: on default.wmv scaled to 1280x720 and tagged
-    BT.709 the pixels differed by up to 16 levels from OpenCV 4.6's; 8-bit 4:2:0, 4:2:2 and 4:4:4 frames are equal
-    to them here, and 10-bit ones 0.15 levels away on average (FFmpeg 8's swscale against FFmpeg 5's) where
-    opencv-python's were 0.9.  8-bit RGB streams (colour space "RGB") come this way too, with no matrix to apply;
-    deeper RGB ones are OpenCV's.
+    Those videos: a colour matrix other than BT.601's (HD footage: BT.709; opencv-python 5 converts with the tagged
+    matrix, up to 16 levels from OpenCV 4.6 on default.wmv scaled to 1280x720 and tagged BT.709; 8-bit RGB streams
+    come this way too, with no matrix to apply, deeper RGB ones are OpenCV's); YUV deeper than 8 bits (a phone's
+    10-bit HEVC) and 4:2:0 of an odd height, which swscale converts on its general path, where FFmpeg 8 places the
+    chroma where the stream says it sits (left, for H.264, HEVC, MPEG-4) and FFmpeg 5 did not (up to 23 levels, a
+    fifth to half of the pixels); and YUV flagged full range outside the yuvj formats (VP9, AV1), which OpenCV 4.6
+    expanded as limited range.  On 133 such and other inputs (H.264, HEVC, VP9, AV1, MPEG-4, FFV1, ProRes; 8 to 12 bits;
+    4:2:0 to 4:4:4; 641x479; 1080p; turned by a display matrix) the frames equal OpenCV 4.6's, pixel for pixel.
     """
     try:
         import av
@@ -555,26 +559,53 @@ def _bt601_frames(path: Path, threads: int, size: "tuple[int, int]") -> "Iterato
     try:
         stream = container.streams.video[0]
         context = stream.codec_context
-        eight_bit = context.format is not None and all(c.bits == 8 for c in context.format.components)
+        fmt = context.format
+        eight_bit = fmt is not None and all(c.bits == 8 for c in fmt.components)
+        yuv = fmt is not None and fmt.name.startswith("yuv") and len(fmt.components) >= 3
+        odd_420 = yuv and context.height % 2 == 1 and fmt.components[1].height < fmt.components[0].height
+        full_range = yuv and not fmt.name.startswith("yuvj") and getattr(context, "color_range", 0) == _FULL_RANGE
     except Exception:
         container.close()
         return None
-    if context.colorspace in _BT601 or (context.colorspace == _RGB and not eight_bit):
+    opencv_converts = context.colorspace in _BT601 or (context.colorspace == _RGB and not eight_bit)
+    if opencv_converts and not (yuv and (not eight_bit or odd_420 or full_range)):
         container.close()
         return None
     context.thread_count = threads
+    context.options = {"apply_cropping": "0"}  # OpenCV 4.6 converted the decoder's whole picture, then cropped it
     width, height = size
 
     def frames():
         with container:
             try:
                 for frame in container.decode(stream):
-                    bgr = frame.reformat(width, height, "bgr24", src_colorspace="ITU601", interpolation="BICUBIC")
-                    yield bgr.to_ndarray(), 0.0 if frame.time is None else float(frame.time)
+                    bgr = _opencv46_bgr(frame)[:context.height, :context.width]
+                    if bgr.shape[:2] != (height, width):  # the frame size changed: scaled as opencv-python does
+                        bgr = av.VideoFrame.from_ndarray(np.ascontiguousarray(bgr), "bgr24").reformat(
+                            width, height, interpolation="BICUBIC").to_ndarray()
+                    yield bgr, 0.0 if frame.time is None else float(frame.time)
             except av.FFmpegError:  # a truncated or damaged file: the frames before it, as OpenCV reads them
                 return
 
     return frames()
+
+
+def _opencv46_bgr(frame) -> np.ndarray:
+    """A decoded PyAV frame as BGR, converted as OpenCV 4.6 with FFmpeg 5 converted it: swscale with ``SWS_BICUBIC``,
+    BT.601's matrix, limited range whatever the stream's flag says (full for the yuvj formats, as swscale has them),
+    and the chroma where FFmpeg 5's swscale put it whatever the stream says: the planes are copied into a fresh frame,
+    which carries no chroma location, colour tags or range (a range passed to PyAV's ``reformat`` would also set the
+    output's in PyAV 12)."""
+    import av
+
+    fresh = av.VideoFrame(frame.width, frame.height, frame.format.name)
+    for src, dst in zip(frame.planes, fresh.planes):
+        rows, line = min(src.height, dst.height), min(src.line_size, dst.line_size)
+        plane = np.zeros((dst.height, dst.line_size), np.uint8)
+        plane[:rows, :line] = np.frombuffer(src, np.uint8).reshape(src.height, src.line_size)[:rows, :line]
+        dst.update(plane)
+    return fresh.reformat(frame.width, frame.height, "bgr24", src_colorspace="ITU601",
+                          interpolation="BICUBIC").to_ndarray()
 
 
 def _capture(path: Path, threads: int):
