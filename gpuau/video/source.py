@@ -547,8 +547,8 @@ def _pyav_frames(path: Path, threads: int, size: "tuple[int, int]") -> "Iterator
     10-bit HEVC) and 4:2:0 of an odd height, which swscale converts on its general path, where FFmpeg 8 places the
     chroma where the stream says it sits (left, for H.264, HEVC, MPEG-4) and FFmpeg 5 did not (up to 23 levels, a
     fifth to half of the pixels); and YUV flagged full range outside the yuvj formats (VP9, AV1), which OpenCV 4.6
-    expanded as limited range.  On 133 such and other inputs (H.264, HEVC, VP9, AV1, MPEG-4, FFV1, ProRes; 8 to 12 bits;
-    4:2:0 to 4:4:4; 641x479; 1080p; turned by a display matrix) the frames equal OpenCV 4.6's, pixel for pixel.
+    expanded as limited range.  On 133 such and other inputs (H.264, HEVC, VP9, AV1, MPEG-4, FFV1, ProRes; 8 to 12
+    bits; 4:2:0 to 4:4:4; 641x479; 1080p; turned by a display matrix) the frames equal OpenCV 4.6's, pixel for pixel.
     """
     try:
         import av
