@@ -383,18 +383,16 @@ def test_bt709_video_of_other_sampling_and_depth_decodes_as_openfaces_opencv():
 @pytest.mark.parametrize("name", ["chroma_10bit.mp4", "chroma_odd.avi", "full_range.webm"])
 def test_chroma_siting_and_range_flags_decode_as_openfaces_opencv(name):
     """Frames swscale converts on its general path (YUV deeper than 8 bits; 4:2:0 of an odd height), where FFmpeg 8
-    (opencv-python 5's) places the chroma where the stream says it sits and OpenCV 4.6's FFmpeg 5 did not (3 levels
+    (opencv-python 5.1's) places the chroma where the stream says it sits and OpenCV 4.6's FFmpeg 5 did not (3 levels
     off here, up to 23 on real footage), and a VP9 stream flagged full range, which OpenCV 4.6 expanded as limited
-    (19 off): OpenCV 4.6's pixels (``make_opencv46_chroma.py``), all three frames decoded."""
+    (19 off): OpenCV 4.6's pixels (``make_opencv46_chroma.py``), all three frames decoded.  (opencv-python 4.10, the
+    oldest allowed, decodes these as OpenCV 4.6 does: the difference came with a newer FFmpeg.)"""
     data = Path(__file__).parent / "data"
     expected = cv2.imread(str(data / f"{Path(name).stem}_opencv46.png"))
     with open_source(data / name) as src:
         frames = list(src)
     assert len(frames) == 3 and frames[0].image.shape == expected.shape
     np.testing.assert_array_equal(frames[0].image, expected)
-    cap = cv2.VideoCapture(str(data / name))  # what opencv-python gives: the test's inputs are ones it gets wrong
-    assert np.abs(cap.read()[1].astype(int) - expected).max() >= 3
-    cap.release()
 
 
 def test_a_bt709_videos_frames_keep_its_size_and_times_count_from_its_start(tmp_path):
