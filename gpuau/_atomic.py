@@ -1,8 +1,8 @@
 """Atomic file output: write to a temporary file beside the target, then rename it into place.
 
 A reader (or a resumed run) never sees a half-written file under the final name, and a failed write
-leaves the previous file, if any, untouched.  The temporary names, ``.<name>.<host>~<pid namespace>-<pid>.<random>.tmp``,
-say which process writes them, so that those of a process killed outright (SIGKILL, the kernel's OOM killer) can be
+leaves the previous file, if any, untouched.  The temporary names,
+``.<name>.<host>~<pid namespace>-<pid>.<random>.tmp``, say which process writes them, so that those of a process killed outright (SIGKILL, the kernel's OOM killer) can be
 told from those of a process at work and removed (:func:`remove_stale_temps`).
 """
 from __future__ import annotations
@@ -175,7 +175,7 @@ def remove_stale_temps(folder: "str | os.PathLike", names) -> list:
     for entry in entries:
         if not (entry.name.startswith(".") and entry.name.endswith(".tmp")):
             continue
-        owner, _, _ = entry.name[1:-len(".tmp")].rpartition(".")  # <name>.<host>-<pid>, then mkstemp's random part
+        owner, _, _ = entry.name[1:-len(".tmp")].rpartition(".")  # <name>.<host>~<namespace>-<pid>, then mkstemp's random part
         target, _, pid = owner.rpartition("-")
         if not (pid.isdigit() and target.endswith(f".{machine}") and target[:-len(machine) - 1] in names) \
                 or _alive(int(pid)):

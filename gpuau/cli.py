@@ -25,9 +25,8 @@ import traceback
 from dataclasses import dataclass
 from typing import Callable
 
-from gpuau import __version__
+from gpuau import __version__, _signals
 from gpuau._gc import collect_rarely
-from gpuau import _signals
 from gpuau._signals import Terminated
 from gpuau.corpus import say
 from gpuau.video import ORIENTATIONS, TIMESTAMPS
@@ -455,8 +454,8 @@ def _camera(args) -> "tuple | None":
                   "batched engine (pip install PyNvVideoCodec; --device cuda; pixel values, so outputs, may differ "
                   "slightly), else OpenCV with a log line"),
          arg("--timestamps", default="openface", choices=TIMESTAMPS,
-             help="openface: frame index * (1 / fps) as OpenFace writes it (default); container: each frame's presentation "
-                  "time from the container (exact for variable frame rate)"),
+             help="openface: frame index * (1 / fps) as OpenFace writes it (default); container: each frame's "
+                  "presentation time from the container (exact for variable frame rate)"),
          arg("--orientation", default="openface", choices=ORIENTATIONS,
              help="a video whose container asks for a rotation (phone footage): openface: turned as the OpenFace "
                   "build of the reference CSVs (OpenCV 4.6, FFmpeg 5) turns it, identical CSVs, a 90-degree video "

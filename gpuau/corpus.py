@@ -22,8 +22,8 @@ try:
 except ImportError:  # not a POSIX system: runs do not lock their output folder (RunLock)
     fcntl = None
 
-from gpuau._atomic import check_writable, remove_stale_temps
 from gpuau import _signals
+from gpuau._atomic import check_writable, remove_stale_temps
 from gpuau.outcome import Outcome, failed_outcome
 from gpuau.video import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, InputError
 

@@ -448,7 +448,7 @@ class _Stream:
         self.output = RowWriter(job.output, fmt, (self.aus.reg_names, self.aus.cls_names), engine.chunk, files=files,
                                 gaze=analyzer.gaze)
         try:
-            self.recorder = engine.analyzer.face_recorder(job.output)  # FHOG / aligned faces, or None
+            self.recorder = analyzer.face_recorder(job.output)  # FHOG / aligned faces, or None
         except BaseException:
             self.output.abort()
             raise

@@ -82,7 +82,8 @@ def expert_indices(n: int, n_experts: int, experts=None, xp=np, dtype=np.int64) 
     device's are not read back)."""
     if experts is None:
         if (n_experts == 0 and n) or (n_experts and n % n_experts):
-            raise ValueError(f"ccnf_response: {n} areas do not cycle over {n_experts} experts (N must be a multiple of E)")
+            raise ValueError(f"ccnf_response: {n} areas do not cycle over {n_experts} experts "
+                             f"(N must be a multiple of E)")
         return xp.arange(n, dtype=dtype) % max(n_experts, 1)
     experts = xp.asarray(experts).astype(dtype, copy=False).reshape(-1)
     if len(experts) != n:

@@ -136,8 +136,8 @@ def to_bgr8(img: np.ndarray) -> np.ndarray:
 
 def array_frames(images: Iterable, fps: float) -> Iterator[Frame]:
     """Frames of images already in memory (anything :func:`to_bgr8` takes, all of one size), numbered from 0 and
-    timestamped ``index * (1.0 / fps)`` as OpenFace does (0 when ``fps`` is 0).  Each frame is a copy: a caller may reuse
-    its arrays as soon as the next frame is asked for.
+    timestamped ``index * (1.0 / fps)`` as OpenFace does (0 when ``fps`` is 0).  Each frame is a copy: a caller may
+    reuse its arrays as soon as the next frame is asked for.
 
     Raises
     ------
