@@ -57,7 +57,7 @@ def test_no_command_prints_help_and_exits_2(capsys):
 def test_models_verify_shared_folder_subprocess(models_dir):
     r = gpuau("models", "verify", models_dir)
     assert r.returncode == 0, r.stderr
-    assert "all 66 files present and verified" in r.stdout
+    assert "all 89 files present and verified" in r.stdout
     assert r.stdout.count(" ok ") == len(load_manifest().groups)
 
 
@@ -131,7 +131,7 @@ def test_info_reports_versions_device_backends_models(models_dir, monkeypatch, c
     out = capsys.readouterr().out
     for key in ("python", "numpy", "numba", "opencv", "pyav", "onnxruntime", "cupy", "CUDA device", "backends"):
         assert f"\n{key} " in out
-    assert "cpu" in out and "all 66 files verified" in out
+    assert "cpu" in out and "all 89 files verified" in out
     monkeypatch.setenv("CXX", "no-such-c++")  # the emulator's compiler is GPUAU_EMU_CXX's, not CXX's
     assert cli.main(["info"]) == 0
     assert ", emulated, " in capsys.readouterr().out

@@ -9,6 +9,8 @@ import socket
 import threading
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 import gpuau
@@ -79,13 +81,29 @@ def test_manifest_lists_every_file_the_pipeline_needs(models_dir):
     needed |= {f"{lm}/patch_experts/ccnf_patches_{s}_general.txt" for s in ("0.25", "0.35", "0.5")}
     for sub in ("model_inner", "model_eye", "mtcnn_detector"):
         needed |= {p.relative_to(models_dir).as_posix() for p in (models_dir / lm / sub).rglob("*") if p.is_file()}
-    au_list = (models_dir / AU_PREDICTORS / "AU_all_best.txt").read_text().split()[::2]
-    needed |= {f"{AU_PREDICTORS}/{p}" for p in au_list}
-    assert len(au_list) == 35 and needed <= paths
-    assert len(paths) == len(MANIFEST.files) == 66
+    for au_list, count in (("AU_all_best.txt", 35), ("AU_all_static.txt", 35)):  # video; images, -au_static
+        models = (models_dir / AU_PREDICTORS / au_list).read_text().split()[::2]
+        assert len(models) == count
+        needed |= {f"{AU_PREDICTORS}/{au_list}"} | {f"{AU_PREDICTORS}/{p}" for p in models}
+    assert needed <= paths
+    assert len(paths) == len(MANIFEST.files) == 89
     assert all(e.url == BASE_URL + e.path for e in MANIFEST.files)
     assert BASE_URL == "https://raw.githubusercontent.com/TadasBaltrusaitis/OpenFace/OpenFace_2.2.0/"
     assert {e.group for e in MANIFEST.files} == set(MANIFEST.groups)
+
+
+def test_a_folder_of_the_manifests_files_runs_every_kind_of_analysis(clean_env, models_dir, media_dir, monkeypatch):
+    """What `gpuau models fetch` builds is enough for photos, multi-face video and -au_static too (their static
+    AU models were once left out of the manifest: verify passed, the analysis failed)."""
+    monkeypatch.setenv("GPUAU_CACHE", str(clean_env / "cache"))
+    folder = link_copy(models_dir, clean_env / "models")
+    assert store.verify(folder).ok
+    analyzer = gpuau.Analyzer("cpu", models=folder, au_static=True)
+    photo = analyzer.analyze_image(media_dir / "sample1.jpg")
+    assert photo.faces_found == 1 and np.isfinite(photo.columns["AU12_r"]).all()
+    capture = cv2.VideoCapture(str(media_dir / "default.wmv"))
+    video = analyzer.analyze_frames([capture.read()[1] for _ in range(3)], fps=30)
+    assert video.faces_found == 3 and np.isfinite(video.columns["AU12_r"]).all()
 
 
 def test_top_level_manifest_is_the_package_data_file():
@@ -202,7 +220,7 @@ def test_the_folder_holding_the_model_folder_is_named_with_the_right_one(clean_e
 
 def test_verify_shared_folder(models_dir):
     report = store.verify(models_dir)
-    assert report.ok and len(report.checked) == 66
+    assert report.ok and len(report.checked) == 89
 
 
 def test_verify_names_the_corrupt_and_the_missing_file(tmp_path, models_dir):

@@ -2,7 +2,8 @@
 
 The manifest (``openface-2.2.0.json``, package data) is generated from a complete OpenFace 2.2.0 model
 folder by following the references in OpenFace's own configuration files, starting from the three
-files FeatureExtraction loads with ``-mloc model/main_clnf_general.txt -aus``::
+files FeatureExtraction loads with ``-mloc model/main_clnf_general.txt -aus`` and the static AU models'
+list (``-au_static``, FaceLandmarkImg, FaceLandmarkVidMulti)::
 
     python -m gpuau.models.manifest /path/to/openface-2.2.0 > gpuau/models/openface-2.2.0.json
 
@@ -36,11 +37,14 @@ LANDMARK_MODEL = "lib/local/LandmarkDetector/model"
 AU_PREDICTORS = "lib/local/FaceAnalyser/AU_predictors"
 
 # What FeatureExtraction loads: the CLNF model named by -mloc, the MTCNN detector
-# (LandmarkDetectorParameters.cpp default) and the dynamic AU models (FaceAnalyserParameters.cpp default).
+# (LandmarkDetectorParameters.cpp default) and the dynamic AU models (FaceAnalyserParameters.cpp default);
+# and the static AU models FeatureExtraction -au_static, FaceLandmarkImg and FaceLandmarkVidMulti load
+# (FaceAnalyserParameters::OptimizeForImages).
 ROOTS = (
     f"{LANDMARK_MODEL}/main_clnf_general.txt",
     f"{LANDMARK_MODEL}/mtcnn_detector/MTCNN_detector.txt",
     f"{AU_PREDICTORS}/main_dynamic_svms.txt",
+    f"{AU_PREDICTORS}/main_static_svms.txt",
 )
 
 # Keys of OpenFace's configuration files whose value is a file path (relative to the configuring file);
