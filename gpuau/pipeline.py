@@ -79,13 +79,23 @@ class Result:
             return len(self)
         return int(np.sum(self.columns["success"]))
 
+    def __repr__(self) -> str:  # the dataclass's would print every column
+        return (f"Result(source={self.source!r}, rows={len(self)}, columns={len(self.columns)}, "
+                f"faces_found={self.faces_found}, frames_decoded={self.frames_decoded}, "
+                f"warnings={len(self.warnings)})")
+
     def to_pandas(self):
-        """The table as a :class:`pandas.DataFrame` (needs pandas)."""
+        """The table as a :class:`pandas.DataFrame` (needs pandas), at full precision (the CSV rounds as OpenFace
+        does); the integer columns (``frame, face_id, success``, an image's ``face``) as int32, as in Parquet."""
         try:
             import pandas as pd
         except ImportError as e:
             raise ImportError("Result.to_pandas needs pandas: pip install pandas") from e
-        return pd.DataFrame(self.columns)
+        from gpuau.io.openface_csv import TEXT_COLUMNS, column_decimals
+
+        sequence = "face" not in self.columns
+        return pd.DataFrame({c: v if c in TEXT_COLUMNS or column_decimals(c, sequence=sequence) is not None
+                             else np.asarray(v, np.int32) for c, v in self.columns.items()})
 
     def to_csv(self, path: "str | os.PathLike") -> Path:
         """Write an OpenFace CSV (FeatureExtraction's formats), atomically."""
@@ -102,6 +112,8 @@ class Result:
 
     def write(self, path: "str | os.PathLike", format: str) -> Path:
         """:meth:`to_csv` or :meth:`to_parquet`, as ``format`` (one of :data:`FORMATS`) says."""
+        if format not in FORMATS:
+            raise ValueError(f"format: one of {', '.join(FORMATS)}, not {format!r}")
         return (self.to_parquet if format == "parquet" else self.to_csv)(path)
 
 

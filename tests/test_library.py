@@ -92,3 +92,19 @@ def test_an_image_without_an_image_name_is_refused_saying_how_images_are_known(a
     with pytest.raises(gpuau.InputError, match=r"not a single image \(use analyze_video .* known by its name's ending, "
                                                r"one of \.jpg, \.jpeg"):
         analyzer.analyze_image(photo)
+
+
+def test_a_result_prints_short_and_its_dataframe_types_are_the_parquet_files(analyzer, clip, tmp_path):
+    """In a notebook `res` shows a summary, not 714 columns of values; `to_pandas` and the Parquet file agree on
+    which columns are integers, so tables merge whichever way they were made."""
+    pytest.importorskip("pyarrow")
+    pd = pytest.importorskip("pandas")
+    res = analyzer.analyze_frames(clip[:5], fps=15)
+    assert repr(res) == ("Result(source='<frames>', rows=5, columns=426, faces_found=5, frames_decoded=5, "
+                         "warnings=0)")
+    frame = res.to_pandas()
+    parquet = pd.read_parquet(res.write(tmp_path / "t.parquet", "parquet"))
+    assert frame.dtypes.equals(parquet.dtypes) and frame.equals(parquet)
+    assert frame["frame"].tolist() == [1, 2, 3, 4, 5] and frame["success"].dtype == np.int32
+    with pytest.raises(ValueError, match="format: one of csv, parquet, not 'xlsx'"):
+        res.write(tmp_path / "t.xlsx", "xlsx")
