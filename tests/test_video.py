@@ -1,5 +1,8 @@
 """Frame sources on real media and on small generated bad inputs."""
 import pickle
+import signal
+import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -193,6 +196,54 @@ def test_close_releases_the_video_and_stops_decoding(media_dir):
     assert not decoding_threads(path) and not src._capture.isOpened() and list(frames) == []
     with pytest.raises(RuntimeError, match="iterated once"):
         iter(src)
+
+
+class _SlowCapture:
+    """A VideoCapture whose reads take 1 s (a large frame, a slow disk), recording a release during a read."""
+
+    def __init__(self, capture):
+        self.capture, self.reading, self.released_while_reading = capture, False, []
+
+    def read(self):
+        self.reading = True
+        try:
+            return self.capture.read()
+        finally:
+            time.sleep(1.0)
+            self.reading = False
+
+    def __getattr__(self, name):
+        return getattr(self.capture, name)
+
+    def release(self):
+        self.released_while_reading.append(self.reading)
+        self.capture.release()
+
+
+class _SecondInterrupt(BaseException):
+    pass
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the finaliser's interrupt
+def test_a_second_interrupt_during_clean_up_leaves_the_video_to_its_decoding_thread(media_dir):
+    """A stage fails and a second Ctrl-C lands while the source waits for its decoding thread: releasing the capture
+    under the thread's read was a segmentation fault (a 4K video: 5 in 5)."""
+    def interrupt(signum, frame):
+        raise _SecondInterrupt
+
+    previous = signal.signal(signal.SIGUSR1, interrupt)
+    try:
+        src = open_source(media_dir / "default.wmv")
+        capture = src._capture = _SlowCapture(src._capture)
+        with pytest.raises((RuntimeError, _SecondInterrupt)):  # the interrupt is lost in the frames' finaliser
+            with src:
+                for _ in src:
+                    threading.Timer(0.2, signal.pthread_kill, (threading.main_thread().ident, signal.SIGUSR1)).start()
+                    raise RuntimeError("a stage failed")
+        assert not decoding_threads(media_dir / "default.wmv")
+        assert capture.released_while_reading == [False]  # by the decoding thread, once its read ended
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
 
 
 def test_first_image_is_decoded_once(media_dir, monkeypatch):

@@ -356,6 +356,7 @@ class VideoSource:
         self._first = first  # the first image, decoded by open_source for the size: not decoded again
         self.timestamps = "openface"
         self._used = False
+        self._decoder: "threading.Thread | None" = None  # the decoding thread, which releases the capture itself
         # the iteration's generator, weakly: its frame refers to this source, and a strong reference back would
         # keep both (and the decoding thread) alive after the caller drops them
         self._frames: "weakref.ref | None" = None
@@ -400,7 +401,7 @@ class VideoSource:
         frames = self._frames() if self._frames is not None else None
         if frames is not None:
             frames.close()
-        if self._capture is not None:
+        if self._capture is not None and self._decoder is None:  # never read: no thread is inside the decoder
             self._capture.release()
         self._first = None
 
@@ -451,7 +452,7 @@ class VideoSource:
             except BaseException as e:  # handed to the consumer
                 q.put(e)
 
-        t = threading.Thread(target=work, name=f"decode:{self.path.name}", daemon=True)
+        t = self._decoder = threading.Thread(target=work, name=f"decode:{self.path.name}", daemon=True)
         t.start()
         index = 0
         first = previous = 0.0  # container times: the first frame's, and the frame before's
@@ -478,12 +479,19 @@ class VideoSource:
                 yield Frame(index, ts, image, gray, file)
                 index += 1
         finally:
+            # until the thread ends it may be inside the decoder, whose capture must not be released under it
+            # (a segmentation fault): a second Ctrl-C here waits for the thread, then goes on
             stop.set()
+            interrupt = None
             while t.is_alive():
                 try:
                     q.get(timeout=0.05)
                 except queue.Empty:
                     pass
+                except BaseException as e:
+                    interrupt = interrupt or e
+            if interrupt is not None:
+                raise interrupt
 
 
 TIMESTAMPS = ("openface", "container")
