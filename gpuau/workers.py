@@ -163,10 +163,13 @@ class _Process:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             self.process.start()
+        except BaseException:  # no process (out of memory, the process limit): no pipe left open either
+            self.conn.close()
+            raise
         finally:
             if swap:
                 signal.signal(signal.SIGINT, handler)
-        child.close()
+            child.close()
         self.ready = False
         self.item = None  # (src, dst) being analysed
         self.bar = None
@@ -230,11 +233,21 @@ def schedule(run: CorpusRun, device: str, plan: LocalPlan, *, fmt: str, progress
     ever_ready, start_error = False, ""
 
     def start() -> None:
-        procs.append(_Process(ctx, device, plan.threads, options))
+        nonlocal start_error
+        try:
+            procs.append(_Process(ctx, device, plan.threads, options))
+        except OSError as e:  # the run goes on with the workers it has (none left: the loop below says so)
+            start_error = start_error or f"a worker process could not be started ({e})"
 
     def assign(p: _Process) -> None:
         p.item = queue.popleft()
-        p.conn.send((*p.item, fmt))
+        try:
+            p.conn.send((*p.item, fmt))
+        except OSError:  # it died while idle (the out-of-memory killer): no retry spent, the input waits
+            queue.appendleft(p.item)
+            p.item = None
+            died(p)
+            return
         if progress and positions and on_terminal():
             p.position = positions.pop(0)
             p.bar = progress_bar(True, desc=p.item[0].name[:30], unit="frame", position=p.position, leave=False)
@@ -270,7 +283,7 @@ def schedule(run: CorpusRun, device: str, plan: LocalPlan, *, fmt: str, progress
                     deaths.abandon(start_error)
                     return
                 raise WorkerError(f"no worker process could start: {start_error}")
-            for p in procs:
+            for p in list(procs):  # assign() removes a worker found dead
                 if p.ready and p.item is None and queue and not run.report.stopped:
                     assign(p)
             for ready in wait([p.conn for p in procs] + [p.process.sentinel for p in procs]):

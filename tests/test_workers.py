@@ -208,6 +208,59 @@ def test_workers_that_cannot_start_stop_the_run_with_their_error(corpus, tmp_pat
     assert run.finish().outcomes == []
 
 
+def test_a_worker_that_dies_while_idle_is_replaced_without_spending_a_retry(corpus, corpus_reference, tmp_path):
+    """Killed between two inputs (the out-of-memory killer), the worker's pipe breaks when it is handed the next one:
+    that was a BrokenPipeError out of the command, the inputs after it neither analysed nor reported."""
+    from gpuau.corpus import CorpusRun
+    from gpuau.workers import schedule
+
+    out = tmp_path / "out"
+    run = CorpusRun(corpus[:3], out, progress=False)
+    record, killed = run.record, []
+
+    def record_then_kill_the_idle_worker(outcome):
+        record(outcome)
+        if not killed:
+            (worker,) = [c for c in multiprocessing.active_children() if c.name == "gpuau-worker"]
+            worker.kill()
+            worker.join()
+            killed.append(worker.pid)
+
+    run.record = record_then_kill_the_idle_worker
+    schedule(run, "cpu", LocalPlan(1, 2), fmt="csv", progress=False, options=Analyzer("cpu").settings(),
+             max_retries=0)
+    assert killed and [o.status for o in run.finish().outcomes] == ["done", "done", "done"]
+    assert files(out) == {k: v for k, v in files(corpus_reference).items() if k in files(out)} and len(files(out)) == 3
+
+
+def test_a_worker_that_cannot_be_restarted_fails_the_inputs_left_and_the_run_goes_on(corpus, fault, tmp_path,
+                                                                                     monkeypatch):
+    """The replacement of a dead worker cannot start (out of memory, the process limit): that was an OSError out of
+    the command, the finished outputs unreported."""
+    import errno
+    import multiprocessing.context
+
+    from gpuau.corpus import CorpusRun
+    from gpuau.workers import schedule
+
+    fault.write_text("clip30.avi")
+    start, starts = multiprocessing.context.SpawnProcess.start, []
+
+    def start_once(process):
+        starts.append(process)
+        if len(starts) > 1:
+            raise OSError(errno.ENOMEM, "Cannot allocate memory")
+        start(process)
+
+    monkeypatch.setattr(multiprocessing.context.SpawnProcess, "start", start_once)
+    run = CorpusRun([corpus[2], corpus[1]], tmp_path / "out", progress=False)  # clip30.avi first: its worker dies
+    schedule(run, "cpu", LocalPlan(1, 2), fmt="csv", progress=False, options=Analyzer("cpu").settings())
+    outcomes = run.finish().outcomes
+    assert len(starts) == 2 and [o.status for o in outcomes] == ["failed", "failed"]
+    assert {o.reason for o in outcomes} == {"not analysed: no worker left (a worker process could not be started "
+                                            "([Errno 12] Cannot allocate memory))"}
+
+
 def test_inputs_left_when_every_worker_is_gone_fail_saying_so(corpus, tmp_path):
     """The local and the Ray scheduler, once no worker is left and none can start again: every queued input fails with
     the last start's error (WorkerDeaths.abandon), and the run goes on to its report."""
