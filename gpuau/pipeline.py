@@ -219,6 +219,8 @@ class AUThread:
         self._error: "BaseException | None" = None
         self._cancelled = False
         self._held: list = []  # a frame taken from the queue that starts the next batch
+        # set when the thread's work is over; an interrupted join() can take a running thread for ended (bpo-45274)
+        self._finished = threading.Event()
         self._thread = threading.Thread(target=self._work, name="gpuau-au", daemon=True)
         self._thread.start()
 
@@ -239,19 +241,22 @@ class AUThread:
     def _work(self) -> None:
         from gpuau.kernels.loader import device_context
 
-        with device_context(self.aus.backend):  # cuda:N: this thread's arrays on GPU N
-            done = False
-            while not done:
-                items, done = self._next_batch()
-                if items and self._error is None and not self._cancelled:
-                    try:
-                        images, landmarks, success, timestamps = zip(*items)
-                        with threads.occupying():  # the landmark fit's helper thread waits for a free core
-                            # no read-back: finish() gives the values
-                            self.aus.add_frames(np.stack(images), np.stack(landmarks), success, timestamps,
-                                                online=False, recorder=self.recorder)
-                    except BaseException as e:  # handed to the submitting thread
-                        self._error = e
+        try:
+            with device_context(self.aus.backend):  # cuda:N: this thread's arrays on GPU N
+                done = False
+                while not done:
+                    items, done = self._next_batch()
+                    if items and self._error is None and not self._cancelled:
+                        try:
+                            images, landmarks, success, timestamps = zip(*items)
+                            with threads.occupying():  # the landmark fit's helper thread waits for a free core
+                                # no read-back: finish() gives the values
+                                self.aus.add_frames(np.stack(images), np.stack(landmarks), success, timestamps,
+                                                    online=False, recorder=self.recorder)
+                        except BaseException as e:  # handed to the submitting thread
+                            self._error = e
+        finally:
+            self._finished.set()
 
     def _raise(self) -> None:
         if self._error is not None:
@@ -265,9 +270,19 @@ class AUThread:
     def close(self, cancel: bool = False) -> None:
         """Wait until every queued frame is analysed (``cancel``: drop the ones not started), then stop."""
         self._cancelled = cancel
-        if self._thread.is_alive():
+        if not self._finished.is_set():
             self._queue.put(self._STOP)
-            self._thread.join()
+            # the thread may be writing the recorder's files, which the caller removes once this returns: a second
+            # Ctrl-C cancels what is left and still waits for it
+            interrupt = None
+            while not self._finished.is_set():
+                try:
+                    self._finished.wait()
+                except BaseException as e:
+                    self._cancelled = True
+                    interrupt = interrupt or e
+            if interrupt is not None:
+                raise interrupt
         if not cancel:
             self._raise()
 
@@ -501,12 +516,12 @@ class Analyzer:
                 r = tracker.track(frame.image, frame.gray)
                 worker.submit(frame.image, r.landmarks, r.detection_success, frame.timestamp)
                 yield landmark_row(frame.index + 1, frame.timestamp, r), aus
+            if worker is not None:
+                worker.close()  # an interrupt while it waits for the backlog cancels the rest too
         except BaseException:
             if worker is not None:
                 worker.close(cancel=True)
             raise
-        if worker is not None:
-            worker.close()
 
     def track_multi(self, frames: Iterable, intrinsics=None, *, recorder=None) -> Iterator[tuple[list, list]]:
         """Rows of the faces tracked in each frame, FaceLandmarkVidMulti's way.

@@ -77,4 +77,45 @@ def test_au_thread_hands_errors_to_the_caller(clip):
     worker.submit(frames[0], lm[0][:10], True, 0.0)  # 10 landmarks: the AU PDM refit fails
     with pytest.raises(Exception):
         worker.close()
-    assert not worker._thread.is_alive()
+    assert worker._finished.is_set()
+
+
+class _Interrupt(BaseException):
+    pass
+
+
+def test_an_interrupt_while_the_video_waits_for_its_au_backlog_cancels_it(media_dir, tmp_path, monkeypatch):
+    """Ctrl-C while the end of a video waits for the AU thread's backlog: the thread went on through up to 64 frames,
+    writing the FHOG and aligned faces the interrupted run was removing."""
+    import signal
+    import threading
+    import time
+
+    from gpuau.au import AUAnalyzer
+    from gpuau.pipeline import Analyzer, AUThread
+
+    add_frames, close = AUAnalyzer.add_frames, AUThread.close
+    monkeypatch.setattr(AUAnalyzer, "add_frames",  # an AU stage behind the tracker (a busy core): a backlog
+                        lambda self, *a, **k: time.sleep(0.05) or add_frames(self, *a, **k))
+
+    def interrupted_close(worker, cancel=False):
+        if not cancel:
+            workers.append(worker)
+            backlog.append(worker._queue.qsize())
+            threading.Timer(0.2, signal.pthread_kill, (threading.main_thread().ident, signal.SIGUSR1)).start()
+        return close(worker, cancel)
+
+    def interrupt(signum, frame):
+        raise _Interrupt
+
+    backlog, workers = [], []
+    monkeypatch.setattr(AUThread, "close", interrupted_close)
+    previous = signal.signal(signal.SIGUSR1, interrupt)
+    try:
+        analyzer = Analyzer("cpu", quality="fast", write_hog=True, write_aligned=True)
+        with pytest.raises(_Interrupt):
+            analyzer.write_video(media_dir / "changeLighting.wmv", tmp_path / "out" / "x.csv")
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert backlog[0] > 10 and workers[0]._finished.is_set()  # the AU thread's work was over when it raised
+    assert not list((tmp_path / "out").iterdir())  # no CSV, FHOG, aligned faces nor their temporary files
