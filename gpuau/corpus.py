@@ -301,11 +301,12 @@ def expand_inputs(inputs: Iterable["str | os.PathLike"], exclude: "str | os.Path
 
     A video or image file stands for itself; a folder holding images (and no videos) is one image
     sequence; any other folder is searched recursively for videos (and image-sequence folders), except the folder
-    ``exclude`` (the output folder: its aligned faces are no input); a ``.txt``/``.lst`` file lists one path per line
-    (``#`` comments allowed, relative to the list's folder; UTF-8, a byte-order mark allowed; lists it names are read
-    too, each once). A path that does not exist is kept, so that it is reported as failed rather than silently
-    dropped. Each folder is searched once, however many links lead to it (a link to a folder above it would otherwise
-    be followed round and round).
+    ``exclude`` (the output folder: its aligned faces are no input) and any other run's output folder (one holding a
+    :data:`SETTINGS_LOG`), named or found; a folder that cannot be listed is kept as an input, which fails saying
+    why. A ``.txt``/``.lst`` file lists one path per line (a line starting with ``#`` is a comment; relative to the
+    list's folder; UTF-8, a byte-order mark allowed; lists it names are read too, each once). A path that does not
+    exist is kept, so that it is reported as failed rather than silently dropped. Each folder is searched once,
+    however many links lead to it (a link to a folder above it would otherwise be followed round and round).
 
     Raises
     ------
@@ -325,14 +326,21 @@ def expand_inputs(inputs: Iterable["str | os.PathLike"], exclude: "str | os.Path
 
     def walk(p: Path):
         if p.is_dir():
-            if _is_sequence_folder(p):
+            if (p / SETTINGS_LOG).is_file():  # another run's output folder: its aligned faces are no input
+                return
+            try:
+                sequence, children = _is_sequence_folder(p), sorted(p.iterdir())
+            except OSError:  # not readable: an input, which then fails saying so
+                add(p)
+                return
+            if sequence:
                 add(p)
                 return
             real = p.resolve()
             if real in searched:
                 return
             searched.add(real)
-            for child in sorted(p.iterdir()):
+            for child in children:
                 if child.is_dir() and skip is not None and child.resolve() == skip:
                     continue
                 if child.is_dir() or child.suffix.lower() in VIDEO_EXTENSIONS:

@@ -461,6 +461,39 @@ def test_links_back_up_the_tree_are_searched_once(media_dir, tmp_path):
     assert expand_inputs([tmp_path / "tree"]) == [tree / "clip.avi"]
 
 
+def test_earlier_outputs_are_no_inputs_and_an_unreadable_folder_fails_alone(media_dir, tmp_path, monkeypatch):
+    """`gpuau analyze videos/* -o videos/out --aligned` named its own output folder (the glob) and analysed the aligned
+    faces there as an image sequence, one level deeper each run; a folder that could not be listed stopped the whole
+    batch with a traceback."""
+    import shutil
+
+    from gpuau.corpus import SETTINGS_LOG, expand_inputs, run_corpus
+    from gpuau.pipeline import Analyzer
+
+    videos = tmp_path / "videos"
+    (videos / "out_exact" / "clip_aligned").mkdir(parents=True)
+    shutil.copy(media_dir / "image_sequence" / "001.jpg", videos / "out_exact" / "clip_aligned" / "frame_det_00_1.jpg")
+    (videos / "out_exact" / SETTINGS_LOG).write_text("")
+    (videos / "locked").mkdir()
+    shutil.copy(media_dir / "sample1.jpg", videos / "sample1.jpg")
+    (videos / "rec.m2ts").write_bytes(b"")
+    listdir = Path.iterdir
+
+    def iterdir(path):  # chmod 000 as anyone but root
+        if path.name == "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return listdir(path)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    found = [videos / "locked", videos / "rec.m2ts"]
+    assert expand_inputs([videos]) == found  # a search takes videos and image folders
+    assert expand_inputs(sorted(videos.iterdir())) == found + [videos / "sample1.jpg"]  # the glob videos/*
+    report = run_corpus([videos / "locked", videos / "sample1.jpg"], tmp_path / "out", analyzer=Analyzer("cpu"),
+                        progress=False)
+    assert [(o.status, o.reason) for o in report.outcomes] == [
+        ("failed", "folder is not readable (Permission denied) (check its permissions)"), ("done", "")]
+
+
 def test_list_files_from_notepad_and_in_other_encodings(tmp_path):
     from gpuau.corpus import expand_inputs
     from gpuau.video import InputError

@@ -17,7 +17,8 @@ SEQUENCE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 """The endings of the images ``SequenceCapture`` reads from an image folder, compared as written (``-fdir`` skips a
 ``.JPG``, a ``.tif``): an image folder is analysed as those files, in byte order of their names, as OpenFace sorts
 them; its other images only when it holds none of these (:func:`open_source`)."""
-VIDEO_EXTENSIONS = (".avi", ".mp4", ".mov", ".mkv", ".wmv", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".3gp", ".mts")
+VIDEO_EXTENSIONS = (".avi", ".mp4", ".mov", ".mkv", ".wmv", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".3gp", ".mts",
+                    ".m2ts", ".ts", ".mxf", ".ogv", ".asf")
 
 QUEUE_BYTES = 40 << 20
 """Pixels that a queue of frames between two of the pipeline's threads holds at most (the decoder's read-ahead: 8
@@ -282,8 +283,11 @@ def _sequence_files(folder: Path) -> "tuple[list[Path], list[str]]":
     """The images of an image folder, in frame order, and what to tell about them: ``SequenceCapture``'s files
     (:data:`SEQUENCE_EXTENSIONS`, sorted by the bytes of their names: ``img10`` before ``img2``, as OpenFace orders
     them), the others it skips noted; a folder with none of those is analysed as its other images, noted too."""
-    images = sorted((f for f in folder.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file()),
-                    key=lambda f: os.fsencode(f.name))
+    try:
+        images = sorted((f for f in folder.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file()),
+                        key=lambda f: os.fsencode(f.name))
+    except OSError as e:
+        raise InputError(folder, f"folder is not readable ({e.strerror})", "check its permissions") from None
     if not images:
         raise InputError(folder, "folder holds no images", f"expected files ending in {', '.join(IMAGE_EXTENSIONS)}")
     read = [f for f in images if f.suffix in SEQUENCE_EXTENSIONS]
