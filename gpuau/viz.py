@@ -4,8 +4,10 @@ Both read an OpenFace CSV (gpuau's or OpenFace's own), so they also show OpenFac
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -126,6 +128,21 @@ def draw_frame(image: np.ndarray, row: dict, au_names: list, intrinsics) -> np.n
     return out
 
 
+def _check_frames_stored(path: Path, frames: int, output: Path) -> None:
+    """Raise OSError unless the video at ``path`` holds ``frames`` frames: OpenCV's writer reports no failed write (a
+    full disk left a video without its index, under the output's name)."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    stored = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
+    capture.release()
+    if stored != frames:
+        full = shutil.disk_usage(path.parent).free < 1 << 20
+        raise OSError(errno.ENOSPC if full else errno.EIO,
+                      f"{output}: the video writer stored {stored} of {frames} frames"
+                      + (": the disk is full (free space and run again)" if full else ""))
+
+
 def render_video(video, csv_path, output, *, face_id: int = 0, orientation: str = "openface", camera=None) -> Path:
     """Annotated copy of ``video`` with the results of ``csv_path`` (one face: ``face_id``), written atomically.
 
@@ -146,26 +163,31 @@ def render_video(video, csv_path, output, *, face_id: int = 0, orientation: str 
     frames = table["frame"].astype(int)
     ids = table.get("face_id", np.zeros_like(frames)).astype(int)
     index = {f: i for i, (f, fid) in enumerate(zip(frames, ids)) if fid == face_id}
-    source = open_source(video, orientation=orientation)
-    intrinsics = camera_intrinsics(source.width, source.height, camera)
     fourcc = cv2.VideoWriter_fourcc(*("MJPG" if output.suffix.lower() == ".avi" else "mp4v"))
-    with atomic_path(output) as tmp:
-        tmp_video = tmp.with_suffix(output.suffix)
-        writer = None
+    with open_source(video, orientation=orientation) as source, atomic_path(output) as tmp:
+        intrinsics = camera_intrinsics(source.width, source.height, camera)
+        tmp_video = tmp.with_suffix(output.suffix)  # the container follows the name
+        writer, written = None, 0
         try:
-            for frame in source:
-                i = index.get(frame.index + 1)
-                row = {k: v[i] for k, v in table.items()} if i is not None else {"success": 0.0}
-                img = draw_frame(frame.image, row, names, intrinsics)
-                if writer is None:
-                    writer = cv2.VideoWriter(str(tmp_video), fourcc, source.fps or 30.0, (img.shape[1], img.shape[0]))
-                    if not writer.isOpened():
-                        raise OSError(f"{output}: OpenCV cannot write this container; use .mp4 or .avi")
-                writer.write(img)
+            try:
+                for frame in source:
+                    i = index.get(frame.index + 1)
+                    row = {k: v[i] for k, v in table.items()} if i is not None else {"success": 0.0}
+                    img = draw_frame(frame.image, row, names, intrinsics)
+                    if writer is None:
+                        writer = cv2.VideoWriter(str(tmp_video), fourcc, source.fps or 30.0,
+                                                 (img.shape[1], img.shape[0]))
+                        if not writer.isOpened():
+                            raise OSError(f"{output}: OpenCV cannot write this container; use .mp4 or .avi")
+                    writer.write(img)
+                    written += 1
+            finally:
+                if writer is not None:
+                    writer.release()
+            _check_frames_stored(tmp_video, written, output)
+            os.replace(tmp_video, tmp)
         finally:
-            if writer is not None:
-                writer.release()
-        os.replace(tmp_video, tmp)
+            tmp_video.unlink(missing_ok=True)
     return output
 
 

@@ -83,3 +83,50 @@ def test_render_and_plot_read_parquet_and_say_what_they_cannot_write(media_dir, 
     assert main(["plot", str(tmp_path / "missing.csv"), "-o", str(tmp_path / "b.png")]) == 2
     assert "gpuau: error:" in capsys.readouterr().err and sorted(p.name for p in tmp_path.iterdir()) == [
         "aus.png", "default.parquet"]
+
+
+def test_render_leaves_nothing_when_it_fails_and_no_video_a_full_disk_cut_short(media_dir, reference_dir, tmp_path,
+                                                                               monkeypatch, capsys):
+    """A failure mid-video left its partial video (a name no sweep of temporary files knows); and OpenCV's writer
+    reports no failed write, so a full disk left an unplayable video (no index) under the output's name."""
+    from collections import namedtuple
+
+    import gpuau.viz
+
+    args = ["render", str(media_dir / "changeLighting.wmv"), str(reference_dir / "changeLighting.csv")]
+    out = tmp_path / "out"
+    out.mkdir()
+    draw, drawn = gpuau.viz.draw_frame, []
+
+    def fail_at_frame_10(*a):
+        drawn.append(1)
+        if len(drawn) == 10:
+            raise RuntimeError("a drawing failed")
+        return draw(*a)
+
+    monkeypatch.setattr(gpuau.viz, "draw_frame", fail_at_frame_10)
+    with pytest.raises(RuntimeError, match="a drawing failed"):
+        main([*args, "-o", str(out / "a.mp4")])
+    assert not list(out.iterdir())
+
+    monkeypatch.setattr(gpuau.viz, "draw_frame", draw)
+    writer = cv2.VideoWriter
+
+    class DiskFills:  # the disk fills after 40 frames: the writer goes on, storing nothing more
+        def __init__(self, *a):
+            self.writer, self.frames = writer(*a), 0
+
+        def __getattr__(self, name):
+            return getattr(self.writer, name)
+
+        def write(self, image):
+            self.frames += 1
+            if self.frames <= 40:
+                self.writer.write(image)
+
+    monkeypatch.setattr(cv2, "VideoWriter", DiskFills)
+    monkeypatch.setattr(gpuau.viz.shutil, "disk_usage", lambda path: namedtuple("usage", "total used free")(1, 1, 0))
+    assert main([*args, "-o", str(out / "b.avi")]) == 2
+    assert capsys.readouterr().err == (f"gpuau: error: [Errno 28] {out / 'b.avi'}: the video writer stored 40 of 88 "
+                                       "frames: the disk is full (free space and run again)\n")
+    assert not list(out.iterdir())
