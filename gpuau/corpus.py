@@ -210,6 +210,7 @@ class CorpusReport:
     elapsed: float = 0.0
     stopped: str = ""
     setup: float = 0.0  # seconds the CPU kernels' one-time compile took before the first input (not in elapsed)
+    not_started: list = field(default_factory=list)  # inputs a stopped run (a full disk) left for the rerun
 
     def count(self, status: str) -> int:
         return sum(o.status == status for o in self.outcomes)
@@ -224,7 +225,7 @@ class CorpusReport:
         frames = sum(o.frames for o in self.outcomes)
         faces = sum(o.faces for o in self.outcomes)
         lines = [
-            f"{'inputs':<10}{len(self.outcomes):>8}",
+            f"{'inputs':<10}{len(self.outcomes) + len(self.not_started):>8}",
             f"{'done':<10}{self.count('done'):>8}",
             f"{'skipped':<10}{self.count('skipped'):>8}   (complete output already there; --overwrite redoes them)",
             f"{'failed':<10}{self.count('failed'):>8}",
@@ -234,6 +235,8 @@ class CorpusReport:
             f"{'speed':<10}{(frames / self.elapsed if self.elapsed else 0):>8.1f} frames/s   "
             f"(all frames over the elapsed time)",
         ]
+        if self.not_started:
+            lines.insert(4, f"{'not run':<10}{len(self.not_started):>8}   (the run stopped first: a rerun does them)")
         if self.setup >= 1.0:
             lines.append(f"{'setup':<10}{self.setup:>8.1f} s   (the CPU kernels compiled once for this version of "
                          "gpuau and this CPU, before the first input; not in elapsed)")
@@ -597,6 +600,9 @@ class CorpusRun:
             self._lock.release()
         self.bar.close()
         self.report.outcomes.sort(key=lambda o: self._order[o.input])
+        if self.report.stopped:
+            ended = {o.input for o in self.report.outcomes}
+            self.report.not_started = [src for src, _ in self.todo if src not in ended]
         self.report.elapsed = time.perf_counter() - self._t0
         return self.report
 

@@ -202,7 +202,8 @@ def test_disk_full_stops_the_corpus_and_keeps_finished_outputs(media_dir, tmp_pa
     assert "space" in err.lower()
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["gpuau-settings.jsonl",
                                                                                    "sample1.csv"]
-    assert len(calls) == 2  # the third input was not attempted
+    assert len(calls) == 2  # the third input was not attempted, and the summary counts it (it said "inputs 2")
+    assert "inputs           3\n" in err and "not run          1   (the run stopped first: a rerun does them)" in err
 
 
 class FillingDisk:
