@@ -418,7 +418,7 @@ class Analyzer:
         None are completed from the first frame's size by the tracker), checked (:func:`gpuau.video.check_camera`)."""
         from gpuau.video import check_camera
 
-        return self.camera if intrinsics is None else check_camera(intrinsics)
+        return self.camera if intrinsics is None else check_camera(intrinsics, "intrinsics")
 
     @property
     def gaze(self) -> bool:
@@ -563,6 +563,9 @@ class Analyzer:
         """
         from gpuau.video import open_source
 
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path: a video, an image folder or an image (str or path-like), not "
+                            f"{type(path).__name__}; frames in memory go to analyze_frames")
         with open_source(path, timestamps=self.timestamps, orientation=self.orientation) as source:
             if source.kind == "image":
                 res = self._analyze_image_source(source)
@@ -746,6 +749,8 @@ def close_table(table, name, frames: int, recorder, au_columns: Callable[[], dic
     from gpuau.video import InputError
 
     if frames == 0:
+        if name == "<frames>":  # analyze_frames
+            raise InputError(name, "no frames given", "pass at least one frame")
         raise InputError(name, "no frames could be decoded", "the file may be empty, truncated or not a video")
     if recorder is not None:
         recorder.commit()

@@ -70,10 +70,22 @@ def test_per_call_options_and_intrinsics_are_checked_whatever_the_input_holds(an
     grey = np.full((120, 160, 3), 90, np.uint8)
     with pytest.raises(TypeError, match="multi_face='no': use True or False"):
         analyzer.analyze_frames([grey], multi_face="no")
-    with pytest.raises(ValueError, match=r"camera=\(500, 500\): give \(fx, fy, cx, cy\)"):
+    with pytest.raises(ValueError, match=r"intrinsics=\(500, 500\): give \(fx, fy, cx, cy\)"):
         analyzer.analyze_image(grey, intrinsics=(500, 500))  # no face to fit: checked all the same
     with pytest.raises(ValueError, match="camera=500: give"):
         gpuau.Analyzer("cpu", camera=500)
+
+
+def test_frames_handed_over_wrongly_are_refused_naming_the_frame_and_the_fix(analyzer, clip):
+    with pytest.raises(gpuau.video.InputError, match="<frames>: no frames given"):
+        analyzer.analyze_frames([], fps=15)
+    with pytest.raises(ValueError, match=r"frame 1: an image of shape \(\): expected \(height, width\)"):
+        analyzer.analyze_frames([clip[0], None], fps=15)
+    with pytest.raises(ValueError, match=r"frame 0: unsupported image dtype float32: expected uint8 or uint16 \(floats "
+                                         r"from 0 to 1: \(img \* 255\).round\(\).astype\(np.uint8\)\)"):
+        analyzer.analyze_frames([clip[0].astype(np.float32) / 255], fps=15)
+    with pytest.raises(TypeError, match="not list; frames in memory go to analyze_frames"):
+        analyzer.analyze_video(clip[:2])
 
 
 def test_frames_without_a_face_warn_as_a_video_does(analyzer):

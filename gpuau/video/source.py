@@ -125,7 +125,8 @@ def to_bgr8(img: np.ndarray) -> np.ndarray:
     if img.dtype == np.uint16:
         img = (img >> 8).astype(np.uint8)
     elif img.dtype != np.uint8:
-        raise ValueError(f"unsupported image dtype {img.dtype}: expected uint8 or uint16")
+        hint = (" (floats from 0 to 1: (img * 255).round().astype(np.uint8))" if img.dtype.kind == "f" else "")
+        raise ValueError(f"unsupported image dtype {img.dtype}: expected uint8 or uint16{hint}")
     if img.ndim == 2:
         return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
     if img.shape[2] == 4:
@@ -158,7 +159,10 @@ def array_frames(images: Iterable, fps: float) -> Iterator[Frame]:
         size = None
         for i, img in enumerate(images):
             img = np.asarray(img)
-            bgr = to_bgr8(img)
+            try:
+                bgr = to_bgr8(img)
+            except ValueError as e:
+                raise ValueError(f"frame {i}: {e}") from None
             if np.may_share_memory(bgr, img):
                 # the caller's own array: its frame is read again after the next one is taken (the AU stage works on
                 # a thread of its own), and a caller may decode every frame into one buffer (cv2's cap.read(buf))
@@ -259,9 +263,10 @@ def camera_intrinsics(width: int, height: int, camera=None) -> tuple[float, floa
     return float(fx), float(fy), float(cx), float(cy)
 
 
-def check_camera(camera) -> tuple:
+def check_camera(camera, name: str = "camera") -> tuple:
     """``camera`` as ``(fx, fy, cx, cy)`` with None for the values to guess (all four for None); ValueError for a
-    pair given by half, a focal length that is not positive, or a value that is not a finite number."""
+    pair given by half, a focal length that is not positive, or a value that is not a finite number (the message
+    calls the argument ``name``)."""
     if camera is None:
         return (None,) * 4
     try:
@@ -269,13 +274,13 @@ def check_camera(camera) -> tuple:
     except (TypeError, ValueError):  # not a sequence (camera=500), or a value that is no number
         values = ()
     if len(values) != 4:
-        raise ValueError(f"camera={camera!r}: give (fx, fy, cx, cy), None for the values to guess")
+        raise ValueError(f"{name}={camera!r}: give (fx, fy, cx, cy), None for the values to guess")
     for names, pair in ((("fx", "fy"), values[:2]), (("cx", "cy"), values[2:])):
         if (pair[0] is None) != (pair[1] is None):
-            raise ValueError(f"camera: give {names[0]} and {names[1]} together (got {names[0]}={pair[0]}, "
+            raise ValueError(f"{name}: give {names[0]} and {names[1]} together (got {names[0]}={pair[0]}, "
                              f"{names[1]}={pair[1]})")
     if any(v is not None and not np.isfinite(v) for v in values) or any(v is not None and v <= 0 for v in values[:2]):
-        raise ValueError(f"camera={camera!r}: the focal lengths must be positive and every value a finite number")
+        raise ValueError(f"{name}={camera!r}: the focal lengths must be positive and every value a finite number")
     return values
 
 
