@@ -21,6 +21,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from collections import deque
 from dataclasses import dataclass
 
@@ -117,6 +118,7 @@ def _serve(conn, device: str, threads: int, options: dict, interruptible: bool) 
         signal.signal(signal.SIGINT, _stopped)
     signal.signal(signal.SIGTERM, _stopped)  # how the parent stops a busy worker
     collect_rarely()
+    status = 0
     try:
         try:
             worker = CorpusWorker(device, threads, options)
@@ -140,10 +142,13 @@ def _serve(conn, device: str, threads: int, options: dict, interruptible: bool) 
             conn.send(("done", outcome))
     except (KeyboardInterrupt, EOFError, BrokenPipeError):  # stopped (its output's temporary file is gone) or the
         pass                                                # parent left
+    except BaseException:  # noqa: BLE001 - a bug: its traceback, and a status the parent reports
+        traceback.print_exc()
+        status = 1
     finally:  # without the interpreter's teardown (~0.15 s finalising Numba's and onnxruntime's objects), as `gpuau`
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(0)
+        os._exit(status)
 
 
 class _Process:

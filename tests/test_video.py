@@ -1,4 +1,5 @@
 """Frame sources on real media and on small generated bad inputs."""
+import os
 import pickle
 import signal
 import threading
@@ -152,6 +153,13 @@ def test_input_error_crosses_processes(tmp_path):
     again = pickle.loads(pickle.dumps(raised.value))
     assert type(again) is InputError and str(again) == str(raised.value)
     assert (again.path, again.reason, again.fix) == (raised.value.path, "no such file or folder", "check the path")
+
+
+def test_a_named_pipe_is_not_taken_for_an_empty_file(tmp_path):
+    os.mkfifo(tmp_path / "camera.mp4")
+    with pytest.raises(InputError, match=r"camera.mp4: not a regular file \(a pipe, a socket or a device\) \(save the "
+                                         r"video to a file first\)"):
+        open_source(tmp_path / "camera.mp4")
 
 
 def test_missing_path_and_empty_folder(tmp_path):

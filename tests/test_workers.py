@@ -261,6 +261,21 @@ def test_a_worker_that_cannot_be_restarted_fails_the_inputs_left_and_the_run_goe
                                             "([Errno 12] Cannot allocate memory))"}
 
 
+def test_a_worker_ended_by_an_unexpected_error_says_so_and_exits_with_a_failure():
+    """An error no handler expects (here a SystemExit while the worker builds its Analyzer) ended the worker with
+    status 0 and no traceback: the parent reported "exit status 0" and retried."""
+    script = ("import multiprocessing\n"
+              "from gpuau import workers\n"
+              "class Boom:\n"
+              "    def __init__(self, *args):\n"
+              "        raise SystemExit('boom')\n"
+              "workers.CorpusWorker = Boom\n"
+              "parent, child = multiprocessing.Pipe()\n"
+              "workers._serve(child, 'cpu', 1, {}, False)\n")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1 and run.stderr.rstrip().endswith("SystemExit: boom"), run.stderr
+
+
 def test_inputs_left_when_every_worker_is_gone_fail_saying_so(corpus, tmp_path):
     """The local and the Ray scheduler, once no worker is left and none can start again: every queued input fails with
     the last start's error (WorkerDeaths.abandon), and the run goes on to its report."""

@@ -681,6 +681,8 @@ def open_source(path: "str | os.PathLike", *, timestamps: str = "openface", thre
     if p.suffix.lower() in IMAGE_EXTENSIONS:
         img = _read_image(p)
         return VideoSource(p, "image", 0.0, img.shape[1], img.shape[0], 1, files=[p], first=img)
+    if not p.is_file():
+        raise InputError(p, "not a regular file (a pipe, a socket or a device)", "save the video to a file first")
     if not os.access(p, os.R_OK):
         raise InputError(p, "file is not readable", "check its permissions")
     if p.stat().st_size == 0:
