@@ -96,9 +96,11 @@ input found, an output folder that cannot be written, the models, the device, no
 and ``plot`` failing."""
 
 
-EXIT_STATUS_HELP = (f"exit status: 0 done; {EXIT_INPUTS_FAILED} some inputs failed (analyze; the others are done) or "
-                    f"the model files (models verify) or folder (models path) are not in order; {EXIT_ERROR} an error stopped "
-                    f"the command (options, settings, models, device, output folder)")
+EXIT_STATUS_HELP = (f"exit status: 0 done; {EXIT_INPUTS_FAILED} some inputs failed (analyze; the others are done), a "
+                    f"full disk stopped it (rerun once there is space), or the model files (models verify) or folder "
+                    f"(models path) are not in order; {EXIT_ERROR} an error stopped the command (options, settings, "
+                    f"models, device, output folder); 130 Ctrl-C, 143 SIGTERM (finished outputs are kept: rerun to "
+                    f"resume)")
 
 
 def _user_errors() -> tuple:
