@@ -335,8 +335,9 @@ class FrameStaging:
         """Whether every frame of ``frames`` is in the latest :meth:`stage`."""
         return all(f.gray.shape in self._staged and id(f) in self._staged[f.gray.shape].rows for f in frames)
 
-    def stage(self, frames: list) -> None:
-        """Start copying the grey levels of ``frames`` (:class:`gpuau.video.Frame`) to the device."""
+    def stage(self, frames: list) -> dict:
+        """Start copying the grey levels of ``frames`` (:class:`gpuau.video.Frame`) to the device; returns the error
+        of each frame size whose buffers could not be allocated (its frames are not staged)."""
         self._turn ^= 1
         slots = self._slots[self._turn]
         groups: dict = {}
@@ -344,14 +345,20 @@ class FrameStaging:
             groups.setdefault(f.gray.shape, []).append(f)
         for shape in [s for s in slots if s not in groups]:  # sizes no longer streamed: free them
             self._retire(slots.pop(shape))
-        staged = {}
+        staged, failed = {}, {}
         for shape, group in groups.items():
             slot = slots.get(shape)
             if slot is None or len(slot.host) < len(group):
                 if slot is not None:
                     self._retire(slot)
+                    del slots[shape]
                 n = max(len(group), 0 if slot is None else 2 * len(slot.host))
-                slot = slots[shape] = self._slot(n, shape)
+                try:
+                    slot = slots[shape] = self._slot(n, shape)
+                except Exception as e:  # out of (device) memory: only the streams of this size fail
+                    _signals.reraise(e)
+                    failed[shape] = e
+                    continue
             self.transfers.synchronize(slot.copied)  # the host buffers are free again
             if self.transfers.shares_memory:
                 self.transfers.copies_wait(slot.used)  # the host buffers are the device's
@@ -366,6 +373,7 @@ class FrameStaging:
                 slot.copied = self.transfers.copy(slot.device_bgr[:n], slot.host_bgr[:n])  # after the grey ones
             staged[shape] = _Staged(slot, group, {id(f): k for k, f in enumerate(group)})
         self._staged, self._before = staged, self._staged
+        return failed
 
     def _retire(self, slot: _Slot) -> None:
         """Wait until nothing uses ``slot``'s buffers, which are freed next: CuPy may hand their device memory to new
@@ -804,12 +812,18 @@ class Engine:
         for it in items:  # what a step's batches leave for the trackers is for this frame only
             it.stream.prefetched, it.stream.certainties = None, []
         frames = [it.frame for it in items]
+        unstaged: dict = {}
         if self.staging.covers(frames):
             self.stats["steps_staged_ahead"] += 1
         else:
-            self.staging.stage(frames)
+            unstaged = self.staging.stage(frames)
+        failed = [(it, unstaged[it.frame.gray.shape]) for it in items if it.frame.gray.shape in unstaged]
+        for it, _ in failed:
+            it.result = None
+        items = [it for it in items if it.frame.gray.shape not in unstaged]
+        frames = [it.frame for it in items]
         self.detect_faces(items)
-        failed = self.track_faces(items)
+        failed += self.track_faces(items)
         self._decode_ahead([it for it in items if it.result is not None])
         failed += self.add_aus([it for it in items if it.result is not None])
         self.staging.release(frames)
@@ -835,7 +849,7 @@ class Engine:
         this step computes)."""
         frames = [f for f in (it.stream.decode_ahead() for it in items) if f is not None]
         if frames:
-            self.staging.stage(frames)
+            self.staging.stage(frames)  # a size that fails here is staged again by its step, which fails its streams
 
     def detect_faces(self, items: list) -> None:
         """MTCNN on the frames of every stream whose tracker detects before fitting, in one batch."""

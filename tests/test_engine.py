@@ -215,6 +215,28 @@ def test_failing_streams_end_alone(clips, references, tmp_path):
     assert_same_table(outcomes[good].result.columns, references[good].columns)
 
 
+def test_a_frame_size_the_staging_cannot_hold_fails_its_streams_alone(clips, references, tmp_path, monkeypatch):
+    """Buffers for a large video's frames cannot be allocated (device memory): that ended every stream of the engine,
+    and the videos not started yet, where only the large video's stream should fail."""
+    slot = FrameStaging._slot
+
+    def no_memory_for_large_frames(self, n, shape):
+        if shape[0] > 480:
+            raise MemoryError(f"staging {n} frames of {shape[1]}x{shape[0]}")
+        return slot(self, n, shape)
+
+    monkeypatch.setattr(FrameStaging, "_slot", no_memory_for_large_frames)
+    images, fps = clips["default.wmv"]
+    large = [cv2.resize(image, (1280, 960)) for image in images[:3]]
+    good = "changeLighting.wmv"
+    jobs = [Job(_frames(large, fps), tmp_path / "large.csv", name="large"), Job(_frames(*clips[good]), None, name=good)]
+    outcomes = {str(o.input): o for o in Engine("cpu", streams=2).run(jobs)}
+    assert outcomes["large"].status == "failed" and "staging 1 frames of 1280x960" in outcomes["large"].reason
+    assert not (tmp_path / "large.csv").exists()
+    assert outcomes[good].status == "done"
+    assert_same_table(outcomes[good].result.columns, references[good].columns)
+
+
 def test_ended_streams_go_without_a_garbage_collection(clips, tmp_path):
     """A stream's tracker calls back into the stream (its detector and validator): the engine breaks that cycle when
     the stream ends, so its AU state (~27 MB, GPU memory on CUDA) goes with its outcome; the command collects cyclic
