@@ -154,7 +154,11 @@ def _alive(pid: int) -> bool:
         return False
     except OSError:  # another user's process
         return True
-    return True
+    try:  # a zombie has ended, its parent has not reaped it (yet, or ever: a container whose process 1 reaps none)
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rpartition(b")")[2].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
 
 
 def remove_stale_temps(folder: "str | os.PathLike", names) -> list:

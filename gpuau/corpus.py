@@ -500,7 +500,7 @@ class CorpusRun:
                 self.record(Outcome(src, dst, "skipped"))
             else:
                 self.todo.append((src, dst))
-        self.sweep([dst for _, dst in self.todo])
+        self.sweep(outputs)  # finished ones too: what a killed run left beside an output its rerun finished
 
     def sweep(self, outputs: list) -> None:
         """Delete what processes killed outright (SIGKILL, the OOM killer) left half-written of ``outputs`` (the tables,

@@ -286,6 +286,35 @@ def test_a_rerun_removes_what_a_killed_run_was_writing(media_dir, tmp_path):
     assert len(list(out.glob(".*.tmp"))) == 2
 
 
+def test_a_rerun_removes_what_killed_workers_left_even_unreaped_and_beside_finished_outputs(media_dir, tmp_path):
+    """A killed run's workers, not yet reaped (zombies, for ever in a container whose process 1 reaps none), counted as
+    running, and a rerun swept only the outputs it had still to do: a finished output's temporary file stayed."""
+    import time
+
+    from gpuau._atomic import temp_beside
+
+    out = tmp_path / "out"
+    out.mkdir()
+    assert main(["analyze", str(media_dir / "sample1.jpg"), "-o", str(out), "--quality", "fast", "-q"]) == 0
+    make = ("import sys, os; from pathlib import Path; from gpuau._atomic import temp_beside; "
+            "temp_beside(Path(sys.argv[1]) / 'sample1.csv')[0].close(); os.close(1)")
+    worker = subprocess.Popen([sys.executable, "-c", make, str(out)], stdout=subprocess.PIPE)
+    worker.stdout.read()  # it closed its output: it has written its temporary file and ends, unreaped
+    deadline = time.monotonic() + 30
+    while open(f"/proc/{worker.pid}/stat").read().rpartition(")")[2].split()[0] != "Z":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    live, live_tmp = temp_beside(out / "sample1.csv")  # this process's, at work
+    live.close()
+    try:
+        assert len(list(out.glob(".*.tmp"))) == 2
+        assert main(["analyze", str(media_dir / "sample1.jpg"), "-o", str(out), "--quality", "fast", "-q"]) == 0
+        assert [p.name for p in out.glob(".*.tmp")] == [live_tmp.name]
+    finally:
+        worker.wait()
+        live_tmp.unlink()
+
+
 def test_an_interrupt_inside_a_kernel_call_stops_the_run(media_dir, tmp_path, monkeypatch, capsys):
     """Ctrl-C landing while a Numba kernel returns reaches Python as a SystemError caused by the KeyboardInterrupt:
     the run stops as interrupted (status 130, no output, nothing further analysed), not with the input failed."""
