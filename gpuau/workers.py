@@ -98,13 +98,26 @@ def plan_local_workers(inputs: int, device: str, workers: "int | None" = None, *
 
 
 _stopping = threading.Event()
+_waiting = threading.Event()  # set while a worker waits for its next input
 
 
 def _stopped(signum, frame) -> None:
-    """A worker's SIGINT and SIGTERM handler: it only marks the worker as stopping, and the input being analysed
-    stops at its next frame, where the progress call raises KeyboardInterrupt in plain Python code (raised by the
-    handler, wherever the signal landed, inside a kernel's Python hook or a finalizer, it could be lost)."""
+    """A worker's SIGINT and SIGTERM handler: it marks the worker as stopping, and the input being analysed stops at
+    its next frame, where the progress call raises KeyboardInterrupt in plain Python code (raised by the handler,
+    wherever the signal landed, inside a kernel's Python hook or a finalizer, it could be lost); a worker waiting for
+    its next input (the signal came as it finished one) stops at once."""
     _stopping.set()
+    if _waiting.is_set():
+        raise KeyboardInterrupt
+
+
+def _next_job(conn):
+    """The parent's next ``(src, dst, fmt)``, or None: no more, or the worker is stopping."""
+    _waiting.set()
+    try:
+        return None if _stopping.is_set() else conn.recv()
+    finally:
+        _waiting.clear()
 
 
 def _serve(conn, device: str, threads: int, options: dict, interruptible: bool) -> None:
@@ -126,7 +139,7 @@ def _serve(conn, device: str, threads: int, options: dict, interruptible: bool) 
             conn.send(("error", f"{type(e).__name__}: {e}"))
             return
         conn.send(("ready", os.getpid()))
-        while (job := conn.recv()) is not None:
+        while (job := _next_job(conn)) is not None:
             last = [0.0]
 
             def progress(frames: int) -> None:
@@ -175,23 +188,30 @@ class _Process:
             if swap:
                 signal.signal(signal.SIGINT, handler)
             child.close()
-        self.ready = False
+        self.ready = self.asked = False
         self.item = None  # (src, dst) being analysed
         self.bar = None
         self.position = 0
 
+    def ask_to_stop(self) -> None:
+        """Ask the process to end (once): an idle worker by its pipe, a busy one (the run was interrupted) by SIGTERM,
+        on which it removes the output it was writing."""
+        if self.asked or not self.process.is_alive():
+            return
+        self.asked = True
+        if self.item is None:
+            try:
+                self.conn.send(None)
+            except OSError:
+                pass
+        else:
+            self.process.terminate()
+
     def stop(self) -> None:
-        """End the process, and close the pipe: an idle worker is asked to, a busy one (the run was interrupted)
-        gets SIGTERM, on which it removes the output it was writing."""
-        if self.process.is_alive():
-            if self.item is None:
-                try:
-                    self.conn.send(None)
-                except OSError:
-                    pass
-            else:
-                self.process.terminate()
-            self.process.join(10)
+        """End the process (asked to first: :meth:`ask_to_stop`; killed if it has not ended 10 s later), and close
+        the pipe."""
+        self.ask_to_stop()
+        self.process.join(10)
         if self.process.is_alive():
             self.process.kill()
             self.process.join()
@@ -316,6 +336,8 @@ def schedule(run: CorpusRun, device: str, plan: LocalPlan, *, fmt: str, progress
                     release(p)
                     run.record(value)
     finally:
+        for p in procs:  # all at once: each may take a moment to end
+            p.ask_to_stop()
         for p in procs:
             p.stop()
             release(p)

@@ -276,6 +276,31 @@ def test_a_worker_ended_by_an_unexpected_error_says_so_and_exits_with_a_failure(
     assert run.returncode == 1 and run.stderr.rstrip().endswith("SystemExit: boom"), run.stderr
 
 
+def test_a_worker_waiting_for_its_next_input_ends_at_once_on_sigterm():
+    """SIGTERM to a worker that had just finished an input (the parent took it for busy) only marked it as stopping:
+    it waited for another input until the parent killed it 10 s later, each worker in turn."""
+    import time
+
+    from gpuau.workers import _serve
+
+    parent, child = multiprocessing.get_context("spawn").Pipe()
+    worker = multiprocessing.get_context("spawn").Process(target=_serve, args=(child, "cpu", 1, {"quality": "fast"},
+                                                                               False))
+    worker.start()
+    child.close()
+    try:
+        assert parent.poll(120) and parent.recv()[0] == "ready"
+        time.sleep(0.2)  # in conn.recv(), waiting
+        t = time.monotonic()
+        worker.terminate()
+        worker.join(5)
+        assert worker.exitcode == 0 and time.monotonic() - t < 5
+    finally:
+        if worker.is_alive():
+            worker.kill()
+        parent.close()
+
+
 def test_inputs_left_when_every_worker_is_gone_fail_saying_so(corpus, tmp_path):
     """The local and the Ray scheduler, once no worker is left and none can start again: every queued input fails with
     the last start's error (WorkerDeaths.abandon), and the run goes on to its report."""
