@@ -376,6 +376,10 @@ class Analyzer:
                     detect_every=self.detect_every, orientation=self.orientation, au_static=self.au_static,
                     camera=self.camera, write_hog=self.write_hog, write_aligned=self.write_aligned)
 
+    def __repr__(self) -> str:
+        return (f"Analyzer(device={self.backend.spec!r}, quality={self.quality.name!r}, multi_face={self.multi_face}, "
+                f"au_static={self.au_static})")
+
     def __reduce__(self):  # pickled as its settings (to worker processes): the copy loads its models when first used
         return functools.partial(Analyzer, **self.settings()), (self.backend.spec,)
 
@@ -788,14 +792,20 @@ def check_output(output: "str | os.PathLike", format: str) -> None:
     check_writable(output)
 
 
-def analyze_video(path: "str | os.PathLike", *, device: str = "auto", models=None, output: "str | os.PathLike | None" = None,
-                  format: "str | None" = None) -> Result:
-    """Analyse one video with a fresh :class:`Analyzer`; optionally write ``output`` (``format`` as
-    :func:`output_format` says), checked before the analysis starts (:func:`check_output`)."""
+def analyze_video(path: "str | os.PathLike", *, device: str = "auto", models=None,
+                  output: "str | os.PathLike | None" = None, format: "str | None" = None,
+                  progress: "Callable[[int], None] | None" = None, **options) -> Result:
+    """Analyse one video (an image folder, an image) with a fresh :class:`Analyzer`; optionally write ``output``
+    (``format`` as :func:`output_format` says), checked before the analysis starts (:func:`check_output`).
+
+    ``device`` and ``models`` as for :class:`Analyzer`, ``options`` its other keywords (``quality``, ``multi_face``,
+    ``au_static``, ``camera``, ``timestamps``, ``orientation``, ``detect_every``); ``progress`` as for
+    :meth:`Analyzer.analyze_video`.  A script analysing many videos builds one Analyzer, whose models load once.
+    """
     format = output_format(output, format)
     if output is not None:
         check_output(output, format)
-    res = Analyzer(device, models=models).analyze_video(path)
+    res = Analyzer(device, models=models, **options).analyze_video(path, progress=progress)
     if output is not None:
         res.write(output, format)
     return res

@@ -120,3 +120,14 @@ def test_a_result_prints_short_and_its_dataframe_types_are_the_parquet_files(ana
     assert frame["frame"].tolist() == [1, 2, 3, 4, 5] and frame["success"].dtype == np.int32
     with pytest.raises(ValueError, match="format: one of csv, parquet, not 'xlsx'"):
         res.write(tmp_path / "t.xlsx", "xlsx")
+
+
+def test_the_one_call_takes_the_analyzers_options_and_progress(media_dir):
+    """`gpuau.analyze_video` offered only device and models: quality, multi-face, -au_static and progress needed an
+    Analyzer of one's own."""
+    done = []
+    res = gpuau.analyze_video(media_dir / "sample1.jpg", device="cpu", quality="fast", au_static=True,
+                              progress=done.append)
+    assert res.faces_found == 1 and done == [1] and "gaze_0_x" not in res.columns  # fast: no eye models
+    assert repr(gpuau.Analyzer("cpu", quality="fast")) == ("Analyzer(device='cpu', quality='fast', multi_face=False, "
+                                                           "au_static=False)")
