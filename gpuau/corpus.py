@@ -304,9 +304,10 @@ def expand_inputs(inputs: Iterable["str | os.PathLike"], exclude: "str | os.Path
 
     A video or image file stands for itself; a folder holding images (and no videos) is one image
     sequence; any other folder is searched recursively for videos (and image-sequence folders), except the folder
-    ``exclude`` (the output folder: its aligned faces are no input) and any other run's output folder (one holding a
-    :data:`SETTINGS_LOG`), named or found; a folder that cannot be listed is kept as an input, which fails saying
-    why. A ``.txt``/``.lst`` file lists one path per line (a line starting with ``#`` is a comment; relative to the
+    ``exclude`` (the output folder) and any other run's output folder found there (one holding a :data:`SETTINGS_LOG`);
+    the ``*_aligned`` folders of an output folder searched (named, or ``exclude``) are its aligned faces, no input. A
+    folder named that cannot be listed is kept as an input, which fails saying why; one found is skipped with a
+    warning. A ``.txt``/``.lst`` file lists one path per line (a line starting with ``#`` is a comment; relative to the
     list's folder; UTF-8, a byte-order mark allowed; lists it names are read too, each once). A path that does not
     exist is kept, so that it is reported as failed rather than silently dropped. Each folder is searched once,
     however many links lead to it (a link to a folder above it would otherwise be followed round and round).
@@ -327,14 +328,18 @@ def expand_inputs(inputs: Iterable["str | os.PathLike"], exclude: "str | os.Path
             seen.add(key)
             out.append(p)
 
-    def walk(p: Path):
+    def walk(p: Path, named: bool = False):
         if p.is_dir():
-            if (p / SETTINGS_LOG).is_file():  # another run's output folder: its aligned faces are no input
+            outputs = (p / SETTINGS_LOG).is_file()  # a run's output folder, whose aligned faces are no input
+            if outputs and not named:
                 return
             try:
                 sequence, children = _is_sequence_folder(p), sorted(p.iterdir())
-            except OSError:  # not readable: an input, which then fails saying so
-                add(p)
+            except OSError as e:
+                if named:  # an input, which then fails saying so
+                    add(p)
+                else:
+                    say(f"warning: {p}: not searched ({e.strerror})")
                 return
             if sequence:
                 add(p)
@@ -343,8 +348,9 @@ def expand_inputs(inputs: Iterable["str | os.PathLike"], exclude: "str | os.Path
             if real in searched:
                 return
             searched.add(real)
+            outputs = outputs or real == skip
             for child in children:
-                if child.is_dir() and skip is not None and child.resolve() == skip:
+                if child.is_dir() and (child.resolve() == skip or outputs and child.name.endswith("_aligned")):
                     continue
                 if child.is_dir() or child.suffix.lower() in VIDEO_EXTENSIONS:
                     walk(child)
@@ -355,7 +361,7 @@ def expand_inputs(inputs: Iterable["str | os.PathLike"], exclude: "str | os.Path
 
     def expand(p: Path):
         if not (p.is_file() and p.suffix.lower() in LIST_EXTENSIONS):
-            walk(p)
+            walk(p, named=True)
             return
         if p.resolve() in lists:
             return

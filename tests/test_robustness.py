@@ -491,10 +491,10 @@ def test_links_back_up_the_tree_are_searched_once(media_dir, tmp_path):
     assert expand_inputs([tmp_path / "tree"]) == [tree / "clip.avi"]
 
 
-def test_earlier_outputs_are_no_inputs_and_an_unreadable_folder_fails_alone(media_dir, tmp_path, monkeypatch):
+def test_earlier_outputs_are_no_inputs_and_an_unreadable_folder_fails_alone(media_dir, tmp_path, monkeypatch, capsys):
     """`gpuau analyze videos/* -o videos/out --aligned` named its own output folder (the glob) and analysed the aligned
     faces there as an image sequence, one level deeper each run; a folder that could not be listed stopped the whole
-    batch with a traceback."""
+    batch with a traceback. Named, it is an input that fails; found in a search (lost+found), it is skipped."""
     import shutil
 
     from gpuau.corpus import SETTINGS_LOG, expand_inputs, run_corpus
@@ -515,9 +515,13 @@ def test_earlier_outputs_are_no_inputs_and_an_unreadable_folder_fails_alone(medi
         return listdir(path)
 
     monkeypatch.setattr(Path, "iterdir", iterdir)
-    found = [videos / "locked", videos / "rec.m2ts"]
-    assert expand_inputs([videos]) == found  # a search takes videos and image folders
-    assert expand_inputs(sorted(videos.iterdir())) == found + [videos / "sample1.jpg"]  # the glob videos/*
+    assert expand_inputs([videos]) == [videos / "rec.m2ts"]  # a search takes videos and image folders
+    assert capsys.readouterr().err == f"warning: {videos / 'locked'}: not searched (Permission denied)\n"
+    assert expand_inputs(sorted(videos.iterdir())) == [videos / "locked", videos / "rec.m2ts",  # the glob videos/*
+                                                       videos / "sample1.jpg"]
+    (videos / SETTINGS_LOG).write_text("")  # `gpuau analyze videos -o videos --aligned`, run again
+    shutil.copytree(videos / "out_exact" / "clip_aligned", videos / "rec_aligned")
+    assert expand_inputs([videos], exclude=videos) == [videos / "rec.m2ts"]
     report = run_corpus([videos / "locked", videos / "sample1.jpg"], tmp_path / "out", analyzer=Analyzer("cpu"),
                         progress=False)
     assert [(o.status, o.reason) for o in report.outcomes] == [
