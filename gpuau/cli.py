@@ -96,11 +96,15 @@ input found, an output folder that cannot be written, the models, the device, no
 and ``plot`` failing."""
 
 
-EXIT_STATUS_HELP = (f"exit status: 0 done; {EXIT_INPUTS_FAILED} some inputs failed (analyze; the others are done), a "
-                    f"full disk stopped it (rerun once there is space), or the model files (models verify) or folder "
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
+"""Exit statuses after Ctrl-C and SIGTERM (128 + the signal's number, as a shell reports a process it killed)."""
+
+
+EXIT_STATUS_HELP = (f"exit status: 0 done; {EXIT_INPUTS_FAILED} some inputs failed or a full disk stopped it (analyze; "
+                    f"the others are done: rerun once there is space), or the model files (models verify) or folder "
                     f"(models path) are not in order; {EXIT_ERROR} an error stopped the command (options, settings, "
-                    f"models, device, output folder); 130 Ctrl-C, 143 SIGTERM (finished outputs are kept: rerun to "
-                    f"resume)")
+                    f"models, device, output folder; render and plot failing); {EXIT_INTERRUPTED} Ctrl-C, "
+                    f"{EXIT_TERMINATED} SIGTERM (finished outputs are kept: rerun to resume)")
 
 
 def _user_errors() -> tuple:
@@ -123,10 +127,10 @@ def main(argv: "list[str] | None" = None) -> int:
         return int(run(args) or 0)
     except KeyboardInterrupt:
         print("gpuau: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except Terminated:
         print("gpuau: terminated", file=sys.stderr)
-        return 143
+        return EXIT_TERMINATED
     except Exception as e:
         if isinstance(e, _user_errors()):
             print(f"gpuau: error: {e}", file=sys.stderr)

@@ -153,8 +153,8 @@ def _serve(conn, device: str, threads: int, options: dict, interruptible: bool) 
             outcome = worker.analyze(*job, progress=progress,
                                      on_open=lambda source: conn.send(("open", source.frame_count or 0)))
             conn.send(("done", outcome))
-    except (KeyboardInterrupt, EOFError, BrokenPipeError):  # stopped (its output's temporary file is gone) or the
-        pass                                                # parent left
+    except (KeyboardInterrupt, EOFError, ConnectionError):  # stopped (its output's temporary file is gone) or the
+        pass                                                # parent left (a broken pipe, a reset connection)
     except BaseException:  # noqa: BLE001 - a bug: its traceback, and a status the parent reports
         traceback.print_exc()
         status = 1
@@ -262,7 +262,8 @@ def schedule(run: CorpusRun, device: str, plan: LocalPlan, *, fmt: str, progress
         try:
             procs.append(_Process(ctx, device, plan.threads, options))
         except OSError as e:  # the run goes on with the workers it has (none left: the loop below says so)
-            start_error = start_error or f"a worker process could not be started ({e})"
+            start_error = f"a worker process could not be started ({e})"
+            say(f"warning: {start_error}")
 
     def assign(p: _Process) -> None:
         p.item = queue.popleft()

@@ -274,6 +274,17 @@ def test_a_worker_ended_by_an_unexpected_error_says_so_and_exits_with_a_failure(
               "workers._serve(child, 'cpu', 1, {}, False)\n")
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert run.returncode == 1 and run.stderr.rstrip().endswith("SystemExit: boom"), run.stderr
+    # the parent killed with a message unread: the worker's read gives ConnectionResetError, no bug of its own
+    script = ("from gpuau import workers\n"
+              "class Reset:\n"
+              "    def send(self, message):\n"
+              "        pass\n"
+              "    def recv(self):\n"
+              "        raise ConnectionResetError(104, 'Connection reset by peer')\n"
+              "workers.CorpusWorker = lambda *args: None\n"
+              "workers._serve(Reset(), 'cpu', 1, {}, False)\n")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert (run.returncode, run.stderr) == (0, "")
 
 
 def test_a_worker_waiting_for_its_next_input_ends_at_once_on_sigterm():
