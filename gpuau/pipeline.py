@@ -270,19 +270,20 @@ class AUThread:
     def close(self, cancel: bool = False) -> None:
         """Wait until every queued frame is analysed (``cancel``: drop the ones not started), then stop."""
         self._cancelled = cancel
-        if not self._finished.is_set():
-            self._queue.put(self._STOP)
-            # the thread may be writing the recorder's files, which the caller removes once this returns: a second
-            # Ctrl-C cancels what is left and still waits for it
-            interrupt = None
-            while not self._finished.is_set():
-                try:
-                    self._finished.wait()
-                except BaseException as e:
-                    self._cancelled = True
-                    interrupt = interrupt or e
-            if interrupt is not None:
-                raise interrupt
+        # the thread may be writing the recorder's files, which the caller removes once this returns: an interrupt
+        # while it waits (here or in the queue's put) cancels what is left and still waits for the thread
+        interrupt, stopping = None, False
+        while not self._finished.is_set():
+            try:
+                if not stopping:
+                    self._queue.put(self._STOP)  # a second one, should an interrupt land as this returns, is not read
+                    stopping = True
+                self._finished.wait()
+            except BaseException as e:
+                self._cancelled = True
+                interrupt = interrupt or e
+        if interrupt is not None:
+            raise interrupt
         if not cancel:
             self._raise()
 

@@ -95,20 +95,27 @@ def test_an_interrupt_while_the_video_waits_for_its_au_backlog_cancels_it(media_
     from gpuau.pipeline import Analyzer, AUThread
 
     add_frames, close = AUAnalyzer.add_frames, AUThread.close
-    monkeypatch.setattr(AUAnalyzer, "add_frames",  # an AU stage behind the tracker (a busy core): a backlog
-                        lambda self, *a, **k: time.sleep(0.05) or add_frames(self, *a, **k))
+    closing = threading.Event()
+
+    def slow_add_frames(self, *args, **kwargs):  # an AU stage behind the tracker (a busy core): a backlog
+        time.sleep(0.05)
+        if closing.is_set() and not interrupted:  # the end of the video waits for the backlog: Ctrl-C
+            interrupted.append(True)
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
+        return add_frames(self, *args, **kwargs)
 
     def interrupted_close(worker, cancel=False):
         if not cancel:
             workers.append(worker)
             backlog.append(worker._queue.qsize())
-            threading.Timer(0.2, signal.pthread_kill, (threading.main_thread().ident, signal.SIGUSR1)).start()
+            closing.set()
         return close(worker, cancel)
 
     def interrupt(signum, frame):
         raise _Interrupt
 
-    backlog, workers = [], []
+    backlog, workers, interrupted = [], [], []
+    monkeypatch.setattr(AUAnalyzer, "add_frames", slow_add_frames)
     monkeypatch.setattr(AUThread, "close", interrupted_close)
     previous = signal.signal(signal.SIGUSR1, interrupt)
     try:
@@ -117,5 +124,5 @@ def test_an_interrupt_while_the_video_waits_for_its_au_backlog_cancels_it(media_
             analyzer.write_video(media_dir / "changeLighting.wmv", tmp_path / "out" / "x.csv")
     finally:
         signal.signal(signal.SIGUSR1, previous)
-    assert backlog[0] > 10 and workers[0]._finished.is_set()  # the AU thread's work was over when it raised
+    assert backlog[0] > 10 and interrupted and workers[0]._finished.is_set()  # its work was over when it raised
     assert not list((tmp_path / "out").iterdir())  # no CSV, FHOG, aligned faces nor their temporary files

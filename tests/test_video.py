@@ -207,17 +207,24 @@ def test_close_releases_the_video_and_stops_decoding(media_dir):
 
 
 class _SlowCapture:
-    """A VideoCapture whose reads take 1 s (a large frame, a slow disk), recording a release during a read."""
+    """A VideoCapture whose reads take 1 s (a large frame, a slow disk), recording a release during a read; once
+    ``failed`` is set, the read going on sends the main thread SIGUSR1 0.2 s later (it is waiting for this thread)."""
 
     def __init__(self, capture):
         self.capture, self.reading, self.released_while_reading = capture, False, []
+        self.failed, self.interrupted = threading.Event(), False
 
     def read(self):
         self.reading = True
         try:
             return self.capture.read()
         finally:
-            time.sleep(1.0)
+            for _ in range(20):
+                time.sleep(0.05)
+                if self.failed.is_set() and not self.interrupted:
+                    time.sleep(0.2)  # the main thread is in the source's clean-up by then
+                    self.interrupted = True
+                    signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
             self.reading = False
 
     def __getattr__(self, name):
@@ -246,9 +253,9 @@ def test_a_second_interrupt_during_clean_up_leaves_the_video_to_its_decoding_thr
         with pytest.raises((RuntimeError, _SecondInterrupt)):  # the interrupt is lost in the frames' finaliser
             with src:
                 for _ in src:
-                    threading.Timer(0.2, signal.pthread_kill, (threading.main_thread().ident, signal.SIGUSR1)).start()
+                    capture.failed.set()
                     raise RuntimeError("a stage failed")
-        assert not decoding_threads(media_dir / "default.wmv")
+        assert capture.interrupted and not decoding_threads(media_dir / "default.wmv")
         assert capture.released_while_reading == [False]  # by the decoding thread, once its read ended
     finally:
         signal.signal(signal.SIGUSR1, previous)

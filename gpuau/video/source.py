@@ -490,10 +490,10 @@ class VideoSource:
         finally:
             # until the thread ends it may be inside the decoder, whose capture must not be released under it
             # (a segmentation fault): a second Ctrl-C here waits for the thread, then goes on
-            stop.set()
             interrupt = None
             while t.is_alive():
                 try:
+                    stop.set()
                     q.get(timeout=0.05)
                 except queue.Empty:
                     pass
