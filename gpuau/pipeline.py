@@ -91,11 +91,10 @@ class Result:
             import pandas as pd
         except ImportError as e:
             raise ImportError("Result.to_pandas needs pandas: pip install pandas") from e
-        from gpuau.io.openface_csv import TEXT_COLUMNS, column_decimals
+        from gpuau.io.openface_csv import column_dtypes
 
-        sequence = "face" not in self.columns
-        return pd.DataFrame({c: v if c in TEXT_COLUMNS or column_decimals(c, sequence=sequence) is not None
-                             else np.asarray(v, np.int32) for c, v in self.columns.items()})
+        dtypes = column_dtypes(self.columns)
+        return pd.DataFrame({c: v if dtypes[c] is str else np.asarray(v, dtypes[c]) for c, v in self.columns.items()})
 
     def to_csv(self, path: "str | os.PathLike") -> Path:
         """Write an OpenFace CSV (FeatureExtraction's formats), atomically."""

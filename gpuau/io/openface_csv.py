@@ -108,6 +108,12 @@ def column_decimals(name: str, *, sequence: bool = True, postprocessed: bool = T
     raise ValueError(f"{name!r} is not an OpenFace output column")
 
 
+def column_dtypes(names: Iterable[str]) -> dict:
+    """Each column's type in gpuau's tables (Parquet files, DataFrames): ``str`` for text (:data:`TEXT_COLUMNS`),
+    ``np.int32`` for the integers (frame, face_id, face, success), ``np.float64`` for the rest."""
+    return {c: str if c in TEXT_COLUMNS else np.int32 if column_decimals(c) is None else np.float64 for c in names}
+
+
 def _text_cell(text: str) -> str:
     """A text value as one cell: quoted (RFC 4180, quotes doubled) when it holds a separator, a quote, a
     line break or leading/trailing spaces; then it reads back with ``skipinitialspace`` readers (pandas'
@@ -332,15 +338,13 @@ def write_parquet_row_groups(path: "str | os.PathLike", groups: Iterable[Mapping
     groups = iter(groups)
     first = next(groups)
     order = order or _openface_order(first)
-    sequence = "frame" in first
-    types = {c: pa.string() if c in TEXT_COLUMNS else pa.int32()
-             if column_decimals(c, sequence=sequence) is None else pa.float64() for c in order}
+    dtypes = column_dtypes(order)
+    types = {c: pa.string() if t is str else pa.from_numpy_dtype(t) for c, t in dtypes.items()}
     schema = pa.schema([(c, types[c]) for c in order])
 
     def table(group: Mapping):
-        return pa.table({c: pa.array([str(x) for x in group[c]], pa.string()) if c in TEXT_COLUMNS
-                         else pa.array(np.asarray(group[c], types[c].to_pandas_dtype())) for c in order},
-                        schema=schema)
+        return pa.table({c: pa.array([str(x) for x in group[c]], pa.string()) if dtypes[c] is str
+                         else pa.array(np.asarray(group[c], dtypes[c])) for c in order}, schema=schema)
 
     # through a Python file, whose writes raise OSError(ENOSPC) on a full disk (pyarrow's own file says only
     # "N requested and M written")
