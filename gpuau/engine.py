@@ -349,14 +349,12 @@ class FrameStaging:
         for shape, group in groups.items():
             slot = slots.get(shape)
             if slot is None or len(slot.host) < len(group):
+                grown = len(group) if slot is None else max(len(group), 2 * len(slot.host))
                 if slot is not None:
-                    self._retire(slot)
-                    del slots[shape]
-                n = max(len(group), 0 if slot is None else 2 * len(slot.host))
+                    self._retire(slots.pop(shape))
                 try:
-                    slot = slots[shape] = self._slot(n, shape)
-                except Exception as e:  # out of (device) memory: only the streams of this size fail
-                    _signals.reraise(e)
+                    slot = slots[shape] = self._slot(grown, shape)
+                except MemoryError as e:  # (CuPy's OutOfMemoryError is one): only the streams of this size fail
                     failed[shape] = e
                     continue
             self.transfers.synchronize(slot.copied)  # the host buffers are free again
