@@ -82,6 +82,7 @@ from gpuau import _signals
 from gpuau.device import Backend
 from gpuau.outcome import Outcome, failed_outcome
 from gpuau.pipeline import Analyzer, Result, close_table, landmark_row, output_format
+from gpuau.video import IN_MEMORY
 
 CPU_STREAMS = 4
 """Streams on the CPU backends when none are asked for (batching gains little there)."""
@@ -162,7 +163,7 @@ class Job:
         """The input as outcomes name it: its path, or :attr:`name` for frames."""
         if isinstance(self.input, (str, os.PathLike)):
             return Path(self.input)
-        return self.name or "<frames>"
+        return self.name or IN_MEMORY
 
 
 # -- frames to the device ------------------------------------------------------------------------

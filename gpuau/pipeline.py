@@ -28,7 +28,7 @@ import numpy as np
 from gpuau import _signals
 from gpuau.cpu import threads
 from gpuau.device import Backend, resolve_device
-from gpuau.video import no_face_notes, queue_depth
+from gpuau.video import IN_MEMORY, no_face_notes, queue_depth
 
 if TYPE_CHECKING:
     from gpuau.io import AlignedFaces
@@ -63,7 +63,7 @@ class Result:
     """
 
     columns: dict
-    source: str = "<frames>"
+    source: str = IN_MEMORY
     frames_decoded: int = 0
     elapsed: float = 0.0
     warnings: list = field(default_factory=list)
@@ -592,7 +592,7 @@ class Analyzer:
         """
         from gpuau.video import array_frames
 
-        return self._analyze(array_frames(frames, fps), "<frames>", self.camera_for(intrinsics), progress, multi_face)
+        return self._analyze(array_frames(frames, fps), IN_MEMORY, self.camera_for(intrinsics), progress, multi_face)
 
     def analyze_image(self, image: "np.ndarray | str | os.PathLike", *, intrinsics=None) -> Result:
         """Every face of one image (an array or a file), as FaceLandmarkImg analyses it.
@@ -756,7 +756,7 @@ def close_table(table, name, frames: int, recorder, au_columns: Callable[[], dic
     from gpuau.video import InputError
 
     if frames == 0:
-        if name == "<frames>":  # analyze_frames
+        if name == IN_MEMORY:  # analyze_frames
             raise InputError(name, "no frames given", "pass at least one frame")
         raise InputError(name, "no frames could be decoded", "the file may be empty, truncated or not a video")
     if recorder is not None:

@@ -234,7 +234,7 @@ def require_models(models: "str | os.PathLike | None" = None, *, groups=None) ->
     """Check that every manifest file (of ``groups``) is present with the right size and sha256; return the folder.
 
     Call this once before a run so a missing or damaged folder fails with one message instead of midway (or, for a
-    damaged file that still parses, with wrong numbers). The digests (~0.05 s for the 17 MB) are computed once per
+    damaged file that still parses, with wrong numbers). The digests (~0.05 s for the 18.5 MB) are computed once per
     state of the files: a stamp in the gpuau cache (:func:`gpuau.models.cache.cache_dir`) remembers a folder that
     passed, keyed by the folder, the manifest's digests and each file's size, modification and change times and
     inode (a file rewritten in place with its modification time put back still changes its change time), so later

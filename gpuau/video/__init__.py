@@ -9,6 +9,7 @@ matrix converted with BT.601's, as that build's OpenCV 4.6 converts every video.
 """
 from gpuau.video.source import (
     IMAGE_EXTENSIONS,
+    IN_MEMORY,
     ORIENTATIONS,
     QUEUE_BYTES,
     TIMESTAMPS,
@@ -32,6 +33,7 @@ from gpuau.video.source import (
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "IN_MEMORY",
     "ORIENTATIONS",
     "QUEUE_BYTES",
     "TIMESTAMPS",

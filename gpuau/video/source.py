@@ -136,6 +136,10 @@ def to_bgr8(img: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
+IN_MEMORY = "<frames>"
+"""The name of frames handed over in memory (:func:`array_frames`) in results, outcomes and messages."""
+
+
 def array_frames(images: Iterable, fps: float) -> Iterator[Frame]:
     """Frames of images already in memory (anything :func:`to_bgr8` takes, all of one size), numbered from 0 and
     timestamped ``index * (1.0 / fps)`` as OpenFace does (0 when ``fps`` is 0).  Each frame is a copy: a caller may
