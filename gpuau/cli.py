@@ -179,10 +179,11 @@ def _distribution_of(import_name: str) -> str:
 
 
 def _cuda_state() -> "tuple[bool, str]":
-    from gpuau.device import cuda_available
+    from gpuau.device import cuda_unavailable_reason
 
-    if not cuda_available():
-        return False, "not usable (CuPy missing or it finds no CUDA device)"
+    reason = cuda_unavailable_reason()
+    if reason:
+        return False, f"not usable ({reason})"
     import cupy
 
     n = cupy.cuda.runtime.getDeviceCount()

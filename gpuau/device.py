@@ -128,14 +128,20 @@ class Backend:
 
 def cuda_available() -> bool:
     """True when CuPy imports *and* finds a CUDA device (CuPy imports fine on a CPU box)."""
+    return not cuda_unavailable_reason()
+
+
+def cuda_unavailable_reason() -> str:
+    """Why no CUDA device is usable, in words ("" when one is): CuPy missing or failing to import, or finding none."""
     try:
         import cupy
-    except Exception:
-        return False
+    except Exception as e:
+        return ("CuPy is not installed" if isinstance(e, ImportError) and e.name == "cupy"
+                else f"CuPy does not import ({type(e).__name__}: {e})")
     try:
-        return bool(cupy.cuda.is_available())
-    except Exception:
-        return False
+        return "" if cupy.cuda.is_available() else "CuPy finds no CUDA device (no NVIDIA driver or GPU visible)"
+    except Exception as e:
+        return f"CuPy finds no CUDA device ({type(e).__name__}: {e})"
 
 
 def resolve_device(spec: "str | Backend" = "auto") -> Backend:
@@ -144,8 +150,8 @@ def resolve_device(spec: "str | Backend" = "auto") -> Backend:
 
     Parameters
     ----------
-    spec : str
-        ``"auto"`` (CUDA if a GPU is usable, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or
+    spec : str or None
+        ``"auto"`` (CUDA if a GPU is usable, else CPU; None too), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or
         ``"emulated"`` (NumPy + the ``.cu`` kernels run by the CPU emulator; for tests).
 
     Raises
@@ -155,7 +161,7 @@ def resolve_device(spec: "str | Backend" = "auto") -> Backend:
     """
     if isinstance(spec, Backend):
         return spec
-    s = str(spec).strip().lower()
+    s = "auto" if spec is None else str(spec).strip().lower()
     if s == "auto":
         s = "cuda" if cuda_available() else "cpu"
     if s == "cuda":
@@ -173,9 +179,10 @@ def _backend(s: str) -> Backend:
         if not idx_text.isdigit():
             raise DeviceError(f"device {s!r}: expected 'cuda' or 'cuda:N' with N a GPU index")
         idx = int(idx_text)
-        if not cuda_available():
+        reason = cuda_unavailable_reason()
+        if reason:
             raise DeviceError(
-                f"device {s!r}: no usable CUDA GPU (CuPy missing, or it finds no device). "
+                f"device {s!r}: no usable CUDA GPU ({reason}). "
                 "Install the GPU extra with `pip install gpuau[cuda12]` on a machine with an NVIDIA "
                 "driver, or use the CPU (--device cpu; device='cpu' in Python)."
             )

@@ -131,3 +131,14 @@ def test_the_one_call_takes_the_analyzers_options_and_progress(media_dir):
     assert res.faces_found == 1 and done == [1] and "gaze_0_x" not in res.columns  # fast: no eye models
     assert repr(gpuau.Analyzer("cpu", quality="fast")) == ("Analyzer(device='cpu', quality='fast', multi_face=False, "
                                                            "au_static=False)")
+
+
+def test_device_none_is_auto_and_no_gpu_says_why(monkeypatch):
+    """device=None was 'unknown device 'none''; 'cuda' without a GPU said "CuPy missing, or it finds no device"
+    whichever it was."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "cupy", None)  # as where CuPy is not installed
+    with pytest.raises(gpuau.DeviceError, match=r"device 'cuda:0': no usable CUDA GPU \(CuPy is not installed\)\. "):
+        gpuau.Analyzer("cuda")
+    assert gpuau.Analyzer(None).backend.name == "cpu"
