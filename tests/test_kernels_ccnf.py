@@ -157,3 +157,18 @@ def test_tracker_on_backend_matches_openface(backend, media_dir, reference_dir, 
     assert all(r.success for r in results)
     errors = np.linalg.norm(np.stack([r.landmarks for r in results]) - ref, axis=-1)
     assert errors.mean() < 0.06 and errors.max() < 0.4
+
+
+def test_the_kernel_refuses_maps_and_experts_its_shared_memory_cannot_hold():
+    """A 1 x 256 map (51 KB of static shared memory) failed to compile at its first launch, and more neurons than
+    threads left gains unset; the wrapper now says what it supports."""
+    from gpuau.device import resolve_device
+    from gpuau.kernels.ccnf_response import ccnf_response
+
+    backend = resolve_device("emulated")
+    with pytest.raises(ValueError, match=r"a 1x256 response map .* \(square maps of 1 to 16 px supported"):
+        ccnf_response(backend, np.zeros((1, 11, 266), np.float32), np.zeros((1, 7, 122), np.float32),
+                      np.zeros((1, 7)), np.zeros((1, 256, 256), np.float32))
+    with pytest.raises(ValueError, match=r"40 neurons per expert \(up to 14 supported"):
+        ccnf_response(backend, np.zeros((1, 13, 13), np.float32), np.zeros((1, 40, 122), np.float32),
+                      np.zeros((1, 40)), np.zeros((1, 9, 9), np.float32))

@@ -52,3 +52,32 @@ def test_mean_shift_matches_numpy(maps):
     d2 = (dys.astype(np.float64)[:, None, None] - jj[None, :, None]) ** 2 + (dxs.astype(np.float64)[:, None, None] - jj[None, None, :]) ** 2
     ref = (resp * np.exp(-0.5 * d2 / SIGMA**2)).sum(axis=(1, 2))
     np.testing.assert_allclose(lik[visible == 1], ref[visible == 1], rtol=2e-6)
+
+
+def test_a_nan_offset_reads_the_first_kde_kernel(maps):
+    """A NaN offset (NaN parameters, or a zero sum of weights an iteration before) passed both clamps, and its KDE
+    row (int)NaN read outside the table: INT_MIN on a CPU (the twin read past the table, the emulated kernel
+    crashed), row 0 on a GPU. It reads row 0 now, as an offset of 0 does."""
+    resp, dxs, dys, visible = maps
+    kde = kde_table(resp.shape[1], float(np.float32(-0.5 / SIGMA**2)))
+    nan, zero = np.zeros((68, 2), np.float32), np.zeros((68, 2), np.float32)
+    mean_shift(resp, np.full(68, np.nan, np.float32), np.full(68, np.nan, np.float32), visible, kde, nan)
+    mean_shift(resp, np.zeros(68, np.float32), np.zeros(68, np.float32), visible, kde, zero)
+    np.testing.assert_array_equal(nan, zero)
+
+
+def test_nu_rlms_with_a_nan_translation_runs_on_every_backend(backend):
+    """The kernel's mean shift inside NU-RLMS, as above (the emulated kernel ended the process: segmentation fault)."""
+    from gpuau.device import resolve_device
+
+    b, rng, n, m = resolve_device(backend), np.random.default_rng(0), 28, 10
+    mean = (rng.normal(size=3 * n) * 10).astype(np.float32)
+    components = (rng.normal(size=(3 * n, m)) * 0.1).astype(np.float32)
+    eye = np.eye(2, dtype=np.float32)[None]
+    a = b.asarray
+    out = b.kernels.nu_rlms(a(mean), a(components), a(np.ones(m, np.float32)), a(rng.random((1, n, 5, 5), np.float32)),
+                            a(np.array([[1, 0, 0, 0, np.nan, 50]], np.float32)), a(np.zeros((1, m), np.float32)),
+                            a(np.zeros((1, n, 2), np.float32)), a(eye), a(eye), a(np.ones((1, n), np.int32)),
+                            a(np.ones((1, 2 * n), np.float32)), np.float32(1), 2, a(kde_table(5, -0.5)), np.float32(2),
+                            1.0, a(np.ones(1, np.int32)))
+    assert len(out) > 0

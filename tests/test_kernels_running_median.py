@@ -80,3 +80,13 @@ def test_running_median_update_checks_arguments(backend):
                                               [state.median], xp.zeros((1, 4)), [2], [True], 10, 0.0, 1.0)
     with pytest.raises(ValueError, match="different histograms"):
         update_running_medians([state, RunningMedian(20, 0.0, 1.0)], xp.zeros((2, 4)), [True, True], backend)
+
+
+def test_a_nan_value_is_counted_in_the_first_bin_on_every_backend(backend):
+    """A NaN compared false with both ends, so its bin was (int)NaN: INT_MIN on a CPU (a write outside the histogram:
+    the emulated kernel crashed, the twin counted it in another dimension's row), 0 on a GPU."""
+    state = RunningMedian(GEOM_BINS, GEOM_MIN, GEOM_MAX)
+    xp = resolve_device(backend).xp
+    update_running_medians([state], xp.asarray(np.array([[np.nan, 0.0, GEOM_MAX]])), np.array([True]), backend)
+    histogram = np.asarray(resolve_device(backend).asnumpy(state.histogram))
+    assert histogram.sum(axis=1).tolist() == [1, 1, 1] and histogram[0, 0] == 1

@@ -72,9 +72,9 @@ def mean_shift(responses, dxs, dys, visible, kde, out):
             continue
         dx = dxs[i]
         dy = dys[i]
-        if dx < 0:
+        if not dx >= 0:  # a NaN too: the KDE table's first kernel, not a read outside it
             dx = np.float32(0.0)
-        if dy < 0:
+        if not dy >= 0:
             dy = np.float32(0.0)
         if dx > hi:
             dx = hi

@@ -30,7 +30,7 @@ def _update_stream(histogram, median_bin, below, median, descriptor, count, add,
             c = (x - min_val) * float(num_bins) / length
             if c > num_bins - 1:
                 c = float(num_bins - 1)
-            if c < 0.0:
+            if not c >= 0.0:  # a NaN too (its bin would be int(NaN))
                 c = 0.0
             b = int(c)
             histogram[i, b] += 1

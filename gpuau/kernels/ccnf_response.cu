@@ -97,9 +97,9 @@ extern "C" __global__ void __launch_bounds__(THREADS)
     for (int i = t; i < AREA_SIZE; i += THREADS) area[i] = a_src[i];
     const float* w_src = weights + (long long)e * NEURONS * ROW;
     for (int i = t; i < NEURONS * ROW; i += THREADS) w[i] = w_src[i];
-    if (t < NEURONS) {
-        const double alpha = alphas[(long long)e * NEURONS + t];
-        gain[t] = alpha > 1e-4 ? 2.0 * alpha : 0.0;
+    for (int i = t; i < NEURONS; i += THREADS) {
+        const double alpha = alphas[(long long)e * NEURONS + i];
+        gain[i] = alpha > 1e-4 ? 2.0 * alpha : 0.0;
     }
     __syncthreads();
 

@@ -44,14 +44,16 @@ def ccnf_response(backend, areas, weights, alphas, sigmas, patch_h: int = 11, pa
         raise ValueError(f"ccnf_response: areas must be (N, A_h, A_w), got shape {areas.shape}")
     n, a_h, a_w = (int(v) for v in areas.shape)
     r_h, r_w = a_h - patch_h + 1, a_w - patch_w + 1
-    if r_h < 1 or r_w < 1 or r_h * r_w > 256:
+    if not 1 <= r_h == r_w <= 16:
         raise ValueError(
             f"ccnf_response: areas {a_h}x{a_w} give a {r_h}x{r_w} response map for {patch_h}x{patch_w} patches "
-            "(1 to 256 positions supported)")
+            "(square maps of 1 to 16 px supported; OpenFace's are 3 to 11)")
     weights = xp.asarray(weights)
     if weights.ndim != 3:
         raise ValueError(f"ccnf_response: weights must be (E, K, 1 + patch_h*patch_w), got shape {weights.shape}")
     n_experts, k = (int(v) for v in weights.shape[:2])
+    if k > 14:  # with a 16 x 16 map, 14 neurons' weights fill the kernel's 48 KB of shared memory
+        raise ValueError(f"ccnf_response: {k} neurons per expert (up to 14 supported; OpenFace's experts have 7)")
     # a host table is checked in int64 on the host, then uploaded; a device's int32 table is taken as it is
     host = experts is None or isinstance(experts, np.ndarray)
     table_xp, table_dtype = (np, np.int64) if host else (xp, np.int32)

@@ -356,8 +356,8 @@ __device__ void gauss_newton_step(Fit& fit, const float* w, int rows, int k, flo
 __device__ void mean_shift(const float* resp, const float* kde, int r, float dx, float dy, float* msx, float* msy) {
     const int stride = (int)((double)((float)r / KDE_STEP) + 0.5);
     const float hi = (float)r - KDE_STEP;
-    if (dx < 0.0f) dx = 0.0f;
-    if (dy < 0.0f) dy = 0.0f;
+    if (!(dx >= 0.0f)) dx = 0.0f;  // a NaN too: the KDE table's first kernel, not a read outside it
+    if (!(dy >= 0.0f)) dy = 0.0f;
     if (dx > hi) dx = hi;
     if (dy > hi) dy = hi;
     const int closest_col = (int)((double)(dy / KDE_STEP) + 0.5);

@@ -41,7 +41,7 @@ extern "C" __global__ void running_median_update(
     if (add[s]) {
         double c = (x - min_val) * (double)num_bins / length;
         if (c > (double)(num_bins - 1)) c = (double)(num_bins - 1);
-        if (c < 0.0) c = 0.0;
+        if (!(c >= 0.0)) c = 0.0;  // a NaN too (its bin would be (int)NaN)
         const int b = (int)c;
         row[b] += 1;
         if (b < j) n += 1;
