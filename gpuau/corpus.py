@@ -304,9 +304,9 @@ def expand_inputs(inputs: Iterable["str | os.PathLike"], exclude: "str | os.Path
 
     A video or image file stands for itself; a folder holding images (and no videos) is one image
     sequence; any other folder is searched recursively for videos (and image-sequence folders), except the folder
-    ``exclude`` (the output folder) and any other run's output folder found there (one holding a :data:`SETTINGS_LOG`);
-    the ``*_aligned`` folders of an output folder searched (named, or ``exclude``) are its aligned faces, no input. A
-    folder named that cannot be listed is kept as an input, which fails saying why; one found is skipped with a
+    ``exclude`` (the output folder) and any other run's output folder found there (one holding a :data:`SETTINGS_LOG`).
+    An output folder named is searched for videos only, never taken for an image sequence, and its ``*_aligned``
+    folders (its aligned faces) are left out. A folder named that cannot be listed is kept as an input, which fails saying why; one found is skipped with a
     warning. A ``.txt``/``.lst`` file lists one path per line (a line starting with ``#`` is a comment; relative to the
     list's folder; UTF-8, a byte-order mark allowed; lists it names are read too, each once). A path that does not
     exist is kept, so that it is reported as failed rather than silently dropped. Each folder is searched once,
@@ -330,7 +330,10 @@ def expand_inputs(inputs: Iterable["str | os.PathLike"], exclude: "str | os.Path
 
     def walk(p: Path, named: bool = False):
         if p.is_dir():
-            outputs = (p / SETTINGS_LOG).is_file()  # a run's output folder, whose aligned faces are no input
+            real = p.resolve()
+            # a run's output folder: its aligned faces, plots or rendered videos are no input (os.path.isfile: False,
+            # not PermissionError, in a folder that cannot be read)
+            outputs = os.path.isfile(p / SETTINGS_LOG) or real == skip
             if outputs and not named:
                 return
             try:
@@ -339,18 +342,16 @@ def expand_inputs(inputs: Iterable["str | os.PathLike"], exclude: "str | os.Path
                 if named:  # an input, which then fails saying so
                     add(p)
                 else:
-                    say(f"warning: {p}: not searched ({e.strerror})")
+                    say(f"warning: {p}: not searched ({e.strerror or e})")
                 return
-            if sequence:
+            if sequence and not outputs:
                 add(p)
                 return
-            real = p.resolve()
             if real in searched:
                 return
             searched.add(real)
-            outputs = outputs or real == skip
             for child in children:
-                if child.is_dir() and (child.resolve() == skip or outputs and child.name.endswith("_aligned")):
+                if outputs and child.name.endswith("_aligned") and child.is_dir():
                     continue
                 if child.is_dir() or child.suffix.lower() in VIDEO_EXTENSIONS:
                     walk(child)

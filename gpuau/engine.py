@@ -227,7 +227,12 @@ class CudaTransfers(HostTransfers):
 
     def host_buffer(self, shape: tuple, dtype=np.float32) -> np.ndarray:
         n = int(np.prod(shape))
-        memory = self.cp.cuda.alloc_pinned_memory(max(n, 1) * np.dtype(dtype).itemsize)
+        try:
+            memory = self.cp.cuda.alloc_pinned_memory(max(n, 1) * np.dtype(dtype).itemsize)
+        except self.cp.cuda.runtime.CUDARuntimeError as e:  # pinned memory runs out as cudaErrorMemoryAllocation
+            if e.status != self.cp.cuda.runtime.errorMemoryAllocation:
+                raise
+            raise MemoryError(f"pinned host memory for {shape} {np.dtype(dtype).name}: {e}") from e
         return np.frombuffer(memory, dtype, n).reshape(shape)
 
     def device_buffer(self, shape: tuple, dtype=np.float32):

@@ -34,7 +34,7 @@ class WorkerError(RuntimeError):
 
 WORKER_MEMORY = 600 * 2**20
 """Memory to keep free per worker: one process peaks at ~380 MB on 640x480 video, ~430 MB at 1280x720 and ~540 MB
-at 1920x1080 (README: Speed); 3840x2160 video takes ~800 MB, for which ``--workers`` sets fewer workers."""
+at 1920x1080 (README: Speed); 3840x2160 video takes ~850 MB, for which ``--workers`` sets fewer workers."""
 
 PROGRESS_EVERY_S = 0.25
 """How often a worker reports the frames it has done."""

@@ -745,6 +745,30 @@ def test_cuda_transfers_with_a_fake_cupy(monkeypatch):
     assert [e.stream for e in transfers.stream.waits] == [cp.compute]  # the third step reuses the first slot
 
 
+def test_pinned_memory_running_out_is_a_memory_error(monkeypatch):
+    """CuPy's pinned pool raises CUDARuntimeError(cudaErrorMemoryAllocation), not MemoryError, so a size the staging
+    could not hold in pinned memory ended every stream of the engine (FrameStaging fails only a MemoryError's size)."""
+    import sys
+    import types
+
+    from gpuau.engine import CudaTransfers
+
+    class CUDARuntimeError(RuntimeError):
+        def __init__(self, status):
+            super().__init__(f"cudaErrorMemoryAllocation: out of memory ({status})")
+            self.status = status
+
+    def no_pinned_memory(nbytes):
+        raise CUDARuntimeError(2)
+
+    cp = _FakeCupy()
+    cp.cuda.runtime = types.SimpleNamespace(CUDARuntimeError=CUDARuntimeError, errorMemoryAllocation=2)
+    cp.cuda.alloc_pinned_memory = no_pinned_memory
+    monkeypatch.setitem(sys.modules, "cupy", cp)
+    with pytest.raises(MemoryError, match=r"pinned host memory for \(2, 960, 1280\) uint8"):
+        CudaTransfers(resolve_device("cpu")).host_buffer((2, 960, 1280), np.uint8)
+
+
 def test_a_job_without_a_face_warns_as_the_pipeline_does():
     (o,) = Engine("cpu", streams=1).run([Job(_frames([np.full((96, 128, 3), 90, np.uint8)] * 4, 10.0),
                                              name="grey")])

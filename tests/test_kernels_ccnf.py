@@ -169,6 +169,6 @@ def test_the_kernel_refuses_maps_and_experts_its_shared_memory_cannot_hold():
     with pytest.raises(ValueError, match=r"a 1x256 response map .* \(square maps of 1 to 16 px supported"):
         ccnf_response(backend, np.zeros((1, 11, 266), np.float32), np.zeros((1, 7, 122), np.float32),
                       np.zeros((1, 7)), np.zeros((1, 256, 256), np.float32))
-    with pytest.raises(ValueError, match=r"40 neurons per expert \(up to 14 supported"):
-        ccnf_response(backend, np.zeros((1, 13, 13), np.float32), np.zeros((1, 40, 122), np.float32),
-                      np.zeros((1, 40)), np.zeros((1, 9, 9), np.float32))
+    with pytest.raises(ValueError, match=r"a 16x16 map of 11x11 patches with 40 neurons needs 58384 bytes of shared "):
+        ccnf_response(backend, np.zeros((1, 26, 26), np.float32), np.zeros((1, 40, 122), np.float32),
+                      np.zeros((1, 40)), np.zeros((1, 256, 256), np.float32))

@@ -507,14 +507,21 @@ def test_earlier_outputs_are_no_inputs_and_an_unreadable_folder_fails_alone(medi
     (videos / "locked").mkdir()
     shutil.copy(media_dir / "sample1.jpg", videos / "sample1.jpg")
     (videos / "rec.m2ts").write_bytes(b"")
-    listdir = Path.iterdir
+    shutil.copy(media_dir / "sample2.jpg", videos / "out_exact" / "aus.png")  # a plot saved beside the outputs
+    listdir, stat = Path.iterdir, os.stat
 
-    def iterdir(path):  # chmod 000 as anyone but root
+    def iterdir(path):  # chmod 000 as anyone but root: nothing in it can be listed, nor stat()ed
         if path.name == "locked":
             raise PermissionError(13, "Permission denied", str(path))
         return listdir(path)
 
+    def stat_(path, *args, **kwargs):
+        if Path(path).parent.name == "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return stat(path, *args, **kwargs)
+
     monkeypatch.setattr(Path, "iterdir", iterdir)
+    monkeypatch.setattr(os, "stat", stat_)
     assert expand_inputs([videos]) == [videos / "rec.m2ts"]  # a search takes videos and image folders
     assert capsys.readouterr().err == f"warning: {videos / 'locked'}: not searched (Permission denied)\n"
     assert expand_inputs(sorted(videos.iterdir())) == [videos / "locked", videos / "rec.m2ts",  # the glob videos/*

@@ -10,6 +10,19 @@ import numpy as np
 from gpuau.kernels.loader import contiguous, on_device
 
 
+SIGMA_TILE = 32
+"""ccnf_response.cu's SIGMA_TILE."""
+
+
+def _shared_bytes(r: int, patch_h: int, patch_w: int, k: int) -> int:
+    """Static shared memory of the kernel compiled for an r x r map, patches and ``k`` neurons: its ``__shared__``
+    arrays (area, w, gain, resp, tile, lo in ccnf_response.cu)."""
+    n_resp = r * r
+    threads = next(t for t in (32, 64, 128, 256) if n_resp <= t)
+    floats = (r + patch_h - 1) * (r + patch_w - 1) + k * (patch_h * patch_w + 1) + n_resp * (SIGMA_TILE + 2) + threads
+    return 4 * floats + 8 * k
+
+
 @on_device
 def ccnf_response(backend, areas, weights, alphas, sigmas, patch_h: int = 11, patch_w: int = 11, experts=None):
     """Response maps of CCNF patch experts over areas of interest on ``backend`` (``cuda`` or ``emulated``).
@@ -52,8 +65,11 @@ def ccnf_response(backend, areas, weights, alphas, sigmas, patch_h: int = 11, pa
     if weights.ndim != 3:
         raise ValueError(f"ccnf_response: weights must be (E, K, 1 + patch_h*patch_w), got shape {weights.shape}")
     n_experts, k = (int(v) for v in weights.shape[:2])
-    if k > 14:  # with a 16 x 16 map, 14 neurons' weights fill the kernel's 48 KB of shared memory
-        raise ValueError(f"ccnf_response: {k} neurons per expert (up to 14 supported; OpenFace's experts have 7)")
+    shared = _shared_bytes(r_h, patch_h, patch_w, k)
+    if shared > 48 * 1024:
+        raise ValueError(f"ccnf_response: a {r_h}x{r_w} map of {patch_h}x{patch_w} patches with {k} neurons needs "
+                         f"{shared} bytes of shared memory, over the 48 KiB a block has (OpenFace's: 3 to 11 px, "
+                         "7 neurons)")
     # a host table is checked in int64 on the host, then uploaded; a device's int32 table is taken as it is
     host = experts is None or isinstance(experts, np.ndarray)
     table_xp, table_dtype = (np, np.int64) if host else (xp, np.int32)
