@@ -191,7 +191,7 @@ def test_ci_runs_the_readme_test_command():
     root = Path(__file__).resolve().parents[1]
     readme, ci = (root / "README.md").read_text(), (root / ".ci" / "run").read_text()
     command = "python -m pytest -q"
-    assert f"pip install -e .[test,nvrtc] && {command}" in readme
+    assert f'pip install -e ".[test,nvrtc]" && {command}' in readme
     assert f"\n{command}\n" in ci and 'pip install --quiet -e ".[test,nvrtc]"' in ci
 
 
