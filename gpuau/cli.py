@@ -107,6 +107,16 @@ EXIT_STATUS_HELP = (f"exit status: 0 done; {EXIT_INPUTS_FAILED} some inputs fail
                     f"{EXIT_TERMINATED} SIGTERM (finished outputs are kept: rerun to resume)")
 
 
+def _stopped_batch(interrupt: BaseException) -> str:
+    """What an interrupted ``gpuau analyze`` had done (its report rides on the interrupt: run_corpus), in words."""
+    report = getattr(interrupt, "report", None)
+    if report is None:
+        return ""
+    ended = len(report.outcomes)
+    return (f" after {ended} of {ended + len(report.not_started)} inputs (their outputs are kept; the same command "
+            f"does the rest)")
+
+
 def _user_errors() -> tuple:
     from gpuau._deps import DependencyError
     from gpuau.device import DeviceError
@@ -125,12 +135,10 @@ def main(argv: "list[str] | None" = None) -> int:
         return 2
     try:
         return int(run(args) or 0)
-    except KeyboardInterrupt:
-        print("gpuau: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except Terminated:
-        print("gpuau: terminated", file=sys.stderr)
-        return EXIT_TERMINATED
+    except (KeyboardInterrupt, Terminated) as e:
+        interrupted = isinstance(e, KeyboardInterrupt)
+        print(f"gpuau: {'interrupted' if interrupted else 'terminated'}{_stopped_batch(e)}", file=sys.stderr)
+        return EXIT_INTERRUPTED if interrupted else EXIT_TERMINATED
     except Exception as e:
         if isinstance(e, _user_errors()):
             print(f"gpuau: error: {e}", file=sys.stderr)

@@ -210,7 +210,7 @@ class CorpusReport:
     elapsed: float = 0.0
     stopped: str = ""
     setup: float = 0.0  # seconds the CPU kernels' one-time compile took before the first input (not in elapsed)
-    not_started: list = field(default_factory=list)  # inputs a stopped run (a full disk) left for the rerun
+    not_started: list = field(default_factory=list)  # inputs a stopped run (a full disk, Ctrl-C) left for the rerun
 
     def count(self, status: str) -> int:
         return sum(o.status == status for o in self.outcomes)
@@ -607,9 +607,8 @@ class CorpusRun:
             self._lock.release()
         self.bar.close()
         self.report.outcomes.sort(key=lambda o: self._order[o.input])
-        if self.report.stopped:
-            ended = {o.input for o in self.report.outcomes}
-            self.report.not_started = [src for src, _ in self.todo if src not in ended]
+        ended = {o.input for o in self.report.outcomes}  # none left out, unless a full disk or an interrupt stopped it
+        self.report.not_started = [src for src, _ in self.todo if src not in ended]
         self.report.elapsed = time.perf_counter() - self._t0
         return self.report
 
@@ -802,10 +801,16 @@ def run_corpus(inputs: Iterable, outdir: "str | os.PathLike", *, analyzer, fmt: 
     run = CorpusRun(inputs, outdir, fmt=fmt, overwrite=overwrite, progress=progress, verbose=verbose,
                     write_hog=analyzer.write_hog, write_aligned=analyzer.write_aligned,
                     settings=output_settings(analyzer.settings()))
+    interrupted = None
     try:
         _run(run, analyzer, fmt, progress, streams, workers, decode)
+    except (KeyboardInterrupt, _signals.Terminated) as e:
+        interrupted = e
+        raise
     finally:
         report = run.finish()
+        if interrupted is not None:  # the command says what was done before it
+            interrupted.report = report
     return report
 
 
