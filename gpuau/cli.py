@@ -442,7 +442,8 @@ def _camera(args) -> "tuple | None":
 
 @command("analyze", "OpenFace CSV (landmarks, head pose, gaze, Action Units) for each video, image or image folder",
          arg("inputs", nargs="+", metavar="INPUT",
-             help="video files, images, folders of images (one sequence), folders searched for videos (not earlier outputs), or .txt / .lst lists of paths"),
+             help="video files, images, folders of images (one sequence), folders searched for videos (not earlier "
+                  "outputs), or .txt / .lst lists of paths"),
          arg("-o", "--output", default="out", metavar="OUTDIR", help="output folder (default: out); one file per input"),
          arg("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)"),
          arg("--format", default="csv", choices=("csv", "parquet"), help="output format (default: csv)"),
