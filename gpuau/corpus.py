@@ -801,15 +801,21 @@ def run_corpus(inputs: Iterable, outdir: "str | os.PathLike", *, analyzer, fmt: 
     run = CorpusRun(inputs, outdir, fmt=fmt, overwrite=overwrite, progress=progress, verbose=verbose,
                     write_hog=analyzer.write_hog, write_aligned=analyzer.write_aligned,
                     settings=output_settings(analyzer.settings()))
+    return finish_run(run, lambda: _run(run, analyzer, fmt, progress, streams, workers, decode))
+
+
+def finish_run(run: CorpusRun, body: Callable[[], None]) -> CorpusReport:
+    """Run ``body()`` (a scheduler analysing ``run.todo``), then finish ``run`` whatever happens; its report. An
+    interrupt (Ctrl-C, SIGTERM) carries the report out as its ``report``, for the command to say how far it got."""
     interrupted = None
     try:
-        _run(run, analyzer, fmt, progress, streams, workers, decode)
+        body()
     except (KeyboardInterrupt, _signals.Terminated) as e:
         interrupted = e
         raise
     finally:
         report = run.finish()
-        if interrupted is not None:  # the command says what was done before it
+        if interrupted is not None:
             interrupted.report = report
     return report
 

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
+import threading
 import time
 import uuid
 from collections import deque
@@ -25,7 +27,7 @@ from pathlib import Path
 from typing import Iterable
 
 from gpuau._deps import DependencyError
-from gpuau.corpus import CorpusReport, CorpusRun, CorpusWorker, WorkerDeaths, output_settings, say
+from gpuau.corpus import CorpusReport, CorpusRun, CorpusWorker, WorkerDeaths, finish_run, output_settings, say
 
 CPU_CORES_PER_WORKER = 4
 """Cores per worker on CPU nodes when ``workers`` is not given: a node of ``n`` cores runs ``n // 4`` workers."""
@@ -125,12 +127,46 @@ def _import_ray():
     return ray
 
 
+CONNECT_TIMEOUT_S = 10.0
+"""How long a ``HOST:PORT`` cluster address may take to answer before the run stops saying so (Ray itself retries
+an unreachable address for ever)."""
+
+
+def _check_reachable(address: str) -> None:
+    """Raise :class:`ClusterError` unless something answers at the cluster address ``HOST:PORT`` (the head node's GCS
+    port) within :data:`CONNECT_TIMEOUT_S`."""
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except (OSError, ValueError) as e:
+        raise ClusterError(f"cannot reach the Ray cluster at {address} ({e}): check the address (the head node's "
+                           f"HOST:6379) and that `ray start --head` runs there") from None
+
+
 def _connect(address: "str | None") -> bool:
-    """Connect to Ray unless this process already is; True when this call connected (and must shut down)."""
+    """Connect to Ray unless this process already is; True when this call connected (and must shut down).
+
+    The signal handlers in place before (the ``gpuau`` command's: exit statuses 130 / 143, clean-up) are put back:
+    ``ray.init`` installs its own SIGTERM handler, which exits with status 15."""
     ray = _import_ray()
     if ray.is_initialized():
         return False
-    ray.init(address=address, logging_level=logging.WARNING, include_dashboard=False if address is None else None)
+    if address not in (None, "auto") and not address.startswith("ray://"):
+        _check_reachable(address)
+    main = threading.current_thread() is threading.main_thread()
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
+    try:
+        ray.init(address=address, logging_level=logging.WARNING, include_dashboard=False if address is None else None)
+    except ConnectionError as e:  # "auto" with no cluster running
+        raise ClusterError(f"cannot connect to a Ray cluster ({address}): {e}") from None
+    except BaseException:  # interrupted while Ray starts: its processes go with it
+        if ray.is_initialized():
+            ray.shutdown()
+        raise
+    finally:
+        for s, handler in handlers.items():
+            if handler is not None:
+                signal.signal(s, handler)
     return True
 
 
@@ -256,17 +292,18 @@ def analyze_corpus(inputs: Iterable, out: "str | os.PathLike", *, address: "str 
                    write_hog=write_hog, write_aligned=write_aligned)
     run = CorpusRun(inputs, out, fmt=fmt, overwrite=overwrite, progress=progress, verbose=verbose,
                     write_hog=write_hog, write_aligned=write_aligned, settings=output_settings(options))
-    try:
-        if run.todo:
-            ray = _import_ray()
-            connected = _connect(address)
-            try:
-                nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-                plan = plan_workers(nodes, device, workers)
-                _schedule(run, plan, fmt=fmt, max_retries=max_retries, options=options)
-            finally:
-                if connected:
-                    ray.shutdown()
-    finally:
-        report = run.finish()
-    return report
+
+    def body():
+        if not run.todo:
+            return
+        ray = _import_ray()
+        connected = _connect(address)
+        try:
+            nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+            plan = plan_workers(nodes, device, workers)
+            _schedule(run, plan, fmt=fmt, max_retries=max_retries, options=options)
+        finally:
+            if connected:
+                ray.shutdown()
+
+    return finish_run(run, body)

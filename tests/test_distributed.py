@@ -128,3 +128,38 @@ def test_workers_take_the_analyzer_settings(cluster, corpus, corpus_reference, t
     assert main(["analyze", str(corpus[2]), "-o", str(out), "--engine", "ray", *settings]) == 0
     assert files(out) == files(local)
     assert files(out)["clip30.csv"] != files(corpus_reference)["clip30.csv"]  # the settings took effect
+
+
+def test_a_cluster_that_cannot_be_reached_or_found_is_one_error_and_rays_handlers_are_undone(monkeypatch):
+    """A wrong --address hung for over ten minutes (Ray retries for ever), '--address auto' with no cluster printed a
+    traceback, and ray.init's own SIGTERM handler made the command exit 15 with none of its clean-up messages."""
+    import signal
+    import socket
+    import time
+    import types
+
+    from gpuau import _signals, distributed
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t = time.monotonic()
+    with pytest.raises(ClusterError, match=rf"cannot reach the Ray cluster at 127.0.0.1:{port} .*ray start --head"):
+        distributed._check_reachable(f"127.0.0.1:{port}")  # what _connect asks first of a HOST:PORT
+    assert time.monotonic() - t < distributed.CONNECT_TIMEOUT_S
+
+    def init(address=None, **kwargs):  # as ray.init: its SIGTERM handler, and no cluster for "auto"
+        signal.signal(signal.SIGTERM, lambda *a: sys.exit(15))
+        if address == "auto":
+            raise ConnectionError("Could not find any running Ray instance. Please specify the one to connect to")
+
+    fake = types.SimpleNamespace(is_initialized=lambda: False, init=init, shutdown=lambda: None)
+    monkeypatch.setattr(distributed, "_import_ray", lambda: fake)
+    previous = signal.signal(signal.SIGTERM, _signals.handle)
+    try:
+        with pytest.raises(ClusterError, match=r"cannot connect to a Ray cluster \(auto\): Could not find any"):
+            distributed._connect("auto")
+        assert signal.getsignal(signal.SIGTERM) is _signals.handle
+        assert distributed._connect(None) is True and signal.getsignal(signal.SIGTERM) is _signals.handle
+    finally:
+        signal.signal(signal.SIGTERM, previous)
