@@ -11,6 +11,7 @@ it again between frames and steps (:func:`check`), for an error that does not ch
 from __future__ import annotations
 
 import signal
+from typing import Callable
 
 
 class Terminated(BaseException):
@@ -40,6 +41,22 @@ def check() -> None:
     """Raise again the interruption :func:`handle` raised, if it did (a no-op otherwise: library callers)."""
     if _raised is not None:
         raise _raised()
+
+
+def wait_through(done: "Callable[[], bool]", step: "Callable[[], None]",
+                 on_interrupt: "Callable[[], None] | None" = None) -> None:
+    """Call ``step`` until ``done()``, whatever it raises meanwhile (a second Ctrl-C while a thread is waited for whose
+    work must end first: ``on_interrupt`` is called for each), then raise the first of those, if any."""
+    raised = None
+    while not done():
+        try:
+            step()
+        except BaseException as e:
+            if on_interrupt is not None:
+                on_interrupt()
+            raised = raised or e
+    if raised is not None:
+        raise raised
 
 
 def reraise(error: BaseException) -> None:

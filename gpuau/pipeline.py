@@ -269,20 +269,17 @@ class AUThread:
     def close(self, cancel: bool = False) -> None:
         """Wait until every queued frame is analysed (``cancel``: drop the ones not started), then stop."""
         self._cancelled = cancel
+        sent: list = []
+
+        def stop_and_wait() -> None:
+            if not sent:
+                self._queue.put(self._STOP)  # a second one, should an interrupt land as this returns, is not read
+                sent.append(True)
+            self._finished.wait()
+
         # the thread may be writing the recorder's files, which the caller removes once this returns: an interrupt
         # while it waits (here or in the queue's put) cancels what is left and still waits for the thread
-        interrupt, stopping = None, False
-        while not self._finished.is_set():
-            try:
-                if not stopping:
-                    self._queue.put(self._STOP)  # a second one, should an interrupt land as this returns, is not read
-                    stopping = True
-                self._finished.wait()
-            except BaseException as e:
-                self._cancelled = True
-                interrupt = interrupt or e
-        if interrupt is not None:
-            raise interrupt
+        _signals.wait_through(self._finished.is_set, stop_and_wait, lambda: setattr(self, "_cancelled", True))
         if not cancel:
             self._raise()
 

@@ -12,6 +12,8 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from gpuau import _signals
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 SEQUENCE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 """The endings of the images ``SequenceCapture`` reads from an image folder, compared as written (``-fdir`` skips a
@@ -492,19 +494,16 @@ class VideoSource:
                 yield Frame(index, ts, image, gray, file)
                 index += 1
         finally:
-            # until the thread ends it may be inside the decoder, whose capture must not be released under it
-            # (a segmentation fault): a second Ctrl-C here waits for the thread, then goes on
-            interrupt = None
-            while t.is_alive():
+            def stop_and_drain() -> None:
+                stop.set()
                 try:
-                    stop.set()
                     q.get(timeout=0.05)
                 except queue.Empty:
                     pass
-                except BaseException as e:
-                    interrupt = interrupt or e
-            if interrupt is not None:
-                raise interrupt
+
+            # until the thread ends it may be inside the decoder, whose capture must not be released under it
+            # (a segmentation fault): a second Ctrl-C here waits for the thread, then goes on
+            _signals.wait_through(lambda: not t.is_alive(), stop_and_drain)
 
 
 TIMESTAMPS = ("openface", "container")
