@@ -293,8 +293,9 @@ def say(line: str) -> None:
         drawing.tqdm.write(line, file=sys.stderr)
 
 
-def _is_sequence_folder(p: Path) -> bool:
-    entries = [f for f in p.iterdir() if f.is_file()]
+def _is_sequence_folder(children: list) -> bool:
+    """Whether a folder of these entries is an image sequence: images, and no videos."""
+    entries = [f for f in children if f.is_file()]
     return any(f.suffix.lower() in IMAGE_EXTENSIONS for f in entries) and not any(
         f.suffix.lower() in VIDEO_EXTENSIONS for f in entries)
 
@@ -337,7 +338,8 @@ def expand_inputs(inputs: Iterable["str | os.PathLike"], exclude: "str | os.Path
             if outputs and not named:
                 return
             try:
-                sequence, children = _is_sequence_folder(p), sorted(p.iterdir())
+                children = sorted(p.iterdir())
+                sequence = _is_sequence_folder(children)
             except OSError as e:
                 if named:  # an input, which then fails saying so
                     add(p)
