@@ -822,9 +822,7 @@ class Engine:
         else:
             unstaged = self.staging.stage(frames)
         failed = [(it, unstaged[it.frame.gray.shape]) for it in items if it.frame.gray.shape in unstaged]
-        for it, _ in failed:
-            it.result = None
-        items = [it for it in items if it.frame.gray.shape not in unstaged]
+        items = [it for it in items if it.frame.gray.shape not in unstaged]  # (the failed ones' results go below)
         frames = [it.frame for it in items]
         self.detect_faces(items)
         failed += self.track_faces(items)
