@@ -5,6 +5,8 @@ CCNF_patch_expert.cpp; same arguments and output as :func:`gpuau.cpu.ccnf_respon
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from gpuau.kernels.loader import contiguous, on_device
@@ -14,13 +16,18 @@ SIGMA_TILE = 32
 """ccnf_response.cu's SIGMA_TILE."""
 
 
+def _threads(r: int) -> int:
+    """ccnf_response.cu's THREADS for an r x r map: the next power of two >= its positions, at least one warp."""
+    return max(32, 1 << (r * r - 1).bit_length())
+
+
+@functools.lru_cache(maxsize=None)
 def _shared_bytes(r: int, patch_h: int, patch_w: int, k: int) -> int:
     """Static shared memory of the kernel compiled for an r x r map, patches and ``k`` neurons: its ``__shared__``
     arrays (area, w, gain, resp, tile, lo in ccnf_response.cu)."""
     n_resp = r * r
-    threads = next(t for t in (32, 64, 128, 256) if n_resp <= t)
-    floats = (r + patch_h - 1) * (r + patch_w - 1) + k * (patch_h * patch_w + 1) + n_resp * (SIGMA_TILE + 2) + threads
-    return 4 * floats + 8 * k
+    floats = (r + patch_h - 1) * (r + patch_w - 1) + k * (patch_h * patch_w + 1) + n_resp * (SIGMA_TILE + 2)
+    return 4 * (floats + _threads(r)) + 8 * k
 
 
 @on_device
@@ -86,7 +93,7 @@ def ccnf_response(backend, areas, weights, alphas, sigmas, patch_h: int = 11, pa
     if n == 0:
         return out
     defines = {"RESP_H": r_h, "RESP_W": r_w, "PATCH_H": patch_h, "PATCH_W": patch_w, "NEURONS": k}
-    threads = max(32, 1 << (r_h * r_w - 1).bit_length())
+    threads = _threads(r_h)
     i32 = np.int32
     backend.load_module("ccnf_response", defines).get_function("ccnf_response")(
         (n, 1, 1), (threads, 1, 1),
