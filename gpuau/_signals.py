@@ -10,8 +10,10 @@ it again between frames and steps (:func:`check`), for an error that does not ch
 """
 from __future__ import annotations
 
+import contextlib
 import signal
-from typing import Callable
+import threading
+from typing import Callable, Iterator
 
 
 class Terminated(BaseException):
@@ -41,6 +43,21 @@ def check() -> None:
     """Raise again the interruption :func:`handle` raised, if it did (a no-op otherwise: library callers)."""
     if _raised is not None:
         raise _raised()
+
+
+@contextlib.contextmanager
+def kept_handlers(*signums: int) -> Iterator[bool]:
+    """Put the handlers of ``signums`` back as they were after the block (which may replace them: ``ray.init`` does,
+    a worker's start ignores Ctrl-C for a moment); yields whether it can (only the main thread sets handlers).  A
+    handler installed outside Python (``getsignal`` gives None) is left alone."""
+    main = threading.current_thread() is threading.main_thread()
+    handlers = {s: signal.getsignal(s) for s in signums} if main else {}
+    try:
+        yield main
+    finally:
+        for s, handler in handlers.items():
+            if handler is not None:
+                signal.signal(s, handler)
 
 
 def wait_through(done: "Callable[[], bool]", step: "Callable[[], None]",

@@ -18,7 +18,6 @@ import logging
 import os
 import signal
 import socket
-import threading
 import time
 import uuid
 from collections import deque
@@ -26,8 +25,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from gpuau import _signals
 from gpuau._deps import DependencyError
-from gpuau.corpus import CorpusReport, CorpusRun, CorpusWorker, WorkerDeaths, finish_run, output_settings, say
+from gpuau.corpus import (
+    CorpusReport,
+    CorpusRun,
+    CorpusWorker,
+    WorkerDeaths,
+    finish_run,
+    output_settings,
+    say,
+)
 
 CPU_CORES_PER_WORKER = 4
 """Cores per worker on CPU nodes when ``workers`` is not given: a node of ``n`` cores runs ``n // 4`` workers."""
@@ -153,20 +161,16 @@ def _connect(address: "str | None") -> bool:
         return False
     if address not in (None, "auto") and not address.startswith("ray://"):
         _check_reachable(address)
-    main = threading.current_thread() is threading.main_thread()
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
     try:
-        ray.init(address=address, logging_level=logging.WARNING, include_dashboard=False if address is None else None)
+        with _signals.kept_handlers(signal.SIGINT, signal.SIGTERM):
+            ray.init(address=address, logging_level=logging.WARNING,
+                     include_dashboard=False if address is None else None)
     except ConnectionError as e:  # "auto" with no cluster running
         raise ClusterError(f"cannot connect to a Ray cluster ({address}): {e}") from None
     except BaseException:  # interrupted while Ray starts: its processes go with it
         if ray.is_initialized():
             ray.shutdown()
         raise
-    finally:
-        for s, handler in handlers.items():
-            if handler is not None:
-                signal.signal(s, handler)
     return True
 
 

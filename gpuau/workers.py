@@ -25,8 +25,18 @@ import traceback
 from collections import deque
 from dataclasses import dataclass
 
+from gpuau import _signals
 from gpuau._gc import collect_rarely
-from gpuau.corpus import VIDEO_BARS, CorpusRun, CorpusWorker, WorkerDeaths, on_terminal, progress_bar, say
+from gpuau.corpus import (
+    VIDEO_BARS,
+    CorpusRun,
+    CorpusWorker,
+    WorkerDeaths,
+    on_terminal,
+    progress_bar,
+    say,
+)
+
 
 class WorkerError(RuntimeError):
     """No worker process could start (the message gives the first one's error)."""
@@ -176,17 +186,15 @@ class _Process:
         # the child starts with Ctrl-C ignored, a disposition it inherits across spawn's exec (a blocked signal mask
         # is reset there), so that one landing while it unpickles its arguments and imports prints no traceback of
         # it: the parent, interrupted, stops it. A Ctrl-C in the few milliseconds of start() is lost to the parent.
-        swap = interruptible and handler is not None and threading.current_thread() is threading.main_thread()
-        if swap:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
-            self.process.start()
+            with _signals.kept_handlers(signal.SIGINT) as main:
+                if main and interruptible and handler is not None:
+                    signal.signal(signal.SIGINT, signal.SIG_IGN)
+                self.process.start()
         except BaseException:  # no process (out of memory, the process limit): no pipe left open either
             self.conn.close()
             raise
         finally:
-            if swap:
-                signal.signal(signal.SIGINT, handler)
             child.close()
         self.ready = self.asked = False
         self.item = None  # (src, dst) being analysed
