@@ -753,8 +753,6 @@ def close_table(table, name, frames: int, recorder, au_columns: Callable[[], dic
     from gpuau.video import InputError
 
     if frames == 0:
-        if name == IN_MEMORY:  # analyze_frames
-            raise InputError(name, "no frames given", "pass at least one frame")
         raise InputError(name, "no frames could be decoded", "the file may be empty, truncated or not a video")
     if recorder is not None:
         recorder.commit()

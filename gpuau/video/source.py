@@ -153,6 +153,8 @@ def array_frames(images: Iterable, fps: float) -> Iterator[Frame]:
         ``fps`` is not a finite number >= 0; ``images`` is one image (an array (height, width) or (height, width,
         1 | 3 | 4)), not frames; or a frame's size differs from the first's (the camera, and so the pose, is the
         first frame's).
+    InputError
+        ``images`` holds no frame (raised once iterated).
     """
     if isinstance(fps, (str, bytes)) or fps is None or not math.isfinite(float(fps)) or float(fps) < 0:
         raise ValueError(f"fps={fps!r}: need the frame rate, a finite number >= 0 (0: every timestamp 0)")
@@ -179,6 +181,8 @@ def array_frames(images: Iterable, fps: float) -> Iterator[Frame]:
                 raise ValueError(f"frame {i} is {bgr.shape[1]}x{bgr.shape[0]}, the first {size[1]}x{size[0]}: the "
                                  f"frames of one video share a size (analyse each size apart)")
             yield Frame(i, i * (1.0 / fps) if fps else 0.0, bgr, to_gray8(bgr))
+        if size is None:
+            raise InputError(IN_MEMORY, "no frames given", "pass at least one frame")
 
     return frames()
 
