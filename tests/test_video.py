@@ -593,9 +593,9 @@ def test_nvdec_frames_are_bgr_in_order_and_fall_back_when_nvdec_cannot(media_dir
     fake = types.SimpleNamespace(SimpleDecoder=_FakeNvDecoder, OutputColorType=types.SimpleNamespace(RGB="RGB"))
     monkeypatch.setitem(sys.modules, "PyNvVideoCodec", fake)
     monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(asarray=np.asarray, asnumpy=np.asarray))
-    monkeypatch.setattr(device, "cuda_available", lambda: False)
+    monkeypatch.setattr(device, "cuda_unavailable_reason", lambda: "CuPy finds no CUDA device")
     assert nvdec.nvdec_frames(path, fps) is None  # no GPU
-    monkeypatch.setattr(device, "cuda_available", lambda: True)
+    monkeypatch.setattr(device, "cuda_unavailable_reason", lambda: "")
     frames = list(nvdec.nvdec_frames(path, fps, device_id=1))
     assert _FakeNvDecoder.opened[-1] == (str(path), 1)
     assert len(frames) == len(expected) > nvdec.BATCH

@@ -41,11 +41,10 @@ def _decoder_module():
         import PyNvVideoCodec as nvc
     except ImportError:
         return None, f"{PACKAGE} is not installed (pip install {PACKAGE})"
-    from gpuau.device import cuda_available
+    from gpuau.device import cuda_unavailable_reason
 
-    if not cuda_available():
-        return None, "no usable CUDA GPU"
-    return nvc, ""
+    reason = cuda_unavailable_reason()
+    return (None, f"no usable CUDA GPU ({reason})") if reason else (nvc, "")
 
 
 def nvdec_frames(path: "str | os.PathLike", fps: float, device_id: int = 0) -> "Iterator[Frame] | None":
