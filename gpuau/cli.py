@@ -542,6 +542,10 @@ def analyze(args) -> int:
         print("gpuau: error: --workers N (processes, one input each) and --streams N / --decode nvdec (one process "
               "batching inputs) exclude each other; choose one", file=sys.stderr)
         return EXIT_ERROR
+    if args.address is not None and args.engine != "ray":
+        print(f"gpuau: error: --address {args.address} names a Ray cluster: add --engine ray (the local engine "
+              "analyses on this machine)", file=sys.stderr)
+        return EXIT_ERROR
     if args.engine == "ray":
         from gpuau.distributed import ClusterError, analyze_corpus
 

@@ -344,6 +344,14 @@ def test_analyze_decode_choices_and_refusals(media_dir, tmp_path, capsys):
     assert not list(tmp_path.iterdir())
 
 
+def test_analyze_address_needs_the_ray_engine(media_dir, tmp_path, capsys):
+    """A cluster address with the local engine would analyse on this machine, unasked: refused, nothing written."""
+    image = str(media_dir / "sample1.jpg")
+    assert cli.main(["analyze", image, "-o", str(tmp_path / "out"), "--address", "head:6379"]) == 2
+    assert "--address head:6379 names a Ray cluster: add --engine ray" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("gpu, given, expected", [(False, [], 1), (True, [], None), (True, ["--streams", "1"], 1),
                                                   (False, ["--streams", "auto"], None), (True, ["--streams", "3"], 3)])
 def test_analyze_streams_default_follows_the_device(gpu, given, expected, media_dir, tmp_path, monkeypatch):
