@@ -549,6 +549,9 @@ def analyze(args) -> int:
     if args.engine == "ray":
         from gpuau.distributed import ClusterError, analyze_corpus
 
+        if not args.verbose:  # Ray's notice, at every start, that its token authentication is on (its default)
+            logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+
         try:
             report = analyze_corpus(args.inputs, args.output, address=args.address, device=args.device,
                                     fmt=args.format, overwrite=args.overwrite, progress=not args.quiet,
