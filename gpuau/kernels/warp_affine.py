@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from gpuau.kernels.loader import on_device
+from gpuau.kernels.loader import contiguous, on_device
 
 BLOCK = (16, 16, 1)
 MAX_GRID_Z = 65535
@@ -39,14 +39,14 @@ def check_warp_args(xp, images, image_index, matrices, out_h: int, out_w: int, b
         raise ValueError(f"warp_affine: images must be (B,H,W) or (B,H,W,C), got shape {images.shape}")
     has_channels = images.ndim == 4
     images = xp.ascontiguousarray(images if has_channels else images[..., None])
-    image_index = xp.ascontiguousarray(xp.asarray(image_index).astype(np.int32, copy=False).reshape(-1))
+    image_index = contiguous(xp, xp.asarray(image_index).reshape(-1), np.int32)
     matrices = xp.asarray(matrices)
     if matrices.shape != (image_index.shape[0], 2, 3):
         raise ValueError(
             f"warp_affine: matrices must be (N,2,3) with N = len(image_index) = {image_index.shape[0]}, "
             f"got {matrices.shape}"
         )
-    matrices = xp.ascontiguousarray(matrices.astype(np.float64, copy=False))  # float32 -> float64 is exact
+    matrices = contiguous(xp, matrices, np.float64)  # float32 -> float64 is exact
     out_h, out_w = int(out_h), int(out_w)
     if out_h < 1 or out_w < 1:
         raise ValueError(f"warp_affine: output size must be positive, got {out_h}x{out_w}")
@@ -112,10 +112,10 @@ def check_mask_args(xp, points, triangulation, n: int):
     points : (N, P, 2) float32, C-contiguous
     triangulation : (T, 3) int32 NumPy array, C-contiguous, indices in ``[0, P)`` (checked on the host)
     """
-    points = xp.ascontiguousarray(xp.asarray(points).astype(np.float32, copy=False))
+    points = contiguous(xp, points, np.float32)
     if points.ndim != 3 or points.shape[0] != n or points.shape[2] != 2:
         raise ValueError(f"warp_affine_masked: points must be ({n}, P, 2), got {points.shape}")
-    triangulation = np.ascontiguousarray(np.asarray(triangulation).astype(np.int32, copy=False))
+    triangulation = contiguous(np, triangulation, np.int32)
     if triangulation.ndim != 2 or triangulation.shape[1] != 3:
         raise ValueError(f"warp_affine_masked: triangulation must be (T, 3), got {triangulation.shape}")
     if triangulation.size and (int(triangulation.min()) < 0 or int(triangulation.max()) >= points.shape[1]):
