@@ -4,7 +4,7 @@ callables."""
 import numpy as np
 import pytest
 
-from gpuau.landmarks.clnf import CLNF, detect_landmarks
+from gpuau.landmarks.clnf import detect_landmarks
 from gpuau.landmarks.tracker import ROTATION_HYPOTHESES, FaceTracker, fit_from_box
 from gpuau.video import open_source
 from reference import landmarks_2d, read_reference
@@ -101,10 +101,9 @@ def test_whole_video_matches_openface(video, media_dir, reference_dir, models_di
     assert errors.mean() < 0.5 and np.percentile(errors, 95) < 1.5
 
 
-def test_rotation_hypotheses_batch_equals_one_at_a_time(frames, reference, models_dir):
+def test_rotation_hypotheses_batch_equals_one_at_a_time(frames, reference, clnf):
     """The 11 rotation hypotheses fitted as one batch pick the fit the sequential loop picks, to the bit."""
     _, lm = reference
-    clnf = CLNF.load()
     box = np.array([lm[0][:, 0].min(), lm[0][:, 1].min(), np.ptp(lm[0][:, 0]), np.ptp(lm[0][:, 1])], np.float32)
     gray = frames[0].gray
     best = fit_from_box(clnf, gray, box)
