@@ -70,11 +70,15 @@ def _jobs(clips, names, output=None, suffix="csv"):
     return [Job(_frames(*clips[n]), None if output is None else output / f"{n}.{suffix}", name=n) for n in names]
 
 
-def assert_same_table(actual: dict, expected: dict):
+def assert_same_table(actual: dict, expected: dict, exact: bool = False):
+    """The same columns; the same numbers when ``exact``, else within 1e-3 px, 1e-4 of an AU, 1e-5 elsewhere."""
     assert list(actual) == list(expected)
     for c, want in expected.items():
         got = np.asarray(actual[c], np.float64)
         assert got.shape == np.shape(want), c
+        if exact:
+            np.testing.assert_array_equal(got, want, err_msg=c)
+            continue
         if c.startswith(("x_", "y_")):
             tol = 1e-3
         elif c.startswith("AU"):
@@ -122,12 +126,14 @@ def engine_runs(clips):
 
 
 def test_lockstep_equals_one_stream_at_a_time(backend, engine_runs, references):
-    """Batching streams changes no number: 3 clips together give each clip's table alone."""
+    """Batching streams changes no number: 3 clips together give each clip's table alone, bit for bit on the CPU
+    (elsewhere within assert_same_table's tolerance: the AU predictions' matrix product of a batch of faces sums in
+    another order than one face's, by up to 1e-14 on the emulator's NumPy, and cuBLAS may choose another algorithm)."""
     together, alone, stats = engine_runs(backend)
     assert sorted(together) == sorted(alone) == sorted(CLIPS)
     for name, o in together.items():
         assert o.status == "done" and o.frames == CLIPS[name]
-        assert_same_table(o.result.columns, alone[name].result.columns)
+        assert_same_table(o.result.columns, alone[name].result.columns, exact=backend.name == "cpu")
     # each clip's first frame was detected in the step's batch, together
     assert stats["detect_batches"] >= 1 and stats["detections_batched"] >= 3
     assert stats["steps"] == max(CLIPS.values())
