@@ -122,13 +122,21 @@ def test_a_result_prints_short_and_its_dataframe_types_are_the_parquet_files(ana
         res.write(tmp_path / "t.xlsx", "xlsx")
 
 
-def test_the_one_call_takes_the_analyzers_options_and_progress(media_dir):
+def test_the_one_call_takes_the_analyzers_options_and_progress(corpus, analyzer):
     """`gpuau.analyze_video` offered only device and models: quality, multi-face, -au_static and progress needed an
-    Analyzer of one's own."""
+    Analyzer of one's own. Each option reaches the analysis: the tables are those of an Analyzer so built, and
+    -au_static's differ from the dynamic models' (a single image would not show it: it always takes the static)."""
+    clip = corpus[2]  # 30 frames of default.wmv
     done = []
-    res = gpuau.analyze_video(media_dir / "sample1.jpg", device="cpu", quality="fast", au_static=True,
-                              progress=done.append)
-    assert res.faces_found == 1 and done == [1] and "gaze_0_x" not in res.columns  # fast: no eye models
+    res = gpuau.analyze_video(clip, device="cpu", quality="fast", au_static=True, progress=done.append)
+    assert res.faces_found == 30 and done[-1] == 30 and "gaze_0_x" not in res.columns  # fast: no eye models
+    static = gpuau.Analyzer("cpu", quality="fast", au_static=True).analyze_video(clip).columns
+    dynamic = analyzer.analyze_video(clip).columns
+    assert all(np.array_equal(res.columns[c], static[c]) for c in static)
+    assert any(not np.array_equal(res.columns[c], dynamic[c]) for c in dynamic if c.endswith("_r"))
+    multi = gpuau.analyze_video(clip, device="cpu", quality="fast", multi_face=True)
+    one_call = gpuau.Analyzer("cpu", quality="fast", multi_face=True).analyze_video(clip).columns
+    assert all(np.array_equal(multi.columns[c], one_call[c]) for c in one_call)
     assert repr(gpuau.Analyzer("cpu", quality="fast")) == ("Analyzer(device='cpu', quality='fast', multi_face=False, "
                                                            "au_static=False)")
 
