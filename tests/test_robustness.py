@@ -410,7 +410,7 @@ def test_frames_in_memory_that_cannot_be_a_video_are_refused(media_dir):
     assert len(an.analyze_frames([image, image], progress=done.append)) == 2 and done == [1, 2]
 
 
-def test_settings_are_checked_and_read_as_written(media_dir, tmp_path, monkeypatch):
+def test_settings_are_checked_and_read_as_written(media_dir, tmp_path):
     import gpuau
     from gpuau.pipeline import Analyzer
 
@@ -425,12 +425,11 @@ def test_settings_are_checked_and_read_as_written(media_dir, tmp_path, monkeypat
         assert getattr(Analyzer("cpu", **{flag: np.True_}), flag) is True
     Analyzer("cpu").write_video(media_dir / "sample1.jpg", tmp_path / "b.parquet")
     assert (tmp_path / "b.parquet").read_bytes()[:4] == b"PAR1"  # Parquet by its name
-    written = {}
-    monkeypatch.setattr(gpuau.pipeline.Result, "to_parquet", lambda self, path: written.setdefault("parquet", path))
-    monkeypatch.setattr(gpuau.pipeline.Result, "to_csv", lambda self, path: written.setdefault("csv", path))
-    gpuau.analyze_video(media_dir / "sample1.jpg", device="cpu", output=tmp_path / "a.parquet")
+    res = gpuau.analyze_video(media_dir / "sample1.jpg", device="cpu", output=tmp_path / "a.parquet")
+    assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()  # Parquet by its name
     gpuau.analyze_video(media_dir / "sample1.jpg", device="cpu", output=tmp_path / "a.txt")
-    assert written == {"parquet": tmp_path / "a.parquet", "csv": tmp_path / "a.txt"}  # Parquet by its name
+    assert (tmp_path / "a.txt").read_bytes() == res.to_csv(tmp_path / "a.csv").read_bytes()  # else the CSV
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv", "a.parquet", "a.txt", "b.parquet"]  # no temporaries
     with pytest.raises(gpuau.InputError, match="no such file"):  # the output checked first: no folder made for it
         gpuau.analyze_video(tmp_path / "missing.mp4", device="cpu", output=tmp_path / "new" / "folder" / "a.csv")
     assert not (tmp_path / "new").exists()
