@@ -644,7 +644,7 @@ def render(args) -> int:
 
 @command("plot", "plot AU intensities over time from an OpenFace CSV (needs matplotlib: gpuau[plot])",
          arg("csv"), arg("-o", "--output", required=True, help="image to write (.png, .svg, .pdf)"),
-         arg("--face-id", type=int, default=0))
+         arg("--face-id", type=int, default=0, help="which face of a multi-face CSV (default 0)"))
 def plot(args) -> int:
     from gpuau.viz import plot_aus
 

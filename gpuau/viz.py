@@ -32,6 +32,18 @@ def _au_names(table: dict) -> list:
     return sorted(c for c in table if re.fullmatch(r"AU\d+_r", c))
 
 
+def _face_rows(table: dict, csv_path, face_id: int) -> np.ndarray:
+    """The rows of ``table`` (read from ``csv_path``) that are face ``face_id``'s (a table without ``face_id`` holds
+    face 0); ValueError when it has none: a mistyped id would give a video or plot with no face, as an untracked one."""
+    frames = table["frame"]
+    ids = table["face_id"].astype(int) if "face_id" in table else np.zeros(len(frames), int)
+    rows = ids == face_id
+    if len(frames) and not rows.any():
+        faces = ", ".join(map(str, np.unique(ids)))
+        raise ValueError(f"{csv_path}: no face {face_id} in it (its face ids: {faces}); choose one of them")
+    return rows
+
+
 def project_pose_axes(pose: np.ndarray, intrinsics, length: float = AXIS_LENGTH_MM) -> np.ndarray:
     """Image points of the head's origin and its x, y, z axes.
 
@@ -160,9 +172,8 @@ def render_video(video, csv_path, output, *, face_id: int = 0, orientation: str 
         raise ValueError(f"{output}: write the annotated video as {', '.join(VIDEO_SUFFIXES)}")
     table = read_openface_table(csv_path)
     names = _au_names(table)
-    frames = table["frame"].astype(int)
-    ids = table.get("face_id", np.zeros_like(frames)).astype(int)
-    index = {f: i for i, (f, fid) in enumerate(zip(frames, ids)) if fid == face_id}
+    rows = _face_rows(table, csv_path, face_id)
+    index = {f: i for i, f in zip(np.flatnonzero(rows), table["frame"][rows].astype(int))}
     fourcc = cv2.VideoWriter_fourcc(*("MJPG" if output.suffix.lower() == ".avi" else "mp4v"))
     with open_source(video, orientation=orientation) as source, atomic_path(output) as tmp:
         intrinsics = camera_intrinsics(source.width, source.height, camera)
@@ -204,7 +215,7 @@ def plot_aus(csv_path, output, *, face_id: int = 0) -> Path:
     names = _au_names(table)
     if not names:
         raise ValueError(f"{csv_path}: no AU intensity columns")
-    keep = table.get("face_id", np.zeros(len(table[names[0]]))) == face_id
+    keep = _face_rows(table, csv_path, face_id)
     if "success" in table:
         keep &= table["success"] >= 0.5
     t = table["timestamp"][keep] if "timestamp" in table and table["timestamp"].any() else table["frame"][keep]

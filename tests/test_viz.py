@@ -130,3 +130,135 @@ def test_render_leaves_nothing_when_it_fails_and_no_video_a_full_disk_cut_short(
     assert capsys.readouterr().err == (f"gpuau: error: [Errno 28] {out / 'b.avi'}: the video writer stored 40 of 88 "
                                        "frames: the disk is full (free space and run again)\n")
     assert not list(out.iterdir())
+
+
+def test_render_without_a_csv_analyses_the_video_first(corpus, tmp_path, monkeypatch, capsys):
+    """`gpuau render VIDEO -o OUT` with no CSV: the video's analysis (as `gpuau analyze` makes it) drawn on each of its
+    frames.  A failure means the command without a CSV fails, drops or adds frames, draws other results than the
+    analysis's, or leaves its analysis (a temporary folder) or a partial video behind."""
+    import tempfile
+
+    clip = corpus[2]  # default.wmv's first 30 frames
+    scratch = tmp_path / "tmp"  # where tempfile puts the command's analysis
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    assert main(["analyze", str(clip), "-o", str(tmp_path / "csv"), "--device", "cpu", "-q"]) == 0
+    out = tmp_path / "out"
+    out.mkdir()
+    assert main(["render", str(clip), str(tmp_path / "csv" / "clip30.csv"), "-o", str(out / "given.mp4")]) == 0
+    capsys.readouterr()
+    assert main(["render", str(clip), "-o", str(out / "analysed.mp4"), "--device", "cpu"]) == 0
+    assert capsys.readouterr().out == f"{out / 'analysed.mp4'}\n"
+    assert sorted(p.name for p in out.iterdir()) == ["analysed.mp4", "given.mp4"] and not list(scratch.iterdir())
+    source, given, analysed = (cv2.VideoCapture(str(p)) for p in (clip, out / "given.mp4", out / "analysed.mp4"))
+    assert int(analysed.get(cv2.CAP_PROP_FRAME_COUNT)) == 30
+    for k in range(30):
+        ok, frame = source.read()
+        assert ok
+        ok, drawn = analysed.read()
+        assert ok and drawn.shape == (480, 640 + 190, 3), k  # the frame's size, plus the AU panel
+        assert np.array_equal(drawn, given.read()[1]), k  # what the analysis's CSV draws
+        assert np.abs(drawn[:, :640].astype(int) - frame).max() > 100, k  # and something was drawn on the frame
+    assert not analysed.read()[0]
+
+
+@pytest.fixture(scope="module")
+def multi_face(media_dir, tmp_path_factory):
+    """multi_face.avi's first 6 frames (lossless) and their `gpuau analyze --multi-face --quality fast` CSV: faces 0, 1
+    and 2 on every frame, face 0 not tracked on frames 1 and 2."""
+    from media import read_frames
+
+    folder = tmp_path_factory.mktemp("multi_face")
+    frames = read_frames(media_dir / "multi_face.avi", 6)
+    clip = folder / "clip.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"FFV1"), 30.0, frames[0].shape[1::-1])
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    assert main(["analyze", str(clip), "-o", str(folder), "--multi-face", "--quality", "fast", "-q"]) == 0
+    return clip, folder / "clip.csv"
+
+
+def _rows(table, face_id):
+    """The CSV's rows of face ``face_id``, by frame number."""
+    return {int(f): i for i, (f, k) in enumerate(zip(table["frame"], table["face_id"])) if k == face_id}
+
+
+def test_render_draws_the_face_asked_for(multi_face, tmp_path):
+    """--face-id N draws face N's landmarks (yellow dots on its 68 points) and no other face's, and nothing on a frame
+    where face N was not tracked: a failure means the wrong face, every face, or a failed fit is drawn."""
+    from gpuau.io import read_openface_csv
+
+    clip, csv = multi_face
+    table = read_openface_csv(csv)
+    assert set(table["face_id"]) == {0, 1, 2}
+    renders = {}
+    for face in (0, 1):
+        assert main(["render", str(clip), str(csv), "-o", str(tmp_path / f"{face}.avi"), "--face-id", str(face)]) == 0
+        capture = cv2.VideoCapture(str(tmp_path / f"{face}.avi"))
+        renders[face] = [capture.read()[1] for _ in range(6)]
+
+    def yellow(img, i):  # the share of row i's landmarks under a yellow dot
+        points = np.round([[table[f"{a}_{k}"][i] for a in "xy"] for k in range(68)]).astype(int)
+        b, g, r = np.array([img[y - 1:y + 2, x - 1:x + 2].reshape(-1, 3).mean(axis=0) for x, y in points]).T
+        return np.mean((g > 150) & (r > 150) & (b < 120))
+
+    for face, other in ((0, 1), (1, 0)):
+        for frame, i in _rows(table, face).items():
+            j = _rows(table, other)[frame]
+            drawn = renders[face][frame - 1]
+            if table["success"][i]:
+                assert yellow(drawn, i) > 0.8, (face, frame)
+            else:
+                assert face == 0 and frame in (1, 2) and yellow(drawn, i) < 0.1, (face, frame)
+            assert yellow(drawn, j) < 0.1, (face, frame)  # the other face, at its own points: not drawn
+
+
+def test_plot_plots_the_face_asked_for(multi_face, tmp_path, monkeypatch):
+    """--face-id N plots face N's AU intensities over the frames where it was tracked, and no other face's: a failure
+    means the plot mixes the faces' rows, shows another face's, or keeps failed fits."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    from gpuau.io import read_openface_csv
+
+    plotted, save = [], Figure.savefig
+
+    def savefig(fig, *a, **kw):  # what was drawn, then the picture saved as ever
+        plotted.append({ax.get_title(loc="left"): ax.lines[0].get_xydata() for ax in fig.axes if ax.lines})
+        return save(fig, *a, **kw)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    _, csv = multi_face
+    table = read_openface_csv(csv)
+    for face in (0, 1):
+        out = tmp_path / f"{face}.png"
+        assert main(["plot", str(csv), "-o", str(out), "--face-id", str(face)]) == 0
+        assert cv2.imread(str(out)).shape[1] > 1000
+        rows = [i for i in _rows(table, face).values() if table["success"][i]]
+        assert len(rows) == (4 if face == 0 else 6)  # face 0 not tracked on frames 1 and 2
+        series = plotted.pop()
+        assert sorted(series) == sorted(c[:-2] for c in table if c.startswith("AU") and c.endswith("_r"))
+        for au, xy in series.items():
+            np.testing.assert_array_equal(xy, np.stack([table["timestamp"][rows], table[f"{au}_r"][rows]], axis=1))
+
+
+def test_render_refuses_a_face_the_csv_does_not_have(multi_face, tmp_path, capsys):
+    """A mistyped --face-id rendered "no face" on every frame and exited 0, as for a face never tracked."""
+    clip, csv = multi_face
+    out = tmp_path / "7.mp4"
+    status = main(["render", str(clip), str(csv), "-o", str(out), "--face-id", "7"])
+    err = capsys.readouterr().err
+    assert (status, out.exists()) == (2, False)
+    assert err.startswith(f"gpuau: error: {csv}: no face 7 in it (its face ids: 0, 1, 2); choose one of them")
+
+
+def test_plot_refuses_a_face_the_csv_does_not_have(multi_face, tmp_path, capsys):
+    """A mistyped --face-id plotted empty panels and exited 0."""
+    pytest.importorskip("matplotlib")
+    _, csv = multi_face
+    out = tmp_path / "7.png"
+    status = main(["plot", str(csv), "-o", str(out), "--face-id", "7"])
+    err = capsys.readouterr().err
+    assert (status, out.exists()) == (2, False)
+    assert err.startswith(f"gpuau: error: {csv}: no face 7 in it (its face ids: 0, 1, 2); choose one of them")
