@@ -7,6 +7,7 @@ tests/test_end_to_end.py.
 """
 import errno
 import os
+import re
 import struct
 from pathlib import Path
 
@@ -101,6 +102,38 @@ def test_read_hog_rejects_a_truncated_file(tmp_path):
     path.write_bytes(path.read_bytes()[:-4])
     with pytest.raises(ValueError, match="cut.hog"):
         read_hog(path)
+
+
+def test_read_hog_names_the_file_a_cut_or_a_mismatched_header_spoils(sequence_outputs, tmp_path):
+    """A real .hog file (the image sequence's 30 records) cut inside its first header or inside a record, a record whose
+    header gives other sizes than the first one's, and a first header that does not divide the file into records:
+    each the ValueError that read_hog documents, naming the file.  A failure means a spoilt file read as descriptors
+    (shifted or mixed records), or an error that does not say which file."""
+    data = (sequence_outputs / "image_sequence.hog").read_bytes()
+    record = 16 + 4 * 4464
+    assert len(data) == 30 * record and read_hog(sequence_outputs / "image_sequence.hog")[0].shape == (30, 4464)
+    path = tmp_path / "spoilt.hog"
+
+    def spoilt(content, message):
+        path.write_bytes(content)
+        with pytest.raises(ValueError, match=f"^{re.escape(str(path))}: {message}"):
+            read_hog(path)
+
+    spoilt(data[:10], r"truncated \.hog file \(10 bytes\)")
+    spoilt(data[:-2000], rf"not a \.hog file of 12x12x31 records \({len(data) - 2000} bytes\)")
+    spoilt(data[:record + 16], rf"not a \.hog file of 12x12x31 records \({record + 16} bytes\)")
+    header = bytearray(data)
+    struct.pack_into("<3i", header, 17 * record, 12, 12, 30)  # record 18 claims 30 channels
+    spoilt(bytes(header), "records of different sizes")
+    struct.pack_into("<3i", header, 17 * record, 31, 12, 12)  # the same record size, the fields in another order
+    spoilt(bytes(header), "records of different sizes")
+    header = bytearray(data)
+    struct.pack_into("<3i", header, 0, 12, 12, 30)  # the first record claims 30 channels
+    spoilt(bytes(header), rf"not a \.hog file of 12x12x30 records \({len(data)} bytes\)")
+    struct.pack_into("<3i", header, 0, 0, 12, 31)
+    spoilt(bytes(header), rf"not a \.hog file of 0x12x31 records \({len(data)} bytes\)")
+    struct.pack_into("<3i", header, 0, -12, -12, 31)  # sizes whose product is a record's
+    spoilt(bytes(header), rf"not a \.hog file of -12x-12x31 records \({len(data)} bytes\)")
 
 
 def test_resume_redoes_a_table_without_the_faces_asked_for(media_dir, tmp_path):
@@ -237,11 +270,39 @@ def test_aligned_face_options(gap_clip, tmp_path):
 
 
 def test_cli_aligned_options_imply_aligned_and_are_checked(gap_clip, tmp_path, capsys):
+    """Each --aligned-* option of `gpuau analyze` sets its own setting of the faces (README: "FHOG and aligned faces"):
+    --aligned-gray grey (one channel) masked faces, --aligned-unmasked colour faces with the square's background,
+    --aligned-scale the face's scale in a face of the default size, --aligned-size the face's size with the scale
+    following it.  A failure means an option is ignored, swapped for another or implies more than its own setting."""
     assert main(["analyze", str(gap_clip), "-o", str(tmp_path), "--aligned-size", "0"]) == 2
     assert "--aligned-size" in capsys.readouterr().err and not (tmp_path / "gap.csv").exists()
     assert main(["analyze", str(gap_clip), "-o", str(tmp_path), "--aligned-tracked-only", "--quality", "fast",
                  "-q"]) == 0
     assert len(os.listdir(tmp_path / "gap_aligned")) == 4 and not (tmp_path / "gap.hog").exists()
+
+    def faces(*options):  # the frames' faces as written (a grey BMP read as one channel), after `analyze OPTIONS`
+        out = tmp_path / "-".join(options)
+        assert main(["analyze", str(gap_clip), "-o", str(out), *options, "--quality", "fast", "-q"]) == 0
+        assert len(os.listdir(out / "gap_aligned")) == 6  # no --aligned-tracked-only: the faceless frames' too
+        return {k: cv2.imread(str(out / "gap_aligned" / f"frame_det_00_{k:06d}.bmp"), cv2.IMREAD_UNCHANGED)
+                for k in (1, 2, 3, 6)}
+
+    def width(face):  # the masked face's width in pixels
+        columns = np.nonzero(face.reshape(*face.shape[:2], -1).any(axis=(0, 2)))[0]
+        return columns[-1] - columns[0] + 1
+
+    gray, plain = faces("--aligned-gray"), faces("--aligned-unmasked")
+    smaller, larger = faces("--aligned-scale", "0.35"), faces("--aligned-size", "224")
+    for k, gray_face in gray.items():
+        face = cv2.imread(str(tmp_path / "gap_aligned" / f"frame_det_00_{k:06d}.bmp"), cv2.IMREAD_UNCHANGED)
+        inside = face.any(axis=2)
+        assert face.shape == (112, 112, 3) and 0.6 < inside.mean() < 0.9  # the default: colour, 112 x 112, masked
+        np.testing.assert_array_equal(gray_face, cv2.cvtColor(face, cv2.COLOR_BGR2GRAY))  # grey, masked, 112 x 112
+        assert plain[k].shape == (112, 112, 3) and (plain[k][..., 0] != plain[k][..., 2]).mean() > 0.5  # colour
+        np.testing.assert_array_equal(plain[k][inside], face[inside])  # the same warp, not masked
+        assert plain[k][~inside].any(axis=1).mean() > 0.9
+        assert smaller[k].shape == (112, 112, 3) and 0.45 < width(smaller[k]) / width(face) < 0.55  # scale 0.35
+        assert larger[k].shape == (224, 224, 3) and 1.95 < width(larger[k]) / width(face) < 2.05  # scale 1.4
 
 
 def test_multi_face_records_each_row(media_dir, tmp_path):

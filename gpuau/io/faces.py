@@ -129,7 +129,7 @@ def read_hog(path: "str | os.PathLike") -> "tuple[np.ndarray, np.ndarray]":
     cols, rows, channels = data[:12].view(np.int32)
     width = int(cols) * int(rows) * int(channels)
     record = 16 + 4 * width
-    if width <= 0 or data.size % record:
+    if min(cols, rows, channels) <= 0 or data.size % record:
         raise ValueError(f"{path}: not a .hog file of {cols}x{rows}x{channels} records ({data.size} bytes)")
     records = data.reshape(-1, record)
     header = records[:, :12].copy().view(np.int32)
