@@ -75,7 +75,7 @@ def test_au_thread_hands_errors_to_the_caller(clip):
     frames, lm, _ = clip
     worker = AUThread(AUAnalyzer())
     worker.submit(frames[0], lm[0][:10], True, 0.0)  # 10 landmarks: the AU PDM refit fails
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match="reshape"):  # the AU thread's own error, raised where the caller waits
         worker.close()
     assert worker._finished.is_set()
 

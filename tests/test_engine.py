@@ -450,7 +450,7 @@ def test_cli_streams_rejects_multi_face(tmp_path, media_dir, capsys):
 
 def test_stream_count():
     assert Engine("cpu").streams == CPU_STREAMS
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="streams=0: need at least 1"):
         Engine("cpu", streams=0)
     # a 1080p stream (its AU state and an initialisation step) fits some 600 times in 80 GB; auto_streams caps B
     assert 50e6 < stream_device_bytes(1080, 1920) < 150e6
@@ -670,7 +670,7 @@ def test_nvdec_falls_back_to_opencv(tmp_path, clips, cpu_analyzer, caplog):
     assert o.status == "done" and "decoding with OpenCV" in caplog.text
     cpu_analyzer.write_video(video, tmp_path / "ref.csv")
     assert (tmp_path / "nvdec.csv").read_bytes() == (tmp_path / "ref.csv").read_bytes()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"decode='ffmpeg': use one of \('opencv', 'nvdec'\)"):
         Engine("cpu", decode="ffmpeg")
 
 

@@ -265,7 +265,7 @@ def test_aligned_face_options(gap_clip, tmp_path):
         assert 0.3 < inside.mean() < 0.9 and grey[~inside].any()  # the mask's face, the square's background
         np.testing.assert_array_equal(grey[inside], cv2.cvtColor(face, cv2.COLOR_BGR2GRAY)[inside])
     assert AlignedFaces(size=224).sim_scale == 224 * (0.7 / 112) and AlignedFaces().au_faces
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="aligned faces of size 0, scale None: need a positive size and scale"):
         AlignedFaces(size=0)
 
 
