@@ -147,8 +147,8 @@ def test_ffmpeg_lines_without_a_file_name_only_with_verbose(tmp_path):
 
 
 def test_first_run_compile_is_reported_as_setup_not_as_analysis_time(tmp_path, monkeypatch):
-    """The kernels' one-time compile (stubbed: 1.5 s) happens before the first input, is the summary's setup line,
-    and leaves the elapsed time and frames/s to the analysis."""
+    """The kernels' one-time compile (stubbed: 1.5 s, over the summary's 1 s) happens before the first input, is the
+    summary's setup line, and leaves the elapsed time and frames/s to the analysis."""
     import time
 
     import gpuau.warmup
@@ -161,7 +161,7 @@ def test_first_run_compile_is_reported_as_setup_not_as_analysis_time(tmp_path, m
     report = run_corpus([clip], tmp_path / "out", analyzer=Analyzer("cpu"), progress=False, workers=1)
     wall = time.perf_counter() - t
     assert report.count("done") == 1 and report.setup >= 1.5
-    assert report.elapsed <= wall - 1.5
+    assert report.elapsed <= wall - report.setup
     assert "setup" in report.summary() and "not in elapsed" in report.summary()
 
 
