@@ -94,11 +94,16 @@ def test_an_interrupt_while_the_video_waits_for_its_au_backlog_cancels_it(media_
     from gpuau.au import AUAnalyzer
     from gpuau.pipeline import Analyzer, AUThread
 
-    add_frames, close = AUAnalyzer.add_frames, AUThread.close
+    add_frames, close, start = AUAnalyzer.add_frames, AUThread.close, AUThread.__init__
     closing = threading.Event()
 
-    def slow_add_frames(self, *args, **kwargs):  # an AU stage behind the tracker (a busy core): a backlog
-        time.sleep(0.05)
+    def started(worker, *args, **kwargs):
+        start(worker, *args, **kwargs)
+        workers.append(worker)
+
+    def slow_add_frames(self, *args, **kwargs):  # an AU stage behind the tracker (a busy core): a full queue
+        while not (closing.is_set() or workers[0]._queue.full()):
+            time.sleep(0.001)
         if closing.is_set() and not interrupted:  # the end of the video waits for the backlog: Ctrl-C
             interrupted.append(True)
             signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
@@ -106,7 +111,6 @@ def test_an_interrupt_while_the_video_waits_for_its_au_backlog_cancels_it(media_
 
     def interrupted_close(worker, cancel=False):
         if not cancel:
-            workers.append(worker)
             backlog.append(worker._queue.qsize())
             closing.set()
         return close(worker, cancel)
@@ -117,6 +121,7 @@ def test_an_interrupt_while_the_video_waits_for_its_au_backlog_cancels_it(media_
     backlog, workers, interrupted = [], [], []
     monkeypatch.setattr(AUAnalyzer, "add_frames", slow_add_frames)
     monkeypatch.setattr(AUThread, "close", interrupted_close)
+    monkeypatch.setattr(AUThread, "__init__", started)
     previous = signal.signal(signal.SIGUSR1, interrupt)
     try:
         analyzer = Analyzer("cpu", quality="fast", write_hog=True, write_aligned=True)
@@ -124,5 +129,5 @@ def test_an_interrupt_while_the_video_waits_for_its_au_backlog_cancels_it(media_
             analyzer.write_video(media_dir / "changeLighting.wmv", tmp_path / "out" / "x.csv")
     finally:
         signal.signal(signal.SIGUSR1, previous)
-    assert backlog[0] > 10 and interrupted and workers[0]._finished.is_set()  # its work was over when it raised
+    assert backlog[0] > 30 and interrupted and workers[0]._finished.is_set()  # its work was over when it raised
     assert not list((tmp_path / "out").iterdir())  # no CSV, FHOG, aligned faces nor their temporary files
