@@ -16,6 +16,17 @@ REFERENCE = SHARED / "reference" / "openface-clnf"
 os.environ.setdefault("GPUAU_MODELS", str(MODELS))
 
 
+@pytest.fixture(autouse=True)
+def native_log_levels(monkeypatch):
+    """OpenCV's and FFmpeg's log levels as before each test: an in-process ``gpuau analyze`` or ``render`` sets them in
+    ``os.environ`` (gpuau.cli._quiet_native_logs), where later tests' child processes would inherit them."""
+    for name in ("OPENCV_FFMPEG_LOGLEVEL", "OPENCV_LOG_LEVEL"):
+        before = os.environ.get(name)
+        monkeypatch.setenv(name, before or "")  # the undo of the test's end puts ``before`` back, or none
+        if before is None:
+            monkeypatch.delenv(name)
+
+
 @pytest.fixture(scope="session")
 def shared():
     if not SHARED.is_dir():
