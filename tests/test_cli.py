@@ -1,5 +1,6 @@
 """The ``gpuau`` command line: version, info, models fetch|verify|path, and the subcommand registry."""
 import io
+import os
 import re
 import shutil
 import subprocess
@@ -501,3 +502,16 @@ def test_analyze_models_option_reaches_the_workers(models_dir, media_dir, tmp_pa
     assert capsys.readouterr().err == (f"gpuau: error: no OpenFace model folder at {tmp_path / 'nowhere'} (from "
                                        f"argument): it lacks lib/local/LandmarkDetector/model. Fix: gpuau models fetch "
                                        f"--dir {tmp_path / 'nowhere'}\n")
+
+
+def test_quiet_cli_run_on_a_ray_it_starts_prints_nothing(media_dir, tmp_path):
+    """``-q`` on a Ray the command starts itself: Ray's notice that its token authentication is on (at every
+    start) was the one line printed.  Here, not beside test_distributed's cluster, which the command would join."""
+    pytest.importorskip("ray")
+    out = tmp_path / "out"
+    env = {**os.environ, "RAY_ADDRESS": ""}
+    done = subprocess.run([sys.executable, "-m", "gpuau", "analyze", str(media_dir / "sample2.jpg"), "-o", str(out),
+                           "--engine", "ray", "--device", "cpu", "--workers", "1", "-q"],
+                          capture_output=True, text=True, env=env, timeout=240)
+    assert (done.returncode, done.stderr, done.stdout) == (0, "", "")
+    assert sorted(p.name for p in out.iterdir()) == ["gpuau-settings.jsonl", "sample2.csv"]

@@ -171,15 +171,3 @@ def test_a_cluster_that_cannot_be_reached_or_found_is_one_error_and_rays_handler
         assert distributed._connect(None) is True and signal.getsignal(signal.SIGTERM) is _signals.handle
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def test_quiet_cli_run_on_a_ray_it_starts_prints_nothing(media_dir, tmp_path):
-    """``-q`` on a Ray the command starts itself: Ray's notice that its token authentication is on (at every
-    start) was the one line printed."""
-    out = tmp_path / "out"
-    env = {**os.environ, "RAY_ADDRESS": ""}
-    done = subprocess.run([sys.executable, "-m", "gpuau", "analyze", str(media_dir / "sample2.jpg"), "-o", str(out),
-                           "--engine", "ray", "--device", "cpu", "--workers", "1", "-q"],
-                          capture_output=True, text=True, env=env, timeout=240)
-    assert (done.returncode, done.stderr, done.stdout) == (0, "", "")
-    assert sorted(files(out)) == ["sample2.csv"]
