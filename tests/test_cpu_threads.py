@@ -55,8 +55,16 @@ def test_run_range_chunks():
     (both take chunks while the other works; guided sizes, at least n // 16); not split (asked
     not to, one index, or while sharing): the caller takes all; an exception of the helper's chunk
     reaches the caller (the first chunk of 12, [0, 3), raises on whichever thread took it)."""
-    calls = []
-    threads.run_range(_record, 64, calls, 0.01, split=True)
+    calls, helper_took_one = [], threading.Event()
+
+    def record_both(calls, slow, start, stop):  # the caller's chunks wait until the helper has one: on a busy
+        _record(calls, slow, start, stop)       # machine it could wake after the caller took them all
+        if threading.current_thread().name.startswith("gpuau-helper"):
+            helper_took_one.set()
+        else:
+            assert helper_took_one.wait(60), "the helper thread took no chunk"
+
+    threads.run_range(record_both, 64, calls, 0.01, split=True)
     covered = sorted(i for start, stop, _ in calls for i in range(start, stop))
     assert covered == list(range(64))
     assert any(helper for *_, helper in calls) and not all(helper for *_, helper in calls)
