@@ -208,11 +208,12 @@ def test_close_releases_the_video_and_stops_decoding(media_dir):
 
 class _SlowCapture:
     """A VideoCapture whose reads take 1 s (a large frame, a slow disk), recording a release during a read; once
-    ``failed`` is set, the read going on sends the main thread SIGUSR1 0.2 s later (it is waiting for this thread)."""
+    ``failed`` and then ``cleaning_up`` are set, the read going on sends the main thread SIGUSR1 (it is waiting for
+    this thread)."""
 
     def __init__(self, capture):
         self.capture, self.reading, self.released_while_reading = capture, False, []
-        self.failed, self.interrupted = threading.Event(), False
+        self.failed, self.cleaning_up, self.interrupted = threading.Event(), threading.Event(), False
 
     def read(self):
         self.reading = True
@@ -222,7 +223,7 @@ class _SlowCapture:
             for _ in range(20):
                 time.sleep(0.05)
                 if self.failed.is_set() and not self.interrupted:
-                    time.sleep(0.2)  # the main thread is in the source's clean-up by then
+                    assert self.cleaning_up.wait(60)  # the main thread waits in the source's clean-up
                     self.interrupted = True
                     signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
             self.reading = False
@@ -240,12 +241,20 @@ class _SecondInterrupt(BaseException):
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the finaliser's interrupt
-def test_a_second_interrupt_during_clean_up_leaves_the_video_to_its_decoding_thread(media_dir):
+def test_a_second_interrupt_during_clean_up_leaves_the_video_to_its_decoding_thread(media_dir, monkeypatch):
     """A stage fails and a second Ctrl-C lands while the source waits for its decoding thread: releasing the capture
     under the thread's read was a segmentation fault (a 4K video: 5 in 5)."""
+    from gpuau import _signals
+
     def interrupt(signum, frame):
         raise _SecondInterrupt
 
+    def waiting_through(done, step, on_interrupt=None):  # the source's clean-up, waiting for its decoding thread
+        capture.cleaning_up.set()
+        return wait_through(done, step, on_interrupt)
+
+    wait_through = _signals.wait_through
+    monkeypatch.setattr(_signals, "wait_through", waiting_through)
     previous = signal.signal(signal.SIGUSR1, interrupt)
     try:
         src = open_source(media_dir / "default.wmv")
