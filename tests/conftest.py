@@ -68,18 +68,10 @@ def validator(models_dir):
 @pytest.fixture(scope="session")
 def corpus(media_dir, tmp_path_factory):
     """An image folder, an image, a 30-frame clip of default.wmv and a broken video."""
-    import cv2
+    from media import read_frames, write_clip
 
     folder = tmp_path_factory.mktemp("corpus")
-    cap = cv2.VideoCapture(str(media_dir / "default.wmv"))
-    clip = folder / "clip30.avi"
-    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), cap.get(cv2.CAP_PROP_FPS), (640, 480))
-    for _ in range(30):
-        ok, frame = cap.read()
-        assert ok
-        writer.write(frame)
-    writer.release()
-    cap.release()
+    clip = write_clip(folder / "clip30.avi", read_frames(media_dir / "default.wmv", 30), fps=15.0)
     broken = folder / "broken.avi"
     broken.write_bytes(b"RIFF\x00\x00\x00\x00AVI garbage" * 50)
     return [media_dir / "image_sequence", media_dir / "sample1.jpg", clip, broken]

@@ -21,6 +21,18 @@ def read_frames(path, frames: "int | list[int]") -> "list[np.ndarray]":
     return [found[i] for i in wanted]
 
 
+def write_clip(path, frames, fps: float = 10.0, fourcc: str = "MJPG"):
+    """``frames`` (BGR uint8, one size) written as the video ``path`` (MJPG, or ``fourcc``: FFV1 is lossless);
+    returns ``path``."""
+    h, w = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (w, h))
+    assert writer.isOpened(), path
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    return path
+
+
 def files(folder) -> dict:
     """``{name: bytes}`` of the files in ``folder`` (hidden ones, such as temporary outputs, left out, and the corpus
     run's settings log, whose lines come in the order the outputs finish)."""

@@ -300,14 +300,9 @@ def test_parquet_with_a_pyarrow_that_does_not_import_says_why(media_dir, tmp_pat
 def test_analyze_decode_nvdec_on_cpu_falls_back_to_opencv(media_dir, tmp_path, capsys, gpuau_logger):
     """--decode nvdec sends videos through the batched engine (one stream with --streams 1); on the CPU NVDEC
     does not apply: OpenCV decodes, a log line says so, and the file is --decode opencv's."""
-    import cv2
+    from media import read_frames, write_clip
 
-    cap = cv2.VideoCapture(str(media_dir / "changeLighting.wmv"))
-    video = tmp_path / "clip.avi"
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), cap.get(cv2.CAP_PROP_FPS), (640, 480))
-    for _ in range(6):
-        writer.write(cap.read()[1])
-    writer.release()
+    video = write_clip(tmp_path / "clip.avi", read_frames(media_dir / "changeLighting.wmv", 6), fps=15.0)
     common = ["-o", str(tmp_path / "out"), "--device", "cpu", "--overwrite"]
     assert cli.main(["analyze", str(video), *common, "-q"]) == 0
     opencv = (tmp_path / "out" / "clip.csv").read_bytes()

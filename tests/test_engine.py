@@ -29,7 +29,7 @@ from gpuau.kernels import emulated_arrays
 from gpuau.landmarks.tracker import FaceTracker
 from gpuau.pipeline import Analyzer
 from gpuau.video import Frame, array_frames, open_source
-from media import decoding_threads
+from media import decoding_threads, write_clip
 
 CLIPS = {"default.wmv": 40, "changeLighting.wmv": 25, "2015-10-15-15-14.avi": 33}
 
@@ -427,10 +427,7 @@ def test_cli_streams_progress_bars_know_each_videos_length(tmp_path, clips, monk
     seq.mkdir()
     for i, img in enumerate(images[:10]):
         cv2.imwrite(str(seq / f"frame_{i:03d}.png"), img)
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), fps, images[0].shape[1::-1])
-    for img in images[:7]:
-        writer.write(img)
-    writer.release()
+    write_clip(video, images[:7], fps)
     out = tmp_path / "out"
     assert main(["analyze", str(seq), str(video), "-o", str(out), "--device", "cpu", "--streams", "2"]) == 0
     closed = sorted(record for _, record in bars)
@@ -659,12 +656,8 @@ def test_nvdec_falls_back_to_opencv(tmp_path, clips, cpu_analyzer, caplog):
     why, same file."""
     import logging
 
-    video = tmp_path / "clip.avi"
     images, fps = clips["changeLighting.wmv"]
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), fps, images[0].shape[1::-1])
-    for img in images[:8]:
-        writer.write(img)
-    writer.release()
+    video = write_clip(tmp_path / "clip.avi", images[:8], fps)
     with caplog.at_level(logging.INFO, logger="gpuau"):
         (o,) = Engine("cpu", streams=1, decode="nvdec").run([Job(video, tmp_path / "nvdec.csv")])
     assert o.status == "done" and "decoding with OpenCV" in caplog.text

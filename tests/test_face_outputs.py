@@ -21,6 +21,7 @@ from gpuau.engine import Engine, Job
 from gpuau.io import AlignedFaces, FaceRecorder, read_hog, read_openface_csv
 from gpuau.pipeline import Analyzer
 from gpuau.video import array_frames
+from media import read_frames, write_clip
 
 
 def _faces(n, seed=0):
@@ -228,12 +229,7 @@ def gap_clip(media_dir, tmp_path_factory):
     capture = cv2.VideoCapture(str(media_dir / "default.wmv"))
     frames = [capture.read()[1] for _ in range(6)]
     frames[3:5] = [np.full_like(frames[0], 90)] * 2
-    clip = tmp_path_factory.mktemp("gap") / "gap.avi"
-    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"FFV1"), 30.0, frames[0].shape[1::-1])
-    for frame in frames:
-        writer.write(frame)
-    writer.release()
-    return clip
+    return write_clip(tmp_path_factory.mktemp("gap") / "gap.avi", frames, 30.0, "FFV1")
 
 
 def test_frames_without_a_face_get_a_black_face_and_zero_fhog(gap_clip, tmp_path):
@@ -307,13 +303,7 @@ def test_cli_aligned_options_imply_aligned_and_are_checked(gap_clip, tmp_path, c
 
 def test_multi_face_records_each_row(media_dir, tmp_path):
     """FaceLandmarkVidMulti's files: a record and a face per row of the table, named by face slot and frame."""
-    clip = tmp_path / "clip.avi"
-    capture = cv2.VideoCapture(str(media_dir / "multi_face.avi"))
-    frames = [capture.read()[1] for _ in range(12)]
-    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"FFV1"), 30.0, frames[0].shape[1::-1])
-    for frame in frames:
-        writer.write(frame)
-    writer.release()
+    clip = write_clip(tmp_path / "clip.avi", read_frames(media_dir / "multi_face.avi", 12), 30.0, "FFV1")
     assert main(["analyze", str(clip), "-o", str(tmp_path / "out"), "--multi-face", "--hog", "--aligned",
                  "--quality", "fast", "-q"]) == 0
     table = read_openface_csv(tmp_path / "out" / "clip.csv")

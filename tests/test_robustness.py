@@ -10,16 +10,7 @@ import numpy as np
 import pytest
 
 from gpuau.cli import main
-
-
-def write_clip(path, frames, fps=10.0):
-    h, w = frames[0].shape[:2]
-    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
-    assert vw.isOpened()
-    for f in frames:
-        vw.write(f)
-    vw.release()
-    return path
+from media import write_clip
 
 
 def read_csv(path):

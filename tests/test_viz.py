@@ -166,15 +166,10 @@ def test_render_without_a_csv_analyses_the_video_first(corpus, tmp_path, monkeyp
 def multi_face(media_dir, tmp_path_factory):
     """multi_face.avi's first 6 frames (lossless) and their `gpuau analyze --multi-face --quality fast` CSV: faces 0, 1
     and 2 on every frame, face 0 not tracked on frames 1 and 2."""
-    from media import read_frames
+    from media import read_frames, write_clip
 
     folder = tmp_path_factory.mktemp("multi_face")
-    frames = read_frames(media_dir / "multi_face.avi", 6)
-    clip = folder / "clip.avi"
-    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"FFV1"), 30.0, frames[0].shape[1::-1])
-    for frame in frames:
-        writer.write(frame)
-    writer.release()
+    clip = write_clip(folder / "clip.avi", read_frames(media_dir / "multi_face.avi", 6), 30.0, "FFV1")
     assert main(["analyze", str(clip), "-o", str(folder), "--multi-face", "--quality", "fast", "-q"]) == 0
     return clip, folder / "clip.csv"
 
