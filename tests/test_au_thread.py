@@ -1,11 +1,11 @@
 """The pipeline's AU thread (:class:`gpuau.pipeline.AUThread`) gives exactly the single-threaded results."""
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import pytest
 
 from au_harness import VIDEOS, reference_landmarks
+from media import read_frames
 from reference import read_reference
 
 
@@ -13,8 +13,7 @@ from reference import read_reference
 def clip(media_dir, reference_dir):
     df = read_reference(reference_dir / "default.csv")
     n = 12
-    cap = cv2.VideoCapture(str(media_dir / VIDEOS["default"]))
-    frames = [cap.read()[1] for _ in range(n)]
+    frames = read_frames(media_dir / VIDEOS["default"], n)
     success = np.ones(n, bool)
     success[[3, 7]] = False  # failed frames: zero features, medians not updated
     return frames, reference_landmarks(df.iloc[:n]), success

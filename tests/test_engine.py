@@ -29,7 +29,7 @@ from gpuau.kernels import emulated_arrays
 from gpuau.landmarks.tracker import FaceTracker
 from gpuau.pipeline import Analyzer
 from gpuau.video import Frame, array_frames, open_source
-from media import decoding_threads, write_clip
+from media import decoding_threads, read_frames, write_clip
 
 CLIPS = {"default.wmv": 40, "changeLighting.wmv": 25, "2015-10-15-15-14.avi": 33}
 
@@ -37,13 +37,8 @@ CLIPS = {"default.wmv": 40, "changeLighting.wmv": 25, "2015-10-15-15-14.avi": 33
 def _decode(path, n):
     cap = cv2.VideoCapture(str(path))
     fps = cap.get(cv2.CAP_PROP_FPS)
-    images = []
-    while len(images) < n:
-        ok, img = cap.read()
-        assert ok, f"{path}: fewer than {n} frames"
-        images.append(img)
     cap.release()
-    return images, fps
+    return read_frames(path, n), fps
 
 
 def _frames(images, fps):

@@ -3,11 +3,11 @@ by threads, and arguments checked whatever the input holds."""
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 
-import cv2
 import numpy as np
 import pytest
 
 import gpuau
+from media import read_frames
 
 
 @pytest.fixture(scope="module")
@@ -17,10 +17,7 @@ def analyzer():
 
 @pytest.fixture(scope="module")
 def clip(media_dir):
-    cap = cv2.VideoCapture(str(media_dir / "changeLighting.wmv"))
-    frames = [cap.read()[1] for _ in range(40)]
-    cap.release()
-    return frames
+    return read_frames(media_dir / "changeLighting.wmv", 40)
 
 
 def test_frames_decoded_into_one_buffer_give_the_table_of_their_copies(analyzer, clip):
