@@ -19,7 +19,6 @@ import gpuau
 from gpuau.cpu import fhog as cpu_fhog
 from gpuau.cpu import threads
 from gpuau.cpu import warp_affine as cpu_warp
-from test_fhog import aligned_faces  # noqa: F401 (fixture)
 
 two_cores = pytest.mark.skipif(threads.cores() < 2, reason="one core: nothing is shared")
 # forking a process whose helper thread runs is what these tests check (Python 3.12+ warns of it in general)
@@ -118,7 +117,7 @@ def _split_features(faces):
 
 @two_cores
 @forks_with_threads
-def test_fork_after_split_calls(aligned_faces, monkeypatch):  # noqa: F811
+def test_fork_after_split_calls(aligned_faces, monkeypatch):
     monkeypatch.setattr(cpu_fhog, "PARALLEL_MIN_FACES", 2)
     monkeypatch.setattr(cpu_warp, "PARALLEL_MIN_VALUES", 2 * 224 * 224 * 3)
     expected = _split_features(aligned_faces)  # the parent's helper thread is running now

@@ -10,11 +10,6 @@ from gpuau.cpu import fhog as cpu_fhog
 from gpuau.cpu import threads
 from gpuau.cpu.fhog import fhog
 from gpuau.kernels.fhog import fhog_layout
-from gpuau.features.align import align_face_mask
-from gpuau.landmarks.pdm import AU_PDM, PDM
-from gpuau.models.tris_file import load_tris
-from media import read_frames
-from reference import landmarks_2d, read_reference
 
 F = np.float32
 DIRECTIONS = np.array([[1.0, 0.0], [0.9397, 0.3420], [0.7660, 0.6428], [0.500, 0.8660], [0.1736, 0.9848],
@@ -107,18 +102,6 @@ def fhog_reference(img: np.ndarray, cell: int = 8) -> np.ndarray:
     out[..., 18:27] = (lanes[..., 0] + lanes[..., 2]) + (lanes[..., 1] + lanes[..., 3])
     out[..., 27:] = t * F(2 * 0.2357)
     return out.reshape(-1)
-
-
-@pytest.fixture(scope="module")
-def aligned_faces(media_dir, reference_dir):
-    """Aligned masked faces of 8 default.wmv frames, from the reference landmarks."""
-    landmarks = landmarks_2d(read_reference(reference_dir / "default.csv", nrows=8))
-    pdm, tris = PDM.load(AU_PDM), load_tris()
-    faces = []
-    for frame, lm in zip(read_frames(media_dir / "default.wmv", 8), landmarks):
-        g, _ = pdm.calc_params(lm)
-        faces.append(align_face_mask(frame, lm, g, pdm.mean_shape, tris))
-    return np.stack(faces)
 
 
 def test_fhog_matches_reference_on_aligned_faces(aligned_faces):

@@ -13,50 +13,24 @@ import numpy as np
 import pytest
 
 from backends import devices_only
-from ccnf_steps import extract_areas, similarity_to_reference, view_index
 from gpuau.cpu.ccnf_response import ccnf_response as ccnf_response_cpu
 from gpuau.landmarks.tracker import FaceTracker
 from gpuau.video import open_source
-from reference import global_params, landmarks_2d, local_params, read_reference
+from real_faces import expert_inputs
+from reference import landmarks_2d, read_reference
 from synthetic_ccnf import CASES as SYNTHETIC, expert_case
 from test_ccnf import _oracle
 
 GOLDEN = Path(__file__).parent / "data" / "ccnf_openblas.npz"
-FRAMES = (0, 120)
 # (scale index, response window size): the tracker's window sizes per scale, the identity-Sigma
 # case of a size without sigma components (3) and the largest window (15, 256 threads)
 CASES = [(0, 11), (1, 9), (2, 7), (0, 15), (1, 3)]
 
 
-@pytest.fixture(scope="module")
-def frames(media_dir, reference_dir):
-    """``[(gray float32 (H, W), params_global (6,), params_local (34,))]`` of FRAMES (OpenFace's fit)."""
-    df = read_reference(reference_dir / "default.csv", nrows=max(FRAMES) + 1)
-    grays = {}
-    for f in open_source(media_dir / "default.wmv"):
-        if f.index in FRAMES:
-            grays[f.index] = f.gray.astype(np.float32)
-        if f.index >= max(FRAMES):
-            break
-    return [(grays[i], global_params(df)[i], local_params(df)[i]) for i in FRAMES]
-
-
-def expert_inputs(clnf, frame, scale: int, ws: int):
-    """Areas (68, ws + 10, ws + 10) and the view's weights, alphas, sigmas around a frame's landmarks
-    (as :func:`gpuau.landmarks.clnf.patch_responses` builds them)."""
-    gray, g, loc = frame
-    pdm, ccnf = clnf.model.pdm, clnf.model.scales[scale]
-    shape = pdm.calc_shape_2d(g, loc)
-    _, ref_to_img = similarity_to_reference(shape, pdm.calc_shape_2d([ccnf.patch_scaling, 0, 0, 0, 0, 0], loc))
-    view = view_index(ccnf, g)
-    areas = extract_areas(gray, shape, ref_to_img, ws + ccnf.patch_size[1] - 1)
-    return areas, ccnf.weights(view), ccnf.alphas(view), ccnf.sigmas(view, ws)
-
-
 @devices_only
 @pytest.mark.parametrize("scale, ws", CASES)
-def test_ccnf_response_matches_twin(backend, clnf, frames, scale, ws):
-    for frame in frames:
+def test_ccnf_response_matches_twin(backend, clnf, ccnf_frames, scale, ws):
+    for frame in ccnf_frames:
         areas, w, alphas, sigmas = expert_inputs(clnf, frame, scale, ws)
         areas[7] = 128.0  # a flat area: every window has zero norm (normalised as 1)
         expected = ccnf_response_cpu(areas, w, alphas, sigmas)
@@ -75,8 +49,8 @@ def test_ccnf_response_is_openfaces_bit_for_bit(backend):
 
 
 @pytest.mark.parametrize("scale, ws", [(0, 11), (2, 7)])
-def test_ccnf_response_matches_numpy_oracle(backend, clnf, frames, scale, ws):
-    areas, w, alphas, sigmas = expert_inputs(clnf, frames[1], scale, ws)
+def test_ccnf_response_matches_numpy_oracle(backend, clnf, ccnf_frames, scale, ws):
+    areas, w, alphas, sigmas = expert_inputs(clnf, ccnf_frames[1], scale, ws)
     out = backend.asnumpy(backend.kernels.ccnf_response(*(backend.asarray(a) for a in (areas, w, alphas, sigmas))))
     assert (out >= 0).all() and (out.min(axis=(1, 2)) == 0).any()
     for k in range(0, 68, 5):
@@ -84,12 +58,12 @@ def test_ccnf_response_matches_numpy_oracle(backend, clnf, frames, scale, ws):
         np.testing.assert_allclose(out[k], ref, atol=2e-5 * ref.max())
 
 
-def test_ccnf_response_experts_cycle_over_areas(backend, clnf, frames):
+def test_ccnf_response_experts_cycle_over_areas(backend, clnf, ccnf_frames):
     """Area ``i`` is expert ``i % E``: one expert for several areas (E = 1) gives the maps of that
     expert copied per area (E = N); two faces' 68 areas with one view's 68 experts (E = 68, N = 136)
     give each face's own maps; N not a multiple of E is refused."""
-    areas = np.concatenate([expert_inputs(clnf, f, 1, 9)[0] for f in frames])  # 2 faces x 68
-    _, w, alphas, sigmas = expert_inputs(clnf, frames[0], 1, 9)
+    areas = np.concatenate([expert_inputs(clnf, f, 1, 9)[0] for f in ccnf_frames])  # 2 faces x 68
+    _, w, alphas, sigmas = expert_inputs(clnf, ccnf_frames[0], 1, 9)
     few = areas[::17]  # landmarks 0, 17, 34, 51 of each face
     n = len(few)
     one = [backend.asarray(a[30:31]) for a in (w, alphas, sigmas)]
@@ -106,11 +80,11 @@ def test_ccnf_response_experts_cycle_over_areas(backend, clnf, frames):
         backend.kernels.ccnf_response(backend.asarray(areas[:100]), *experts)
 
 
-def test_ccnf_response_expert_index(backend, clnf, frames):
+def test_ccnf_response_expert_index(backend, clnf, ccnf_frames):
     """``experts`` picks each area's expert from one table (two views' experts, as ``patch_responses`` stacks
     them): every map equals that expert's map computed alone, -1 gives a map of zeros (an invisible
     landmark), and indices outside the table given from the host are refused."""
-    areas = np.concatenate([expert_inputs(clnf, f, 1, 9)[0] for f in frames])  # 2 faces x 68
+    areas = np.concatenate([expert_inputs(clnf, f, 1, 9)[0] for f in ccnf_frames])  # 2 faces x 68
     ccnf = clnf.model.scales[1]
     views = (0, 1)
     table = [np.concatenate([a(v) for v in views]) for a in (ccnf.weights, ccnf.alphas, lambda v: ccnf.sigmas(v, 9))]
@@ -131,11 +105,11 @@ def test_ccnf_response_expert_index(backend, clnf, frames):
             backend.kernels.ccnf_response(*(backend.asarray(a) for a in [areas, *table]), experts=bad)
 
 
-def test_ccnf_response_rejects_bad_shapes(clnf, frames):
+def test_ccnf_response_rejects_bad_shapes(clnf, ccnf_frames):
     from gpuau.device import resolve_device
 
     emulated = resolve_device("emulated")
-    areas, w, alphas, sigmas = expert_inputs(clnf, frames[0], 2, 7)
+    areas, w, alphas, sigmas = expert_inputs(clnf, ccnf_frames[0], 2, 7)
     with pytest.raises(ValueError, match="sigmas must have shape"):
         emulated.kernels.ccnf_response(areas, w, alphas, sigmas[:, :-1])
     with pytest.raises(ValueError, match="weights must have shape"):

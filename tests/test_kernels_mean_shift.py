@@ -7,19 +7,19 @@ import pytest
 
 from gpuau.cpu.ccnf_response import ccnf_response
 from gpuau.cpu.mean_shift import KDE_STEP, kde_table, landmark_likelihoods, mean_shift
-from test_kernels_ccnf import expert_inputs, frames  # noqa: F401  (module fixture)
+from real_faces import expert_inputs
 
 SIGMA = 1.5  # FitParameters.sigma of the main model
 
 
 @pytest.fixture(scope="module", params=[(0, 11), (1, 9), (2, 7), (1, 3)], ids=lambda p: f"ws{p[1]}")
-def maps(request, clnf, frames):
+def maps(request, clnf, ccnf_frames):
     """Response maps (68, R, R), offsets (68,) x 2 and visibility (68,) of one frame and window size.
 
     Offsets cover the inside of the window, both clamps (below 0, above R - 0.1) and ties of the
     0.1 px KDE grid; every 9th landmark is invisible."""
     scale, ws = request.param
-    resp = ccnf_response(*expert_inputs(clnf, frames[1], scale, ws))
+    resp = ccnf_response(*expert_inputs(clnf, ccnf_frames[1], scale, ws))
     rng = np.random.default_rng(ws)
     dxs = rng.uniform(-0.7, ws + 0.2, 68).astype(np.float32)
     dys = rng.uniform(-0.7, ws + 0.2, 68).astype(np.float32)

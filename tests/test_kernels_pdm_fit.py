@@ -16,54 +16,20 @@ from backends import devices_only
 from gpuau.device import resolve_device
 from gpuau.landmarks.clnf import _fit_scale, _refined, patch_responses
 from gpuau.landmarks.pdm import AU_PDM, PDM
-from gpuau.video import open_source
-from reference import global_params, landmarks_2d, local_params, read_reference
-
-N_FRAMES = 8
-
-
-@pytest.fixture(scope="module")
-def faces(media_dir, reference_dir):
-    """Four faces of four frames: OpenFace's parameters of the frame before, then one of them turned
-    (yaw 1.2 rad: the profile view, 33 landmarks invisible), one moved 4 px off (offsets beyond the window) and one shrunk to 0.28."""
-    df = read_reference(reference_dir / "default.csv", nrows=N_FRAMES)
-    g, loc = global_params(df).astype(np.float32), local_params(df).astype(np.float32)
-    frames = [f.gray for _, f in zip(range(N_FRAMES), open_source(media_dir / "default.wmv"))]
-    t = np.array([2, 4, 6, 7])
-    gs, ls = g[t - 1].copy(), loc[t - 1].copy()
-    gs[1, 2] = np.float32(1.2)
-    gs[2, 4:6] += np.float32([4.0, -4.0])
-    gs[3, 0] = np.float32(0.28)
-    images = np.stack([frames[i] for i in t]).astype(np.float32)
-    return images, gs, ls
-
-
-def _part_start(part, clnf, gs, ls):
-    """A part's params from the main model's landmarks (as the part loop of DetectLandmarks starts)."""
-    g, p = [], []
-    for gf, lf in zip(gs, ls):
-        locs = np.zeros((part.model.pdm.n_points, 2), np.float32)
-        locs[part.part_idx] = clnf.model.pdm.calc_shape_2d(gf, lf)[part.main_idx]
-        gp, pp = part.model.pdm.calc_params(locs)
-        g.append(gp)
-        p.append(pp)
-    return np.array(g, np.float32), np.array(p, np.float32)
-
-
-CASES = [("main", 0, 11), ("main", 1, 9), ("main", 2, 7), ("inner", 0, 9), ("left_eye_28", 0, 3),
-         ("right_eye_28", 1, 5)]
+from real_faces import FIT_CASES, part_start
+from reference import landmarks_2d, read_reference
 
 
 @devices_only
-@pytest.mark.parametrize("model_name, scale, window", CASES, ids=[f"{m}-s{s}-w{w}" for m, s, w in CASES])
-def test_fit_scale_matches_twin(backend, clnf, faces, model_name, scale, window):
-    images, gs, ls = faces
+@pytest.mark.parametrize("model_name, scale, window", FIT_CASES, ids=[f"{m}-s{s}-w{w}" for m, s, w in FIT_CASES])
+def test_fit_scale_matches_twin(backend, clnf, fit_faces, model_name, scale, window):
+    images, gs, ls = fit_faces
     if model_name == "main":
         model, parameters = clnf.model, clnf.parameters
     else:
         part = next(p for p in clnf.parts if p.name == model_name)
         model, parameters = part.model, part.parameters
-        gs, ls = _part_start(part, clnf, gs[:3], ls[:3])
+        gs, ls = part_start(part, clnf, gs[:3], ls[:3])
     n_faces = len(gs)
     p = _refined(parameters, model, scale)
     cpu = resolve_device("cpu")
@@ -116,15 +82,15 @@ def test_calc_params_matches_twin(backend, clnf, reference_dir, models_dir, pdm_
 
 
 @pytest.mark.parametrize("pdm_name", ["main", "inner", "left_eye_28"])
-def test_shape_2d_batch_matches_twin(backend, clnf, faces, pdm_name):
+def test_shape_2d_batch_matches_twin(backend, clnf, fit_faces, pdm_name):
     """``PDM::CalcShape2D`` of a batch (the profile, off and shrunk faces included) on every backend equals the
     Numba twin's, which is each face's ``calc_shape_2d``."""
-    _, g, p = faces
+    _, g, p = fit_faces
     pdm = clnf.model.pdm
     if pdm_name != "main":
         part = next(q for q in clnf.parts if q.name == pdm_name)
         pdm = part.model.pdm
-        g, p = _part_start(part, clnf, g, p)
+        g, p = part_start(part, clnf, g, p)
     expected = np.stack([pdm.calc_shape_2d(gf, pf) for gf, pf in zip(g, p)])
     got = pdm.shape_2d_batch(backend.asarray(g), backend.asarray(p), backend=backend)
     _assert_matches([got], [expected], backend, ["shapes"])

@@ -9,7 +9,7 @@ import pytest
 from ccnf_steps import similarity_to_reference, view_index
 from gpuau.cpu import pdm_fit
 from gpuau.cpu.response_areas import area_matrices
-from test_kernels_pdm_fit import CASES, _part_start, faces  # noqa: F401  (module fixture)
+from real_faces import FIT_CASES, part_start
 
 
 def _host_steps(model, scale, g, p, size):
@@ -23,14 +23,14 @@ def _host_steps(model, scale, g, p, size):
     return views, base, np.stack([to_ref, to_img], axis=1), matrices
 
 
-@pytest.mark.parametrize("model_name, scale, window", CASES, ids=[f"{m}-s{s}-w{w}" for m, s, w in CASES])
-def test_response_areas_match_host_steps(backend, clnf, faces, model_name, scale, window):
-    _, g, p = faces
+@pytest.mark.parametrize("model_name, scale, window", FIT_CASES, ids=[f"{m}-s{s}-w{w}" for m, s, w in FIT_CASES])
+def test_response_areas_match_host_steps(backend, clnf, fit_faces, model_name, scale, window):
+    _, g, p = fit_faces
     model = clnf.model
     if model_name != "main":
         part = next(q for q in clnf.parts if q.name == model_name)
         model = part.model
-        g, p = _part_start(part, clnf, g[:3], p[:3])
+        g, p = part_start(part, clnf, g[:3], p[:3])
     ccnf = model.scales[scale]
     size = window + ccnf.patch_size[1] - 1
     expected = _host_steps(model, scale, g, p, size)
@@ -61,9 +61,9 @@ def test_response_areas_of_no_face(backend, clnf):
                                        np.zeros((3, model.pdm.n_modes), np.float32), 0.25, 21)
 
 
-def test_shapes_of_a_batch_are_the_pdms(clnf, faces):
+def test_shapes_of_a_batch_are_the_pdms(clnf, fit_faces):
     """The twin's shapes are ``shape_2d_batch``'s (one 3D shape per face for both projections)."""
-    _, g, p = faces
+    _, g, p = fit_faces
     pdm = clnf.model.pdm
     base = pdm_fit.shape_2d_batch(pdm.mean_shape, pdm.princ_comp, g, p)
     from gpuau.cpu.response_areas import response_areas

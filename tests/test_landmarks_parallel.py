@@ -12,7 +12,7 @@ from gpuau.cpu import threads
 from gpuau.landmarks.clnf import detect_landmarks_batch
 from gpuau.video import open_source
 from reference import global_params, local_params, read_reference
-from test_kernels_ccnf import expert_inputs
+from real_faces import expert_inputs
 from test_landmarks_fit import _assert_same_fit
 
 FRAMES = (3, 9)
