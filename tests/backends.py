@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gpuau.cpu import threads
 from gpuau.device import cuda_available, resolve_device
 
 try:
@@ -46,6 +47,11 @@ devices_only = pytest.mark.parametrize(
     "backend", [p for p in backend_names() if p.id != "cpu"], indirect=True)
 """For a test whose oracle is the cpu backend's own kernel (the Numba twin): the ``backend`` fixture without ``cpu``,
 where the test would compare that kernel with itself."""
+
+two_cores = pytest.mark.skipif(threads.cores() < 2, reason="one core: nothing is shared")
+"""For a test of the CPU backend's helper thread (gpuau.cpu.threads), which takes work only beside a second core."""
+forks_with_threads = pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+"""For a test that forks a process whose helper thread runs, which is what it checks (Python 3.12+ warns of it)."""
 
 
 def load_gaps(path: Path = GAPS_FILE) -> dict[tuple[str, str], str]:

@@ -16,13 +16,11 @@ import numpy as np
 import pytest
 
 import gpuau
+from backends import forks_with_threads, two_cores
 from gpuau.cpu import fhog as cpu_fhog
 from gpuau.cpu import threads
 from gpuau.cpu import warp_affine as cpu_warp
 
-two_cores = pytest.mark.skipif(threads.cores() < 2, reason="one core: nothing is shared")
-# forking a process whose helper thread runs is what these tests check (Python 3.12+ warns of it in general)
-forks_with_threads = pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 
 
 def test_no_numba_kernel_is_parallel():

@@ -7,18 +7,16 @@ import multiprocessing
 import numpy as np
 import pytest
 
+from backends import forks_with_threads, two_cores
 from gpuau.cpu import ccnf_response as ccnf_cpu
 from gpuau.cpu import threads
 from gpuau.landmarks.clnf import detect_landmarks_batch
 from gpuau.video import open_source
-from reference import global_params, local_params, read_reference
 from real_faces import expert_inputs
+from reference import global_params, local_params, read_reference
 from test_landmarks_fit import _assert_same_fit
 
 FRAMES = (3, 9)
-two_cores = pytest.mark.skipif(threads.cores() < 2, reason="one core: nothing is shared")
-# forking a process whose helper thread runs is what these tests check (Python 3.12+ warns of it in general)
-forks_with_threads = pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 
 
 @pytest.fixture(scope="module")
