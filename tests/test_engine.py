@@ -646,18 +646,10 @@ def test_frame_staging_orders_copies_and_compute():
         staging.images([Frame(9, 0.0, frames[0].image, frames[0].gray)])
 
 
-def test_nvdec_falls_back_to_opencv(tmp_path, clips, cpu_analyzer, caplog):
-    """decode="nvdec" on the CPU backend (NVDEC decodes for a CUDA device only): OpenCV decodes, a log line says
-    why, same file."""
-    import logging
-
-    images, fps = clips["changeLighting.wmv"]
-    video = write_clip(tmp_path / "clip.avi", images[:8], fps)
-    with caplog.at_level(logging.INFO, logger="gpuau"):
-        (o,) = Engine("cpu", streams=1, decode="nvdec").run([Job(video, tmp_path / "nvdec.csv")])
-    assert o.status == "done" and "decoding with OpenCV" in caplog.text
-    cpu_analyzer.write_video(video, tmp_path / "ref.csv")
-    assert (tmp_path / "nvdec.csv").read_bytes() == (tmp_path / "ref.csv").read_bytes()
+def test_decode_choices():
+    """decode is "opencv" or "nvdec" (whose fallback to OpenCV on the CPU, with its log line and the same file, is
+    test_cli.py's test_analyze_decode_nvdec_on_cpu_falls_back_to_opencv)."""
+    assert Engine("cpu").decode == "opencv"
     with pytest.raises(ValueError, match=r"decode='ffmpeg': use one of \('opencv', 'nvdec'\)"):
         Engine("cpu", decode="ffmpeg")
 
