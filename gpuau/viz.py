@@ -35,10 +35,10 @@ def _au_names(table: dict) -> list:
 def _face_rows(table: dict, csv_path, face_id: int) -> np.ndarray:
     """The rows of ``table`` (read from ``csv_path``) that are face ``face_id``'s (a table without ``face_id`` holds
     face 0); ValueError when it has none: a mistyped id would give a video or plot with no face, as an untracked one."""
-    frames = table["frame"]
-    ids = table["face_id"].astype(int) if "face_id" in table else np.zeros(len(frames), int)
+    n = len(next(iter(table.values()), ()))
+    ids = table["face_id"].astype(int) if "face_id" in table else np.zeros(n, int)
     rows = ids == face_id
-    if len(frames) and not rows.any():
+    if n and not rows.any():
         faces = ", ".join(map(str, np.unique(ids)))
         raise ValueError(f"{csv_path}: no face {face_id} in it (its face ids: {faces}); choose one of them")
     return rows
