@@ -549,9 +549,11 @@ def analyze(args) -> int:
     if args.engine == "ray":
         from gpuau.distributed import ClusterError, analyze_corpus
 
-        if not args.verbose:  # Ray's notice, at every start, that its token authentication is on (its default)
-            logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
-
+        # Ray's notice, at every start, that its token authentication is on (its default): for -v only
+        notice = logging.getLogger("ray._private.authentication.authentication_token_setup")
+        level = notice.level
+        if not args.verbose:
+            notice.setLevel(logging.ERROR)
         try:
             report = analyze_corpus(args.inputs, args.output, address=args.address, device=args.device,
                                     fmt=args.format, overwrite=args.overwrite, progress=not args.quiet,
@@ -562,6 +564,8 @@ def analyze(args) -> int:
         except (ClusterError, ValueError) as e:  # ValueError: a device the cluster's workers cannot take
             print(f"gpuau: error: {e}", file=sys.stderr)
             return EXIT_ERROR
+        finally:
+            notice.setLevel(level)
     else:
         from gpuau.corpus import run_corpus
         from gpuau.pipeline import Analyzer
@@ -626,6 +630,10 @@ def render(args) -> int:
         print(f"gpuau: error: {e}", file=sys.stderr)
         return EXIT_ERROR
     csv = args.csv
+    if csv is None and args.face_id != 0:
+        print(f"gpuau: error: --face-id {args.face_id}: without a CSV, render analyses the video's one face (face 0); "
+              "give it the CSV of `gpuau analyze --multi-face`", file=sys.stderr)
+        return EXIT_ERROR
     with tempfile.TemporaryDirectory() as tmp:
         if csv is None:
             from gpuau.pipeline import Analyzer

@@ -248,6 +248,19 @@ def test_render_refuses_a_face_the_csv_does_not_have(multi_face, tmp_path, capsy
     assert err.startswith(f"gpuau: error: {csv}: no face 7 in it (its face ids: 0, 1, 2); choose one of them")
 
 
+def test_render_without_a_csv_refuses_another_face_before_analysing(multi_face, tmp_path, capsys, monkeypatch):
+    """Without a CSV, render analyses one face (face 0): --face-id 1 failed only after the whole analysis, naming a
+    temporary CSV already deleted."""
+    import gpuau.pipeline
+
+    clip, _ = multi_face
+    monkeypatch.setattr(gpuau.pipeline.Analyzer, "write_video", lambda *a, **kw: pytest.fail("analysed"))
+    assert main(["render", str(clip), "-o", str(tmp_path / "1.mp4"), "--face-id", "1"]) == 2
+    assert capsys.readouterr().err == ("gpuau: error: --face-id 1: without a CSV, render analyses the video's one face "
+                                       "(face 0); give it the CSV of `gpuau analyze --multi-face`\n")
+    assert not list(tmp_path.iterdir())
+
+
 def test_plot_refuses_a_face_the_csv_does_not_have(multi_face, tmp_path, capsys):
     """A mistyped --face-id plotted empty panels and exited 0."""
     pytest.importorskip("matplotlib")
