@@ -17,15 +17,19 @@ REFERENCE = SHARED / "reference" / "openface-clnf"
 os.environ.setdefault("GPUAU_MODELS", str(MODELS))
 
 
+NATIVE_LOG_LEVELS = {name: os.environ.get(name) for name in ("OPENCV_FFMPEG_LOGLEVEL", "OPENCV_LOG_LEVEL")}
+
+
 @pytest.fixture(autouse=True)
 def native_log_levels(monkeypatch):
-    """OpenCV's and FFmpeg's log levels as before each test: an in-process ``gpuau analyze`` or ``render`` sets them in
-    ``os.environ`` (gpuau.cli._quiet_native_logs), where later tests' child processes would inherit them."""
-    for name in ("OPENCV_FFMPEG_LOGLEVEL", "OPENCV_LOG_LEVEL"):
-        before = os.environ.get(name)
-        monkeypatch.setenv(name, before or "")  # the undo of the test's end puts ``before`` back, or none
-        if before is None:
-            monkeypatch.delenv(name)
+    """OpenCV's and FFmpeg's log levels as the session began, for each test: an in-process ``gpuau analyze`` or
+    ``render`` (a test's, or a module fixture's before it) sets them in ``os.environ`` (gpuau.cli._quiet_native_logs),
+    where later tests' child processes would inherit them."""
+    for name, value in NATIVE_LOG_LEVELS.items():
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
 
 
 @pytest.fixture(scope="session")
