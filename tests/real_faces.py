@@ -1,16 +1,14 @@
-"""Faces of default.wmv with OpenFace's reference fit, prepared as each stage takes them: module fixtures shared by
-the kernel, landmark and thread tests (made available to every test module by conftest.py), and their helpers."""
+"""Faces of default.wmv with OpenFace's reference fit, prepared as each stage takes them: fixtures shared by the
+kernel, landmark and thread tests (made available to every test module by conftest.py; built once a session, a few
+MB, read only by their tests), and their helpers."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from ccnf_steps import extract_areas, similarity_to_reference, view_index
-from gpuau.features.align import align_face_mask
-from gpuau.landmarks.pdm import AU_PDM, PDM
-from gpuau.models.tris_file import load_tris
 from media import read_frames
-from reference import global_params, landmarks_2d, local_params, read_reference
+
+# the modules of the fixtures' bodies are imported there: conftest.py imports this one at every collection
 
 CCNF_FRAMES = (0, 120)
 
@@ -26,9 +24,11 @@ def _grays(media_dir, frames) -> list:
     return [to_gray8(f).astype(np.float32) for f in read_frames(media_dir / "default.wmv", list(frames))]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ccnf_frames(media_dir, reference_dir):
     """``[(gray float32 (H, W), params_global (6,), params_local (34,))]`` of CCNF_FRAMES (OpenFace's fit)."""
+    from reference import global_params, local_params, read_reference
+
     df = read_reference(reference_dir / "default.csv", nrows=max(CCNF_FRAMES) + 1)
     g, loc = global_params(df), local_params(df)
     return [(gray, g[i], loc[i]) for gray, i in zip(_grays(media_dir, CCNF_FRAMES), CCNF_FRAMES)]
@@ -37,6 +37,8 @@ def ccnf_frames(media_dir, reference_dir):
 def expert_inputs(clnf, frame, scale: int, ws: int):
     """Areas (68, ws + 10, ws + 10) and the view's weights, alphas, sigmas around a frame's landmarks
     (as :func:`gpuau.landmarks.clnf.patch_responses` builds them)."""
+    from ccnf_steps import extract_areas, similarity_to_reference, view_index
+
     gray, g, loc = frame
     pdm, ccnf = clnf.model.pdm, clnf.model.scales[scale]
     shape = pdm.calc_shape_2d(g, loc)
@@ -46,11 +48,13 @@ def expert_inputs(clnf, frame, scale: int, ws: int):
     return areas, ccnf.weights(view), ccnf.alphas(view), ccnf.sigmas(view, ws)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def fit_faces(media_dir, reference_dir):
     """Four faces of four frames: OpenFace's parameters of the frame before, then one of them turned
     (yaw 1.2 rad: the profile view, 33 landmarks invisible), one moved 4 px off (offsets beyond the window) and one
     shrunk to 0.28: ``(images (4, H, W) float32, params_global (4, 6), params_local (4, 34))``."""
+    from reference import global_params, local_params, read_reference
+
     t = np.array([2, 4, 6, 7])
     df = read_reference(reference_dir / "default.csv", nrows=t.max() + 1)
     g, loc = global_params(df).astype(np.float32), local_params(df).astype(np.float32)
@@ -73,9 +77,14 @@ def part_start(part, clnf, gs, ls):
     return np.array(g, np.float32), np.array(p, np.float32)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def aligned_faces(media_dir, reference_dir):
     """Aligned masked faces of 8 default.wmv frames, from the reference landmarks."""
+    from gpuau.features.align import align_face_mask
+    from gpuau.landmarks.pdm import AU_PDM, PDM
+    from gpuau.models.tris_file import load_tris
+    from reference import landmarks_2d, read_reference
+
     landmarks = landmarks_2d(read_reference(reference_dir / "default.csv", nrows=8))
     pdm, tris = PDM.load(AU_PDM), load_tris()
     faces = []
