@@ -250,8 +250,11 @@ def test_a_second_interrupt_during_clean_up_leaves_the_video_to_its_decoding_thr
         raise _SecondInterrupt
 
     def waiting_through(done, step, on_interrupt=None):  # the source's clean-up, waiting for its decoding thread
-        capture.cleaning_up.set()
-        return wait_through(done, step, on_interrupt)
+        def waiting():  # inside the loop that takes the interrupt
+            capture.cleaning_up.set()
+            step()
+
+        return wait_through(done, waiting, on_interrupt)
 
     wait_through = _signals.wait_through
     monkeypatch.setattr(_signals, "wait_through", waiting_through)
