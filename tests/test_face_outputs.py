@@ -226,8 +226,7 @@ def test_an_image_gets_a_record_and_a_face_per_face_found(media_dir, tmp_path):
 @pytest.fixture(scope="module")
 def gap_clip(media_dir, tmp_path_factory):
     """default.wmv's first 6 frames with frames 4 and 5 grey (no face), lossless."""
-    capture = cv2.VideoCapture(str(media_dir / "default.wmv"))
-    frames = [capture.read()[1] for _ in range(6)]
+    frames = read_frames(media_dir / "default.wmv", 6)
     frames[3:5] = [np.full_like(frames[0], 90)] * 2
     return write_clip(tmp_path_factory.mktemp("gap") / "gap.avi", frames, 30.0, "FFV1")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backends import devices_only
+from backends import devices_only, two_cores
 from gpuau.cpu import fhog as cpu_fhog
 from gpuau.cpu import threads
 from gpuau.cpu.fhog import fhog
@@ -160,7 +160,7 @@ def test_fhog_matches_dlib_when_pyfhog_is_installed(aligned_faces):
         np.testing.assert_array_equal(got, pyfhog.extract_fhog_features(face, 8).astype(F))
 
 
-@pytest.mark.skipif(threads.cores() < 2, reason="one core: nothing is shared")
+@two_cores
 def test_split_batches_equal_serial(aligned_faces, monkeypatch):
     """A batch over the split threshold is shared with the helper thread: the same values as the
     serial pass (real aligned faces, odd and even counts)."""

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from backends import assert_backend_close, devices_only
+from backends import assert_backend_close, devices_only, two_cores
 from gpuau.cpu import threads
 from gpuau.cpu import warp_affine as cpu_warp
 from gpuau.cpu.warp_affine import warp_affine as warp_affine_cpu
@@ -161,7 +161,7 @@ def test_warp_affine_masked_degenerate_triangles(backend, frames):
 
 
 
-@pytest.mark.skipif(threads.cores() < 2, reason="one core: nothing is shared")
+@two_cores
 @pytest.mark.parametrize("dtype", [np.uint8, np.float32])
 def test_split_batches_equal_serial(frames, monkeypatch, dtype):
     """A batch over the split threshold is shared with the helper thread: the same pixels as the

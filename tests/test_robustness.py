@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from gpuau.cli import main
-from media import write_clip
+from media import read_frames, write_clip
 
 
 def read_csv(path):
@@ -157,8 +157,7 @@ def test_first_run_compile_is_reported_as_setup_not_as_analysis_time(tmp_path, m
 
 
 def test_odd_frame_size(media_dir, tmp_path):
-    src = cv2.VideoCapture(str(media_dir / "default.wmv"))
-    frames = [cv2.resize(src.read()[1], (333, 251)) for _ in range(5)]
+    frames = [cv2.resize(f, (333, 251)) for f in read_frames(media_dir / "default.wmv", 5)]
     clip = write_clip(tmp_path / "odd.avi", frames)
     assert main(["analyze", str(clip), "-o", str(tmp_path / "out"), "--quiet"]) == 0
     rows = read_csv(tmp_path / "out" / "odd.csv")
