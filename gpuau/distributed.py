@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
 import uuid
 from collections import deque
@@ -36,12 +37,17 @@ from gpuau.corpus import (
     output_settings,
     say,
 )
+from gpuau.outcome import Outcome
 
 CPU_CORES_PER_WORKER = 4
 """Cores per worker on CPU nodes when ``workers`` is not given: a node of ``n`` cores runs ``n // 4`` workers."""
 
 START_TIMEOUT_S = 600.0
 """How long the driver waits for a worker to start (scheduling, imports, models) while no worker is running."""
+
+STOP_TIMEOUT_S = 30.0
+"""How long an interrupted run waits for its busy workers to stop (each stops at its input's next frame, removing
+that input's temporary files) before it kills them."""
 
 class ClusterError(RuntimeError):
     """The Ray cluster cannot run the corpus (no worker could start, too few resources for ``workers``)."""
@@ -116,7 +122,27 @@ def plan_workers(nodes: "list[dict]", device: str = "auto", workers: "int | None
 
 
 class RayWorker(CorpusWorker):
-    """A Ray actor's :class:`gpuau.corpus.CorpusWorker`, which first checks that it sees the output folder."""
+    """A Ray actor's :class:`gpuau.corpus.CorpusWorker`, which first checks that it sees the output folder, and which
+    :meth:`stop` stops while it analyses (the actor runs two calls at once: ``max_concurrency=2``)."""
+
+    def __init__(self, device: str, threads: int, options: dict):
+        super().__init__(device, threads, options)
+        self._stopping = threading.Event()
+
+    def analyze(self, src: Path, dst: Path, fmt: str, progress=None, on_open=None) -> Outcome:
+        """As :meth:`CorpusWorker.analyze`, stopping at the input's next frame once :meth:`stop` was called (raising
+        KeyboardInterrupt, its temporary files removed, no output)."""
+        def report(frames: int) -> None:
+            if self._stopping.is_set():
+                raise KeyboardInterrupt
+            if progress:
+                progress(frames)
+
+        return super().analyze(src, dst, fmt, progress=report, on_open=on_open)
+
+    def stop(self) -> None:
+        """Stop the input being analysed (the driver was interrupted: no output may appear after the run)."""
+        self._stopping.set()
 
     def ready(self, token: str) -> str:
         """Where this worker runs; fails unless the driver's ``token`` file is visible (shared output folder)."""
@@ -179,7 +205,7 @@ def _schedule(run: CorpusRun, plan: WorkerPlan, *, fmt: str, max_retries: int, o
     import ray
     from ray.exceptions import RayError
     Worker = ray.remote(RayWorker).options(num_cpus=plan.num_cpus, num_gpus=plan.num_gpus, max_restarts=0,
-                                              max_task_retries=0)
+                                              max_task_retries=0, max_concurrency=2)
     token = run.outdir / f".gpuau-ray-{uuid.uuid4().hex}"
     token.touch()
     queue = deque(run.todo)
@@ -242,9 +268,29 @@ def _schedule(run: CorpusRun, plan: WorkerPlan, *, fmt: str, max_retries: int, o
                 run.record(outcome)
                 idle.append(actor)
     finally:
-        for actor in actors:
-            ray.kill(actor)
-        token.unlink(missing_ok=True)
+        try:
+            if busy:  # interrupted (or a bug): no output may appear after the run, nor go unrecorded
+                _stop_busy(ray, run, busy)
+        finally:
+            for actor in actors:
+                ray.kill(actor)
+            token.unlink(missing_ok=True)
+
+
+def _stop_busy(ray, run: CorpusRun, busy: dict) -> None:
+    """Stop the workers still analysing (``busy``: ``analyze`` ref -> (actor, input)) and wait for them, up to
+    :data:`STOP_TIMEOUT_S`: each removes its input's temporary files; an input finished meanwhile is recorded."""
+    from ray.exceptions import RayError
+
+    for actor, _ in busy.values():
+        actor.stop.remote()
+    done, _ = ray.wait(list(busy), num_returns=len(busy), timeout=STOP_TIMEOUT_S)
+    for ref in done:
+        try:
+            outcome = ray.get(ref)
+        except RayError:  # stopped (KeyboardInterrupt in the worker), or it died
+            continue
+        run.record(outcome)
 
 
 def analyze_corpus(inputs: Iterable, out: "str | os.PathLike", *, address: "str | None" = None, device: str = "auto",

@@ -98,6 +98,33 @@ def test_output_finished_before_the_crash_is_kept(cluster, corpus, corpus_refere
     assert files(out) == {"sample1.csv": (corpus_reference / "sample1.csv").read_bytes()}
 
 
+def test_an_interrupted_run_stops_its_busy_workers_and_leaves_no_partial_output(cluster, corpus, media_dir, tmp_path,
+                                                                                 monkeypatch):
+    """Ctrl-C while a worker analyses a video: the driver killed the actors without waiting, so the video's temporary
+    file stayed (or its output appeared after the run, unrecorded); now the worker stops at its next frame and
+    removes it, and the run ends with the finished outputs only."""
+    import time
+
+    from gpuau.corpus import CorpusRun
+
+    out = tmp_path / "out"
+    record = CorpusRun.record
+
+    def interrupted_record(run, outcome):  # Ctrl-C once the photo is done and the video half-written
+        record(run, outcome)
+        if len(run.report.outcomes) == 1:
+            t = time.monotonic()
+            while not list(out.glob(".default*")) and time.monotonic() - t < 120:
+                time.sleep(0.05)
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(CorpusRun, "record", interrupted_record)
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        analyze_corpus([corpus[1], media_dir / "default.wmv"], out, workers=2, progress=False)
+    assert [o.input.name for o in stopped.value.report.outcomes] == ["sample1.jpg"]
+    assert sorted(p.name for p in out.iterdir()) == ["gpuau-settings.jsonl", "sample1.csv"]  # no temporary file
+
+
 def test_cli_engine_ray(cluster, media_dir, tmp_path, capsys, monkeypatch):
     import gpuau.distributed
     from gpuau.cli import main
