@@ -109,11 +109,10 @@ class Result:
 
         return write_openface_parquet(path, self.columns)
 
-    def write(self, path: "str | os.PathLike", format: str) -> Path:
-        """:meth:`to_csv` or :meth:`to_parquet`, as ``format`` (one of :data:`FORMATS`) says."""
-        if format not in FORMATS:
-            raise ValueError(f"format: one of {', '.join(FORMATS)}, not {format!r}")
-        return (self.to_parquet if format == "parquet" else self.to_csv)(path)
+    def write(self, path: "str | os.PathLike", format: "str | None" = None) -> Path:
+        """:meth:`to_csv` or :meth:`to_parquet`, as ``format`` (one of :data:`FORMATS`; by default ``path``'s name:
+        :func:`output_format`) says."""
+        return (self.to_parquet if output_format(path, format) == "parquet" else self.to_csv)(path)
 
 
 def base_columns(gaze: bool = False) -> list:
@@ -772,7 +771,7 @@ def output_format(output: "str | os.PathLike | None", format: "str | None" = Non
     if format is None:
         format = "parquet" if output is not None and Path(output).suffix.lower() == ".parquet" else "csv"
     if format not in FORMATS:
-        raise ValueError(f"format {format!r}: use one of {FORMATS}")
+        raise ValueError(f"format {format!r}: use one of {', '.join(FORMATS)}")
     return format
 
 

@@ -115,8 +115,9 @@ def test_a_result_prints_short_and_its_dataframe_types_are_the_parquet_files(ana
     parquet = pd.read_parquet(res.write(tmp_path / "t.parquet", "parquet"))
     assert frame.dtypes.equals(parquet.dtypes) and frame.equals(parquet)
     assert frame["frame"].tolist() == [1, 2, 3, 4, 5] and frame["success"].dtype == np.int32
-    with pytest.raises(ValueError, match="format: one of csv, parquet, not 'xlsx'"):
+    with pytest.raises(ValueError, match="format 'xlsx': use one of csv, parquet"):
         res.write(tmp_path / "t.xlsx", "xlsx")
+    assert res.write(tmp_path / "by_name.parquet").read_bytes() == (tmp_path / "t.parquet").read_bytes()
 
 
 def test_the_one_call_takes_the_analyzers_options_and_progress(corpus, analyzer):
