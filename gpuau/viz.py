@@ -32,6 +32,16 @@ def _au_names(table: dict) -> list:
     return sorted(c for c in table if re.fullmatch(r"AU\d+_r", c))
 
 
+def _video_table(csv_path) -> dict:
+    """The OpenFace table of ``csv_path``, which must be a sequence's (a video's, an image folder's): ValueError for a
+    photo's, whose rows are its faces (FaceLandmarkImg's ``face`` column), with no frames to draw on or plot over."""
+    table = read_openface_table(csv_path)
+    if "frame" not in table:
+        raise ValueError(f"{csv_path}: not the table of a video or image folder (no frame column; a photo's table has a "
+                         f"row per face): render and plot take the CSV of a video")
+    return table
+
+
 def _face_rows(table: dict, csv_path, face_id: int) -> np.ndarray:
     """The rows of ``table`` (read from ``csv_path``) that are face ``face_id``'s (a table without ``face_id`` holds
     face 0); ValueError when it has none: a mistyped id would give a video or plot with no face, as an untracked one."""
@@ -170,7 +180,7 @@ def render_video(video, csv_path, output, *, face_id: int = 0, orientation: str 
     output = Path(output)
     if output.suffix.lower() not in VIDEO_SUFFIXES:
         raise ValueError(f"{output}: write the annotated video as {', '.join(VIDEO_SUFFIXES)}")
-    table = read_openface_table(csv_path)
+    table = _video_table(csv_path)
     names = _au_names(table)
     rows = _face_rows(table, csv_path, face_id)
     index = {f: i for i, f in zip(np.flatnonzero(rows), table["frame"][rows].astype(int))}
@@ -211,7 +221,7 @@ def plot_aus(csv_path, output, *, face_id: int = 0) -> Path:
         import matplotlib.pyplot as plt
     except ImportError as e:
         raise ImportError("gpuau plot needs matplotlib: pip install gpuau[plot]") from e
-    table = read_openface_table(csv_path)
+    table = _video_table(csv_path)
     names = _au_names(table)
     if not names:
         raise ValueError(f"{csv_path}: no AU intensity columns")

@@ -1,4 +1,6 @@
 """Pictures: annotated video and AU plot from an OpenFace CSV (OpenFace's own reference CSV here)."""
+import importlib.util
+
 import cv2
 import numpy as np
 import pytest
@@ -259,6 +261,20 @@ def test_render_without_a_csv_refuses_another_face_before_analysing(multi_face, 
     assert capsys.readouterr().err == ("gpuau: error: --face-id 1: without a CSV, render analyses the video's one face "
                                        "(face 0); give it the CSV of `gpuau analyze --multi-face`\n")
     assert not list(tmp_path.iterdir())
+
+
+def test_render_and_plot_refuse_a_photos_table(corpus, tmp_path, capsys):
+    """A photo's CSV (a row per face, no frame column) gave a KeyError traceback from both commands."""
+    assert main(["analyze", str(corpus[1]), "-o", str(tmp_path), "-q"]) == 0
+    csv = tmp_path / "sample1.csv"
+    expected = (f"gpuau: error: {csv}: not the table of a video or image folder (no frame column; a photo's table has a "
+                f"row per face): render and plot take the CSV of a video\n")
+    assert main(["render", str(corpus[2]), str(csv), "-o", str(tmp_path / "r.mp4")]) == 2
+    assert capsys.readouterr().err == expected
+    if importlib.util.find_spec("matplotlib"):
+        assert main(["plot", str(csv), "-o", str(tmp_path / "p.png")]) == 2
+        assert capsys.readouterr().err == expected
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gpuau-settings.jsonl", "sample1.csv"]
 
 
 def test_plot_refuses_a_face_the_csv_does_not_have(multi_face, tmp_path, capsys):
