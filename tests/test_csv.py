@@ -141,3 +141,17 @@ def test_header_only_file_reads_as_zero_rows(tmp_path):
     assert path.read_text() == "face, confidence\n"
     table = read_openface_csv(path)
     assert list(table) == ["face", "confidence"] and table["face"].shape == (0,)
+
+
+def test_a_file_that_is_not_an_openface_csv_is_one_error_naming_it(tmp_path):
+    """An empty file stopped `gpuau plot` with a StopIteration traceback; cells that are not numbers under the header
+    gave NumPy's message without the file's name."""
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(ValueError, match=f"^{empty}: an empty file, not an OpenFace CSV$"):
+        read_openface_csv(empty)
+    for name, text in (("words.csv", "frame, AU01_r\n1, high\n"), ("ragged.csv", "frame, file, AU01_r\n1, a.jpg\n")):
+        path = tmp_path / name
+        path.write_text(text)
+        with pytest.raises(ValueError, match=f"^{path}: not an OpenFace CSV \\("):
+            read_openface_csv(path)

@@ -357,18 +357,26 @@ def write_parquet_row_groups(path: "str | os.PathLike", groups: Iterable[Mapping
 def read_openface_csv(path: "str | os.PathLike") -> dict:
     """Read an OpenFace CSV into ``{column: array}`` (header names stripped).
 
-    Numeric columns are float64 arrays, text columns (``file``) arrays of str.
+    Numeric columns are float64 arrays, text columns (``file``) arrays of str.  ValueError, naming ``path``, for an
+    empty file or one whose cells are not a table of numbers under its header.
     """
     with open(path, newline="") as f:
-        header = [h.strip() for h in next(csv.reader(f))]
-        if not any(h in TEXT_COLUMNS for h in header):  # numbers only: NumPy's parser, ~3x faster
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", "loadtxt: input contained no data")  # a header-only file
-                data = np.loadtxt(f, delimiter=",", ndmin=2).reshape(-1, len(header))
-            return {h: data[:, i] for i, h in enumerate(header)}
-        rows = [r for r in csv.reader(f, skipinitialspace=True) if r]
-    cells = np.array(rows, dtype=str).reshape(len(rows), len(header))
-    return {h: cells[:, i] if h in TEXT_COLUMNS else cells[:, i].astype(np.float64) for i, h in enumerate(header)}
+        first = next(csv.reader(f), None)
+        if first is None:
+            raise ValueError(f"{path}: an empty file, not an OpenFace CSV")
+        header = [h.strip() for h in first]
+        try:
+            if not any(h in TEXT_COLUMNS for h in header):  # numbers only: NumPy's parser, ~3x faster
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", "loadtxt: input contained no data")  # a header-only file
+                    data = np.loadtxt(f, delimiter=",", ndmin=2).reshape(-1, len(header))
+                return {h: data[:, i] for i, h in enumerate(header)}
+            rows = [r for r in csv.reader(f, skipinitialspace=True) if r]
+            cells = np.array(rows, dtype=str).reshape(len(rows), len(header))
+            return {h: cells[:, i] if h in TEXT_COLUMNS else cells[:, i].astype(np.float64)
+                    for i, h in enumerate(header)}
+        except ValueError as e:
+            raise ValueError(f"{path}: not an OpenFace CSV ({e})") from None
 
 
 def read_openface_table(path: "str | os.PathLike") -> dict:
