@@ -315,17 +315,20 @@ def models_verify(args) -> int:
         n = sum(e.group == group for e in report.checked)
         bad = sum(p.entry.group == group for p in report.problems)
         print(f"  {'ok' if not bad else 'BAD':<3}  {group:<{width}}  {n - bad:>2}/{n:<2}  {text}")
+    layout = None  # a folder in the wrong layout (none of the files): its error names the right one, not 89 files
+    if len(report.problems) == len(report.checked):
+        try:
+            store.resolve_models_dir(args.dir)
+        except store.ModelStoreError as e:
+            layout = e
+    if layout is not None:
+        print(f"gpuau: error: {layout}", file=sys.stderr)
+        return EXIT_INPUTS_FAILED
     for p in report.problems:
         print(f"  {p.problem}: {p.entry.path}")
     if report.ok:
         print(f"all {len(report.checked)} files present and verified (size and sha256)")
         return 0
-    try:
-        if len(report.problems) == len(report.checked):
-            store.resolve_models_dir(args.dir)  # a folder in the wrong layout: its error names the right one
-    except store.ModelStoreError as e:
-        print(f"gpuau: error: {e}", file=sys.stderr)
-        return EXIT_INPUTS_FAILED
     print(f"gpuau: error: {len(report.problems)} of {len(report.checked)} files missing or corrupt. "
           f"Fix: {report.location.fetch_command}", file=sys.stderr)
     return EXIT_INPUTS_FAILED
