@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -692,7 +693,7 @@ class CorpusWorker:
         :class:`gpuau.pipeline.Analyzer`).
     """
 
-    def __init__(self, device: str, threads: int, options: dict):
+    def __init__(self, device: str, threads: int, options: dict, stopping: "threading.Event | None" = None):
         limit_threads(threads)
         from gpuau.pipeline import Analyzer
         from gpuau.video import serial_opencv
@@ -700,16 +701,22 @@ class CorpusWorker:
         serial_opencv()
         self.analyzer = Analyzer(device, **options)
         self.analyzer.loaded_models()
+        self.stopping = stopping or threading.Event()
 
     def analyze(self, src: Path, dst: Path, fmt: str, progress=None, on_open=None) -> Outcome:
-        """:func:`analyze_input` on this worker's Analyzer (``progress``, ``on_open``: as there)."""
+        """:func:`analyze_input` on this worker's Analyzer (``progress``, ``on_open``: as there); once :attr:`stopping`
+        is set, the input stops at its next frame (KeyboardInterrupt, raised in plain Python code: its temporary files
+        are removed, no output appears)."""
         crash = _fault_hook(src)
-        report = progress
-        if crash:
-            def report(frames: int) -> None:
+
+        def report(frames: int) -> None:
+            if self.stopping.is_set():
+                raise KeyboardInterrupt
+            if crash:
                 crash(frames)
-                if progress:
-                    progress(frames)
+            if progress:
+                progress(frames)
+
         return analyze_input(self.analyzer, src, dst, fmt=fmt, progress=report, on_open=on_open)
 
 

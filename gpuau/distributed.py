@@ -18,7 +18,6 @@ import logging
 import os
 import signal
 import socket
-import threading
 import time
 import uuid
 from collections import deque
@@ -28,16 +27,7 @@ from typing import Iterable
 
 from gpuau import _signals
 from gpuau._deps import DependencyError
-from gpuau.corpus import (
-    CorpusReport,
-    CorpusRun,
-    CorpusWorker,
-    WorkerDeaths,
-    finish_run,
-    output_settings,
-    say,
-)
-from gpuau.outcome import Outcome
+from gpuau.corpus import CorpusReport, CorpusRun, CorpusWorker, WorkerDeaths, finish_run, output_settings, say
 
 CPU_CORES_PER_WORKER = 4
 """Cores per worker on CPU nodes when ``workers`` is not given: a node of ``n`` cores runs ``n // 4`` workers."""
@@ -48,6 +38,7 @@ START_TIMEOUT_S = 600.0
 STOP_TIMEOUT_S = 30.0
 """How long an interrupted run waits for its busy workers to stop (each stops at its input's next frame, removing
 that input's temporary files) before it kills them."""
+
 
 class ClusterError(RuntimeError):
     """The Ray cluster cannot run the corpus (no worker could start, too few resources for ``workers``)."""
@@ -125,24 +116,9 @@ class RayWorker(CorpusWorker):
     """A Ray actor's :class:`gpuau.corpus.CorpusWorker`, which first checks that it sees the output folder, and which
     :meth:`stop` stops while it analyses (the actor runs two calls at once: ``max_concurrency=2``)."""
 
-    def __init__(self, device: str, threads: int, options: dict):
-        super().__init__(device, threads, options)
-        self._stopping = threading.Event()
-
-    def analyze(self, src: Path, dst: Path, fmt: str, progress=None, on_open=None) -> Outcome:
-        """As :meth:`CorpusWorker.analyze`, stopping at the input's next frame once :meth:`stop` was called (raising
-        KeyboardInterrupt, its temporary files removed, no output)."""
-        def report(frames: int) -> None:
-            if self._stopping.is_set():
-                raise KeyboardInterrupt
-            if progress:
-                progress(frames)
-
-        return super().analyze(src, dst, fmt, progress=report, on_open=on_open)
-
     def stop(self) -> None:
         """Stop the input being analysed (the driver was interrupted: no output may appear after the run)."""
-        self._stopping.set()
+        self.stopping.set()
 
     def ready(self, token: str) -> str:
         """Where this worker runs; fails unless the driver's ``token`` file is visible (shared output folder)."""

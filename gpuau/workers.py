@@ -27,15 +27,7 @@ from dataclasses import dataclass
 
 from gpuau import _signals
 from gpuau._gc import collect_rarely
-from gpuau.corpus import (
-    VIDEO_BARS,
-    CorpusRun,
-    CorpusWorker,
-    WorkerDeaths,
-    on_terminal,
-    progress_bar,
-    say,
-)
+from gpuau.corpus import VIDEO_BARS, CorpusRun, CorpusWorker, WorkerDeaths, on_terminal, progress_bar, say
 
 
 class WorkerError(RuntimeError):
@@ -144,7 +136,7 @@ def _serve(conn, device: str, threads: int, options: dict, interruptible: bool) 
     status = 0
     try:
         try:
-            worker = CorpusWorker(device, threads, options)
+            worker = CorpusWorker(device, threads, options, _stopping)
         except Exception as e:  # noqa: BLE001 - the parent reports it
             conn.send(("error", f"{type(e).__name__}: {e}"))
             return
@@ -152,9 +144,7 @@ def _serve(conn, device: str, threads: int, options: dict, interruptible: bool) 
         while (job := _next_job(conn)) is not None:
             last = [0.0]
 
-            def progress(frames: int) -> None:
-                if _stopping.is_set():
-                    raise KeyboardInterrupt
+            def progress(frames: int) -> None:  # the worker raises KeyboardInterrupt here once it is stopping
                 now = time.monotonic()
                 if now - last[0] >= PROGRESS_EVERY_S:
                     last[0] = now
