@@ -32,26 +32,21 @@ def _au_names(table: dict) -> list:
     return sorted(c for c in table if re.fullmatch(r"AU\d+_r", c))
 
 
-def _video_table(csv_path) -> dict:
-    """The OpenFace table of ``csv_path``, which must be a sequence's (a video's, an image folder's): ValueError for a
-    photo's, whose rows are its faces (FaceLandmarkImg's ``face`` column), with no frames to draw on or plot over."""
+def _face_table(csv_path, face_id: int) -> "tuple[dict, np.ndarray]":
+    """The OpenFace table of ``csv_path`` and which of its rows are face ``face_id``'s (a table without ``face_id``
+    holds face 0).  ValueError for a photo's table, whose rows are its faces (FaceLandmarkImg's ``face`` column), with
+    no frames to draw on or plot over; and for a face the table lacks: a mistyped id would give a video or plot with
+    no face, as an untracked one."""
     table = read_openface_table(csv_path)
     if "frame" not in table:
         raise ValueError(f"{csv_path}: not the table of a video or image folder (no frame column; a photo's table has a "
                          f"row per face): render and plot take the CSV of a video")
-    return table
-
-
-def _face_rows(table: dict, csv_path, face_id: int) -> np.ndarray:
-    """The rows of ``table`` (read from ``csv_path``) that are face ``face_id``'s (a table without ``face_id`` holds
-    face 0); ValueError when it has none: a mistyped id would give a video or plot with no face, as an untracked one."""
-    n = len(next(iter(table.values()), ()))
-    ids = table["face_id"].astype(int) if "face_id" in table else np.zeros(n, int)
+    ids = table["face_id"].astype(int) if "face_id" in table else np.zeros(len(table["frame"]), int)
     rows = ids == face_id
-    if n and not rows.any():
+    if len(ids) and not rows.any():
         faces = ", ".join(map(str, np.unique(ids)))
         raise ValueError(f"{csv_path}: no face {face_id} in it (its face ids: {faces}); choose one of them")
-    return rows
+    return table, rows
 
 
 def project_pose_axes(pose: np.ndarray, intrinsics, length: float = AXIS_LENGTH_MM) -> np.ndarray:
@@ -180,9 +175,8 @@ def render_video(video, csv_path, output, *, face_id: int = 0, orientation: str 
     output = Path(output)
     if output.suffix.lower() not in VIDEO_SUFFIXES:
         raise ValueError(f"{output}: write the annotated video as {', '.join(VIDEO_SUFFIXES)}")
-    table = _video_table(csv_path)
+    table, rows = _face_table(csv_path, face_id)
     names = _au_names(table)
-    rows = _face_rows(table, csv_path, face_id)
     index = {f: i for i, f in zip(np.flatnonzero(rows), table["frame"][rows].astype(int))}
     fourcc = cv2.VideoWriter_fourcc(*("MJPG" if output.suffix.lower() == ".avi" else "mp4v"))
     with open_source(video, orientation=orientation) as source, atomic_path(output) as tmp:
@@ -221,11 +215,10 @@ def plot_aus(csv_path, output, *, face_id: int = 0) -> Path:
         import matplotlib.pyplot as plt
     except ImportError as e:
         raise ImportError("gpuau plot needs matplotlib: pip install gpuau[plot]") from e
-    table = _video_table(csv_path)
+    table, keep = _face_table(csv_path, face_id)
     names = _au_names(table)
     if not names:
         raise ValueError(f"{csv_path}: no AU intensity columns")
-    keep = _face_rows(table, csv_path, face_id)
     if "success" in table:
         keep &= table["success"] >= 0.5
     t = table["timestamp"][keep] if "timestamp" in table and table["timestamp"].any() else table["frame"][keep]
