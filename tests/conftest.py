@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from backends import backend  # noqa: F401  (the kernel-test backend fixture, tests/backends.py)
-from real_faces import aligned_faces, ccnf_frames, fit_faces  # noqa: F401  (module fixtures, tests/real_faces.py)
+from real_faces import aligned_faces, ccnf_frames, fit_faces  # noqa: F401  (session fixtures, tests/real_faces.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("GPUAU_SHARED", ROOT.parent / "shared")).resolve()

@@ -17,6 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from media import write_clip as write_frames
+
 CLIPS = {
     # name: (what it exercises, fps)
     "gap": ("default.wmv with 20 grey frames after frame 120: tracking lost, the face re-detected", 15.0),
@@ -148,12 +150,4 @@ def write_clip(name: str, media: Path, folder: Path) -> Path:
                "-s", f"{w}x{h}", "-r", str(fps), "-i", "-", "-c:v", "ffv1", str(path)]
         subprocess.run(cmd, input=b"".join(f.tobytes() for f in frames), check=True)
         return path
-    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), fps, (w, h))
-    if not out.isOpened():
-        raise RuntimeError(f"{path}: OpenCV cannot write FFV1 video here")
-    try:
-        for f in frames:
-            out.write(f)
-    finally:
-        out.release()
-    return path
+    return write_frames(path, frames, fps, "FFV1")
