@@ -308,7 +308,7 @@ class Analyzer:
     detect_every : int, optional
         Also re-run the face detector every ``detect_every`` frames while tracking succeeds (the
         tracked face is replaced when the new fit validates); None: only when tracking fails, as
-        OpenFace does.
+        OpenFace does. One face per video only (``multi_face`` detects on its own schedule).
     camera : (fx, fy, cx, cy), optional
         The camera's focal lengths and optical centre in pixels (FeatureExtraction's ``-fx -fy -cx -cy``), for the
         head pose, the 3D landmarks and the gaze; None for a pair (``fx, fy`` or ``cx, cy``) or for all: OpenFace's
@@ -354,6 +354,9 @@ class Analyzer:
                                          or not isinstance(detect_every, numbers.Real)
                                          or not float(detect_every).is_integer() or detect_every < 1):
             raise ValueError(f"detect_every={detect_every!r}: need a whole number of frames >= 1, or None")
+        if detect_every is not None and self.multi_face:
+            raise ValueError(f"detect_every={detect_every!r} with multi_face=True: the multi-face tracker detects on "
+                             f"its own schedule (leave detect_every None)")
         self.detect_every = None if detect_every is None else int(detect_every)
         self.au_static = _flag("au_static", au_static)
         self.write_hog = _flag("write_hog", write_hog)
