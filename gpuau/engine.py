@@ -635,6 +635,7 @@ class Engine:
         self.clnf, self.mtcnn, self.validator = analyzer.loaded_models()
         self.staging = FrameStaging(transfers_for(self.backend))
         self.stats = dict.fromkeys(STATS, 0)
+        self._unbatched_stages: set = set()
         self._decoding = self.streams  # videos decoded at once (run() knows when fewer jobs were given)
 
     # -- jobs ------------------------------------------------------------------------------------
@@ -704,6 +705,16 @@ class Engine:
         if s is not None:
             s.abort()
         return failed_outcome(job.label, job.output, error)
+
+    def _unbatched(self, stage: str, error: Exception) -> None:
+        """A batched ``stage`` raised ``error``: an interrupt stops the run (:func:`gpuau._signals.reraise`); anything
+        else is logged, once per stage of this engine (with its traceback at debug level), and the stage's streams do
+        it alone, where one stream's failure fails that stream only."""
+        _signals.reraise(error)
+        if stage not in self._unbatched_stages:
+            self._unbatched_stages.add(stage)
+            log.warning("the batched %s failed (%s: %s); its streams do it alone", stage, type(error).__name__, error)
+            log.debug("the batched %s failed", stage, exc_info=error)
 
     def run(self, jobs: Iterable, *, format: str = "csv", progress: "Callable[[int], None] | None" = None,
             on_open: "Callable | None" = None) -> Iterator[Outcome]:
@@ -865,8 +876,8 @@ class Engine:
             return
         try:
             detections = self.mtcnn.detect_batch([it.frame.image for it in items], staged=self._staged(items))
-        except Exception as e:  # leave each stream to detect alone, so that a failure stays its own
-            _signals.reraise(e)
+        except Exception as e:
+            self._unbatched("face detection", e)
             return
         for it, d in zip(items, detections):
             it.stream.prefetched = (it.frame.image, select_box(d))
@@ -939,7 +950,7 @@ class Engine:
                                  [it.stream.tracker.intrinsics for it in items], self.backend)
             return []
         except Exception as e:
-            _signals.reraise(e)
+            self._unbatched("head pose", e)
             failed = []
             for it in items:
                 try:
@@ -979,7 +990,7 @@ class Engine:
                 g, p, w = (np.concatenate([r[j] for r in group]) for j in (2, 3, 4))
                 results = detect_landmarks_batch(self.clnf, images, index, g, p, w, backend=self.backend)
             except Exception as e:
-                _signals.reraise(e)
+                self._unbatched("landmark fit", e)
                 continue
             start = 0
             for it, kind, g, _, _, likelihood in group:
@@ -999,8 +1010,8 @@ class Engine:
             certainties = self.validator.check_batch([it.frame.gray for it, _ in fits], [r.landmarks for _, r in fits],
                                                      [r.params_global[1:4] for _, r in fits],
                                                      staged=self._staged([it for it, _ in fits], bgr=False))
-        except Exception as e:  # each tracker validates alone
-            _signals.reraise(e)
+        except Exception as e:
+            self._unbatched("validation", e)
             return
         for (it, res), c in zip(fits, certainties):
             it.stream.certainties.append((res.landmarks, float(c)))
@@ -1062,8 +1073,8 @@ class Engine:
                 rows = xp.asarray(np.asarray(idx))
                 for whole, part in zip(out, self._features([items[i] for i in idx], aligned)):
                     whole[rows] = part
-            except Exception as e:  # find which stream's face fails, keep the others
-                _signals.reraise(e)
+            except Exception as e:
+                self._unbatched("AU features", e)
                 for i in idx:
                     try:
                         for whole, part in zip(out, self._features([items[i]], aligned)):

@@ -238,6 +238,31 @@ def test_a_frame_size_the_staging_cannot_hold_fails_its_streams_alone(clips, ref
     assert_same_table(outcomes[good].result.columns, references[good].columns)
 
 
+def test_a_failing_batched_stage_is_said_once_and_done_alone(clips, references, monkeypatch, caplog):
+    """A batched stage that raises (a bug, a device error) leaves its streams to do it alone, which gives the same
+    tables, and says so once per engine: on every step it would otherwise make the engine unbatched in silence."""
+    from gpuau.detect import MTCNN
+
+    detect_batch = MTCNN.detect_batch
+
+    def failing_batch(self, images, staged=None):  # the engine's batch; a stream alone detects one frame
+        if staged is not None:
+            raise RuntimeError("no kernel image is available for execution on the device")
+        return detect_batch(self, images)
+
+    monkeypatch.setattr(MTCNN, "detect_batch", failing_batch)
+    names = list(CLIPS)[:2]
+    engine = Engine("cpu", streams=2)
+    with caplog.at_level("WARNING", logger="gpuau.engine"):
+        outcomes = list(engine.run([Job(_frames(*clips[n]), None, name=n) for n in names]))
+    for o in outcomes:
+        assert_same_table(o.result.columns, references[str(o.input)].columns)
+    assert engine.stats["detect_batches"] == 0 and engine.stats["detections_alone"] > 0
+    assert [r.getMessage() for r in caplog.records] == [
+        "the batched face detection failed (RuntimeError: no kernel image is available for execution on the device); "
+        "its streams do it alone"]
+
+
 def test_ended_streams_go_without_a_garbage_collection(clips, tmp_path):
     """A stream's tracker calls back into the stream (its detector and validator): the engine breaks that cycle when
     the stream ends, so its AU state (~27 MB, GPU memory on CUDA) goes with its outcome; the command collects cyclic
