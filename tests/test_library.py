@@ -73,6 +73,26 @@ def test_per_call_options_and_intrinsics_are_checked_whatever_the_input_holds(an
         gpuau.Analyzer("cpu", camera=500)
 
 
+def test_a_dropped_analyzer_leaves_no_model_behind(clip):
+    """A service building an Analyzer per job: each one's models (and what the stages derive from them: device
+    copies, per-scale weights, the validator's index maps) go with it. Caches keyed by the models kept them, ~80 MB a
+    job. On the CPU and on the emulated device, whose copies the CPU does not make."""
+    import gc
+    import weakref
+
+    for device in ("cpu", "emulated"):
+        an = gpuau.Analyzer(device, quality="fast")
+        an.analyze_frames(clip[:2] if device == "cpu" else clip[:1], fps=15)
+        clnf, _, validator = an.loaded_models()
+        models = [clnf.model, clnf.model.pdm, *clnf.model.scales, *validator.model.views,
+                  *validator.model.views[0].layers]
+        assert len(models) > 10
+        alive = [weakref.ref(m) for m in models]
+        del an, clnf, validator, models
+        gc.collect()
+        assert [r for r in alive if r() is not None] == [], device
+
+
 def test_frames_handed_over_wrongly_are_refused_naming_the_frame_and_the_fix(analyzer, clip):
     with pytest.raises(gpuau.video.InputError, match="<frames>: no frames given"):
         analyzer.analyze_frames([], fps=15)

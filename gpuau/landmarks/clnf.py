@@ -14,6 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from gpuau._kept import kept_with
 from gpuau.cpu import threads
 from gpuau.cpu.mean_shift import kde_table
 from gpuau.device import Backend, resolve_device
@@ -150,16 +151,18 @@ class FitResult:
     part_params: dict = field(default_factory=dict)
 
 
-@lru_cache(maxsize=None)
 def _view_weights(model: CLNFModel, scale: int, weight_factor: float, backend: Backend):
     """Diagonals of NU-RLMS's weight matrices of every view of a scale, ``(V, 2n)`` float32 on the backend's
-    device: ``weight_factor`` times the patch confidences (x, then y), or ones when ``weight_factor <= 0``
-    (OpenFace's identity).  Port of ``CLNF::GetWeightMatrix``; a face's row is its view's."""
-    n, views = model.pdm.n_points, len(model.scales[scale].visibility)
-    if weight_factor <= 0:
-        return backend.asarray(np.ones((views, 2 * n), _F))
-    conf = np.stack([model.scales[scale].confidence(v).astype(_F) for v in range(views)])
-    return backend.asarray(_F(weight_factor) * np.concatenate([conf, conf], axis=1))
+    device (made once per model): ``weight_factor`` times the patch confidences (x, then y), or ones when
+    ``weight_factor <= 0`` (OpenFace's identity).  Port of ``CLNF::GetWeightMatrix``; a face's row is its view's."""
+    def make():
+        n, views = model.pdm.n_points, len(model.scales[scale].visibility)
+        if weight_factor <= 0:
+            return backend.asarray(np.ones((views, 2 * n), _F))
+        conf = np.stack([model.scales[scale].confidence(v).astype(_F) for v in range(views)])
+        return backend.asarray(_F(weight_factor) * np.concatenate([conf, conf], axis=1))
+
+    return kept_with(model, (_view_weights, scale, weight_factor, backend), make)
 
 
 @lru_cache(maxsize=None)
@@ -234,13 +237,16 @@ def patch_responses(model: CLNFModel, images, image_index, params_global, params
                      views)
 
 
-@lru_cache(maxsize=None)
 def _refined(parameters: FitParameters, model: CLNFModel, scale: int) -> FitParameters:
     """Per-scale regularisation, sigma and weight factor (``refine_parameters``, ``CLNF::Fit``)."""
+    return _refined_for(parameters, model.scales[min(scale, 2)].patch_scaling)
+
+
+@lru_cache(maxsize=None)
+def _refined_for(parameters: FitParameters, patch_scaling: float) -> FitParameters:
     if not parameters.refine_parameters:
         return parameters
-    smax = min(scale, 2)
-    lg = math.log(model.scales[smax].patch_scaling / 0.25) / math.log(2)
+    lg = math.log(patch_scaling / 0.25) / math.log(2)
     reg = float(_F(parameters.reg_factor - 15 * lg))
     if reg <= 0:
         reg = 0.001
@@ -486,10 +492,9 @@ def detect_landmarks_batch(clnf: CLNF, images, image_index, params_global, param
     return results
 
 
-@lru_cache(maxsize=None)
 def _indices(part: Part, backend: Backend) -> tuple:
     """``(main_idx, part_idx)`` of a part on the backend's device (copied there once)."""
-    return backend.asarray(part.main_idx), backend.asarray(part.part_idx)
+    return kept_with(part, backend, lambda: (backend.asarray(part.main_idx), backend.asarray(part.part_idx)))
 
 
 @dataclass

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 
+from gpuau._kept import kept_with
 from gpuau.cpu import pdm_fit as kern
 from gpuau.device import resolve_device
 from gpuau.kernels.loader import device_context
@@ -236,12 +236,8 @@ class PDM:
 
     def arrays(self, backend) -> "tuple":
         """``(mean_shape, princ_comp, eigen_values)`` on ``backend``'s device (copied there once)."""
-        return _device_arrays(self, backend)
-
-
-@lru_cache(maxsize=None)
-def _device_arrays(pdm: PDM, backend) -> tuple:
-    return tuple(backend.asarray(a) for a in (pdm.mean_shape, pdm.princ_comp, pdm.eigen_values))
+        return kept_with(self, backend, lambda: tuple(backend.asarray(a) for a in (self.mean_shape, self.princ_comp,
+                                                                                    self.eigen_values)))
 
 
 def _vec(a) -> np.ndarray:

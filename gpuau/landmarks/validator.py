@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from gpuau._kept import kept_with
 from gpuau.device import Backend, resolve_device
 from gpuau.landmarks.paw import warp_coefficients
 from gpuau.models.validator_file import (
@@ -149,19 +150,12 @@ def cnn_forward(image: np.ndarray, layers: "tuple[ValidatorLayer, ...]", backend
     return x.reshape(*lead, *x.shape[1:])
 
 
-_device_layers: dict = {}  # (id(layer), backend) -> (layer, weights, biases) on that device
-
-
 def _layer_arrays(layer: ValidatorLayer, backend: Backend) -> tuple:
     """A layer's weights and biases on the backend's device (copied there once; the arrays
     themselves on the CPU backend)."""
     if backend.xp is np:
         return layer.weights, layer.biases
-    hit = _device_layers.get((id(layer), backend))
-    if hit is None or hit[0] is not layer:
-        hit = _device_layers[(id(layer), backend)] = (layer, backend.asarray(layer.weights),
-                                                      backend.asarray(layer.biases))
-    return hit[1:]
+    return kept_with(layer, backend, lambda: (backend.asarray(layer.weights), backend.asarray(layer.biases)))
 
 
 def face_rank(mask: np.ndarray) -> np.ndarray:
@@ -182,19 +176,15 @@ def face_rank(mask: np.ndarray) -> np.ndarray:
     return rank
 
 
-_device_views: dict = {}  # (id(view), backend) -> (view, its validator_faces arrays on that device)
-
-
 def _view_arrays(view: ValidatorView, backend: Backend) -> tuple:
     """``(triangle_id, min_x, min_y, rank, mean, std)`` of a view for ``validator_faces``, on the backend's
     device (computed and copied there once)."""
-    hit = _device_views.get((id(view), backend))
-    if hit is None or hit[0] is not view:
+    def make():
         paw = view.paw
-        arrays = (backend.asarray(np.ascontiguousarray(paw.triangle_id, np.int32)), float(paw.min_x), float(paw.min_y),
-                  backend.asarray(face_rank(paw.pixel_mask)), backend.asarray(view.mean), backend.asarray(view.std))
-        hit = _device_views[(id(view), backend)] = (view, arrays)
-    return hit[1]
+        return (backend.asarray(np.ascontiguousarray(paw.triangle_id, np.int32)), float(paw.min_x), float(paw.min_y),
+                backend.asarray(face_rank(paw.pixel_mask)), backend.asarray(view.mean), backend.asarray(view.std))
+
+    return kept_with(view, backend, make)
 
 
 def _frame_stacks(grays: list, backend: Backend) -> list:
