@@ -32,7 +32,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from gpuau.detect import MTCNN
-    from gpuau.landmarks.tracker import FaceTracker, select_box
+    from gpuau.landmarks.tracker import FaceTracker
     from gpuau.video import open_source
 
     mtcnn = MTCNN()
@@ -40,7 +40,7 @@ def main() -> None:
 
     def detect(image):
         detections.append(True)
-        return select_box(mtcnn.detect(image))
+        return mtcnn.detect_box(image)
 
     tracker = FaceTracker(detect=detect, device=args.device)
     rows, times, cpu, detected = [], [], [], []

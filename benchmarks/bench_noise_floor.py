@@ -43,7 +43,7 @@ from reference import GLOBAL_PARAMS, LOCAL_PARAMS, read_reference  # noqa: E402
 
 from gpuau.au import AUAnalyzer  # noqa: E402
 from gpuau.landmarks.clnf import detect_landmarks  # noqa: E402
-from gpuau.landmarks.tracker import FaceTracker, select_box  # noqa: E402
+from gpuau.landmarks.tracker import FaceTracker  # noqa: E402
 from gpuau.pipeline import Analyzer  # noqa: E402
 from gpuau.video import array_frames, open_source  # noqa: E402
 
@@ -58,7 +58,7 @@ def track(analyzer: Analyzer, frames: list, nudge=None) -> "tuple[np.ndarray, np
     """Landmarks (N, 68, 2), success (N,) and PDM params (N, 40) of FeatureExtraction's tracking;
     ``nudge`` ``(kind, k)`` adds one float32 ulp to that parameter after the first frame."""
     clnf, mtcnn, validation = analyzer.loaded_models()
-    tracker = FaceTracker(clnf, detect=lambda image: select_box(mtcnn.detect(image)), validate=validation.check,
+    tracker = FaceTracker(clnf, detect=mtcnn.detect_box, validate=validation.check,
                           device=analyzer.backend)
     lm, ok, params = [], [], []
     for i, f in enumerate(frames):

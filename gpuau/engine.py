@@ -472,13 +472,11 @@ class _Stream:
         self.elapsed = 0.0
 
     def detect(self, image: np.ndarray):
-        from gpuau.landmarks.tracker import select_box
-
         if self.prefetched is not None and self.prefetched[0] is image:
             box, self.prefetched = self.prefetched[1], None
             return box
         self.engine.stats["detections_alone"] += 1
-        return select_box(self.engine.mtcnn.detect(image))
+        return self.engine.mtcnn.detect_box(image)
 
     def batched_certainty(self, landmarks: np.ndarray, *, take: bool = False) -> "float | None":
         """The certainty a step's batch validated for ``landmarks`` (that very array), or None; ``take``
@@ -870,7 +868,7 @@ class Engine:
 
     def _detect(self, items: list) -> None:
         """MTCNN on the items' frames in one batch: each stream's tracker then finds its box there."""
-        from gpuau.landmarks.tracker import select_box
+        from gpuau.detect import select_box
 
         if not items:
             return

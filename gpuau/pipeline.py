@@ -363,9 +363,7 @@ class Analyzer:
         self.write_aligned = AlignedFaces.of(write_aligned)
         self._clnf = None
         self._mtcnn = None
-        self._detector = None
         self._validator = None
-        self._validation = None
         self._static = None
         self._loading = threading.Lock()  # threads sharing a fresh Analyzer load its models once
 
@@ -404,17 +402,14 @@ class Analyzer:
     def _load(self) -> None:
         from gpuau.detect import MTCNN
         from gpuau.landmarks.quality import load_clnf
-        from gpuau.landmarks.tracker import select_box
         from gpuau.landmarks.validator import DetectionValidator
 
         with self._loading:
             if self._clnf is None:
                 self.compile_kernels()
                 self._clnf = load_clnf(self.models, self.quality)
-                mtcnn = self._mtcnn = MTCNN(self.models, device=self.backend)
-                self._detector = lambda image: select_box(mtcnn.detect(image))
-                self._validation = DetectionValidator.load(self.models, device=self.backend)
-                self._validator = self._validation.check
+                self._mtcnn = MTCNN(self.models, device=self.backend)
+                self._validator = DetectionValidator.load(self.models, device=self.backend)
 
     def camera_for(self, intrinsics=None):
         """The camera a call analyses with: its ``intrinsics`` when given, else the Analyzer's ``camera`` (values left
@@ -437,7 +432,7 @@ class Analyzer:
         :class:`~gpuau.landmarks.validator.DetectionValidator` this Analyzer tracks with, loaded on first
         use (a :class:`gpuau.engine.Engine` built from it shares them)."""
         self._load()
-        return self._clnf, self._mtcnn, self._validation
+        return self._clnf, self._mtcnn, self._validator
 
     def new_tracker(self, intrinsics, **overrides):
         """A fresh :class:`~gpuau.landmarks.tracker.FaceTracker` of this Analyzer's models and settings, for one video
@@ -445,7 +440,7 @@ class Analyzer:
         from gpuau.landmarks.tracker import FaceTracker
 
         self._load()
-        kwargs = dict(detect=self._detector, validate=self._validator, intrinsics=intrinsics, models=self.models,
+        kwargs = dict(detect=self._mtcnn.detect_box, validate=self._validator.check, intrinsics=intrinsics, models=self.models,
                       device=self.backend, detect_every=self.detect_every)
         return FaceTracker(self._clnf, **{**kwargs, **overrides})
 
@@ -454,7 +449,7 @@ class Analyzer:
 
         self._load()
         return MultiFaceTracker(self._clnf, detect_all=lambda image: self._mtcnn.detect(image).boxes,
-                                validate=self._validator, intrinsics=intrinsics, device=self.backend)
+                                validate=self._validator.check, intrinsics=intrinsics, device=self.backend)
 
     def new_au_analyzer(self, dynamic: "bool | None" = None):
         """A fresh :class:`~gpuau.au.AUAnalyzer`: with the dynamic models unless ``au_static`` (or ``dynamic``) says
@@ -463,7 +458,7 @@ class Analyzer:
 
         return AUAnalyzer(self.models, dynamic=not self.au_static if dynamic is None else dynamic, device=self.backend)
 
-    def _static_models(self):
+    def _static_au(self):
         """The static AU models, AU PDM and triangulation (held by an :class:`~gpuau.au.AUAnalyzer`)."""
         if self._static is None:
             self._static = self.new_au_analyzer(dynamic=False)
@@ -477,7 +472,7 @@ class Analyzer:
 
         if not results:
             return []
-        a = self._static_models()
+        a = self._static_au()
         landmarks = np.stack([r.landmarks for r in results]).astype(np.float32)
         hog, geometry, *faces = face_features(image[None], landmarks, a.pdm, a.triangulation, self.backend,
                                               image_index=np.zeros(len(results), np.int64),
@@ -492,7 +487,7 @@ class Analyzer:
         """``AU*_r`` then ``AU*_c`` columns (OpenFace's order) of per-face dicts from :meth:`_static_aus`."""
         from gpuau.io import openface_columns
 
-        a = self._static_models()
+        a = self._static_au()
         names = openface_columns(a.reg_names, a.cls_names, sequence=False)[len(image_columns()):]
         return {c: np.array([d[c] for d in aus], np.float64) for c in names}
 
@@ -634,7 +629,7 @@ class Analyzer:
         self._load()
         self.backend.use()
         boxes = self._mtcnn.detect(frame.image).boxes
-        results = fit_faces(frame.image, frame.gray, boxes, self._clnf, self._validator, intrinsics, self.backend)
+        results = fit_faces(frame.image, frame.gray, boxes, self._clnf, self._validator.check, intrinsics, self.backend)
         aus = self._static_aus(frame.image, results, recorder)
         names = image_columns(self.gaze)
         rows = np.array([image_row(k, r) for k, r in enumerate(results)]).reshape(len(results), len(names))
@@ -665,7 +660,7 @@ class Analyzer:
         """
         from gpuau.io import RowWriter
 
-        a = self._static_models()
+        a = self._static_au()
         aus, n, faces = [], 0, 0
         recorder = self.face_recorder(output)
         with RowWriter(output, fmt, (a.reg_names, a.cls_names), chunk, files=_image_names(frames),

@@ -41,10 +41,10 @@ def models():
 
 def steps_from_openface(models, frames: list, ref: pd.DataFrame) -> "tuple[np.ndarray, np.ndarray, list]":
     """Success, confidence and landmarks of each frame tracked from OpenFace's state after the frame before."""
-    from gpuau.landmarks.tracker import FaceTracker, select_box
+    from gpuau.landmarks.tracker import FaceTracker
 
     clnf, mtcnn, validator = models
-    tracker = FaceTracker(clnf, detect=lambda image: select_box(mtcnn.detect(image)), validate=validator.check)
+    tracker = FaceTracker(clnf, detect=mtcnn.detect_box, validate=validator.check)
     success, confidence, landmarks = [], [], []
     ok = ref["success"].to_numpy() > 0.5
     lm = landmarks_2d(ref)

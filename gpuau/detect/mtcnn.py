@@ -68,6 +68,13 @@ def select_face(detections: Detections, preference: "tuple[float, float] | None"
     return int(np.argmin(d))
 
 
+def select_box(detections: Detections, preference: "tuple[float, float] | None" = None) -> "np.ndarray | None":
+    """The box (x, y, width, height) float32 of the face FeatureExtraction would take (:func:`select_face`), or
+    None."""
+    i = select_face(detections, preference)
+    return None if i is None else np.asarray(detections.boxes[i], dtype=np.float32)
+
+
 def pyramid_levels(height: int, width: int, min_face_size: int = 60) -> list[tuple[float, int, int]]:
     """Scales and sizes of the PNet image pyramid.
 
@@ -251,6 +258,11 @@ class MTCNN:
     def detect(self, image: np.ndarray) -> Detections:
         """Faces in one BGR (or grey) uint8 frame; see :class:`Detections`."""
         return self.detect_batch([image])[0]
+
+    def detect_box(self, image: np.ndarray) -> "np.ndarray | None":
+        """The box of the face FeatureExtraction tracks in one frame (``DetectSingleFaceMTCNN``), or None:
+        :func:`select_box` of :meth:`detect`."""
+        return select_box(self.detect(image))
 
     def detect_batch(self, images: "list[np.ndarray]", staged: "list | None" = None) -> list[Detections]:
         """Faces in each of several frames (any sizes), with one PNet run per frame size and one

@@ -141,14 +141,6 @@ def initial_parts(clnf: CLNF) -> "tuple[dict, dict]":
     return landmarks, params
 
 
-def select_box(detections, preference=None):
-    """Box FeatureExtraction initialises from (``DetectSingleFaceMTCNN``), or None."""
-    from gpuau.detect.mtcnn import select_face
-
-    i = select_face(detections, preference)
-    return None if i is None else np.asarray(detections.boxes[i], dtype=_F)
-
-
 def fit_from_box(clnf: CLNF, gray8: np.ndarray, box, *, hypotheses: np.ndarray = ROTATION_HYPOTHESES,
                  previous_likelihood: float = -10.0, backend: "str | Backend" = "cpu", images=None) -> FitResult:
     """Fit the CLNF from a face box trying several initial head rotations; keep the best.
@@ -276,8 +268,7 @@ class FaceTracker:
         if self._detect is None:
             from gpuau.detect import MTCNN
 
-            mtcnn = MTCNN(self._models)
-            self._detect = lambda image: select_box(mtcnn.detect(image))
+            self._detect = MTCNN(self._models, device=self.backend).detect_box
         return self._detect
 
     def _validator(self) -> Callable:
