@@ -596,6 +596,19 @@ class CorpusRun:
         except OSError as e:
             logging.getLogger(__name__).warning("%s: not recorded in %s (%s)", output, SETTINGS_LOG, e)
 
+    def largest_first(self) -> list:
+        """:attr:`todo`, the largest inputs first (bytes of a file, or of an image folder's files), as workers pulling
+        from a queue take them: no long video is left for last, to run alone while the other workers idle."""
+        def size(path: Path) -> int:
+            try:
+                if path.is_dir():
+                    return sum(e.stat().st_size for e in os.scandir(path) if e.is_file())
+                return path.stat().st_size
+            except OSError:  # unreadable: its worker reports it
+                return 0
+
+        return sorted(self.todo, key=lambda item: -size(item[0]))
+
     def prepare(self, step: Callable[[], None]) -> None:
         """Run ``step`` before the first input, outside the elapsed time (the report's ``setup``)."""
         t = time.perf_counter()

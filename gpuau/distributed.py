@@ -184,7 +184,7 @@ def _schedule(run: CorpusRun, plan: WorkerPlan, *, fmt: str, max_retries: int, o
                                               max_task_retries=0, max_concurrency=2)
     token = run.outdir / f".gpuau-ray-{uuid.uuid4().hex}"
     token.touch()
-    queue = deque(run.todo)
+    queue = deque(run.largest_first())
     died = WorkerDeaths(run, queue, max_retries)
     starting: dict = {}  # ready() ref -> (actor, start time)
     busy: dict = {}  # analyze() ref -> (actor, (src, dst))

@@ -222,16 +222,6 @@ class _Process:
         return f"exit status {code}" if code is None or code >= 0 else f"signal {-code}"
 
 
-def _size(path) -> int:
-    """Bytes of a file, or of the files in a folder (an image sequence); 0 if unreadable."""
-    try:
-        if path.is_dir():
-            return sum(e.stat().st_size for e in os.scandir(path) if e.is_file())
-        return path.stat().st_size
-    except OSError:
-        return 0
-
-
 def schedule(run: CorpusRun, device: str, plan: LocalPlan, *, fmt: str, progress: bool, options: dict,
              max_retries: int = 1) -> None:
     """Analyse ``run.todo`` on ``plan.count`` worker processes with a pull queue, replacing those that die.
@@ -249,7 +239,7 @@ def schedule(run: CorpusRun, device: str, plan: LocalPlan, *, fmt: str, progress
     from multiprocessing.connection import wait
 
     ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited threads, locks or GPU context
-    queue = deque(sorted(run.todo, key=lambda item: -_size(item[0])))  # largest first: no long video left for last
+    queue = deque(run.largest_first())
     deaths = WorkerDeaths(run, queue, max_retries)
     positions = list(range(1, 1 + VIDEO_BARS))  # bar positions below the corpus bar
     procs: list = []
