@@ -386,12 +386,12 @@ class VideoSource:
         its duration and frame rate (Matroska, WMV, MPEG-TS); asked of PyAV's FFmpeg, True when it cannot say."""
         if self.kind != "video":
             return True
-        try:
-            import av
+        import av
 
+        try:
             with av.open(str(self.path)) as container:
                 return container.streams.video[0].frames > 0
-        except Exception:
+        except (av.FFmpegError, OSError, IndexError):  # PyAV's FFmpeg cannot read it, or finds no video stream
             return True
 
     def decoding_notes(self, frames: int) -> list:
@@ -574,23 +574,23 @@ def _pyav_frames(path: Path, threads: int, size: "tuple[int, int]") -> "Iterator
     expanded as limited range.  On 133 such and other inputs (H.264, HEVC, VP9, AV1, MPEG-4, FFV1, ProRes; 8 to 12
     bits; 4:2:0 to 4:4:4; 641x479; 1080p; turned by a display matrix) the frames equal OpenCV 4.6's, pixel for pixel.
     """
-    try:
-        import av
+    import av
 
+    try:
         container = av.open(str(path))
-    except Exception:  # no PyAV, or a file its FFmpeg cannot open: OpenCV decodes
+    except (av.FFmpegError, OSError):  # a file PyAV's FFmpeg cannot open: OpenCV decodes it (or says it cannot)
         return None
     try:
         stream = container.streams.video[0]
-        context = stream.codec_context
-        fmt = context.format
-        eight_bit = fmt is not None and all(c.bits == 8 for c in fmt.components)
-        yuv = fmt is not None and fmt.name.startswith("yuv") and len(fmt.components) >= 3
-        odd_420 = yuv and context.height % 2 == 1 and fmt.components[1].height < fmt.components[0].height
-        full_range = yuv and not fmt.name.startswith("yuvj") and getattr(context, "color_range", 0) == _FULL_RANGE
-    except Exception:
+    except IndexError:  # no video stream
         container.close()
         return None
+    context = stream.codec_context
+    fmt = context.format
+    eight_bit = fmt is not None and all(c.bits == 8 for c in fmt.components)
+    yuv = fmt is not None and fmt.name.startswith("yuv") and len(fmt.components) >= 3
+    odd_420 = yuv and context.height % 2 == 1 and fmt.components[1].height < fmt.components[0].height
+    full_range = yuv and not fmt.name.startswith("yuvj") and getattr(context, "color_range", 0) == _FULL_RANGE
     opencv_converts = context.colorspace in _BT601 or (context.colorspace == _RGB and not eight_bit)
     if opencv_converts and not (yuv and (not eight_bit or odd_420 or full_range)):
         container.close()
@@ -647,12 +647,12 @@ def _capture(path: Path, threads: int):
 def _audio_only(path: Path) -> bool:
     """Whether FFmpeg (PyAV's) opens ``path`` as a container with audio streams and no video stream (a sound
     track, a podcast): OpenCV only says it cannot open it."""
-    try:
-        import av
+    import av
 
+    try:
         with av.open(str(path)) as container:
             return not container.streams.video and bool(container.streams.audio)
-    except Exception:  # no PyAV, or not a container FFmpeg reads
+    except (av.FFmpegError, OSError):  # not a container FFmpeg reads
         return False
 
 
