@@ -4,7 +4,7 @@ Here, on any machine with ``../shared`` beside the checkout::
 
     python -m benchmarks.gpu_session pack
 
-copies what the checks read into ``.gpu-shared/`` (git-ignored, ~20 MB): the model files of gpuau's manifest
+copies what the checks read into ``.gpu-shared/`` (git-ignored, ~28 MiB): the model files of gpuau's manifest
 (not the rest of OpenFace's folder), default.wmv, changeLighting.wmv and 2015-10-15-15-14.avi with their
 reference CSVs.  The device machine sees only the working tree and the paths a call carries, so ``carry``
 names ``.gpu-shared``.  There (no network; its image has Python with NumPy, Numba, CuPy, OpenCV, onnxruntime

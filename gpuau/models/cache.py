@@ -50,7 +50,7 @@ def _key(path: Path, parser_name: str) -> str:
 
 
 def load_cached(path: "str | os.PathLike", parse: Callable[[Path], dict], name: "str | None" = None) -> dict:
-    """Return ``parse(path)``, from the ``.npz`` cache when the file is unchanged since it was parsed.
+    """Return ``parse(path)``, from its ``.arrays`` cache file when ``path`` is unchanged since it was parsed.
 
     ``name`` distinguishes several parsers of one file (defaults to the parser's qualified name).
     The cache is written atomically; an unwritable cache folder only costs speed.
