@@ -9,7 +9,7 @@ from gpuau.detect import MTCNN, Detections, select_face
 from gpuau.detect import mtcnn as mtcnn_module
 from gpuau.detect import proposals as P
 from gpuau.detect.onnx_graphs import cnn_graph_file
-from gpuau.detect.reference import cnn_forward
+from mtcnn_oracle import cnn_forward
 from gpuau.detect.sessions import execution_providers, make_session
 from media import read_frames
 from reference import landmarks_2d, read_reference

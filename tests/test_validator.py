@@ -12,7 +12,7 @@ from gpuau.landmarks.validator import (
     select_view,
 )
 from gpuau.cpu.validator_cnn import convolution, fully_connected, max_pooling
-from gpuau.detect.reference import max_pool
+from mtcnn_oracle import max_pool
 from gpuau.models.validator_file import CONV, FULLY_CONNECTED, MAX_POOL, RELU, VALIDATOR_FILE, parse_validator
 from gpuau.models.store import model_file
 from gpuau.video.source import open_source
