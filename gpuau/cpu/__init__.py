@@ -4,8 +4,7 @@ where ``MODULE`` is ``NAME`` unless :data:`gpuau.device.KERNELS` names another. 
 use, not ``import gpuau``.
 
 Importing this package points Numba's on-disk cache at a folder of its own for this version of the
-kernels' sources (:func:`configure_numba_cache`); the two modules outside it that define cached
-kernels (``gpuau.landmarks.ccnf``, ``gpuau.features.geometry``) import it first."""
+kernels' sources (:func:`configure_numba_cache`), before any of its modules defines a cached kernel."""
 from __future__ import annotations
 
 import hashlib
