@@ -50,7 +50,7 @@ class Result:
         confidence`` instead, one row per face.  An image folder's table ends with gpuau's ``file`` column (str:
         each row's image file name).
     source : str
-        The input's path (or ``"<frames>"``).
+        The input's path (``"<frames>"`` for :meth:`Analyzer.analyze_frames`, ``"<image>"`` for an image array).
     frames_decoded : int
     elapsed : float
         Seconds spent analysing.
@@ -325,6 +325,12 @@ class Analyzer:
         FaceLandmarkVidMulti write them).  ``write_aligned`` may also be a :class:`~gpuau.io.AlignedFaces`, the
         faces' size, scale, mask and colour (``-simsize``, ``-simscale``, ``-nomask``, ``-g``, ``-nobadaligned``).
 
+    Notes
+    -----
+    One Analyzer may serve many inputs, one after another or from several threads at once: its models load once and
+    are only read; each call keeps its own tracking and running-median state, so an input's table is the same bytes
+    whatever the Analyzer analysed before or beside it.
+
     Examples
     --------
     >>> an = gpuau.Analyzer(device="cpu")                     # doctest: +SKIP
@@ -561,6 +567,7 @@ class Analyzer:
         """
         from gpuau.video import open_source
 
+        multi_face = None if multi_face is None else _flag("multi_face", multi_face)  # whatever the input holds
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"path: a video, an image folder or an image (str or path-like), not "
                             f"{type(path).__name__}; frames in memory go to analyze_frames")
@@ -719,6 +726,7 @@ class Analyzer:
         """
         from gpuau.video import open_source
 
+        multi_face = None if multi_face is None else _flag("multi_face", multi_face)  # whatever the input holds
         format = output_format(output, format)
         check_output(output, format)
         if Path(output).exists() and os.path.samefile(output, path):  # by inode: a case-insensitive disk, a link
@@ -793,7 +801,12 @@ def analyze_video(path: "str | os.PathLike", *, device: str = "auto", models=Non
     ``device`` and ``models`` as for :class:`Analyzer`, ``options`` its other keywords (``quality``, ``multi_face``,
     ``au_static``, ``camera``, ``timestamps``, ``orientation``, ``detect_every``); ``progress`` as for
     :meth:`Analyzer.analyze_video`.  A script analysing many videos builds one Analyzer, whose models load once.
+    The ``.hog`` file and aligned faces (``write_hog``, ``write_aligned``) are :meth:`Analyzer.write_video`'s.
     """
+    for name in ("write_hog", "write_aligned"):
+        if options.get(name):
+            raise ValueError(f"{name}: analyze_video returns the table (and writes output) but writes no .hog file or "
+                             f"aligned faces; use Analyzer({name}=...).write_video(path, output)")
     format = output_format(output, format)
     if output is not None:
         check_output(output, format)

@@ -63,10 +63,15 @@ def test_threads_sharing_a_fresh_analyzer_load_its_models_once(media_dir, monkey
         assert res.to_pandas().equals(alone.analyze_image(image).to_pandas()), image
 
 
-def test_per_call_options_and_intrinsics_are_checked_whatever_the_input_holds(analyzer, clip):
+def test_per_call_options_and_intrinsics_are_checked_whatever_the_input_holds(analyzer, clip, media_dir, tmp_path):
     grey = np.full((120, 160, 3), 90, np.uint8)
     with pytest.raises(TypeError, match="multi_face='no': use True or False"):
         analyzer.analyze_frames([grey], multi_face="no")
+    for call in (lambda: analyzer.analyze_video(media_dir / "sample1.jpg", multi_face="no"),  # an image took it
+                 lambda: analyzer.write_video(media_dir / "sample1.jpg", tmp_path / "s.csv", multi_face="no")):
+        with pytest.raises(TypeError, match="multi_face='no': use True or False"):
+            call()
+    assert not (tmp_path / "s.csv").exists()
     with pytest.raises(ValueError, match=r"intrinsics=\(500, 500\): give \(fx, fy, cx, cy\)"):
         analyzer.analyze_image(grey, intrinsics=(500, 500))  # no face to fit: checked all the same
     with pytest.raises(ValueError, match="camera=500: give"):
@@ -157,6 +162,9 @@ def test_the_one_call_takes_the_analyzers_options_and_progress(corpus, analyzer)
     assert all(np.array_equal(multi.columns[c], one_call[c]) for c in one_call)
     assert repr(gpuau.Analyzer("cpu", quality="fast")) == ("Analyzer(device='cpu', quality='fast', multi_face=False, "
                                                            "au_static=False)")
+    for name in ("write_hog", "write_aligned"):  # were taken and ignored: only write_video writes those files
+        with pytest.raises(ValueError, match=f"{name}: analyze_video returns the table .* use Analyzer"):
+            gpuau.analyze_video(clip, device="cpu", output=clip.with_suffix(".csv"), **{name: True})
 
 
 def test_device_none_is_auto_and_no_gpu_says_why(monkeypatch):
