@@ -47,7 +47,9 @@ def test_an_output_named_as_its_input_is_refused(analyzer, media_dir, tmp_path):
     assert (tmp_path / "face.jpg").read_bytes() == (media_dir / "sample1.jpg").read_bytes()
 
 
-def test_threads_sharing_a_fresh_analyzer_load_its_models_once(media_dir, monkeypatch):
+def test_threads_sharing_a_fresh_analyzer_load_its_models_once(media_dir, monkeypatch, clip):
+    """Threads may share an Analyzer (its docstring says so): the models load once, and each image's or video's table
+    is the one it gets alone (each call keeps its own tracking and running medians)."""
     from gpuau.landmarks import quality
 
     loads = []
@@ -61,6 +63,11 @@ def test_threads_sharing_a_fresh_analyzer_load_its_models_once(media_dir, monkey
     alone = gpuau.Analyzer("cpu", quality="fast")
     for image, res in zip(images, together):
         assert res.to_pandas().equals(alone.analyze_image(image).to_pandas()), image
+    clips = [clip, clip[::-1]]
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(lambda frames: shared.analyze_frames(frames, fps=15), clips))
+    for frames, res in zip(clips, together):
+        assert res.to_pandas().equals(alone.analyze_frames(frames, fps=15).to_pandas())
 
 
 def test_per_call_options_and_intrinsics_are_checked_whatever_the_input_holds(analyzer, clip, media_dir, tmp_path):
