@@ -117,6 +117,14 @@ def _stopped_batch(interrupt: BaseException) -> str:
             f"does the rest)")
 
 
+class UsageError(Exception):
+    """What a command refuses or cannot do, said as ``gpuau: error: MESSAGE`` with exit status ``status``."""
+
+    def __init__(self, message: str, status: int = EXIT_ERROR):
+        super().__init__(message)
+        self.status = status
+
+
 def _user_errors() -> tuple:
     from gpuau._deps import DependencyError
     from gpuau.device import DeviceError
@@ -139,6 +147,9 @@ def main(argv: "list[str] | None" = None) -> int:
         interrupted = isinstance(e, KeyboardInterrupt)
         print(f"gpuau: {'interrupted' if interrupted else 'terminated'}{_stopped_batch(e)}", file=sys.stderr)
         return EXIT_INTERRUPTED if interrupted else EXIT_TERMINATED
+    except UsageError as e:
+        print(f"gpuau: error: {e}", file=sys.stderr)
+        return e.status
     except Exception as e:
         if isinstance(e, _user_errors()):
             print(f"gpuau: error: {e}", file=sys.stderr)
@@ -292,9 +303,8 @@ def models_fetch(args) -> int:
           f"\nfrom {args.base_url or manifest.base_url}\n"
           f"\nLicence: {manifest.license_summary}\nFull text: {manifest.license_url}\n")
     if not args.accept_license and not _confirm_license():
-        print(f"gpuau: error: OpenFace's licence was not accepted; nothing downloaded. To accept it "
-              f"non-interactively: {loc.fetch_command} --accept-license", file=sys.stderr)
-        return EXIT_ERROR
+        raise UsageError(f"OpenFace's licence was not accepted; nothing downloaded. To accept it "
+                         f"non-interactively: {loc.fetch_command} --accept-license")
     report = store.fetch(args.dir, accept_license=True, base_url=args.base_url, groups=args.group, log=print)
     print(f"done: {len(report.downloaded)} downloaded, {report.already_present} already present; "
           f"all verified in {report.location.path}")
@@ -322,16 +332,14 @@ def models_verify(args) -> int:
         except store.ModelStoreError as e:
             layout = e
     if layout is not None:
-        print(f"gpuau: error: {layout}", file=sys.stderr)
-        return EXIT_INPUTS_FAILED
+        raise UsageError(str(layout), status=EXIT_INPUTS_FAILED)
     for p in report.problems:
         print(f"  {p.problem}: {p.entry.path}")
     if report.ok:
         print(f"all {len(report.checked)} files present and verified (size and sha256)")
         return 0
-    print(f"gpuau: error: {len(report.problems)} of {len(report.checked)} files missing or corrupt. "
-          f"Fix: {report.location.fetch_command}", file=sys.stderr)
-    return EXIT_INPUTS_FAILED
+    raise UsageError(f"{len(report.problems)} of {len(report.checked)} files missing or corrupt. "
+                     f"Fix: {report.location.fetch_command}", status=EXIT_INPUTS_FAILED)
 
 
 @command("models path", "print the model folder gpuau uses (exit 1 if it is not set up)")
@@ -343,8 +351,7 @@ def models_path(args) -> int:
     try:
         store.resolve_models_dir()
     except store.ModelStoreError as e:
-        print(f"gpuau: error: {e}", file=sys.stderr)
-        return EXIT_INPUTS_FAILED
+        raise UsageError(str(e), status=EXIT_INPUTS_FAILED) from e
     return 0
 
 
@@ -515,8 +522,7 @@ def _camera(args) -> "tuple | None":
                   "skipped), the settings in use and gpuau's log messages"))
 def analyze(args) -> int:
     if args.quiet and args.verbose:
-        print("gpuau: error: --quiet and --verbose exclude each other", file=sys.stderr)
-        return EXIT_ERROR
+        raise UsageError("--quiet and --verbose exclude each other")
     if args.verbose:
         _log_to_stderr()
     else:
@@ -527,28 +533,22 @@ def analyze(args) -> int:
         try:
             require_pyarrow()
         except ImportError as e:
-            print(f"gpuau: error: --format parquet: {e}", file=sys.stderr)
-            return EXIT_ERROR
+            raise UsageError(f"--format parquet: {e}") from e
     try:
         camera, aligned = _camera(args), _aligned(args)
     except ValueError as e:
-        print(f"gpuau: error: {e}", file=sys.stderr)
-        return EXIT_ERROR
+        raise UsageError(str(e)) from e
     if args.detect_every is not None and (args.detect_every < 1 or args.multi_face):
-        print("gpuau: error: --detect-every needs N >= 1 and one face per video (not --multi-face)", file=sys.stderr)
-        return EXIT_ERROR
+        raise UsageError("--detect-every needs N >= 1 and one face per video (not --multi-face)")
     if (args.streams not in (None, 1) or args.decode != "opencv") and (args.engine == "ray" or args.multi_face):
-        print("gpuau: error: --streams and --decode nvdec apply to the local batched engine's one-face analysis (not "
-              "with --engine ray or --multi-face)", file=sys.stderr)
-        return EXIT_ERROR
+        raise UsageError("--streams and --decode nvdec apply to the local batched engine's one-face analysis (not "
+                         "with --engine ray or --multi-face)")
     if args.workers not in (None, 1) and (args.streams not in (None, 1) or args.decode != "opencv"):
-        print("gpuau: error: --workers N (processes, one input each) and --streams N / --decode nvdec (one process "
-              "batching inputs) exclude each other; choose one", file=sys.stderr)
-        return EXIT_ERROR
+        raise UsageError("--workers N (processes, one input each) and --streams N / --decode nvdec (one process "
+                         "batching inputs) exclude each other; choose one")
     if args.address is not None and args.engine != "ray":
-        print(f"gpuau: error: --address {args.address} names a Ray cluster: add --engine ray (the local engine "
-              "analyses on this machine)", file=sys.stderr)
-        return EXIT_ERROR
+        raise UsageError(f"--address {args.address} names a Ray cluster: add --engine ray (the local engine "
+                         "analyses on this machine)")
     if args.engine == "ray":
         from gpuau.distributed import ClusterError, analyze_corpus
 
@@ -565,8 +565,7 @@ def analyze(args) -> int:
                                     workers=args.workers, orientation=args.orientation, au_static=args.au_static,
                                     camera=camera, write_hog=args.hog, write_aligned=aligned)
         except (ClusterError, ValueError) as e:  # ValueError: a device the cluster's workers cannot take
-            print(f"gpuau: error: {e}", file=sys.stderr)
-            return EXIT_ERROR
+            raise UsageError(str(e)) from e
         finally:
             notice.setLevel(level)
     else:
@@ -601,8 +600,7 @@ def analyze(args) -> int:
                                 streams=None if streams == "auto" else streams, workers=workers, verbose=args.verbose,
                                 decode=args.decode)
         except WorkerError as e:
-            print(f"gpuau: error: {e} (--workers 1 analyses in this process)", file=sys.stderr)
-            return EXIT_ERROR
+            raise UsageError(f"{e} (--workers 1 analyses in this process)") from e
     if not args.quiet:
         print(report.summary(), file=sys.stderr)
     return EXIT_INPUTS_FAILED if report.failed or report.stopped else 0
@@ -630,13 +628,11 @@ def render(args) -> int:
     try:
         camera = _camera(args)  # the analysis's, which the pose axes and gaze lines are projected with
     except ValueError as e:
-        print(f"gpuau: error: {e}", file=sys.stderr)
-        return EXIT_ERROR
+        raise UsageError(str(e)) from e
     csv = args.csv
     if csv is None and args.face_id != 0:
-        print(f"gpuau: error: --face-id {args.face_id}: without a CSV, render analyses the video's one face (face 0); "
-              "give it the CSV of `gpuau analyze --multi-face`", file=sys.stderr)
-        return EXIT_ERROR
+        raise UsageError(f"--face-id {args.face_id}: without a CSV, render analyses the video's one face (face 0); "
+                         "give it the CSV of `gpuau analyze --multi-face`")
     with tempfile.TemporaryDirectory() as tmp:
         if csv is None:
             from gpuau.pipeline import Analyzer
@@ -647,8 +643,7 @@ def render(args) -> int:
             out = render_video(args.video, csv, args.output, face_id=args.face_id, orientation=args.orientation,
                                camera=camera)
         except (OSError, ValueError, ImportError) as e:
-            print(f"gpuau: error: {e}", file=sys.stderr)
-            return EXIT_ERROR
+            raise UsageError(str(e)) from e
     print(out)
     return 0
 
@@ -662,6 +657,5 @@ def plot(args) -> int:
     try:
         print(plot_aus(args.csv, args.output, face_id=args.face_id))
     except (OSError, ValueError, ImportError) as e:
-        print(f"gpuau: error: {e}", file=sys.stderr)
-        return EXIT_ERROR
+        raise UsageError(str(e)) from e
     return 0
