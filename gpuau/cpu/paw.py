@@ -10,7 +10,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from gpuau.cpu.warp_affine import _WEIGHTS_F32, _blend, _warp_image
+from gpuau.cpu.bilinear import WEIGHTS_F32, blend, warp_image
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -122,7 +122,7 @@ def masked_warp_range(images, image_index, matrices, vertices, out, zero, w, sta
             out[n][:] = zero
             continue
         _triangle_map(vertices[n], np.float32(0.0), np.float32(0.0), cover)
-        _warp_image(images[b], matrices[n].ravel(), out[n], zero, w, cover)
+        warp_image(images[b], matrices[n].ravel(), out[n], zero, w, cover)
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -195,7 +195,7 @@ def _sample(image, top, left, height, width, mx, my):
     p01 = np.float32(image[top + sy, left + sx + 1]) if (y0_in and x1_in) else border
     p10 = np.float32(image[top + sy + 1, left + sx]) if (y1_in and x0_in) else border
     p11 = np.float32(image[top + sy + 1, left + sx + 1]) if (y1_in and x1_in) else border
-    return _blend(p00, p01, p10, p11, _WEIGHTS_F32, k)
+    return blend(p00, p01, p10, p11, WEIGHTS_F32, k)
 
 
 @nb.njit(cache=True, nogil=True)
