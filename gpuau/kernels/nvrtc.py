@@ -69,13 +69,12 @@ def _check(nvrtc, result, what: str, prog=None) -> None:
 
 
 def _log(nvrtc, prog) -> str:
-    _, size = nvrtc.nvrtcGetProgramLogSize(prog)
-    buf = b" " * size
-    nvrtc.nvrtcGetProgramLog(prog, buf)
-    return buf.replace(b"\x00", b"").rstrip().decode(errors="replace")
+    log = _output(prog, nvrtc.nvrtcGetProgramLogSize, nvrtc.nvrtcGetProgramLog)
+    return log.replace(b"\x00", b"").rstrip().decode(errors="replace")
 
 
-def _output(nvrtc, prog, size_fn, get_fn) -> bytes:
+def _output(prog, size_fn, get_fn) -> bytes:
+    """One of NVRTC's outputs of ``prog`` (log, PTX, CUBIN): its size, then its bytes into a buffer of that size."""
     _, size = size_fn(prog)
     buf = b" " * size
     get_fn(prog, buf)
@@ -143,8 +142,8 @@ def compile_source(source: str, defines: Defines = (), arch: str = "sm_90") -> C
         opts = [o.encode() for o in (*NVRTC_OPTIONS, f"-arch={arch}", "--ptxas-options=-v")]
         _check(nvrtc, nvrtc.nvrtcCompileProgram(prog, len(opts), opts), f"{source}.cu ({arch}, {defines})", prog)
         log = _log(nvrtc, prog)
-        ptx = _output(nvrtc, prog, nvrtc.nvrtcGetPTXSize, nvrtc.nvrtcGetPTX)
-        cubin = _output(nvrtc, prog, nvrtc.nvrtcGetCUBINSize, nvrtc.nvrtcGetCUBIN)
+        ptx = _output(prog, nvrtc.nvrtcGetPTXSize, nvrtc.nvrtcGetPTX)
+        cubin = _output(prog, nvrtc.nvrtcGetCUBINSize, nvrtc.nvrtcGetCUBIN)
     finally:
         nvrtc.nvrtcDestroyProgram(prog)
     return CompileResult(source, arch, defines, ptx, cubin, parse_ptxas_log(log), log)
