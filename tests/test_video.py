@@ -146,6 +146,47 @@ def test_a_sound_file_is_named_as_such(tmp_path):
     assert "the video file this audio came from" in str(raised.value)
 
 
+def test_metadata_that_is_not_utf8_is_no_reason_to_refuse_a_file(tmp_path):
+    """Latin-1 tags (older AVI and MOV files, e.g. some of HMDB51's) made PyAV's open raise UnicodeDecodeError, which
+    failed the video PyAV decodes (a BT.709 one) and named a sound file's fault wrongly: both as with UTF-8 tags."""
+    import av
+
+    def written(name, title, video):
+        path = tmp_path / name
+        with av.open(str(path), "w") as out:
+            out.metadata["title"] = title
+            if video:
+                stream = out.add_stream("libx264", rate=10, options={"qp": "0"})
+                stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+                stream.codec_context.colorspace = 1  # BT.709: PyAV's FFmpeg decodes it (gpuau.video.source)
+                for i in range(3):
+                    frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 60 * i, np.uint8), format="bgr24")
+                    out.mux(stream.encode(frame.reformat(format="yuv420p")))
+            else:
+                stream = out.add_stream("aac", rate=16000)
+                frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+                frame.sample_rate = 16000
+                out.mux(stream.encode(frame))
+            out.mux(stream.encode())
+        data = path.read_bytes()
+        latin1 = path.with_name("latin1_" + name)
+        latin1.write_bytes(data.replace("caf\u00e9".encode(), b"caf\xe9 "))  # the same length: UTF-8's 2 bytes -> 2
+        return path, latin1
+
+    utf8, latin1 = written("clip.mkv", "caf\u00e9", video=True)
+    with pytest.raises(UnicodeDecodeError):
+        av.open(str(latin1))
+    frames = {}
+    for path in (utf8, latin1):
+        with open_source(path) as src:
+            frames[path] = [f.image for f in src]
+            assert src.decoding_notes(len(frames[path])) == []
+    assert len(frames[utf8]) == 3 and all(np.array_equal(a, b) for a, b in zip(frames[utf8], frames[latin1]))
+    _, sound = written("voice.mka", "caf\u00e9", video=False)
+    with pytest.raises(InputError, match="holds sound but no video stream"):
+        open_source(sound)
+
+
 def test_input_error_crosses_processes(tmp_path):
     """An InputError pickles with its fields (a process pool hands a worker's exception back this way)."""
     with pytest.raises(InputError) as raised:

@@ -389,7 +389,7 @@ class VideoSource:
         import av
 
         try:
-            with av.open(str(self.path)) as container:
+            with _open_container(self.path) as container:
                 return container.streams.video[0].frames > 0
         except (av.FFmpegError, OSError, IndexError):  # PyAV's FFmpeg cannot read it, or finds no video stream
             return True
@@ -577,15 +577,14 @@ def _pyav_frames(path: Path, threads: int, size: "tuple[int, int]") -> "Iterator
     import av
 
     try:
-        container = av.open(str(path))
+        container = _open_container(path)
     except (av.FFmpegError, OSError):  # a file PyAV's FFmpeg cannot open: OpenCV decodes it (or says it cannot)
         return None
-    try:
-        stream = container.streams.video[0]
-    except IndexError:  # no video stream
+    stream = container.streams.video[0] if container.streams.video else None
+    context = None if stream is None else stream.codec_context
+    if context is None:  # no video stream, or none PyAV's FFmpeg has a decoder for
         container.close()
         return None
-    context = stream.codec_context
     fmt = context.format
     eight_bit = fmt is not None and all(c.bits == 8 for c in fmt.components)
     yuv = fmt is not None and fmt.name.startswith("yuv") and len(fmt.components) >= 3
@@ -644,13 +643,22 @@ def _capture(path: Path, threads: int):
     return cap
 
 
+def _open_container(path: Path):
+    """PyAV's container of ``path``, its metadata read with replacement characters where it is not UTF-8 (Latin-1
+    tags of older AVI and MOV files, which PyAV refuses by default with a UnicodeDecodeError; gpuau reads none of
+    it, and OpenCV opens such files)."""
+    import av
+
+    return av.open(str(path), metadata_errors="replace")
+
+
 def _audio_only(path: Path) -> bool:
     """Whether FFmpeg (PyAV's) opens ``path`` as a container with audio streams and no video stream (a sound
     track, a podcast): OpenCV only says it cannot open it."""
     import av
 
     try:
-        with av.open(str(path)) as container:
+        with _open_container(path) as container:
             return not container.streams.video and bool(container.streams.audio)
     except (av.FFmpegError, OSError):  # not a container FFmpeg reads
         return False
