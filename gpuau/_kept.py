@@ -18,12 +18,13 @@ def kept_with(owner: object, key: Hashable, make: Callable[[], T]) -> T:
     """``make()``, computed once per ``owner`` and ``key`` and kept while ``owner`` lives.
 
     ``owner`` is told apart by identity (it need not be hashable, as frozen dataclasses of arrays are not) and must
-    accept weak references; the value must not refer to ``owner`` (it would keep it alive). Threads may race to
-    make a value: each gets one, and one is kept."""
+    accept weak references; ``key`` names the value among the owner's (callers start it with their function); the
+    value must not refer to ``owner`` (it would keep it alive). Threads may race to make a value: each gets one, and
+    one is kept."""
     values = _KEPT.get(id(owner))
     if values is None:
+        weakref.finalize(owner, _KEPT.pop, id(owner), None)  # first: an owner without weak references raises here
         values = _KEPT[id(owner)] = {}
-        weakref.finalize(owner, _KEPT.pop, id(owner), None)
     try:
         return values[key]
     except KeyError:

@@ -411,11 +411,12 @@ class Analyzer:
         from gpuau.landmarks.validator import DetectionValidator
 
         with self._loading:
-            if self._clnf is None:
+            if self._clnf is None:  # set last: a load that fails (a missing model) is tried again, and raises again
                 self.compile_kernels()
-                self._clnf = load_clnf(self.models, self.quality)
+                clnf = load_clnf(self.models, self.quality)
                 self._mtcnn = MTCNN(self.models, device=self.backend)
                 self._validator = DetectionValidator.load(self.models, device=self.backend)
+                self._clnf = clnf
 
     def camera_for(self, intrinsics=None):
         """The camera a call analyses with: its ``intrinsics`` when given, else the Analyzer's ``camera`` (values left
@@ -446,8 +447,8 @@ class Analyzer:
         from gpuau.landmarks.tracker import FaceTracker
 
         self._load()
-        kwargs = dict(detect=self._mtcnn.detect_box, validate=self._validator.check, intrinsics=intrinsics, models=self.models,
-                      device=self.backend, detect_every=self.detect_every)
+        kwargs = dict(detect=self._mtcnn.detect_box, validate=self._validator.check, intrinsics=intrinsics,
+                      models=self.models, device=self.backend, detect_every=self.detect_every)
         return FaceTracker(self._clnf, **{**kwargs, **overrides})
 
     def _multi_tracker(self, intrinsics):
@@ -464,7 +465,7 @@ class Analyzer:
 
         return AUAnalyzer(self.models, dynamic=not self.au_static if dynamic is None else dynamic, device=self.backend)
 
-    def _static_au(self):
+    def _static_analyzer(self):
         """The static AU models, AU PDM and triangulation (held by an :class:`~gpuau.au.AUAnalyzer`)."""
         if self._static is None:
             self._static = self.new_au_analyzer(dynamic=False)
@@ -478,7 +479,7 @@ class Analyzer:
 
         if not results:
             return []
-        a = self._static_au()
+        a = self._static_analyzer()
         landmarks = np.stack([r.landmarks for r in results]).astype(np.float32)
         hog, geometry, *faces = face_features(image[None], landmarks, a.pdm, a.triangulation, self.backend,
                                               image_index=np.zeros(len(results), np.int64),
@@ -493,7 +494,7 @@ class Analyzer:
         """``AU*_r`` then ``AU*_c`` columns (OpenFace's order) of per-face dicts from :meth:`_static_aus`."""
         from gpuau.io import openface_columns
 
-        a = self._static_au()
+        a = self._static_analyzer()
         names = openface_columns(a.reg_names, a.cls_names, sequence=False)[len(image_columns()):]
         return {c: np.array([d[c] for d in aus], np.float64) for c in names}
 
@@ -649,6 +650,9 @@ class Analyzer:
         """``(write, postprocessed)``: :meth:`_write_multi_rows` and False with ``multi_face`` (default: the
         Analyzer's), else :meth:`_write_rows` and True."""
         if self.multi_face if multi_face is None else _flag("multi_face", multi_face):
+            if self.detect_every is not None:
+                raise ValueError(f"multi_face=True with this Analyzer's detect_every={self.detect_every}: the "
+                                 f"multi-face tracker detects on its own schedule (an Analyzer without detect_every)")
             return self._write_multi_rows, False
         return self._write_rows, True
 
@@ -667,7 +671,7 @@ class Analyzer:
         """
         from gpuau.io import RowWriter
 
-        a = self._static_au()
+        a = self._static_analyzer()
         aus, n, faces = [], 0, 0
         recorder = self.face_recorder(output)
         with RowWriter(output, fmt, (a.reg_names, a.cls_names), chunk, files=_image_names(frames),

@@ -411,6 +411,8 @@ def test_settings_are_checked_and_read_as_written(media_dir, tmp_path):
     assert Analyzer("cpu", detect_every=3.0).detect_every == 3
     with pytest.raises(ValueError, match="detect_every=3 with multi_face=True"):  # it would be recorded, unused
         Analyzer("cpu", detect_every=3, multi_face=True)
+    with pytest.raises(ValueError, match="multi_face=True with this Analyzer's detect_every=3"):  # per call too
+        Analyzer("cpu", detect_every=3).analyze_frames([np.zeros((48, 64, 3), np.uint8)], multi_face=True)
     for flag in ("multi_face", "au_static", "write_hog"):
         with pytest.raises(TypeError, match=f"{flag}='no': use True or False"):
             Analyzer("cpu", **{flag: "no"})

@@ -42,7 +42,7 @@ def fault(tmp_path, monkeypatch):
 
 
 def test_workers_take_the_largest_inputs_first(media_dir, tmp_path):
-    """Local workers and Ray actors pull from one queue in the order CorpusRun.largest_first gives: by bytes (an image
+    """CorpusRun.largest_first, the order of the queue local workers and Ray actors pull from: by bytes (an image
     folder by its files'), so no long video is left to run alone at the end; an unreadable input counts as empty."""
     from gpuau.corpus import CorpusRun
 

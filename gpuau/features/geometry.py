@@ -28,5 +28,6 @@ def geometry_descriptor(princ_comp: np.ndarray, params_local: np.ndarray) -> np.
     """
     p = np.asarray(params_local, np.float32)
     out = np.empty(p.shape[:-1] + (princ_comp.shape[0] + p.shape[-1],))
-    geometry_rows(np.ascontiguousarray(princ_comp, np.float32), p.reshape(-1, p.shape[-1]), out.reshape(-1, out.shape[-1]))
+    geometry_rows(np.ascontiguousarray(princ_comp, np.float32), p.reshape(-1, p.shape[-1]),
+                  out.reshape(-1, out.shape[-1]))
     return out

@@ -494,7 +494,8 @@ def detect_landmarks_batch(clnf: CLNF, images, image_index, params_global, param
 
 def _indices(part: Part, backend: Backend) -> tuple:
     """``(main_idx, part_idx)`` of a part on the backend's device (copied there once)."""
-    return kept_with(part, backend, lambda: (backend.asarray(part.main_idx), backend.asarray(part.part_idx)))
+    return kept_with(part, (_indices, backend),
+                     lambda: (backend.asarray(part.main_idx), backend.asarray(part.part_idx)))
 
 
 @dataclass

@@ -236,8 +236,9 @@ class PDM:
 
     def arrays(self, backend) -> "tuple":
         """``(mean_shape, princ_comp, eigen_values)`` on ``backend``'s device (copied there once)."""
-        return kept_with(self, backend, lambda: tuple(backend.asarray(a) for a in (self.mean_shape, self.princ_comp,
-                                                                                    self.eigen_values)))
+        return kept_with(self, (PDM.arrays, backend),
+                         lambda: tuple(backend.asarray(a) for a in (self.mean_shape, self.princ_comp,
+                                                                    self.eigen_values)))
 
 
 def _vec(a) -> np.ndarray:

@@ -155,7 +155,8 @@ def _layer_arrays(layer: ValidatorLayer, backend: Backend) -> tuple:
     themselves on the CPU backend)."""
     if backend.xp is np:
         return layer.weights, layer.biases
-    return kept_with(layer, backend, lambda: (backend.asarray(layer.weights), backend.asarray(layer.biases)))
+    return kept_with(layer, (_layer_arrays, backend),
+                     lambda: (backend.asarray(layer.weights), backend.asarray(layer.biases)))
 
 
 def face_rank(mask: np.ndarray) -> np.ndarray:
@@ -184,7 +185,7 @@ def _view_arrays(view: ValidatorView, backend: Backend) -> tuple:
         return (backend.asarray(np.ascontiguousarray(paw.triangle_id, np.int32)), float(paw.min_x), float(paw.min_y),
                 backend.asarray(face_rank(paw.pixel_mask)), backend.asarray(view.mean), backend.asarray(view.std))
 
-    return kept_with(view, backend, make)
+    return kept_with(view, (_view_arrays, backend), make)
 
 
 def _frame_stacks(grays: list, backend: Backend) -> list:
