@@ -85,6 +85,23 @@ def test_per_call_options_and_intrinsics_are_checked_whatever_the_input_holds(an
         gpuau.Analyzer("cpu", camera=500)
 
 
+def test_a_model_load_that_failed_fails_alike_on_the_next_call(clip, monkeypatch):
+    """The CLNF counted as loaded before the detector and validator were: after their load failed, the next call
+    stopped on an AttributeError of None instead of trying again."""
+    from gpuau.landmarks.validator import DetectionValidator
+
+    def unreadable(*args, **kwargs):
+        raise OSError("validator_cnn.txt: unreadable")
+
+    monkeypatch.setattr(DetectionValidator, "load", unreadable)
+    an = gpuau.Analyzer("cpu", quality="fast")
+    for _ in range(2):
+        with pytest.raises(OSError, match="validator_cnn.txt: unreadable"):
+            an.analyze_frames(clip[:1], fps=15)
+    monkeypatch.undo()
+    assert an.analyze_frames(clip[:1], fps=15).faces_found == 1
+
+
 def test_a_dropped_analyzer_leaves_no_model_behind(clip):
     """A service building an Analyzer per job: each one's models (and what the stages derive from them: device
     copies, per-scale weights, the validator's index maps) go with it. Caches keyed by the models kept them, ~80 MB a
