@@ -589,8 +589,8 @@ def test_damaged_bt709_video_yields_the_frames_before_the_damage(monkeypatch):
     opened = av.open
 
     class Damaged:  # the real container, whose packets go bad after the first frame
-        def __init__(self, path):
-            self.container = opened(path)
+        def __init__(self, path, **options):
+            self.container = opened(path, **options)
             self.streams = self.container.streams
 
         def decode(self, stream):
