@@ -147,14 +147,11 @@ def main(argv: "list[str] | None" = None) -> int:
         interrupted = isinstance(e, KeyboardInterrupt)
         print(f"gpuau: {'interrupted' if interrupted else 'terminated'}{_stopped_batch(e)}", file=sys.stderr)
         return EXIT_INTERRUPTED if interrupted else EXIT_TERMINATED
-    except UsageError as e:
-        print(f"gpuau: error: {e}", file=sys.stderr)
-        return e.status
     except Exception as e:
-        if isinstance(e, _user_errors()):
-            print(f"gpuau: error: {e}", file=sys.stderr)
-            return EXIT_ERROR
-        raise
+        if not isinstance(e, (UsageError, *_user_errors())):
+            raise
+        print(f"gpuau: error: {e}", file=sys.stderr)
+        return e.status if isinstance(e, UsageError) else EXIT_ERROR
 
 
 def console() -> None:
@@ -325,14 +322,11 @@ def models_verify(args) -> int:
         n = sum(e.group == group for e in report.checked)
         bad = sum(p.entry.group == group for p in report.problems)
         print(f"  {'ok' if not bad else 'BAD':<3}  {group:<{width}}  {n - bad:>2}/{n:<2}  {text}")
-    layout = None  # a folder in the wrong layout (none of the files): its error names the right one, not 89 files
-    if len(report.problems) == len(report.checked):
-        try:
+    if len(report.problems) == len(report.checked):  # a folder in the wrong layout (none of the files): its error
+        try:                                            # names the right one, not 89 files
             store.resolve_models_dir(args.dir)
         except store.ModelStoreError as e:
-            layout = e
-    if layout is not None:
-        raise UsageError(str(layout), status=EXIT_INPUTS_FAILED)
+            raise UsageError(str(e), status=EXIT_INPUTS_FAILED) from e
     for p in report.problems:
         print(f"  {p.problem}: {p.entry.path}")
     if report.ok:
