@@ -370,7 +370,7 @@ class VideoSource:
         self.rotation = rotation
         self.turn = turn
         self.threads = threads  # a video's decoding threads
-        self.notes = notes or []  # what to tell about the input beyond its decoding (an image folder's files)
+        self.notes = notes or []  # what to tell about the input beyond its decoding (an image folder's files, a cut file)
         self._capture = capture
         self._first = first  # the first image, decoded by open_source for the size: not decoded again
         self.timestamps = "openface"
@@ -652,6 +652,38 @@ def _open_container(path: Path):
     return av.open(str(path), metadata_errors="replace")
 
 
+_ASF_HEADER = bytes.fromhex("3026b2758e66cf11a6d900aa0062ce6c")
+_ASF_FILE_PROPERTIES = bytes.fromhex("a1dcab8c47a9cf118ee400c00c205365")
+
+
+def _cut_short_notes(path: Path) -> list:
+    """A note when ``path`` is an ASF file (WMV, WMA) shorter than the file size its header records: a copy or
+    download that did not finish.  Its frame counts cannot tell: ASF stores none, and FFmpeg estimates the duration
+    from the last packets there are (a default.wmv cut to 400 kB announces 52 frames and 59 decode), so without this
+    the table of its first frames would pass for the whole video's.  The other containers announce a stored count or a
+    duration their cut does not change (:func:`decoding_notes`).  A broadcast ASF, whose header leaves the size
+    unset, has no note."""
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    if not head.startswith(_ASF_HEADER):
+        return []
+    at, end = 30, min(len(head), int.from_bytes(head[16:24], "little"))  # the header object's own fields, then its objects
+    while at + 92 <= end:
+        size = int.from_bytes(head[at + 16:at + 24], "little")
+        if head[at:at + 16] == _ASF_FILE_PROPERTIES:
+            recorded = int.from_bytes(head[at + 40:at + 48], "little")
+            broadcast = head[at + 88] & 1
+            actual = path.stat().st_size
+            if broadcast or actual >= recorded:
+                return []
+            return [f"the file is {actual} bytes where its header records {recorded}: it was cut short (a copy or "
+                    "download that did not finish), and the table holds the frames before the cut; fetch it again"]
+        if size < 24:
+            break
+        at += size
+    return []
+
+
 def _audio_only(path: Path) -> bool:
     """Whether FFmpeg (PyAV's) opens ``path`` as a container with audio streams and no video stream (a sound
     track, a podcast): OpenCV only says it cannot open it."""
@@ -733,6 +765,6 @@ def open_source(path: "str | os.PathLike", *, timestamps: str = "openface", thre
     if turn in (90, 270):
         width, height = height, width
     source = VideoSource(p, "video", float(fps), width, height, max(count, 0), capture=cap, rotation=rotation,
-                         turn=turn, threads=chosen)
+                         turn=turn, threads=chosen, notes=_cut_short_notes(p))
     source.timestamps = timestamps
     return source
