@@ -35,8 +35,9 @@ VIDEO_BARS = 8
 
 SETTINGS_LOG = "gpuau-settings.jsonl"
 """In a corpus run's output folder: a line per output written, ``{"output": file name, "input": the input's absolute
-path, "settings": output_settings(...)}`` (the last line of an output counts): a rerun resumes only over outputs made
-with its own settings, and gives each input recorded there the same output name."""
+path, "settings": output_settings(...), "bytes": the input's (:func:`input_bytes`)}`` (the last line of an output
+counts): a rerun resumes only over outputs made with its own settings, redoes those whose input's bytes changed, and
+gives each input recorded there the same output name."""
 
 OUTPUT_SETTINGS = ("quality", "multi_face", "au_static", "detect_every", "timestamps", "orientation", "camera")
 """The :class:`gpuau.pipeline.Analyzer` keywords that change an output's numbers or rows (the device, the model folder's
@@ -84,6 +85,16 @@ def output_settings(options: dict) -> dict:
     return json.loads(json.dumps(values, default=repr))
 
 
+def input_bytes(path: Path) -> "int | None":
+    """The bytes of an input: a file's, or the files' of an image folder; None where it cannot be read."""
+    try:
+        if path.is_dir():
+            return sum(e.stat().st_size for e in os.scandir(path) if e.is_file())
+        return path.stat().st_size
+    except OSError:
+        return None
+
+
 def read_settings_log(outdir: Path) -> dict:
     """Output file name -> the last :data:`SETTINGS_LOG` entry for it in ``outdir`` (lines that do not parse, such as
     one cut short by a crash, are passed over)."""
@@ -98,7 +109,8 @@ def read_settings_log(outdir: Path) -> dict:
     for line in lines:
         try:
             entry = json.loads(line)
-            found[entry["output"]] = {"input": str(entry.get("input", "")), "settings": entry["settings"]}
+            found[entry["output"]] = {"input": str(entry.get("input", "")), "settings": entry["settings"],
+                                      "bytes": entry.get("bytes")}
         except (ValueError, KeyError, TypeError):
             continue
     return found
@@ -294,24 +306,20 @@ def say(line: str) -> None:
         drawing.tqdm.write(line, file=sys.stderr)
 
 
-def _is_sequence_folder(children: list) -> bool:
-    """Whether a folder of these entries is an image sequence: images, and no videos."""
-    entries = [f for f in children if f.is_file()]
-    return any(f.suffix.lower() in IMAGE_EXTENSIONS for f in entries) and not any(
-        f.suffix.lower() in VIDEO_EXTENSIONS for f in entries)
-
-
 def expand_inputs(inputs: Iterable["str | os.PathLike"], exclude: "str | os.PathLike | None" = None) -> list:
     """Inputs as analysable paths, in order, without duplicates.
 
-    A video or image file stands for itself; a folder holding images (and no videos) is one image
-    sequence; any other folder is searched recursively for videos (and image-sequence folders), except the folder
-    ``exclude`` (the output folder) and any other run's output folder found there (one holding a :data:`SETTINGS_LOG`).
+    A video or image file stands for itself; a folder is searched recursively for videos and image folders, except
+    the folder ``exclude`` (the output folder), any other run's output folder found there (one holding a
+    :data:`SETTINGS_LOG`) and hidden files and folders (macOS's ``._`` files beside each video, ``.Trashes``; named,
+    they are inputs). A folder holding images and no videos is one image sequence, and its subfolders are searched
+    too; images beside videos are left out with a warning.
     An output folder named is searched for videos only, never taken for an image sequence, and its ``*_aligned``
     folders (its aligned faces) are left out. A folder named that cannot be listed is kept as an input, which fails saying why; one found is skipped with a
     warning. A ``.txt``/``.lst`` file lists one path per line (a line starting with ``#`` is a comment; relative to the
     list's folder; UTF-8, a byte-order mark allowed; lists it names are read too, each once). A path that does not
-    exist is kept, so that it is reported as failed rather than silently dropped. Each folder is searched once,
+    exist is kept, so that it is reported as failed rather than silently dropped, unless no line of its list names
+    one that does (a text file of notes, which a glob named): that file is left out with a warning. Each folder is searched once,
     however many links lead to it (a link to a folder above it would otherwise be followed round and round).
 
     Raises
@@ -339,20 +347,24 @@ def expand_inputs(inputs: Iterable["str | os.PathLike"], exclude: "str | os.Path
             if outputs and not named:
                 return
             try:
-                children = sorted(p.iterdir())
-                sequence = _is_sequence_folder(children)
+                children = [c for c in sorted(p.iterdir()) if not c.name.startswith(".")]
+                files = [c.suffix.lower() for c in children if c.is_file()]
             except OSError as e:
                 if named:  # an input, which then fails saying so
                     add(p)
                 else:
                     say(f"warning: {p}: not searched ({e.strerror or e})")
                 return
-            if sequence and not outputs:
-                add(p)
-                return
             if real in searched:
                 return
             searched.add(real)
+            images = sum(f in IMAGE_EXTENSIONS for f in files)
+            if images and not outputs:
+                if any(f in VIDEO_EXTENSIONS for f in files):
+                    say(f"warning: {p}: {images} image(s) beside its videos not analysed (an image folder holds no "
+                        "videos: move them into a folder of their own to analyse them as an image sequence)")
+                else:
+                    add(p)
             for child in children:
                 if outputs and child.name.endswith("_aligned") and child.is_dir():
                     continue
@@ -375,11 +387,15 @@ def expand_inputs(inputs: Iterable["str | os.PathLike"], exclude: "str | os.Path
         except UnicodeDecodeError as e:
             raise InputError(p, f"a list of inputs that is not UTF-8 text ({e.reason} at byte {e.start})",
                              "save it as UTF-8, e.g. iconv -f latin1 -t utf-8") from None
-        for line in text.splitlines():
-            line = line.strip()
-            if line and not line.startswith("#"):
-                q = Path(line).expanduser()
-                expand(q if q.is_absolute() else p.parent / q)
+        named = [Path(line).expanduser() for line in map(str.strip, text.splitlines())
+                 if line and not line.startswith("#")]
+        named = [q if q.is_absolute() else p.parent / q for q in named]
+        if named and not any(os.path.lexists(q) for q in named):  # notes, a README: prose, not paths
+            say(f"warning: {p}: left out: no line of it names a file or folder that exists, so it is no list of "
+                "inputs (a .txt or .lst file lists one path per line)")
+            return
+        for q in named:
+            expand(q)
 
     for item in inputs:
         expand(Path(item))
@@ -389,8 +405,9 @@ def expand_inputs(inputs: Iterable["str | os.PathLike"], exclude: "str | os.Path
 def output_paths(inputs: list, outdir: "str | os.PathLike", fmt: str = "csv", kept: "dict | None" = None) -> list:
     """``OUTDIR/<input name>.<fmt>``, one distinct file per input, the same on every run of the same inputs.
 
-    The name is the file's stem (a folder's whole name); names that collide get their parent folder's name
-    prefixed, and any that still collide a short hash of the input's absolute path.  ``kept`` (an input's absolute
+    The name is the file's stem (a folder's whole name); names that collide (compared without case: ``Clip`` and
+    ``clip`` are one file on macOS's and Windows' disks) get their parent folder's name prefixed, and any that still
+    collide a short hash of the input's absolute path.  ``kept`` (an input's absolute
     path -> the name, without suffix, an earlier run gave its output: :data:`SETTINGS_LOG`'s): those inputs keep
     their names and no other input takes one (it gets its folder's name prefixed, or the hash), so that inputs added
     to a corpus later rename no output already there, nor take one of another input's (:class:`CorpusRun` keeps the
@@ -402,8 +419,9 @@ def output_paths(inputs: list, outdir: "str | os.PathLike", fmt: str = "csv", ke
     def digest(i: int) -> str:
         return hashlib.sha1(keys[i].encode()).hexdigest()[:8]
 
-    def collisions(names):  # linear: a corpus may hold 100,000 inputs
-        return {n for n, k in Counter(names).items() if k > 1}
+    def collisions(names):  # linear: a corpus may hold 100,000 inputs; Clip and clip are one file on macOS's disks
+        counts = Counter(n.casefold() for n in names)
+        return {n for n in names if counts[n.casefold()] > 1}
 
     names = [p.name if p.is_dir() else p.stem for p in inputs]
     dup = collisions(names)
@@ -413,16 +431,17 @@ def output_paths(inputs: list, outdir: "str | os.PathLike", fmt: str = "csv", ke
     dup = collisions(names)
     names = [f"{n}_{digest(i)}" if n in dup else n for i, n in enumerate(names)]
     kept = kept or {}
-    reserved = set(kept.values())
+    reserved = {n.casefold() for n in kept.values()}
     own = [keys[i] in kept for i in range(len(inputs))]
     names = [kept[keys[i]] if own[i] else n for i, n in enumerate(names)]
-    taken = Counter(names)
+    taken = Counter(n.casefold() for n in names)
     for i, n in enumerate(names):
-        if not own[i] and n in reserved:  # another input's recorded output
+        if not own[i] and n.casefold() in reserved:  # another input's recorded output
             renamed = f"{folders[i]}_{n}"
-            renamed = renamed if renamed not in reserved and taken[renamed] == 0 else f"{renamed}_{digest(i)}"
-            taken[n] -= 1
-            taken[renamed] += 1
+            if renamed.casefold() in reserved or taken[renamed.casefold()]:
+                renamed = f"{renamed}_{digest(i)}"
+            taken[n.casefold()] -= 1
+            taken[renamed.casefold()] += 1
             names[i] = renamed
     return [outdir / f"{n}.{fmt}" for n in names]
 
@@ -493,7 +512,8 @@ class CorpusRun:
         # a recorded input keeps its output's name while it is there (a corpus moved elsewhere is named afresh)
         kept = {e["input"]: Path(name).stem for name, e in log.items() if e["input"] and Path(e["input"]).exists()}
         outputs = output_paths(paths, outdir, fmt, kept=kept)
-        done = [] if overwrite else [complete(dst, write_hog, write_aligned) for dst in outputs]
+        done = [] if overwrite else [complete(dst, write_hog, write_aligned) and not self._changed(log.get(dst.name), src)
+                                     for src, dst in zip(paths, outputs)]
         self._check_settings(log, [(src, dst) for src, dst, d in zip(paths, outputs, done) if d])
         self._lock = None
         if settings is not None and not (done and all(done)):
@@ -511,6 +531,19 @@ class CorpusRun:
             else:
                 self.todo.append((src, dst))
         self.sweep(outputs)  # finished ones too: what a killed run left beside an output its rerun finished
+
+    @staticmethod
+    def _changed(entry: "dict | None", src: Path) -> bool:
+        """Whether the log ``entry`` of ``src``'s output (:func:`read_settings_log`) records another input at its path
+        than is there now, by its bytes (a truncated download fetched again, a file replaced): said, and redone."""
+        if not entry or entry["bytes"] is None or entry["input"] != str(src.resolve()):
+            return False
+        now = input_bytes(src)
+        if now in (None, entry["bytes"]):
+            return False
+        say(f"warning: {src}: {now} bytes where its output was made from {entry['bytes']}: the input changed since, "
+            "and is analysed again")
+        return True
 
     def sweep(self, outputs: list) -> None:
         """Delete what processes killed outright (SIGKILL, the OOM killer) left half-written of ``outputs`` (the tables,
@@ -581,7 +614,8 @@ class CorpusRun:
         do not interleave on a local disk, unless the disk takes part of it); if that fails the output stays,
         unrecorded, as one written before gpuau kept the log."""
         output, source = outcome.output, Path(outcome.input)
-        entry = {"output": output.name, "input": str(source.resolve()), "settings": settings_for(self.settings, source)}
+        entry = {"output": output.name, "input": str(source.resolve()), "settings": settings_for(self.settings, source),
+                 "bytes": input_bytes(source)}
         line = (json.dumps(entry) + "\n").encode()
         try:
             fd = os.open(self.outdir / SETTINGS_LOG, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
@@ -597,17 +631,9 @@ class CorpusRun:
             logging.getLogger(__name__).warning("%s: not recorded in %s (%s)", output, SETTINGS_LOG, e)
 
     def largest_first(self) -> list:
-        """:attr:`todo`, the largest inputs first (bytes of a file, or of an image folder's files), as workers pulling
-        from a queue take them: no long video is left for last, to run alone while the other workers idle."""
-        def size(path: Path) -> int:
-            try:
-                if path.is_dir():
-                    return sum(e.stat().st_size for e in os.scandir(path) if e.is_file())
-                return path.stat().st_size
-            except OSError:  # unreadable: its worker reports it
-                return 0
-
-        return sorted(self.todo, key=lambda item: -size(item[0]))
+        """:attr:`todo`, the largest inputs first (:func:`input_bytes`), as workers pulling from a queue take them: no
+        long video is left for last, to run alone while the other workers idle."""
+        return sorted(self.todo, key=lambda item: -(input_bytes(item[0]) or 0))
 
     def prepare(self, step: Callable[[], None]) -> None:
         """Run ``step`` before the first input, outside the elapsed time (the report's ``setup``)."""

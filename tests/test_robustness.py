@@ -454,6 +454,12 @@ def test_output_names_are_distinct_and_stable(tmp_path):
     assert len(set(names)) == len(names)
     assert names[4:] == ["subj.01.csv", "subj.02.csv"] and names[2] == "c_v.csv"
     assert names == [p.name for p in output_paths(inputs, tmp_path / "out")]
+    # one file on macOS's and Windows' disks: told apart by their folders, then by a digest
+    cased = [tmp_path / "a" / "Clip.mp4", tmp_path / "b" / "clip.mp4", tmp_path / "b" / "CLIP.avi"]
+    names = [p.stem for p in output_paths(cased, tmp_path / "out")]
+    assert names[0] == "a_Clip" and len({n.casefold() for n in names}) == 3
+    kept = {str(cased[1].resolve()): "clip"}
+    assert [p.stem for p in output_paths(cased[:1], tmp_path / "out", kept=kept)] == ["a_Clip"]
 
 
 def test_colliding_names_of_inputs_given_from_their_folder_take_its_name(tmp_path, monkeypatch):
@@ -517,7 +523,10 @@ def test_earlier_outputs_are_no_inputs_and_an_unreadable_folder_fails_alone(medi
     monkeypatch.setattr(Path, "iterdir", iterdir)
     monkeypatch.setattr(os, "stat", stat_)
     assert expand_inputs([videos]) == [videos / "rec.m2ts"]  # a search takes videos and image folders
-    assert capsys.readouterr().err == f"warning: {videos / 'locked'}: not searched (Permission denied)\n"
+    assert capsys.readouterr().err == (
+        f"warning: {videos}: 1 image(s) beside its videos not analysed (an image folder holds no videos: move them "
+        "into a folder of their own to analyse them as an image sequence)\n"
+        f"warning: {videos / 'locked'}: not searched (Permission denied)\n")
     assert expand_inputs(sorted(videos.iterdir())) == [videos / "locked", videos / "rec.m2ts",  # the glob videos/*
                                                        videos / "sample1.jpg"]
     (videos / SETTINGS_LOG).write_text("")  # `gpuau analyze videos -o videos --aligned`, run again
@@ -527,6 +536,42 @@ def test_earlier_outputs_are_no_inputs_and_an_unreadable_folder_fails_alone(medi
                         progress=False)
     assert [(o.status, o.reason) for o in report.outcomes] == [
         ("failed", "folder is not readable (Permission denied) (check its permissions)"), ("done", "")]
+
+
+def test_a_search_finds_every_video_beside_images_and_leaves_hidden_files_out(tmp_path, capsys):
+    """A folder holding a photo beside subject folders of videos was one image sequence, its videos never searched;
+    macOS's ``._`` file beside each video on other disks failed on every run."""
+    from gpuau.corpus import expand_inputs
+
+    study = tmp_path / "study"
+    for subject in ("p01", "p02"):
+        (study / subject).mkdir(parents=True)
+        (study / subject / "session.mp4").write_bytes(b"")
+        (study / subject / "._session.mp4").write_bytes(b"\0\5\26\7")
+    (study / "setup_photo.jpg").write_bytes(b"")
+    (study / ".Trashes" / "501").mkdir(parents=True)
+    (study / ".Trashes" / "501" / "old.mp4").write_bytes(b"")
+    (study / "p01" / "frames").mkdir()
+    (study / "p01" / "frames" / "0001.png").write_bytes(b"")
+    assert expand_inputs([study]) == [study, study / "p01" / "frames", study / "p01" / "session.mp4",
+                                      study / "p02" / "session.mp4"]
+    assert capsys.readouterr().err == ""
+    named = study / "p01" / "._session.mp4"
+    assert expand_inputs([named]) == [named]  # named, a hidden file is an input
+
+
+def test_a_text_file_of_notes_is_no_list_of_inputs(tmp_path, capsys):
+    """`gpuau analyze g/*` took g/README.txt for a list: each line of prose a failed input."""
+    from gpuau.corpus import expand_inputs
+
+    (tmp_path / "s01.mp4").write_bytes(b"")
+    (tmp_path / "README.txt").write_text("Recording notes for study X\nParticipant 1: camera moved at 00:12\n")
+    (tmp_path / "list.txt").write_text("s01.mp4\ns02.mp4\n")  # a list naming one missing input: it fails, named
+    assert expand_inputs([tmp_path / "README.txt", tmp_path / "s01.mp4", tmp_path / "list.txt"]) == [
+        tmp_path / "s01.mp4", tmp_path / "s02.mp4"]
+    assert capsys.readouterr().err == (
+        f"warning: {tmp_path / 'README.txt'}: left out: no line of it names a file or folder that exists, so it is no "
+        "list of inputs (a .txt or .lst file lists one path per line)\n")
 
 
 def test_list_files_from_notepad_and_in_other_encodings(tmp_path):
@@ -591,6 +636,27 @@ def test_inputs_added_later_rename_no_output(media_dir, tmp_path):
     assert analyze("moved/face.jpg") == 0
     assert sorted(p.name for p in out.glob("*.csv")) == ["b_face.csv", "face.csv"]
     assert (out / "face.csv").stat().st_mtime_ns == first  # found under its name again, skipped
+
+
+def test_an_input_changed_since_its_output_is_analysed_again(media_dir, tmp_path, capsys):
+    """A truncated download fetched again kept its table of the first frames: the log records each input's bytes."""
+    import shutil
+
+    photo, out = tmp_path / "face.jpg", tmp_path / "out"
+    shutil.copy(media_dir / "sample1.jpg", photo)
+
+    def analyze():
+        return main(["analyze", str(photo), "-o", str(out), "--device", "cpu", "--quiet"])
+
+    assert analyze() == 0
+    first = (out / "face.csv").read_bytes()
+    assert analyze() == 0 and (out / "face.csv").read_bytes() == first  # unchanged: skipped
+    capsys.readouterr()
+    shutil.copy(media_dir / "sample3.jpg", photo)
+    assert analyze() == 0 and (out / "face.csv").read_bytes() != first
+    before, now = [(media_dir / n).stat().st_size for n in ("sample1.jpg", "sample3.jpg")]
+    assert f"warning: {photo}: {now} bytes where its output was made from {before}: the input changed since" in (
+        capsys.readouterr().err)
 
 
 def test_nothing_to_analyse_is_an_error(tmp_path, capsys):
