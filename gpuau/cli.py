@@ -23,6 +23,7 @@ import platform
 import sys
 import traceback
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from gpuau import __version__, _signals
@@ -528,6 +529,10 @@ def analyze(args) -> int:
             require_pyarrow()
         except ImportError as e:
             raise UsageError(f"--format parquet: {e}") from e
+    out = Path(args.output)
+    if out.suffix.lower() in (".csv", ".parquet") and not out.is_dir():
+        raise UsageError(f"-o {args.output}: -o names the output folder, where each input's table is named after the "
+                         f"input (clip.mp4 -> clip.csv), not a file: give a folder, e.g. -o {out.with_suffix('')}")
     try:
         camera, aligned = _camera(args), _aligned(args)
     except ValueError as e:

@@ -501,6 +501,9 @@ class CorpusRun:
             raise InputError(", ".join(map(str, inputs)) or "(no inputs)", "no video, image or image folder found",
                              "name video files, images or folders that hold them")
         self.outdir = Path(outdir)
+        if self.outdir.exists() and not self.outdir.is_dir():
+            raise InputError(self.outdir, "is a file, not a folder, so it cannot be the output folder",
+                             "pass -o a folder's name (one that does not exist is created)")
         try:
             self.outdir.mkdir(parents=True, exist_ok=True)
             check_writable(self.outdir / ".gpuau-write-check")

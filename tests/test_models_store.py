@@ -150,7 +150,8 @@ def test_set_but_wrong_folder_is_an_error_with_a_one_line_fix(clean_env, monkeyp
 
     missing = clean_env / "nowhere"
     monkeypatch.setenv("GPUAU_MODELS", str(missing))
-    with pytest.raises(ModelStoreError, match=f"Fix: gpuau models fetch --dir {missing}$"):
+    with pytest.raises(ModelStoreError, match=f"no such folder. Fix: check \\$GPUAU_MODELS, or download the model "
+                                              f"files there: gpuau models fetch --dir {missing}$"):
         store.model_file(f"{LANDMARK_MODEL}/tris_68.txt")
 
     a_file = clean_env / "clip.avi"

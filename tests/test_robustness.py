@@ -168,8 +168,14 @@ def test_output_folder_that_is_a_file(media_dir, tmp_path, capsys):
     blocker = tmp_path / "out"
     blocker.write_text("not a folder")
     assert main(["analyze", str(media_dir / "sample1.jpg"), "-o", str(blocker), "--quiet"]) == 2
-    err = capsys.readouterr().err
-    assert str(blocker) in err and "Traceback" not in err
+    assert capsys.readouterr().err == (f"gpuau: error: {blocker}: is a file, not a folder, so it cannot be the output "
+                                       "folder (pass -o a folder's name (one that does not exist is created))\n")
+    # OpenFace's -of names the table: -o names the folder, which a name ending in .csv most likely is not meant as
+    assert main(["analyze", str(media_dir / "sample1.jpg"), "-o", str(tmp_path / "table.csv"), "--quiet"]) == 2
+    assert capsys.readouterr().err == (f"gpuau: error: -o {tmp_path / 'table.csv'}: -o names the output folder, where "
+                                       "each input's table is named after the input (clip.mp4 -> clip.csv), not a "
+                                       f"file: give a folder, e.g. -o {tmp_path / 'table'}\n")
+    assert not (tmp_path / "table.csv").exists()
 
 
 def test_disk_full_stops_the_corpus_and_keeps_finished_outputs(media_dir, tmp_path, monkeypatch, capsys):

@@ -149,6 +149,11 @@ def _wrong_folder_error(loc: ModelsLocation) -> ModelStoreError:
         return ModelStoreError(
             f"{loc.describe()} is a file, not an OpenFace model folder. Fix: point {setting} at the folder holding "
             f"{LANDMARK_DIR}, or run `gpuau models fetch` to download the models into gpuau's own folder")
+    if near is None and not loc.path.exists() and loc.source != "user data folder":  # a mistyped path, most likely
+        setting = "the models argument" if loc.source == "argument" else f"${loc.source}"
+        return ModelStoreError(
+            f"no OpenFace model folder at {loc.describe()}: no such folder. Fix: check {setting}, or download the "
+            f"model files there: {loc.fetch_command}")
     if near is None:
         return ModelStoreError(
             f"no OpenFace model folder at {loc.describe()}: it lacks {LANDMARK_DIR}. "
