@@ -1117,7 +1117,7 @@ class Engine:
         for k, (i, it) in enumerate(recorded):
             try:
                 it.stream.recorder.add(hog[k:k + 1], None if faces is None else faces[k:k + 1],
-                                       [it.result.detection_success])
+                                       [it.result.success])  # DetectLandmarksInVideo's, as FeatureExtraction's
             except Exception as e:
                 bad[i] = e
         return bad

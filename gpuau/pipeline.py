@@ -246,11 +246,11 @@ class AUThread:
                     items, done = self._next_batch()
                     if items and self._error is None and not self._cancelled:
                         try:
-                            images, landmarks, success, timestamps = zip(*items)
+                            images, landmarks, success, timestamps, recorded = zip(*items)
                             with threads.occupying():  # the landmark fit's helper thread waits for a free core
                                 # no read-back: finish() gives the values
                                 self.aus.add_frames(np.stack(images), np.stack(landmarks), success, timestamps,
-                                                    online=False, recorder=self.recorder)
+                                                    online=False, recorder=self.recorder, recorded=recorded)
                         except BaseException as e:  # handed to the submitting thread
                             self._error = e
         finally:
@@ -260,10 +260,13 @@ class AUThread:
         if self._error is not None:
             raise self._error
 
-    def submit(self, image_bgr: np.ndarray, landmarks_2d: np.ndarray, success: bool, timestamp: float) -> None:
-        """Queue one frame (arguments of :meth:`~gpuau.au.AUAnalyzer.add_frame`); raises a worker's error."""
+    def submit(self, image_bgr: np.ndarray, landmarks_2d: np.ndarray, success: bool, timestamp: float,
+               recorded: "bool | None" = None) -> None:
+        """Queue one frame (arguments of :meth:`~gpuau.au.AUAnalyzer.add_frame`, and the success the recorder marks it
+        with: :meth:`~gpuau.au.AUAnalyzer.add_frames`' ``recorded``); raises a worker's error."""
         self._raise()
-        self._queue.put((image_bgr, np.array(landmarks_2d, np.float32), bool(success), float(timestamp)))
+        self._queue.put((image_bgr, np.array(landmarks_2d, np.float32), bool(success), float(timestamp),
+                         bool(success if recorded is None else recorded)))
 
     def close(self, cancel: bool = False) -> None:
         """Wait until every queued frame is analysed (``cancel``: drop the ones not started), then stop."""
@@ -519,7 +522,7 @@ class Analyzer:
                     tracker = self.new_tracker(intrinsics)
                     worker = AUThread(aus, depth=queue_depth(frame.image.nbytes, AUThread.BACKLOG), recorder=recorder)
                 r = tracker.track(frame.image, frame.gray)
-                worker.submit(frame.image, r.landmarks, r.detection_success, frame.timestamp)
+                worker.submit(frame.image, r.landmarks, r.detection_success, frame.timestamp, r.success)
                 yield landmark_row(frame.index + 1, frame.timestamp, r), aus
             if worker is not None:
                 worker.close()  # an interrupt while it waits for the backlog cancels the rest too

@@ -243,6 +243,29 @@ def test_frames_without_a_face_get_a_black_face_and_zero_fhog(gap_clip, tmp_path
     assert cv2.imread(str(tmp_path / "gap_aligned" / "frame_det_00_000006.bmp")).any()
 
 
+@pytest.mark.parametrize("streams", [1, 2])
+def test_a_first_detection_the_validator_rejects_is_recorded_as_the_table_says(media_dir, tmp_path, streams):
+    """FeatureExtraction marks the ``.hog`` record and filters the aligned faces (``-nobadaligned``) by
+    ``DetectLandmarksInVideo``'s return value, the CSV's ``success``, which a first detection sets whatever the
+    validator says; the features (zero FHOG, a black face) follow the model's. A face cut at the chin: frame 1 is
+    ``success`` 1 at confidence 0.02, the rest 0; the record said -1 and the face was left out."""
+    frames = [f[:225].copy() for f in read_frames(media_dir / "default.wmv", 4)]
+    clip = write_clip(tmp_path / "chin.avi", frames, 30.0, "FFV1")
+    options = AlignedFaces(failed=False)
+    if streams == 1:
+        Analyzer("cpu", write_hog=True, write_aligned=options).write_video(clip, tmp_path / "chin.csv")
+    else:
+        (outcome,) = Engine("cpu", streams=2, write_hog=True, write_aligned=options).run(
+            [Job(clip, tmp_path / "chin.csv")])
+        assert outcome.status == "done"
+    table = read_openface_csv(tmp_path / "chin.csv")
+    hog, success = read_hog(tmp_path / "chin.hog")
+    assert table["success"].tolist() == [1, 0, 0, 0] and table["confidence"][0] < 0.5
+    assert success.tolist() == [True, False, False, False] and not hog.any()
+    assert os.listdir(tmp_path / "chin_aligned") == ["frame_det_00_000001.bmp"]
+    assert not cv2.imread(str(tmp_path / "chin_aligned" / "frame_det_00_000001.bmp")).any()
+
+
 def test_aligned_face_options(gap_clip, tmp_path):
     """-simsize, -nomask, -g and -nobadaligned: the unmasked face is the masked one's warp (the same pixels inside the
     mask), grey as cv::cvtColor makes it, and frames without a face get no file."""

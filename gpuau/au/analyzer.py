@@ -264,7 +264,7 @@ class AUAnalyzer:
         return values[0] if online else None
 
     def add_frames(self, images, landmarks_2d: np.ndarray, success, timestamps=None, *, online: bool = True,
-                   recorder=None) -> list:
+                   recorder=None, recorded=None) -> list:
         """:meth:`add_frame` for consecutive frames, with the per-face compute batched.
 
         Parameters
@@ -278,6 +278,11 @@ class AUAnalyzer:
         recorder : gpuau.io.FaceRecorder, optional
             Given the frames' FHOG descriptors and aligned faces (its :attr:`~gpuau.io.FaceRecorder.aligned`), on
             the host.
+        recorded : (N,) bool, optional
+            The success the recorder marks each frame with (the ``.hog`` flag, ``--aligned-tracked-only``):
+            FeatureExtraction gives it ``DetectLandmarksInVideo``'s return value, the CSV's ``success``, which a first
+            detection sets whatever the validator says, while the features follow the model's (``success``);
+            default: ``success``.
 
         Returns
         -------
@@ -290,7 +295,8 @@ class AUAnalyzer:
         hog, geometry, *faces = self.features(images, landmarks_2d, success,
                                               aligned=None if recorder is None else recorder.aligned)
         if recorder is not None:
-            recorder.add(self.backend.asnumpy(hog), self.backend.asnumpy(faces[0]) if faces else None, success)
+            recorder.add(self.backend.asnumpy(hog), self.backend.asnumpy(faces[0]) if faces else None,
+                         success if recorded is None else recorded)
         return [self.add_features(hog[i], geometry[i], success[i], timestamps[i], online=online) for i in range(n)]
 
     def features(self, images, landmarks_2d: np.ndarray, success, *, aligned: "AlignedFaces | None" = None) -> tuple:
