@@ -81,3 +81,16 @@ def test_detect_every_schedule(frames, reference_dir, models_dir):
     box = np.array([lm[:, 0].min(), lm[:, 1].min(), np.ptp(lm[:, 0]), np.ptp(lm[:, 1])], np.float32)
     assert _track(frames, box, None, 12) == [0]  # OpenFace: detect only to start (tracking never fails here)
     assert _track(frames, box, 5, 12) == [0, 5, 10]
+
+
+def test_detect_every_also_looks_for_a_face_not_found_yet(frames, reference_dir, models_dir):
+    """A face that shows from frame 4: OpenFace looks for it on frames 0, 12, 24, ... and finds it on frame 12;
+    detect_every=3 looks on frames 0, 3, 6, ... too, and finds it on frame 6."""
+    lm = landmarks_2d(read_reference(reference_dir / "default.csv", nrows=1))[0]
+    box = np.array([lm[:, 0].min(), lm[:, 1].min(), np.ptp(lm[:, 0]), np.ptp(lm[:, 1])], np.float32)
+    for detect_every, looked, found in ((None, [0, 12], 12), (3, [0, 3, 6, 9, 12], 6)):
+        det = _CountingDetector(box)
+        tracker = FaceTracker(detect=lambda image: det.detect(image) if det.index >= 4 else det.frames.append(
+            det.index), validate=lambda gray, lm, rot: 0.9, detect_every=detect_every)
+        successes = [tracker.track(f.image, f.gray).success for det.index, f in enumerate(frames[:13])]
+        assert det.frames == looked and successes.index(True) == found

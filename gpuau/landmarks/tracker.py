@@ -225,9 +225,11 @@ class FaceTracker:
     device : str or Backend
         Where the CLNF fits run (``backend.kernels`` warp, CCNF responses, mean-shift).
     detect_every : int, optional
-        Also run the detector on every ``detect_every``-th frame (frames 0, N, 2N, ... of the video)
-        while tracking succeeds; the multi-hypothesis fit from its box replaces the tracked face when
-        it validates.  None (default): detect only when tracking fails, as OpenFace does.
+        Also run the detector on every ``detect_every``-th frame (frames 0, N, 2N, ... of the video):
+        while tracking succeeds, the multi-hypothesis fit from its box replaces the tracked face when
+        it validates; before a face is first found (or after 100 failures), the face is looked for on
+        those frames too, not only every ``6 * reinit_video_every`` (12).  None (default): detect only
+        to start (those 12-frame steps) and when tracking fails, as OpenFace does.
     camera_space : bool
         Compute each frame's head pose and camera-space 3D landmarks (default).  False leaves
         :attr:`LandmarkResult.pose` and ``landmarks_3d`` None for a caller that computes those of many
@@ -354,9 +356,14 @@ class FaceTracker:
     def detects_before_fit(self) -> bool:
         """Whether :meth:`track` runs the face detector before any fit on the next frame: while no face
         is tracked, on the first frame and then every ``6 * reinit_video_every`` frames
-        (``DetectLandmarksInVideo``).  Engines batching many trackers ask it ahead."""
+        (``DetectLandmarksInVideo``), and on the frames ``detect_every`` schedules.  Engines batching many trackers
+        ask it ahead."""
         every = self.clnf.parameters.reinit_video_every
-        return not self.tracking_initialised and (self.failures_in_a_row + 1) % (every * 6) == 0
+        return not self.tracking_initialised and ((self.failures_in_a_row + 1) % (every * 6) == 0 or self._scheduled())
+
+    def _scheduled(self) -> bool:
+        """Whether ``detect_every`` schedules a detection on the next frame."""
+        return self.detect_every is not None and self.frame_index % self.detect_every == 0
 
     def detects_after_fit(self, success: bool) -> bool:
         """Whether :meth:`track` runs the face detector after the next frame's tracking fit, whose
@@ -366,7 +373,7 @@ class FaceTracker:
         if not success:
             every = self.clnf.parameters.reinit_video_every
             return every > 0 and (self.failures_in_a_row + 1) % every == 0
-        return self.detect_every is not None and self.frame_index % self.detect_every == 0
+        return self._scheduled()
 
     def _step(self, image_bgr, gray8, p, fit, box_fit) -> bool:
         initial_detection = not self.tracking_initialised
