@@ -166,6 +166,28 @@ def test_kernel_names_and_build_errors():
         compile_module('extern "C" __global__ void k(int* a) { a[0] = __shfl_sync(0xffffffff, 1, 0); }', "test_bad")
 
 
+def test_a_launch_over_a_kernels_launch_bounds_is_refused():
+    """A GPU refuses a block larger than the kernel's __launch_bounds__ (too many resources requested), which the
+    emulator's header drops: it keeps each bound and checks it. pdm_fit.cu and ccnf_response.cu stride their loops by
+    the THREADS they are bounded by."""
+    source = """#define WIDE 32
+extern "C" __global__ void __launch_bounds__(2 * WIDE)
+fill(int* out) { out[blockIdx.x * blockDim.x + threadIdx.x] = 1; }
+extern "C" __global__ __launch_bounds__(128, 2) void other(int* out) { out[threadIdx.x] = 2; }
+extern "C" __global__ void free_(int* out) { out[threadIdx.x] = 3; }
+"""
+    module = compile_module(source, "test_bounds")
+    fill, other, free_ = (module.get_function(n) for n in ("fill", "other", "free_"))
+    assert (fill.launch_bound, other.launch_bound, free_.launch_bound) == (64, 128, None)
+    out = xp.zeros(256, np.int32)
+    fill((2,), (64,), (out,))
+    free_((1,), (256,), (out,))
+    with pytest.raises(EmulatorError, match=r"fill: block=\(8, 16\) has 128 threads, over its __launch_bounds__\(64\)"):
+        fill((1,), (8, 16), (out,))
+    pdm = load_module(resolve_device("emulated"), "pdm_fit", declared_defines("pdm_fit")[0])
+    assert {pdm.get_function(n).launch_bound for n in pdm.kernel_names} == {128}
+
+
 def test_loader_memoises_and_prepends_defines():
     emulated = resolve_device("emulated")
     assert load_module(emulated, "warp") is load_module(emulated, "warp", {})

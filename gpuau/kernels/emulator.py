@@ -54,6 +54,9 @@ def _fma_flags() -> tuple:
 
 _LAUNCH_BOUNDS = r"(?:__launch_bounds__\s*\([^)]*\)\s*)?"
 _KERNEL = re.compile(rf'extern\s+"C"\s+__global__\s+{_LAUNCH_BOUNDS}void\s+{_LAUNCH_BOUNDS}(\w+)\s*\(')
+_BOUNDED = re.compile(r'extern\s+"C"\s+__global__\s+(?:void\s+)?__launch_bounds__\s*\(\s*([^,)]+?)\s*[,)][^(]*?'
+                      r'(?:void\s+)?(\w+)\s*\(')
+"""A kernel's ``__launch_bounds__`` (its threads per block at most; an expression of the source's macros) and name."""
 
 # Scalars accepted as kernel arguments, by parameter kind (see gpuau_emu::param_code).
 _KIND_NAMES = {0: "pointer", 1: "signed integer", 2: "unsigned integer", 3: "floating point"}
@@ -114,6 +117,9 @@ def translation_unit(code: str) -> tuple[str, list[str]]:
         raise EmulatorError('no `extern "C" __global__ void NAME(` kernel in the source')
     mode = "kFibers" if "__syncthreads" in code else "kLoop" if "__shared__" in code else "kParallelLoop"
     entries = "".join(f"GPUAU_EMU_ENTRY({n}, {mode})\n" for n in names)
+    # the emulator's header drops __launch_bounds__: each bound is kept as a function, which a launch checks
+    entries += "".join(f'extern "C" long gpuau_bound_{n}() {{ return (long)({bound}); }}\n'
+                       for bound, n in _BOUNDED.findall(code))
     return code + "\n\n// ---- emulator entry points ----\n" + entries, names
 
 
@@ -175,6 +181,10 @@ class EmulatedKernel:
         codes = (ctypes.c_int * 256)()
         n = describe(codes)
         self.params = [(codes[i] // 256, codes[i] % 256) for i in range(n)]  # (kind, size)
+        bound = getattr(lib, f"gpuau_bound_{name}", None)
+        if bound is not None:
+            bound.restype = ctypes.c_long
+        self.launch_bound = None if bound is None else bound()  # __launch_bounds__'s threads per block
 
     def _argument(self, i: int, value, kind: int, size: int):
         where = f"kernel {self.name}, argument {i}"
@@ -205,7 +215,12 @@ class EmulatedKernel:
             raise TypeError(f"kernel {self.name} takes {len(self.params)} arguments, got {len(args)}")
         values = [self._argument(i, a, *p) for i, (a, p) in enumerate(zip(args, self.params))]
         pointers = (ctypes.c_void_p * max(len(values), 1))(*[ctypes.addressof(v) for v in values])
-        status = self._launch(_dims(grid, "grid"), _dims(block, "block"), pointers)
+        block_dims = _dims(block, "block")
+        threads = block_dims[0] * block_dims[1] * block_dims[2]
+        if self.launch_bound is not None and threads > self.launch_bound:  # a GPU refuses it: too many resources
+            raise EmulatorError(f"kernel {self.name}: block={block} has {threads} threads, over its "
+                                f"__launch_bounds__({self.launch_bound})")
+        status = self._launch(_dims(grid, "grid"), block_dims, pointers)
         if status != 0:
             raise EmulatorError(
                 f"kernel {self.name}: invalid launch configuration grid={grid} block={block} "
