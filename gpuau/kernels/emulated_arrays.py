@@ -229,8 +229,27 @@ def _function(name: str, prototype: bool = False):
     return call
 
 
-for _name in ("empty_like", "zeros_like", "ones_like", "full_like"):
+for _name in ("zeros_like", "ones_like", "full_like"):
     globals()[_name] = _function(_name, prototype=True)
+
+
+def _garbage(a: ndarray) -> ndarray:
+    """``a`` filled with bytes 0xFF (NaN in floats, -1 in integers): what CuPy's pool hands back is whatever an
+    earlier array left there, and a kernel or host step that reads memory nothing wrote gives other numbers, where
+    NumPy's fresh pages of zeros would have hidden it."""
+    a._data.ravel(order="K").view(np.uint8).fill(0xFF)  # fresh, so contiguous: a view
+    return a
+
+
+def empty(shape, dtype=float, order="C") -> ndarray:
+    """``cupy.empty``: its contents are not zeros (:func:`_garbage`)."""
+    return _garbage(ndarray(np.empty(shape, dtype, order)))
+
+
+def empty_like(prototype, dtype=None, order="K", subok=None, shape=None) -> ndarray:
+    """``cupy.empty_like``, of a device array or a host one's shape and dtype: not zeros either (:func:`_garbage`)."""
+    data = prototype._data if isinstance(prototype, ndarray) else np.asarray(prototype)
+    return _garbage(ndarray(np.empty_like(data, dtype=dtype, order=order, shape=shape)))
 
 
 def __getattr__(name: str):
