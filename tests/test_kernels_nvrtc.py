@@ -43,6 +43,17 @@ def test_kernel_compiles_for_blackwell(source):
     assert result.cubin and result.kernels
 
 
+def test_ccnf_response_shared_memory_is_what_its_wrapper_counts():
+    """The wrapper refuses a map its block's shared memory cannot hold by counting it: as ptxas lays it out (the
+    doubles after the floats aligned to 8 bytes; 4 bytes short before, so a map just over 48 KiB passed it)."""
+    from gpuau.kernels.ccnf_response import _shared_bytes
+
+    for defines in loader.declared_defines("ccnf_response"):
+        d = {name: int(value) for name, value in defines}
+        (kernel,) = compile_check("ccnf_response", defines, "sm_90").kernels.values()
+        assert kernel.shared_bytes == _shared_bytes(d["RESP_H"], d["PATCH_H"], d["PATCH_W"], d["NEURONS"])
+
+
 def test_warp_kernels_resources():
     result = compile_check("warp", arch="sm_90")
     assert set(result.kernels) == {f"{k}_{t}" for k in ("warp_affine", "warp_affine_masked", "warp_mask_chain",

@@ -94,3 +94,18 @@ def test_shape_2d_batch_matches_twin(backend, clnf, fit_faces, pdm_name):
     expected = np.stack([pdm.calc_shape_2d(gf, pf) for gf, pf in zip(g, p)])
     got = pdm.shape_2d_batch(backend.asarray(g), backend.asarray(p), backend=backend)
     _assert_matches([got], [expected], backend, ["shapes"])
+
+
+def test_nu_rlms_refuses_a_kde_table_its_maps_would_read_past():
+    """pdm_fit.cu's mean shift reads the table's kernel nearest each offset, (10 R)^2 of them for an R x R map: a
+    shorter table was read past its end in silence (a GPU's memory, no error)."""
+    from gpuau.kernels.nu_rlms import nu_rlms
+
+    backend, z = resolve_device("emulated"), np.zeros
+    n, m, r = 3, 2, 5
+    args = dict(mean=z(3 * n), pc=z((3 * n, m)), eig=z(m), responses=z((1, n, r, r), np.float32), g=z((1, 6)),
+                p=z((1, m)), base=z((1, n, 2)), img_to_ref=z((1, 2, 2)), ref_to_img=z((1, 2, 2)),
+                visible=z((1, n), np.int32), weights=z((1, 2 * n)), reg_factor=1.0, n_iter=1, half=1.0, sigma=1.0,
+                last=z(1, np.int32))
+    with pytest.raises(ValueError, match=r"kde must be \(2500, 25\), got \(2400, 25\)"):
+        nu_rlms(backend, kde=z((2400, r * r), np.float32), **args)

@@ -27,7 +27,7 @@ def _shared_bytes(r: int, patch_h: int, patch_w: int, k: int) -> int:
     arrays (area, w, gain, resp, tile, lo in ccnf_response.cu)."""
     n_resp = r * r
     floats = (r + patch_h - 1) * (r + patch_w - 1) + k * (patch_h * patch_w + 1) + n_resp * (SIGMA_TILE + 2)
-    return 4 * (floats + _threads(r)) + 8 * k
+    return -(-4 * (floats + _threads(r)) // 8) * 8 + 8 * k  # the doubles aligned to 8 bytes, as ptxas lays them out
 
 
 @on_device

@@ -39,8 +39,9 @@ def nu_rlms(backend, mean, pc, eig, responses, g, p, base, img_to_ref, ref_to_im
     base, weights = f32(base, (n_faces, n, 2)), f32(weights, (n_faces, 2 * n))
     img_to_ref, ref_to_img = f32(img_to_ref, (n_faces, 2, 2)), f32(ref_to_img, (n_faces, 2, 2))
     kde = contiguous(xp, kde, np.float32)
-    if kde.ndim != 2 or kde.shape[1] != r * r:
-        raise ValueError(f"nu_rlms: kde must be (S*S, {r * r}), got {kde.shape}")
+    stride = int(float(np.float32(r) / np.float32(0.1)) + 0.5)  # kernels a side, one each KDE_STEP (mean_shift)
+    if kde.ndim != 2 or kde.shape != (stride * stride, r * r):
+        raise ValueError(f"nu_rlms: kde must be ({stride * stride}, {r * r}), got {kde.shape}")
     visible = contiguous(xp, visible, np.int32)
     last = contiguous(xp, last, np.int32)
     if visible.shape != (n_faces, n) or last.shape != (n_faces,):
