@@ -199,6 +199,10 @@ def render_video(video, csv_path, output, *, face_id: int = 0, orientation: str 
             finally:
                 if writer is not None:
                     writer.release()
+            last = int(table["frame"].max()) if len(table["frame"]) else 0
+            if last > written:
+                raise ValueError(f"{csv_path}: its rows run to frame {last}, and {video} has {written} frames: it is "
+                                 "another video's table (or the video was cut since); give the CSV of this video")
             _check_frames_stored(tmp_video, written, output)
             os.replace(tmp_video, tmp)
         finally:

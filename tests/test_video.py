@@ -227,6 +227,15 @@ def test_truncated_video_yields_what_decodes(media_dir, tmp_path):
     assert src.decoding_notes(len(frames)) == [f"decoded {len(frames)} of the 842 frames the container announces"]
 
 
+def test_a_folder_of_videos_is_no_image_sequence(media_dir, tmp_path):
+    import shutil
+
+    shutil.copy(media_dir / "changeLighting.wmv", tmp_path)
+    with pytest.raises(InputError, match=r"folder holds videos, not an image sequence \(analyse each video: gpuau "
+                                         r"analyze FOLDER -o OUTDIR"):
+        open_source(tmp_path)
+
+
 def test_cut_wmv_is_told_from_its_header(media_dir, tmp_path):
     """ASF stores no frame count, and FFmpeg estimates a cut file's duration from its last packets (default.wmv cut to
     400 kB announces 52 frames, 59 decode): the file size its header records tells it was cut."""

@@ -134,6 +134,16 @@ def test_render_leaves_nothing_when_it_fails_and_no_video_a_full_disk_cut_short(
     assert not list(out.iterdir())
 
 
+def test_render_refuses_another_videos_table(media_dir, reference_dir, tmp_path, capsys):
+    """default.wmv's 288 rows drawn on changeLighting.wmv's 88 frames gave a video, and no word."""
+    out, csv, video = tmp_path / "mixed.mp4", reference_dir / "default.csv", media_dir / "changeLighting.wmv"
+    assert main(["render", str(video), str(csv), "-o", str(out)]) == 2
+    assert capsys.readouterr().err == (f"gpuau: error: {csv}: its rows run to frame 288, and {video} has 88 frames: it "
+                                       "is another video's table (or the video was cut since); give the CSV of this "
+                                       "video\n")
+    assert not out.exists()
+
+
 def test_render_without_a_csv_analyses_the_video_first(corpus, tmp_path, monkeypatch, capsys):
     """`gpuau render VIDEO -o OUT` with no CSV: the video's analysis (as `gpuau analyze` makes it) drawn on each of its
     frames.  A failure means the command without a CSV fails, drops or adds frames, draws other results than the

@@ -304,6 +304,9 @@ def _sequence_files(folder: Path) -> "tuple[list[Path], list[str]]":
     except OSError as e:
         raise InputError(folder, f"folder is not readable ({e.strerror})", "check its permissions") from None
     if not images:
+        if any(f.suffix.lower() in VIDEO_EXTENSIONS for f in folder.iterdir()):
+            raise InputError(folder, "folder holds videos, not an image sequence",
+                             "analyse each video: gpuau analyze FOLDER -o OUTDIR (gpuau.corpus.run_corpus) searches it")
         raise InputError(folder, "folder holds no images", f"expected files ending in {', '.join(IMAGE_EXTENSIONS)}")
     read = [f for f in images if f.suffix in SEQUENCE_EXTENSIONS]
     others = [f for f in images if f.suffix not in SEQUENCE_EXTENSIONS]
