@@ -45,10 +45,16 @@ def test_empty_and_damaged_files_are_reported_with_the_fix_and_the_corpus_goes_o
     (folder / "empty.mp4").write_bytes(b"")
     (folder / "text.avi").write_text("not a video")
     write_clip(folder / "good.avi", [np.full((48, 64, 3), 90, np.uint8)] * 3)
+    # a recording stopped before its index (moov) was written: the frames (mdat) and no moov
+    whole = write_clip(tmp_path / "whole.mp4", read_frames(media_dir / "default.wmv", 10), 15.0, "mp4v").read_bytes()
+    assert whole.index(b"mdat") < whole.index(b"moov")
+    (folder / "unfinished.mp4").write_bytes(whole[:whole.index(b"moov") - 4])
     assert main(["analyze", str(folder), "-o", str(tmp_path / "out"), "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "empty.mp4: file is empty (0 bytes) (its copy or download did not finish: fetch it again)" in err
     assert "text.avi: not a readable video (check it is a complete video file in a format FFmpeg decodes)" in err
+    assert ("unfinished.mp4: an MP4/MOV recording that was never finished: its frames are there, but not the index "
+            "(moov) a recorder writes when it stops") in err
     assert (tmp_path / "out" / "good.csv").exists()
 
 

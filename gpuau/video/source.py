@@ -687,6 +687,32 @@ def _cut_short_notes(path: Path) -> list:
     return []
 
 
+def _unfinished_mp4(path: Path) -> bool:
+    """Whether ``path`` is an ISO media file (MP4, MOV, 3GP: an ``ftyp`` box first) whose top-level boxes hold
+    media data (``mdat``) and no ``moov``, the index of its samples that a recorder writes last: a recording stopped
+    by a crash or a full card, or a copy cut before its end."""
+    boxes = set()
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, 2)
+            at = 0
+            while at + 8 <= size:
+                f.seek(at)
+                head = f.read(16)
+                length, kind = int.from_bytes(head[:4], "big"), head[4:8]
+                if length == 1 and len(head) == 16:  # a 64-bit size follows
+                    length = int.from_bytes(head[8:16], "big")
+                elif length == 0:  # the last box, to the end of the file
+                    length = size - at
+                if not boxes and kind != b"ftyp" or length < 8:
+                    break
+                boxes.add(kind)
+                at += length
+    except OSError:
+        return False
+    return b"mdat" in boxes and b"moov" not in boxes
+
+
 def _audio_only(path: Path) -> bool:
     """Whether FFmpeg (PyAV's) opens ``path`` as a container with audio streams and no video stream (a sound
     track, a podcast): OpenCV only says it cannot open it."""
@@ -748,6 +774,11 @@ def open_source(path: "str | os.PathLike", *, timestamps: str = "openface", thre
         cap.release()
         if _audio_only(p):
             raise InputError(p, "holds sound but no video stream", "give the video file this audio came from")
+        if _unfinished_mp4(p):
+            raise InputError(p, "an MP4/MOV recording that was never finished: its frames are there, but not the "
+                             "index (moov) a recorder writes when it stops, which a crash or a full card leaves out",
+                             "copy it again if the copy was cut; else a repair tool such as untrunc rebuilds the "
+                             "index from a good recording of the same camera")
         raise InputError(p, "not a readable video", "check it is a complete video file in a format FFmpeg decodes")
     fps = cap.get(cv2.CAP_PROP_FPS)
     if not fps or fps != fps or fps <= 0:
