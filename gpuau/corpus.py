@@ -317,7 +317,7 @@ def expand_inputs(inputs: Iterable["str | os.PathLike"], exclude: "str | os.Path
     An output folder named is searched for videos only, never taken for an image sequence, and its ``*_aligned``
     folders (its aligned faces) are left out. A folder named that cannot be listed is kept as an input, which fails saying why; one found is skipped with a
     warning. A ``.txt``/``.lst`` file lists one path per line (a line starting with ``#`` is a comment; relative to the
-    list's folder; UTF-8, a byte-order mark allowed; lists it names are read too, each once). A path that does not
+    list's folder, in quotes or not; UTF-8, a byte-order mark allowed; lists it names are read too, each once). A path that does not
     exist is kept, so that it is reported as failed rather than silently dropped, unless no line of its list names
     one that does (a text file of notes, which a glob named): that file is left out with a warning. Each folder is searched once,
     however many links lead to it (a link to a folder above it would otherwise be followed round and round).
@@ -387,8 +387,10 @@ def expand_inputs(inputs: Iterable["str | os.PathLike"], exclude: "str | os.Path
         except UnicodeDecodeError as e:
             raise InputError(p, f"a list of inputs that is not UTF-8 text ({e.reason} at byte {e.start})",
                              "save it as UTF-8, e.g. iconv -f latin1 -t utf-8") from None
-        named = [Path(line).expanduser() for line in map(str.strip, text.splitlines())
-                 if line and not line.startswith("#")]
+        lines = [line for line in map(str.strip, text.splitlines()) if line and not line.startswith("#")]
+        # a path quoted as a shell or a spreadsheet's export quotes it
+        named = [Path(line[1:-1] if len(line) > 1 and line[0] == line[-1] in "'\"" else line).expanduser()
+                 for line in lines]
         named = [q if q.is_absolute() else p.parent / q for q in named]
         if named and not any(os.path.lexists(q) for q in named):  # notes, a README: prose, not paths
             say(f"warning: {p}: left out: no line of it names a file or folder that exists, so it is no list of "

@@ -593,6 +593,8 @@ def test_list_files_from_notepad_and_in_other_encodings(tmp_path):
     (tmp_path / "a b.avi").write_bytes(b"")
     (tmp_path / "bom.txt").write_bytes(b"\xef\xbb\xbfa b.avi\r\n# a comment\r\n")
     assert expand_inputs([tmp_path / "bom.txt"]) == [tmp_path / "a b.avi"]
+    (tmp_path / "quoted.txt").write_text('"a b.avi"\n\'a b.avi\'\n')  # as a shell or a spreadsheet quotes it
+    assert expand_inputs([tmp_path / "quoted.txt"]) == [tmp_path / "a b.avi"]
     (tmp_path / "all.lst").write_text("bom.txt\nall.lst\n")  # a list of lists, itself among them
     assert expand_inputs([tmp_path / "all.lst"]) == [tmp_path / "a b.avi"]
     (tmp_path / "latin1.txt").write_bytes(b"caf\xe9.avi\n")
