@@ -123,7 +123,9 @@ def test_models_path(models_dir, monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("GPUAU_MODELS", str(tmp_path / "empty"))
     assert cli.main(["models", "path"]) == 1
     out = capsys.readouterr()
-    assert out.out == f"{tmp_path / 'empty'}\n" and f"Fix: gpuau models fetch --dir {tmp_path / 'empty'}" in out.err
+    assert out.out == f"{tmp_path / 'empty'}\n" and out.err.endswith(
+        f"no such folder. Fix: check $GPUAU_MODELS, or download the model files there: gpuau models fetch --dir "
+        f"{tmp_path / 'empty'}\n")
 
 
 def test_info_reports_versions_device_backends_models(models_dir, monkeypatch, capsys):
