@@ -389,6 +389,17 @@ def _log_to_stderr() -> None:
     logger.setLevel(logging.INFO)
 
 
+def _column_groups(text: str) -> tuple:
+    """An argparse type: ``--columns``' groups (:func:`gpuau.io.column_groups`)."""
+    from gpuau.io.openface_csv import column_groups
+
+    try:
+        return column_groups(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: a comma-separated list of gaze, pose, 2Dfp, 3Dfp, pdmparams, "
+                                         "aus") from None
+
+
 def _count_or_auto(what: str, auto):
     """An argparse type: a positive number of ``what``, or ``auto`` (read as ``auto``)."""
 
@@ -493,6 +504,10 @@ def _camera(args) -> "tuple | None":
          arg("--au-static", action="store_true",
              help="FeatureExtraction's -au_static: AUs from the static models, without person calibration (short "
                   "videos, many people); --multi-face and images always use them"),
+         arg("--columns", type=_column_groups, default=None, metavar="GROUPS",
+             help="only these column groups after frame..success, as FeatureExtraction's output flags: a comma-"
+                  "separated list of gaze, pose, 2Dfp, 3Dfp, pdmparams, aus (--columns aus: -aus, a twentieth of "
+                  "the bytes); default all"),
          arg("--hog", action="store_true",
              help="FeatureExtraction's -hogalign: also OUTDIR/<name>.hog, each frame's FHOG of the aligned face in "
                   "OpenFace's binary format (an image's and --multi-face's: each face's)"),
@@ -537,6 +552,9 @@ def analyze(args) -> int:
         camera, aligned = _camera(args), _aligned(args)
     except ValueError as e:
         raise UsageError(str(e)) from e
+    if args.columns and "gaze" in args.columns and args.quality == "fast":
+        raise UsageError("--columns gaze with --quality fast: the fast fit has no eye models, so no gaze (use "
+                         "--quality exact, or leave gaze out)")
     if args.detect_every is not None and (args.detect_every < 1 or args.multi_face):
         raise UsageError("--detect-every needs N >= 1 and one face per video (not --multi-face)")
     if (args.streams not in (None, 1) or args.decode != "opencv") and (args.engine == "ray" or args.multi_face):
@@ -562,7 +580,7 @@ def analyze(args) -> int:
                                     models=args.models, multi_face=args.multi_face, timestamps=args.timestamps,
                                     quality=args.quality, detect_every=args.detect_every, verbose=args.verbose,
                                     workers=args.workers, orientation=args.orientation, au_static=args.au_static,
-                                    camera=camera, write_hog=args.hog, write_aligned=aligned)
+                                    camera=camera, write_hog=args.hog, write_aligned=aligned, columns=args.columns)
         except (ClusterError, ValueError) as e:  # ValueError: a device the cluster's workers cannot take
             raise UsageError(str(e)) from e
         finally:
@@ -576,7 +594,8 @@ def analyze(args) -> int:
         serial_opencv()
         analyzer = Analyzer(args.device, models=args.models, multi_face=args.multi_face, timestamps=args.timestamps,
                             quality=args.quality, detect_every=args.detect_every, orientation=args.orientation,
-                            au_static=args.au_static, camera=camera, write_hog=args.hog, write_aligned=aligned)
+                            au_static=args.au_static, camera=camera, write_hog=args.hog, write_aligned=aligned,
+                            columns=args.columns)
         backend = analyzer.backend
         # batching is what a GPU needs to be busy; on the CPU, processes side by side (README: Speed)
         if args.streams is not None:
@@ -586,13 +605,13 @@ def analyze(args) -> int:
         workers = 1 if streams != 1 or args.decode != "opencv" else args.workers
         logging.getLogger("gpuau").info(
             "device %s, models %s, quality %s, detection %s, timestamps %s, orientation %s, camera %s, %s, "
-            "AU models %s, streams %s, decode %s, workers %s, .hog %s, aligned faces %s",
+            "AU models %s, streams %s, decode %s, workers %s, .hog %s, aligned faces %s, columns %s",
             backend.spec, analyzer.models, analyzer.quality.name,
             f"every {args.detect_every} frames" if args.detect_every else "when tracking fails", args.timestamps,
             args.orientation, "fx, fy, cx, cy = %s" % (camera,) if camera else "guessed from the frame size",
             "up to 4 faces" if args.multi_face else "one face",
             "static" if args.au_static or args.multi_face else "dynamic (static for single images)", streams, args.decode, workers or "auto",
-            "yes" if args.hog else "no", aligned or "no")
+            "yes" if args.hog else "no", aligned or "no", ", ".join(args.columns) if args.columns else "all")
         try:
             report = run_corpus(args.inputs, args.output, analyzer=analyzer, fmt=args.format,
                                 overwrite=args.overwrite, progress=not args.quiet,

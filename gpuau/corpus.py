@@ -39,9 +39,11 @@ path, "settings": output_settings(...), "bytes": the input's (:func:`input_bytes
 counts): a rerun resumes only over outputs made with its own settings, redoes those whose input's bytes changed, and
 gives each input recorded there the same output name."""
 
-OUTPUT_SETTINGS = ("quality", "multi_face", "au_static", "detect_every", "timestamps", "orientation", "camera")
-"""The :class:`gpuau.pipeline.Analyzer` keywords that change an output's numbers or rows (the device, the model folder's
-place and the extra files asked for do not)."""
+OUTPUT_SETTINGS = ("quality", "multi_face", "au_static", "detect_every", "timestamps", "orientation", "camera",
+                   "columns")
+"""The :class:`gpuau.pipeline.Analyzer` keywords that change an output's numbers, rows or columns (the device, the
+model folder's place and the extra files asked for do not).  ``columns`` is recorded only when some groups are chosen:
+a log written before gpuau had it records the same settings as a run of every column."""
 
 
 RUN_LOCK_PREFIX = ".gpuau-run-"
@@ -49,7 +51,7 @@ RUN_LOCK_PREFIX = ".gpuau-run-"
 JSON, share-locked (``flock``) by every run with those settings (:class:`RunLock`)."""
 
 
-IMAGE_SETTINGS = ("quality", "camera")
+IMAGE_SETTINGS = ("quality", "camera", "columns")
 """Of :data:`OUTPUT_SETTINGS`, those that change a single image's table (FaceLandmarkImg's: every face, static AU
 models; the others are a video's)."""
 
@@ -69,7 +71,7 @@ def settings_for(settings: dict, source: Path) -> dict:
     if source.is_dir():
         return {k: v for k, v in settings.items() if k not in CONTAINER_SETTINGS}
     if single_image(source):
-        return {k: settings[k] for k in IMAGE_SETTINGS}
+        return {k: settings[k] for k in IMAGE_SETTINGS if k in settings}
     return settings
 
 
@@ -82,6 +84,8 @@ def output_settings(options: dict) -> dict:
     values["quality"] = quality = get_quality(values["quality"] or "exact")
     if QUALITIES.get(quality.name) == quality:
         values["quality"] = quality.name
+    if values["columns"] is None:  # every column: as logs before gpuau had the setting record it
+        del values["columns"]
     return json.loads(json.dumps(values, default=repr))
 
 
@@ -733,7 +737,7 @@ class CorpusWorker:
         Cores of this worker on the CPU (:func:`limit_threads`).
     options : dict
         The Analyzer's keywords (``models``, resolved where the worker runs, ``multi_face``,
-        ``timestamps``, ``quality``, ``detect_every``, ``orientation``, ``au_static``, ``camera``; see
+        ``timestamps``, ``quality``, ``detect_every``, ``orientation``, ``au_static``, ``camera``, ``columns``; see
         :class:`gpuau.pipeline.Analyzer`).
     """
 

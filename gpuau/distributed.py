@@ -275,7 +275,7 @@ def analyze_corpus(inputs: Iterable, out: "str | os.PathLike", *, address: "str 
                    timestamps: str = "openface", quality: str = "exact",
                    detect_every: "int | None" = None, verbose: bool = False,
                    orientation: str = "openface", au_static: bool = False, camera=None, write_hog: bool = False,
-                   write_aligned: bool = False) -> CorpusReport:
+                   write_aligned: bool = False, columns=None) -> CorpusReport:
     """:func:`gpuau.corpus.run_corpus` on a Ray cluster: every input analysed by one of many workers.
 
     Parameters
@@ -304,7 +304,7 @@ def analyze_corpus(inputs: Iterable, out: "str | os.PathLike", *, address: "str 
         OpenFace model folder, resolved on each node (default: each node's ``GPUAU_MODELS`` etc.).
     multi_face : bool
         FaceLandmarkVidMulti's rows (see :class:`gpuau.pipeline.Analyzer`).
-    timestamps, quality, detect_every, orientation, au_static, camera, write_hog, write_aligned
+    timestamps, quality, detect_every, orientation, au_static, camera, write_hog, write_aligned, columns
         The workers' Analyzer settings, as for :class:`gpuau.pipeline.Analyzer` (``quality`` by name).
 
     Returns
@@ -313,9 +313,11 @@ def analyze_corpus(inputs: Iterable, out: "str | os.PathLike", *, address: "str 
         Outcomes in input order; an input whose output was completed just before its worker died is
         ``"done"`` with zero frames (its output is not written again).
     """
+    from gpuau.io.openface_csv import column_groups
+
     options = dict(models=models, multi_face=multi_face, timestamps=timestamps, quality=quality,
                    detect_every=detect_every, orientation=orientation, au_static=au_static, camera=camera,
-                   write_hog=write_hog, write_aligned=write_aligned)
+                   write_hog=write_hog, write_aligned=write_aligned, columns=column_groups(columns))
     run = CorpusRun(inputs, out, fmt=fmt, overwrite=overwrite, progress=progress, verbose=verbose,
                     write_hog=write_hog, write_aligned=write_aligned, settings=output_settings(options))
 

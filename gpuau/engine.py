@@ -458,7 +458,7 @@ class _Stream:
                                             camera_space=False)  # the engine poses a step's faces together
         self.aus = analyzer.new_au_analyzer()
         self.output = RowWriter(job.output, fmt, (self.aus.reg_names, self.aus.cls_names), engine.chunk, files=files,
-                                gaze=analyzer.gaze)
+                                gaze=analyzer.gaze, columns=analyzer.columns)
         try:
             self.recorder = analyzer.face_recorder(job.output)  # FHOG / aligned faces, or None
         except BaseException:
@@ -561,7 +561,7 @@ class Engine:
         Streams advanced in lockstep (``B``); default :func:`auto_streams`.
     chunk : int
         CSV rows written per flush.
-    quality, detect_every, timestamps, orientation, au_static, camera, write_hog, write_aligned
+    quality, detect_every, timestamps, orientation, au_static, camera, write_hog, write_aligned, columns
         As for :class:`gpuau.pipeline.Analyzer` (the outputs are that Analyzer's; a :class:`Job`'s ``intrinsics``
         replace ``camera`` for its video; the ``.hog`` file and aligned faces are written beside a job's output).
     decode : {"opencv", "nvdec"}
@@ -592,17 +592,18 @@ class Engine:
     def __init__(self, device: "str | Backend" = "auto", *, models: "str | os.PathLike | None" = None,
                  streams: "int | None" = None, chunk: int = 256, quality="exact", detect_every: "int | None" = None,
                  timestamps: str = "openface", decode: str = "opencv", orientation: str = "openface",
-                 au_static: bool = False, camera=None, write_hog: bool = False, write_aligned=False):
+                 au_static: bool = False, camera=None, write_hog: bool = False, write_aligned=False, columns=None):
         analyzer = Analyzer(device, models=models, quality=quality, detect_every=detect_every, timestamps=timestamps,
                             orientation=orientation, au_static=au_static, camera=camera, write_hog=write_hog,
-                            write_aligned=write_aligned)
+                            write_aligned=write_aligned, columns=columns)
         self._setup(analyzer, streams, chunk, decode)
 
     @classmethod
     def from_analyzer(cls, analyzer: Analyzer, *, streams: "int | None" = None, chunk: int = 256,
                       decode: str = "opencv") -> "Engine":
         """An engine with ``analyzer``'s device, models folder, ``quality``, ``detect_every``, ``timestamps``,
-        ``orientation``, ``au_static``, ``camera`` and face outputs (``write_hog``, ``write_aligned``), sharing its
+        ``orientation``, ``au_static``, ``camera``, ``columns`` and face outputs (``write_hog``, ``write_aligned``),
+        sharing its
         loaded models (nothing is loaded again).
 
         Raises

@@ -327,6 +327,11 @@ class Analyzer:
         OpenFace's formats (:mod:`gpuau.io.faces`; an image's and a multi-face video's faces as FaceLandmarkImg and
         FaceLandmarkVidMulti write them).  ``write_aligned`` may also be a :class:`~gpuau.io.AlignedFaces`, the
         faces' size, scale, mask and colour (``-simsize``, ``-simscale``, ``-nomask``, ``-g``, ``-nobadaligned``).
+    columns : iterable of str, optional
+        FeatureExtraction's output flags: the tables keep only these column groups (some of
+        :data:`gpuau.io.COLUMN_GROUPS`: ``"gaze"``, ``"pose"``, ``"2Dfp"``, ``"3Dfp"``, ``"pdmparams"``, ``"aus"``;
+        ``("aus",)`` is ``-aus``), after their first columns, as OpenFace's table of those flags; None (default):
+        all of them.  The analysis is the same (the AUs need the landmarks); the files are smaller.
 
     Notes
     -----
@@ -345,8 +350,10 @@ class Analyzer:
     def __init__(self, device: "str | Backend" = "auto", *, models: "str | os.PathLike | None" = None,
                  multi_face: bool = False, timestamps: str = "openface", quality: "str | Quality" = "exact",
                  detect_every: "int | None" = None, orientation: str = "openface", au_static: bool = False,
-                 camera=None, write_hog: bool = False, write_aligned: "bool | AlignedFaces" = False):
-        from gpuau.io import AlignedFaces
+                 camera=None, write_hog: bool = False, write_aligned: "bool | AlignedFaces" = False,
+                 columns=None):
+        from gpuau.io import AlignedFaces, column_groups
+        from gpuau.landmarks.gaze import EYE_PARTS
         from gpuau.landmarks.quality import get_quality
         from gpuau.models.store import require_models
         from gpuau.video import check_camera, check_video_options
@@ -370,6 +377,11 @@ class Analyzer:
         self.au_static = _flag("au_static", au_static)
         self.write_hog = _flag("write_hog", write_hog)
         self.write_aligned = AlignedFaces.of(write_aligned)
+        self.columns = column_groups(columns)
+        parts = self.quality.parts
+        if self.columns and "gaze" in self.columns and parts is not None and not set(EYE_PARTS) <= set(parts):
+            raise ValueError(f"columns={columns!r}: quality={self.quality.name!r} fits no eye models, so there is no "
+                             "gaze to write: use quality='exact', or leave gaze out")
         self._clnf = None
         self._mtcnn = None
         self._validator = None
@@ -380,7 +392,8 @@ class Analyzer:
         """The keywords that build an Analyzer like this one, but the device (e.g. in a worker process)."""
         return dict(models=self.models, multi_face=self.multi_face, timestamps=self.timestamps, quality=self.quality,
                     detect_every=self.detect_every, orientation=self.orientation, au_static=self.au_static,
-                    camera=self.camera, write_hog=self.write_hog, write_aligned=self.write_aligned)
+                    camera=self.camera, write_hog=self.write_hog, write_aligned=self.write_aligned,
+                    columns=self.columns)
 
     def __repr__(self) -> str:
         return (f"Analyzer(device={self.backend.spec!r}, quality={self.quality.name!r}, multi_face={self.multi_face}, "
@@ -635,6 +648,7 @@ class Analyzer:
 
     def _analyze_image(self, frame, name: str, intrinsics, recorder=None) -> Result:
         from gpuau.images import fit_faces
+        from gpuau.io import kept_columns
 
         t0 = time.perf_counter()
         self._load()
@@ -645,6 +659,7 @@ class Analyzer:
         names = image_columns(self.gaze)
         rows = np.array([image_row(k, r) for k, r in enumerate(results)]).reshape(len(results), len(names))
         columns = {**_columns(names, rows), **self._static_au_columns(aus)}
+        columns = {c: columns[c] for c in kept_columns(columns, self.columns)}
         warnings = [] if results else [f"{name}: no face found"]
         return Result(columns, source=name, frames_decoded=1, elapsed=time.perf_counter() - t0, warnings=warnings,
                       postprocessed=False)
@@ -678,7 +693,7 @@ class Analyzer:
         aus, n, faces = [], 0, 0
         recorder = self.face_recorder(output)
         with RowWriter(output, fmt, (a.reg_names, a.cls_names), chunk, files=_image_names(frames),
-                       gaze=self.gaze) as table, recorder or contextlib.nullcontext():
+                       gaze=self.gaze, columns=self.columns) as table, recorder or contextlib.nullcontext():
             for frame_rows, frame_aus in self.track_multi(frames, intrinsics, recorder=recorder):
                 for row in frame_rows:
                     table.add(row)
@@ -701,7 +716,7 @@ class Analyzer:
         faces = 0
         recorder = self.face_recorder(output)
         with RowWriter(output, fmt, (aus.reg_names, aus.cls_names), chunk, files=_image_names(frames),
-                       gaze=self.gaze) as table, recorder or contextlib.nullcontext():
+                       gaze=self.gaze, columns=self.columns) as table, recorder or contextlib.nullcontext():
             for row, _ in self.track(frames, intrinsics, aus=aus, recorder=recorder):
                 table.add(row)
                 faces += int(row[4])

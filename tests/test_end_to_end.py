@@ -212,6 +212,46 @@ def test_resume_refuses_outputs_made_with_other_settings(corpus, tmp_path, capsy
     assert (tmp_path / "library" / "sample1.csv").read_bytes() == exact["sample1.csv"]
 
 
+def test_columns_are_feature_extractions_output_flags(corpus, corpus_reference, tmp_path, capsys):
+    """--columns aus,pose writes what FeatureExtraction -aus -pose writes: the first five columns, the head pose and
+    the AUs (the same header, checked against OpenFace's own file of changeLighting.wmv, 2026-12-07, and of -gaze
+    -3Dfp), with the values of the whole table; for an image folder, an image and the batched engine's streams too,
+    in CSV and Parquet. The setting is recorded, and a rerun with other columns refused (a run of every column records
+    none: the logs written before the setting existed stand, test_resume_refuses_outputs_made_with_other_settings)."""
+    import json
+
+    from gpuau.io import read_openface_table
+
+    inputs, out = [str(p) for p in corpus[:3]], tmp_path / "out"
+
+    def analyze(*options, folder=out):
+        return main(["analyze", *inputs, "-o", str(folder), "--device", "cpu", "--quiet", "--workers", "1", *options])
+
+    def same_values(folder, suffix, first, kept=lambda c: c.startswith(("pose_", "AU"))):
+        for name in ("image_sequence", "sample1", "clip30"):
+            whole = read_openface_csv(corpus_reference / f"{name}.csv")
+            part = read_openface_table(folder / f"{name}{suffix}")
+            assert list(part) == [c for c in whole if c in first or kept(c)], name
+            for c in part:  # Parquet: full precision, against the CSV's 2 or 3 decimals
+                exact = suffix == ".csv" or c == "file"
+                assert np.array_equal(part[c], whole[c]) if exact else np.allclose(part[c], whole[c], atol=0.0051), c
+
+    assert analyze("--columns", "aus,pose") == 0
+    same_values(out, ".csv", ("frame", "face_id", "timestamp", "confidence", "success", "face", "file"))
+    assert analyze("--columns", "aus", "--format", "parquet", "--streams", "2", folder=tmp_path / "pq") == 0
+    same_values(tmp_path / "pq", ".parquet", ("frame", "face_id", "timestamp", "confidence", "success", "face",
+                                               "file"), kept=lambda c: c.startswith("AU"))
+    records = [json.loads(line) for line in (out / "gpuau-settings.jsonl").read_text().splitlines()]
+    assert {tuple(r["settings"]["columns"]) for r in records} == {("pose", "aus")}
+    capsys.readouterr()
+    assert analyze("--columns", "aus") == 2
+    assert ("made with other settings, as gpuau-settings.jsonl records: columns ['pose', 'aus'] (this run: ['aus'])"
+            in capsys.readouterr().err.replace("\n", " "))
+    with pytest.raises(SystemExit, match="2"):
+        analyze("--columns", "bogus")
+    assert "argument --columns: 'bogus': a comma-separated list of gaze, pose" in capsys.readouterr().err
+
+
 def test_bad_inputs_do_not_stop_a_corpus(tmp_path, media_dir, capfd):
     bad = tmp_path / "broken.avi"
     bad.write_bytes(b"RIFF\x00\x00\x00\x00AVI garbage" * 50)

@@ -200,3 +200,26 @@ def test_device_none_is_auto_and_no_gpu_says_why(monkeypatch):
     with pytest.raises(gpuau.DeviceError, match=r"device 'cuda:0': no usable CUDA GPU \(CuPy is not installed\)\. "):
         gpuau.Analyzer("cuda")
     assert gpuau.Analyzer(None).backend.name == "cpu"
+
+
+def test_columns_keep_feature_extractions_flag_groups_in_memory_too(analyzer, clip, media_dir):
+    """Analyzer(columns=...) gives the table of those groups (gpuau.io.COLUMN_GROUPS, FeatureExtraction's output
+    flags), in a video's, an image's and a multi-face video's table; gaze needs the eye models."""
+    from gpuau.io import column_groups, kept_columns, openface_columns
+
+    assert column_groups("AUS, pose") == ("pose", "aus") and column_groups(None) is None
+    for bad in ("", "aus,lips", ["aus", 3]):
+        with pytest.raises(ValueError, match="name some of gaze, pose, 2Dfp, 3Dfp, pdmparams, aus"):
+            column_groups(bad)
+    assert kept_columns(openface_columns(["AU01"], ["AU01"], gaze=True), ("2Dfp",)) == [
+        "frame", "face_id", "timestamp", "confidence", "success", *[f"{a}_{i}" for a in "xy" for i in range(68)]]
+    with pytest.raises(ValueError, match="quality='fast' fits no eye models, so there is no gaze to write"):
+        gpuau.Analyzer("cpu", quality="fast", columns=["gaze", "aus"])
+    narrow = gpuau.Analyzer("cpu", quality="fast", columns=["pdmparams"])  # the module analyzer's, narrowed
+    whole = analyzer.analyze_frames(clip[:3], fps=15.0)
+    part = narrow.analyze_frames(clip[:3], fps=15.0)
+    assert list(part.columns) == kept_columns(whole.columns, ("pdmparams",))
+    assert all(np.array_equal(part.columns[c], whole.columns[c]) for c in part.columns)
+    assert list(narrow.analyze_image(media_dir / "sample1.jpg").columns)[:3] == ["face", "confidence", "p_scale"]
+    multi = narrow.analyze_frames(clip[:2], fps=15.0, multi_face=True).columns
+    assert list(multi)[5] == "p_scale" and not any(c.startswith("AU") for c in multi)

@@ -50,6 +50,47 @@ _PRECISION = [
 TEXT_COLUMNS = ("file",)
 """Columns of text, not numbers (gpuau's, not OpenFace's), written after the AU columns."""
 
+COLUMN_GROUPS = ("gaze", "pose", "2Dfp", "3Dfp", "pdmparams", "aus")
+"""The column groups of FeatureExtraction's output flags (``-gaze -pose -2Dfp -3Dfp -pdmparams -aus``), in file
+order: gaze and eye landmarks, head pose, 2D landmarks, 3D landmarks, PDM parameters, AUs.  A table of some of them
+keeps its first columns (``frame, face_id, timestamp, confidence, success``; an image's ``face, confidence``) and
+gpuau's ``file``, as OpenFace's table of those flags does."""
+
+_GROUP_PATTERNS = [(r"gaze_.*|eye_lmk_.*", "gaze"), (r"pose_.*", "pose"), (r"[xy]_\d+", "2Dfp"),
+                   (r"[XYZ]_\d+", "3Dfp"), (r"p_.*", "pdmparams"), (r"AU\d+_[rc]", "aus")]
+
+
+def column_groups(groups) -> "tuple | None":
+    """``groups`` (names of :data:`COLUMN_GROUPS`, in any case, as an iterable or a comma-separated string) checked and
+    in file order; None (every group) stays None.
+
+    Raises
+    ------
+    ValueError
+        A name that is no group, or none at all.
+    """
+    if groups is None:
+        return None
+    names = [g.strip() for g in groups.split(",")] if isinstance(groups, str) else list(groups)
+    known = {g.lower(): g for g in COLUMN_GROUPS}
+    unknown = [g for g in names if not isinstance(g, str) or g.lower() not in known]
+    if unknown or not names:
+        raise ValueError(f"columns={groups!r}: name some of {', '.join(COLUMN_GROUPS)} (FeatureExtraction's -gaze "
+                         "-pose -2Dfp -3Dfp -pdmparams -aus), or None for all")
+    chosen = {known[g.lower()] for g in names}
+    return tuple(g for g in COLUMN_GROUPS if g in chosen)
+
+
+def column_group(name: str) -> "str | None":
+    """The :data:`COLUMN_GROUPS` group of an output column; None for the columns every table has."""
+    return next((group for pattern, group in _GROUP_PATTERNS if re.fullmatch(pattern, name)), None)
+
+
+def kept_columns(names: Iterable[str], groups: "tuple | None") -> list:
+    """``names`` of the columns a table of ``groups`` has (:func:`column_groups`; None: all), in their order."""
+    names = list(names)
+    return names if groups is None else [n for n in names if column_group(n) in (None, *groups)]
+
 
 def openface_columns(au_reg_names=(), au_cls_names=(), *, sequence: bool = True, gaze: bool = False, pose: bool = True,
                      landmarks_2d: bool = True, landmarks_3d: bool = True, params: bool = True,

@@ -15,7 +15,7 @@ import numpy as np
 
 from gpuau._atomic import temp_beside
 from gpuau.io import openface_csv
-from gpuau.io.openface_csv import OpenFaceCSVWriter, openface_columns, write_parquet_row_groups
+from gpuau.io.openface_csv import OpenFaceCSVWriter, kept_columns, openface_columns, write_parquet_row_groups
 
 
 class RowWriter:
@@ -41,6 +41,9 @@ class RowWriter:
         row gets gpuau's ``file`` column, the name of its frame's image (after the AU columns).
     gaze : bool
         The rows have the gaze and eye-landmark columns (:func:`~gpuau.io.openface_columns`).
+    columns : tuple of str, optional
+        The column groups the table keeps (:func:`~gpuau.io.column_groups`; FeatureExtraction's output flags); None:
+        all.  The rows added hold every column of :attr:`names` all the same.
 
     Attributes
     ----------
@@ -58,19 +61,22 @@ class RowWriter:
     """
 
     def __init__(self, output: "str | os.PathLike | None", fmt: str, au_names, chunk: int = 256, *,
-                 files: "Sequence[str] | None" = None, gaze: bool = False):
+                 files: "Sequence[str] | None" = None, gaze: bool = False, columns: "tuple | None" = None):
         self.output = None if output is None else Path(output)
         self.fmt, self.chunk = fmt, int(chunk)
         self.files = files
         self.names = openface_columns(gaze=gaze)
+        self.groups = columns
+        kept = set(kept_columns(self.names, columns))
+        self._kept = [(j, n) for j, n in enumerate(self.names) if n in kept]  # the table's columns of a row
         self.rows = 0
         self._pending: list = []
         self._blocks: list = []
         self._writer = None
         self._spill = self._spill_path = None  # Parquet output: float64 rows, appended until close()
         if self.output is not None and fmt == "csv":
-            self._writer = OpenFaceCSVWriter(self.output,
-                                             openface_columns(*au_names, gaze=gaze, file=files is not None))
+            self._writer = OpenFaceCSVWriter(self.output, kept_columns(
+                openface_columns(*au_names, gaze=gaze, file=files is not None), columns))
         elif self.output is not None:
             openface_csv.require_pyarrow()  # now, not when the analysis is done
             self._spill, self._spill_path = temp_beside(self.output, "wb")
@@ -103,7 +109,7 @@ class RowWriter:
 
     def _columns(self, block: np.ndarray) -> dict:
         """The non-AU columns of ``block``'s rows, with ``file`` (from each row's frame number) for image folders."""
-        columns = {n: block[:, j] for j, n in enumerate(self.names)}
+        columns = {n: block[:, j] for j, n in self._kept}
         if self.files is not None:
             columns["file"] = np.array([self.files[int(k) - 1] for k in columns["frame"]], dtype=str)
         return columns
@@ -125,6 +131,7 @@ class RowWriter:
             The whole table's columns when there is no output file; None once the file is written.
         """
         self._flush()
+        aus = {c: aus[c] for c in kept_columns(aus, self.groups)}
         if self._writer is not None:
             self._writer.close(aus, postprocessed=postprocessed)
             return None
