@@ -63,6 +63,20 @@ def test_image_sequence_is_the_images_openface_reads_in_its_order(media_dir, tmp
                                      ".jpg, .jpeg, .png, .bmp, as written): analysed its 2 images of other endings"]
 
 
+def test_an_image_folder_leaves_macos_metadata_files_out(media_dir, tmp_path):
+    """A frames folder copied from a Mac to another disk has a ._NNN.jpg beside each image, which is no image: the
+    folder failed on the first of them."""
+    import shutil
+
+    for name in ("001.jpg", "002.jpg"):
+        shutil.copy(media_dir / "image_sequence" / name, tmp_path / name)
+        (tmp_path / f"._{name}").write_bytes(b"\0\5\26\7\0\2\0\0Mac OS X")
+    src = open_source(tmp_path)
+    assert [f.name for f in src.files] == ["001.jpg", "002.jpg"] and len(list(src)) == 2
+    assert src.decoding_notes(2) == ["left out 2 hidden image file(s) (names starting with '.', as macOS's ._ files): "
+                                     "._001.jpg, ._002.jpg"]
+
+
 def test_timestamps_are_sequence_captures_arithmetic():
     """OpenFace times frame i as i * (1.0 / fps), which differs from i / fps in the last bit (printed to 3 decimals:
     1.502 against 1.501 for frame 36 at 23.976 frames/s)."""

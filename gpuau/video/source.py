@@ -297,12 +297,18 @@ def check_camera(camera, name: str = "camera") -> tuple:
 def _sequence_files(folder: Path) -> "tuple[list[Path], list[str]]":
     """The images of an image folder, in frame order, and what to tell about them: ``SequenceCapture``'s files
     (:data:`SEQUENCE_EXTENSIONS`, sorted by the bytes of their names: ``img10`` before ``img2``, as OpenFace orders
-    them), the others it skips noted; a folder with none of those is analysed as its other images, noted too."""
+    them), the others it skips noted; a folder with none of those is analysed as its other images, noted too.  Hidden
+    files are left out, noted: the ``._0001.jpg`` macOS writes beside each image on other disks is no image, and
+    would fail the folder (OpenFace reads it, and stops there)."""
     try:
         images = sorted((f for f in folder.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file()),
                         key=lambda f: os.fsencode(f.name))
     except OSError as e:
         raise InputError(folder, f"folder is not readable ({e.strerror})", "check its permissions") from None
+    hidden = [f for f in images if f.name.startswith(".")]
+    images = [f for f in images if not f.name.startswith(".")]
+    notes = [f"left out {len(hidden)} hidden image file(s) (names starting with '.', as macOS's ._ files): "
+             f"{', '.join(f.name for f in hidden[:3])}{', ...' if len(hidden) > 3 else ''}"] if hidden else []
     if not images:
         if any(f.suffix.lower() in VIDEO_EXTENSIONS for f in folder.iterdir()):
             raise InputError(folder, "folder holds videos, not an image sequence",
@@ -312,13 +318,13 @@ def _sequence_files(folder: Path) -> "tuple[list[Path], list[str]]":
     others = [f for f in images if f.suffix not in SEQUENCE_EXTENSIONS]
     endings = ", ".join(SEQUENCE_EXTENSIONS)
     if not read:
-        return others, [f"OpenFace's FeatureExtraction reads none of its images (it takes files ending in {endings}, "
-                        f"as written): analysed its {len(others)} images of other endings"]
+        return others, notes + [f"OpenFace's FeatureExtraction reads none of its images (it takes files ending in "
+                                 f"{endings}, as written): analysed its {len(others)} images of other endings"]
     if others:
-        return read, [f"skipped {len(others)} image(s) FeatureExtraction skips (not ending in {endings}, as "
-                      f"written), as OpenFace does: {', '.join(f.name for f in others[:3])}"
-                      f"{', ...' if len(others) > 3 else ''}"]
-    return read, []
+        return read, notes + [f"skipped {len(others)} image(s) FeatureExtraction skips (not ending in {endings}, as "
+                              f"written), as OpenFace does: {', '.join(f.name for f in others[:3])}"
+                              f"{', ...' if len(others) > 3 else ''}"]
+    return read, notes
 
 
 def _read_image(path: Path) -> np.ndarray:
