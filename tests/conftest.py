@@ -19,6 +19,14 @@ os.environ.setdefault("GPUAU_MODELS", str(MODELS))
 
 NATIVE_LOG_LEVELS = {name: os.environ.get(name) for name in ("OPENCV_FFMPEG_LOGLEVEL", "OPENCV_LOG_LEVEL")}
 
+FIRST = "test_warmup.py::test_warm_up_fills_the_cache_the_pipeline_loads"
+"""Run first: on a fresh clone it compiles the kernels into the session's empty cache (else a first analysis would,
+and the test again into a cache of its own: ~75-140 s each on 2 cores)."""
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: not item.nodeid.endswith(FIRST))  # stable: the others keep their order
+
 
 @pytest.fixture(autouse=True)
 def native_log_levels(monkeypatch):
