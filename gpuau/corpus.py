@@ -90,10 +90,12 @@ def output_settings(options: dict) -> dict:
 
 
 def input_bytes(path: Path) -> "int | None":
-    """The bytes of an input: a file's, or the files' of an image folder; None where it cannot be read."""
+    """The bytes of an input: a file's, or the images' of an image folder (not its other files: a note added beside
+    them changes no analysis); None where it cannot be read."""
     try:
         if path.is_dir():
-            return sum(e.stat().st_size for e in os.scandir(path) if e.is_file())
+            return sum(e.stat().st_size for e in os.scandir(path) if e.is_file() and not e.name.startswith(".")
+                       and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS)
         return path.stat().st_size
     except OSError:
         return None

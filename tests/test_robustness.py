@@ -672,6 +672,19 @@ def test_an_input_changed_since_its_output_is_analysed_again(media_dir, tmp_path
     assert f"warning: {photo}: {now} bytes where its output was made from {before}: the input changed since" in (
         capsys.readouterr().err)
 
+    frames = tmp_path / "frames"  # an image folder: by its images' bytes, whatever else is put beside them
+    frames.mkdir()
+    for name in ("001.jpg", "002.jpg"):
+        shutil.copy(media_dir / "image_sequence" / name, frames / name)
+    assert main(["analyze", str(frames), "-o", str(out), "--device", "cpu", "--quiet"]) == 0
+    table = (out / "frames.csv").stat().st_mtime_ns
+    (frames / "notes.txt").write_text("session 1")
+    assert main(["analyze", str(frames), "-o", str(out), "--device", "cpu", "--quiet"]) == 0
+    assert (out / "frames.csv").stat().st_mtime_ns == table  # skipped
+    shutil.copy(media_dir / "image_sequence" / "003.jpg", frames / "002.jpg")
+    assert main(["analyze", str(frames), "-o", str(out), "--device", "cpu", "--quiet"]) == 0
+    assert (out / "frames.csv").stat().st_mtime_ns != table and "the input changed since" in capsys.readouterr().err
+
 
 def test_nothing_to_analyse_is_an_error(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
