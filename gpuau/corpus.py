@@ -312,6 +312,11 @@ def say(line: str) -> None:
         drawing.tqdm.write(line, file=sys.stderr)
 
 
+def _looks_like_input(path: Path) -> bool:
+    """Whether a path that does not exist names what an input would be: a video, an image or a list by its ending."""
+    return path.suffix.lower() in (*VIDEO_EXTENSIONS, *IMAGE_EXTENSIONS, *LIST_EXTENSIONS)
+
+
 def expand_inputs(inputs: Iterable["str | os.PathLike"], exclude: "str | os.PathLike | None" = None) -> list:
     """Inputs as analysable paths, in order, without duplicates.
 
@@ -319,14 +324,16 @@ def expand_inputs(inputs: Iterable["str | os.PathLike"], exclude: "str | os.Path
     the folder ``exclude`` (the output folder), any other run's output folder found there (one holding a
     :data:`SETTINGS_LOG`) and hidden files and folders (macOS's ``._`` files beside each video, ``.Trashes``; named,
     they are inputs). A folder holding images and no videos is one image sequence, and its subfolders are searched
-    too; images beside videos are left out with a warning.
-    An output folder named is searched for videos only, never taken for an image sequence, and its ``*_aligned``
-    folders (its aligned faces) are left out. A folder named that cannot be listed is kept as an input, which fails saying why; one found is skipped with a
-    warning. A ``.txt``/``.lst`` file lists one path per line (a line starting with ``#`` is a comment; relative to the
-    list's folder, in quotes or not; UTF-8, a byte-order mark allowed; lists it names are read too, each once). A path that does not
+    too; images beside videos are left out with a warning. An output folder named is searched for videos only,
+    never taken for an image sequence, and its ``*_aligned`` folders (its aligned faces) are left out. A folder
+    named that cannot be listed is kept as an input, which fails saying why; one found is skipped with a warning.
+    A ``.txt``/``.lst`` file lists one path per line (a line starting with ``#`` is a comment; relative to the
+    list's folder, in quotes or not; UTF-8, a byte-order mark allowed; lists it names are read too, each once). A
+    path that does not
     exist is kept, so that it is reported as failed rather than silently dropped, unless no line of its list names
-    one that does (a text file of notes, which a glob named): that file is left out with a warning. Each folder is searched once,
-    however many links lead to it (a link to a folder above it would otherwise be followed round and round).
+    one that does, nor a video, an image or a list by its ending (a text file of notes, which a glob named): that file
+    is left out with a warning. Each folder is searched once, however many links lead to it (a link to a folder above
+    it would otherwise be followed round and round).
 
     Raises
     ------
@@ -394,13 +401,13 @@ def expand_inputs(inputs: Iterable["str | os.PathLike"], exclude: "str | os.Path
             raise InputError(p, f"a list of inputs that is not UTF-8 text ({e.reason} at byte {e.start})",
                              "save it as UTF-8, e.g. iconv -f latin1 -t utf-8") from None
         lines = [line for line in map(str.strip, text.splitlines()) if line and not line.startswith("#")]
-        # a path quoted as a shell or a spreadsheet's export quotes it
-        named = [Path(line[1:-1] if len(line) > 1 and line[0] == line[-1] in "'\"" else line).expanduser()
-                 for line in lines]
+        # a path quoted as a shell or a spreadsheet's export quotes it (an empty cell: no path)
+        lines = [line[1:-1].strip() if len(line) > 1 and line[0] == line[-1] in "'\"" else line for line in lines]
+        named = [Path(line).expanduser() for line in lines if line]
         named = [q if q.is_absolute() else p.parent / q for q in named]
-        if named and not any(os.path.lexists(q) for q in named):  # notes, a README: prose, not paths
-            say(f"warning: {p}: left out: no line of it names a file or folder that exists, so it is no list of "
-                "inputs (a .txt or .lst file lists one path per line)")
+        if named and not any(os.path.lexists(q) or _looks_like_input(q) for q in named):  # notes, a README: prose
+            say(f"warning: {p}: left out: no line of it names a file or folder that exists, nor a video, an image or "
+                "a list, so it is no list of inputs (a .txt or .lst file lists one path per line)")
             return
         for q in named:
             expand(q)

@@ -582,8 +582,10 @@ def test_a_text_file_of_notes_is_no_list_of_inputs(tmp_path, capsys):
     assert expand_inputs([tmp_path / "README.txt", tmp_path / "s01.mp4", tmp_path / "list.txt"]) == [
         tmp_path / "s01.mp4", tmp_path / "s02.mp4"]
     assert capsys.readouterr().err == (
-        f"warning: {tmp_path / 'README.txt'}: left out: no line of it names a file or folder that exists, so it is no "
-        "list of inputs (a .txt or .lst file lists one path per line)\n")
+        f"warning: {tmp_path / 'README.txt'}: left out: no line of it names a file or folder that exists, nor a "
+        "video, an image or a list, so it is no list of inputs (a .txt or .lst file lists one path per line)\n")
+    (tmp_path / "unmounted.txt").write_text("/mnt/gone/v1.mp4\n/mnt/gone/v2.mp4\n")  # a list: each input fails
+    assert expand_inputs([tmp_path / "unmounted.txt"]) == [Path("/mnt/gone/v1.mp4"), Path("/mnt/gone/v2.mp4")]
 
 
 def test_list_files_from_notepad_and_in_other_encodings(tmp_path):
@@ -593,8 +595,8 @@ def test_list_files_from_notepad_and_in_other_encodings(tmp_path):
     (tmp_path / "a b.avi").write_bytes(b"")
     (tmp_path / "bom.txt").write_bytes(b"\xef\xbb\xbfa b.avi\r\n# a comment\r\n")
     assert expand_inputs([tmp_path / "bom.txt"]) == [tmp_path / "a b.avi"]
-    (tmp_path / "quoted.txt").write_text('"a b.avi"\n\'a b.avi\'\n')  # as a shell or a spreadsheet quotes it
-    assert expand_inputs([tmp_path / "quoted.txt"]) == [tmp_path / "a b.avi"]
+    (tmp_path / "quoted.txt").write_text('"a b.avi"\n\'a b.avi\'\n""\n')  # as a shell or a spreadsheet quotes it
+    assert expand_inputs([tmp_path / "quoted.txt"]) == [tmp_path / "a b.avi"]  # "" (an empty cell) is no path
     (tmp_path / "all.lst").write_text("bom.txt\nall.lst\n")  # a list of lists, itself among them
     assert expand_inputs([tmp_path / "all.lst"]) == [tmp_path / "a b.avi"]
     (tmp_path / "latin1.txt").write_bytes(b"caf\xe9.avi\n")
