@@ -391,13 +391,12 @@ def _log_to_stderr() -> None:
 
 def _column_groups(text: str) -> tuple:
     """An argparse type: ``--columns``' groups (:func:`gpuau.io.column_groups`)."""
-    from gpuau.io.openface_csv import column_groups
+    from gpuau.io.openface_csv import COLUMN_GROUPS, column_groups
 
     try:
         return column_groups(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: a comma-separated list of gaze, pose, 2Dfp, 3Dfp, pdmparams, "
-                                         "aus") from None
+        raise argparse.ArgumentTypeError(f"{text!r}: a comma-separated list of {', '.join(COLUMN_GROUPS)}") from None
 
 
 def _count_or_auto(what: str, auto):
@@ -552,9 +551,6 @@ def analyze(args) -> int:
         camera, aligned = _camera(args), _aligned(args)
     except ValueError as e:
         raise UsageError(str(e)) from e
-    if args.columns and "gaze" in args.columns and args.quality == "fast":
-        raise UsageError("--columns gaze with --quality fast: the fast fit has no eye models, so no gaze (use "
-                         "--quality exact, or leave gaze out)")
     if args.detect_every is not None and (args.detect_every < 1 or args.multi_face):
         raise UsageError("--detect-every needs N >= 1 and one face per video (not --multi-face)")
     if (args.streams not in (None, 1) or args.decode != "opencv") and (args.engine == "ray" or args.multi_face):
@@ -592,10 +588,13 @@ def analyze(args) -> int:
         from gpuau.workers import WorkerError
 
         serial_opencv()
-        analyzer = Analyzer(args.device, models=args.models, multi_face=args.multi_face, timestamps=args.timestamps,
-                            quality=args.quality, detect_every=args.detect_every, orientation=args.orientation,
-                            au_static=args.au_static, camera=camera, write_hog=args.hog, write_aligned=aligned,
-                            columns=args.columns)
+        try:
+            analyzer = Analyzer(args.device, models=args.models, multi_face=args.multi_face,
+                                timestamps=args.timestamps, quality=args.quality, detect_every=args.detect_every,
+                                orientation=args.orientation, au_static=args.au_static, camera=camera,
+                                write_hog=args.hog, write_aligned=aligned, columns=args.columns)
+        except ValueError as e:  # settings that do not go together (--columns gaze with --quality fast)
+            raise UsageError(str(e)) from e
         backend = analyzer.backend
         # batching is what a GPU needs to be busy; on the CPU, processes side by side (README: Speed)
         if args.streams is not None:

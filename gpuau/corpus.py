@@ -220,7 +220,11 @@ class RunLock:
 def settings_difference(recorded: dict, settings: dict) -> str:
     """The settings in which ``recorded`` and ``settings`` differ, as ``quality 'fast' (this run: 'exact'), ...``."""
     keys = [k for k in dict.fromkeys([*recorded, *settings]) if recorded.get(k) != settings.get(k)]
-    return ", ".join(f"{k} {recorded.get(k)!r} (this run: {settings.get(k)!r})" for k in keys)
+
+    def shown(key, value) -> str:
+        return "all" if key == "columns" and value is None else repr(value)  # recorded only when some are chosen
+
+    return ", ".join(f"{k} {shown(k, recorded.get(k))} (this run: {shown(k, settings.get(k))})" for k in keys)
 
 
 @dataclass

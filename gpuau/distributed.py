@@ -313,11 +313,12 @@ def analyze_corpus(inputs: Iterable, out: "str | os.PathLike", *, address: "str 
         Outcomes in input order; an input whose output was completed just before its worker died is
         ``"done"`` with zero frames (its output is not written again).
     """
-    from gpuau.io.openface_csv import column_groups
+    from gpuau.landmarks.quality import get_quality
+    from gpuau.pipeline import table_columns
 
     options = dict(models=models, multi_face=multi_face, timestamps=timestamps, quality=quality,
                    detect_every=detect_every, orientation=orientation, au_static=au_static, camera=camera,
-                   write_hog=write_hog, write_aligned=write_aligned, columns=column_groups(columns))
+                   write_hog=write_hog, write_aligned=write_aligned, columns=table_columns(columns, get_quality(quality)))
     run = CorpusRun(inputs, out, fmt=fmt, overwrite=overwrite, progress=progress, verbose=verbose,
                     write_hog=write_hog, write_aligned=write_aligned, settings=output_settings(options))
 

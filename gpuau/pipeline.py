@@ -352,8 +352,7 @@ class Analyzer:
                  detect_every: "int | None" = None, orientation: str = "openface", au_static: bool = False,
                  camera=None, write_hog: bool = False, write_aligned: "bool | AlignedFaces" = False,
                  columns=None):
-        from gpuau.io import AlignedFaces, column_groups
-        from gpuau.landmarks.gaze import EYE_PARTS
+        from gpuau.io import AlignedFaces
         from gpuau.landmarks.quality import get_quality
         from gpuau.models.store import require_models
         from gpuau.video import check_camera, check_video_options
@@ -377,11 +376,7 @@ class Analyzer:
         self.au_static = _flag("au_static", au_static)
         self.write_hog = _flag("write_hog", write_hog)
         self.write_aligned = AlignedFaces.of(write_aligned)
-        self.columns = column_groups(columns)
-        parts = self.quality.parts
-        if self.columns and "gaze" in self.columns and parts is not None and not set(EYE_PARTS) <= set(parts):
-            raise ValueError(f"columns={columns!r}: quality={self.quality.name!r} fits no eye models, so there is no "
-                             "gaze to write: use quality='exact', or leave gaze out")
+        self.columns = table_columns(columns, self.quality)
         self._clnf = None
         self._mtcnn = None
         self._validator = None
@@ -770,6 +765,28 @@ class Analyzer:
             _, n, faces = self._writer(multi_face)[0](source, path, self.camera, progress, output, format, chunk)
         return {"frames": n, "faces": faces, "frame_count": source.frame_count, "elapsed": time.perf_counter() - t0,
                 "notes": source.decoding_notes(n)}
+
+
+def table_columns(columns, quality: "Quality") -> "tuple | None":
+    """An Analyzer's ``columns`` (:func:`gpuau.io.column_groups`) for a fit of ``quality``: None where they are every
+    group its tables have (all six, or all but gaze for a fit without the eye models), so that naming them all records
+    the same settings as naming none.
+
+    Raises
+    ------
+    ValueError
+        Not column groups, or gaze from a fit without the eye models.
+    """
+    from gpuau.io import COLUMN_GROUPS, column_groups
+    from gpuau.landmarks.gaze import EYE_PARTS
+
+    groups = column_groups(columns)
+    eyes = quality.parts is None or set(EYE_PARTS) <= set(quality.parts)
+    if groups and "gaze" in groups and not eyes:
+        raise ValueError(f"columns={columns!r}: quality={quality.name!r} fits no eye models, so there is no gaze to "
+                         "write: use quality='exact', or leave gaze out")
+    every = set(COLUMN_GROUPS) - (set() if eyes else {"gaze"})
+    return None if groups is not None and set(groups) >= every else groups
 
 
 def close_table(table, name, frames: int, recorder, au_columns: Callable[[], dict], *, postprocessed: bool = True):

@@ -247,6 +247,12 @@ def test_columns_are_feature_extractions_output_flags(corpus, corpus_reference, 
     assert analyze("--columns", "aus") == 2
     assert ("made with other settings, as gpuau-settings.jsonl records: columns ['pose', 'aus'] (this run: ['aus'])"
             in capsys.readouterr().err.replace("\n", " "))
+    from gpuau.corpus import settings_difference
+
+    assert settings_difference({"quality": "exact"}, {"quality": "exact", "columns": ["aus"]}) == (
+        "columns all (this run: ['aus'])")  # an output of every column records none
+    assert analyze("--columns", "gaze,aus", "--quality", "fast") == 2
+    assert "fits no eye models, so there is no gaze to write" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="2"):
         analyze("--columns", "bogus")
     assert "argument --columns: 'bogus': a comma-separated list of gaze, pose" in capsys.readouterr().err

@@ -215,6 +215,9 @@ def test_columns_keep_feature_extractions_flag_groups_in_memory_too(analyzer, cl
         "frame", "face_id", "timestamp", "confidence", "success", *[f"{a}_{i}" for a in "xy" for i in range(68)]]
     with pytest.raises(ValueError, match="quality='fast' fits no eye models, so there is no gaze to write"):
         gpuau.Analyzer("cpu", quality="fast", columns=["gaze", "aus"])
+    # every group the tables have is the default's table, recorded as it (a rerun over the default's outputs resumes)
+    assert gpuau.Analyzer("cpu", columns="aus,gaze,pose,2dfp,3dfp,pdmparams").columns is None
+    assert gpuau.Analyzer("cpu", quality="fast", columns="aus,pose,2dfp,3dfp,pdmparams").columns is None
     narrow = gpuau.Analyzer("cpu", quality="fast", columns=["pdmparams"])  # the module analyzer's, narrowed
     whole = analyzer.analyze_frames(clip[:3], fps=15.0)
     part = narrow.analyze_frames(clip[:3], fps=15.0)
