@@ -90,14 +90,15 @@ def output_settings(options: dict) -> dict:
 
 
 def input_bytes(path: Path) -> "int | None":
-    """The bytes of an input: a file's, or the images' of an image folder (not its other files: a note added beside
-    them changes no analysis); None where it cannot be read."""
+    """The bytes of an input: a file's, or those of the images an image folder's analysis reads
+    (:func:`gpuau.video.sequence_files`: not the notes or other images beside them); None where it cannot be read."""
+    from gpuau.video import sequence_files
+
     try:
         if path.is_dir():
-            return sum(e.stat().st_size for e in os.scandir(path) if e.is_file() and not e.name.startswith(".")
-                       and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS)
+            return sum(f.stat().st_size for f in sequence_files(path)[0])
         return path.stat().st_size
-    except OSError:
+    except (OSError, InputError):  # unreadable, or a folder without images: its analysis says so
         return None
 
 
@@ -552,6 +553,8 @@ class CorpusRun:
                 self.record(Outcome(src, dst, "skipped"))
             else:
                 self.todo.append((src, dst))
+        # each input's bytes as the run finds it, recorded with its output (a file still being copied in is redone)
+        self._bytes = {src: input_bytes(src) for src, _ in self.todo}
         self.sweep(outputs)  # finished ones too: what a killed run left beside an output its rerun finished
 
     @staticmethod
@@ -637,7 +640,7 @@ class CorpusRun:
         unrecorded, as one written before gpuau kept the log."""
         output, source = outcome.output, Path(outcome.input)
         entry = {"output": output.name, "input": str(source.resolve()), "settings": settings_for(self.settings, source),
-                 "bytes": input_bytes(source)}
+                 "bytes": self._bytes.get(source)}
         line = (json.dumps(entry) + "\n").encode()
         try:
             fd = os.open(self.outdir / SETTINGS_LOG, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
@@ -655,7 +658,7 @@ class CorpusRun:
     def largest_first(self) -> list:
         """:attr:`todo`, the largest inputs first (:func:`input_bytes`), as workers pulling from a queue take them: no
         long video is left for last, to run alone while the other workers idle."""
-        return sorted(self.todo, key=lambda item: -(input_bytes(item[0]) or 0))
+        return sorted(self.todo, key=lambda item: -(self._bytes.get(item[0]) or 0))
 
     def prepare(self, step: Callable[[], None]) -> None:
         """Run ``step`` before the first input, outside the elapsed time (the report's ``setup``)."""

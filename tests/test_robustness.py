@@ -674,6 +674,18 @@ def test_an_input_changed_since_its_output_is_analysed_again(media_dir, tmp_path
     assert f"warning: {photo}: {now} bytes where its output was made from {before}: the input changed since" in (
         capsys.readouterr().err)
 
+    from gpuau.corpus import CorpusRun, output_settings, read_settings_log
+    from gpuau.outcome import Outcome
+
+    growing = tmp_path / "growing.jpg"  # still being copied in: its size as the run found it, which the next run's differs
+    shutil.copy(media_dir / "sample1.jpg", growing)
+    run = CorpusRun([growing], tmp_path / "out2", progress=False, settings=output_settings({}))
+    with growing.open("ab") as f:
+        f.write(b"the rest of the copy")
+    run.record(Outcome(growing, tmp_path / "out2" / "growing.csv", "done"))
+    run.finish()
+    assert read_settings_log(tmp_path / "out2")["growing.csv"]["bytes"] == (media_dir / "sample1.jpg").stat().st_size
+
     frames = tmp_path / "frames"  # an image folder: by its images' bytes, whatever else is put beside them
     frames.mkdir()
     for name in ("001.jpg", "002.jpg"):
@@ -681,6 +693,7 @@ def test_an_input_changed_since_its_output_is_analysed_again(media_dir, tmp_path
     assert main(["analyze", str(frames), "-o", str(out), "--device", "cpu", "--quiet"]) == 0
     table = (out / "frames.csv").stat().st_mtime_ns
     (frames / "notes.txt").write_text("session 1")
+    shutil.copy(media_dir / "sample3.jpg", frames / "calibration.JPG")  # an image FeatureExtraction's -fdir skips
     assert main(["analyze", str(frames), "-o", str(out), "--device", "cpu", "--quiet"]) == 0
     assert (out / "frames.csv").stat().st_mtime_ns == table  # skipped
     shutil.copy(media_dir / "image_sequence" / "003.jpg", frames / "002.jpg")

@@ -294,7 +294,7 @@ def check_camera(camera, name: str = "camera") -> tuple:
     return values
 
 
-def _sequence_files(folder: Path) -> "tuple[list[Path], list[str]]":
+def sequence_files(folder: Path) -> "tuple[list[Path], list[str]]":
     """The images of an image folder, in frame order, and what to tell about them: ``SequenceCapture``'s files
     (:data:`SEQUENCE_EXTENSIONS`, sorted by the bytes of their names: ``img10`` before ``img2``, as OpenFace orders
     them), the others it skips noted; a folder with none of those is analysed as its other images, noted too.  Hidden
@@ -756,7 +756,7 @@ def open_source(path: "str | os.PathLike", *, timestamps: str = "openface", thre
     if not p.exists():
         raise InputError(p, "no such file or folder", "check the path")
     if p.is_dir():
-        files, notes = _sequence_files(p)
+        files, notes = sequence_files(p)
         first = _read_image(files[0])
         return VideoSource(p, "sequence", 0.0, first.shape[1], first.shape[0], len(files), files=files, first=first,
                            notes=notes)
