@@ -497,8 +497,9 @@ def _camera(args) -> "tuple | None":
                   "inner-face and eye models (so no gaze columns), ~2x faster landmarks for <1 px landmark error "
                   "(README: Quality)"),
          arg("--detect-every", default=None, type=int, metavar="N",
-             help="also re-run face detection every N frames while tracking succeeds (default: only when tracking "
-                  "fails, as OpenFace does)"),
+             help="also re-run face detection every N frames, while tracking succeeds and before a face is first "
+                  "found (default: only when tracking fails, and every 12 frames until a face is found, as OpenFace "
+                  "does)"),
          *CAMERA_ARGS,
          arg("--au-static", action="store_true",
              help="FeatureExtraction's -au_static: AUs from the static models, without person calibration (short "

@@ -535,8 +535,9 @@ class CorpusRun:
         # a recorded input keeps its output's name while it is there (a corpus moved elsewhere is named afresh)
         kept = {e["input"]: Path(name).stem for name, e in log.items() if e["input"] and Path(e["input"]).exists()}
         outputs = output_paths(paths, outdir, fmt, kept=kept)
-        done = [] if overwrite else [complete(dst, write_hog, write_aligned) and not self._changed(log.get(dst.name), src)
-                                     for src, dst in zip(paths, outputs)]
+        done = [] if overwrite else [
+            complete(dst, write_hog, write_aligned) and not self._changed(log.get(dst.name), src)
+            for src, dst in zip(paths, outputs)]
         self._check_settings(log, [(src, dst) for src, dst, d in zip(paths, outputs, done) if d])
         self._lock = None
         if settings is not None and not (done and all(done)):

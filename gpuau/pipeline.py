@@ -310,8 +310,9 @@ class Analyzer:
         a faster approximation (see README.md, "Quality: exact vs fast").
     detect_every : int, optional
         Also re-run the face detector every ``detect_every`` frames while tracking succeeds (the
-        tracked face is replaced when the new fit validates); None: only when tracking fails, as
-        OpenFace does. One face per video only (``multi_face`` detects on its own schedule).
+        tracked face is replaced when the new fit validates), and on those frames before a face is first found;
+        None: only when tracking fails and every 12 frames until a face is found, as OpenFace does. One face per
+        video only (``multi_face`` detects on its own schedule).
     camera : (fx, fy, cx, cy), optional
         The camera's focal lengths and optical centre in pixels (FeatureExtraction's ``-fx -fy -cx -cy``), for the
         head pose, the 3D landmarks and the gaze; None for a pair (``fx, fy`` or ``cx, cy``) or for all: OpenFace's

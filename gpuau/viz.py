@@ -176,6 +176,9 @@ def render_video(video, csv_path, output, *, face_id: int = 0, orientation: str 
     if output.suffix.lower() not in VIDEO_SUFFIXES:
         raise ValueError(f"{output}: write the annotated video as {', '.join(VIDEO_SUFFIXES)}")
     table, rows = _face_table(csv_path, face_id)
+    if "x_0" not in table:
+        raise ValueError(f"{csv_path}: no 2D landmark columns to draw (a table of --columns without 2Dfp); give "
+                         "render a table with them, or no CSV (it analyses the video)")
     names = _au_names(table)
     index = {f: i for i, f in zip(np.flatnonzero(rows), table["frame"][rows].astype(int))}
     fourcc = cv2.VideoWriter_fourcc(*("MJPG" if output.suffix.lower() == ".avi" else "mp4v"))

@@ -501,8 +501,9 @@ def test_analyze_models_option_reaches_the_workers(models_dir, media_dir, tmp_pa
     capsys.readouterr()
     assert cli.main([*argv, "--models", str(tmp_path / "nowhere"), "--overwrite"]) == 2
     assert capsys.readouterr().err == (f"gpuau: error: no OpenFace model folder at {tmp_path / 'nowhere'} (from "
-                                       f"argument): no such folder. Fix: check the models argument, or download the "
-                                       f"model files there: gpuau models fetch --dir {tmp_path / 'nowhere'}\n")
+                                       f"argument): no such folder. Fix: check the models argument (--models), or "
+                                       f"download the model files there: gpuau models fetch --dir "
+                                       f"{tmp_path / 'nowhere'}\n")
 
 
 def test_quiet_cli_run_on_a_ray_it_starts_prints_nothing(media_dir, tmp_path):

@@ -187,6 +187,8 @@ extern "C" __global__ void free_(int* out) { out[threadIdx.x] = 3; }
     free_((1,), (256,), (out,))
     with pytest.raises(EmulatorError, match=r"fill: block=\(8, 16\) has 128 threads, over its __launch_bounds__\(64\)"):
         fill((1,), (8, 16), (out,))
+    with pytest.raises(EmulatorError, match="__launch_bounds__ is not one the emulator reads"):  # else unchecked
+        compile_module('extern "C" __global__ void __launch_bounds__((WIDE) * 2) k(int* a) {}', "test_unread_bound")
     pdm = load_module(resolve_device("emulated"), "pdm_fit", declared_defines("pdm_fit")[0])
     assert {pdm.get_function(n).launch_bound for n in pdm.kernel_names} == {128}
 

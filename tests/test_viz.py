@@ -142,6 +142,13 @@ def test_render_refuses_another_videos_table(media_dir, reference_dir, tmp_path,
                                        "is another video's table (or the video was cut since); give the CSV of this "
                                        "video\n")
     assert not out.exists()
+    aus = tmp_path / "aus.csv"  # a table of --columns aus: nothing to draw the face with
+    with open(csv) as f, open(aus, "w") as g:
+        rows = [line.rstrip("\n").split(", ") for line in f]
+        keep = [i for i, c in enumerate(rows[0]) if c in ("frame", "face_id", "success") or c.startswith("AU")]
+        g.writelines(", ".join(r[i] for i in keep) + "\n" for r in rows)
+    assert main(["render", str(media_dir / "default.wmv"), str(aus), "-o", str(out)]) == 2
+    assert "no 2D landmark columns to draw (a table of --columns without 2Dfp)" in capsys.readouterr().err
 
 
 def test_render_without_a_csv_analyses_the_video_first(corpus, tmp_path, monkeypatch, capsys):

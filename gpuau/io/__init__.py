@@ -14,5 +14,5 @@ from gpuau.io.openface_csv import (
 from gpuau.io.rows import RowWriter
 
 __all__ = ["COLUMN_GROUPS", "AlignedFaces", "FaceRecorder", "OpenFaceCSVWriter", "RowWriter", "aligned_dir",
-           "column_groups", "hog_path", "kept_columns", "openface_columns", "read_hog", "read_openface_csv", "read_openface_table",
-           "write_openface_csv", "write_openface_parquet"]
+           "column_groups", "hog_path", "kept_columns", "openface_columns", "read_hog", "read_openface_csv",
+           "read_openface_table", "write_openface_csv", "write_openface_parquet"]

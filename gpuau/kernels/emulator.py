@@ -54,7 +54,7 @@ def _fma_flags() -> tuple:
 
 _LAUNCH_BOUNDS = r"(?:__launch_bounds__\s*\([^)]*\)\s*)?"
 _KERNEL = re.compile(rf'extern\s+"C"\s+__global__\s+{_LAUNCH_BOUNDS}void\s+{_LAUNCH_BOUNDS}(\w+)\s*\(')
-_BOUNDED = re.compile(r'extern\s+"C"\s+__global__\s+(?:void\s+)?__launch_bounds__\s*\(\s*([^,)]+?)\s*[,)][^(]*?'
+_BOUNDED = re.compile(r'extern\s+"C"\s+__global__\s+(?:void\s+)?__launch_bounds__\s*\(\s*([^,()]+?)\s*[,)][^(]*?'
                       r'(?:void\s+)?(\w+)\s*\(')
 """A kernel's ``__launch_bounds__`` (its threads per block at most; an expression of the source's macros) and name."""
 
@@ -118,8 +118,11 @@ def translation_unit(code: str) -> tuple[str, list[str]]:
     mode = "kFibers" if "__syncthreads" in code else "kLoop" if "__shared__" in code else "kParallelLoop"
     entries = "".join(f"GPUAU_EMU_ENTRY({n}, {mode})\n" for n in names)
     # the emulator's header drops __launch_bounds__: each bound is kept as a function, which a launch checks
-    entries += "".join(f'extern "C" long gpuau_bound_{n}() {{ return (long)({bound}); }}\n'
-                       for bound, n in _BOUNDED.findall(code))
+    bounds = _BOUNDED.findall(code)
+    if len(bounds) != code.count("__launch_bounds__"):  # one it cannot read would go unchecked
+        raise EmulatorError("a kernel's __launch_bounds__ is not one the emulator reads (write "
+                            "__launch_bounds__(EXPR) or __launch_bounds__(EXPR, N), EXPR without parentheses)")
+    entries += "".join(f'extern "C" long gpuau_bound_{n}() {{ return (long)({bound}); }}\n' for bound, n in bounds)
     return code + "\n\n// ---- emulator entry points ----\n" + entries, names
 
 

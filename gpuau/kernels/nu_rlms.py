@@ -11,6 +11,7 @@ import numpy as np
 from gpuau.kernels.loader import contiguous, on_device
 
 THREADS = 128  # pdm_fit.cu's THREADS
+KDE_STEP = np.float32(0.1)  # pdm_fit.cu's KDE_STEP (gpuau.cpu.mean_shift's): the KDE table's grid, in px
 
 
 @on_device
@@ -39,7 +40,7 @@ def nu_rlms(backend, mean, pc, eig, responses, g, p, base, img_to_ref, ref_to_im
     base, weights = f32(base, (n_faces, n, 2)), f32(weights, (n_faces, 2 * n))
     img_to_ref, ref_to_img = f32(img_to_ref, (n_faces, 2, 2)), f32(ref_to_img, (n_faces, 2, 2))
     kde = contiguous(xp, kde, np.float32)
-    stride = int(float(np.float32(r) / np.float32(0.1)) + 0.5)  # kernels a side, one each KDE_STEP (mean_shift)
+    stride = int(float(np.float32(r) / KDE_STEP) + 0.5)  # the table's kernels a side, as pdm_fit.cu's mean_shift
     if kde.ndim != 2 or kde.shape != (stride * stride, r * r):
         raise ValueError(f"nu_rlms: kde must be ({stride * stride}, {r * r}), got {kde.shape}")
     visible = contiguous(xp, visible, np.int32)

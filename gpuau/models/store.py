@@ -144,13 +144,12 @@ def _layout_root_near(path: Path) -> "Path | None":
 
 def _wrong_folder_error(loc: ModelsLocation) -> ModelStoreError:
     near = _layout_root_near(loc.path)
+    setting = "the models argument (--models)" if loc.source == "argument" else f"${loc.source}"
     if near is None and loc.path.exists() and not loc.path.is_dir():
-        setting = "the models argument" if loc.source == "argument" else f"${loc.source}"
         return ModelStoreError(
             f"{loc.describe()} is a file, not an OpenFace model folder. Fix: point {setting} at the folder holding "
             f"{LANDMARK_DIR}, or run `gpuau models fetch` to download the models into gpuau's own folder")
     if near is None and not loc.path.exists() and loc.source != "user data folder":  # a mistyped path, most likely
-        setting = "the models argument" if loc.source == "argument" else f"${loc.source}"
         return ModelStoreError(
             f"no OpenFace model folder at {loc.describe()}: no such folder. Fix: check {setting}, or download the "
             f"model files there: {loc.fetch_command}")

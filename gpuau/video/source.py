@@ -672,8 +672,11 @@ def _cut_short_notes(path: Path) -> list:
     the table of its first frames would pass for the whole video's.  The other containers announce a stored count or a
     duration their cut does not change (:func:`decoding_notes`).  A broadcast ASF, whose header leaves the size
     unset, has no note."""
-    with open(path, "rb") as f:
-        head = f.read(1 << 16)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 16)
+    except OSError:  # OpenCV opened it: its reading says what went wrong
+        return []
     if not head.startswith(_ASF_HEADER):
         return []
     at, end = 30, min(len(head), int.from_bytes(head[16:24], "little"))  # the header object's own fields, then its objects
