@@ -49,6 +49,9 @@ class RowWriter:
     ----------
     names : list of str
         The non-AU columns (:func:`~gpuau.io.openface_columns`), the order of a row's values.
+    kept : list of str
+        Those of them the table keeps (all but the groups ``columns`` leaves out): what the CSV chunks, the Parquet
+        output's row file and the in-memory blocks hold.
     rows : int
         Rows added so far.
 
@@ -67,8 +70,8 @@ class RowWriter:
         self.files = files
         self.names = openface_columns(gaze=gaze)
         self.groups = columns
-        kept = set(kept_columns(self.names, columns))
-        self._kept = [(j, n) for j, n in enumerate(self.names) if n in kept]  # the table's columns of a row
+        self.kept = kept_columns(self.names, columns)  # the table's non-AU columns, of which rows keep the values
+        self._index = [self.names.index(n) for n in self.kept]
         self.rows = 0
         self._pending: list = []
         self._blocks: list = []
@@ -98,7 +101,7 @@ class RowWriter:
     def _flush(self) -> None:
         if not self._pending:
             return
-        block = np.array(self._pending).reshape(len(self._pending), len(self.names))
+        block = np.array(self._pending).reshape(len(self._pending), len(self.names))[:, self._index]
         self._pending = []
         if self._writer is not None:
             self._writer.write_rows(self._columns(block))
@@ -109,7 +112,7 @@ class RowWriter:
 
     def _columns(self, block: np.ndarray) -> dict:
         """The non-AU columns of ``block``'s rows, with ``file`` (from each row's frame number) for image folders."""
-        columns = {n: block[:, j] for j, n in self._kept}
+        columns = {n: block[:, j] for j, n in enumerate(self.kept)}
         if self.files is not None:
             columns["file"] = np.array([self.files[int(k) - 1] for k in columns["frame"]], dtype=str)
         return columns
@@ -142,12 +145,12 @@ class RowWriter:
             finally:
                 self._spill_path.unlink(missing_ok=True)
             return None
-        rows = np.concatenate(self._blocks) if self._blocks else np.zeros((0, len(self.names)))
+        rows = np.concatenate(self._blocks) if self._blocks else np.zeros((0, len(self.kept)))
         return self._table(rows, aus)
 
     def _row_groups(self, aus: dict):
         """The table, :data:`~gpuau.io.openface_csv.PARQUET_ROW_GROUP` rows at a time, read back from the row file."""
-        width = len(self.names)
+        width = len(self.kept)
         step = openface_csv.PARQUET_ROW_GROUP
         for start in range(0, max(self.rows, 1), step):
             n = min(step, self.rows - start)
