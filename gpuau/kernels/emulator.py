@@ -52,11 +52,10 @@ def _fma_flags() -> tuple:
         return ()
     return ("-mfma",) if platform.machine() == "x86_64" and "fma" in flags else ()
 
-_LAUNCH_BOUNDS = r"(?:__launch_bounds__\s*\([^)]*\)\s*)?"
+_LAUNCH_BOUNDS = r"(?:__launch_bounds__\s*\(\s*([^,()]+?)\s*(?:,[^()]*)?\)\s*)?"
 _KERNEL = re.compile(rf'extern\s+"C"\s+__global__\s+{_LAUNCH_BOUNDS}void\s+{_LAUNCH_BOUNDS}(\w+)\s*\(')
-_BOUNDED = re.compile(r'extern\s+"C"\s+__global__\s+(?:void\s+)?__launch_bounds__\s*\(\s*([^,()]+?)\s*[,)][^(]*?'
-                      r'(?:void\s+)?(\w+)\s*\(')
-"""A kernel's ``__launch_bounds__`` (its threads per block at most; an expression of the source's macros) and name."""
+"""A kernel: its ``__launch_bounds__`` (its threads per block at most, an expression of the source's macros without
+parentheses; before or after ``void``, else empty) and its name."""
 
 # Scalars accepted as kernel arguments, by parameter kind (see gpuau_emu::param_code).
 _KIND_NAMES = {0: "pointer", 1: "signed integer", 2: "unsigned integer", 3: "floating point"}
@@ -76,7 +75,7 @@ class EmulatorError(RuntimeError):
 
 def kernel_names(code: str) -> list[str]:
     """Names of the ``extern "C" __global__`` kernels in ``code``, in order."""
-    return list(dict.fromkeys(_KERNEL.findall(code)))
+    return list(dict.fromkeys(name for *_, name in _KERNEL.findall(code)))
 
 
 def compiler() -> str:
@@ -118,7 +117,7 @@ def translation_unit(code: str) -> tuple[str, list[str]]:
     mode = "kFibers" if "__syncthreads" in code else "kLoop" if "__shared__" in code else "kParallelLoop"
     entries = "".join(f"GPUAU_EMU_ENTRY({n}, {mode})\n" for n in names)
     # the emulator's header drops __launch_bounds__: each bound is kept as a function, which a launch checks
-    bounds = _BOUNDED.findall(code)
+    bounds = [(before or after, name) for before, after, name in _KERNEL.findall(code) if before or after]
     if len(bounds) != code.count("__launch_bounds__"):  # one it cannot read would go unchecked
         raise EmulatorError("a kernel's __launch_bounds__ is not one the emulator reads (write "
                             "__launch_bounds__(EXPR) or __launch_bounds__(EXPR, N), EXPR without parentheses)")
