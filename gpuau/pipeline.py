@@ -332,7 +332,7 @@ class Analyzer:
         FeatureExtraction's output flags: the tables keep only these column groups (some of
         :data:`gpuau.io.COLUMN_GROUPS`: ``"gaze"``, ``"pose"``, ``"2Dfp"``, ``"3Dfp"``, ``"pdmparams"``, ``"aus"``;
         ``("aus",)`` is ``-aus``), after their first columns, as OpenFace's table of those flags; None (default):
-        all of them.  The analysis is the same (the AUs need the landmarks); the files are smaller.
+        all of them.  The analysis is the same whichever groups are written; the files are smaller.
 
     Notes
     -----
