@@ -507,7 +507,7 @@ def _camera(args) -> "tuple | None":
          arg("--columns", type=_column_groups, default=None, metavar="GROUPS",
              help="only these column groups after frame..success, as FeatureExtraction's output flags: a comma-"
                   "separated list of gaze, pose, 2Dfp, 3Dfp, pdmparams, aus (--columns aus: -aus, a twentieth of "
-                  "the bytes); default all"),
+                  "the bytes; without aus, and no --hog / --aligned, the AU stage does not run); default all"),
          arg("--hog", action="store_true",
              help="FeatureExtraction's -hogalign: also OUTDIR/<name>.hog, each frame's FHOG of the aligned face in "
                   "OpenFace's binary format (an image's and --multi-face's: each face's)"),

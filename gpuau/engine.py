@@ -48,8 +48,9 @@ Memory per stream (640 x 480 video; it scales with the frame size where noted)
   copies), which the CLNF fits, MTCNN and the AU stage read;
 * AU state, on the backend's device (host memory on the CPU backends): the FHOG running-median
   histogram (4464 x 1000 int32, 17.9 MB) and the geometry histogram (238 x 10000 int32, 9.5 MB)
-  (:data:`gpuau.au.analyzer.STATE_BYTES`, 27.4 MB), and per frame 35 raw predictions plus, for the
-  first 3000 tracked frames, 35 projections (0.56 KB per frame, 0.28 KB after);
+  (:data:`gpuau.au.analyzer.STATE_BYTES`, 27.4 MB), the projections of the first 3000 tracked frames
+  (0.84 MB) and the newest 4096 frames' raw predictions (1.1 MB); in host memory the earlier frames' raw
+  predictions (35 per frame, 0.28 KB: 30 MB per hour at 30 frames/s);
 * tracker state: a few KB; models (CLNF, MTCNN, validator, the stacked AU weights) and the CLNF's
   per-view expert arrays are shared by all streams (about 115 MB once per process, shared with the
   Analyzer of :meth:`Engine.from_analyzer`);
@@ -112,9 +113,9 @@ def stream_device_bytes(height: int, width: int) -> int:
     frame, times 3 channels, plus padding), and 6 MiB of landmark and AU work buffers for each of the 11
     faces of an initialisation step (patch responses, aligned face, FHOG cells, descriptors; measured on the
     host, about 60 MB per initialising stream).  So about 146 MB for a 1080p stream, 104 MB for 640 x 480.
-    The models are shared by all streams and not counted; nor is the AU history, which grows with the video
-    (0.56 KB per tracked frame for the first 3000, 0.28 KB per frame after: about 31 MB per hour at 30
-    frames/s) and lives in the memory :data:`DEVICE_FRACTION` leaves free.
+    The models are shared by all streams and not counted; nor are the AU history's 2 MB on the device (the
+    projections of the first 3000 tracked frames, the newest 4096 frames' predictions: the earlier ones go to the
+    host, 0.28 KB per frame), which live in the memory :data:`DEVICE_FRACTION` leaves free.
     """
     from gpuau.au.analyzer import STATE_BYTES
 
@@ -456,13 +457,14 @@ class _Stream:
         analyzer = engine.analyzer
         self.tracker = analyzer.new_tracker(intrinsics, detect=self.detect, validate=self.validate,
                                             camera_space=False)  # the engine poses a step's faces together
-        self.aus = analyzer.new_au_analyzer()
-        self.output = RowWriter(job.output, fmt, (self.aus.reg_names, self.aus.cls_names), engine.chunk, files=files,
-                                gaze=analyzer.gaze, columns=analyzer.columns)
+        self.recorder = analyzer.face_recorder(job.output)  # FHOG / aligned faces, or None
         try:
-            self.recorder = analyzer.face_recorder(job.output)  # FHOG / aligned faces, or None
+            self.aus = analyzer.new_au_analyzer() if analyzer.au_stage(self.recorder) else None
+            self.output = RowWriter(job.output, fmt, analyzer.au_column_names(self.aus), engine.chunk, files=files,
+                                    gaze=analyzer.gaze, columns=analyzer.columns)
         except BaseException:
-            self.output.abort()
+            if self.recorder is not None:
+                self.recorder.abort()
             raise
         self.prefetched: "tuple[np.ndarray, object] | None" = None
         self.certainties: list = []  # (landmarks array, certainty) of this frame's fits, validated in a batch
@@ -690,7 +692,7 @@ class Engine:
         from gpuau.video import no_face_notes
 
         s.close()
-        columns = close_table(s.output, s.job.label, s.frames_done, s.recorder, s.aus.finish)
+        columns = close_table(s.output, s.job.label, s.frames_done, s.recorder, s.aus.finish if s.aus else dict)
         source = s.source  # None for frames given in memory
         notes = [] if source is None else source.decoding_notes(s.frames_done)
         warnings = [f"{s.job.label}: {n}" for n in no_face_notes(s.frames_done, s.faces) + notes]  # as analyze_video
@@ -837,7 +839,7 @@ class Engine:
         self.detect_faces(items)
         failed += self.track_faces(items)
         self._decode_ahead([it for it in items if it.result is not None])
-        failed += self.add_aus([it for it in items if it.result is not None])
+        failed += self.add_aus([it for it in items if it.result is not None and it.stream.aus is not None])
         self.staging.release(frames)
         for it, _ in failed:
             it.result = None

@@ -332,7 +332,8 @@ class Analyzer:
         FeatureExtraction's output flags: the tables keep only these column groups (some of
         :data:`gpuau.io.COLUMN_GROUPS`: ``"gaze"``, ``"pose"``, ``"2Dfp"``, ``"3Dfp"``, ``"pdmparams"``, ``"aus"``;
         ``("aus",)`` is ``-aus``), after their first columns, as OpenFace's table of those flags; None (default):
-        all of them.  The analysis is the same whichever groups are written; the files are smaller.
+        all of them.  The groups written are the whole table's values; without ``"aus"`` (and with no ``.hog`` file
+        or aligned faces to write) the AU stage does not run, as FeatureExtraction's face analyser does not.
 
     Notes
     -----
@@ -470,6 +471,25 @@ class Analyzer:
         return MultiFaceTracker(self._clnf, detect_all=lambda image: self._mtcnn.detect(image).boxes,
                                 validate=self._validator.check, intrinsics=intrinsics, device=self.backend)
 
+    @property
+    def writes_aus(self) -> bool:
+        """Whether the tables have the AU columns (``columns`` None, or with ``"aus"``)."""
+        return self.columns is None or "aus" in self.columns
+
+    def au_stage(self, recorder=None) -> bool:
+        """Whether the AU stage (alignment, FHOG, AU models) runs for a table with this ``recorder``
+        (:meth:`face_recorder`): for its AU columns, or for the recorder's FHOG and aligned faces.  FeatureExtraction
+        runs its face analyser only for ``-aus``, ``-hogalign`` or ``-simalign`` too."""
+        return self.writes_aus or recorder is not None
+
+    def au_column_names(self, aus=None) -> tuple:
+        """``(reg_names, cls_names)`` of a table's AU columns: those of ``aus`` (an :class:`~gpuau.au.AUAnalyzer`),
+        by default of the static models; none for a table without them (:attr:`writes_aus`)."""
+        if not self.writes_aus:
+            return (), ()
+        a = self._static_analyzer() if aus is None else aus
+        return a.reg_names, a.cls_names
+
     def new_au_analyzer(self, dynamic: "bool | None" = None):
         """A fresh :class:`~gpuau.au.AUAnalyzer`: with the dynamic models unless ``au_static`` (or ``dynamic``) says
         otherwise."""
@@ -489,7 +509,7 @@ class Analyzer:
         ``face_ids``)."""
         from gpuau.au.analyzer import face_features, static_au_values
 
-        if not results:
+        if not results or not self.au_stage(recorder):
             return []
         a = self._static_analyzer()
         landmarks = np.stack([r.landmarks for r in results]).astype(np.float32)
@@ -502,13 +522,15 @@ class Analyzer:
                          **names)
         return [static_au_values(a.models, hog[i:i + 1], geometry[i:i + 1]) for i in range(len(results))]
 
-    def _static_au_columns(self, aus: list) -> dict:
-        """``AU*_r`` then ``AU*_c`` columns (OpenFace's order) of per-face dicts from :meth:`_static_aus`."""
+    def _static_au_names(self) -> list:
+        """The static models' ``AU*_r`` then ``AU*_c`` columns, in OpenFace's order; none for a table without them."""
         from gpuau.io import openface_columns
 
-        a = self._static_analyzer()
-        names = openface_columns(a.reg_names, a.cls_names, sequence=False)[len(image_columns()):]
-        return {c: np.array([d[c] for d in aus], np.float64) for c in names}
+        return openface_columns(*self.au_column_names(), sequence=False)[len(image_columns()):]
+
+    def _static_au_columns(self, aus: list) -> dict:
+        """The :meth:`_static_au_names` columns of per-face dicts from :meth:`_static_aus`."""
+        return {c: np.array([d[c] for d in aus], np.float64) for c in self._static_au_names()}
 
     def track(self, frames: Iterable, intrinsics=None, *, aus=None,
               recorder=None) -> Iterator[tuple[np.ndarray, object]]:
@@ -518,20 +540,25 @@ class Analyzer:
         ``au_analyzer.finish()`` gives the post-processed AU columns.  The AU features are computed on
         a second thread (:class:`AUThread`) while the next frame is tracked: ``au_analyzer`` is
         complete only when the iteration has finished.  ``aus``: a fresh
-        :class:`~gpuau.au.AUAnalyzer` to use (default: a new one); ``recorder``: a
-        :class:`~gpuau.io.FaceRecorder` given every frame's FHOG and aligned face.
+        :class:`~gpuau.au.AUAnalyzer` to use (default: a new one where :meth:`au_stage` runs, else none: then
+        ``au_analyzer`` is None); ``recorder``: a :class:`~gpuau.io.FaceRecorder` given every frame's FHOG and aligned
+        face.
         """
         tracker = worker = None
-        aus = self.new_au_analyzer() if aus is None else aus
+        if aus is None and self.au_stage(recorder):
+            aus = self.new_au_analyzer()
         try:
             for frame in frames:
                 _signals.check()
                 self.backend.use()
                 if tracker is None:
                     tracker = self.new_tracker(intrinsics)
-                    worker = AUThread(aus, depth=queue_depth(frame.image.nbytes, AUThread.BACKLOG), recorder=recorder)
+                    if aus is not None:
+                        worker = AUThread(aus, depth=queue_depth(frame.image.nbytes, AUThread.BACKLOG),
+                                          recorder=recorder)
                 r = tracker.track(frame.image, frame.gray)
-                worker.submit(frame.image, r.landmarks, r.detection_success, frame.timestamp, r.success)
+                if worker is not None:
+                    worker.submit(frame.image, r.landmarks, r.detection_success, frame.timestamp, r.success)
                 yield landmark_row(frame.index + 1, frame.timestamp, r), aus
             if worker is not None:
                 worker.close()  # an interrupt while it waits for the backlog cancels the rest too
@@ -685,20 +712,22 @@ class Analyzer:
         """
         from gpuau.io import RowWriter
 
-        a = self._static_analyzer()
-        aus, n, faces = [], 0, 0
+        names = self._static_au_names()
+        aus, n, faces = [np.zeros((0, len(names)))], 0, 0  # each frame's faces' values (not dicts: ~6x the memory)
         recorder = self.face_recorder(output)
-        with RowWriter(output, fmt, (a.reg_names, a.cls_names), chunk, files=_image_names(frames),
+        with RowWriter(output, fmt, self.au_column_names(), chunk, files=_image_names(frames),
                        gaze=self.gaze, columns=self.columns) as table, recorder or contextlib.nullcontext():
             for frame_rows, frame_aus in self.track_multi(frames, intrinsics, recorder=recorder):
                 for row in frame_rows:
                     table.add(row)
-                aus += frame_aus
+                if frame_aus and names:
+                    aus.append(np.array([[d[c] for c in names] for d in frame_aus], np.float64))
                 n += 1
                 faces += sum(int(r[4]) for r in frame_rows)
                 if progress:
                     progress(n)
-            columns = close_table(table, name, n, recorder, lambda: self._static_au_columns(aus), postprocessed=False)
+            columns = close_table(table, name, n, recorder, lambda: dict(zip(names, np.concatenate(aus).T)),
+                                  postprocessed=False)
             return columns, n, faces
 
     def _write_rows(self, frames, name, intrinsics, progress, output, fmt: str, chunk: int) -> tuple:
@@ -708,17 +737,18 @@ class Analyzer:
         """
         from gpuau.io import RowWriter
 
-        aus = self.new_au_analyzer()
         faces = 0
         recorder = self.face_recorder(output)
-        with RowWriter(output, fmt, (aus.reg_names, aus.cls_names), chunk, files=_image_names(frames),
+        aus = self.new_au_analyzer() if self.au_stage(recorder) else None
+        with RowWriter(output, fmt, self.au_column_names(aus), chunk, files=_image_names(frames),
                        gaze=self.gaze, columns=self.columns) as table, recorder or contextlib.nullcontext():
             for row, _ in self.track(frames, intrinsics, aus=aus, recorder=recorder):
                 table.add(row)
                 faces += int(row[4])
                 if progress:
                     progress(table.rows)
-            return close_table(table, name, table.rows, recorder, aus.finish), table.rows, faces
+            return (close_table(table, name, table.rows, recorder, aus.finish if aus else dict), table.rows,
+                    faces)
 
     def write_video(self, path: "str | os.PathLike", output: "str | os.PathLike", *, format: "str | None" = None,
                     progress: "Callable[[int], None] | None" = None, chunk: int = 256,

@@ -179,6 +179,24 @@ def test_engine_writes_the_pipelines_files(sequence_outputs, media_dir, tmp_path
         assert (tmp_path / "again_aligned" / name).read_bytes() == expected
 
 
+def test_a_table_without_aus_still_gets_the_faces_asked_for(sequence_outputs, media_dir, tmp_path):
+    """The AU stage runs for the .hog file and aligned faces of a table without AU columns (FeatureExtraction -pose
+    -hogalign -simalign), in the single-stream pipeline and the engine."""
+    for engine in (False, True):
+        out = tmp_path / f"engine-{engine}"
+        settings = dict(quality="fast", write_hog=True, write_aligned=True, columns=["pose"])
+        if engine:
+            [o] = Engine("cpu", streams=2, **settings).run([Job(media_dir / "image_sequence",
+                                                                out / "image_sequence.csv")])
+            assert o.status == "done"
+        else:
+            Analyzer("cpu", **settings).write_video(media_dir / "image_sequence", out / "image_sequence.csv")
+        assert (out / "image_sequence.hog").read_bytes() == (sequence_outputs / "image_sequence.hog").read_bytes()
+        assert sorted(os.listdir(out / "image_sequence_aligned")) == sorted(
+            os.listdir(sequence_outputs / "image_sequence_aligned"))
+        assert "AU01_r" not in (out / "image_sequence.csv").read_text().splitlines()[0]
+
+
 def test_a_streams_failing_recorder_fails_that_stream_only(sequence_outputs, media_dir, tmp_path, monkeypatch):
     """A write error in one stream's faces (EIO, a quota) ends that stream, as the single-stream pipeline ends that
     input; the other streams' outputs are written whole."""

@@ -226,3 +226,29 @@ def test_columns_keep_feature_extractions_flag_groups_in_memory_too(analyzer, cl
     assert list(narrow.analyze_image(media_dir / "sample1.jpg").columns)[:3] == ["face", "confidence", "p_scale"]
     multi = narrow.analyze_frames(clip[:2], fps=15.0, multi_face=True).columns
     assert list(multi)[5] == "p_scale" and not any(c.startswith("AU") for c in multi)
+
+
+def test_a_table_without_aus_runs_no_au_stage(analyzer, clip, media_dir):
+    """Without the AU columns (and no .hog file or aligned faces to write) no AU model loads and no face is aligned,
+    as FeatureExtraction runs its face analyser only for -aus, -hogalign or -simalign: the other columns are the whole
+    table's, for a video, an image, a multi-face video and the batched engine's streams."""
+    from unittest import mock
+
+    from gpuau.au import AUAnalyzer
+    from gpuau.engine import Engine, Job
+    from gpuau.io import kept_columns
+    from gpuau.video import array_frames
+
+    whole = analyzer.analyze_frames(clip[:6], fps=15.0)
+    narrow = gpuau.Analyzer("cpu", quality="fast", columns=["pose", "2Dfp"])
+    assert not narrow.writes_aus and not narrow.au_stage() and analyzer.au_stage()
+    with mock.patch.object(AUAnalyzer, "__init__", side_effect=AssertionError("an AU model loaded")):
+        part = narrow.analyze_frames(clip[:6], fps=15.0)
+        [streamed] = Engine.from_analyzer(narrow, streams=2).run([Job(list(array_frames(clip[:6], 15.0)))])
+        image = narrow.analyze_image(media_dir / "sample1.jpg")
+        multi = narrow.analyze_frames(clip[:2], fps=15.0, multi_face=True)
+    assert list(part.columns) == kept_columns(whole.columns, ("pose", "2Dfp"))
+    for table in (part.columns, streamed.result.columns):
+        assert all(np.array_equal(table[c], whole.columns[c]) for c in part.columns)
+    assert list(image.columns)[:3] == ["face", "confidence", "pose_Tx"] and image.faces_found == 1
+    assert multi.faces_found == 2 and not any(c.startswith(("AU", "p_")) for c in multi.columns)
