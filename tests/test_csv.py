@@ -6,13 +6,18 @@ import filecmp
 import numpy as np
 import pytest
 
+from gpuau.io import openface_csv
 from gpuau.io import OpenFaceCSVWriter, openface_columns, read_openface_csv, write_openface_csv, write_openface_parquet
 
 REFERENCES = ["default.csv", "2015-10-15-15-14.csv", "image_sequence.csv", "images/sample6.csv"]
 
 
+@pytest.mark.parametrize("chunk", [None, 7])
 @pytest.mark.parametrize("name", REFERENCES)
-def test_reference_files_round_trip_byte_for_byte(name, reference_dir, tmp_path):
+def test_reference_files_round_trip_byte_for_byte(name, chunk, reference_dir, tmp_path, monkeypatch):
+    """Whole, and formatted 7 rows at a time (a long table is formatted in chunks: gpuau.io.openface_csv.FORMAT_ROWS)."""
+    if chunk:
+        monkeypatch.setattr(openface_csv, "FORMAT_ROWS", chunk)
     ref = reference_dir / name
     table = read_openface_csv(ref)
     sequence = "frame" in table
@@ -70,7 +75,8 @@ def test_parquet_has_the_same_columns(reference_dir, tmp_path):
     np.testing.assert_array_equal(t.column("AU12_r").to_numpy(), table["AU12_r"])
 
 
-def test_file_column_is_last_quoted_when_needed_and_round_trips(reference_dir, tmp_path):
+def test_file_column_is_last_quoted_when_needed_and_round_trips(reference_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(openface_csv, "FORMAT_ROWS", 3)  # text cells formatted in chunks too
     pd = pytest.importorskip("pandas")
     pq = pytest.importorskip("pyarrow.parquet")
     table = read_openface_csv(reference_dir / "image_sequence.csv")

@@ -164,6 +164,11 @@ def _text_cell(text: str) -> str:
     return text
 
 
+FORMAT_ROWS = 4096
+"""Rows formatted at a time (a few MB of Python floats, however long the table): formatted whole, the AU columns of a
+10-hour video took ~1.7 KB per row at once, and a 714-column table ~27 KB per row."""
+
+
 def _format_rows(columns: Mapping, names: list, *, sequence: bool, postprocessed: bool) -> list:
     """Each row of the ``names`` columns as one line, its cells joined by ", ": text cells quoted as
     :func:`_text_cell` says, numbers with :func:`column_decimals`' decimals.  Numeric rows go through one
@@ -261,19 +266,20 @@ class OpenFaceCSVWriter:
         try:
             self._body.close()
             aus = aus or {}
-            au_lines = [""] * self._rows
-            if self.au_columns:
-                table = {c: np.asarray(aus.get(c, np.zeros(self._rows))) for c in self.au_columns}
-                for c, v in table.items():
-                    if v.shape[0] != self._rows:
-                        raise ValueError(f"{c}: {v.shape[0]} values for {self._rows} rows")
-                au_lines = [", " + line for line in _format_rows(table, self.au_columns, sequence=self.sequence,
-                                                                 postprocessed=postprocessed)]
+            table = {c: np.asarray(aus.get(c, np.zeros(self._rows))) for c in self.au_columns}
+            for c, v in table.items():
+                if v.shape[0] != self._rows:
+                    raise ValueError(f"{c}: {v.shape[0]} values for {self._rows} rows")
             with atomic_write(self.path, "w", newline="\n") as out, open(self._body_path) as body:
                 out.write(", ".join(self.columns) + "\n")
-                for line, au in zip(body, au_lines):
-                    head, _, tail = line.rstrip("\n").partition("\0")
-                    out.write(head + au + (", " + json.loads(tail) if tail else "") + "\n")
+                for start in range(0, self._rows, FORMAT_ROWS):
+                    rows = min(FORMAT_ROWS, self._rows - start)
+                    au_lines = [", " + line for line in _format_rows(
+                        {c: v[start:start + rows] for c, v in table.items()}, self.au_columns,
+                        sequence=self.sequence, postprocessed=postprocessed)] if table else [""] * rows
+                    for line, au in zip(itertools.islice(body, rows), au_lines):
+                        head, _, tail = line.rstrip("\n").partition("\0")
+                        out.write(head + au + (", " + json.loads(tail) if tail else "") + "\n")
         finally:
             Path(self._body_path).unlink(missing_ok=True)
         return self.path
@@ -298,8 +304,10 @@ def write_openface_csv(path: "str | os.PathLike", columns: Mapping, *, order: "l
     """
     order = order or _openface_order(columns)
     writer = OpenFaceCSVWriter(path, order, sequence=sequence)
+    rows = len(columns[order[0]]) if order else 0
     try:
-        writer.write_rows({c: columns[c] for c in writer.base_columns})
+        for start in range(0, rows, FORMAT_ROWS):
+            writer.write_rows({c: columns[c][start:start + FORMAT_ROWS] for c in writer.base_columns})
     except BaseException:
         writer.abort()
         raise
