@@ -94,9 +94,10 @@ def test_batched_frames_equal_frame_by_frame(media_dir, reference_dir):
     np.testing.assert_array_equal(one.success, success)
 
 
-def test_streams_batched_equal_each_stream_alone(backend, media_dir, reference_dir):
-    """add_features_batch over three streams on the backend (different frames, failures, joining late)
-    gives each stream the online values and final columns it gets alone on the CPU: bit for bit on
+def test_streams_batched_equal_each_stream_alone(backend, media_dir, reference_dir, monkeypatch):
+    """add_features_batch over three streams on the backend (different frames, failures, joining late, their
+    histories moved to the host every 5 frames instead of 4096) gives each stream the online values and final columns
+    it gets alone on the CPU: bit for bit on
     cpu, to 1e-9 on the device backends (a batch's projections are one matmul there, summed in cuBLAS's
     order on cuda, in NumPy's BLAS's on emulated; the CPU sums each face alone).
 
@@ -107,7 +108,7 @@ def test_streams_batched_equal_each_stream_alone(backend, media_dir, reference_d
     import numpy as np
 
     from gpuau.au import AUAnalyzer
-    from gpuau.au.analyzer import STATE_BYTES, add_features_batch
+    from gpuau.au.analyzer import STATE_BYTES, _History, add_features_batch
 
     df = read_reference(reference_dir / "default.csv", nrows=12)
     lm = reference_landmarks(df)
@@ -121,6 +122,7 @@ def test_streams_batched_equal_each_stream_alone(backend, media_dir, reference_d
     for order in streams:
         a = AUAnalyzer()
         solo.append(([a.add_features(hog[i], geometry[i], success[i], 0.1 * i) for i in order], a.finish()))
+    monkeypatch.setattr(_History, "BLOCK", 5)
     batch = [AUAnalyzer(device=backend) for _ in streams]
     hog_d, geometry_d = batch[0].features(frames, lm, success)
     np.testing.assert_array_equal(backend.asnumpy(hog_d), hog)

@@ -46,8 +46,10 @@ HOG_SIZE = 4464
 """12 x 12 cells x 31 FHOG channels of a 112 x 112 face."""
 
 STATE_BYTES = state_bytes(HOG_SIZE, HOG_BINS) + state_bytes(GEOMETRY_SIZE, GEOM_BINS)
-"""Device memory of one :class:`AUAnalyzer`'s running medians (27.4 MB); its history adds 2 x 8 bytes
-per model and frame (0.56 KB) for the first ``MAX_INIT_FRAMES`` tracked frames, 8 bytes per model and frame after."""
+"""Device memory of one :class:`AUAnalyzer`'s running medians (27.4 MB).  Beside them on the device: the projections of
+the first ``MAX_INIT_FRAMES`` tracked frames (8 bytes per model and frame: 0.84 MB) and the newest block of the raw
+predictions' history (4096 frames: 1.1 MB); the history's filled blocks go to the host (8 bytes per model and frame,
+0.28 KB)."""
 
 
 class AlignedBatch(NamedTuple):
@@ -158,25 +160,32 @@ def _stacked_models(models_dir: Path, dynamic: bool, backend) -> StackedAUModels
 
 
 class _History:
-    """Rows appended one per frame to a buffer on the device that doubles when full."""
+    """Rows appended one per frame into a block on the device, moved to the host whenever it fills: the device holds
+    one block of a stream however long its video (a buffer doubling on the device needed 0.9 GB per stream for a
+    moment past 2^20 frames, 9.7 hours at 30 frames/s, and one stream's failed allocation fails every stream of the
+    step); the host holds the video's rows, as OpenFace does."""
 
-    def __init__(self, xp, width: int, capacity: int = 256):
-        self._xp = xp
-        self._data = xp.zeros((capacity, width))
-        self.n = 0
+    BLOCK = 4096
+
+    def __init__(self, backend, width: int):
+        self._backend = backend
+        self._width = width
+        self._done: list = []  # the filled blocks, on the host
+        self._block = backend.xp.zeros((self.BLOCK, width))
+        self._used = 0
 
     def append(self, row) -> None:
-        if self.n == self._data.shape[0]:
-            grown = self._xp.zeros((2 * self.n, self._data.shape[1]))
-            grown[: self.n] = self._data
-            self._data = grown
-        self._data[self.n] = row
-        self.n += 1
+        if self._used == self.BLOCK:
+            self._done.append(self._backend.asnumpy(self._block))
+            self._block = self._backend.xp.zeros((self.BLOCK, self._width))  # (on the CPU the block just kept)
+            self._used = 0
+        self._block[self._used] = row
+        self._used += 1
 
     @property
-    def rows(self):
-        """(n, width) float64 view of the rows appended so far."""
-        return self._data[: self.n]
+    def rows(self) -> np.ndarray:
+        """(n, width) float64 on the host: the rows appended so far."""
+        return np.concatenate(self._done + [self._backend.asnumpy(self._block[:self._used])])
 
 
 class AUAnalyzer:
@@ -195,8 +204,9 @@ class AUAnalyzer:
     Notes
     -----
     State, on the device: the FHOG and geometry running-median histograms and medians, the
-    projection of the medians, the raw per-frame predictions and the projections of the first
-    ``MAX_INIT_FRAMES`` tracked frames; on the host: frame counters, success flags, timestamps.
+    projection of the medians, the projections of the first ``MAX_INIT_FRAMES`` tracked frames and the
+    newest 4096 frames' raw predictions; on the host: the earlier raw predictions, frame counters, success flags,
+    timestamps.
     The models are shared by the analyzers of one process.  :func:`add_features_batch` advances
     many analyzers (streams) by one frame each in one batch.
     """
@@ -219,8 +229,8 @@ class AUAnalyzer:
         self._timestamps: list = []
         k = self.models.weights.shape[1]
         with device_context(self.backend):  # cuda:N, whatever GPU the constructing thread has current
-            self._raw = _History(xp, k)  # per frame: (K,) intensities then presence values, 0 on failed frames
-            self._init_projections = _History(xp, k)
+            self._raw = _History(self.backend, k)  # per frame: (K,) intensities then presence, 0 on failed frames
+            self._init_projections = xp.zeros((MAX_INIT_FRAMES, k))  # of the first tracked frames, re-predicted
         self._init_frames: list = []
         # (column name, index into a row of raw values) in model order and in OpenFace's (sorted) order
         nr = self.models.num_reg
@@ -357,8 +367,8 @@ class AUAnalyzer:
     def _record(self, raw, projection, success: bool, timestamp: float) -> None:
         """Append one frame's raw predictions (and its projection while initialising) to the history."""
         if success and self.frames_success - 1 < MAX_INIT_FRAMES:
+            self._init_projections[len(self._init_frames)] = projection
             self._init_frames.append(self.frames - 1)
-            self._init_projections.append(projection)
         self._success.append(success)
         self._timestamps.append(float(timestamp))
         self._raw.append(raw)
@@ -395,13 +405,10 @@ class AUAnalyzer:
         nr = self.models.num_reg
         raw = self._raw.rows
         if self.dynamic and self._init_frames:
-            models = self.device_models
-            decisions = decision_values(models, self._init_projections.rows, self.median_projection)
-            raw = raw.copy()
-            index = self.backend.xp.asarray(np.asarray(self._init_frames))
-            raw[index, :nr] = decisions[:, :nr]
-            raw[index, nr:] = presence(models, decisions)
-        raw = self.backend.asnumpy(raw)
+            projections = self._init_projections[:len(self._init_frames)]
+            decisions = self.backend.asnumpy(decision_values(self.device_models, projections, self.median_projection))
+            raw[self._init_frames, :nr] = decisions[:, :nr]
+            raw[self._init_frames, nr:] = presence(self.models, decisions)
         success = self.success
         values = np.empty_like(raw)
         values[:, :nr] = postprocess_intensities(raw[:, :nr], success, self.models.cutoff, self.dynamic)
