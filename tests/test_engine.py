@@ -1,8 +1,8 @@
 """The lockstep engine gives every stream the single-stream pipeline's table.
 
 Three clips of different lengths (the first frames of default.wmv, changeLighting.wmv and
-2015-10-15-15-14.avi) go through :class:`gpuau.engine.Engine` together (B=3) and one at a time
-(B=1) on each backend: the tables must be the same (batching changes no number), and equal the
+2015-10-15-15-14.avi) go through :class:`gpuau.engine.Engine` together (B=3) on each backend and one at a
+time (B=1) on the CPU: the tables must be the same (batching changes no number), and equal the
 single-stream CPU pipeline's (:class:`gpuau.pipeline.Analyzer`): landmarks within 1e-3 px, AUs within
 1e-4 (on the GPU backends a known gap, tests/backend_gaps.toml: CLNF runs on the device there).
 Streams join and leave as clips end; a corrupt input, a stream whose frames fail mid-way and a face the
@@ -85,7 +85,8 @@ def assert_same_table(actual: dict, expected: dict, exact: bool = False):
 
 @pytest.fixture(scope="module")
 def engine_runs(clips):
-    """Per backend name: (outcomes of the 3 clips in lockstep, B=3; of each clip alone, B=1; stats of B=3)."""
+    """Per backend name: (outcomes of the 3 clips in lockstep, B=3; on the CPU of each clip alone, B=1, else None;
+    stats of B=3)."""
     cache = {}
 
     def run(backend):
@@ -112,8 +113,10 @@ def engine_runs(clips):
                     mock.patch.object(gpuau.au.analyzer, "face_features", recording_features):
                 together = {o.input: o for o in engine.run(_jobs(clips, CLIPS))}
             stats = dict(engine.stats, staged=reads)
-            engine.streams = 1
-            alone = {o.input: o for o in engine.run(_jobs(clips, CLIPS))}
+            alone = None
+            if backend.name == "cpu":
+                engine.streams = 1
+                alone = {o.input: o for o in engine.run(_jobs(clips, CLIPS))}
             cache[backend.name] = together, alone, stats
         return cache[backend.name]
 
@@ -121,14 +124,16 @@ def engine_runs(clips):
 
 
 def test_lockstep_equals_one_stream_at_a_time(backend, engine_runs, references):
-    """Batching streams changes no number: 3 clips together give each clip's table alone, bit for bit on the CPU
-    (elsewhere within assert_same_table's tolerance: the AU predictions' matrix product of a batch of faces sums in
-    another order than one face's, by up to 1e-14 on the emulator's NumPy, and cuBLAS may choose another algorithm)."""
+    """Batching streams changes no number: 3 clips together give each clip's table alone, bit for bit on the CPU.
+    Elsewhere the AU predictions' matrix product of a batch of faces sums in another order than one face's (by up to
+    1e-14 on the emulator's NumPy; cuBLAS may choose another algorithm): there the batch is held to the tolerance of
+    test_engine_equals_cpu_pipeline, against the CPU pipeline's tables, which the batch of one would be held to too."""
     together, alone, stats = engine_runs(backend)
-    assert sorted(together) == sorted(alone) == sorted(CLIPS)
+    assert sorted(together) == sorted(CLIPS)
     for name, o in together.items():
         assert o.status == "done" and o.frames == CLIPS[name]
-        assert_same_table(o.result.columns, alone[name].result.columns, exact=backend.name == "cpu")
+        if alone is not None:
+            assert_same_table(o.result.columns, alone[name].result.columns, exact=True)
     # each clip's first frame was detected in the step's batch, together
     assert stats["detect_batches"] >= 1 and stats["detections_batched"] >= 3
     assert stats["steps"] == max(CLIPS.values())
