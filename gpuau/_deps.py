@@ -1,9 +1,10 @@
 """Checks of the installed third-party distributions, from their metadata only (nothing is imported).
 
 onnxruntime ships as several distributions (``onnxruntime``, ``onnxruntime-gpu``, ...) that all install the
-same ``onnxruntime`` import package into the same folder. With two of them installed, the files of one
-overwrite the other's and which build loads is undefined (typically a CPU-only session on a GPU machine,
-or a crash on import). pip cannot prevent this, so gpuau checks before it creates a session.
+same ``onnxruntime`` import package into the same folder, and so does CuPy (``cupy-cuda12x``, ``cupy-cuda13x``...:
+one ``cupy`` folder). With two of them installed, the files of one overwrite the other's and which build loads is
+undefined (typically a CPU-only session on a GPU machine, or a crash on import). pip cannot prevent this, so gpuau
+checks before it creates a session or a CUDA backend.
 """
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ ONNXRUNTIME_DISTRIBUTIONS = (
 )
 # The build gpuau depends on (pyproject's base dependencies).
 ONNXRUNTIME_EXPECTED = "onnxruntime"
+# Distributions that install the ``cupy`` import package (gpuau's extras: cuda12, cuda13).
+CUPY_DISTRIBUTIONS = ("cupy", "cupy-cuda11x", "cupy-cuda12x", "cupy-cuda13x")
 
 
 class DependencyError(RuntimeError):
@@ -34,10 +37,26 @@ def installed_version(distribution: str) -> "str | None":
         return None
 
 
+def installed(distributions) -> dict:
+    """The installed ones of ``distributions``, as ``{name: version}``."""
+    found = {name: installed_version(name) for name in distributions}
+    return {name: version for name, version in found.items() if version is not None}
+
+
 def onnxruntime_distributions() -> dict:
     """Installed distributions that provide ``import onnxruntime``, as ``{name: version}``."""
-    found = {name: installed_version(name) for name in ONNXRUNTIME_DISTRIBUTIONS}
-    return {name: version for name, version in found.items() if version is not None}
+    return installed(ONNXRUNTIME_DISTRIBUTIONS)
+
+
+def several_cupy_builds() -> str:
+    """Why the installed CuPy cannot be trusted, in words, where several builds share its folder; else ""."""
+    found = installed(CUPY_DISTRIBUTIONS)
+    if len(found) < 2:
+        return ""
+    listed = ", ".join(f"{n} {v}" for n, v in found.items())
+    return (f"several CuPy builds are installed ({listed}), which overwrite each other's files in the same `cupy` "
+            f"folder. Fix: pip uninstall -y {' '.join(found)}, then install gpuau's extra of your driver's CUDA "
+            f"major (nvidia-smi's 'CUDA Version'): pip install -e '.[cuda12]' or '.[cuda13]' from gpuau's clone")
 
 
 def check_onnxruntime() -> str:

@@ -237,13 +237,16 @@ def _models_state() -> str:
 
 @command("info", "versions, CUDA device, available backends and model folder state")
 def info(args) -> int:
-    from gpuau._deps import DependencyError, check_onnxruntime
+    from gpuau._deps import DependencyError, check_onnxruntime, installed
 
     try:
         check_onnxruntime()
-        ort = _distribution_of("onnxruntime")
+        import onnxruntime
+
+        ort = f"{_distribution_of('onnxruntime')}; providers: {', '.join(onnxruntime.get_available_providers())}"
     except DependencyError as e:
         ort = f"PROBLEM: {e}"
+    nvrtc = ", ".join(f"{v} ({n})" for n, v in installed(("nvidia-cuda-nvrtc-cu12", "nvidia-cuda-nvrtc")).items())
     cuda_ok, cuda_text = _cuda_state()
     rows = [
         ("gpuau", __version__),
@@ -255,6 +258,7 @@ def info(args) -> int:
         ("pyav", _distribution_of("av")),
         ("onnxruntime", ort),
         ("cupy", _distribution_of("cupy")),
+        ("NVRTC", nvrtc or "not installed (on a GPU CuPy compiles the kernels, flushing float32 subnormals)"),
         ("CUDA device", cuda_text),
         ("backends", _backends(cuda_ok)),
         ("models", _models_state()),
@@ -469,7 +473,7 @@ def _camera(args) -> "tuple | None":
                   "face_id = tracking slot, static AU models); single images always get every face"),
          arg("--engine", default="local", choices=("local", "ray"),
              help="local: this machine (this process, or --workers processes); ray: workers on a Ray cluster (one "
-                  "per GPU), OUTDIR on shared storage (pip install gpuau[ray]; see docs/distributed.md)"),
+                  "per GPU), OUTDIR on shared storage (pip install ray; see docs/distributed.md)"),
          arg("--address", default=None, metavar="ADDR",
              help="with --engine ray: the cluster (auto, HOST:6379, ray://HOST:10001; default: a Ray on this machine)"),
          arg("--workers", default=None, type=_count_or_auto("workers", None), metavar="N",
@@ -666,7 +670,7 @@ def render(args) -> int:
     return 0
 
 
-@command("plot", "plot AU intensities over time from an OpenFace CSV (needs matplotlib: gpuau[plot])",
+@command("plot", "plot AU intensities over time from an OpenFace CSV (needs matplotlib: pip install matplotlib)",
          arg("csv"), arg("-o", "--output", required=True, help="image to write (.png, .svg, .pdf)"),
          arg("--face-id", type=int, default=0, help="which face of a multi-face CSV (default 0)"))
 def plot(args) -> int:

@@ -132,16 +132,24 @@ def cuda_available() -> bool:
 
 
 def cuda_unavailable_reason() -> str:
-    """Why no CUDA device is usable, in words ("" when one is): CuPy missing or failing to import, or finding none."""
+    """Why no CUDA device is usable, in words ("" when one is): several CuPy builds installed, CuPy missing or
+    failing to import, or CUDA's runtime finding no device, with its own reason (a driver older than the CuPy build's
+    CUDA says so: ``cudaErrorInsufficientDriver``)."""
+    from gpuau._deps import several_cupy_builds
+
+    several = several_cupy_builds()
+    if several:
+        return several
     try:
         import cupy
     except Exception as e:
         return ("CuPy is not installed" if isinstance(e, ImportError) and e.name == "cupy"
                 else f"CuPy does not import ({type(e).__name__}: {e})")
     try:
-        return "" if cupy.cuda.is_available() else "CuPy finds no CUDA device (no NVIDIA driver or GPU visible)"
-    except Exception as e:
-        return f"CuPy finds no CUDA device ({type(e).__name__}: {e})"
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as e:  # no driver, or one too old for this CuPy build's CUDA
+        return f"CUDA's runtime finds no device ({type(e).__name__}: {e})"
+    return "" if count > 0 else "CUDA's runtime finds no device (no GPU visible)"
 
 
 def resolve_device(spec: "str | Backend" = "auto") -> Backend:
@@ -183,8 +191,9 @@ def _backend(s: str) -> Backend:
         if reason:
             raise DeviceError(
                 f"device {s!r}: no usable CUDA GPU ({reason}). "
-                "Install the GPU extra with `pip install gpuau[cuda12]` on a machine with an NVIDIA "
-                "driver, or use the CPU (--device cpu; device='cpu' in Python)."
+                "Install the GPU extra of the driver's CUDA major (nvidia-smi's 'CUDA Version') from gpuau's clone, "
+                "`pip install -e '.[cuda12]'` or `'.[cuda13]'`, on a machine with an NVIDIA GPU, or use the CPU "
+                "(--device cpu; device='cpu' in Python)."
             )
         import cupy
 

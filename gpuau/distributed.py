@@ -9,7 +9,7 @@ memory, lost node) costs only the input it was analysing: that input goes back t
 at most ``max_retries`` times, and a new worker replaces the dead one. An input that fails by itself
 (unreadable, no frames) is a normal result of the worker and is reported once, never retried.
 
-Ray is an optional dependency (``pip install gpuau[ray]``); ``import gpuau.distributed`` does not import it.
+Ray is an optional dependency (gpuau's ``[ray]`` extra, or ``pip install ray``); ``import gpuau.distributed`` does not import it.
 See ``docs/distributed.md``.
 """
 from __future__ import annotations
@@ -133,7 +133,7 @@ def _import_ray():
     try:
         import ray
     except ImportError:
-        raise DependencyError("Ray is not installed; fix: pip install 'gpuau[ray]' (on every node)") from None
+        raise DependencyError("Ray is not installed; fix: pip install 'ray>=2.30' (on every node)") from None
     return ray
 
 

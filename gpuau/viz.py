@@ -221,7 +221,7 @@ def plot_aus(csv_path, output, *, face_id: int = 0) -> Path:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as e:
-        raise ImportError("gpuau plot needs matplotlib: pip install gpuau[plot]") from e
+        raise ImportError("gpuau plot needs matplotlib: pip install matplotlib") from e
     table, keep = _face_table(csv_path, face_id)
     names = _au_names(table)
     if not names:

@@ -132,8 +132,11 @@ def test_info_reports_versions_device_backends_models(models_dir, monkeypatch, c
     monkeypatch.setenv("GPUAU_MODELS", str(models_dir))
     assert cli.main(["info"]) == 0
     out = capsys.readouterr().out
-    for key in ("python", "numpy", "numba", "opencv", "pyav", "onnxruntime", "cupy", "CUDA device", "backends"):
+    for key in ("python", "numpy", "numba", "opencv", "pyav", "onnxruntime", "cupy", "NVRTC", "CUDA device", "backends"):
         assert f"\n{key} " in out
+    onnxruntime = next(line for line in out.splitlines() if line.startswith("onnxruntime "))
+    assert "; providers: " in onnxruntime and "CPUExecutionProvider" in onnxruntime
+    assert "(nvidia-cuda-nvrtc-cu12)" in out  # the [nvrtc] extra
     assert "cpu" in out and "all 89 files verified" in out
     monkeypatch.setenv("CXX", "no-such-c++")  # the emulator's compiler is GPUAU_EMU_CXX's, not CXX's
     assert cli.main(["info"]) == 0
@@ -257,7 +260,7 @@ def test_parquet_without_pyarrow_stops_before_any_analysis(media_dir, tmp_path, 
     monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow raises ModuleNotFoundError
     assert cli.main(["analyze", str(media_dir / "sample1.jpg"), "-o", str(tmp_path), "--format", "parquet"]) == 2
     assert capsys.readouterr().err == ("gpuau: error: --format parquet: Parquet output needs pyarrow: "
-                                       "pip install 'gpuau[parquet]'\n")
+                                       "pip install pyarrow\n")
     assert not list(tmp_path.iterdir())
 
 

@@ -193,6 +193,32 @@ def test_cuda_backend_uses_the_cuda_provider_only_when_onnxruntime_has_it():
     assert providers[-1] == "CPUExecutionProvider" and execution_providers("cpu") == ["CPUExecutionProvider"]
 
 
+@pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider' is not in available provider names")
+def test_a_cuda_provider_that_does_not_load_is_said_once_with_the_fix(detector, monkeypatch, caplog):
+    """onnxruntime lists the CUDA provider for any GPU build and falls back to the CPU when its CUDA or cuDNN
+    libraries do not load (onnxruntime-gpu 1.27+ on a CUDA 12 machine): MTCNN then ran on the CPU unsaid.  Here the
+    CPU build is asked for it, as a GPU build with its libraries missing would be."""
+    import logging
+
+    from gpuau.detect import sessions
+
+    cuda = [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
+    monkeypatch.setattr(sessions, "execution_providers", lambda *_: cuda)
+    sessions._warn_cuda_provider_failed.cache_clear()
+    graph = cnn_graph_file(detector.weights.rnet, (24, 24))
+    with caplog.at_level(logging.WARNING, logger="gpuau.detect.sessions"):
+        for _ in range(2):
+            assert make_session(graph, "cuda").get_providers() == ["CPUExecutionProvider"]
+    warned = [r.getMessage() for r in caplog.records if "could not load its CUDA execution provider" in r.getMessage()]
+    assert len(warned) == 1 and "onnxruntime-gpu 1.27 and newer are built for CUDA 13" in warned[0]
+    assert "'onnxruntime-gpu[cuda,cudnn]>=1.21,<1.27' for CUDA 12" in warned[0]
+    caplog.clear()
+    monkeypatch.undo()
+    sessions._warn_cuda_provider_failed.cache_clear()
+    make_session(graph, "cpu")  # asked for the CPU: nothing to say
+    assert not caplog.records
+
+
 def test_graph_files_are_cached_by_weights(detector, tmp_path, monkeypatch):
     monkeypatch.setenv("GPUAU_CACHE", str(tmp_path))
     p = cnn_graph_file(detector.weights.rnet, (24, 24))

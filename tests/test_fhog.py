@@ -146,7 +146,7 @@ def test_fhog_backends_agree(backend, aligned_faces):
 
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
 def test_fhog_cu_compiles_with_nvrtc(arch):
-    pytest.importorskip("cuda.bindings.nvrtc", reason="NVRTC check needs gpuau[nvrtc]")
+    pytest.importorskip("cuda.bindings.nvrtc", reason="NVRTC check needs gpuau's [nvrtc] extra")
     from gpuau.kernels.nvrtc import compile_check
 
     res = compile_check("fhog", arch=arch)

@@ -110,7 +110,7 @@ def test_run_bound_feeds_device_arrays_in_place(models_dir, frames):
 
 
 def test_pyramid_kernel_resources():
-    pytest.importorskip("cuda.bindings.nvrtc", reason="NVRTC compile checks need `pip install gpuau[nvrtc]`")
+    pytest.importorskip("cuda.bindings.nvrtc", reason="NVRTC compile checks need gpuau's [nvrtc] extra")
     from gpuau.kernels.nvrtc import compile_check
 
     result = compile_check("pyramid", arch="sm_90")

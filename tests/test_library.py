@@ -202,6 +202,37 @@ def test_device_none_is_auto_and_no_gpu_says_why(monkeypatch):
     assert gpuau.Analyzer(None).backend.name == "cpu"
 
 
+def test_no_gpu_says_the_runtimes_reason_and_refuses_two_cupy_builds(monkeypatch):
+    """A driver older than the CuPy build's CUDA was "no NVIDIA driver or GPU visible" (cupy.cuda.is_available()
+    swallows the runtime's error); cupy-cuda12x beside cupy-cuda13x (one `cupy` folder) is refused by name."""
+    import sys
+    import types
+
+    from gpuau import _deps
+    from gpuau.device import cuda_unavailable_reason
+
+    class CUDARuntimeError(RuntimeError):
+        pass
+
+    def device_count():
+        raise CUDARuntimeError("cudaErrorInsufficientDriver: CUDA driver version is insufficient for CUDA runtime "
+                               "version")
+
+    cupy = types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=device_count)))
+    monkeypatch.setitem(sys.modules, "cupy", cupy)
+    assert cuda_unavailable_reason() == ("CUDA's runtime finds no device (CUDARuntimeError: cudaErrorInsufficientDriver: "
+                                         "CUDA driver version is insufficient for CUDA runtime version)")
+    cupy.cuda.runtime.getDeviceCount = lambda: 0
+    assert cuda_unavailable_reason() == "CUDA's runtime finds no device (no GPU visible)"
+    versions = {"cupy-cuda12x": "14.2.0", "cupy-cuda13x": "14.2.0"}
+    monkeypatch.setattr(_deps, "installed_version", versions.get)
+    with pytest.raises(gpuau.DeviceError) as e:
+        gpuau.Analyzer("cuda")
+    assert ("no usable CUDA GPU (several CuPy builds are installed (cupy-cuda12x 14.2.0, cupy-cuda13x 14.2.0), which "
+            "overwrite each other's files in the same `cupy` folder. Fix: pip uninstall -y cupy-cuda12x cupy-cuda13x, "
+            "then install gpuau's extra of your driver's CUDA major") in str(e.value)
+
+
 def test_columns_keep_feature_extractions_flag_groups_in_memory_too(analyzer, clip, media_dir):
     """Analyzer(columns=...) gives the table of those groups (gpuau.io.COLUMN_GROUPS, FeatureExtraction's output
     flags), in a video's, an image's and a multi-face video's table; gaze needs the eye models."""

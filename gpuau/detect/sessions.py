@@ -1,6 +1,7 @@
 """onnxruntime sessions for the MTCNN graphs (onnxruntime is imported here, lazily)."""
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from pathlib import Path
@@ -66,8 +67,22 @@ def make_session(graph: "str | os.PathLike | bytes", backend_name: str, device_i
     opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
-    return ort.InferenceSession(graph if isinstance(graph, bytes) else str(Path(graph)), sess_options=opts,
-                                providers=providers)
+    session = ort.InferenceSession(graph if isinstance(graph, bytes) else str(Path(graph)), sess_options=opts,
+                                   providers=providers)
+    if providers[0] != "CPUExecutionProvider" and "CUDAExecutionProvider" not in session.get_providers():
+        _warn_cuda_provider_failed(ort.__version__)
+    return session
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_cuda_provider_failed(version: str) -> None:
+    """Say once that onnxruntime's CUDA execution provider did not load, and why it usually does not: onnxruntime
+    lists it for any GPU build, and falls back to the CPU when its CUDA or cuDNN libraries do not load."""
+    log.warning("onnxruntime-gpu %s could not load its CUDA execution provider, so MTCNN runs on the CPU (the landmarks, "
+                "features and AUs still run on the GPU). Its CUDA and cuDNN libraries are missing or of another CUDA "
+                "major: onnxruntime-gpu 1.27 and newer are built for CUDA 13, 1.21-1.26 for CUDA 12. Fix: pip install "
+                "'onnxruntime-gpu[cuda,cudnn]>=1.27' for a CUDA 13 driver, 'onnxruntime-gpu[cuda,cudnn]>=1.21,<1.27' "
+                "for CUDA 12 (README, onnxruntime: one build only)", version)
 
 
 ARENA_SHRINK_BYTES = 4 << 20

@@ -343,7 +343,7 @@ def require_pyarrow():
     except ModuleNotFoundError as e:
         if not (e.name or "").startswith("pyarrow"):
             raise
-        raise ImportError("Parquet output needs pyarrow: pip install 'gpuau[parquet]'") from e
+        raise ImportError("Parquet output needs pyarrow: pip install pyarrow") from e
     except ImportError as e:
         raise ImportError(f"Parquet output needs pyarrow, which is installed but does not import ({e}): install one "
                           "built for this environment's numpy (with numpy 1.26: pip install 'pyarrow==17.*') or "

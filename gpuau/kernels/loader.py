@@ -204,7 +204,7 @@ def _load(kind: str, device_id: int, source: str, defines: tuple[tuple[str, str]
             return module
         except Exception as e:  # no [nvrtc] packages, or an NVRTC that does not know this GPU
             missing = isinstance(e.__cause__ or e, ImportError)
-            hint = "; pip install 'gpuau[cuda12]' brings that NVRTC" if missing else ""
+            hint = "; gpuau's [cuda12] / [cuda13] extra brings that NVRTC" if missing else ""
             log.warning("%s.cu: compiled by CuPy, which flushes float32 subnormals to zero where gpuau's NVRTC build "
                         "keeps them (%s: %s)%s", source, type(e).__name__, e, hint)
         module = cupy.RawModule(code=code, options=NVRTC_OPTIONS)

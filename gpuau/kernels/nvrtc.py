@@ -1,8 +1,8 @@
 """Compile-check a kernel source with NVRTC, without a GPU: PTX and CUBIN for one architecture, and
 ptxas' resource report (registers, spills, shared memory) per kernel.
 
-Uses ``cuda.bindings.nvrtc`` with the NVRTC library of the ``nvidia-cuda-nvrtc-cu12`` wheel
-(``pip install gpuau[nvrtc]``); ``cupy.RawModule.compile()`` cannot do this on a machine without a
+Uses ``cuda.bindings.nvrtc`` with the NVRTC library of the ``nvidia-cuda-nvrtc-cu12`` (or CUDA 13's
+``nvidia-cuda-nvrtc``) wheel (gpuau's ``[nvrtc]``, ``[cuda12]`` or ``[cuda13]`` extra); ``cupy.RawModule.compile()`` cannot do this on a machine without a
 device.  The same compile (:func:`compile_source`, :data:`gpuau.kernels.loader.NVRTC_OPTIONS`) makes the CUBIN the
 GPU loads, so the check compiles exactly what runs there.
 """
@@ -56,7 +56,8 @@ def _nvrtc():
         from cuda.bindings import nvrtc
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise KernelCompileError(
-            "NVRTC is not installed: `pip install gpuau[nvrtc]` (cuda-bindings + nvidia-cuda-nvrtc-cu12)"
+            "NVRTC is not installed: gpuau's [nvrtc], [cuda12] or [cuda13] extra (`pip install -e '.[nvrtc]'` from "
+            "gpuau's clone: cuda-bindings and NVRTC's wheel)"
         ) from exc
     return nvrtc
 
