@@ -739,16 +739,17 @@ class Analyzer:
 
         faces = 0
         recorder = self.face_recorder(output)
-        aus = self.new_au_analyzer() if self.au_stage(recorder) else None
-        with RowWriter(output, fmt, self.au_column_names(aus), chunk, files=_image_names(frames),
-                       gaze=self.gaze, columns=self.columns) as table, recorder or contextlib.nullcontext():
-            for row, _ in self.track(frames, intrinsics, aus=aus, recorder=recorder):
-                table.add(row)
-                faces += int(row[4])
-                if progress:
-                    progress(table.rows)
-            return (close_table(table, name, table.rows, recorder, aus.finish if aus else dict), table.rows,
-                    faces)
+        with recorder or contextlib.nullcontext():  # its files are dropped if anything below fails
+            aus = self.new_au_analyzer() if self.au_stage(recorder) else None
+            with RowWriter(output, fmt, self.au_column_names(aus), chunk, files=_image_names(frames),
+                           gaze=self.gaze, columns=self.columns) as table:
+                for row, _ in self.track(frames, intrinsics, aus=aus, recorder=recorder):
+                    table.add(row)
+                    faces += int(row[4])
+                    if progress:
+                        progress(table.rows)
+                return (close_table(table, name, table.rows, recorder, aus.finish if aus else dict), table.rows,
+                        faces)
 
     def write_video(self, path: "str | os.PathLike", output: "str | os.PathLike", *, format: "str | None" = None,
                     progress: "Callable[[int], None] | None" = None, chunk: int = 256,
