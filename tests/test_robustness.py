@@ -102,6 +102,23 @@ def test_an_unreadable_image_in_a_folder_is_named(media_dir, tmp_path, capsys):
             "JPEG/PNG/BMP/TIFF)") in capsys.readouterr().err
 
 
+def test_a_jpeg_cut_short_and_a_jfif_are_read_as_openface_reads_them(media_dir, tmp_path):
+    """cv::imread decodes what a JPEG cut short holds (OpenFace analyses it; cv2.imdecode refused it, and the image or
+    its folder failed); a .jfif (a JPEG, as browsers save photos) is one image, as FaceLandmarkImg takes it, not a
+    1-frame video of FFmpeg's pixels."""
+    import cv2
+
+    from gpuau.video.source import _read_image
+
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes((media_dir / "sample1.jpg").read_bytes()[:20000])
+    assert np.array_equal(_read_image(cut), cv2.imread(str(cut))) and _read_image(cut).shape == (400, 640, 3)
+    (tmp_path / "photo.jfif").write_bytes((media_dir / "sample1.jpg").read_bytes())
+    assert main(["analyze", str(tmp_path / "photo.jfif"), "-o", str(tmp_path / "out"), "-q"]) == 0
+    assert main(["analyze", str(media_dir / "sample1.jpg"), "-o", str(tmp_path / "jpg"), "-q"]) == 0
+    assert (tmp_path / "out" / "photo.csv").read_bytes() == (tmp_path / "jpg" / "sample1.csv").read_bytes()
+
+
 def test_an_empty_file_or_a_folder_at_an_outputs_name_is_no_finished_output(media_dir, tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()

@@ -2,11 +2,15 @@
 
 A fixed number of model slots (4), each a :class:`~gpuau.landmarks.tracker.FaceTracker` that never
 re-detects on its own. Every 8th frame, while a slot is free, MTCNN looks for all faces; detections
-that overlap a tracked face are dropped and free slots take the rest in detection order. A slot that
-fails more than 4 frames in a row is freed. The slot number is the CSV's ``face_id``.
+that overlap a tracked face are dropped and free slots take the rest in detection order. A slot is freed at the start
+of the frame after its sixth failed frame in a row (``failures_in_a_row``, which starts at -1, over 4). The slot number
+is the CSV's ``face_id``.
 
-Port of the frame loop and ``NonOverlapingDetections`` of FaceLandmarkVidMulti.cpp, and of
-``DetectLandmarksInVideo`` with a bounding box (LandmarkDetectorFunc.cpp).
+Port of the frame loop and ``NonOverlapingDetections`` of FaceLandmarkVidMulti.cpp as of the sources that wrote the
+reference CSVs (2.0.2), and of ``DetectLandmarksInVideo`` with a bounding box (LandmarkDetectorFunc.cpp).  2.2.0 changed
+this executable (#693): its overlap test is a true intersection over union (2.0.2's divides by the areas' sum less
+twice the intersection, so it drops a detection overlapping a tracked face by about a third, 2.2.0 by half), and it
+switches off the lower-numbered of two slots whose faces overlap by more than half.
 """
 from __future__ import annotations
 

@@ -14,7 +14,10 @@ import numpy as np
 
 from gpuau import _signals
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".jp2", ".pbm",
+                    ".pgm", ".ppm", ".pnm", ".sr", ".ras", ".hdr", ".pic")
+"""The endings of the files analysed as one image (FaceLandmarkImg), any case: those OpenCV's ``imread`` reads (a
+``.jfif`` went down the video path, its pixels FFmpeg's)."""
 SEQUENCE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 """The endings of the images ``SequenceCapture`` reads from an image folder, compared as written (``-fdir`` skips a
 ``.JPG``, a ``.tif``): an image folder is analysed as those files, in byte order of their names, as OpenFace sorts
@@ -331,9 +334,12 @@ def _read_image(path: Path) -> np.ndarray:
     import cv2
 
     data = np.fromfile(str(path), dtype=np.uint8) if path.is_file() else None
-    # OpenFace's ImageCapture / SequenceCapture read: 8-bit BGR, EXIF orientation applied, 16-bit >> 8,
-    # grey expanded, alpha dropped.
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data is not None and data.size else None
+    # OpenFace's ImageCapture / SequenceCapture read, cv::imread(IMREAD_COLOR) with OpenCV 4.6: 8-bit BGR, EXIF
+    # orientation applied (not a WebP's, which 4.6 ignores), 16-bit >> 8, grey expanded, alpha dropped.
+    flags = cv2.IMREAD_COLOR | (cv2.IMREAD_IGNORE_ORIENTATION if path.suffix.lower() == ".webp" else 0)
+    img = cv2.imdecode(data, flags) if data is not None and data.size else None
+    if img is None and data is not None and data.size:  # a JPEG cut short: imread decodes what it holds, as OpenFace
+        img = cv2.imread(str(path), flags)
     if img is None:
         raise InputError(path, "not a readable image", "check the file is a complete JPEG/PNG/BMP/TIFF")
     return img
