@@ -410,10 +410,12 @@ class AUAnalyzer:
             raw[self._init_frames, :nr] = decisions[:, :nr]
             raw[self._init_frames, nr:] = presence(self.models, decisions)
         success = self.success
-        values = np.empty_like(raw)
-        values[:, :nr] = postprocess_intensities(raw[:, :nr], success, self.models.cutoff, self.dynamic)
-        values[:, nr:] = postprocess_presence(raw[:, nr:])
-        return self._as_columns(values)
+        cutoff = self.models.cutoff
+        for k in range(raw.shape[1]):  # in place, one AU at a time: the same numbers, a column's temporaries
+            column = raw[:, k:k + 1]
+            raw[:, k] = (postprocess_intensities(column, success, cutoff[k:k + 1], self.dynamic) if k < nr
+                         else postprocess_presence(column))[:, 0]
+        return self._as_columns(raw)
 
 
 def add_features_batch(analyzers: "list[AUAnalyzer]", hog, geometry, success, timestamps):
