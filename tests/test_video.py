@@ -504,6 +504,9 @@ def test_a_rotated_inputs_outcome_says_how_it_was_turned():
     [note] = decoding_notes(6, 6, 270, 90)
     assert "turned 90 degrees clockwise as OpenFace" in note
     assert "analysed upright" in decoding_notes(6, 6, 270, 270)[0] and "as stored" in decoding_notes(6, 6, 270, 0)[0]
+    # a half turn is the same either way round: the default's, upright, without sending the user to --orientation
+    assert decoding_notes(6, 6, 180, 180) == ["the container asks for a 180 degree clockwise turn: analysed upright, "
+                                              "as OpenFace's build with OpenCV 4.6 turns it"]
 
 
 def test_bt709_video_decodes_as_openfaces_opencv():
@@ -543,12 +546,14 @@ def test_bt709_video_of_other_sampling_and_depth_decodes_as_openfaces_opencv():
             np.testing.assert_array_equal(next(iter(src)).image, expected, err_msg=name)
 
 
-@pytest.mark.parametrize("name", ["chroma_10bit.mp4", "chroma_odd.avi", "full_range.webm"])
+@pytest.mark.parametrize("name", ["chroma_10bit.mp4", "chroma_odd.avi", "full_range.webm", "interlaced.mp4"])
 def test_chroma_siting_and_range_flags_decode_as_openfaces_opencv(name):
     """Frames swscale converts on its general path (YUV deeper than 8 bits; 4:2:0 of an odd height), where FFmpeg 8
     (opencv-python 5.1's) places the chroma where the stream says it sits and OpenCV 4.6's FFmpeg 5 did not (3 levels
-    off here, up to 23 on real footage), and a VP9 stream flagged full range, which OpenCV 4.6 expanded as limited
-    (19 off): OpenCV 4.6's pixels (``make_opencv46_chroma.py``), all three frames decoded.  (opencv-python 4.10, the
+    off here, up to 23 on real footage), a VP9 stream flagged full range, which OpenCV 4.6 expanded as limited
+    (19 off), and interlaced frames (7 levels off on half the pixels here, up to 75 on camcorder footage; their
+    matrix is BT.601's, which opencv-python would otherwise convert): OpenCV 4.6's pixels (``make_opencv46_chroma.py``,
+    ``make_opencv46_interlaced.py``), all three frames decoded.  (opencv-python 4.10, the
     oldest allowed, decodes these as OpenCV 4.6 does: the difference came with a newer FFmpeg.)"""
     data = Path(__file__).parent / "data"
     expected = cv2.imread(str(data / f"{Path(name).stem}_opencv46.png"))
