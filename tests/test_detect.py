@@ -194,21 +194,33 @@ def test_cuda_backend_uses_the_cuda_provider_only_when_onnxruntime_has_it():
 
 
 @pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider' is not in available provider names")
-def test_a_cuda_provider_that_does_not_load_is_said_once_with_the_fix(detector, monkeypatch, caplog):
+def test_a_cuda_provider_that_does_not_load_is_said_once_with_the_fix(detector, monkeypatch, caplog, capsys):
     """onnxruntime lists the CUDA provider for any GPU build and falls back to the CPU when its CUDA or cuDNN
     libraries do not load (onnxruntime-gpu 1.27+ on a CUDA 12 machine): MTCNN then ran on the CPU unsaid.  Here the
-    CPU build is asked for it, as a GPU build with its libraries missing would be."""
+    CPU build is asked for it, as a GPU build with its libraries missing would be; the libraries of NVIDIA's wheels are
+    preloaded first, as onnxruntime's documentation asks (onnxruntime.preload_dlls), once."""
     import logging
 
     from gpuau.detect import sessions
 
+    import onnxruntime
+
     cuda = [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
     monkeypatch.setattr(sessions, "execution_providers", lambda *_: cuda)
+    preloads = []
+
+    def preload_dlls():  # onnxruntime-gpu's, which prints what it cannot load
+        preloads.append(1)
+        print("Failed to load libcudnn.so.9: cannot open shared object file")
+
+    monkeypatch.setattr(onnxruntime, "preload_dlls", preload_dlls, raising=False)
     sessions._warn_cuda_provider_failed.cache_clear()
+    sessions._preload_cuda_libraries.cache_clear()
     graph = cnn_graph_file(detector.weights.rnet, (24, 24))
     with caplog.at_level(logging.WARNING, logger="gpuau.detect.sessions"):
         for _ in range(2):
             assert make_session(graph, "cuda").get_providers() == ["CPUExecutionProvider"]
+    assert preloads == [1] and capsys.readouterr().out == ""  # once, before the first CUDA session; stdout untouched
     warned = [r.getMessage() for r in caplog.records if "could not load its CUDA execution provider" in r.getMessage()]
     assert len(warned) == 1 and "onnxruntime-gpu 1.27 and newer are built for CUDA 13" in warned[0]
     assert "'onnxruntime-gpu[cuda,cudnn]>=1.21,<1.27' for CUDA 12" in warned[0]

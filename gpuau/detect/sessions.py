@@ -61,6 +61,8 @@ def make_session(graph: "str | os.PathLike | bytes", backend_name: str, device_i
     providers = execution_providers(backend_name, device_id)
     import onnxruntime as ort
 
+    if providers[0] != "CPUExecutionProvider":
+        _preload_cuda_libraries()
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads.cores()
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -72,6 +74,29 @@ def make_session(graph: "str | os.PathLike | bytes", backend_name: str, device_i
     if providers[0] != "CPUExecutionProvider" and "CUDAExecutionProvider" not in session.get_providers():
         _warn_cuda_provider_failed(ort.__version__)
     return session
+
+
+@functools.lru_cache(maxsize=None)
+def _preload_cuda_libraries() -> None:
+    """Once per process, onnxruntime-gpu's own load of the CUDA and cuDNN libraries of NVIDIA's pip wheels
+    (``onnxruntime.preload_dlls``, 1.21 and newer; its CUDA provider does not look for them there by itself, which
+    onnxruntime's documentation asks of a process without PyTorch); what it prints of a library it cannot load goes to
+    the debug log (the CLI's stdout stays its own; :func:`_warn_cuda_provider_failed` says what it means)."""
+    import contextlib
+    import io
+
+    import onnxruntime as ort
+
+    if not hasattr(ort, "preload_dlls"):
+        return
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            ort.preload_dlls()
+    except Exception as e:  # a build that cannot preload: the provider loads what it finds, as before
+        log.debug("onnxruntime.preload_dlls failed: %s: %s", type(e).__name__, e)
+    if printed.getvalue().strip():
+        log.debug("onnxruntime.preload_dlls: %s", printed.getvalue().strip())
 
 
 @functools.lru_cache(maxsize=None)
