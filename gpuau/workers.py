@@ -36,7 +36,9 @@ class WorkerError(RuntimeError):
 
 WORKER_MEMORY = 600 * 2**20
 """Memory to keep free per worker: one process peaks at ~380 MB on 640x480 video, ~430 MB at 1280x720 and ~540 MB
-at 1920x1080 (README: Speed); 3840x2160 video takes ~850 MB, for which ``--workers`` sets fewer workers."""
+at 1920x1080 (README: Speed); 3840x2160 video takes ~850 MB, for which ``--workers`` sets fewer workers.  A long
+video adds its offline AU pass, 0.3 KB per frame and twice that at its end (~0.6 GB for 10 hours at 30 frames/s):
+``--workers`` too, for a corpus of such recordings."""
 
 PROGRESS_EVERY_S = 0.25
 """How often a worker reports the frames it has done."""
