@@ -246,6 +246,8 @@ def info(args) -> int:
         ort = f"{_distribution_of('onnxruntime')}; providers: {', '.join(onnxruntime.get_available_providers())}"
     except DependencyError as e:
         ort = f"PROBLEM: {e}"
+    except Exception as e:  # installed, but it does not import (a build for another numpy)
+        ort = f"PROBLEM: {_distribution_of('onnxruntime')} does not import ({type(e).__name__}: {e})"
     nvrtc = ", ".join(f"{v} ({n})" for n, v in installed(("nvidia-cuda-nvrtc-cu12", "nvidia-cuda-nvrtc")).items())
     cuda_ok, cuda_text = _cuda_state()
     rows = [

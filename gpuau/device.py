@@ -16,10 +16,14 @@ Importing this module imports none of numba, cupy or onnxruntime; they load on f
 from __future__ import annotations
 
 import importlib
+import logging
 from dataclasses import dataclass, field
 from functools import lru_cache
 from types import ModuleType
 from typing import Any
+
+log = logging.getLogger(__name__)
+
 
 # ``backend.kernels.NAME`` is ``gpuau.cpu.MODULE.NAME`` on the CPU backend and
 # ``gpuau.kernels.MODULE.NAME`` (called with the backend first) on the GPU backends, where MODULE is
@@ -171,7 +175,10 @@ def resolve_device(spec: "str | Backend" = "auto") -> Backend:
         return spec
     s = "auto" if spec is None else str(spec).strip().lower()
     if s == "auto":
-        s = "cuda" if cuda_available() else "cpu"
+        reason = cuda_unavailable_reason()
+        if reason and "CuPy" in reason and "not installed" not in reason:  # a GPU server whose CuPy is broken
+            log.warning("device auto: the CPU, since no CUDA device is usable (%s)", reason)
+        s = "cpu" if reason else "cuda"
     if s == "cuda":
         s = "cuda:0"
     return _backend(s)

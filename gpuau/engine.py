@@ -1043,7 +1043,8 @@ class Engine:
     def add_aus(self, items: list) -> list:
         """FHOG and geometry of every tracked face in one batch per frame size, then the sequential AU
         step of all streams at once (:func:`gpuau.au.analyzer.add_features_batch`: running medians,
-        predictions and history on the backend; nothing comes back to the host).
+        predictions and history on the backend; only each stream's filled 4096-frame history block comes back
+        to the host).
 
         Frames without a tracked face get the zero descriptors ``AUAnalyzer.add_frame`` uses.  Streams that record
         their FHOG and aligned faces (:class:`~gpuau.io.FaceRecorder`) are given them, read back in one copy.

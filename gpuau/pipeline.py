@@ -715,20 +715,21 @@ class Analyzer:
         names = self._static_au_names()
         aus, n, faces = [np.zeros((0, len(names)))], 0, 0  # each frame's faces' values (not dicts: ~6x the memory)
         recorder = self.face_recorder(output)
-        with RowWriter(output, fmt, self.au_column_names(), chunk, files=_image_names(frames),
-                       gaze=self.gaze, columns=self.columns) as table, recorder or contextlib.nullcontext():
-            for frame_rows, frame_aus in self.track_multi(frames, intrinsics, recorder=recorder):
-                for row in frame_rows:
-                    table.add(row)
-                if frame_aus and names:
-                    aus.append(np.array([[d[c] for c in names] for d in frame_aus], np.float64))
-                n += 1
-                faces += sum(int(r[4]) for r in frame_rows)
-                if progress:
-                    progress(n)
-            columns = close_table(table, name, n, recorder, lambda: dict(zip(names, np.concatenate(aus).T)),
-                                  postprocessed=False)
-            return columns, n, faces
+        with recorder or contextlib.nullcontext():  # its files are dropped if anything below fails
+            with RowWriter(output, fmt, self.au_column_names(), chunk, files=_image_names(frames),
+                           gaze=self.gaze, columns=self.columns) as table:
+                for frame_rows, frame_aus in self.track_multi(frames, intrinsics, recorder=recorder):
+                    for row in frame_rows:
+                        table.add(row)
+                    if frame_aus and names:
+                        aus.append(np.array([[d[c] for c in names] for d in frame_aus], np.float64))
+                    n += 1
+                    faces += sum(int(r[4]) for r in frame_rows)
+                    if progress:
+                        progress(n)
+                columns = close_table(table, name, n, recorder, lambda: dict(zip(names, np.concatenate(aus).T)),
+                                      postprocessed=False)
+                return columns, n, faces
 
     def _write_rows(self, frames, name, intrinsics, progress, output, fmt: str, chunk: int) -> tuple:
         """:meth:`track`'s rows into a :class:`~gpuau.io.RowWriter`, the post-processed AUs at the end.

@@ -142,6 +142,13 @@ def test_row_writer_parquet_goes_through_disk_in_row_groups(files, reference_dir
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.parquet"]
 
 
+def test_columns_of_other_lengths_are_refused_past_the_first_chunk_too(tmp_path):
+    """The rows are formatted 4096 at a time: a column longer than the first was cut to its length unsaid."""
+    with pytest.raises(ValueError, match="column 'timestamp' has 5000 values, 'frame' 4096: one per row"):
+        write_openface_csv(tmp_path / "uneven.csv", {"frame": np.arange(4096), "timestamp": np.zeros(5000)})
+    assert not list(tmp_path.iterdir())  # nothing left, no temporary
+
+
 def test_header_only_file_reads_as_zero_rows(tmp_path):
     path = write_openface_csv(tmp_path / "none.csv", {"face": np.zeros(0), "confidence": np.zeros(0)}, sequence=False)
     assert path.read_text() == "face, confidence\n"

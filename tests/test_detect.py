@@ -215,7 +215,7 @@ def test_a_cuda_provider_that_does_not_load_is_said_once_with_the_fix(detector, 
 
     monkeypatch.setattr(onnxruntime, "preload_dlls", preload_dlls, raising=False)
     sessions._warn_cuda_provider_failed.cache_clear()
-    sessions._preload_cuda_libraries.cache_clear()
+    monkeypatch.setattr(sessions, "_preloaded", [])
     graph = cnn_graph_file(detector.weights.rnet, (24, 24))
     with caplog.at_level(logging.WARNING, logger="gpuau.detect.sessions"):
         for _ in range(2):

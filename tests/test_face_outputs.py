@@ -197,6 +197,21 @@ def test_a_table_without_aus_still_gets_the_faces_asked_for(sequence_outputs, me
         assert "AU01_r" not in (out / "image_sequence.csv").read_text().splitlines()[0]
 
 
+@pytest.mark.parametrize("multi_face", [False, True])
+def test_a_table_that_cannot_open_leaves_no_face_temporaries(media_dir, tmp_path, monkeypatch, multi_face):
+    """The .hog file and aligned faces open first: a failure after them (here the table's opening) drops them."""
+    import gpuau.io
+
+    def refuse(*args, **kwargs):
+        raise OSError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(gpuau.io, "RowWriter", refuse)
+    an = Analyzer("cpu", quality="fast", write_hog=True, write_aligned=True, multi_face=multi_face)
+    with pytest.raises(OSError, match="Permission denied"):
+        an.write_video(media_dir / "image_sequence", tmp_path / "image_sequence.csv")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_streams_failing_recorder_fails_that_stream_only(sequence_outputs, media_dir, tmp_path, monkeypatch):
     """A write error in one stream's faces (EIO, a quota) ends that stream, as the single-stream pipeline ends that
     input; the other streams' outputs are written whole."""

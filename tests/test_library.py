@@ -202,9 +202,10 @@ def test_device_none_is_auto_and_no_gpu_says_why(monkeypatch):
     assert gpuau.Analyzer(None).backend.name == "cpu"
 
 
-def test_no_gpu_says_the_runtimes_reason_and_refuses_two_cupy_builds(monkeypatch):
+def test_no_gpu_says_the_runtimes_reason_and_refuses_two_cupy_builds(monkeypatch, caplog):
     """A driver older than the CuPy build's CUDA was "no NVIDIA driver or GPU visible" (cupy.cuda.is_available()
     swallows the runtime's error); cupy-cuda12x beside cupy-cuda13x (one `cupy` folder) is refused by name."""
+    import logging
     import sys
     import types
 
@@ -231,6 +232,9 @@ def test_no_gpu_says_the_runtimes_reason_and_refuses_two_cupy_builds(monkeypatch
     assert ("no usable CUDA GPU (several CuPy builds are installed (cupy-cuda12x 14.2.0, cupy-cuda13x 14.2.0), which "
             "overwrite each other's files in the same `cupy` folder. Fix: pip uninstall -y cupy-cuda12x cupy-cuda13x, "
             "then install gpuau's extra of your driver's CUDA major") in str(e.value)
+    with caplog.at_level(logging.WARNING, logger="gpuau.device"):  # auto: the CPU, said
+        assert gpuau.Analyzer("auto").backend.name == "cpu"
+    assert "device auto: the CPU, since no CUDA device is usable (several CuPy builds" in caplog.text
 
 
 def test_columns_keep_feature_extractions_flag_groups_in_memory_too(analyzer, clip, media_dir):

@@ -119,6 +119,18 @@ def test_a_jpeg_cut_short_and_a_jfif_are_read_as_openface_reads_them(media_dir, 
     assert (tmp_path / "out" / "photo.csv").read_bytes() == (tmp_path / "jpg" / "sample1.csv").read_bytes()
 
 
+def test_an_unreadable_image_of_a_name_opencv_cannot_take_is_an_input_error(tmp_path):
+    """The cut-JPEG fallback hands the name to cv2.imread, which crashes on a name that is not valid UTF-8: such a
+    name keeps the error."""
+    from gpuau.video import InputError
+    from gpuau.video.source import _read_image
+
+    bad = Path(os.fsdecode(bytes(tmp_path) + b"/caf\xe9.jpg"))
+    bad.write_bytes(b"<html>not an image</html>")
+    with pytest.raises(InputError, match="not a readable image"):
+        _read_image(bad)
+
+
 def test_an_empty_file_or_a_folder_at_an_outputs_name_is_no_finished_output(media_dir, tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()

@@ -393,8 +393,8 @@ class AUAnalyzer:
         """Final per-frame AU values after FeatureExtraction's offline post-processing.
 
         The first ``MAX_INIT_FRAMES`` tracked frames are re-predicted with the final medians (on the
-        device), then the history comes to the host once: intensities are person-calibrated, clipped
-        and smoothed and presence is majority-smoothed.
+        device) and patched into the history, on the host (its last block comes from the device): then, one AU at
+        a time, intensities are person-calibrated, clipped and smoothed and presence is majority-smoothed.
 
         Returns
         -------
@@ -424,8 +424,9 @@ def add_features_batch(analyzers: "list[AUAnalyzer]", hog, geometry, success, ti
     The sequential part of FeatureExtraction's AU stage: both running medians updated on every
     other frame of each stream (one :func:`~gpuau.au.running_median.update_running_medians` per
     descriptor kind for all streams), the projections of the frames and of the updated medians (one
-    matmul on the GPU), the raw predictions, and each stream's history.  On the GPU nothing comes
-    back to the host: the caller fetches the returned predictions if it needs them.
+    matmul on the GPU), the raw predictions, and each stream's history.  On the GPU only a stream's
+    filled history block comes back to the host, once every 4096 frames (1.1 MB); the caller fetches the returned
+    predictions if it needs them.
 
     Port of the per-frame part of ``FaceAnalyser::AddNextFrame`` (FaceAnalyser.cpp).
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import threading
 from pathlib import Path
 
 from gpuau.cpu import threads
@@ -76,7 +77,10 @@ def make_session(graph: "str | os.PathLike | bytes", backend_name: str, device_i
     return session
 
 
-@functools.lru_cache(maxsize=None)
+_preloading = threading.Lock()
+_preloaded: list = []  # [True] once done
+
+
 def _preload_cuda_libraries() -> None:
     """Once per process, onnxruntime-gpu's own load of the CUDA and cuDNN libraries of NVIDIA's pip wheels
     (``onnxruntime.preload_dlls``, 1.21 and newer; its CUDA provider does not look for them there by itself, which
@@ -87,14 +91,16 @@ def _preload_cuda_libraries() -> None:
 
     import onnxruntime as ort
 
-    if not hasattr(ort, "preload_dlls"):
-        return
-    printed = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(printed):
-            ort.preload_dlls()
-    except Exception as e:  # a build that cannot preload: the provider loads what it finds, as before
-        log.debug("onnxruntime.preload_dlls failed: %s: %s", type(e).__name__, e)
+    with _preloading:  # threads opening their first CUDA sessions together (two devices): one preload
+        if _preloaded or not hasattr(ort, "preload_dlls"):
+            return
+        printed = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(printed):
+                ort.preload_dlls()
+        except Exception as e:  # a build that cannot preload: the provider loads what it finds, as before
+            log.debug("onnxruntime.preload_dlls failed: %s: %s", type(e).__name__, e)
+        _preloaded.append(True)
     if printed.getvalue().strip():
         log.debug("onnxruntime.preload_dlls: %s", printed.getvalue().strip())
 

@@ -333,6 +333,16 @@ def sequence_files(folder: Path) -> "tuple[list[Path], list[str]]":
     return read, notes
 
 
+def _opencv_can_open(path: Path) -> bool:
+    """Whether OpenCV may be handed ``path``'s name: opencv-python crashes (a segmentation fault) on a name that is not
+    valid UTF-8, which Python holds as surrogates."""
+    try:
+        str(path).encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _read_image(path: Path) -> np.ndarray:
     import cv2
 
@@ -341,8 +351,8 @@ def _read_image(path: Path) -> np.ndarray:
     # orientation applied (not a WebP's, which 4.6 ignores), 16-bit >> 8, grey expanded, alpha dropped.
     flags = cv2.IMREAD_COLOR | (cv2.IMREAD_IGNORE_ORIENTATION if path.suffix.lower() == ".webp" else 0)
     img = cv2.imdecode(data, flags) if data is not None and data.size else None
-    if img is None and data is not None and data.size:  # a JPEG cut short: imread decodes what it holds, as OpenFace
-        img = cv2.imread(str(path), flags)
+    if img is None and data is not None and data.size and _opencv_can_open(path):
+        img = cv2.imread(str(path), flags)  # a JPEG cut short: imread decodes what it holds, as OpenFace's
     if img is None:
         raise InputError(path, "not a readable image", "check the file is a complete JPEG/PNG/BMP/TIFF")
     return img
@@ -791,11 +801,9 @@ def open_source(path: "str | os.PathLike", *, timestamps: str = "openface", thre
         raise InputError(p, "file is not readable", "check its permissions")
     if p.stat().st_size == 0:
         raise InputError(p, "file is empty (0 bytes)", "its copy or download did not finish: fetch it again")
-    try:
-        str(p).encode()
-    except UnicodeEncodeError:  # bytes of another encoding, which Python keeps as surrogates: OpenCV crashes on them
+    if not _opencv_can_open(p):
         raise InputError(p, "its name is not valid UTF-8, which OpenCV's video reader cannot open",
-                         "rename it in UTF-8, e.g. convmv -f latin1 -t utf8 --notest FILE") from None
+                         "rename it in UTF-8, e.g. convmv -f latin1 -t utf8 --notest FILE")
     chosen = threads or decoder_threads()
     cap = _capture(p, chosen)
     if not cap.isOpened():
