@@ -139,21 +139,35 @@ def cuda_unavailable_reason() -> str:
     """Why no CUDA device is usable, in words ("" when one is): several CuPy builds installed, CuPy missing or
     failing to import, or CUDA's runtime finding no device, with its own reason (a driver older than the CuPy build's
     CUDA says so: ``cudaErrorInsufficientDriver``)."""
+    problem = _cupy_problem()
+    if problem is None:
+        return "CuPy is not installed"
+    if problem:
+        return problem
+    import cupy
+
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as e:  # no driver, or one too old for this CuPy build's CUDA
+        return f"CUDA's runtime finds no device ({type(e).__name__}: {e})"
+    return "" if count > 0 else "CUDA's runtime finds no device (no GPU visible)"
+
+
+def _cupy_problem() -> "str | None":
+    """What is wrong with the installed CuPy, in words: several builds in its folder, or one that does not import;
+    "" when it imports, None when it is not installed."""
     from gpuau._deps import several_cupy_builds
 
     several = several_cupy_builds()
     if several:
         return several
     try:
-        import cupy
+        import cupy  # noqa: F401
     except Exception as e:
-        return ("CuPy is not installed" if isinstance(e, ImportError) and e.name == "cupy"
-                else f"CuPy does not import ({type(e).__name__}: {e})")
-    try:
-        count = cupy.cuda.runtime.getDeviceCount()
-    except Exception as e:  # no driver, or one too old for this CuPy build's CUDA
-        return f"CUDA's runtime finds no device ({type(e).__name__}: {e})"
-    return "" if count > 0 else "CUDA's runtime finds no device (no GPU visible)"
+        if isinstance(e, ImportError) and e.name == "cupy":
+            return None
+        return f"CuPy does not import ({type(e).__name__}: {e})"
+    return ""
 
 
 def resolve_device(spec: "str | Backend" = "auto") -> Backend:
@@ -175,10 +189,10 @@ def resolve_device(spec: "str | Backend" = "auto") -> Backend:
         return spec
     s = "auto" if spec is None else str(spec).strip().lower()
     if s == "auto":
-        reason = cuda_unavailable_reason()
-        if reason and "CuPy" in reason and "not installed" not in reason:  # a GPU server whose CuPy is broken
-            log.warning("device auto: the CPU, since no CUDA device is usable (%s)", reason)
-        s = "cpu" if reason else "cuda"
+        broken = _cupy_problem()
+        if broken:  # a GPU server whose CuPy is broken: said (a CPU machine, with or without CuPy, is not)
+            log.warning("device auto: the CPU, since no CUDA device is usable (%s)", broken)
+        s = "cpu" if broken or cuda_unavailable_reason() else "cuda"
     if s == "cuda":
         s = "cuda:0"
     return _backend(s)

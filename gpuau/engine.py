@@ -459,7 +459,7 @@ class _Stream:
                                             camera_space=False)  # the engine poses a step's faces together
         self.recorder = analyzer.face_recorder(job.output)  # FHOG / aligned faces, or None
         try:
-            self.aus = analyzer.new_au_analyzer() if analyzer.au_stage(self.recorder) else None
+            self.aus = analyzer.au_analyzer_for(self.recorder)
             self.output = RowWriter(job.output, fmt, analyzer.au_column_names(self.aus), engine.chunk, files=files,
                                     gaze=analyzer.gaze, columns=analyzer.columns)
         except BaseException:

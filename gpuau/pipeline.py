@@ -482,6 +482,11 @@ class Analyzer:
         runs its face analyser only for ``-aus``, ``-hogalign`` or ``-simalign`` too."""
         return self.writes_aus or recorder is not None
 
+    def au_analyzer_for(self, recorder=None):
+        """A fresh :class:`~gpuau.au.AUAnalyzer` for a video's table with this ``recorder`` (:meth:`new_au_analyzer`),
+        or None where the AU stage does not run (:meth:`au_stage`)."""
+        return self.new_au_analyzer() if self.au_stage(recorder) else None
+
     def au_column_names(self, aus=None) -> tuple:
         """``(reg_names, cls_names)`` of a table's AU columns: those of ``aus`` (an :class:`~gpuau.au.AUAnalyzer`),
         by default of the static models; none for a table without them (:attr:`writes_aus`)."""
@@ -528,9 +533,10 @@ class Analyzer:
 
         return openface_columns(*self.au_column_names(), sequence=False)[len(image_columns()):]
 
-    def _static_au_columns(self, aus: list) -> dict:
-        """The :meth:`_static_au_names` columns of per-face dicts from :meth:`_static_aus`."""
-        return {c: np.array([d[c] for d in aus], np.float64) for c in self._static_au_names()}
+    @staticmethod
+    def _static_au_rows(aus: list, names: list) -> np.ndarray:
+        """``(faces, len(names))``: the ``names`` values of per-face dicts from :meth:`_static_aus`."""
+        return np.array([[d[c] for c in names] for d in aus], np.float64).reshape(len(aus), len(names))
 
     def track(self, frames: Iterable, intrinsics=None, *, aus=None,
               recorder=None) -> Iterator[tuple[np.ndarray, object]]:
@@ -545,8 +551,8 @@ class Analyzer:
         face.
         """
         tracker = worker = None
-        if aus is None and self.au_stage(recorder):
-            aus = self.new_au_analyzer()
+        if aus is None:
+            aus = self.au_analyzer_for(recorder)
         try:
             for frame in frames:
                 _signals.check()
@@ -681,7 +687,8 @@ class Analyzer:
         aus = self._static_aus(frame.image, results, recorder)
         names = image_columns(self.gaze)
         rows = np.array([image_row(k, r) for k, r in enumerate(results)]).reshape(len(results), len(names))
-        columns = {**_columns(names, rows), **self._static_au_columns(aus)}
+        au_names = self._static_au_names()
+        columns = {**_columns(names, rows), **dict(zip(au_names, self._static_au_rows(aus, au_names).T))}
         columns = {c: columns[c] for c in kept_columns(columns, self.columns)}
         warnings = [] if results else [f"{name}: no face found"]
         return Result(columns, source=name, frames_decoded=1, elapsed=time.perf_counter() - t0, warnings=warnings,
@@ -721,8 +728,7 @@ class Analyzer:
                 for frame_rows, frame_aus in self.track_multi(frames, intrinsics, recorder=recorder):
                     for row in frame_rows:
                         table.add(row)
-                    if frame_aus and names:
-                        aus.append(np.array([[d[c] for c in names] for d in frame_aus], np.float64))
+                    aus.append(self._static_au_rows(frame_aus, names))
                     n += 1
                     faces += sum(int(r[4]) for r in frame_rows)
                     if progress:
@@ -741,7 +747,7 @@ class Analyzer:
         faces = 0
         recorder = self.face_recorder(output)
         with recorder or contextlib.nullcontext():  # its files are dropped if anything below fails
-            aus = self.new_au_analyzer() if self.au_stage(recorder) else None
+            aus = self.au_analyzer_for(recorder)
             with RowWriter(output, fmt, self.au_column_names(aus), chunk, files=_image_names(frames),
                            gaze=self.gaze, columns=self.columns) as table:
                 for row, _ in self.track(frames, intrinsics, aus=aus, recorder=recorder):

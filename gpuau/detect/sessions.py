@@ -62,7 +62,8 @@ def make_session(graph: "str | os.PathLike | bytes", backend_name: str, device_i
     providers = execution_providers(backend_name, device_id)
     import onnxruntime as ort
 
-    if providers[0] != "CPUExecutionProvider":
+    cuda = providers[0] != "CPUExecutionProvider"
+    if cuda:
         _preload_cuda_libraries()
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads.cores()
@@ -72,7 +73,7 @@ def make_session(graph: "str | os.PathLike | bytes", backend_name: str, device_i
     opts.log_severity_level = 3
     session = ort.InferenceSession(graph if isinstance(graph, bytes) else str(Path(graph)), sess_options=opts,
                                    providers=providers)
-    if providers[0] != "CPUExecutionProvider" and "CUDAExecutionProvider" not in session.get_providers():
+    if cuda and "CUDAExecutionProvider" not in session.get_providers():
         _warn_cuda_provider_failed(ort.__version__)
     return session
 

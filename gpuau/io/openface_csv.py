@@ -303,12 +303,11 @@ def write_openface_csv(path: "str | os.PathLike", columns: Mapping, *, order: "l
     Path
     """
     order = order or _openface_order(columns)
-    writer = OpenFaceCSVWriter(path, order, sequence=sequence)
     rows = len(columns[order[0]]) if order else 0
     uneven = [c for c in order if len(columns[c]) != rows]
     if uneven:
-        writer.abort()
         raise ValueError(f"column {uneven[0]!r} has {len(columns[uneven[0]])} values, {order[0]!r} {rows}: one per row")
+    writer = OpenFaceCSVWriter(path, order, sequence=sequence)
     try:
         for start in range(0, rows, FORMAT_ROWS):
             writer.write_rows({c: columns[c][start:start + FORMAT_ROWS] for c in writer.base_columns})

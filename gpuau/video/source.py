@@ -630,7 +630,7 @@ def _pyav_frames(path: Path, threads: int, size: "tuple[int, int]") -> "Iterator
         try:  # interlaced frames are PyAV's too, known from the first one (DV AVI says nothing of its field order)
             first = next(decoded)
         except (av.FFmpegError, StopIteration):
-            first = None
+            pass
         if first is None or not first.interlaced_frame:
             container.close()
             return None
