@@ -169,3 +169,20 @@ def test_an_au_analyzer_for_cuda1_keeps_its_state_on_gpu_1(fake_cupy, models_dir
     AUAnalyzer(models_dir, device=backend)
     assert {name for name, _ in made} == {"asarray", "zeros"} and {device for _, device in made} == {1}
     assert fake_cupy.current == 0
+
+
+def test_a_full_history_block_is_replaced_on_its_gpu(fake_cupy, monkeypatch):
+    """A stream's history moves each full block to the host and takes a new one on the device, once per 4096 frames,
+    in whichever thread appends the frame: the new block goes on the backend's GPU, not that thread's current one."""
+    from gpuau.au.analyzer import _History
+
+    made = []
+    xp = types.SimpleNamespace(zeros=lambda shape: made.append(fake_cupy.current) or np.zeros(shape))
+    backend = Backend("cuda", device_id=1, xp=xp)
+    monkeypatch.setattr(Backend, "asnumpy", lambda self, a: np.asarray(a))
+    monkeypatch.setattr(_History, "BLOCK", 2)
+    history = _History(backend, 3)
+    for k in range(5):  # three blocks: the first made by the constructor, two by the appends
+        history.append(np.full(3, k))
+    assert made == [1, 1, 1] and fake_cupy.current == 0
+    np.testing.assert_array_equal(history.rows[:, 0], np.arange(5))

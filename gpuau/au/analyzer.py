@@ -171,13 +171,17 @@ class _History:
         self._backend = backend
         self._width = width
         self._done: list = []  # the filled blocks, on the host
-        self._block = backend.xp.zeros((self.BLOCK, width))
+        self._block = self._new_block()
         self._used = 0
+
+    def _new_block(self):
+        with device_context(self._backend):  # cuda:N: on GPU N, whichever device the appending thread has current
+            return self._backend.xp.zeros((self.BLOCK, self._width))
 
     def append(self, row) -> None:
         if self._used == self.BLOCK:
             self._done.append(self._backend.asnumpy(self._block))
-            self._block = self._backend.xp.zeros((self.BLOCK, self._width))  # (on the CPU the block just kept)
+            self._block = self._new_block()  # (on the CPU the block just kept)
             self._used = 0
         self._block[self._used] = row
         self._used += 1
@@ -228,8 +232,8 @@ class AUAnalyzer:
         self._success: list = []
         self._timestamps: list = []
         k = self.models.weights.shape[1]
+        self._raw = _History(self.backend, k)  # per frame: (K,) intensities then presence, 0 on failed frames
         with device_context(self.backend):  # cuda:N, whatever GPU the constructing thread has current
-            self._raw = _History(self.backend, k)  # per frame: (K,) intensities then presence, 0 on failed frames
             self._init_projections = xp.zeros((MAX_INIT_FRAMES, k))  # of the first tracked frames, re-predicted
         self._init_frames: list = []
         # (column name, index into a row of raw values) in model order and in OpenFace's (sorted) order
