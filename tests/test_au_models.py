@@ -84,3 +84,15 @@ def test_stacked_models_move_their_arrays_to_a_device(models_dir):
     for name in ("weights", "offset", "dynamic", "cls_pos", "cls_neg"):
         assert getattr(d, name)[0] == "on device" and getattr(d, name)[1] is getattr(m, name)
     assert d.reg_names == m.reg_names and d.cls_names == m.cls_names and d.cutoff is m.cutoff
+
+
+def test_static_intensities_are_clipped_to_openfaces_scale():
+    """FaceLandmarkImg's static AU intensities are clipped to [0, 5] as the videos' are."""
+    from gpuau.au.analyzer import static_au_values
+
+    models = StackedAUModels(reg_names=["AU01"], cls_names=["AU01"], weights=np.zeros((3, 2)),
+                             offset=np.array([7.0, 1.0]), dynamic=np.zeros(2, bool), cutoff=np.array([-1.0]),
+                             cls_pos=np.array([1.0]), cls_neg=np.array([0.0]))
+    assert static_au_values(models, np.zeros((1, 2)), np.zeros((1, 1))) == {"AU01_r": 5.0, "AU01_c": 1.0}
+    models.offset[0] = -2.0
+    assert static_au_values(models, np.zeros((1, 2)), np.zeros((1, 1)))["AU01_r"] == 0.0

@@ -65,6 +65,47 @@ def test_streaming_writer_keeps_failed_rows_and_is_atomic(tmp_path):
     w.abort()
 
 
+def test_a_close_that_fails_midway_leaves_the_previous_file_whole(tmp_path, monkeypatch):
+    """The final CSV (header, rows and the AU columns formatted at close) is written to a temporary file and renamed:
+    a full disk while it is written leaves the file that was there and no temporary, never a cut one that a resumed
+    run would take for finished."""
+    import errno
+
+    cols = openface_columns(["AU01"], ["AU01"], pose=False, landmarks_2d=False, landmarks_3d=False, params=False)
+    path = tmp_path / "s.csv"
+    path.write_text("previous\n")
+    w = OpenFaceCSVWriter(path, cols)
+    w.write_rows({"frame": [1, 2, 3], "face_id": [0] * 3, "timestamp": [0, 0.1, 0.2], "confidence": [0.9] * 3,
+                  "success": [1] * 3})
+    monkeypatch.setattr(openface_csv, "FORMAT_ROWS", 1)
+    real, calls = openface_csv._format_rows, []
+
+    def full_disk_at_the_second_chunk(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(openface_csv, "_format_rows", full_disk_at_the_second_chunk)
+    with pytest.raises(OSError):
+        w.close({"AU01_r": [1.0, 2.0, 3.0], "AU01_c": [1.0, 0.0, 1.0]})
+    assert path.read_text() == "previous\n" and [p.name for p in tmp_path.iterdir()] == ["s.csv"]
+
+
+def test_success_is_detect_landmarks_in_videos_return_not_the_validators():
+    """A first detection whose fit the validator rejects is written success 1 (FeatureExtraction writes
+    DetectLandmarksInVideo's return value, true for an initial detection whatever the validator says) with the
+    validator's confidence."""
+    from gpuau.landmarks.tracker import LandmarkResult
+    from gpuau.pipeline import base_columns, landmark_row
+
+    r = LandmarkResult(success=True, detection_success=False, confidence=0.1, landmarks=np.zeros((68, 2), np.float32),
+                       params_global=np.zeros(6, np.float32), params_local=np.zeros(34, np.float32),
+                       landmarks_3d=np.zeros((68, 3), np.float32), pose=np.zeros(6, np.float32))
+    row = dict(zip(base_columns(), landmark_row(1, 0.0, r)))
+    assert row["success"] == 1 and row["confidence"] == pytest.approx(0.1)
+
+
 def test_parquet_has_the_same_columns(reference_dir, tmp_path):
     pq = pytest.importorskip("pyarrow.parquet")
     table = read_openface_csv(reference_dir / "default.csv")

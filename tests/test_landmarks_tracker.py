@@ -1,11 +1,13 @@
 """FaceTracker end to end on default.wmv (MTCNN detection, multi-hypothesis initialisation,
 tracking, validation) against OpenFace's CSV, and its detect/track/validate logic with injected
 callables."""
+import types
+
 import numpy as np
 import pytest
 
 from gpuau.landmarks.clnf import detect_landmarks
-from gpuau.landmarks.tracker import ROTATION_HYPOTHESES, FaceTracker, fit_from_box
+from gpuau.landmarks.tracker import ROTATION_HYPOTHESES, FaceTracker, best_hypothesis, fit_from_box
 from gpuau.video import open_source
 from reference import landmarks_2d, read_reference
 
@@ -42,16 +44,39 @@ def test_end_to_end_matches_openface(frames, reference, models_dir):
 
 
 class _Calls:
+    """Detector and validator for a tracker: ``box`` for every detection, ``certainty`` for every validation
+    (a list: one per validation, in order); records the frame of each detection."""
+
     def __init__(self, box, certainty):
         self.box, self.certainty, self.detections, self.validations = box, certainty, 0, 0
+        self.detected_at: list = []
+        self.tracker = None
+
+    def track(self, frames, n=None):
+        """A tracker using these calls (made on the first call) run over ``frames`` (``n`` times the first frame, when
+        given); the last result."""
+        if self.tracker is None:
+            self.tracker = FaceTracker(detect=self.detect, validate=self.validate)
+        for f in frames if n is None else [frames[0]] * n:
+            r = self.tracker.track(f.image, f.gray)
+        return r
 
     def detect(self, image):
         self.detections += 1
+        if self.tracker is not None:
+            self.detected_at.append(self.tracker.frame_index)
         return self.box
 
     def validate(self, gray, landmarks, orientation):
         self.validations += 1
-        return self.certainty
+        return self.certainty.pop(0) if isinstance(self.certainty, list) else self.certainty
+
+
+@pytest.fixture(scope="module")
+def first_box(reference):
+    """A box around the first frame's reference landmarks."""
+    lm = reference[1][0]
+    return np.array([lm[:, 0].min(), lm[:, 1].min(), np.ptp(lm[:, 0]), np.ptp(lm[:, 1])], np.float32)
 
 
 def test_no_face_retries_every_twelve_frames(frames, models_dir):
@@ -62,12 +87,35 @@ def test_no_face_retries_every_twelve_frames(frames, models_dir):
         assert not r.success and r.confidence == 0
     # frame 0 and frame 12 (reinit_video_every * 6)
     assert calls.detections == 2 and calls.validations == 0
+    calls = _Calls(None, 1.0)
+    calls.track(frames, n=25)
+    assert calls.detected_at == [0, 12, 24]  # every 12th frame, not just two in 13
 
 
-def test_failed_validation_triggers_redetection(frames, reference, models_dir):
-    df, lm = reference
-    box = np.array([lm[0][:, 0].min(), lm[0][:, 1].min(), np.ptp(lm[0][:, 0]), np.ptp(lm[0][:, 1])], np.float32)
-    calls = _Calls(box, 0.9)
+def test_a_tracked_faces_first_failure_redetects_at_once(frames, first_box, models_dir):
+    """After a frame tracked and validated, the next rejected fit re-detects in that frame (the failure count was
+    reset to -1); a successful re-detection resets it again."""
+    calls = _Calls(first_box, [0.9, 0.9, 0.1, 0.9])  # detected, tracked, tracking rejected, re-detection kept
+    r = calls.track(frames[:3])
+    assert calls.detected_at == [0, 2] and r.success and calls.tracker.failures_in_a_row == -1
+
+
+def test_a_face_is_forgotten_after_a_hundred_failures(frames, first_box, models_dir):
+    """DetectLandmarksInVideo drops the tracked face once failures_in_a_row passes 100 (then detects every 12th
+    frame anew)."""
+    calls = _Calls(first_box, [0.9] + [0.1] * 400)
+    calls.track(frames[:1])
+    calls.box = None  # the face is gone: re-detections find nothing
+    n = 0
+    while calls.tracker.tracking_initialised:
+        calls.track(frames, n=1)
+        n += 1
+        assert n < 200
+    assert n == 102 and calls.tracker.failures_in_a_row == 101
+
+
+def test_failed_validation_triggers_redetection(frames, first_box, models_dir):
+    calls = _Calls(first_box, 0.9)
     tracker = FaceTracker(detect=calls.detect, validate=calls.validate)
     r = tracker.track(frames[0].image, frames[0].gray)
     assert r.success and r.confidence == pytest.approx(0.9) and calls.detections == 1
@@ -116,3 +164,12 @@ def test_rotation_hypotheses_batch_equals_one_at_a_time(frames, reference, clnf)
     assert best.likelihood == max(lls)
     np.testing.assert_array_equal(best.landmarks, one.landmarks)
     np.testing.assert_array_equal(best.params_local, one.params_local)
+
+
+def test_best_hypothesis_keeps_the_first_on_ties():
+    """fit_from_box keeps the highest likelihood among the rotation hypotheses, the first on ties, a fit without a
+    likelihood counting with the one before it (CLNF's ``model_likelihood`` kept from the previous fit)."""
+    fits = [types.SimpleNamespace(likelihood=ll) for ll in (-5.0, None, -7.0)]
+    assert best_hypothesis(fits) is fits[0] and fits[0].likelihood == -5.0
+    fits = [types.SimpleNamespace(likelihood=ll) for ll in (-9.0, -4.0, -4.0)]
+    assert best_hypothesis(fits) is fits[1]
