@@ -1,7 +1,7 @@
 """Clips made from the shared sample videos to exercise what the reference videos never do: a face that
 leaves the frame and comes back, a cut to another person, a mirrored, rolled, shrunken, enlarged or occluded face,
-a noisy, dark, blurred or JPEG-compressed picture, fast motion, a panning camera, a small face crossing an HD frame
-and a close-up.
+a noisy, dark, blurred or JPEG-compressed picture, fast motion, a panning camera, a small face crossing an HD frame,
+a close-up and two people in the picture.
 
 OpenFace's own output for them comes from running its ``FeatureExtraction`` on the FFV1 (lossless) files
 that :func:`write_clip` writes (``python -m benchmarks.versus_openface --openface PATH``); the tests use
@@ -45,10 +45,14 @@ CLIPS = {
     "blur": ("default.wmv blurred (OpenCV GaussianBlur, sigma 2 px): footage out of focus", 15.0),
     "jpeg": ("2015-10-15-15-14.avi frames 0-299 through JPEG at quality 20 (OpenCV imencode/imdecode): heavy "
              "compression blocks", 30.0),
+    "two": ("two people side by side, 1280x480: default.wmv frames 0-149 at half size (every second pixel of every "
+            "second row) on the left, 2015-10-15-15-14.avi frames 0-149 on the right, whose larger face is tracked; "
+            "it leaves for frames 75-94, the smaller face is found, and it stays tracked when the larger comes back",
+            15.0),
 }
 """Derived clips: what each is and its frame rate."""
 
-EXACT = ("gap", "late", "cut", "mirror", "occlude", "skip3", "pan", "far")
+EXACT = ("gap", "late", "cut", "mirror", "occlude", "skip3", "pan", "far", "two")
 """Clips built without resampling (the same pixels with any OpenCV) whose OpenFace CSVs are kept and compared whole
 (``sideways`` is exact too, but its tracking is too unstable to compare whole: ``test_tracking_step.py``; ``noise``
 and ``dark`` too, but their AU figures lie at a lower rounding floor: docs/accuracy.md, "Footage the reference videos do not
@@ -79,8 +83,17 @@ def clip_frames(name: str, media: Path) -> "tuple[list, float]":
     if name == "zoom":
         return [cv2.resize(np.ascontiguousarray(f[60:420, 80:560]), (640, 480), interpolation=cv2.INTER_LINEAR)
                 for f in _decode(media / "changeLighting.wmv")], fps
-    if name in ("cut", "small", "dark", "skip3", "far", "big", "jpeg"):
+    if name in ("cut", "small", "dark", "skip3", "far", "big", "jpeg", "two"):
         other = _decode(media / "2015-10-15-15-14.avi")
+        if name == "two":
+            out = []
+            for i, (f, g) in enumerate(zip(_decode(media / "default.wmv")[:150], other)):
+                canvas = np.full((480, 1280, 3), 128, np.uint8)
+                canvas[120:360, 160:480] = f[::2, ::2]
+                if not 75 <= i < 95:
+                    canvas[:, 640:] = g
+                out.append(canvas)
+            return out, fps
         if name == "big":
             return [cv2.resize(f, (1280, 960), interpolation=cv2.INTER_LINEAR) for f in other[:300]], fps
         if name == "jpeg":

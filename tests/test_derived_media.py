@@ -2,8 +2,9 @@
 
 The reference videos track one face from the first frame to the last. These clips, made from them
 (``tests/derived_media.py``), make OpenFace lose the face and find it again, find a face that appears only after a
-while, follow a cut to another person, fit a mirrored face and a half-hidden one, track three times the usual motion
-between frames, a face moving through a panning window and a small face crossing an HD frame. OpenFace 2.0.2's
+while, follow a cut to another person, choose between two people, fit a mirrored face and a half-hidden one, track
+three times the usual motion between frames, a face moving through a panning window and a small face crossing an HD
+frame. OpenFace 2.0.2's
 ``FeatureExtraction`` (CLNF model, built on this project's machine kind, where it writes the shared reference CSVs
 byte for byte) was run on their lossless files; ``tests/data/openface-derived`` keeps its frame, confidence,
 success, 2D landmark and AU columns, and for ``gap`` its gaze and 2D eye-landmark columns too
@@ -46,6 +47,10 @@ def test_derived_clip_matches_openface(name, analyzer, media_dir, shared, tmp_pa
         assert np.flatnonzero(want == 0).tolist() == list(range(120, 140))
     if name == "late":
         assert np.flatnonzero(want == 0).tolist() == list(range(36)) + list(range(181, 337))
+    if name == "two":  # the widest face first (on the right), the other once it leaves, kept when it is back
+        for table in (theirs, ours):
+            right = read_reference(table)[[f"x_{k}" for k in range(68)]].to_numpy().mean(axis=1) > 640
+            assert right.tolist() == [True] * 75 + [False] * 75, table
 
     res = compare(theirs, ours, shared)
     assert res["frames_candidate"] == res["frames_reference"] == len(frames)
