@@ -170,10 +170,18 @@ def test_a_large_frames_pnet_run_returns_its_memory(detector, default_frames, mo
     assert overlap / (w0 * h0 + w1 * h1 - overlap) > 0.85  # the enlarged picture is softer: the box moves a little
 
 
-def test_select_face_preference_point():
+def test_select_face_widest_or_nearest_to_a_preference_point():
+    """The widest box, the first on a tie; with a preference point, the box whose centre (not its corner) is
+    nearest."""
     det = Detections(np.array([[0, 0, 50, 50], [200, 200, 80, 80.]]), np.array([0.9, 0.8]), np.zeros((2, 5, 2)))
     assert select_face(det) == 1
     assert select_face(det, preference=(20, 20)) == 0
+    det = Detections(np.array([[300, 0, 80, 80], [0, 0, 80, 80.], [100, 100, 60, 60]]), np.array([0.9, 0.95, 0.99]),
+                     np.zeros((3, 5, 2)))
+    assert select_face(det) == 0
+    # (100, 100): 0 from the second box's corner, 110 from its centre, 71 from the first box's centre
+    det = Detections(np.array([[0, 0, 100, 100], [100, 100, 220, 220.]]), np.array([0.9, 0.9]), np.zeros((2, 5, 2)))
+    assert select_face(det, preference=(100, 100)) == 0
 
 
 def test_both_onnxruntime_builds_installed_is_a_clear_error(monkeypatch, detector):
@@ -246,3 +254,39 @@ def test_importing_the_detector_loads_no_onnx():
     code = "import sys, gpuau.detect; print(sorted(m for m in ('onnx', 'onnxruntime') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def _onet(detector, boxes, probabilities, monkeypatch):
+    """``detector._onet_stage`` on candidate ``boxes`` whose ONet face probabilities are ``probabilities`` and whose
+    box regressions are zero (faked network output)."""
+    boxes = np.asarray(boxes, np.float32)
+    p = np.asarray(probabilities, np.float64)
+    out = np.zeros((len(boxes), 16), np.float32)
+    out[:, 1] = np.log(p / (1 - p))  # face_probability = 1 / (1 + exp(o0 - o1))
+    monkeypatch.setattr(detector, "_run_crops", lambda net, frames, cands: [out])
+    cands = [mtcnn_module._Candidates(boxes, np.zeros(len(boxes), np.float32), np.zeros((len(boxes), 4), np.float32))]
+    (det,) = detector._onet_stage([np.zeros((480, 640, 3), np.uint8)], cands)
+    return det
+
+
+def test_onet_keeps_faces_from_openfaces_threshold_0_7(detector, monkeypatch):
+    det = _onet(detector, [[100, 100, 80, 80], [300, 100, 80, 80], [100, 300, 80, 80]], [0.72, 0.69, 0.55],
+                monkeypatch)
+    assert len(det) == 1 and det.scores[0] == pytest.approx(0.72, abs=1e-6)
+
+
+def test_onet_nms_divides_by_the_smaller_box(detector, monkeypatch):
+    """A box inside a larger, more confident one overlaps it by 0.16 of their union but all of its own area: ONet's
+    NMS (OpenFace's "Min") drops it; union NMS would keep both."""
+    det = _onet(detector, [[100, 100, 200, 200], [150, 150, 80, 80]], [0.99, 0.95], monkeypatch)
+    assert len(det) == 1
+    np.testing.assert_allclose(det.boxes[0], P.clnf_box(np.array([[100, 100, 201, 201]], np.float32))[0])
+
+
+def test_nms_ties_go_to_the_later_box_and_an_overlap_at_the_threshold_is_kept():
+    boxes = np.array([[0, 0, 10, 10], [1, 0, 10, 10]], np.float32)  # IoU 90 / 110
+    assert P.non_maximum_suppression(boxes, np.array([0.8, 0.8], np.float32), 0.7, minimum=False).tolist() == [1]
+    # intersection 7 over union 10: exactly float32(0.7), which is not above 0.7
+    boxes = np.array([[0, 0, 10, 1], [0, 0, 7, 1]], np.float32)
+    keep = P.non_maximum_suppression(boxes, np.array([0.9, 0.8], np.float32), 0.7, minimum=False)
+    assert keep.tolist() == [0, 1]

@@ -1,11 +1,13 @@
 """CLNF fitting: one tracking step from OpenFace's own parameters of the previous frame reproduces
 OpenFace's landmarks of the next frame (default.wmv); a batch of faces gets each face's own fit; the
 fit runs on every backend."""
+import cv2
 import numpy as np
 import pytest
 
 from gpuau.landmarks.clnf import detect_landmarks, detect_landmarks_batch, fit, fit_batch, patch_responses
 from gpuau.video import open_source
+from media import read_frames
 from reference import global_params, landmarks_2d, local_params, read_reference
 
 N_FRAMES = 12
@@ -196,3 +198,21 @@ def test_hierarchical_fit_of_a_face_too_small_for_the_parts(clnf, default_video)
         np.testing.assert_array_equal(batch[1].part_landmarks[part.name], part.model.pdm.calc_shape_2d(g_part, l_part))
         np.testing.assert_array_equal(batch[1].part_params[part.name][0], g_part)  # the part's state: placed
         np.testing.assert_array_equal(batch[1].part_params[part.name][1], l_part)
+
+
+def test_a_fit_at_a_scale_below_a_quarter_fails_as_openfaces_fit(clnf, media_dir, reference_dir):
+    """default.wmv's first frame shrunk to 16 % (the face ~35 px wide), the fit started from OpenFace's landmarks
+    shrunk alike: it converges at scale 0.214, below CLNF::Fit's 0.25, so it is no success; at 20 % (scale 0.265) it
+    is one."""
+    (frame,) = read_frames(media_dir / "default.wmv", [0])
+    gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+    ref = read_reference(reference_dir / "default.csv")
+    lm = landmarks_2d(ref[ref["frame"] == 1], np.float32)[0]
+    outcomes = {}
+    for s in (0.2, 0.16):
+        small = cv2.resize(gray, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+        g, p = clnf.model.pdm.calc_params(lm * np.float32(s))
+        res = detect_landmarks(clnf, small, g, p)
+        outcomes[s] = (float(res.params_global[0]), res.success)
+    assert 0.25 < outcomes[0.2][0] < 0.3 and outcomes[0.2][1]
+    assert 0.2 < outcomes[0.16][0] < 0.25 and not outcomes[0.16][1]

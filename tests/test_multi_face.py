@@ -1,5 +1,6 @@
 """Several faces per video as OpenFace's FaceLandmarkVidMulti tracks them: the overlap rule, and the first
-frames of multi_face.avi against FaceLandmarkVidMulti's reference rows (matched on frame and face_id)."""
+frames of multi_face.avi against FaceLandmarkVidMulti's reference rows (matched on frame and face_id): their values
+over the first 30, their rows over the first 400 (a face lost and found again, a fourth face)."""
 from itertools import islice
 
 import numpy as np
@@ -11,6 +12,7 @@ from gpuau.pipeline import Analyzer, base_columns
 from gpuau.video import open_source
 
 FRAMES = 30
+ROW_FRAMES = 400
 
 
 def test_overlap_uses_openfaces_union():
@@ -30,13 +32,32 @@ def test_overlap_uses_openfaces_union():
 
 
 @pytest.fixture(scope="module")
-def first_frames(models_dir, media_dir):
-    """Our rows and static AUs of the first FRAMES frames of multi_face.avi."""
+def first_rows(models_dir, media_dir):
+    """Our rows and static AUs of the first ROW_FRAMES frames of multi_face.avi."""
     source = open_source(media_dir / "multi_face.avi")
-    frames = (f.image for f in islice(source, FRAMES))
+    frames = (f.image for f in islice(source, ROW_FRAMES))
     res = Analyzer("cpu", models=models_dir).analyze_frames(frames, fps=source.fps, multi_face=True)
-    assert res.frames_decoded == FRAMES and not res.postprocessed
+    assert res.frames_decoded == ROW_FRAMES and not res.postprocessed
     return res.columns
+
+
+@pytest.fixture(scope="module")
+def first_frames(first_rows):
+    """Our rows and static AUs of the first FRAMES frames of multi_face.avi."""
+    return {c: v[first_rows["frame"] <= FRAMES] for c, v in first_rows.items()}
+
+
+def test_rows_match_facelandmarkvidmulti_as_faces_are_lost_and_found(first_rows, reference_dir):
+    """Face 2 fails on frames 262-267: its slot is freed after the sixth failure in a row, and it has no row until the
+    detection at frame 273 (every 8th frame) starts it again; a fourth face, found at frame 393 while three are
+    tracked, takes the fourth of FaceLandmarkVidMulti's four slots."""
+    ref = read_openface_csv(reference_dir / "multi_face.csv")
+    keep = ref["frame"] <= ROW_FRAMES
+    for column in ("frame", "face_id", "success"):
+        np.testing.assert_array_equal(first_rows[column], ref[column][keep])
+    face2 = first_rows["frame"][first_rows["face_id"] == 2]
+    assert 267 in face2 and not set(range(268, 273)) & set(face2) and 273 in face2
+    assert first_rows["frame"][first_rows["face_id"] == 3].min() == 393
 
 
 def test_first_frames_match_facelandmarkvidmulti(first_frames, reference_dir):

@@ -10,7 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from gpuau.video import InputError, camera_intrinsics, open_source, queue_depth, to_bgr8
+from gpuau.video import InputError, array_frames, camera_intrinsics, open_source, queue_depth, to_bgr8
+from gpuau.video import source as source_module
 from media import decoding_threads
 
 
@@ -80,8 +81,6 @@ def test_an_image_folder_leaves_macos_metadata_files_out(media_dir, tmp_path):
 def test_timestamps_are_sequence_captures_arithmetic():
     """OpenFace times frame i as i * (1.0 / fps), which differs from i / fps in the last bit (printed to 3 decimals:
     1.502 against 1.501 for frame 36 at 23.976 frames/s)."""
-    from gpuau.video import array_frames
-
     fps = 24000 / 1001
     times = [f.timestamp for f in array_frames([np.zeros((8, 8, 3), np.uint8)] * 40, fps)]
     assert times == [i * (1.0 / fps) for i in range(40)]
@@ -706,3 +705,69 @@ def test_nvdec_frames_are_bgr_in_order_and_fall_back_when_nvdec_cannot(media_dir
         np.testing.assert_array_equal(f.image, image)
         np.testing.assert_array_equal(f.gray, cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))
     assert nvdec.nvdec_frames(media_dir / "missing.mp4", fps) is None  # the decoder cannot open the file
+
+
+def test_a_video_without_a_frame_rate_is_timed_at_openfaces_30(media_dir, monkeypatch):
+    """A container whose frame rate OpenCV reads as 0 or NaN: OpenFace's 30 frames/s (SequenceCapture), so the
+    timestamps run 0, 1/30, 2/30... (a mutant taking 25 gives 0.04 steps)."""
+    real = source_module._capture
+
+    class NoRate:
+        def __init__(self, cap, value):
+            self._cap, self._value = cap, value
+
+        def get(self, prop):
+            return self._value if prop == cv2.CAP_PROP_FPS else self._cap.get(prop)
+
+        def __getattr__(self, name):
+            return getattr(self._cap, name)
+
+    for value in (0.0, float("nan")):
+        monkeypatch.setattr(source_module, "_capture", lambda path, threads, v=value: NoRate(real(path, threads), v))
+        with open_source(media_dir / "default.wmv") as src:
+            assert src.fps == 30.0
+            frames = []
+            for frame in src:
+                frames.append(frame)
+                if len(frames) == 3:
+                    break
+        assert [f.timestamp for f in frames] == [0.0, 1.0 / 30.0, 2.0 * (1.0 / 30.0)]
+
+
+def _webp_with_exif_orientation(path, img, orientation=6):
+    """``img`` as a lossless WebP (VP8X container) holding an EXIF Orientation tag."""
+    ok, data = cv2.imencode(".webp", img, [cv2.IMWRITE_WEBP_QUALITY, 101])
+    data = data.tobytes()
+    assert ok and data[:4] == b"RIFF" and data[8:12] == b"WEBP"
+
+    def chunk(kind, payload):
+        return kind + len(payload).to_bytes(4, "little") + payload + (b"\x00" if len(payload) % 2 else b"")
+
+    tiff = (b"II*\x00\x08\x00\x00\x00" + b"\x01\x00" + b"\x12\x01\x03\x00\x01\x00\x00\x00"
+            + orientation.to_bytes(2, "little") + b"\x00\x00" + b"\x00\x00\x00\x00")
+    h, w = img.shape[:2]
+    vp8x = chunk(b"VP8X", bytes([0x08, 0, 0, 0]) + (w - 1).to_bytes(3, "little") + (h - 1).to_bytes(3, "little"))
+    body = b"WEBP" + vp8x + data[12:] + chunk(b"EXIF", tiff)
+    path.write_bytes(b"RIFF" + len(body).to_bytes(4, "little") + body)
+    return path
+
+
+def test_a_webps_exif_orientation_is_ignored_as_opencv_46_ignores_it(tmp_path):
+    """OpenFace's cv::imread (OpenCV 4.6) applies a JPEG's EXIF orientation but not a WebP's: the WebP is analysed as
+    stored (opencv-python 5 would turn it)."""
+    img = np.zeros((40, 60, 3), np.uint8)
+    img[:10, :20] = 255  # a white block top left
+    p = _webp_with_exif_orientation(tmp_path / "rotated.webp", img)
+    (frame,) = list(open_source(p))
+    assert frame.image.shape == (40, 60, 3)
+    assert np.array_equal(frame.image, img)  # lossless: the stored pixels, unturned
+
+
+def test_bgra_and_grey_arrays_keep_their_colours():
+    """A BGRA array is BGR with its alpha dropped (blue stays blue), as cv::imread drops a file's alpha; grey is
+    spread to three equal channels."""
+    bgra = np.dstack([np.full((4, 4), v, np.uint8) for v in (10, 20, 30, 255)])
+    assert np.array_equal(to_bgr8(bgra), bgra[:, :, :3])
+    (frame,) = list(array_frames([bgra], fps=30.0))
+    assert np.array_equal(frame.image, bgra[:, :, :3])
+    assert np.array_equal(frame.gray, cv2.cvtColor(bgra[:, :, :3], cv2.COLOR_BGR2GRAY))
