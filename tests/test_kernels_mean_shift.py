@@ -1,5 +1,5 @@
 """KDE mean-shift and landmark likelihoods (the CPU functions that NU-RLMS and its kernel's device
-functions compute; tests/test_kernels_nu_rlms.py compares the kernel with them) over real response maps
+functions compute; tests/test_kernels_pdm_fit.py compares the kernel with them) over real response maps
 (the main model's CCNF experts on default.wmv around OpenFace's reference landmarks): close to a float64
 NumPy evaluation of the same formulas, clamps and KDE grid ties included."""
 import numpy as np
@@ -81,3 +81,23 @@ def test_nu_rlms_with_a_nan_translation_runs_on_every_backend(backend):
                             a(np.ones((1, 2 * n), np.float32)), np.float32(1), 2, a(kde_table(5, -0.5)), np.float32(2),
                             1.0, a(np.ones(1, np.int32)))
     assert len(out) > 0
+
+
+def test_nu_rlms_stops_once_the_shape_moves_less_than_a_hundredth_of_a_pixel():
+    """CLNF::NU_RLMS ends a pass when the projected shape moved less than 0.01 px (norm over all landmarks) since the
+    previous iteration; never at its first iteration."""
+    from gpuau.cpu.nu_rlms import nu_rlms_offsets
+    from gpuau.cpu.pdm_fit import project, shape_3d
+
+    rng = np.random.default_rng(0)
+    n, m = 5, 2
+    mean, pc = rng.normal(0, 20, 3 * n).astype(np.float32), rng.normal(0, 1, (3 * n, m)).astype(np.float32)
+    g, p = np.array([1, 0.1, -0.2, 0.05, 320, 240], np.float32), np.array([0.5, -0.5], np.float32)
+    cur = project(shape_3d(mean, pc, p), g)
+    base, img_to_ref = cur.copy(), np.eye(2, dtype=np.float32)
+    for moved, stops in ((0.005, True), (0.02, False)):
+        for it in (0, 1):
+            prev = cur + np.float32(moved / np.sqrt(2 * n))  # every coordinate moved alike: the norm is `moved`
+            stop, _ = nu_rlms_offsets(mean, pc, g, p, base, img_to_ref, np.float32(4), it, prev,
+                                      np.zeros(n, np.float32), np.zeros(n, np.float32))
+            assert stop == (stops and it > 0), (moved, it)
