@@ -243,26 +243,31 @@ def test_a_frame_size_the_staging_cannot_hold_fails_its_streams_alone(clips, ref
     assert_same_table(outcomes[good].result.columns, references[good].columns)
 
 
-def test_a_failing_batched_stage_is_said_once_and_done_alone(clips, references, monkeypatch, caplog):
+@pytest.mark.parametrize("streams", [2, 1])
+def test_a_failing_batched_stage_is_said_once_and_done_alone(clips, references, monkeypatch, caplog, streams):
     """A batched stage that raises (a bug, a device error) leaves its streams to do it alone, which gives the same
-    tables, and says so once per engine: on every step it would otherwise make the engine unbatched in silence."""
+    tables, and says so once per engine, however often it fails (on two streams both videos detect in one batch; on
+    one, each in its own): on every step it would otherwise make the engine unbatched in silence."""
     from gpuau.detect import MTCNN
 
     detect_batch = MTCNN.detect_batch
+    failures = []
 
     def failing_batch(self, images, staged=None):  # the engine's batch; a stream alone detects one frame
         if staged is not None:
+            failures.append(len(images))
             raise RuntimeError("no kernel image is available for execution on the device")
         return detect_batch(self, images)
 
     monkeypatch.setattr(MTCNN, "detect_batch", failing_batch)
     names = list(CLIPS)[:2]
-    engine = Engine("cpu", streams=2)
+    engine = Engine("cpu", streams=streams)
     with caplog.at_level("WARNING", logger="gpuau.engine"):
         outcomes = list(engine.run([Job(_frames(*clips[n]), None, name=n) for n in names]))
     for o in outcomes:
         assert_same_table(o.result.columns, references[str(o.input)].columns)
     assert engine.stats["detect_batches"] == 0 and engine.stats["detections_alone"] > 0
+    assert len(failures) >= 3 - streams
     assert [r.getMessage() for r in caplog.records if r.name == "gpuau.engine"] == [
         "the batched face detection failed (RuntimeError: no kernel image is available for execution on the device); "
         "its streams do it alone"]
@@ -846,3 +851,19 @@ def test_run_without_a_format_writes_csv(tmp_path):
     assert o.status == "done" and (tmp_path / "grey.csv").read_text().startswith("frame, face_id")
     with pytest.raises(ValueError, match="format 'xlsx'"):
         list(Engine("cpu", streams=1).run([Job(_frames(grey, 10.0), tmp_path / "grey.xlsx")], format="xlsx"))
+
+
+def test_a_cut_videos_decoding_note_reaches_the_engines_outcome(tmp_path):
+    """The engine's outcome (its reason and its result's warnings) keeps the note of a video that decodes fewer
+    frames than its container announces, as Analyzer.analyze_video's warnings do (the frame inputs of the other engine
+    tests have none)."""
+    import gpuau
+
+    noise = np.random.default_rng(0).integers(0, 256, (12, 120, 160, 3), np.uint8)  # frames much larger than headers
+    clip = write_clip(tmp_path / "clip.avi", list(noise))
+    cut = tmp_path / "cut.avi"  # the AVI stores 12 frames; its end cut off
+    cut.write_bytes(clip.read_bytes()[:int(clip.stat().st_size * 0.6)])
+    alone = gpuau.Analyzer("cpu", quality="fast").analyze_video(cut)
+    (o,) = Engine("cpu", quality="fast", streams=2).run([Job(cut, None)])
+    assert o.status == "done" and o.reason.endswith(" of the 12 frames the container announces")
+    assert o.result.warnings == alone.warnings and len(alone.warnings) == 2

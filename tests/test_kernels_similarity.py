@@ -44,12 +44,13 @@ def test_similarity_equals_openface(backend, golden):
         assert_same_bits(backend.asnumpy(out), np.stack([g[2] for g in group]))
 
 
-def test_one_target_shape_for_all(golden):
+def test_one_target_shape_for_all(backend, golden):
     src = np.stack([s for s, _, _ in golden if len(s) == 68])
     dst = golden[0][1]
     one = similarity(src, dst[None])
     assert_same_bits(one, similarity(src, np.repeat(dst[None], len(src), axis=0)))
     assert_same_bits(one[3], similarity(src[3:4], dst[None])[0])
+    assert_same_bits(backend.asnumpy(backend.kernels.similarity(backend.asarray(src), backend.asarray(dst[None]))), one)
 
 
 def test_similarity_to_reference_of_one_face_and_of_a_stack(golden):

@@ -74,3 +74,17 @@ def test_check_batch_on_backend(backend, validator, faces):
     stack = backend.asarray(np.stack(grays).astype(np.float32))  # as the engine stages them
     staged = [(stack, i) for i in range(len(grays))]
     np.testing.assert_array_equal(on_backend.check_batch(grays, lm, rot, staged=staged), expected)
+
+
+@devices_only
+def test_max_pooling_clips_windows_past_the_edge_of_odd_maps(backend):
+    """OpenFace's validator maps all have even sizes: odd ones run a pooling window past a map's edge, which must read
+    neither the next row nor the next map."""
+    rng = np.random.default_rng(11)
+    maps = rng.standard_normal((2, 3, 7, 9)).astype(np.float32)
+    maps[..., 0] += 10.0  # a row's first value beats the last window of the row above, if that window ran past its end
+    maps[..., 0, :] += 20.0  # and a map's first row the last window of the map before
+    expected = twin.max_pooling(maps)
+    assert expected.shape == (2, 3, 4, 5)  # round((7 - 2) / 2) + 1, round((9 - 2) / 2) + 1: windows past the edge
+    got = backend.asnumpy(backend.kernels.max_pooling(backend.asarray(maps)))
+    np.testing.assert_array_equal(got, expected)

@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 
 from gpuau.io.openface_csv import read_openface_csv
-from gpuau.landmarks.multi import landmark_box, non_overlapping
+from gpuau.landmarks.multi import DETECT_EVERY, MAX_FAILURES, MultiFaceTracker, landmark_box, non_overlapping
 from gpuau.pipeline import Analyzer, base_columns
-from gpuau.video import open_source
+from gpuau.video import open_source, to_gray8
+from media import read_frames
+from reference import landmarks_2d, read_reference
 
 FRAMES = 30
 ROW_FRAMES = 400
@@ -119,3 +121,27 @@ def test_cli_multi_face_on_an_image_folder(first_frames, media_dir, reference_di
     for c in ("frame", "face_id", "success", "x_0", "y_36", "AU12_r", "AU25_c"):
         np.testing.assert_allclose(ours[c], first_frames[c][:n], atol=0.051, err_msg=c)  # as written (0.1 px)
     assert np.all(ours["timestamp"] == 0)  # image folders have no clock, as in OpenFace
+
+
+def test_a_face_back_where_a_freed_slot_lost_it_is_found_again(clnf, media_dir, reference_dir):
+    """A slot freed after MAX_FAILURES failures is reset (``CLNF::Reset``: its landmarks set to 0), so its box blocks
+    no later detection: a face that comes back where it was lost is found again at the next detection frame."""
+    image = read_frames(media_dir / "default.wmv", 1)[0]
+    gray = to_gray8(image)
+    lm = landmarks_2d(read_reference(reference_dir / "default.csv", nrows=1))[0]
+    lo, hi = lm.min(axis=0), lm.max(axis=0)
+    box = np.array([[lo[0], lo[1], hi[0] - lo[0], hi[1] - lo[1]]], np.float32)  # where the face is
+    detections = []
+
+    def detect_all(img):
+        detections.append(len(detections))
+        return box
+
+    mt = MultiFaceTracker(clnf, detect_all=detect_all, validate=lambda *a: 1.0)
+    assert [k for k, _ in mt.track(image, gray)] == [0]  # frame 0: the face starts in slot 0
+    mt.slots[0].failures_in_a_row = MAX_FAILURES + 1  # lost: freed at the next frame (its box still blocks that one's
+    mt.frame_count = DETECT_EVERY                     # detections, in OpenFace too, as its reset comes after them)
+    assert mt.track(image, gray) == [] and not any(mt.active)
+    assert not mt.slots[0].landmarks.any()  # CLNF::Reset: no box left
+    mt.frame_count = 2 * DETECT_EVERY  # the next detection frame: the face is where it was lost
+    assert [k for k, _ in mt.track(image, gray)] == [0] and len(detections) == 3

@@ -28,6 +28,9 @@ def test_plan_local_workers():
     assert plan_local_workers(10, "cuda", cores=16, memory=64 * gb) == LocalPlan(1, 16)
     assert plan_local_workers(10, "cuda", workers=4, cores=16) == LocalPlan(4, 4)
     assert plan_local_workers(2, "cpu", workers=4, cores=16) == LocalPlan(2, 8)
+    # More workers than cores (--workers 4 on 2 cores) still get a thread each.
+    assert plan_local_workers(10, "cpu", workers=4, cores=2) == LocalPlan(4, 1)
+    assert plan_local_workers(10, "cuda:0", workers=3, cores=1) == LocalPlan(3, 1)
     with pytest.raises(ValueError, match="workers=0"):
         plan_local_workers(2, "cpu", workers=0)
 
