@@ -127,3 +127,17 @@ def test_align_faces_mask_on_every_backend(backend, faces):
     expected *= masks[..., None]
     assert_backend_close(backend, out, expected, exact=True)
     assert 0.5 < masks.mean() < 0.8 and expected[masks == 1].mean() > 60
+
+
+@pytest.mark.parametrize("scale, size", [(0.7, 112), (0.35, 112), (1.4, 224)])
+def test_the_mask_shape_lifts_the_forehead_by_30_px_at_the_au_scale_and_in_proportion(frame0, scale, size):
+    """AlignFaceMask lifts the forehead points by 30 / 0.7 * sim_scale (30 px at the AU scale), the other points as
+    the warp places them: `--aligned-scale` faces are masked at their own forehead."""
+    _, lm, g, _, pdm, _ = frame0
+    warp = similarity_warp(lm, g, pdm.mean_shape, scale, size, size)
+    dest = lm.astype(np.float64) @ warp[:, :2].T.astype(np.float64) + warp[:, 2]
+    points = mask_points(lm, warp, scale)
+    np.testing.assert_allclose(dest[FOREHEAD_INDICES, 1] - points[FOREHEAD_INDICES, 1], 30 / 0.7 * scale, atol=1e-3)
+    rest = np.setdiff1d(np.arange(68), FOREHEAD_INDICES)
+    np.testing.assert_allclose(points[rest], dest[rest], atol=1e-3)
+    np.testing.assert_allclose(points[FOREHEAD_INDICES, 0], dest[FOREHEAD_INDICES, 0], atol=1e-3)

@@ -527,3 +527,13 @@ def test_quiet_cli_run_on_a_ray_it_starts_prints_nothing(media_dir, tmp_path):
                           capture_output=True, text=True, env=env, timeout=240)
     assert (done.returncode, done.stderr, done.stdout) == (0, "", "")
     assert sorted(p.name for p in out.iterdir()) == ["gpuau-settings.jsonl", "sample2.csv"]
+
+
+def test_models_fetch_prompt_takes_only_yes_in_capitals(tmp_path, models_dir, monkeypatch, capsys):
+    """The licence prompt asks to type YES: the capitals are the deliberate acceptance, "yes" is no."""
+    monkeypatch.setattr(sys, "stdin", io.StringIO("yes\n"))
+    target = tmp_path / "models"
+    assert cli.main(["models", "fetch", "--dir", str(target), "--base-url", models_dir.as_uri(),
+                     "--group", "clnf-eyes"]) == 2
+    assert "licence was not accepted" in capsys.readouterr().err
+    assert not store.verify(target, groups=["clnf-eyes"]).ok

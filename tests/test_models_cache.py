@@ -87,3 +87,28 @@ def test_the_cache_keeps_the_most_recently_used_files_of_a_model(cache, tmp_path
     (cache / "unrelated.arrays").write_bytes(b"x")  # other files are left alone
     load_cached(folders[1] / "m.txt", parse, name="p")
     assert (cache / "unrelated.arrays").exists() and len(entries()) == KEEP
+
+
+def test_a_model_file_changed_at_its_path_is_parsed_again(cache, tmp_path):
+    """A model file rewritten at the same path (`gpuau models fetch` replacing a damaged one) is parsed again: the
+    cache key holds its size and modification time."""
+    import os
+
+    calls = []
+
+    def parse(path):
+        calls.append(path)
+        return {"x": np.frombuffer(path.read_bytes(), np.uint8).copy()}
+
+    (tmp_path / "models").mkdir()
+    source = tmp_path / "models" / "m.txt"
+    source.write_bytes(b"\x01")
+    assert load_cached(source, parse, name="p")["x"].tolist() == [1]
+    assert load_cached(source, parse, name="p")["x"].tolist() == [1] and len(calls) == 1  # unchanged: a hit
+    source.write_bytes(b"\x02\x03")  # another size
+    assert load_cached(source, parse, name="p")["x"].tolist() == [2, 3]
+    st = source.stat()
+    source.write_bytes(b"\x04\x05")  # the same size, another modification time
+    os.utime(source, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert load_cached(source, parse, name="p")["x"].tolist() == [4, 5]
+    assert len(calls) == 3

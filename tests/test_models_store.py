@@ -367,3 +367,78 @@ def test_fetch_http_error_names_file(tmp_path, http_mirror):
     with pytest.raises(ModelStoreError, match=r"could not download .*mtcnn_detector.*HTTP 404"):
         store.fetch(tmp_path / "m", accept_license=True, base_url=base, groups=["mtcnn"])
     assert os.listdir(tmp_path / "m" / LANDMARK_MODEL / "mtcnn_detector") == []
+
+
+def test_a_folder_missing_many_files_names_five_and_counts_the_rest(clean_env, models_dir):
+    gone = [e.path for e in EYES[:7]]
+    folder = link_copy(models_dir, clean_env / "models", skip=set(gone))
+    with pytest.raises(ModelStoreError) as e:
+        store.require_models(folder)
+    msg = str(e.value)
+    assert sum(f"{p} (missing)" in msg for p in gone) == 5
+    assert msg.endswith(f" and 2 more. Fix: gpuau models fetch --dir {folder}") and "is incomplete" in msg
+
+
+def test_a_truncated_file_and_a_missing_one_are_named_with_their_problems(clean_env, models_dir):
+    cut, gone = f"{LANDMARK_MODEL}/tris_68.txt", f"{AU_PREDICTORS}/tris_68_full.txt"
+    folder = link_copy(models_dir, clean_env / "models", skip={cut, gone})
+    data = (models_dir / cut).read_bytes()
+    (folder / cut).write_bytes(data[:100])  # a download cut short, renamed by hand
+    expected = (f"OpenFace model folder {folder} (from argument) has missing or damaged files: "
+                f"{cut} (size 100, expected {len(data)}), {gone} (missing). Fix: gpuau models fetch --dir {folder}")
+    with pytest.raises(ModelStoreError) as e:
+        store.model_file(cut, folder)
+    assert str(e.value) == expected
+    with pytest.raises(ModelStoreError) as e:
+        store.require_models(folder)
+    assert str(e.value) == expected
+
+
+def test_fetch_counts_the_files_already_there(tmp_path, models_dir):
+    base = mirror(models_dir, tmp_path / "mirror", EYES).as_uri()
+    target = link_copy(models_dir, tmp_path / "models", EYES, skip={EYES[0].path})
+    report = store.fetch(target, accept_license=True, base_url=base, groups=["clnf-eyes"])
+    assert [e.path for e in report.downloaded] == [EYES[0].path]
+    assert report.already_present == len(EYES) - 1
+
+
+def test_the_openface_models_dir_root_given_as_the_model_folder_names_its_originals(clean_env, models_dir,
+                                                                                    monkeypatch):
+    root = clean_env / "openface_models"  # what $OPENFACE_MODELS_DIR is set to, given as $GPUAU_MODELS instead
+    (root / "2.2.0").mkdir(parents=True)
+    (root / store.OPENFACE_MODELS_SUBDIR).symlink_to(models_dir, target_is_directory=True)
+    monkeypatch.setenv("GPUAU_MODELS", str(root))
+    with pytest.raises(ModelStoreError) as e:
+        store.resolve_models_dir()
+    assert str(e.value).endswith(f"Fix: export GPUAU_MODELS={root / '2.2.0' / 'originals'}")
+
+
+class _NoRangeHandler(_RangeHandler):
+    """A server that ignores HTTP Range: every answer is the whole file with status 200."""
+
+    def do_GET(self):
+        self.requests.append((self.path, self.headers.get("Range")))
+        data = Path(self.translate_path(self.path)).read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def test_fetch_rewrites_a_partial_download_when_the_server_does_not_resume(tmp_path, models_dir):
+    root = mirror(models_dir, tmp_path / "mirror", EYES)
+    _RangeHandler.requests = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: _NoRangeHandler(*a, directory=str(root)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        entry = EYES[4]
+        part = tmp_path / "models" / (entry.path + store.PART_SUFFIX)
+        part.parent.mkdir(parents=True)
+        part.write_bytes((models_dir / entry.path).read_bytes()[: entry.size // 2])
+        store.fetch_file(entry, tmp_path / "models", base_url=f"http://127.0.0.1:{server.server_address[1]}")
+    finally:
+        server.shutdown()
+        server.server_close()
+    # one request: the 200 answer replaced the partial file (appended to it, the file came twice)
+    assert [r for _, r in _RangeHandler.requests] == [f"bytes={entry.size // 2}-"]
+    assert (tmp_path / "models" / entry.path).read_bytes() == (models_dir / entry.path).read_bytes()

@@ -734,3 +734,55 @@ def test_nothing_to_analyse_is_an_error(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["analyze", str(tmp_path / "empty"), "-o", str(tmp_path / "out"), "--quiet"]) == 2
     assert "no video, image or image folder found" in capsys.readouterr().err
+
+
+def test_wait_through_raises_the_first_interrupt_after_the_wait():
+    """Interrupts that land while the command waits for a thread are told of, each, and the first is raised once the
+    wait is over (Ctrl-C then a SIGTERM exits 130, as Ctrl-C)."""
+    from gpuau._signals import Terminated, wait_through
+
+    steps, interrupts, pending = [], [], [KeyboardInterrupt(), Terminated()]
+
+    def step():
+        steps.append(1)
+        if pending:
+            raise pending.pop(0)
+
+    with pytest.raises(KeyboardInterrupt):
+        wait_through(lambda: len(steps) >= 3, step, lambda: interrupts.append(1))
+    assert len(steps) == 3 and len(interrupts) == 2  # waited to the end, told of each interrupt
+
+
+def test_an_interrupt_lost_in_an_unchained_error_still_stops_the_run(monkeypatch, media_dir, tmp_path):
+    """An interrupt the command's handler raised inside a call that lost it (an error that does not chain it, as a
+    compiled kernel's) still stops the run, instead of becoming one input's failure."""
+    from gpuau import _signals
+    from gpuau.corpus import analyze_input
+
+    class KernelCallLosingTheInterrupt:
+        def write_video(self, *args, **kwargs):  # as a kernel's call that swallowed it: no __cause__
+            raise SystemError("CPUDispatcher(<function nu_rlms>) returned a result with an exception set")
+
+    monkeypatch.setattr(_signals, "_raised", None)
+    assert analyze_input(KernelCallLosingTheInterrupt(), media_dir / "sample1.jpg", tmp_path / "a.csv").status == "failed"
+    monkeypatch.setattr(_signals, "_raised", _signals.Terminated)  # what the command's handler remembers
+    with pytest.raises(_signals.Terminated):
+        analyze_input(KernelCallLosingTheInterrupt(), media_dir / "sample1.jpg", tmp_path / "b.csv")
+
+
+
+def test_outputs_are_kept_across_settings_that_do_not_change_them(media_dir, tmp_path):
+    """A rerun keeps the outputs whose tables its settings do not change: a photo's with --detect-every or --au-static
+    (every face, static AUs anyway), an image folder's with --timestamps / --orientation (no container)."""
+    from gpuau.corpus import run_corpus
+    from gpuau.pipeline import Analyzer
+
+    photo, folder = media_dir / "sample1.jpg", media_dir / "image_sequence"
+    out = tmp_path / "out"
+    first = run_corpus([photo, folder], out, analyzer=Analyzer("cpu"), progress=False)
+    assert [o.status for o in first.outcomes] == ["done", "done"]
+    again = run_corpus([photo], out, analyzer=Analyzer("cpu", detect_every=5, au_static=True), progress=False)
+    assert [o.status for o in again.outcomes] == ["skipped"]  # a photo's table: every face, static AUs anyway
+    again = run_corpus([folder], out, analyzer=Analyzer("cpu", timestamps="container", orientation="display"),
+                       progress=False)
+    assert [o.status for o in again.outcomes] == ["skipped"]  # an image folder has no container

@@ -360,3 +360,93 @@ def test_an_analyzer_pickles_as_its_settings_into_a_process_pool(media_dir):
     assert again.settings() == an.settings() and again.backend is an.backend
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         assert pool.submit(_faces_found, an, media_dir / "sample1.jpg").result() == 1
+
+
+def _recording_bars(monkeypatch, on_update=None):
+    """Make gpuau draw its progress bars as on a terminal, into recording stand-ins (each bar's tqdm keywords, its
+    count and total); ``on_update(bar)`` is called at each update."""
+    import gpuau.corpus as corpus_module
+    import gpuau.workers as workers_module
+
+    bars = []
+
+    class Bar(corpus_module._NoBar):
+        def __init__(self, kwargs):
+            super().__init__(kwargs.get("total"))
+            self.desc = kwargs.get("desc")
+
+        def update(self, n=1):
+            super().update(n)
+            if on_update is not None:
+                on_update(self)
+
+    def progress_bar(progress, **kwargs):
+        bar = Bar(kwargs) if progress else corpus_module._NoBar(kwargs.get("total"))
+        bars.append(bar)
+        return bar
+
+    for module in (corpus_module, workers_module):
+        monkeypatch.setattr(module, "progress_bar", progress_bar)
+        monkeypatch.setattr(module, "on_terminal", lambda: True)
+    return bars
+
+
+def test_progress_bars_count_each_videos_frames(corpus, tmp_path, monkeypatch):
+    """On a terminal a video's bar counts its frames, sized by the container's count: in this process it ends at the
+    video's 30 frames; from worker processes, whose progress messages the parent draws, it moves."""
+    bars = _recording_bars(monkeypatch)
+    clip = corpus[2]
+    run_corpus([clip], tmp_path / "one", analyzer=Analyzer("cpu"), workers=1)
+    (bar,) = [b for b in bars if b.desc == clip.name]
+    assert (bar.n, bar.total) == (30, 30)
+    bars.clear()
+    run_corpus(corpus[1:3], tmp_path / "two", analyzer=Analyzer("cpu"), workers=2)
+    (bar,) = [b for b in bars if b.desc == clip.name]
+    assert bar.total == 30 and 0 < bar.n <= 30
+
+
+def test_a_worker_killed_by_a_signal_is_reported_with_the_signal(corpus, tmp_path, monkeypatch):
+    """The out-of-memory killer's SIGKILL while a worker analyses a video: the input's reason names signal 9."""
+    from gpuau.corpus import CorpusRun
+    from gpuau.workers import schedule
+
+    killed = []
+
+    def kill_the_busy_worker(bar):  # the parent draws the worker's first progress message: it is mid-video
+        if not killed:
+            (worker,) = [c for c in multiprocessing.active_children() if c.name == "gpuau-worker"]
+            worker.kill()
+            killed.append(worker.pid)
+
+    _recording_bars(monkeypatch, on_update=kill_the_busy_worker)
+    run = CorpusRun(corpus[2:3], tmp_path / "out", progress=False)
+    schedule(run, "cpu", LocalPlan(1, 2), fmt="csv", progress=True, options=Analyzer("cpu").settings(),
+             max_retries=0)
+    (clip,) = run.finish().outcomes
+    assert killed and clip.status == "failed"
+    assert clip.reason == "its worker died 1 time(s); last: the process ended (signal 9)"
+    assert not files(tmp_path / "out") and not list((tmp_path / "out").glob(".*.tmp"))
+
+
+def test_an_input_whose_idle_worker_died_keeps_its_place_in_the_queue(corpus, tmp_path):
+    """The input handed to a worker found dead (killed while idle) is the next one analysed: the largest-first order
+    holds (at the back of the queue, a long video would be left for last)."""
+    from gpuau.corpus import CorpusRun
+    from gpuau.workers import schedule
+
+    run = CorpusRun(corpus[:3], tmp_path / "out", progress=False)
+    expected = [src for src, _ in run.largest_first()]
+    record, order = run.record, []
+
+    def record_then_kill_the_idle_worker(outcome):
+        record(outcome)
+        order.append(outcome.input)
+        if len(order) == 1:
+            (worker,) = [c for c in multiprocessing.active_children() if c.name == "gpuau-worker"]
+            worker.kill()
+            worker.join()
+
+    run.record = record_then_kill_the_idle_worker
+    schedule(run, "cpu", LocalPlan(1, 2), fmt="csv", progress=False, options=Analyzer("cpu").settings(),
+             max_retries=0)
+    assert order == expected and [o.status for o in run.finish().outcomes] == ["done", "done", "done"]
