@@ -290,3 +290,26 @@ def test_nms_ties_go_to_the_later_box_and_an_overlap_at_the_threshold_is_kept():
     boxes = np.array([[0, 0, 10, 1], [0, 0, 7, 1]], np.float32)
     keep = P.non_maximum_suppression(boxes, np.array([0.9, 0.8], np.float32), 0.7, minimum=False)
     assert keep.tolist() == [0, 1]
+
+
+def test_pyramid_starts_at_the_minimum_face_size_and_keeps_a_level_of_one_pnet_window():
+    """FaceDetectorMTCNN::DetectFaces: the largest scale is 12 / min_face_size, each next one 0.709 times smaller, and
+    a level 12 pixels high (one PNet window) is searched like any other."""
+    assert mtcnn_module.pyramid_levels(60, 65) == [(0.2, 12, 13)]
+    levels = mtcnn_module.pyramid_levels(480, 640, min_face_size=40)
+    assert levels[0][0] == 12 / 40 and levels[1][0] == 12 / 40 * 0.709
+    assert len(levels) == int(np.floor(np.log(40 / 480) / np.log(0.709))) + 1
+
+
+def test_a_box_left_of_and_above_the_image_is_padded_with_zeros_where_openface_pads():
+    """A box x, y, w, h takes the (h + 1) x (w + 1) pixels from (x - 1, y - 1); outside the image they are 0, the
+    image's column 0 landing at int(-x + 1) (FaceDetectorMTCNN.cpp's start_x_out).  w = h = 47 and size 48 make the
+    resize an identity, so the crop is compared pixel for pixel."""
+    image = np.random.default_rng(4).integers(0, 256, (120, 160, 3), np.uint8)
+    for x, y in ((-10.0, 5.0), (20.0, -7.0), (-3.0, -2.0)):
+        want = np.zeros((48, 48, 3), np.float32)
+        x0, y0 = max(int(-x + 1), 0), max(int(-y + 1), 0)
+        xi, yi = max(int(x - 1), 0), max(int(y - 1), 0)
+        want[y0:, x0:] = image[yi:yi + 48 - y0, xi:xi + 48 - x0]
+        got = P.crop_proposals(image, np.array([[x, y, 47, 47]], np.float32), 48)[0]
+        np.testing.assert_array_equal(got, P.normalise(want), err_msg=f"box at {x}, {y}")

@@ -287,3 +287,31 @@ def test_a_table_without_aus_runs_no_au_stage(analyzer, clip, media_dir):
         assert all(np.array_equal(table[c], whole.columns[c]) for c in part.columns)
     assert list(image.columns)[:3] == ["face", "confidence", "pose_Tx"] and image.faces_found == 1
     assert multi.faces_found == 2 and not any(c.startswith(("AU", "p_")) for c in multi.columns)
+
+
+def test_intrinsics_given_to_a_call_replace_the_analyzers_camera(analyzer, clip, media_dir):
+    """analyze_frames and analyze_image (an array or a path) take their own intrinsics: the table is that of an
+    Analyzer built with that camera, not the default camera's (the pose's depth follows fx)."""
+    camera = (900.0, 880.0, 300.0, 250.0)
+    fixed = gpuau.Analyzer("cpu", quality="fast", camera=camera)
+    got = analyzer.analyze_frames(clip[:2], fps=15, intrinsics=camera)
+    assert got.to_pandas().equals(fixed.analyze_frames(clip[:2], fps=15).to_pandas())
+    assert not np.array_equal(got.columns["pose_Tz"], analyzer.analyze_frames(clip[:2], fps=15).columns["pose_Tz"])
+    import cv2
+
+    path = media_dir / "sample1.jpg"
+    for image in (path, cv2.imread(str(path))):
+        got = analyzer.analyze_image(image, intrinsics=camera)
+        assert got.to_pandas().equals(fixed.analyze_image(image).to_pandas()), type(image)
+        assert not np.array_equal(got.columns["pose_Tz"], analyzer.analyze_image(image).columns["pose_Tz"])
+
+
+def test_yes_no_settings_take_no_other_number():
+    """_flag takes True/False (NumPy's too) and 0/1: a 2 or a -1 (a count given to the wrong keyword) is refused,
+    not read as True."""
+    for flag in ("multi_face", "au_static", "write_hog"):
+        for wrong in (2, -1):
+            with pytest.raises(TypeError, match=f"{flag}={wrong}: use True or False"):
+                gpuau.Analyzer("cpu", **{flag: wrong})
+        assert getattr(gpuau.Analyzer("cpu", **{flag: 1}), flag) is True
+        assert getattr(gpuau.Analyzer("cpu", **{flag: 0}), flag) is False

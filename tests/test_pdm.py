@@ -114,3 +114,14 @@ def test_shapes_are_openfaces_bit_for_bit(name, models_dir):
     got_2d = np.stack([pdm.calc_shape_2d(gi, pi) for gi, pi in zip(g, p)])
     np.testing.assert_array_equal(got_3d.view(np.int32), want_3d.view(np.int32))
     np.testing.assert_array_equal(got_2d.view(np.int32), want_2d.view(np.int32))
+
+
+def test_calc_params_from_box_fills_box_with_a_rotated_shape(pdm):
+    """PDM::CalcParams with a box and a rotation: the extents are the rotated mean shape's, so each rotation
+    hypothesis's shape is centred in the box."""
+    box = np.array([100, 120, 200, 220], np.float32)
+    for rot in ((0.0, 0.5236, 0.0), (0.0, -0.7, 0.3), (0.4, 0.0, -0.5)):
+        g = pdm.calc_params_from_box(box, np.zeros(34, np.float32), rot)
+        np.testing.assert_allclose(g[1:4], rot, atol=1e-6)
+        bb = pdm.calc_bounding_box(g, np.zeros(34))
+        np.testing.assert_allclose(bb[:2] + bb[2:] / 2, box[:2] + box[2:] / 2, atol=1e-3)

@@ -786,3 +786,20 @@ def test_outputs_are_kept_across_settings_that_do_not_change_them(media_dir, tmp
     again = run_corpus([folder], out, analyzer=Analyzer("cpu", timestamps="container", orientation="display"),
                        progress=False)
     assert [o.status for o in again.outcomes] == ["skipped"]  # an image folder has no container
+
+
+def test_the_one_calls_output_is_checked_before_the_analysis_and_named_in_any_case(media_dir, tmp_path, monkeypatch):
+    """gpuau.analyze_video checks its output before the analysis (a file where its folder, or the folder's folder,
+    would be), and takes the format from the name in any case (.PARQUET is Parquet)."""
+    import gpuau
+    from gpuau.pipeline import Analyzer, output_format
+
+    assert output_format(tmp_path / "T.PARQUET") == "parquet" and output_format(tmp_path / "t.Parquet") == "parquet"
+    gpuau.analyze_video(media_dir / "sample1.jpg", device="cpu", quality="fast", output=tmp_path / "UP.PARQUET")
+    assert (tmp_path / "UP.PARQUET").read_bytes()[:4] == b"PAR1"
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setattr(Analyzer, "analyze_video", lambda *a, **k: pytest.fail("analysed before the output was checked"))
+    for output in (blocker / "a.csv", blocker / "sub" / "a.csv"):
+        with pytest.raises(OSError):
+            gpuau.analyze_video(media_dir / "sample1.jpg", device="cpu", output=output)

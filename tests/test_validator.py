@@ -10,6 +10,7 @@ from gpuau.landmarks.validator import (
     cnn_forward,
     detection_outcome,
     select_view,
+    validator_roi,
 )
 from gpuau.cpu.validator_cnn import convolution, fully_connected, max_pooling
 from mtcnn_oracle import max_pool
@@ -145,3 +146,25 @@ def test_reference_confidence_multi_face(validator, reference_dir, media_dir):
     assert exact.mean() >= 0.99
     assert np.mean(np.abs(conf - ref) <= 0.1) >= 0.995
     assert np.mean((conf > VALIDATION_BOUNDARY) == (df["success"].to_numpy() == 1)) >= 0.998
+
+
+def test_the_validators_region_is_openfaces_crop():
+    """DetectionValidator::Check: the landmarks' box grown by 3 px, each bound truncated to int and clipped to
+    [0, cols - 1] x [0, rows - 1], so the image's last column and row are never read; the landmarks move with it."""
+    lm = np.array([[10.7, 20.2], [100.9, 60.0], [50.0, 120.5]], np.float32)
+    region, local = validator_roi(lm, (480, 640))
+    assert region == (7, 17, 103 - 7, 123 - 17)
+    np.testing.assert_array_equal(local, lm - np.float32([7, 17]))
+    past = np.array([[600.5, 400.5], [700.0, 500.0]], np.float32)  # past the right and bottom edges
+    assert validator_roi(past, (480, 640))[0] == (597, 397, 639 - 597, 479 - 397)
+    assert validator_roi(-past, (480, 640))[0][:2] == (0, 0)
+
+
+def test_a_face_whose_region_is_one_pixel_wide_is_not_validated(validator):
+    """A region less than 2 pixels wide or high gives certainty 0 without running the network (every bin gives at
+    least 1/60)."""
+    gray = np.random.default_rng(3).integers(0, 256, (480, 640), np.uint8)
+    lm = np.stack([np.linspace(-40.0, -1.5, 68), np.linspace(100.0, 200.0, 68)], axis=1).astype(np.float32)
+    assert validator_roi(lm, gray.shape)[0][2] == 1
+    assert validator.check(gray, lm, np.zeros(3)) == 0.0
+    assert validator.check(gray, lm[:, ::-1].copy(), np.zeros(3)) == 0.0  # one pixel high

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from gpuau.cli import main
-from gpuau.viz import draw_frame, project_gaze, project_pose_axes
+from gpuau.io import write_openface_csv
+from gpuau.viz import _face_table, draw_frame, project_gaze, project_pose_axes
 
 
 def test_render_draws_landmarks_where_the_csv_says(media_dir, reference_dir, tmp_path):
@@ -303,3 +304,23 @@ def test_plot_refuses_a_face_the_csv_does_not_have(multi_face, tmp_path, capsys)
     err = capsys.readouterr().err
     assert (status, out.exists()) == (2, False)
     assert err.startswith(f"gpuau: error: {csv}: no face 7 in it (its face ids: 0, 1, 2); choose one of them")
+
+
+def test_a_table_without_face_ids_is_face_zeros(tmp_path):
+    """OpenFace 2.0's FeatureExtraction wrote no face_id column: its rows are face 0, as render and plot read them."""
+    columns = {"frame": np.arange(1.0, 4.0), "timestamp": np.arange(3) / 30.0, "confidence": np.full(3, 0.98),
+               "success": np.ones(3), "AU12_r": np.array([0.5, 1.0, 1.5])}
+    path = write_openface_csv(tmp_path / "old.csv", columns, order=list(columns))
+    _, rows = _face_table(path, 0)
+    assert rows.tolist() == [True, True, True]
+
+
+def test_au_bars_are_scaled_to_intensity_five():
+    """An AU's bar spans the panel's bar width (190 - 60 px) at intensity 5, half of it at 2.5, green when present."""
+    blank = np.zeros((240, 320, 3), np.uint8)
+    for value, present, want in ((5.0, 1.0, 130), (2.5, 0.0, 65), (7.0, 1.0, 130)):
+        out = draw_frame(blank, {"success": 1.0, "AU12_r": value, "AU12_c": present}, ["AU12_r"], None)
+        colour = (60, 200, 60) if present else (160, 160, 160)
+        bar = np.all(out[:, 320:] == colour, axis=2)
+        cols = np.flatnonzero(bar.any(axis=0))
+        assert cols.min() == 52 and cols.max() - cols.min() == want, (value, cols.min(), cols.max())

@@ -450,3 +450,10 @@ def test_an_input_whose_idle_worker_died_keeps_its_place_in_the_queue(corpus, tm
     schedule(run, "cpu", LocalPlan(1, 2), fmt="csv", progress=False, options=Analyzer("cpu").settings(),
              max_retries=0)
     assert order == expected and [o.status for o in run.finish().outcomes] == ["done", "done", "done"]
+
+
+def test_an_analyzers_camera_goes_with_its_settings():
+    an = Analyzer("cpu", quality="fast", camera=(600, 620, None, None))
+    assert an.settings()["camera"] == an.camera and an.camera is not None
+    again = pickle.loads(pickle.dumps(an))
+    assert again.camera == an.camera and again.settings() == an.settings()
