@@ -84,7 +84,7 @@ def check_writable(path: "str | os.PathLike") -> None:
         f.close()
         tmp.unlink()
         return
-    ancestor = next(p for p in (path.parent, *path.parent.parents) if p.exists())  # the parent: a file there
+    ancestor = next(p for p in (path.parent, *path.parent.parents) if p.exists())  # the folder itself may be a file
     if not ancestor.is_dir():
         raise NotADirectoryError(errno.ENOTDIR, "not a folder, so the output's folder cannot be made in it",
                                  str(ancestor))

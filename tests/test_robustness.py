@@ -803,3 +803,20 @@ def test_the_one_calls_output_is_checked_before_the_analysis_and_named_in_any_ca
     for output in (blocker / "a.csv", blocker / "sub" / "a.csv"):
         with pytest.raises(OSError):
             gpuau.analyze_video(media_dir / "sample1.jpg", device="cpu", output=output)
+
+
+def test_an_output_reaches_the_disk_before_it_takes_its_name(tmp_path, monkeypatch):
+    """Every output is flushed to the disk (fsync) under its temporary name before the rename: after a power cut the
+    final name holds the whole file or nothing, never a cut one that a resumed run would take for finished."""
+    from gpuau import _atomic
+
+    events = []
+    fsync, replace = os.fsync, os.replace
+    monkeypatch.setattr(_atomic.os, "fsync", lambda fd: events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+                        or fsync(fd))
+    monkeypatch.setattr(_atomic.os, "replace", lambda src, dst: events.append(("replace", str(src))) or replace(src, dst))
+    with _atomic.atomic_write(tmp_path / "out.csv") as f:
+        f.write("frame, face_id\n")
+    (fsync_event, temp), (replace_event, renamed) = events
+    assert (fsync_event, replace_event) == ("fsync", "replace") and temp == renamed != str(tmp_path / "out.csv")
+    assert (tmp_path / "out.csv").read_text() == "frame, face_id\n"
