@@ -139,7 +139,11 @@ def cuda_unavailable_reason() -> str:
     """Why no CUDA device is usable, in words ("" when one is): several CuPy builds installed, CuPy missing or
     failing to import, or CUDA's runtime finding no device, with its own reason (a driver older than the CuPy build's
     CUDA says so: ``cudaErrorInsufficientDriver``)."""
-    problem = _cupy_problem()
+    return _no_device_reason(_cupy_problem())
+
+
+def _no_device_reason(problem: "str | None") -> str:
+    """:func:`cuda_unavailable_reason` from :func:`_cupy_problem`'s answer."""
     if problem is None:
         return "CuPy is not installed"
     if problem:
@@ -189,10 +193,10 @@ def resolve_device(spec: "str | Backend" = "auto") -> Backend:
         return spec
     s = "auto" if spec is None else str(spec).strip().lower()
     if s == "auto":
-        broken = _cupy_problem()
-        if broken:  # a GPU server whose CuPy is broken: said (a CPU machine, with or without CuPy, is not)
-            log.warning("device auto: the CPU, since no CUDA device is usable (%s)", broken)
-        s = "cpu" if broken or cuda_unavailable_reason() else "cuda"
+        problem = _cupy_problem()
+        if problem:  # a GPU server whose CuPy is broken: said (a CPU machine, with or without CuPy, is not)
+            log.warning("device auto: the CPU, since no CUDA device is usable (%s)", problem)
+        s = "cpu" if _no_device_reason(problem) else "cuda"
     if s == "cuda":
         s = "cuda:0"
     return _backend(s)
